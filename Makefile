@@ -1,0 +1,51 @@
+# cepaper: `make book` (the main job) and `make test`. Both install what they need into .venv.
+PYTHON  ?= python3.11
+PROFILE ?= quick
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+# Real data for sections that need it: ../shared/data when it exists, else $CEPAPER_DATA as given.
+SHARED_DATA := $(abspath ../shared/data)
+ifneq ($(wildcard $(SHARED_DATA)),)
+export CEPAPER_DATA ?= $(SHARED_DATA)
+endif
+export PATH := $(abspath $(BIN)):$(PATH)
+export MPLBACKEND := Agg
+
+.PHONY: install book run test test-unit test-notebooks browser-deps clean
+.DEFAULT_GOAL := book
+
+install: $(STAMP)
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip==24.3.1"
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+book: install
+	$(BIN)/cepaper book --profile $(PROFILE)
+
+run: install
+	$(BIN)/cepaper run --profile $(PROFILE)
+
+test: book browser-deps
+	$(MAKE) --no-print-directory test-unit test-notebooks
+
+test-unit: install
+	$(BIN)/python -m pytest tests -q
+
+# nbval re-executes the executed quick-profile notebooks; their results go to a scratch store.
+test-notebooks: install
+	rm -rf _build/nbval-results
+	CEPAPER_RESULTS=$(abspath _build/nbval-results) $(BIN)/python -m pytest -q --nbval-lax \
+		-p no:cacheprovider _build/executed/quick/*.ipynb
+
+# Headless Chromium for the browser test of the book; the test skips (saying why) without it.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+		|| echo "chromium could not be installed: the browser test will be skipped"
+
+clean:
+	rm -rf _build book/sections results/quick

@@ -1,0 +1,122 @@
+"""The NTK-parameterized ReLU MLP of Eq. 3 and its collegial ensemble (Eq. 4), batched over members.
+
+One module holds all ``m`` members: layer ``l`` is one weight tensor of shape ``(m, n_l, n_{l-1})``
+(a block-diagonal layer), so a forward pass is one batched matmul per layer, never a Python loop.
+
+With ``phi`` the ReLU and ``h_0 = x``::
+
+    z_l = sqrt(2 / n_{l-1}) W_l h_{l-1},   h_l = phi(z_l)        l = 1..L  (hidden widths n_1..n_L)
+    f_j = sqrt(1 / n_L) w_j . h_L                                (scalar readout of member j)
+    F_e = m^{-1/2} sum_j f_j                                     (Eq. 4)
+
+All weights are drawn i.i.d. N(0, 1): the scales live in the forward pass (NTK parameterization).
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from cepaper._checks import positive_int
+
+
+def hidden_widths(widths, depth=None):
+    """Normalize ``widths`` (an int with ``depth``, or a sequence) to a tuple of ints >= 1."""
+    if isinstance(widths, int):
+        widths = (widths,) * positive_int("depth", depth if depth is not None else 1)
+    widths = tuple(positive_int("width", n) for n in widths)
+    if not widths:
+        raise ValueError("widths must name at least one hidden layer, got ()")
+    return widths
+
+
+def ntk_scales(n_in, widths):
+    """Forward multipliers of Eq. 3: ``sqrt(2/n_{l-1})`` for ``l = 1..L``, then ``sqrt(1/n_L)``.
+
+    Args:
+        n_in: input dimension ``n_0``.
+        widths: hidden widths ``(n_1, ..., n_L)``.
+    Returns:
+        a list of ``L + 1`` floats, one per weight layer.
+    """
+    fans = (positive_int("n_in", n_in),) + hidden_widths(widths)
+    return [math.sqrt(2.0 / f) for f in fans[:-1]] + [math.sqrt(1.0 / fans[-1])]
+
+
+class CollegialMLP(nn.Module):
+    """``m`` NTK-parameterized ReLU MLPs ``R^{n_in} -> R``, summed and scaled by ``1/sqrt(m)``.
+
+    Args:
+        n_in: input dimension ``n_0``.
+        widths: hidden widths ``(n_1, ..., n_L)``, or one int repeated ``depth`` times.
+        m: multiplicity (number of members); ``m = 1`` is the single network of Eq. 3.
+        depth: number of hidden layers ``L`` when ``widths`` is an int.
+        bias: add a bias ``b_l ~ N(0, 1)`` (unscaled) to every layer; Eq. 3 has none.
+        generator: ``torch.Generator`` for the initial draw (reproducible weights).
+    """
+
+    def __init__(self, n_in, widths, m=1, depth=None, bias=False, generator=None,
+                 dtype=torch.float32, device=None):
+        super().__init__()
+        self.n_in = positive_int("n_in", n_in)
+        self.widths = hidden_widths(widths, depth)
+        self.m = positive_int("m", m)
+        fans = (self.n_in,) + self.widths
+        outs = self.widths + (1,)
+        kw = dict(dtype=dtype, device=device)
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.empty(self.m, o, i, **kw)) for i, o in zip(fans, outs))
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.empty(self.m, 1, o, **kw)) for o in outs) if bias else None
+        self.reset_parameters(generator)
+
+    @property
+    def depth(self):
+        """Number of hidden layers ``L``."""
+        return len(self.widths)
+
+    @property
+    def scales(self):
+        """Forward multiplier of each weight layer: ``sqrt(2/n_{l-1})``, then ``sqrt(1/n_L)``."""
+        return ntk_scales(self.n_in, self.widths)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator=None):
+        """Draw every weight (and bias) i.i.d. from N(0, 1), layer by layer, weights first.
+
+        The draws equal ``torch.randn(p.shape, generator=generator)`` taken in that order; they are
+        written in place when the generator lives on the parameters' device.
+        """
+        for p in self.parameters():
+            if generator is None or generator.device == p.device:
+                p.normal_(generator=generator)
+            else:
+                p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device))
+
+    def layers(self, x):
+        """Hidden pre-activations ``[z_1, ..., z_L]`` and the member outputs.
+
+        Args:
+            x: inputs of shape ``(N, n_in)``.
+        Returns:
+            ``(zs, out)``: each ``z_l`` of shape ``(m, N, n_l)``; ``out`` of shape ``(m, N)``.
+        """
+        if x.ndim != 2 or x.shape[1] != self.n_in:
+            raise ValueError(f"x must have shape (N, {self.n_in}), got {tuple(x.shape)}")
+        h, zs = x, []
+        for l, (w, s) in enumerate(zip(self.weights, self.scales)):
+            z = s * torch.matmul(h, w.transpose(1, 2))
+            if self.biases is not None:
+                z = z + self.biases[l]
+            if l == self.depth:
+                return zs, z.squeeze(-1)
+            zs.append(z)
+            h = torch.relu(z)
+
+    def members(self, x):
+        """Outputs ``f_j(x)`` of every member, shape ``(m, N)``."""
+        return self.layers(x)[1]
+
+    def forward(self, x):
+        """Ensemble output ``F_e(x) = m^{-1/2} sum_j f_j(x)`` (Eq. 4), shape ``(N,)``."""
+        return self.members(x).sum(0) / math.sqrt(self.m)

@@ -1,0 +1,177 @@
+"""Results store: JSON (and CSV for tables) under ``results/<profile>/<section>/``, with provenance.
+
+Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so a
+crash never leaves a half-written result to be mistaken for a good one. Each JSON file holds::
+
+    {"data": {...}, "provenance": {"section", "name", "profile", "params", "seed", "cepaper",
+                                   "git_commit", "device", "wall_s", "date"}}
+"""
+
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+import cepaper
+
+REPO = Path(__file__).resolve().parent.parent
+SECTIONS = ("lemma1", "theorem1", "alpha", "primal_dual", "mnist", "cifar", "imagenet")
+
+
+def root():
+    """The results folder: ``$CEPAPER_RESULTS`` or ``results/`` in the repository."""
+    return Path(os.environ.get("CEPAPER_RESULTS", REPO / "results"))
+
+
+def section_dir(section, profile):
+    """``results/<profile>/<section>``; the section must be one of ``SECTIONS``."""
+    if section not in SECTIONS:
+        raise ValueError(f"section must be one of {', '.join(SECTIONS)}; got {section!r}")
+    return root() / profile / section
+
+
+def git_commit():
+    """The repository's HEAD commit (with ``+dirty`` when the tree has changes), or ``None``."""
+    try:
+        run = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True,
+                                        timeout=10, check=True).stdout.strip()
+        return run("rev-parse", "HEAD") + ("+dirty" if run("status", "--porcelain", "--", "cepaper") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_name(device="cpu"):
+    """A readable name of the device a computation ran on, e.g. ``cpu (x86_64, 2 threads)``."""
+    import torch
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _jsonable(x):
+    """Convert numpy/torch scalars and arrays (and NaN) to plain JSON values."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def write_atomic(path, text):
+    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+class Run:
+    """One notebook's run: collects provenance and saves named results of a section.
+
+    Example::
+
+        run = Run("lemma1", profile, params=dict(n=n, m_max=m_max), seed=seed, device=device)
+        run.save("fig2", {"gamma": gamma, "mean": mean})
+        data = run.load("fig2")
+    """
+
+    def __init__(self, section, profile, params=None, seed=None, device="cpu"):
+        self.dir = section_dir(section, profile)
+        if os.environ.get("CEPAPER_STAGING"):  # inside `cepaper run`: published only on success
+            self.dir = Path(os.environ["CEPAPER_STAGING"]) / profile / section
+        self.section, self.profile = section, profile
+        self.params, self.seed, self.device = dict(params or {}), seed, str(device)
+        self.started = time.perf_counter()
+
+    def header(self):
+        """Markdown for the top of a notebook: the profile and device this run uses."""
+        from IPython.display import Markdown
+        commit = (git_commit() or "unknown")[:12]
+        return Markdown(f"**This run:** profile `{self.profile}` on {device_name(self.device)}, "
+                        f"cepaper {cepaper.__version__} @ `{commit}`; results in "
+                        f"`results/{self.profile}/{self.section}/`.")
+
+    def provenance(self, name):
+        return {
+            "section": self.section, "name": name, "profile": self.profile,
+            "params": _jsonable(self.params), "seed": self.seed,
+            "cepaper": cepaper.__version__, "git_commit": git_commit(),
+            "device": device_name(self.device), "wall_s": round(time.perf_counter() - self.started, 3),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def save(self, name, data, table=None):
+        """Save ``data`` (a dict) as ``<name>.json`` and, if given, a DataFrame as ``<name>.csv``."""
+        record = {"data": _jsonable(data), "provenance": self.provenance(name)}
+        if table is not None:
+            write_atomic(self.dir / f"{name}.csv", table.to_csv(index=False))
+        return write_atomic(self.dir / f"{name}.json", json.dumps(record, indent=1) + "\n")
+
+    def load(self, name):
+        """The ``data`` dict of a result this section saved (see :func:`load`)."""
+        return load(self.section, self.profile, name)["data"]
+
+
+def _locate(section, profile, name):
+    """Path of a saved result, looking first in the staging folder of a running notebook.
+
+    A read from the store (found or not) is appended to ``$CEPAPER_READS_LOG`` so the pipeline knows which
+    results a notebook depends on.
+    """
+    staged = os.environ.get("CEPAPER_STAGING")
+    if staged and (path := Path(staged) / profile / section / f"{name}.json").exists():
+        return path
+    path = section_dir(section, profile) / f"{name}.json"
+    if os.environ.get("CEPAPER_READS_LOG"):
+        rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        with open(os.environ["CEPAPER_READS_LOG"], "a") as log:
+            log.write(f"{rel}\n")
+    return path
+
+
+def load(section, profile, name):
+    """The saved record ``{"data", "provenance"}`` of ``results/<profile>/<section>/<name>.json``."""
+    path = _locate(section, profile, name)
+    if not path.exists():
+        raise FileNotFoundError(f"no result {path}; run `cepaper run {section} --profile {profile}` first")
+    return json.loads(path.read_text())
+
+
+def find(section, name, profiles=("paper", "quick")):
+    """The first saved record of ``section/name`` among ``profiles`` (in order), or ``None``."""
+    for profile in profiles:
+        path = _locate(section, profile, name)
+        if path.exists():
+            return json.loads(path.read_text())
+    return None
+
+
+def describe(record):
+    """One line saying which run produced a record: profile, device, commit, date, wall time."""
+    p = record["provenance"]
+    commit = (p.get("git_commit") or "unknown")[:12]
+    return (f"{p['section']}/{p['name']}: profile `{p['profile']}`, {p['device']}, "
+            f"cepaper {p['cepaper']} @ {commit}, {p['date']}, {p['wall_s']:.1f} s")

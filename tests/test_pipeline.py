@@ -1,0 +1,127 @@
+"""The notebook pipeline: parameters checked, execution cached on source/params/imports, atomic.
+
+Runs real papermill executions of a tiny notebook in a throw-away repository layout.
+"""
+
+import json
+from pathlib import Path
+import subprocess
+import sys
+
+import pytest
+
+from cepaper import pipeline, results
+
+NOTEBOOK = '''# %% [markdown]
+# A tiny section
+
+# %% tags=["parameters"]
+profile = "quick"
+value = 1
+fail = False
+data_root = None
+
+# %%
+if False:
+    import cepaper.fake  # seen by the dependency scan, never executed
+from cepaper import results
+run = results.Run("lemma1", profile, params=dict(value=value))
+run.save("answer", {"value": value})
+assert not fail, "asked to fail"
+'''
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A minimal repository: _toc.yml, one notebook, one profile, two cepaper modules."""
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "01_lemma1.py").write_text(NOTEBOOK)
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "quick.yaml").write_text("lemma1:\n  value: 2\n")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
+                                       "  - file: book/sections/01_lemma1\n")
+    (tmp_path / "cepaper").mkdir()
+    for name in ("fake", "other"):
+        (tmp_path / "cepaper" / f"{name}.py").write_text(f"# {name}\n")
+    # the kernel runs in this folder: its `cepaper` package must still reach the real modules
+    (tmp_path / "cepaper" / "__init__.py").write_text(
+        f"__path__.append({str(Path(pipeline.__file__).parent)!r})\n__version__ = 'test'\n")
+    for module in (pipeline, results):
+        monkeypatch.setattr(module, "REPO", tmp_path)
+    monkeypatch.setattr(pipeline, "NOTEBOOKS", tmp_path / "notebooks")
+    monkeypatch.setattr(pipeline, "PROFILES", tmp_path / "profiles")
+    monkeypatch.setattr(pipeline, "BUILD", tmp_path / "_build")
+    monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path / "results"))
+    return tmp_path
+
+
+def statuses(records):
+    return [("cached" if r["cached"] else "executed") for r in records]
+
+
+def test_parameters_are_read_and_resolved(repo):
+    assert pipeline.book_sections() == ["lemma1"]
+    assert pipeline.notebook_parameters(repo / "notebooks" / "01_lemma1.py") == \
+        {"profile": "quick", "value": 1, "fail": False, "data_root": None}
+    params = pipeline.resolve_parameters("lemma1", "quick", [("data_root", "/data")])
+    assert params == {"profile": "quick", "value": 2, "fail": False, "data_root": "/data"}
+
+
+@pytest.mark.parametrize("section, profile, overrides, message", [
+    ("nope", "quick", [], "section must be one of lemma1"),
+    ("lemma1", "huge", [], "profile must be one of quick"),
+    ("lemma1", "quick", [("valu", 3)], "unknown parameter 'valu'"),
+    ("lemma1", "quick", [("value", "three")], "parameter 'value' of section lemma1 must be int"),
+    ("lemma1", "quick", [("fail", 1)], "parameter 'fail' of section lemma1 must be bool"),
+])
+def test_bad_input_is_refused_before_executing(repo, section, profile, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        pipeline.run([section], profile, overrides)
+    assert not (repo / "_build" / "executed").exists()
+
+
+def test_dependencies_follow_cepaper_imports(repo):
+    deps = pipeline.dependencies(NOTEBOOK)
+    assert set(deps) == {"cepaper/__init__.py", "cepaper/fake.py"}
+
+
+def test_run_caches_and_reexecutes_on_changes(repo):
+    (first,) = pipeline.run(["lemma1"])
+    assert not first["cached"] and first["params"]["value"] == 2
+    saved = results.load("lemma1", "quick", "answer")
+    assert saved["data"] == {"value": 2}
+    assert {"params", "seed", "cepaper", "git_commit", "device", "wall_s", "date"} <= set(saved["provenance"])
+    assert pipeline.executed_path("lemma1", "quick").exists()
+
+    assert statuses(pipeline.run(["lemma1"])) == ["cached"]
+    (repo / "cepaper" / "other.py").write_text("# not imported by the notebook\n")
+    assert statuses(pipeline.run(["lemma1"])) == ["cached"]
+    (repo / "cepaper" / "fake.py").write_text("# changed\n")
+    assert statuses(pipeline.run(["lemma1"])) == ["executed"]
+    assert statuses(pipeline.run(["lemma1"], overrides=[("value", 5)])) == ["executed"]
+    assert results.load("lemma1", "quick", "answer")["data"] == {"value": 5}
+
+
+def test_failed_notebook_leaves_nothing_behind(repo):
+    pipeline.run(["lemma1"])
+    with pytest.raises(RuntimeError, match="section lemma1 raised AssertionError: asked to fail"):
+        pipeline.run(["lemma1"], overrides=[("fail", True), ("value", 9)])
+    assert not pipeline.executed_path("lemma1", "quick").exists()
+    assert results.load("lemma1", "quick", "answer")["data"] == {"value": 2}, "half-written result published"
+    assert (repo / "_build" / "failed" / "quick" / "01_lemma1.ipynb").exists()
+
+
+def test_results_written_atomically(tmp_path):
+    path = results.write_atomic(tmp_path / "a" / "b.json", json.dumps({"x": 1}))
+    assert json.loads(path.read_text()) == {"x": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["b.json"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--profile", "nope"], "profile must be one of"),
+    (["run", "nosuchsection"], "section must be one of"),
+    (["run", "lemma1", "-p", "no_such_param", "1"], "unknown parameter 'no_such_param'"),
+])
+def test_cli_errors_exit_2(argv, message):
+    proc = subprocess.run([sys.executable, "-m", "cepaper.cli", *argv], capture_output=True, text=True)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
