@@ -302,19 +302,28 @@ def runs_page(records):
         lines.append(f"| {r['section']} | `{r['notebook']}` | `{r['profile']}` | {r['device']} | "
                      f"{r['wall_s']:.1f} | {r['date']} | `{(r['git_commit'] or 'unknown')[:12]}` |")
     total = sum(r["wall_s"] for r in records)
-    lines += ["", f"Total execution time: {total:.1f} s."]
+    lines += ["", f"Total execution time: {total:.1f} s.", "", "## Parameters of each run", ""]
+    for r in records:
+        params = ", ".join(f"`{k}={v!r}`" for k, v in r["params"].items())
+        lines += [f"- **{r['section']}**: {params}"]
     return "\n".join(lines) + "\n"
 
 
 def book(profile="quick", force=False):
     """Run every section of the book with ``profile``, then build the HTML book; return index.html."""
     records = run([], profile, force=force)
-    shutil.rmtree(SECTIONS_DIR, ignore_errors=True)
-    SECTIONS_DIR.mkdir(parents=True)
-    for r in records:
-        src = executed_path(r["section"], profile)
-        shutil.copy2(src, SECTIONS_DIR / src.name)
-    (SECTIONS_DIR / "runs.md").write_text(runs_page(records))
+    SECTIONS_DIR.mkdir(parents=True, exist_ok=True)
+    wanted = {executed_path(r["section"], profile) for r in records}
+    for old in SECTIONS_DIR.glob("*.ipynb"):
+        if old.name not in {p.name for p in wanted}:
+            old.unlink()
+    for src in wanted:  # copy only what changed, so Sphinx rebuilds only those pages
+        dst = SECTIONS_DIR / src.name
+        if not dst.exists() or dst.read_bytes() != src.read_bytes():
+            shutil.copy2(src, dst)
+    page = SECTIONS_DIR / "runs.md"
+    if not page.exists() or page.read_text() != runs_page(records):
+        page.write_text(runs_page(records))
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(REPO), "--warningiserror",
            "--nitpick", "--keep-going", "--quiet"]
     print("[cepaper] building the book", file=sys.stderr, flush=True)

@@ -1,0 +1,53 @@
+"""The notebooks keep the book's conventions, and their stored results carry full provenance."""
+
+import ast
+import json
+
+import jupytext
+import pytest
+
+from cepaper import pipeline, results
+
+SECTIONS = pipeline.book_sections()
+PROVENANCE = {"section", "name", "profile", "params", "seed", "cepaper", "git_commit", "device", "wall_s", "date"}
+
+
+def test_book_sections_are_known_result_sections():
+    assert SECTIONS and set(SECTIONS) <= set(results.SECTIONS)
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_parameters_cell_is_the_quick_profile(section):
+    defaults = pipeline.notebook_parameters(pipeline.notebook_path(section))
+    assert {"profile", "seed", "device"} <= set(defaults)
+    assert defaults["profile"] == "quick"
+    quick = pipeline.load_profile("quick")[section]
+    assert {k: defaults[k] for k in quick} == quick, "profiles/quick.yaml must equal the notebook defaults"
+    pipeline.resolve_parameters(section, "paper")  # names and types of the paper profile are valid
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_notebook_is_thin(section):
+    nb = jupytext.read(pipeline.notebook_path(section))
+    assert nb.cells[0].cell_type == "markdown", "a notebook opens with its title and what it reproduces"
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            defs = [n for n in ast.walk(ast.parse(cell.source))
+                    if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda))]
+            assert not defs, f"{section}: define functions in cepaper, not in the notebook"
+
+
+def quick_results():
+    folder = results.REPO / "results" / "quick"
+    return sorted(folder.glob("*/*.json")) if folder.exists() else []
+
+
+@pytest.mark.skipif(not quick_results(), reason="no quick-profile results: run `make book` first")
+@pytest.mark.parametrize("path", quick_results(), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_stored_results_carry_provenance(path):
+    record = json.loads(path.read_text())
+    assert set(record) == {"data", "provenance"}
+    prov = record["provenance"]
+    assert PROVENANCE <= set(prov)
+    assert prov["section"] == path.parent.name and prov["name"] == path.stem and prov["profile"] == "quick"
+    assert prov["wall_s"] >= 0 and prov["date"][:2] == "20"
