@@ -229,6 +229,7 @@ def execute(section, params, key):
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     wall = time.perf_counter() - start
+    _hide_default_parameters(staging / "out.ipynb")
     _publish(staging / profile / section, results.section_dir(section, profile))
     own = results.section_dir(section, profile)
     reads = sorted({r for r in (reads_log.read_text().split() if reads_log.exists() else [])
@@ -245,6 +246,17 @@ def execute(section, params, key):
     results.write_atomic(_record_path(section, profile), json.dumps(record, indent=1))
     shutil.rmtree(staging, ignore_errors=True)
     return record
+
+
+def _hide_default_parameters(path):
+    """Keep only papermill's injected-parameters cell on the page: the values this run used."""
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nbformat.write(nb, path)
 
 
 def _publish(new, dest):

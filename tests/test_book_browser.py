@@ -65,7 +65,7 @@ def probe(page, profile_dir):
         dom = chromium("--virtual-time-budget=15000", "--dump-dom", copy.as_uri(), profile_dir=profile_dir)
     finally:
         copy.unlink()
-    match = re.search(r'<pre id="cepaper-probe">(.*?)</pre>', dom, re.S)
+    match = re.search(r'<pre id="cepaper-probe"[^>]*>(.*?)</pre>', dom, re.S)
     assert match, f"the probe did not run on {page}"
     return json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&")
                       .replace("&lt;", "<").replace("&gt;", ">"))
