@@ -48,7 +48,155 @@ def _add_book(sub):
     p.set_defaults(func=book)
 
 
-COMMANDS = [_add_run, _add_book]
+# --- `cepaper params` and `cepaper design` (Sec. 3, Algorithm 2; issue 3) -------------------------
+
+
+def _cli_type(convert):
+    """An argparse ``type`` from a converter that raises ``ValueError``: argparse then exits with
+    status 2 and ``argument --NAME: <message>``."""
+    def parse(text):
+        try:
+            return convert(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+def _positive_int_arg(text):
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"must be an integer >= 1, got {text!r}")
+    return int(text)
+
+
+def _positive_float_arg(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def _config_arg(text):
+    from cepaper import complexity
+    return complexity.format_config(*complexity.parse_config(text))
+
+
+def _arch_args(p, baseline):
+    """Arguments shared by ``params`` and ``design``: the architecture and its configuration."""
+    from cepaper import complexity
+    pos_int = _cli_type(_positive_int_arg)
+    p.add_argument("--arch", required=True, choices=list(complexity.ARCHS), help="architecture")
+    p.add_argument(f"--{baseline}", type=_cli_type(_config_arg),
+                   metavar="CxDd", help="groups x width per group, e.g. 32x4d (not for mlp)")
+    p.add_argument("--classes", type=pos_int, help="classes (outputs for mlp; default: the arch's dataset)")
+    p.add_argument("--resolution", type=pos_int, help="input resolution (default: the arch's dataset)")
+    p.add_argument("--depth", type=pos_int, help="mlp: number of weight layers L of Eq. 3")
+    p.add_argument("--width", type=pos_int, help="mlp: hidden width")
+    p.add_argument("--inputs", type=pos_int, help="mlp: input size n_0")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _check_arch_args(args, baseline):
+    """Which of --CONFIG / --depth --width --inputs the arch needs; ``UsageError`` otherwise."""
+    mlp_args = {"--depth": args.depth, "--width": args.width, "--inputs": args.inputs}
+    if args.arch == "mlp":
+        missing = [k for k, v in mlp_args.items() if v is None]
+        if missing:
+            raise UsageError(f"--arch mlp needs {', '.join(missing)} (positive integers)")
+        if getattr(args, baseline) is not None:
+            raise UsageError(f"--{baseline} does not apply to --arch mlp; give --depth, --width, --inputs")
+        if args.resolution is not None:
+            raise UsageError("--resolution does not apply to --arch mlp")
+    elif args.arch == "bottleneck" and args.classes is not None:
+        raise UsageError("--classes does not apply to --arch bottleneck (a single block has no classifier)")
+    if args.arch != "mlp":
+        if getattr(args, baseline) is None:
+            raise UsageError(f"--{baseline} is required for --arch {args.arch} (CxDd, e.g. 32x4d)")
+        given = [k for k, v in mlp_args.items() if v is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply to --arch mlp; give --{baseline} CxDd")
+
+
+def _table(rows):
+    """Two aligned columns ``name  value`` for the human-readable output."""
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _add_params(sub):
+    p = sub.add_parser("params", help="exact parameter and multiply-add counts of an architecture")
+    _arch_args(p, "config")
+    p.add_argument("--bias", action="store_true", help="mlp: layers with biases")
+
+    def params(args):
+        from cepaper import complexity
+        _check_arch_args(args, "config")
+        if args.arch == "mlp":
+            r = complexity.mlp(args.inputs, args.width, args.depth, args.classes or 1, args.bias)
+        else:
+            if args.bias:
+                raise UsageError("--bias only applies to --arch mlp")
+            r = complexity.complexity(args.arch, args.config, classes=args.classes, resolution=args.resolution)
+        rows = [(k, v) for k, v in r.items() if k not in ("params", "macs", "flops", "acts", "adds")]
+        rows += [("params", f"{r['params']:,} ({r['params'] / 1e6:.2f}M)"),
+                 ("macs", f"{r['macs']:,} ({r['macs'] / 1e9:.3f} G)"),
+                 ("flops (2 macs)", f"{r['flops']:,} ({r['flops'] / 1e9:.3f} G)")]
+        emit(args, r, _table(rows))
+    p.set_defaults(func=params)
+
+
+def _add_design(sub):
+    p = sub.add_parser("design", help="optimal collegial ensemble m x n for a baseline (Sec. 3, Algorithm 2)")
+    _arch_args(p, "baseline")
+    from cepaper import search
+    p.add_argument("--objective", default="primal", choices=search.OBJECTIVES,
+                   help="primal: smoothest at equal budget (Eq. 12); dual: cheapest at equal Var(K) (Eq. 14)")
+    p.add_argument("--budget", default="params", choices=search.BUDGETS, help="efficiency metric (Eq. 8 or 15)")
+    p.add_argument("--alpha", type=_cli_type(_positive_float_arg),
+                   help="alpha of Eq. 9 (default: the fitted one in results/, else the paper's)")
+    p.add_argument("--rounding", default="nearest", choices=search.ROUNDINGS, help="integer m rule (Algorithm 2 step 6)")
+    p.add_argument("--n", type=_cli_type(_positive_int_arg),
+                   help="evaluate this width instead of the optimum (a model on the curve)")
+    p.add_argument("--curve", action="store_true", help="add the whole curve over n")
+
+    def design(args):
+        _check_arch_args(args, "baseline")
+        kw = dict(objective=args.objective, budget=args.budget, alpha=args.alpha, classes=args.classes,
+                  resolution=args.resolution, rounding=args.rounding, n=args.n, with_curve=args.curve)
+        if args.arch == "mlp":
+            r = search.design("mlp", args.width, mlp_inputs=args.inputs, mlp_depth=args.depth, **kw)
+        else:
+            r = search.design(args.arch, args.baseline, **kw)
+        emit(args, r, _format_design(r))
+    p.set_defaults(func=design)
+
+
+def _format_design(r):
+    """The human-readable result of ``cepaper design``."""
+    budget = r["budget"]
+    rows = [("arch", r["arch"]), ("baseline", r["baseline"]), ("objective", f"{r['objective']} ({budget} budget)"),
+            ("alpha", f"{r['alpha']:.3g} ({r['alpha_source']})"),
+            ("optimum n", f"{r['n_optimum']}" + ("" if r["n"] == r["n_optimum"] else f" (evaluated at n = {r['n']})")),
+            ("ensemble", f"{r['config']}  (m = {r['m']}, continuous m = {r['m_exact']:.2f}, curve m = {r['m_curve']:.2f})"),
+            ("params", f"{r['params']:,} vs baseline {r['baseline_params']:,}"),
+            (f"flops ({r['flops_convention']})", f"{r['flops']:,} vs baseline {r['baseline_flops']:,}"),
+            (f"rho ({budget})", f"{r['rho']:.3f}"),
+            ("Var(K) ratio", f"{r['var_ratio']:.3f} (ensemble / baseline)"),
+            ("strong duality", "yes (n_p = n_d)" if r["strong_duality"] else "no")]
+    text = _table(rows)
+    if "curve" in r:
+        c = r["curve"]
+        lines = [f"{'n':>5} {'m_primal':>10} {'Var ratio':>10} {'m_dual':>10} {'rho_dual':>9}"]
+        lines += [f"{n:>5} {mp:>10.3f} {vr:>10.4f} {md:>10.3f} {rd:>9.4f}" for n, mp, vr, md, rd in
+                  zip(c["n"], c["m_primal"], c["var_ratio_primal"], c["m_dual"], c["rho_dual"])]
+        text += "\n\n" + "\n".join(lines)
+    return text
+
+
+COMMANDS = [_add_run, _add_book, _add_params, _add_design]
 
 
 def build_parser():

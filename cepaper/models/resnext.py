@@ -1,0 +1,85 @@
+"""ResNeXt models of Sec. 4.2: CIFAR ResNeXt-29/38 and torchvision's ImageNet ResNeXt-50/101.
+
+A ResNeXt ``C x d`` is a collegial ensemble at the block level (Sec. 4.2): each bottleneck holds
+``C`` paths of width ``d`` as one grouped 3x3 conv (Fig. 5). The CIFAR models follow Xie et al.'s
+reference implementation (stem 3x3 conv to 64 + BN, stages of three bottlenecks, stride on the
+grouped 3x3, projection shortcuts where the shape changes, no conv biases); the ImageNet models are
+torchvision's ``ResNet(Bottleneck, layers, groups=C, width_per_group=d)``.
+
+Each module has a static ``complexity(cx, ...)`` (pycls style) that counts its parameters and
+multiply-adds without building it; see :mod:`cepaper.complexity`.
+"""
+
+import torch
+from torch import nn
+from torchvision.models.resnet import Bottleneck, ResNet
+
+from cepaper import complexity as _cx
+from cepaper._checks import positive_int
+
+
+class ResNeXtBottleneck(nn.Module):
+    """Fig. 5 block ``w_in -> w_out`` with ``groups`` paths: 1x1, grouped 3x3 (stride), 1x1, each + BN.
+
+    Input ``(N, w_in, H, W)``, output ``(N, w_out, H / stride, W / stride)``.
+    """
+
+    complexity = staticmethod(_cx.bottleneck_cx)
+
+    def __init__(self, w_in, w_out, w_b, groups=1, stride=1):
+        super().__init__()
+        self.conv_reduce = nn.Conv2d(w_in, w_b, 1, bias=False)
+        self.bn_reduce = nn.BatchNorm2d(w_b)
+        self.conv_conv = nn.Conv2d(w_b, w_b, 3, stride=stride, padding=1, groups=groups, bias=False)
+        self.bn = nn.BatchNorm2d(w_b)
+        self.conv_expand = nn.Conv2d(w_b, w_out, 1, bias=False)
+        self.bn_expand = nn.BatchNorm2d(w_out)
+        self.shortcut = nn.Sequential()
+        if w_in != w_out or stride != 1:
+            self.shortcut = nn.Sequential(nn.Conv2d(w_in, w_out, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(w_out))
+
+    def forward(self, x):
+        y = torch.relu(self.bn_reduce(self.conv_reduce(x)))
+        y = torch.relu(self.bn(self.conv_conv(y)))
+        y = self.bn_expand(self.conv_expand(y))
+        return torch.relu(y + self.shortcut(x))
+
+
+class ResNeXtCifar(nn.Module):
+    """CIFAR-style ResNeXt ``groups x width_per_group d``: ResNeXt-29 (``stages=(256, 512, 1024)``)
+    or ResNeXt-38 (``(256, 512, 1024, 2048)``, for ImageNet64). Input ``(N, 3, H, W)``, output
+    ``(N, classes)``.
+    """
+
+    complexity = staticmethod(_cx.resnext_cifar_cx)
+
+    def __init__(self, groups, width_per_group, stages=_cx.CIFAR_STAGES["resnext29"], depth=3, classes=10):
+        super().__init__()
+        groups, d = positive_int("groups", groups), positive_int("width_per_group", width_per_group)
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU())
+        blocks, w_in = [], 64
+        for s, w_out in enumerate(stages):
+            for b in range(positive_int("depth", depth)):
+                blocks.append(ResNeXtBottleneck(w_in, w_out, groups * d * (w_out // 256), groups,
+                                                stride=2 if (s > 0 and b == 0) else 1))
+                w_in = w_out
+        self.blocks = nn.Sequential(*blocks)
+        self.classifier = nn.Linear(w_in, positive_int("classes", classes))
+
+    def forward(self, x):
+        x = self.blocks(self.stem(x))
+        return self.classifier(x.mean((2, 3)))
+
+
+def resnext(arch, config, classes=None):
+    """Build ``arch`` (``resnext29``, ``resnext38``, ``resnext50``, ``resnext101``) at ``"CxDd"``."""
+    c, d = _cx.parse_config(config)
+    if arch in _cx.CIFAR_STAGES:
+        classes = _cx.ARCHS[arch]["classes"] if classes is None else classes
+        return ResNeXtCifar(c, d, _cx.CIFAR_STAGES[arch], classes=classes)
+    if arch in _cx.IMAGENET_LAYERS:
+        classes = 1000 if classes is None else positive_int("classes", classes)
+        return ResNet(Bottleneck, list(_cx.IMAGENET_LAYERS[arch]), num_classes=classes,
+                      groups=c, width_per_group=d)
+    raise ValueError(f"arch must be one of {', '.join(list(_cx.CIFAR_STAGES) + list(_cx.IMAGENET_LAYERS))}, got {arch!r}")

@@ -1,0 +1,109 @@
+"""`cepaper params` and `cepaper design`: tables, JSON, and exit status 2 with a clear message."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cepaper import cli, complexity, paper
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def empty_results(tmp_path, monkeypatch):
+    """No fitted alpha in the results store unless a test saves one."""
+    monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))
+
+
+def run_json(capsys, *argv):
+    assert cli.main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def fails(capsys, *argv):
+    with pytest.raises(SystemExit) as e:
+        cli.main(list(argv))
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_params_json(capsys):
+    r = run_json(capsys, "params", "--arch", "resnext50", "--config", "32x4d")
+    assert r["params"] == 25_028_904 and r["flops"] == 2 * r["macs"] and r["config"] == "32x4d"
+    r = run_json(capsys, "params", "--arch", "resnext29", "--config", "37x10d", "--classes", "100")
+    assert r["params"] == complexity.resnext_cifar(37, 10, classes=100)["params"] and r["classes"] == 100
+    r = run_json(capsys, "params", "--arch", "mlp", "--depth", "6", "--width", "500", "--inputs", "748")
+    assert r["params"] == 748 * 500 + 4 * 500 * 500 + 500
+
+
+def test_params_table(capsys):
+    assert cli.main(["params", "--arch", "resnext38", "--config", "22x10d"]) == 0
+    out = capsys.readouterr().out
+    assert "params" in out and "36,25" in out and "resolution" in out
+
+
+def test_design_json(capsys):
+    r = run_json(capsys, "design", "--arch", "resnext29", "--baseline", "1x128d")
+    assert (r["n"], r["m"], r["config"]) == (10, 37, "37x10d")
+    assert r["alpha"] == paper.ALPHA_BOTTLENECK and "paper" in r["alpha_source"]
+    for key in ("m_exact", "params", "baseline_params", "flops", "baseline_flops", "rho", "var_ratio"):
+        assert key in r
+    r = run_json(capsys, "design", "--arch", "resnext29", "--baseline", "1x128d", "--objective", "dual")
+    assert r["config"] == "10x10d" and round(r["rho"], 1) == 3.3
+    r = run_json(capsys, "design", "--arch", "resnext29", "--baseline", "1x128d", "--budget", "flops")
+    assert r["config"] == "44x8d"
+    r = run_json(capsys, "design", "--arch", "resnext50", "--baseline", "1x64d", "--alpha", "1.6", "--curve")
+    assert r["config"] == "12x10d" and len(r["curve"]["n"]) == 64 and r["alpha_source"] == "given"
+
+
+def test_design_mlp(capsys):
+    r = run_json(capsys, "design", "--arch", "mlp", "--depth", "6", "--width", "500", "--inputs", "748",
+                 "--objective", "dual")
+    assert (r["n"], r["m"]) == (48, 12)
+
+
+def test_design_table_says_where_alpha_comes_from(capsys):
+    assert cli.main(["design", "--arch", "resnext29", "--baseline", "1x128d", "--curve"]) == 0
+    out = capsys.readouterr().out
+    assert "37x10d" in out and "the paper's alpha" in out and "m_primal" in out
+
+
+def test_design_uses_the_fitted_alpha(capsys):
+    from cepaper import results
+    results.Run("alpha", "quick").save("fit_bottleneck", {"alpha": 1.7, "alpha_ci": [1.65, 1.75]})
+    r = run_json(capsys, "design", "--arch", "resnext29", "--baseline", "1x128d")
+    assert r["alpha"] == 1.7 and r["alpha_source"].startswith("fitted")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["params", "--arch", "resnet7", "--config", "1x4d"], "argument --arch: invalid choice"),
+    (["params", "--arch", "resnext29", "--config", "32by4"], "argument --config: config must look like CxDd"),
+    (["params", "--arch", "resnext29", "--config", "0x4d"], "argument --config: config must have C >= 1"),
+    (["params", "--arch", "resnext29"], "--config is required for --arch resnext29"),
+    (["params", "--arch", "resnext29", "--config", "1x4d", "--classes", "0"],
+     "argument --classes: must be an integer >= 1, got '0'"),
+    (["params", "--arch", "mlp", "--depth", "6", "--width", "-5", "--inputs", "3"], "argument --width: must be"),
+    (["params", "--arch", "mlp", "--depth", "6", "--inputs", "3"], "--arch mlp needs --width"),
+    (["params", "--arch", "mlp", "--depth", "1", "--width", "5", "--inputs", "3"], "depth must be >= 2"),
+    (["params", "--arch", "resnext29", "--config", "1x4d", "--width", "5"], "--width only apply to --arch mlp"),
+    (["design", "--arch", "resnext29", "--baseline", "1x128d", "--alpha", "0"], "argument --alpha: must be a number > 0"),
+    (["design", "--arch", "resnext29", "--baseline", "1x128d", "--alpha", "x"], "argument --alpha: must be a number > 0"),
+    (["design", "--arch", "resnext29", "--baseline", "1x128d", "--objective", "both"], "argument --objective"),
+    (["design", "--arch", "resnext29", "--baseline", "1x8d", "--n", "400"], "budget: no integer m >= 1"),
+    (["design", "--arch", "bottleneck", "--baseline", "1x64d", "--classes", "10"], "--classes does not apply"),
+])
+def test_bad_input_exits_2(capsys, argv, message):
+    assert message in fails(capsys, *argv)
+
+
+def test_console_entry_point_exit_status():
+    """The module runs as a command and exits with status 2 on bad input."""
+    ok = subprocess.run([sys.executable, "-m", "cepaper.cli", "params", "--arch", "bottleneck", "--config", "1x64d",
+                         "--json"], cwd=REPO, capture_output=True, text=True)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["params"] > 0
+    bad = subprocess.run([sys.executable, "-m", "cepaper.cli", "design", "--arch", "resnext29", "--baseline", "12"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert bad.returncode == 2 and "--baseline" in bad.stderr

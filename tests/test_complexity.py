@@ -1,0 +1,208 @@
+"""Counts of cepaper.complexity against the built torch models (params) and forward hooks (macs)."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.resnet import Bottleneck as TorchvisionBottleneck
+
+from cepaper import complexity as cx
+from cepaper.models.mlp import CollegialMLP
+from cepaper.models.resnext import ResNeXtBottleneck, ResNeXtCifar, resnext
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def hook_counts(model, x):
+    """Multiply-adds of conv/linear weights, their output elements, and residual-sum elements."""
+    counts = {"macs": 0, "acts": 0, "adds": 0}
+
+    def layer(mod, inp, out):
+        if isinstance(mod, nn.Conv2d):
+            counts["macs"] += out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+        else:
+            counts["macs"] += out.numel() * mod.in_features
+        counts["acts"] += out.numel()
+
+    def block(mod, inp, out):
+        counts["adds"] += out.numel()
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            handles.append(m.register_forward_hook(layer))
+        if isinstance(m, (ResNeXtBottleneck, TorchvisionBottleneck)):
+            handles.append(m.register_forward_hook(block))
+    with torch.no_grad():
+        model.eval()(x)
+    for h in handles:
+        h.remove()
+    return counts
+
+
+def meta(build):
+    """Build a (large) model on the meta device: parameters have shapes but no storage."""
+    with torch.device("meta"):
+        return build()
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters against the built models
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("c,d", [(1, 4), (2, 8), (3, 5), (4, 2), (8, 3), (1, 128), (37, 10), (3, 64)])
+@pytest.mark.parametrize("classes", [10, 100, 1000])
+def test_resnext29_params_equal_torch_model(c, d, classes):
+    model = meta(lambda: ResNeXtCifar(c, d, classes=classes))
+    assert cx.resnext_cifar(c, d, "resnext29", classes)["params"] == n_params(model)
+
+
+@pytest.mark.parametrize("c,d", [(1, 4), (2, 3), (1, 96), (22, 10), (2, 64)])
+def test_resnext38_params_equal_torch_model(c, d):
+    model = meta(lambda: resnext("resnext38", f"{c}x{d}d"))
+    assert cx.complexity("resnext38", f"{c}x{d}d")["params"] == n_params(model)
+
+
+@pytest.mark.parametrize("arch,c,d", [("resnext50", 1, 64), ("resnext50", 32, 4), ("resnext50", 12, 10),
+                                      ("resnext50", 3, 23), ("resnext50", 7, 9), ("resnext101", 1, 64),
+                                      ("resnext101", 32, 8), ("resnext101", 5, 12)])
+def test_imagenet_params_equal_torchvision(arch, c, d):
+    model = meta(lambda: resnext(arch, f"{c}x{d}d"))
+    layers = cx.IMAGENET_LAYERS[arch]
+    reference = meta(lambda: torchvision.models.resnet.ResNet(TorchvisionBottleneck, list(layers), groups=c,
+                                                              width_per_group=d))
+    assert cx.complexity(arch, f"{c}x{d}d")["params"] == n_params(model) == n_params(reference)
+
+
+@pytest.mark.parametrize("build,arch,config,expected", [
+    (torchvision.models.resnet50, "resnext50", "1x64d", 25_557_032),
+    (torchvision.models.resnext50_32x4d, "resnext50", "32x4d", 25_028_904),
+    (torchvision.models.resnet101, "resnext101", "1x64d", 44_549_160),
+    (torchvision.models.resnext101_32x8d, "resnext101", "32x8d", 88_791_336),
+])
+def test_torchvision_reference_models(build, arch, config, expected):
+    assert cx.complexity(arch, config)["params"] == n_params(meta(build)) == expected
+
+
+@pytest.mark.parametrize("w_in,w_out,w_b,groups,stride", [(256, 256, 128, 1, 1), (64, 256, 40, 4, 1),
+                                                          (256, 512, 96, 3, 2), (32, 32, 12, 12, 2), (16, 48, 8, 2, 1)])
+def test_bottleneck_params_and_macs(w_in, w_out, w_b, groups, stride):
+    block = ResNeXtBottleneck(w_in, w_out, w_b, groups, stride)
+    for r in (8, 9):
+        counted = cx.bottleneck_cx(cx.cx_init(r), w_in, w_out, w_b, groups, stride)
+        assert counted["params"] == n_params(block)
+        hooks = hook_counts(block, torch.zeros(1, w_in, r, r))
+        assert {k: counted[k] for k in hooks} == hooks
+
+
+def test_bottleneck_public_count_is_the_fig5_block():
+    """``bottleneck(C, d)``: the 256 -> 256 block with C paths of width d, i.e. an identity shortcut."""
+    block = ResNeXtBottleneck(256, 256, 12 * 10, 12)
+    assert cx.complexity("bottleneck", "12x10d")["params"] == n_params(block)
+    assert cx.bottleneck(1, 10, bn=False)["params"] == 2 * 256 * 10 + 9 * 10 * 10
+
+
+@pytest.mark.parametrize("width,depth,bias", [(5, 2, False), (7, 3, True), (500, 6, False), (48, 6, True)])
+def test_mlp_params_equal_collegial_mlp(width, depth, bias):
+    """``depth`` counts the weight layers of Eq. 3; CollegialMLP's ``depth`` counts hidden layers."""
+    model = CollegialMLP(748, width, m=1, depth=depth - 1, bias=bias)
+    assert cx.mlp(748, width, depth, bias=bias)["params"] == n_params(model)
+
+
+@pytest.mark.parametrize("inputs,width,depth,outputs,bias", [(784, 200, 6, 10, True), (3, 4, 2, 2, False),
+                                                             (10, 30, 4, 1, True)])
+def test_mlp_params_and_macs_equal_linear_stack(inputs, width, depth, outputs, bias):
+    sizes = [inputs] + [width] * (depth - 1) + [outputs]
+    model = nn.Sequential(*[nn.Linear(a, b, bias=bias) for a, b in zip(sizes, sizes[1:])])
+    counted = cx.mlp(inputs, width, depth, outputs, bias)
+    assert counted["params"] == n_params(model)
+    hooks = hook_counts(model, torch.zeros(1, inputs))
+    assert (counted["macs"], counted["acts"]) == (hooks["macs"], hooks["acts"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Multiply-adds against forward hooks
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch,config,resolution,classes", [
+    ("resnext29", "1x4d", 32, 10), ("resnext29", "2x3d", 17, 100), ("resnext38", "1x2d", 64, 1000),
+    ("resnext38", "3x2d", 21, 7), ("resnext50", "2x4d", 64, 1000), ("resnext101", "1x2d", 45, 5),
+])
+def test_macs_equal_forward_hooks(arch, config, resolution, classes):
+    model = resnext(arch, config, classes=classes)
+    counted = cx.complexity(arch, config, classes=classes, resolution=resolution)
+    hooks = hook_counts(model, torch.zeros(1, 3, resolution, resolution))
+    assert {k: counted[k] for k in hooks} == hooks
+    assert counted["flops"] == 2 * counted["macs"]
+
+
+def test_known_macs_of_torchvision_models():
+    """torchvision documents 4.09 and 4.23 GFLOPS (multiply-adds) at 224 x 224."""
+    assert round(cx.complexity("resnext50", "1x64d")["macs"] / 1e9, 2) == 4.09
+    assert round(cx.complexity("resnext50", "32x4d")["macs"] / 1e9, 2) == 4.23
+
+
+# ---------------------------------------------------------------------------------------------
+# An independent closed form, over configurations the paper does not list
+# ---------------------------------------------------------------------------------------------
+
+def resnext29_closed_form(c, d, classes):
+    """Parameters of ResNeXt-29 C x d, summed by hand (no shared code with the counters)."""
+    total = 3 * 9 * 64 + 2 * 64 + 1024 * classes + classes
+    w_in = 64
+    for s in range(3):
+        w_out, w = 256 * 2 ** s, c * d * 2 ** s
+        for b in range(3):
+            total += w_in * w + 9 * w * w // c + w * w_out + 4 * w + 2 * w_out
+            if w_in != w_out or (s > 0 and b == 0):
+                total += w_in * w_out + 2 * w_out
+            w_in = w_out
+    return total
+
+
+@pytest.mark.parametrize("c,d,classes", [(1, 1, 1), (5, 7, 10), (16, 64, 100), (64, 4, 3), (13, 13, 13)])
+def test_resnext29_closed_form(c, d, classes):
+    assert cx.complexity("resnext29", f"{c}x{d}d", classes=classes)["params"] == resnext29_closed_form(c, d, classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration strings and bad input
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,expected", [("32x4d", (32, 4)), ("12×10d", (12, 10)), (" 1x64 ", (1, 64)),
+                                           ("3X23d", (3, 23))])
+def test_parse_config(text, expected):
+    assert cx.parse_config(text) == expected
+    assert cx.parse_config(cx.format_config(*expected)) == expected
+
+
+@pytest.mark.parametrize("text", ["12", "axbd", "0x4d", "4x0d", "-1x4d", "4x4dd", "", "4.5x2d"])
+def test_parse_config_rejects(text):
+    with pytest.raises(ValueError, match="config"):
+        cx.parse_config(text)
+
+
+def test_parse_config_rejects_non_strings():
+    with pytest.raises(ValueError, match="config must be a string"):
+        cx.parse_config(32)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: cx.complexity("resnet9000", "1x4d"), "arch must be one of"),
+    (lambda: cx.complexity("resnext29"), "config .* is required"),
+    (lambda: cx.complexity("resnext29", "1x4d", classes=0), "classes must be an integer >= 1, got 0"),
+    (lambda: cx.complexity("resnext50", "1x4d", resolution=-3), "resolution must be an integer >= 1"),
+    (lambda: cx.mlp(784, 0, 6), "width must be an integer >= 1, got 0"),
+    (lambda: cx.mlp(784, 10, 1), "depth must be >= 2"),
+    (lambda: cx.mlp(0, 10, 3), "inputs must be an integer >= 1"),
+    (lambda: cx.mlp(784, 10, 3, outputs=0), "outputs must be an integer >= 1"),
+    (lambda: cx.bottleneck(0, 4), "groups must be an integer >= 1, got 0"),
+    (lambda: cx.bottleneck_cx(cx.cx_init(8), 256, 256, 10, groups=3), "groups must divide"),
+    (lambda: cx.resnext_cifar(1, 4, "resnext50"), "arch must be one of"),
+    (lambda: cx.cx_init(0), "resolution must be an integer >= 1"),
+])
+def test_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
