@@ -112,3 +112,15 @@ THEOREM1_EXPONENT_MN = -1.0
 #: Footnote 1 (App. F): the rigorous single-model O_p(n^-0.5) of its ref. [10] gives
 #: O_p(n^-0.5 m^-1) for the ensemble: exponents of n and of m.
 THEOREM1_RIGOROUS = {"n": -0.5, "m": -1.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Lemma 1 (Sec. 2, Eqs. 3-6), Fig. 2, proof in App. F (notebook 01_lemma1)
+# ---------------------------------------------------------------------------------------------
+
+#: Fig. 2 caption: every member is fully connected with L = 4 layers of width n = 1000 (Eq. 3);
+#: inputs x_gamma = [cos gamma, sin gamma] (n0 = 2), gamma in [-pi, pi]; diagonal and off-diagonal
+#: entries NTK[x0, x_gamma]; the black line of panel (b) is a x100 wider model. The multiplicities
+#: m on the figure's axis are not printed in the text: ``None`` marks them unknown. The paper's
+#: claims are qualitative ("little to no dependence of the NMK on the widths", K_n^inf ~ K_inf).
+FIG2 = {"depth": 4, "width": 1000, "inputs": 2, "wide_factor": 100, "ms": None}

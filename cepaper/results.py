@@ -73,14 +73,14 @@ def _jsonable(x):
     return x
 
 
-def write_atomic(path, text):
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+def write_atomic(path, content):
+    """Write ``content`` (str or bytes) to ``path`` atomically: a temporary file, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

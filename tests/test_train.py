@@ -1,0 +1,214 @@
+"""Tests of cepaper.train: gradient descent on the L2 loss of a batched collegial ensemble, the NTK
+it records, checkpoints and resumption, seeds, and bad input."""
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cepaper import train as tr
+from cepaper.models.mlp import CollegialMLP
+
+DT = torch.float64
+
+
+def toy(n=10, d=6, seed=0):
+    """Inputs ``(n, d)`` and targets ``(n,)`` of a small regression problem."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g, dtype=DT), torch.randn(n, generator=g, dtype=DT)
+
+
+def model_of(m=3, n=5, d=6, depth=2, seed=1):
+    return CollegialMLP(d, n, m=m, depth=depth, generator=torch.Generator().manual_seed(seed), dtype=DT)
+
+
+def autograd_ntk(model, x):
+    """The ensemble NTK recomputed directly: ``G G^T`` with ``G[i] = d F_e(x_i) / d Theta`` by autograd."""
+    params = list(model.parameters())
+    rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(model(x[i:i + 1]).sum(), params)])
+            for i in range(len(x))]
+    g = torch.stack(rows)
+    return g @ g.T
+
+
+def member_forward(ws, x):
+    """One member ``f_j`` of Eq. 3 written out: ``ws`` are its ``(n_out, n_in)`` weight matrices."""
+    h = x
+    for w in ws[:-1]:
+        h = torch.relu(math.sqrt(2.0 / w.shape[1]) * h @ w.T)
+    return (math.sqrt(1.0 / ws[-1].shape[1]) * h @ ws[-1].T).squeeze(-1)
+
+
+def test_l2_loss_and_full_loss():
+    out, y = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.0, 0.0, 1.0])
+    assert tr.l2_loss(out, y).item() == pytest.approx((0 + 4 + 9) / 6)
+    x, y = toy(n=9)
+    model = model_of()
+    expected = tr.l2_loss(model(x), y).item()
+    assert tr.full_loss(model, x, y, chunk=4) == pytest.approx(expected, rel=1e-12)
+
+
+def test_one_step_of_the_batched_ensemble_equals_m_separate_models():
+    """A step of the batched model equals stepping m separate member networks whose outputs are
+    summed and scaled by 1/sqrt(m) (Eq. 4) under the same L2 loss and data (Eqs. 21-22)."""
+    m, lr = 4, 0.3
+    x, y = toy()
+    model = model_of(m=m)
+    members = [[w[j].detach().clone().requires_grad_() for w in model.weights] for j in range(m)]
+    ensemble = sum(member_forward(ws, x) for ws in members) / math.sqrt(m)
+    torch.testing.assert_close(model(x), ensemble)
+    loss = 0.5 * ((ensemble - y) ** 2).mean()
+    grads = torch.autograd.grad(loss, [w for ws in members for w in ws])
+    stepped = [w - lr * g for w, g in zip([w for ws in members for w in ws], grads)]
+    before = tr.gd_step(model, x, y, lr)
+    assert before == pytest.approx(loss.item(), rel=1e-12)
+    L = len(model.weights)
+    for j in range(m):
+        for l in range(L):
+            torch.testing.assert_close(model.weights[l][j], stepped[j * L + l], rtol=1e-12, atol=1e-12)
+
+
+def test_full_batch_epoch_is_one_step_and_minibatch_epoch_follows_the_batches():
+    x, y = toy(n=8)
+    a, b = model_of(), model_of()
+    tr.train(a, x, y, epochs=1, lr=0.1)
+    tr.gd_step(b, x, y, 0.1)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    a, b = model_of(), model_of()
+    tr.train(a, x, y, epochs=2, lr=0.1, batch_size=3, seed=5)
+    for epoch in range(2):
+        for idx in tr.batches(8, 3, 5, epoch):
+            tr.gd_step(b, x[idx], y[idx], 0.1)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_batches():
+    assert [b.tolist() for b in tr.batches(5, None, 0, 0)] == [[0, 1, 2, 3, 4]]
+    assert [b.tolist() for b in tr.batches(5, 7, 0, 0)] == [[0, 1, 2, 3, 4]]
+    bs = tr.batches(10, 4, seed=3, epoch=1)
+    assert [len(b) for b in bs] == [4, 4, 2]
+    assert sorted(np.concatenate(bs).tolist()) == list(range(10))
+    assert all((u == v).all() for u, v in zip(bs, tr.batches(10, 4, seed=3, epoch=1)))
+    assert not (np.concatenate(bs) == np.concatenate(tr.batches(10, 4, seed=3, epoch=2))).all()
+
+
+def test_learning_rate_zero_leaves_model_and_ntk_unchanged():
+    x, y = toy()
+    model = model_of()
+    init = copy.deepcopy(model)
+    hist = tr.train(model, x, y, epochs=3, lr=0.0, probe=x[:3], record_every=1, batch_size=4)
+    for p, q in zip(model.parameters(), init.parameters()):
+        assert torch.equal(p, q)
+    assert hist["epoch"] == [0, 1, 2, 3]
+    assert hist["ntk"].shape == (4, 3, 3)
+    assert torch.equal(hist["ntk"][-1] - hist["ntk"][0], torch.zeros(3, 3, dtype=torch.float64))
+    assert len(set(hist["loss"])) == 1
+
+
+def test_recorded_ntk_equals_direct_recomputation_of_both_kernels():
+    x, y = toy(n=12)
+    model = model_of(m=3, n=7, depth=3)
+    init = copy.deepcopy(model)
+    hist = tr.train(model, x, y, epochs=5, lr=0.5, probe=x[:4])
+    k0, kt = autograd_ntk(init, x[:4]), autograd_ntk(model, x[:4])
+    torch.testing.assert_close(hist["ntk"][0], k0, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(hist["ntk"][-1], kt, rtol=1e-10, atol=1e-12)
+    assert (kt - k0).abs().max() > 1e-3  # the kernel did move at this small width
+    assert hist["loss"][-1] < hist["loss"][0]
+    assert hist["loss"][0] == pytest.approx(tr.full_loss(init, x, y))
+
+
+def test_record_every():
+    x, y = toy()
+    hist = tr.train(model_of(), x, y, epochs=5, lr=0.1, probe=x[:2], record_every=2)
+    assert hist["epoch"] == [0, 2, 4, 5] and hist["ntk"].shape == (4, 2, 2) and len(hist["loss"]) == 4
+    hist = tr.train(model_of(), x, y, epochs=3, lr=0.1)
+    assert hist["epoch"] == [0, 3] and hist["ntk"] is None
+
+
+def test_same_seed_same_numbers():
+    x, y = toy(n=9)
+    runs = [tr.train(model_of(seed=s), x, y, epochs=3, lr=0.2, batch_size=4, probe=x[:2], seed=b)
+            for s, b in [(1, 7), (1, 7), (2, 7), (1, 8)]]
+    assert runs[0]["loss"] == runs[1]["loss"] and torch.equal(runs[0]["ntk"], runs[1]["ntk"])
+    assert runs[0]["loss"][-1] != runs[2]["loss"][-1]  # other initial weights
+    assert runs[0]["loss"][-1] != runs[3]["loss"][-1]  # other mini-batch order
+
+
+def test_checkpoint_resumes_an_interrupted_run(tmp_path):
+    x, y = toy(n=9)
+    kw = dict(epochs=4, lr=0.2, batch_size=4, probe=x[:2], record_every=1, seed=3)
+    straight_model = model_of()
+    straight = tr.train(straight_model, x, y, **kw)
+
+    calls = []
+
+    def failing_ntk(model, probe):  # the 4th record (after epoch 3) fails: checkpoint at epoch 2
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return tr.probe_ntk(model, probe)
+
+    path = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        tr.train(model_of(), x, y, checkpoint=path, ntk_fn=failing_ntk, **kw)
+    assert torch.load(path)["epoch"] == 2
+    resumed_model = model_of(seed=99)  # the checkpoint's weights replace these
+    resumed = tr.train(resumed_model, x, y, checkpoint=path, **kw)
+    assert resumed["epoch"] == straight["epoch"] and resumed["loss"] == straight["loss"]
+    torch.testing.assert_close(resumed["ntk"], straight["ntk"], rtol=0, atol=0)
+    for p, q in zip(resumed_model.parameters(), straight_model.parameters()):
+        assert torch.equal(p, q)
+    again = tr.train(model_of(), x, y, checkpoint=path, **kw)  # finished: nothing left to do
+    assert again["loss"] == straight["loss"]
+    with pytest.raises(ValueError, match=r"other settings .*'lr': \(0.2, 0.3\)"):
+        tr.train(model_of(), x, y, checkpoint=path, **{**kw, "lr": 0.3})
+    with pytest.raises(ValueError, match="other settings .*'data'"):
+        tr.train(model_of(), x, y + 1, checkpoint=path, **kw)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    tr.save_checkpoint(path, {"a": 1})
+
+    def broken(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(OSError, match="disk full"):
+        tr.save_checkpoint(path, {"a": 2})
+    monkeypatch.undo()
+    assert torch.load(path) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(epochs=0), "epochs must be an integer >= 1, got 0"),
+    (dict(lr=-0.1), "lr must be a finite number >= 0, got -0.1"),
+    (dict(lr=float("nan")), "lr must be a finite number >= 0, got nan"),
+    (dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),
+    (dict(record_every=0), "record_every must be an integer >= 1, got 0"),
+    (dict(checkpoint_every=0), "checkpoint_every must be an integer >= 1, got 0"),
+])
+def test_bad_input(kwargs, message):
+    x, y = toy()
+    with pytest.raises(ValueError, match=message):
+        tr.train(model_of(), x, y, **{"epochs": 1, "lr": 0.1, **kwargs})
+
+
+def test_bad_shapes():
+    x, y = toy()
+    with pytest.raises(ValueError, match=r"x must be \(N, D\) and y \(N,\); got \(10, 6\) and \(9,\)"):
+        tr.train(model_of(), x, y[:9], epochs=1, lr=0.1)
+
+
+@pytest.mark.parametrize("m, n", [(0, 4), (2, 0)])
+def test_bad_ensemble_size(m, n):
+    with pytest.raises(ValueError, match="must be an integer >= 1, got 0"):
+        CollegialMLP(6, n, m=m, depth=2)
