@@ -1,0 +1,272 @@
+"""Empirical NTK paths against naive autograd; ensemble NTK (Eq. 4); Monte Carlo moments."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cepaper import ntk
+from cepaper.models.mlp import CollegialMLP
+
+F64 = torch.float64
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def inputs(n, d, seed, dtype=F64):
+    return torch.randn(n, d, generator=gen(seed), dtype=dtype)
+
+
+class ConvNet(nn.Module):
+    """A small scalar-output conv net with grouped convolutions, biases and a BatchNorm (eval)."""
+
+    def __init__(self, groups=2, dtype=F64):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(4, 8, 3, padding=1, groups=groups), nn.ReLU(),
+            nn.Conv2d(8, 8, 3, stride=2, groups=4, bias=False), nn.BatchNorm2d(8), nn.Tanh(),
+            nn.Flatten(), nn.Linear(8 * 2 * 2, 1))
+        self.to(dtype)
+        self.eval()
+
+    def forward(self, x):
+        return self.body(x)                                    # (N, 1)
+
+
+# ------------------------------------------------------------------------------ paths vs naive
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("m", [1, 3])
+@pytest.mark.parametrize("widths", [(7,), (5, 9, 4)])
+@pytest.mark.parametrize("two", [False, True])
+def test_mlp_paths_match_naive_float64(bias, m, widths, two):
+    model = CollegialMLP(3, widths, m=m, bias=bias, generator=gen(m + len(widths)), dtype=F64)
+    x1, x2 = inputs(6, 3, 1), (inputs(4, 3, 2) if two else None)
+    ref = ntk.naive_ntk(model, x1, x2)
+    assert ref.shape == (6, 4 if two else 6)
+    for method in ("auto", "structured", "jacobian"):
+        assert rel_err(ntk.empirical_ntk(model, x1, x2, method=method), ref) <= 1e-10, method
+
+
+def test_mlp_paths_match_naive_float32():
+    model = CollegialMLP(2, (32, 32, 32), m=2, generator=gen(3))
+    x = inputs(10, 2, 4, torch.float32)
+    ref = ntk.naive_ntk(model.double(), x.double())
+    model = model.float()
+    for method in ("structured", "jacobian", "naive"):
+        k = ntk.empirical_ntk(model, x, method=method)
+        assert k.dtype == torch.float32 and rel_err(k.double(), ref) <= 1e-5, method
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_conv_net_with_groups_matches_naive(groups):
+    torch.manual_seed(groups)
+    model = ConvNet(groups)
+    x1, x2 = torch.randn(5, 4, 5, 5, dtype=F64), torch.randn(3, 4, 5, 5, dtype=F64)
+    for a, b in ((x1, None), (x1, x2)):
+        ref = ntk.naive_ntk(model, a, b)
+        k = ntk.empirical_ntk(model, a, b)
+        assert rel_err(k, ref) <= 1e-10
+    assert torch.linalg.eigvalsh(ntk.empirical_ntk(model, x1)).min() > -1e-10
+    ref = ntk.naive_ntk(model, x1, x2)
+    k32 = ntk.empirical_ntk(model.float(), x1.float(), x2.float())
+    assert k32.dtype == torch.float32 and rel_err(k32.double(), ref) <= 1e-5
+
+
+def test_frozen_parameters_do_not_count():
+    torch.manual_seed(0)
+    model = ConvNet(2)
+    model.body[0].weight.requires_grad_(False)
+    x = torch.randn(4, 4, 5, 5, dtype=F64)
+    assert rel_err(ntk.empirical_ntk(model, x), ntk.naive_ntk(model, x)) <= 1e-10
+
+
+def test_naive_is_the_gradient_gram():
+    # Independent of every library path: K[i, j] = <grad f(x_i), grad f(x_j)> for a linear model.
+    model = nn.Linear(3, 1, bias=False).double()
+    x = inputs(4, 3, 5)
+    torch.testing.assert_close(ntk.naive_ntk(model, x), x @ x.T)
+    torch.testing.assert_close(ntk.empirical_ntk(model, x), x @ x.T)
+
+
+# ---------------------------------------------------------------------------- ensemble, Eq. 4
+
+def test_ensemble_ntk_is_mean_of_members():
+    model = CollegialMLP(2, (6, 6), m=5, generator=gen(8), dtype=F64)
+    x1, x2 = inputs(7, 2, 9), inputs(3, 2, 10)
+    members = ntk.member_ntk(model, x1, x2)
+    assert members.shape == (5, 7, 3)
+    # The NTK of F_e = m^{-1/2} sum_j f_j w.r.t. all of Theta, by torch.func, is (1/m) sum_j K_n(theta_j).
+    torch.testing.assert_close(ntk.jacobian_ntk(model, x1, x2), ntk.ensemble_ntk(members), rtol=1e-10, atol=0)
+    for j in range(5):
+        one = CollegialMLP(2, (6, 6), m=1, dtype=F64)
+        with torch.no_grad():
+            for w1, w in zip(one.weights, model.weights):
+                w1.copy_(w[j:j + 1])
+        torch.testing.assert_close(ntk.naive_ntk(one, x1, x2), members[j], rtol=1e-10, atol=0)
+
+
+def test_entries_select_from_the_full_matrix():
+    model = CollegialMLP(2, (5, 8), m=3, bias=True, generator=gen(11), dtype=F64)
+    x1, x2 = inputs(6, 2, 12), inputs(6, 2, 13)
+    full = ntk.member_ntk(model, x1, x2)
+    rows, cols = [0, 5, 2, 2], [1, 3, 0, 2]
+    torch.testing.assert_close(ntk.member_ntk(model, x1, x2, entries=(rows, cols)), full[:, rows, cols])
+    torch.testing.assert_close(ntk.member_ntk(model, x1, x2, entries="diag"), full.diagonal(dim1=1, dim2=2))
+    gamma, x, ent = ntk.circle_inputs(9)
+    k = ntk.member_ntk(CollegialMLP(2, 8, m=2, dtype=F64), x.double())
+    assert gamma.shape == (9,) and x.shape == (10, 2) and torch.allclose(x.norm(dim=1), torch.ones(10))
+    assert ent[0].tolist() == list(range(1, 10)) + [0] * 9 and ent[1].tolist() == list(range(1, 10)) * 2
+    assert k[:, ent[0], ent[1]].shape == (2, 18)
+
+
+def test_ensemble_variance_is_member_variance_over_m():
+    """Var(K_e) = Var(K_n)/m (Eq. 11) for ensembles drawn as whole CollegialMLPs, within MC error."""
+    x = inputs(2, 2, 14, torch.float32)
+    m = 4
+
+    def ensembles(t, g):
+        model = CollegialMLP(2, 16, depth=2, m=m * t, generator=g)
+        return ntk.member_ntk(model, x).reshape(t, m, 2, 2).mean(1)
+
+    e = ntk.mc_moments(ensembles, 3000, chunk=500, seed=1)
+    one = ntk.mc_moments(ntk.mlp_ntk_sampler(x, widths=16, depth=2), 3000, chunk=500, seed=2)
+    z = (e.var - one.var / m) / (e.var_se ** 2 + (one.var_se / m) ** 2).sqrt()
+    assert z.abs().max() < 4, z
+    torch.testing.assert_close(e.mean, one.mean, atol=4 * (e.mean_se + one.mean_se).max().item(), rtol=0)
+
+
+# ------------------------------------------------------------------------------- Monte Carlo
+
+def test_moments_match_numpy():
+    rs = np.random.default_rng(0)
+    s = rs.gamma(2.0, size=(500, 3)) + 10.0
+    mo = ntk.moments(torch.tensor(s))
+    t = len(s)
+    var = s.var(0, ddof=1)
+    c4 = ((s - s.mean(0)) ** 4).mean(0)
+    np.testing.assert_allclose(mo.mean.numpy(), s.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(mo.var.numpy(), var, rtol=1e-10)
+    np.testing.assert_allclose(mo.second.numpy(), (s ** 2).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(mo.mean_se.numpy(), np.sqrt(var / t), rtol=1e-10)
+    np.testing.assert_allclose(mo.var_se.numpy(), np.sqrt((c4 - (t - 3) / (t - 1) * var ** 2) / t), rtol=1e-8)
+    np.testing.assert_allclose(mo.second_se.numpy(), (s ** 2).std(0, ddof=1) / np.sqrt(t), rtol=1e-8)
+    assert mo.draws == 500 and set(mo.as_dict()) == set(ntk.Moments._fields)
+    assert torch.equal(mo.cpu().var, mo.var) and mo.cpu().draws == 500
+
+
+def test_standard_errors_are_calibrated():
+    # Normal draws: Var(s^2) = 2 sigma^4 / (T - 1); the estimated var_se must agree.
+    s = torch.randn(20000, 4, generator=gen(3), dtype=F64) * 3.0
+    mo = ntk.moments(s)
+    torch.testing.assert_close(mo.var_se, torch.full((4,), 9.0 * math.sqrt(2 / 19999), dtype=F64), rtol=0.05, atol=0)
+    assert ((mo.var - 9.0).abs() < 4 * mo.var_se).all()
+
+
+def test_float32_samples_accumulate_in_float64():
+    # A large offset and a tiny spread: naive float32 sums would lose the variance entirely.
+    s = (1000.0 + 1e-3 * torch.randn(4096, 2, generator=gen(4))).float()
+    exact = s.double().var(0)
+
+    def sample(t, g, state={"i": 0}):
+        out = s[state["i"]:state["i"] + t]
+        state["i"] += t
+        return out
+
+    mo = ntk.mc_moments(sample, 4096, chunk=512)
+    torch.testing.assert_close(mo.var, exact, rtol=1e-6, atol=0)
+    assert mo.mean.dtype == F64
+
+
+def test_mc_is_seeded_chunked_and_consistent():
+    x = inputs(3, 2, 5, torch.float32)
+    sampler = ntk.mlp_ntk_sampler(x, widths=8, depth=2, entries="diag")
+    a = ntk.mc_samples(sampler, 100, chunk=32, seed=7)
+    assert a.shape == (100, 3) and a.dtype == torch.float32
+    assert torch.equal(a, ntk.mc_samples(sampler, 100, chunk=32, seed=7))
+    assert not torch.equal(a, ntk.mc_samples(sampler, 100, chunk=32, seed=8))
+    mo, ref = ntk.mc_moments(sampler, 100, chunk=32, seed=7), ntk.moments(a)
+    for f in ("mean", "var", "second", "mean_se", "var_se", "second_se"):
+        torch.testing.assert_close(getattr(mo, f), getattr(ref, f), rtol=1e-9, atol=1e-12)
+    # The sampler's draws are the weights of a CollegialMLP drawn from the same generator state.
+    g = gen(7)
+    first = ntk.member_ntk(CollegialMLP(2, 8, depth=2, m=32, generator=g), x, entries="diag")
+    assert torch.equal(a[:32], first)
+    assert sampler.default_chunk >= 1
+
+
+def test_module_sampler_loop_matches_batched_sampler():
+    x = inputs(3, 2, 6, torch.float32)
+    loop = ntk.module_ntk_sampler(lambda g: CollegialMLP(2, 8, depth=2, generator=g), x, entries="diag")
+    batched = ntk.mlp_ntk_sampler(x, widths=8, depth=2, entries="diag")
+    # m = 1 draws one member at a time: the loop and a batch of one agree draw for draw.
+    torch.testing.assert_close(ntk.mc_samples(loop, 5, chunk=5, seed=3), ntk.mc_samples(batched, 5, chunk=1, seed=3))
+
+
+def test_running_ensemble_and_grouped_variance():
+    s = torch.randn(120, 3, generator=gen(9), dtype=F64)
+    r = ntk.running_ensemble(s)
+    torch.testing.assert_close(r[9], s[:10].mean(0))
+    ev = ntk.ensemble_variance(s, [1, 4, 10])
+    torch.testing.assert_close(ev["var"][1], s.reshape(30, 4, 3).mean(1).var(0))
+    assert ev["groups"].tolist() == [120, 30, 12]
+
+
+def test_variance_slope_detects_the_one_over_m_law():
+    iid = torch.randn(4096, 8, generator=gen(10), dtype=F64) * 2 + 5
+    fit = ntk.variance_slope(iid, [1, 2, 4, 8, 16, 32], blocks=16)
+    assert fit["lo"] <= -1 <= fit["hi"] and abs(fit["slope"] + 1) < 0.1 and fit["se"] < 0.05
+    assert fit["m"] == [1, 2, 4, 8, 16, 32] and len(fit["var_se"]) == 6
+    # Correlated "members" (each value repeated 8 times): no 1/m decay up to m = 8.
+    rep = iid[:512].repeat_interleave(8, 0)
+    bad = ntk.variance_slope(rep, [1, 2, 4, 8], blocks=16)
+    assert not bad["lo"] <= -1 <= bad["hi"] and bad["slope"] > -0.2
+
+
+def test_t_quantile_and_inverse_width_fit():
+    assert ntk.t_quantile(0.975, 15) == pytest.approx(2.1314, abs=1e-3)
+    assert ntk.t_quantile(0.95, 10) == pytest.approx(1.8125, abs=1e-3)
+    assert ntk.t_quantile(0.975, 1000) == pytest.approx(1.9623, abs=1e-3)
+    widths = [8, 16, 64]
+    c_true = torch.tensor([0.5, -1.0], dtype=F64)
+    dev = c_true / torch.tensor(widths, dtype=F64)[:, None]
+    se = torch.full_like(dev, 0.01)
+    c, c_se = ntk.inverse_width_fit(widths, dev, se)
+    torch.testing.assert_close(c, c_true)
+    torch.testing.assert_close(c_se, torch.full((2,), 0.01 / math.sqrt(8 ** -2 + 16 ** -2 + 64 ** -2), dtype=F64))
+
+
+# ------------------------------------------------------------------------------ bad input
+
+@pytest.mark.parametrize("call,exc,match", [
+    (lambda: ntk.empirical_ntk(nn.Linear(3, 2), torch.randn(4, 3)), ValueError, "one scalar per input"),
+    (lambda: ntk.naive_ntk(nn.Linear(3, 2), torch.randn(4, 3)), ValueError, "one scalar per input"),
+    (lambda: ntk.empirical_ntk(nn.Linear(3, 1), torch.randn(4, 3), torch.randn(2, 5)), ValueError,
+     r"x2 must be a tensor of shape \(N2, 3\)"),
+    (lambda: ntk.empirical_ntk(nn.Linear(3, 1), torch.randn(0, 3)), ValueError, "N1 >= 1"),
+    (lambda: ntk.empirical_ntk(CollegialMLP(3, 4), torch.randn(4, 2)), ValueError, r"x1 must have shape \(N, 3\)"),
+    (lambda: ntk.empirical_ntk(nn.Linear(3, 1), torch.randn(4, 3), method="fast"), ValueError, "method must be one of"),
+    (lambda: ntk.empirical_ntk(nn.Linear(3, 1), torch.randn(4, 3), method="structured"), ValueError, "CollegialMLP"),
+    (lambda: ntk.member_ntk(nn.Linear(3, 1), torch.randn(4, 3)), TypeError, "model must be a CollegialMLP"),
+    (lambda: ntk.member_ntk(CollegialMLP(2, 4), torch.randn(4, 2), entries="rows"), ValueError, "entries must be"),
+    (lambda: ntk.member_ntk(CollegialMLP(2, 4), torch.randn(4, 2), entries=([0, 4], [0, 1])), ValueError,
+     r"entries must index rows in \[0, 4\)"),
+    (lambda: ntk.mc_moments(ntk.mlp_ntk_sampler(torch.randn(2, 2)), 0), ValueError, "draws must be an integer >= 1, got 0"),
+    (lambda: ntk.mc_samples(ntk.mlp_ntk_sampler(torch.randn(2, 2)), 5, chunk=0), ValueError, "chunk must be"),
+    (lambda: ntk.mlp_ntk_sampler(torch.randn(2, 2), widths=0), ValueError, "width must be an integer >= 1, got 0"),
+    (lambda: ntk.moments(torch.zeros(0, 3)), ValueError, "T >= 1"),
+    (lambda: ntk.ensemble_variance(torch.randn(10, 2), [6]), ValueError, "at least 2 groups"),
+    (lambda: ntk.variance_slope(torch.randn(10, 2), [1, 2], blocks=8), ValueError, "at least blocks"),
+    (lambda: ntk.circle_inputs(1), ValueError, "n_gamma must be >= 2"),
+])
+def test_bad_input(call, exc, match):
+    with pytest.raises(exc, match=match):
+        call()
