@@ -196,7 +196,59 @@ def _format_design(r):
     return text
 
 
-COMMANDS = [_add_run, _add_book, _add_params, _add_design]
+# --- `cepaper fit-alpha` (Algorithm 1, Sec. 4.2, Fig. 8; issue 5) -----------------------------------
+
+
+def _add_fit_alpha(sub):
+    p = sub.add_parser("fit-alpha", help="fit alpha of Eq. 9 by Monte Carlo over weight draws (Algorithm 1)")
+    p.add_argument("--module", required=True, choices=["bottleneck", "mlp"],
+                   help="the Fig. 5 bottleneck (n_in = n_out = 256) or the Eq. 3 MLP")
+    p.add_argument("--trials", type=int, default=2000, help="weight draws per width (default 2000)")
+    p.add_argument("--widths", type=int, nargs="+", metavar="N",
+                   help="widths n (default: 16 log-spaced from 1 to 256)")
+    p.add_argument("--seed", type=int, default=0, help="Monte Carlo seed")
+    p.add_argument("--entry", choices=["diag", "offdiag"], default="diag",
+                   help="NTK entry: K(x1, x1) (the paper's) or K(x1, x2)")
+    p.add_argument("--no-intercept", action="store_true", help="fit log r = alpha s (no intercept)")
+    p.add_argument("--weighted", action="store_true", help="weight widths by the inverse variance of log r")
+    p.add_argument("--readout", choices=["center", "mean", "random"], help="bottleneck read-out (default center)")
+    p.add_argument("--spatial", type=int, help="bottleneck input size H = W (default 3)")
+    p.add_argument("--post-relu", action="store_true", help="bottleneck: ReLU after the shortcut sum")
+    p.add_argument("--depth", type=int, help="mlp: weight layers L (default 6)")
+    p.add_argument("--device", default="cpu", help="torch device of the Monte Carlo (e.g. cuda)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of the Monte Carlo (default 1: fastest)")
+    p.add_argument("--checkpoint", action="store_true",
+                   help="resumable: keep finished widths under <results>/checkpoints/cli/alpha")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    def fit_alpha(args):
+        from cepaper import fit, results
+        if args.module == "mlp" and (args.readout or args.spatial or args.post_relu):
+            raise UsageError("--readout, --spatial and --post-relu only apply to --module bottleneck")
+        if args.module == "bottleneck" and args.depth is not None:
+            raise UsageError("--depth only applies to --module mlp")
+        options = (dict(readout=args.readout, spatial=args.spatial, post_relu=args.post_relu or None)
+                   if args.module == "bottleneck" else dict(depth=args.depth))
+        run = results.Run("alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device)
+        r = fit.measure_alpha(args.module, args.widths, args.trials, args.seed, args.entry,
+                              intercept=not args.no_intercept, weighted=args.weighted, device=args.device,
+                              checkpoint=results.checkpoint_dir("alpha", "cli") if args.checkpoint else None,
+                              threads=args.threads, **options)
+        path = run.save(f"fit_{args.module}", r, table=fit.result_table(r))
+        keys = ("alpha", "alpha_ci", "C", "C_ci", "intercept", "entry", "module", "options", "widths",
+                "trials", "seed", "seconds", "device")
+        payload = {k: r[k] for k in keys} | {"saved": str(path)}
+        num = lambda v, f: "n/a" if v is None else format(v, f)      # C is None when alpha <= 0
+        lo, hi = r["alpha_ci"]
+        text = (f"alpha = {num(r['alpha'], '.3f')}  [{num(lo, '.3f')}, {num(hi, '.3f')}] (95% bootstrap), "
+                f"C = {num(r['C'], '.4g')}, "
+                f"{r['module']} {r['entry']} entry, {len(r['widths'])} widths {min(r['widths'])}..{max(r['widths'])}, "
+                f"T = {r['trials']}, {r['seconds']:.1f} s\nsaved to {path}")
+        emit(args, payload, text)
+    p.set_defaults(func=fit_alpha)
+
+
+COMMANDS = [_add_run, _add_book, _add_params, _add_design, _add_fit_alpha]
 
 
 def build_parser():

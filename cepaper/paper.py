@@ -124,3 +124,25 @@ THEOREM1_RIGOROUS = {"n": -0.5, "m": -1.0}
 #: m on the figure's axis are not printed in the text: ``None`` marks them unknown. The paper's
 #: claims are qualitative ("little to no dependence of the NMK on the widths", K_n^inf ~ K_inf).
 FIG2 = {"depth": 4, "width": 1000, "inputs": 2, "wide_factor": 100, "ms": None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting alpha: Sec. 4.2 ("Fitting alpha to a ResNet block"), App. D, Fig. 8 (notebook 03_alpha)
+# ---------------------------------------------------------------------------------------------
+
+#: Sec. 4.2 / Fig. 8: the Monte Carlo behind ``ALPHA_BOTTLENECK``: the second moment of one diagonal
+#: NTK entry of the Fig. 5 block over 2000 trials per width, n in [1, 256], n_in = n_out = 256,
+#: log(E[K^2] / E[K]^2) fitted by a first-degree polynomial in sum_l 1/fan-in_l.
+ALPHA_FIT = {"alpha": ALPHA_BOTTLENECK, "trials": 2000, "width_min": 1, "width_max": 256,
+             "n_in": 256, "n_out": 256, "entry": "diag"}
+
+#: The optima the paper derives with that alpha (Sec. 4.2.1-4.2.2, Tables 1a/1b/2a): one dict per
+#: design problem, ``config`` the printed ``CxDd``.
+ALPHA_OPTIMA = [
+    {"arch": "resnext29", "baseline": "1x128d", "objective": "primal", "config": "37x10d"},
+    {"arch": "resnext29", "baseline": "1x128d", "objective": "dual", "config": "10x10d"},
+    {"arch": "resnext29", "baseline": "1x226d", "objective": "primal", "config": "101x10d"},
+    {"arch": "resnext29", "baseline": "1x226d", "objective": "dual", "config": "14x10d"},
+    {"arch": "resnext50", "baseline": "1x64d", "objective": "primal", "config": "12x10d"},
+    {"arch": "resnext101", "baseline": "1x64d", "objective": "primal", "config": "12x10d"},
+]

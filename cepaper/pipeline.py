@@ -15,6 +15,7 @@ a failure leaves neither half-written results nor an executed notebook behind.
 import ast
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -167,6 +168,10 @@ def _file_digest(path):
 
 
 # --- execution --------------------------------------------------------------------------------
+
+# resolve_parameters() has checked every name against the notebook; papermill's own, looser parser
+# misreads comments that contain "=" and would warn "Passed unknown parameter" for valid names.
+logging.getLogger("papermill").addFilter(lambda r: "Passed unknown parameter" not in r.getMessage())
 
 def executed_path(section, profile):
     return BUILD / "executed" / profile / f"{notebook_path(section).stem}.ipynb"

@@ -37,6 +37,12 @@ def section_dir(section, profile):
     return root() / profile / section
 
 
+def checkpoint_dir(section, profile):
+    """Resumable work of a section: ``_build/checkpoints/<profile>/<section>`` in the repository,
+    outside the results store (which a notebook run replaces only when it succeeds)."""
+    return REPO / "_build" / "checkpoints" / profile / section
+
+
 def git_commit():
     """The repository's HEAD commit (with ``+dirty`` when the tree has changes), or ``None``."""
     try:

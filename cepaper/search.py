@@ -375,7 +375,7 @@ def default_alpha(arch="bottleneck"):
     for fully connected nets)."""
     from cepaper import results
     name = "fit_mlp" if arch == "mlp" else "fit_bottleneck"
-    record = results.find("alpha", name)
+    record = results.find("alpha", name, profiles=("cli", "paper", "quick"))
     if record is not None and record.get("data", {}).get("alpha") is not None:
         return float(record["data"]["alpha"]), f"fitted: {results.describe(record)}"
     if arch == "mlp":

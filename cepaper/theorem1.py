@@ -108,12 +108,6 @@ def code_digest():
     return hashlib.sha256(src.encode()).hexdigest()[:16]
 
 
-def cache_dir(profile):
-    """Default run cache of a profile: ``_build/checkpoints/<profile>/theorem1`` in the repository
-    (outside the results store, which a notebook run replaces only when it succeeds)."""
-    return results.REPO / "_build" / "checkpoints" / profile / "theorem1"
-
-
 def run_key(settings):
     """File stem of a run in the cache: a hash of its settings (and :func:`code_digest`)."""
     text = json.dumps({**settings, "code": code_digest()}, sort_keys=True, default=str)

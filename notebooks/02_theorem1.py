@@ -81,7 +81,7 @@ mnist = data.load("mnist", "train", root=data_root, n=n_train)
 x = data.inputs(mnist)
 y = data.scalar_targets(mnist.y, target)
 configs = theorem1.grid(ds, widths_a, n_c=n_c, depth=depth, n_in=x.shape[1])
-records = theorem1.run_grid(x, y, configs, seeds, cache=theorem1.cache_dir(profile), depth=depth,
+records = theorem1.run_grid(x, y, configs, seeds, cache=results.checkpoint_dir("theorem1", profile), depth=depth,
                             epochs=epochs, lr=lr, batch_size=batch_size, n_probe=n_probe,
                             record_every=record_every, device=device)
 change = theorem1.changes(records)

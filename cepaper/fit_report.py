@@ -1,0 +1,218 @@
+"""Results and figures of notebook ``03_alpha`` (Sec. 4.2, Algorithm 1, App. D / Fig. 8).
+
+The ``*_rows`` functions compute JSON-able results (lists of dicts) that the notebook saves; the
+``plot_*`` functions draw from saved results only. The paper's values come from :mod:`cepaper.paper`.
+"""
+
+import numpy as np
+
+from cepaper import fit, paper, search
+
+#: Fit choices compared by :func:`fit_option_rows`: label -> keyword arguments of :func:`fit.fit_sweep`.
+FIT_OPTIONS = {
+    "paper: intercept, unweighted, all widths": {},
+    "no intercept": {"intercept": False},
+    "inverse-variance weights": {"weighted": True},
+    "widths n >= 8": {"n_min": 8},
+    "widths n >= 24": {"n_min": 24},
+}
+
+
+def effect_rows(variants, widths, trials, seed=0, device="cpu", n_boot=500, checkpoint=None, progress=False):
+    """Alpha of the bottleneck under different scalar functions (input, spatial size, read-out, ...).
+
+    Args:
+        variants: list of ``{"label": str, **options}``, options as :func:`fit.module_sweep`
+            (``{"label": "default"}`` is the default block).
+        widths, trials, seed, device, n_boot, checkpoint, progress: of each sweep.
+    Returns:
+        one dict per variant and entry: ``label``, ``entry``, the options, ``alpha``, ``lo``, ``hi``
+        (the paper's fit) and ``alpha_large``, ``lo_large``, ``hi_large`` (the fit on the upper half of
+        the widths, where the law is closest to log-linear), ``seconds``.
+    """
+    rows = []
+    for v in variants:
+        opts = {k: x for k, x in v.items() if k != "label"}
+        sw = fit.module_sweep("bottleneck", widths, trials, seed, device, checkpoint, progress, **opts)
+        half = sorted(sw["widths"])[len(sw["widths"]) // 2]
+        for entry in fit.ENTRIES:
+            f = fit.fit_sweep(sw, entry, n_boot=n_boot)
+            g = fit.fit_sweep(sw, entry, n_min=half, n_boot=n_boot)
+            rows.append({"label": v["label"], "entry": entry, **sw["options"], "alpha": f["alpha"],
+                         "lo": f["alpha_ci"][0], "hi": f["alpha_ci"][1], "n_large": half,
+                         "alpha_large": g["alpha"], "lo_large": g["alpha_ci"][0], "hi_large": g["alpha_ci"][1],
+                         "seconds": sw["seconds"]})
+    return rows
+
+
+def fit_option_rows(sweep, entry="diag", options=None, n_boot=500):
+    """Alpha of one sweep under the fit choices ``options`` (default :data:`FIT_OPTIONS`): list of dicts."""
+    rows = []
+    for label, kw in (FIT_OPTIONS if options is None else options).items():
+        f = fit.fit_sweep(sweep, entry, n_boot=n_boot, **kw)
+        rows.append({"fit": label, "entry": entry, "alpha": f["alpha"], "lo": f["alpha_ci"][0],
+                     "hi": f["alpha_ci"][1], "intercept": f["intercept"], "widths": len(f["widths"])})
+    return rows
+
+
+def design_rows(alpha, alpha_ci, problems=None, lo=0.2, hi=12.0):
+    """The chain alpha -> design (Algorithm 2) for the paper's design problems, with stability intervals.
+
+    For each problem (default :data:`cepaper.paper.ALPHA_OPTIMA`): the optimum ``CxDd`` with our
+    ``alpha``, at the ends of its interval ``alpha_ci`` and with the paper's 1.60, and the interval of
+    alpha over which our optimum stays the same (:func:`cepaper.fit.alpha_interval`).
+
+    Returns:
+        list of dicts: ``arch``, ``baseline``, ``objective``, ``paper_config``, ``config``,
+        ``config_lo``, ``config_hi``, ``config_paper_alpha``, ``alpha_min``, ``alpha_max``,
+        ``paper_alpha_inside``, ``rho``, ``params``, ``baseline_params``.
+    """
+    problems = paper.ALPHA_OPTIMA if problems is None else problems
+    rows = []
+    for p in problems:
+        cfg = lambda a: search.design(p["arch"], p["baseline"], p["objective"], alpha=a)["config"]
+        d = search.design(p["arch"], p["baseline"], p["objective"], alpha=alpha)
+        a_min, a_max = fit.alpha_interval(cfg, alpha, min(lo, alpha), max(hi, alpha))
+        rows.append({"arch": p["arch"], "baseline": p["baseline"], "objective": p["objective"],
+                     "paper_config": p["config"], "config": d["config"], "config_lo": cfg(alpha_ci[0]),
+                     "config_hi": cfg(alpha_ci[1]), "config_paper_alpha": cfg(paper.ALPHA_BOTTLENECK),
+                     "alpha_min": a_min, "alpha_max": a_max,
+                     "paper_alpha_inside": bool(a_min <= paper.ALPHA_BOTTLENECK <= a_max),
+                     "rho": d["rho"], "params": d["params"], "baseline_params": d["baseline_params"]})
+    return rows
+
+
+def optimum_interval_rows(alphas, problems=None):
+    """For each problem, the maximal intervals of alpha (over the sorted grid ``alphas``) with one optimum.
+
+    Returns:
+        list of dicts ``problem``, ``config``, ``alpha_min``, ``alpha_max`` (grid resolution).
+    """
+    problems = paper.ALPHA_OPTIMA if problems is None else problems
+    alphas = np.sort(np.asarray(alphas, dtype=float))
+    rows = []
+    for p in problems:
+        name = f"{p['arch']} {p['baseline']} {p['objective']}"
+        configs = [search.design(p["arch"], p["baseline"], p["objective"], alpha=a)["config"] for a in alphas]
+        start = 0
+        for i in range(1, len(alphas) + 1):
+            if i == len(alphas) or configs[i] != configs[start]:
+                rows.append({"problem": name, "config": configs[start], "alpha_min": float(alphas[start]),
+                             "alpha_max": float(alphas[i - 1]), "paper_config": p["config"]})
+                start = i
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures (from saved results)
+# ---------------------------------------------------------------------------------------------
+
+def _arr(x):
+    return np.array(x, dtype=float)
+
+
+def plot_fig8(result, entry="diag", axes=None, label=None, paper_alpha=None):
+    """Fig. 8: Monte Carlo ``E[K^2]/E[K]^2`` with bootstrap intervals and the fitted ``exp(a + alpha s)``.
+
+    Left: ``log r`` against ``s = sum_l 1/fan-in_l`` (the straight line of Eq. 9); right: ``r`` against
+    the width ``n`` (log axis), as in the paper's figure. ``result`` is a saved :func:`fit.measure_alpha`
+    dict; ``paper_alpha`` adds ``exp(paper_alpha s)`` for comparison.
+    """
+    import matplotlib.pyplot as plt
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    f = result["fits"][entry]
+    s, y = _arr(f["term"]), _arr(f["log_ratio"])
+    lo, hi = _arr(f["log_ratio_lo"]), _arr(f["log_ratio_hi"])
+    n = _arr(result["widths"])
+    fitted = np.exp(f["intercept"] + f["alpha"] * s)
+    name = label or f"{result['module']}, {entry}"
+    a_lo, a_hi = f["alpha_ci"]
+    fit_label = f"fit: alpha = {f['alpha']:.2f} [{a_lo:.2f}, {a_hi:.2f}]"
+    ax = axes[0]
+    ax.errorbar(s, y, yerr=[y - lo, hi - y], fmt="o", ms=4, capsize=2, label=f"Monte Carlo, T = {result['trials']}")
+    grid = np.linspace(0, s.max() * 1.02, 200)
+    ax.plot(grid, f["intercept"] + f["alpha"] * grid, "r-", label=fit_label)
+    if paper_alpha is not None:
+        ax.plot(grid, paper_alpha * grid, "k--", lw=1, label=f"paper: alpha = {paper_alpha:.2f}")
+    ax.set_xlabel(r"$s(n) = \sum_l 1/\mathrm{fan\text{-}in}_l$")
+    ax.set_ylabel(r"$\log\, E[K^2] / E[K]^2$")
+    ax.set_title(f"{name}: Eq. 9 in log space")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    r, rlo, rhi = np.exp(y), np.exp(lo), np.exp(hi)
+    ax.errorbar(n, r, yerr=[r - rlo, rhi - r], fmt="o", ms=4, capsize=2, label="Monte Carlo")
+    ax.plot(n, fitted, "r-", label=fit_label)
+    if paper_alpha is not None:
+        ax.plot(n, np.exp(paper_alpha * s), "k--", lw=1, label=f"paper: alpha = {paper_alpha:.2f}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("width n")
+    ax.set_ylabel(r"$E[K^2] / E[K]^2$")
+    ax.set_title(f"{name}: Fig. 8")
+    ax.legend(fontsize=8)
+    return axes
+
+
+def plot_fit_options(rows, ax=None, paper_alpha=None, title="alpha by fit choice"):
+    """Alpha and its interval for each fit choice (:func:`fit_option_rows`), beside the paper's alpha."""
+    return _interval_plot([r["fit"] for r in rows], rows, ax, paper_alpha, title)
+
+
+def plot_effects(rows, entry="diag", ax=None, paper_alpha=None, large=False, title=None):
+    """Alpha of each scalar-function variant (:func:`effect_rows`) for one entry, with intervals."""
+    rows = [r for r in rows if r["entry"] == entry]
+    key = "_large" if large else ""
+    view = [{"alpha": r["alpha" + key], "lo": r["lo" + key], "hi": r["hi" + key]} for r in rows]
+    what = f"widths n >= {rows[0]['n_large']}" if large and rows else "all widths"
+    return _interval_plot([r["label"] for r in rows], view, ax, paper_alpha,
+                          title or f"alpha by scalar function ({entry} entry, {what})")
+
+
+def _interval_plot(labels, rows, ax, paper_alpha, title):
+    import matplotlib.pyplot as plt
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.45 * len(rows) + 1.2))
+    y = np.arange(len(rows))[::-1]
+    a = _arr([r["alpha"] for r in rows])
+    lo, hi = _arr([r["lo"] for r in rows]), _arr([r["hi"] for r in rows])
+    ax.errorbar(a, y, xerr=[a - lo, hi - a], fmt="o", capsize=3)
+    if paper_alpha is not None:
+        ax.axvline(paper_alpha, color="k", ls="--", lw=1, label=f"paper: {paper_alpha:.2f}")
+        ax.legend(fontsize=8)
+    ax.set_yticks(y)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlabel("alpha (95% bootstrap interval)")
+    ax.set_title(title)
+    return ax
+
+
+def plot_design_intervals(rows, alpha, alpha_ci, ax=None, paper_alpha=None):
+    """For each design problem, the alpha intervals of each optimum (:func:`optimum_interval_rows`),
+    with our alpha and its interval (band) and the paper's alpha (dashed)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    problems = list(dict.fromkeys(r["problem"] for r in rows))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 0.6 * len(problems) + 1.5))
+    for i, p in enumerate(problems[::-1]):
+        for r in (r for r in rows if r["problem"] == p):
+            paper_hit = r["config"] == r["paper_config"]
+            ax.plot([r["alpha_min"], r["alpha_max"]], [i, i], lw=6 if paper_hit else 3,
+                    color="tab:green" if paper_hit else "tab:gray", solid_capstyle="butt")
+            if r["alpha_max"] > r["alpha_min"] * 1.15 or paper_hit:
+                ax.text(np.sqrt(r["alpha_min"] * r["alpha_max"]), i + 0.18, r["config"], ha="center", fontsize=7)
+    ax.axvspan(*alpha_ci, color="tab:red", alpha=0.15)
+    ax.axvline(alpha, color="tab:red", label=f"ours: {alpha:.2f} [{alpha_ci[0]:.2f}, {alpha_ci[1]:.2f}]")
+    if paper_alpha is not None:
+        ax.axvline(paper_alpha, color="k", ls="--", lw=1, label=f"paper: {paper_alpha:.2f}")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks([0.5, 1, 1.6, 2, 3, 4])
+    ax.set_yticks(range(len(problems)))
+    ax.set_yticklabels(problems[::-1], fontsize=8)
+    ax.set_xlabel("alpha")
+    ax.set_title("optimal module as a function of alpha (green: the paper's optimum)")
+    ax.legend(fontsize=8, loc="lower right")
+    return ax
