@@ -11,7 +11,6 @@ ifneq ($(wildcard $(SHARED_DATA)),)
 export CEPAPER_DATA ?= $(SHARED_DATA)
 endif
 export PATH := $(abspath $(BIN)):$(PATH)
-export MPLBACKEND := Agg
 
 .PHONY: install book run test test-unit test-notebooks browser-deps clean
 .DEFAULT_GOAL := book

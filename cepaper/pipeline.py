@@ -212,6 +212,7 @@ def execute(section, params, key):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     jupytext.write(nb, src)
     env = {"CEPAPER_STAGING": str(staging), "CEPAPER_READS_LOG": str(reads_log),
+           "MPLBACKEND": "module://matplotlib_inline.backend_inline",  # figures into the notebook
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

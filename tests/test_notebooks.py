@@ -51,3 +51,18 @@ def test_stored_results_carry_provenance(path):
     assert PROVENANCE <= set(prov)
     assert prov["section"] == path.parent.name and prov["name"] == path.stem and prov["profile"] == "quick"
     assert prov["wall_s"] >= 0 and prov["date"][:2] == "20"
+
+
+def executed_notebooks():
+    folder = pipeline.BUILD / "executed" / "quick"
+    return sorted(folder.glob("*.ipynb")) if folder.exists() else []
+
+
+@pytest.mark.skipif(not executed_notebooks(), reason="no executed notebooks: run `make book` first")
+@pytest.mark.parametrize("path", executed_notebooks(), ids=lambda p: p.stem)
+def test_executed_notebook_has_figures_and_no_errors(path):
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "a section shows its figures"
