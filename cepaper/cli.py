@@ -266,6 +266,8 @@ def main(argv=None):
         args.func(args)
     except (UsageError, ValueError, FileNotFoundError) as e:
         parser.exit(2, f"cepaper {args.command}: error: {e}\n")
+    except RuntimeError as e:  # a notebook raised, or the book did not build
+        parser.exit(1, f"cepaper {args.command}: error: {e}\n")
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
     return 0

@@ -148,11 +148,14 @@ def dependencies(source):
 
 
 def cache_key(section, params):
-    """Hash of the notebook, its parameters and the cepaper source it depends on."""
+    """Hash of the notebook, its parameters, the cepaper source it depends on, and the executor
+    (this module and the pinned requirements)."""
     path = notebook_path(section)
     source = path.read_text()
     parts = [source, json.dumps(params, sort_keys=True)]
-    parts += [f"{rel}\n{p.read_text()}" for rel, p in dependencies(source).items()]
+    executor = {"cepaper/pipeline.py": Path(__file__), "requirements.txt": REPO / "requirements.txt"}
+    files = {**dependencies(source), **{k: p for k, p in executor.items() if p.exists()}}
+    parts += [f"{rel}\n{p.read_text()}" for rel, p in sorted(files.items())]
     return _sha("\0".join(parts))
 
 
@@ -345,5 +348,6 @@ def book(profile="quick", force=False):
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(REPO), "--warningiserror",
            "--nitpick", "--keep-going", "--quiet"]
     print("[cepaper] building the book", file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True, cwd=REPO)
+    if subprocess.run(cmd, cwd=REPO).returncode:
+        raise RuntimeError("jupyter-book could not build the book; its messages above say why")
     return BUILD / "html" / "index.html"
