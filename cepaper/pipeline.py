@@ -173,8 +173,10 @@ def _file_digest(path):
 # --- execution --------------------------------------------------------------------------------
 
 # resolve_parameters() has checked every name against the notebook; papermill's own, looser parser
-# misreads comments that contain "=" and would warn "Passed unknown parameter" for valid names.
+# misreads comments that contain "=" and would warn "Unable to parse line" and "Passed unknown
+# parameter" for valid names.
 logging.getLogger("papermill").addFilter(lambda r: "Passed unknown parameter" not in r.getMessage())
+logging.getLogger("papermill.translators").setLevel(logging.ERROR)
 
 def executed_path(section, profile):
     return BUILD / "executed" / profile / f"{notebook_path(section).stem}.ipynb"
@@ -330,9 +332,20 @@ def runs_page(records):
     return "\n".join(lines) + "\n"
 
 
+def vendor_mathjax():
+    """Copy MathJax 3 (pip package django-static-mathjax) to ``book/_static/mathjax``: the book's
+    math then renders without a network (``mathjax_path`` in ``_config.yml``)."""
+    import mathjax
+    src = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    dst = REPO / "book" / "_static" / "mathjax"
+    if not (dst / "tex-chtml.js").exists():
+        shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
 def book(profile="quick", force=False):
     """Run every section of the book with ``profile``, then build the HTML book; return index.html."""
     records = run([], profile, force=force)
+    vendor_mathjax()
     SECTIONS_DIR.mkdir(parents=True, exist_ok=True)
     wanted = {executed_path(r["section"], profile) for r in records}
     for old in SECTIONS_DIR.glob("*.ipynb"):

@@ -24,7 +24,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--no-first-run", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
 
 PROBE = """<script>
-window.addEventListener("load", () => {
+window.addEventListener("load", () => setTimeout(() => {
   const imgs = [...document.querySelectorAll("main img, article img, .bd-article img")];
   const errors = [...document.querySelectorAll(".output.traceback, .output.error, .output.stderr")]
     .map(e => e.innerText.slice(0, 200));
@@ -34,9 +34,11 @@ window.addEventListener("load", () => {
     images: imgs.map(i => ({src: i.getAttribute("src"), width: i.naturalWidth, complete: i.complete})),
     errors: errors,
     text_has_traceback: document.body.innerText.includes("Traceback (most recent call last)"),
+    math_rendered: document.querySelectorAll("mjx-container").length,
+    math_raw: document.querySelectorAll(".math:not(:has(mjx-container))").length,
   });
   document.body.appendChild(out);
-});
+}, 3000));
 </script>"""
 
 pytestmark = [
@@ -82,11 +84,13 @@ def test_page_renders_with_figures_and_no_errors(page):
     with tempfile.TemporaryDirectory() as profile_dir:
         report = probe(page, profile_dir)
         shot = SHOTS / (Path(page).stem + ".png")
-        chromium("--window-size=1280,2200", f"--screenshot={shot}", (HTML / page).as_uri(),
+        chromium("--window-size=1280,4000", f"--screenshot={shot}", (HTML / page).as_uri(),
                  profile_dir=profile_dir)
     assert shot.exists() and shot.stat().st_size > 10_000, f"no screenshot of {page}"
     broken = [i["src"] for i in report["images"] if not i["width"]]
     assert not broken, f"{page}: images that did not load: {broken}"
     assert not report["errors"] and not report["text_has_traceback"], f"{page}: error output {report['errors']}"
+    assert not report["math_raw"], f"{page}: {report['math_raw']} formulas left as raw TeX (MathJax not loaded)"
     if "/sections/" in page:
         assert report["images"], f"{page} shows no figure"
+        assert report["math_rendered"], f"{page} shows no rendered formula"
