@@ -30,21 +30,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from _timing import best_of  # noqa: E402
+
 from cepaper import fit, ntk  # noqa: E402
 from cepaper.models import blocks as B  # noqa: E402
 
 TARGET_S = 120.0
-
-
-def best_of(fns, repeats):
-    """Best wall time of each callable, the repeats interleaved (round-robin) to share the noise."""
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, f in enumerate(fns):
-            t = time.perf_counter()
-            f()
-            best[i] = min(best[i], time.perf_counter() - t)
-    return best
 
 
 def path_ratios(n, draws, loop_draws, repeats, options):

@@ -23,25 +23,15 @@ import json
 import os
 import platform
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from _timing import best_of  # noqa: E402
+
 from cepaper import ntk  # noqa: E402
 from cepaper.models.mlp import CollegialMLP, hidden_widths  # noqa: E402
-
-
-def best_of(fns, repeats):
-    """Best wall time of each callable, the repeats interleaved (round-robin) to share the noise."""
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, f in enumerate(fns):
-            t = time.perf_counter()
-            f()
-            best[i] = min(best[i], time.perf_counter() - t)
-    return best
 
 
 def ntk_timings(depth, n, n_points, repeats, slow_repeats):
