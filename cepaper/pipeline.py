@@ -149,13 +149,14 @@ def dependencies(source):
 
 def cache_key(section, params):
     """Hash of the notebook, its parameters, the cepaper source it depends on, and the executor
-    (this module and the pinned requirements)."""
+    (this module and the pinned requirements): each file's content and modification time, so an
+    edited or touched file re-executes the sections that import it."""
     path = notebook_path(section)
     source = path.read_text()
-    parts = [source, json.dumps(params, sort_keys=True)]
+    parts = [json.dumps(params, sort_keys=True)]
     executor = {"cepaper/pipeline.py": Path(__file__), "requirements.txt": REPO / "requirements.txt"}
-    files = {**dependencies(source), **{k: p for k, p in executor.items() if p.exists()}}
-    parts += [f"{rel}\n{p.read_text()}" for rel, p in sorted(files.items())]
+    files = {path.name: path, **dependencies(source), **{k: p for k, p in executor.items() if p.exists()}}
+    parts += [f"{rel}\n{p.stat().st_mtime_ns}\n{p.read_text()}" for rel, p in sorted(files.items())]
     return _sha("\0".join(parts))
 
 

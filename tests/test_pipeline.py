@@ -4,6 +4,7 @@ Runs real papermill executions of a tiny notebook in a throw-away repository lay
 """
 
 import json
+import os
 from pathlib import Path
 import subprocess
 import sys
@@ -97,6 +98,8 @@ def test_run_caches_and_reexecutes_on_changes(repo):
     (repo / "cepaper" / "other.py").write_text("# not imported by the notebook\n")
     assert statuses(pipeline.run(["lemma1"])) == ["cached"]
     (repo / "cepaper" / "fake.py").write_text("# changed\n")
+    assert statuses(pipeline.run(["lemma1"])) == ["executed"]
+    os.utime(repo / "cepaper" / "fake.py", ns=(1, 1))  # touched, content unchanged
     assert statuses(pipeline.run(["lemma1"])) == ["executed"]
     assert statuses(pipeline.run(["lemma1"], overrides=[("value", 5)])) == ["executed"]
     assert results.load("lemma1", "quick", "answer")["data"] == {"value": 5}
