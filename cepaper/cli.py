@@ -234,7 +234,8 @@ def _add_fit_alpha(sub):
                               intercept=not args.no_intercept, weighted=args.weighted, device=args.device,
                               checkpoint=results.checkpoint_dir("alpha", "cli") if args.checkpoint else None,
                               threads=args.threads, **options)
-        path = run.save(f"fit_{args.module}", r, table=fit.result_table(r))
+        run.save(f"fit_{args.module}", r, table=fit.result_table(r))
+        path = run.dir / f"fit_{args.module}.json"
         keys = ("alpha", "alpha_ci", "C", "C_ci", "intercept", "entry", "module", "options", "widths",
                 "trials", "seed", "seconds", "device")
         payload = {k: r[k] for k in keys} | {"saved": str(path)}

@@ -130,11 +130,12 @@ class Run:
         }
 
     def save(self, name, data, table=None):
-        """Save ``data`` (a dict) as ``<name>.json`` and, if given, a DataFrame as ``<name>.csv``."""
+        """Save ``data`` (a dict) as ``<name>.json`` and, if given, a DataFrame as ``<name>.csv``,
+        in ``self.dir``. Returns nothing, so a notebook cell ending in ``run.save`` shows nothing."""
         record = {"data": _jsonable(data), "provenance": self.provenance(name)}
         if table is not None:
             write_atomic(self.dir / f"{name}.csv", table.to_csv(index=False))
-        return write_atomic(self.dir / f"{name}.json", json.dumps(record, indent=1) + "\n")
+        write_atomic(self.dir / f"{name}.json", json.dumps(record, indent=1) + "\n")
 
     def load(self, name):
         """The ``data`` dict of a result this section saved (see :func:`load`)."""

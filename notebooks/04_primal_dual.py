@@ -73,8 +73,8 @@ fig3_conventions = pd.DataFrame(design_report.fig3_convention_rows(alphas_fig3))
 fig3 = design_report.fig3_data(alphas_fig3)
 
 # %% tags=["remove-input"]
-_ = run.save("fig3_conventions", {"rows": fig3_conventions.to_dict("records")}, table=fig3_conventions)
-_ = run.save("fig3", fig3)
+run.save("fig3_conventions", {"rows": fig3_conventions.to_dict("records")}, table=fig3_conventions)
+run.save("fig3", fig3)
 
 # %%
 saved = run.load("fig3_conventions")
@@ -128,10 +128,10 @@ block = design_report.block_curves_data(alpha_block)
 block_scan = design_report.block_alpha_scan(np.round(np.arange(*block_alphas), 6))
 
 # %% tags=["remove-input"]
-_ = run.save("block_conventions", {"rows": block_conventions.to_dict("records")}, table=block_conventions)
-_ = run.save("flops_conventions", {"rows": flops_conventions.to_dict("records")}, table=flops_conventions)
-_ = run.save("block_curves", block)
-_ = run.save("block_alpha_scan", block_scan)
+run.save("block_conventions", {"rows": block_conventions.to_dict("records")}, table=block_conventions)
+run.save("flops_conventions", {"rows": flops_conventions.to_dict("records")}, table=flops_conventions)
+run.save("block_curves", block)
+run.save("block_alpha_scan", block_scan)
 
 # %%
 pd.DataFrame(run.load("block_conventions")["rows"])
@@ -209,8 +209,8 @@ derived = pd.DataFrame(design_report.derived_rows(alpha_block))
 printed = pd.DataFrame(design_report.printed_rows())
 
 # %% tags=["remove-input"]
-_ = run.save("derived_models", {"rows": derived.to_dict("records")}, table=derived)
-_ = run.save("printed_numbers", {"rows": printed.to_dict("records")}, table=printed)
+run.save("derived_models", {"rows": derived.to_dict("records")}, table=derived)
+run.save("printed_numbers", {"rows": printed.to_dict("records")}, table=printed)
 
 # %%
 derived = pd.DataFrame(run.load("derived_models")["rows"])

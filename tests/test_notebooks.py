@@ -66,3 +66,7 @@ def test_executed_notebook_has_figures_and_no_errors(path):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "a section shows its figures"
+    texts = [o.get("data", {}).get("text/plain", "") + o.get("text", "") for o in outputs
+             if not {"image/png", "text/html", "text/markdown"} & set(o.get("data", {}))]
+    leaks = [t[:80] for t in texts if "staging" in t or t.startswith(("PosixPath(", "<Figure size", "Text("))]
+    assert not leaks, f"plumbing values shown on the page: {leaks}"
