@@ -1,15 +1,20 @@
 """Argument checks shared by the library: errors name the argument and what is allowed."""
 
 
+import math
+import numbers
+
+
 def positive_int(name, value):
     """Return ``value`` as an int, or raise ``ValueError`` unless it is an integer >= 1."""
-    if isinstance(value, bool) or int(value) != value or value < 1:
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or int(value) != value or value < 1):
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
 
 
 def positive_float(name, value):
-    """Return ``value`` as a float, or raise ``ValueError`` unless it is > 0."""
-    if not float(value) > 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
+    """Return ``value`` as a float, or raise ``ValueError`` unless it is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)

@@ -218,7 +218,7 @@ def _add_fit_alpha(sub):
     p.add_argument("--device", default="cpu", help="torch device of the Monte Carlo (e.g. cuda)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of the Monte Carlo (default 1: fastest)")
     p.add_argument("--checkpoint", action="store_true",
-                   help="resumable: keep finished widths under <results>/checkpoints/cli/alpha")
+                   help="resumable: keep finished widths under _build/checkpoints/cli/alpha")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     def fit_alpha(args):

@@ -31,6 +31,7 @@ import hashlib
 import inspect
 import json
 import math
+import sys
 import time
 import warnings
 from functools import partial
@@ -161,7 +162,8 @@ def _sweep_key(settings):
     import cepaper.models.blocks
     import cepaper.models.mlp
     import cepaper.ntk
-    code = "".join(inspect.getsource(m) for m in (cepaper.models.blocks, cepaper.models.mlp, cepaper.ntk))
+    modules = (cepaper.models.blocks, cepaper.models.mlp, cepaper.ntk, sys.modules[__name__])
+    code = "".join(inspect.getsource(m) for m in modules)
     text = json.dumps(settings, sort_keys=True, default=str) + hashlib.sha256(code.encode()).hexdigest()
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

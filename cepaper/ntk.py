@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from cepaper._checks import positive_int
 from cepaper.models.mlp import CollegialMLP, hidden_widths
+from cepaper.stats import t_quantile
 
 METHODS = ("auto", "structured", "jacobian", "naive")
 
@@ -551,22 +552,6 @@ def ensemble_variance(samples, ms):
         se.append(mo.var_se)
     return dict(m=torch.tensor(ms), groups=torch.tensor([t // m for m in ms]),
                 var=torch.stack(var), var_se=torch.stack(se))
-
-
-def t_quantile(p, dof):
-    """Quantile of Student's t with ``dof`` degrees of freedom (Abramowitz & Stegun 26.7.5).
-
-    The Cornish-Fisher series in ``1/dof`` about the normal quantile; error < 1e-3 for ``dof >= 5``.
-    """
-    dof = positive_int("dof", dof)
-    if not 0 < p < 1:
-        raise ValueError(f"p must be in (0, 1), got {p!r}")
-    z = torch.special.ndtri(torch.tensor(float(p), dtype=torch.float64)).item()
-    g = [(z ** 3 + z) / 4,
-         (5 * z ** 5 + 16 * z ** 3 + 3 * z) / 96,
-         (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / 384,
-         (79 * z ** 9 + 776 * z ** 7 + 1482 * z ** 5 - 1920 * z ** 3 - 945 * z) / 92160]
-    return z + sum(gi / dof ** (i + 1) for i, gi in enumerate(g))
 
 
 def _slope(logm, logv, w):

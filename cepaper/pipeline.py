@@ -339,8 +339,12 @@ def vendor_mathjax():
     import mathjax
     src = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
     dst = REPO / "book" / "_static" / "mathjax"
-    if not (dst / "tex-chtml.js").exists():
-        shutil.copytree(src, dst, dirs_exist_ok=True)
+    if not (dst / "tex-chtml.js").exists():  # copied whole, then renamed: never half there
+        tmp = dst.with_name(".mathjax.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        shutil.rmtree(dst, ignore_errors=True)
+        os.replace(tmp, dst)
 
 
 def book(profile="quick", force=False):
@@ -358,7 +362,7 @@ def book(profile="quick", force=False):
             shutil.copy2(src, dst)
     page = SECTIONS_DIR / "runs.md"
     if not page.exists() or page.read_text() != runs_page(records):
-        page.write_text(runs_page(records))
+        results.write_atomic(page, runs_page(records))
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(REPO), "--warningiserror",
            "--nitpick", "--keep-going", "--quiet"]
     print("[cepaper] building the book", file=sys.stderr, flush=True)

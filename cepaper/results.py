@@ -48,7 +48,7 @@ def git_commit():
     try:
         run = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True,
                                         timeout=10, check=True).stdout.strip()
-        return run("rev-parse", "HEAD") + ("+dirty" if run("status", "--porcelain", "--", "cepaper") else "")
+        return run("rev-parse", "HEAD") + ("+dirty" if run("status", "--porcelain") else "")
     except (OSError, subprocess.SubprocessError):
         return None
 

@@ -369,13 +369,14 @@ def design(arch, baseline, objective="primal", budget="params", alpha=None, clas
 
 
 def default_alpha(arch="bottleneck"):
-    """``(alpha, source)``: the alpha fitted by the alpha section when the results store has one,
-    else the paper's. ResNeXts use the bottleneck fit (``alpha/fit_bottleneck``) or the paper's
+    """``(alpha, source)``: the alpha fitted by ``cepaper fit-alpha`` (profile ``cli``) or by the
+    paper profile of the alpha section when the results store has one, else the paper's. The quick
+    profile's fit (few draws) is never used. ResNeXts use the bottleneck fit (``alpha/fit_bottleneck``) or the paper's
     1.60 (Sec. 4.2); ``mlp`` uses ``alpha/fit_mlp`` or :data:`ALPHA_FIG3` (the paper states no alpha
     for fully connected nets)."""
     from cepaper import results
     name = "fit_mlp" if arch == "mlp" else "fit_bottleneck"
-    record = results.find("alpha", name, profiles=("cli", "paper", "quick"))
+    record = results.find("alpha", name, profiles=("cli", "paper"))  # not the quick profile's smoke fit
     if record is not None and record.get("data", {}).get("alpha") is not None:
         return float(record["data"]["alpha"]), f"fitted: {results.describe(record)}"
     if arch == "mlp":

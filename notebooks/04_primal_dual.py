@@ -262,7 +262,7 @@ assert set(rho_misses["model"]) <= {"ResNeXt-29, 3x40d"}
 # results store, here is what Algorithm 2 derives with it instead of the paper's 1.60.
 
 # %%
-fitted = results.find("alpha", "fit_bottleneck")
+fitted = results.find("alpha", "fit_bottleneck", profiles=(profile,))
 if fitted is None:
     display(Markdown("No fitted α in the results store yet (run the α section first)."))
 else:

@@ -73,7 +73,10 @@ def test_design_table_says_where_alpha_comes_from(capsys):
 
 def test_design_uses_the_fitted_alpha(capsys):
     from cepaper import results
-    results.Run("alpha", "quick").save("fit_bottleneck", {"alpha": 1.7, "alpha_ci": [1.65, 1.75]})
+    results.Run("alpha", "quick").save("fit_bottleneck", {"alpha": 1.2, "alpha_ci": [1.1, 1.3]})
+    r = run_json(capsys, "design", "--arch", "resnext29", "--baseline", "1x128d")
+    assert r["alpha"] == 1.6, "the quick profile's smoke fit is never used"
+    results.Run("alpha", "cli").save("fit_bottleneck", {"alpha": 1.7, "alpha_ci": [1.65, 1.75]})
     r = run_json(capsys, "design", "--arch", "resnext29", "--baseline", "1x128d")
     assert r["alpha"] == 1.7 and r["alpha_source"].startswith("fitted")
 

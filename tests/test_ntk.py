@@ -235,6 +235,8 @@ def test_t_quantile_and_inverse_width_fit():
     assert ntk.t_quantile(0.975, 15) == pytest.approx(2.1314, abs=1e-3)
     assert ntk.t_quantile(0.95, 10) == pytest.approx(1.8125, abs=1e-3)
     assert ntk.t_quantile(0.975, 1000) == pytest.approx(1.9623, abs=1e-3)
+    assert ntk.t_quantile(0.975, 2) == pytest.approx(4.3027, abs=1e-3)  # few jackknife blocks
+    assert ntk.t_quantile(0.995, 2) == pytest.approx(9.9248, abs=1e-3)
     widths = [8, 16, 64]
     c_true = torch.tensor([0.5, -1.0], dtype=F64)
     dev = c_true / torch.tensor(widths, dtype=F64)[:, None]

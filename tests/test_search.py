@@ -153,7 +153,7 @@ def test_default_alpha_uses_the_fitted_one(tmp_path, monkeypatch):
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))
     assert search.default_alpha("resnext29") == (paper.ALPHA_BOTTLENECK, "the paper's alpha (Sec. 4.2)")
     assert search.default_alpha("mlp")[0] == search.ALPHA_FIG3
-    results.Run("alpha", "quick", params={}).save("fit_bottleneck", {"alpha": 1.71, "alpha_ci": [1.6, 1.8]})
+    results.Run("alpha", "paper", params={}).save("fit_bottleneck", {"alpha": 1.71, "alpha_ci": [1.6, 1.8]})
     alpha, source = search.default_alpha("resnext29")
     assert alpha == 1.71 and source.startswith("fitted: alpha/fit_bottleneck")
     assert search.design("resnext29", "1x128d")["alpha"] == 1.71
@@ -163,8 +163,8 @@ def test_default_alpha_uses_the_fitted_one(tmp_path, monkeypatch):
     (dict(arch="resnet", baseline="1x4d"), "arch must be one of"),
     (dict(arch="resnext29", baseline="1x128d", objective="best"), "objective must be one of primal, dual"),
     (dict(arch="resnext29", baseline="1x128d", budget="watts"), "budget must be one of params, flops"),
-    (dict(arch="resnext29", baseline="1x128d", alpha=0), "alpha must be > 0"),
-    (dict(arch="resnext29", baseline="1x128d", alpha=-1.6), "alpha must be > 0"),
+    (dict(arch="resnext29", baseline="1x128d", alpha=0), "alpha must be a finite number > 0"),
+    (dict(arch="resnext29", baseline="1x128d", alpha=-1.6), "alpha must be a finite number > 0"),
     (dict(arch="resnext29", baseline="128d"), "config must look like CxDd"),
     (dict(arch="resnext29", baseline="1x8d", n=500), "budget: no integer m >= 1"),
     (dict(arch="resnext29", baseline="1x8d", objective="dual", n=500), "budget: no integer m >= 1"),
