@@ -243,8 +243,9 @@ display(Markdown(f"With our $\\alpha$ = {des['alpha']:.3f}, {len(same)} of {len(
 
 # %%
 terms = [fit.bottleneck_term(n) for n in fit.log_grid(4, 256, 10)]
-synthetic = fit.fit_alpha(terms, fit.synthetic_samples(1.6, terms, synthetic_trials, seed=seed), n_boot=n_boot)
-assert synthetic["alpha_ci"][0] <= 1.6 <= synthetic["alpha_ci"][1], synthetic["alpha_ci"]
+a_paper = paper.ALPHA_BOTTLENECK
+synthetic = fit.fit_alpha(terms, fit.synthetic_samples(a_paper, terms, synthetic_trials, seed=seed), n_boot=n_boot)
+assert synthetic["alpha_ci"][0] <= a_paper <= synthetic["alpha_ci"][1], synthetic["alpha_ci"]
 for name, r in (("bottleneck", run.load("fit_bottleneck")), ("mlp", run.load("fit_mlp"))):
     for e, g in r["fits"].items():
         assert g["alpha"] > 0 and g["alpha_ci"][0] > 0, f"{name} {e}: alpha interval {g['alpha_ci']}"
@@ -252,4 +253,4 @@ for r in run.load("design")["rows"]:
     assert r["config_paper_alpha"] == r["paper_config"], r
     assert r["alpha_min"] <= run.load("design")["alpha"] <= r["alpha_max"], r
 display(Markdown(f"All checks passed: synthetic alpha = {synthetic['alpha']:.3f} "
-                 f"[{synthetic['alpha_ci'][0]:.3f}, {synthetic['alpha_ci'][1]:.3f}] (true 1.6)."))
+                 f"[{synthetic['alpha_ci'][0]:.3f}, {synthetic['alpha_ci'][1]:.3f}] (true {a_paper})."))

@@ -175,8 +175,10 @@ fig = design_report.plot_alpha_sensitivity(fig3["scan"], fig3["match"], scan, pa
                                            paper.SEC421["n_primal"])
 a, n_params, n_flops = (np.asarray(scan["params"]["alpha"]), np.asarray(scan["params"]["n"]),
                         np.asarray(scan["flops"]["n"]))
-display(Markdown(f"The block's optimum is n = 10 for α ∈ [{a[n_params == 10].min():.3f}, {a[n_params == 10].max():.3f}] "
-                 f"(parameters) and n = 8 for α ∈ [{a[n_flops == 8].min():.3f}, {a[n_flops == 8].max():.3f}] (FLOPs)."))
+n_p, n_f = paper.SEC421["n_primal"], design_report.paper_width("5")
+display(Markdown(f"The block's optimum is the paper's n = {n_p} for α ∈ [{a[n_params == n_p].min():.3f}, "
+                 f"{a[n_params == n_p].max():.3f}] (parameters) and n = {n_f} for α ∈ "
+                 f"[{a[n_flops == n_f].min():.3f}, {a[n_flops == n_f].max():.3f}] (FLOPs)."))
 
 # %%
 primal, dual = block["params"]["primal"], block["params"]["dual"]
