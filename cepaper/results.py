@@ -53,6 +53,19 @@ def git_commit():
         return None
 
 
+def check_device(device):
+    """Raise a clear ``ValueError`` unless torch can use ``device`` here."""
+    import torch
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<index>', got {device!r}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no GPU here; run the paper "
+                         "profile on a GPU machine, or pass `-p device cpu`")
+    return device
+
+
 def device_name(device="cpu"):
     """A readable name of the device a computation ran on, e.g. ``cpu (x86_64, 2 threads)``."""
     import torch
@@ -105,6 +118,7 @@ class Run:
     """
 
     def __init__(self, section, profile, params=None, seed=None, device="cpu"):
+        check_device(device)
         self.dir = section_dir(section, profile)
         if os.environ.get("CEPAPER_STAGING"):  # inside `cepaper run`: published only on success
             self.dir = Path(os.environ["CEPAPER_STAGING"]) / profile / section

@@ -128,3 +128,12 @@ def test_results_written_atomically(tmp_path):
 def test_cli_errors_exit_2(argv, message):
     proc = subprocess.run([sys.executable, "-m", "cepaper.cli", *argv], capture_output=True, text=True)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("device, message", [("tpu", "device must be"), ("cuda", "torch sees no GPU")])
+def test_unusable_device_is_a_clear_error(device, message):
+    import torch
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match=message):
+        results.Run("lemma1", "quick", device=device)
