@@ -459,7 +459,7 @@ def mlp_ntk_sampler(x1, x2=None, widths=64, depth=None, entries=None, bias=False
     n_in = x1.shape[1]
 
     def sample(t, generator):
-        model = CollegialMLP(n_in, widths, m=t, bias=bias, generator=generator, dtype=dtype,
+        model = CollegialMLP(n_in, widths, m=t, bias=bias, generator=generator, streams=2, dtype=dtype,
                              device=generator.device)
         dev = generator.device
         return member_ntk(model, x1.to(dev), None if x2 is None else x2.to(dev), entries)

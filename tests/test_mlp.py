@@ -99,3 +99,18 @@ def test_bad_input_shape():
     model = CollegialMLP(3, 4)
     with pytest.raises(ValueError, match=r"x must have shape \(N, 3\), got \(5, 2\)"):
         model(torch.randn(5, 2))
+
+
+def test_streams_are_reproducible_independent_and_standard_normal():
+    make = lambda streams, seed=0: CollegialMLP(50, 40, depth=2, m=6, streams=streams,
+                                                generator=torch.Generator().manual_seed(seed))
+    a, b = make(2), make(2)
+    for wa, wb in zip(a.weights, b.weights):
+        assert torch.equal(wa, wb), "same seed, same draws"
+    w = torch.cat([p.flatten(1) for p in a.weights], 1)  # (m, all weights of a member)
+    assert not torch.equal(w[:3], w[3:]) and not torch.equal(w, torch.cat(
+        [p.flatten(1) for p in make(1).weights], 1)), "the second stream is a different one"
+    for group in (w[:3], w[3:]):  # each stream is N(0, 1): 3 x 4,440 draws
+        assert abs(group.mean().item()) < 0.05 and abs(group.std().item() - 1) < 0.05
+    corr = torch.corrcoef(torch.stack([w[:3].flatten(), w[3:].flatten()]))[0, 1]
+    assert abs(corr.item()) < 0.05, "the two streams are uncorrelated"

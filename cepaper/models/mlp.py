@@ -12,7 +12,10 @@ With ``phi`` the ReLU and ``h_0 = x``::
 All weights are drawn i.i.d. N(0, 1): the scales live in the forward pass (NTK parameterization).
 """
 
+import functools
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
@@ -43,6 +46,12 @@ def ntk_scales(n_in, widths):
     return [math.sqrt(2.0 / f) for f in fans[:-1]] + [math.sqrt(1.0 / fans[-1])]
 
 
+@functools.cache
+def _draw_pool():
+    """Threads that fill the random streams of :meth:`CollegialMLP.reset_parameters` in parallel."""
+    return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="cepaper-draw")
+
+
 class CollegialMLP(nn.Module):
     """``m`` NTK-parameterized ReLU MLPs ``R^{n_in} -> R``, summed and scaled by ``1/sqrt(m)``.
 
@@ -53,14 +62,20 @@ class CollegialMLP(nn.Module):
         depth: number of hidden layers ``L`` when ``widths`` is an int.
         bias: add a bias ``b_l ~ N(0, 1)`` (unscaled) to every layer; Eq. 3 has none.
         generator: ``torch.Generator`` for the initial draw (reproducible weights).
+        streams: split the members into this many contiguous groups, each drawn from its own
+            random stream (the first from ``generator``, the others seeded from it) in parallel
+            threads. The draws depend on ``streams``, never on how many cores run them. ``1`` (the
+            default) draws everything from ``generator``; the Monte Carlo samplers use 2, since the
+            single-threaded generator bounds their rate.
     """
 
     def __init__(self, n_in, widths, m=1, depth=None, bias=False, generator=None,
-                 dtype=torch.float32, device=None):
+                 dtype=torch.float32, device=None, streams=1):
         super().__init__()
         self.n_in = positive_int("n_in", n_in)
         self.widths = hidden_widths(widths, depth)
         self.m = positive_int("m", m)
+        self.streams = positive_int("streams", streams)
         fans = (self.n_in,) + self.widths
         outs = self.widths + (1,)
         kw = dict(dtype=dtype, device=device)
@@ -84,14 +99,28 @@ class CollegialMLP(nn.Module):
     def reset_parameters(self, generator=None):
         """Draw every weight (and bias) i.i.d. from N(0, 1), layer by layer, weights first.
 
-        The draws equal ``torch.randn(p.shape, generator=generator)`` taken in that order; they are
-        written in place when the generator lives on the parameters' device.
+        With ``streams = 1`` the draws equal ``torch.randn(p.shape, generator=generator)`` taken in
+        that order; they are written in place when the generator lives on the parameters' device.
+        With more streams, member group ``k`` is drawn the same way from stream ``k`` (see the class).
         """
-        for p in self.parameters():
-            if generator is None or generator.device == p.device:
-                p.normal_(generator=generator)
-            else:
-                p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device))
+        params = list(self.parameters())
+        streams = min(self.streams, self.m)
+        if streams == 1 or generator is None or any(p.device != generator.device for p in params):
+            for p in params:
+                if generator is None or generator.device == p.device:
+                    p.normal_(generator=generator)
+                else:
+                    p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device))
+            return
+        seeds = torch.randint(2 ** 62, (streams - 1,), generator=generator, device=generator.device)
+        gens = [generator] + [torch.Generator(device=generator.device).manual_seed(int(s)) for s in seeds]
+        bounds = [self.m * k // streams for k in range(streams + 1)]
+
+        def fill(k):
+            with torch.no_grad():  # grad mode is per thread
+                for p in params:
+                    p[bounds[k]:bounds[k + 1]].normal_(generator=gens[k])
+        list(_draw_pool().map(fill, range(streams)))
 
     def layers(self, x):
         """Hidden pre-activations ``[z_1, ..., z_L]`` and the member outputs.
