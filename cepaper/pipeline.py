@@ -353,9 +353,8 @@ def book(profile="quick", force=False):
     vendor_mathjax()
     SECTIONS_DIR.mkdir(parents=True, exist_ok=True)
     wanted = {executed_path(r["section"], profile) for r in records}
-    for old in SECTIONS_DIR.glob("*.ipynb"):
-        if old.name not in {p.name for p in wanted}:
-            old.unlink()
+    for old in set(SECTIONS_DIR.glob("*.ipynb")) - {SECTIONS_DIR / p.name for p in wanted}:
+        old.unlink()
     for src in wanted:  # copy only what changed, so Sphinx rebuilds only those pages
         dst = SECTIONS_DIR / src.name
         if not dst.exists() or dst.read_bytes() != src.read_bytes():
