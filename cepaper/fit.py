@@ -27,11 +27,8 @@ of each width are drawn by :func:`cepaper.ntk.mc_samples` in chunks whose size d
 module and width (never on the device's memory), float32 compute with float64 sums.
 """
 
-import hashlib
-import inspect
 import json
 import math
-import sys
 import time
 import warnings
 from functools import partial
@@ -159,13 +156,8 @@ def mlp_chunk(n, depth=6, n_in=784, count=2):
 
 def _sweep_key(settings):
     """Checkpoint folder name: a hash of the settings and of the code that computes the samples."""
-    import cepaper.models.blocks
-    import cepaper.models.mlp
-    import cepaper.ntk
-    modules = (cepaper.models.blocks, cepaper.models.mlp, cepaper.ntk, sys.modules[__name__])
-    code = "".join(inspect.getsource(m) for m in modules)
-    text = json.dumps(settings, sort_keys=True, default=str) + hashlib.sha256(code.encode()).hexdigest()
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    from cepaper import results
+    return results.source_key(settings, ("cepaper.models.blocks", "cepaper.models.mlp", "cepaper.ntk", __name__))
 
 
 def _round32(a):

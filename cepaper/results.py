@@ -7,6 +7,9 @@ crash never leaves a half-written result to be mistaken for a good one. Each JSO
                                    "git_commit", "device", "wall_s", "date"}}
 """
 
+import hashlib
+import importlib
+import inspect
 import json
 import math
 import os
@@ -41,6 +44,14 @@ def checkpoint_dir(section, profile):
     """Resumable work of a section: ``_build/checkpoints/<profile>/<section>`` in the repository,
     outside the results store (which a notebook run replaces only when it succeeds)."""
     return REPO / "_build" / "checkpoints" / profile / section
+
+
+def source_key(settings, modules, length=16):
+    """Hash of ``settings`` (as JSON) and of the source of ``modules`` (dotted names): the name of a
+    checkpoint, so that a change of settings or of the code that computes it starts afresh."""
+    src = "".join(inspect.getsource(importlib.import_module(name)) for name in modules)
+    text = json.dumps(settings, sort_keys=True, default=str) + src
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def git_commit():

@@ -22,9 +22,6 @@ Every distinct ``(m, n)`` of the three panels is trained once per seed (:func:`r
 runs are kept as JSON files in a cache folder, so an interrupted grid resumes where it stopped.
 """
 
-import hashlib
-import importlib
-import inspect
 import json
 import math
 from pathlib import Path
@@ -102,19 +99,6 @@ def run_one(x, y, m, n, seed, *, depth=4, epochs, lr, batch_size=None, n_probe=2
             "ntk": hist["ntk"].tolist()}
 
 
-def code_digest():
-    """Fingerprint of the source code that determines a run's numbers (for the run cache)."""
-    names = ("cepaper.models.mlp", "cepaper.ntk", "cepaper.train", __name__)
-    src = "".join(inspect.getsource(importlib.import_module(name)) for name in names)
-    return hashlib.sha256(src.encode()).hexdigest()[:16]
-
-
-def run_key(settings):
-    """File stem of a run in the cache: a hash of its settings (and :func:`code_digest`)."""
-    text = json.dumps({**settings, "code": code_digest()}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
 def run_grid(x, y, configs, seeds, *, cache=None, progress=False, **train_kw):
     """Train every distinct ``(m, n)`` of ``configs`` once per seed; return one record per run.
 
@@ -140,7 +124,8 @@ def run_grid(x, y, configs, seeds, *, cache=None, progress=False, **train_kw):
         if cache is not None:
             settings = dict(m=m, n=n, seed=s, data=data,
                             **{k: str(v) if k in ("device", "dtype") else v for k, v in train_kw.items()})
-            path = Path(cache) / f"{run_key(settings)}.json"
+            key = results.source_key(settings, ("cepaper.models.mlp", "cepaper.ntk", "cepaper.train", __name__))
+            path = Path(cache) / f"{key}.json"
             if path.exists():
                 records.append(json.loads(path.read_text()))
                 continue
