@@ -19,6 +19,10 @@ def emit(args, payload, text):
     print(json.dumps(payload, indent=1) if getattr(args, "json", False) else text)
 
 
+REUSE_HELP = ("execute nothing: use the executed notebooks stored with the results "
+              "(results/<profile>/<section>/notebook.ipynb, e.g. a committed GPU run)")
+
+
 def _add_run(sub):
     p = sub.add_parser("run", help="execute section notebooks with papermill (cached)")
     p.add_argument("sections", nargs="*", metavar="SECTION", help="sections to run (default: all in the book)")
@@ -26,12 +30,13 @@ def _add_run(sub):
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                    help="override one notebook parameter (YAML value)")
     p.add_argument("--force", action="store_true", help="execute even when the cache is up to date")
+    p.add_argument("--reuse", action="store_true", help=REUSE_HELP)
     p.add_argument("--json", action="store_true", help="print the run records as JSON")
 
     def run(args):
         from cepaper import pipeline
         records = pipeline.run(args.sections, args.profile, pipeline.parse_overrides(args.parameter),
-                               force=args.force)
+                               force=args.force, reuse_stored=args.reuse)
         emit(args, records, pipeline.format_records(records))
     p.set_defaults(func=run)
 
@@ -40,10 +45,11 @@ def _add_book(sub):
     p = sub.add_parser("book", help="run the notebooks of a profile, then build the HTML book")
     p.add_argument("--profile", default="quick", help="parameter profile: a file profiles/<name>.yaml")
     p.add_argument("--force", action="store_true", help="re-execute every notebook")
+    p.add_argument("--reuse", action="store_true", help=REUSE_HELP)
 
     def book(args):
         from cepaper import pipeline
-        index = pipeline.book(args.profile, force=args.force)
+        index = pipeline.book(args.profile, force=args.force, reuse_stored=args.reuse)
         print(f"The book is at {index}")
     p.set_defaults(func=book)
 

@@ -33,6 +33,7 @@ NOTEBOOKS = REPO / "notebooks"
 PROFILES = REPO / "profiles"
 BUILD = REPO / "_build"
 SECTIONS_DIR = REPO / "book" / "sections"
+STORED = "notebook.ipynb"  # the executed notebook, kept beside a section's results
 
 
 # --- sections, profiles, parameters -------------------------------------------------------------
@@ -241,34 +242,52 @@ def execute(section, params, key):
         for k, v in saved.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     wall = time.perf_counter() - start
-    _hide_default_parameters(staging / "out.ipynb")
-    _publish(staging / profile / section, results.section_dir(section, profile))
     own = results.section_dir(section, profile)
     reads = sorted({r for r in (reads_log.read_text().split() if reads_log.exists() else [])
                     if (REPO / r).parent != own})
     record = {
         "section": section, "profile": profile, "notebook": str(notebook_path(section).relative_to(REPO)),
         "params": params, "key": key, "wall_s": round(wall, 2), "cached": False,
-        "device": results.device_name(params.get("device", "cpu")) if params.get("device", "cpu") == "cpu"
-        else params["device"], "git_commit": results.git_commit(),
+        "device": results.device_name(params.get("device", "cpu")), "git_commit": results.git_commit(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "reads": {r: _file_digest(r) for r in reads},
     }
-    os.replace(staging / "out.ipynb", out)
+    text = _finish_notebook(staging / "out.ipynb", record)
+    results.write_atomic(staging / profile / section / STORED, text)  # published with the results
+    _publish(staging / profile / section, own)
+    results.write_atomic(out, text)
     results.write_atomic(_record_path(section, profile), json.dumps(record, indent=1))
     shutil.rmtree(staging, ignore_errors=True)
     return record
 
 
-def _hide_default_parameters(path):
-    """Keep only papermill's injected-parameters cell on the page: the values this run used."""
+def reuse(section, profile):
+    """Take the executed notebook stored with a section's results (``results/<profile>/<section>/
+    notebook.ipynb``, e.g. a committed GPU run) for the book instead of executing; return its record."""
+    import nbformat
+    path = results.section_dir(section, profile) / STORED
+    if not path.exists():
+        raise FileNotFoundError(f"no executed notebook {path}: run `cepaper run {section} --profile {profile}` "
+                                f"(the paper profile on a GPU) and commit results/{profile}/{section}/")
+    record = {**nbformat.read(path, as_version=4).metadata["cepaper"], "cached": True}
+    out = executed_path(section, profile)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(path, out)
+    results.write_atomic(_record_path(section, profile), json.dumps(record, indent=1))
+    return record
+
+
+def _finish_notebook(path, record):
+    """The executed notebook as text, with its run record in its metadata and only papermill's
+    injected-parameters cell on the page (the values this run used)."""
     import nbformat
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         tags = cell.metadata.setdefault("tags", [])
         if "parameters" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")
-    nbformat.write(nb, path)
+    nb.metadata["cepaper"] = record
+    return nbformat.writes(nb)
 
 
 def _publish(new, dest):
@@ -284,8 +303,11 @@ def _publish(new, dest):
     shutil.rmtree(old, ignore_errors=True)
 
 
-def run(sections, profile="quick", overrides=(), force=False):
-    """Execute ``sections`` (all of the book when empty) with ``profile``; skip up-to-date ones."""
+def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False):
+    """Execute ``sections`` (all of the book when empty) with ``profile``; skip up-to-date ones.
+
+    With ``reuse_stored``, execute nothing: take each section's executed notebook stored with its
+    results (see :func:`reuse`), e.g. the paper profile run on a GPU and committed."""
     load_profile(profile)
     sections = list(sections) or book_sections()
     plan = []
@@ -294,6 +316,9 @@ def run(sections, profile="quick", overrides=(), force=False):
         plan.append((section, params))
     records = []
     for section, params in plan:
+        if reuse_stored:
+            records.append(reuse(section, profile))
+            continue
         key = cache_key(section, params)
         record = None if force else cached_record(section, profile, key)
         if record is None:
@@ -347,9 +372,9 @@ def vendor_mathjax():
         os.replace(tmp, dst)
 
 
-def book(profile="quick", force=False):
+def book(profile="quick", force=False, reuse_stored=False):
     """Run every section of the book with ``profile``, then build the HTML book; return index.html."""
-    records = run([], profile, force=force)
+    records = run([], profile, force=force, reuse_stored=reuse_stored)
     vendor_mathjax()
     SECTIONS_DIR.mkdir(parents=True, exist_ok=True)
     wanted = {executed_path(r["section"], profile) for r in records}

@@ -5,6 +5,7 @@ Runs real papermill executions of a tiny notebook in a throw-away repository lay
 
 import json
 import os
+import shutil
 from pathlib import Path
 import subprocess
 import sys
@@ -103,6 +104,18 @@ def test_run_caches_and_reexecutes_on_changes(repo):
     assert statuses(pipeline.run(["lemma1"])) == ["executed"]
     assert statuses(pipeline.run(["lemma1"], overrides=[("value", 5)])) == ["executed"]
     assert results.load("lemma1", "quick", "answer")["data"] == {"value": 5}
+
+
+def test_stored_notebook_is_reused_without_executing(repo):
+    with pytest.raises(FileNotFoundError, match="no executed notebook"):
+        pipeline.run(["lemma1"], reuse_stored=True)
+    (first,) = pipeline.run(["lemma1"])
+    stored = results.section_dir("lemma1", "quick") / pipeline.STORED
+    assert stored.exists(), "the executed notebook is kept beside the section's results"
+    shutil.rmtree(repo / "_build")  # as on a fresh clone of committed results
+    (reused,) = pipeline.run(["lemma1"], reuse_stored=True)
+    assert reused["cached"] and reused["key"] == first["key"] and reused["wall_s"] == first["wall_s"]
+    assert pipeline.executed_path("lemma1", "quick").read_bytes() == stored.read_bytes()
 
 
 def test_failed_notebook_leaves_nothing_behind(repo):
