@@ -180,6 +180,7 @@ def _file_digest(path):
 logging.getLogger("papermill").addFilter(lambda r: "Passed unknown parameter" not in r.getMessage())
 logging.getLogger("papermill.translators").setLevel(logging.ERROR)
 
+
 def executed_path(section, profile):
     return BUILD / "executed" / profile / f"{notebook_path(section).stem}.ipynb"
 
@@ -226,8 +227,8 @@ def execute(section, params, key):
     _discard(section, profile)
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(src, staging / "out.ipynb", parameters=params, kernel_name="python3", language="python",
-                                   cwd=str(REPO), progress_bar=sys.stderr.isatty())
+        papermill.execute_notebook(src, staging / "out.ipynb", parameters=params, kernel_name="python3",
+                                   language="python", cwd=str(REPO), progress_bar=sys.stderr.isatty())
     except BaseException as e:
         failed = BUILD / "failed" / profile / out.name
         failed.parent.mkdir(parents=True, exist_ok=True)
