@@ -23,7 +23,9 @@ imagenet    ILSVRC-2012 as class folders ``<layout>/{train,val}/<wnid>/*.JPEG``,
 ==========  ==============================================================================
 
 The ``"test"`` split of the ImageNet sets is the official *validation* set (the test labels are
-not public). MNIST and the CIFARs come back as arrays in memory (:class:`Dataset`); the
+not public). Class indices differ between the two ImageNet forms: the downsampled files number the
+classes in the devkit's ``map_clsloc.txt`` order (0 = n02119789), the folders in sorted wnid order
+(0 = n01440764), as torchvision does. MNIST and the CIFARs come back as arrays in memory (:class:`Dataset`); the
 downsampled ImageNets too, as HWC arrays with 0-based labels. Loading all of a downsampled split
 goes through a cache, ``<root>/<name>_npy/<split>_{x,y}.npy``, built once (batch by batch,
 atomically) and memory-mapped, so ImageNet64's 15 GB of training pixels never sit in memory twice.
