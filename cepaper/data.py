@@ -28,7 +28,9 @@ classes in the devkit's ``map_clsloc.txt`` order (0 = n02119789), the folders in
 (0 = n01440764), as torchvision does. MNIST and the CIFARs come back as arrays in memory (:class:`Dataset`); the
 downsampled ImageNets too, as HWC arrays with 0-based labels. Loading all of a downsampled split
 goes through a cache, ``<root>/<name>_npy/<split>_{x,y}.npy``, built once (batch by batch,
-atomically) and memory-mapped, so ImageNet64's 15 GB of training pixels never sit in memory twice.
+atomically) and memory-mapped, so ImageNet64's 15 GB of training pixels never sit in memory twice;
+``n`` alone reads only the batches it needs (their makers shuffled the training images, so a
+prefix is a random sample of the classes).
 Full ImageNet is a ``torchvision.datasets.ImageFolder`` of PIL images (no transform).
 
 With ``download=True`` and no local source, torchvision downloads MNIST and the CIFARs into the
@@ -306,7 +308,7 @@ def _downsampled(name, root, split, download, n):
             raise PermissionError(f"cannot write the cache of {name} {split} in {cache_x.parent} "
                                   f"({e}); loading the whole split needs a writable data root, or "
                                   "pass n=... to read only the first n images") from None
-    x, y = np.load(cache_x, mmap_mode="r"), np.load(cache_y)
+    x, y = np.load(cache_x, mmap_mode="c"), np.load(cache_y)  # copy-on-write: the file never changes
     if len(x) != len(y):
         raise ValueError(f"{cache_x} and {cache_y} disagree ({len(x)} images, {len(y)} labels); "
                          "delete them to rebuild the cache")
