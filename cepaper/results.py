@@ -104,13 +104,17 @@ def _jsonable(x):
 
 
 def write_atomic(path, content):
-    """Write ``content`` (str or bytes) to ``path`` atomically: a temporary file, then rename."""
+    """Write ``content`` to ``path`` atomically: a temporary file, then rename.
+
+    ``content`` is a str, bytes, or a function that writes to the open binary file (for data too
+    large to hold in memory).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
-            f.write(content)
+        with os.fdopen(fd, "w" if isinstance(content, str) else "wb") as f:
+            content(f) if callable(content) else f.write(content)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
