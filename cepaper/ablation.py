@@ -126,7 +126,7 @@ def ensemble_logits(model, x, m):
 
 
 @torch.no_grad()
-def test_errors(model, m, x, y, chunk=1000):
+def error_rates(model, m, x, y, chunk=1000):
     """Error rate of every repetition on ``(x, y)``: ``(R,)`` float64, evaluated in chunks of rows."""
     wrong = 0
     for i in range(0, len(y), chunk):
@@ -147,7 +147,7 @@ def train(x, y, x_test, y_test, m, n, reps, *, depth=6, classes=10, epochs, lr, 
         checkpoint: a path to save the state to every epoch, and to resume from.
     Returns:
         ``{"m", "n", "reps", "epoch": [0..T], "test_error": (R, T + 1), "train_loss": (R, T)``
-        (mean cross-entropy over each epoch's batches), ``"wall_s"}``, lists.
+        (mean cross-entropy over each epoch's batches), ``"wall_s"}`` (seconds of this call), lists.
     """
     m, n, epochs = positive_int("m", m), positive_int("n", n), positive_int("epochs", epochs)
     lr, batch_size = positive_float("lr", lr), positive_int("batch_size", batch_size)
@@ -164,9 +164,9 @@ def train(x, y, x_test, y_test, m, n, reps, *, depth=6, classes=10, epochs, lr, 
     x, x_test = x.to(device=device, dtype=dtype), x_test.to(device=device, dtype=dtype)
     y, y_test = y.to(device), y_test.to(device)
     settings = None if checkpoint is None else dict(
-        m=m, n=n, reps=reps, depth=depth, classes=classes, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, bias=bias,
-        dtype=str(dtype), data=digest(x, y, x_test, y_test))
-    start, hist = 0, {"test_error": [test_errors(model, m, x_test, y_test, eval_chunk)], "train_loss": []}
+        m=m, n=n, reps=reps, depth=depth, classes=classes, epochs=epochs, lr=lr, batch_size=batch_size,
+        seed=seed, bias=bias, dtype=str(dtype), data=digest(x, y, x_test, y_test))
+    start, hist = 0, {"test_error": [error_rates(model, m, x_test, y_test, eval_chunk)], "train_loss": []}
     if checkpoint is not None and Path(checkpoint).exists():
         start, hist = resume(checkpoint, model, settings, opt)
     R = len(reps)
@@ -184,7 +184,7 @@ def train(x, y, x_test, y_test, m, n, reps, *, depth=6, classes=10, epochs, lr, 
             opt.step()
             loss_sum += per.detach().sum(1).double()
         hist["train_loss"].append((loss_sum / len(y)).cpu())
-        hist["test_error"].append(test_errors(model, m, x_test, y_test, eval_chunk))
+        hist["test_error"].append(error_rates(model, m, x_test, y_test, eval_chunk))
         if checkpoint is not None:
             save_checkpoint(checkpoint, {"epoch": epoch + 1, "model": model.state_dict(),
                                          "optimizer": opt.state_dict(), "history": hist, "settings": settings})

@@ -106,5 +106,6 @@ def permutation_pvalue(x, y, method="spearman", max_exact=8, n_perm=20000, seed=
         import itertools
         perms = np.array(list(itertools.permutations(range(len(y)))))
         return float((np.abs(corr(x, y[perms])) >= observed).mean()), True
-    perms = np.random.default_rng(seed).permuted(np.tile(np.arange(len(y)), (positive_int("n_perm", n_perm), 1)), axis=1)
+    n_perm = positive_int("n_perm", n_perm)
+    perms = np.random.default_rng(seed).permuted(np.tile(np.arange(len(y)), (n_perm, 1)), axis=1)
     return float((1 + (np.abs(corr(x, y[perms])) >= observed).sum()) / (1 + n_perm)), False

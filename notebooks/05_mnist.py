@@ -122,8 +122,8 @@ train_set = data.load("mnist", "train", root=data_root, n=n_train)
 test_set = data.load("mnist", "test", root=data_root, n=n_test)
 x, y = data.inputs(train_set), torch.as_tensor(train_set.y)
 x_test, y_test = data.inputs(test_set), torch.as_tensor(test_set.y)
-records = ablation.run_models(x, y, x_test, y_test, configs, range(reps), cache=results.checkpoint_dir("mnist", profile),
-                              progress=True, depth=depth, classes=10, epochs=epochs, lr=lr, batch_size=batch_size,
+records = ablation.run_models(x, y, x_test, y_test, configs, range(reps),
+                              cache=results.checkpoint_dir("mnist", profile), progress=True, depth=depth, classes=10, epochs=epochs, lr=lr, batch_size=batch_size,
                               seed=seed, bias=bias, device=device)
 runs = ablation.runs_table(records, configs)
 run.save("runs", {"source": train_set.source, "rows": runs.to_dict("records"),
