@@ -135,7 +135,8 @@ def error_rates(model, m, x, y, chunk=1000):
 
 
 def train(x, y, x_test, y_test, m, n, reps, *, depth=6, classes=10, epochs, lr, batch_size, seed=0, bias=False,
-          device="cpu", dtype=torch.float32, checkpoint=None, progress=False, eval_chunk=1000):
+          device="cpu", dtype=torch.float32, checkpoint=None, checkpoint_every=1, progress=False,
+          eval_chunk=1000):
     """Train repetitions ``reps`` of the ensemble ``(m, n)`` with Adam, as one batched model.
 
     Args:
@@ -144,13 +145,14 @@ def train(x, y, x_test, y_test, m, n, reps, *, depth=6, classes=10, epochs, lr, 
         m, n: multiplicity and member width. reps: repetition indices (they fix the seeds).
         depth: weight layers ``L`` of a member; classes: outputs ``C`` of a member.
         epochs, lr, batch_size: Adam's schedule (constant step ``lr``, mini-batches per repetition).
-        checkpoint: a path to save the state to every epoch, and to resume from.
+        checkpoint: a path to save the state to every ``checkpoint_every`` epochs, and to resume from.
     Returns:
         ``{"m", "n", "reps", "epoch": [0..T], "test_error": (R, T + 1), "train_loss": (R, T)``
         (mean cross-entropy over each epoch's batches), ``"wall_s"}`` (seconds of this call), lists.
     """
     m, n, epochs = positive_int("m", m), positive_int("n", n), positive_int("epochs", epochs)
     lr, batch_size = positive_float("lr", lr), positive_int("batch_size", batch_size)
+    checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
     reps = [int(r) for r in reps]
     if x.ndim != 2 or y.shape != (len(x),) or x_test.ndim != 2 or y_test.shape != (len(x_test),):
         raise ValueError(f"x, x_test must be (N, D) and y, y_test (N,); got {tuple(x.shape)}, {tuple(y.shape)}, "
@@ -185,7 +187,7 @@ def train(x, y, x_test, y_test, m, n, reps, *, depth=6, classes=10, epochs, lr, 
             loss_sum += per.detach().sum(1).double()
         hist["train_loss"].append((loss_sum / len(y)).cpu())
         hist["test_error"].append(error_rates(model, m, x_test, y_test, eval_chunk))
-        if checkpoint is not None:
+        if checkpoint is not None and (epoch + 1) % checkpoint_every == 0:
             save_checkpoint(checkpoint, {"epoch": epoch + 1, "model": model.state_dict(),
                                          "optimizer": opt.state_dict(), "history": hist, "settings": settings})
     return {"m": m, "n": n, "reps": reps, "epoch": list(range(epochs + 1)),
@@ -207,8 +209,8 @@ def run_models(x, y, x_test, y_test, configs, reps, *, cache=None, progress=Fals
     data = None if cache is None else digest(x, y, x_test, y_test)
     records = []
     for m, n in tqdm(pairs, disable=not progress, desc="models"):
-        settings = dict(m=m, n=n, reps=reps, data=data,
-                        **{k: str(v) if k in ("device", "dtype") else v for k, v in train_kw.items()})
+        settings = dict(m=m, n=n, reps=reps, data=data, **{k: str(v) if k in ("device", "dtype") else v
+                                                          for k, v in train_kw.items() if k != "checkpoint_every"})
         records.append(results.cached_record(
             cache, settings, ("cepaper.models.mlp", "cepaper.train", __name__),
             lambda ckpt: train(x, y, x_test, y_test, m, n, reps, checkpoint=ckpt, **train_kw)))

@@ -66,6 +66,7 @@ bias = False                # Eq. 3 has no biases
 n_boot = 2000               # bootstrap resamples of the correlation intervals
 level = 0.95                # confidence level of every interval
 threads = 1                 # torch CPU threads (None: torch's default)
+checkpoint_every = 1        # epochs between checkpoints of an unfinished model
 
 # %% tags=["remove-input"]
 import pandas as pd
@@ -124,7 +125,7 @@ x, y = data.inputs(train_set), torch.as_tensor(train_set.y)
 x_test, y_test = data.inputs(test_set), torch.as_tensor(test_set.y)
 records = ablation.run_models(x, y, x_test, y_test, configs, range(reps),
                               cache=results.checkpoint_dir("mnist", profile), progress=True, depth=depth, classes=10, epochs=epochs, lr=lr, batch_size=batch_size,
-                              seed=seed, bias=bias, device=device)
+                              seed=seed, bias=bias, device=device, checkpoint_every=checkpoint_every)
 runs = ablation.runs_table(records, configs)
 run.save("runs", {"source": train_set.source, "rows": runs.to_dict("records"),
                   "wall_s": {f"{r['m']}x{r['n']}": r["wall_s"] for r in records}}, table=runs)

@@ -101,12 +101,14 @@ def strip(rec):
     return {k: v for k, v in rec.items() if k != "wall_s"}
 
 
-def test_resume_after_interruption_gives_the_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("every, epochs, saved", [(1, 3, 1), (2, 5, 2)])
+def test_resume_after_interruption_gives_the_uninterrupted_run(tmp_path, monkeypatch, every, epochs, saved):
     x, y, xt, yt = toy()
-    straight = ablation.train(x, y, xt, yt, 2, 4, [0, 1], **KW)
+    kw = {**KW, "epochs": epochs}
+    straight = ablation.train(x, y, xt, yt, 2, 4, [0, 1], **kw)
     saves, real = [], ablation.save_checkpoint
 
-    def interrupting(path, state):  # the second save fails: the checkpoint holds epoch 1
+    def interrupting(path, state):  # the second save fails: the checkpoint holds the first
         saves.append(state["epoch"])
         if len(saves) == 2:
             raise KeyboardInterrupt
@@ -115,13 +117,13 @@ def test_resume_after_interruption_gives_the_uninterrupted_run(tmp_path, monkeyp
     path = tmp_path / "model.pt"
     monkeypatch.setattr(ablation, "save_checkpoint", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        ablation.train(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, **KW)
+        ablation.train(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, checkpoint_every=every, **kw)
     monkeypatch.undo()
-    assert torch.load(path)["epoch"] == 1
-    resumed = ablation.train(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, **KW)
+    assert torch.load(path)["epoch"] == saved and saves == [saved, 2 * saved]
+    resumed = ablation.train(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, **kw)
     assert strip(resumed) == strip(straight)
     with pytest.raises(ValueError, match=r"other settings .*'lr'"):
-        ablation.train(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, **{**KW, "lr": 0.05})
+        ablation.train(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, **{**kw, "lr": 0.05})
 
 
 def test_run_models_caches_finished_models(tmp_path, monkeypatch):
@@ -183,6 +185,7 @@ def test_learning_curves_average_repetitions():
     (lambda: ablation.train(*toy(), 1, 3, [0], **{**KW, "lr": "fast"}), "lr must be a finite number > 0"),
     (lambda: ablation.train(*toy(), 1, 3, [0], **{**KW, "classes": 2}), r"labels must lie in 0..1"),
     (lambda: ablation.train(*toy(), 1, 3, [0], **{**KW, "epochs": 0}), "epochs must be an integer >= 1, got 0"),
+    (lambda: ablation.train(*toy(), 1, 3, [0], checkpoint_every=0, **KW), "checkpoint_every must be an integer >= 1"),
     (lambda: ablation.dual_changes(runs_of({4: [0.1], 8: [0.2]}, "dual"), 16), "dual_ns must contain the baseline"),
     (lambda: ablation.correlations(runs_of({4: [0.1], 8: [0.2]}, "primal")), "needs at least 3 models"),
 ])
