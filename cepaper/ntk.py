@@ -116,6 +116,9 @@ def mlp_features(weights, scales, x, biases=None):
         ``(hs, ds)``: ``hs[l]`` is ``h_{l-1}`` of shape ``(m, N, n_{l-1})`` (``hs[0] = x``, shape
         ``(N, n_0)``); ``ds[l]`` is ``s_l df/dz_l`` of shape ``(m, N, n_l)`` (``ds[-1]`` holds ``s_{L+1}``).
     """
+    if weights[-1].shape[1] != 1:
+        raise ValueError(f"the readout must have shape (m, 1, n_L) (scalar-output members), "
+                         f"got {tuple(weights[-1].shape)}")
     relu_backward = torch.ops.aten.threshold_backward
     m, n = weights[0].shape[0], x.shape[0]
     zero = weights[0].new_zeros(())
@@ -189,6 +192,9 @@ def member_ntk(model, x1, x2=None, entries=None):
     if not isinstance(model, CollegialMLP):
         raise TypeError(f"model must be a CollegialMLP, got {type(model).__name__}; "
                         f"use empirical_ntk for other modules")
+    if model.outputs != 1:
+        raise ValueError(f"the NTK here is of scalar-output models: the CollegialMLP must have outputs=1, "
+                         f"got outputs={model.outputs}")
     _check_mlp_inputs(model, x1, x2)
     with torch.no_grad():
         weights = [w.detach() for w in model.weights]

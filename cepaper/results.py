@@ -54,6 +54,22 @@ def source_key(settings, modules, length=16):
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+def cached_record(cache, settings, modules, compute):
+    """A JSON-able record kept in ``cache/<key>.json`` (``key``: :func:`source_key` of ``settings``
+    and ``modules``). When that file exists it is read back; else ``compute(checkpoint)`` makes the
+    record (``checkpoint``: ``<key>.pt``, for the computation to resume from), which is written
+    atomically, and the checkpoint removed. ``cache=None`` computes with no checkpoint."""
+    if cache is None:
+        return compute(None)
+    path = Path(cache) / f"{source_key(settings, modules)}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    record = compute(path.with_suffix(".pt"))
+    write_atomic(path, json.dumps(_jsonable(record)) + "\n")
+    path.with_suffix(".pt").unlink(missing_ok=True)
+    return record
+
+
 def git_commit():
     """The repository's HEAD commit (with ``+dirty`` when the tree has changes), or ``None``."""
     try:

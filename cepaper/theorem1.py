@@ -22,9 +22,7 @@ Every distinct ``(m, n)`` of the three panels is trained once per seed (:func:`r
 runs are kept as JSON files in a cache folder, so an interrupted grid resumes where it stopped.
 """
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -120,20 +118,11 @@ def run_grid(x, y, configs, seeds, *, cache=None, progress=False, **train_kw):
     records = []
     jobs = [(m, n, s) for m, n in pairs for s in seeds]
     for m, n, s in tqdm(jobs, disable=not progress, desc="theorem1 runs"):
-        path = None
-        if cache is not None:
-            settings = dict(m=m, n=n, seed=s, data=data,
-                            **{k: str(v) if k in ("device", "dtype") else v for k, v in train_kw.items()})
-            key = results.source_key(settings, ("cepaper.models.mlp", "cepaper.ntk", "cepaper.train", __name__))
-            path = Path(cache) / f"{key}.json"
-            if path.exists():
-                records.append(json.loads(path.read_text()))
-                continue
-        rec = run_one(x, y, m, n, s, checkpoint=None if path is None else path.with_suffix(".pt"), **train_kw)
-        if path is not None:
-            results.write_atomic(path, json.dumps(rec) + "\n")
-            path.with_suffix(".pt").unlink(missing_ok=True)
-        records.append(rec)
+        settings = dict(m=m, n=n, seed=s, data=data,
+                        **{k: str(v) if k in ("device", "dtype") else v for k, v in train_kw.items()})
+        records.append(results.cached_record(
+            cache, settings, ("cepaper.models.mlp", "cepaper.ntk", "cepaper.train", __name__),
+            lambda ckpt: run_one(x, y, m, n, s, checkpoint=ckpt, **train_kw)))
     return records
 
 

@@ -96,14 +96,17 @@ def _record(history, model, x, y, probe, epoch, ntk_fn):
         history["ntk"].append(ntk_fn(model, probe).detach().to("cpu", torch.float64))
 
 
-def _resume(path, model, settings):
-    """Load a checkpoint into ``model``; return ``(epoch, history)``. Settings must match."""
+def resume(path, model, settings, optimizer=None):
+    """Load a checkpoint into ``model`` (and ``optimizer``); return ``(epoch, history)``.
+    The checkpoint's settings must equal ``settings``."""
     state = torch.load(path, map_location="cpu")
     if state["settings"] != settings:
         diff = {k: (state["settings"].get(k), v) for k, v in settings.items() if state["settings"].get(k) != v}
         raise ValueError(f"checkpoint {path} was written by a run with other settings "
                          f"(checkpoint, now): {diff}; delete it or use another path")
     model.load_state_dict(state["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
     return state["epoch"], state["history"]
 
 
@@ -146,7 +149,7 @@ def train(model, x, y, *, epochs, lr, batch_size=None, probe=None, record_every=
 
     start, history = 0, {"epoch": [], "loss": [], "ntk": []}
     if checkpoint is not None and Path(checkpoint).exists():
-        start, history = _resume(checkpoint, model, settings)
+        start, history = resume(checkpoint, model, settings)
     if not history["epoch"]:
         _record(history, model, x, y, probe, 0, ntk_fn)
     for epoch in tqdm(range(start, epochs), initial=start, total=epochs, disable=not progress,

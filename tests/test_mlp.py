@@ -114,3 +114,36 @@ def test_streams_are_reproducible_independent_and_standard_normal():
         assert abs(group.mean().item()) < 0.05 and abs(group.std().item() - 1) < 0.05
     corr = torch.corrcoef(torch.stack([w[:3].flatten(), w[3:].flatten()]))[0, 1]
     assert abs(corr.item()) < 0.05, "the two streams are uncorrelated"
+
+
+def test_multi_output_members_are_eq3_per_output():
+    g = torch.Generator().manual_seed(3)
+    model = CollegialMLP(4, (6, 5), m=3, outputs=2, generator=g, dtype=F64)
+    assert model.weights[-1].shape == (3, 2, 5)
+    x = torch.randn(7, 4, dtype=F64)
+    for c in range(2):
+        members = torch.stack([eq3(x, [w[j] for w in model.weights[:-1]] + [model.weights[-1][j, c:c + 1]], 4)
+                               for j in range(3)])
+        torch.testing.assert_close(model.members(x)[..., c], members, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(model(x)[:, c], members.sum(0) / math.sqrt(3), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("outputs, bias", [(1, False), (3, True)])
+def test_grouped_inputs_feed_each_group_its_own_batch(outputs, bias):
+    g = torch.Generator().manual_seed(4)
+    model = CollegialMLP(5, (4, 6), m=6, outputs=outputs, bias=bias, generator=g, dtype=F64)
+    x = torch.randn(3, 8, 5, dtype=F64)                      # G = 3 groups of 2 members
+    zs, out = model.layers(x)
+    assert [tuple(z.shape) for z in zs] == [(6, 8, 4), (6, 8, 6)]
+    for k in range(3):
+        _, alone = model.layers(x[k])
+        torch.testing.assert_close(out[2 * k:2 * k + 2], alone[2 * k:2 * k + 2], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"grouped x must have shape \(G, N, 5\) with G dividing m = 6"):
+        model.layers(torch.randn(4, 8, 5, dtype=F64))
+    with pytest.raises(ValueError, match="the ensemble sums members that see the same inputs"):
+        model(x)
+
+
+def test_outputs_must_be_positive():
+    with pytest.raises(ValueError, match="outputs must be an integer >= 1, got 0"):
+        CollegialMLP(3, 4, outputs=0)

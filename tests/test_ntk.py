@@ -272,3 +272,15 @@ def test_t_quantile_and_inverse_width_fit():
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_structured_path_refuses_multi_output_models():
+    model = CollegialMLP(3, 4, m=2, outputs=10)
+    x = torch.randn(2, 3)
+    for call in (lambda: ntk.member_ntk(model, x), lambda: ntk.empirical_ntk(model, x)):
+        with pytest.raises(ValueError, match="outputs=1, got outputs=10"):
+            call()
+    with pytest.raises(ValueError, match=r"readout must have shape \(m, 1, n_L\)"):
+        ntk.mlp_member_ntk(list(model.weights), model.scales, x)
+    with pytest.raises(ValueError, match="one scalar per input"):
+        ntk.empirical_ntk(model, x, method="jacobian")

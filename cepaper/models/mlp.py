@@ -6,10 +6,11 @@ One module holds all ``m`` members: layer ``l`` is one weight tensor of shape ``
 With ``phi`` the ReLU and ``h_0 = x``::
 
     z_l = sqrt(2 / n_{l-1}) W_l h_{l-1},   h_l = phi(z_l)        l = 1..L  (hidden widths n_1..n_L)
-    f_j = sqrt(1 / n_L) w_j . h_L                                (scalar readout of member j)
+    f_j = sqrt(1 / n_L) W_{L+1} h_L                              (readout of member j: scalar, or C outputs)
     F_e = m^{-1/2} sum_j f_j                                     (Eq. 4)
 
 All weights are drawn i.i.d. N(0, 1): the scales live in the forward pass (NTK parameterization).
+Eq. 3 has one output; ``outputs = C`` gives every member ``C`` outputs (a classifier, Sec. 4.1).
 """
 
 import functools
@@ -53,13 +54,15 @@ def _draw_pool():
 
 
 class CollegialMLP(nn.Module):
-    """``m`` NTK-parameterized ReLU MLPs ``R^{n_in} -> R``, summed and scaled by ``1/sqrt(m)``.
+    """``m`` NTK-parameterized ReLU MLPs ``R^{n_in} -> R`` (or ``R^C``), summed and scaled by ``1/sqrt(m)``.
 
     Args:
         n_in: input dimension ``n_0``.
         widths: hidden widths ``(n_1, ..., n_L)``, or one int repeated ``depth`` times.
         m: multiplicity (number of members); ``m = 1`` is the single network of Eq. 3.
         depth: number of hidden layers ``L`` when ``widths`` is an int.
+        outputs: outputs ``C`` of every member (1: the scalar network of Eq. 3; the NTK code of
+            :mod:`cepaper.ntk` takes only scalar models).
         bias: add a bias ``b_l ~ N(0, 1)`` (unscaled) to every layer; Eq. 3 has none.
         generator: ``torch.Generator`` for the initial draw (reproducible weights).
         streams: split the members into this many contiguous groups, each drawn from its own
@@ -70,14 +73,15 @@ class CollegialMLP(nn.Module):
     """
 
     def __init__(self, n_in, widths, m=1, depth=None, bias=False, generator=None,
-                 dtype=torch.float32, device=None, streams=1):
+                 dtype=torch.float32, device=None, streams=1, outputs=1):
         super().__init__()
         self.n_in = positive_int("n_in", n_in)
         self.widths = hidden_widths(widths, depth)
         self.m = positive_int("m", m)
         self.streams = positive_int("streams", streams)
+        self.outputs = positive_int("outputs", outputs)
         fans = (self.n_in,) + self.widths
-        outs = self.widths + (1,)
+        outs = self.widths + (self.outputs,)
         kw = dict(dtype=dtype, device=device)
         self.weights = nn.ParameterList(
             nn.Parameter(torch.empty(self.m, o, i, **kw)) for i, o in zip(fans, outs))
@@ -126,26 +130,40 @@ class CollegialMLP(nn.Module):
         """Hidden pre-activations ``[z_1, ..., z_L]`` and the member outputs.
 
         Args:
-            x: inputs of shape ``(N, n_in)``.
+            x: inputs ``(N, n_in)`` seen by every member, or ``(G, N, n_in)``: one batch per group
+                of ``m / G`` consecutive members (``G`` must divide ``m``).
         Returns:
-            ``(zs, out)``: each ``z_l`` of shape ``(m, N, n_l)``; ``out`` of shape ``(m, N)``.
+            ``(zs, out)``: each ``z_l`` of shape ``(m, N, n_l)``; ``out`` of shape ``(m, N)``, or
+            ``(m, N, C)`` when ``outputs = C > 1``.
         """
-        if x.ndim != 2 or x.shape[1] != self.n_in:
+        grouped = x.ndim == 3
+        if grouped and (x.shape[-1] != self.n_in or x.shape[0] < 1 or self.m % x.shape[0]):
+            raise ValueError(f"grouped x must have shape (G, N, {self.n_in}) with G dividing m = {self.m}, "
+                             f"got {tuple(x.shape)}")
+        if not grouped and (x.ndim != 2 or x.shape[1] != self.n_in):
             raise ValueError(f"x must have shape (N, {self.n_in}), got {tuple(x.shape)}")
         h, zs = x, []
         for l, (w, s) in enumerate(zip(self.weights, self.scales)):
-            z = s * torch.matmul(h, w.transpose(1, 2))
+            if l == 0 and grouped:  # group g: (N, n_in) @ (n_in, k * n_1) in one batched matmul
+                g, k = x.shape[0], self.m // x.shape[0]
+                z = torch.bmm(h, w.reshape(g, k * w.shape[1], w.shape[2]).transpose(1, 2))
+                z = s * z.reshape(g, -1, k, w.shape[1]).transpose(1, 2).reshape(self.m, -1, w.shape[1])
+            else:
+                z = s * torch.matmul(h, w.transpose(1, 2))
             if self.biases is not None:
                 z = z + self.biases[l]
             if l == self.depth:
-                return zs, z.squeeze(-1)
+                return zs, z.squeeze(-1) if self.outputs == 1 else z
             zs.append(z)
             h = torch.relu(z)
 
     def members(self, x):
-        """Outputs ``f_j(x)`` of every member, shape ``(m, N)``."""
+        """Outputs ``f_j(x)`` of every member, shape ``(m, N)`` (``(m, N, C)`` with ``C`` outputs)."""
         return self.layers(x)[1]
 
     def forward(self, x):
-        """Ensemble output ``F_e(x) = m^{-1/2} sum_j f_j(x)`` (Eq. 4), shape ``(N,)``."""
+        """Ensemble output ``F_e(x) = m^{-1/2} sum_j f_j(x)`` (Eq. 4), shape ``(N,)`` (or ``(N, C)``)."""
+        if x.ndim != 2:
+            raise ValueError(f"x must have shape (N, {self.n_in}): the ensemble sums members that see the "
+                             f"same inputs; got {tuple(x.shape)} (use members() for grouped inputs)")
         return self.members(x).sum(0) / math.sqrt(self.m)
