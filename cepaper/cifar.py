@@ -2,11 +2,10 @@
 
 :func:`design_models` derives, for each baseline ``1 x n~ d``, the primal and dual optima (parameter
 budget, Tables 1a/1b) and the FLOPs-budget primal optimum (Table 5), and models at given widths on
-the primal and dual curves of the first baseline (Figs. 6-7). :func:`run_models` trains each model
-``runs`` times with the recipe of Xie et al. [20] (:mod:`cepaper.classify`), keeping every finished
-run in a cache folder (and a per-epoch checkpoint of the running one), so an interrupted grid
-resumes. :func:`summary` gives the paper's statistic: the test error averaged over the last 10
-epochs, then mean and standard error over runs; :func:`paper_table` puts it beside the paper's.
+the primal and dual curves of the first baseline (Figs. 6-7); :func:`cepaper.classify.run_models`
+trains them with the recipe of Xie et al. [20] and :func:`cepaper.classify.summary` gives the
+paper's statistic (the test error averaged over the last 10 epochs, then mean and standard error
+over runs); :func:`paper_table` puts it beside the paper's.
 
 A *scaled-down* network (``stages``/``depth`` other than ResNeXt-29's, e.g. the quick CPU profile)
 has its own baseline and its own optima, derived with the bottleneck of its first stage as the
@@ -14,15 +13,10 @@ member module (``w_in = w_out = stages[0]``); in the tables its models stand in 
 paper's models with the same role (baseline, primal/dual/FLOPs optimum).
 """
 
-import json
-import time
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
-from cepaper import classify, complexity as cxm, paper, results, search
+from cepaper import complexity as cxm, paper, search
 from cepaper._checks import positive_int
 
 #: The paper's rows each derived role stands in for (baseline 1x128d): Tables 1a, 1b and 5.
@@ -97,63 +91,6 @@ def curves(baseline, stages=None, alpha=None):
     a = search.default_alpha("resnext29")[0] if alpha is None else alpha
     c = search.curve(member_module(stages), cxm.parse_config(baseline)[1], a)
     return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in c.items()}
-
-
-def run_models(specs, dataset, train, test, seeds, *, stages=None, depth=3, epochs=None, cache=None, device="cpu",
-               channels_last=False, bf16=False, progress=False):
-    """Train every model of ``specs`` once per seed on ``train`` (test on ``test``); one record per run.
-
-    A record: ``dataset, config, seed, params, history`` (:func:`cepaper.classify.fit`), ``final_top1``,
-    ``final_top5`` (mean over the last 10 epochs) and ``wall_s``. With ``cache`` (a folder), finished
-    runs are ``<key>.json`` there and the running one checkpoints to ``<key>.pt`` every epoch.
-    """
-    from cepaper.models.resnext import resnext
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError("seeds must name at least one seed, got []")
-    net = _net(stages, depth)
-    classes = CLASSES.get(dataset) or int(np.max(train.y)) + 1
-    data = {"train": classify.data_digest(train), "test": classify.data_digest(test)} if cache else None
-    records = []
-    jobs = [(s["config"], seed) for s in specs for seed in seeds]
-    for config, seed in tqdm(jobs, disable=not progress, desc=f"{dataset} runs"):
-        path = None
-        if cache is not None:
-            settings = dict(dataset=dataset, config=config, seed=seed, epochs=epochs, data=data, bf16=bf16,
-                            channels_last=channels_last, device=str(device), **{k: list(v) if k == "stages" else v
-                                                                               for k, v in net.items()})
-            key = results.source_key(settings, ("cepaper.classify", "cepaper.models.resnext", __name__))
-            path = Path(cache) / f"{key}.json"
-            if path.exists():
-                records.append(json.loads(path.read_text()))
-                continue
-        import torch
-        torch.manual_seed(classify.init_seed(seed, config))
-        model = resnext("resnext29", config, classes, **net)
-        t0 = time.perf_counter()
-        hist = classify.fit(model, train, test, "cifar", epochs=epochs, seed=seed, device=device,
-                            checkpoint=None if path is None else path.with_suffix(".pt"),
-                            channels_last=channels_last, bf16=bf16, progress=progress)
-        rec = {"dataset": dataset, "config": config, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
-               "history": hist, "final_top1": classify.final_error(hist), "final_top5": classify.final_error(hist, "test_top5"),
-               "wall_s": time.perf_counter() - t0}
-        if path is not None:
-            results.write_atomic(path, json.dumps(rec) + "\n")
-            path.with_suffix(".pt").unlink(missing_ok=True)
-        records.append(rec)
-    return records
-
-
-def summary(records):
-    """Per dataset and model: the mean over runs of the final test error (last-10-epoch mean), its
-    standard error (``nan`` for one run) and the number of runs. Columns ``dataset, config, params,
-    top1, top1_sem, top5, runs``."""
-    df = pd.DataFrame([{k: r[k] for k in ("dataset", "config", "params", "final_top1", "final_top5")} for r in records])
-    g = df.groupby(["dataset", "config"], sort=False)
-    out = g.agg(params=("params", "first"), top1=("final_top1", "mean"), top1_sd=("final_top1", "std"),
-                top5=("final_top5", "mean"), runs=("final_top1", "size")).reset_index()
-    out["top1_sem"] = out.pop("top1_sd") / np.sqrt(out["runs"])
-    return out
 
 
 def _finite(x):

@@ -20,18 +20,24 @@ transforms (:func:`folder_transforms`). :func:`fit` trains one model, evaluates 
 test error after every epoch, and with ``checkpoint=path`` saves model, optimizer, scheduler, RNG
 states and history atomically after every epoch; calling it again resumes exactly where it stopped
 (bit for bit on a CPU: every epoch's random numbers are drawn from ``(seed, epoch)``).
+:func:`run_models` trains a grid of ResNeXts x seeds (finished runs cached, so a grid resumes) and
+:func:`summary` gives the paper's statistic: the test error averaged over the last 10 epochs, then
+mean and standard error over runs.
 """
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from cepaper import results
 from cepaper._checks import positive_int
 from cepaper.train import digest, save_checkpoint
 
@@ -454,3 +460,65 @@ def throughput(model, batch_size, resolution, classes, device="cpu", steps=3, wa
 def epoch_hours(images, images_per_s):
     """Hours of one epoch of ``images`` at ``images_per_s`` (training only)."""
     return images / images_per_s / 3600.0 if images_per_s > 0 and math.isfinite(images_per_s) else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# Many runs: a grid of models x seeds, cached and resumable; the paper's summary statistic
+# ---------------------------------------------------------------------------------------------
+
+def run_models(configs, dataset, train, test, seeds, *, arch="resnext29", recipe_name="cifar", classes=10,
+               stages=None, depth=None, epochs=None, cache=None, device="cpu", channels_last=False, bf16=False,
+               workers=0, progress=False):
+    """Train every ResNeXt ``arch`` of ``configs`` (``CxDd``) once per seed; one record per run.
+
+    ``stages``/``depth``: a scaled-down CIFAR ResNeXt (see :func:`cepaper.models.resnext.resnext`).
+    A record: ``dataset, arch, config, seed, params, history`` (:func:`fit`), ``final_top1``,
+    ``final_top5`` (mean over the last 10 epochs) and ``wall_s``. With ``cache`` (a folder), finished
+    runs are ``<key>.json`` there and the running one checkpoints to ``<key>.pt`` every epoch.
+    """
+    from cepaper.models.resnext import resnext
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must name at least one seed, got []")
+    net = {k: v for k, v in (("stages", None if stages is None else tuple(stages)), ("depth", depth)) if v is not None}
+    data = {"train": data_digest(train), "test": data_digest(test)} if cache else None
+    records = []
+    jobs = [(config, seed) for config in configs for seed in seeds]
+    for config, seed in tqdm(jobs, disable=not progress, desc=f"{dataset} runs"):
+        path = None
+        if cache is not None:
+            settings = dict(dataset=dataset, arch=arch, config=config, seed=seed, recipe=recipe_name, classes=classes,
+                            epochs=epochs, data=data, bf16=bf16, channels_last=channels_last, device=str(device),
+                            **{k: list(v) if k == "stages" else v for k, v in net.items()})
+            key = results.source_key(settings, ("cepaper.models.resnext", __name__))
+            path = Path(cache) / f"{key}.json"
+            if path.exists():
+                records.append(json.loads(path.read_text()))
+                continue
+        torch.manual_seed(init_seed(seed, config))
+        model = resnext(arch, config, classes, **net)
+        t0 = time.perf_counter()
+        hist = fit(model, train, test, recipe_name, epochs=epochs, seed=seed, device=device,
+                   checkpoint=None if path is None else path.with_suffix(".pt"), channels_last=channels_last,
+                   bf16=bf16, workers=workers, progress=progress)
+        rec = {"dataset": dataset, "arch": arch, "config": config, "seed": seed,
+               "params": sum(p.numel() for p in model.parameters()), "history": hist, "final_top1": final_error(hist),
+               "final_top5": final_error(hist, "test_top5"), "wall_s": time.perf_counter() - t0}
+        if path is not None:
+            results.write_atomic(path, json.dumps(rec) + "\n")
+            path.with_suffix(".pt").unlink(missing_ok=True)
+        records.append(rec)
+    return records
+
+
+def summary(records):
+    """Per dataset and model: the mean over runs of the final test error (last-10-epoch mean), its
+    standard error (``nan`` for one run) and the number of runs. Columns ``dataset, arch, config,
+    params, top1, top1_sem, top5, runs``."""
+    df = pd.DataFrame([{k: r[k] for k in ("dataset", "arch", "config", "params", "final_top1", "final_top5")}
+                       for r in records])
+    g = df.groupby(["dataset", "arch", "config"], sort=False)
+    out = g.agg(params=("params", "first"), top1=("final_top1", "mean"), top1_sd=("final_top1", "std"),
+                top5=("final_top5", "mean"), runs=("final_top1", "size")).reset_index()
+    out["top1_sem"] = out.pop("top1_sd") / np.sqrt(out["runs"])
+    return out
