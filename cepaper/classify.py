@@ -348,8 +348,8 @@ def fit(model, train, test, recipe_name="cifar", *, epochs=None, seed=0, device=
     tr, te = device_data(train, device, stats, rec, workers), device_data(test, device, stats, rec, workers)
     opt, sched = _optimizer(model, rec)
     amp = torch.bfloat16 if bf16 else None
-    settings = dict(recipe=asdict(rec), seed=seed, channels_last=channels_last, bf16=bf16,
-                    train=data_digest(train), test=data_digest(test))
+    settings = None if checkpoint is None else dict(recipe=asdict(rec), seed=seed, channels_last=channels_last,
+                                                    bf16=bf16, train=data_digest(train), test=data_digest(test))
     keys = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "seconds")
     history = {k: [] for k in keys}
     start = 0

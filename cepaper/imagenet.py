@@ -132,5 +132,5 @@ def plot_models(models):
         twin = ax.twinx()
         twin.plot(x, m["GFLOPs"], "o", color="tab:red")
         twin.set_ylabel("GFLOPs", color="tab:red")
-    axes[0][0].legend(fontsize=7, loc="upper right")
+    axes[0][0].legend(fontsize=7, loc="lower left")
     return fig
