@@ -26,6 +26,14 @@ CLASSES = {"cifar10": 10, "cifar100": 100}
 RESNEXT29 = (tuple(cxm.CIFAR_STAGES["resnext29"]), 3)
 
 
+def check_params(datasets, n_runs, epochs):
+    """Check the section's parameters: ``datasets`` among ``CLASSES``, ``n_runs >= 1``, ``epochs``
+    ``None`` or ``>= 1``; return ``(datasets, n_runs, epochs)``."""
+    if not datasets or any(d not in CLASSES for d in datasets):
+        raise ValueError(f"datasets must be a non-empty list among {', '.join(CLASSES)}, got {datasets!r}")
+    return list(datasets), positive_int("n_runs", n_runs), None if epochs is None else positive_int("epochs", epochs)
+
+
 def is_paper_scale(stages, depth):
     """True for ResNeXt-29 itself (stages 256, 512, 1024; 3 blocks each)."""
     return stages is None or (tuple(stages), depth) == RESNEXT29

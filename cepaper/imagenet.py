@@ -20,6 +20,13 @@ TABLES = {"2a": "imagenet", "2b": "imagenet", "3": "imagenet32", "4": "imagenet6
 RUNS = 5
 
 
+def check_tables(tables):
+    """``tables`` as a list, or a ``ValueError`` unless it is a non-empty list of keys of ``TABLES``."""
+    if not tables or any(t not in TABLES for t in tables):
+        raise ValueError(f"tables must be a non-empty list among {', '.join(TABLES)}, got {tables!r}")
+    return list(tables)
+
+
 def table_models(tables=tuple(TABLES)):
     """One row per model of the tables (Wide ResNets have no config here and are left out):
     ``table, dataset, arch, config, paper model, role, paper params (M), params (M)`` (ours, exact),

@@ -54,6 +54,7 @@ from cepaper import cifar, classify, data, results, search
 
 if threads:
     torch.set_num_threads(threads)
+datasets, n_runs, epochs = cifar.check_params(datasets, n_runs, epochs)
 scaled = not cifar.is_paper_scale(stages, blocks)
 net = "ResNeXt-29" if not scaled else f"a scaled-down ResNeXt (stages {stages}, {blocks} block(s) each)"
 seeds = list(range(seed, seed + n_runs))

@@ -55,6 +55,7 @@ from cepaper import classify, data, imagenet, results
 
 if threads:
     torch.set_num_threads(threads)
+tables = imagenet.check_tables(tables)
 run = results.Run("imagenet", profile, seed=seed, device=device, params=dict(
     train=train, tables=tables, n_runs=n_runs, epochs=epochs, channels_last=channels_last, bf16=bf16,
     steps=steps, batch_size=batch_size, configs=configs))

@@ -159,3 +159,15 @@ def test_cli_train_missing_data_is_a_clear_error(tmp_path):
                            "--dataset", "cifar10", "--data-root", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2 and "cifar10 not found" in proc.stderr and "download" in proc.stderr, proc.stderr
 
+
+
+def test_section_parameters_are_checked():
+    assert cifar.check_params(["cifar10"], 2, None) == (["cifar10"], 2, None)
+    with pytest.raises(ValueError, match="datasets must be a non-empty list among cifar10, cifar100, got \\['svhn'\\]"):
+        cifar.check_params(["svhn"], 1, 1)
+    with pytest.raises(ValueError, match="n_runs must be an integer >= 1, got 0"):
+        cifar.check_params(["cifar10"], 0, 1)
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
+        cifar.check_params(["cifar10"], 1, 0)
+    with pytest.raises(ValueError, match="tables must be a non-empty list among 2a, 2b, 3, 4, got \\['1a'\\]"):
+        imagenet.check_tables(["1a"])
