@@ -150,35 +150,34 @@ def paper_table(table, specs, summ, scaled):
 
 
 def plot_curve_errors(specs, summ, curve, datasets):
-    """Figs. 6-7: test error of the models on the primal (left) and dual (right) curves of the first
-    baseline against their width ``n``, with s.e. bars (one colour per dataset), and the red curve
-    (Var(K_e)/Var(K_ñ) at m_p(n); rho(m_d(n), n)) on a twin axis."""
+    """Figs. 6-7: one row per dataset (Fig. 7 is CIFAR-10, Fig. 6 CIFAR-100): the test error of the
+    models on the primal (left) and dual (right) curves of the first baseline against their width
+    ``n``, with s.e. bars, and the red curve (Var(K_e)/Var(K_ñ) at m_p(n); rho(m_d(n), n)) on a twin axis."""
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.9))
-    fig.subplots_adjust(wspace=0.5, top=0.85, bottom=0.15, left=0.08, right=0.9)
+    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.6 * len(datasets)), squeeze=False)
+    fig.subplots_adjust(wspace=0.5, hspace=0.5, top=0.9, bottom=0.1, left=0.08, right=0.9)
     base = specs[0]["baseline"]
-    for ax, objective, key, label in ((axes[0], "primal", "var_ratio_primal", "Var(K_e)/Var(K_ñ) at m_p(n)"),
-                                      (axes[1], "dual", "rho_dual", "ρ(m_d(n), n)")):
-        on = [s for s in specs if s["baseline"] == base and
-              (s["role"] in (f"{objective} curve", f"{objective} optimum", "baseline"))]
-        on = sorted(on, key=lambda s: s["n"])
-        for ds in datasets:
+    for row, ds in zip(axes, datasets):
+        for ax, objective, key, label in ((row[0], "primal", "var_ratio_primal", "Var(K_e)/Var(K_ñ) at m_p(n)"),
+                                          (row[1], "dual", "rho_dual", "ρ(m_d(n), n)")):
+            on = sorted([s for s in specs if s["baseline"] == base and
+                         s["role"] in (f"{objective} curve", f"{objective} optimum", "baseline")], key=lambda s: s["n"])
             pts = [(s["n"], summ[(summ.dataset == ds) & (summ.config == s["config"])]) for s in on]
             pts = [(n, r.iloc[0]) for n, r in pts if not r.empty]
             if pts:
                 ax.errorbar([n for n, _ in pts], [r.top1 for _, r in pts],
                             yerr=[r.top1_sem if _finite(r.top1_sem) else 0.0 for _, r in pts],
-                            fmt="o-", capsize=3, label=f"{ds} test error")
+                            fmt="o-", capsize=3, label="test error")
                 for n, r in pts:
                     ax.annotate(r.config, (n, r.top1), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        ax.set_xscale("log")
-        ax.set_xlabel("width n")
-        ax.set_ylabel("test error (%)")
-        ax.set_title(f"({'a' if objective == 'primal' else 'b'}) {objective} curve of {base}", fontsize=10)
-        ax.legend(fontsize=8, loc="upper left")
-        twin = ax.twinx()
-        twin.plot(curve["n"], curve[key], color="tab:red", lw=1.5)
-        twin.set_ylabel(label, color="tab:red")
-        if objective == "primal":
-            twin.set_yscale("log")
+            ax.set_xscale("log")
+            ax.set_xlabel("width n")
+            ax.set_ylabel("test error (%)")
+            ax.set_title(f"{ds}: ({'a' if objective == 'primal' else 'b'}) {objective} curve of {base}", fontsize=10)
+            ax.legend(fontsize=8, loc="upper left")
+            twin = ax.twinx()
+            twin.plot(curve["n"], curve[key], color="tab:red", lw=1.5)
+            twin.set_ylabel(label, color="tab:red")
+            if objective == "primal":
+                twin.set_yscale("log")
     return fig
