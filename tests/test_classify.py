@@ -244,3 +244,14 @@ def test_bad_recipe_name_and_epochs():
         cl.fit(tiny_model(), images(), images(), TINY, epochs=0)
     with pytest.raises(ValueError, match="last must be an integer >= 1"):
         cl.final_error({"test_top1": [1.0]}, last=0)
+
+
+def test_data_digest_sees_pixels_labels_and_samples_large_sets():
+    a, b = images(n=30), images(n=30)
+    assert cl.data_digest(a) == cl.data_digest(b)
+    b.x[15, 0, 0, 0] ^= 1
+    assert cl.data_digest(a) != cl.data_digest(b)
+    assert cl.data_digest(a, max_images=4) == cl.data_digest(b, max_images=4)  # image 15 is not sampled (0, 9, 19, 29 are)
+    b.x[15, 0, 0, 0] ^= 1
+    b.y[0] = (b.y[0] + 1) % 3
+    assert cl.data_digest(a) != cl.data_digest(b) and cl.data_digest(a, max_images=4) != cl.data_digest(b, max_images=4)
