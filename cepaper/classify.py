@@ -6,7 +6,9 @@ A :class:`Recipe` is one frozen dataclass per training setting the paper uses (`
 ``cifar``      Sec. 4.2.1 following Xie et al. [20]: SGD 0.9, batch 128, lr 0.1, wd 5e-4, 300 epochs,
                lr / 10 at 150 and 225; random crop (4-px zero padding) + horizontal flip; per-channel norm.
 ``imagenet``   Sec. 4.2.2: SGD 0.9, batch 256, lr 0.1, wd 1e-4, 100 epochs, lr / 10 at 30, 60, 90;
-               RandomResizedCrop(224) + flip; test: resize 256, center crop 224 (no lighting noise).
+               the augmentation of [20] (fb.resnet.torch: RandomResizedCrop(224), color jitter 0.4
+               of brightness, contrast, saturation, flip) without its PCA lighting noise, as the
+               paper says; test: resize 256, center crop 224.
 ``imagenet32`` App. A.1: SGD 0.9, batch 1024, lr 0.08, wd 5e-4, 80 epochs, lr / 5 at 20, 40, 60.
 ``imagenet64`` App. A.2: SGD 0.9, batch 512, lr 0.04, wd 5e-4, 60 epochs, lr / 5 at 20, 30, 40.
 =============  ============================================================================================
@@ -51,7 +53,8 @@ class Recipe:
 
     ``milestones``: epochs at which the lr is multiplied by ``gamma``; ``augment``: one of
     ``AUGMENTATIONS`` (``pad`` pixels of zero padding for ``crop_flip``); ``resolution``: the
-    network's input size (``test_resize`` the shorter side before the center crop, folder data only).
+    network's input size (``test_resize`` the shorter side before the center crop, and
+    ``color_jitter`` the brightness/contrast/saturation jitter: folder data only).
     """
 
     name: str
@@ -66,6 +69,7 @@ class Recipe:
     pad: int = 4
     resolution: int = 32
     test_resize: int = None
+    color_jitter: float = 0.0
     source: str = ""
 
     def __post_init__(self):
@@ -98,7 +102,8 @@ RECIPES = {
     "cifar": Recipe("cifar", 300, 128, 0.1, 5e-4, (150, 225), 0.1, augment="crop_flip", pad=4, resolution=32,
                     source="Sec. 4.2.1, following Xie et al. [20] Sec. 5.1"),
     "imagenet": Recipe("imagenet", 100, 256, 0.1, 1e-4, (30, 60, 90), 0.1, augment="random_resized_crop",
-                       resolution=224, test_resize=256, source="Sec. 4.2.2 (augmentation of [20] without lighting)"),
+                       resolution=224, test_resize=256, color_jitter=0.4,
+                       source="Sec. 4.2.2 (augmentation of [20] without lighting)"),
     "imagenet32": Recipe("imagenet32", 80, 1024, 0.08, 5e-4, (20, 40, 60), 0.2, augment="crop_flip", pad=4,
                          resolution=32, source="App. A.1 (augmentation 'as in [3]': here crop + flip as on CIFAR)"),
     "imagenet64": Recipe("imagenet64", 60, 512, 0.04, 5e-4, (20, 30, 40), 0.2, augment="crop_flip", pad=8,
@@ -219,12 +224,15 @@ class ArrayData:
 
 
 def folder_transforms(rec, stats, train):
-    """torchvision transforms of a folder dataset: ``RandomResizedCrop(res)`` + flip for training,
-    ``Resize(test_resize)`` + ``CenterCrop(res)`` for testing; then ``ToTensor`` and ``Normalize``."""
+    """torchvision transforms of a folder dataset: ``RandomResizedCrop(res)``, color jitter (when the
+    recipe has it) and flip for training, ``Resize(test_resize)`` + ``CenterCrop(res)`` for testing;
+    then ``ToTensor`` and ``Normalize``."""
     from torchvision import transforms as T
     tail = [T.ToTensor(), T.Normalize(*stats)]
     if train:
-        return T.Compose([T.RandomResizedCrop(rec.resolution), T.RandomHorizontalFlip(), *tail])
+        cj = rec.color_jitter
+        jitter = [T.ColorJitter(brightness=cj, contrast=cj, saturation=cj)] if cj else []
+        return T.Compose([T.RandomResizedCrop(rec.resolution), *jitter, T.RandomHorizontalFlip(), *tail])
     return T.Compose([T.Resize(rec.test_resize or rec.resolution), T.CenterCrop(rec.resolution), *tail])
 
 

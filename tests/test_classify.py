@@ -56,6 +56,18 @@ def test_schedule_per_epoch_follows_the_recipe(name):
     assert r.lr_at(r.milestones[0] - 1) == r.lr and r.lr_at(r.milestones[0]) == pytest.approx(r.lr * r.gamma)
 
 
+def test_imagenet_transforms_are_the_recipes():
+    from torchvision import transforms as T
+    stats = ((0.5,) * 3, (0.25,) * 3)
+    train = cl.folder_transforms(cl.recipe("imagenet"), stats, True).transforms
+    assert [type(t) for t in train] == [T.RandomResizedCrop, T.ColorJitter, T.RandomHorizontalFlip, T.ToTensor,
+                                        T.Normalize]
+    assert train[0].size == (224, 224) and train[1].brightness == (0.6, 1.4) and train[1].hue is None
+    test = cl.folder_transforms(cl.recipe("imagenet"), stats, False).transforms
+    assert [type(t) for t in test][:2] == [T.Resize, T.CenterCrop] and test[0].size == 256
+    assert test[1].size == (224, 224)
+
+
 def test_scaled_recipe():
     r = cl.recipe("cifar").scaled(30)
     assert r.epochs == 30 and r.milestones == (15, 22) and r.lr == 0.1
@@ -255,3 +267,12 @@ def test_data_digest_sees_pixels_labels_and_samples_large_sets():
     b.x[15, 0, 0, 0] ^= 1
     b.y[0] = (b.y[0] + 1) % 3
     assert cl.data_digest(a) != cl.data_digest(b) and cl.data_digest(a, max_images=4) != cl.data_digest(b, max_images=4)
+
+
+def test_channels_last_and_bf16_options_train():
+    train, test = images(n=32), images(n=16, seed=1)
+    plain = cl.fit(tiny_model(), train, test, TINY, epochs=1)
+    cl_only = cl.fit(tiny_model(), train, test, TINY, epochs=1, channels_last=True)
+    bf16 = cl.fit(tiny_model(), train, test, TINY, epochs=1, channels_last=True, bf16=True)
+    assert cl_only["train_loss"][0] == pytest.approx(plain["train_loss"][0], rel=1e-4)  # same math, other layout
+    assert np.isfinite(bf16["train_loss"][0]) and bf16["train_loss"][0] == pytest.approx(plain["train_loss"][0], rel=0.1)
