@@ -22,7 +22,15 @@
 # (`cepaper.classify.RECIPES["cifar"]`): SGD with momentum 0.9, batch 128, lr 0.1, weight decay
 # 5·10⁻⁴, 300 epochs, lr ÷10 at epochs 150 and 225, random crops of the 4-pixel zero-padded image
 # and horizontal flips, per-channel normalization. The paper's statistic is the test error
-# averaged over the last 10 epochs, then over 10 runs; ours is computed the same way.
+# averaged over the last 10 epochs, then over 10 runs; ours is computed the same way:
+#
+# $$\bar e = \frac{1}{R}\sum_{r=1}^{R} \frac{1}{10}\sum_{t=T-9}^{T} e_{r,t}, \qquad
+# \text{s.e.} = \frac{\operatorname{sd}_r\big(\tfrac{1}{10}\textstyle\sum_t e_{r,t}\big)}{\sqrt R},$$
+#
+# with $e_{r,t}$ the top-1 test error of run $r$ after epoch $t$ of $T$. The models are the
+# primal optimum $n_p = \arg\min_n \mathrm{Var}(K_n)/m_p(n)$ with $m_p(n) = \beta_s/\beta(n)$
+# (Eq. 12) and the dual optimum $n_d = \arg\max_n \rho(m_d(n), n)$ with
+# $m_d(n) = \mathrm{Var}(K_n)/\mathrm{Var}(K_{\tilde n})$ (Eq. 14), $m$ made an integer by step 6.
 
 # %% tags=["parameters"]
 profile = "quick"

@@ -88,8 +88,9 @@ display(status)
 # %% [markdown]
 # ## Training speed on this device, and the cost of the paper's runs
 # Training steps (forward, backward, SGD update) on random inputs at the dataset's resolution,
-# 1000 classes. The estimate multiplies out the recipe's epochs over the 1,281,167 training images
-# and the paper's 5 runs, at the measured speed (training only). On a CPU the small batch and the
+# 1000 classes. The estimate multiplies out the recipe's $E$ epochs over the $N = 1{,}281{,}167$
+# training images and the paper's $R = 5$ runs at the measured speed $v$ (images/s, training only):
+# $\text{hours} = R\,E\,N / (3600\,v)$. On a CPU the small batch and the
 # shared machine make these numbers rough; they say how far a CPU is from this experiment.
 
 # %%
