@@ -255,7 +255,56 @@ def _add_fit_alpha(sub):
     p.set_defaults(func=fit_alpha)
 
 
-COMMANDS = [_add_run, _add_book, _add_params, _add_design, _add_fit_alpha]
+# --- `cepaper train` (Sec. 4.2, App. A: one ResNeXt with the paper's recipe) --------------------------
+
+
+def _add_train(sub):
+    from cepaper import classify, complexity
+    p = sub.add_parser("train", help="train one ResNeXt with a paper recipe (Sec. 4.2, App. A); resumable")
+    pos_int = _cli_type(_positive_int_arg)
+    p.add_argument("--arch", required=True, choices=[a for a in complexity.ARCHS if a.startswith("resnext")])
+    p.add_argument("--config", required=True, type=_cli_type(_config_arg), metavar="CxDd", help="e.g. 37x10d")
+    p.add_argument("--dataset", required=True, choices=list(classify.DATASET_RECIPE), help="a cepaper.data dataset")
+    p.add_argument("--recipe", choices=list(classify.RECIPES), help="default: the dataset's (cifar for CIFAR)")
+    p.add_argument("--epochs", type=pos_int, help="default: the recipe's (milestones scale with it)")
+    p.add_argument("--runs", type=pos_int, default=1, help="runs (seeds seed..seed+runs-1)")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--n-train", type=pos_int, help="first N training images (default: all)")
+    p.add_argument("--n-test", type=pos_int, help="first N test images (default: all)")
+    p.add_argument("--data-root", help="data folder (default: $CEPAPER_DATA)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--workers", type=int, default=8, help="DataLoader workers (ImageNet folders)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    def train(args):
+        from cepaper import data, results
+        if args.arch in ("resnext50", "resnext101") and args.dataset != "imagenet":
+            raise UsageError(f"--arch {args.arch} is an ImageNet (224x224) model; use --dataset imagenet")
+        rec = args.recipe or classify.DATASET_RECIPE[args.dataset]
+        run = results.Run("cifar" if args.dataset.startswith("cifar") else "imagenet", "cli", seed=args.seed,
+                          device=args.device, params={k: v for k, v in vars(args).items() if k != "func"})
+        tr = data.load(args.dataset, "train", root=args.data_root, n=args.n_train)
+        te = data.load(args.dataset, "test", root=args.data_root, n=args.n_test)
+        classes = {"cifar10": 10, "cifar100": 100}.get(args.dataset, 1000)
+        records = classify.run_models([args.config], args.dataset, tr, te, range(args.seed, args.seed + args.runs),
+                                      arch=args.arch, recipe_name=rec, classes=classes, epochs=args.epochs,
+                                      cache=results.checkpoint_dir(run.section, "cli"), device=args.device,
+                                      channels_last=args.channels_last, bf16=args.bf16, workers=args.workers,
+                                      progress=True)
+        summ = classify.summary(records)
+        name = f"train_{args.dataset}_{args.arch}_{args.config}"
+        run.save(name, {"records": records, "summary": summ.to_dict("records")}, table=summ)
+        r = summ.iloc[0]
+        payload = {"summary": summ.to_dict("records"), "saved": str(run.dir / f"{name}.json")}
+        text = (f"{args.arch} {args.config} on {args.dataset} ({tr.source}), recipe {rec}, {int(r.runs)} run(s): "
+                f"top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}% (last-10-epoch mean)\nsaved to {payload['saved']}")
+        emit(args, payload, text)
+    p.set_defaults(func=train)
+
+
+COMMANDS = [_add_run, _add_book, _add_params, _add_design, _add_fit_alpha, _add_train]
 
 
 def build_parser():

@@ -141,18 +141,22 @@ def bottleneck_cx(cx, w_in, w_out, w_b, groups=1, stride=1, bn=True, shortcut="a
 def resnext_cifar_cx(cx, groups, width_per_group, stages=CIFAR_STAGES["resnext29"], depth=3, classes=10):
     """CIFAR ResNeXt of Xie et al. (reference implementation): 3x3 stem conv to 64 + BN; stages of
     ``depth`` bottlenecks with outputs ``stages`` (stride 1, then 2), bottleneck width
-    ``groups * width_per_group * out / 256``; global average pool; linear classifier with bias.
-    ResNeXt-29 has stages (256, 512, 1024); ResNeXt-38 adds a 4th stage of 2048.
+    ``groups * width_per_group * out / stages[0]`` (doubling with the stage outputs); global average
+    pool; linear classifier with bias. ResNeXt-29 has stages (256, 512, 1024); ResNeXt-38 adds a 4th
+    stage of 2048. Other ``stages``/``depth`` give scaled-down variants (the quick CIFAR runs).
     """
     groups, d = positive_int("groups", groups), positive_int("width_per_group", width_per_group)
     depth, classes = positive_int("depth", depth), positive_int("classes", classes)
     cx = conv2d_cx(cx, 3, 64, 3)
     cx = norm2d_cx(cx, 64)
     w_in = 64
+    stages = tuple(positive_int("stages", w) for w in stages)
+    if not stages:
+        raise ValueError("stages must name at least one stage output width, got ()")
     for s, w_out in enumerate(stages):
-        if w_out % 256:
-            raise ValueError(f"stage outputs must be multiples of 256, got {w_out}")
-        w_b = groups * d * (w_out // 256)
+        if w_out % stages[0]:
+            raise ValueError(f"stage outputs must be multiples of the first, {stages[0]}; got {w_out}")
+        w_b = groups * d * (w_out // stages[0])
         for b in range(depth):
             cx = bottleneck_cx(cx, w_in, w_out, w_b, groups, stride=2 if (s > 0 and b == 0) else 1)
             w_in = w_out
@@ -228,15 +232,19 @@ def bottleneck(groups, width_per_group, w_in=256, w_out=256, stride=1, resolutio
                    width_per_group=d, w_in=w_in, w_out=w_out, stride=stride, resolution=resolution, bn=bn)
 
 
-def resnext_cifar(groups, width_per_group, arch="resnext29", classes=None, resolution=None):
-    """Params and macs of ResNeXt-29 (``arch="resnext29"``) or ResNeXt-38 (``"resnext38"``)."""
+def resnext_cifar(groups, width_per_group, arch="resnext29", classes=None, resolution=None, stages=None, depth=None):
+    """Params and macs of ResNeXt-29 (``arch="resnext29"``) or ResNeXt-38 (``"resnext38"``);
+    ``stages``/``depth`` (default: the arch's, 3 blocks per stage) give a scaled-down variant."""
     if arch not in CIFAR_STAGES:
         raise ValueError(f"arch must be one of {', '.join(CIFAR_STAGES)}, got {arch!r}")
     classes = ARCHS[arch]["classes"] if classes is None else classes
     resolution = ARCHS[arch]["resolution"] if resolution is None else resolution
-    cx = resnext_cifar_cx(cx_init(resolution), groups, width_per_group, CIFAR_STAGES[arch], 3, classes)
+    stages = CIFAR_STAGES[arch] if stages is None else tuple(stages)
+    depth = 3 if depth is None else depth
+    cx = resnext_cifar_cx(cx_init(resolution), groups, width_per_group, stages, depth, classes)
     return _result(cx, arch=arch, config=format_config(groups, width_per_group), groups=groups,
-                   width_per_group=width_per_group, classes=classes, resolution=resolution)
+                   width_per_group=width_per_group, classes=classes, resolution=resolution,
+                   **({} if (stages, depth) == (CIFAR_STAGES[arch], 3) else {"stages": list(stages), "depth": depth}))
 
 
 def resnext_imagenet(groups, width_per_group, arch="resnext50", classes=1000, resolution=224):
@@ -248,12 +256,13 @@ def resnext_imagenet(groups, width_per_group, arch="resnext50", classes=1000, re
                    width_per_group=width_per_group, classes=classes, resolution=resolution)
 
 
-def complexity(arch, config=None, classes=None, resolution=None, **mlp_args):
+def complexity(arch, config=None, classes=None, resolution=None, stages=None, **mlp_args):
     """Params, macs and flops of ``arch`` in ``ARCHS``.
 
     ``config`` is ``"CxDd"`` (or a ``(C, d)`` pair) for the convolutional archs; ``mlp`` takes
     ``inputs``, ``width``, ``depth`` (and ``outputs``, ``bias``) instead. ``classes`` and
-    ``resolution`` default to the arch's dataset (``ARCHS``). Returns a dict with ``params``,
+    ``resolution`` default to the arch's dataset (``ARCHS``). The CIFAR archs also take ``stages``
+    and ``depth`` (blocks per stage) for scaled-down variants. Returns a dict with ``params``,
     ``macs``, ``flops`` and the resolved configuration.
     """
     if arch not in ARCHS:
@@ -272,5 +281,7 @@ def complexity(arch, config=None, classes=None, resolution=None, **mlp_args):
     if arch == "bottleneck":
         return bottleneck(c, d, resolution=resolution)
     if arch in CIFAR_STAGES:
-        return resnext_cifar(c, d, arch, classes, resolution)
+        return resnext_cifar(c, d, arch, classes, resolution, stages, mlp_args.pop("depth", None))
+    if stages is not None or mlp_args:
+        raise ValueError(f"stages and depth only apply to the CIFAR archs ({', '.join(CIFAR_STAGES)}), not {arch!r}")
     return resnext_imagenet(c, d, arch, classes, resolution)

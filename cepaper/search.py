@@ -261,13 +261,15 @@ def default_module(arch, inputs=None, depth=None, classes=None, resolution=None)
 
 
 def network_cost(arch, groups, width, budget="params", flops="2macs+acts", classes=None, resolution=None,
-                 mlp=None):
+                 mlp=None, stages=None, depth=None):
     """Params or FLOPs of the whole network ``groups x width d`` of ``arch`` (for ``mlp``: an
-    ensemble of ``groups`` nets of width ``width``, as described by the :class:`MLP` ``mlp``)."""
+    ensemble of ``groups`` nets of width ``width``, as described by the :class:`MLP` ``mlp``;
+    ``stages``/``depth``: a scaled-down CIFAR ResNeXt, see :func:`cepaper.complexity.resnext_cifar`)."""
     _choice("budget", budget, BUDGETS)
     if arch == "mlp":
         return mlp.cost(width, budget, groups=groups)
-    record = cxm.complexity(arch, (groups, width), classes=classes, resolution=resolution)
+    scaled = {k: v for k, v in (("stages", stages), ("depth", depth)) if v is not None}
+    record = cxm.complexity(arch, (groups, width), classes=classes, resolution=resolution, **scaled)
     return float(record["params"] if budget == "params" else flops_of(record, flops))
 
 
@@ -288,7 +290,8 @@ def network_m(arch, n, baseline_cost, budget="params", **kw):
 
 
 def design(arch, baseline, objective="primal", budget="params", alpha=None, classes=None, resolution=None,
-           rounding="nearest", module=None, n=None, ns=None, with_curve=False, mlp_inputs=None, mlp_depth=None):
+           rounding="nearest", module=None, n=None, ns=None, with_curve=False, mlp_inputs=None, mlp_depth=None,
+           stages=None, depth=None):
     """Algorithm 2: the optimal collegial ensemble ``m x n`` for a baseline.
 
     Args:
@@ -306,6 +309,8 @@ def design(arch, baseline, objective="primal", budget="params", alpha=None, clas
         ns: widths searched (default ``1..n_tilde``).
         with_curve: add the whole curve (lists) under ``"curve"``.
         mlp_inputs, mlp_depth: the ``mlp`` baseline's input size and depth.
+        stages, depth: stage outputs and blocks per stage of a scaled-down CIFAR ResNeXt (the
+            whole-network costs of step 6); pass the matching ``module`` (its block widths).
     Returns:
         dict with ``n``, ``m``, ``m_exact``, ``m_curve``, ``config``, ``params``, ``baseline_params``,
         ``flops``, ``baseline_flops``, ``rho`` (of the budget, whole networks), ``rho_params``,
@@ -329,7 +334,7 @@ def design(arch, baseline, objective="primal", budget="params", alpha=None, clas
         classes = cxm.ARCHS[arch].get("classes") if classes is None else positive_int("classes", classes)
         resolution = cxm.ARCHS[arch]["resolution"] if resolution is None else positive_int("resolution", resolution)
         module = module or default_module(arch, resolution=resolution)
-        net_kw = dict(classes=classes, resolution=resolution, flops=module.flops)
+        net_kw = dict(classes=classes, resolution=resolution, flops=module.flops, stages=stages, depth=depth)
     c = curve(module, n_tilde, alpha, budget, ns, m_tilde=c_tilde)
     opt = optimum(c, objective)
     if n is not None:

@@ -206,3 +206,24 @@ def test_parse_config_rejects_non_strings():
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("stages, depth, config", [((64,), 1, "15x5d"), ((32, 64), 2, "3x4d"), ((16, 32, 64), 1, "1x8d")])
+def test_scaled_down_cifar_resnext_counts_match_the_built_model(stages, depth, config):
+    """Scaled-down CIFAR ResNeXts (the quick runs): bottleneck width C d out / stages[0]."""
+    from cepaper.models.resnext import resnext
+    model = resnext("resnext29", config, 10, stages=stages, depth=depth)
+    record = cx.complexity("resnext29", config, stages=stages, depth=depth)
+    assert record["params"] == sum(p.numel() for p in model.parameters())
+    assert record["stages"] == list(stages) and record["depth"] == depth
+    assert len(model.blocks) == len(stages) * depth
+    c, d = cx.parse_config(config)
+    assert model.blocks[-1].conv_conv.in_channels == c * d * stages[-1] // stages[0]
+    assert "stages" not in cx.complexity("resnext29", "1x128d")
+
+
+def test_scaled_down_bad_input():
+    with pytest.raises(ValueError, match="stage outputs must be multiples of the first, 64; got 96"):
+        cx.complexity("resnext29", "1x8d", stages=(64, 96))
+    with pytest.raises(ValueError, match="stages and depth only apply to the CIFAR archs"):
+        cx.complexity("resnext50", "1x64d", stages=(64,))

@@ -49,7 +49,8 @@ class ResNeXtBottleneck(nn.Module):
 class ResNeXtCifar(nn.Module):
     """CIFAR-style ResNeXt ``groups x width_per_group d``: ResNeXt-29 (``stages=(256, 512, 1024)``)
     or ResNeXt-38 (``(256, 512, 1024, 2048)``, for ImageNet64). Input ``(N, 3, H, W)``, output
-    ``(N, classes)``.
+    ``(N, classes)``. Bottleneck width ``groups * width_per_group * out / stages[0]``; other
+    ``stages``/``depth`` (blocks per stage) give scaled-down variants.
     """
 
     complexity = staticmethod(_cx.resnext_cifar_cx)
@@ -61,7 +62,7 @@ class ResNeXtCifar(nn.Module):
         blocks, w_in = [], 64
         for s, w_out in enumerate(stages):
             for b in range(positive_int("depth", depth)):
-                blocks.append(ResNeXtBottleneck(w_in, w_out, groups * d * (w_out // 256), groups,
+                blocks.append(ResNeXtBottleneck(w_in, w_out, groups * d * (w_out // stages[0]), groups,
                                                 stride=2 if (s > 0 and b == 0) else 1))
                 w_in = w_out
         self.blocks = nn.Sequential(*blocks)
@@ -72,12 +73,16 @@ class ResNeXtCifar(nn.Module):
         return self.classifier(x.mean((2, 3)))
 
 
-def resnext(arch, config, classes=None):
-    """Build ``arch`` (``resnext29``, ``resnext38``, ``resnext50``, ``resnext101``) at ``"CxDd"``."""
+def resnext(arch, config, classes=None, stages=None, depth=None):
+    """Build ``arch`` (``resnext29``, ``resnext38``, ``resnext50``, ``resnext101``) at ``"CxDd"``;
+    the CIFAR archs also take ``stages`` and ``depth`` (blocks per stage) for scaled-down variants."""
     c, d = _cx.parse_config(config)
     if arch in _cx.CIFAR_STAGES:
         classes = _cx.ARCHS[arch]["classes"] if classes is None else classes
-        return ResNeXtCifar(c, d, _cx.CIFAR_STAGES[arch], classes=classes)
+        stages = _cx.CIFAR_STAGES[arch] if stages is None else tuple(stages)
+        return ResNeXtCifar(c, d, stages, 3 if depth is None else depth, classes=classes)
+    if stages is not None or depth is not None:
+        raise ValueError(f"stages and depth only apply to the CIFAR archs ({', '.join(_cx.CIFAR_STAGES)}), not {arch!r}")
     if arch in _cx.IMAGENET_LAYERS:
         classes = 1000 if classes is None else positive_int("classes", classes)
         return ResNet(Bottleneck, list(_cx.IMAGENET_LAYERS[arch]), num_classes=classes,

@@ -1,0 +1,143 @@
+"""Sec. 4.2.2 and App. A: the ImageNet tables (2a/2b: ResNeXt-50/101 on ImageNet; 3: ResNeXt-29 on
+ImageNet32x32; 4: ResNeXt-38 on ImageNet64x64), the data they need, and what a run would cost.
+
+:func:`table_models` lists each table's models with our exact parameter counts and FLOPs beside the
+printed ones; :func:`dataset_status` says which of the three datasets the data root holds;
+:func:`measure_throughput` times training steps of each model on random inputs and
+:func:`cost_estimate` turns images/s into the GPU-hours of the paper's runs (its recipe's epochs over
+the 1,281,167 ILSVRC-2012 training images, the paper's 5 runs per model). :func:`paper_table` shows
+the paper's top-1/top-5 errors beside ours: "not run" until a run's results exist.
+"""
+
+import pandas as pd
+
+from cepaper import classify, complexity as cxm, paper, search
+
+#: ILSVRC-2012 training images; ImageNet32x32/64x64 keep every image (Chrabaszcz et al. [3]).
+TRAIN_IMAGES = 1_281_167
+#: The dataset and recipe of each table; the paper averages every table over 5 runs.
+TABLES = {"2a": "imagenet", "2b": "imagenet", "3": "imagenet32", "4": "imagenet64"}
+RUNS = 5
+
+
+def check_tables(tables):
+    """``tables`` as a list, or a ``ValueError`` unless it is a non-empty list of keys of ``TABLES``."""
+    if not tables or any(t not in TABLES for t in tables):
+        raise ValueError(f"tables must be a non-empty list among {', '.join(TABLES)}, got {tables!r}")
+    return list(tables)
+
+
+def table_models(tables=tuple(TABLES)):
+    """One row per model of the tables (Wide ResNets have no config here and are left out):
+    ``table, dataset, arch, config, paper model, role, paper params (M), params (M)`` (ours, exact),
+    ``params match`` (to the printed digits), ``GFLOPs`` (2 macs + acts + adds, at the dataset's resolution)."""
+    rows = []
+    for r in paper.MODELS:
+        if r["table"] not in tables or r["config"] is None:
+            continue
+        rec = classify.recipe(TABLES[r["table"]])
+        cx = cxm.complexity(r["arch"], r["config"], classes=r["classes"], resolution=rec.resolution)
+        ours = cx["params"] / 1e6
+        decimals = max(0, len(str(r["params"]).split(".")[1]) if "." in str(r["params"]) else 0)
+        rows.append({"table": r["table"], "dataset": TABLES[r["table"]], "arch": r["arch"], "config": r["config"],
+                     "paper model": r["model"], "role": r["role"], "paper params (M)": r["params"],
+                     "params (M)": round(ours, 3), "params match": round(ours, decimals) == r["params"],
+                     "GFLOPs": round(search.flops_of(cx, "2macs+acts+adds") / 1e9, 3)})
+    return pd.DataFrame(rows)
+
+
+def dataset_status(root=None, names=tuple(dict.fromkeys(TABLES.values()))):
+    """For each dataset: ``found`` (its source) or why not (the loader's own message: missing
+    files and how to get them, or a ``cepaper.data`` without that dataset)."""
+    from cepaper import data
+    rows = []
+    for name in names:
+        try:
+            ds = data.load(name, "test", root=root, n=1)
+            rows.append({"dataset": name, "found": True, "source or reason": ds.source})
+        except (FileNotFoundError, ValueError) as e:
+            rows.append({"dataset": name, "found": False, "source or reason": str(e)})
+    return pd.DataFrame(rows)
+
+
+def timed_models(configs, models):
+    """The ``(table, arch, config)`` to time: every distinct model of ``models`` when ``configs`` is
+    ``None``, else each ``"table:arch:CxDd"`` of ``configs`` (checked)."""
+    if configs is None:
+        return list(dict.fromkeys(zip(models.table, models.arch, models.config)))
+    out = []
+    for item in configs:
+        parts = item.split(":") if isinstance(item, str) else []
+        if len(parts) != 3 or parts[0] not in TABLES or parts[1] not in cxm.ARCHS:
+            raise ValueError(f"configs must hold 'table:arch:CxDd' strings with a table among {', '.join(TABLES)} "
+                             f"and an arch among {', '.join(cxm.ARCHS)}, e.g. '2a:resnext50:12x10d'; got {item!r}")
+        out.append((parts[0], parts[1], cxm.format_config(*cxm.parse_config(parts[2]))))
+    return list(dict.fromkeys(out))
+
+
+def measure_throughput(models, batch_size=8, steps=1, device="cpu", channels_last=True, bf16=False, progress=False):
+    """Training images/s of each ``(table, arch, config)`` on random inputs at its dataset's resolution
+    (:func:`cepaper.classify.throughput`, 1 warm-up step). Returns a DataFrame ``table, arch, config,
+    resolution, batch, images_per_s``."""
+    from tqdm import tqdm
+
+    from cepaper.models.resnext import resnext
+    rows = []
+    for table, arch, config in tqdm(models, disable=not progress, desc="throughput"):
+        rec = classify.recipe(TABLES[table])
+        model = resnext(arch, config, 1000)
+        ips = classify.throughput(model, batch_size, rec.resolution, 1000, device, steps, 1, channels_last, bf16)
+        rows.append({"table": table, "arch": arch, "config": config, "resolution": rec.resolution,
+                     "batch": batch_size, "images_per_s": ips})
+        del model
+    return pd.DataFrame(rows)
+
+
+def cost_estimate(throughput, runs=RUNS):
+    """Hours of the paper's runs at the measured speed: ``epochs x TRAIN_IMAGES / images_per_s``
+    per run (training only, no evaluation or data loading), and times ``runs``."""
+    out = throughput.copy()
+    epochs = [classify.recipe(TABLES[t]).epochs for t in out.table]
+    out["epochs"] = epochs
+    out["hours per run"] = [e * classify.epoch_hours(TRAIN_IMAGES, ips) for e, ips in zip(epochs, out.images_per_s)]
+    out[f"hours for {runs} runs"] = out["hours per run"] * runs
+    return out
+
+
+def paper_table(table, summ=None):
+    """Table ``table`` (2a, 2b, 3, 4): the paper's params, rho, top-1 and top-5 errors beside ours
+    (``summ``: :func:`cepaper.classify.summary` of a run, or ``None``: every model "not run")."""
+    rows = []
+    for r in [r for r in paper.MODELS if r["table"] == table]:
+        ours = None
+        if summ is not None and r["config"] is not None:
+            hit = summ[(summ.dataset == TABLES[table]) & (summ.arch == r["arch"]) & (summ.config == r["config"])]
+            ours = None if hit.empty else hit.iloc[0]
+        rows.append({"paper model": r["model"], "paper rho": r["rho"], "paper params (M)": r["params"],
+                     "paper top-1": r["top1"], "paper top-5": r["top5"],
+                     "our top-1": "not run" if ours is None else f"{ours.top1:.2f} ({int(ours.runs)})",
+                     "our top-5": "not run" if ours is None else f"{ours.top5:.2f}"})
+    return pd.DataFrame(rows)
+
+
+def plot_models(models):
+    """Each table's models: our exact parameter count (bars) beside the printed one (black ticks),
+    and GFLOPs (red dots, right axis). ``models``: :func:`table_models` rows."""
+    import matplotlib.pyplot as plt
+    tables = list(dict.fromkeys(models["table"]))
+    fig, axes = plt.subplots(1, len(tables), figsize=(3.2 * len(tables), 3.6), squeeze=False)
+    fig.subplots_adjust(wspace=0.6, bottom=0.3, top=0.88, left=0.06, right=0.95)
+    for ax, table in zip(axes[0], tables):
+        m = models[models["table"] == table]
+        x = range(len(m))
+        ax.bar(x, m["params (M)"], color="tab:blue", alpha=0.7, label="ours")
+        ax.plot(x, m["paper params (M)"], "k_", ms=14, mew=2, label="printed")
+        ax.set_xticks(list(x), [f"{a.replace('resnext', 'R')} {c}" for a, c in zip(m.arch, m.config)],
+                      rotation=70, fontsize=7)
+        ax.set_ylabel("params (M)")
+        ax.set_title(f"Table {table} ({m.dataset.iloc[0]})", fontsize=9)
+        twin = ax.twinx()
+        twin.plot(x, m["GFLOPs"], "o", color="tab:red")
+        twin.set_ylabel("GFLOPs", color="tab:red")
+    axes[0][0].legend(fontsize=7, loc="lower left")
+    return fig

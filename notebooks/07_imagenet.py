@@ -1,0 +1,157 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # ImageNet, ImageNet32×32 and ImageNet64×64
+#
+# This section covers **Sec. 4.2.2** and **Appendix A**: **Table 2** (ResNet-50/101 baselines
+# and the ResNeXts derived from them on ImageNet: 12×10d at the baseline's parameters, 3×23d,
+# 4×16d, 5×12d on the dual curve), **Table 3** (ResNeXt-29 on ImageNet32×32) and **Table 4**
+# (ResNeXt-38 on ImageNet64×64). The recipes are the paper's (`cepaper.classify.RECIPES`):
+#
+# * ImageNet: SGD 0.9, batch 256, lr 0.1, weight decay 10⁻⁴, 100 epochs, lr ÷10 at 30, 60, 90;
+#   RandomResizedCrop(224) and flips; at test, resize to 256 and center-crop 224;
+# * ImageNet32×32: batch 1024, lr 0.08, weight decay 5·10⁻⁴, 80 epochs, lr ÷5 at 20, 40, 60;
+# * ImageNet64×64: batch 512, lr 0.04, weight decay 5·10⁻⁴, 60 epochs, lr ÷5 at 20, 30, 40.
+#
+# The paper averages each table over 5 runs. Training these models needs the datasets and a GPU
+# (the paper used 8). Without them, this page trains nothing: it shows the models with their exact
+# parameter counts and FLOPs, says which datasets the data root holds, measures how fast this
+# device trains each model, and estimates what the paper's runs would cost. **Our ImageNet errors
+# are "not run" until a paper-profile run's results are committed.**
+
+# %% tags=["parameters"]
+profile = "quick"
+seed = 0                # first seed of the training runs
+device = "cpu"
+data_root = None        # None: $CEPAPER_DATA
+train = False           # train the tables' models (needs the datasets; the paper profile, on a GPU)
+tables = ["2a", "2b", "3", "4"]
+n_runs = 5              # runs per model when training (paper: 5)
+epochs = None           # None: each recipe's epochs
+workers = 8             # DataLoader workers for the ImageNet folders
+channels_last = True
+bf16 = False
+steps = 1               # timed training steps per model (after one warm-up step)
+batch_size = 2          # batch of the throughput measurement
+threads = 1             # torch CPU threads (None: torch's default); 1 is fastest in a kernel on 2 cores
+configs = ["2a:resnext50:12x10d", "3:resnext29:37x10d", "4:resnext38:22x10d"]  # timed (table:arch:CxDd); None: all
+
+# %% tags=["remove-input"]
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from cepaper import classify, data, imagenet, results
+
+if threads:
+    torch.set_num_threads(threads)
+tables = imagenet.check_tables(tables)
+run = results.Run("imagenet", profile, seed=seed, device=device, params=dict(
+    train=train, tables=tables, n_runs=n_runs, epochs=epochs, channels_last=channels_last, bf16=bf16,
+    steps=steps, batch_size=batch_size, configs=configs))
+pd.set_option("display.max_columns", 40)
+pd.set_option("display.width", 220)
+pd.set_option("display.max_colwidth", 300)
+display(run.header())
+
+# %% [markdown]
+# ## The models and their size
+# Every ResNeXt of Tables 2–4 (Wide ResNets are not built here), with our exact parameter count
+# beside the printed one and the FLOPs (2 per multiply-add, plus one per conv output and residual
+# sum) at the dataset's resolution.
+
+# %%
+models = imagenet.table_models(tables)
+run.save("models", {"rows": models.to_dict("records")}, table=models)
+display(models)
+imagenet.plot_models(pd.DataFrame(run.load("models")["rows"]));
+
+# %% [markdown]
+# ## The data
+# Which of the three datasets the data root holds (`cepaper.data.load`), or why not.
+
+# %%
+status = imagenet.dataset_status(data_root)
+run.save("datasets", {"rows": status.to_dict("records")}, table=status)
+display(status)
+
+# %% [markdown]
+# ## Training speed on this device, and the cost of the paper's runs
+# Training steps (forward, backward, SGD update) on random inputs at the dataset's resolution,
+# 1000 classes. The estimate multiplies out the recipe's $E$ epochs over the $N = 1{,}281{,}167$
+# training images and the paper's $R = 5$ runs at the measured speed $v$ (images/s, training only):
+# $\text{hours} = R\,E\,N / (3600\,v)$. On a CPU the small batch and the
+# shared machine make these numbers rough; they say how far a CPU is from this experiment.
+
+# %%
+speed = imagenet.cost_estimate(imagenet.measure_throughput(
+    imagenet.timed_models(configs, models), batch_size, steps, device, channels_last, bf16))
+run.save("throughput", {"rows": speed.to_dict("records")}, table=speed)
+display(speed.round(2))
+
+# %% [markdown]
+# ## Training (paper profile)
+# With `train = True` every model of the tables is trained `n_runs` times on its dataset with its
+# recipe; finished runs are cached under `_build/checkpoints/<profile>/imagenet/` and a running one
+# checkpoints every epoch, so the grid resumes. A dataset missing from the data root is an error
+# that names the root and says how to get the data.
+
+# %%
+summ = None
+if train:
+    missing = status[~status.found & status.dataset.isin(models.dataset)]
+    if len(missing):
+        raise FileNotFoundError(
+            f"train=True needs {', '.join(missing.dataset)} in the data root "
+            f"({data.data_root(data_root) or 'unset: pass data_root or set CEPAPER_DATA'}): "
+            + "; ".join(missing["source or reason"]))
+    records = []
+    for name, group in models.groupby("dataset", sort=False):
+        train_ds, test_ds = data.load(name, "train", root=data_root), data.load(name, "test", root=data_root)
+        for arch, sub in group.groupby("arch", sort=False):
+            records += classify.run_models(list(dict.fromkeys(sub.config)), name, train_ds, test_ds,
+                                           list(range(seed, seed + n_runs)), arch=arch,
+                                           recipe_name=imagenet.TABLES[sub.table.iloc[0]], classes=1000,
+                                           epochs=epochs, cache=results.checkpoint_dir("imagenet", profile),
+                                           device=device, channels_last=channels_last, bf16=bf16, workers=workers)
+    summ = classify.summary(records)
+    run.save("summary", {"rows": summ.to_dict("records")}, table=summ)
+    display(summ.round(3))
+else:
+    display(Markdown("`train = False`: nothing is trained in this run."))
+
+# %% [markdown]
+# ## Tables 2–4: the paper's errors beside ours
+# Top-1 and top-5 test errors (%); ours are the last-10-epoch means over runs (runs in parentheses).
+
+# %% tags=["remove-input"]
+own = results.find("imagenet", "summary", profiles=(profile,)) if train else None
+committed = own or (results.find("imagenet", "summary", profiles=("paper",)) if profile != "paper" else None)
+ours = None if committed is None else pd.DataFrame(committed["data"]["rows"])
+display(Markdown("**Ours:** " + ("not run: no run has trained these models (no committed "
+                                 "`results/paper/imagenet/summary.json`)." if committed is None
+                                 else results.describe(committed))))
+for table, title in (("2a", "Table 2a (ImageNet, primal)"), ("2b", "Table 2b (ImageNet, dual)"),
+                     ("3", "Table 3 (ImageNet32×32)"), ("4", "Table 4 (ImageNet64×64)")):
+    if table in tables:
+        display(Markdown(f"**{title}**"))
+        display(imagenet.paper_table(table, ours))
+
+# %% [markdown]
+# ## What must hold
+# Every model of the tables has the printed parameter count (to the printed digits), and every
+# timed model trained at a finite, positive speed.
+
+# %%
+assert models["params match"].all(), models[~models["params match"]]
+assert (speed.images_per_s > 0).all()

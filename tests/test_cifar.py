@@ -1,0 +1,173 @@
+"""Tests of the training sections' library: cepaper.cifar (derived models, tables), the grid of runs
+and summary of cepaper.classify, cepaper.imagenet (sizes, datasets, cost) and `cepaper train`."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cepaper import cifar, classify, complexity as cxm, imagenet, paper
+from cepaper.data import Dataset
+from cepaper.models.resnext import ResNeXtBottleneck
+
+
+def test_paper_scale_models_are_the_papers():
+    specs = {s["role"]: s for s in cifar.design_models(["1x128d"])}
+    assert specs["baseline"]["config"] == "1x128d" and specs["baseline"]["m"] == 1
+    assert (specs["primal optimum"]["config"], specs["dual optimum"]["config"], specs["flops optimum"]["config"]) == \
+        ("37x10d", "10x10d", "44x8d")
+    assert specs["primal optimum"]["params"] == cxm.complexity("resnext29", "37x10d")["params"]
+    assert specs["dual optimum"]["rho"] == pytest.approx(3.27, abs=0.01)
+
+
+def test_scaled_down_optimum_against_brute_force():
+    """The quick network's primal optimum: the width minimizing Var(K_n) * beta(n) (Eqs. 9, 12) with
+    beta counted on built torch blocks, then the m whose whole network is nearest the baseline's params."""
+    stages, depth, alpha = (64,), 1, paper.ALPHA_BOTTLENECK
+    specs = {s["role"]: s for s in cifar.design_models(["1x32d"], stages=stages, depth=depth, alpha=alpha)}
+
+    def block_params(n):
+        return sum(p.numel() for p in ResNeXtBottleneck(64, 64, n).parameters())
+
+    objective = {n: np.expm1(alpha * (1 / 64 + 1 / (9 * n) + 1 / n)) * block_params(n) for n in range(1, 33)}
+    n_best = min(objective, key=objective.get)
+    base = cxm.complexity("resnext29", "1x32d", stages=stages, depth=depth)["params"]
+    m_best = min(range(1, 200), key=lambda m: abs(cxm.complexity("resnext29", (m, n_best), stages=stages,
+                                                                 depth=depth)["params"] - base))
+    assert specs["primal optimum"]["n"] == n_best and specs["primal optimum"]["m"] == m_best
+    assert specs["dual optimum"]["n"] == n_best  # strong duality
+    m_d = np.expm1(alpha * (1 / 64 + 1 / (9 * n_best) + 1 / n_best)) / np.expm1(alpha * (1 / 64 + 1 / 288 + 1 / 32))
+    assert specs["dual optimum"]["m"] == int(np.floor(m_d + 0.5))
+
+
+def test_design_models_roles_and_listed():
+    specs = cifar.design_models(["1x32d"], primal_ns=[12], dual_ns=[12, 5], models=["3x8d", "1x32d"],
+                                stages=(64,), depth=1)
+    roles = [s["role"] for s in specs]
+    assert roles[:4] == ["baseline", "primal optimum", "dual optimum", "flops optimum"]
+    assert "listed" in roles and len({s["config"] for s in specs}) == len(specs)
+    with pytest.raises(ValueError, match="baselines must name at least one"):
+        cifar.design_models([])
+
+
+def toy(n, size=8, classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    return Dataset("toy", "train", rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+                   rng.integers(0, classes, n).astype(np.int64), source="random")
+
+
+def test_run_models_caches_and_resumes(tmp_path, monkeypatch):
+    train, test = toy(24), toy(8, seed=1)
+    kw = dict(classes=10, stages=(16,), depth=1, epochs=2, cache=tmp_path)
+    first = classify.run_models(["2x2d", "1x4d"], "toy", train, test, [0, 1], **kw)
+    assert [(r["config"], r["seed"]) for r in first] == [("2x2d", 0), ("2x2d", 1), ("1x4d", 0), ("1x4d", 1)]
+    assert len(list(tmp_path.glob("*.json"))) == 4 and not list(tmp_path.glob("*.pt"))
+    assert first[0]["final_top1"] == pytest.approx(np.mean(first[0]["history"]["test_top1"]))
+
+    def no_training(*a, **k):
+        raise AssertionError("a cached run was trained again")
+
+    monkeypatch.setattr(classify, "fit", no_training)
+    again = classify.run_models(["2x2d", "1x4d"], "toy", train, test, [0, 1], **kw)
+    assert json.dumps(again) == json.dumps(first)
+    with pytest.raises(AssertionError, match="trained again"):  # other settings: a new run
+        classify.run_models(["2x2d"], "toy", train, test, [0], **{**kw, "epochs": 1})
+    with pytest.raises(ValueError, match="seeds must name at least one seed"):
+        classify.run_models(["2x2d"], "toy", train, test, [], **kw)
+
+
+def test_summary_mean_and_standard_error():
+    recs = [{"dataset": "d", "arch": "a", "config": c, "params": 5, "final_top1": t1, "final_top5": t5}
+            for c, t1, t5 in [("x", 10.0, 1.0), ("x", 14.0, 3.0), ("x", 12.0, 2.0), ("y", 7.0, 0.0)]]
+    s = classify.summary(recs).set_index("config")
+    assert s.loc["x", "top1"] == 12.0 and s.loc["x", "top5"] == 2.0 and s.loc["x", "runs"] == 3
+    assert s.loc["x", "top1_sem"] == pytest.approx(np.std([10, 14, 12], ddof=1) / np.sqrt(3))
+    assert np.isnan(s.loc["y", "top1_sem"])
+
+
+def test_paper_tables_put_ours_beside_the_papers():
+    specs = cifar.design_models(["1x32d"], stages=(64,), depth=1)
+    summ = pd.DataFrame([{"dataset": "cifar10", "arch": "resnext29", "config": s["config"], "params": s["params"],
+                          "top1": 50.0 + i, "top1_sem": 0.5, "top5": 10.0, "runs": 2} for i, s in enumerate(specs)])
+    t1a = cifar.paper_table("1a", specs, summ, scaled=True)
+    row = t1a[t1a["paper model"] == "37x10d"].iloc[0]
+    assert row["paper C10"] == 3.82 and row["our model"] == specs[1]["config"] and row["our C10"] == "51.00 ± 0.50 (2)"
+    assert row["our C100"] == "not run"
+    assert (t1a[t1a["paper model"] == "3x64d"]["our model"] == "not run").all()
+    t5 = cifar.paper_table("5", specs, summ, scaled=True)
+    assert t5[t5["paper model"] == "ResNeXt-29 44x8d"].iloc[0]["our model"] == specs[3]["config"]
+    full = cifar.design_models(["1x128d"])
+    summ_full = summ.assign(config=[s["config"] for s in full])
+    t1b = cifar.paper_table("1b", full, summ_full, scaled=False)
+    assert t1b[t1b["paper model"] == "10x10d"].iloc[0]["our model"] == "10x10d"
+    assert t1b[t1b["paper model"] == "6x25d"].iloc[0]["our C10"] == "not run"
+
+
+def test_imagenet_models_have_the_printed_sizes():
+    models = imagenet.table_models()
+    assert models["params match"].all()
+    assert set(models.table) == {"2a", "2b", "3", "4"}
+    r50 = models[(models.arch == "resnext50") & (models.config == "32x4d")].iloc[0]
+    assert r50["params (M)"] == round(25_028_904 / 1e6, 3)  # torchvision's resnext50_32x4d
+
+
+def test_imagenet_timed_models_and_cost():
+    models = imagenet.table_models(("3",))
+    assert imagenet.timed_models(None, models) == [("3", "resnext29", c) for c in models.config]
+    assert imagenet.timed_models(["3:resnext29:37×10"], models) == [("3", "resnext29", "37x10d")]
+    with pytest.raises(ValueError, match="configs must hold 'table:arch:CxDd' strings"):
+        imagenet.timed_models(["resnext29:37x10d"], models)
+    speed = pd.DataFrame([{"table": "2a", "arch": "resnext50", "config": "12x10d", "images_per_s": 1000.0},
+                          {"table": "4", "arch": "resnext38", "config": "22x10d", "images_per_s": 500.0}])
+    cost = imagenet.cost_estimate(speed)
+    assert cost["hours per run"].tolist() == pytest.approx([100 * 1_281_167 / 1000 / 3600, 60 * 1_281_167 / 500 / 3600])
+    assert cost["hours for 5 runs"].tolist() == pytest.approx((5 * cost["hours per run"]).tolist())
+
+
+def test_imagenet_datasets_missing_and_tables_not_run(tmp_path):
+    status = imagenet.dataset_status(tmp_path)
+    assert list(status.dataset) == ["imagenet", "imagenet32", "imagenet64"] and not status.found.any()
+    t = imagenet.paper_table("3")
+    assert (t["our top-1"] == "not run").all() and t["paper top-1"].tolist()[3] == 38.41
+    summ = pd.DataFrame([{"dataset": "imagenet32", "arch": "resnext29", "config": "37x10d", "top1": 40.0,
+                          "top5": 18.0, "runs": 5, "top1_sem": 0.1}])
+    t = imagenet.paper_table("3", summ)
+    assert t[t["paper model"] == "ResNeXt-29, 37x10d"].iloc[0]["our top-1"] == "40.00 (5)"
+
+
+def test_imagenet_throughput_measures_a_model():
+    speed = imagenet.measure_throughput([("3", "resnext29", "1x4d")], batch_size=2, steps=1)
+    assert speed.iloc[0]["resolution"] == 32 and speed.iloc[0]["images_per_s"] > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--arch", "resnext29", "--config", "0x4d", "--dataset", "cifar10"], "config must have C >= 1"),
+    (["--arch", "resnext50", "--config", "1x4d", "--dataset", "cifar10"], "is an ImageNet (224x224) model"),
+    (["--arch", "resnext29", "--config", "1x4d", "--dataset", "svhn"], "invalid choice: 'svhn'"),
+    (["--arch", "resnext29", "--config", "1x4d", "--dataset", "cifar10", "--epochs", "0"], "must be an integer >= 1"),
+])
+def test_cli_train_bad_input(argv, message):
+    proc = subprocess.run([sys.executable, "-m", "cepaper.cli", "train", *argv], capture_output=True, text=True)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_cli_train_missing_data_is_a_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cepaper.cli", "train", "--arch", "resnext29", "--config", "1x4d",
+                           "--dataset", "cifar10", "--data-root", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "cifar10 not found" in proc.stderr and "download" in proc.stderr, proc.stderr
+
+
+
+def test_section_parameters_are_checked():
+    assert cifar.check_params(["cifar10"], 2, None) == (["cifar10"], 2, None)
+    with pytest.raises(ValueError, match="datasets must be a non-empty list among cifar10, cifar100, got \\['svhn'\\]"):
+        cifar.check_params(["svhn"], 1, 1)
+    with pytest.raises(ValueError, match="n_runs must be an integer >= 1, got 0"):
+        cifar.check_params(["cifar10"], 0, 1)
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
+        cifar.check_params(["cifar10"], 1, 0)
+    with pytest.raises(ValueError, match="tables must be a non-empty list among 2a, 2b, 3, 4, got \\['1a'\\]"):
+        imagenet.check_tables(["1a"])

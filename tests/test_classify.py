@@ -1,0 +1,278 @@
+"""Tests of cepaper.classify: recipes and schedules, batched augmentation, top-k error, training,
+exact resume after an interruption, the folder-dataset path, and bad input."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cepaper import classify as cl
+from cepaper.data import Dataset
+from cepaper.models.resnext import resnext
+
+
+def images(n=40, size=8, classes=3, seed=0):
+    """A tiny in-memory dataset: uint8 ``(n, size, size, 3)`` and labels ``0..classes-1``."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    return Dataset("toy", "train", x, rng.integers(0, classes, n).astype(np.int64), source="random")
+
+
+def tiny_model(classes=3, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, classes))
+
+
+TINY = cl.Recipe("tiny", epochs=3, batch_size=16, lr=0.1, weight_decay=5e-4, milestones=(2,), gamma=0.1, pad=2,
+                 resolution=8)
+
+
+# ----------------------------------------------------------------------------------- recipes
+
+@pytest.mark.parametrize("name, epochs, batch, lr, wd, milestones, gamma", [
+    ("cifar", 300, 128, 0.1, 5e-4, (150, 225), 0.1),
+    ("imagenet", 100, 256, 0.1, 1e-4, (30, 60, 90), 0.1),
+    ("imagenet32", 80, 1024, 0.08, 5e-4, (20, 40, 60), 0.2),
+    ("imagenet64", 60, 512, 0.04, 5e-4, (20, 30, 40), 0.2),
+])
+def test_recipes_are_the_papers(name, epochs, batch, lr, wd, milestones, gamma):
+    r = cl.recipe(name)
+    assert (r.epochs, r.batch_size, r.lr, r.weight_decay, r.milestones, r.gamma, r.momentum) == \
+        (epochs, batch, lr, wd, milestones, gamma, 0.9)
+
+
+@pytest.mark.parametrize("name", list(cl.RECIPES))
+def test_schedule_per_epoch_follows_the_recipe(name):
+    """The lr torch's optimizer uses in every epoch equals the recipe's step function."""
+    r = cl.recipe(name)
+    opt, sched = cl._optimizer(nn.Linear(2, 2), r)
+    for epoch in range(r.epochs):
+        drops = sum(epoch >= m for m in r.milestones)
+        assert opt.param_groups[0]["lr"] == pytest.approx(r.lr * r.gamma ** drops, rel=1e-12)
+        assert r.lr_at(epoch) == pytest.approx(r.lr * r.gamma ** drops, rel=1e-12)
+        opt.step()
+        sched.step()
+    assert r.lr_at(r.milestones[0] - 1) == r.lr and r.lr_at(r.milestones[0]) == pytest.approx(r.lr * r.gamma)
+
+
+def test_imagenet_transforms_are_the_recipes():
+    from torchvision import transforms as T
+    stats = ((0.5,) * 3, (0.25,) * 3)
+    train = cl.folder_transforms(cl.recipe("imagenet"), stats, True).transforms
+    assert [type(t) for t in train] == [T.RandomResizedCrop, T.ColorJitter, T.RandomHorizontalFlip, T.ToTensor,
+                                        T.Normalize]
+    assert train[0].size == (224, 224) and train[1].brightness == (0.6, 1.4) and train[1].hue is None
+    test = cl.folder_transforms(cl.recipe("imagenet"), stats, False).transforms
+    assert [type(t) for t in test][:2] == [T.Resize, T.CenterCrop] and test[0].size == 256
+    assert test[1].size == (224, 224)
+
+
+def test_scaled_recipe():
+    r = cl.recipe("cifar").scaled(30)
+    assert r.epochs == 30 and r.milestones == (15, 22) and r.lr == 0.1
+    assert cl.recipe("cifar").scaled(300) is cl.recipe("cifar")
+
+
+# ------------------------------------------------------------------------------ augmentation
+
+def test_augment_is_a_crop_of_the_padded_image_and_a_mirror():
+    x = torch.as_tensor(images(n=6, size=5).x)
+    pad = 2
+    g = torch.Generator().manual_seed(3)
+    offsets, flips = cl.augment_params(6, 5, pad, g)
+    flips[0], flips[1] = True, False
+    out = cl.augment(x, offsets, flips, pad)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    for b in range(6):
+        padded = np.zeros((5 + 2 * pad, 5 + 2 * pad, 3), np.uint8)
+        padded[pad:pad + 5, pad:pad + 5] = x[b].numpy()
+        dy, dx = offsets[b].tolist()
+        want = padded[dy:dy + 5, dx:dx + 5]
+        want = want[:, ::-1] if flips[b] else want
+        np.testing.assert_array_equal(out[b].numpy(), want)
+
+
+def test_augment_without_padding_permutes_pixels_exactly():
+    """Centered crop (no padding) with a flip: the same multiset of pixels, each row reversed."""
+    x = torch.as_tensor(images(n=4, size=6).x)
+    out = cl.augment(x, torch.zeros(4, 2, dtype=torch.int64), torch.tensor([True, False, True, False]), 0)
+    for b in range(4):
+        assert sorted(out[b].reshape(-1, 3).tolist()) == sorted(x[b].reshape(-1, 3).tolist())
+    torch.testing.assert_close(out[0], x[0].flip(1), rtol=0, atol=0)
+    torch.testing.assert_close(out[1], x[1], rtol=0, atol=0)
+
+
+def test_normalize():
+    x = torch.full((2, 3, 3, 3), 255, dtype=torch.uint8)
+    out = cl.normalize(x, (0.5, 0.5, 0.5), (0.25, 0.5, 1.0))
+    assert out.shape == (2, 3, 3, 3)
+    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([2.0, 1.0, 0.5]))
+
+
+def test_train_batches_cover_the_data_once_per_epoch():
+    ds = images(n=37)
+    data = cl.ArrayData(ds, "cpu", ((0.0,) * 3, (1.0,) * 3))
+    r = cl.Recipe("t", 1, 8, 0.1, 0.0, (), 1.0, augment="flip", pad=0)
+    batches = list(data.train_batches(r, seed=0, epoch=0))
+    assert [len(y) for _, y in batches] == [8, 8, 8, 8, 5]
+    assert sorted(torch.cat([y for _, y in batches]).tolist()) == sorted(ds.y.tolist())
+    assert batches[0][0].shape == (8, 3, 8, 8) and batches[0][0].dtype == torch.float32
+
+
+# ------------------------------------------------------------------------------- top-k error
+
+def test_topk_errors_against_brute_force():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(200, 12, generator=g)
+    y = torch.randint(0, 12, (200,), generator=g)
+    ranks = [sorted(range(12), key=lambda j: -logits[i, j].item()).index(y[i].item()) for i in range(200)]
+    want = [sum(r >= k for r in ranks) for k in (1, 5)]
+    assert cl.topk_errors(logits, y) == want
+    assert cl.topk_errors(logits[:, :3], y.clamp(max=2), ks=(1, 5))[1] == 0  # k > classes: never wrong
+
+
+def test_final_error_is_the_mean_over_the_last_epochs():
+    h = {"test_top1": [50.0, 40.0, 30.0, 20.0]}
+    assert cl.final_error(h, last=2) == 25.0 and cl.final_error(h, last=10) == 35.0
+
+
+# ---------------------------------------------------------------------------------- training
+
+def test_fit_learns_and_records_every_epoch():
+    train, test = images(n=48, classes=2), images(n=20, classes=2, seed=1)
+    train.x[train.y == 1] //= 4  # a learnable signal: class 1 is darker
+    test.x[test.y == 1] //= 4
+    model = tiny_model(classes=2)
+    r = cl.Recipe("t", 6, 16, 0.2, 0.0, (4,), 0.1, pad=1)
+    h = cl.fit(model, train, test, r)
+    assert h["epoch"] == [1, 2, 3, 4, 5, 6]
+    assert h["lr"] == pytest.approx([0.2] * 4 + [0.02] * 2)
+    assert h["train_loss"][-1] < h["train_loss"][0]
+    assert h["test_top1"][-1] < 50.0 and all(t == 0.0 for t in h["test_top5"])
+    assert h["images_per_s"] > 0
+
+
+def test_resume_after_interruption_is_bit_for_bit(tmp_path, monkeypatch):
+    train, test = images(n=40), images(n=16, seed=1)
+    straight = tiny_model()
+    want = cl.fit(straight, train, test, TINY, seed=5)
+
+    calls = []
+    real = cl.evaluate
+
+    def interrupted(*a, **k):  # dies in the 3rd epoch, after two checkpoints
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    path = tmp_path / "run.pt"
+    monkeypatch.setattr(cl, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cl.fit(tiny_model(), train, test, TINY, seed=5, checkpoint=path)
+    monkeypatch.setattr(cl, "evaluate", real)
+    assert torch.load(path, weights_only=False)["epoch"] == 2
+    resumed = tiny_model(seed=99)  # the checkpoint's weights replace these
+    got = cl.fit(resumed, train, test, TINY, seed=5, checkpoint=path)
+    for k in ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5"):
+        assert got[k] == want[k], k
+    for (name, p), q in zip(resumed.state_dict().items(), straight.state_dict().values()):
+        assert torch.equal(p, q), name
+    with pytest.raises(ValueError, match="other settings .*'seed': \\(5, 6\\)"):
+        cl.fit(tiny_model(), train, test, TINY, seed=6, checkpoint=path)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_seed_changes_the_data_order():
+    train, test = images(n=40), images(n=16, seed=1)
+    a = cl.fit(tiny_model(), train, test, TINY, epochs=1, seed=0)
+    b = cl.fit(tiny_model(), train, test, TINY, epochs=1, seed=0)
+    c = cl.fit(tiny_model(), train, test, TINY, epochs=1, seed=1)
+    assert a["train_loss"] == b["train_loss"] and a["train_loss"] != c["train_loss"]
+
+
+def test_resnext_trains_one_step():
+    train, test = images(n=16, size=8, classes=10), images(n=8, size=8, classes=10, seed=1)
+    model = resnext("resnext29", "2x2d", 10, stages=(16,), depth=1)
+    h = cl.fit(model, train, test, cl.recipe("cifar"), epochs=1)
+    assert len(h["test_top1"]) == 1 and 0 <= h["test_top1"][0] <= 100
+
+
+def test_folder_dataset_path(tmp_path):
+    """A tiny ImageFolder of PNGs trains through the DataLoader and torchvision transforms."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("n01", "n02"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / split / c / f"{i}.png")
+    train, test = ImageFolder(tmp_path / "train"), ImageFolder(tmp_path / "val")
+    for ds, split in ((train, "train"), (test, "test")):
+        ds.name, ds.split, ds.source = "toyfolder", split, str(tmp_path)
+    assert cl.is_folder(train)
+    r = cl.Recipe("f", 2, 4, 0.05, 0.0, (1,), 0.1, augment="random_resized_crop", resolution=16, test_resize=18)
+    stats = ((0.5,) * 3, (0.25,) * 3)
+    xb, yb = next(iter(cl.FolderData(train, "cpu", stats, r).train_batches(r, 0, 0)))
+    assert xb.shape == (4, 3, 16, 16) and yb.dtype == torch.int64
+    xt, _ = next(iter(cl.FolderData(test, "cpu", stats, r).test_batches(8)))
+    assert xt.shape == (8, 3, 16, 16)
+    import cepaper.data as data
+    data.STATS["toyfolder"] = stats
+    try:
+        h = cl.fit(tiny_model(classes=2), train, test, r)
+    finally:
+        del data.STATS["toyfolder"]
+    assert h["epoch"] == [1, 2] and h["lr"] == pytest.approx([0.05, 0.005])
+
+
+def test_throughput_is_positive():
+    assert cl.throughput(tiny_model(), 4, 8, 3, steps=1) > 0
+
+
+# --------------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(epochs=0), "epochs must be an integer >= 1, got 0"),
+    (dict(batch_size=1.5), "batch_size must be an integer >= 1, got 1.5"),
+    (dict(lr=-1.0), "lr must be a finite number >= 0, got -1.0"),
+    (dict(weight_decay="0"), "weight_decay must be a finite number >= 0, got '0'"),
+    (dict(gamma=2.0), r"gamma must be in \(0, 1\], got 2.0"),
+    (dict(augment="mixup"), "augment must be one of crop_flip, flip, random_resized_crop, got 'mixup'"),
+    (dict(milestones=(0,)), "milestones must be an integer >= 1, got 0"),
+])
+def test_bad_recipe(kwargs, message):
+    base = dict(name="x", epochs=2, batch_size=4, lr=0.1, weight_decay=0.0, milestones=(1,), gamma=0.1)
+    with pytest.raises(ValueError, match=message):
+        cl.Recipe(**{**base, **kwargs})
+
+
+def test_bad_recipe_name_and_epochs():
+    with pytest.raises(ValueError, match="recipe must be one of cifar, imagenet, imagenet32, imagenet64, got 'svhn'"):
+        cl.recipe("svhn")
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
+        cl.fit(tiny_model(), images(), images(), TINY, epochs=0)
+    with pytest.raises(ValueError, match="last must be an integer >= 1"):
+        cl.final_error({"test_top1": [1.0]}, last=0)
+
+
+def test_data_digest_sees_pixels_labels_and_samples_large_sets():
+    a, b = images(n=30), images(n=30)
+    assert cl.data_digest(a) == cl.data_digest(b)
+    b.x[15, 0, 0, 0] ^= 1
+    assert cl.data_digest(a) != cl.data_digest(b)
+    assert cl.data_digest(a, max_images=4) == cl.data_digest(b, max_images=4)  # image 15 is not sampled (0, 9, 19, 29 are)
+    b.x[15, 0, 0, 0] ^= 1
+    b.y[0] = (b.y[0] + 1) % 3
+    assert cl.data_digest(a) != cl.data_digest(b) and cl.data_digest(a, max_images=4) != cl.data_digest(b, max_images=4)
+
+
+def test_channels_last_and_bf16_options_train():
+    train, test = images(n=32), images(n=16, seed=1)
+    plain = cl.fit(tiny_model(), train, test, TINY, epochs=1)
+    cl_only = cl.fit(tiny_model(), train, test, TINY, epochs=1, channels_last=True)
+    bf16 = cl.fit(tiny_model(), train, test, TINY, epochs=1, channels_last=True, bf16=True)
+    assert cl_only["train_loss"][0] == pytest.approx(plain["train_loss"][0], rel=1e-4)  # same math, other layout
+    assert np.isfinite(bf16["train_loss"][0]) and bf16["train_loss"][0] == pytest.approx(plain["train_loss"][0], rel=0.1)
