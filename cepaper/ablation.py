@@ -25,7 +25,7 @@ independent runs (tested).
 Parameterization: the members are NTK-parameterized (``z = s W h``, ``W ~ N(0, 1)``,
 ``s = sqrt(2 / fan-in)``, readout ``sqrt(1 / n)``), the networks whose ``Var(K)`` Eq. 9 describes.
 Adam's step is invariant to the scale of a gradient, so Adam with step ``lr`` on ``W`` is Adam on the
-standard (He-initialized) weights ``W' = s W`` with a per-layer step ``lr * s`` (and ``eps * s``):
+standard (He-initialized) weights ``W' = s W`` with a per-layer step ``lr * s`` (and ``eps / s``):
 every weight moves by about ``lr`` *relative to its initial scale*, whatever the width of its layer.
 """
 
@@ -89,13 +89,22 @@ def models(primal_ns, dual_ns, n_tilde, alpha, mlp):
 # Training R repetitions of one (m, n) as one batched model
 # ---------------------------------------------------------------------------------------------
 
+def _check_seed(seed, rep):
+    for name, v in (("seed", seed), ("reps", rep)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{name} must be integers >= 0, got {v!r}" if name == "reps"
+                             else f"seed must be an integer >= 0, got {v!r}")
+
+
 def init_seed(seed, m, n, rep):
     """Seed of the initial weights of repetition ``rep`` of the ensemble ``(m, n)``."""
+    _check_seed(seed, rep)
     return int(np.random.SeedSequence([seed, m, n, rep]).generate_state(1)[0])
 
 
 def order_seed(seed, rep):
     """Seed of the mini-batch order of repetition ``rep`` (shared by all models: paired runs)."""
+    _check_seed(seed, rep)
     return int(np.random.SeedSequence([seed, rep]).generate_state(1)[0])
 
 

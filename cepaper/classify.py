@@ -4,7 +4,7 @@ A :class:`Recipe` is one frozen dataclass per training setting the paper uses (`
 
 =============  ============================================================================================
 ``cifar``      Sec. 4.2.1 following Xie et al. [20]: SGD 0.9, batch 128, lr 0.1, wd 5e-4, 300 epochs,
-               lr / 10 at 150 and 225; random crop (4-px zero padding) + horizontal flip; per-channel norm.
+               lr / 10 at 150 and 225; random crop (4-px padding) + horizontal flip; per-channel norm.
 ``imagenet``   Sec. 4.2.2: SGD 0.9, batch 256, lr 0.1, wd 1e-4, 100 epochs, lr / 10 at 30, 60, 90;
                the augmentation of [20] (fb.resnet.torch: RandomResizedCrop(224), color jitter 0.4
                of brightness, contrast, saturation, flip) without its PCA lighting noise, as the
@@ -12,6 +12,13 @@ A :class:`Recipe` is one frozen dataclass per training setting the paper uses (`
 ``imagenet32`` App. A.1: SGD 0.9, batch 1024, lr 0.08, wd 5e-4, 80 epochs, lr / 5 at 20, 40, 60.
 ``imagenet64`` App. A.2: SGD 0.9, batch 512, lr 0.04, wd 5e-4, 60 epochs, lr / 5 at 20, 30, 40.
 =============  ============================================================================================
+
+The paper's ImageNet runs split each batch over 8 GPUs (32, 128 and 64 images per GPU): a recipe's
+``micro_batch`` is that per-GPU batch. One step then accumulates the gradients of ``batch_size /
+micro_batch`` micro-batches, so BatchNorm normalizes over the paper's per-GPU batch and the
+activations of one micro-batch fit one GPU. The CIFAR recipe keeps the whole batch of 128 (the
+paper's single-GPU runs, marked § in Table 1). Padding for crops is the mean pixel (the reference
+codes pad after subtracting the mean); SGD is plain momentum, as the paper states it.
 
 The learning rate of epoch ``e`` (0-based) is ``lr * gamma ** #{milestones <= e}`` (:meth:`Recipe.lr_at`).
 
@@ -51,8 +58,9 @@ AUGMENTATIONS = ("crop_flip", "flip", "random_resized_crop")
 class Recipe:
     """One training setting: SGD with momentum and a step schedule, and the data augmentation.
 
-    ``milestones``: epochs at which the lr is multiplied by ``gamma``; ``augment``: one of
-    ``AUGMENTATIONS`` (``pad`` pixels of zero padding for ``crop_flip``); ``resolution``: the
+    ``milestones``: epochs at which the lr is multiplied by ``gamma``; ``micro_batch``: images per
+    forward/backward pass (gradients accumulated to ``batch_size``; ``None``: the whole batch);
+    ``augment``: one of ``AUGMENTATIONS`` (``pad`` pixels of mean-pixel padding for ``crop_flip``); ``resolution``: the
     network's input size (``test_resize`` the shorter side before the center crop, and
     ``color_jitter`` the brightness/contrast/saturation jitter: folder data only).
     """
@@ -65,6 +73,7 @@ class Recipe:
     milestones: tuple
     gamma: float
     momentum: float = 0.9
+    micro_batch: int = None
     augment: str = "crop_flip"
     pad: int = 4
     resolution: int = 32
@@ -74,6 +83,8 @@ class Recipe:
 
     def __post_init__(self):
         positive_int("epochs", self.epochs), positive_int("batch_size", self.batch_size)
+        if self.micro_batch is not None and positive_int("micro_batch", self.micro_batch) > self.batch_size:
+            raise ValueError(f"micro_batch must be <= batch_size ({self.batch_size}), got {self.micro_batch}")
         for name in ("lr", "weight_decay", "momentum"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
@@ -101,13 +112,15 @@ class Recipe:
 RECIPES = {
     "cifar": Recipe("cifar", 300, 128, 0.1, 5e-4, (150, 225), 0.1, augment="crop_flip", pad=4, resolution=32,
                     source="Sec. 4.2.1, following Xie et al. [20] Sec. 5.1"),
-    "imagenet": Recipe("imagenet", 100, 256, 0.1, 1e-4, (30, 60, 90), 0.1, augment="random_resized_crop",
+    "imagenet": Recipe("imagenet", 100, 256, 0.1, 1e-4, (30, 60, 90), 0.1, micro_batch=32, augment="random_resized_crop",
                        resolution=224, test_resize=256, color_jitter=0.4,
                        source="Sec. 4.2.2 (augmentation of [20] without lighting)"),
-    "imagenet32": Recipe("imagenet32", 80, 1024, 0.08, 5e-4, (20, 40, 60), 0.2, augment="crop_flip", pad=4,
-                         resolution=32, source="App. A.1 (augmentation 'as in [3]': here crop + flip as on CIFAR)"),
-    "imagenet64": Recipe("imagenet64", 60, 512, 0.04, 5e-4, (20, 30, 40), 0.2, augment="crop_flip", pad=8,
-                         resolution=64, source="App. A.2 (augmentation 'as in [3]': here crop + flip, 8-px padding)"),
+    "imagenet32": Recipe("imagenet32", 80, 1024, 0.08, 5e-4, (20, 40, 60), 0.2, micro_batch=128, augment="crop_flip",
+                         pad=4, resolution=32,
+                         source="App. A.1 (augmentation 'as in [3]': crop of the 4-px padded image + flip, as in [3]'s code)"),
+    "imagenet64": Recipe("imagenet64", 60, 512, 0.04, 5e-4, (20, 30, 40), 0.2, micro_batch=64, augment="crop_flip",
+                         pad=4, resolution=64,
+                         source="App. A.2 (augmentation 'as in [3]': crop of the 4-px padded image + flip, as in [3]'s code)"),
 }
 
 #: The recipe of each dataset.
@@ -134,8 +147,8 @@ def channel_stats(ds, max_images=50000):
     from cepaper import data
     if ds.name in data.STATS:
         return data.STATS[ds.name]
-    x = np.asarray(ds.x[:max_images], dtype=np.float64).reshape(-1, ds.x.shape[-1]) / 255.0
-    return tuple(x.mean(0).tolist()), tuple(x.std(0).tolist())
+    x = ds.x[:max_images]
+    return data.channel_stats(x if x.ndim == 4 else x[..., None])
 
 
 def normalize(x, mean, std):
@@ -153,17 +166,22 @@ def augment_params(batch, size, pad, generator, flip_only=False):
     return offsets, flips
 
 
-def augment(x, offsets, flips, pad):
-    """Random crop of a zero-padded batch and horizontal flip, all images at once.
+def augment(x, offsets, flips, pad, fill=0):
+    """Random crop of a padded batch and horizontal flip, all images at once.
 
     ``x``: ``(B, H, W, C)`` (any dtype, any device); ``offsets``: ``(B, 2)`` top-left corners
-    ``(dy, dx)`` in the padded image; ``flips``: ``(B,)`` bools. Returns ``(B, H, W, C)``: image ``b``
-    is ``pad(x[b])[dy:dy + H, dx:dx + W]``, mirrored left-right where ``flips[b]``.
+    ``(dy, dx)`` in the padded image; ``flips``: ``(B,)`` bools; ``fill``: the padding's value, a
+    number or one per channel. Returns ``(B, H, W, C)``: image ``b`` is ``pad(x[b])[dy:dy + H, dx:dx + W]``,
+    mirrored left-right where ``flips[b]``.
     """
-    b, h, w, _ = x.shape
+    b, h, w, c = x.shape
     dev = x.device
     offsets, flips = offsets.to(dev), flips.to(dev)
-    xp = F.pad(x, (0, 0, pad, pad, pad, pad)) if pad else x
+    xp = x
+    if pad:
+        xp = torch.empty(b, h + 2 * pad, w + 2 * pad, c, dtype=x.dtype, device=dev)
+        xp[:] = torch.as_tensor(fill, dtype=x.dtype, device=dev)
+        xp[:, pad:pad + h, pad:pad + w] = x
     cols = torch.arange(w, device=dev)
     cols = torch.where(flips[:, None], w - 1 - cols, cols) + offsets[:, 1:2]  # (B, W)
     rows = torch.arange(h, device=dev) + offsets[:, 0:1]                       # (B, H)
@@ -204,6 +222,7 @@ class ArrayData:
         self.x = torch.as_tensor(x).to(device)
         self.y = torch.as_tensor(np.asarray(ds.y), dtype=torch.int64).to(device)
         self.mean, self.std = stats
+        self.fill = [round(255 * m) for m in self.mean]      # the mean pixel: 0 after normalization
 
     def __len__(self):
         return len(self.y)
@@ -215,7 +234,7 @@ class ArrayData:
         for i in range(0, len(self), rec.batch_size):
             idx = order[i:i + rec.batch_size]
             offsets, flips = augment_params(len(idx), self.x.shape[1], rec.pad, g, rec.augment == "flip")
-            xb = augment(self.x[idx], offsets, flips, rec.pad if rec.augment == "crop_flip" else 0)
+            xb = augment(self.x[idx], offsets, flips, rec.pad if rec.augment == "crop_flip" else 0, self.fill)
             yield normalize(xb, self.mean, self.std), self.y[idx]
 
     def test_batches(self, batch_size):
@@ -349,10 +368,16 @@ def fit(model, train, test, recipe_name="cifar", *, epochs=None, seed=0, device=
         eval_batch: test batch size. workers: DataLoader workers of a folder dataset.
     Returns:
         history: lists over epochs ``epoch`` (1..E), ``lr``, ``train_loss``, ``train_top1``, ``test_loss``,
-        ``test_top1``, ``test_top5`` (errors in %), ``seconds``; and ``images_per_s`` (training).
+        ``test_top1``, ``test_top5`` (errors in %), ``seconds`` (of an epoch, evaluation included); and
+        ``images_per_s`` (training images per second of those epochs).
     """
     rec = recipe(recipe_name)
     rec = rec.scaled(epochs) if epochs is not None else rec
+    check_fits(rec, train)
+    eval_batch = positive_int("eval_batch", eval_batch)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    micro = rec.micro_batch or rec.batch_size
     device = torch.device(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -377,15 +402,16 @@ def fit(model, train, test, recipe_name="cifar", *, epochs=None, seed=0, device=
         model.train()
         loss_sum, wrong, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
         for x, y in tr.train_batches(rec, seed, epoch):
-            x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                out = model(x)
-                loss = F.cross_entropy(out.float(), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            for xm, ym in zip(x.split(micro), y.split(micro)):       # the paper's per-GPU batches
+                xm = xm.contiguous(memory_format=torch.channels_last) if channels_last else xm
+                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                    out = model(xm)
+                    loss = F.cross_entropy(out.float(), ym, reduction="sum")
+                (loss / len(y)).backward()
+                loss_sum += loss.detach()
+                wrong += (out.detach().argmax(1) != ym).sum()
             opt.step()
-            loss_sum += loss.detach() * len(y)
-            wrong += (out.detach().argmax(1) != y).sum()
             seen += len(y)
         sched.step()
         ev = evaluate(model, te, eval_batch, amp, channels_last)
@@ -400,6 +426,17 @@ def fit(model, train, test, recipe_name="cifar", *, epochs=None, seed=0, device=
                                          "settings": settings})
     n_train = len(tr)
     return {**history, "images_per_s": n_train * len(history["seconds"]) / max(sum(history["seconds"]), 1e-9)}
+
+
+def check_fits(rec, ds):
+    """Raise ``ValueError`` unless recipe ``rec`` fits dataset ``ds``: folder data needs a resizing
+    recipe (``random_resized_crop``), in-memory data a cropping one (crops keep the images' size)."""
+    folder = is_folder(ds)
+    hint = f"; use recipe {DATASET_RECIPE[ds.name]!r}" if getattr(ds, "name", None) in DATASET_RECIPE else ""
+    if folder != (rec.augment == "random_resized_crop"):
+        kind = "a folder of images" if folder else "in-memory images"
+        raise ValueError(f"recipe {rec.name!r} (augment {rec.augment!r}) does not fit {getattr(ds, 'name', 'the dataset')!r}, "
+                         f"{kind}{hint}")
 
 
 def _folder_stats(ds):
@@ -493,8 +530,8 @@ def run_models(configs, dataset, train, test, seeds, *, arch="resnext29", recipe
     """
     from cepaper.models.resnext import resnext
     seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError("seeds must name at least one seed, got []")
+    if not seeds or min(seeds) < 0:
+        raise ValueError(f"seeds must name at least one seed, each an integer >= 0, got {seeds}")
     net = {k: v for k, v in (("stages", None if stages is None else tuple(stages)), ("depth", depth)) if v is not None}
     data = {"train": data_digest(train), "test": data_digest(test)} if cache else None
     records = []

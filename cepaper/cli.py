@@ -75,6 +75,12 @@ def _positive_int_arg(text):
     return int(text)
 
 
+def _nonneg_int_arg(text):
+    if not text.strip().isdigit():
+        raise ValueError(f"must be an integer >= 0, got {text!r}")
+    return int(text)
+
+
 def _positive_float_arg(text):
     try:
         value = float(text)
@@ -268,7 +274,7 @@ def _add_train(sub):
     p.add_argument("--recipe", choices=list(classify.RECIPES), help="default: the dataset's (cifar for CIFAR)")
     p.add_argument("--epochs", type=pos_int, help="default: the recipe's (milestones scale with it)")
     p.add_argument("--runs", type=pos_int, default=1, help="runs (seeds seed..seed+runs-1)")
-    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--seed", type=_cli_type(_nonneg_int_arg), default=0, help="first seed (>= 0)")
     p.add_argument("--n-train", type=pos_int, help="first N training images (default: all)")
     p.add_argument("--n-test", type=pos_int, help="first N test images (default: all)")
     p.add_argument("--data-root", help="data folder (default: $CEPAPER_DATA)")
@@ -280,8 +286,9 @@ def _add_train(sub):
 
     def train(args):
         from cepaper import data, results
-        if args.arch in ("resnext50", "resnext101") and args.dataset != "imagenet":
-            raise UsageError(f"--arch {args.arch} is an ImageNet (224x224) model; use --dataset imagenet")
+        if (args.arch in ("resnext50", "resnext101")) != (args.dataset == "imagenet"):
+            raise UsageError(f"--arch {args.arch} does not fit --dataset {args.dataset}: resnext50/101 are the "
+                             f"ImageNet (224x224) models, resnext29/38 the CIFAR-style ones (32x32, 64x64)")
         rec = args.recipe or classify.DATASET_RECIPE[args.dataset]
         run = results.Run("cifar" if args.dataset.startswith("cifar") else "imagenet", "cli", seed=args.seed,
                           device=args.device, params={k: v for k, v in vars(args).items() if k != "func"})
@@ -294,7 +301,7 @@ def _add_train(sub):
                                       channels_last=args.channels_last, bf16=args.bf16, workers=args.workers,
                                       progress=True)
         summ = classify.summary(records)
-        name = f"train_{args.dataset}_{args.arch}_{args.config}"
+        name = f"train_{args.dataset}_{args.arch}_{args.config}_{rec}_e{args.epochs or 'all'}_s{args.seed}-{args.seed + args.runs - 1}"
         run.save(name, {"records": records, "summary": summ.to_dict("records")}, table=summ)
         r = summ.iloc[0]
         payload = {"summary": summ.to_dict("records"), "saved": str(run.dir / f"{name}.json")}

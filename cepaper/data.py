@@ -337,8 +337,10 @@ def _imagenet(root, split, download, n):
             "torchvision.datasets.ImageNet(root, split='val'), which uses the devkit's labels")
     from torchvision.datasets import ImageFolder
     ds = ImageFolder(str(folder))
-    ds.samples = ds.imgs = ds.samples[:n]
-    ds.targets = ds.targets[:n]
+    if n is not None and n < len(ds.samples):          # evenly spaced: the folders are sorted by class
+        keep = np.linspace(0, len(ds.samples) - 1, n).round().astype(np.int64)
+        ds.samples = [ds.samples[i] for i in keep]
+        ds.imgs, ds.targets = ds.samples, [ds.targets[i] for i in keep]
     what = "official training set" if split == "train" else "official validation set"
     ds.name, ds.split, ds.source = "imagenet", split, f"{folder} ({what}, ImageFolder)"
     return ds
@@ -359,7 +361,8 @@ def load(name, split="train", root=None, download=False, n=None):
         root: data folder; ``None`` reads ``$CEPAPER_DATA``.
         download: let torchvision download the dataset into ``root`` when no local source exists
             (MNIST and the CIFARs only; for the ImageNets it is an error saying where to get them).
-        n: keep only the first ``n`` examples (in the files' order), or all if ``None``.
+        n: keep only the first ``n`` examples (in the files' order), or all if ``None``; for the
+            ``imagenet`` folders (sorted by class) ``n`` evenly spaced samples, so all classes stay.
     Returns:
         a :class:`Dataset` with ``x`` uint8 and ``y`` int64: MNIST ``x`` is ``(N, 28, 28)``, the
         CIFARs ``(N, 32, 32, 3)``, ImageNet32/64 ``(N, 32, 32, 3)``/``(N, 64, 64, 3)`` with ``y`` in

@@ -19,9 +19,12 @@
 # (ResNeXt-38 on ImageNet64×64). The recipes are the paper's (`cepaper.classify.RECIPES`):
 #
 # * ImageNet: SGD 0.9, batch 256, lr 0.1, weight decay 10⁻⁴, 100 epochs, lr ÷10 at 30, 60, 90;
-#   RandomResizedCrop(224) and flips; at test, resize to 256 and center-crop 224;
-# * ImageNet32×32: batch 1024, lr 0.08, weight decay 5·10⁻⁴, 80 epochs, lr ÷5 at 20, 40, 60;
-# * ImageNet64×64: batch 512, lr 0.04, weight decay 5·10⁻⁴, 60 epochs, lr ÷5 at 20, 30, 40.
+#   RandomResizedCrop(224), color jitter 0.4 (brightness, contrast, saturation) and flips, without [20]'s
+#   PCA lighting, as the paper says; at test, resize to 256 and center-crop 224; 32 images per forward pass
+#   (the paper's per-GPU batch, gradients accumulated to 256);
+# * ImageNet32×32: batch 1024 (128 per forward pass), lr 0.08, weight decay 5·10⁻⁴, 80 epochs, lr ÷5 at 20, 40, 60;
+# * ImageNet64×64: batch 512 (64 per forward pass), lr 0.04, weight decay 5·10⁻⁴, 60 epochs, lr ÷5 at 20, 30, 40;
+# * both: crops of the 4-pixel mean-padded image and flips, as in the code of [3].
 #
 # The paper averages each table over 5 runs. Training these models needs the datasets and a GPU
 # (the paper used 8). Without them, this page trains nothing: it shows the models with their exact

@@ -192,3 +192,10 @@ def test_learning_curves_average_repetitions():
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_negative_seeds_are_named():
+    with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
+        ablation.init_seed(-1, 2, 4, 0)
+    with pytest.raises(ValueError, match="reps must be integers >= 0, got -2"):
+        ablation.order_seed(0, -2)

@@ -153,6 +153,53 @@ def test_fit_learns_and_records_every_epoch():
     assert h["images_per_s"] > 0
 
 
+def test_micro_batches_accumulate_the_full_batch_gradient():
+    """Without BatchNorm, micro-batches of 4 take exactly the step of the whole batch of 16."""
+    train, test = images(n=32), images(n=8, seed=1)
+
+    def model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(4, 3)).double()
+
+    whole, micro = model(), model()
+    for m in (whole, micro):
+        m.forward = (lambda f: lambda x: f(x.double()))(m.forward)
+    h_whole = cl.fit(whole, train, test, TINY, epochs=1)
+    h_micro = cl.fit(micro, train, test, cl.replace(TINY, micro_batch=4), epochs=1)
+    for a, b in zip(whole.parameters(), micro.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert h_whole["train_loss"] == pytest.approx(h_micro["train_loss"], rel=1e-6)  # float32 sums
+    assert h_whole["train_top1"] == h_micro["train_top1"]
+
+
+def test_paper_recipes_use_the_per_gpu_batch():
+    assert [cl.RECIPES[k].micro_batch for k in ("cifar", "imagenet", "imagenet32", "imagenet64")] == [None, 32, 128, 64]
+    for rec in cl.RECIPES.values():
+        assert rec.batch_size % (rec.micro_batch or rec.batch_size) == 0
+
+
+def test_crops_are_padded_with_the_mean_pixel():
+    x = torch.full((2, 4, 4, 3), 200, dtype=torch.uint8)
+    out = cl.augment(x, torch.tensor([[0, 0], [4, 4]]), torch.tensor([False, False]), 2, fill=[10, 20, 30])
+    assert out[0, 0, 0].tolist() == [10, 20, 30] and out[0, 3, 3].tolist() == [200, 200, 200]
+    assert out[1, 3, 3].tolist() == [10, 20, 30] and out[1, 0, 0].tolist() == [200, 200, 200]
+
+
+def test_recipe_must_fit_the_dataset():
+    with pytest.raises(ValueError, match="recipe 'imagenet' .* does not fit 'toy', in-memory images"):
+        cl.fit(tiny_model(), images(), images(), "imagenet")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(seed=-1), "seed must be an integer >= 0, got -1"),
+    (dict(eval_batch=0), "eval_batch must be an integer >= 1, got 0"),
+])
+def test_bad_fit_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        cl.fit(tiny_model(), images(), images(), TINY, **kwargs)
+
+
 def test_resume_after_interruption_is_bit_for_bit(tmp_path, monkeypatch):
     train, test = images(n=40), images(n=16, seed=1)
     straight = tiny_model()
@@ -242,6 +289,8 @@ def test_throughput_is_positive():
     (dict(gamma=2.0), r"gamma must be in \(0, 1\], got 2.0"),
     (dict(augment="mixup"), "augment must be one of crop_flip, flip, random_resized_crop, got 'mixup'"),
     (dict(milestones=(0,)), "milestones must be an integer >= 1, got 0"),
+    (dict(micro_batch=0), "micro_batch must be an integer >= 1, got 0"),
+    (dict(micro_batch=8), r"micro_batch must be <= batch_size \(4\), got 8"),
 ])
 def test_bad_recipe(kwargs, message):
     base = dict(name="x", epochs=2, batch_size=4, lr=0.1, weight_decay=0.0, milestones=(1,), gamma=0.1)

@@ -347,7 +347,8 @@ def write_jpegs(folder, names, rng):
 
 @pytest.mark.parametrize("layout", ["imagenet", "ILSVRC2012", "ILSVRC/Data/CLS-LOC"])
 def test_imagenet_folders(tmp_path, layout):
-    """Class folders in sorted wnid order; samples in folder order; no transform; ``n`` keeps the first n."""
+    """Class folders in sorted wnid order; samples in folder order; no transform; ``n`` keeps n evenly
+    spaced samples (the folders are sorted by class: the first n would hold only the first classes)."""
     rng = np.random.default_rng(8)
     base = tmp_path / layout
     for wnid, count in (("n01440764", 2), ("n01443537", 3), ("n01484850", 1)):  # written unsorted
@@ -364,7 +365,8 @@ def test_imagenet_folders(tmp_path, layout):
     img, label = train[2]
     assert img.mode == "RGB" and img.size == (5, 6) and label == 1  # a PIL image, untransformed
     head = data.load("imagenet", "train", root=tmp_path, n=3)
-    assert len(head) == 3 and head.targets == [0, 0, 1] and len(head.imgs) == 3
+    assert len(head) == 3 and head.targets == [0, 1, 2] and len(head.imgs) == 3
+    assert [Path(p).name for p, _ in head.samples] == ["n01440764_0.JPEG", "n01443537_0.JPEG", "n01484850_0.JPEG"]
     val = data.load("imagenet", "test", root=tmp_path)
     assert val.split == "test" and "official validation set" in val.source and val.targets == [0, 1]
 
