@@ -13,6 +13,14 @@ def positive_int(name, value):
     return int(value)
 
 
+def nonneg_int(name, value):
+    """Return ``value`` as an int, or raise ``ValueError`` unless it is an integer >= 0."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or int(value) != value or value < 0):
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
 def positive_float(name, value):
     """Return ``value`` as a float, or raise ``ValueError`` unless it is a finite number > 0."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cepaper import results, search, stats
-from cepaper._checks import positive_float, positive_int
+from cepaper._checks import nonneg_int, positive_float, positive_int
 from cepaper.models.mlp import CollegialMLP
 from cepaper.train import batches, digest, resume, save_checkpoint
 
@@ -90,10 +90,9 @@ def models(primal_ns, dual_ns, n_tilde, alpha, mlp):
 # ---------------------------------------------------------------------------------------------
 
 def _check_seed(seed, rep):
-    for name, v in (("seed", seed), ("reps", rep)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"{name} must be integers >= 0, got {v!r}" if name == "reps"
-                             else f"seed must be an integer >= 0, got {v!r}")
+    nonneg_int("seed", seed)
+    if isinstance(rep, bool) or not isinstance(rep, (int, np.integer)) or rep < 0:
+        raise ValueError(f"reps must be integers >= 0, got {rep!r}")
 
 
 def init_seed(seed, m, n, rep):

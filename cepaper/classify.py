@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cepaper import results
-from cepaper._checks import positive_int
+from cepaper._checks import nonneg_int, positive_int
 from cepaper.train import save_checkpoint
 
 AUGMENTATIONS = ("crop_flip", "flip", "random_resized_crop")
@@ -375,8 +375,7 @@ def fit(model, train, test, recipe_name="cifar", *, epochs=None, seed=0, device=
     rec = rec.scaled(epochs) if epochs is not None else rec
     check_fits(rec, train)
     eval_batch = positive_int("eval_batch", eval_batch)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    nonneg_int("seed", seed)
     micro = rec.micro_batch or rec.batch_size
     device = torch.device(device)
     if device.type == "cuda":
