@@ -91,6 +91,23 @@ def _positive_float_arg(text):
     return value
 
 
+def _alpha_arg(text):
+    return "fit" if text.strip() == "fit" else _positive_float_arg(text)
+
+
+def _fitted_alpha(arch):
+    """``--alpha fit``: the alpha that `cepaper fit-alpha` (profile ``cli``), else the paper profile of
+    the alpha section, stored for this arch's member; a ``UsageError`` when there is none."""
+    from cepaper import results
+    name = "fit_mlp" if arch == "mlp" else "fit_bottleneck"
+    for profile in ("cli", "paper"):
+        record = results.find("alpha", name, profiles=(profile,))
+        if record is not None and record.get("data", {}).get("alpha") is not None:
+            return float(record["data"]["alpha"]), f"fitted: {results.describe(record)}"
+    raise UsageError(f"--alpha fit: no stored fit alpha/{name} under {results.root()}/cli or /paper; "
+                     "run `cepaper fit-alpha` first, or pass a number")
+
+
 def _config_arg(text):
     from cepaper import complexity
     return complexity.format_config(*complexity.parse_config(text))
@@ -167,8 +184,9 @@ def _add_design(sub):
     p.add_argument("--objective", default="primal", choices=search.OBJECTIVES,
                    help="primal: smoothest at equal budget (Eq. 12); dual: cheapest at equal Var(K) (Eq. 14)")
     p.add_argument("--budget", default="params", choices=search.BUDGETS, help="efficiency metric (Eq. 8 or 15)")
-    p.add_argument("--alpha", type=_cli_type(_positive_float_arg),
-                   help="alpha of Eq. 9 (default: the fitted one in results/, else the paper's)")
+    p.add_argument("--alpha", type=_cli_type(_alpha_arg),
+                   help="alpha of Eq. 9: a number, or 'fit' for the last `cepaper fit-alpha` (else the paper "
+                        "profile's fit) in the results store (default: the paper's 1.60; for mlp 3.63, Fig. 3's)")
     p.add_argument("--rounding", default="nearest", choices=search.ROUNDINGS, help="integer m rule (Algorithm 2 step 6)")
     p.add_argument("--n", type=_cli_type(_positive_int_arg),
                    help="evaluate this width instead of the optimum (a model on the curve)")
@@ -176,12 +194,15 @@ def _add_design(sub):
 
     def design(args):
         _check_arch_args(args, "baseline")
-        kw = dict(objective=args.objective, budget=args.budget, alpha=args.alpha, classes=args.classes,
+        alpha, alpha_source = _fitted_alpha(args.arch) if args.alpha == "fit" else (args.alpha, None)
+        kw = dict(objective=args.objective, budget=args.budget, alpha=alpha, classes=args.classes,
                   resolution=args.resolution, rounding=args.rounding, n=args.n, with_curve=args.curve)
         if args.arch == "mlp":
             r = search.design("mlp", args.width, mlp_inputs=args.inputs, mlp_depth=args.depth, **kw)
         else:
             r = search.design(args.arch, args.baseline, **kw)
+        if args.alpha == "fit":
+            r["alpha_source"] = alpha_source
         emit(args, r, _format_design(r))
     p.set_defaults(func=design)
 

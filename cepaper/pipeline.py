@@ -13,13 +13,17 @@ a failure leaves neither half-written results nor an executed notebook behind.
 """
 
 import ast
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,54 +62,117 @@ def notebook_path(section):
     return paths[0]
 
 
+def profile_names():
+    """The profiles: the names of the files ``profiles/<name>.yaml``."""
+    return sorted(p.stem for p in PROFILES.glob("*.yaml"))
+
+
 def load_profile(profile):
-    """Parameters per section of ``profiles/<profile>.yaml``."""
-    path = PROFILES / f"{profile}.yaml"
-    if not path.exists():
-        names = sorted(p.stem for p in PROFILES.glob("*.yaml"))
+    """Parameters per section of ``profiles/<profile>.yaml``; ``profile`` must be one of
+    :func:`profile_names` (a name, never a path: it names folders under ``_build/`` and the results)."""
+    names = profile_names()
+    if profile not in names:
         raise ValueError(f"profile must be one of {', '.join(names)}; got {profile!r}")
-    return yaml.safe_load(path.read_text()) or {}
+    path = PROFILES / f"{profile}.yaml"
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"profile file {path.relative_to(REPO)} is not valid YAML: {e}") from None
+    return loaded or {}
 
 
-def notebook_parameters(path):
-    """Defaults of the ``parameters`` cell of a py:percent notebook, as ``{name: value}``."""
+def _parameter_cell(path):
     import jupytext
     nb = jupytext.read(path)
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     if len(cells) != 1:
         raise ValueError(f"{path.name} must have exactly one cell tagged 'parameters', found {len(cells)}")
-    tree = ast.parse(cells[0].source)
-    return {t.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
-            for t in node.targets if isinstance(t, ast.Name)}
+    return ast.parse(cells[0].source).body
 
 
-def _type_ok(default, value):
-    if default is None or value is None:
+def notebook_parameters(path):
+    """Defaults of the ``parameters`` cell of a py:percent notebook, as ``{name: value}``."""
+    return {node.target.id if isinstance(node, ast.AnnAssign) else t.id: ast.literal_eval(node.value)
+            for node in _parameter_cell(path) if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+
+
+def notebook_types(path):
+    """The annotated types of the ``parameters`` cell (``name: float = None``), as ``{name: type}``."""
+    builtin = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "dict": dict}
+    return {node.target.id: builtin[node.annotation.id] for node in _parameter_cell(path)
+            if isinstance(node, ast.AnnAssign) and isinstance(node.annotation, ast.Name)
+            and node.annotation.id in builtin}
+
+
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+               dict: "a mapping"}
+
+
+_PLURALS = {bool: "booleans", int: "integers", float: "numbers", str: "strings", list: "lists"}
+
+
+def _type_ok(kind, value):
+    if kind is None or value is None:
         return True
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, float):
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    if kind is float:
         return isinstance(value, (int, float))
-    return isinstance(value, type(default))
+    return isinstance(value, kind)
+
+
+def _check_list(section, name, value, default):
+    """Elements of a list parameter have the type of the default's elements (when it has any)."""
+    kinds = {type(v) for v in default if v is not None} if isinstance(default, list) else set()
+    if len(kinds) != 1 or not isinstance(value, list):
+        return
+    kind = kinds.pop()
+    for i, v in enumerate(value):
+        if not _type_ok(kind, v):
+            raise ValueError(f"parameter {name!r} of section {section} must be a list of "
+                             f"{_PLURALS.get(kind, kind.__name__)}; element {i} is {v!r}")
 
 
 def resolve_parameters(section, profile, overrides=()):
     """The parameters papermill passes: notebook defaults < profile < overrides, all checked."""
-    defaults = notebook_parameters(notebook_path(section))
+    path = notebook_path(section)
+    defaults, types = notebook_parameters(path), notebook_types(path)
     params = {**load_profile(profile).get(section, {}), **dict(overrides)}
     for name, value in params.items():
+        if name == "profile":
+            raise ValueError(f"profile is not a parameter of section {section}: choose it with --profile "
+                             f"({', '.join(profile_names())})")
         if name not in defaults:
             raise ValueError(f"unknown parameter {name!r} for section {section}; "
-                             f"allowed: {', '.join(sorted(defaults))}")
-        if not _type_ok(defaults[name], value):
+                             f"allowed: {', '.join(sorted(set(defaults) - {'profile'}))}")
+        kind = types.get(name, None if defaults[name] is None else type(defaults[name]))
+        if not _type_ok(kind, value):
             raise ValueError(f"parameter {name!r} of section {section} must be "
-                             f"{type(defaults[name]).__name__}, got {value!r}")
+                             f"{_TYPE_NAMES.get(kind, kind.__name__)}, got {value!r}")
+        _check_list(section, name, value, defaults[name])
     return {**defaults, **params, "profile": profile}
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """YAML as 1.2 reads numbers: ``1e-2`` and ``1E3`` are floats (1.1 reads them as strings)."""
+
+
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
 def parse_overrides(pairs):
-    """``[(NAME, "VALUE"), ...]`` from the command line, values parsed as YAML."""
-    return [(name, yaml.safe_load(value)) for name, value in pairs]
+    """``[(NAME, "VALUE"), ...]`` from the command line, values parsed as YAML 1.2 would."""
+    out = []
+    for name, value in pairs:
+        try:
+            out.append((name, yaml.load(value, Loader=_Yaml12Loader)))
+        except yaml.YAMLError as e:
+            raise ValueError(f"-p {name}: {value!r} is not a YAML value ({str(e).splitlines()[0]}); "
+                             "quote strings, write lists as [1, 2]") from None
+    return out
 
 
 # --- cache key --------------------------------------------------------------------------------
@@ -190,76 +257,116 @@ def _record_path(section, profile):
 
 
 def cached_record(section, profile, key):
-    """The record of an up-to-date executed notebook, or ``None``."""
+    """The record of an up-to-date executed notebook, or ``None``: same key, the results it read
+    unchanged, and its published results present and unchanged under the current results root."""
     path = _record_path(section, profile)
     if not (path.exists() and executed_path(section, profile).exists()):
         return None
-    record = json.loads(path.read_text())
-    return record if record.get("key") == key and _reads_fresh(record) else None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        path.unlink(missing_ok=True)  # a damaged record is only a cache miss
+        print(f"[cepaper] {path.relative_to(REPO)} was damaged: removed, {section} re-executes",
+              file=sys.stderr, flush=True)
+        return None
+    if record.get("key") != key or not _reads_fresh(record):
+        return None
+    # its results must be where the current results root says, as that run wrote them
+    if _tree_digest(results.section_dir(section, profile)) != record.get("published"):
+        return None
+    return record
 
 
-def _discard(section, profile):
-    for p in (executed_path(section, profile), _record_path(section, profile)):
-        p.unlink(missing_ok=True)
+@contextlib.contextmanager
+def section_lock(section, profile):
+    """Hold ``_build/locks/<profile>-<section>.lock`` while a section runs; refuse a second run.
+
+    Runs of different sections, or of one section with different profiles, proceed at once."""
+    path = BUILD / "locks" / f"{profile}-{section}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(f"section {section} (profile {profile}) is already running in another "
+                               f"process; wait for it to finish, then run again") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def execute(section, params, key):
-    """Execute one section with papermill; return its record. Raise on any failure."""
+    """Execute one section with papermill; return its record. Raise on any failure.
+
+    The run stages in a folder of its own; its results are published (:func:`publish`) and its
+    executed notebook replaces the last good one only when the notebook succeeded."""
     import jupytext
     import papermill
 
     profile = params["profile"]
     out = executed_path(section, profile)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = BUILD / "staging" / profile
-    shutil.rmtree(staging, ignore_errors=True)
-    reads_log = staging / "reads.log"
-    staging.mkdir(parents=True)
-    src = staging / out.name
-    nb = jupytext.read(notebook_path(section))
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    jupytext.write(nb, src)
-    env = {"CEPAPER_STAGING": str(staging), "CEPAPER_READS_LOG": str(reads_log),
-           "MPLBACKEND": "module://matplotlib_inline.backend_inline",  # figures into the notebook
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    _discard(section, profile)
-    start = time.perf_counter()
-    try:
-        papermill.execute_notebook(src, staging / "out.ipynb", parameters=params, kernel_name="python3",
-                                   language="python", cwd=str(REPO), progress_bar=sys.stderr.isatty())
-    except BaseException as e:
-        failed = BUILD / "failed" / profile / out.name
-        failed.parent.mkdir(parents=True, exist_ok=True)
-        if (staging / "out.ipynb").exists():
-            os.replace(staging / "out.ipynb", failed)
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(e, papermill.PapermillExecutionError):
-            raise RuntimeError(f"section {section} raised {e.ename}: {e.evalue} "
-                               f"(the failed notebook is {failed.relative_to(REPO)})") from None
-        raise
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-    wall = time.perf_counter() - start
     own = results.section_dir(section, profile)
-    reads = sorted({r for r in (reads_log.read_text().split() if reads_log.exists() else [])
-                    if (REPO / r).parent != own})
-    record = {
-        "section": section, "profile": profile, "notebook": str(notebook_path(section).relative_to(REPO)),
-        "params": params, "key": key, "wall_s": round(wall, 2), "cached": False,
-        "device": results.device_name(params.get("device", "cpu")), "git_commit": results.git_commit(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "reads": {r: _file_digest(r) for r in reads},
-    }
-    text = _finish_notebook(staging / "out.ipynb", record)
-    results.write_atomic(staging / profile / section / STORED, text)  # published with the results
-    _publish(staging / profile / section, own)
-    results.write_atomic(out, text)
-    results.write_atomic(_record_path(section, profile), json.dumps(record, indent=1))
-    shutil.rmtree(staging, ignore_errors=True)
-    return record
+    results.check_writable(own)  # before hours of work, not after
+    (BUILD / "staging").mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=BUILD / "staging", prefix=f"{profile}-{section}-"))
+    try:
+        reads_log = staging / "reads.log"
+        src = staging / out.name
+        nb = jupytext.read(notebook_path(section))
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        jupytext.write(nb, src)
+        env = {"CEPAPER_STAGING": str(staging), "CEPAPER_READS_LOG": str(reads_log),
+               "MPLBACKEND": "module://matplotlib_inline.backend_inline",  # figures into the notebook
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        start = time.perf_counter()
+        try:
+            papermill.execute_notebook(src, staging / "out.ipynb", parameters=params, kernel_name="python3",
+                                       language="python", cwd=str(REPO), progress_bar=sys.stderr.isatty())
+        except BaseException as e:
+            failed = BUILD / "failed" / profile / out.name
+            failed.parent.mkdir(parents=True, exist_ok=True)
+            if (staging / "out.ipynb").exists():
+                os.replace(staging / "out.ipynb", failed)
+            if isinstance(e, papermill.PapermillExecutionError):
+                raise RuntimeError(f"section {section} raised {e.ename}: {e.evalue} (the failed notebook is "
+                                   f"{failed.relative_to(REPO)}; the last good results are kept)") from None
+            raise
+        finally:
+            for k, v in saved.items():
+                os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        wall = time.perf_counter() - start
+        reads = sorted({r for r in (reads_log.read_text().split() if reads_log.exists() else [])
+                        if (REPO / r).parent != own})
+        record = {
+            "section": section, "profile": profile, "notebook": str(notebook_path(section).relative_to(REPO)),
+            "params": params, "key": key, "wall_s": round(wall, 2), "cached": False,
+            "device": results.device_name(params.get("device", "cpu")), "git_commit": results.git_commit(),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "reads": {r: _file_digest(r) for r in reads},
+        }
+        staged = staging / profile / section
+        record["published"] = _tree_digest(staged)
+        text = _finish_notebook(staging / "out.ipynb", record)
+        results.write_atomic(staged / STORED, text)  # published with the results
+        publish(staged, own)
+        results.write_atomic(out, text)
+        results.write_atomic(_record_path(section, profile), json.dumps(record, indent=1))
+        return record
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _tree_digest(folder):
+    """sha256 over the names and contents of the files under ``folder`` except the stored notebook
+    (which holds this digest): what a published results folder must still hold for its cache entry."""
+    folder = Path(folder)
+    if not folder.exists():
+        return None
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != STORED)
+    return _sha("\0".join(f"{p.relative_to(folder)}\n{_sha(p.read_bytes())}" for p in files))
 
 
 def reuse(section, profile):
@@ -291,16 +398,31 @@ def _finish_notebook(path, record):
     return nbformat.writes(nb)
 
 
-def _publish(new, dest):
-    """Replace the results folder ``dest`` by ``new`` (a folder the run wrote), or keep it if none."""
+def publish(new, dest):
+    """Replace the results folder ``dest`` by ``new`` (a folder the run wrote), atomically on
+    ``dest``'s own filesystem: ``new`` is first copied beside ``dest``, then swapped in by two
+    renames. Any failure leaves the previous results in place."""
+    new, dest = Path(new), Path(dest)
     if not new.exists():
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
-    old = dest.with_name(f".{dest.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dest.exists():
+    tag = f"{os.getpid()}-{time.monotonic_ns()}"
+    incoming, old = dest.with_name(f".{dest.name}.new-{tag}"), dest.with_name(f".{dest.name}.old-{tag}")
+    try:
+        shutil.copytree(new, incoming)  # may cross filesystems; the renames below never do
+    except BaseException:
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
+    had_old = dest.exists()
+    if had_old:
         os.replace(dest, old)
-    os.replace(new, dest)
+    try:
+        os.replace(incoming, dest)
+    except BaseException:
+        if had_old:
+            os.replace(old, dest)
+        shutil.rmtree(incoming, ignore_errors=True)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -324,7 +446,8 @@ def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False
         record = None if force else cached_record(section, profile, key)
         if record is None:
             print(f"[cepaper] executing {section} (profile {profile})", file=sys.stderr, flush=True)
-            record = execute(section, params, key)
+            with section_lock(section, profile):
+                record = execute(section, params, key)
         else:
             record = {**record, "cached": True}
         records.append(record)

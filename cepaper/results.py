@@ -119,6 +119,21 @@ def _jsonable(x):
     return x
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def check_writable(folder):
+    """Raise ``PermissionError`` naming ``folder`` (or its first existing parent) unless files can be
+    created there: checked before a long run, not after it."""
+    folder = Path(folder)
+    probe = next(p for p in (folder, *folder.parents) if p.exists())
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write results to {probe}: it is not writable; fix its permissions "
+                              "or point CEPAPER_RESULTS at a writable folder")
+    return folder
+
+
 def write_atomic(path, content):
     """Write ``content`` to ``path`` atomically: a temporary file, then rename.
 
@@ -129,6 +144,7 @@ def write_atomic(path, content):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would ignore the user's umask
         with os.fdopen(fd, "w" if isinstance(content, str) else "wb") as f:
             content(f) if callable(content) else f.write(content)
         os.replace(tmp, path)

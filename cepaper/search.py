@@ -374,16 +374,10 @@ def design(arch, baseline, objective="primal", budget="params", alpha=None, clas
 
 
 def default_alpha(arch="bottleneck"):
-    """``(alpha, source)``: the alpha fitted by ``cepaper fit-alpha`` (profile ``cli``) or by the
-    paper profile of the alpha section when the results store has one, else the paper's. The quick
-    profile's fit (few draws) is never used. ResNeXts use the bottleneck fit (``alpha/fit_bottleneck``) or the paper's
-    1.60 (Sec. 4.2); ``mlp`` uses ``alpha/fit_mlp`` or :data:`ALPHA_FIG3` (the paper states no alpha
-    for fully connected nets)."""
-    from cepaper import results
-    name = "fit_mlp" if arch == "mlp" else "fit_bottleneck"
-    record = results.find("alpha", name, profiles=("cli", "paper"))  # not the quick profile's smoke fit
-    if record is not None and record.get("data", {}).get("alpha") is not None:
-        return float(record["data"]["alpha"]), f"fitted: {results.describe(record)}"
+    """``(alpha, source)`` when the caller passes none: the paper's 1.60 for the ResNeXt block
+    (Sec. 4.2), :data:`ALPHA_FIG3` for ``mlp`` (the paper states no alpha for fully connected nets;
+    this one reproduces Fig. 3's optimum). Never read from a results store: a fitted alpha is passed
+    by the caller, which says where it came from."""
     if arch == "mlp":
-        return ALPHA_FIG3, "reproduces the paper's Fig. 3 optimum (notebook 04); the paper states no alpha for MLPs"
+        return ALPHA_FIG3, "reproduces the paper's Fig. 3 optimum (the primal_dual section); the paper states no alpha for MLPs"
     return paper.ALPHA_BOTTLENECK, "the paper's alpha (Sec. 4.2)"

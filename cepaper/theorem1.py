@@ -53,6 +53,9 @@ def grid(ds, widths_a=(), n_c=100, depth=4, n_in=784):
         n_c: the constant member width of panel (c).
     Returns:
         one row per (panel, curve, point); ``role`` is ``baseline`` (``m = 1``) or ``ensemble``.
+        Panel (c) has an ensemble for ``d`` only where an integer ``m >= 1`` matches the baseline's
+        parameters, i.e. ``beta(d^2) >= beta(n_c)`` (``d^2 >= n_c``); a smaller ``d`` keeps its
+        baseline point alone, so no unmatched pair enters a slope.
     """
     ds = [positive_int("d", d) for d in ds]
     widths_a = [positive_int("width", n) for n in widths_a] or [d * d for d in ds]
@@ -62,8 +65,10 @@ def grid(ds, widths_a=(), n_c=100, depth=4, n_in=784):
     rows = [("a", "baseline", None, 1, n) for n in widths_a]
     for d in ds:
         rows += [("b", "baseline", d, 1, d * d), ("b", "ensemble", d, d, d)]
-        m_c = max(1, round(mlp_params(d * d, depth, n_in) / mlp_params(n_c, depth, n_in)))
-        rows += [("c", "baseline", d, 1, d * d), ("c", "ensemble", d, m_c, n_c)]
+        m_exact = mlp_params(d * d, depth, n_in) / mlp_params(n_c, depth, n_in)
+        rows += [("c", "baseline", d, 1, d * d)]
+        if m_exact >= 1:
+            rows += [("c", "ensemble", d, round(m_exact), n_c)]
     df = pd.DataFrame(rows, columns=["panel", "role", "d", "m", "n"])
     df["mn"] = df.m * df.n
     df["params"] = [m * mlp_params(n, depth, n_in) for m, n in zip(df.m, df.n)]

@@ -32,20 +32,20 @@
 # (`profiles/paper.yaml`) uses the paper's $L = 4$, $n = 1000$ and $m$ up to 100.
 
 # %% tags=["parameters"]
-profile = "quick"
-seed = 0
-device = "cpu"
-depth = 4                           # L, hidden layers of every member
-n = 64                              # width of every hidden layer
-n_gamma = 41                        # angles gamma in [-pi, pi]
-m_max = 32                          # largest ensemble of panel (a)
-draws = 2048                        # member draws at width n (NMK, spread, Var vs m)
-ms = [1, 2, 4, 8, 16, 32, 64]       # multiplicities of the Var(K_e) fit
-blocks = 16                         # jackknife blocks of the slope interval
-level = 0.99                        # coverage of the slope interval
-widths = [8, 16, 32, 256]           # other widths of the NMK study; the largest is the "wide net"
-width_draws = [8192, 4096, 2048, 256]
-z_max = 5.0                         # |NMK - K_inf| allowed (max over all entries and widths), in SE
+profile: str = "quick"
+seed: int = 0
+device: str = "cpu"
+depth: int = 4                           # L, hidden layers of every member
+n: int = 64                              # width of every hidden layer
+n_gamma: int = 41                        # angles gamma in [-pi, pi]
+m_max: int = 32                          # largest ensemble of panel (a)
+draws: int = 2048                        # member draws at width n (NMK, spread, Var vs m)
+ms: list = [1, 2, 4, 8, 16, 32, 64]       # multiplicities of the Var(K_e) fit
+blocks: int = 16                         # jackknife blocks of the slope interval
+level: float = 0.99                        # coverage of the slope interval
+widths: list = [8, 16, 32, 256]           # other widths of the NMK study; the largest is the "wide net"
+width_draws: list = [8192, 4096, 2048, 256]
+z_max: float = 5.0                         # |NMK - K_inf| allowed (max over all entries and widths), in SE
 
 # %% tags=["remove-input"]
 import numpy as np

@@ -29,7 +29,11 @@
 # * **(b)** ensembles with $m = n = d$ against single models with $n = d^2$: equal $mn$, so the
 #   theorem predicts equal changes;
 # * **(c)** ensembles of constant width $n = 100$ whose $m$ matches the single model's parameter
-#   count: a much larger $mn$ for the same parameters, so a smaller change.
+#   count: a much larger $mn$ for the same parameters, so a smaller change. Where $d^2 < 100$ no
+#   integer $m \ge 1$ matches, so those $d$ have their single model alone and enter no slope.
+#
+# Here $L$ counts the *hidden* layers, as in Fig. 9 ($L + 1$ weight matrices); the MNIST ablation
+# (Sec. 4.1) and Fig. 3 count *weight* layers.
 #
 # The inputs are the first `n_train` MNIST training images (standardized), and the targets are
 # $\pm 1$ for even/odd digits (the networks have one output). The plots show the paper's quantity: one
@@ -37,23 +41,23 @@
 # the mean over all `n_probe` probe inputs (`offdiag_mean`, `diag_mean`), which has less noise.
 
 # %% tags=["parameters"]
-profile = "quick"
-seed = 0                # first seed; the runs use seeds seed, ..., seed + n_seeds - 1
-n_seeds = 4
-device = "cpu"
-data_root = None        # None: $CEPAPER_DATA
-n_train = 256           # the first n_train MNIST training images
-target = "parity"       # +1 for even digits, -1 for odd ones
-depth = 4               # hidden layers L (Fig. 9: L = 4)
-epochs = 50             # T (Fig. 9: 100)
-lr = 0.5
-batch_size = None       # None: full-batch gradient descent
-ds = [4, 6, 8, 12, 16]  # d of panels (b) and (c): single models n = d^2, ensembles m = n = d
-widths_a = []           # widths of panel (a); [] uses d^2
-n_c = 100               # the constant width of panel (c)
-n_probe = 8             # probe inputs: the first n_probe training images (x_a, x_b = the first two)
-record_every = 5        # epochs between NTK records along the way
-threads = 1             # torch CPU threads (None: torch's default); 1 is fastest for these small nets
+profile: str = "quick"
+seed: int = 0                # first seed; the runs use seeds seed, ..., seed + n_seeds - 1
+n_seeds: int = 4
+device: str = "cpu"
+data_root: str = None        # None: $CEPAPER_DATA
+n_train: int = 256           # the first n_train MNIST training images
+target: str = "parity"       # +1 for even digits, -1 for odd ones
+depth: int = 4               # hidden layers L (Fig. 9: L = 4)
+epochs: int = 50             # T (Fig. 9: 100)
+lr: float = 0.5
+batch_size: int = None       # None: full-batch gradient descent
+ds: list = [4, 6, 8, 12, 16]  # d of panels (b) and (c): single models n = d^2, ensembles m = n = d
+widths_a: list = []           # widths of panel (a); [] uses d^2
+n_c: int = 100               # the constant width of panel (c)
+n_probe: int = 8             # probe inputs: the first n_probe training images (x_a, x_b = the first two)
+record_every: int = 5        # epochs between NTK records along the way
+threads: int = 1             # torch CPU threads (None: torch's default); 1 is fastest for these small nets
 
 # %% tags=["remove-input"]
 import pandas as pd

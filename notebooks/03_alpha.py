@@ -37,21 +37,21 @@
 # and can be resumed after an interruption (`checkpoint = True`).
 
 # %% tags=["parameters"]
-profile = "quick"
-seed = 0
-device = "cpu"
-trials = 300                        # weight draws per width (paper: 2000)
-width_max = 128                     # bottleneck widths: log grid 1..width_max (paper: n in [1, 256])
-num_widths = 12                     # number of widths (256 with width_max 256: every width)
-mlp_trials = 300                    # draws per width of the fully connected net
-mlp_depth = 6                       # weight layers L of the fully connected net (Sec. 4.1, Fig. 3)
-mlp_width_max = 256
-mlp_num_widths = 12
-effect_trials = 200                 # draws per width of each variant of the scalar function
-effect_widths = [1, 2, 4, 8, 16, 32, 64]
-n_boot = 500                        # bootstrap resamples of every interval
-synthetic_trials = 2000             # draws per width of the synthetic check
-checkpoint = False                  # keep finished widths on disk (resumable sweeps)
+profile: str = "quick"
+seed: int = 0
+device: str = "cpu"
+trials: int = 300                        # weight draws per width (paper: 2000)
+width_max: int = 128                     # bottleneck widths: log grid 1..width_max (paper: n in [1, 256])
+num_widths: int = 12                     # number of widths (256 with width_max 256: every width)
+mlp_trials: int = 300                    # draws per width of the fully connected net
+mlp_depth: int = 6                       # weight layers L of the fully connected net (Sec. 4.1, Fig. 3)
+mlp_width_max: int = 256
+mlp_num_widths: int = 12
+effect_trials: int = 200                 # draws per width of each variant of the scalar function
+effect_widths: list = [1, 2, 4, 8, 16, 32, 64]
+n_boot: int = 500                        # bootstrap resamples of every interval
+synthetic_trials: int = 2000             # draws per width of the synthetic check
+checkpoint: bool = False                  # keep finished widths on disk (resumable sweeps)
 
 # %% tags=["remove-input"]
 import numpy as np

@@ -34,12 +34,12 @@
 # nearest integer to $m_d(n)$.
 
 # %% tags=["parameters"]
-profile = "quick"
-seed = 0
-device = "cpu"
-alpha = None  # alpha of Eq. 9 for the ResNeXt block; None: the paper's (Sec. 4.2)
-fig3_alphas = [3.0, 4.5, 0.005]  # alpha grid (start, stop, step) searched for Fig. 3
-block_alphas = [1.0, 2.5, 0.01]  # alpha grid of the ResNeXt block's sensitivity
+profile: str = "quick"
+seed: int = 0
+device: str = "cpu"
+alpha: float = None  # alpha of Eq. 9 for the ResNeXt block; None: the paper's (Sec. 4.2)
+fig3_alphas: list = [3.0, 4.5, 0.005]  # alpha grid (start, stop, step) searched for Fig. 3
+block_alphas: list = [1.0, 2.5, 0.01]  # alpha grid of the ResNeXt block's sensitivity
 
 # %% tags=["remove-input"]
 import numpy as np

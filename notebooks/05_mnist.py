@@ -47,33 +47,33 @@
 # (He scale $\sqrt{2/200} = 0.1$). The paper gives no step size, batch size or loss.
 
 # %% tags=["parameters"]
-profile = "quick"
-seed = 0
-device = "cpu"
-data_root = None            # None: $CEPAPER_DATA
-alpha = None                # alpha of Eq. 9 for the MLP; None: search.default_alpha("mlp")
-depth = 6                   # weight layers L of every member (Sec. 4.1: 6)
-n_tilde = 64                # baseline width (Sec. 4.1: 200)
-primal_ns = [2, 3, 4, 6, 8, 16, 64]   # member widths on the primal curve (n_tilde: the baseline)
-dual_ns = [6, 8, 12, 64]              # member widths on the dual curve (must include n_tilde)
-n_train = 2000              # the first n_train MNIST training images (None: all 60,000)
-n_test = 1000               # the first n_test test images (None: all 10,000)
-epochs = 4                  # Sec. 4.1: 70
-reps = 3                    # repetitions per model (Sec. 4.1: 100)
-lr = 0.01                   # Adam's step (NTK parameterization, see above)
-batch_size = 64
-bias = False                # Eq. 3 has no biases
-n_boot = 2000               # bootstrap resamples of the correlation intervals
-level = 0.95                # confidence level of every interval
-threads = 1                 # torch CPU threads (None: torch's default)
-checkpoint_every = 1        # epochs between checkpoints of an unfinished model
+profile: str = "quick"
+seed: int = 0
+device: str = "cpu"
+data_root: str = None            # None: $CEPAPER_DATA
+alpha: float = None         # alpha of Eq. 9 for the MLP; None: the alpha that reproduces Fig. 3
+depth: int = 6                   # weight layers L of every member (Sec. 4.1: 6)
+n_tilde: int = 64                # baseline width (Sec. 4.1: 200)
+primal_ns: list = [2, 3, 4, 6, 8, 16, 64]   # member widths on the primal curve (n_tilde: the baseline)
+dual_ns: list = [6, 8, 12, 64]              # member widths on the dual curve (must include n_tilde)
+n_train: int = 2000              # the first n_train MNIST training images (None: all 60,000)
+n_test: int = 1000               # the first n_test test images (None: all 10,000)
+epochs: int = 4                  # Sec. 4.1: 70
+reps: int = 3                    # repetitions per model (Sec. 4.1: 100)
+lr: float = 0.01                   # Adam's step (NTK parameterization, see above)
+batch_size: int = 64
+bias: bool = False                # Eq. 3 has no biases
+n_boot: int = 2000               # bootstrap resamples of the correlation intervals
+level: float = 0.95                # confidence level of every interval
+threads: int = 1                 # torch CPU threads (None: torch's default)
+checkpoint_every: int = 1        # epochs between checkpoints of an unfinished model
 
 # %% tags=["remove-input"]
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from cepaper import ablation, data, paper, plots, results, search
+from cepaper import ablation, data, design_report, paper, plots, results
 
 if threads:
     torch.set_num_threads(threads)
@@ -82,7 +82,7 @@ run = results.Run("mnist", profile, seed=seed, device=device, params=dict(
     n_test=n_test, epochs=epochs, reps=reps, lr=lr, batch_size=batch_size, bias=bias, n_boot=n_boot,
     level=level))
 display(run.header())
-alpha_used, alpha_source = search.default_alpha("mlp") if alpha is None else (float(alpha), "given as a parameter")
+alpha_used, alpha_source = design_report.fig3_alpha() if alpha is None else (float(alpha), "given as a parameter")
 p4 = paper.FIG4
 display(pd.DataFrame([
     dict(run="paper (Sec. 4.1)", L=p4["depth"], n_tilde=p4["width"], train_images=60000, test_images=10000,

@@ -33,25 +33,25 @@
 # $m_d(n) = \mathrm{Var}(K_n)/\mathrm{Var}(K_{\tilde n})$ (Eq. 14), $m$ made an integer by step 6.
 
 # %% tags=["parameters"]
-profile = "quick"
-seed = 0                  # first seed; the runs use seeds seed, ..., seed + n_runs - 1
-device = "cpu"
-data_root = None          # None: $CEPAPER_DATA
-datasets = ["cifar10"]    # cifar10 and/or cifar100
-stages = [64]             # stage outputs; None: ResNeXt-29 (256, 512, 1024)
-blocks = 1                # bottlenecks per stage (ResNeXt-29: 3)
-baselines = ["1x32d"]     # baselines 1 x n~ d; the first one's curves are Figs. 6-7
-primal_ns = [12]          # further widths n on the first baseline's primal curve (Figs. 6a/7a)
-dual_ns = [12]            # further widths n on its dual curve (Figs. 6b/7b)
-models = []               # further configs CxDd to train (the paper's references and neighbours)
-alpha = None              # alpha of Eq. 9; None: the fitted one in results/, else the paper's 1.60
-n_runs = 1                # runs per model (paper: 10)
-epochs = 1                # None: the recipe's 300 (milestones scale with epochs)
-n_train = 256             # the first n_train training images; None: all 50,000
-n_test = 256              # the first n_test test images; None: all 10,000
-channels_last = True  # faster on CPUs and GPUs alike
-bf16 = False
-threads = 1               # torch CPU threads (None: torch's default); 1 is fastest in a kernel on 2 cores
+profile: str = "quick"
+seed: int = 0                  # first seed; the runs use seeds seed, ..., seed + n_runs - 1
+device: str = "cpu"
+data_root: str = None          # None: $CEPAPER_DATA
+datasets: list = ["cifar10"]    # cifar10 and/or cifar100
+stages: list = [64]             # stage outputs; None: ResNeXt-29 (256, 512, 1024)
+blocks: int = 1                # bottlenecks per stage (ResNeXt-29: 3)
+baselines: list = ["1x32d"]     # baselines 1 x n~ d; the first one's curves are Figs. 6-7
+primal_ns: list = [12]          # further widths n on the first baseline's primal curve (Figs. 6a/7a)
+dual_ns: list = [12]            # further widths n on its dual curve (Figs. 6b/7b)
+models: list = []               # further configs CxDd to train (the paper's references and neighbours)
+alpha: float = None              # alpha of Eq. 9; None: the fitted one in results/, else the paper's 1.60
+n_runs: int = 1                # runs per model (paper: 10)
+epochs: int = 1                # None: the recipe's 300 (milestones scale with epochs)
+n_train: int = 256             # the first n_train training images; None: all 50,000
+n_test: int = 256              # the first n_test test images; None: all 10,000
+channels_last: bool = True  # faster on CPUs and GPUs alike
+bf16: bool = False
+threads: int = 1               # torch CPU threads (None: torch's default); 1 is fastest in a kernel on 2 cores
 
 # %% tags=["remove-input"]
 import pandas as pd

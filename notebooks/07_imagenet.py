@@ -33,21 +33,21 @@
 # are "not run" until a paper-profile run's results are committed.**
 
 # %% tags=["parameters"]
-profile = "quick"
-seed = 0                # first seed of the training runs
-device = "cpu"
-data_root = None        # None: $CEPAPER_DATA
-train = False           # train the tables' models (needs the datasets; the paper profile, on a GPU)
-tables = ["2a", "2b", "3", "4"]
-n_runs = 5              # runs per model when training (paper: 5)
-epochs = None           # None: each recipe's epochs
-workers = 8             # DataLoader workers for the ImageNet folders
-channels_last = True
-bf16 = False
-steps = 1               # timed training steps per model (after one warm-up step)
-batch_size = 2          # batch of the throughput measurement
-threads = 1             # torch CPU threads (None: torch's default); 1 is fastest in a kernel on 2 cores
-configs = ["2a:resnext50:12x10d", "3:resnext29:37x10d", "4:resnext38:22x10d"]  # timed (table:arch:CxDd); None: all
+profile: str = "quick"
+seed: int = 0                # first seed of the training runs
+device: str = "cpu"
+data_root: str = None        # None: $CEPAPER_DATA
+train: bool = False           # train the tables' models (needs the datasets; the paper profile, on a GPU)
+tables: list = ["2a", "2b", "3", "4"]
+n_runs: int = 5              # runs per model when training (paper: 5)
+epochs: int = None           # None: each recipe's epochs
+workers: int = 8             # DataLoader workers for the ImageNet folders
+channels_last: bool = True
+bf16: bool = False
+steps: int = 1               # timed training steps per model (after one warm-up step)
+batch_size: int = 2          # batch of the throughput measurement
+threads: int = 1             # torch CPU threads (None: torch's default); 1 is fastest in a kernel on 2 cores
+configs: list = ["2a:resnext50:12x10d", "3:resnext29:37x10d", "4:resnext38:22x10d"]  # timed (table:arch:CxDd); None: all
 
 # %% tags=["remove-input"]
 import pandas as pd

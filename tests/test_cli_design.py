@@ -71,14 +71,17 @@ def test_design_table_says_where_alpha_comes_from(capsys):
     assert "37x10d" in out and "the paper's alpha" in out and "m_primal" in out
 
 
-def test_design_uses_the_fitted_alpha(capsys):
+def test_design_uses_a_fitted_alpha_only_when_asked(capsys):
     from cepaper import results
+    with pytest.raises(SystemExit):
+        cli.main(["design", "--arch", "resnext29", "--baseline", "1x128d", "--alpha", "fit"])
+    assert "--alpha fit: no stored fit alpha/fit_bottleneck" in capsys.readouterr().err
     results.Run("alpha", "quick").save("fit_bottleneck", {"alpha": 1.2, "alpha_ci": [1.1, 1.3]})
-    r = run_json(capsys, "design", "--arch", "resnext29", "--baseline", "1x128d")
-    assert r["alpha"] == 1.6, "the quick profile's smoke fit is never used"
     results.Run("alpha", "cli").save("fit_bottleneck", {"alpha": 1.7, "alpha_ci": [1.65, 1.75]})
     r = run_json(capsys, "design", "--arch", "resnext29", "--baseline", "1x128d")
-    assert r["alpha"] == 1.7 and r["alpha_source"].startswith("fitted")
+    assert r["alpha"] == 1.6 and r["alpha_source"] == "the paper's alpha (Sec. 4.2)", "no store is read by default"
+    r = run_json(capsys, "design", "--arch", "resnext29", "--baseline", "1x128d", "--alpha", "fit")
+    assert r["alpha"] == 1.7 and r["alpha_source"].startswith("fitted: alpha/fit_bottleneck: profile `cli`")
 
 
 @pytest.mark.parametrize("argv,message", [

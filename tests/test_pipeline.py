@@ -73,8 +73,8 @@ def test_parameters_are_read_and_resolved(repo):
     ("nope", "quick", [], "section must be one of lemma1"),
     ("lemma1", "huge", [], "profile must be one of quick"),
     ("lemma1", "quick", [("valu", 3)], "unknown parameter 'valu'"),
-    ("lemma1", "quick", [("value", "three")], "parameter 'value' of section lemma1 must be int"),
-    ("lemma1", "quick", [("fail", 1)], "parameter 'fail' of section lemma1 must be bool"),
+    ("lemma1", "quick", [("value", "three")], "parameter 'value' of section lemma1 must be an integer, got 'three'"),
+    ("lemma1", "quick", [("fail", 1)], "parameter 'fail' of section lemma1 must be a boolean"),
 ])
 def test_bad_input_is_refused_before_executing(repo, section, profile, overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -118,11 +118,13 @@ def test_stored_notebook_is_reused_without_executing(repo):
     assert pipeline.executed_path("lemma1", "quick").read_bytes() == stored.read_bytes()
 
 
-def test_failed_notebook_leaves_nothing_behind(repo):
+def test_failed_notebook_keeps_the_last_good_run(repo):
     pipeline.run(["lemma1"])
+    good = pipeline.executed_path("lemma1", "quick").read_bytes()
     with pytest.raises(RuntimeError, match="section lemma1 raised AssertionError: asked to fail"):
         pipeline.run(["lemma1"], overrides=[("fail", True), ("value", 9)])
-    assert not pipeline.executed_path("lemma1", "quick").exists()
+    assert pipeline.executed_path("lemma1", "quick").read_bytes() == good, "the last good notebook is kept"
+    assert statuses(pipeline.run(["lemma1"])) == ["cached"], "and still serves the unchanged parameters"
     assert results.load("lemma1", "quick", "answer")["data"] == {"value": 2}, "half-written result published"
     assert (repo / "_build" / "failed" / "quick" / "01_lemma1.ipynb").exists()
 

@@ -149,14 +149,15 @@ def test_mlp_design():
 # alpha source and bad input
 # ---------------------------------------------------------------------------------------------
 
-def test_default_alpha_uses_the_fitted_one(tmp_path, monkeypatch):
+def test_default_alpha_never_reads_the_results_store(tmp_path, monkeypatch):
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))
+    for profile in ("cli", "paper"):
+        results.Run("alpha", profile, params={}).save("fit_bottleneck", {"alpha": 1.71, "alpha_ci": [1.6, 1.8]})
+        results.Run("alpha", profile, params={}).save("fit_mlp", {"alpha": 1.2, "alpha_ci": [1.1, 1.3]})
     assert search.default_alpha("resnext29") == (paper.ALPHA_BOTTLENECK, "the paper's alpha (Sec. 4.2)")
     assert search.default_alpha("mlp")[0] == search.ALPHA_FIG3
-    results.Run("alpha", "paper", params={}).save("fit_bottleneck", {"alpha": 1.71, "alpha_ci": [1.6, 1.8]})
-    alpha, source = search.default_alpha("resnext29")
-    assert alpha == 1.71 and source.startswith("fitted: alpha/fit_bottleneck")
-    assert search.design("resnext29", "1x128d")["alpha"] == 1.71
+    assert search.design("resnext29", "1x128d")["alpha"] == paper.ALPHA_BOTTLENECK
+    assert search.design("resnext29", "1x128d", alpha=1.71)["alpha_source"] == "given"
 
 
 @pytest.mark.parametrize("kwargs,match", [
