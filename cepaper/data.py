@@ -158,19 +158,19 @@ def _torchvision_cifar(name, cls, root, split, download, n):
     if ds is None:
         return None
     return Dataset(name, split, ds.data[:n], np.asarray(ds.targets[:n], dtype=np.int64),
-                   source=f"torchvision {cls.__name__} in {root}")
+                   source=f"torchvision {cls.__name__} in the data root")
 
 
 def _mnist(root, split, download, n):
     if root is not None and (root / "mnist.npz").is_file():
         x, y = _npz_arrays(root / "mnist.npz", split, n)
-        return Dataset("mnist", split, x, y, source=str(root / "mnist.npz"))
+        return Dataset("mnist", split, x, y, source="mnist.npz in the data root")
     if root is not None:
         from torchvision.datasets import MNIST
         ds = _torchvision(MNIST, root, split, download)
         if ds is not None:
             return Dataset("mnist", split, ds.data.numpy()[:n], ds.targets.numpy()[:n].astype(np.int64),
-                           source=f"torchvision MNIST in {root}")
+                           source="torchvision MNIST in the data root")
     return None
 
 
@@ -188,11 +188,11 @@ def _cifar10(root, split, download, n):
             buf, off, y = d[f"{split}_jpeg"], d[f"{split}_offsets"], d[f"y_{split}"]
         k = len(y) if n is None else min(n, len(y))
         return Dataset("cifar10", split, _decode_jpegs(buf, off, k), y[:k].astype(np.int64),
-                       source=f"{root / 'cifar10_jpeg.npz'} (JPEG quality 75)")
+                       source="cifar10_jpeg.npz in the data root (JPEG quality 75)")
     if (root / "cifar10.npz").is_file():
         x, y = _npz_arrays(root / "cifar10.npz", split, n)
         what = " (first 5000 official training images)" if split == "train" else ""
-        return Dataset("cifar10", split, x, y, source=f"{root / 'cifar10.npz'} (JPEG quality 75){what}")
+        return Dataset("cifar10", split, x, y, source=f"cifar10.npz in the data root (JPEG quality 75){what}")
     return None
 
 
@@ -286,7 +286,7 @@ def _downsampled(name, root, split, download, n):
     if files is None:
         return None
     side = DOWNSAMPLED[name]
-    folders = " + ".join(dict.fromkeys(str(f.parent) for f in files))
+    folders = " + ".join(dict.fromkeys(str(f.parent.relative_to(root)) for f in files)) + " in the data root"
     what = "official training set" if split == "train" else "official validation set"
     cache_x, cache_y = (root / f"{name}_npy" / f"{split}_{v}.npy" for v in "xy")
     newest = max(f.stat().st_mtime for f in files)
@@ -312,7 +312,7 @@ def _downsampled(name, root, split, download, n):
     if len(x) != len(y):
         raise ValueError(f"{cache_x} and {cache_y} disagree ({len(x)} images, {len(y)} labels); "
                          "delete them to rebuild the cache")
-    return Dataset(name, split, x[:n], y[:n], source=f"{folders} ({what}), cached in {cache_x.parent}")
+    return Dataset(name, split, x[:n], y[:n], source=f"{folders} ({what}), cached in {cache_x.parent.relative_to(root)}")
 
 
 IMAGENET_LAYOUTS = ("imagenet", "ILSVRC2012", "ILSVRC/Data/CLS-LOC")
@@ -342,7 +342,7 @@ def _imagenet(root, split, download, n):
         ds.samples = [ds.samples[i] for i in keep]
         ds.imgs, ds.targets = ds.samples, [ds.targets[i] for i in keep]
     what = "official training set" if split == "train" else "official validation set"
-    ds.name, ds.split, ds.source = "imagenet", split, f"{folder} ({what}, ImageFolder)"
+    ds.name, ds.split, ds.source = "imagenet", split, f"{folder.relative_to(root)} in the data root ({what}, ImageFolder)"
     return ds
 
 

@@ -38,6 +38,7 @@ PROFILES = REPO / "profiles"
 BUILD = REPO / "_build"
 SECTIONS_DIR = REPO / "book" / "sections"
 STORED = "notebook.ipynb"  # the executed notebook, kept beside a section's results
+SUMMARIES = ("claims",)    # sections that read every other section's results: executed last
 
 
 # --- sections, profiles, parameters -------------------------------------------------------------
@@ -296,6 +297,18 @@ def section_lock(section, profile):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _kernel_manager():
+    """The kernel manager papermill starts kernels with: CurveZMQ keys provisioned when the kernelspec
+    supports them (ipykernel >= 7.3 warns once per kernel about unencrypted TCP otherwise)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class EncryptedKernelManager(AsyncKernelManager):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.transport_encryption = "auto"
+    return EncryptedKernelManager
+
+
 def execute(section, params, key):
     """Execute one section with papermill; return its record. Raise on any failure.
 
@@ -324,7 +337,8 @@ def execute(section, params, key):
         start = time.perf_counter()
         try:
             papermill.execute_notebook(src, staging / "out.ipynb", parameters=params, kernel_name="python3",
-                                       language="python", cwd=str(REPO), progress_bar=sys.stderr.isatty())
+                                       language="python", cwd=str(REPO), progress_bar=sys.stderr.isatty(),
+                                       kernel_manager_class=_kernel_manager())
         except BaseException as e:
             failed = BUILD / "failed" / profile / out.name
             failed.parent.mkdir(parents=True, exist_ok=True)
@@ -433,6 +447,8 @@ def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False
     results (see :func:`reuse`), e.g. the paper profile run on a GPU and committed."""
     load_profile(profile)
     sections = list(sections) or book_sections()
+    # the claims page summarizes the other sections' results: it executes after them
+    sections = [s for s in sections if s not in SUMMARIES] + [s for s in sections if s in SUMMARIES]
     plan = []
     for section in sections:  # validate everything before executing anything
         params = resolve_parameters(section, profile, overrides)
@@ -464,22 +480,104 @@ def format_records(records):
 
 # --- book -------------------------------------------------------------------------------------
 
-def runs_page(records):
-    """Markdown of the page that lists, per notebook, profile, device and execution time."""
+def runs_page(records, scale_records=()):
+    """Markdown of the page that lists, per notebook, profile, device and execution time: the runs
+    of the section pages, then the committed runs at scale (``scale_records``)."""
+    head = ["| section | notebook | profile | device | execution time (s) | executed (UTC) | commit |",
+            "|---|---|---|---|---:|---|---|"]
+    row = lambda r: (f"| {r['section']} | `{r['notebook']}` | `{r['profile']}` | {r['device']} | "
+                     f"{r['wall_s']:.1f} | {r['date']} | `{(r['git_commit'] or 'unknown')[:12]}` |")
     lines = ["# Runs behind this book", "",
              "Every section page was executed by papermill through `cepaper run`; this table is "
-             "written from the run records in `_build/executed/<profile>/`.", "",
-             "| section | notebook | profile | device | execution time (s) | executed (UTC) | commit |",
-             "|---|---|---|---|---:|---|---|"]
-    for r in records:
-        lines.append(f"| {r['section']} | `{r['notebook']}` | `{r['profile']}` | {r['device']} | "
-                     f"{r['wall_s']:.1f} | {r['date']} | `{(r['git_commit'] or 'unknown')[:12]}` |")
+             "written from the run records in `_build/executed/<profile>/`.", "", *head, *map(row, records)]
     total = sum(r["wall_s"] for r in records)
-    lines += ["", f"Total execution time: {total:.1f} s.", "", "## Parameters of each run", ""]
-    for r in records:
+    lines += ["", f"Total execution time: {total:.1f} s.", ""]
+    if scale_records:
+        lines += ["## Committed runs at scale", "",
+                  "The pages *at scale* show these runs, committed under `results/<profile>/<section>/` "
+                  "and rendered without re-executing. The execution time is the run's whole wall time "
+                  "on its machine (a resumed run: its last session).", "", *head, *map(row, scale_records), ""]
+    lines += ["## Parameters of each run", ""]
+    for r in [*records, *scale_records]:
         params = ", ".join(f"`{k}={v!r}`" for k, v in r["params"].items())
-        lines += [f"- **{r['section']}**: {params}"]
+        lines += [f"- **{r['section']}** (`{r['profile']}`): {params}"]
     return "\n".join(lines) + "\n"
+
+
+#: Profiles whose committed runs the book shows beside the pages it builds, best first.
+EVIDENCE = ("paper", "cpu-evidence")
+
+
+def stored_run(section, profiles=EVIDENCE):
+    """``(profile, path)`` of the first executed notebook stored with a section's results
+    (``results/<profile>/<section>/notebook.ipynb``) among ``profiles``, or ``(None, None)``."""
+    for profile in profiles:
+        path = results.section_dir(section, profile) / STORED
+        if path.exists():
+            return profile, path
+    return None, None
+
+
+def _title(section):
+    """The first heading of a section's notebook, without the leading ``#``."""
+    import jupytext
+    for cell in jupytext.read(notebook_path(section)).cells:
+        for line in cell.source.splitlines():
+            if cell.cell_type == "markdown" and line.startswith("# "):
+                return line[2:].strip()
+    return section
+
+
+def _with_banner(nb, banner, suffix=None):
+    """``nb`` with a markdown cell ``banner`` after its title cell (and `` — suffix`` on the title)."""
+    import nbformat
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
+    if suffix:
+        lines = nb.cells[first].source.split("\n")
+        lines[0] = f"{lines[0]} — {suffix}"
+        nb.cells[first].source = "\n".join(lines)
+    nb.cells.insert(first + 1, nbformat.v4.new_markdown_cell(banner))
+    for cell in nb.cells:
+        cell.pop("id", None)
+    nb.nbformat_minor = max(nb.nbformat_minor, 4)
+    nbformat.validator.normalize(nb)
+    return nb
+
+
+def scale_page(section, built_profile):
+    """The page *at scale* of a section: the best committed run at a profile other than
+    ``built_profile`` with a banner saying which run it is, or a page saying none is committed.
+    Returns ``(notebook, record or None)``."""
+    import nbformat
+    profile, path = stored_run(section, [p for p in EVIDENCE if p != built_profile])
+    stem = notebook_path(section).stem
+    if path is None:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell(
+            f"# {_title(section)} — at scale\n\n**Not run.** No run of this section at the paper's scale "
+            f"(profile `paper`) or at the CPU-evidence scale (profile `cpu-evidence`) is committed, so the "
+            f"[section page]({stem}.ipynb) shows only its quick run. The [claims page](00_claims.ipynb) says "
+            f"what running each of its experiments would cost, from the speeds measured in this book.")]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        return nb, None
+    nb = nbformat.read(path, as_version=4)
+    rec = {**nb.metadata["cepaper"], "cached": True}
+    commit, head = (rec.get("git_commit") or "unknown")[:12], (results.git_commit() or "unknown")[:12]
+    old = "" if commit == head else f" The book is built at `{head}`: this run is from older code."
+    what = {"paper": "the paper's scale", "cpu-evidence": "the CPU-evidence scale (the paper's models, "
+            "optimizer and data; fewer repetitions, epochs and seeds, as the page says)"}[profile]
+    banner = (f"**At {what}**: profile `{profile}`, executed on {rec['device']} at commit `{commit}` on "
+              f"{rec['date'][:10]}, {rec['wall_s'] / 60:.1f} min of execution; committed in "
+              f"`results/{profile}/{section}/` and shown here without re-executing.{old} "
+              f"[The quick run of this section]({stem}.ipynb).")
+    return _with_banner(nb, banner, f"at scale ({profile})"), rec
+
+
+def _write_if_changed(path, text):
+    """Write ``text`` to ``path`` only when it differs, so Sphinx rebuilds only changed pages."""
+    if not path.exists() or path.read_text() != text:
+        results.write_atomic(path, text)
 
 
 def vendor_mathjax():
@@ -497,20 +595,31 @@ def vendor_mathjax():
 
 
 def book(profile="quick", force=False, reuse_stored=False):
-    """Run every section of the book with ``profile``, then build the HTML book; return index.html."""
+    """Run every section of the book with ``profile``, then build the HTML book; return index.html.
+
+    Each section page is followed by its page *at scale* (:func:`scale_page`): the committed run of
+    the section at the best other profile of :data:`EVIDENCE`, rendered without executing."""
+    import nbformat
     records = run([], profile, force=force, reuse_stored=reuse_stored)
     vendor_mathjax()
     SECTIONS_DIR.mkdir(parents=True, exist_ok=True)
-    wanted = {executed_path(r["section"], profile) for r in records}
-    for old in set(SECTIONS_DIR.glob("*.ipynb")) - {SECTIONS_DIR / p.name for p in wanted}:
+    pages, scale_records = {}, []
+    for r in records:
+        src = executed_path(r["section"], profile)
+        nb = nbformat.read(src, as_version=4)
+        if r["section"] not in SUMMARIES:
+            scale, rec = scale_page(r["section"], profile)
+            pages[f"{src.stem}_scale.ipynb"] = nbformat.writes(scale)
+            if rec is not None:
+                scale_records.append(rec)
+                nb = _with_banner(nb, f"**Results at scale:** this page is the `{profile}` run; the same section "
+                                      f"at profile `{rec['profile']}` is on [its page at scale]({src.stem}_scale.ipynb).")
+        pages[src.name] = nbformat.writes(nb)
+    for old in set(SECTIONS_DIR.glob("*.ipynb")) - {SECTIONS_DIR / name for name in pages}:
         old.unlink()
-    for src in wanted:  # copy only what changed, so Sphinx rebuilds only those pages
-        dst = SECTIONS_DIR / src.name
-        if not dst.exists() or dst.read_bytes() != src.read_bytes():
-            shutil.copy2(src, dst)
-    page = SECTIONS_DIR / "runs.md"
-    if not page.exists() or page.read_text() != runs_page(records):
-        results.write_atomic(page, runs_page(records))
+    for name, text in pages.items():
+        _write_if_changed(SECTIONS_DIR / name, text)
+    _write_if_changed(SECTIONS_DIR / "runs.md", runs_page(records, scale_records))
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(REPO), "--warningiserror",
            "--nitpick", "--keep-going", "--quiet"]
     print("[cepaper] building the book", file=sys.stderr, flush=True)

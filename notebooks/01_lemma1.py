@@ -53,13 +53,14 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
+from cepaper import display as show
 from cepaper import kernels, ntk, paper, plots, results
 
 run = results.Run("lemma1", profile, seed=seed, device=device, params=dict(
     depth=depth, n=n, n_gamma=n_gamma, m_max=m_max, draws=draws, ms=ms, blocks=blocks,
     level=level, widths=widths, width_draws=width_draws, z_max=z_max))
 display(run.header())
-display(pd.DataFrame([dict(source="paper (Fig. 2)", L=paper.FIG2["depth"], n=paper.FIG2["width"],
+display(show.table([dict(source="paper (Fig. 2)", L=paper.FIG2["depth"], n=paper.FIG2["width"],
                            wide=f"x{paper.FIG2['wide_factor']} net", m="not printed"),
                       dict(source="this run", L=depth, n=n, wide=f"n = {max(widths)} and analytic K_inf",
                            m=f"1..{m_max} (a), {min(ms)}..{max(ms)} (fit)")]))
@@ -137,13 +138,13 @@ plots.lemma1_nmk(run.load("nmk"));
 #
 # Disjoint groups of $m$ members give independent ensembles; the sample variance of their NTKs,
 # averaged over $\gamma$, falls as $1/m$ (Eq. 11). The fitted log–log slope and its interval (a
-# delete-one-block jackknife with Student's $t$; `level` is its nominal coverage — in repeated
-# simulations the 95% interval covered $-1$ in 85–97% of runs, a little narrow for the heavy-tailed
-# kernels of narrow nets, so the check below uses 99%):
+# delete-one-block jackknife with Student's $t$ at the nominal coverage `level`; the check below
+# uses it, and the test suite checks the jackknife's standard error against its sampling
+# distribution on synthetic draws):
 
 # %% tags=["remove-input"]
 plots.lemma1_variance(run.load("variance"));
-display(pd.read_csv(run.dir / "variance.csv").round(4))
+display(show.table(pd.read_csv(run.dir / "variance.csv"), 4))
 
 # %% [markdown]
 # ## Does the NMK depend on the width?
@@ -159,13 +160,13 @@ display(pd.read_csv(run.dir / "variance.csv").round(4))
 # %% tags=["remove-input"]
 saved = run.load("nmk")
 plots.lemma1_width(saved);
-display(pd.read_csv(run.dir / "nmk.csv").round(4))
+display(show.table(pd.read_csv(run.dir / "nmk.csv"), 4))
 c_off, c_off_se = np.array(saved["c"])[G:], np.array(saved["c_se"])[G:]
 k = np.abs(c_off).argmax()
-display(Markdown(f"Largest off-diagonal coefficient: $c = {c_off[k]:.3f} \\pm {c_off_se[k]:.3f}$ "
-                 f"(at $\\gamma = {saved['gamma'][k]:.2f}$), i.e. a correction of "
-                 f"{100 * abs(c_off[k]) / n:.3f}% of $K^\\infty(x, x)$ at $n = {n}$ and "
-                 f"{100 * abs(c_off[k]) / paper.FIG2['width']:.3f}% at the paper's $n = {paper.FIG2['width']}$."))
+display(Markdown(f"Largest off-diagonal coefficient: c = {c_off[k]:.3f} ± {c_off_se[k]:.3f} "
+                 f"(at γ = {saved['gamma'][k]:.2f}), i.e. a correction of "
+                 f"{100 * abs(c_off[k]) / n:.3f}% of K∞(x, x) at n = {n} and "
+                 f"{100 * abs(c_off[k]) / paper.FIG2['width']:.3f}% at the paper's n = {paper.FIG2['width']}."))
 
 # %% [markdown]
 # ## Checks
@@ -190,7 +191,7 @@ k_m = np.concatenate([np.array(ens["diag"])[-1], np.array(ens["off"])[-1]])
 z_e = (k_m - np.array(nmk_saved["mean"])[i_n]) / (np.array(nmk_saved["std"])[i_n] * np.sqrt(1 / m_max - 1 / draws))
 assert np.abs(z_e).max() <= z_max, f"K_e(m={m_max}) is {np.abs(z_e).max():.1f} SE from the NMK"
 display(Markdown(f"All checks passed: slopes {var_fit['fit_diag']['slope']:.3f} (diagonal) and "
-                 f"{var_fit['fit_off']['slope']:.3f} (off-diagonal); largest NMK |z| against $K^\\infty$ "
+                 f"{var_fit['fit_off']['slope']:.3f} (off-diagonal); largest NMK |z| against K∞ "
                  f"{np.abs(z[:, :G]).max():.2f} (diagonal, all widths), {np.abs(z[wide, G:]).max():.2f} "
-                 f"(off-diagonal, n = {nmk_saved['n_wide']}); largest |z| of $K_e$(m = {m_max}) against "
+                 f"(off-diagonal, n = {nmk_saved['n_wide']}); largest |z| of K_e(m = {m_max}) against "
                  f"the NMK {np.abs(z_e).max():.2f}."))

@@ -73,6 +73,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
+from cepaper import display as show
 from cepaper import ablation, data, design_report, paper, plots, results
 
 if threads:
@@ -84,18 +85,21 @@ run = results.Run("mnist", profile, seed=seed, device=device, params=dict(
 display(run.header())
 alpha_used, alpha_source = design_report.fig3_alpha() if alpha is None else (float(alpha), "given as a parameter")
 p4 = paper.FIG4
-display(pd.DataFrame([
+display(show.table([
     dict(run="paper (Sec. 4.1)", L=p4["depth"], n_tilde=p4["width"], train_images=60000, test_images=10000,
          epochs=p4["epochs"], repetitions=p4["repetitions"], optimizer=p4["optimizer"], lr="not given",
          batch="not given"),
     dict(run=f"this run ({profile})", L=depth, n_tilde=n_tilde, train_images=n_train or 60000,
          test_images=n_test or 10000, epochs=epochs, repetitions=reps, optimizer="Adam", lr=lr, batch=batch_size),
-]).set_index("run"))
+]))
 display(Markdown(f"**α = {alpha_used:.4g}**: {alpha_source}."
-                 + ("" if profile == "paper" else
+                 + {"paper": "",
+                    "cpu-evidence": f" **This is the CPU-evidence scale** (profile `{profile}`): the paper's baseline "
+                    "(L = 6 weight layers, ñ = 200), all of MNIST, Adam and the paper's widths, with fewer epochs "
+                    "and repetitions than the paper's 70 and 100, as the table says."}.get(profile,
                     f" **This is a CPU-scale run** (profile `{profile}`): a narrower baseline, a subset of MNIST, "
                     "few epochs and repetitions, as the table says. Its numbers test the pipeline and show the "
-                    "trends at this scale, not the paper's.")))
+                    "trends at this scale; they are not evidence for the paper's claims.")))
 
 # %% [markdown]
 # ## The models
@@ -110,7 +114,7 @@ mlp = ablation.member(inputs=784, depth=depth, classes=10, bias=bias)
 configs = ablation.models(primal_ns, dual_ns, n_tilde, alpha_used, mlp)
 run.save("models", {"rows": configs.to_dict("records"), "alpha": alpha_used, "alpha_source": alpha_source},
          table=configs)
-configs[["curve", "n", "m", "m_exact", "params", "params_ratio", "var", "var_ratio"]].round(4)
+show.table(configs[["curve", "n", "m", "m_exact", "params", "params_ratio", "var", "var_ratio"]], 4)
 
 # %% [markdown]
 # ## Training
@@ -147,7 +151,7 @@ table = ablation.summary(runs)
 plots.fig4(table);
 
 # %%
-table[["curve", "n", "m", "params_ratio", "var_ratio", "error", "sem", "reps"]].round(4)
+show.table(table[["curve", "n", "m", "params_ratio", "var_ratio", "error", "sem", "reps"]], 4)
 
 # %% [markdown]
 # ## How closely does the error track the variance?
@@ -170,8 +174,8 @@ run.save("dual_changes", {"rows": changes.to_dict("records")}, table=changes)
 # %%
 corr = pd.DataFrame(run.load("correlations")["rows"])
 changes = pd.DataFrame(run.load("dual_changes")["rows"])
-display(corr[["curve", "against", "measure", "value", "lo", "hi", "p_value", "p_exact", "models", "reps"]].round(3))
-display(changes[["n", "m", "params_ratio", "var_ratio", "error", "change", "change_se", "lo", "hi"]].round(4))
+display(show.table(corr[["curve", "against", "measure", "value", "lo", "hi", "p_value", "p_exact", "models", "reps"]], 3))
+display(show.table(changes[["n", "m", "params_ratio", "var_ratio", "error", "change", "change_se", "lo", "hi"]], 4))
 sp = corr.set_index(["curve", "measure"])
 worse = changes[changes.lo > 0]
 better = changes[changes.hi < 0]
@@ -191,7 +195,10 @@ display(Markdown(
     f"that a larger β_e does not improve the error; "
     + ("here no dual model with more parameters is better than the baseline beyond its interval (which is "
        "no evidence of *equal* errors)." if better_larger.empty
-       else "**here some dual models with more parameters improve on the baseline.**")))
+       else "**here some dual models with more parameters improve on the baseline.**")
+    + f" **Power:** with {reps} repetitions the median standard error of a model's mean error is "
+      f"{100 * table['sem'].median():.3f} points, so an error difference between two models of "
+      f"{100 * 2.8 * table['sem'].median() * 2 ** 0.5:.3f} points is detected with 80% power at the 5% level."))
 
 # %% [markdown]
 # ## Along training
