@@ -251,12 +251,32 @@ def error_rows(scales=SCALES, runs={"cifar": 10, "imagenet": 5}):
 
 
 def table(scales=SCALES, level=0.95):
-    """Every row, in the paper's order."""
-    rows = (lemma1_rows(scales, level) + theorem1_rows(scales) + alpha_rows(scales) + design_rows()
-            + mnist_rows(scales) + error_rows(scales))
+    """Every row, in the paper's order; ``group`` is ``method`` (theory, design, Fig. 4) or ``training``
+    (the errors of Tables 1-5)."""
+    method = (lemma1_rows(scales, level) + theorem1_rows(scales) + alpha_rows(scales) + design_rows()
+              + mnist_rows(scales))
+    rows = [{**r, "group": "method"} for r in method] + [{**r, "group": "training"} for r in error_rows(scales)]
     for r in rows:
-        r.setdefault("cost", "—" if r["verdict"] != "not run" else "")
+        r.setdefault("cost", "—")
     return rows
+
+
+def page_table(rows, group):
+    """The rows of ``group`` as the page shows them: the interval beside our number, the scale with the run."""
+    out = []
+    for r in rows:
+        if r["group"] != group:
+            continue
+        ours = r["ours"] if r["interval"] in ("—", None) else f"{r['ours']} {r['interval']}"
+        run = "—" if r["scale"] == "—" else r["run"] if r["scale"] == "exact" else f"{r['run']}"
+        row = {"claim": r["claim"], "paper": r["paper"], "ours [interval]": ours, "run": run, "verdict": r["verdict"]}
+        if group == "training":
+            row = {"claim": r["claim"], "paper": r["paper"], "ours [interval]": ours, "verdict": r["verdict"],
+                   "what running it would cost": r["cost"]}
+        elif r["verdict"] == "not run":
+            row["run"] = f"not run: {r['cost']}"
+        out.append(row)
+    return out
 
 
 def counts(rows):

@@ -115,7 +115,7 @@ run.save("variance", dict(fit_diag=fit["diag"], fit_off=fit["off"]),
                              for part, f in fit.items()]));
 
 # %% [markdown]
-# ## (a) The ensemble NTK smooths as $m$ grows
+# ## (a) The ensemble NTK smooths as *m* grows
 #
 # Each slice at fixed $m$ is the NTK of one ensemble, the first $m$ members; the black line is $K^\infty$.
 # A single member ($m = 1$) is a rough random function of $\gamma$; its fluctuations average out as $m$ grows.
@@ -134,7 +134,7 @@ plots.lemma1_surface(run.load("ensemble"));
 plots.lemma1_nmk(run.load("nmk"));
 
 # %% [markdown]
-# ## $\mathrm{Var}(K_e)$ against $m$
+# ## Var(Kₑ) against *m*
 #
 # Disjoint groups of $m$ members give independent ensembles; the sample variance of their NTKs,
 # averaged over $\gamma$, falls as $1/m$ (Eq. 11). The fitted log–log slope and its interval (a
@@ -177,7 +177,7 @@ display(Markdown(f"Largest off-diagonal coefficient: c = {c_off[k]:.3f} ± {c_of
 # standard error $\sigma\sqrt{1/m - 1/T}$ from the NMK of all $T$ draws at every $\gamma$ (a single
 # member's spread would put it $\sqrt{m}$ times further out).
 
-# %%
+# %% tags=["hide-input"]
 var_fit, nmk_saved, ens = run.load("variance"), run.load("nmk"), run.load("ensemble")
 for part in ("diag", "off"):
     f = var_fit[f"fit_{part}"]

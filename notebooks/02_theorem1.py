@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # Theorem 1: during training the ensemble NTK moves by $O_p(1/(mn))$
+# # Theorem 1: during training the ensemble NTK moves by Oₚ(1/(mn))
 #
 # This section reproduces **Fig. 9** (Appendix E) of *Collegial Ensembles*, the experiment behind
 # **Theorem 1** (Sec. 2, Eq. 7; proof in Appendix F). A collegial ensemble of $m$ NTK-parameterized
@@ -109,7 +109,7 @@ display(Markdown(f"{len(records)} runs on {mnist.source} ({len(x)} images); "
 # ## Fig. 9: the change of one off-diagonal NTK entry
 # The points are the mean over seeds and the bars the standard error. Red: single models; blue: ensembles.
 
-# %%
+# %% tags=["hide-input"]
 fig9 = run.load("fig9")
 theorem1.plot_fig9(pd.DataFrame(fig9["offdiag"]), ylabel=r"$|K_T(x_a,x_b) - K_0(x_a,x_b)|$");
 
@@ -120,13 +120,13 @@ theorem1.plot_fig9(pd.DataFrame(fig9["offdiag"]), ylabel=r"$|K_T(x_a,x_b) - K_0(
 theorem1.plot_fig9(pd.DataFrame(fig9["offdiag_mean"]), ylabel=r"mean $|K_T - K_0|$ off-diagonal");
 
 # %% [markdown]
-# ## The exponent of $mn$
+# ## The exponent of *mn*
 # Least-squares slopes of $\log|K_T - K_0|$ (and of the relative change $|K_T - K_0|/|K_0|$) on
 # $\log mn$, fitted on every run (all seeds), with 95% confidence intervals (Student $t$). The
 # other fits split the exponent: `single` is the exponent of $n$ for $m = 1$, and `width_c` the
 # exponent of $m$ at the constant width $n_c$.
 
-# %%
+# %% tags=["hide-input"]
 fits = pd.DataFrame(run.load("slopes"))
 change = pd.DataFrame(run.load("runs")["change"])
 theorem1.plot_slopes(change, fits, ("offdiag", "offdiag_mean"), exponent=paper.THEOREM1_EXPONENT_MN);
@@ -149,7 +149,7 @@ display(Markdown(f"**Power:** the slope of the off-diagonal entry over all {int(
 # $|K_t - K_0|$ (mean over off-diagonal probe entries and seeds) over the epochs, for the
 # equal-$mn$ pairs of panel (b).
 
-# %%
+# %% tags=["hide-input"]
 traj = run.load("trajectories")
 theorem1.plot_trajectories(pd.DataFrame(traj["traj"]), pd.DataFrame(traj["configs"]), "offdiag_mean");
 
@@ -160,7 +160,7 @@ theorem1.plot_trajectories(pd.DataFrame(traj["traj"]), pd.DataFrame(traj["config
 # We do not assert the value $-1$. At the quick scale, the narrow widths are far from the
 # asymptotic regime, and the measured exponent is what the table above reports.
 
-# %%
+# %% tags=["hide-input"]
 assert (change.lossT < change.loss0).all(), "every run must lower the training loss"
 assert (change.abs_change > 0).all(), "with lr > 0 the kernel must move"
 for entry in ("offdiag_mean", "diag_mean"):

@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # Fitting $\alpha$: Algorithm 1, Sec. 4.2 and Fig. 8
+# # Fitting α: Algorithm 1, Sec. 4.2 and Fig. 8
 #
 # The design of an efficient ensemble (Sec. 3, Algorithm 2) needs one number from the network: the
 # $\alpha$ of Prop. 1 / Eq. 9, $\mathrm{Var}(K) \sim C\,(e^{\alpha \sum_l \mathrm{fan\text{-}in}_l^{-1}} - 1)$.
@@ -108,7 +108,7 @@ mlp_options = fit_report.fit_option_rows(mlp_sweep, "diag", n_boot=n_boot)
 run.save("fit_options_mlp", {"rows": mlp_options}, table=pd.DataFrame(mlp_options))
 
 # %% [markdown]
-# ## What $\alpha$ depends on: the scalar function
+# ## What α depends on: the scalar function
 #
 # The same sweep for other ways of turning the block into a scalar function: a mean-pooled read-out
 # over the whole output map at several input sizes, a random read-out direction, a ReLU after the
@@ -131,14 +131,14 @@ run.save("effects", {"rows": effects, "widths": effect_widths, "trials": effect_
          table=pd.DataFrame(effects))
 
 # %% [markdown]
-# ## Fitted $\alpha$ → design → the paper's optima
+# ## Fitted α → design → the paper's optima
 #
 # Algorithm 2 with our $\alpha$ (`cepaper.search.design`, the conventions of the `primal_dual`
 # notebook) for every design problem whose optimum the paper prints, and the interval of $\alpha$ over
 # which our optimum does not change (found by scanning and bisection). The second table lists, for a
 # grid of $\alpha$, every optimum and the range of $\alpha$ that gives it.
 
-# %%
+# %% tags=["hide-input"]
 saved = run.load("fit_bottleneck")
 design = fit_report.design_rows(saved["alpha"], saved["alpha_ci"])
 run.save("design", {"rows": design, "alpha": saved["alpha"], "alpha_ci": saved["alpha_ci"]},
@@ -190,7 +190,7 @@ fit_report.plot_fit_options(run.load("fit_options")["rows"], paper_alpha=paper.A
                             title="bottleneck: alpha by fit choice (diagonal entry)");
 
 # %% [markdown]
-# ## The same for the fully connected net: Algorithm 1 does not give Fig. 3's $\alpha$
+# ## The same for the fully connected net: Algorithm 1 does not give Fig. 3's α
 #
 # Dashed: the $\alpha$ with which the `primal_dual` notebook reproduces Fig. 3's optimum
 # (`search.ALPHA_FIG3`; the MNIST ablation of Sec. 4.1 uses that $\alpha$, not this fit).
@@ -223,7 +223,7 @@ display(Markdown(
     + f". Fig. 3's optimum needs α = {fig3_alpha:.3f} ({fig3_source})."))
 
 # %% [markdown]
-# ## What $\alpha$ depends on
+# ## What α depends on
 #
 # $\alpha$ is not a property of the block alone but of the scalar function whose NTK is measured: the
 # read-out and the input change it several-fold. Averaging the output over many positions (mean
@@ -238,7 +238,7 @@ cols = ["label", "entry", "alpha", "lo", "hi", "alpha_large", "lo_large", "hi_la
 display(show.table(pd.DataFrame(eff["rows"])[cols], 3))
 
 # %% [markdown]
-# ## The chain: fitted $\alpha$ → optimal modules
+# ## The chain: fitted α → optimal modules
 #
 # For every design problem of the paper: the optimum with our $\alpha$, at the ends of its interval and
 # with the paper's 1.60, the paper's printed optimum, and the interval of $\alpha$ over which our optimum
@@ -262,7 +262,7 @@ display(Markdown(f"With our α = {des['alpha']:.3f}, {len(same)} of {len(des['ro
 # falls with width), both for the block and for the MLP. With the paper's $\alpha$ the design reproduces
 # every optimum the paper prints.
 
-# %%
+# %% tags=["hide-input"]
 terms = [fit.bottleneck_term(n) for n in fit.log_grid(4, 256, 10)]
 a_paper = paper.ALPHA_BOTTLENECK
 synthetic = fit.fit_alpha(terms, fit.synthetic_samples(a_paper, terms, synthetic_trials, seed=seed), n_boot=n_boot)

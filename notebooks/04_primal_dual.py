@@ -77,7 +77,7 @@ fig3 = design_report.fig3_data(alphas_fig3)
 run.save("fig3_conventions", {"rows": fig3_conventions.to_dict("records")}, table=fig3_conventions)
 run.save("fig3", fig3)
 
-# %%
+# %% tags=["hide-input"]
 saved = run.load("fig3_conventions")
 show.table(pd.DataFrame(saved["rows"]).drop(columns=["alpha_lo", "alpha_hi"]).fillna("none"))
 
@@ -88,7 +88,7 @@ show.table(pd.DataFrame(saved["rows"]).drop(columns=["alpha_lo", "alpha_hi"]).fi
 # ($n_0 \to n$, four $n \to n$, $n \to 1$). These are the defaults of `search.MLP`. Only the
 # product $\alpha \cdot (L-1)$ is identified, so $\alpha$ below is for this convention.
 
-# %%
+# %% tags=["hide-input"]
 fig3 = run.load("fig3")
 lo, hi = fig3["interval"]
 display(Markdown(f"**Fig. 3's numbers are reproduced for α ∈ [{lo:.3f}, {hi:.3f}]** (grid step "
@@ -100,7 +100,7 @@ show.table(design_report.fig3_table(fig3))
 fig = design_report.plot_curves(fig3["curve"], fig3["primal"], fig3["dual"], paper_n=paper.FIG3["n_primal"],
                                 title=f"Fig. 3: fully connected baseline L = 6, ñ = 500, n0 = 748 (α = {fig3['alpha']:.3f})")
 
-# %%
+# %% tags=["hide-input"]
 rows = pd.DataFrame(fig3_conventions)
 assert (rows["alpha_lo"].notna()).sum() == 1, "exactly one convention reproduces Fig. 3"
 assert lo <= search.ALPHA_FIG3 <= hi, "the library's default alpha for MLPs reproduces Fig. 3"
@@ -134,7 +134,7 @@ run.save("flops_conventions", {"rows": flops_conventions.to_dict("records")}, ta
 run.save("block_curves", block)
 run.save("block_alpha_scan", block_scan)
 
-# %%
+# %% tags=["hide-input"]
 show.table(run.load("block_conventions")["rows"])
 
 # %% [markdown]
@@ -152,10 +152,10 @@ show.table(run.load("block_conventions")["rows"])
 # convention reproduces both Table 5's GFLOPs to the printed digits and its optimum**; the
 # search uses `2macs+acts` (the optimum), the tables below show GFLOPs as `2macs+acts+adds`.
 
-# %%
+# %% tags=["hide-input"]
 show.table(run.load("flops_conventions")["rows"])
 
-# %%
+# %% tags=["hide-input"]
 block = run.load("block_curves")
 fig = design_report.plot_block_curves(block, paper.SEC421["n_primal"], design_report.paper_width("5"))
 
@@ -170,7 +170,7 @@ fig = design_report.plot_block_curves(block, paper.SEC421["n_primal"], design_re
 # of $\alpha$ that reproduces all four printed numbers. Right: the block, at parameter and FLOPs
 # budgets.
 
-# %%
+# %% tags=["hide-input"]
 scan = run.load("block_alpha_scan")
 fig = design_report.plot_alpha_sensitivity(fig3["scan"], fig3["match"], scan, paper.FIG3["n_primal"],
                                            paper.SEC421["n_primal"])
@@ -181,7 +181,7 @@ display(Markdown(f"The block's optimum is the paper's n = {n_p} for α ∈ [{a[n
                  f"{a[n_params == n_p].max():.3f}] (parameters) and n = {n_f} for α ∈ "
                  f"[{a[n_flops == n_f].min():.3f}, {a[n_flops == n_f].max():.3f}] (FLOPs)."))
 
-# %%
+# %% tags=["hide-input"]
 primal, dual = block["params"]["primal"], block["params"]["dual"]
 assert primal["n"] == dual["n"] == paper.SEC421["n_primal"] == paper.SEC421["n_dual"]
 assert round(dual["m"]) == paper.SEC421["m_dual"] and design_report.matches_printed(dual["rho"], paper.SEC421["rho_dual"])
@@ -215,9 +215,9 @@ printed = pd.DataFrame(design_report.printed_rows())
 run.save("derived_models", {"rows": derived.to_dict("records")}, table=derived)
 run.save("printed_numbers", {"rows": printed.to_dict("records")}, table=printed)
 
-# %%
+# %% tags=["hide-input"]
 derived = pd.DataFrame(run.load("derived_models")["rows"])
-derived
+show.table(derived)
 
 # %% [markdown]
 # Two of the paper's models are not what this rule gives:
@@ -230,7 +230,7 @@ derived
 #   network gives 28 at $n = 12$; the paper does not say how it chose this $m$, and its 12.9M
 #   parameters are well under the baseline's 13.8M.
 
-# %%
+# %% tags=["hide-input"]
 misses = derived.loc[~derived["match"], ["table", "paper model", "ours"]]
 assert {(t, m) for t, m in zip(misses["table"], misses["paper model"])} <= {("4", "22x10d"), ("1a", "28x12d")}
 optima = derived[derived["role"] == "optimum"]
@@ -246,11 +246,11 @@ assert search.design("resnext38", "1x96d", alpha=alpha_block, rounding="floor")[
 # 256/512/1024, bottleneck width $C \cdot d \cdot \text{out}/256$, projection shortcuts, no conv
 # biases); ResNeXt-38 adds a fourth stage of 2048; ImageNet models are torchvision's.
 
-# %%
+# %% tags=["hide-input"]
 printed = pd.DataFrame(run.load("printed_numbers")["rows"])
-printed
+show.table(printed)
 
-# %%
+# %% tags=["hide-input"]
 assert printed["params match"].all(), "every printed Params entry of Tables 1-5"
 assert printed["GFLOPs match"].dropna().astype(bool).all(), "Table 5's GFLOPs (2 macs + acts + adds)"
 rho_misses = printed.loc[printed["rho match"].eq(False), ["table", "model", "rho", "paper rho", "rho of printed params"]]

@@ -145,12 +145,12 @@ display(Markdown(f"{len(records)} models × {reps} repetitions on {len(x)} train
 # (top): the theoretical $\mathrm{Var}(K_e)$. Green (bottom): $\beta_e$. Left: the primal; right:
 # the dual. Below each width is its $m$.
 
-# %%
+# %% tags=["hide-input"]
 runs = pd.DataFrame(run.load("runs")["rows"])
 table = ablation.summary(runs)
 plots.fig4(table);
 
-# %%
+# %% tags=["hide-input"]
 show.table(table[["curve", "n", "m", "params_ratio", "var_ratio", "error", "sem", "reps"]], 4)
 
 # %% [markdown]
@@ -171,7 +171,7 @@ changes = ablation.dual_changes(runs, n_tilde, level)
 run.save("correlations", {"rows": corr.to_dict("records")}, table=corr)
 run.save("dual_changes", {"rows": changes.to_dict("records")}, table=changes)
 
-# %%
+# %% tags=["hide-input"]
 corr = pd.DataFrame(run.load("correlations")["rows"])
 changes = pd.DataFrame(run.load("dual_changes")["rows"])
 display(show.table(corr[["curve", "against", "measure", "value", "lo", "hi", "p_value", "p_exact", "models", "reps"]], 3))
@@ -205,7 +205,7 @@ display(Markdown(
 #
 # The mean test error after each epoch.
 
-# %%
+# %% tags=["hide-input"]
 plots.fig4_learning(pd.DataFrame(run.load("learning_curves")["rows"]), table);
 
 # %% [markdown]
@@ -218,7 +218,7 @@ plots.fig4_learning(pd.DataFrame(run.load("learning_curves")["rows"]), table);
 # repetitions differ (independent runs). We do not assert the paper's claims; the text above reports
 # what this run measured.
 
-# %%
+# %% tags=["hide-input"]
 models_ = pd.DataFrame(run.load("models")["rows"])
 assert ((models_.m - models_.m_exact).abs() <= 0.5 + 1e-9).all(), "m is the nearest integer on its curve"
 primal = models_[models_.curve == "primal"]

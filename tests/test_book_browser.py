@@ -23,7 +23,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--no-first-run", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
 
-PROBE = """<script>
+PROBE = r"""<script>
 window.addEventListener("load", () => setTimeout(() => {
   const imgs = [...document.querySelectorAll("main img, article img, .bd-article img")];
   const errors = [...document.querySelectorAll(".output.traceback, .output.error, .output.stderr")]
@@ -36,6 +36,15 @@ window.addEventListener("load", () => setTimeout(() => {
     text_has_traceback: document.body.innerText.includes("Traceback (most recent call last)"),
     math_rendered: document.querySelectorAll("mjx-container").length,
     math_raw: document.querySelectorAll(".math:not(:has(mjx-container))").length,
+    prose: (() => {  // the page's visible text, less rendered math, code and the sidebar
+      const main = (document.querySelector("main") || document.body).cloneNode(true);
+      main.querySelectorAll("mjx-container, pre, code, script, style, .cell_input, nav")
+        .forEach(e => e.remove());
+      return main.innerText;
+    })(),
+    nav: [...document.querySelectorAll("nav")].map(n => n.innerText).join("\n"),
+    index_cells: [...document.querySelectorAll("main table tbody th")].length,
+    nan_cells: [...document.querySelectorAll("main table td")].filter(td => /^\s*(nan|NaN|None)\s*$/.test(td.innerText)).length,
   });
   document.body.appendChild(out);
 }, 3000));
@@ -48,9 +57,10 @@ pytestmark = [
 
 
 def pages():
-    """The book's pages: the introduction and one page per section."""
-    return ["book/intro.html"] + [f"book/sections/{p.stem}.html"
-                                  for p in sorted((HTML / "book" / "sections").glob("[0-9][0-9]_*.html"))]
+    """The book's pages: the introduction, one page per section and its page at scale, the runs,
+    reproduce and bibliography pages."""
+    return ["book/intro.html", "book/reproduce.html", "book/bibliography.html", "book/sections/runs.html"] + [
+        f"book/sections/{p.stem}.html" for p in sorted((HTML / "book" / "sections").glob("[0-9][0-9]_*.html"))]
 
 
 def chromium(*args, profile_dir):
@@ -74,8 +84,8 @@ def probe(page, profile_dir):
 
 
 def test_every_section_has_a_page():
-    built = {Path(p).stem.split("_", 1)[1] for p in pages()[1:]}
-    assert built == set(book_sections())
+    built = {Path(p).stem.split("_", 1)[1] for p in pages() if "/sections/" in p and not p.endswith("runs.html")}
+    assert built == set(book_sections()) | {f"{s}_scale" for s in book_sections() if s != "claims"}
 
 
 @pytest.mark.parametrize("page", pages())
@@ -91,6 +101,14 @@ def test_page_renders_with_figures_and_no_errors(page):
     assert not broken, f"{page}: images that did not load: {broken}"
     assert not report["errors"] and not report["text_has_traceback"], f"{page}: error output {report['errors']}"
     assert not report["math_raw"], f"{page}: {report['math_raw']} formulas left as raw TeX (MathJax not loaded)"
-    if "/sections/" in page:
+    prose = report["prose"]
+    raw_tex = re.findall(r"\$[^$\s][^$\n]{0,60}\$|\\\(|\\\[|\\(?:alpha|frac|mathrm|infty)\b", prose)
+    assert not raw_tex, f"{page}: raw TeX in the visible text: {raw_tex[:5]}"
+    assert not re.findall(r"\\\(|\$", report["nav"]), f"{page}: raw TeX in the navigation: {report['nav'][:200]}"
+    assert not report["index_cells"], f"{page}: {report['index_cells']} pandas index cells in its tables"
+    assert not report["nan_cells"], f"{page}: {report['nan_cells']} table cells read NaN/None"
+    paths = re.findall(r"(?:/work|/home|/root|/tmp|/usr)/[\w./-]+", prose)
+    assert not paths, f"{page}: machine paths on the page: {paths[:3]}"
+    if "/sections/" in page and not page.endswith(("_scale.html", "runs.html")) and "claims" not in page:
         assert report["images"], f"{page} shows no figure"
         assert report["math_rendered"], f"{page} shows no rendered formula"
