@@ -65,7 +65,7 @@ def test_run_models_caches_and_resumes(tmp_path, monkeypatch):
     first = classify.run_models(["2x2d", "1x4d"], "toy", train, test, [0, 1], **kw)
     assert [(r["config"], r["seed"]) for r in first] == [("2x2d", 0), ("2x2d", 1), ("1x4d", 0), ("1x4d", 1)]
     assert len(list(tmp_path.glob("*.json"))) == 4 and not list(tmp_path.glob("*.pt"))
-    assert first[0]["final_top1"] == pytest.approx(np.mean(first[0]["history"]["test_top1"]))
+    assert first[0]["final_top1"] == first[0]["history"]["test_top1"][-1] and first[0]["recipe"] == "cifar"
 
     def no_training(*a, **k):
         raise AssertionError("a cached run was trained again")
@@ -77,15 +77,25 @@ def test_run_models_caches_and_resumes(tmp_path, monkeypatch):
         classify.run_models(["2x2d"], "toy", train, test, [0], **{**kw, "epochs": 1})
     with pytest.raises(ValueError, match="seeds must name at least one seed"):
         classify.run_models(["2x2d"], "toy", train, test, [], **kw)
+    with pytest.raises(ValueError, match="recipe_name must be one of cifar, cifar_1gpu, .*got 'cifar_8gpu'"):
+        classify.run_models(["2x2d"], "toy", train, test, [0], **{**kw, "recipe_name": "cifar_8gpu"})
 
 
 def test_summary_mean_and_standard_error():
-    recs = [{"dataset": "d", "arch": "a", "config": c, "params": 5, "final_top1": t1, "final_top5": t5}
-            for c, t1, t5 in [("x", 10.0, 1.0), ("x", 14.0, 3.0), ("x", 12.0, 2.0), ("y", 7.0, 0.0)]]
-    s = classify.summary(recs).set_index("config")
-    assert s.loc["x", "top1"] == 12.0 and s.loc["x", "top5"] == 2.0 and s.loc["x", "runs"] == 3
-    assert s.loc["x", "top1_sem"] == pytest.approx(np.std([10, 14, 12], ddof=1) / np.sqrt(3))
-    assert np.isnan(s.loc["y", "top1_sem"])
+    """Per run: the mean of its last ``last`` epochs (last=1: the final epoch); then mean and s.e.
+    over runs, per model and recipe."""
+    def rec(config, top1, top5, recipe="cifar"):
+        return {"dataset": "d", "arch": "a", "config": config, "recipe": recipe, "params": 5,
+                "history": {"test_top1": top1, "test_top5": top5}}
+    recs = [rec("x", [90.0, 10.0], [9.0, 1.0]), rec("x", [50.0, 14.0], [5.0, 3.0]), rec("x", [0.0, 12.0], [0.0, 2.0]),
+            rec("y", [7.0], [0.0]), rec("x", [20.0, 30.0], [1.0, 1.0], recipe="cifar_1gpu")]
+    s = classify.summary(recs).set_index(["config", "recipe"])
+    assert s.loc[("x", "cifar"), "top1"] == 12.0 and s.loc[("x", "cifar"), "top5"] == 2.0
+    assert s.loc[("x", "cifar"), "runs"] == 3 and s.loc[("x", "cifar_1gpu"), "top1"] == 30.0
+    assert s.loc[("x", "cifar"), "top1_sem"] == pytest.approx(np.std([10, 14, 12], ddof=1) / np.sqrt(3))
+    assert np.isnan(s.loc[("y", "cifar"), "top1_sem"])
+    s2 = classify.summary(recs, last=2).set_index(["config", "recipe"])
+    assert s2.loc[("x", "cifar"), "top1"] == pytest.approx(np.mean([50, 32, 6]))
 
 
 def test_paper_tables_put_ours_beside_the_papers():
