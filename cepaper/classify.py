@@ -31,8 +31,9 @@ normalization (torchvision's ``RandomCrop(padding=4)`` ahead of ``Normalize``, a
 downsampled ImageNets ahead of the mean-image subtraction); ``normalize`` is ``"channel"``
 (``(x - mean_c) / std_c``: for CIFAR-10 and CIFAR-100 alike the authors' constants
 ``CIFAR_STATS``, for full ImageNet torchvision's) or ``"mean_image"`` (``x - mean_image``, the
-per-pixel mean of the training images: the mean the downsampled ImageNet files ship, which [3] and
-the authors subtract). SGD is plain momentum, as the paper states it.
+per-pixel mean of the training images, computed from them; the authors subtract the mean image
+that the downsampled ImageNet files ship, which our loader does not read). SGD is plain momentum,
+as the paper states it.
 
 The learning rate of epoch ``e`` (0-based) is ``lr * gamma ** #{milestones <= e}`` (:meth:`Recipe.lr_at`).
 
@@ -187,7 +188,7 @@ def channel_stats(ds, max_images=50000):
 _MEAN_IMAGES = {}
 
 
-def mean_image(ds, chunk=8192):
+def mean_image(ds, chunk=2048):
     """The per-pixel mean ``(H, W, C)`` float32 of an in-memory dataset's images in [0, 1], over all
     its images (read ``chunk`` at a time, summed in float64; remembered per :func:`data_digest`)."""
     key = data_digest(ds)
