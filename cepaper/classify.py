@@ -2,23 +2,38 @@
 
 A :class:`Recipe` is one frozen dataclass per training setting the paper uses (``RECIPES``):
 
-=============  ============================================================================================
-``cifar``      Sec. 4.2.1 following Xie et al. [20]: SGD 0.9, batch 128, lr 0.1, wd 5e-4, 300 epochs,
-               lr / 10 at 150 and 225; random crop (4-px padding) + horizontal flip; per-channel norm.
-``imagenet``   Sec. 4.2.2: SGD 0.9, batch 256, lr 0.1, wd 1e-4, 100 epochs, lr / 10 at 30, 60, 90;
-               the augmentation of [20] (fb.resnet.torch: RandomResizedCrop(224), color jitter 0.4
-               of brightness, contrast, saturation, flip) without its PCA lighting noise, as the
-               paper says; test: resize 256, center crop 224.
-``imagenet32`` App. A.1: SGD 0.9, batch 1024, lr 0.08, wd 5e-4, 80 epochs, lr / 5 at 20, 40, 60.
-``imagenet64`` App. A.2: SGD 0.9, batch 512, lr 0.04, wd 5e-4, 60 epochs, lr / 5 at 20, 30, 40.
-=============  ============================================================================================
+==============  ===========================================================================================
+``cifar``       Sec. 4.2.1 following Xie et al. [20]: SGD 0.9, batch 128 on 8 GPUs (16 per GPU), lr 0.1,
+                wd 5e-4, 300 epochs, lr / 10 at 150 and 225; random crop of the 4-px black-padded
+                image + horizontal flip; per-channel normalization (the authors' constants).
+``cifar_1gpu``  the same on a single GPU: BatchNorm over the whole batch of 128 (Table 1b's § rows).
+``imagenet``    Sec. 4.2.2: SGD 0.9, batch 256 (32 per GPU), lr 0.1, wd 1e-4, 100 epochs, lr / 10 at 30,
+                60, 90; the augmentation of [20] (fb.resnet.torch: RandomResizedCrop(224), color jitter
+                0.4 of brightness, contrast, saturation, flip) without its PCA lighting noise, as the
+                paper says; test: resize 256, center crop 224; per-channel normalization.
+``imagenet32``  App. A.1: SGD 0.9, batch 1024 (128 per GPU), lr 0.08, wd 5e-4, 80 epochs, lr / 5 at 20,
+                40, 60; "as in [3]": crop of the 4-px black-padded image + flip, then the per-pixel
+                mean image of the training set subtracted (no division by a std).
+``imagenet64``  App. A.2: the same at batch 512 (64 per GPU), lr 0.04, 60 epochs, lr / 5 at 20, 30, 40.
+==============  ===========================================================================================
 
-The paper's ImageNet runs split each batch over 8 GPUs (32, 128 and 64 images per GPU): a recipe's
-``micro_batch`` is that per-GPU batch. One step then accumulates the gradients of ``batch_size /
-micro_batch`` micro-batches, so BatchNorm normalizes over the paper's per-GPU batch and the
-activations of one micro-batch fit one GPU. The CIFAR recipe keeps the whole batch of 128 (the
-paper's single-GPU runs, marked § in Table 1). Padding for crops is the mean pixel (the reference
-codes pad after subtracting the mean); SGD is plain momentum, as the paper states it.
+The paper trains on 8 GPUs, with the authors' ``torch.nn.DataParallel`` (their ``train.py``): each
+GPU's BatchNorm normalizes over its own share of the batch (16, 32, 128 and 64 images). A recipe's
+``micro_batch`` is that per-GPU batch: one step accumulates the gradients of ``batch_size /
+micro_batch`` micro-batches, so BatchNorm sees the paper's per-GPU batch and the activations of one
+micro-batch fit one GPU; the gradient is that of the mean loss over the whole batch, as with
+DataParallel. One difference: BatchNorm's running statistics (used at test time) are updated by
+every micro-batch, where DataParallel keeps those of the first GPU's replica. The rows of Table 1b
+marked § were trained on a single GPU: ``cifar_1gpu`` (micro-batch = batch = 128).
+
+Preprocessing is the authors' code's: crops pad the raw image with black (zero) pixels *before*
+normalization (torchvision's ``RandomCrop(padding=4)`` ahead of ``Normalize``, and for the
+downsampled ImageNets ahead of the mean-image subtraction); ``normalize`` is ``"channel"``
+(``(x - mean_c) / std_c``: for CIFAR-10 and CIFAR-100 alike the authors' constants
+``CIFAR_STATS``, for full ImageNet torchvision's) or ``"mean_image"`` (``x - mean_image``, the
+per-pixel mean of the training images, computed from them; the authors subtract the mean image
+that the downsampled ImageNet files ship, which our loader does not read). SGD is plain momentum,
+as the paper states it.
 
 The learning rate of epoch ``e`` (0-based) is ``lr * gamma ** #{milestones <= e}`` (:meth:`Recipe.lr_at`).
 
@@ -29,9 +44,10 @@ transforms (:func:`folder_transforms`). :func:`fit` trains one model, evaluates 
 test error after every epoch, and with ``checkpoint=path`` saves model, optimizer, scheduler, RNG
 states and history atomically after every epoch; calling it again resumes exactly where it stopped
 (bit for bit on a CPU: every epoch's random numbers are drawn from ``(seed, epoch)``).
-:func:`run_models` trains a grid of ResNeXts x seeds (finished runs cached, so a grid resumes) and
-:func:`summary` gives the paper's statistic: the test error averaged over the last 10 epochs, then
-mean and standard error over runs.
+:func:`run_models` trains a grid of ResNeXts x seeds with one recipe (finished runs cached, so a grid
+resumes) and :func:`summary` gives the paper's statistic (``cepaper.paper.STATISTICS``): each run's
+test error averaged over its last ``last`` epochs (CIFAR: 10; ImageNet: 1, the final error), then
+the mean and standard error over runs.
 """
 
 import hashlib
@@ -52,6 +68,10 @@ from cepaper._checks import nonneg_int, positive_int
 from cepaper.train import save_checkpoint
 
 AUGMENTATIONS = ("crop_flip", "flip", "random_resized_crop")
+NORMALIZATIONS = ("channel", "mean_image")
+#: The per-channel mean and std (in [0, 1]) the authors' code normalizes CIFAR-10 and CIFAR-100 with:
+#: (125.3, 123.0, 113.9) / 255 and (63.0, 62.1, 66.7) / 255.
+CIFAR_STATS = (tuple(v / 255 for v in (125.3, 123.0, 113.9)), tuple(v / 255 for v in (63.0, 62.1, 66.7)))
 
 
 @dataclass(frozen=True)
@@ -59,8 +79,10 @@ class Recipe:
     """One training setting: SGD with momentum and a step schedule, and the data augmentation.
 
     ``milestones``: epochs at which the lr is multiplied by ``gamma``; ``micro_batch``: images per
-    forward/backward pass (gradients accumulated to ``batch_size``; ``None``: the whole batch);
-    ``augment``: one of ``AUGMENTATIONS`` (``pad`` pixels of mean-pixel padding for ``crop_flip``); ``resolution``: the
+    forward/backward pass, the BatchNorm batch (gradients accumulated to ``batch_size``; ``None``:
+    the whole batch); ``augment``: one of ``AUGMENTATIONS`` (``pad`` pixels of black padding for
+    ``crop_flip``); ``normalize``: one of ``NORMALIZATIONS``, with ``stats`` fixed per-channel
+    ``(mean, std)`` in [0, 1] (``None``: the dataset's, :func:`channel_stats`); ``resolution``: the
     network's input size (``test_resize`` the shorter side before the center crop, and
     ``color_jitter`` the brightness/contrast/saturation jitter: folder data only).
     """
@@ -76,6 +98,8 @@ class Recipe:
     micro_batch: int = None
     augment: str = "crop_flip"
     pad: int = 4
+    normalize: str = "channel"
+    stats: tuple = None
     resolution: int = 32
     test_resize: int = None
     color_jitter: float = 0.0
@@ -91,6 +115,12 @@ class Recipe:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
+        if self.stats is not None and (self.normalize != "channel" or len(self.stats) != 2
+                                       or len(self.stats[0]) != len(self.stats[1])):
+            raise ValueError(f"stats must be None or per-channel (mean, std) of equal lengths with normalize "
+                             f"'channel', got {self.stats!r} with normalize {self.normalize!r}")
         if not 0 < self.gamma <= 1:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma!r}")
         for m in self.milestones:
@@ -109,18 +139,22 @@ class Recipe:
         return replace(self, epochs=epochs, milestones=ms)
 
 
+_CIFAR = Recipe("cifar", 300, 128, 0.1, 5e-4, (150, 225), 0.1, micro_batch=16, augment="crop_flip", pad=4,
+                stats=CIFAR_STATS, resolution=32,
+                source="Sec. 4.2.1, following Xie et al. [20] Sec. 5.1; 8 GPUs (Table 1), 16 images per GPU")
 RECIPES = {
-    "cifar": Recipe("cifar", 300, 128, 0.1, 5e-4, (150, 225), 0.1, augment="crop_flip", pad=4, resolution=32,
-                    source="Sec. 4.2.1, following Xie et al. [20] Sec. 5.1"),
+    "cifar": _CIFAR,
+    "cifar_1gpu": replace(_CIFAR, name="cifar_1gpu", micro_batch=None,
+                          source="Sec. 4.2.1 on a single GPU: the rows of Table 1b marked §"),
     "imagenet": Recipe("imagenet", 100, 256, 0.1, 1e-4, (30, 60, 90), 0.1, micro_batch=32, augment="random_resized_crop",
                        resolution=224, test_resize=256, color_jitter=0.4,
                        source="Sec. 4.2.2 (augmentation of [20] without lighting)"),
     "imagenet32": Recipe("imagenet32", 80, 1024, 0.08, 5e-4, (20, 40, 60), 0.2, micro_batch=128, augment="crop_flip",
-                         pad=4, resolution=32,
-                         source="App. A.1 (augmentation 'as in [3]': crop of the 4-px padded image + flip, as in [3]'s code)"),
+                         pad=4, normalize="mean_image", resolution=32,
+                         source="App. A.1 (normalization and augmentation 'as in [3]', as the authors' code does them)"),
     "imagenet64": Recipe("imagenet64", 60, 512, 0.04, 5e-4, (20, 30, 40), 0.2, micro_batch=64, augment="crop_flip",
-                         pad=4, resolution=64,
-                         source="App. A.2 (augmentation 'as in [3]': crop of the 4-px padded image + flip, as in [3]'s code)"),
+                         pad=4, normalize="mean_image", resolution=64,
+                         source="App. A.2 (normalization and augmentation 'as in [3]', as the authors' code does them)"),
 }
 
 #: The recipe of each dataset.
@@ -151,8 +185,40 @@ def channel_stats(ds, max_images=50000):
     return data.channel_stats(x if x.ndim == 4 else x[..., None])
 
 
+_MEAN_IMAGES = {}
+
+
+def mean_image(ds, chunk=2048):
+    """The per-pixel mean ``(H, W, C)`` float32 of an in-memory dataset's images in [0, 1], over all
+    its images (read ``chunk`` at a time, summed in float64; remembered per :func:`data_digest`)."""
+    key = data_digest(ds)
+    if key not in _MEAN_IMAGES:
+        x = ds.x if ds.x.ndim == 4 else ds.x[..., None]
+        total = np.zeros(x.shape[1:], np.float64)
+        for i in range(0, len(x), chunk):
+            total += np.asarray(x[i:i + chunk], dtype=np.float64).sum(0)
+        _MEAN_IMAGES[key] = (total / (255.0 * len(x))).astype(np.float32)
+    return _MEAN_IMAGES[key]
+
+
+def input_stats(rec, ds):
+    """``(mean, std)`` that :func:`normalize` takes for training data ``ds`` under recipe ``rec``:
+    per-channel ``rec.stats`` or :func:`channel_stats` (``normalize="channel"``), or the mean image
+    of ``ds`` ``(H, W, C)`` and a std of 1 (``"mean_image"``, in-memory data only)."""
+    if rec.normalize == "mean_image":
+        if is_folder(ds):
+            raise ValueError(f"recipe {rec.name!r} normalizes by the mean image, which needs in-memory images, "
+                             f"not the folder dataset {getattr(ds, 'name', '?')!r}")
+        m = mean_image(ds)
+        return m, (1.0,) * m.shape[-1]
+    if rec.stats is not None:
+        return rec.stats
+    return _folder_stats(ds) if is_folder(ds) else channel_stats(ds)
+
+
 def normalize(x, mean, std):
-    """uint8 ``(B, H, W, C)`` -> float ``(B, C, H, W)``: ``(x / 255 - mean) / std`` per channel."""
+    """uint8 ``(B, H, W, C)`` -> float ``(B, C, H, W)``: ``(x / 255 - mean) / std``; ``mean`` per
+    channel ``(C,)`` or per pixel ``(H, W, C)``, ``std`` per channel ``(C,)``."""
     mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device)
     std = torch.as_tensor(std, dtype=torch.float32, device=x.device)
     return ((x.float() / 255.0 - mean) / std).permute(0, 3, 1, 2)
@@ -213,7 +279,8 @@ def is_folder(ds):
 
 
 class ArrayData:
-    """An in-memory uint8 dataset on the device: ``x (N, H, W, C)``, ``y (N,)`` and its channel stats."""
+    """An in-memory uint8 dataset on the device: ``x (N, H, W, C)``, ``y (N,)`` and the ``(mean, std)``
+    of :func:`normalize`. Crops pad with black (0) pixels, before normalization."""
 
     def __init__(self, ds, device, stats):
         x = np.asarray(ds.x)
@@ -221,8 +288,7 @@ class ArrayData:
             x = x[..., None]
         self.x = torch.as_tensor(x).to(device)
         self.y = torch.as_tensor(np.asarray(ds.y), dtype=torch.int64).to(device)
-        self.mean, self.std = stats
-        self.fill = [round(255 * m) for m in self.mean]      # the mean pixel: 0 after normalization
+        self.mean, self.std = (torch.as_tensor(np.asarray(s, np.float32)).to(device) for s in stats)
 
     def __len__(self):
         return len(self.y)
@@ -234,7 +300,7 @@ class ArrayData:
         for i in range(0, len(self), rec.batch_size):
             idx = order[i:i + rec.batch_size]
             offsets, flips = augment_params(len(idx), self.x.shape[1], rec.pad, g, rec.augment == "flip")
-            xb = augment(self.x[idx], offsets, flips, rec.pad if rec.augment == "crop_flip" else 0, self.fill)
+            xb = augment(self.x[idx], offsets, flips, rec.pad if rec.augment == "crop_flip" else 0)
             yield normalize(xb, self.mean, self.std), self.y[idx]
 
     def test_batches(self, batch_size):
@@ -383,7 +449,7 @@ def fit(model, train, test, recipe_name="cifar", *, epochs=None, seed=0, device=
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    stats = channel_stats(train) if not is_folder(train) else _folder_stats(train)
+    stats = input_stats(rec, train)
     tr, te = device_data(train, device, stats, rec, workers), device_data(test, device, stats, rec, workers)
     opt, sched = _optimizer(model, rec)
     amp = torch.bfloat16 if bf16 else None
@@ -459,8 +525,9 @@ def _resume(path, model, opt, sched, settings):
     return state["epoch"], state["history"]
 
 
-def final_error(history, key="test_top1", last=10):
-    """The paper's statistic: the test error averaged over the last ``last`` epochs (fewer if the run is shorter)."""
+def final_error(history, key="test_top1", last=1):
+    """A run's error: ``history[key]`` averaged over the last ``last`` epochs (fewer if the run is
+    shorter); ``last=1`` is the final epoch's error, ``last=10`` the CIFAR statistic of Sec. 4.2.1."""
     values = history[key]
     if not values:
         raise ValueError("history has no epochs")
@@ -520,14 +587,17 @@ def epoch_hours(images, images_per_s):
 def run_models(configs, dataset, train, test, seeds, *, arch="resnext29", recipe_name="cifar", classes=10,
                stages=None, depth=None, epochs=None, cache=None, device="cpu", channels_last=False, bf16=False,
                workers=0, progress=False):
-    """Train every ResNeXt ``arch`` of ``configs`` (``CxDd``) once per seed; one record per run.
+    """Train every ResNeXt ``arch`` of ``configs`` (``CxDd``) once per seed with recipe ``recipe_name``
+    (a key of ``RECIPES``); one record per run.
 
     ``stages``/``depth``: a scaled-down CIFAR ResNeXt (see :func:`cepaper.models.resnext.resnext`).
-    A record: ``dataset, arch, config, seed, params, history`` (:func:`fit`), ``final_top1``,
-    ``final_top5`` (mean over the last 10 epochs) and ``wall_s``. With ``cache`` (a folder), finished
-    runs are ``<key>.json`` there and the running one checkpoints to ``<key>.pt`` every epoch.
+    A record: ``dataset, arch, config, recipe, seed, params, history`` (:func:`fit`), ``final_top1``,
+    ``final_top5`` (the errors after the last epoch) and ``wall_s``. With ``cache`` (a folder),
+    finished runs are ``<key>.json`` there and the running one checkpoints to ``<key>.pt`` every epoch.
     """
     from cepaper.models.resnext import resnext
+    if not isinstance(recipe_name, str) or recipe_name not in RECIPES:
+        raise ValueError(f"recipe_name must be one of {', '.join(RECIPES)}, got {recipe_name!r}")
     seeds = [int(s) for s in seeds]
     if not seeds or min(seeds) < 0:
         raise ValueError(f"seeds must name at least one seed, each an integer >= 0, got {seeds}")
@@ -552,7 +622,7 @@ def run_models(configs, dataset, train, test, seeds, *, arch="resnext29", recipe
         hist = fit(model, train, test, recipe_name, epochs=epochs, seed=seed, device=device,
                    checkpoint=None if path is None else path.with_suffix(".pt"), channels_last=channels_last,
                    bf16=bf16, workers=workers, progress=progress)
-        rec = {"dataset": dataset, "arch": arch, "config": config, "seed": seed,
+        rec = {"dataset": dataset, "arch": arch, "config": config, "recipe": recipe_name, "seed": seed,
                "params": sum(p.numel() for p in model.parameters()), "history": hist, "final_top1": final_error(hist),
                "final_top5": final_error(hist, "test_top5"), "wall_s": time.perf_counter() - t0}
         if path is not None:
@@ -562,13 +632,16 @@ def run_models(configs, dataset, train, test, seeds, *, arch="resnext29", recipe
     return records
 
 
-def summary(records):
-    """Per dataset and model: the mean over runs of the final test error (last-10-epoch mean), its
-    standard error (``nan`` for one run) and the number of runs. Columns ``dataset, arch, config,
-    params, top1, top1_sem, top5, runs``."""
-    df = pd.DataFrame([{k: r[k] for k in ("dataset", "arch", "config", "params", "final_top1", "final_top5")}
-                       for r in records])
-    g = df.groupby(["dataset", "arch", "config"], sort=False)
+def summary(records, last=1):
+    """Per dataset, model and recipe: the mean over runs of each run's test error averaged over its
+    last ``last`` epochs (:func:`final_error`; the paper's is ``cepaper.paper.STATISTICS[...]["last_epochs"]``),
+    its standard error (``nan`` for one run: undefined) and the number of runs. Columns ``dataset,
+    arch, config, recipe, params, top1, top1_sem, top5, runs``."""
+    last = positive_int("last", last)
+    df = pd.DataFrame([{**{k: r[k] for k in ("dataset", "arch", "config", "recipe", "params")},
+                        "final_top1": final_error(r["history"], "test_top1", last),
+                        "final_top5": final_error(r["history"], "test_top5", last)} for r in records])
+    g = df.groupby(["dataset", "arch", "config", "recipe"], sort=False)
     out = g.agg(params=("params", "first"), top1=("final_top1", "mean"), top1_sd=("final_top1", "std"),
                 top5=("final_top5", "mean"), runs=("final_top1", "size")).reset_index()
     out["top1_sem"] = out.pop("top1_sd") / np.sqrt(out["runs"])

@@ -292,7 +292,9 @@ def _add_train(sub):
     p.add_argument("--arch", required=True, choices=[a for a in complexity.ARCHS if a.startswith("resnext")])
     p.add_argument("--config", required=True, type=_cli_type(_config_arg), metavar="CxDd", help="e.g. 37x10d")
     p.add_argument("--dataset", required=True, choices=list(classify.DATASET_RECIPE), help="a cepaper.data dataset")
-    p.add_argument("--recipe", choices=list(classify.RECIPES), help="default: the dataset's (cifar for CIFAR)")
+    p.add_argument("--recipe", choices=list(classify.RECIPES),
+                   help="default: the dataset's (cifar for CIFAR: BatchNorm over 16 images, as on 8 GPUs; "
+                        "cifar_1gpu: over 128)")
     p.add_argument("--epochs", type=pos_int, help="default: the recipe's (milestones scale with it)")
     p.add_argument("--runs", type=pos_int, default=1, help="runs (seeds seed..seed+runs-1)")
     p.add_argument("--seed", type=_cli_type(_nonneg_int_arg), default=0, help="first seed (>= 0)")
@@ -306,7 +308,7 @@ def _add_train(sub):
     p.add_argument("--json", action="store_true", help="print JSON")
 
     def train(args):
-        from cepaper import data, results
+        from cepaper import data, paper, results
         if (args.arch in ("resnext50", "resnext101")) != (args.dataset == "imagenet"):
             raise UsageError(f"--arch {args.arch} does not fit --dataset {args.dataset}: resnext50/101 are the "
                              f"ImageNet (224x224) models, resnext29/38 the CIFAR-style ones (32x32, 64x64)")
@@ -321,13 +323,15 @@ def _add_train(sub):
                                       cache=results.checkpoint_dir(run.section, "cli"), device=args.device,
                                       channels_last=args.channels_last, bf16=args.bf16, workers=args.workers,
                                       progress=True)
-        summ = classify.summary(records)
+        last = paper.STATISTICS[run.section]["last_epochs"]
+        summ = classify.summary(records, last=last)
         name = f"train_{args.dataset}_{args.arch}_{args.config}_{rec}_e{args.epochs or 'all'}_s{args.seed}-{args.seed + args.runs - 1}"
         run.save(name, {"records": records, "summary": summ.to_dict("records")}, table=summ)
         r = summ.iloc[0]
         payload = {"summary": summ.to_dict("records"), "saved": str(run.dir / f"{name}.json")}
         text = (f"{args.arch} {args.config} on {args.dataset} ({tr.source}), recipe {rec}, {int(r.runs)} run(s): "
-                f"top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}% (last-10-epoch mean)\nsaved to {payload['saved']}")
+                f"top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}% ("
+                + ("final epoch" if last == 1 else f"mean of the last {last} epochs") + f")\nsaved to {payload['saved']}")
         emit(args, payload, text)
     p.set_defaults(func=train)
 

@@ -6,18 +6,24 @@ printed ones; :func:`dataset_status` says which of the three datasets the data r
 :func:`measure_throughput` times training steps of each model on random inputs and
 :func:`cost_estimate` turns images/s into the GPU-hours of the paper's runs (its recipe's epochs over
 the 1,281,167 ILSVRC-2012 training images, the paper's 5 runs per model). :func:`paper_table` shows
-the paper's top-1/top-5 errors beside ours: "not run" until a run's results exist.
+the paper's top-1/top-5 errors beside ours ("not run" until a run's results exist). The statistic
+(``LAST_EPOCHS``): the tables are "averaged over 5 runs" and state no average over epochs, so a
+run's error is its error after the final epoch; ours is the mean of those over runs.
+
+The models of Tables 2-4 are the printed ones (``cepaper.paper.MODELS``): none is re-derived, so
+no fit of alpha changes which are trained.
 """
 
 import pandas as pd
 
-from cepaper import classify, complexity as cxm, paper, search
+from cepaper import classify, complexity as cxm, paper, pages, search
 
 #: ILSVRC-2012 training images; ImageNet32x32/64x64 keep every image (Chrabaszcz et al. [3]).
 TRAIN_IMAGES = 1_281_167
-#: The dataset and recipe of each table; the paper averages every table over 5 runs.
+#: The dataset and recipe of each table.
 TABLES = {"2a": "imagenet", "2b": "imagenet", "3": "imagenet32", "4": "imagenet64"}
-RUNS = 5
+#: Tables 2-4: "Results are averaged over 5 runs": each run's final error (1 epoch), 5 runs.
+LAST_EPOCHS, RUNS = paper.STATISTICS["imagenet"]["last_epochs"], paper.STATISTICS["imagenet"]["runs"]
 
 
 def check_tables(tables):
@@ -48,15 +54,16 @@ def table_models(tables=tuple(TABLES)):
 
 def dataset_status(root=None, names=tuple(dict.fromkeys(TABLES.values()))):
     """For each dataset: ``found`` (its source) or why not (the loader's own message: missing
-    files and how to get them, or a ``cepaper.data`` without that dataset)."""
+    files and how to get them, or a ``cepaper.data`` without that dataset), with paths named
+    relative to the data root (:func:`cepaper.pages.relative_source`)."""
     from cepaper import data
     rows = []
     for name in names:
         try:
             ds = data.load(name, "test", root=root, n=1)
-            rows.append({"dataset": name, "found": True, "source or reason": ds.source})
+            rows.append({"dataset": name, "found": True, "source or reason": pages.relative_source(ds.source, root)})
         except (FileNotFoundError, ValueError) as e:
-            rows.append({"dataset": name, "found": False, "source or reason": str(e)})
+            rows.append({"dataset": name, "found": False, "source or reason": pages.relative_source(str(e), root)})
     return pd.DataFrame(rows)
 
 
@@ -104,18 +111,25 @@ def cost_estimate(throughput, runs=RUNS):
     return out
 
 
+def _mean_sem(r):
+    sem = f" ± {r.top1_sem:.2f}" if pd.notna(r.get("top1_sem")) else ""
+    return f"{r.top1:.2f}{sem} ({int(r.runs)})"
+
+
 def paper_table(table, summ=None):
     """Table ``table`` (2a, 2b, 3, 4): the paper's params, rho, top-1 and top-5 errors beside ours
-    (``summ``: :func:`cepaper.classify.summary` of a run, or ``None``: every model "not run")."""
+    (``summ``: :func:`cepaper.classify.summary` with ``last=LAST_EPOCHS`` of runs with the table's
+    recipe, or ``None``: every model "not run"): mean ± s.e. over runs of the final error (runs)."""
     rows = []
     for r in [r for r in paper.MODELS if r["table"] == table]:
         ours = None
-        if summ is not None and r["config"] is not None:
-            hit = summ[(summ.dataset == TABLES[table]) & (summ.arch == r["arch"]) & (summ.config == r["config"])]
+        if summ is not None and "recipe" in summ and r["config"] is not None:  # (older summaries have no recipe)
+            hit = summ[(summ.dataset == TABLES[table]) & (summ.arch == r["arch"]) & (summ.config == r["config"])
+                       & (summ.recipe == TABLES[table])]
             ours = None if hit.empty else hit.iloc[0]
         rows.append({"paper model": r["model"], "paper rho": r["rho"], "paper params (M)": r["params"],
                      "paper top-1": r["top1"], "paper top-5": r["top5"],
-                     "our top-1": "not run" if ours is None else f"{ours.top1:.2f} ({int(ours.runs)})",
+                     "our top-1": "not run" if ours is None else _mean_sem(ours),
                      "our top-5": "not run" if ours is None else f"{ours.top5:.2f}"})
     return pd.DataFrame(rows)
 

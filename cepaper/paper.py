@@ -12,7 +12,8 @@ paper printed is typed anywhere else. Each block names the figure, table or sect
 #: Sec. 4.2: alpha fitted to the ResNet bottleneck block of Fig. 5 ("We find alpha ~ 1.60").
 ALPHA_BOTTLENECK = 1.60
 
-#: Fig. 3: fully connected baseline (L = 6, n~ = 500, n0 = 748 as printed) and its optima.
+#: Fig. 3: fully connected baseline (L = 6, n~ = 500, n0 = 748 as printed) and its optima. The paper
+#: does not say whether L counts hidden layers or weight layers (notebook 04 searches both).
 FIG3 = {"depth": 6, "width": 500, "inputs": 748,
         "n_primal": 48, "m_primal": 30, "n_dual": 48, "m_dual": 12, "rho_dual": 2.45}
 
@@ -93,15 +94,26 @@ _ROWS = [
 #: Every model row of Tables 1-5, one dict per row with the keys ``MODEL_COLUMNS``.
 MODELS = [dict(zip(MODEL_COLUMNS, row)) for row in _ROWS]
 
+#: Table 1's mark of the rows trained on a single GPU ("Models were trained on 8 GPUs unless
+#: indicated by §, in which case they were trained on a single GPU").
+SINGLE_GPU_MARK = "§"
+
+#: The statistic of each group of tables: a run's top-1/top-5 test error averaged over its last
+#: ``last_epochs`` epochs, then the mean over ``runs`` runs. CIFAR (Tables 1, 5, Figs. 6-7): "Test
+#: errors are averaged over the last 10 epochs over 10 runs" (Sec. 4.2.1). ImageNet (Tables 2-4):
+#: "averaged over 5 runs", with no average over epochs stated, so a run's error is its final one.
+STATISTICS = {"cifar": {"last_epochs": 10, "runs": 10}, "imagenet": {"last_epochs": 1, "runs": 5}}
+
 
 # ---------------------------------------------------------------------------------------------
 # Theorem 1 (Sec. 2, Eq. 7), Fig. 9 (App. E), proof in App. F (notebook 02_theorem1)
 # ---------------------------------------------------------------------------------------------
 
-#: Fig. 9 caption: fully connected nets of depth L = 4 trained on MNIST (L2 loss, Theorem 1's
-#: setting) for T = 100 epochs; |K_T - K_0| of one off-diagonal NTK entry, log-scale y. Panels:
-#: (a) single models m = 1 over widths n; (b) ensembles m = n = d against single models n = d^2
-#: (equal mn); (c) constant member width n = 100, m matched to the baseline's parameter count.
+#: Fig. 9 caption: fully connected nets of depth L = 4 (hidden layers, as in Eq. 3) trained on
+#: MNIST (L2 loss, Theorem 1's setting) for T = 100 epochs; |K_T - K_0| of one off-diagonal NTK
+#: entry, log-scale y. Panels: (a) single models m = 1 over widths n; (b) ensembles m = n = d
+#: against single models n = d^2 (equal mn); (c) constant member width n = 100, m matched to the
+#: baseline's parameter count.
 #: The d, n and m on the figure's axes are not printed in the text: ``None`` marks them unknown.
 FIG9 = {"depth": 4, "epochs": 100, "dataset": "mnist", "loss": "L2", "entry": "off-diagonal",
         "panel_c_width": 100, "ds": None, "widths_a": None}
@@ -118,7 +130,7 @@ THEOREM1_RIGOROUS = {"n": -0.5, "m": -1.0}
 # Lemma 1 (Sec. 2, Eqs. 3-6), Fig. 2, proof in App. F (notebook 01_lemma1)
 # ---------------------------------------------------------------------------------------------
 
-#: Fig. 2 caption: every member is fully connected with L = 4 layers of width n = 1000 (Eq. 3);
+#: Fig. 2 caption: every member is fully connected with L = 4 (hidden) layers of width n = 1000 (Eq. 3);
 #: inputs x_gamma = [cos gamma, sin gamma] (n0 = 2), gamma in [-pi, pi]; diagonal and off-diagonal
 #: entries NTK[x0, x_gamma]; the black line of panel (b) is a x100 wider model. The multiplicities
 #: m on the figure's axis are not printed in the text: ``None`` marks them unknown. The paper's
@@ -152,7 +164,8 @@ ALPHA_OPTIMA = [
 # Ablation on MNIST: Sec. 4.1, Fig. 4 (notebook 05_mnist)
 # ---------------------------------------------------------------------------------------------
 
-#: Sec. 4.1: baseline fully connected, L = 6 layers of width 200; ensembles of m members of width n
+#: Sec. 4.1: baseline fully connected, L = 6 layers of width 200 (the paper does not say whether
+#: hidden or weight layers; notebook 05 reads weight layers); ensembles of m members of width n
 #: trained on MNIST for 70 epochs with Adam, accuracy averaged over 100 repetitions. Fig. 4's
 #: claims: error "highly correlated" with Var(K) along the primal (fixed beta_e); increasing beta_e
 #: at fixed Var(K) (dual) "does not improve the performance". The widths n, the multiplicities m,

@@ -20,17 +20,30 @@
 #
 # * ImageNet: SGD 0.9, batch 256, lr 0.1, weight decay 10⁻⁴, 100 epochs, lr ÷10 at 30, 60, 90;
 #   RandomResizedCrop(224), color jitter 0.4 (brightness, contrast, saturation) and flips, without [20]'s
-#   PCA lighting, as the paper says; at test, resize to 256 and center-crop 224; 32 images per forward pass
-#   (the paper's per-GPU batch, gradients accumulated to 256);
+#   PCA lighting, as the paper says; at test, resize to 256 and center-crop 224; per-channel normalization
+#   (torchvision's ImageNet mean and std, as the authors' code); 32 images per forward pass (the paper's
+#   per-GPU batch, gradients accumulated to 256);
 # * ImageNet32×32: batch 1024 (128 per forward pass), lr 0.08, weight decay 5·10⁻⁴, 80 epochs, lr ÷5 at 20, 40, 60;
 # * ImageNet64×64: batch 512 (64 per forward pass), lr 0.04, weight decay 5·10⁻⁴, 60 epochs, lr ÷5 at 20, 30, 40;
-# * both: crops of the 4-pixel mean-padded image and flips, as in the code of [3].
+# * both, "as in [3]" and as the authors' code does it: crops of the image padded with 4 black
+#   pixels and flips, then the per-pixel mean image of the training set subtracted (no division by a
+#   standard deviation); the ResNeXt-29/38 initialized as in the authors' code (He-normal with the
+#   fan-in, BatchNorm $\gamma = 1$, $\beta = 0$). ResNeXt-50/101 are torchvision's, with its
+#   initialization (the paper states none; the authors' own code uses the fan-in one).
 #
-# The paper averages each table over 5 runs. Training these models needs the datasets and a GPU
-# (the paper used 8). Without them, this page trains nothing: it shows the models with their exact
-# parameter counts and FLOPs, says which datasets the data root holds, measures how fast this
-# device trains each model, and estimates what the paper's runs would cost. **Our ImageNet errors
-# are "not run" until a paper-profile run's results are committed.**
+# A forward pass sees the paper's per-GPU batch, so BatchNorm normalizes over as many images as on
+# one of the paper's 8 GPUs. The paper averages each table over 5 runs and states no average over epochs:
+# our error of a run is its error after the final epoch, and a table shows the mean over runs,
+#
+# $$\bar e = \frac{1}{R}\sum_{r=1}^{R} e_{r,T}, \qquad \text{s.e.} = \frac{\operatorname{sd}_r(e_{r,T})}{\sqrt R},$$
+#
+# with $e_{r,T}$ the top-1 (or top-5) test error of run $r$ after its last epoch $T$.
+#
+# Training these models needs the datasets and a GPU (the paper used 8). Without them, this page
+# trains nothing: it shows the models with their exact parameter counts and FLOPs, says which
+# datasets the data root holds, measures how fast this device trains each model, and estimates
+# what the paper's runs would cost. **Our ImageNet errors are "not run" until a paper-profile
+# run's results are committed.**
 
 # %% tags=["parameters"]
 profile: str = "quick"
@@ -54,7 +67,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from cepaper import classify, data, imagenet, results
+from cepaper import classify, data, imagenet, pages, results
 
 if threads:
     torch.set_num_threads(threads)
@@ -62,9 +75,6 @@ tables = imagenet.check_tables(tables)
 run = results.Run("imagenet", profile, seed=seed, device=device, params=dict(
     train=train, tables=tables, n_runs=n_runs, epochs=epochs, channels_last=channels_last, bf16=bf16,
     steps=steps, batch_size=batch_size, configs=configs))
-pd.set_option("display.max_columns", 40)
-pd.set_option("display.width", 220)
-pd.set_option("display.max_colwidth", 300)
 display(run.header())
 
 # %% [markdown]
@@ -76,17 +86,18 @@ display(run.header())
 # %%
 models = imagenet.table_models(tables)
 run.save("models", {"rows": models.to_dict("records")}, table=models)
-display(models)
+display(pages.show(models, 3))
 imagenet.plot_models(pd.DataFrame(run.load("models")["rows"]));
 
 # %% [markdown]
 # ## The data
-# Which of the three datasets the data root holds (`cepaper.data.load`), or why not.
+# Which of the three datasets the data root holds (`cepaper.data.load`), or why not; files are named
+# relative to the data root.
 
 # %%
 status = imagenet.dataset_status(data_root)
 run.save("datasets", {"rows": status.to_dict("records")}, table=status)
-display(status)
+display(pages.show(status))
 
 # %% [markdown]
 # ## Training speed on this device, and the cost of the paper's runs
@@ -100,7 +111,7 @@ display(status)
 speed = imagenet.cost_estimate(imagenet.measure_throughput(
     imagenet.timed_models(configs, models), batch_size, steps, device, channels_last, bf16))
 run.save("throughput", {"rows": speed.to_dict("records")}, table=speed)
-display(speed.round(2))
+display(pages.show(speed, {"images_per_s": 1, "hours per run": 1, f"hours for {imagenet.RUNS} runs": 1}))
 
 # %% [markdown]
 # ## Training (paper profile)
@@ -127,15 +138,16 @@ if train:
                                            recipe_name=imagenet.TABLES[sub.table.iloc[0]], classes=1000,
                                            epochs=epochs, cache=results.checkpoint_dir("imagenet", profile),
                                            device=device, channels_last=channels_last, bf16=bf16, workers=workers)
-    summ = classify.summary(records)
+    summ = classify.summary(records, last=imagenet.LAST_EPOCHS)
     run.save("summary", {"rows": summ.to_dict("records")}, table=summ)
-    display(summ.round(3))
+    display(pages.show(summ, 3))
 else:
     display(Markdown("`train = False`: nothing is trained in this run."))
 
 # %% [markdown]
 # ## Tables 2–4: the paper's errors beside ours
-# Top-1 and top-5 test errors (%); ours are the last-10-epoch means over runs (runs in parentheses).
+# Top-1 and top-5 test errors (%); ours are each run's error after its final epoch, mean ± standard
+# error over runs (runs in parentheses), with the table's recipe. — where the paper prints no value.
 
 # %% tags=["remove-input"]
 own = results.find("imagenet", "summary", profiles=(profile,)) if train else None
@@ -148,7 +160,7 @@ for table, title in (("2a", "Table 2a (ImageNet, primal)"), ("2b", "Table 2b (Im
                      ("3", "Table 3 (ImageNet32×32)"), ("4", "Table 4 (ImageNet64×64)")):
     if table in tables:
         display(Markdown(f"**{title}**"))
-        display(imagenet.paper_table(table, ours))
+        display(pages.show(imagenet.paper_table(table, ours)))
 
 # %% [markdown]
 # ## What must hold

@@ -4,10 +4,12 @@ and summary of cepaper.classify, cepaper.imagenet (sizes, datasets, cost) and `c
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from cepaper import cifar, classify, complexity as cxm, imagenet, paper
 from cepaper.data import Dataset
@@ -65,7 +67,7 @@ def test_run_models_caches_and_resumes(tmp_path, monkeypatch):
     first = classify.run_models(["2x2d", "1x4d"], "toy", train, test, [0, 1], **kw)
     assert [(r["config"], r["seed"]) for r in first] == [("2x2d", 0), ("2x2d", 1), ("1x4d", 0), ("1x4d", 1)]
     assert len(list(tmp_path.glob("*.json"))) == 4 and not list(tmp_path.glob("*.pt"))
-    assert first[0]["final_top1"] == pytest.approx(np.mean(first[0]["history"]["test_top1"]))
+    assert first[0]["final_top1"] == first[0]["history"]["test_top1"][-1] and first[0]["recipe"] == "cifar"
 
     def no_training(*a, **k):
         raise AssertionError("a cached run was trained again")
@@ -77,25 +79,41 @@ def test_run_models_caches_and_resumes(tmp_path, monkeypatch):
         classify.run_models(["2x2d"], "toy", train, test, [0], **{**kw, "epochs": 1})
     with pytest.raises(ValueError, match="seeds must name at least one seed"):
         classify.run_models(["2x2d"], "toy", train, test, [], **kw)
+    with pytest.raises(ValueError, match="recipe_name must be one of cifar, cifar_1gpu, .*got 'cifar_8gpu'"):
+        classify.run_models(["2x2d"], "toy", train, test, [0], **{**kw, "recipe_name": "cifar_8gpu"})
 
 
 def test_summary_mean_and_standard_error():
-    recs = [{"dataset": "d", "arch": "a", "config": c, "params": 5, "final_top1": t1, "final_top5": t5}
-            for c, t1, t5 in [("x", 10.0, 1.0), ("x", 14.0, 3.0), ("x", 12.0, 2.0), ("y", 7.0, 0.0)]]
-    s = classify.summary(recs).set_index("config")
-    assert s.loc["x", "top1"] == 12.0 and s.loc["x", "top5"] == 2.0 and s.loc["x", "runs"] == 3
-    assert s.loc["x", "top1_sem"] == pytest.approx(np.std([10, 14, 12], ddof=1) / np.sqrt(3))
-    assert np.isnan(s.loc["y", "top1_sem"])
+    """Per run: the mean of its last ``last`` epochs (last=1: the final epoch); then mean and s.e.
+    over runs, per model and recipe."""
+    def rec(config, top1, top5, recipe="cifar"):
+        return {"dataset": "d", "arch": "a", "config": config, "recipe": recipe, "params": 5,
+                "history": {"test_top1": top1, "test_top5": top5}}
+    recs = [rec("x", [90.0, 10.0], [9.0, 1.0]), rec("x", [50.0, 14.0], [5.0, 3.0]), rec("x", [0.0, 12.0], [0.0, 2.0]),
+            rec("y", [7.0], [0.0]), rec("x", [20.0, 30.0], [1.0, 1.0], recipe="cifar_1gpu")]
+    s = classify.summary(recs).set_index(["config", "recipe"])
+    assert s.loc[("x", "cifar"), "top1"] == 12.0 and s.loc[("x", "cifar"), "top5"] == 2.0
+    assert s.loc[("x", "cifar"), "runs"] == 3 and s.loc[("x", "cifar_1gpu"), "top1"] == 30.0
+    assert s.loc[("x", "cifar"), "top1_sem"] == pytest.approx(np.std([10, 14, 12], ddof=1) / np.sqrt(3))
+    assert np.isnan(s.loc[("y", "cifar"), "top1_sem"])
+    s2 = classify.summary(recs, last=2).set_index(["config", "recipe"])
+    assert s2.loc[("x", "cifar"), "top1"] == pytest.approx(np.mean([50, 32, 6]))
+    assert cifar.LAST_EPOCHS == 10 and imagenet.LAST_EPOCHS == 1 and imagenet.RUNS == 5
+
+
+def summary_of(specs, recipe="cifar", base=50.0):
+    return pd.DataFrame([{"dataset": "cifar10", "arch": "resnext29", "config": s["config"], "recipe": recipe,
+                          "params": s["params"], "top1": base + i, "top1_sem": 0.5, "top5": 10.0, "runs": 2}
+                         for i, s in enumerate(specs)])
 
 
 def test_paper_tables_put_ours_beside_the_papers():
     specs = cifar.design_models(["1x32d"], stages=(64,), depth=1)
-    summ = pd.DataFrame([{"dataset": "cifar10", "arch": "resnext29", "config": s["config"], "params": s["params"],
-                          "top1": 50.0 + i, "top1_sem": 0.5, "top5": 10.0, "runs": 2} for i, s in enumerate(specs)])
+    summ = summary_of(specs)
     t1a = cifar.paper_table("1a", specs, summ, scaled=True)
     row = t1a[t1a["paper model"] == "37x10d"].iloc[0]
     assert row["paper C10"] == 3.82 and row["our model"] == specs[1]["config"] and row["our C10"] == "51.00 ± 0.50 (2)"
-    assert row["our C100"] == "not run"
+    assert row["our C100"] == "not run" and row["our recipe"] == "cifar"
     assert (t1a[t1a["paper model"] == "3x64d"]["our model"] == "not run").all()
     t5 = cifar.paper_table("5", specs, summ, scaled=True)
     assert t5[t5["paper model"] == "ResNeXt-29 44x8d"].iloc[0]["our model"] == specs[3]["config"]
@@ -104,6 +122,61 @@ def test_paper_tables_put_ours_beside_the_papers():
     t1b = cifar.paper_table("1b", full, summ_full, scaled=False)
     assert t1b[t1b["paper model"] == "10x10d"].iloc[0]["our model"] == "10x10d"
     assert t1b[t1b["paper model"] == "6x25d"].iloc[0]["our C10"] == "not run"
+    assert len(t1b) == sum(r["table"] == "1b" for r in paper.MODELS)  # alpha 1.60: no extra rows
+
+
+def test_single_gpu_rows_stand_beside_single_gpu_runs():
+    """Table 1b's § rows read the cifar_1gpu runs, the others the 8-GPU runs, and no row reads both."""
+    full = cifar.design_models(["1x128d"])
+    summ = pd.concat([summary_of(full, "cifar", 50.0), summary_of(full, "cifar_1gpu", 70.0)])
+    t1b = cifar.paper_table("1b", full, summ, scaled=False).set_index("paper model")
+    assert t1b.loc["1x128d §", ["our recipe", "our C10"]].tolist() == ["cifar_1gpu", "70.00 ± 0.50 (2)"]
+    assert t1b.loc["10x10d §", ["our recipe", "our C10"]].tolist() == ["cifar_1gpu", "72.00 ± 0.50 (2)"]
+    assert t1b.loc["1x128d", ["our recipe", "our C10"]].tolist() == ["cifar", "50.00 ± 0.50 (2)"]
+    assert t1b.loc["10x10d", ["our recipe", "our C10"]].tolist() == ["cifar", "52.00 ± 0.50 (2)"]
+    only_8gpu = cifar.paper_table("1b", full, summary_of(full), scaled=False).set_index("paper model")
+    assert only_8gpu.loc["1x128d §", "our C10"] == "not run"
+    for scaled, specs in ((False, full), (True, cifar.design_models(["1x32d"], stages=(64,), depth=1))):
+        runs = {(r["config"], r["recipe"]) for r in cifar.grid(specs, scaled)}
+        single = {(cifar.stand_in(r, specs, scaled)["config"], "cifar_1gpu") for r in paper.MODELS
+                  if r["table"] == "1b" and "§" in r["model"]}
+        assert len(single) == 2 and single <= runs
+        assert runs - single == {(s["config"], "cifar") for s in specs}
+
+
+def test_a_moved_optimum_is_an_extra_row_and_the_printed_row_keeps_its_model():
+    """alpha = 2.5 derives 33x11d, not 37x10d: Table 1a keeps the row 37x10d with its own runs (a
+    listed model) and shows 33x11d after it, labelled; no row reads "not run"."""
+    specs = cifar.design_models(["1x128d"], models=cifar.printed_models(), alpha=2.5)
+    optimum = next(s for s in specs if s["role"] == "primal optimum")
+    assert optimum["config"] == "33x11d"
+    t1a = cifar.paper_table("1a", specs, summary_of(specs), scaled=False)
+    models = t1a["paper model"].tolist()
+    extra = models.index("37x10d") + 1
+    assert models[extra].startswith("33x11d: our primal optimum of 1x128d at α = 2.5 (the paper's is 37x10d)")
+    assert pd.isna(t1a.iloc[extra]["paper C10"]) and t1a.iloc[extra]["our model"] == "33x11d"
+    assert t1a[t1a["paper model"] == "37x10d"].iloc[0]["our model"] == "37x10d"
+    printed = t1a[t1a["paper model"] != "Wide ResNet"]
+    assert not (printed["our model"] == "not run").any() and not (printed["our C10"] == "not run").any()
+
+
+def test_paper_profile_trains_every_printed_resnext():
+    """Every ResNeXt row of Tables 1-5 (cepaper.paper) is in the paper profile's grids, whatever alpha."""
+    profile = yaml.safe_load((Path(__file__).parents[1] / "profiles" / "paper.yaml").read_text())
+    c = profile["cifar"]
+    cifar_rows = {(r["config"], cifar.row_recipe(r)) for r in paper.MODELS if r["table"] in ("1a", "1b", "5")
+                  and r["config"]}
+    assert len(cifar_rows) == 16 + 2  # 16 printed models, two of them also on one GPU (§)
+    for alpha in (None, 1.0, 2.5):
+        specs = cifar.design_models(c["baselines"], [], [], c["models"], stages=c["stages"], depth=c["blocks"],
+                                    alpha=alpha)
+        assert cifar_rows <= {(r["config"], r["recipe"]) for r in cifar.grid(specs, scaled=False)}, alpha
+    i = profile["imagenet"]
+    assert i["train"] and i["configs"] is None
+    grid = {(r.table, r.arch, r.config) for r in imagenet.table_models(i["tables"]).itertuples()}
+    want = {(r["table"], r["arch"], r["config"]) for r in paper.MODELS if r["table"] in ("2a", "2b", "3", "4")
+            and r["config"]}
+    assert len(want) == 8 + 6 + 5 + 8 and want == grid
 
 
 def test_imagenet_models_have_the_printed_sizes():
@@ -132,10 +205,12 @@ def test_imagenet_datasets_missing_and_tables_not_run(tmp_path):
     assert list(status.dataset) == ["imagenet", "imagenet32", "imagenet64"] and not status.found.any()
     t = imagenet.paper_table("3")
     assert (t["our top-1"] == "not run").all() and t["paper top-1"].tolist()[3] == 38.41
-    summ = pd.DataFrame([{"dataset": "imagenet32", "arch": "resnext29", "config": "37x10d", "top1": 40.0,
-                          "top5": 18.0, "runs": 5, "top1_sem": 0.1}])
+    summ = pd.DataFrame([{"dataset": "imagenet32", "arch": "resnext29", "config": "37x10d", "recipe": "imagenet32",
+                          "top1": 40.0, "top5": 18.0, "runs": 5, "top1_sem": 0.1}])
     t = imagenet.paper_table("3", summ)
-    assert t[t["paper model"] == "ResNeXt-29, 37x10d"].iloc[0]["our top-1"] == "40.00 (5)"
+    assert t[t["paper model"] == "ResNeXt-29, 37x10d"].iloc[0]["our top-1"] == "40.00 ± 0.10 (5)"
+    t = imagenet.paper_table("3", summ.assign(recipe="cifar"))  # another recipe's runs are not this table's
+    assert (t["our top-1"] == "not run").all()
 
 
 def test_imagenet_throughput_measures_a_model():

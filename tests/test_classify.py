@@ -32,6 +32,7 @@ TINY = cl.Recipe("tiny", epochs=3, batch_size=16, lr=0.1, weight_decay=5e-4, mil
 
 @pytest.mark.parametrize("name, epochs, batch, lr, wd, milestones, gamma", [
     ("cifar", 300, 128, 0.1, 5e-4, (150, 225), 0.1),
+    ("cifar_1gpu", 300, 128, 0.1, 5e-4, (150, 225), 0.1),
     ("imagenet", 100, 256, 0.1, 1e-4, (30, 60, 90), 0.1),
     ("imagenet32", 80, 1024, 0.08, 5e-4, (20, 40, 60), 0.2),
     ("imagenet64", 60, 512, 0.04, 5e-4, (20, 30, 40), 0.2),
@@ -135,6 +136,7 @@ def test_topk_errors_against_brute_force():
 def test_final_error_is_the_mean_over_the_last_epochs():
     h = {"test_top1": [50.0, 40.0, 30.0, 20.0]}
     assert cl.final_error(h, last=2) == 25.0 and cl.final_error(h, last=10) == 35.0
+    assert cl.final_error(h) == 20.0  # the final epoch's
 
 
 # ---------------------------------------------------------------------------------- training
@@ -174,16 +176,77 @@ def test_micro_batches_accumulate_the_full_batch_gradient():
 
 
 def test_paper_recipes_use_the_per_gpu_batch():
-    assert [cl.RECIPES[k].micro_batch for k in ("cifar", "imagenet", "imagenet32", "imagenet64")] == [None, 32, 128, 64]
+    """The paper's batch over its 8 GPUs (Sec. 4.2.1-4.2.2, App. A): 128 / 8, 256 / 8, 1024 / 8, 512 / 8."""
+    per_gpu = {k: cl.RECIPES[k].micro_batch for k in ("cifar", "cifar_1gpu", "imagenet", "imagenet32", "imagenet64")}
+    assert per_gpu == {"cifar": 128 // 8, "cifar_1gpu": None, "imagenet": 256 // 8, "imagenet32": 1024 // 8,
+                       "imagenet64": 512 // 8}
     for rec in cl.RECIPES.values():
         assert rec.batch_size % (rec.micro_batch or rec.batch_size) == 0
 
 
-def test_crops_are_padded_with_the_mean_pixel():
+def batchnorm_batches(recipe, n=256):
+    """The batch sizes every BatchNorm of a ResNeXt sees while ``fit`` trains it one epoch on ``n`` images."""
+    seen = []
+    model = resnext("resnext29", "2x2d", 10, stages=(8,), depth=1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]) if mod.training else None)
+    cl.fit(model, images(n=n, classes=10), images(n=8, classes=10, seed=1), recipe, epochs=1)
+    return seen
+
+
+def test_cifar_batchnorm_sees_16_images_and_the_single_gpu_recipe_128():
+    """8-GPU CIFAR recipe: every BatchNorm call in training normalizes 16 images; single GPU: 128."""
+    n_bn = 1 + 3 * 1 + 1  # stem, the bottleneck's three BNs, its projection's
+    eight = batchnorm_batches("cifar")
+    assert set(eight) == {16} and len(eight) == n_bn * 256 // 16
+    one = batchnorm_batches("cifar_1gpu")
+    assert set(one) == {128} and len(one) == n_bn * 256 // 128
+
+
+def test_crops_pad_with_the_fill_value():
     x = torch.full((2, 4, 4, 3), 200, dtype=torch.uint8)
     out = cl.augment(x, torch.tensor([[0, 0], [4, 4]]), torch.tensor([False, False]), 2, fill=[10, 20, 30])
     assert out[0, 0, 0].tolist() == [10, 20, 30] and out[0, 3, 3].tolist() == [200, 200, 200]
     assert out[1, 3, 3].tolist() == [10, 20, 30] and out[1, 0, 0].tolist() == [200, 200, 200]
+
+
+def test_training_crops_pad_black_before_normalization():
+    """As the authors' code (RandomCrop(padding=4) ahead of Normalize): a padded pixel is 0 before
+    normalization, so -mean/std after; the image's own pixels (all 200) give (200/255 - mean)/std."""
+    ds = images(n=37, size=6)
+    ds.x[:] = 200
+    mean, std = (0.5, 0.25, 0.75), (0.25, 0.5, 1.0)
+    data = cl.ArrayData(ds, "cpu", (mean, std))
+    r = cl.Recipe("t", 1, 37, 0.1, 0.0, (), 1.0, pad=2, resolution=6)
+    (x, _), = list(data.train_batches(r, seed=0, epoch=0))
+    for c in range(3):
+        inside, padded = (200 / 255 - mean[c]) / std[c], -mean[c] / std[c]
+        values = torch.unique(x[:, c]).tolist()
+        assert len(values) == 2 and values == pytest.approx(sorted([inside, padded]), abs=1e-6)
+
+
+def test_mean_image_normalization():
+    """``normalize="mean_image"``: x/255 minus the per-pixel mean of the training images (numpy), no std."""
+    train, test = images(n=30, size=5), images(n=7, size=5, seed=1)
+    r = cl.Recipe("t", 1, 8, 0.1, 0.0, (), 1.0, augment="flip", pad=0, normalize="mean_image", resolution=5)
+    mean, std = cl.input_stats(r, train)
+    want_mean = train.x.astype(np.float64).mean(0) / 255
+    np.testing.assert_allclose(mean, want_mean, rtol=0, atol=1e-6)
+    assert mean.shape == (5, 5, 3) and std == (1.0, 1.0, 1.0)
+    data = cl.ArrayData(test, "cpu", (mean, std))
+    (x, _), = list(data.test_batches(100))
+    np.testing.assert_allclose(x.numpy(), (test.x / 255 - want_mean).transpose(0, 3, 1, 2), rtol=0, atol=1e-6)
+
+
+def test_input_stats_of_the_recipes():
+    """CIFAR-10 and CIFAR-100 alike: the authors' constants; downsampled ImageNet: the mean image."""
+    cifar100 = Dataset("cifar100", "train", np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4, np.int64), "zeros")
+    assert cl.input_stats(cl.recipe("cifar"), cifar100) == cl.CIFAR_STATS == cl.input_stats(cl.recipe("cifar_1gpu"),
+                                                                                             cifar100)
+    assert cl.CIFAR_STATS[0][0] == 125.3 / 255 and cl.CIFAR_STATS[1][2] == 66.7 / 255
+    assert cl.recipe("imagenet32").normalize == cl.recipe("imagenet64").normalize == "mean_image"
+    assert cl.recipe("imagenet").normalize == "channel" and cl.recipe("imagenet").stats is None
 
 
 def test_recipe_must_fit_the_dataset():
@@ -291,6 +354,9 @@ def test_throughput_is_positive():
     (dict(milestones=(0,)), "milestones must be an integer >= 1, got 0"),
     (dict(micro_batch=0), "micro_batch must be an integer >= 1, got 0"),
     (dict(micro_batch=8), r"micro_batch must be <= batch_size \(4\), got 8"),
+    (dict(normalize="zca"), "normalize must be one of channel, mean_image, got 'zca'"),
+    (dict(normalize="mean_image", stats=((0.5,), (0.2,))), "stats must be None or per-channel"),
+    (dict(stats=((0.5, 0.5), (0.2,))), "stats must be None or per-channel"),
 ])
 def test_bad_recipe(kwargs, message):
     base = dict(name="x", epochs=2, batch_size=4, lr=0.1, weight_decay=0.0, milestones=(1,), gamma=0.1)
@@ -299,7 +365,7 @@ def test_bad_recipe(kwargs, message):
 
 
 def test_bad_recipe_name_and_epochs():
-    with pytest.raises(ValueError, match="recipe must be one of cifar, imagenet, imagenet32, imagenet64, got 'svhn'"):
+    with pytest.raises(ValueError, match="recipe must be one of cifar, cifar_1gpu, imagenet, imagenet32, imagenet64, got 'svhn'"):
         cl.recipe("svhn")
     with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
         cl.fit(tiny_model(), images(), images(), TINY, epochs=0)

@@ -6,6 +6,14 @@ reference implementation (stem 3x3 conv to 64 + BN, stages of three bottlenecks,
 grouped 3x3, projection shortcuts where the shape changes, no conv biases); the ImageNet models are
 torchvision's ``ResNet(Bottleneck, layers, groups=C, width_per_group=d)``.
 
+Initialization. The CIFAR-style models (ResNeXt-29 for CIFAR and ImageNet32x32, ResNeXt-38 for
+ImageNet64x64) are initialized as the authors' code initializes its ``CifarResNeXt`` and
+``SmallImageNetResNeXt`` (:func:`he_init`): every conv and the classifier He-normal with the fan-in,
+``W ~ N(0, 2 / fan_in)``, BatchNorm ``gamma = 1``, ``beta = 0``, every bias 0 (PyTorch's default
+would give the convs 1/sqrt(6) ~ 0.41 of that scale). The paper states no initialization for
+ResNeXt-50/101; they keep torchvision's (He-normal convs with the *fan-out*, BatchNorm 1 and 0,
+PyTorch's default classifier), although the authors' own ImageNet ResNeXt uses the fan-in init above.
+
 Each module has a static ``complexity(cx, ...)`` (pycls style) that counts its parameters and
 multiply-adds without building it; see :mod:`cepaper.complexity`.
 """
@@ -18,10 +26,26 @@ from cepaper import complexity as _cx
 from cepaper._checks import positive_int
 
 
+def he_init(module):
+    """Initialize ``module`` in place as the authors' code does (returns it): every ``Conv2d`` and
+    ``Linear`` weight ``N(0, 2 / fan_in)`` (``kaiming_normal_``, mode ``fan_in``; a grouped conv's fan-in
+    is ``in_channels / groups * kh * kw``), every bias 0, BatchNorm ``gamma = 1``, ``beta = 0``."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return module
+
+
 class ResNeXtBottleneck(nn.Module):
     """Fig. 5 block ``w_in -> w_out`` with ``groups`` paths: 1x1, grouped 3x3 (stride), 1x1, each + BN.
 
-    Input ``(N, w_in, H, W)``, output ``(N, w_out, H / stride, W / stride)``.
+    Input ``(N, w_in, H, W)``, output ``(N, w_out, H / stride, W / stride)``. Built alone it has
+    PyTorch's default init; :class:`ResNeXtCifar` applies :func:`he_init` to all of its blocks.
     """
 
     complexity = staticmethod(_cx.bottleneck_cx)
@@ -50,7 +74,8 @@ class ResNeXtCifar(nn.Module):
     """CIFAR-style ResNeXt ``groups x width_per_group d``: ResNeXt-29 (``stages=(256, 512, 1024)``)
     or ResNeXt-38 (``(256, 512, 1024, 2048)``, for ImageNet64). Input ``(N, 3, H, W)``, output
     ``(N, classes)``. Bottleneck width ``groups * width_per_group * out / stages[0]``; other
-    ``stages``/``depth`` (blocks per stage) give scaled-down variants.
+    ``stages``/``depth`` (blocks per stage) give scaled-down variants. Initialized by :func:`he_init`.
+    ResNeXt-29 has 29 weight layers: the stem conv, 3 stages x 3 blocks x 3 convs, the classifier.
     """
 
     complexity = staticmethod(_cx.resnext_cifar_cx)
@@ -67,6 +92,7 @@ class ResNeXtCifar(nn.Module):
                 w_in = w_out
         self.blocks = nn.Sequential(*blocks)
         self.classifier = nn.Linear(w_in, positive_int("classes", classes))
+        he_init(self)
 
     def forward(self, x):
         x = self.blocks(self.stem(x))

@@ -1,0 +1,42 @@
+"""How a table reads on a page: no index column, "—" where a value is undefined or absent, numbers
+rounded to what they mean, data sources named relative to the data root (no machine paths)."""
+
+import math
+from numbers import Integral, Real
+
+DASH = "—"
+
+
+def cell(value, digits=4):
+    """One cell as text: ``DASH`` for ``None``/NaN, integers as they are, other reals with at most
+    ``digits`` decimals (trailing zeros dropped), anything else ``str``."""
+    if value is None or (isinstance(value, Real) and not isinstance(value, Integral) and math.isnan(value)):
+        return DASH
+    if isinstance(value, bool) or isinstance(value, Integral):
+        return str(value)
+    if isinstance(value, Real):
+        if math.isinf(value):
+            return "∞" if value > 0 else "−∞"
+        text = f"{value:.{digits}f}".rstrip("0").rstrip(".")
+        return "0" if text in ("-0", "") else text
+    return str(value)
+
+
+def show(df, digits=4):
+    """A ``pandas`` Styler of ``df`` for a page: index hidden, every cell :func:`cell` (``digits``:
+    an int for all columns, or a dict column -> int with 4 for the others)."""
+    per = digits if isinstance(digits, dict) else {}
+    default = 4 if isinstance(digits, dict) else digits
+    return df.style.hide(axis="index").format({c: (lambda v, d=per.get(c, default): cell(v, d)) for c in df.columns})
+
+
+def relative_source(text, root=None):
+    """``text`` (a dataset's ``source``, or a loader's message) with the data root's absolute path
+    taken out: files in it named relative to it, the root itself "the data root"."""
+    from cepaper.data import data_root
+    path = data_root(root)
+    if path is None or text is None:
+        return text
+    for form in dict.fromkeys((str(path), str(path.resolve()))):
+        text = text.replace(form + "/", "").replace(form, "the data root")
+    return text
