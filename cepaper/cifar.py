@@ -22,7 +22,8 @@ paper's models with the same role (baseline, primal/dual/FLOPs optimum).
 import numpy as np
 import pandas as pd
 
-from cepaper import complexity as cxm, paper, search
+from cepaper import classify, paper, search
+from cepaper import complexity as cxm
 from cepaper._checks import positive_int
 
 #: The paper's rows each derived role stands in for (baseline 1x128d): Tables 1a, 1b and 5.
@@ -251,3 +252,21 @@ def plot_curve_errors(specs, summ, curve, datasets):
             if objective == "primal":
                 twin.set_yscale("log")
     return fig
+
+
+def throughput_rows(configs=("1x128d", "37x10d"), batch_size=8, steps=1, device="cpu", channels_last=True):
+    """Training images/s of the paper's ResNeXt-29 ``configs`` at CIFAR's 32x32 (10 classes) on
+    ``device`` (:func:`cepaper.classify.throughput`), and what one epoch of CIFAR-10 and the paper's
+    runs (10 runs x the recipe's 300 epochs) cost at that speed. A list of dicts ``table, arch, config,
+    resolution, batch, images_per_s, hours per epoch, hours for the paper's runs``."""
+    from cepaper.models.resnext import resnext
+    rec = classify.recipe("cifar")
+    rows = []
+    for config in configs:
+        ips = classify.throughput(resnext("resnext29", config, 10), batch_size, rec.resolution, 10, device, steps, 1,
+                                  channels_last)
+        epoch_h = classify.epoch_hours(50_000, ips)
+        rows.append({"table": "1a", "arch": "resnext29", "config": config, "resolution": rec.resolution,
+                     "batch": batch_size, "images_per_s": ips, "hours per epoch": epoch_h,
+                     "hours for the paper's runs": epoch_h * rec.epochs * paper.STATISTICS["cifar"]["runs"]})
+    return rows

@@ -202,8 +202,8 @@ def cost(row, speeds, runs):
     resolution = classify.recipe(recipe).resolution
     if not speeds:
         return f"{runs} runs × {epochs} epochs of {dataset}; no training speed measured in this book"
-    own = [t for t in speeds if t["arch"] == row["arch"] and t["config"] == row["config"]
-           and t["resolution"] == resolution]
+    own = sorted((t for t in speeds if t["arch"] == row["arch"] and t["config"] == row["config"]
+                  and t["resolution"] == resolution), key=lambda t: t.get("table") != row["table"])
     ref = own[0] if own else min(speeds, key=lambda t: (abs(math.log(t["resolution"] / resolution)), t["arch"] != row["arch"]))
     ips = ref["images_per_s"]
     if not own:
@@ -215,9 +215,12 @@ def cost(row, speeds, runs):
             f"{ips:.1f} images/s, {how}); GPU time not measured here")
 
 
-def error_rows(scales=SCALES, runs={"cifar": 10, "imagenet": 5}):
-    """Each error of Tables 1-5: ours from a committed training run, else "not run" with the cost at
-    the training speed this book measured (``cifar/throughput``, ``imagenet/throughput``)."""
+def error_rows(scales=SCALES, runs=None):
+    """Each error of Tables 1-5: ours from a committed training run (the paper's statistic, the recipe
+    of the row: single-GPU for § rows), else "not run" with the cost of ``runs`` runs (default: the
+    paper's, :data:`cepaper.paper.STATISTICS`) at the training speed this book measured
+    (``cifar/throughput``, ``imagenet/throughput``)."""
+    runs = runs or {k: v["runs"] for k, v in paper.STATISTICS.items()}
     speeds = []
     for section in ("cifar", "imagenet"):
         rec, _ = best(section, "throughput", (*scales, "quick"))
@@ -227,7 +230,7 @@ def error_rows(scales=SCALES, runs={"cifar": 10, "imagenet": 5}):
         rec, profile = best(section, "summary", scales)
         if rec is not None and not rec["data"].get("scaled", False):
             for t in rec["data"]["rows"]:
-                trained[(t["dataset"], t["arch"], t["config"])] = (t, profile, rec)
+                trained[(t["dataset"], t["arch"], t["config"], t.get("recipe"))] = (t, profile, rec)
     z = stats.norm.ppf(0.975)
     rows = []
     for r in paper.MODELS:
@@ -238,7 +241,8 @@ def error_rows(scales=SCALES, runs={"cifar": 10, "imagenet": 5}):
                    else f"top-1 {r['top1']}, top-5 {r['top5']}")
         dataset = TABLE_DATASET[r["table"]]
         value = r["c10"] if section == "cifar" else r["top1"]
-        hit = trained.get((dataset, r["arch"], r["config"]))
+        recipe = ("cifar_1gpu" if "§" in r["model"] else "cifar") if section == "cifar" else classify.DATASET_RECIPE[dataset]
+        hit = trained.get((dataset, r["arch"], r["config"], recipe))  # a § row stands beside its single-GPU runs
         if hit is not None and hit[0]["runs"] >= 2 and hit[0]["top1_sem"] is not None:
             t, profile, rec = hit
             lo, hi = t["top1"] - z * t["top1_sem"], t["top1"] + z * t["top1_sem"]

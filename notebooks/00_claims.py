@@ -43,7 +43,7 @@ scales: list = ["paper", "cpu-evidence"]   # profiles whose committed results co
 import pandas as pd
 from IPython.display import Markdown, display
 
-from cepaper import claims, display as show, results
+from cepaper import claims, pages, results
 
 if not 0 < level < 1:
     raise ValueError(f"level must be in (0, 1), got {level}")
@@ -67,7 +67,7 @@ display(Markdown(" · ".join(f"**{v}**: {n}" for v, n in counts.items()) + f" (o
 # are exact computations, redone on this page.
 
 # %% tags=["remove-input", "full-width"]
-show.table(claims.page_table(saved["rows"], "method"))
+pages.show(claims.page_table(saved["rows"], "method"))
 
 # %% [markdown]
 # ## The training tables: errors of Tables 1–5
@@ -78,4 +78,4 @@ show.table(claims.page_table(saved["rows"], "method"))
 # is estimated from a measured one by its FLOPs).
 
 # %% tags=["remove-input", "full-width"]
-show.table(claims.page_table(saved["rows"], "training"))
+pages.show(claims.page_table(saved["rows"], "training"))

@@ -53,14 +53,13 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from cepaper import display as show
-from cepaper import kernels, ntk, paper, plots, results
+from cepaper import kernels, ntk, pages, paper, plots, results
 
 run = results.Run("lemma1", profile, seed=seed, device=device, params=dict(
     depth=depth, n=n, n_gamma=n_gamma, m_max=m_max, draws=draws, ms=ms, blocks=blocks,
     level=level, widths=widths, width_draws=width_draws, z_max=z_max))
 display(run.header())
-display(show.table([dict(source="paper (Fig. 2)", L=paper.FIG2["depth"], n=paper.FIG2["width"],
+display(pages.show([dict(source="paper (Fig. 2)", L=paper.FIG2["depth"], n=paper.FIG2["width"],
                            wide=f"x{paper.FIG2['wide_factor']} net", m="not printed"),
                       dict(source="this run", L=depth, n=n, wide=f"n = {max(widths)} and analytic K_inf",
                            m=f"1..{m_max} (a), {min(ms)}..{max(ms)} (fit)")]))
@@ -144,7 +143,7 @@ plots.lemma1_nmk(run.load("nmk"));
 
 # %% tags=["remove-input"]
 plots.lemma1_variance(run.load("variance"));
-display(show.table(pd.read_csv(run.dir / "variance.csv"), 4))
+display(pages.show(pd.read_csv(run.dir / "variance.csv"), 4))
 
 # %% [markdown]
 # ## Does the NMK depend on the width?
@@ -160,7 +159,7 @@ display(show.table(pd.read_csv(run.dir / "variance.csv"), 4))
 # %% tags=["remove-input"]
 saved = run.load("nmk")
 plots.lemma1_width(saved);
-display(show.table(pd.read_csv(run.dir / "nmk.csv"), 4))
+display(pages.show(pd.read_csv(run.dir / "nmk.csv"), 4))
 c_off, c_off_se = np.array(saved["c"])[G:], np.array(saved["c_se"])[G:]
 k = np.abs(c_off).argmax()
 display(Markdown(f"Largest off-diagonal coefficient: c = {c_off[k]:.3f} ± {c_off_se[k]:.3f} "

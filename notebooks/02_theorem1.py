@@ -65,8 +65,7 @@ import torch
 from IPython.display import Markdown, display
 from scipy import stats
 
-from cepaper import display as show
-from cepaper import data, paper, results, theorem1
+from cepaper import data, pages, paper, results, theorem1
 
 if threads:
     torch.set_num_threads(threads)
@@ -135,9 +134,9 @@ theorem1.plot_slopes(change, fits, ("offdiag", "offdiag_mean"), exponent=paper.T
 display(Markdown(f"**Slope of log |K_T − K_0|** with its 95% interval. Theorem 1 predicts "
                  f"{paper.THEOREM1_EXPONENT_MN:g} in mn. Footnote 1 (the rigorous result of [10]) gives "
                  f"{paper.THEOREM1_RIGOROUS['n']:g} in n and {paper.THEOREM1_RIGOROUS['m']:g} in m."))
-display(show.table(theorem1.slope_table(fits, "abs_change").reset_index()))
+display(pages.show(theorem1.slope_table(fits, "abs_change").reset_index()))
 display(Markdown("**Slope of log |K_T − K_0| / |K_0|** (relative change):"))
-display(show.table(theorem1.slope_table(fits, "rel_change").reset_index()))
+display(pages.show(theorem1.slope_table(fits, "rel_change").reset_index()))
 main = fits[(fits.fit == "all") & (fits.entry == "offdiag") & (fits.value == "abs_change")].iloc[0]
 se = (main.hi - main.lo) / 2 / stats.t.ppf(0.975, main.points - 2)
 display(Markdown(f"**Power:** the slope of the off-diagonal entry over all {int(main.points)} runs has standard "

@@ -58,8 +58,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from cepaper import display as show
-from cepaper import design_report, fit, fit_report, paper, results, search
+from cepaper import design_report, fit, fit_report, pages, paper, results, search
 
 run = results.Run("alpha", profile, seed=seed, device=device, params=dict(
     trials=trials, width_max=width_max, num_widths=num_widths, mlp_trials=mlp_trials, mlp_depth=mlp_depth,
@@ -67,7 +66,7 @@ run = results.Run("alpha", profile, seed=seed, device=device, params=dict(
     effect_widths=effect_widths, n_boot=n_boot, synthetic_trials=synthetic_trials, checkpoint=checkpoint))
 ckpt = results.checkpoint_dir("alpha", profile) if checkpoint else None
 display(run.header())
-display(show.table([
+display(pages.show([
     dict(source="paper (Sec. 4.2, Fig. 8)", alpha=paper.ALPHA_FIT["alpha"], trials=paper.ALPHA_FIT["trials"],
          widths=f"{paper.ALPHA_FIT['width_min']}..{paper.ALPHA_FIT['width_max']}",
          n_in=paper.ALPHA_FIT["n_in"], entry=paper.ALPHA_FIT["entry"]),
@@ -160,7 +159,7 @@ fit_report.plot_fig8(res, "offdiag", label="bottleneck", paper_alpha=paper.ALPHA
 rows = [{"entry": e, "alpha": f["alpha"], "lo": f["alpha_ci"][0], "hi": f["alpha_ci"][1],
          "intercept a": f["intercept"], "C": f["C"], "widths": len(f["widths"]), "trials": f["trials"][0]}
         for e, f in res["fits"].items()]
-display(show.table(rows, 4))
+display(pages.show(rows, 4))
 lo, hi = res["alpha_ci"]
 display(Markdown(
     f"**Our α = {res['alpha']:.3f}**, 95% interval [{lo:.3f}, {hi:.3f}] (diagonal entry, "
@@ -184,7 +183,7 @@ f = res["fits"]["diag"]
 sel = [res["widths"].index(n) for n in fit.log_grid(1, max(res["widths"]), min(16, len(res["widths"])))
        if n in res["widths"]]                              # at most 16 widths, log-spaced
 s, y = np.array(f["term"], dtype=float)[sel], np.array(f["log_ratio"], dtype=float)[sel]
-display(show.table({"n from": [res["widths"][j] for j in sel[:-1]], "n to": [res["widths"][j] for j in sel[1:]],
+display(pages.show({"n from": [res["widths"][j] for j in sel[:-1]], "n to": [res["widths"][j] for j in sel[1:]],
                      "local slope d log r / d s": np.diff(y) / np.diff(s)}, 3))
 fit_report.plot_fit_options(run.load("fit_options")["rows"], paper_alpha=paper.ALPHA_BOTTLENECK,
                             title="bottleneck: alpha by fit choice (diagonal entry)");
@@ -208,7 +207,7 @@ res_mlp = run.load("fit_mlp")
 fit_report.plot_fig8(res_mlp, "diag", label=f"MLP, L = {mlp_depth}", paper_alpha=search.ALPHA_FIG3);
 fit_report.plot_fit_options(run.load("fit_options_mlp")["rows"], paper_alpha=search.ALPHA_FIG3,
                             title=f"MLP (L = {mlp_depth}): alpha by fit choice (diagonal entry)");
-display(show.table([{"entry": e, "alpha": g["alpha"], "lo": g["alpha_ci"][0], "hi": g["alpha_ci"][1],
+display(pages.show([{"entry": e, "alpha": g["alpha"], "lo": g["alpha_ci"][0], "hi": g["alpha_ci"][1],
                      "intercept a": g["intercept"]} for e, g in res_mlp["fits"].items()], 4))
 opts = {r["fit"]: r for r in run.load("fit_options_mlp")["rows"]}
 fig3_alpha, fig3_source = design_report.fig3_alpha()
@@ -235,7 +234,7 @@ eff = run.load("effects")
 fit_report.plot_effects(eff["rows"], "diag", paper_alpha=paper.ALPHA_BOTTLENECK);
 fit_report.plot_effects(eff["rows"], "diag", paper_alpha=paper.ALPHA_BOTTLENECK, large=True);
 cols = ["label", "entry", "alpha", "lo", "hi", "alpha_large", "lo_large", "hi_large", "seconds"]
-display(show.table(pd.DataFrame(eff["rows"])[cols], 3))
+display(pages.show(pd.DataFrame(eff["rows"])[cols], 3))
 
 # %% [markdown]
 # ## The chain: fitted α → optimal modules
@@ -246,7 +245,7 @@ display(show.table(pd.DataFrame(eff["rows"])[cols], 3))
 
 # %% tags=["remove-input"]
 des = run.load("design")
-display(show.table(pd.DataFrame(des["rows"])[["arch", "baseline", "objective", "paper_config", "config", "config_lo",
+display(pages.show(pd.DataFrame(des["rows"])[["arch", "baseline", "objective", "paper_config", "config", "config_lo",
                                     "config_hi", "config_paper_alpha", "alpha_min", "alpha_max"]], 3))
 fit_report.plot_design_intervals(run.load("design_intervals")["rows"], des["alpha"], des["alpha_ci"],
                                  paper_alpha=paper.ALPHA_BOTTLENECK);

@@ -46,8 +46,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from cepaper import display as show
-from cepaper import design_report, paper, results, search
+from cepaper import design_report, pages, paper, results, search
 
 pd.set_option("display.max_columns", 40)
 pd.set_option("display.width", 200)
@@ -79,7 +78,7 @@ run.save("fig3", fig3)
 
 # %% tags=["hide-input"]
 saved = run.load("fig3_conventions")
-show.table(pd.DataFrame(saved["rows"]).drop(columns=["alpha_lo", "alpha_hi"]).fillna("none"))
+pages.show(pd.DataFrame(saved["rows"]).drop(columns=["alpha_lo", "alpha_hi"]).fillna("none"))
 
 # %% [markdown]
 # Exactly one combination reproduces Fig. 3: the sum runs over the $L - 1 = 5$ hidden fan-ins
@@ -94,7 +93,7 @@ lo, hi = fig3["interval"]
 display(Markdown(f"**Fig. 3's numbers are reproduced for α ∈ [{lo:.3f}, {hi:.3f}]** (grid step "
                  f"{fig3_alphas[2]}); the curves below use α = {fig3['alpha']:.4f}. The library's default "
                  f"for fully connected nets is `search.ALPHA_FIG3` = {search.ALPHA_FIG3}."))
-show.table(design_report.fig3_table(fig3))
+pages.show(design_report.fig3_table(fig3))
 
 # %%
 fig = design_report.plot_curves(fig3["curve"], fig3["primal"], fig3["dual"], paper_n=paper.FIG3["n_primal"],
@@ -135,7 +134,7 @@ run.save("block_curves", block)
 run.save("block_alpha_scan", block_scan)
 
 # %% tags=["hide-input"]
-show.table(run.load("block_conventions")["rows"])
+pages.show(run.load("block_conventions")["rows"])
 
 # %% [markdown]
 # Only one convention reproduces the models: **all three convs enter the sum with fan-in =
@@ -153,7 +152,7 @@ show.table(run.load("block_conventions")["rows"])
 # search uses `2macs+acts` (the optimum), the tables below show GFLOPs as `2macs+acts+adds`.
 
 # %% tags=["hide-input"]
-show.table(run.load("flops_conventions")["rows"])
+pages.show(run.load("flops_conventions")["rows"])
 
 # %% tags=["hide-input"]
 block = run.load("block_curves")
@@ -217,7 +216,7 @@ run.save("printed_numbers", {"rows": printed.to_dict("records")}, table=printed)
 
 # %% tags=["hide-input"]
 derived = pd.DataFrame(run.load("derived_models")["rows"])
-show.table(derived)
+pages.show(derived)
 
 # %% [markdown]
 # Two of the paper's models are not what this rule gives:
@@ -248,7 +247,7 @@ assert search.design("resnext38", "1x96d", alpha=alpha_block, rounding="floor")[
 
 # %% tags=["hide-input"]
 printed = pd.DataFrame(run.load("printed_numbers")["rows"])
-show.table(printed)
+pages.show(printed)
 
 # %% tags=["hide-input"]
 assert printed["params match"].all(), "every printed Params entry of Tables 1-5"
@@ -271,7 +270,7 @@ if fitted is None:
 else:
     a_fit = fitted["data"]["alpha"]
     display(Markdown(f"Fitted α = {a_fit:.3f} ({results.describe(fitted)})."))
-    display(show.table([{k: search.design(arch, base, obj, budget, alpha=a_fit)[k] for k in
+    display(pages.show([{k: search.design(arch, base, obj, budget, alpha=a_fit)[k] for k in
                            ("arch", "baseline", "objective", "budget", "config", "rho", "var_ratio")}
                           for arch, base, obj, budget in [("resnext29", "1x128d", "primal", "params"),
                                                           ("resnext29", "1x128d", "dual", "params"),

@@ -73,8 +73,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from cepaper import display as show
-from cepaper import ablation, data, design_report, paper, plots, results
+from cepaper import ablation, data, design_report, pages, paper, plots, results
 
 if threads:
     torch.set_num_threads(threads)
@@ -85,7 +84,7 @@ run = results.Run("mnist", profile, seed=seed, device=device, params=dict(
 display(run.header())
 alpha_used, alpha_source = design_report.fig3_alpha() if alpha is None else (float(alpha), "given as a parameter")
 p4 = paper.FIG4
-display(show.table([
+display(pages.show([
     dict(run="paper (Sec. 4.1)", L=p4["depth"], n_tilde=p4["width"], train_images=60000, test_images=10000,
          epochs=p4["epochs"], repetitions=p4["repetitions"], optimizer=p4["optimizer"], lr="not given",
          batch="not given"),
@@ -114,7 +113,7 @@ mlp = ablation.member(inputs=784, depth=depth, classes=10, bias=bias)
 configs = ablation.models(primal_ns, dual_ns, n_tilde, alpha_used, mlp)
 run.save("models", {"rows": configs.to_dict("records"), "alpha": alpha_used, "alpha_source": alpha_source},
          table=configs)
-show.table(configs[["curve", "n", "m", "m_exact", "params", "params_ratio", "var", "var_ratio"]], 4)
+pages.show(configs[["curve", "n", "m", "m_exact", "params", "params_ratio", "var", "var_ratio"]], 4)
 
 # %% [markdown]
 # ## Training
@@ -151,7 +150,7 @@ table = ablation.summary(runs)
 plots.fig4(table);
 
 # %% tags=["hide-input"]
-show.table(table[["curve", "n", "m", "params_ratio", "var_ratio", "error", "sem", "reps"]], 4)
+pages.show(table[["curve", "n", "m", "params_ratio", "var_ratio", "error", "sem", "reps"]], 4)
 
 # %% [markdown]
 # ## How closely does the error track the variance?
@@ -174,8 +173,8 @@ run.save("dual_changes", {"rows": changes.to_dict("records")}, table=changes)
 # %% tags=["hide-input"]
 corr = pd.DataFrame(run.load("correlations")["rows"])
 changes = pd.DataFrame(run.load("dual_changes")["rows"])
-display(show.table(corr[["curve", "against", "measure", "value", "lo", "hi", "p_value", "p_exact", "models", "reps"]], 3))
-display(show.table(changes[["n", "m", "params_ratio", "var_ratio", "error", "change", "change_se", "lo", "hi"]], 4))
+display(pages.show(corr[["curve", "against", "measure", "value", "lo", "hi", "p_value", "p_exact", "models", "reps"]], 3))
+display(pages.show(changes[["n", "m", "params_ratio", "var_ratio", "error", "change", "change_se", "lo", "hi"]], 4))
 sp = corr.set_index(["curve", "measure"])
 worse = changes[changes.lo > 0]
 better = changes[changes.hi < 0]
