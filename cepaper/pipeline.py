@@ -338,7 +338,10 @@ def execute(section, params, key):
         try:
             papermill.execute_notebook(src, staging / "out.ipynb", parameters=params, kernel_name="python3",
                                        language="python", cwd=str(REPO), progress_bar=sys.stderr.isatty(),
-                                       kernel_manager_class=_kernel_manager())
+                                       kernel_manager_class=_kernel_manager(),
+                                       # jupyter_client interrupts a kernel before shutting it down; the kernel
+                                       # then logs "KeyboardInterrupt caught in kernel" when it was still busy
+                                       extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
         except BaseException as e:
             failed = BUILD / "failed" / profile / out.name
             failed.parent.mkdir(parents=True, exist_ok=True)

@@ -254,7 +254,7 @@ assert printed["params match"].all(), "every printed Params entry of Tables 1-5"
 assert printed["GFLOPs match"].dropna().astype(bool).all(), "Table 5's GFLOPs (2 macs + acts + adds)"
 rho_misses = printed.loc[printed["rho match"].eq(False), ["table", "model", "rho", "paper rho", "rho of printed params"]]
 display(Markdown("Printed ρ that the exact counts do not round to (the last column is the ratio of the paper's "
-                 "rounded parameter counts):"), rho_misses)
+                 "rounded parameter counts):"), pages.show(rho_misses, 3))
 assert set(rho_misses["model"]) <= {"ResNeXt-29, 3x40d"}
 
 # %% [markdown]
