@@ -262,7 +262,8 @@ def _add_fit_alpha(sub):
             raise UsageError("--depth only applies to --module mlp")
         options = (dict(readout=args.readout, spatial=args.spatial, post_relu=args.post_relu or None)
                    if args.module == "bottleneck" else dict(depth=args.depth))
-        run = results.Run("alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device)
+        run = results.Run("alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device,
+                          store=True)
         r = fit.measure_alpha(args.module, args.widths, args.trials, args.seed, args.entry,
                               intercept=not args.no_intercept, weighted=args.weighted, device=args.device,
                               checkpoint=results.checkpoint_dir("alpha", "cli") if args.checkpoint else None,
@@ -312,7 +313,8 @@ def _add_train(sub):
                              f"ImageNet (224x224) models, resnext29/38 the CIFAR-style ones (32x32, 64x64)")
         rec = args.recipe or classify.DATASET_RECIPE[args.dataset]
         run = results.Run("cifar" if args.dataset.startswith("cifar") else "imagenet", "cli", seed=args.seed,
-                          device=args.device, params={k: v for k, v in vars(args).items() if k != "func"})
+                          device=args.device, params={k: v for k, v in vars(args).items() if k != "func"},
+                          store=True)
         tr = data.load(args.dataset, "train", root=args.data_root, n=args.n_train)
         te = data.load(args.dataset, "test", root=args.data_root, n=args.n_test)
         classes = {"cifar10": 10, "cifar100": 100}.get(args.dataset, 1000)

@@ -6,6 +6,10 @@ crash never leaves a half-written result to be mistaken for a good one. Each JSO
     {"data": {...}, "provenance": {"section", "name", "profile", "params", "seed", "cepaper",
                                    "git_commit", "device", "wall_s", "date"}}
 
+Only `cepaper run` (which stages a notebook's results and publishes them when it succeeds) and the
+CLI's own commands (profile ``cli``) write into the store. A notebook executed any other way (plain
+papermill, nbval) writes to ``$CEPAPER_RESULTS/<profile>/<section>`` when that is set, else to a
+scratch folder named after its parameters, ``_build/scratch/<section>-<hash>/`` (see :class:`Run`).
 """
 
 import contextlib
@@ -254,8 +258,28 @@ def _naming(e, path):
     return OSError(e.errno, e.strerror, str(path)) if e.errno is not None else e
 
 
+def scratch_dir(section, profile, params=None, seed=None, device="cpu"):
+    """``_build/scratch/<section>-<hash>``: where a notebook executed outside `cepaper run` (and with
+    no ``$CEPAPER_RESULTS``) saves its results; the hash is of its profile, parameters, seed and device,
+    so runs with other parameters never mix."""
+    what = json.dumps(_jsonable({"profile": profile, "params": dict(params or {}), "seed": seed,
+                                 "device": str(device)}), sort_keys=True, default=str)
+    return REPO / "_build" / "scratch" / f"{section}-{hashlib.sha256(what.encode()).hexdigest()[:10]}"
+
+
+_ACTIVE = {}  # (section, profile) -> folder of a Run outside the store, read first by load()
+
+
 class Run:
     """One notebook's run: collects provenance and saves named results of a section.
+
+    Where its results go (``self.dir``):
+
+    - inside `cepaper run` (``$CEPAPER_STAGING``): the run's staging folder, published to
+      ``results/<profile>/<section>`` only when the notebook succeeds;
+    - ``store=True`` (the CLI's own commands, profile ``cli``): ``results/<profile>/<section>``;
+    - else, with ``$CEPAPER_RESULTS`` set: ``$CEPAPER_RESULTS/<profile>/<section>``, as the user asked;
+    - else (plain papermill, nbval): :func:`scratch_dir`, never the book's published results.
 
     Example::
 
@@ -264,22 +288,38 @@ class Run:
         data = run.load("fig2")
     """
 
-    def __init__(self, section, profile, params=None, seed=None, device="cpu"):
+    def __init__(self, section, profile, params=None, seed=None, device="cpu", store=False):
         check_device(device)
         self.dir = section_dir(section, profile)
-        if os.environ.get("CEPAPER_STAGING"):  # inside `cepaper run`: published only on success
-            self.dir = Path(os.environ["CEPAPER_STAGING"]) / profile / section
         self.section, self.profile = section, profile
         self.params, self.seed, self.device = dict(params or {}), seed, str(device)
+        self.staged = bool(os.environ.get("CEPAPER_STAGING"))
+        if self.staged:  # inside `cepaper run`: published only on success
+            self.dir = Path(os.environ["CEPAPER_STAGING"]) / profile / section
+        elif not store and not os.environ.get("CEPAPER_RESULTS"):
+            self.dir = scratch_dir(section, profile, self.params, seed, device)
+        if not self.staged:
+            _ACTIVE[(section, profile)] = self.dir
         self.started = time.perf_counter()
 
+    def where(self):
+        """Where this run's results go, as a reader should see it: the published folder relative to
+        the repository (for a staged run, where they are published), else the path itself."""
+        folder = section_dir(self.section, self.profile) if self.staged else self.dir
+        rel = folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder
+        return f"{rel}/"
+
     def header(self):
-        """Markdown for the top of a notebook: the profile and device this run uses."""
+        """Markdown for the top of a notebook: the profile and device this run uses, and where its
+        results go (outside `cepaper run`: a scratch folder, not the book's results)."""
         from IPython.display import Markdown
         commit = (git_commit() or "unknown")[:12]
+        where = f"results in `{self.where()}`"
+        if not self.staged and self.dir != section_dir(self.section, self.profile):
+            where += (" (executed outside `cepaper run`, so not the book's results; set CEPAPER_RESULTS "
+                      "to choose the folder)")
         return Markdown(f"**This run:** profile `{self.profile}` on {device_name(self.device)}, "
-                        f"cepaper {cepaper.__version__} @ `{commit}`; results in "
-                        f"`results/{self.profile}/{self.section}/`.")
+                        f"cepaper {cepaper.__version__} @ `{commit}`; {where}.")
 
     def provenance(self, name):
         return {
@@ -300,17 +340,25 @@ class Run:
 
     def load(self, name):
         """The ``data`` dict of a result this section saved (see :func:`load`)."""
+        path = self.dir / f"{name}.json"
+        if path.exists() or not self.staged:
+            if not path.exists():
+                raise FileNotFoundError(f"no result {path}: save {name!r} before loading it")
+            return read_json(path)["data"]
         return load(self.section, self.profile, name)["data"]
 
 
 def _locate(section, profile, name):
-    """Path of a saved result, looking first in the staging folder of a running notebook.
+    """Path of a saved result, looking first in the staging folder of a running notebook (or the
+    folder of a :class:`Run` of this process outside the store).
 
     A read from the store (found or not) is appended to ``$CEPAPER_READS_LOG`` so the pipeline knows which
     results a notebook depends on.
     """
     staged = os.environ.get("CEPAPER_STAGING")
     if staged and (path := Path(staged) / profile / section / f"{name}.json").exists():
+        return path
+    if (section, profile) in _ACTIVE and (path := _ACTIVE[(section, profile)] / f"{name}.json").exists():
         return path
     path = section_dir(section, profile) / f"{name}.json"
     if os.environ.get("CEPAPER_READS_LOG"):
