@@ -421,7 +421,7 @@ def _keep_failed(src, dest):
         return None
 
 
-_OS_ERRORS = {"OSError", "IOError", "PermissionError", "FileExistsError", "IsADirectoryError",
+_OS_ERRORS = {"OSError", "IOError", "PermissionError", "FileNotFoundError", "FileExistsError", "IsADirectoryError",
               "NotADirectoryError", "BlockingIOError", "InterruptedError", "TimeoutError"}
 
 
@@ -622,8 +622,9 @@ def runs_page(records):
 
 def run_child(cmd, cwd=None, grace=5.0):
     """Run ``cmd`` to its end in a process group of its own and return its exit status; on any
-    exception here (Ctrl-C, or the ``SystemExit`` that the CLI's SIGTERM handler raises) terminate the
-    whole group (SIGTERM, then SIGKILL after ``grace`` seconds), so no grandchild outlives us."""
+    exception here (Ctrl-C, or the ``cli.Terminated`` that the CLI's SIGTERM handler raises) terminate
+    the whole group (SIGTERM, then SIGKILL after ``grace`` seconds), so no grandchild outlives us.
+    (For ``book()``'s jupyter-book: a Ctrl-C then no longer reaches the child directly, this does.)"""
     import signal
     proc = subprocess.Popen(cmd, cwd=cwd, start_new_session=True)
     try:

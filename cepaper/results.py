@@ -303,11 +303,11 @@ class Run:
         self.started = time.perf_counter()
 
     def where(self):
-        """Where this run's results go, as a reader should see it: the published folder relative to
-        the repository (for a staged run, where they are published), else the path itself."""
-        folder = section_dir(self.section, self.profile) if self.staged else self.dir
-        rel = folder.relative_to(REPO) if folder.is_relative_to(REPO) else folder
-        return f"{rel}/"
+        """Where this run's results go, as a reader should see it: for a staged run (a book page) the
+        store's ``results/<profile>/<section>/``, else the folder, relative to the repository if in it."""
+        if self.staged:
+            return f"results/{self.profile}/{self.section}/"
+        return f"{self.dir.relative_to(REPO) if self.dir.is_relative_to(REPO) else self.dir}/"
 
     def header(self):
         """Markdown for the top of a notebook: the profile and device this run uses, and where its

@@ -551,3 +551,14 @@ def test_train_messages_name_the_cli_flags(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(base + ["--n-train", "50"])
     assert e.value.code == 2 and "--n-train 50 is more than the 10 train images of cifar10" in capsys.readouterr().err
+
+
+def test_damaged_results_file_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))
+    path = tmp_path / "cli" / "alpha" / "fit_bottleneck.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"data": {"alpha": 1.')
+    with pytest.raises(SystemExit) as e:
+        cli.main(["design", "--arch", "resnext29", "--baseline", "1x128d", "--alpha", "fit"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"results file {path} is damaged (JSONDecodeError" in err and "Traceback" not in err
