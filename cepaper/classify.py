@@ -459,7 +459,7 @@ def fit(model, train, test, recipe_name="cifar", *, epochs=None, seed=0, device=
     history = {k: [] for k in keys}
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():
-        start, history = _resume(checkpoint, model, opt, sched, settings)
+        start, history = _resume(checkpoint, model, opt, sched, settings) or (start, history)
     for epoch in tqdm(range(start, rec.epochs), initial=start, total=rec.epochs, disable=not progress,
                       desc="epochs", leave=False):
         t0 = time.perf_counter()
@@ -511,9 +511,21 @@ def _folder_stats(ds):
     return data.STATS[ds.name]
 
 
+CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng", "history", "settings")
+
+
 def _resume(path, model, opt, sched, settings):
-    """Load a :func:`fit` checkpoint; return ``(epoch, history)``. Its settings must match."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    """Load a :func:`fit` checkpoint; return ``(epoch, history)``. Its settings must match.
+
+    A checkpoint that ``torch.load`` cannot read (empty, truncated by a crash of the disk, not a
+    checkpoint) or that lacks its keys is moved aside (:func:`cepaper.results.move_aside`): then
+    ``None``, and the run starts afresh."""
+    state = results.load_checkpoint(path)
+    if state is None:
+        return None
+    if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+        results.move_aside(path, "not a checkpoint of classify.fit")
+        return None
     if state["settings"] != settings:
         diff = {k: (state["settings"].get(k), v) for k, v in settings.items() if state["settings"].get(k) != v}
         raise ValueError(f"checkpoint {path} was written by a run with other settings (checkpoint, now): {diff}; "
@@ -613,8 +625,8 @@ def run_models(configs, dataset, train, test, seeds, *, arch="resnext29", recipe
                             **{k: list(v) if k == "stages" else v for k, v in net.items()})
             key = results.source_key(settings, ("cepaper.models.resnext", __name__))
             path = Path(cache) / f"{key}.json"
-            if path.exists():
-                records.append(json.loads(path.read_text()))
+            if (done := results.read_cached(path, required=RECORD_KEYS)) is not None:  # damaged: moved aside
+                records.append(done)
                 continue
         torch.manual_seed(init_seed(seed, config))
         model = resnext(arch, config, classes, **net)
@@ -630,6 +642,10 @@ def run_models(configs, dataset, train, test, seeds, *, arch="resnext29", recipe
             path.with_suffix(".pt").unlink(missing_ok=True)
         records.append(rec)
     return records
+
+
+RECORD_KEYS = ("dataset", "arch", "config", "recipe", "seed", "params", "history", "final_top1", "final_top5",
+               "wall_s")
 
 
 def summary(records, last=1):

@@ -2,11 +2,18 @@
 
 Each subcommand is one ``_add_<name>(sub)`` function that declares its arguments and sets
 ``func``; ``COMMANDS`` lists them. Errors in the arguments exit with status 2 and a message that
-names the argument and what is allowed.
+names the argument and what is allowed; so do the errors a user can cause while a command runs
+(a full disk, a folder that is not writable, a damaged file, broken YAML): one line that names the
+file and says what to do, never a traceback. A notebook that fails exits with status 1; Ctrl-C with
+130 and SIGTERM with 143 (the shells' 128 + signal), after cleaning up.
 """
 
 import argparse
+import errno
 import json
+import math
+import os
+import signal
 import sys
 
 
@@ -14,9 +21,31 @@ class UsageError(ValueError):
     """Bad command-line input: printed as ``cepaper: error: ...`` with exit status 2."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an exception so that cleanup runs as for Ctrl-C (staging folders removed,
+    locks released, child processes stopped)."""
+
+
+def _plain(x, where="result"):
+    """``x`` as plain JSON values: numpy scalars and arrays converted, NaN (an undefined value, e.g.
+    the standard error of a single run) as ``None``; an infinity is a ``ValueError`` naming the field."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(x)]
+    if hasattr(x, "tolist"):  # numpy arrays and scalars
+        return _plain(x.tolist(), where)
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, float) and math.isinf(x):
+        raise ValueError(f"{where} is {x}: the computation overflowed; the inputs are outside what it can represent")
+    return x
+
+
 def emit(args, payload, text):
-    """Print ``payload`` as JSON with ``--json``, else the human-readable ``text``."""
-    print(json.dumps(payload, indent=1) if getattr(args, "json", False) else text)
+    """Print ``payload`` as JSON with ``--json`` (strict JSON: no NaN or Infinity, see :func:`_plain`),
+    else the human-readable ``text``."""
+    print(json.dumps(_plain(payload), indent=1, allow_nan=False) if getattr(args, "json", False) else text)
 
 
 REUSE_HELP = ("execute nothing: use the executed notebooks stored with the results "
@@ -89,6 +118,15 @@ def _positive_float_arg(text):
     if not value > 0 or value == float("inf"):
         raise ValueError(f"must be a number > 0, got {text!r}")
     return value
+
+
+def _trials_arg(text):
+    if not text.strip().isdigit() or int(text) < 2:
+        raise ValueError(f"must be an integer >= 2 (a variance needs two draws), got {text!r}")
+    return int(text)
+
+
+NO_GPU = "pass --device cpu, or run on a machine with a GPU"
 
 
 def _alpha_arg(text):
@@ -236,20 +274,21 @@ def _add_fit_alpha(sub):
     p = sub.add_parser("fit-alpha", help="fit alpha of Eq. 9 by Monte Carlo over weight draws (Algorithm 1)")
     p.add_argument("--module", required=True, choices=["bottleneck", "mlp"],
                    help="the Fig. 5 bottleneck (n_in = n_out = 256) or the Eq. 3 MLP")
-    p.add_argument("--trials", type=int, default=2000, help="weight draws per width (default 2000)")
-    p.add_argument("--widths", type=int, nargs="+", metavar="N",
+    pos_int = _cli_type(_positive_int_arg)
+    p.add_argument("--trials", type=_cli_type(_trials_arg), default=2000, help="weight draws per width (default 2000)")
+    p.add_argument("--widths", type=pos_int, nargs="+", metavar="N",
                    help="widths n (default: 16 log-spaced from 1 to 256)")
-    p.add_argument("--seed", type=int, default=0, help="Monte Carlo seed")
+    p.add_argument("--seed", type=_cli_type(_nonneg_int_arg), default=0, help="Monte Carlo seed (>= 0)")
     p.add_argument("--entry", choices=["diag", "offdiag"], default="diag",
                    help="NTK entry: K(x1, x1) (the paper's) or K(x1, x2)")
     p.add_argument("--no-intercept", action="store_true", help="fit log r = alpha s (no intercept)")
     p.add_argument("--weighted", action="store_true", help="weight widths by the inverse variance of log r")
     p.add_argument("--readout", choices=["center", "mean", "random"], help="bottleneck read-out (default center)")
-    p.add_argument("--spatial", type=int, help="bottleneck input size H = W (default 3)")
+    p.add_argument("--spatial", type=pos_int, help="bottleneck input size H = W (default 3)")
     p.add_argument("--post-relu", action="store_true", help="bottleneck: ReLU after the shortcut sum")
-    p.add_argument("--depth", type=int, help="mlp: weight layers L (default 6)")
+    p.add_argument("--depth", type=pos_int, help="mlp: weight layers L (default 6)")
     p.add_argument("--device", default="cpu", help="torch device of the Monte Carlo (e.g. cuda)")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads of the Monte Carlo (default 1: fastest)")
+    p.add_argument("--threads", type=pos_int, default=1, help="CPU threads of the Monte Carlo (default 1: fastest)")
     p.add_argument("--checkpoint", action="store_true",
                    help="resumable: keep finished widths under _build/checkpoints/cli/alpha")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -262,11 +301,16 @@ def _add_fit_alpha(sub):
             raise UsageError("--depth only applies to --module mlp")
         options = (dict(readout=args.readout, spatial=args.spatial, post_relu=args.post_relu or None)
                    if args.module == "bottleneck" else dict(depth=args.depth))
-        run = results.Run("alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device)
+        results.check_device(args.device, fix=NO_GPU)
+        run = results.Run("alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device,
+                          store=True)
+        results.check_writable(run.dir)  # before the Monte Carlo, not after
+        checkpoint = results.checkpoint_dir("alpha", "cli") if args.checkpoint else None
+        if checkpoint is not None:
+            results.check_json_files(checkpoint)  # a damaged width file is moved aside and recomputed
         r = fit.measure_alpha(args.module, args.widths, args.trials, args.seed, args.entry,
                               intercept=not args.no_intercept, weighted=args.weighted, device=args.device,
-                              checkpoint=results.checkpoint_dir("alpha", "cli") if args.checkpoint else None,
-                              threads=args.threads, **options)
+                              checkpoint=checkpoint, threads=args.threads, **options)
         run.save(f"fit_{args.module}", r, table=fit.result_table(r))
         path = run.dir / f"fit_{args.module}.json"
         keys = ("alpha", "alpha_ci", "C", "C_ci", "intercept", "entry", "module", "options", "widths",
@@ -301,10 +345,12 @@ def _add_train(sub):
     p.add_argument("--n-train", type=pos_int, help="first N training images (default: all)")
     p.add_argument("--n-test", type=pos_int, help="first N test images (default: all)")
     p.add_argument("--data-root", help="data folder (default: $CEPAPER_DATA)")
+    p.add_argument("--download", action="store_true",
+                   help="let torchvision download the CIFARs into the data root when they are not there")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    p.add_argument("--workers", type=int, default=8, help="DataLoader workers (ImageNet folders)")
+    p.add_argument("--workers", type=_cli_type(_nonneg_int_arg), default=8, help="DataLoader workers (ImageNet folders)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     def train(args):
@@ -313,10 +359,15 @@ def _add_train(sub):
             raise UsageError(f"--arch {args.arch} does not fit --dataset {args.dataset}: resnext50/101 are the "
                              f"ImageNet (224x224) models, resnext29/38 the CIFAR-style ones (32x32, 64x64)")
         rec = args.recipe or classify.DATASET_RECIPE[args.dataset]
+        results.check_device(args.device, fix=NO_GPU)
+        if args.download and data.data_root(args.data_root) is None:
+            raise UsageError("--download needs a data root: pass --data-root, or set CEPAPER_DATA")
         run = results.Run("cifar" if args.dataset.startswith("cifar") else "imagenet", "cli", seed=args.seed,
-                          device=args.device, params={k: v for k, v in vars(args).items() if k != "func"})
-        tr = data.load(args.dataset, "train", root=args.data_root, n=args.n_train)
-        te = data.load(args.dataset, "test", root=args.data_root, n=args.n_test)
+                          device=args.device, params={k: v for k, v in vars(args).items() if k != "func"},
+                          store=True)
+        results.check_writable(run.dir)  # before the training, not after
+        tr, te = (_load_split(data, args, split, n, flag) for split, n, flag in
+                  (("train", args.n_train, "--n-train"), ("test", args.n_test, "--n-test")))
         classes = {"cifar10": 10, "cifar100": 100}.get(args.dataset, 1000)
         records = classify.run_models([args.config], args.dataset, tr, te, range(args.seed, args.seed + args.runs),
                                       arch=args.arch, recipe_name=rec, classes=classes, epochs=args.epochs,
@@ -336,6 +387,30 @@ def _add_train(sub):
     p.set_defaults(func=train)
 
 
+# data.load's messages in the library's terms, and the flags of `cepaper train` that do the same
+_DATA_FLAGS = (("pass download=True", "pass --download"), ("download=True", "--download"),
+               ("root=None", "no --data-root"), ("pass root=...", "pass --data-root"),
+               ("pass n=...", "pass --n-train / --n-test"))
+
+
+def _load_split(data, args, split, n, flag):
+    """``data.load`` of one split for `cepaper train`: its errors name the command's flags, and a
+    ``--n-train``/``--n-test`` above the split's size is an error (not silently the whole split)."""
+    try:
+        ds = data.load(args.dataset, split, root=args.data_root, download=args.download, n=n)
+    except (FileNotFoundError, PermissionError, ValueError) as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            raise  # the OS's own error: reported with its file
+        text = str(e)
+        for library, flag_text in _DATA_FLAGS:
+            text = text.replace(library, flag_text)
+        raise type(e)(text) from None
+    if n is not None and len(ds) < n:
+        raise UsageError(f"{flag} {n} is more than the {len(ds)} {split} images of {args.dataset} "
+                         f"({ds.source}); pass at most {flag} {len(ds)}, or leave it out for all of them")
+    return ds
+
+
 COMMANDS = [_add_run, _add_book, _add_params, _add_design, _add_fit_alpha, _add_train]
 
 
@@ -347,17 +422,79 @@ def build_parser():
     return parser
 
 
+# errno -> (what happened, what to do); the file is named before it
+_OS_ERRORS = {
+    errno.ENOSPC: ("no space left on the device", "free some space there and run again"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space there and run again"),
+    errno.EFBIG: ("file too large", "it passed the file-size limit (`ulimit -f`) or the filesystem's largest "
+                                    "file: raise the limit or write to another filesystem, then run again"),
+    errno.EACCES: ("permission denied", "fix its permissions, then run again"),
+    errno.EPERM: ("operation not permitted", "fix its permissions, then run again"),
+    errno.EROFS: ("the filesystem is read-only", "write somewhere writable instead"),
+    errno.EXDEV: ("it cannot be moved across filesystems", "keep it and its destination on one filesystem"),
+    errno.ENOENT: ("no such file or folder", "check the path"),
+    errno.ENOTDIR: ("a part of the path is not a folder", "check the path"),
+    errno.EISDIR: ("it is a folder, not a file", "check the path"),
+    errno.EIO: ("input/output error", "check the disk"),
+    errno.EMFILE: ("too many open files", "raise the limit (`ulimit -n`)"),
+}
+
+
+def os_error_line(e):
+    """One line for an ``OSError``: the file, what happened, what to do (and any note the pipeline
+    added: which section stopped, that the last good results are kept)."""
+    notes = " ".join(getattr(e, "__notes__", ()))
+    if e.errno is None:  # ours, with its own message
+        return f"{e}{' ' + notes if notes else ''}"
+    files = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    what, fix = _OS_ERRORS.get(e.errno, (e.strerror or os.strerror(e.errno), "check it, then run again"))
+    if e.filename is not None and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM,
+                                              errno.EROFS):
+        from cepaper import results
+        if os.path.abspath(e.filename).startswith(os.path.abspath(results.root()) + os.sep):
+            fix += ", or point CEPAPER_RESULTS at another folder"
+    code = errno.errorcode.get(e.errno, str(e.errno))
+    return f"{files or 'a file'}: {what} ({code}); {fix}{' ' + notes if notes else ''}"
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    fail = lambda status, text: parser.exit(status, f"cepaper {args.command}: {text}\n")
+    import threading
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = (signal.signal(signal.SIGTERM, _on_sigterm) or signal.SIG_DFL) if main_thread else None
     try:
         args.func(args)
-    except (UsageError, ValueError, FileNotFoundError) as e:
-        parser.exit(2, f"cepaper {args.command}: error: {e}\n")
-    except RuntimeError as e:  # a notebook raised, or the book did not build
-        parser.exit(1, f"cepaper {args.command}: error: {e}\n")
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
+    except OSError as e:  # before ValueError's handler: FileNotFoundError, PermissionError, ...
+        fail(2, f"error: {os_error_line(e)}")
+    except (UsageError, ValueError) as e:
+        fail(2, f"error: {e}")
+    except RuntimeError as e:  # a notebook raised, or the book did not build
+        fail(1, f"error: {e}")
+    except KeyboardInterrupt as e:
+        import logging  # the interrupted kernel's tasks are collected at exit: no "never retrieved" traceback
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+        status, what = (143, "terminated (SIGTERM)") if isinstance(e, Terminated) else (130, "interrupted (Ctrl-C)")
+        fail(status, f"{what}; nothing half-written is kept and the last good results stay; run the same "
+                     "command again to continue (train and fit-alpha --checkpoint resume)")
+    except Exception as e:  # a bug: still one line, with where it happened
+        if os.environ.get("CEPAPER_TRACEBACK"):
+            raise
+        import traceback
+        last = traceback.extract_tb(e.__traceback__)[-1]
+        fail(1, f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                f"(at {os.path.basename(last.filename)}:{last.lineno}); this is a bug in cepaper, please "
+                "report it; CEPAPER_TRACEBACK=1 shows the traceback")
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -43,9 +43,23 @@ SUMMARIES = ("claims",)    # sections that read every other section's results: e
 
 # --- sections, profiles, parameters -------------------------------------------------------------
 
+def _yaml_file(path):
+    """The YAML in ``path``; ``ValueError`` naming the file and the place of a syntax error."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        raise ValueError(f"{rel} is not valid YAML: {what}{at}; fix it and run again") from None
+
+
 def book_sections():
     """Sections in book order, read from ``_toc.yml`` entries ``book/sections/NN_<section>``."""
-    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    toc = _yaml_file(REPO / "_toc.yml")
+    if not isinstance(toc, dict):
+        raise ValueError("_toc.yml must be a mapping with `chapters` (or `parts` of chapters)")
     files = [e["file"] for part in toc.get("parts", [toc]) for e in part.get("chapters", [])]
     stems = [Path(f).name for f in files if f.startswith("book/sections/") and Path(f).name[:2].isdigit()]
     return [s.split("_", 1)[1] for s in stems]
@@ -75,11 +89,17 @@ def load_profile(profile):
     if profile not in names:
         raise ValueError(f"profile must be one of {', '.join(names)}; got {profile!r}")
     path = PROFILES / f"{profile}.yaml"
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"profile file {path.relative_to(REPO)} is not valid YAML: {e}") from None
-    return loaded or {}
+    loaded = _yaml_file(path) or {}
+    rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{rel} must map sections to their parameters (section: {{name: value}}), "
+                         f"got {type(loaded).__name__}")
+    for section, params in loaded.items():
+        if params is None:
+            loaded[section] = {}
+        elif not isinstance(params, dict):
+            raise ValueError(f"{rel}: section {section} must map parameter names to values, got {params!r}")
+    return loaded
 
 
 def _parameter_cell(path):
@@ -249,6 +269,10 @@ logging.getLogger("papermill").addFilter(lambda r: "Passed unknown parameter" no
 logging.getLogger("papermill.translators").setLevel(logging.ERROR)
 
 
+RECORD_KEYS = ("section", "profile", "notebook", "params", "key", "wall_s", "device", "git_commit", "date",
+               "reads", "published")  # what a run record holds (see execute)
+
+
 def executed_path(section, profile):
     return BUILD / "executed" / profile / f"{notebook_path(section).stem}.ipynb"
 
@@ -263,12 +287,11 @@ def cached_record(section, profile, key):
     path = _record_path(section, profile)
     if not (path.exists() and executed_path(section, profile).exists()):
         return None
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        path.unlink(missing_ok=True)  # a damaged record is only a cache miss
-        print(f"[cepaper] {path.relative_to(REPO)} was damaged: removed, {section} re-executes",
-              file=sys.stderr, flush=True)
+    # a damaged record is only a cache miss: moved aside, and the section re-executes
+    record = results.read_cached(path, required=RECORD_KEYS)
+    if record is None or not isinstance(record.get("reads"), dict):
+        if path.exists():
+            results.move_aside(path, "its reads are not a mapping")
         return None
     if record.get("key") != key or not _reads_fresh(record):
         return None
@@ -297,18 +320,6 @@ def section_lock(section, profile):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _kernel_manager():
-    """The kernel manager papermill starts kernels with: CurveZMQ keys provisioned when the kernelspec
-    supports them (ipykernel >= 7.3 warns once per kernel about unencrypted TCP otherwise)."""
-    from jupyter_client.manager import AsyncKernelManager
-
-    class EncryptedKernelManager(AsyncKernelManager):
-        def __init__(self, **kw):
-            super().__init__(**kw)
-            self.transport_encryption = "auto"
-    return EncryptedKernelManager
-
-
 def execute(section, params, key):
     """Execute one section with papermill; return its record. Raise on any failure.
 
@@ -335,21 +346,25 @@ def execute(section, params, key):
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         start = time.perf_counter()
+        kernel_log = BUILD / "logs" / profile / f"{out.stem}.kernel.log"
+        kernel_log.parent.mkdir(parents=True, exist_ok=True)
         try:
-            papermill.execute_notebook(src, staging / "out.ipynb", parameters=params, kernel_name="python3",
-                                       language="python", cwd=str(REPO), progress_bar=sys.stderr.isatty(),
-                                       kernel_manager_class=_kernel_manager(),
-                                       # jupyter_client interrupts a kernel before shutting it down; the kernel
-                                       # then logs "KeyboardInterrupt caught in kernel" when it was still busy
-                                       extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+            with open(kernel_log, "w") as log:
+                papermill.execute_notebook(src, staging / "out.ipynb", parameters=params, kernel_name="python3",
+                                           language="python", cwd=str(REPO), progress_bar=sys.stderr.isatty(),
+                                           kernel_manager_class=_kernel_manager(log))
         except BaseException as e:
-            failed = BUILD / "failed" / profile / out.name
-            failed.parent.mkdir(parents=True, exist_ok=True)
-            if (staging / "out.ipynb").exists():
-                os.replace(staging / "out.ipynb", failed)
+            failed = _keep_failed(staging / "out.ipynb", BUILD / "failed" / profile / out.name)
+            kept = (f"the failed notebook is {failed.relative_to(REPO)}; " if failed else "") + \
+                "the last good results are kept"
             if isinstance(e, papermill.PapermillExecutionError):
-                raise RuntimeError(f"section {section} raised {e.ename}: {e.evalue} (the failed notebook is "
-                                   f"{failed.relative_to(REPO)}; the last good results are kept)") from None
+                oserror = _kernel_oserror(e)
+                if oserror is not None:  # full disk, read-only or unwritable folder, ...: the user's to fix
+                    oserror.add_note(f"(section {section} stopped; {kept})")
+                    raise oserror from None
+                raise RuntimeError(f"section {section} raised {e.ename}: {e.evalue} ({kept})") from None
+            if isinstance(e, OSError):
+                e.add_note(f"(section {section} stopped; {kept})")
             raise
         finally:
             for k, v in saved.items():
@@ -367,13 +382,76 @@ def execute(section, params, key):
         staged = staging / profile / section
         record["published"] = _tree_digest(staged)
         text = _finish_notebook(staging / "out.ipynb", record)
-        results.write_atomic(staged / STORED, text)  # published with the results
-        publish(staged, own)
+        try:
+            results.write_atomic(staged / STORED, text)  # published with the results
+            publish(staged, own)
+        except OSError as e:
+            e.add_note(f"(section {section} ran, but its results could not be published; the last good "
+                       "results are kept)")
+            raise
         results.write_atomic(out, text)
         results.write_atomic(_record_path(section, profile), json.dumps(record, indent=1))
         return record
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _kernel_manager(log):
+    """The kernel manager papermill starts kernels with. Its kernel writes its own stderr (start-up
+    warnings, the messages of a kernel interrupted at shutdown or by Ctrl-C) to the open file ``log``,
+    ``_build/logs/<profile>/NN_<section>.kernel.log``, not into the command's output (what the cells
+    print stays in the notebook); and CurveZMQ keys are provisioned where the kernelspec supports
+    them (ipykernel >= 7.3 warns about unencrypted TCP otherwise)."""
+    from jupyter_client import AsyncKernelManager
+
+    class QuietKernelManager(AsyncKernelManager):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.transport_encryption = "auto"
+
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            kw.setdefault("stderr", log)
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+    return QuietKernelManager
+
+
+def _keep_failed(src, dest):
+    """Move a failed run's notebook ``src`` to ``dest`` for inspection; ``dest``, or ``None`` when
+    there is none or it cannot be kept (that must not hide the error that stopped the run)."""
+    try:
+        if not src.exists():
+            return None
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(src, dest)  # a rename, or a copy where _build/failed is on another filesystem
+        return dest
+    except OSError:
+        return None
+
+
+_OS_ERRORS = {"OSError", "IOError", "PermissionError", "FileNotFoundError", "FileExistsError", "IsADirectoryError",
+              "NotADirectoryError", "BlockingIOError", "InterruptedError", "TimeoutError"}
+
+
+def _kernel_oserror(e):
+    """The ``OSError`` (with its errno and file) a notebook raised, rebuilt from papermill's
+    ``PapermillExecutionError``; ``None`` for any other exception, or an OSError without an errno."""
+    match = re.match(r"\[Errno (\d+)\] ([^:]+?)(?:: '(.*)')?$", str(e.evalue).strip())
+    if e.ename not in _OS_ERRORS or not match:
+        return None
+    return OSError(int(match[1]), match[2], *(match.groups()[2:] if match[3] else ()))
+
+
+def _clean_leftovers(section, profile):
+    """Undo what runs of this section that died (SIGKILL, power loss) left: their staging folders,
+    and their half-done publishing (:func:`_recover`). Called while holding the section's
+    :func:`section_lock`, so no live run owns them."""
+    pattern = re.compile(re.escape(f"{profile}-{section}-") + r"[A-Za-z0-9_]{8}")
+    for folder in (BUILD / "staging").glob(f"{profile}-{section}-*"):
+        if pattern.fullmatch(folder.name):
+            shutil.rmtree(folder, ignore_errors=True)
+    dest = results.section_dir(section, profile)
+    if dest.parent.is_dir():
+        _recover(dest)
 
 
 def _tree_digest(folder):
@@ -415,21 +493,70 @@ def _finish_notebook(path, record):
     return nbformat.writes(nb)
 
 
+def _exchange(a, b):
+    """Swap the paths ``a`` and ``b`` (two folders on one filesystem) in one atomic step, Linux's
+    ``renameat2(RENAME_EXCHANGE)``; ``False`` where the system or filesystem cannot."""
+    import ctypes
+    import errno
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _copy_tree(src, dst, shown):
+    """``shutil.copytree`` whose first failure raises that file's ``OSError`` (its errno, and its name
+    under ``shown``, the folder the copy is for: a full disk is ENOSPC on the file that did not fit),
+    not ``shutil.Error``'s list of every file."""
+    dst.mkdir()
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        try:
+            (dst / rel).mkdir() if path.is_dir() else shutil.copy2(path, dst / rel)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(shown / rel)) if e.errno is not None else e from None
+
+
+def _recover(dest):
+    """Undo what a run killed inside :func:`publish` left beside ``dest``: the previous results put
+    back when the fallback's two renames were cut between them, half-copied folders removed.
+    Called while holding the section's lock."""
+    olds = sorted(dest.parent.glob(f".{dest.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not dest.exists():
+        os.replace(olds.pop(), dest)
+    for left in [*olds, *dest.parent.glob(f".{dest.name}.new-*")]:
+        shutil.rmtree(left, ignore_errors=True)
+
+
 def publish(new, dest):
     """Replace the results folder ``dest`` by ``new`` (a folder the run wrote), atomically on
-    ``dest``'s own filesystem: ``new`` is first copied beside ``dest``, then swapped in by two
-    renames. Any failure leaves the previous results in place."""
+    ``dest``'s own filesystem: ``new`` is first copied beside ``dest``, then swapped in by one
+    atomic exchange (:func:`_exchange`; where there is none, two renames, undone by the next run if
+    cut between them). Any failure, or a kill at any point, leaves the previous results in place or
+    the new ones complete."""
     new, dest = Path(new), Path(dest)
     if not new.exists():
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
+    _recover(dest)
     tag = f"{os.getpid()}-{time.monotonic_ns()}"
     incoming, old = dest.with_name(f".{dest.name}.new-{tag}"), dest.with_name(f".{dest.name}.old-{tag}")
     try:
-        shutil.copytree(new, incoming)  # may cross filesystems; the renames below never do
+        _copy_tree(new, incoming, dest)  # may cross filesystems; the renames below never do
     except BaseException:
         shutil.rmtree(incoming, ignore_errors=True)
         raise
+    if dest.exists() and _exchange(incoming, dest):
+        shutil.rmtree(incoming, ignore_errors=True)  # it now holds the previous results
+        return
     had_old = dest.exists()
     if had_old:
         os.replace(dest, old)
@@ -466,6 +593,7 @@ def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False
         if record is None:
             print(f"[cepaper] executing {section} (profile {profile})", file=sys.stderr, flush=True)
             with section_lock(section, profile):
+                _clean_leftovers(section, profile)
                 record = execute(section, params, key)
         else:
             record = {**record, "cached": True}
@@ -583,6 +711,26 @@ def _write_if_changed(path, text):
         results.write_atomic(path, text)
 
 
+def run_child(cmd, cwd=None, grace=5.0):
+    """Run ``cmd`` to its end in a process group of its own and return its exit status; on any
+    exception here (Ctrl-C, or the ``cli.Terminated`` that the CLI's SIGTERM handler raises) terminate
+    the whole group (SIGTERM, then SIGKILL after ``grace`` seconds), so no grandchild outlives us.
+    (For ``book()``'s jupyter-book: a Ctrl-C then no longer reaches the child directly, this does.)"""
+    import signal
+    proc = subprocess.Popen(cmd, cwd=cwd, start_new_session=True)
+    try:
+        return proc.wait()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+        with contextlib.suppress(ProcessLookupError):  # what is left of the group, if anything
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
+
+
 def vendor_mathjax():
     """Copy MathJax 3 (pip package django-static-mathjax) to ``book/_static/mathjax``: the book's
     math then renders without a network (``mathjax_path`` in ``_config.yml``)."""
@@ -626,6 +774,6 @@ def book(profile="quick", force=False, reuse_stored=False):
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(REPO), "--warningiserror",
            "--nitpick", "--keep-going", "--quiet"]
     print("[cepaper] building the book", file=sys.stderr, flush=True)
-    if subprocess.run(cmd, cwd=REPO).returncode:
+    if run_child(cmd, cwd=REPO):
         raise RuntimeError("jupyter-book could not build the book; its messages above say why")
     return BUILD / "html" / "index.html"

@@ -208,8 +208,14 @@ def _costs(module, n_tilde, budget, ns, m_tilde):
 
 def _curve(costs, alpha):
     c = {k: v for k, v in costs.items() if k != "sum_inv_fan_in_s"}
-    v = var_k(c["sum_inv_fan_in"], alpha)
-    var_s = float(var_k(costs["sum_inv_fan_in_s"], alpha)) / c["m_tilde"]
+    with np.errstate(over="ignore"):
+        v = var_k(c["sum_inv_fan_in"], alpha)
+        var_s = float(var_k(costs["sum_inv_fan_in_s"], alpha)) / c["m_tilde"]
+    if not (np.isfinite(v).all() and np.isfinite(var_s)):
+        largest = max(float(np.max(c["sum_inv_fan_in"])), costs["sum_inv_fan_in_s"])
+        raise ValueError(f"alpha = {alpha:g} is too large: Var(K) of Eq. 9, exp(alpha * sum_l 1/fan-in_l) - 1, "
+                         f"overflows float64 at the narrowest width; alpha must be below "
+                         f"{np.log(np.finfo(float).max) / largest:.4g} for this baseline")
     mp, md = m_primal(c["beta_s"], c["beta"]), m_dual(v, var_s)
     return {**c, "var_k": v, "m_primal": mp, "var_primal": var_ensemble(v, mp),
             "var_ratio_primal": var_ensemble(v, mp) / var_s, "m_dual": md, "rho_dual": rho(c["beta_s"], c["beta"], md),

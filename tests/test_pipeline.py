@@ -6,55 +6,13 @@ Runs real papermill executions of a tiny notebook in a throw-away repository lay
 import json
 import os
 import shutil
-from pathlib import Path
 import subprocess
 import sys
 
 import pytest
 
 from cepaper import pipeline, results
-
-NOTEBOOK = '''# %% [markdown]
-# A tiny section
-
-# %% tags=["parameters"]
-profile = "quick"
-value = 1
-fail = False
-data_root = None
-
-# %%
-if False:
-    import cepaper.fake  # seen by the dependency scan, never executed
-from cepaper import results
-run = results.Run("lemma1", profile, params=dict(value=value))
-run.save("answer", {"value": value})
-assert not fail, "asked to fail"
-'''
-
-
-@pytest.fixture
-def repo(tmp_path, monkeypatch):
-    """A minimal repository: _toc.yml, one notebook, one profile, two cepaper modules."""
-    (tmp_path / "notebooks").mkdir()
-    (tmp_path / "notebooks" / "01_lemma1.py").write_text(NOTEBOOK)
-    (tmp_path / "profiles").mkdir()
-    (tmp_path / "profiles" / "quick.yaml").write_text("lemma1:\n  value: 2\n")
-    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
-                                       "  - file: book/sections/01_lemma1\n")
-    (tmp_path / "cepaper").mkdir()
-    for name in ("fake", "other"):
-        (tmp_path / "cepaper" / f"{name}.py").write_text(f"# {name}\n")
-    # the kernel runs in this folder: its `cepaper` package must still reach the real modules
-    (tmp_path / "cepaper" / "__init__.py").write_text(
-        f"__path__.append({str(Path(pipeline.__file__).parent)!r})\n__version__ = 'test'\n")
-    for module in (pipeline, results):
-        monkeypatch.setattr(module, "REPO", tmp_path)
-    monkeypatch.setattr(pipeline, "NOTEBOOKS", tmp_path / "notebooks")
-    monkeypatch.setattr(pipeline, "PROFILES", tmp_path / "profiles")
-    monkeypatch.setattr(pipeline, "BUILD", tmp_path / "_build")
-    monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path / "results"))
-    return tmp_path
+from conftest import NOTEBOOK
 
 
 def statuses(records):

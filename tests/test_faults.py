@@ -1,0 +1,564 @@
+"""Fault injection: the pipeline and the CLI never lose data, never touch what is not theirs, and
+never answer with a traceback (issue 15).
+
+A tiny repository layout (conftest's ``repo``) whose notebook can be held mid-run, made to fail or to
+write a large result; `cepaper` runs in a subprocess (conftest's ``cepaper``) so that it can be
+killed (SIGKILL, SIGINT, SIGTERM), limited (RLIMIT_FSIZE), or run twice at once. Read-only and full
+disks are real tmpfs mounts where ``mount`` works (here: as root in the sandbox); where it does not,
+the read-only case simulates ``os.access`` and the full-disk case is skipped.
+"""
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+from cepaper import classify, cli, pipeline, results
+from conftest import SOURCE_ROOT, cepaper
+
+FAULT_NOTEBOOK = '''# %% [markdown]
+# A tiny section that can be held, made to fail, or made to write a large result
+
+# %% tags=["parameters"]
+profile = "quick"
+value = 1
+files = 3
+blob = 0
+hold = ""
+fail = False
+repo = ""
+
+# %%
+import os
+import time
+from pathlib import Path
+from IPython.display import display
+from cepaper import results
+if repo:  # plain papermill on this test layout: its store, not the checkout's
+    results.REPO = Path(repo)
+run = results.Run("SECTION", profile, params=dict(value=value, files=files, blob=blob))
+display(run.header())
+for i in range(files):
+    run.save(f"part{i}", {"value": value, "i": i})
+if blob:
+    run.save("blob", {"x": "x" * blob})
+if hold:  # say who we are, then wait for the test to let us go on (or to kill us)
+    Path(hold + ".pid").write_text(str(os.getpid()))
+    while not Path(hold).exists():
+        time.sleep(0.05)
+assert not fail, "asked to fail"
+'''
+
+COMPLETE = ["notebook.ipynb", "part0.json", "part1.json", "part2.json"]
+
+
+@pytest.fixture
+def layout(repo):
+    """The ``repo`` layout with two sections of FAULT_NOTEBOOK, lemma1 and theorem1."""
+    for i, section in enumerate(("lemma1", "theorem1"), 1):
+        (repo / "notebooks" / f"0{i}_{section}.py").write_text(FAULT_NOTEBOOK.replace("SECTION", section))
+    (repo / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
+                                   "  - file: book/sections/01_lemma1\n  - file: book/sections/02_theorem1\n")
+    (repo / "profiles" / "quick.yaml").write_text("lemma1: {}\ntheorem1: {}\n")
+    return repo
+
+
+@pytest.fixture
+def kernels():
+    """Pid files of held kernels; any kernel still alive at the end (its `cepaper` was killed) is
+    killed too. Only processes this test started."""
+    pid_files = []
+    yield pid_files
+    for path in pid_files:
+        if path.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(path.read_text()), signal.SIGKILL)
+
+
+def state(root, section="lemma1", profile="quick"):
+    """``(files, values)`` of a section's published results, or ``None`` when there is no folder."""
+    folder = root / profile / section
+    if not folder.exists():
+        return None
+    names = sorted(p.name for p in folder.iterdir())
+    values = {json.loads((folder / n).read_text())["data"]["value"] for n in names if n.startswith("part")}
+    return names, values
+
+
+def leftovers(root, profile="quick"):
+    return sorted(p.name for p in (root / profile).iterdir() if p.name.startswith("."))
+
+
+def wait_for(path, proc, timeout=90):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode} first: {proc.stderr.read()}")
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def one_line_error(proc, status, *parts):
+    """The command exited with ``status`` and its last stderr line is one clear error with ``parts``."""
+    err = proc.stderr if isinstance(proc.stderr, str) else proc.stderr.read()
+    assert proc.returncode == status, (proc.returncode, err)
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    for part in parts:
+        assert part in last, (part, last)
+    return last
+
+
+def run_here(section="lemma1", **params):
+    """`cepaper run SECTION -p NAME VALUE...` in this process (the steps around a fault: cheaper)."""
+    return pipeline.run([section], "quick", list(params.items()))
+
+
+def held(root, kernels, *args, **kw):
+    """Start `cepaper run ARGS -p hold H`; return ``(proc, H)`` once its kernel waits for ``H``."""
+    hold = root / f"hold-{len(kernels)}"
+    kernels.append(hold.with_name(hold.name + ".pid"))
+    proc = cepaper(root, "run", *args, "-p", "hold", str(hold), wait=False, **kw)
+    wait_for(kernels[-1], proc)
+    return proc, hold
+
+
+# --------------------------------------------------------------------------- killed runs
+
+def test_sigkill_while_executing_keeps_the_old_results(layout, kernels):
+    store = layout / "results"
+    run_here()
+    old = state(store)
+    assert old == (COMPLETE, {1})
+    proc, _ = held(layout, kernels, "lemma1", "-p", "value", "2")
+    proc.kill()
+    proc.wait()
+    assert state(store) == old and leftovers(store) == []
+    run_here(value=2)
+    assert state(store) == (COMPLETE, {2})
+    assert list((layout / "_build" / "staging").iterdir()) == [], "the dead run's staging folder is removed"
+
+
+KILL = "import os, signal\nkill = lambda: os.kill(os.getpid(), signal.SIGKILL)\nfrom cepaper import pipeline\n"
+PUBLISH_FAULTS = {
+    # half of the new results copied beside the old ones
+    "copying": KILL + "import shutil\nreal, n = shutil.copy2, []\n"
+                      "def copy2(src, dst, **kw):\n"
+                      "    n.append(dst)\n"
+                      "    kill() if '.lemma1.new-' in str(dst) and len(n) == 2 else None\n"
+                      "    return real(src, dst, **kw)\n"
+                      "shutil.copy2 = copy2\n",
+    # the atomic exchange done, the previous results not yet removed
+    "swapped": KILL + "real = pipeline._exchange\n"
+                      "pipeline._exchange = lambda a, b: (real(a, b), kill())\n",
+    # no atomic exchange here (e.g. NFS): the two renames cut between them
+    "between-renames": KILL + "pipeline._exchange = lambda a, b: False\nreal = os.replace\n"
+                              "def replace(a, b):\n"
+                              "    real(a, b)\n"
+                              "    kill() if '.lemma1.old-' in str(b) else None\n"
+                              "os.replace = replace\n",
+}
+
+
+@pytest.mark.parametrize("point", PUBLISH_FAULTS)
+def test_sigkill_while_publishing_leaves_the_old_or_the_new_results(layout, point):
+    store = layout / "results"
+    run_here()
+    killed = cepaper(layout, "run", "lemma1", "-p", "value", "2", fault=PUBLISH_FAULTS[point])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    if point == "between-renames":  # the previous results sit beside their place until the next run
+        assert state(store) is None and len(leftovers(store)) == 2
+        with pytest.raises(RuntimeError, match="asked to fail"):  # even a failing next run puts them back
+            run_here(fail=True)
+        assert leftovers(store) == []
+    assert state(store) == (COMPLETE, {2} if point == "swapped" else {1})
+    if point == "copying":  # the next run removes what the killed one left beside the results
+        run_here(value=3)
+        assert state(store) == (COMPLETE, {3}) and leftovers(store) == []
+
+
+@pytest.mark.parametrize("signum, status, said", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
+                                                  (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_and_sigterm_stop_cleanly(layout, kernels, signum, status, said):
+    store = layout / "results"
+    run_here()
+    proc, _ = held(layout, kernels, "lemma1", "-p", "value", "2")
+    proc.send_signal(signum)
+    proc.wait(timeout=60)
+    one_line_error(proc, status, f"cepaper run: {said}", "last good results stay")
+    assert state(store) == (COMPLETE, {1}) and leftovers(store) == []
+    assert list((layout / "_build" / "staging").iterdir()) == [], "its staging folder is removed"
+    with pipeline.section_lock("lemma1", "quick"):
+        pass  # released
+
+
+TRAIN = f'''
+import os, signal, sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from cepaper import classify as cl, train
+from test_classify import TINY, images, tiny_model
+point, path = sys.argv[1], sys.argv[2]
+kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
+if point == "after-checkpoint":  # epoch 2's checkpoint written whole
+    real = cl.save_checkpoint
+    cl.save_checkpoint = lambda p, state: (real(p, state), state["epoch"] == 2 and kill())
+else:  # epoch 2's checkpoint half written
+    real, n = train.write_atomic, []
+    def half(p, data):
+        n.append(p)
+        if len(n) < 2:
+            return real(p, data)
+        real(p, lambda f: (f.write(data[:len(data) // 2]), f.flush(), kill()))
+    train.write_atomic = half
+cl.fit(tiny_model(), images(n=40), images(n=16, seed=1), TINY, seed=5, checkpoint=path)
+'''
+
+
+@pytest.mark.parametrize("point, epoch", [("after-checkpoint", 2), ("while-checkpointing", 1)])
+def test_training_killed_then_resumed_gives_the_same_result(tmp_path, point, epoch):
+    from test_classify import TINY, images, tiny_model
+    path = tmp_path / "run.pt"
+    proc = subprocess.run([sys.executable, "-c", TRAIN, point, str(path)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)}, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert torch.load(path, weights_only=False)["epoch"] == epoch
+    straight = classify.fit(tiny_model(), images(n=40), images(n=16, seed=1), TINY, seed=5)
+    resumed = classify.fit(tiny_model(seed=99), images(n=40), images(n=16, seed=1), TINY, seed=5, checkpoint=path)
+    for k in ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5"):
+        assert resumed[k] == straight[k], k
+
+
+# --------------------------------------------------------------------------- two runs at once
+
+def test_the_same_section_twice_at_once_is_refused(layout, kernels):
+    store = layout / "results"
+    first, hold = held(layout, kernels, "lemma1", "-p", "value", "2")
+    second = cepaper(layout, "run", "lemma1", "-p", "value", "3")
+    one_line_error(second, 1, "section lemma1 (profile quick) is already running in another process")
+    hold.touch()
+    assert first.wait(timeout=60) == 0, first.stderr.read()
+    assert state(store) == (COMPLETE, {2}), "the first run published everything"
+
+
+def test_two_sections_at_once_both_succeed(layout, kernels):
+    store = layout / "results"
+    first, hold = held(layout, kernels, "lemma1", "-p", "value", "2")
+    run_here("theorem1", value=3)
+    hold.touch()
+    assert first.wait(timeout=60) == 0, first.stderr.read()
+    assert state(store) == (COMPLETE, {2}) and state(store, "theorem1") == (COMPLETE, {3})
+
+
+# --------------------------------------------------------------------------- disks
+
+@contextlib.contextmanager
+def tmpfs(path, options):
+    """A tmpfs mounted at ``path`` (``True``), or ``False`` where ``mount`` is not allowed."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                             capture_output=True).returncode == 0
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_read_only_results_root(repo, monkeypatch, capsys):
+    ro = repo / "ro"
+    with tmpfs(ro, "ro,size=64k") as mounted:
+        if not mounted:  # simulated: access(2) says what a read-only mount would
+            real = os.access
+            monkeypatch.setattr(os, "access", lambda p, mode, **kw: not str(p).startswith(str(ro)) and real(p, mode))
+        monkeypatch.setenv("CEPAPER_RESULTS", str(ro))
+        for argv in (["run", "lemma1"], ["fit-alpha", "--module", "mlp", "--trials", "2", "--widths", "2"]):
+            with pytest.raises(SystemExit) as e:
+                cli.main(argv)
+            err = capsys.readouterr().err
+            assert e.value.code == 2 and "Traceback" not in err
+            assert f"cannot write results to {ro}: it is not writable" in err.splitlines()[-1]
+        assert not (repo / "_build" / "executed").exists(), "refused before executing"
+        if mounted:
+            with pytest.raises(OSError) as e:
+                results.write_atomic(ro / "quick" / "x.json", "{}")
+            assert e.value.errno == errno.EROFS and e.value.filename == str(ro / "quick" / "x.json")
+            assert cli.os_error_line(e.value).startswith(f"{ro}/quick/x.json: the filesystem is read-only (EROFS)")
+
+
+LIMIT = ("import resource, signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+         "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))\n")
+# the file-size limit set only once the notebook has run: the copy into the results root fails
+LIMIT_IN_PUBLISH = ("from cepaper import pipeline\nreal = pipeline.publish\n"
+                    "def publish(new, dest):\n" + "".join(f"    {line}\n" for line in LIMIT.splitlines()) +
+                    "    return real(new, dest)\npipeline.publish = publish\n")
+
+
+def test_file_size_limit_in_the_notebook_is_one_clear_line(layout):
+    store = layout / "results"
+    run_here()
+    proc = cepaper(layout, "run", "lemma1", "-p", "value", "2", "-p", "blob", "1000000", fault=LIMIT)
+    one_line_error(proc, 2, "blob.json: file too large", "(EFBIG)", "section lemma1 stopped",
+                   "the last good results are kept")
+    assert state(store) == (COMPLETE, {1})
+
+
+@pytest.mark.parametrize("where", ["same filesystem", "/dev/shm"])
+def test_publish_across_filesystems_and_its_failure(layout, monkeypatch, where):
+    store = layout / "results"
+    if where == "/dev/shm":
+        if not Path("/dev/shm").is_dir():
+            pytest.skip("no /dev/shm here")
+        store = Path(os.environ.get("TMPDIR_SHM", "/dev/shm")) / f"cepaper-faults-{os.getpid()}"
+    env = {"CEPAPER_RESULTS": str(store)}
+    monkeypatch.setenv("CEPAPER_RESULTS", str(store))
+    try:
+        run_here()
+        run_here(value=2)  # replacing results on the other filesystem
+        assert state(store) == (COMPLETE, {2})
+        proc = cepaper(layout, "run", "lemma1", "-p", "value", "3", "-p", "blob", "1000000", env=env,
+                       fault=LIMIT_IN_PUBLISH)
+        one_line_error(proc, 2, f"{store}/quick/lemma1/blob.json: file too large (EFBIG)",
+                       "could not be published; the last good results are kept")
+        assert state(store) == (COMPLETE, {2}) and leftovers(store) == []
+    finally:
+        if where == "/dev/shm":
+            import shutil
+            shutil.rmtree(store, ignore_errors=True)
+
+
+def test_full_disk_is_one_clear_line(layout, monkeypatch):
+    full = layout / "full"
+    with tmpfs(full, "size=256k") as mounted:
+        if not mounted:
+            pytest.skip("mount is not allowed here: no small filesystem to fill")
+        env = {"CEPAPER_RESULTS": str(full)}
+        monkeypatch.setenv("CEPAPER_RESULTS", str(full))
+        run_here()
+        proc = cepaper(layout, "run", "lemma1", "-p", "value", "2", "-p", "blob", "1000000", env=env)
+        one_line_error(proc, 2, f"{full}/quick/lemma1/blob.json: no space left on the device (ENOSPC)",
+                       "free some space there", "CEPAPER_RESULTS", "the last good results are kept")
+        assert state(full) == (COMPLETE, {1}) and leftovers(full) == []
+
+
+# --------------------------------------------------------------------------- damaged files
+
+def test_corrupt_checkpoint_is_moved_aside_and_recomputed(tmp_path, capsys):
+    from test_classify import TINY, images, tiny_model
+    data = images(n=40), images(n=16, seed=1)
+    straight = classify.fit(tiny_model(), *data, TINY, seed=5)
+    good = tmp_path / "good.pt"
+    classify.fit(tiny_model(), *data, TINY.scaled(1), seed=5, checkpoint=good)
+    for name, content in (("empty", b""), ("garbage", b"not a checkpoint"), ("truncated", good.read_bytes()[:999])):
+        path = tmp_path / f"{name}.pt"
+        path.write_bytes(content)
+        got = classify.fit(tiny_model(), *data, TINY, seed=5, checkpoint=path)
+        assert got["test_top1"] == straight["test_top1"], name
+        assert (tmp_path / f"{name}.pt.corrupt").read_bytes() == content
+        assert f"{path} is damaged (torch.load failed" in capsys.readouterr().err
+
+
+def test_corrupt_cache_entries_are_moved_aside_and_recomputed(tmp_path, capsys):
+    calls = []
+
+    def compute(checkpoint):
+        calls.append(checkpoint)
+        assert not checkpoint.exists(), "a damaged checkpoint is never handed on"
+        return {"value": 1}
+
+    key = results.source_key({"a": 1}, ("cepaper.results",))
+    for content in (b"", b'{"value": ', b"{}", b"[]", b"\xff"):
+        (tmp_path / f"{key}.json").write_bytes(content)
+        (tmp_path / f"{key}.pt").write_bytes(b"half a checkpoint")
+        assert results.cached_record(tmp_path, {"a": 1}, ("cepaper.results",), compute) == {"value": 1}
+        err = capsys.readouterr().err
+        assert f"{key}.json is damaged" in err and f"{key}.pt is damaged (torch.load failed" in err
+        assert (tmp_path / f"{key}.json.corrupt").exists()
+        (tmp_path / f"{key}.json").unlink()
+    assert len(calls) == 5
+
+
+def test_empty_training_record_is_recomputed_not_a_key_error(tmp_path, monkeypatch, capsys):
+    from test_classify import images
+    hist = {"epoch": [1], "lr": [0.1], "train_loss": [1.0], "train_top1": [50.0], "test_loss": [1.0],
+            "test_top1": [40.0], "test_top5": [10.0], "seconds": [0.1], "images_per_s": 1.0}
+    monkeypatch.setattr(classify, "fit", lambda *a, **k: hist)
+    kw = dict(arch="resnext29", stages=(8, 16, 32), depth=1, classes=3, cache=tmp_path)
+    first = classify.run_models(["1x2d"], "toy", images(), images(), [0], **kw)
+    (record,) = tmp_path.glob("*.json")
+    record.write_text("{}\n")
+    again = classify.run_models(["1x2d"], "toy", images(), images(), [0], **kw)
+    assert f"{record} is damaged (an empty record)" in capsys.readouterr().err
+    assert again[0]["final_top1"] == first[0]["final_top1"]
+    assert classify.summary(again).top1.tolist() == [40.0]
+
+
+@pytest.mark.parametrize("content", ["", "{trunc", "[]", '{"key": 1}'])
+def test_damaged_run_record_is_a_cache_miss(layout, capsys, content):
+    pipeline.run(["lemma1"])
+    record = pipeline.executed_path("lemma1", "quick").with_suffix(".json")
+    record.write_text(content)
+    (again,) = pipeline.run(["lemma1"])
+    assert not again["cached"] and "01_lemma1.json is damaged" in capsys.readouterr().err
+    assert record.with_name(record.name + ".corrupt").read_text() == content
+
+
+@pytest.mark.parametrize("profile, argv, message", [
+    ("lemma1: [1, 2\n", [], "profiles/quick.yaml is not valid YAML: expected ',' or ']'"),
+    ("- lemma1\n", [], "profiles/quick.yaml must map sections to their parameters"),
+    ("lemma1: 3\n", [], "profiles/quick.yaml: section lemma1 must map parameter names to values"),
+    ("lemma1: {}\n", ["-p", "value", "[1, 2"], "-p value: '[1, 2' is not a YAML value"),
+    ("lemma1: {}\n", ["-p", "value", "{a: }}"], "-p value: '{a: }}' is not a YAML value"),
+])
+def test_broken_yaml_is_one_clear_line(layout, capsys, profile, argv, message):
+    (layout / "profiles" / "quick.yaml").write_text(profile)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", "lemma1", *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
+
+
+# --------------------------------------------------------------------------- plain papermill
+
+def test_plain_papermill_never_writes_the_books_results(layout, tmp_path):
+    store = layout / "results"
+    run_here()
+    published = state(store)
+    bin_dir = Path(sys.executable).parent
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CEPAPER_")}
+    env["PYTHONPATH"] = str(SOURCE_ROOT)
+    subprocess.run([bin_dir / "jupytext", "--to", "ipynb", "--set-kernel", "python3", "-o", "in.ipynb",
+                    layout / "notebooks" / "01_lemma1.py"],
+                   cwd=elsewhere, env=env, check=True, capture_output=True)
+    for extra, where in (({}, None), ({"CEPAPER_RESULTS": str(tmp_path / "mine")}, tmp_path / "mine")):
+        subprocess.run([bin_dir / "papermill", "in.ipynb", "out.ipynb", "-p", "value", "7", "-p", "repo", str(layout),
+                        "-k", "python3"], cwd=elsewhere, env={**env, **extra}, check=True, capture_output=True)
+        assert state(store) == published, "the book's results are untouched"
+        cells = nbformat.read(elsewhere / "out.ipynb", as_version=4).cells
+        (header,) = [o.data["text/markdown"] for c in cells for o in c.get("outputs", [])
+                     if "This run" in o.get("data", {}).get("text/markdown", "")]
+        if where is None:
+            (scratch,) = (layout / "_build" / "scratch").iterdir()
+            assert scratch.name.startswith("lemma1-") and f"results in `_build/scratch/{scratch.name}/`" in header
+            assert "not the book's results" in header
+            assert json.loads((scratch / "part0.json").read_text())["data"]["value"] == 7
+        else:
+            assert state(where) == (["part0.json", "part1.json", "part2.json"], {7})
+            assert "results in `mine/quick/lemma1/`." in header, "where the user pointed, relative to the repository"
+
+
+# --------------------------------------------------------------------------- the book's child
+
+CHILD = f'''
+import signal, sys
+from pathlib import Path
+from cepaper import cli, pipeline
+signal.signal(signal.SIGTERM, cli._on_sigterm)
+try:
+    pipeline.run_child(["sh", "-c", "sleep 300 & echo $! > " + sys.argv[1] + "; wait"])
+except KeyboardInterrupt:
+    sys.exit(143)
+'''
+
+
+def alive(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def test_a_terminated_child_group_leaves_no_process(tmp_path):
+    pid_file = tmp_path / "pid"
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(pid_file)], env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)},
+                            stderr=subprocess.PIPE, text=True)
+    wait_for(pid_file, proc, timeout=60)
+    while not pid_file.read_text().strip():
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    assert alive(grandchild)
+    proc.terminate()
+    assert proc.wait(timeout=30) == 143
+    deadline = time.monotonic() + 10
+    while alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(grandchild), "the child's own child outlived us"
+
+
+# --------------------------------------------------------------------------- the CLI's messages
+
+def test_os_errors_name_the_file_and_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))
+    line = cli.os_error_line(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "quick" / "a.json")))
+    assert line == (f"{tmp_path}/quick/a.json: no space left on the device (ENOSPC); free some space there and "
+                    "run again, or point CEPAPER_RESULTS at another folder")
+    assert "(EXDEV); keep it and its destination on one filesystem" in \
+        cli.os_error_line(OSError(errno.EXDEV, "Invalid cross-device link", "/a", "/b"))
+    assert cli.os_error_line(PermissionError("cannot write results to /x: it is not writable")) == \
+        "cannot write results to /x: it is not writable"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["fit-alpha", "--module", "mlp", "--seed", "-1"], "argument --seed: must be an integer >= 0, got '-1'"),
+    (["fit-alpha", "--module", "mlp", "--trials", "1"], "argument --trials: must be an integer >= 2"),
+    (["design", "--arch", "resnext29", "--baseline", "8x64d", "--alpha", "1e300"],
+     "alpha = 1e+300 is too large: Var(K) of Eq. 9"),
+    (["design", "--arch", "resnext29", "--baseline", "8x64d", "--alpha", "1e300", "--json"], "is too large"),
+])
+def test_cli_argument_errors_name_the_flag(capsys, argv, message):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_json_output_is_strict(capsys):
+    cli.emit(type("A", (), {"json": True})(), {"se": float("nan"), "n": torch.tensor(2.0), "x": [1.5]}, "")
+    assert json.loads(capsys.readouterr().out) == {"se": None, "n": 2.0, "x": [1.5]}
+    with pytest.raises(ValueError, match=r"result.rho is inf: the computation overflowed"):
+        cli.emit(type("A", (), {"json": True})(), {"rho": float("inf")}, "")
+    cli.main(["design", "--arch", "resnext29", "--baseline", "1x128d", "--json"])
+    json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in JSON output"))
+
+
+def test_train_messages_name_the_cli_flags(tmp_path, monkeypatch, capsys):
+    from cepaper import data
+    from test_classify import images
+    base = ["train", "--arch", "resnext29", "--config", "1x2d", "--dataset", "cifar10"]
+    monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path / "results"))
+    monkeypatch.delenv("CEPAPER_DATA", raising=False)
+    cases = [(["--data-root", str(tmp_path)], "pass --download to fetch CIFAR-10"),
+             ([], "no data root: no --data-root and CEPAPER_DATA is unset"),
+             (["--download"], "--download needs a data root: pass --data-root, or set CEPAPER_DATA")]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "torch sees no GPU here; pass --device cpu"))
+    for extra, message in cases:
+        with pytest.raises(SystemExit) as e:
+            cli.main(base + extra)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and message in err and "download=True" not in err and "-p device" not in err, err
+    monkeypatch.setattr(data, "load", lambda name, split, root=None, download=False, n=None: images(n=10))
+    with pytest.raises(SystemExit) as e:
+        cli.main(base + ["--n-train", "50"])
+    assert e.value.code == 2 and "--n-train 50 is more than the 10 train images of cifar10" in capsys.readouterr().err
+
+
+def test_damaged_results_file_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))
+    path = tmp_path / "cli" / "alpha" / "fit_bottleneck.json"
+    path.parent.mkdir(parents=True)
+    path.write_text('{"data": {"alpha": 1.')
+    with pytest.raises(SystemExit) as e:
+        cli.main(["design", "--arch", "resnext29", "--baseline", "1x128d", "--alpha", "fit"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"results file {path} is damaged (JSONDecodeError" in err and "Traceback" not in err
