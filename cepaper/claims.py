@@ -55,9 +55,10 @@ def verdict(paper_value, lo, hi, direction=None):
     return "consistent" if side else "differs" if other else "inconclusive"
 
 
-def _row(claim, paper_text, ours, interval, scale, run, verdict_):
+def _row(claim, paper_text, ours, interval, scale, run, verdict_, estimate=None):
+    """One claim; ``estimate``: ``(paper, ours, lo, hi)`` numbers where the paper prints one."""
     return {"claim": claim, "paper": paper_text, "ours": ours, "interval": interval, "scale": scale,
-            "run": run, "verdict": verdict_}
+            "run": run, "verdict": verdict_, "estimate": None if estimate is None else [float(v) for v in estimate]}
 
 
 def _not_run(claim, paper_text, cost):
@@ -79,7 +80,8 @@ def lemma1_rows(scales=SCALES, level=0.95):
     z = stats.norm.ppf(0.5 + level / 2)
     lo, hi = f["slope"] - z * f["se"], f["slope"] + z * f["se"]
     rows.append(_row("Lemma 1: Var(K_e) ∝ 1/m (diagonal entry; log-log slope in m)", "−1",
-                     f"{f['slope']:.3f}", _ci(lo, hi, 3), profile, run_of(var), verdict(-1.0, lo, hi)))
+                     f"{f['slope']:.3f}", _ci(lo, hi, 3), profile, run_of(var), verdict(-1.0, lo, hi),
+                     (-1.0, f["slope"], lo, hi)))
     nmk, profile = best("lemma1", "nmk", scales)
     if nmk is not None:
         d = nmk["data"]
@@ -108,7 +110,8 @@ def theorem1_rows(scales=SCALES):
             what = "one off-diagonal entry (Fig. 9)" if s["entry"][i] == "offdiag" else "mean over probe pairs"
             rows.append(_row(f"Theorem 1: exponent of mn, {what}", f"{paper.THEOREM1_EXPONENT_MN:g}",
                              f"{s['slope'][i]:.2f}", _ci(s["lo"][i], s["hi"][i]), profile, run_of(rec),
-                             verdict(paper.THEOREM1_EXPONENT_MN, s["lo"][i], s["hi"][i])))
+                             verdict(paper.THEOREM1_EXPONENT_MN, s["lo"][i], s["hi"][i]),
+                             (paper.THEOREM1_EXPONENT_MN, s["slope"][i], s["lo"][i], s["hi"][i])))
     return rows
 
 
@@ -123,7 +126,8 @@ def alpha_rows(scales=SCALES):
     widths = d["widths"]
     return [_row(f"Sec. 4.2: α of the bottleneck block (T = {d['trials']}, {len(widths)} widths "
                  f"{min(widths)}..{max(widths)})", f"{paper.ALPHA_BOTTLENECK:.2f}", f"{d['alpha']:.3f}",
-                 _ci(lo, hi, 3), profile, run_of(rec), verdict(paper.ALPHA_BOTTLENECK, lo, hi))]
+                 _ci(lo, hi, 3), profile, run_of(rec), verdict(paper.ALPHA_BOTTLENECK, lo, hi),
+                 (paper.ALPHA_BOTTLENECK, d["alpha"], lo, hi))]
 
 
 def design_rows():
@@ -248,7 +252,7 @@ def error_rows(scales=SCALES, runs=None):
             lo, hi = t["top1"] - z * t["top1_sem"], t["top1"] + z * t["top1_sem"]
             rows.append(_row(f"Table {r['table']}: {r['model']} ({dataset} top-1 error, %)", f"{value}",
                              f"{t['top1']:.2f} ({t['runs']} runs)", _ci(lo, hi), profile, run_of(rec),
-                             verdict(value, lo, hi)))
+                             verdict(value, lo, hi), (value, t["top1"], lo, hi)))
             continue
         rows.append(_not_run(f"Table {r['table']}: {r['model']}", printed, cost(r, speeds, runs[section])))
     return rows
@@ -281,6 +285,33 @@ def page_table(rows, group):
             row["run"] = f"not run: {r['cost']}"
         out.append(row)
     return out
+
+
+#: Colours of the verdicts in :func:`plot`.
+COLORS = {"reproduced": "tab:green", "consistent": "tab:olive", "inconclusive": "tab:orange", "differs": "tab:red"}
+
+
+def plot(rows):
+    """Every claim with a printed number and our interval, as ours over the paper's (1: the paper's
+    value), coloured by verdict; ``None`` when no row has one."""
+    import matplotlib.pyplot as plt
+    est = [r for r in rows if r.get("estimate")]
+    if not est:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(est) + 1.2))
+    for i, r in enumerate(est):
+        p, v, lo, hi = r["estimate"]
+        a, b = sorted((lo / p, hi / p))
+        ax.errorbar(v / p, i, xerr=[[v / p - a], [b - v / p]], fmt="o", capsize=3, color=COLORS[r["verdict"]])
+    ax.axvline(1, color="k", ls=":", lw=1)
+    ax.set_yticks(range(len(est)), [r["claim"].split(" (")[0] for r in est], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("ours / the paper's value (95% interval)")
+    for verdict_, color in COLORS.items():
+        ax.plot([], [], "o", color=color, label=verdict_)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
 
 
 def counts(rows):
