@@ -4,6 +4,7 @@ import inspect
 import textwrap
 
 import pytest
+import torch
 
 
 @pytest.fixture
@@ -11,17 +12,26 @@ def plant(monkeypatch):
     """Plant a one-line bug in a scratch copy of a library function, for the duration of a test.
 
     ``plant(module, "name", old, new)`` compiles the source of ``module.name`` with ``old`` replaced
-    by ``new`` (``old`` must occur exactly once) in a copy of the module's namespace, and sets it as
-    ``module.name``: the file itself is never touched. Tests use it to show that a check has power,
-    i.e. that it fails with a realistic bug in the code it checks.
+    by ``new`` (``old`` must occur exactly once) in the module's namespace, so that ``module.name`` is
+    the planted copy until the test ends (other monkeypatches of the module still apply to it); the
+    file itself is never touched. Tests use it to show that a check has power, i.e. that it fails
+    with a realistic bug in the code it checks.
     """
     def planted(module, name, old, new):
         src = textwrap.dedent(inspect.getsource(getattr(module, name)))
         if src.count(old) != 1:
             raise AssertionError(f"{old!r} occurs {src.count(old)} times in {module.__name__}.{name}, not once")
-        namespace = dict(vars(module))
-        exec(compile(src.replace(old, new), f"<planted {module.__name__}.{name}>", "exec"), namespace)
-        monkeypatch.setattr(module, name, namespace[name])
-        return namespace[name]
+        monkeypatch.setattr(module, name, getattr(module, name))        # restored when the test ends
+        exec(compile(src.replace(old, new), f"<planted {module.__name__}.{name}>", "exec"), vars(module))
+        return getattr(module, name)
 
     return planted
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one intra-op thread for the test (tiny models: threads only add overhead on a busy CPU)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
