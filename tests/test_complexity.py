@@ -123,6 +123,40 @@ def test_mlp_params_and_macs_equal_linear_stack(inputs, width, depth, outputs, b
 
 
 # ---------------------------------------------------------------------------------------------
+# Conv layers with biases (conv2d_cx(bias=True)), against nn.Conv2d
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("w_in, w_out, k, stride, groups, padding, bias, size", [
+    (3, 8, 3, 1, 1, None, True, 7), (6, 9, 3, 2, 3, None, True, 8), (4, 4, 1, 1, 4, None, True, 5),
+    (8, 16, 5, 2, 2, 1, True, 11), (8, 16, 5, 2, 2, 1, False, 11), (2, 6, 7, 3, 2, 3, True, 16),
+])
+def test_conv_counts_equal_nn_conv2d(w_in, w_out, k, stride, groups, padding, bias, size):
+    pad = (k - 1) // 2 if padding is None else padding
+    conv = nn.Conv2d(w_in, w_out, k, stride=stride, padding=pad, groups=groups, bias=bias)
+    counted = cx.conv2d_cx(cx.cx_init(size), w_in, w_out, k, stride, groups, bias, padding)
+    out = conv(torch.zeros(1, w_in, size, size))
+    assert counted["params"] == n_params(conv)
+    assert (counted["h"], counted["w"]) == tuple(out.shape[2:])
+    assert {key: counted[key] for key in ("macs", "acts")} == {key: v for key, v in hook_counts(conv, torch.zeros(
+        1, w_in, size, size)).items() if key != "adds"}
+
+
+def test_biased_conv_net_params_equal_the_built_model():
+    """A stem of biased convs, BN and a biased classifier, composed from the counters layer by layer."""
+    net = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+                        nn.Conv2d(12, 24, 3, stride=2, padding=1, groups=3), nn.BatchNorm2d(24), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 5))
+    c = cx.conv2d_cx(cx.cx_init(9), 3, 12, 3, bias=True)
+    c = cx.norm2d_cx(c, 12)
+    c = cx.conv2d_cx(c, 12, 24, 3, stride=2, groups=3, bias=True)
+    c = cx.norm2d_cx(c, 24)
+    c = cx.linear_cx(cx.gap2d_cx(c), 24, 5)
+    assert c["params"] == n_params(net)
+    hooks = hook_counts(net, torch.zeros(1, 3, 9, 9))
+    assert (c["macs"], c["acts"]) == (hooks["macs"], hooks["acts"])
+
+
+# ---------------------------------------------------------------------------------------------
 # Multiply-adds against forward hooks
 # ---------------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from cepaper import fit, search
+from cepaper import fit, ntk, search
 from cepaper.models import blocks as B
 
 
@@ -36,6 +36,23 @@ def test_alpha_recovered_from_synthetic_data(intercept, a):
     assert all(l <= y <= h for l, y, h in zip(f["log_ratio_lo"], f["log_ratio"], f["log_ratio_hi"]))
     curve = fit.fitted_curve(f)
     assert curve["ratio"][-1] == pytest.approx(math.exp(f["intercept"] + f["alpha"] * max(terms)))
+
+
+@pytest.mark.parametrize("intercept", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fit_options_are_the_least_squares_they_name(intercept, weighted):
+    """``intercept`` and ``weighted`` (inverse bootstrap variance of each log r) against numpy's fits."""
+    terms = np.array([0.05, 0.1, 0.2, 0.4])
+    ks = fit.synthetic_samples(1.0, terms, 300, intercept=0.1, seed=2)
+    f = fit.fit_alpha(terms, ks, intercept=intercept, weighted=weighted, n_boot=200, seed=3)
+    y = np.array([np.log((k * k).mean() / k.mean() ** 2) for k in ks])
+    w = 1 / np.array(f["log_ratio_se"]) ** 2 if weighted else np.ones(len(terms))
+    if intercept:
+        slope, a = np.polyfit(terms, y, 1, w=np.sqrt(w))
+    else:
+        slope, a = (w * terms * y).sum() / (w * terms * terms).sum(), 0.0
+    assert (f["alpha"], f["intercept"]) == (pytest.approx(slope, rel=1e-10), pytest.approx(a, abs=1e-10))
+    assert f["options"] == {"intercept": intercept, "weighted": weighted, "seed": 3}
 
 
 def test_weighted_fit_and_C():
@@ -191,6 +208,48 @@ def test_custom_module_sweep_reads_fan_ins():
     fast = B.bottleneck_ntk(B.BottleneckDraws(2, seeds, v, n_in=8), x).numpy()
     np.testing.assert_allclose(sw["samples"][2], fit._round32(fast), rtol=1e-5)
     assert callable(sample)
+
+
+def readout_by_hand(kind, n_out, s, seed):
+    """The read-outs of the block, from their definitions (unit norm)."""
+    if kind == "mean":
+        return torch.full((n_out, s, s), 1 / math.sqrt(n_out * s * s))
+    if kind == "center":
+        v = torch.zeros(n_out, s, s)
+        v[0, s // 2, s // 2] = 1.0
+        return v
+    g = torch.randn(n_out, s, s, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return (g / g.norm()).float()
+
+
+@pytest.mark.parametrize("readout, post_relu, kind", [("mean", False, "gaussian"), ("center", False, "gaussian"),
+                                                      ("random", False, "gaussian"), ("mean", True, "constant")])
+def test_block_sweep_options_and_both_entries_are_the_standalone_blocks(readout, post_relu, kind):
+    """Every read-out (and the post ReLU, a constant input) reaches the samples: they are the naive
+    autograd NTKs of standalone blocks built with the read-out and inputs written out here; each
+    entry's fit is the least-squares fit of that entry (diag K(x1, x1), offdiag K(x1, x2))."""
+    n_in, s, corr, widths, trials = 8, 3, 0.3, (3, 5), 3
+    sw = fit.module_sweep("bottleneck", widths, trials, seed=5, n_in=n_in, spatial=s, readout=readout,
+                          post_relu=post_relu, input=kind, corr=corr, input_seed=4)
+    g = torch.randn((3, n_in) + ((s, s) if kind == "gaussian" else (1, 1)), generator=torch.Generator().manual_seed(4),
+                    dtype=torch.float64)
+    x = (math.sqrt(corr) * g[:1] + math.sqrt(1 - corr) * g[1:]).expand(2, n_in, s, s).float()
+    v = readout_by_hand(readout, n_in, s, 4)
+    ks = {}
+    for n in widths:
+        seeds = torch.randint(0, 2 ** 62, (trials,), generator=torch.Generator().manual_seed(fit.width_seed(5, n)))
+        ks[n] = torch.stack([ntk.empirical_ntk(B.Bottleneck(n, v, n_in=n_in, post_relu=post_relu, seed=int(t)), x,
+                                               method="naive") for t in seeds]).double().numpy()
+        np.testing.assert_allclose(sw["samples"][n], ks[n], rtol=2e-5, atol=1e-7)
+    res = fit.sweep_result(sw, entry="offdiag", n_boot=20)
+    terms = [1 / n_in + 1 / (9 * n) + 1 / n for n in widths]
+    for entry, (i, j) in (("diag", (0, 0)), ("offdiag", (0, 1))):
+        k = [ks[n][:, i, j] for n in widths]
+        y = [math.log((e * e).mean() / e.mean() ** 2) for e in k]
+        assert res["fits"][entry]["mean"] == pytest.approx([e.mean() for e in k], rel=1e-5)
+        assert res["fits"][entry]["alpha"] == pytest.approx(np.polyfit(terms, y, 1)[0], rel=1e-3, abs=1e-4)
+    assert res["entry"] == "offdiag" and res["alpha"] == res["fits"]["offdiag"]["alpha"]
+    assert sw["terms"] == pytest.approx(terms)
 
 
 def test_alpha_interval():

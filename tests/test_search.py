@@ -1,9 +1,11 @@
 """Eqs. 8-14 and Algorithm 2 (cepaper.search): identities, strong duality, the paper's optima."""
 
+import functools
 import math
 
 import numpy as np
 import pytest
+import torch
 
 from cepaper import complexity as cx
 from cepaper import design_report, paper, results, search
@@ -143,6 +145,78 @@ def test_mlp_design():
     assert (r["n"], r["m"]) == (48, 30)
     assert r["baseline_params"] == cx.mlp(748, 500, 6)["params"]
     assert r["params"] == 30 * cx.mlp(748, 48, 6)["params"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Algorithm 2 by brute force: baselines that are ensembles (C > 1), every rounding rule
+# ---------------------------------------------------------------------------------------------
+
+@functools.cache
+def block_params(n, groups=1):
+    """Parameters of the torch Fig. 5 block (256 -> [groups x n] -> 256, BNs included), built on meta."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in ResNeXtBottleneck(256, 256, groups * n, groups).parameters())
+
+
+@functools.cache
+def resnext29_params(m, n):
+    return cx.complexity("resnext29", f"{m}x{n}d")["params"]
+
+
+def brute_force_design(c, d, objective, rounding, alpha=1.6):
+    """Algorithm 2 for the ResNeXt-29 baseline ``c x d`` by enumeration: ``Var`` of Eq. 9 written out, the
+    baseline's ``Var(K)`` that of ``c`` members (Eq. 11), block costs of built torch blocks; integer ``m``
+    from the whole networks' parameter counts (primal) or from ``m_d`` (dual) by the rule's definition."""
+    var = lambda n: math.expm1(alpha * (1 / 256 + 1 / (9 * n) + 1 / n))
+    var_s = var(d) / c
+    n = min(range(1, d + 1), key=lambda n: var(n) * block_params(n))          # argmin var_primal = argmax rho_dual
+    if objective == "primal":
+        base, cost = resnext29_params(c, d), lambda m: resnext29_params(m, n)
+        ms = range(1, 400)
+        m = {"nearest": min(ms, key=lambda m: abs(cost(m) - base)),
+             "floor": max(m for m in ms if cost(m) <= base), "ceil": min(m for m in ms if cost(m) >= base)}[rounding]
+    else:
+        m_d = var(n) / var_s
+        m = {"nearest": math.floor(m_d + 0.5), "floor": math.floor(m_d), "ceil": math.ceil(m_d)}[rounding]
+    return dict(n=n, m=m, params=resnext29_params(m, n), baseline_params=resnext29_params(c, d),
+                var_ratio=var(n) / m / var_s)
+
+
+@pytest.mark.parametrize("baseline", ["1x64d", "4x32d", "8x12d"])
+@pytest.mark.parametrize("objective", search.OBJECTIVES)
+@pytest.mark.parametrize("rounding", search.ROUNDINGS)
+def test_design_is_the_brute_force_one(baseline, objective, rounding):
+    """C > 1 baselines (an ensemble of C members of width d) and every rounding rule, by enumeration."""
+    c, d = cx.parse_config(baseline)
+    want = brute_force_design(c, d, objective, rounding)
+    r = search.design("resnext29", baseline, objective, alpha=1.6, rounding=rounding)
+    assert {k: r[k] for k in ("n", "m", "params", "baseline_params")} == {k: want[k] for k in ("n", "m", "params",
+                                                                                                "baseline_params")}
+    assert r["var_ratio"] == pytest.approx(want["var_ratio"], rel=1e-12)
+    assert r["rho"] == pytest.approx(want["baseline_params"] / want["params"], rel=1e-12)
+    assert r["config"] == f"{want['m']}x{want['n']}d" and r["baseline"] == baseline
+
+
+@pytest.mark.parametrize("where, old, new", [
+    ("design", "c = curve(module, n_tilde, alpha, budget, ns, m_tilde=c_tilde)", "c = curve(module, n_tilde, alpha, budget, ns)"),
+    ("_curve", 'var_s = float(var_k(costs["sum_inv_fan_in_s"], alpha)) / c["m_tilde"]',
+     'var_s = float(var_k(costs["sum_inv_fan_in_s"], alpha))'),
+    ("integer_m", '"floor": np.floor(m_exact)', '"floor": np.ceil(m_exact)'),
+    ("integer_m", '"ceil": np.ceil(m_exact)', '"ceil": np.floor(m_exact)'),
+])
+def test_brute_force_check_catches_a_planted_bug(plant, where, old, new):
+    plant(search, where, old, new)
+    with pytest.raises(AssertionError):
+        for objective in search.OBJECTIVES:
+            for rounding in search.ROUNDINGS:
+                test_design_is_the_brute_force_one("4x32d", objective, rounding)
+
+
+def test_the_rounding_rules_differ_where_they_should():
+    """floor <= nearest <= ceil, and floor and ceil differ by one unless the continuous m is an integer."""
+    for objective in search.OBJECTIVES:
+        ms = {rule: search.design("resnext29", "4x32d", objective, alpha=1.6, rounding=rule)["m"] for rule in search.ROUNDINGS}
+        assert ms["floor"] <= ms["nearest"] <= ms["ceil"] == ms["floor"] + 1
 
 
 # ---------------------------------------------------------------------------------------------
