@@ -201,7 +201,10 @@ def test_mc_is_seeded_chunked_and_consistent():
     g = gen(7)
     first = ntk.member_ntk(CollegialMLP(2, 8, depth=2, m=32, generator=g, streams=2), x, entries="diag")
     assert torch.equal(a[:32], first)
-    assert sampler.default_chunk >= 1
+    # about 2^23 weights per chunk, at most 4096 draws: 2 * 8 + 8 * 8 + 8 * 1 = 88 weights per draw
+    assert sampler.default_chunk == 4096
+    assert ntk.mlp_ntk_sampler(inputs(2, 300, 1), widths=1000, depth=4).default_chunk == 2 ** 23 // (300_000 + 3 * 10 ** 6 + 1000)
+    assert ntk.mlp_ntk_sampler(inputs(2, 3000, 1), widths=3000, depth=2).default_chunk == 1
 
 
 def test_module_sampler_loop_matches_batched_sampler():
