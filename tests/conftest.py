@@ -1,10 +1,19 @@
-"""Shared test fixtures."""
+"""Shared test fixtures, and the hypothesis settings of the property-based tests."""
 
 import inspect
+import os
 import textwrap
 
 import pytest
-import torch
+from hypothesis import settings
+
+from cepaper.ntk import intra_op_threads
+
+# Property tests stay within seconds (few examples, no per-example deadline on a busy CPU); in CI
+# (CI=true) they draw the same examples every run and keep no example database.
+settings.register_profile("cepaper", max_examples=50, deadline=None)
+settings.register_profile("ci", parent=settings.get_profile("cepaper"), derandomize=True, database=None)
+settings.load_profile("ci" if os.environ.get("CI") else "cepaper")
 
 
 @pytest.fixture
@@ -31,7 +40,5 @@ def plant(monkeypatch):
 @pytest.fixture
 def one_thread():
     """torch on one intra-op thread for the test (tiny models: threads only add overhead on a busy CPU)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with intra_op_threads(1):
+        yield

@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cepaper import complexity as cx
 from cepaper import design_report, paper, results, search
@@ -182,8 +184,9 @@ def brute_force_design(c, d, objective, rounding, alpha=1.6):
     else:
         m_d = var(n) / var_s
         m = {"nearest": math.floor(m_d + 0.5), "floor": math.floor(m_d), "ceil": math.ceil(m_d)}[rounding]
+    m_curve = block_params(d, c) / block_params(n) if objective == "primal" else var(n) / var_s   # Eqs. 12, 14
     return dict(n=n, m=m, params=resnext29_params(m, n), baseline_params=resnext29_params(c, d),
-                var_ratio=var(n) / m / var_s)
+                var_ratio=var(n) / m / var_s, m_curve=m_curve, rho_curve=block_params(d, c) / (m_curve * block_params(n)))
 
 
 @pytest.mark.parametrize("baseline", ["1x64d", "4x32d", "8x12d"])
@@ -196,7 +199,8 @@ def test_design_is_the_brute_force_one(baseline, objective, rounding):
     r = search.design("resnext29", baseline, objective, alpha=1.6, rounding=rounding)
     assert {k: r[k] for k in ("n", "m", "params", "baseline_params")} == {k: want[k] for k in ("n", "m", "params",
                                                                                                 "baseline_params")}
-    assert r["var_ratio"] == pytest.approx(want["var_ratio"], rel=1e-12)
+    for key in ("var_ratio", "m_curve", "rho_curve"):
+        assert r[key] == pytest.approx(want[key], rel=1e-12), key
     assert r["rho"] == pytest.approx(want["baseline_params"] / want["params"], rel=1e-12)
     assert r["config"] == f"{want['m']}x{want['n']}d" and r["baseline"] == baseline
 
@@ -221,6 +225,42 @@ def test_the_rounding_rules_differ_where_they_should():
     for objective in search.OBJECTIVES:
         ms = {rule: search.design("resnext29", "4x32d", objective, alpha=1.6, rounding=rule)["m"] for rule in search.ROUNDINGS}
         assert ms["floor"] <= ms["nearest"] <= ms["ceil"] == ms["floor"] + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties (hypothesis): the optimum is the brute-force one and does not depend on the grid
+# ---------------------------------------------------------------------------------------------
+
+MODULES = [search.Bottleneck(), search.Bottleneck(fan_in_layers="width", kernel_area=False, bn="none"),
+           search.MLP(784, 6), search.MLP(30, 3, 10, True, fan_in_layers="all")]
+
+
+@given(module=st.sampled_from(MODULES), n_tilde=st.integers(8, 160), alpha=st.floats(0.3, 6.0),
+       budget=st.sampled_from(search.BUDGETS), data=st.data())
+def test_optimum_does_not_depend_on_the_grid(module, n_tilde, alpha, budget, data):
+    """Any grid of widths that contains the optimum of 1..n_tilde has that optimum; grids wider than n_tilde
+    too, when the optimum lies inside (not at n_tilde, where a wider grid may find a better width)."""
+    full = search.curve(module, n_tilde, alpha, budget)
+    n_star = search.optimum(full)["n"]
+    lo = data.draw(st.integers(1, n_star), label="lo")
+    hi = data.draw(st.integers(n_star, 2 * n_tilde if n_star < n_tilde else n_tilde), label="hi")
+    part = search.curve(module, n_tilde, alpha, budget, ns=range(lo, hi + 1))
+    for objective in search.OBJECTIVES:
+        assert search.optimum(part, objective)["n"] == n_star
+        assert search.optimum(part, objective)["m"] == pytest.approx(search.optimum(full, objective)["m"], rel=1e-12)
+
+
+@given(n_tilde=st.integers(2, 64), alpha=st.floats(0.3, 6.0), groups=st.integers(1, 4))
+def test_block_optimum_is_the_brute_force_one(n_tilde, alpha, groups):
+    """The primal optimum minimizes Var(K_e) at the baseline's cost (Eq. 12) over torch-built blocks and
+    Eq. 9 written out, for baselines of 1 to 4 members."""
+    var = lambda n: math.expm1(alpha * (1 / 256 + 1 / (9 * n) + 1 / n))
+    base = block_params(n_tilde, groups)
+    best = min(range(1, n_tilde + 1), key=lambda n: var(n) / (base / block_params(n)))
+    c = search.curve(search.Bottleneck(), n_tilde, alpha, m_tilde=groups)
+    assert search.optimum(c)["n"] == best == search.optimum(c, "dual")["n"]
+    assert search.optimum(c)["m"] == pytest.approx(base / block_params(best), rel=1e-12)
+    assert search.optimum(c, "dual")["m"] == pytest.approx(groups * var(best) / var(n_tilde), rel=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
