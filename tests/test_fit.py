@@ -67,45 +67,51 @@ def test_weighted_fit_and_C():
 
 # ------------------------------------------------------------------------------- calibration
 
-CAL_TERMS = np.array([0.05, 0.1, 0.2, 0.3, 0.4])   # s(n); a + alpha s in [0.02, 0.05]: K nearly normal
-CAL_ALPHA, CAL_A, CAL_T = 0.1, 0.015, 200
+#: Synthetic laws of K (log-normal, ``Var(log K) = a + alpha s``): ``(terms s, alpha, a, draws T)``.
+#: NEAR_NORMAL: ``a + alpha s`` in [0.02, 0.055], K nearly normal. HEAVY: the bottleneck's terms at
+#: widths 1, 2, 4, 16, 256 with the paper's alpha = 1.6, so ``Var(log K) = 1.78`` at n = 1 (heavy tails).
+NEAR_NORMAL = ((0.05, 0.1, 0.2, 0.3, 0.4), 0.1, 0.015, 200)
+HEAVY = (tuple(fit.bottleneck_term(n) for n in (1, 2, 4, 16, 256)), 1.6, 0.0, 1000)
 
 
-def lognormal_draws(rng, reps):
+def lognormal_draws(law, rng, reps):
     """``(reps, J, T)`` log-normal K with ``E[K^2]/E[K]^2 = exp(a + alpha s_j)`` (written out, not
     :func:`fit.synthetic_samples`)."""
-    var = CAL_A + CAL_ALPHA * CAL_TERMS
-    z = rng.standard_normal((reps, len(CAL_TERMS), CAL_T))
+    terms, alpha, a, t = law
+    var = a + alpha * np.array(terms)
+    z = rng.standard_normal((reps, len(terms), t))
     return np.exp(np.sqrt(var)[:, None] * z - var[:, None] / 2)
 
 
-def ols_alpha(k):
+def ols_alpha(terms, k):
     """The point estimate of Algorithm 1 by numpy: slope of ``log(mean K^2 / mean(K)^2)`` on ``s``."""
     y = np.log((k * k).mean(-1)) - 2 * np.log(k.mean(-1))                       # (reps, J)
-    return np.polyfit(CAL_TERMS, y.T, 1)[0]
+    return np.polyfit(terms, y.T, 1)[0]
 
 
 @functools.cache
-def alpha_hats():
-    """alpha-hat of 20000 synthetic data sets: its sampling distribution."""
-    return np.concatenate([ols_alpha(lognormal_draws(np.random.default_rng([7, i]), 2000)) for i in range(10)])
+def alpha_hats(law, sets=20000):
+    """alpha-hat of ``sets`` synthetic data sets: its sampling distribution."""
+    chunk = 2000 if law[3] <= 200 else 500
+    return np.concatenate([ols_alpha(law[0], lognormal_draws(law, np.random.default_rng([7, i]), chunk))
+                           for i in range(sets // chunk)])
 
 
-def alpha_calibration(reps=200, n_boot=400, level=0.95):
+def alpha_calibration(law=NEAR_NORMAL, reps=200, n_boot=400, level=0.95, sets=20000):
     """Reported spread of the alpha fit over its sampling distribution, from ``reps`` synthetic data
     sets against the sampling distribution of :func:`alpha_hats`.
 
     Returns ``(se_ratio, width_ratio, bias_in_sd)``: mean ``alpha_se`` over the sd of alpha-hat, mean
     interval width over the width of the central ``level`` range of alpha-hat, and the mean offset
     of alpha-hat from the truth in units of its sd."""
-    truth = alpha_hats()
+    truth = alpha_hats(law, sets)
     sd, (q_lo, q_hi) = truth.std(ddof=1), np.quantile(truth, [(1 - level) / 2, (1 + level) / 2])
-    ks = lognormal_draws(np.random.default_rng(8), reps)
-    fits = [fit.fit_alpha(CAL_TERMS, list(k), n_boot=n_boot, level=level, seed=i) for i, k in enumerate(ks)]
-    np.testing.assert_allclose([f["alpha"] for f in fits], ols_alpha(ks), rtol=1e-9, atol=1e-12)
+    ks = lognormal_draws(law, np.random.default_rng(8), reps)
+    fits = [fit.fit_alpha(law[0], list(k), n_boot=n_boot, level=level, seed=i) for i, k in enumerate(ks)]
+    np.testing.assert_allclose([f["alpha"] for f in fits], ols_alpha(law[0], ks), rtol=1e-9, atol=1e-12)
     se = np.mean([f["alpha_se"] for f in fits])
     width = np.mean([f["alpha_ci"][1] - f["alpha_ci"][0] for f in fits])
-    return se / sd, width / (q_hi - q_lo), (truth.mean() - CAL_ALPHA) / sd
+    return se / sd, width / (q_hi - q_lo), (truth.mean() - law[1]) / sd
 
 
 def test_alpha_interval_is_calibrated():
@@ -116,6 +122,14 @@ def test_alpha_interval_is_calibrated():
     assert 0.9 < se_ratio < 1.1, se_ratio
     assert 0.9 < width_ratio < 1.1, width_ratio
     assert abs(bias) < 0.2, bias                                   # centred: width and centre give coverage
+
+
+@pytest.mark.xfail(strict=True, reason="fit.py (frozen): the percentile bootstrap over the T draws cannot see "
+                   "the heavy log-normal tail at n = 1 (Var log K = 1.78, T = 1000): measured se 0.55 of alpha-hat's "
+                   "sd, interval 0.52 of its 95% range (about 55% coverage), alpha-hat low by a third of its sd")
+def test_alpha_interval_is_calibrated_for_heavy_tailed_draws():
+    se_ratio, width_ratio, bias = alpha_calibration(HEAVY, reps=100, n_boot=200, sets=5000)
+    assert 0.85 < se_ratio < 1.15 and 0.85 < width_ratio < 1.15, (se_ratio, width_ratio, bias)
 
 
 def test_alpha_calibration_detects_a_narrow_interval(plant, monkeypatch):
