@@ -60,6 +60,8 @@ def test_bootstrap_interval():
     assert -1 <= b["lo"] <= b["hi"] <= 1 and b["n_boot"] == 500
     assert b == stats.bootstrap_correlation(noisy, [1, 2, 3, 4], "spearman", n_boot=500, seed=2)
     assert b["level"] == 0.95 and set(b) == {"value", "lo", "hi", "level", "n_boot"}
+    again = lambda seed: stats.bootstrap_correlation(noisy, [1, 2, 3, 4], "pearson", n_boot=200, seed=seed)
+    assert again(3) == again(3) != again(4)                            # the seed fixes the resamples
     one = stats.bootstrap_correlation([[1.0], [2.0], [4.0]], [1, 2, 3], n_boot=20)  # one repetition per model
     assert one["lo"] == one["hi"] == pytest.approx(np.corrcoef([1, 2, 4], [1, 2, 3])[0, 1])
 
@@ -143,6 +145,8 @@ def test_random_orderings_estimate_the_exact_pvalue():
     got, random = stats.permutation_pvalue(x, y, "pearson", max_exact=8, n_perm=20000, seed=4)
     assert exact and not random and 0.05 < want < 0.95
     assert abs(got - want) < 4 * np.sqrt(want * (1 - want) / 20000), (got, want)
+    again = lambda seed: stats.permutation_pvalue(x, y, "pearson", max_exact=8, n_perm=2000, seed=seed)
+    assert again(4) == again(4) != again(5)                            # the seed fixes the orderings
 
 
 @pytest.mark.parametrize("call, message", [
