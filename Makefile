@@ -12,7 +12,7 @@ export CEPAPER_DATA ?= $(SHARED_DATA)
 endif
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install book run test test-unit test-notebooks browser-deps clean
+.PHONY: install book run test test-unit test-notebooks browser-deps mutate clean
 .DEFAULT_GOAL := book
 
 install: $(STAMP)
@@ -41,10 +41,23 @@ test-notebooks: install
 	CEPAPER_RESULTS=$(abspath _build/nbval-results) $(BIN)/python -m pytest -q --nbval-lax \
 		-p no:cacheprovider _build/executed/quick/*.ipynb
 
+# Mutation testing of the core modules ([tool.mutmut] in pyproject.toml), at low priority; not part of
+# `make test`. MUTANTS narrows it to mutant names, e.g. make mutate MUTANTS='cepaper.stats.*';
+# MUTATE_JOBS sets the workers. The score and the survivors: `$(BIN)/mutmut results`, `mutmut show NAME`.
+MUTANTS     ?=
+MUTATE_JOBS ?= 2
+mutate: install
+	CI=true nice -n 19 $(BIN)/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
+	@$(BIN)/mutmut export-cicd-stats >/dev/null
+	@$(BIN)/python -c "import json; s = json.load(open('mutants/mutmut-cicd-stats.json')); \
+	  n = s['total'] - s['skipped']; k = s['killed'] + s['timeout']; \
+	  print(f'mutation score {100 * k / max(n, 1):.1f}%: {k} of {n} mutants killed, {s[\"survived\"]} survived, ' \
+	        f'{s[\"no_tests\"]} reached by no test')"
+
 # Headless Chromium for the browser test of the book; the test skips (saying why) without it.
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium could not be installed: the browser test will be skipped"
 
 clean:
-	rm -rf _build book/sections results/quick
+	rm -rf _build book/sections results/quick mutants

@@ -16,10 +16,12 @@ so a shared or busy machine affects both sides alike. Run from the repository ro
    preallocated outputs). ``t_naive / t_gemm_floor`` is then the most any exact method built on these
    products can gain over naive gradients on this machine (``speedup_vs_naive_ceiling``).
 2. Monte Carlo at n = 64 (L = 4, two inputs, the three NTK entries): draws per second of
-   :func:`cepaper.ntk.mc_moments` against the rate of only drawing the same weights with the same
-   generator and chunking, and against a per-draw Python loop (:func:`cepaper.ntk.module_ntk_sampler`).
-   The generator is single-threaded, so the Monte Carlo runs with ``--mc-threads 1`` (default); its
-   rate with torch's default thread count is reported beside it.
+   :func:`cepaper.ntk.mc_moments` against the rate of only drawing the same weights the same way
+   (:func:`draw_weights`: the same generator, chunks, two random streams in parallel threads and
+   intra-op threads, interleaved with the same repeats), and against a per-draw Python loop
+   (:func:`cepaper.ntk.module_ntk_sampler`). Each stream's generator is single-threaded, so the
+   Monte Carlo runs with ``--mc-threads 1`` (default); its rate with torch's default thread count is
+   reported beside it.
 """
 
 import argparse
@@ -69,25 +71,34 @@ def ntk_timings(depth, n, n_points, repeats, slow_repeats):
                 max_rel_diff_structured_vs_jacrev=err)
 
 
+def draw_weights(n_in, widths, draws, chunk, seed=0):
+    """The weights :func:`cepaper.ntk.mc_moments` draws for :func:`cepaper.ntk.mlp_ntk_sampler`, and nothing
+    else: one ``CollegialMLP`` of ``t`` members per chunk, from the Monte Carlo's generator, in the
+    sampler's two random streams (parallel threads). Yields the models (the floor of the Monte Carlo)."""
+    g = torch.Generator().manual_seed(int(seed))
+    for i in range(0, draws, chunk):
+        yield CollegialMLP(n_in, widths, m=min(chunk, draws - i), generator=g, streams=2)
+
+
 def mc_timings(depth, n, draws, chunk, loop_draws, repeats, threads):
     """Draws per second of Monte Carlo, of drawing the weights only, and of a per-draw loop."""
     x = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
     widths = hidden_widths(n, depth)
-    shapes = list(zip(widths + (1,), (2,) + widths))
     sampler = ntk.mlp_ntk_sampler(x, widths=widths)
 
-    def rng_only():
-        g = torch.Generator().manual_seed(0)
-        for i in range(0, draws, chunk):
-            for o, f in shapes:
-                torch.empty(min(chunk, draws - i), o, f).normal_(generator=g)
+    def rng_only():                                                  # same draws, streams, chunks, threads
+        with ntk.intra_op_threads(threads):
+            for _ in draw_weights(2, widths, draws, chunk):
+                pass
 
     mc = lambda: ntk.mc_moments(sampler, draws, chunk=chunk, seed=0, threads=threads)
     mc_default = lambda: ntk.mc_moments(sampler, draws, chunk=chunk, seed=0)
     loop = ntk.module_ntk_sampler(lambda g: CollegialMLP(2, widths, generator=g), x)
     per_draw = lambda: ntk.mc_moments(loop, loop_draws, chunk=loop_draws, seed=0, threads=threads)
-    mc(), rng_only(), per_draw()                                     # warm-up
-    t_mc, t_rng, t_loop, t_def = best_of([mc, rng_only, per_draw, mc_default], repeats)
+    fns = [mc, rng_only, per_draw, mc_default]
+    for f in fns:                                                    # warm-up
+        f()
+    t_mc, t_rng, t_loop, t_def = best_of(fns, repeats)               # interleaved: the same repeats for all
     return dict(mc_draws_per_s=draws / t_mc, rng_draws_per_s=draws / t_rng,
                 loop_draws_per_s=loop_draws / t_loop, mc_default_threads_draws_per_s=draws / t_def,
                 t_mc_s=t_mc, t_rng_s=t_rng, t_loop_s=t_loop, t_mc_default_threads_s=t_def,

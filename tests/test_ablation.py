@@ -101,14 +101,26 @@ def strip(rec):
     return {k: v for k, v in rec.items() if k != "wall_s"}
 
 
-@pytest.mark.parametrize("every, epochs, saved", [(1, 3, 1), (2, 5, 2)])
-def test_resume_after_interruption_gives_the_uninterrupted_run(tmp_path, monkeypatch, every, epochs, saved):
+def same(a, b):
+    """Nested checkpoint states equal bit for bit (tensors by ``torch.equal``)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if torch.is_tensor(a):
+        return torch.is_tensor(b) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    return a == b
+
+
+def resume_mismatches(tmp_path, monkeypatch, every=1, epochs=3, saved=1):
+    """Train uninterrupted and interrupted (the second save fails, so the checkpoint holds epoch
+    ``saved``) then resumed; return what differs: the record, or the final model or Adam state."""
     x, y, xt, yt = toy()
     kw = {**KW, "epochs": epochs}
-    straight = ablation.train(x, y, xt, yt, 2, 4, [0, 1], **kw)
+    straight = ablation.train(x, y, xt, yt, 2, 4, [0, 1], checkpoint=tmp_path / "straight.pt", **kw)
     saves, real = [], ablation.save_checkpoint
 
-    def interrupting(path, state):  # the second save fails: the checkpoint holds the first
+    def interrupting(path, state):
         saves.append(state["epoch"])
         if len(saves) == 2:
             raise KeyboardInterrupt
@@ -118,12 +130,59 @@ def test_resume_after_interruption_gives_the_uninterrupted_run(tmp_path, monkeyp
     monkeypatch.setattr(ablation, "save_checkpoint", interrupting)
     with pytest.raises(KeyboardInterrupt):
         ablation.train(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, checkpoint_every=every, **kw)
-    monkeypatch.undo()
+    monkeypatch.setattr(ablation, "save_checkpoint", real)
     assert torch.load(path)["epoch"] == saved and saves == [saved, 2 * saved]
     resumed = ablation.train(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, **kw)
-    assert strip(resumed) == strip(straight)
-    with pytest.raises(ValueError, match=r"other settings .*'lr'"):
-        ablation.train(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, **{**kw, "lr": 0.05})
+    a, b = torch.load(tmp_path / "straight.pt"), torch.load(path)
+    assert a["epoch"] == b["epoch"] == epochs
+    return ([k for k in ("test_error", "train_loss") if resumed[k] != straight[k]]
+            + [k for k in ("model", "optimizer", "history") if not same(a[k], b[k])])
+
+
+@pytest.mark.parametrize("every, epochs, saved", [(1, 3, 1), (2, 5, 2)])
+def test_resume_after_interruption_gives_the_uninterrupted_run(tmp_path, monkeypatch, one_thread, every, epochs,
+                                                               saved):
+    assert resume_mismatches(tmp_path, monkeypatch, every, epochs, saved) == []
+
+
+@pytest.mark.parametrize("old, new, shows", [
+    ("resume(checkpoint, model, settings, opt)", "resume(checkpoint, model, settings)", "optimizer"),
+    ("order_seed(seed, r), epoch)", "order_seed(seed, r), epoch - start)", "train_loss"),
+])
+def test_resume_check_catches_a_lost_piece_of_state(tmp_path, monkeypatch, plant, one_thread, old, new, shows):
+    plant(ablation, "train", old, new)
+    assert shows in resume_mismatches(tmp_path, monkeypatch)
+
+
+def refused(tmp_path):
+    """Which changes a checkpoint refuses to resume: ``{name: True if refused}``."""
+    x, y, xt, yt = toy()
+    path = tmp_path / "model.pt"
+    ablation.train(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, **KW)
+    x2, yt2 = x.clone(), yt.clone()
+    x2[3, 2] += 1e-9
+    yt2[0] = (yt2[0] + 1) % 3
+    runs = {"train data": ((x2, y, xt, yt), {}), "test data": ((x, y, xt, yt2), {}), "seed": ((x, y, xt, yt), {"seed": 6}),
+            "lr": ((x, y, xt, yt), {"lr": 0.05}), "batch_size": ((x, y, xt, yt), {"batch_size": 8}),
+            "epochs": ((x, y, xt, yt), {"epochs": 4})}
+    out = {}
+    for name, (data, change) in runs.items():
+        try:
+            ablation.train(*data, 2, 4, [0, 1], checkpoint=path, **{**KW, **change})
+            out[name] = False
+        except ValueError as e:
+            out[name] = "other settings" in str(e)
+    return out
+
+
+def test_resume_refuses_other_data_recipe_or_seed(tmp_path, one_thread):
+    r = refused(tmp_path)
+    assert all(r.values()), r
+
+
+def test_refusal_check_catches_a_dropped_data_digest(tmp_path, plant, one_thread):
+    plant(ablation, "train", "dtype=str(dtype), data=digest(x, y, x_test, y_test))", "dtype=str(dtype))")
+    assert refused(tmp_path)["train data"] is False
 
 
 def test_run_models_caches_finished_models(tmp_path, monkeypatch):

@@ -1,10 +1,18 @@
 """The benchmark scripts run end to end at toy sizes and print the JSON they promise (no timing is
-asserted: the numbers are ratios for a person to read, not pass/fail criteria)."""
+asserted: the numbers are ratios for a person to read, not pass/fail criteria). What is checked is
+that each reported ratio is the ratio of the reported times, and that the floor a time is compared
+with does the same work as the timed code."""
 
+import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
+
+from cepaper import ntk
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,11 +23,44 @@ def run_json(script, *args):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def quotient_interval(a, b, eps=5e-7):
+    """Bounds of ``a / b`` for ``a``, ``b`` rounded to 6 decimals (the JSON's rounding), widened by its own."""
+    return (a - eps) / (b + eps) - eps, (a + eps) / max(b - eps, 1e-300) + eps
+
+
+# ratio key -> (numerator, denominator), as the benchmark defines them
+RATIOS = {"speedup_vs_jacrev": ("t_jacrev_s", "t_structured_s"), "speedup_vs_naive": ("t_naive_s", "t_structured_s"),
+          "speedup_vs_naive_ceiling": ("t_naive_s", "t_gemm_floor_s"),
+          "structured_over_gemm_floor": ("t_structured_s", "t_gemm_floor_s"),
+          "structured_over_fwd_bwd": ("t_structured_s", "t_fwd_bwd_s"),
+          "mc_fraction_of_rng": ("t_rng_s", "t_mc_s"), "mc_speedup_vs_loop": ("mc_draws_per_s", "loop_draws_per_s")}
+
+
 def test_ntk_benchmark_json():
     r = run_json("ntk.py", "--width", "48", "--repeats", "1", "--slow-repeats", "1",
                  "--mc-draws", "64", "--mc-chunk", "32")
-    for key in ("speedup_vs_jacrev", "speedup_vs_naive", "speedup_vs_naive_ceiling", "mc_fraction_of_rng",
-                "t_structured_s", "t_gemm_floor_s", "t_jacrev_s", "t_naive_s", "structured_over_fwd_bwd"):
-        assert r[key] > 0, key
-    assert r["width"] == 48
+    for key, (num, den) in RATIOS.items():
+        lo, hi = quotient_interval(r[num], r[den])
+        assert lo <= r[key] <= hi, (key, r[key], r[num], r[den])
+    for rate, time in (("mc_draws_per_s", "t_mc_s"), ("rng_draws_per_s", "t_rng_s")):
+        lo, hi = quotient_interval(r["mc_draws"], r[time])
+        assert lo <= r[rate] <= hi, rate
+    assert r["width"] == 48 and (r["mc_draws"], r["mc_chunk"], r["mc_threads"]) == (64, 32, 1)
     assert r["max_rel_diff_structured_vs_jacrev"] < 1e-4       # the timed paths compute the same kernel
+
+
+@pytest.fixture
+def ntk_bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    return importlib.import_module("ntk")
+
+
+def test_monte_carlo_floor_draws_the_samplers_weights(ntk_bench):
+    """The "drawing only" floor draws exactly the weights the Monte Carlo uses (same generator, chunks
+    and two random streams): the NTKs of its models are the Monte Carlo's samples, chunk by chunk."""
+    x = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    widths = (6, 6, 6)
+    samples = ntk.mc_samples(ntk.mlp_ntk_sampler(x, widths=widths), 10, chunk=4, seed=0)
+    models = list(ntk_bench.draw_weights(2, widths, 10, 4, seed=0))
+    assert [m.m for m in models] == [4, 4, 2] and all(m.streams == 2 for m in models)
+    assert torch.equal(torch.cat([ntk.member_ntk(m, x) for m in models]), samples)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cepaper import cli, complexity, paper
+from cepaper.models.resnext import ResNeXtBottleneck
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -109,7 +110,8 @@ def test_console_entry_point_exit_status():
     """The module runs as a command and exits with status 2 on bad input."""
     ok = subprocess.run([sys.executable, "-m", "cepaper.cli", "params", "--arch", "bottleneck", "--config", "1x64d",
                          "--json"], cwd=REPO, capture_output=True, text=True)
-    assert ok.returncode == 0 and json.loads(ok.stdout)["params"] > 0
+    block = ResNeXtBottleneck(256, 256, 64)                 # the Fig. 5 block 1x64d, built
+    assert ok.returncode == 0 and json.loads(ok.stdout)["params"] == sum(p.numel() for p in block.parameters())
     bad = subprocess.run([sys.executable, "-m", "cepaper.cli", "design", "--arch", "resnext29", "--baseline", "12"],
                          cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "--baseline" in bad.stderr

@@ -3,11 +3,14 @@
 import pytest
 import torch
 import torchvision
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 from torchvision.models.resnet import Bottleneck as TorchvisionBottleneck
 
 from cepaper import complexity as cx
 from cepaper.models.mlp import CollegialMLP
+from cepaper.ntk import intra_op_threads
 from cepaper.models.resnext import ResNeXtBottleneck, ResNeXtCifar, resnext
 
 
@@ -123,6 +126,40 @@ def test_mlp_params_and_macs_equal_linear_stack(inputs, width, depth, outputs, b
 
 
 # ---------------------------------------------------------------------------------------------
+# Conv layers with biases (conv2d_cx(bias=True)), against nn.Conv2d
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("w_in, w_out, k, stride, groups, padding, bias, size", [
+    (3, 8, 3, 1, 1, None, True, 7), (6, 9, 3, 2, 3, None, True, 8), (4, 4, 1, 1, 4, None, True, 5),
+    (8, 16, 5, 2, 2, 1, True, 11), (8, 16, 5, 2, 2, 1, False, 11), (2, 6, 7, 3, 2, 3, True, 16),
+])
+def test_conv_counts_equal_nn_conv2d(w_in, w_out, k, stride, groups, padding, bias, size):
+    pad = (k - 1) // 2 if padding is None else padding
+    conv = nn.Conv2d(w_in, w_out, k, stride=stride, padding=pad, groups=groups, bias=bias)
+    counted = cx.conv2d_cx(cx.cx_init(size), w_in, w_out, k, stride, groups, bias, padding)
+    out = conv(torch.zeros(1, w_in, size, size))
+    assert counted["params"] == n_params(conv)
+    assert (counted["h"], counted["w"]) == tuple(out.shape[2:])
+    assert {key: counted[key] for key in ("macs", "acts")} == {key: v for key, v in hook_counts(conv, torch.zeros(
+        1, w_in, size, size)).items() if key != "adds"}
+
+
+def test_biased_conv_net_params_equal_the_built_model():
+    """A stem of biased convs, BN and a biased classifier, composed from the counters layer by layer."""
+    net = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
+                        nn.Conv2d(12, 24, 3, stride=2, padding=1, groups=3), nn.BatchNorm2d(24), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 5))
+    c = cx.conv2d_cx(cx.cx_init(9), 3, 12, 3, bias=True)
+    c = cx.norm2d_cx(c, 12)
+    c = cx.conv2d_cx(c, 12, 24, 3, stride=2, groups=3, bias=True)
+    c = cx.norm2d_cx(c, 24)
+    c = cx.linear_cx(cx.gap2d_cx(c), 24, 5)
+    assert c["params"] == n_params(net)
+    hooks = hook_counts(net, torch.zeros(1, 3, 9, 9))
+    assert (c["macs"], c["acts"]) == (hooks["macs"], hooks["acts"])
+
+
+# ---------------------------------------------------------------------------------------------
 # Multiply-adds against forward hooks
 # ---------------------------------------------------------------------------------------------
 
@@ -165,6 +202,57 @@ def resnext29_closed_form(c, d, classes):
 @pytest.mark.parametrize("c,d,classes", [(1, 1, 1), (5, 7, 10), (16, 64, 100), (64, 4, 3), (13, 13, 13)])
 def test_resnext29_closed_form(c, d, classes):
     assert cx.complexity("resnext29", f"{c}x{d}d", classes=classes)["params"] == resnext29_closed_form(c, d, classes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties (hypothesis): counts equal the built models over random small configurations
+# ---------------------------------------------------------------------------------------------
+
+@given(w_in=st.integers(1, 12), w_out=st.integers(1, 12), groups=st.sampled_from([1, 2, 3]), k=st.integers(1, 5),
+       stride=st.integers(1, 3), padding=st.none() | st.integers(0, 2), bias=st.booleans(), size=st.integers(5, 12))
+def test_conv_counts_equal_nn_conv2d_property(w_in, w_out, groups, k, stride, padding, bias, size):
+    with intra_op_threads(1):  # tiny models: threads only add overhead
+        w_in, w_out = w_in * groups, w_out * groups
+        pad = (k - 1) // 2 if padding is None else padding
+        conv = nn.Conv2d(w_in, w_out, k, stride=stride, padding=pad, groups=groups, bias=bias)
+        counted = cx.conv2d_cx(cx.cx_init(size), w_in, w_out, k, stride, groups, bias, padding)
+        hooks = hook_counts(conv, torch.zeros(1, w_in, size, size))
+        assert counted["params"] == n_params(conv)
+        assert (counted["macs"], counted["acts"]) == (hooks["macs"], hooks["acts"])
+
+
+@given(w_in=st.integers(1, 24), w_out=st.integers(1, 24), paths=st.integers(1, 6), groups=st.integers(1, 4),
+       stride=st.integers(1, 2), size=st.integers(3, 9))
+def test_bottleneck_counts_equal_the_built_block_property(w_in, w_out, paths, groups, stride, size):
+    with intra_op_threads(1):  # tiny models: threads only add overhead
+        w_b = paths * groups
+        block = ResNeXtBottleneck(w_in, w_out, w_b, groups, stride)
+        counted = cx.bottleneck_cx(cx.cx_init(size), w_in, w_out, w_b, groups, stride)
+        assert counted["params"] == n_params(block)
+        assert {k: counted[k] for k in ("macs", "acts", "adds")} == hook_counts(block, torch.zeros(1, w_in, size, size))
+
+
+@given(c=st.integers(1, 6), d=st.integers(1, 6), stages=st.sampled_from([(16,), (8, 16), (8, 16, 32), (4, 8, 16, 16)]),
+       depth=st.integers(1, 2), classes=st.integers(1, 12), size=st.integers(4, 10))
+def test_scaled_down_resnext_counts_equal_the_built_model_property(c, d, stages, depth, classes, size):
+    with intra_op_threads(1):  # tiny models: threads only add overhead
+        model = resnext("resnext29", f"{c}x{d}d", classes, stages=stages, depth=depth)
+        counted = cx.complexity("resnext29", f"{c}x{d}d", classes=classes, resolution=size, stages=stages, depth=depth)
+        assert counted["params"] == n_params(model)
+        assert {k: counted[k] for k in ("macs", "acts", "adds")} == hook_counts(model, torch.zeros(1, 3, size, size))
+
+
+@given(inputs=st.integers(1, 30), width=st.integers(1, 30), depth=st.integers(2, 6), outputs=st.integers(1, 5),
+       bias=st.booleans(), m=st.integers(1, 3))
+def test_mlp_counts_equal_the_built_models_property(inputs, width, depth, outputs, bias, m):
+    with intra_op_threads(1):  # tiny models: threads only add overhead
+        counted = cx.mlp(inputs, width, depth, outputs, bias)
+        sizes = [inputs] + [width] * (depth - 1) + [outputs]
+        stack = nn.Sequential(*[nn.Linear(a, b, bias=bias) for a, b in zip(sizes, sizes[1:])])
+        ensemble = CollegialMLP(inputs, width, m=m, depth=depth - 1, bias=bias, outputs=outputs)
+        assert counted["params"] == n_params(stack) == n_params(ensemble) // m
+        hooks = hook_counts(stack, torch.zeros(1, inputs))
+        assert (counted["macs"], counted["acts"]) == (hooks["macs"], hooks["acts"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Algorithm 1: alpha recovered from synthetic data, Monte Carlo moments against a closed form,
 fan-in sums as the design uses them, reproducibility, resumable sweeps, and bad input."""
 
+import functools
 import json
 import math
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from cepaper import fit, search
+from cepaper import fit, ntk, search
 from cepaper.models import blocks as B
 
 
@@ -37,13 +38,21 @@ def test_alpha_recovered_from_synthetic_data(intercept, a):
     assert curve["ratio"][-1] == pytest.approx(math.exp(f["intercept"] + f["alpha"] * max(terms)))
 
 
-def test_bootstrap_interval_covers_the_true_alpha():
-    terms = [fit.bottleneck_term(n) for n in fit.log_grid(8, 256, 8)]
-    hits = 0
-    for seed in range(20):
-        f = fit.fit_alpha(terms, fit.synthetic_samples(1.6, terms, 2000, seed=100 + seed), n_boot=200, seed=seed)
-        hits += f["alpha_ci"][0] < 1.6 < f["alpha_ci"][1]
-    assert hits >= 15                                          # P(hits <= 14) < 1e-3 at 95% coverage
+@pytest.mark.parametrize("intercept", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fit_options_are_the_least_squares_they_name(intercept, weighted):
+    """``intercept`` and ``weighted`` (inverse bootstrap variance of each log r) against numpy's fits."""
+    terms = np.array([0.05, 0.1, 0.2, 0.4])
+    ks = fit.synthetic_samples(1.0, terms, 300, intercept=0.1, seed=2)
+    f = fit.fit_alpha(terms, ks, intercept=intercept, weighted=weighted, n_boot=200, seed=3)
+    y = np.array([np.log((k * k).mean() / k.mean() ** 2) for k in ks])
+    w = 1 / np.array(f["log_ratio_se"]) ** 2 if weighted else np.ones(len(terms))
+    if intercept:
+        slope, a = np.polyfit(terms, y, 1, w=np.sqrt(w))
+    else:
+        slope, a = (w * terms * y).sum() / (w * terms * terms).sum(), 0.0
+    assert (f["alpha"], f["intercept"]) == (pytest.approx(slope, rel=1e-10), pytest.approx(a, abs=1e-10))
+    assert f["options"] == {"intercept": intercept, "weighted": weighted, "seed": 3}
 
 
 def test_weighted_fit_and_C():
@@ -54,6 +63,82 @@ def test_weighted_fit_and_C():
     # Var(K) = E[K]^2 (exp(alpha s) - 1) for these log-normals: C = E[K]^2 = 4
     assert f["C_ci"][0] < 4.0 < f["C_ci"][1]
     assert f["log_ratio_se"][0] > f["log_ratio_se"][-1] > 0
+
+
+# ------------------------------------------------------------------------------- calibration
+
+#: Synthetic laws of K (log-normal, ``Var(log K) = a + alpha s``): ``(terms s, alpha, a, draws T)``.
+#: NEAR_NORMAL: ``a + alpha s`` in [0.02, 0.055], K nearly normal. HEAVY: the bottleneck's terms at
+#: widths 1, 2, 4, 16, 256 with the paper's alpha = 1.6, so ``Var(log K) = 1.78`` at n = 1 (heavy tails).
+NEAR_NORMAL = ((0.05, 0.1, 0.2, 0.3, 0.4), 0.1, 0.015, 200)
+HEAVY = (tuple(fit.bottleneck_term(n) for n in (1, 2, 4, 16, 256)), 1.6, 0.0, 1000)
+
+
+def lognormal_draws(law, rng, reps):
+    """``(reps, J, T)`` log-normal K with ``E[K^2]/E[K]^2 = exp(a + alpha s_j)`` (written out, not
+    :func:`fit.synthetic_samples`)."""
+    terms, alpha, a, t = law
+    var = a + alpha * np.array(terms)
+    z = rng.standard_normal((reps, len(terms), t))
+    return np.exp(np.sqrt(var)[:, None] * z - var[:, None] / 2)
+
+
+def ols_alpha(terms, k):
+    """The point estimate of Algorithm 1 by numpy: slope of ``log(mean K^2 / mean(K)^2)`` on ``s``."""
+    y = np.log((k * k).mean(-1)) - 2 * np.log(k.mean(-1))                       # (reps, J)
+    return np.polyfit(terms, y.T, 1)[0]
+
+
+@functools.cache
+def alpha_hats(law, sets=20000):
+    """alpha-hat of ``sets`` synthetic data sets: its sampling distribution."""
+    chunk = 2000 if law[3] <= 200 else 500
+    return np.concatenate([ols_alpha(law[0], lognormal_draws(law, np.random.default_rng([7, i]), chunk))
+                           for i in range(sets // chunk)])
+
+
+def alpha_calibration(law=NEAR_NORMAL, reps=200, n_boot=400, level=0.95, sets=20000):
+    """Reported spread of the alpha fit over its sampling distribution, from ``reps`` synthetic data
+    sets against the sampling distribution of :func:`alpha_hats`.
+
+    Returns ``(se_ratio, width_ratio, bias_in_sd)``: mean ``alpha_se`` over the sd of alpha-hat, mean
+    interval width over the width of the central ``level`` range of alpha-hat, and the mean offset
+    of alpha-hat from the truth in units of its sd."""
+    truth = alpha_hats(law, sets)
+    sd, (q_lo, q_hi) = truth.std(ddof=1), np.quantile(truth, [(1 - level) / 2, (1 + level) / 2])
+    ks = lognormal_draws(law, np.random.default_rng(8), reps)
+    fits = [fit.fit_alpha(law[0], list(k), n_boot=n_boot, level=level, seed=i) for i, k in enumerate(ks)]
+    np.testing.assert_allclose([f["alpha"] for f in fits], ols_alpha(law[0], ks), rtol=1e-9, atol=1e-12)
+    se = np.mean([f["alpha_se"] for f in fits])
+    width = np.mean([f["alpha_ci"][1] - f["alpha_ci"][0] for f in fits])
+    return se / sd, width / (q_hi - q_lo), (truth.mean() - law[1]) / sd
+
+
+def test_alpha_interval_is_calibrated():
+    """The bootstrap's sd and interval width match alpha-hat's sampling distribution (200 replicates:
+    the sd ratio is known to about 2%, the bootstrap's own small-sample bias is about 3%), so a
+    standard error off by a factor, or a 90% interval labelled 95% (width ratio 0.84), fails."""
+    se_ratio, width_ratio, bias = alpha_calibration()
+    assert 0.9 < se_ratio < 1.1, se_ratio
+    assert 0.9 < width_ratio < 1.1, width_ratio
+    assert abs(bias) < 0.2, bias                                   # centred: width and centre give coverage
+
+
+@pytest.mark.xfail(strict=True, reason="fit.py (frozen): the percentile bootstrap over the T draws cannot see "
+                   "the heavy log-normal tail at n = 1 (Var log K = 1.78, T = 1000): measured se 0.55 of alpha-hat's "
+                   "sd, interval 0.52 of its 95% range (about 55% coverage), alpha-hat low by a third of its sd")
+def test_alpha_interval_is_calibrated_for_heavy_tailed_draws():
+    se_ratio, width_ratio, bias = alpha_calibration(HEAVY, reps=100, n_boot=200, sets=5000)
+    assert 0.85 < se_ratio < 1.15 and 0.85 < width_ratio < 1.15, (se_ratio, width_ratio, bias)
+
+
+def test_alpha_calibration_detects_a_narrow_interval(plant, monkeypatch):
+    """The check above has power: a 90% interval reported as 95%, or an sd a factor 3.9 too small, fails it."""
+    plant(fit, "fit_alpha", "q = [(1 - level) / 2, (1 + level) / 2]", "q = [1 - level, level]")
+    assert alpha_calibration(reps=100)[1] < 0.9
+    monkeypatch.undo()
+    plant(fit, "_fit_rest", "float(np.nanstd(alpha_b, ddof=1))", "float(np.nanstd(alpha_b, ddof=1) / 3.9)")
+    assert alpha_calibration(reps=100)[0] < 0.9
 
 
 def test_second_moment_of_one_hidden_layer_matches_closed_form():
@@ -126,17 +211,58 @@ def test_custom_module_sweep_reads_fan_ins():
         return B.Bottleneck(n, v, n_in=8, seed=seed)
 
     sw = fit.custom_sweep(make, x, (1, 2, 4), trials=6, seed=1)
-    assert sw["terms"] == pytest.approx([fit.bottleneck_term(n, n_in=8) for n in (1, 2, 4)])
-    sample = B.bottleneck_ntk_sampler(2, x, v, n_in=8)
+    assert sw["terms"] == pytest.approx([1 / 8 + 1 / (9 * n) + 1 / n for n in (1, 2, 4)])
     assert sw["samples"][2].shape == (6, 2, 2)
     f = fit.fit_sweep(sw, n_boot=20)
-    assert np.isfinite(f["alpha"])
+    y = [np.log((k * k).mean() / k.mean() ** 2) for k in (sw["samples"][n][:, 0, 0] for n in (1, 2, 4))]
+    assert f["alpha"] == pytest.approx(np.polyfit(sw["terms"], y, 1)[0], rel=1e-10)
     # the generic path and the batched fast path agree draw by draw when they draw the same seeds
     g = torch.Generator().manual_seed(fit.width_seed(1, 2))
     seeds = [int(torch.randint(0, 2 ** 62, (1,), generator=g)) for _ in range(6)]
     fast = B.bottleneck_ntk(B.BottleneckDraws(2, seeds, v, n_in=8), x).numpy()
     np.testing.assert_allclose(sw["samples"][2], fit._round32(fast), rtol=1e-5)
-    assert callable(sample)
+
+
+def readout_by_hand(kind, n_out, s, seed):
+    """The read-outs of the block, from their definitions (unit norm)."""
+    if kind == "mean":
+        return torch.full((n_out, s, s), 1 / math.sqrt(n_out * s * s))
+    if kind == "center":
+        v = torch.zeros(n_out, s, s)
+        v[0, s // 2, s // 2] = 1.0
+        return v
+    g = torch.randn(n_out, s, s, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return (g / g.norm()).float()
+
+
+@pytest.mark.parametrize("readout, post_relu, kind", [("mean", False, "gaussian"), ("center", False, "gaussian"),
+                                                      ("random", False, "gaussian"), ("mean", True, "constant")])
+def test_block_sweep_options_and_both_entries_are_the_standalone_blocks(readout, post_relu, kind):
+    """Every read-out (and the post ReLU, a constant input) reaches the samples: they are the naive
+    autograd NTKs of standalone blocks built with the read-out and inputs written out here; each
+    entry's fit is the least-squares fit of that entry (diag K(x1, x1), offdiag K(x1, x2))."""
+    n_in, s, corr, widths, trials = 8, 3, 0.3, (3, 5), 3
+    sw = fit.module_sweep("bottleneck", widths, trials, seed=5, n_in=n_in, spatial=s, readout=readout,
+                          post_relu=post_relu, input=kind, corr=corr, input_seed=4)
+    g = torch.randn((3, n_in) + ((s, s) if kind == "gaussian" else (1, 1)), generator=torch.Generator().manual_seed(4),
+                    dtype=torch.float64)
+    x = (math.sqrt(corr) * g[:1] + math.sqrt(1 - corr) * g[1:]).expand(2, n_in, s, s).float()
+    v = readout_by_hand(readout, n_in, s, 4)
+    ks = {}
+    for n in widths:
+        seeds = torch.randint(0, 2 ** 62, (trials,), generator=torch.Generator().manual_seed(fit.width_seed(5, n)))
+        ks[n] = torch.stack([ntk.empirical_ntk(B.Bottleneck(n, v, n_in=n_in, post_relu=post_relu, seed=int(t)), x,
+                                               method="naive") for t in seeds]).double().numpy()
+        np.testing.assert_allclose(sw["samples"][n], ks[n], rtol=2e-5, atol=1e-7)
+    res = fit.sweep_result(sw, entry="offdiag", n_boot=20)
+    terms = [1 / n_in + 1 / (9 * n) + 1 / n for n in widths]
+    for entry, (i, j) in (("diag", (0, 0)), ("offdiag", (0, 1))):
+        k = [ks[n][:, i, j] for n in widths]
+        y = [math.log((e * e).mean() / e.mean() ** 2) for e in k]
+        assert res["fits"][entry]["mean"] == pytest.approx([e.mean() for e in k], rel=1e-5)
+        assert res["fits"][entry]["alpha"] == pytest.approx(np.polyfit(terms, y, 1)[0], rel=1e-3, abs=1e-4)
+    assert res["entry"] == "offdiag" and res["alpha"] == res["fits"]["offdiag"]["alpha"]
+    assert sw["terms"] == pytest.approx(terms)
 
 
 def test_alpha_interval():

@@ -1,9 +1,13 @@
 """Eqs. 8-14 and Algorithm 2 (cepaper.search): identities, strong duality, the paper's optima."""
 
+import functools
 import math
 
 import numpy as np
 import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cepaper import complexity as cx
 from cepaper import design_report, paper, results, search
@@ -19,14 +23,18 @@ def test_var_k_is_eq9():
     np.testing.assert_allclose(search.var_k([0.0, 1.0], 1.0), [0.0, math.e - 1])
 
 
-def test_primal_multiplicity_keeps_the_budget_and_dual_keeps_the_variance():
-    module = search.Bottleneck()
-    c = search.curve(module, 64, 1.6)
-    np.testing.assert_allclose(c["m_primal"] * c["beta"], c["beta_s"])          # rho(m_p(n), n) = 1
-    np.testing.assert_allclose(search.rho(c["beta_s"], c["beta"], c["m_primal"]), 1.0)
-    np.testing.assert_allclose(search.var_ensemble(c["var_k"], c["m_dual"]), c["var_s"])   # Eq. 13 constraint
-    i = 63                                                                     # n = n_tilde
-    assert c["m_primal"][i] == pytest.approx(1) and c["m_dual"][i] == pytest.approx(1)
+def test_curve_against_built_blocks_and_eq9_written_out():
+    """m_p(n) is the number of torch blocks of width n with the parameters of the block of width 64, m_d(n)
+    the number of members whose Var(K) (Eq. 9 written out, over m by Eq. 11) is the baseline's, and the
+    objectives are the variance at m_p and the efficiency at m_d."""
+    c = search.curve(search.Bottleneck(), 64, 1.6)
+    var = np.expm1(1.6 * (1 / 256 + 1 / (9 * c["n"]) + 1 / c["n"]))
+    beta = np.array([block_params(n) for n in c["n"]], dtype=float)
+    np.testing.assert_allclose(c["m_primal"], block_params(64) / beta, rtol=1e-12)
+    np.testing.assert_allclose(c["m_dual"], var / var[-1], rtol=1e-12)
+    np.testing.assert_allclose(c["var_primal"], var * beta / block_params(64), rtol=1e-12)
+    np.testing.assert_allclose(c["rho_dual"], block_params(64) * var[-1] / (var * beta), rtol=1e-12)
+    assert c["beta_s"] == block_params(64) and c["var_s"] == pytest.approx(var[-1], rel=1e-12)
 
 
 def test_sum_of_inverse_fan_ins():
@@ -143,6 +151,116 @@ def test_mlp_design():
     assert (r["n"], r["m"]) == (48, 30)
     assert r["baseline_params"] == cx.mlp(748, 500, 6)["params"]
     assert r["params"] == 30 * cx.mlp(748, 48, 6)["params"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Algorithm 2 by brute force: baselines that are ensembles (C > 1), every rounding rule
+# ---------------------------------------------------------------------------------------------
+
+@functools.cache
+def block_params(n, groups=1):
+    """Parameters of the torch Fig. 5 block (256 -> [groups x n] -> 256, BNs included), built on meta."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in ResNeXtBottleneck(256, 256, groups * n, groups).parameters())
+
+
+@functools.cache
+def resnext29_params(m, n):
+    return cx.complexity("resnext29", f"{m}x{n}d")["params"]
+
+
+def brute_force_design(c, d, objective, rounding, alpha=1.6):
+    """Algorithm 2 for the ResNeXt-29 baseline ``c x d`` by enumeration: ``Var`` of Eq. 9 written out, the
+    baseline's ``Var(K)`` that of ``c`` members (Eq. 11), block costs of built torch blocks; integer ``m``
+    from the whole networks' parameter counts (primal) or from ``m_d`` (dual) by the rule's definition."""
+    var = lambda n: math.expm1(alpha * (1 / 256 + 1 / (9 * n) + 1 / n))
+    var_s = var(d) / c
+    n = min(range(1, d + 1), key=lambda n: var(n) * block_params(n))          # argmin var_primal = argmax rho_dual
+    if objective == "primal":
+        base, cost = resnext29_params(c, d), lambda m: resnext29_params(m, n)
+        ms = range(1, 400)
+        m = {"nearest": min(ms, key=lambda m: abs(cost(m) - base)),
+             "floor": max(m for m in ms if cost(m) <= base), "ceil": min(m for m in ms if cost(m) >= base)}[rounding]
+    else:
+        m_d = var(n) / var_s
+        m = {"nearest": math.floor(m_d + 0.5), "floor": math.floor(m_d), "ceil": math.ceil(m_d)}[rounding]
+    m_curve = block_params(d, c) / block_params(n) if objective == "primal" else var(n) / var_s   # Eqs. 12, 14
+    return dict(n=n, m=m, params=resnext29_params(m, n), baseline_params=resnext29_params(c, d),
+                var_ratio=var(n) / m / var_s, m_curve=m_curve, rho_curve=block_params(d, c) / (m_curve * block_params(n)))
+
+
+@pytest.mark.parametrize("baseline", ["1x64d", "4x32d", "8x12d"])
+@pytest.mark.parametrize("objective", search.OBJECTIVES)
+@pytest.mark.parametrize("rounding", search.ROUNDINGS)
+def test_design_is_the_brute_force_one(baseline, objective, rounding):
+    """C > 1 baselines (an ensemble of C members of width d) and every rounding rule, by enumeration."""
+    c, d = cx.parse_config(baseline)
+    want = brute_force_design(c, d, objective, rounding)
+    r = search.design("resnext29", baseline, objective, alpha=1.6, rounding=rounding)
+    assert {k: r[k] for k in ("n", "m", "params", "baseline_params")} == {k: want[k] for k in ("n", "m", "params",
+                                                                                                "baseline_params")}
+    for key in ("var_ratio", "m_curve", "rho_curve"):
+        assert r[key] == pytest.approx(want[key], rel=1e-12), key
+    assert r["rho"] == pytest.approx(want["baseline_params"] / want["params"], rel=1e-12)
+    assert r["config"] == f"{want['m']}x{want['n']}d" and r["baseline"] == baseline
+
+
+@pytest.mark.parametrize("where, old, new", [
+    ("design", "c = curve(module, n_tilde, alpha, budget, ns, m_tilde=c_tilde)", "c = curve(module, n_tilde, alpha, budget, ns)"),
+    ("_curve", 'var_s = float(var_k(costs["sum_inv_fan_in_s"], alpha)) / c["m_tilde"]',
+     'var_s = float(var_k(costs["sum_inv_fan_in_s"], alpha))'),
+    ("integer_m", '"floor": np.floor(m_exact)', '"floor": np.ceil(m_exact)'),
+    ("integer_m", '"ceil": np.ceil(m_exact)', '"ceil": np.floor(m_exact)'),
+])
+def test_brute_force_check_catches_a_planted_bug(plant, where, old, new):
+    plant(search, where, old, new)
+    with pytest.raises(AssertionError):
+        for objective in search.OBJECTIVES:
+            for rounding in search.ROUNDINGS:
+                test_design_is_the_brute_force_one("4x32d", objective, rounding)
+
+
+def test_the_rounding_rules_differ_where_they_should():
+    """floor <= nearest <= ceil, and floor and ceil differ by one unless the continuous m is an integer."""
+    for objective in search.OBJECTIVES:
+        ms = {rule: search.design("resnext29", "4x32d", objective, alpha=1.6, rounding=rule)["m"] for rule in search.ROUNDINGS}
+        assert ms["floor"] <= ms["nearest"] <= ms["ceil"] == ms["floor"] + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Properties (hypothesis): the optimum is the brute-force one and does not depend on the grid
+# ---------------------------------------------------------------------------------------------
+
+MODULES = [search.Bottleneck(), search.Bottleneck(fan_in_layers="width", kernel_area=False, bn="none"),
+           search.MLP(784, 6), search.MLP(30, 3, 10, True, fan_in_layers="all")]
+
+
+@given(module=st.sampled_from(MODULES), n_tilde=st.integers(8, 160), alpha=st.floats(0.3, 6.0),
+       budget=st.sampled_from(search.BUDGETS), data=st.data())
+def test_optimum_does_not_depend_on_the_grid(module, n_tilde, alpha, budget, data):
+    """Any grid of widths that contains the optimum of 1..n_tilde has that optimum; grids wider than n_tilde
+    too, when the optimum lies inside (not at n_tilde, where a wider grid may find a better width)."""
+    full = search.curve(module, n_tilde, alpha, budget)
+    n_star = search.optimum(full)["n"]
+    lo = data.draw(st.integers(1, n_star), label="lo")
+    hi = data.draw(st.integers(n_star, 2 * n_tilde if n_star < n_tilde else n_tilde), label="hi")
+    part = search.curve(module, n_tilde, alpha, budget, ns=range(lo, hi + 1))
+    for objective in search.OBJECTIVES:
+        assert search.optimum(part, objective)["n"] == n_star
+        assert search.optimum(part, objective)["m"] == pytest.approx(search.optimum(full, objective)["m"], rel=1e-12)
+
+
+@given(n_tilde=st.integers(2, 64), alpha=st.floats(0.3, 6.0), groups=st.integers(1, 4))
+def test_block_optimum_is_the_brute_force_one(n_tilde, alpha, groups):
+    """The primal optimum minimizes Var(K_e) at the baseline's cost (Eq. 12) over torch-built blocks and
+    Eq. 9 written out, for baselines of 1 to 4 members."""
+    var = lambda n: math.expm1(alpha * (1 / 256 + 1 / (9 * n) + 1 / n))
+    base = block_params(n_tilde, groups)
+    best = min(range(1, n_tilde + 1), key=lambda n: var(n) / (base / block_params(n)))
+    c = search.curve(search.Bottleneck(), n_tilde, alpha, m_tilde=groups)
+    assert search.optimum(c)["n"] == best == search.optimum(c, "dual")["n"]
+    assert search.optimum(c)["m"] == pytest.approx(base / block_params(best), rel=1e-12)
+    assert search.optimum(c, "dual")["m"] == pytest.approx(groups * var(best) / var(n_tilde), rel=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
