@@ -33,6 +33,12 @@
 # * **differs**: the printed value lies outside our interval, or the exact computation gives another;
 # * **not run**: no committed run tests the claim; the row says what running it would cost, from
 #   the training speeds measured in this book.
+#
+# The verdicts stand on the intervals, and the test suite checks each kind against its sampling
+# distribution on synthetic data (the correlation bootstrap, Lemma 1's jackknife, the α bootstrap).
+# One is known to be too narrow: the α bootstrap, by about half, when the narrowest widths' draws
+# are as heavy-tailed as the bottleneck's (the [α page](03_alpha.ipynb) says how this bears on its
+# verdict).
 
 # %% tags=["parameters"]
 profile: str = "quick"
