@@ -298,8 +298,7 @@ class Run:
             self.dir = Path(os.environ["CEPAPER_STAGING"]) / profile / section
         elif not store and not os.environ.get("CEPAPER_RESULTS"):
             self.dir = scratch_dir(section, profile, self.params, seed, device)
-        if not self.staged:
-            _ACTIVE[(section, profile)] = self.dir
+            _ACTIVE[(section, profile)] = self.dir  # the store does not hold it: load() looks here first
         self.started = time.perf_counter()
 
     def where(self):

@@ -283,11 +283,14 @@ def test_cli_fit_alpha_writes_the_store(tmp_path, monkeypatch, capsys):
     record = results.load("alpha", "cli", "fit_bottleneck")
     assert record["data"]["alpha"] == out["alpha"] and len(record["data"]["alpha_ci"]) == 2
     assert record["provenance"]["seed"] == 3
-    for bad in (["--widths", "0", "2"], ["--trials", "1"], ["--widths", "2", "x"]):
+    for bad, message in ((["--widths", "0", "2"], "argument --widths: must be an integer >= 1, got '0'"),
+                         (["--trials", "1"], "argument --trials: must be an integer >= 2"),
+                         (["--widths", "2", "x"], "argument --widths: must be an integer >= 1, got 'x'")):
+        capsys.readouterr()
         with pytest.raises(SystemExit) as e:
             cli.main(["fit-alpha", "--module", "mlp"] + bad)
         assert e.value.code == 2
-    assert "width must be an integer >= 1, got 0" in capsys.readouterr().err
+        assert message in capsys.readouterr().err
 
 
 def test_bad_input_is_refused():
