@@ -309,7 +309,7 @@ def plot(rows):
     ax.set_xlabel("ours / the paper's value (95% interval)")
     for verdict_, color in COLORS.items():
         ax.plot([], [], "o", color=color, label=verdict_)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
     return fig
 

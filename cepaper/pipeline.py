@@ -699,7 +699,8 @@ def scale_page(section, built_profile):
     what = {"paper": "the paper's scale", "cpu-evidence": "the CPU-evidence scale (the paper's models, "
             "optimizer and data; fewer repetitions, epochs and seeds, as the page says)"}[profile]
     banner = (f"**At {what}**: profile `{profile}`, executed on {rec['device']} at commit `{commit}` on "
-              f"{rec['date'][:10]}, {rec['wall_s'] / 60:.1f} min of execution; committed in "
+              f"{rec['date'][:10]} (its last execution took {rec['wall_s'] / 60:.1f} min; work it resumed from "
+              f"checkpoints of earlier executions is not counted); committed in "
               f"`results/{profile}/{section}/` and shown here without re-executing.{old} "
               f"[The quick run of this section]({stem}.ipynb).")
     return _with_banner(nb, banner, f"at scale ({profile})"), rec
