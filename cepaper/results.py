@@ -163,11 +163,12 @@ def read_json(path):
 
 
 def git_commit():
-    """The repository's HEAD commit (with ``+dirty`` when the tree has changes), or ``None``."""
+    """The repository's HEAD commit, with ``+dirty`` when the code differs from it (any change outside
+    ``results/``: results being written by runs do not make the code that writes them dirty), or ``None``."""
     try:
         run = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True,
                                         timeout=10, check=True).stdout.strip()
-        return run("rev-parse", "HEAD") + ("+dirty" if run("status", "--porcelain") else "")
+        return run("rev-parse", "HEAD") + ("+dirty" if run("status", "--porcelain", "--", ".", ":!results") else "")
     except (OSError, subprocess.SubprocessError):
         return None
 

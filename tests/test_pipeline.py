@@ -119,3 +119,18 @@ def test_unusable_device_is_a_clear_error(device, message):
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match=message):
         results.Run("lemma1", "quick", device=device)
+
+
+def test_git_commit_is_dirty_for_code_not_for_results(tmp_path, monkeypatch):
+    git = lambda *a: subprocess.run(["git", *a], cwd=tmp_path, check=True, capture_output=True)
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "."), git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    monkeypatch.setattr(results, "REPO", tmp_path)
+    head = results.git_commit()
+    assert len(head) == 40
+    (tmp_path / "results" / "paper").mkdir(parents=True)
+    (tmp_path / "results" / "paper" / "a.json").write_text("{}")
+    assert results.git_commit() == head, "a run writing its results does not make the code dirty"
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert results.git_commit() == head + "+dirty"
