@@ -583,6 +583,13 @@ def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False
     for section in sections:  # validate everything before executing anything
         params = resolve_parameters(section, profile, overrides)
         plan.append((section, params))
+    if reuse_stored:
+        missing = [section for section, _ in plan if not (results.section_dir(section, profile) / STORED).exists()]
+        if missing:
+            raise FileNotFoundError(
+                f"--reuse: no committed {profile}-profile run of {', '.join(missing)} (results/{profile}/<section>/"
+                f"{STORED}); run them with `cepaper run SECTION --profile {profile}` and commit their results, "
+                f"or build the default book (`make book`), which shows every committed run beside the quick pages")
     records = []
     for section, params in plan:
         if reuse_stored:

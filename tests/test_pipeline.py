@@ -65,7 +65,7 @@ def test_run_caches_and_reexecutes_on_changes(repo):
 
 
 def test_stored_notebook_is_reused_without_executing(repo):
-    with pytest.raises(FileNotFoundError, match="no executed notebook"):
+    with pytest.raises(FileNotFoundError, match="--reuse: no committed quick-profile run of lemma1"):
         pipeline.run(["lemma1"], reuse_stored=True)
     (first,) = pipeline.run(["lemma1"])
     stored = results.section_dir("lemma1", "quick") / pipeline.STORED
