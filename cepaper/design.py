@@ -1,0 +1,396 @@
+"""Design your own collegial ensemble: Algorithms 1 and 2 on any PyTorch module (Sec. 3, 4.2, App. C-D).
+
+A *factory* ``factory(m, n) -> nn.Module`` builds the collegial module: ``m`` members of width ``n``
+(as grouped convolutions or block-diagonal layers), taking inputs of an example shape
+``(batch, *input_shape)``. From the factory alone, with no per-architecture code:
+
+* ``sum_l 1/fan-in_l`` (Eq. 9) is read from the member ``factory(1, n)``: every ``nn.Linear``
+  (fan-in ``in_features``) and ``nn.Conv1d/2d/3d`` (fan-in ``weight.shape[1] * prod(kernel_size)``:
+  input channels per group times the kernel area) enters, in registration order; norms, biases and
+  other parameters do not (they have no fan-in). ``layers="hidden"`` drops the first weight layer
+  (the :class:`cepaper.search.MLP` convention, Prop. 1: the input layer's fan-in is fixed).
+* ``beta(m, n)`` (Eq. 8, Eq. 15) is ``"params"``, the trainable parameters of ``factory(m, n)``
+  (norms included); ``"flops"``, the count of ``torch.utils.flop_counter.FlopCounterMode`` over one
+  forward pass on the example input (``2 x multiply-adds`` of convs and matmuls, nothing for norms,
+  activations or sums: the ``"2macs"`` convention of :data:`cepaper.search.FLOPS_CONVENTIONS`);
+  or ``"latency"``, the median seconds of a forward + backward pass after warm-up, with its IQR.
+
+:class:`FactoryModule` is a module of :mod:`cepaper.search` (``sum_inv_fan_in``, ``cost``), so
+``search.optimum`` reads its curves; :func:`curve` is ``search.curve`` with the latency budget too, and
+:func:`design_module` is Algorithm 2 (primal or dual, integer ``m`` of step 6). :func:`fit_member_alpha`
+is Algorithm 1 on the member: Monte Carlo NTKs of ``factory(1, n)`` through a fixed read-out.
+"""
+
+import math
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from cepaper import fit
+from cepaper import search
+from cepaper._checks import nonneg_int, positive_float, positive_int
+
+BUDGETS = ("params", "flops", "latency")
+FAN_IN_LAYERS = ("all", "hidden")
+READOUTS = ("center", "mean", "random")
+#: The weight layers whose fan-ins enter Eq. 9 (transposed convs are not among them).
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
+    return value
+
+
+def check_input_shape(input_shape):
+    """``input_shape`` (one example's shape, without the batch) as a tuple of ints >= 1."""
+    if isinstance(input_shape, (int, np.integer)):
+        input_shape = (input_shape,)
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        raise ValueError(f"input_shape must be a tuple of ints >= 1 (one example, no batch), got {input_shape!r}")
+    if not shape:
+        raise ValueError("input_shape must hold at least one dimension, got ()")
+    return tuple(positive_int("input_shape entry", s) for s in shape)
+
+
+def build(factory, m, n):
+    """``factory(m, n)``, checked: an ``nn.Module`` of ``m`` members of width ``n``."""
+    if not callable(factory):
+        raise ValueError(f"factory must be a callable (m, n) -> torch.nn.Module, got {type(factory).__name__}")
+    m, n = positive_int("m", m), positive_int("n", n)
+    try:
+        module = factory(m, n)
+    except Exception as e:
+        raise ValueError(f"factory: factory({m}, {n}) raised {type(e).__name__}: {e}") from e
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"factory: factory({m}, {n}) must return a torch.nn.Module, got {type(module).__name__}")
+    return module
+
+
+def member_fan_ins(module):
+    """Fan-ins of the weight layers (:data:`WEIGHT_LAYERS`) of ``module``, in registration order."""
+    fans = []
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            fans.append(int(layer.in_features))
+        elif isinstance(layer, WEIGHT_LAYERS):
+            fans.append(int(layer.weight.shape[1] * math.prod(layer.kernel_size)))
+    if not fans:
+        raise ValueError(f"module: {type(module).__name__} has no weight layers (nn.Linear or nn.Conv1d/2d/3d) "
+                         f"to read fan-ins from")
+    return tuple(fans)
+
+
+def param_count(module):
+    """Eq. 8's ``beta``: trainable parameters of ``module`` (every ``p`` with ``requires_grad``)."""
+    return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
+
+
+def _output(module, x):
+    out = module(x)
+    if not torch.is_tensor(out):
+        raise ValueError(f"module: {type(module).__name__} must return a tensor, got {type(out).__name__}")
+    return out
+
+
+def flop_count(module, x):
+    """Eq. 15's ``beta``: ``FlopCounterMode``'s FLOPs of one forward pass on ``x`` (``2 x`` multiply-adds)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        _output(module, x)
+    return int(counter.get_total_flops())
+
+
+def latency(module, x, repeats=20, warmup=3, timer=time.perf_counter):
+    """Seconds of one forward + backward pass (``out.sum().backward()``) of ``module`` on ``x``.
+
+    ``warmup`` untimed passes, then ``repeats`` timed ones (CUDA synchronized around each).
+    Returns a dict: ``median``, ``q25``, ``q75``, ``iqr`` (``q75 - q25``), ``repeats``, ``times`` (list).
+    """
+    repeats, warmup = positive_int("repeats", repeats), nonneg_int("warmup", warmup)
+    cuda = x.device.type == "cuda"
+
+    def once():
+        module.zero_grad(set_to_none=True)
+        out = _output(module, x)
+        if out.requires_grad:
+            out.float().sum().backward()
+
+    for _ in range(warmup):
+        once()
+    times = []
+    for _ in range(repeats):
+        if cuda:
+            torch.cuda.synchronize(x.device)
+        t0 = timer()
+        once()
+        if cuda:
+            torch.cuda.synchronize(x.device)
+        times.append(float(timer() - t0))
+    q25, med, q75 = np.percentile(times, [25, 50, 75])
+    if not med > 0:
+        raise ValueError(f"timer: the median time must be > 0, got {med!r}; use a clock that advances")
+    return {"median": float(med), "q25": float(q25), "q75": float(q75), "iqr": float(q75 - q25),
+            "repeats": repeats, "times": times}
+
+
+class FactoryModule:
+    """A :mod:`cepaper.search` module (``sum_inv_fan_in``, ``cost``) read from a factory's built modules.
+
+    Args:
+        factory: ``(m, n) -> nn.Module``, ``m`` members of width ``n``.
+        input_shape: one example's shape (no batch), e.g. ``(256, 32, 32)``.
+        batch: examples in the FLOPs/latency input ``(batch, *input_shape)`` (N(0, 1), seeded by ``seed``).
+        device: where FLOPs and latency are measured.
+        layers: weight layers entering ``sum_l 1/fan-in_l``: ``"all"`` or ``"hidden"`` (all but the first).
+        repeats, warmup, timer: of :func:`latency`.
+    Built modules' costs are cached per ``(m, n, budget)``, fan-ins per ``n``.
+    """
+
+    flops = "2macs"
+
+    def __init__(self, factory, input_shape, batch=1, device="cpu", layers="all", repeats=20, warmup=3,
+                 timer=time.perf_counter, seed=0):
+        if not callable(factory):
+            raise ValueError(f"factory must be a callable (m, n) -> torch.nn.Module, got {type(factory).__name__}")
+        self.factory, self.input_shape = factory, check_input_shape(input_shape)
+        self.batch, self.device = positive_int("batch", batch), torch.device(device)
+        self.layers = _choice("layers", layers, FAN_IN_LAYERS)
+        self.repeats, self.warmup = positive_int("repeats", repeats), nonneg_int("warmup", warmup)
+        self.timer, self.seed = timer, int(seed)
+        self._fans, self._costs, self.latencies = {}, {}, {}
+
+    def example_input(self):
+        """The input ``(batch, *input_shape)`` of FLOPs and latency, entries N(0, 1)."""
+        g = torch.Generator().manual_seed(self.seed)
+        return torch.randn((self.batch,) + self.input_shape, generator=g).to(self.device)
+
+    def fan_ins(self, n):
+        """Fan-ins of the member ``factory(1, n)`` (:func:`member_fan_ins`)."""
+        n = positive_int("n", n)
+        if n not in self._fans:
+            self._fans[n] = member_fan_ins(build(self.factory, 1, n))
+        return self._fans[n]
+
+    def sum_inv_fan_in(self, n):
+        """Eq. 9's ``sum_l 1/fan-in_l`` of the member of width ``n`` (array ``n`` -> array of its shape)."""
+        arr = np.asarray(n)
+        out = [fit.sum_inv_fan_in(self.fan_ins(positive_int("n", v.item())), self.layers) for v in arr.ravel()]
+        return np.asarray(out, dtype=float).reshape(arr.shape)
+
+    def cost(self, n, budget="params", groups=1):
+        """``beta``: params, FLOPs or latency (median seconds) of ``factory(groups, n)``."""
+        _choice("budget", budget, BUDGETS)
+        m, n = positive_int("groups", groups), positive_int("n", n)
+        key = (m, n, budget)
+        if key not in self._costs:
+            module = build(self.factory, m, n)
+            if budget == "params":
+                value = param_count(module)
+                if value == 0:
+                    raise ValueError(f"factory: factory({m}, {n}) has no trainable parameters")
+            else:
+                module = module.to(self.device)
+                x = self.example_input()
+                if budget == "flops":
+                    value = flop_count(module, x)
+                    if value == 0:
+                        raise ValueError(f"factory: factory({m}, {n}) counts 0 FLOPs on input "
+                                         f"{tuple(x.shape)}: it has no conv or matmul")
+                else:
+                    rec = latency(module, x, self.repeats, self.warmup, self.timer)
+                    self.latencies[(m, n)] = rec
+                    value = rec["median"]
+            self._costs[key] = float(value)
+        return self._costs[key]
+
+
+def curve(module, n_tilde, alpha, budget="params", ns=None, m_tilde=1):
+    """:func:`cepaper.search.curve` (Eqs. 8-14 over ``ns``, default ``1..n_tilde``), any of :data:`BUDGETS`.
+
+    Returns search's dict (arrays of shape ``(len(ns),)``); with ``"latency"`` and a
+    :class:`FactoryModule` also ``beta_iqr`` (the IQR of each member's latency).
+    """
+    _choice("budget", budget, BUDGETS)
+    if budget in search.BUDGETS:
+        return search.curve(module, n_tilde, alpha, budget, ns, m_tilde)
+    n_tilde, m_tilde = positive_int("n_tilde", n_tilde), positive_int("m_tilde", m_tilde)
+    ns = np.arange(1, n_tilde + 1) if ns is None else np.asarray([positive_int("n", n) for n in ns])
+    costs = {"n": ns, "beta": np.array([module.cost(n, budget) for n in ns]),
+             "beta_s": module.cost(n_tilde, budget, groups=m_tilde), "sum_inv_fan_in": module.sum_inv_fan_in(ns),
+             "sum_inv_fan_in_s": float(module.sum_inv_fan_in(n_tilde)), "n_tilde": n_tilde, "m_tilde": m_tilde,
+             "budget": budget}
+    if isinstance(module, FactoryModule):
+        costs["beta_iqr"] = np.array([module.latencies[(1, int(n))]["iqr"] for n in ns])
+    return search._curve(costs, alpha)
+
+
+def module_m(module, n, baseline_cost, budget="params"):
+    """Algorithm 2 step 6 (primal): continuous ``m`` with ``cost(n, groups=m) == baseline_cost``,
+    the cost taken affine in ``m`` through ``m = 1, 2`` (exact for params and FLOPs of grouped layers)."""
+    c1, c2 = module.cost(n, budget, groups=1), module.cost(n, budget, groups=2)
+    if not c2 > c1:
+        raise ValueError(f"factory: the {budget} of factory(2, {n}) ({c2:g}) must exceed factory(1, {n})'s "
+                         f"({c1:g}): m members must cost more than one")
+    return (baseline_cost - (2 * c1 - c2)) / (c2 - c1)
+
+
+def design_module(factory, input_shape, baseline=(1, 64), objective="primal", budget="params", alpha=None, ns=None,
+                  rounding="nearest", module=None, **options):
+    """Algorithm 2 for any factory: the optimal collegial module ``m x n`` for the baseline ``(m_tilde, n_tilde)``.
+
+    Args:
+        factory, input_shape: as :class:`FactoryModule` (``options`` are its other arguments).
+        baseline: ``(m_tilde, n_tilde)`` or ``"CxD"``: the module the ensemble replaces.
+        objective: ``"primal"`` (Eq. 12) or ``"dual"`` (Eq. 14); budget: one of :data:`BUDGETS`.
+        alpha: Eq. 9's alpha (``None``: the paper's 1.60 for the ResNeXt block; fit your member's
+            with :func:`fit_member_alpha`).
+        ns: widths searched (default ``1..n_tilde``); rounding: of step 6 (``search.ROUNDINGS``);
+            primal: the ``m`` at which ``factory(m, n)`` costs the baseline's, dual: ``m_d(n)``.
+        module: a :class:`FactoryModule` to reuse (its cache), instead of building one.
+    Returns:
+        dict: ``n``, ``m``, ``m_exact``, ``m_curve``, ``config``, ``baseline``, ``objective``,
+        ``budget``, ``cost``/``baseline_cost`` (of the budget), ``params``/``baseline_params``,
+        ``rho`` (baseline cost over the design's), ``var_ratio`` (ensemble Var(K) over the baseline's,
+        at the integer m), ``strong_duality``, ``alpha``, ``alpha_source``, ``rounding``, ``layers``,
+        ``flops_convention`` and ``curve`` (lists over ``n``).
+    """
+    _choice("objective", objective, search.OBJECTIVES)
+    _choice("budget", budget, BUDGETS)
+    if isinstance(baseline, str):
+        parts = baseline.lower().rstrip("d").split("x")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"baseline must be 'CxD' (e.g. '1x64') or (m_tilde, n_tilde), got {baseline!r}")
+        baseline = tuple(int(p) for p in parts)
+    try:
+        m_tilde, n_tilde = baseline
+    except (TypeError, ValueError):
+        raise ValueError(f"baseline must be 'CxD' (e.g. '1x64') or (m_tilde, n_tilde), got {baseline!r}")
+    m_tilde, n_tilde = positive_int("baseline m_tilde", m_tilde), positive_int("baseline n_tilde", n_tilde)
+    if alpha is None:
+        alpha, source = search.default_alpha("bottleneck")
+    else:
+        alpha, source = positive_float("alpha", alpha), "given"
+    module = module if module is not None else FactoryModule(factory, input_shape, **options)
+    c = curve(module, n_tilde, alpha, budget, ns, m_tilde)
+    opt = search.optimum(c, objective)
+    n, i = opt["n"], opt["index"]
+    m_curve = float(opt["m"])
+    base = c["beta_s"]
+    if objective == "primal":
+        m_exact = float(module_m(module, n, base, budget))
+        m = search.integer_m(m_exact, rounding, f"the baseline's {budget}")
+    else:
+        m_exact = m_curve
+        m = search.integer_m(m_exact, rounding, "the baseline's Var(K)")
+    cost = module.cost(n, budget, groups=m)
+    out = {"n": int(n), "m": m, "m_exact": m_exact, "m_curve": m_curve, "config": f"{m}x{n}",
+           "baseline": f"{m_tilde}x{n_tilde}", "objective": objective, "budget": budget,
+           "cost": cost, "baseline_cost": float(base), "rho": float(base / cost),
+           "params": int(module.cost(n, "params", groups=m)),
+           "baseline_params": int(module.cost(n_tilde, "params", groups=m_tilde)),
+           "var_ratio": float(search.var_ensemble(c["var_k"][i], m) / c["var_s"]),
+           "strong_duality": search.strong_duality(c), "alpha": float(alpha), "alpha_source": source,
+           "rounding": rounding, "layers": module.layers, "flops_convention": module.flops,
+           "curve": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in c.items()}}
+    if budget == "latency":
+        out["latency"] = {k: v for k, v in module.latencies[(m, n)].items() if k != "times"}
+        out["baseline_latency"] = {k: v for k, v in module.latencies[(m_tilde, n_tilde)].items() if k != "times"}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Algorithm 1 on the member factory(1, n)
+# ---------------------------------------------------------------------------------------------
+
+def member_inputs(input_shape, count=2, corr=0.5, seed=0, dtype=torch.float32):
+    """Inputs ``x_k = sqrt(corr) g_0 + sqrt(1 - corr) g_k``, ``g`` i.i.d. N(0, 1): shape ``(count, *input_shape)``
+    (the draw of :func:`cepaper.models.blocks.block_inputs` and :func:`cepaper.fit.mlp_inputs`)."""
+    shape, count = check_input_shape(input_shape), positive_int("count", count)
+    if not 0.0 <= float(corr) <= 1.0:
+        raise ValueError(f"corr must be in [0, 1], got {corr!r}")
+    z = torch.randn((count + 1,) + shape, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
+    return (math.sqrt(corr) * z[:1] + math.sqrt(1.0 - corr) * z[1:]).to(dtype)
+
+
+def readout_vector(kind, out_shape, seed=0, dtype=torch.float32):
+    """Unit read-out ``v`` of shape ``out_shape = (C, *spatial)`` making ``f = <v, out>`` scalar.
+
+    ``"center"``: channel 0 at the centre of every spatial axis (index ``s // 2``); ``"mean"``: all
+    entries equal; ``"random"``: a fixed Gaussian direction drawn with ``seed``. For ``(C, H, H)`` this
+    is :func:`cepaper.models.blocks.readout_vector`.
+    """
+    _choice("readout", kind, READOUTS)
+    shape = tuple(positive_int("output shape entry", s) for s in out_shape) or (1,)
+    if kind == "mean":
+        v = torch.ones(shape, dtype=torch.float64)
+    elif kind == "center":
+        v = torch.zeros(shape, dtype=torch.float64)
+        v[(0,) + tuple(s // 2 for s in shape[1:])] = 1.0
+    else:
+        v = torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
+    return (v / v.norm()).to(dtype)
+
+
+class Readout(nn.Module):
+    """``f(x) = <v, member(x)>`` per example: ``(N, *input_shape) -> (N,)`` (a scalar member for the NTK)."""
+
+    def __init__(self, member, v):
+        super().__init__()
+        self.member = member
+        self.register_buffer("v", v)
+
+    def forward(self, x):
+        out = _output(self.member, x)
+        if tuple(out.shape[1:]) != tuple(self.v.shape) and not (out.ndim == 1 and self.v.numel() == 1):
+            raise ValueError(f"module: the member's output per example must have shape {tuple(self.v.shape)} "
+                             f"at every width, got {tuple(out.shape[1:])}")
+        return (out.reshape(len(x), -1) * self.v.reshape(1, -1)).sum(1)
+
+
+def member_draw(factory, n, generator, v):
+    """One draw of the scalar member: ``factory(1, n)`` built under a CPU seed taken from ``generator``
+    (the factory's own initialization), wrapped by :class:`Readout` with ``v``, on ``generator``'s device."""
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=generator.device).item())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        member = build(factory, 1, n)
+    return Readout(member, v).to(generator.device)
+
+
+def fit_member_alpha(factory, input_shape, widths=(4, 8, 16, 32), trials=100, seed=0, readout="center",
+                     layers="all", entry="diag", corr=0.5, input_seed=0, intercept=True, n_boot=200, level=0.95,
+                     device="cpu", progress=True):
+    """Algorithm 1 on the member ``factory(1, n)``: alpha (Eq. 9) with its bootstrap interval.
+
+    Every draw is ``factory(1, n)`` with its own initialization (:func:`member_draw`), read out by
+    :func:`readout_vector` ``(readout)``; its NTK on two inputs (:func:`member_inputs`, correlation
+    ``corr``) comes from :func:`cepaper.ntk.module_ntk_sampler` via :func:`cepaper.fit.custom_sweep`,
+    ``s(n)`` from the weight layers (``layers``), and the fit is :func:`cepaper.fit.sweep_result`.
+
+    Args:
+        widths: the member widths ``n``; trials: draws per width; seed: Monte Carlo seed.
+        readout: ``"center"``, ``"mean"`` or ``"random"``; entry: ``"diag"`` or ``"offdiag"``.
+        intercept, n_boot, level: as :func:`cepaper.fit.fit_alpha`; progress: a tqdm bar over widths.
+    Returns:
+        :func:`cepaper.fit.sweep_result`'s dict (``alpha``, ``alpha_ci``, ``C``, ``fits``, ...) plus
+        ``readout`` and ``input_shape``.
+    """
+    _choice("readout", readout, READOUTS)
+    _choice("layers", layers, FAN_IN_LAYERS)
+    _choice("entry", entry, fit.ENTRIES)
+    widths = fit.check_widths(widths)
+    shape = check_input_shape(input_shape)
+    x = member_inputs(shape, 2, corr, input_seed)
+    with torch.no_grad():
+        out = _output(build(factory, 1, widths[0]), x)
+    v = readout_vector(readout, tuple(out.shape[1:]), input_seed)
+    make = lambda n, g: member_draw(factory, n, g, v)
+    sweep = fit.custom_sweep(make, x, widths, trials, seed, layers, device, name="factory", progress=progress)
+    res = fit.sweep_result(sweep, entry, intercept, n_boot=n_boot, level=level)
+    return {**res, "readout": readout, "input_shape": list(shape)}
