@@ -1,0 +1,287 @@
+"""cepaper.design: Algorithms 1 and 2 read from any module factory, against independent computations."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cepaper import design, fit, search
+from cepaper.models import blocks
+from cepaper.models.resnext import ResNeXtBottleneck
+
+SHAPE = (256, 32, 32)
+
+
+def bottleneck(m, n):
+    """The paper's Fig. 5 block as a collegial module: ResNeXt ``m x n d``, 256 -> [mn, mn] -> 256."""
+    return ResNeXtBottleneck(256, 256, m * n, groups=m)
+
+
+class NTKMLP(nn.Module):
+    """``m`` Eq. 3 MLPs of width ``n`` as 1x1 grouped Conv1d (block-diagonal), NTK parameterization."""
+
+    def __init__(self, n0, m, n, depth):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Conv1d(n0, m * n, 1, bias=False)]
+                                    + [nn.Conv1d(m * n, m * n, 1, groups=m, bias=False) for _ in range(depth - 2)]
+                                    + [nn.Conv1d(m * n, m, 1, groups=m, bias=False)])
+        for layer in self.layers:
+            nn.init.normal_(layer.weight)
+        self.scales = [math.sqrt(2 / n0)] + [math.sqrt(2 / n)] * (depth - 2) + [math.sqrt(1 / n)]
+
+    def forward(self, x):
+        h = x
+        for i, (layer, s) in enumerate(zip(self.layers, self.scales)):
+            h = s * layer(h)
+            if i < len(self.layers) - 1:
+                h = torch.relu(h)
+        return h.mean(1, keepdim=True)
+
+
+def mlp(m, n, n0=16, depth=3):
+    return NTKMLP(n0, m, n, depth)
+
+
+class LinearMLP(nn.Module):
+    """``m`` members as one stack of block-diagonal Linear layers (``nn.Linear`` with bias)."""
+
+    def __init__(self, n0, m, n):
+        super().__init__()
+        self.members = nn.ModuleList([nn.Sequential(nn.Linear(n0, n), nn.ReLU(), nn.Linear(n, n), nn.ReLU(),
+                                                    nn.Linear(n, 1)) for _ in range(m)])
+
+    def forward(self, x):
+        return torch.stack([f(x) for f in self.members]).mean(0)
+
+
+# ---------------------------------------------------------------------------------------------- fan-ins
+
+def test_bottleneck_sum_inv_fan_in_equals_search():
+    fm, ns = design.FactoryModule(bottleneck, SHAPE), np.array([1, 2, 3, 10, 64, 128])
+    np.testing.assert_allclose(fm.sum_inv_fan_in(ns), search.Bottleneck().sum_inv_fan_in(ns), rtol=1e-14)
+    assert fm.fan_ins(10) == (256, 90, 10)                         # BN has no fan-in: not counted
+    hidden = design.FactoryModule(bottleneck, SHAPE, layers="hidden")   # drops 1/w_in, = fan_in_layers="width"
+    np.testing.assert_allclose(hidden.sum_inv_fan_in(ns), search.Bottleneck(fan_in_layers="width").sum_inv_fan_in(ns))
+    assert fm.sum_inv_fan_in(np.array([[4, 8]])).shape == (1, 2)
+    assert np.ndim(fm.sum_inv_fan_in(4)) == 0
+
+
+def test_mlp_sum_inv_fan_in_hand_formula():
+    ns = np.array([1, 5, 48])
+    all_ = design.FactoryModule(mlp, (16, 1)).sum_inv_fan_in(ns)
+    np.testing.assert_allclose(all_, 1 / 16 + 2 / ns, rtol=1e-14)                # 1/n0 + (L-1)/n, L = 3
+    hidden = design.FactoryModule(mlp, (16, 1), layers="hidden").sum_inv_fan_in(ns)
+    np.testing.assert_allclose(hidden, search.MLP(16, 3).sum_inv_fan_in(ns), rtol=1e-14)
+    lin = design.FactoryModule(lambda m, n: LinearMLP(16, m, n), (16,))
+    assert lin.fan_ins(7) == (16, 7, 7)
+
+
+def test_member_fan_ins_equals_fit_fan_ins():
+    for module in (bottleneck(4, 8), LinearMLP(5, 2, 3), nn.Sequential(nn.Conv1d(6, 4, 3, groups=2), nn.Conv3d(4, 2, 2))):
+        assert design.member_fan_ins(module) == fit.fan_ins(module)
+
+
+# ---------------------------------------------------------------------------------------------- costs
+
+def test_bottleneck_params_and_flops_equal_search():
+    fm, small = design.FactoryModule(bottleneck, SHAPE), design.FactoryModule(bottleneck, (256, 8, 8), batch=2)
+    for m, n in itertools.product((1, 2, 4, 32), (1, 4, 10, 64)):
+        assert fm.cost(n, "params", groups=m) == search.Bottleneck().cost(n, "params", groups=m)
+        # FlopCounterMode counts 2 x MACs of the convs only (no BN, ReLU or residual sum)
+        assert small.cost(n, "flops", groups=m) == 2 * search.Bottleneck(resolution=8, flops="2macs").cost(n, "flops", m)
+    assert fm.cost(10, "flops", groups=4) == search.Bottleneck(flops="2macs").cost(10, "flops", groups=4)
+
+
+def test_mlp_params_hand_count():
+    for m, n in ((1, 5), (3, 7)):
+        assert design.FactoryModule(mlp, (16, 1)).cost(n, "params", m) == m * (16 * n + n * n + n)
+        assert design.FactoryModule(mlp, (16, 1)).cost(n, "params", m) == search.MLP(16, 3).cost(n, "params", m)
+        lin = design.FactoryModule(lambda m, n: LinearMLP(16, m, n), (16,))
+        assert lin.cost(n, "params", m) == m * ((16 * n + n) + (n * n + n) + (n + 1))
+
+
+def test_frozen_parameters_are_not_counted():
+    def frozen(m, n):
+        net = nn.Sequential(nn.Linear(3, n), nn.Linear(n, 1))
+        net[0].weight.requires_grad_(False)
+        return net
+    assert design.FactoryModule(frozen, (3,)).cost(4, "params") == 4 + 4 + 1
+
+
+def test_flops_hand_macs_conv_and_linear():
+    x = torch.randn(2, 6, 9, 11)
+    conv = nn.Conv2d(6, 8, (3, 5), stride=(1, 2), padding=(1, 0), groups=2)
+    h_out, w_out = 9, (11 - 5) // 2 + 1
+    assert design.flop_count(conv, x) == 2 * (2 * 8 * h_out * w_out * (6 // 2 * 3 * 5))
+    assert design.flop_count(nn.Linear(7, 5), torch.randn(3, 7)) == 2 * 3 * 7 * 5
+    fm = design.FactoryModule(lambda m, n: nn.Linear(7, m * n), (7,), batch=3)
+    assert fm.cost(5, "flops", groups=2) == 2 * 3 * 7 * 10
+
+
+# ---------------------------------------------------------------------------------------------- Algorithm 2
+
+@pytest.mark.parametrize("objective", ["primal", "dual"])
+def test_bottleneck_design_equals_search_block_curve(objective):
+    ref = search.curve(search.Bottleneck(), 128, 1.6)
+    d = design.design_module(bottleneck, SHAPE, (1, 128), objective, "params", alpha=1.6)
+    for k in ("n", "beta", "sum_inv_fan_in", "var_k", "m_primal", "m_dual", "rho_dual", "var_primal"):
+        np.testing.assert_allclose(d["curve"][k], ref[k], rtol=1e-12)
+    assert d["curve"]["beta_s"] == ref["beta_s"]
+    opt = search.optimum(ref, objective)
+    assert d["n"] == opt["n"] == 10 == search.design("resnext29", "1x128d", objective, alpha=1.6)["n"]
+    assert d["m_curve"] == pytest.approx(opt["m"], rel=1e-12)
+    assert d["strong_duality"]
+    # step 6 on the module itself: factory(m, 10) costs the baseline 1x128 block
+    fm = design.FactoryModule(bottleneck, SHAPE)
+    c1, c2, base = fm.cost(10, "params", 1), fm.cost(10, "params", 2), fm.cost(128, "params", 1)
+    if objective == "primal":
+        assert d["m_exact"] == pytest.approx((base - (2 * c1 - c2)) / (c2 - c1), rel=1e-12)
+        assert d["m"] == math.floor(d["m_exact"] + 0.5)
+        assert fm.cost(10, "params", d["m"]) == d["params"]
+    else:
+        assert d["m"] == round(opt["m"])
+    assert d["baseline_params"] == base == 214016
+
+
+def test_factory_module_works_with_search_curve_and_optimum():
+    fm = design.FactoryModule(bottleneck, (256, 8, 8))
+    c = search.curve(fm, 64, 1.6, "flops", ns=range(1, 65))
+    ref = search.curve(search.Bottleneck(resolution=8, flops="2macs"), 64, 1.6, "flops")
+    np.testing.assert_allclose(c["beta"], ref["beta"], rtol=0)
+    assert search.optimum(c, "primal") == search.optimum(ref, "primal")
+    assert search.optimum(c, "dual") == search.optimum(ref, "dual")
+    assert search.BUDGETS == ("params", "flops")                  # search's own budgets are unchanged
+    with pytest.raises(ValueError, match="budget must be one of params, flops"):
+        search.curve(search.Bottleneck(), 64, 1.6, "latency")
+
+
+# ---------------------------------------------------------------------------------------------- latency
+
+class FakeClock:
+    """A timer that advances by the next of ``steps`` at every call pair (start, stop)."""
+
+    def __init__(self, durations):
+        self.durations, self.t, self.calls = list(durations), 0.0, 0
+
+    def __call__(self):
+        if self.calls % 2:
+            self.t += self.durations[(self.calls // 2) % len(self.durations)]
+        self.calls += 1
+        return self.t
+
+
+def test_latency_median_and_iqr_from_fake_clock():
+    durations = [0.004, 0.001, 0.003, 0.002, 0.005]
+    rec = design.latency(nn.Linear(3, 2), torch.randn(4, 3), repeats=5, warmup=2, timer=FakeClock(durations))
+    assert rec["median"] == pytest.approx(np.median(durations))
+    assert rec["iqr"] == pytest.approx(np.percentile(durations, 75) - np.percentile(durations, 25))
+    assert rec["times"] == pytest.approx(durations) and rec["repeats"] == 5
+
+
+def test_latency_budget_through_design_curve():
+    # cost(n, m) = n * m milliseconds from the fake clock: the cheapest member per unit is found
+    clock = {"t": 0.0, "next": 0.0}
+
+    class Timed(nn.Module):
+        def __init__(self, m, n):
+            super().__init__()
+            self.lin, self.cost = nn.Linear(4, m * n), 1e-3 * m * n
+
+        def forward(self, x):
+            clock["next"] = self.cost
+            return self.lin(x)
+
+    def timer():
+        clock["t"] += clock["next"]
+        clock["next"] = 0.0
+        return clock["t"]
+
+    fm = design.FactoryModule(Timed, (4,), repeats=3, warmup=1, timer=timer)
+    c = design.curve(fm, 8, 1.0, "latency", m_tilde=1)
+    np.testing.assert_allclose(c["beta"], 1e-3 * np.arange(1, 9))
+    np.testing.assert_allclose(c["beta_iqr"], 0.0, atol=1e-15)
+    d = design.design_module(Timed, (4,), (1, 8), "dual", "latency", alpha=1.0, module=fm)
+    assert d["latency"]["median"] == pytest.approx(1e-3 * d["m"] * d["n"])
+    assert d["baseline_latency"]["median"] == pytest.approx(8e-3)
+
+
+def test_latency_real_clock_is_positive():
+    rec = design.latency(nn.Linear(8, 8), torch.randn(2, 8), repeats=3, warmup=1)
+    assert rec["median"] > 0 and rec["iqr"] >= 0
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+def test_bad_input_errors_name_the_argument():
+    def broken(m, n):
+        raise RuntimeError("no such layer")
+    with pytest.raises(ValueError, match=r"factory: factory\(1, 4\) raised RuntimeError: no such layer"):
+        design.FactoryModule(broken, (3,)).cost(4)
+    with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
+        design.FactoryModule(bottleneck, SHAPE).cost(0)
+    with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
+        design.FactoryModule(bottleneck, SHAPE).sum_inv_fan_in([4, 0])
+    with pytest.raises(ValueError, match="budget must be one of params, flops, latency, got 'energy'"):
+        design.FactoryModule(bottleneck, SHAPE).cost(4, "energy")
+    with pytest.raises(ValueError, match="budget must be one of params, flops, latency"):
+        design.design_module(bottleneck, SHAPE, (1, 8), budget="energy")
+    with pytest.raises(ValueError, match="module: ReLU has no weight layers"):
+        design.FactoryModule(lambda m, n: nn.ReLU(), (3,)).sum_inv_fan_in(4)
+    with pytest.raises(ValueError, match="factory must be a callable"):
+        design.FactoryModule("resnext", (3,))
+    with pytest.raises(ValueError, match=r"factory: factory\(1, 4\) must return a torch.nn.Module, got int"):
+        design.FactoryModule(lambda m, n: 3, (3,)).cost(4)
+    with pytest.raises(ValueError, match="input_shape entry must be an integer >= 1, got 0"):
+        design.FactoryModule(bottleneck, (256, 0, 32))
+    with pytest.raises(ValueError, match="baseline must be 'CxD'"):
+        design.design_module(bottleneck, SHAPE, "one by 64")
+    with pytest.raises(ValueError, match="objective must be one of primal, dual"):
+        design.design_module(bottleneck, SHAPE, (1, 8), objective="best")
+    with pytest.raises(ValueError, match="has no trainable parameters"):
+        design.FactoryModule(lambda m, n: nn.Linear(3, n).requires_grad_(False), (3,)).cost(4)
+    with pytest.raises(ValueError, match="readout must be one of center, mean, random"):
+        design.fit_member_alpha(mlp, (16, 1), readout="max")
+
+
+# ---------------------------------------------------------------------------------------------- Algorithm 1
+
+def test_inputs_and_readouts_equal_the_block_and_mlp_ones():
+    torch.testing.assert_close(design.member_inputs((8, 3, 3), 2, 0.5, 7), blocks.block_inputs(8, 3, 2, 0.5, seed=7),
+                               rtol=0, atol=0)
+    torch.testing.assert_close(design.member_inputs((16,), 2, 0.3, 1), fit.mlp_inputs(16, 2, 0.3, 1), rtol=0, atol=0)
+    for kind in design.READOUTS:
+        torch.testing.assert_close(design.readout_vector(kind, (8, 5, 5), seed=3),
+                                   blocks.readout_vector(kind, 8, 5, seed=3), rtol=0, atol=0)
+
+
+def test_readout_member_is_scalar_inner_product():
+    member, v = nn.Conv2d(3, 4, 3, padding=1), design.readout_vector("random", (4, 5, 5), seed=2)
+    x = torch.randn(2, 3, 5, 5)
+    torch.testing.assert_close(design.Readout(member, v)(x), (member(x) * v).flatten(1).sum(1))
+
+
+def test_member_draws_are_seeded_and_independent():
+    v = design.readout_vector("center", (1, 1))
+    g = torch.Generator().manual_seed(5)
+    a, b = design.member_draw(mlp, 4, g, v), design.member_draw(mlp, 4, g, v)
+    a2 = design.member_draw(mlp, 4, torch.Generator().manual_seed(5), v)
+    assert not torch.equal(a.member.layers[0].weight, b.member.layers[0].weight)
+    assert torch.equal(a.member.layers[0].weight, a2.member.layers[0].weight)
+
+
+def test_member_alpha_agrees_with_the_library_mlp_fit():
+    """NTK-parameterized MLP factory (grouped Conv1d) vs fit.measure_alpha('mlp'): same widths, trials,
+    seed, inputs and s(n); different weight draws, so the two alphas agree within their intervals."""
+    widths, trials = (2, 4, 8, 16), 300
+    mine = design.fit_member_alpha(mlp, (16, 1), widths, trials, layers="hidden", progress=False)
+    ref = fit.measure_alpha("mlp", widths=widths, trials=trials, n_in=16, depth=3, n_boot=200)
+    np.testing.assert_allclose(mine["fits"]["diag"]["term"], ref["fits"]["diag"]["term"], rtol=1e-14)
+    np.testing.assert_allclose(mine["fits"]["diag"]["term"], [fit.mlp_term(n, 3, 16) for n in widths])
+    lo, hi = mine["alpha_ci"]
+    rlo, rhi = ref["alpha_ci"]
+    assert lo < mine["alpha"] < hi and max(lo, rlo) < min(hi, rhi)      # intervals overlap
+    assert abs(mine["alpha"] - ref["alpha"]) < 0.5 * ((hi - lo) + (rhi - rlo))
+    assert mine["readout"] == "center" and mine["widths"] == list(widths)
