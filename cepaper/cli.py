@@ -151,11 +151,52 @@ def _config_arg(text):
     return complexity.format_config(*complexity.parse_config(text))
 
 
+def _shape_arg(text):
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not parts or not all(t.isdigit() and int(t) >= 1 for t in parts):
+        raise ValueError(f"must be comma-separated integers >= 1 such as 256,32,32, got {text!r}")
+    return tuple(int(t) for t in parts)
+
+
+def _module_args(args, baseline):
+    """``--module`` instead of ``--arch``: the loaded factory, its ``(m, n)`` and a ``FactoryModule``."""
+    from cepaper import design
+    if args.arch is not None:
+        raise UsageError("give either --arch or --module, not both")
+    given = [k for k, v in (("--classes", args.classes), ("--resolution", args.resolution), ("--depth", args.depth),
+                            ("--width", args.width), ("--inputs", args.inputs)) if v is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)} only apply to --arch; --module reads everything from the built module")
+    if args.input_shape is None:
+        raise UsageError("--module needs --input-shape (one example's shape, e.g. 256,32,32)")
+    if getattr(args, baseline) is None:
+        raise UsageError(f"--{baseline} is required with --module (CxD: m members of width n, e.g. 1x64)")
+    factory = design.load_factory(args.module)
+    m, n = (int(v) for v in getattr(args, baseline).rstrip("d").split("x"))
+    return factory, m, n, design.FactoryModule(factory, args.input_shape, batch=args.batch, device=args.device,
+                                                 repeats=args.repeats)
+
+
+def _check_arch_or_module(args):
+    if args.arch is None and args.module is None:
+        raise UsageError("one of --arch or --module is required")
+    if args.module is None and args.input_shape is not None:
+        raise UsageError("--input-shape only applies to --module")
+
+
 def _arch_args(p, baseline):
     """Arguments shared by ``params`` and ``design``: the architecture and its configuration."""
     from cepaper import complexity
     pos_int = _cli_type(_positive_int_arg)
-    p.add_argument("--arch", required=True, choices=list(complexity.ARCHS), help="architecture")
+    p.add_argument("--arch", choices=list(complexity.ARCHS), help="architecture (or --module)")
+    p.add_argument("--module", metavar="FILE:FUNC",
+                   help="your own collegial module: a factory (m, n) -> torch.nn.Module, as path/to/file.py:func "
+                        "or package.module:func (instead of --arch; needs --input-shape)")
+    p.add_argument("--input-shape", type=_cli_type(_shape_arg), metavar="C,H,W",
+                   help="--module: one example's input shape, without the batch, e.g. 256,32,32")
+    p.add_argument("--batch", type=pos_int, default=1, help="--module: examples in the FLOPs/latency input")
+    p.add_argument("--device", default="cpu", help="--module: device of FLOPs and latency (cpu, cuda)")
+    p.add_argument("--repeats", type=pos_int, default=20, help="--module: timed passes per latency (median, IQR)")
     p.add_argument(f"--{baseline}", type=_cli_type(_config_arg),
                    metavar="CxDd", help="groups x width per group, e.g. 32x4d (not for mlp)")
     p.add_argument("--classes", type=pos_int, help="classes (outputs for mlp; default: the arch's dataset)")
@@ -200,6 +241,17 @@ def _add_params(sub):
 
     def params(args):
         from cepaper import complexity
+        _check_arch_or_module(args)
+        if args.module is not None:
+            _, m, n, fm = _module_args(args, "config")
+            r = {"module": args.module, "config": f"{m}x{n}", "m": m, "n": n, "input_shape": list(args.input_shape),
+                 "batch": args.batch, "params": int(fm.cost(n, "params", m)), "flops": int(fm.cost(n, "flops", m)),
+                 "flops_convention": "FlopCounterMode: 2 x multiply-adds of convs and matmuls, one forward pass",
+                 "member_fan_ins": list(fm.fan_ins(n)), "sum_inv_fan_in": float(fm.sum_inv_fan_in(n))}
+            rows = [(k, r[k]) for k in ("module", "config", "input_shape", "batch", "member_fan_ins")]
+            rows += [("params", f"{r['params']:,}"), ("flops (2 macs)", f"{r['flops']:,}"),
+                     ("sum 1/fan-in (member)", f"{r['sum_inv_fan_in']:.6g}")]
+            return emit(args, r, _table(rows))
         _check_arch_args(args, "config")
         if args.arch == "mlp":
             r = complexity.mlp(args.inputs, args.width, args.depth, args.classes or 1, args.bias)
@@ -221,7 +273,8 @@ def _add_design(sub):
     from cepaper import search
     p.add_argument("--objective", default="primal", choices=search.OBJECTIVES,
                    help="primal: smoothest at equal budget (Eq. 12); dual: cheapest at equal Var(K) (Eq. 14)")
-    p.add_argument("--budget", default="params", choices=search.BUDGETS, help="efficiency metric (Eq. 8 or 15)")
+    p.add_argument("--budget", default="params", choices=search.BUDGETS + ("latency",),
+                   help="efficiency metric (Eq. 8 or 15); latency (forward + backward seconds) needs --module")
     p.add_argument("--alpha", type=_cli_type(_alpha_arg),
                    help="alpha of Eq. 9: a number, or 'fit' for the last `cepaper fit-alpha` (else the paper "
                         "profile's fit) in the results store (default: the paper's 1.60; for mlp 3.63, Fig. 3's)")
@@ -231,6 +284,23 @@ def _add_design(sub):
     p.add_argument("--curve", action="store_true", help="add the whole curve over n")
 
     def design(args):
+        _check_arch_or_module(args)
+        if args.module is not None:
+            if args.n is not None:
+                raise UsageError("--n does not apply to --module; the curve (--curve) gives every width")
+            if args.alpha == "fit":
+                raise UsageError("--alpha fit reads the paper modules' fits; with --module give a number "
+                                 "(fit your member's with cepaper.design.fit_member_alpha)")
+            from cepaper import design as dsg
+            _, m, n, fm = _module_args(args, "baseline")
+            r = dsg.design_module(fm.factory, args.input_shape, (m, n), args.objective, args.budget, args.alpha,
+                                  rounding=args.rounding, module=fm)
+            r["module"] = args.module
+            if not args.curve:
+                r.pop("curve")
+            return emit(args, r, _format_module_design(r))
+        if args.budget == "latency":
+            raise UsageError("--budget latency needs --module (the paper's architectures are counted, not timed)")
         _check_arch_args(args, "baseline")
         alpha, alpha_source = _fitted_alpha(args.arch) if args.alpha == "fit" else (args.alpha, None)
         kw = dict(objective=args.objective, budget=args.budget, alpha=alpha, classes=args.classes,
@@ -243,6 +313,23 @@ def _add_design(sub):
             r["alpha_source"] = alpha_source
         emit(args, r, _format_design(r))
     p.set_defaults(func=design)
+
+
+def _format_module_design(r):
+    """The human-readable result of ``cepaper design --module``."""
+    unit = {"params": "", "flops": " FLOPs", "latency": " s"}[r["budget"]]
+    rows = [("module", r["module"]), ("baseline", r["baseline"]),
+            ("objective", f"{r['objective']} ({r['budget']} budget)"),
+            ("alpha", f"{r['alpha']:.3g} ({r['alpha_source']})"), ("optimum n", r["n"]),
+            ("ensemble", f"{r['config']}  (m = {r['m']}, continuous m = {r['m_exact']:.2f}, curve m = {r['m_curve']:.2f})"),
+            (r["budget"], f"{r['cost']:.6g}{unit} vs baseline {r['baseline_cost']:.6g}{unit}"),
+            ("params", f"{r['params']:,} vs baseline {r['baseline_params']:,}"),
+            (f"rho ({r['budget']})", f"{r['rho']:.3f}"),
+            ("Var(K) ratio", f"{r['var_ratio']:.3f} (ensemble / baseline)"),
+            ("strong duality", "yes (n_p = n_d)" if r["strong_duality"] else "no")]
+    if "latency" in r:
+        rows.append(("latency IQR", f"{r['latency']['iqr']:.3g} s (baseline {r['baseline_latency']['iqr']:.3g} s)"))
+    return _table(rows)
 
 
 def _format_design(r):

@@ -21,13 +21,17 @@ A *factory* ``factory(m, n) -> nn.Module`` builds the collegial module: ``m`` me
 is Algorithm 1 on the member: Monte Carlo NTKs of ``factory(1, n)`` through a fixed read-out.
 """
 
+import importlib
+import importlib.util
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from cepaper import complexity as cxm
 from cepaper import fit
 from cepaper import search
 from cepaper._checks import nonneg_int, positive_float, positive_int
@@ -70,6 +74,32 @@ def build(factory, m, n):
     if not isinstance(module, nn.Module):
         raise ValueError(f"factory: factory({m}, {n}) must return a torch.nn.Module, got {type(module).__name__}")
     return module
+
+
+def load_factory(spec):
+    """The factory named by ``spec``: ``"path/to/file.py:func"`` or ``"package.module:func"``."""
+    if not isinstance(spec, str) or spec.count(":") < 1 or not spec.rpartition(":")[2]:
+        raise ValueError(f"module must be FILE.py:FUNC or package.module:FUNC, got {spec!r}")
+    where, _, name = spec.rpartition(":")
+    if where.endswith(".py") or "/" in where or "\\" in where:
+        path = Path(where)
+        if not path.is_file():
+            raise ValueError(f"module: file {where} does not exist (give FILE.py:FUNC)")
+        spec_ = importlib.util.spec_from_file_location(f"_cepaper_factory_{path.stem}", path)
+        mod = importlib.util.module_from_spec(spec_)
+        try:
+            spec_.loader.exec_module(mod)
+        except Exception as e:
+            raise ValueError(f"module: importing {where} raised {type(e).__name__}: {e}") from e
+    else:
+        try:
+            mod = importlib.import_module(where)
+        except ImportError as e:
+            raise ValueError(f"module: cannot import {where!r} ({e}); give FILE.py:FUNC or package.module:FUNC") from e
+    factory = getattr(mod, name, None)
+    if not callable(factory):
+        raise ValueError(f"module: {where} has no function {name!r} (a factory (m, n) -> torch.nn.Module)")
+    return factory
 
 
 def member_fan_ins(module):
@@ -263,10 +293,10 @@ def design_module(factory, input_shape, baseline=(1, 64), objective="primal", bu
     _choice("objective", objective, search.OBJECTIVES)
     _choice("budget", budget, BUDGETS)
     if isinstance(baseline, str):
-        parts = baseline.lower().rstrip("d").split("x")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
-            raise ValueError(f"baseline must be 'CxD' (e.g. '1x64') or (m_tilde, n_tilde), got {baseline!r}")
-        baseline = tuple(int(p) for p in parts)
+        try:
+            baseline = cxm.parse_config(baseline)
+        except ValueError:
+            raise ValueError(f"baseline must be 'CxD' (e.g. '1x64') or (m_tilde, n_tilde), got {baseline!r}") from None
     try:
         m_tilde, n_tilde = baseline
     except (TypeError, ValueError):

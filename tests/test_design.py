@@ -285,3 +285,85 @@ def test_member_alpha_agrees_with_the_library_mlp_fit():
     assert lo < mine["alpha"] < hi and max(lo, rlo) < min(hi, rhi)      # intervals overlap
     assert abs(mine["alpha"] - ref["alpha"]) < 0.5 * ((hi - lo) + (rhi - rlo))
     assert mine["readout"] == "center" and mine["widths"] == list(widths)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+FACTORY_FILE = '''
+from cepaper.models.resnext import ResNeXtBottleneck
+
+def block(m, n):
+    return ResNeXtBottleneck(256, 256, m * n, groups=m)
+
+def small(m, n):
+    return ResNeXtBottleneck(16, 16, m * n, groups=m)
+'''
+
+
+@pytest.fixture
+def factory_file(tmp_path):
+    path = tmp_path / "my_block.py"
+    path.write_text(FACTORY_FILE)
+    return path
+
+
+def cli_json(capsys, *argv):
+    from cepaper import cli
+    assert cli.main([*argv, "--json"]) == 0
+    import json
+    return json.loads(capsys.readouterr().out)
+
+
+def cli_fails(capsys, *argv):
+    from cepaper import cli
+    with pytest.raises(SystemExit) as e:
+        cli.main(list(argv))
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_cli_params_module(capsys, factory_file):
+    r = cli_json(capsys, "params", "--module", f"{factory_file}:block", "--config", "4x16", "--input-shape", "256,8,8")
+    assert r["params"] == search.Bottleneck().cost(16, "params", groups=4)
+    assert r["flops"] == search.Bottleneck(resolution=8, flops="2macs").cost(16, "flops", groups=4)
+    assert r["sum_inv_fan_in"] == pytest.approx(float(search.Bottleneck().sum_inv_fan_in(16)), rel=1e-14)
+    r = cli_json(capsys, "params", "--module", "torch.nn:Linear", "--config", "3x5", "--input-shape", "3")
+    assert (r["params"], r["flops"], r["member_fan_ins"]) == (3 * 5 + 5, 2 * 3 * 5, [1])  # Linear(m, n): member 1 -> n
+
+
+def test_cli_design_module_equals_library(capsys, factory_file):
+    for objective in ("primal", "dual"):
+        r = cli_json(capsys, "design", "--module", f"{factory_file}:block", "--input-shape", "256,32,32",
+                     "--baseline", "1x128", "--objective", objective, "--alpha", "1.6")
+        d = design.design_module(bottleneck, SHAPE, (1, 128), objective, alpha=1.6)
+        assert (r["n"], r["m"], r["config"]) == (d["n"], d["m"], d["config"]) == (10, d["m"], f"{d['m']}x10")
+        assert "curve" not in r
+    from cepaper import cli
+    assert cli.main(["design", "--module", f"{factory_file}:small", "--input-shape", "16,4,4", "--baseline", "1x8",
+                     "--budget", "flops"]) == 0
+    assert "optimum n" in capsys.readouterr().out
+
+
+def test_cli_design_module_latency_on_cpu(capsys, factory_file):
+    r = cli_json(capsys, "design", "--module", f"{factory_file}:small", "--input-shape", "16,4,4", "--baseline", "1x4",
+                 "--budget", "latency", "--objective", "dual", "--alpha", "1.6", "--curve", "--repeats", "3")
+    assert r["latency"]["median"] > 0 and len(r["curve"]["beta_iqr"]) == 4
+
+
+def test_cli_module_errors(capsys, factory_file, tmp_path):
+    base = ["--input-shape", "256,8,8", "--config", "1x4"]
+    assert "module: file nowhere.py does not exist" in cli_fails(capsys, "params", "--module", "nowhere.py:f", *base)
+    assert f"has no function 'nope'" in cli_fails(capsys, "params", "--module", f"{factory_file}:nope", *base)
+    assert "module must be FILE.py:FUNC" in cli_fails(capsys, "params", "--module", str(factory_file), *base)
+    assert "cannot import 'no_such_pkg'" in cli_fails(capsys, "params", "--module", "no_such_pkg:f", *base)
+    err = cli_fails(capsys, "params", "--module", "cepaper.models.resnext:ResNeXtBottleneck", *base)
+    assert "factory: factory(1, 4) raised TypeError" in err and "w_b" in err
+    assert "one of --arch or --module is required" in cli_fails(capsys, "params", "--config", "1x4")
+    assert "--module needs --input-shape" in cli_fails(capsys, "params", "--module", f"{factory_file}:block",
+                                                       "--config", "1x4")
+    assert "either --arch or --module" in cli_fails(capsys, "params", "--arch", "resnext29", "--module",
+                                                    f"{factory_file}:block", *base)
+    assert "--input-shape: must be comma-separated" in cli_fails(capsys, "params", "--module", f"{factory_file}:block",
+                                                                  "--input-shape", "256,x", "--config", "1x4")
+    assert "--budget latency needs --module" in cli_fails(capsys, "design", "--arch", "resnext29", "--baseline",
+                                                          "1x64d", "--budget", "latency")
