@@ -322,11 +322,12 @@ def _format_module_design(r):
             ("objective", f"{r['objective']} ({r['budget']} budget)"),
             ("alpha", f"{r['alpha']:.3g} ({r['alpha_source']})"), ("optimum n", r["n"]),
             ("ensemble", f"{r['config']}  (m = {r['m']}, continuous m = {r['m_exact']:.2f}, curve m = {r['m_curve']:.2f})"),
-            (r["budget"], f"{r['cost']:.6g}{unit} vs baseline {r['baseline_cost']:.6g}{unit}"),
             ("params", f"{r['params']:,} vs baseline {r['baseline_params']:,}"),
             (f"rho ({r['budget']})", f"{r['rho']:.3f}"),
             ("Var(K) ratio", f"{r['var_ratio']:.3f} (ensemble / baseline)"),
             ("strong duality", "yes (n_p = n_d)" if r["strong_duality"] else "no")]
+    if r["budget"] != "params":
+        rows.insert(6, (r["budget"], f"{r['cost']:.6g}{unit} vs baseline {r['baseline_cost']:.6g}{unit}"))
     if "latency" in r:
         rows.append(("latency IQR", f"{r['latency']['iqr']:.3g} s (baseline {r['baseline_latency']['iqr']:.3g} s)"))
     return _table(rows)

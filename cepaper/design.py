@@ -260,14 +260,32 @@ def curve(module, n_tilde, alpha, budget="params", ns=None, m_tilde=1):
     return search._curve(costs, alpha)
 
 
-def module_m(module, n, baseline_cost, budget="params"):
-    """Algorithm 2 step 6 (primal): continuous ``m`` with ``cost(n, groups=m) == baseline_cost``,
-    the cost taken affine in ``m`` through ``m = 1, 2`` (exact for params and FLOPs of grouped layers)."""
-    c1, c2 = module.cost(n, budget, groups=1), module.cost(n, budget, groups=2)
-    if not c2 > c1:
-        raise ValueError(f"factory: the {budget} of factory(2, {n}) ({c2:g}) must exceed factory(1, {n})'s "
-                         f"({c1:g}): m members must cost more than one")
-    return (baseline_cost - (2 * c1 - c2)) / (c2 - c1)
+def module_m(module, n, baseline_cost, budget="params", m_max=2 ** 16):
+    """Algorithm 2 step 6 (primal): continuous ``m`` with ``cost(n, groups=m) == baseline_cost``.
+
+    Params and FLOPs of grouped layers are affine in ``m``: solved through ``m = 1, 2``. Latency is
+    not (fixed overheads): the integers ``m_lo, m_lo + 1`` that bracket the baseline's latency are
+    found by doubling and bisection on measured latencies, then interpolated linearly.
+    """
+    cost = lambda m: module.cost(n, budget, groups=m)
+    c1, c2 = cost(1), cost(2)
+    if budget != "latency":
+        if not c2 > c1:
+            raise ValueError(f"factory: the {budget} of factory(2, {n}) ({c2:g}) must exceed factory(1, {n})'s "
+                             f"({c1:g}): m members must cost more than one")
+        return (baseline_cost - (2 * c1 - c2)) / (c2 - c1)
+    if c1 >= baseline_cost:
+        return baseline_cost / c1
+    lo, hi = 1, 2
+    while cost(hi) < baseline_cost:
+        lo, hi = hi, 2 * hi
+        if hi > m_max:
+            raise ValueError(f"budget: factory(m, {n}) stays below the baseline's latency up to m = {m_max}")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if cost(mid) < baseline_cost else (lo, mid)
+    step = cost(hi) - cost(lo)
+    return float(lo + (baseline_cost - cost(lo)) / step) if step > 0 else float(lo)
 
 
 def design_module(factory, input_shape, baseline=(1, 64), objective="primal", budget="params", alpha=None, ns=None,
@@ -304,6 +322,7 @@ def design_module(factory, input_shape, baseline=(1, 64), objective="primal", bu
     m_tilde, n_tilde = positive_int("baseline m_tilde", m_tilde), positive_int("baseline n_tilde", n_tilde)
     if alpha is None:
         alpha, source = search.default_alpha("bottleneck")
+        source += " for the ResNeXt block, not fitted to this module (see fit_member_alpha)"
     else:
         alpha, source = positive_float("alpha", alpha), "given"
     module = module if module is not None else FactoryModule(factory, input_shape, **options)

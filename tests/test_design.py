@@ -208,6 +208,34 @@ def test_latency_budget_through_design_curve():
     assert d["baseline_latency"]["median"] == pytest.approx(8e-3)
 
 
+def test_primal_latency_m_brackets_the_baseline_when_latency_is_not_affine_in_m():
+    clock = {"t": 0.0, "next": 0.0}
+
+    class Sqrt(nn.Module):                       # latency sqrt(m n) ms: not affine in m
+        def __init__(self, m, n):
+            super().__init__()
+            self.lin, self.cost = nn.Linear(2, m * n), 1e-3 * math.sqrt(m * n)
+
+        def forward(self, x):
+            clock["next"] = self.cost
+            return self.lin(x)
+
+    def timer():
+        clock["t"] += clock["next"]
+        clock["next"] = 0.0
+        return clock["t"]
+
+    fm = design.FactoryModule(Sqrt, (2,), repeats=1, warmup=0, timer=timer)
+    base = fm.cost(8, "latency", groups=1)
+    for n in (1, 3, 5):
+        m_exact = design.module_m(fm, n, base, "latency")
+        lo = math.floor(m_exact)
+        assert fm.cost(n, "latency", lo) <= base <= fm.cost(n, "latency", lo + 1)
+        assert lo <= 8 / n <= lo + 1 and m_exact == pytest.approx(8 / n, abs=0.1)  # exact: 8 / n
+    d = design.design_module(Sqrt, (2,), (1, 8), "primal", "latency", alpha=1.0, module=fm)
+    assert d["m"] == math.floor(d["m_exact"] + 0.5) and abs(d["m"] - 8 / d["n"]) <= 1
+
+
 def test_latency_real_clock_is_positive():
     rec = design.latency(nn.Linear(8, 8), torch.randn(2, 8), repeats=3, warmup=1)
     assert rec["median"] > 0 and rec["iqr"] >= 0
