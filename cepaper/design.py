@@ -404,12 +404,13 @@ class Readout(nn.Module):
 
 def member_draw(factory, n, generator, v):
     """One draw of the scalar member: ``factory(1, n)`` built under a CPU seed taken from ``generator``
-    (the factory's own initialization), wrapped by :class:`Readout` with ``v``, on ``generator``'s device."""
+    (the factory's own initialization), in eval mode (BatchNorm uses its running statistics, at
+    initialization the identity up to ``eps``; no dropout), wrapped by :class:`Readout` with ``v``."""
     seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=generator.device).item())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         member = build(factory, 1, n)
-    return Readout(member, v).to(generator.device)
+    return Readout(member, v).to(generator.device).eval()
 
 
 def fit_member_alpha(factory, input_shape, widths=(4, 8, 16, 32), trials=100, seed=0, readout="center",

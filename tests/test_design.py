@@ -148,8 +148,8 @@ def test_bottleneck_design_equals_search_block_curve(objective):
 
 def test_factory_module_works_with_search_curve_and_optimum():
     fm = design.FactoryModule(bottleneck, (256, 8, 8))
-    c = search.curve(fm, 64, 1.6, "flops", ns=range(1, 65))
-    ref = search.curve(search.Bottleneck(resolution=8, flops="2macs"), 64, 1.6, "flops")
+    c = search.curve(fm, 32, 1.6, "flops", ns=range(1, 33))
+    ref = search.curve(search.Bottleneck(resolution=8, flops="2macs"), 32, 1.6, "flops")
     np.testing.assert_allclose(c["beta"], ref["beta"], rtol=0)
     assert search.optimum(c, "primal") == search.optimum(ref, "primal")
     assert search.optimum(c, "dual") == search.optimum(ref, "dual")
@@ -395,3 +395,15 @@ def test_cli_module_errors(capsys, factory_file, tmp_path):
                                                                   "--input-shape", "256,x", "--config", "1x4")
     assert "--budget latency needs --module" in cli_fails(capsys, "design", "--arch", "resnext29", "--baseline",
                                                           "1x64d", "--budget", "latency")
+
+
+@pytest.mark.parametrize("readout", design.READOUTS)
+def test_member_alpha_on_a_conv_factory_runs_every_readout(readout, capsys):
+    def conv(m, n):                      # the Fig. 5 branch with biases, no BN, no output ReLU
+        return nn.Sequential(nn.Conv2d(8, m * n, 1), nn.ReLU(), nn.Conv2d(m * n, m * n, 3, padding=1, groups=m),
+                             nn.ReLU(), nn.Conv2d(m * n, 8, 1), nn.BatchNorm2d(8))
+    r = design.fit_member_alpha(conv, (8, 3, 3), widths=(2, 4),
+                                trials=8, readout=readout, n_boot=20, progress=True)
+    assert r["readout"] == readout and np.isfinite(r["alpha"]) and len(r["alpha_ci"]) == 2
+    np.testing.assert_allclose(r["fits"]["diag"]["term"], [1 / 8 + 1 / (9 * n) + 1 / n for n in (2, 4)])
+    assert "alpha sweep" in capsys.readouterr().err                        # the tqdm bar
