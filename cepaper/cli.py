@@ -191,7 +191,8 @@ def _arch_args(p, baseline):
     p.add_argument("--arch", choices=list(complexity.ARCHS), help="architecture (or --module)")
     p.add_argument("--module", metavar="FILE:FUNC",
                    help="your own collegial module: a factory (m, n) -> torch.nn.Module, as path/to/file.py:func "
-                        "or package.module:func (instead of --arch; needs --input-shape)")
+                        "or package.module:func, or torchvision:resnet50 (any torchvision Bottleneck ResNet; "
+                        "torchvision:resnet50:layer1 for a stage) (instead of --arch; needs --input-shape)")
     p.add_argument("--input-shape", type=_cli_type(_shape_arg), metavar="C,H,W",
                    help="--module: one example's input shape, without the batch, e.g. 256,32,32")
     p.add_argument("--batch", type=pos_int, default=1, help="--module: examples in the FLOPs/latency input")

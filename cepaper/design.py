@@ -76,10 +76,74 @@ def build(factory, m, n):
     return module
 
 
+#: torchvision's Bottleneck ResNets by builder name: the plain ResNet of the same depth (whose builder
+#: takes ``groups`` and ``width_per_group``) and the builder's own ``(groups, width_per_group)``.
+TORCHVISION = {"resnet50": ("resnet50", (1, 64)), "resnet101": ("resnet101", (1, 64)),
+               "resnet152": ("resnet152", (1, 64)), "resnext50_32x4d": ("resnet50", (32, 4)),
+               "resnext101_32x8d": ("resnet101", (32, 8)), "resnext101_64x4d": ("resnet101", (64, 4)),
+               "wide_resnet50_2": ("resnet50", (1, 128)), "wide_resnet101_2": ("resnet101", (1, 128))}
+#: Blocks per stage (``layer1..layer4``) of the plain ResNets.
+TORCHVISION_LAYERS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3), "resnet152": (3, 8, 36, 3)}
+
+
+class TorchvisionFactory:
+    """``factory(m, n)``: torchvision's ResNet ``name`` with ``groups=m, width_per_group=n`` (``weights=None``).
+
+    ``name`` is any key of :data:`TORCHVISION` (``resnet50``, ``resnext50_32x4d``, ``wide_resnet50_2``...):
+    they differ only in ``(groups, width_per_group)``, so each names the family of its depth, and
+    ``baseline`` is the builder's own ``(groups, width_per_group)`` (``resnext50_32x4d``: ``(32, 4)``).
+    ``stage`` (1-4) builds only ``layer<stage>`` (torchvision's ``Bottleneck`` blocks, ``planes`` =
+    ``64 * 2^(stage-1)``, its first block strided and projected as in ``ResNet._make_layer``); its input
+    has ``in_channels`` channels (64 for stage 1, else ``128 * 2^(stage-1)``). Nothing is downloaded.
+    """
+
+    def __init__(self, name, stage=None, classes=1000):
+        if name not in TORCHVISION:
+            raise ValueError(f"torchvision model must be one of {', '.join(TORCHVISION)} (Bottleneck ResNets taking "
+                             f"groups and width_per_group), got {name!r}")
+        self.name, (self.builder, self.baseline) = name, TORCHVISION[name]
+        self.stage = None if stage is None else _choice("stage", int(stage), (1, 2, 3, 4))
+        self.classes = positive_int("classes", classes)
+        self.in_channels = 3 if stage is None else (64 if self.stage == 1 else 128 * 2 ** (self.stage - 1))
+
+    def __repr__(self):
+        return f"torchvision:{self.name}" + ("" if self.stage is None else f":layer{self.stage}")
+
+    def __call__(self, m, n):
+        import torchvision
+        from torchvision.models.resnet import Bottleneck, conv1x1
+        m, n = positive_int("groups", m), positive_int("width_per_group", n)
+        if self.stage is None:
+            return getattr(torchvision.models, self.builder)(weights=None, groups=m, width_per_group=n,
+                                                             num_classes=self.classes)
+        planes, stride = 64 * 2 ** (self.stage - 1), 1 if self.stage == 1 else 2
+        blocks = TORCHVISION_LAYERS[self.builder][self.stage - 1]
+        inplanes, out = self.in_channels, planes * Bottleneck.expansion
+        down = nn.Sequential(conv1x1(inplanes, out, stride), nn.BatchNorm2d(out))
+        layers = [Bottleneck(inplanes, planes, stride, down, groups=m, base_width=n)]
+        layers += [Bottleneck(out, planes, groups=m, base_width=n) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+
+def torchvision_factory(name, stage=None, classes=1000):
+    """:class:`TorchvisionFactory` ``(name, stage, classes)``: a torchvision ResNet family as a factory."""
+    return TorchvisionFactory(name, stage, classes)
+
+
 def load_factory(spec):
-    """The factory named by ``spec``: ``"path/to/file.py:func"`` or ``"package.module:func"``."""
+    """The factory named by ``spec``: ``"path/to/file.py:func"``, ``"package.module:func"``, or
+    ``"torchvision:NAME"`` / ``"torchvision:NAME:layerK"`` (:func:`torchvision_factory`, a whole
+    network or its stage ``K``)."""
+    if isinstance(spec, str) and spec.startswith("torchvision:"):
+        name, _, stage = spec[len("torchvision:"):].partition(":")
+        if stage and not (stage.startswith("layer") and stage[5:] in ("1", "2", "3", "4")):
+            raise ValueError(f"module: torchvision stage must be layer1..layer4, got {stage!r} in {spec!r}")
+        try:
+            return torchvision_factory(name, int(stage[5:]) if stage else None)
+        except ValueError as e:
+            raise ValueError(f"module: {e}") from None
     if not isinstance(spec, str) or spec.count(":") < 1 or not spec.rpartition(":")[2]:
-        raise ValueError(f"module must be FILE.py:FUNC or package.module:FUNC, got {spec!r}")
+        raise ValueError(f"module must be FILE.py:FUNC, package.module:FUNC or torchvision:NAME, got {spec!r}")
     where, _, name = spec.rpartition(":")
     if where.endswith(".py") or "/" in where or "\\" in where:
         path = Path(where)

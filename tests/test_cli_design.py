@@ -115,3 +115,8 @@ def test_console_entry_point_exit_status():
     bad = subprocess.run([sys.executable, "-m", "cepaper.cli", "design", "--arch", "resnext29", "--baseline", "12"],
                          cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and "--baseline" in bad.stderr
+
+
+def test_params_torchvision_module(capsys):
+    r = run_json(capsys, "params", "--module", "torchvision:resnet50", "--config", "32x4", "--input-shape", "3,224,224")
+    assert r["params"] == 25_028_904 and r["flops"] == complexity.complexity("resnext50", "32x4d")["flops"]

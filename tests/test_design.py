@@ -407,3 +407,36 @@ def test_member_alpha_on_a_conv_factory_runs_every_readout(readout, capsys):
     assert r["readout"] == readout and np.isfinite(r["alpha"]) and len(r["alpha_ci"]) == 2
     np.testing.assert_allclose(r["fits"]["diag"]["term"], [1 / 8 + 1 / (9 * n) + 1 / n for n in (2, 4)])
     assert "alpha sweep" in capsys.readouterr().err                        # the tqdm bar
+
+
+# --- torchvision families by name ------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, arch", [("resnet50", "resnext50"), ("resnext50_32x4d", "resnext50"),
+                                        ("wide_resnet50_2", "resnext50"), ("resnext101_32x8d", "resnext101")])
+def test_torchvision_factory_counts_equal_complexity(name, arch):
+    from cepaper import complexity
+    factory = design.load_factory(f"torchvision:{name}")
+    assert isinstance(factory, design.TorchvisionFactory) and repr(factory) == f"torchvision:{name}"
+    for m, n in [(1, 64), (32, 4), (12, 10), (3, 7)][: 4 if arch == "resnext50" else 1]:
+        assert design.param_count(factory(m, n)) == complexity.complexity(arch, f"{m}x{n}d")["params"]
+    assert design.torchvision_factory(name).baseline == design.TORCHVISION[name][1]
+
+
+def test_torchvision_factory_flops_and_stages():
+    import torchvision
+    from cepaper import complexity
+    fm = design.FactoryModule(design.load_factory("torchvision:resnet50"), (3, 64, 64))
+    assert fm.cost(4, "flops", 32) == complexity.complexity("resnext50", "32x4d", resolution=64)["flops"]
+    full = torchvision.models.resnext50_32x4d()
+    for k in (1, 4):
+        stage = design.load_factory(f"torchvision:resnext50_32x4d:layer{k}")
+        assert design.param_count(stage(32, 4)) == design.param_count(getattr(full, f"layer{k}"))
+    x = torch.randn(1, 64, 8, 8)
+    assert design.load_factory("torchvision:resnet50:layer1")(2, 3)(x).shape == (1, 256, 8, 8)
+
+
+@pytest.mark.parametrize("spec, message", [("torchvision:resnet18", "must be one of resnet50"),
+                                           ("torchvision:resnet50:layer9", "layer1..layer4")])
+def test_torchvision_factory_errors(spec, message):
+    with pytest.raises(ValueError, match=message):
+        design.load_factory(spec)
