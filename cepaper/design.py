@@ -479,7 +479,7 @@ def member_draw(factory, n, generator, v):
 
 def fit_member_alpha(factory, input_shape, widths=(4, 8, 16, 32), trials=100, seed=0, readout="center",
                      layers="all", entry="diag", corr=0.5, input_seed=0, intercept=True, n_boot=200, level=0.95,
-                     device="cpu", progress=True):
+                     device="cpu", progress=True, weighted=False, threads=1, checkpoint=None, name=None):
     """Algorithm 1 on the member ``factory(1, n)``: alpha (Eq. 9) with its bootstrap interval.
 
     Every draw is ``factory(1, n)`` with its own initialization (:func:`member_draw`), read out by
@@ -490,7 +490,9 @@ def fit_member_alpha(factory, input_shape, widths=(4, 8, 16, 32), trials=100, se
     Args:
         widths: the member widths ``n``; trials: draws per width; seed: Monte Carlo seed.
         readout: ``"center"``, ``"mean"`` or ``"random"``; entry: ``"diag"`` or ``"offdiag"``.
-        intercept, n_boot, level: as :func:`cepaper.fit.fit_alpha`; progress: a tqdm bar over widths.
+        intercept, weighted, n_boot, level: as :func:`cepaper.fit.fit_alpha`; progress: a tqdm bar over widths.
+        threads: CPU threads of the Monte Carlo; checkpoint: a folder keeping finished widths, with
+            ``name`` identifying the factory (its code is not hashed; the read-out and inputs are).
     Returns:
         :func:`cepaper.fit.sweep_result`'s dict (``alpha``, ``alpha_ci``, ``C``, ``fits``, ...) plus
         ``readout`` and ``input_shape``.
@@ -505,6 +507,9 @@ def fit_member_alpha(factory, input_shape, widths=(4, 8, 16, 32), trials=100, se
         out = _output(build(factory, 1, widths[0]), x)
     v = readout_vector(readout, tuple(out.shape[1:]), input_seed)
     make = lambda n, g: member_draw(factory, n, g, v)
-    sweep = fit.custom_sweep(make, x, widths, trials, seed, layers, device, name="factory", progress=progress)
-    res = fit.sweep_result(sweep, entry, intercept, n_boot=n_boot, level=level)
+    label = f"{name or 'factory'}|readout={readout}|input_shape={list(shape)}|corr={corr}|input_seed={input_seed}"
+    sweep = fit.custom_sweep(make, x, widths, trials, seed, layers, device, checkpoint, label if name else None,
+                             progress=progress, threads=threads)
+    sweep["module"] = name or "factory"
+    res = fit.sweep_result(sweep, entry, intercept, weighted, n_boot=n_boot, level=level)
     return {**res, "readout": readout, "input_shape": list(shape)}

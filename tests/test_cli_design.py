@@ -120,3 +120,30 @@ def test_console_entry_point_exit_status():
 def test_params_torchvision_module(capsys):
     r = run_json(capsys, "params", "--module", "torchvision:resnet50", "--config", "32x4", "--input-shape", "3,224,224")
     assert r["params"] == 25_028_904 and r["flops"] == complexity.complexity("resnext50", "32x4d")["flops"]
+
+
+FACTORY = '''
+from torch import nn
+
+def block(m, n):
+    """m two-layer members of width n on 8 inputs, summed: 8 -> [mn] -> 1 (1x1 Conv1d)."""
+    return nn.Sequential(nn.Conv1d(8, m * n, 1), nn.ReLU(), nn.Conv1d(m * n, 1, 1))
+'''
+
+
+def test_fit_alpha_factory_module(tmp_path, capsys):
+    from cepaper import results
+    path = tmp_path / "my_block.py"
+    path.write_text(FACTORY)
+    r = run_json(capsys, "fit-alpha", "--module", f"{path}:block", "--input-shape", "8,3", "--trials", "8",
+                 "--widths", "2", "4", "8", "--readout", "mean", "--seed", "1")
+    assert r["module"] == f"{path}:block" and r["readout"] == "mean" and r["input_shape"] == [8, 3]
+    assert r["widths"] == [2, 4, 8] and r["trials"] == 8 and len(r["alpha_ci"]) == 2
+    record = results.load("alpha", "cli", "fit_module")
+    assert record["data"]["alpha"] == r["alpha"] and record["provenance"]["seed"] == 1
+    for argv, message in (([f"{path}:block"], "needs --input-shape"),
+                          ([f"{path}:nope", "--input-shape", "8,3"], "has no function 'nope'"),
+                          (["resnet", "--input-shape", "8,3"], "must be bottleneck, mlp, FILE.py:FUNC"),
+                          ([f"{path}:block", "--input-shape", "8,3", "--depth", "3"], "--depth only apply"),
+                          (["mlp", "--input-shape", "8,3"], "only apply to a factory")):
+        assert message in fails(capsys, "fit-alpha", "--module", *argv, "--trials", "4")
