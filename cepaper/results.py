@@ -32,7 +32,7 @@ import numpy as np
 import cepaper
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = ("claims", "lemma1", "theorem1", "alpha", "primal_dual", "mnist", "cifar", "imagenet")
+SECTIONS = ("claims", "lemma1", "theorem1", "alpha", "primal_dual", "mnist", "cifar", "imagenet", "design")
 
 
 def root():

@@ -1,0 +1,138 @@
+"""The book's page *Design your own ensemble* (notebook ``08_design``): Algorithms 1 and 2 of
+:mod:`cepaper.design` on two blocks the paper never studied.
+
+* :func:`mixer_channel_block`: the channel MLP of a vision MLP (MLP-Mixer's, Tolstikhin et al. 2021),
+  ``C -> [m n] -> [m n] -> C`` on ``(C, T)`` tokens, its middle layer grouped: ``m`` members
+  ``C -> n -> n -> C`` whose outputs are summed (as the ResNeXt block sums its paths, Fig. 5).
+* ``torchvision:resnet50:layer1``: the first stage of torchvision's ResNet-50 (three Bottleneck blocks),
+  ``groups = m``, ``width_per_group = n`` (:class:`cepaper.design.TorchvisionFactory`).
+
+:func:`block_designs` fits alpha (Algorithm 1) and runs Algorithm 2 under three budgets (params,
+FLOPs, latency measured here); :func:`designs_table`, :func:`latency_vs_flops` and :func:`plot_budgets`
+read its saved result.
+"""
+
+import numpy as np
+import torch
+from torch import nn
+
+from cepaper import design, search
+
+#: The page's two blocks: factory spec, one example's input shape, baseline ``(m_tilde, n_tilde)``.
+BLOCKS = {
+    "mixer": dict(title="vision-MLP channel block", spec="cepaper.design_examples:mixer_channel_block",
+                  input_shape=(64, 16), baseline=(1, 256)),
+    "resnet50_layer1": dict(title="torchvision ResNet-50, stage 1", spec="torchvision:resnet50:layer1",
+                            input_shape=(64, 8, 8), baseline=(1, 64)),
+}
+BUDGET_NAMES = {"params": "parameters", "flops": "FLOPs", "latency": "latency"}
+
+
+class MixerChannelBlock(nn.Module):
+    """``x + W_3 GELU(W_2 GELU(W_1 LN(x)))`` on ``(N, C, T)``: ``W_1: C -> m n`` and ``W_3: m n -> C`` dense,
+    ``W_2`` grouped (``m`` blocks ``n x n``), all 1x1 ``Conv1d`` with biases; ``LN`` over channels.
+    Member fan-ins ``(C, n, n)``, so Eq. 9's sum is ``1/C + 2/n``."""
+
+    def __init__(self, channels, m, n):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+        self.fc1 = nn.Conv1d(channels, m * n, 1)
+        self.fc2 = nn.Conv1d(m * n, m * n, 1, groups=m)
+        self.fc3 = nn.Conv1d(m * n, channels, 1)
+
+    def forward(self, x):
+        h = self.norm(x.transpose(1, 2)).transpose(1, 2)
+        return x + self.fc3(nn.functional.gelu(self.fc2(nn.functional.gelu(self.fc1(h)))))
+
+
+def mixer_channel_block(m, n, channels=64):
+    """Factory ``(m, n) -> MixerChannelBlock(channels, m, n)`` (64 channels: :data:`BLOCKS`)."""
+    return MixerChannelBlock(channels, m, n)
+
+
+def block_designs(block, widths, trials, ns, readout="mean", batch=8, repeats=10, seed=0, device="cpu", threads=1):
+    """Algorithm 1 then Algorithm 2 for ``block`` (a key of :data:`BLOCKS`).
+
+    Args:
+        widths, trials, readout: of :func:`cepaper.design.fit_member_alpha` (the member ``factory(1, n)``).
+        ns: widths searched by Algorithm 2 (the baseline's ``n_tilde`` is added).
+        batch, repeats: of the FLOPs/latency input and of each latency (median of ``repeats``).
+    Returns:
+        dict: ``block``, ``title``, ``spec``, ``input_shape``, ``baseline``, ``alpha`` (the fit's dict,
+        without per-width samples), ``designs`` (budget -> objective -> :func:`design_module` result),
+        ``flops_design_latency`` (seconds of the FLOP-primal ensemble, measured), ``threads``.
+    """
+    info = BLOCKS[block]
+    factory = design.load_factory(info["spec"])
+    torch.set_num_threads(threads)
+    fitted = design.fit_member_alpha(factory, info["input_shape"], widths, trials, seed, readout, progress=False,
+                                     device=device, n_boot=500)
+    alpha = fitted["alpha"]
+    if not alpha > 0:
+        raise ValueError(f"{block}: fitted alpha must be > 0 to search, got {alpha!r}; raise trials or widths")
+    m_tilde, n_tilde = info["baseline"]
+    ns = sorted({int(n) for n in ns if int(n) <= n_tilde} | {n_tilde})
+    module = design.FactoryModule(factory, info["input_shape"], batch=batch, device=device, repeats=repeats,
+                                  seed=seed)
+    designs = {b: {o: design.design_module(factory, info["input_shape"], info["baseline"], o, b, alpha, ns=ns,
+                                           module=module)
+                   for o in search.OBJECTIVES} for b in design.BUDGETS}
+    fp = designs["flops"]["primal"]
+    return {"block": block, "title": info["title"], "spec": info["spec"], "input_shape": list(info["input_shape"]),
+            "baseline": f"{m_tilde}x{n_tilde}", "batch": batch, "repeats": repeats, "threads": threads,
+            "alpha": {k: v for k, v in fitted.items() if k not in ("fits", "samples")},
+            "designs": designs, "flops_design_latency": module.cost(fp["n"], "latency", groups=fp["m"])}
+
+
+def designs_table(saved):
+    """One row per budget and objective of a saved :func:`block_designs`: the optimum and its costs."""
+    rows = []
+    for budget, by in saved["designs"].items():
+        for objective, d in by.items():
+            row = {"budget": BUDGET_NAMES[budget], "objective": objective, "optimum n": d["n"], "ensemble": d["config"],
+                   "baseline": d["baseline"], "params": d["params"], "baseline params": d["baseline_params"],
+                   "ρ (budget)": round(d["rho"], 3), "Var(K) ratio": round(d["var_ratio"], 3)}
+            if budget == "latency":
+                row["latency (ms)"] = round(1e3 * d["cost"], 3)
+                row["baseline latency (ms)"] = round(1e3 * d["baseline_cost"], 3)
+            rows.append(row)
+    return rows
+
+
+def latency_vs_flops(saved):
+    """How far the latency-primal optimum lies from the FLOP-primal one: widths, ensembles, and the
+    measured latency of each against the baseline's."""
+    f, lat = saved["designs"]["flops"]["primal"], saved["designs"]["latency"]["primal"]
+    base = lat["baseline_cost"]
+    return {"flops_n": f["n"], "flops_config": f["config"], "latency_n": lat["n"], "latency_config": lat["config"],
+            "width_ratio": lat["n"] / f["n"], "baseline_latency": base,
+            "flops_design_latency_ratio": saved["flops_design_latency"] / base,
+            "latency_design_latency_ratio": lat["cost"] / base}
+
+
+def plot_budgets(saved_blocks):
+    """Primal ``Var(K_e)/Var(K_ñ)`` at ``m_p(n)`` (left) and dual ``ρ(m_d(n), n)`` (right) per block (rows),
+    one curve per budget, optima marked."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(saved_blocks), 2, figsize=(11, 3.6 * len(saved_blocks)), squeeze=False)
+    fig.subplots_adjust(wspace=0.3, hspace=0.5, top=0.92, bottom=0.08, left=0.08, right=0.97)
+    colors = {"params": "tab:red", "flops": "tab:blue", "latency": "tab:green"}
+    for row, saved in zip(axes, saved_blocks):
+        for budget, by in saved["designs"].items():
+            for ax, objective, key in ((row[0], "primal", "var_ratio_primal"), (row[1], "dual", "rho_dual")):
+                c, d = by[objective]["curve"], by[objective]
+                ax.plot(c["n"], c[key], color=colors[budget], lw=1.8, label=BUDGET_NAMES[budget])
+                y = np.asarray(c[key])[list(c["n"]).index(d["n"])]
+                ax.plot([d["n"]], [y], "o", color=colors[budget], ms=6)
+        row[0].set_yscale("log")
+        row[0].axhline(1.0, color="gray", lw=0.8, ls=":")
+        row[1].axhline(1.0, color="gray", lw=0.8, ls=":")
+        for ax, objective, label in ((row[0], "primal", "Var(K_e) / Var(K_ñ) at m_p(n)"),
+                                     (row[1], "dual", "efficiency ρ(m_d(n), n)")):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("member width n")
+            ax.set_ylabel(label)
+            ax.set_title(f"{objective}: {saved['title']} (baseline {saved['baseline'].replace('x', '×')}, "
+                         f"α = {saved['alpha']['alpha']:.2f})", fontsize=9)
+            ax.legend(fontsize=8)
+    return fig

@@ -1,0 +1,135 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Design your own ensemble
+#
+# The paper derives its ResNeXt modules from one block (Fig. 5), one $\alpha$ (Sec. 4.2) and one budget
+# (parameters or FLOPs). Nothing in Algorithms 1 and 2 is specific to that block: all they need is a
+# factory $(m, n) \mapsto$ module of $m$ members of width $n$. `cepaper.design` reads everything else from
+# the built modules — the member's fan-ins for $\sum_l 1/\text{fan-in}_l$ (Eq. 9), its parameters, FLOPs or
+# measured latency for $\beta(n)$ (Eqs. 8, 15) — so the method applies to any PyTorch block:
+#
+# 1. **Algorithm 1**: fit $\alpha$ of Eq. 9, $\mathrm{Var}(K_n) \propto e^{\alpha \sum_l 1/\text{fan-in}_l} - 1$,
+#    by Monte Carlo over draws of the member `factory(1, n)` (`design.fit_member_alpha`);
+# 2. **Algorithm 2**: with that $\alpha$, the primal (Eq. 12: lowest $\mathrm{Var}(K)$ at the baseline's
+#    budget) and dual (Eq. 14: cheapest at the baseline's $\mathrm{Var}(K)$) optima, under the parameter,
+#    FLOP or **latency** budget (`design.design_module`).
+#
+# This page applies both to two blocks the paper never studied:
+#
+# * the **channel MLP of a vision MLP** (MLP-Mixer's), $x + W_3\,\mathrm{GELU}(W_2\,\mathrm{GELU}(W_1\,\mathrm{LN}(x)))$
+#   on 64 channels × 16 tokens, whose hidden layer $W_2$ is grouped: $m$ members $64 \to n \to n \to 64$,
+#   summed. The baseline is the usual $4\times$ expansion, $1 \times 256$;
+# * **stage 1 of torchvision's ResNet-50** (three Bottleneck blocks, $64 \to 256$ channels), built by
+#   torchvision itself with `groups` $= m$ and `width_per_group` $= n$; the baseline is ResNet-50's
+#   $1 \times 64$ (ResNeXt-50 32×4d is the same stage with $m = 32$, $n = 4$).
+#
+# From the command line the same steps are `cepaper fit-alpha --module torchvision:resnet50:layer1
+# --input-shape 64,8,8` and `cepaper design --module torchvision:resnet50:layer1 --input-shape 64,8,8
+# --baseline 1x64 --budget latency --alpha A`. The quick profile (the defaults below) fits $\alpha$ with
+# few draws, so its intervals are wide; the paper profile uses $T = 1000$ draws at more widths.
+
+# %% tags=["parameters"]
+profile: str = "quick"
+seed: int = 0
+device: str = "cpu"
+widths: list = [2, 4, 8, 16, 32]                 # member widths n of the alpha fit (Algorithm 1)
+trials: int = 100                                # weight draws per width
+readout: str = "mean"                            # scalar read-out of the member's output: mean, center, random
+ns: list = [1, 2, 4, 8, 16, 32, 64, 128, 256]   # widths searched by Algorithm 2 (with the baseline's)
+batch: int = 8                                   # examples in the FLOPs and latency input
+repeats: int = 5                                 # timed forward + backward passes per latency (median)
+threads: int = 1                                 # CPU threads of the fits and of the latencies
+
+# %% tags=["remove-input"]
+import pandas as pd
+from IPython.display import Markdown, display
+
+from cepaper import design_examples, pages, results
+
+run = results.Run("design", profile, seed=seed, device=device,
+                  params=dict(widths=widths, trials=trials, readout=readout, ns=ns, batch=batch, repeats=repeats,
+                              threads=threads))
+display(run.header())
+
+# %% [markdown]
+# ## Fit α, then search under three budgets
+#
+# For each block: Algorithm 1 on its member, then Algorithm 2 with the fitted $\alpha$, primal and dual,
+# under parameters, FLOPs and latency (median seconds of a forward + backward pass, on the machine that
+# builds this page). The searched widths are powers of two up to the baseline's.
+
+# %%
+for block in design_examples.BLOCKS:
+    run.save(block, design_examples.block_designs(block, widths, trials, ns, readout, batch, repeats, seed,
+                                                  device, threads))
+
+# %% tags=["hide-input"]
+saved = {block: run.load(block) for block in design_examples.BLOCKS}
+pages.show([{"block": s["title"], "factory": s["spec"], "input (one example)": " × ".join(map(str, s["input_shape"])),
+             "α": round(s["alpha"]["alpha"], 3),
+             "95% interval": f"[{s['alpha']['alpha_ci'][0]:.3f}, {s['alpha']['alpha_ci'][1]:.3f}]",
+             "widths": ", ".join(map(str, s["alpha"]["widths"])), "draws per width": s["alpha"]["trials"],
+             "read-out": s["alpha"]["readout"]} for s in saved.values()])
+
+# %% [markdown]
+# ## The primal and dual curves
+#
+# Left: the primal objective, the ensemble's $\mathrm{Var}(K)$ over the baseline's at the $m_p(n)$ that spends
+# the baseline's budget; right: the dual efficiency $\rho$ (baseline's budget over the ensemble's) at the
+# $m_d(n)$ that matches the baseline's $\mathrm{Var}(K)$. One curve per budget; dots mark the optima.
+
+# %% tags=["hide-input"]
+fig = design_examples.plot_budgets(list(saved.values()))
+
+# %% [markdown]
+# ## The optima
+#
+# Step 6 of Algorithm 2 makes $m$ an integer: for the primal, the $m$ at which the whole module
+# $m \times n$ costs the baseline's budget (for latency found by bracketing measured latencies, since latency
+# is not affine in $m$); for the dual, the nearest integer to $m_d(n)$. $\rho$ is the baseline's cost over
+# the ensemble's, in the budget's own unit. The curves above take $m_p(n) = \beta_s/\beta(n)$, as if the
+# cost of $m$ members were $m$ times one member's; that holds for parameters and FLOPs up to the layers
+# the members share, but not for latency (fixed overheads, better use of the machine by wider layers), so
+# under latency the integer $m$ of step 6, measured, can differ much from the curve's $m_p(n)$.
+
+# %% tags=["hide-input"]
+for s in saved.values():
+    display(Markdown(f"**{s['title']}** (baseline {s['baseline'].replace('x', '×')}, α = {s['alpha']['alpha']:.3f})"))
+    display(pages.show(pd.DataFrame(design_examples.designs_table(s)), digits=3))
+
+# %% [markdown]
+# ## Latency is not FLOPs
+#
+# Counting FLOPs favours many narrow members; on a real machine a grouped layer with many small groups
+# usually runs below its FLOP rate, which can move the latency optimum to wider members. How far apart the
+# two are on the machine that built this page, and what the FLOP-optimal ensemble costs in time:
+
+# %% tags=["hide-input"]
+lines = []
+for s in saved.values():
+    gap = design_examples.latency_vs_flops(s)
+    lines.append(f"* **{s['title']}**: FLOP optimum {gap['flops_config']} (n = {gap['flops_n']}), latency "
+                 f"optimum {gap['latency_config']} (n = {gap['latency_n']}), {gap['width_ratio']:.3g}× wider "
+                 f"members. At the baseline's FLOPs the FLOP-optimal ensemble takes "
+                 f"{gap['flops_design_latency_ratio']:.2f}× the baseline's time "
+                 f"({1e3 * gap['baseline_latency']:.3g} ms per batch of {s['batch']}); the latency-optimal one "
+                 f"{gap['latency_design_latency_ratio']:.2f}×.")
+display(Markdown("\n".join(lines)))
+
+# %% tags=["hide-input"]
+for s in saved.values():
+    d = s["designs"]
+    assert s["alpha"]["alpha"] > 0 and d["params"]["primal"]["var_ratio"] < 1, s["block"]
+    assert all(by["primal"]["n"] == by["dual"]["n"] and by["primal"]["strong_duality"] for by in d.values())
+    assert abs(d["params"]["primal"]["params"] / d["params"]["primal"]["baseline_params"] - 1) < 0.1
