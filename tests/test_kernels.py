@@ -144,7 +144,7 @@ def test_nngp_matches_monte_carlo_of_outputs():
      r"x2 must be a tensor of shape \(N2, 2\) like x1, got \(3, 4\)"),
     (lambda: kernels.relu_ntk(torch.randn(3, 2), torch.randn(3)), r"x2 must .*, got \(3,\)"),
     (lambda: kernels.relu_ntk(torch.randn(3, 2), [[1.0, 2.0]]), r"x2 must .*, got \(\)"),
-    (lambda: kernels.relu_ntk(torch.randn(3, 2), torch.randn(2, 2), diagonal=True), "equal N, got 3 and 2"),
+    (lambda: kernels.relu_ntk(torch.randn(3, 2), torch.randn(4, 2), diagonal=True), "equal N, got 3 and 4"),
 ])
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
