@@ -304,3 +304,78 @@ def test_design_bad_input(kwargs, match):
 def test_module_bad_conventions(kwargs, match):
     with pytest.raises(ValueError, match=match):
         search.Bottleneck(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(inputs=0, depth=3), "inputs must be an integer >= 1, got 0"),
+    (dict(inputs=10, depth=3, outputs=0), "outputs must be an integer >= 1, got 0"),
+    (dict(inputs=10, depth=0), "depth must be an integer >= 1, got 0"),
+    (dict(inputs=10, depth=3, fan_in_layers="some"), "fan_in_layers must be one of hidden, all"),
+    (dict(inputs=10, depth=3, flops="3macs"), "flops must be one of"),
+])
+def test_mlp_bad_conventions(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        search.MLP(**kwargs)
+
+
+def test_mlp_module_cost_written_out():
+    """beta(n) of Eq. 3's net: weights n_0 n + (L - 2) n^2 + n k, biases (L - 1) n + k; FLOPs 2 macs + acts."""
+    n = 7
+    assert search.MLP(30, 2).cost(n) == 30 * n + n                               # the shallowest net, one output
+    assert search.MLP(30, 2).sum_inv_fan_in(n) == pytest.approx(1 / n)
+    mlp = search.MLP(30, 3, 10, True)
+    weights, biases = 30 * n + n * n + n * 10, n + n + 10
+    assert mlp.cost(n) == weights + biases and mlp.cost(n, "params", groups=3) == 3 * (weights + biases)
+    assert mlp.cost(n, "flops") == 2 * weights + biases                         # one FLOP per output
+    assert search.MLP(30, 3, 10, True, flops="2macs").cost(n, "flops") == 2 * weights
+    assert search.MLP(30, 3, 10).cost(n) == weights
+    with pytest.raises(ValueError, match="budget must be one of params, flops"):
+        mlp.cost(n, "watts")
+
+
+def test_alpha_scan_is_the_optimum_of_each_curve():
+    module, ns = search.Bottleneck(), range(4, 40)
+    scan = search.alpha_scan(module, 64, [0.8, 1.6, 3.0], ns=ns)
+    assert set(scan) == {"alpha", "n", "m_primal", "m_dual", "rho", "strong_duality"}
+    for i, a in enumerate(scan["alpha"]):
+        c = search.curve(module, 64, a, ns=ns)
+        p, d = search.optimum(c, "primal"), search.optimum(c, "dual")
+        assert (scan["n"][i], scan["m_primal"][i], scan["m_dual"][i], scan["rho"][i]) == (p["n"], p["m"], d["m"], d["rho"])
+    assert scan["strong_duality"].tolist() == [True] * 3
+    # a grid that excludes the unrestricted optimum (n = 10 at alpha = 1.6) moves it to the grid's edge
+    assert search.alpha_scan(module, 64, [1.6], ns=range(20, 65))["n"].tolist() == [20]
+    empty = search.alpha_scan(module, 64, [])
+    assert set(empty) == set(scan) and all(v.shape == (0,) for v in empty.values())
+
+
+def test_default_module_and_network_cost_options():
+    with pytest.raises(ValueError, match="arch must be one of"):
+        search.default_module("resnet")
+    assert search.default_module("mlp", 748, 6, classes=10) == search.MLP(748, 6, outputs=10)
+    assert search.default_module("mlp", 748, 6).outputs == 1
+    assert search.default_module("resnext50").resolution == 224
+    assert search.default_module("resnext50", resolution=112).resolution == 112
+    with pytest.raises(ValueError, match="budget must be one of params, flops"):
+        search.network_cost("resnext29", 1, 4, "watts")
+    mlp = search.MLP(30, 3, 10, True)
+    assert search.network_cost("mlp", 3, 7, "flops", mlp=mlp) == 3 * mlp.cost(7, "flops") != 3 * mlp.cost(7)
+    # classes, resolution and the FLOPs convention reach the counter
+    for kw in (dict(classes=100), dict(resolution=64)):
+        rec = cx.complexity("resnext29", "2x8d", **kw)
+        assert search.network_cost("resnext29", 2, 8, **kw) == rec["params"]
+        assert search.network_cost("resnext29", 2, 8, "flops", **kw) == 2 * rec["macs"] + rec["acts"]
+    rec = cx.complexity("resnext29", "2x8d")
+    assert search.network_cost("resnext29", 2, 8, "flops", flops="2macs") == 2 * rec["macs"]
+    assert search.network_cost("resnext29", 2, 8, classes=100) != search.network_cost("resnext29", 2, 8)
+    assert search.network_m("resnext29", 8, rec["params"]) == pytest.approx(2)
+
+
+def test_network_cost_of_a_scaled_down_resnext_is_the_torch_one():
+    from cepaper.models.resnext import resnext
+    with torch.device("meta"):
+        model = resnext("resnext29", "2x4d", classes=10, stages=(64, 128), depth=1)
+    assert search.network_cost("resnext29", 2, 4, stages=(64, 128), depth=1) == sum(p.numel() for p in model.parameters())
+
+
+def test_default_alpha_of_the_block():
+    assert search.default_alpha() == (paper.ALPHA_BOTTLENECK, "the paper's alpha (Sec. 4.2)")
