@@ -379,3 +379,19 @@ def test_network_cost_of_a_scaled_down_resnext_is_the_torch_one():
 
 def test_default_alpha_of_the_block():
     assert search.default_alpha() == (paper.ALPHA_BOTTLENECK, "the paper's alpha (Sec. 4.2)")
+
+
+def test_integer_m_rules_and_the_smallest_ensemble():
+    assert [search.integer_m(x) for x in (0.5, 1.0, 1.49, 2.5, 36.6)] == [1, 1, 1, 3, 37]        # default: nearest
+    assert search.integer_m(1.7, "floor") == 1 and search.integer_m(0.2, "ceil") == 1
+    for bad, rule in ((0.49, "nearest"), (0.99, "floor"), (float("nan"), "ceil"), (float("inf"), "nearest")):
+        with pytest.raises(ValueError, match="no integer m >= 1 meets the budget"):
+            search.integer_m(bad, rule)
+
+
+def test_design_defaults_for_the_mlp():
+    """No alpha: the MLP's own (ALPHA_FIG3, Fig. 3's optimum); classes are the nets' outputs; no curve unless asked."""
+    r = search.design("mlp", 500, mlp_inputs=748, mlp_depth=6)
+    assert (r["alpha"], r["n"], r["m"]) == (search.ALPHA_FIG3, 48, 30) and "curve" not in r
+    r10 = search.design("mlp", 500, alpha=search.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6, classes=10)
+    assert r10["baseline_params"] == cx.mlp(748, 500, 6, outputs=10)["params"]
