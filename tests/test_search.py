@@ -395,3 +395,27 @@ def test_design_defaults_for_the_mlp():
     assert (r["alpha"], r["n"], r["m"]) == (search.ALPHA_FIG3, 48, 30) and "curve" not in r
     r10 = search.design("mlp", 500, alpha=search.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6, classes=10)
     assert r10["baseline_params"] == cx.mlp(748, 500, 6, outputs=10)["params"]
+
+
+def test_design_baseline_pair_classes_and_resolution():
+    """A (C, d) pair is the "CxDd" string; classes and resolution reach the module and the whole-network counts."""
+    s, t = search.design("resnext29", "4x32d", alpha=1.6), search.design("resnext29", (4, 32), alpha=1.6)
+    assert s == t and (s["classes"], s["resolution"], s["module"]["resolution"]) == (10, 32, 32)
+    r = search.design("resnext38", "1x96d", "dual", "flops", alpha=1.6, classes=100, resolution=32)
+    rec = cx.complexity("resnext38", "1x96d", classes=100, resolution=32)
+    assert (r["classes"], r["resolution"], r["module"]["resolution"]) == (100, 32, 32)
+    assert (r["baseline_params"], r["baseline_flops"]) == (rec["params"], 2 * rec["macs"] + rec["acts"])
+    ens = cx.complexity("resnext38", r["config"], classes=100, resolution=32)
+    assert (r["params"], r["flops"]) == (ens["params"], 2 * ens["macs"] + ens["acts"])
+    assert search.design("resnext38", "1x96d", alpha=1.6)["resolution"] == 64
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(baseline=(0, 32)), "groups must be an integer >= 1, got 0"),
+    (dict(baseline=(4, 0)), "width_per_group must be an integer >= 1, got 0"),
+    (dict(baseline="4x32d", classes=0), "classes must be an integer >= 1, got 0"),
+    (dict(baseline="4x32d", resolution=0), "resolution must be an integer >= 1, got 0"),
+])
+def test_design_bad_baseline_classes_resolution(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        search.design("resnext29", alpha=1.6, **kwargs)
