@@ -419,3 +419,40 @@ def test_design_baseline_pair_classes_and_resolution():
 def test_design_bad_baseline_classes_resolution(kwargs, match):
     with pytest.raises(ValueError, match=match):
         search.design("resnext29", alpha=1.6, **kwargs)
+
+
+def meta_params(arch, config, **kw):
+    from cepaper.models.resnext import resnext
+    with torch.device("meta"):
+        return sum(p.numel() for p in resnext(arch, config, **kw).parameters())
+
+
+def test_design_of_a_scaled_down_resnext_counts_the_torch_nets():
+    scaled = dict(stages=(64, 128), depth=1)
+    r = search.design("resnext29", "1x64d", alpha=1.6, module=search.Bottleneck(w_in=64, w_out=64), **scaled)
+    assert r["baseline_params"] == meta_params("resnext29", "1x64d", classes=10, **scaled)
+    assert r["params"] == meta_params("resnext29", r["config"], classes=10, **scaled)
+
+
+def test_design_module_flops_convention_grid_and_off_grid_width():
+    r = search.design("resnext29", "1x64d", budget="flops", alpha=1.6, module=search.Bottleneck(flops="2macs"))
+    assert r["baseline_flops"] == 2 * cx.complexity("resnext29", "1x64d")["macs"] and r["flops_convention"] == "2macs"
+    # a grid without the optimum (n = 10): the best width on the grid is its narrowest
+    assert search.design("resnext29", "1x64d", alpha=1.6, ns=range(20, 65))["n"] == 20
+    # an ensemble baseline 4x32d and a width off the grid (40 > 32): m_d = Var(K_40) / (Var(K_32) / 4), Eq. 9 written out
+    var = lambda n: math.expm1(1.6 * (1 / 256 + 1 / (9 * n) + 1 / n))
+    r = search.design("resnext29", "4x32d", "dual", alpha=1.6, n=40)
+    assert r["m_exact"] == pytest.approx(var(40) / (var(32) / 4), rel=1e-12) and r["m"] == 3
+
+
+def test_design_record_names_its_inputs():
+    r = search.design("resnext29", "1x64d", "dual", "flops", alpha=1.6)
+    assert (r["arch"], r["objective"], r["budget"], r["baseline"]) == ("resnext29", "dual", "flops", "1x64d")
+    m = search.design("mlp", 500, alpha=search.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6)
+    assert (m["arch"], m["baseline"], m["config"]) == ("mlp", 500, "30x48")
+
+
+@pytest.mark.parametrize("objective,what", [("primal", "the baseline's params"), ("dual", r"the baseline's Var\(K\)")])
+def test_design_no_integer_m_says_which_budget(objective, what):
+    with pytest.raises(ValueError, match=f"no integer m >= 1 meets {what}"):
+        search.design("resnext29", "1x8d", objective, alpha=1.6, n=500)
