@@ -300,6 +300,7 @@ def test_design_bad_input(kwargs, match):
 @pytest.mark.parametrize("kwargs,match", [
     (dict(fan_in_layers="some"), "fan_in_layers must be one of"), (dict(bn="half"), "bn must be one of"),
     (dict(flops="3macs"), "flops must be one of"), (dict(w_in=0), "w_in must be an integer >= 1"),
+    (dict(w_out=0), "w_out must be an integer >= 1"), (dict(resolution=0), "resolution must be an integer >= 1"),
 ])
 def test_module_bad_conventions(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -448,6 +449,15 @@ def test_design_module_flops_convention_grid_and_off_grid_width():
 def test_design_record_names_its_inputs():
     r = search.design("resnext29", "1x64d", "dual", "flops", alpha=1.6)
     assert (r["arch"], r["objective"], r["budget"], r["baseline"]) == ("resnext29", "dual", "flops", "1x64d")
+    assert (r["rounding"], r["classes"], r["resolution"]) == ("nearest", 10, 32)
+    assert r["module"] == {"type": "Bottleneck", "w_in": 256, "w_out": 256, "resolution": 32, "fan_in_layers": "all",
+                           "kernel_area": True, "bn": "all", "flops": "2macs+acts"}
+    ens, base = cx.complexity("resnext29", r["config"]), cx.complexity("resnext29", "1x64d")
+    assert (r["flops"], r["baseline_flops"]) == (2 * ens["macs"] + ens["acts"], 2 * base["macs"] + base["acts"])
+    assert r["rho_params"] == pytest.approx(base["params"] / ens["params"], rel=1e-12)
+    assert r["rho_flops"] == r["rho"] == pytest.approx(r["baseline_flops"] / r["flops"], rel=1e-12)
+    curve = search.design("resnext29", "1x64d", alpha=1.6, with_curve=True)["curve"]
+    assert all(type(curve[k]) is list for k in ("n", "beta", "var_k", "m_primal", "m_dual", "rho_dual"))
     m = search.design("mlp", 500, alpha=search.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6)
     assert (m["arch"], m["baseline"], m["config"]) == ("mlp", 500, "30x48")
 
