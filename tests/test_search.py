@@ -466,3 +466,30 @@ def test_design_record_names_its_inputs():
 def test_design_no_integer_m_says_which_budget(objective, what):
     with pytest.raises(ValueError, match=f"no integer m >= 1 meets {what}"):
         search.design("resnext29", "1x8d", objective, alpha=1.6, n=500)
+
+
+def test_block_cost_without_the_shared_shortcut():
+    """w_in != w_out: beta(n) is the member's paths and BNs, w_in n + 9 n^2 + n w_out + 4n + 2 w_out; the torch
+    block's projection shortcut (shared by the ensemble, independent of n) is not in it."""
+    n, block = 6, ResNeXtBottleneck(64, 128, 6)
+    paths = sum(p.numel() for name, p in block.named_parameters() if not name.startswith("shortcut"))
+    assert search.Bottleneck(w_in=64, w_out=128).cost(n) == paths == 64 * n + 9 * n * n + n * 128 + 4 * n + 2 * 128
+    assert search.Bottleneck(w_in=64, w_out=128, bn="none").cost(n) == 64 * n + 9 * n * n + n * 128
+    with pytest.raises(ValueError, match="budget must be one of params, flops"):
+        search.Bottleneck().cost(n, "watts")
+
+
+def test_flops_of_conventions():
+    rec = {"macs": 10, "acts": 3, "adds": 2}
+    assert [search.flops_of(rec)] + [search.flops_of(rec, c) for c in search.FLOPS_CONVENTIONS] == [20, 20, 23, 25]
+    with pytest.raises(ValueError, match=r"flops convention must be one of 2macs, 2macs\+acts, 2macs\+acts\+adds, "
+                                         r"got '3macs'"):
+        search.flops_of(rec, "3macs")
+
+
+def test_optimum_record():
+    c = search.curve(search.Bottleneck(), 64, 1.6)
+    p = search.optimum(c)
+    assert p["var_ratio"] == pytest.approx(c["var_ratio_primal"][p["index"]], rel=1e-12)
+    with pytest.raises(ValueError, match="objective must be one of primal, dual, got 'best'"):
+        search.optimum(c, "best")
