@@ -493,3 +493,39 @@ def test_optimum_record():
     assert p["var_ratio"] == pytest.approx(c["var_ratio_primal"][p["index"]], rel=1e-12)
     with pytest.raises(ValueError, match="objective must be one of primal, dual, got 'best'"):
         search.optimum(c, "best")
+
+
+def test_curve_record_and_flops_budget_written_out():
+    """The documented keys; with FLOPs, beta is 2 macs + acts of the block (32 x 32 maps), Eq. 15."""
+    c = search.curve(search.Bottleneck(), 64, 1.6, "flops")
+    assert set(c) == {"n", "sum_inv_fan_in", "var_k", "beta", "m_primal", "var_primal", "var_ratio_primal", "m_dual",
+                      "rho_dual", "beta_s", "var_s", "n_tilde", "m_tilde", "alpha", "budget"}
+    assert (c["n_tilde"], c["m_tilde"], c["alpha"], c["budget"]) == (64, 1, 1.6, "flops")
+    flops = lambda n: 2 * 1024 * (256 * n + 9 * n * n + n * 256) + 1024 * (n + n + 256)
+    n = c["n"]
+    np.testing.assert_array_equal(c["beta"], flops(n))
+    assert c["beta_s"] == flops(64)
+    var = np.expm1(1.6 * (1 / 256 + 1 / (9 * n) + 1 / n))
+    np.testing.assert_allclose(c["var_ratio_primal"], var * flops(n) / flops(64) / var[-1], rtol=1e-12)
+
+
+def test_curve_overflow_says_how_large_alpha_may_be():
+    """exp(alpha * 5) overflows at n = 1 for MLP(784, 6) when alpha > log(max float) / 5 = 142, while the baseline's does not."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # the overflow is caught, not warned about
+        with pytest.raises(ValueError, match=r"alpha = 1000 is too large: .* overflows float64 at the narrowest width; "
+                                             r"alpha must be below 142 for this baseline"):
+            search.curve(search.MLP(784, 6), 96, 1000.0)
+    assert np.log(np.finfo(float).max) / 5 == pytest.approx(141.96, abs=0.01)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(n_tilde=0), "n_tilde must be an integer >= 1, got 0"), (dict(m_tilde=0), "m_tilde must be an integer >= 1, got 0"),
+    (dict(budget="watts"), "budget must be one of params, flops"), (dict(ns=[4, 0]), "n must be an integer >= 1, got 0"),
+    (dict(alpha=0.0), "alpha must be a finite number > 0"),
+])
+def test_curve_bad_input(kwargs, match):
+    args = dict(module=search.Bottleneck(), n_tilde=16, alpha=1.6) | kwargs
+    with pytest.raises(ValueError, match=match):
+        search.curve(**args)
