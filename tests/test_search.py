@@ -300,7 +300,232 @@ def test_design_bad_input(kwargs, match):
 @pytest.mark.parametrize("kwargs,match", [
     (dict(fan_in_layers="some"), "fan_in_layers must be one of"), (dict(bn="half"), "bn must be one of"),
     (dict(flops="3macs"), "flops must be one of"), (dict(w_in=0), "w_in must be an integer >= 1"),
+    (dict(w_out=0), "w_out must be an integer >= 1"), (dict(resolution=0), "resolution must be an integer >= 1"),
 ])
 def test_module_bad_conventions(kwargs, match):
     with pytest.raises(ValueError, match=match):
         search.Bottleneck(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(inputs=0, depth=3), "inputs must be an integer >= 1, got 0"),
+    (dict(inputs=10, depth=3, outputs=0), "outputs must be an integer >= 1, got 0"),
+    (dict(inputs=10, depth=0), "depth must be an integer >= 1, got 0"),
+    (dict(inputs=10, depth=3, fan_in_layers="some"), "fan_in_layers must be one of hidden, all"),
+    (dict(inputs=10, depth=3, flops="3macs"), "flops must be one of"),
+])
+def test_mlp_bad_conventions(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        search.MLP(**kwargs)
+
+
+def test_mlp_module_cost_written_out():
+    """beta(n) of Eq. 3's net: weights n_0 n + (L - 2) n^2 + n k, biases (L - 1) n + k; FLOPs 2 macs + acts."""
+    n = 7
+    assert search.MLP(30, 2).cost(n) == 30 * n + n                               # the shallowest net, one output
+    assert search.MLP(30, 2).sum_inv_fan_in(n) == pytest.approx(1 / n)
+    mlp = search.MLP(30, 3, 10, True)
+    weights, biases = 30 * n + n * n + n * 10, n + n + 10
+    assert mlp.cost(n) == weights + biases and mlp.cost(n, "params", groups=3) == 3 * (weights + biases)
+    assert mlp.cost(n, "flops") == 2 * weights + biases                         # one FLOP per output
+    assert search.MLP(30, 3, 10, True, flops="2macs").cost(n, "flops") == 2 * weights
+    assert search.MLP(30, 3, 10).cost(n) == weights
+    with pytest.raises(ValueError, match="budget must be one of params, flops"):
+        mlp.cost(n, "watts")
+
+
+def test_alpha_scan_is_the_optimum_of_each_curve():
+    module, ns = search.Bottleneck(), range(4, 40)
+    scan = search.alpha_scan(module, 64, [0.8, 1.6, 3.0], ns=ns)
+    assert set(scan) == {"alpha", "n", "m_primal", "m_dual", "rho", "strong_duality"}
+    for i, a in enumerate(scan["alpha"]):
+        c = search.curve(module, 64, a, ns=ns)
+        p, d = search.optimum(c, "primal"), search.optimum(c, "dual")
+        assert (scan["n"][i], scan["m_primal"][i], scan["m_dual"][i], scan["rho"][i]) == (p["n"], p["m"], d["m"], d["rho"])
+    assert scan["strong_duality"].tolist() == [True] * 3
+    # a grid that excludes the unrestricted optimum (n = 10 at alpha = 1.6) moves it to the grid's edge
+    assert search.alpha_scan(module, 64, [1.6], ns=range(20, 65))["n"].tolist() == [20]
+    empty = search.alpha_scan(module, 64, [])
+    assert set(empty) == set(scan) and all(v.shape == (0,) for v in empty.values())
+
+
+def test_default_module_and_network_cost_options():
+    with pytest.raises(ValueError, match="arch must be one of"):
+        search.default_module("resnet")
+    assert search.default_module("mlp", 748, 6, classes=10) == search.MLP(748, 6, outputs=10)
+    assert search.default_module("mlp", 748, 6).outputs == 1
+    assert search.default_module("resnext50").resolution == 224
+    assert search.default_module("resnext50", resolution=112).resolution == 112
+    with pytest.raises(ValueError, match="budget must be one of params, flops"):
+        search.network_cost("resnext29", 1, 4, "watts")
+    mlp = search.MLP(30, 3, 10, True)
+    assert search.network_cost("mlp", 3, 7, "flops", mlp=mlp) == 3 * mlp.cost(7, "flops") != 3 * mlp.cost(7)
+    # classes, resolution and the FLOPs convention reach the counter
+    for kw in (dict(classes=100), dict(resolution=64)):
+        rec = cx.complexity("resnext29", "2x8d", **kw)
+        assert search.network_cost("resnext29", 2, 8, **kw) == rec["params"]
+        assert search.network_cost("resnext29", 2, 8, "flops", **kw) == 2 * rec["macs"] + rec["acts"]
+    rec = cx.complexity("resnext29", "2x8d")
+    assert search.network_cost("resnext29", 2, 8, "flops", flops="2macs") == 2 * rec["macs"]
+    assert search.network_cost("resnext29", 2, 8, classes=100) != search.network_cost("resnext29", 2, 8)
+    assert search.network_m("resnext29", 8, rec["params"]) == pytest.approx(2)
+
+
+def test_network_cost_of_a_scaled_down_resnext_is_the_torch_one():
+    from cepaper.models.resnext import resnext
+    with torch.device("meta"):
+        model = resnext("resnext29", "2x4d", classes=10, stages=(64, 128), depth=1)
+    assert search.network_cost("resnext29", 2, 4, stages=(64, 128), depth=1) == sum(p.numel() for p in model.parameters())
+
+
+def test_default_alpha_of_the_block():
+    assert search.default_alpha() == (paper.ALPHA_BOTTLENECK, "the paper's alpha (Sec. 4.2)")
+
+
+def test_integer_m_rules_and_the_smallest_ensemble():
+    assert [search.integer_m(x) for x in (0.5, 1.0, 1.49, 2.5, 36.6)] == [1, 1, 1, 3, 37]        # default: nearest
+    assert search.integer_m(1.7, "floor") == 1 and search.integer_m(0.2, "ceil") == 1
+    for bad, rule in ((0.49, "nearest"), (0.99, "floor"), (float("nan"), "ceil"), (float("inf"), "nearest")):
+        with pytest.raises(ValueError, match="no integer m >= 1 meets the budget"):
+            search.integer_m(bad, rule)
+
+
+def test_design_defaults_for_the_mlp():
+    """No alpha: the MLP's own (ALPHA_FIG3, Fig. 3's optimum); classes are the nets' outputs; no curve unless asked."""
+    r = search.design("mlp", 500, mlp_inputs=748, mlp_depth=6)
+    assert (r["alpha"], r["n"], r["m"]) == (search.ALPHA_FIG3, 48, 30) and "curve" not in r
+    r10 = search.design("mlp", 500, alpha=search.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6, classes=10)
+    assert r10["baseline_params"] == cx.mlp(748, 500, 6, outputs=10)["params"]
+
+
+def test_design_baseline_pair_classes_and_resolution():
+    """A (C, d) pair is the "CxDd" string; classes and resolution reach the module and the whole-network counts."""
+    s, t = search.design("resnext29", "4x32d", alpha=1.6), search.design("resnext29", (4, 32), alpha=1.6)
+    assert s == t and (s["classes"], s["resolution"], s["module"]["resolution"]) == (10, 32, 32)
+    r = search.design("resnext38", "1x96d", "dual", "flops", alpha=1.6, classes=100, resolution=32)
+    rec = cx.complexity("resnext38", "1x96d", classes=100, resolution=32)
+    assert (r["classes"], r["resolution"], r["module"]["resolution"]) == (100, 32, 32)
+    assert (r["baseline_params"], r["baseline_flops"]) == (rec["params"], 2 * rec["macs"] + rec["acts"])
+    ens = cx.complexity("resnext38", r["config"], classes=100, resolution=32)
+    assert (r["params"], r["flops"]) == (ens["params"], 2 * ens["macs"] + ens["acts"])
+    assert search.design("resnext38", "1x96d", alpha=1.6)["resolution"] == 64
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(baseline=(0, 32)), "groups must be an integer >= 1, got 0"),
+    (dict(baseline=(4, 0)), "width_per_group must be an integer >= 1, got 0"),
+    (dict(baseline="4x32d", classes=0), "classes must be an integer >= 1, got 0"),
+    (dict(baseline="4x32d", resolution=0), "resolution must be an integer >= 1, got 0"),
+])
+def test_design_bad_baseline_classes_resolution(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        search.design("resnext29", alpha=1.6, **kwargs)
+
+
+def meta_params(arch, config, **kw):
+    from cepaper.models.resnext import resnext
+    with torch.device("meta"):
+        return sum(p.numel() for p in resnext(arch, config, **kw).parameters())
+
+
+def test_design_of_a_scaled_down_resnext_counts_the_torch_nets():
+    scaled = dict(stages=(64, 128), depth=1)
+    r = search.design("resnext29", "1x64d", alpha=1.6, module=search.Bottleneck(w_in=64, w_out=64), **scaled)
+    assert r["baseline_params"] == meta_params("resnext29", "1x64d", classes=10, **scaled)
+    assert r["params"] == meta_params("resnext29", r["config"], classes=10, **scaled)
+
+
+def test_design_module_flops_convention_grid_and_off_grid_width():
+    r = search.design("resnext29", "1x64d", budget="flops", alpha=1.6, module=search.Bottleneck(flops="2macs"))
+    assert r["baseline_flops"] == 2 * cx.complexity("resnext29", "1x64d")["macs"] and r["flops_convention"] == "2macs"
+    # a grid without the optimum (n = 10): the best width on the grid is its narrowest
+    assert search.design("resnext29", "1x64d", alpha=1.6, ns=range(20, 65))["n"] == 20
+    # an ensemble baseline 4x32d and a width off the grid (40 > 32): m_d = Var(K_40) / (Var(K_32) / 4), Eq. 9 written out
+    var = lambda n: math.expm1(1.6 * (1 / 256 + 1 / (9 * n) + 1 / n))
+    r = search.design("resnext29", "4x32d", "dual", alpha=1.6, n=40)
+    assert r["m_exact"] == pytest.approx(var(40) / (var(32) / 4), rel=1e-12) and r["m"] == 3
+
+
+def test_design_record_names_its_inputs():
+    r = search.design("resnext29", "1x64d", "dual", "flops", alpha=1.6)
+    assert (r["arch"], r["objective"], r["budget"], r["baseline"]) == ("resnext29", "dual", "flops", "1x64d")
+    assert (r["rounding"], r["classes"], r["resolution"]) == ("nearest", 10, 32)
+    assert r["module"] == {"type": "Bottleneck", "w_in": 256, "w_out": 256, "resolution": 32, "fan_in_layers": "all",
+                           "kernel_area": True, "bn": "all", "flops": "2macs+acts"}
+    ens, base = cx.complexity("resnext29", r["config"]), cx.complexity("resnext29", "1x64d")
+    assert (r["flops"], r["baseline_flops"]) == (2 * ens["macs"] + ens["acts"], 2 * base["macs"] + base["acts"])
+    assert r["rho_params"] == pytest.approx(base["params"] / ens["params"], rel=1e-12)
+    assert r["rho_flops"] == r["rho"] == pytest.approx(r["baseline_flops"] / r["flops"], rel=1e-12)
+    curve = search.design("resnext29", "1x64d", alpha=1.6, with_curve=True)["curve"]
+    assert all(type(curve[k]) is list for k in ("n", "beta", "var_k", "m_primal", "m_dual", "rho_dual"))
+    m = search.design("mlp", 500, alpha=search.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6)
+    assert (m["arch"], m["baseline"], m["config"]) == ("mlp", 500, "30x48")
+
+
+@pytest.mark.parametrize("objective,what", [("primal", "the baseline's params"), ("dual", r"the baseline's Var\(K\)")])
+def test_design_no_integer_m_says_which_budget(objective, what):
+    with pytest.raises(ValueError, match=f"no integer m >= 1 meets {what}"):
+        search.design("resnext29", "1x8d", objective, alpha=1.6, n=500)
+
+
+def test_block_cost_without_the_shared_shortcut():
+    """w_in != w_out: beta(n) is the member's paths and BNs, w_in n + 9 n^2 + n w_out + 4n + 2 w_out; the torch
+    block's projection shortcut (shared by the ensemble, independent of n) is not in it."""
+    n, block = 6, ResNeXtBottleneck(64, 128, 6)
+    paths = sum(p.numel() for name, p in block.named_parameters() if not name.startswith("shortcut"))
+    assert search.Bottleneck(w_in=64, w_out=128).cost(n) == paths == 64 * n + 9 * n * n + n * 128 + 4 * n + 2 * 128
+    assert search.Bottleneck(w_in=64, w_out=128, bn="none").cost(n) == 64 * n + 9 * n * n + n * 128
+    with pytest.raises(ValueError, match="budget must be one of params, flops"):
+        search.Bottleneck().cost(n, "watts")
+
+
+def test_flops_of_conventions():
+    rec = {"macs": 10, "acts": 3, "adds": 2}
+    assert [search.flops_of(rec)] + [search.flops_of(rec, c) for c in search.FLOPS_CONVENTIONS] == [20, 20, 23, 25]
+    with pytest.raises(ValueError, match=r"flops convention must be one of 2macs, 2macs\+acts, 2macs\+acts\+adds, "
+                                         r"got '3macs'"):
+        search.flops_of(rec, "3macs")
+
+
+def test_optimum_record():
+    c = search.curve(search.Bottleneck(), 64, 1.6)
+    p = search.optimum(c)
+    assert p["var_ratio"] == pytest.approx(c["var_ratio_primal"][p["index"]], rel=1e-12)
+    with pytest.raises(ValueError, match="objective must be one of primal, dual, got 'best'"):
+        search.optimum(c, "best")
+
+
+def test_curve_record_and_flops_budget_written_out():
+    """The documented keys; with FLOPs, beta is 2 macs + acts of the block (32 x 32 maps), Eq. 15."""
+    c = search.curve(search.Bottleneck(), 64, 1.6, "flops")
+    assert set(c) == {"n", "sum_inv_fan_in", "var_k", "beta", "m_primal", "var_primal", "var_ratio_primal", "m_dual",
+                      "rho_dual", "beta_s", "var_s", "n_tilde", "m_tilde", "alpha", "budget"}
+    assert (c["n_tilde"], c["m_tilde"], c["alpha"], c["budget"]) == (64, 1, 1.6, "flops")
+    flops = lambda n: 2 * 1024 * (256 * n + 9 * n * n + n * 256) + 1024 * (n + n + 256)
+    n = c["n"]
+    np.testing.assert_array_equal(c["beta"], flops(n))
+    assert c["beta_s"] == flops(64)
+    var = np.expm1(1.6 * (1 / 256 + 1 / (9 * n) + 1 / n))
+    np.testing.assert_allclose(c["var_ratio_primal"], var * flops(n) / flops(64) / var[-1], rtol=1e-12)
+
+
+def test_curve_overflow_says_how_large_alpha_may_be():
+    """exp(alpha * 5) overflows at n = 1 for MLP(784, 6) when alpha > log(max float) / 5 = 142, while the baseline's does not."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                     # the overflow is caught, not warned about
+        with pytest.raises(ValueError, match=r"alpha = 1000 is too large: .* overflows float64 at the narrowest width; "
+                                             r"alpha must be below 142 for this baseline"):
+            search.curve(search.MLP(784, 6), 96, 1000.0)
+    assert np.log(np.finfo(float).max) / 5 == pytest.approx(141.96, abs=0.01)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(n_tilde=0), "n_tilde must be an integer >= 1, got 0"), (dict(m_tilde=0), "m_tilde must be an integer >= 1, got 0"),
+    (dict(budget="watts"), "budget must be one of params, flops"), (dict(ns=[4, 0]), "n must be an integer >= 1, got 0"),
+    (dict(alpha=0.0), "alpha must be a finite number > 0"),
+])
+def test_curve_bad_input(kwargs, match):
+    args = dict(module=search.Bottleneck(), n_tilde=16, alpha=1.6) | kwargs
+    with pytest.raises(ValueError, match=match):
+        search.curve(**args)
