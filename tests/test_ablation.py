@@ -101,15 +101,7 @@ def strip(rec):
     return {k: v for k, v in rec.items() if k != "wall_s"}
 
 
-def same(a, b):
-    """Nested checkpoint states equal bit for bit (tensors by ``torch.equal``)."""
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if torch.is_tensor(a):
-        return torch.is_tensor(b) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-    return a == b
+from test_classify import same  # noqa: E402  (nested states equal bit for bit)
 
 
 def resume_mismatches(tmp_path, monkeypatch, every=1, epochs=3, saved=1):

@@ -59,6 +59,15 @@ class LinearMLP(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- fan-ins
 
+def fake_timer(clock):
+    """A clock that advances by ``clock["next"]`` (the cost the module last set) at each reading."""
+    def timer():
+        clock["t"] += clock["next"]
+        clock["next"] = 0.0
+        return clock["t"]
+    return timer
+
+
 def test_bottleneck_sum_inv_fan_in_equals_search():
     fm, ns = design.FactoryModule(bottleneck, SHAPE), np.array([1, 2, 3, 10, 64, 128])
     np.testing.assert_allclose(fm.sum_inv_fan_in(ns), search.Bottleneck().sum_inv_fan_in(ns), rtol=1e-14)
@@ -194,10 +203,7 @@ def test_latency_budget_through_design_curve():
             clock["next"] = self.cost
             return self.lin(x)
 
-    def timer():
-        clock["t"] += clock["next"]
-        clock["next"] = 0.0
-        return clock["t"]
+    timer = fake_timer(clock)
 
     fm = design.FactoryModule(Timed, (4,), repeats=3, warmup=1, timer=timer)
     c = design.curve(fm, 8, 1.0, "latency", m_tilde=1)
@@ -220,10 +226,7 @@ def test_primal_latency_m_brackets_the_baseline_when_latency_is_not_affine_in_m(
             clock["next"] = self.cost
             return self.lin(x)
 
-    def timer():
-        clock["t"] += clock["next"]
-        clock["next"] = 0.0
-        return clock["t"]
+    timer = fake_timer(clock)
 
     fm = design.FactoryModule(Sqrt, (2,), repeats=1, warmup=0, timer=timer)
     base = fm.cost(8, "latency", groups=1)
