@@ -11,6 +11,7 @@ import torch
 
 from cepaper import ablation, complexity, search
 from cepaper.models.mlp import CollegialMLP
+from test_classify import same  # nested checkpoint states equal bit for bit
 
 F64 = torch.float64
 ALPHA = 3.0
@@ -101,7 +102,6 @@ def strip(rec):
     return {k: v for k, v in rec.items() if k != "wall_s"}
 
 
-from test_classify import same  # noqa: E402  (nested states equal bit for bit)
 
 
 def resume_mismatches(tmp_path, monkeypatch, every=1, epochs=3, saved=1):
