@@ -254,6 +254,10 @@ def plot_curve_errors(specs, summ, curve, datasets):
     return fig
 
 
+#: CIFAR-10's (and CIFAR-100's) training images.
+TRAIN_IMAGES = 50_000
+
+
 def throughput_rows(configs=("1x128d", "37x10d"), batch_size=8, steps=1, device="cpu", channels_last=True):
     """Training images/s of the paper's ResNeXt-29 ``configs`` at CIFAR's 32x32 (10 classes) on
     ``device`` (:func:`cepaper.classify.throughput`), and what one epoch of CIFAR-10 and the paper's
@@ -265,7 +269,7 @@ def throughput_rows(configs=("1x128d", "37x10d"), batch_size=8, steps=1, device=
     for config in configs:
         ips = classify.throughput(resnext("resnext29", config, 10), batch_size, rec.resolution, 10, device, steps, 1,
                                   channels_last)
-        epoch_h = classify.epoch_hours(50_000, ips)
+        epoch_h = classify.epoch_hours(TRAIN_IMAGES, ips)
         rows.append({"table": "1a", "arch": "resnext29", "config": config, "resolution": rec.resolution,
                      "batch": batch_size, "images_per_s": ips, "hours per epoch": epoch_h,
                      "hours for the paper's runs": epoch_h * rec.epochs * paper.STATISTICS["cifar"]["runs"]})

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from scipy import stats
 
-from cepaper import classify, design_report, paper, results
+from cepaper import cifar, classify, design_report, imagenet, paper, results
 from cepaper import complexity as cxm
 
 #: Profiles whose committed results count as evidence, best first.
@@ -184,11 +184,8 @@ def mnist_rows(scales=SCALES):
     return rows
 
 
-#: Training set of each dataset the tables train on, and its recipe (epochs).
-DATASETS = {"cifar10": (50_000, "cifar"), "imagenet": (1_281_167, "imagenet"),
-            "imagenet32": (1_281_167, "imagenet32"), "imagenet64": (1_281_167, "imagenet64")}
-TABLE_DATASET = {"1a": "cifar10", "1b": "cifar10", "5": "cifar10", "2a": "imagenet", "2b": "imagenet",
-                 "3": "imagenet32", "4": "imagenet64"}
+#: The dataset each table trains on.
+TABLE_DATASET = {"1a": "cifar10", "1b": "cifar10", "5": "cifar10", **imagenet.TABLES}
 
 
 def _flops(arch, config, classes, resolution):
@@ -201,9 +198,9 @@ def cost(row, speeds, runs):
     ``arch, config, resolution, images_per_s``), its own or, for an unmeasured model, that of the
     measured model nearest in resolution, scaled by the FLOP ratio. A sentence."""
     dataset = TABLE_DATASET[row["table"]]
-    images, recipe = DATASETS[dataset]
-    epochs = classify.recipe(recipe).epochs
-    resolution = classify.recipe(recipe).resolution
+    images = cifar.TRAIN_IMAGES if dataset == "cifar10" else imagenet.TRAIN_IMAGES
+    rec = classify.recipe(classify.DATASET_RECIPE[dataset])
+    epochs, resolution = rec.epochs, rec.resolution
     if not speeds:
         return f"{runs} runs × {epochs} epochs of {dataset}; no training speed measured in this book"
     own = sorted((t for t in speeds if t["arch"] == row["arch"] and t["config"] == row["config"]
@@ -213,7 +210,7 @@ def cost(row, speeds, runs):
     if not own:
         ips *= (_flops(ref["arch"], ref["config"], row["classes"], ref["resolution"])
                 / _flops(row["arch"], row["config"], row["classes"], resolution))
-    hours = runs * epochs * images / ips / 3600
+    hours = runs * epochs * classify.epoch_hours(images, ips)
     how = "measured" if own else f"estimated from {ref['arch']} {ref['config']}'s measured speed by FLOPs"
     return (f"{hours:,.0f} CPU-hours on this book's CPU ({runs} runs × {epochs} epochs of {dataset} at "
             f"{ips:.1f} images/s, {how}); GPU time not measured here")

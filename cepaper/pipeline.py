@@ -683,10 +683,11 @@ def _with_banner(nb, banner, suffix=None):
     return nb
 
 
-def scale_page(section, built_profile):
+def scale_page(section, built_profile, head=None):
     """The page *at scale* of a section: the best committed run at a profile other than
-    ``built_profile`` with a banner saying which run it is, or a page saying none is committed.
-    Returns ``(notebook, record or None)``."""
+    ``built_profile`` with a banner saying which run it is (and whether it is older than ``head``,
+    the commit the book is built at: default :func:`cepaper.results.git_commit`), or a page saying
+    none is committed. Returns ``(notebook, record or None)``."""
     import nbformat
     profile, path = stored_run(section, [p for p in EVIDENCE if p != built_profile])
     stem = notebook_path(section).stem
@@ -701,7 +702,8 @@ def scale_page(section, built_profile):
         return nb, None
     nb = nbformat.read(path, as_version=4)
     rec = {**nb.metadata["cepaper"], "cached": True}
-    commit, head = (rec.get("git_commit") or "unknown")[:12], (results.git_commit() or "unknown")[:12]
+    commit = (rec.get("git_commit") or "unknown")[:12]
+    head = ((results.git_commit() if head is None else head) or "unknown")[:12]
     old = "" if commit == head else f" The book is built at `{head}`: this run is from older code."
     what = {"paper": "the paper's scale", "cpu-evidence": "the CPU-evidence scale (the paper's models, "
             "optimizer and data; fewer repetitions, epochs and seeds, as the page says)"}[profile]
@@ -762,12 +764,12 @@ def book(profile="quick", force=False, reuse_stored=False):
     records = run([], profile, force=force, reuse_stored=reuse_stored)
     vendor_mathjax()
     SECTIONS_DIR.mkdir(parents=True, exist_ok=True)
-    pages, scale_records = {}, []
+    pages, scale_records, head = {}, [], results.git_commit()
     for r in records:
         src = executed_path(r["section"], profile)
         nb = nbformat.read(src, as_version=4)
         if r["section"] not in SUMMARIES:
-            scale, rec = scale_page(r["section"], profile)
+            scale, rec = scale_page(r["section"], profile, head)
             pages[f"{src.stem}_scale.ipynb"] = nbformat.writes(scale)
             if rec is not None:
                 scale_records.append(rec)
