@@ -32,7 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _timing import best_of  # noqa: E402
 
-from cepaper import fit, ntk  # noqa: E402
+from cepaper import fit
+from cepaper import ntk
 from cepaper.models import blocks as B  # noqa: E402
 
 TARGET_S = 120.0

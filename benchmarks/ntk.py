@@ -16,10 +16,10 @@ so a shared or busy machine affects both sides alike. Run from the repository ro
    preallocated outputs). ``t_naive / t_gemm_floor`` is then the most any exact method built on these
    products can gain over naive gradients on this machine (``speedup_vs_naive_ceiling``).
 2. Monte Carlo at n = 64 (L = 4, two inputs, the three NTK entries): draws per second of
-   :func:`cepaper.ntk.mc_moments` against the rate of only drawing the same weights the same way
+   :func:`cepaper.montecarlo.mc_moments` against the rate of only drawing the same weights the same way
    (:func:`draw_weights`: the same generator, chunks, two random streams in parallel threads and
    intra-op threads, interleaved with the same repeats), and against a per-draw Python loop
-   (:func:`cepaper.ntk.module_ntk_sampler`). Each stream's generator is single-threaded, so the
+   (:func:`cepaper.montecarlo.module_ntk_sampler`). Each stream's generator is single-threaded, so the
    Monte Carlo runs with ``--mc-threads 1`` (default); its rate with torch's default thread count is
    reported beside it.
 """
@@ -36,14 +36,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _timing import best_of  # noqa: E402
 
-from cepaper import ntk  # noqa: E402
+from cepaper import montecarlo
+from cepaper import ntk
+from cepaper.sections import lemma1
 from cepaper.models.mlp import CollegialMLP, hidden_widths  # noqa: E402
 
 
 def ntk_timings(depth, n, n_points, repeats, slow_repeats):
     """Seconds for the full NTK by each path, plus one autograd forward + backward."""
     model = CollegialMLP(2, n, depth=depth, generator=torch.Generator().manual_seed(0))
-    _, x, _ = ntk.circle_inputs(n_points - 1)
+    _, x, _ = lemma1.circle_inputs(n_points - 1)
 
     def fwd_bwd():
         model.zero_grad(set_to_none=True)
@@ -72,7 +74,7 @@ def ntk_timings(depth, n, n_points, repeats, slow_repeats):
 
 
 def draw_weights(n_in, widths, draws, chunk, seed=0):
-    """The weights :func:`cepaper.ntk.mc_moments` draws for :func:`cepaper.ntk.mlp_ntk_sampler`, and nothing
+    """The weights :func:`cepaper.montecarlo.mc_moments` draws for :func:`cepaper.montecarlo.mlp_ntk_sampler`, and nothing
     else: one ``CollegialMLP`` of ``t`` members per chunk, from the Monte Carlo's generator, in the
     sampler's two random streams (parallel threads). Yields the models (the floor of the Monte Carlo)."""
     g = torch.Generator().manual_seed(int(seed))
@@ -84,17 +86,17 @@ def mc_timings(depth, n, draws, chunk, loop_draws, repeats, threads):
     """Draws per second of Monte Carlo, of drawing the weights only, and of a per-draw loop."""
     x = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
     widths = hidden_widths(n, depth)
-    sampler = ntk.mlp_ntk_sampler(x, widths=widths)
+    sampler = montecarlo.mlp_ntk_sampler(x, widths=widths)
 
     def rng_only():                                                  # same draws, streams, chunks, threads
-        with ntk.intra_op_threads(threads):
+        with montecarlo.intra_op_threads(threads):
             for _ in draw_weights(2, widths, draws, chunk):
                 pass
 
-    mc = lambda: ntk.mc_moments(sampler, draws, chunk=chunk, seed=0, threads=threads)
-    mc_default = lambda: ntk.mc_moments(sampler, draws, chunk=chunk, seed=0)
-    loop = ntk.module_ntk_sampler(lambda g: CollegialMLP(2, widths, generator=g), x)
-    per_draw = lambda: ntk.mc_moments(loop, loop_draws, chunk=loop_draws, seed=0, threads=threads)
+    mc = lambda: montecarlo.mc_moments(sampler, draws, chunk=chunk, seed=0, threads=threads)
+    mc_default = lambda: montecarlo.mc_moments(sampler, draws, chunk=chunk, seed=0)
+    loop = montecarlo.module_ntk_sampler(lambda g: CollegialMLP(2, widths, generator=g), x)
+    per_draw = lambda: montecarlo.mc_moments(loop, loop_draws, chunk=loop_draws, seed=0, threads=threads)
     fns = [mc, rng_only, per_draw, mc_default]
     for f in fns:                                                    # warm-up
         f()

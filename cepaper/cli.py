@@ -63,7 +63,7 @@ def _add_run(sub):
     p.add_argument("--json", action="store_true", help="print the run records as JSON")
 
     def run(args):
-        from cepaper import pipeline
+        from cepaper.book import pipeline
         records = pipeline.run(args.sections, args.profile, pipeline.parse_overrides(args.parameter),
                                force=args.force, reuse_stored=args.reuse)
         emit(args, records, pipeline.format_records(records))
@@ -77,7 +77,7 @@ def _add_book(sub):
     p.add_argument("--reuse", action="store_true", help=REUSE_HELP)
 
     def book(args):
-        from cepaper import pipeline
+        from cepaper.book import pipeline
         index = pipeline.book(args.profile, force=args.force, reuse_stored=args.reuse)
         print(f"The book is at {index}")
     p.set_defaults(func=book)
@@ -136,7 +136,7 @@ def _alpha_arg(text):
 def _fitted_alpha(arch):
     """``--alpha fit``: the alpha that `cepaper fit-alpha` (profile ``cli``), else the paper profile of
     the alpha section, stored for this arch's member; a ``UsageError`` when there is none."""
-    from cepaper import results
+    from cepaper.book import results
     name = "fit_mlp" if arch == "mlp" else "fit_bottleneck"
     for profile in ("cli", "paper"):
         record = results.find("alpha", name, profiles=(profile,))
@@ -390,7 +390,9 @@ def _add_fit_alpha(sub):
     p.add_argument("--json", action="store_true", help="print JSON")
 
     def fit_alpha(args):
-        from cepaper import fit, results
+        from cepaper import fit
+        from cepaper.book import results
+        from cepaper.training import spine
         if args.module not in ("bottleneck", "mlp"):
             return _fit_factory_alpha(args)
         if args.input_shape is not None or args.layers is not None:
@@ -404,7 +406,7 @@ def _add_fit_alpha(sub):
         results.check_device(args.device, fix=NO_GPU)
         run = results.Run("alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device,
                           store=True)
-        results.check_writable(run.dir)  # before the Monte Carlo, not after
+        spine.check_writable(run.dir)  # before the Monte Carlo, not after
         checkpoint = results.checkpoint_dir("alpha", "cli") if args.checkpoint else None
         if checkpoint is not None:
             results.check_json_files(checkpoint)  # a damaged width file is moved aside and recomputed
@@ -428,7 +430,9 @@ def _add_fit_alpha(sub):
 
 def _fit_factory_alpha(args):
     """`cepaper fit-alpha --module FILE:FUNC`: Algorithm 1 on the member factory(1, n) (design.fit_member_alpha)."""
-    from cepaper import design, results
+    from cepaper import design
+    from cepaper.book import results
+    from cepaper.training import spine
     if ":" not in args.module:
         raise UsageError(f"--module must be bottleneck, mlp, FILE.py:FUNC, package.module:FUNC or torchvision:NAME, "
                          f"got {args.module!r}")
@@ -442,7 +446,7 @@ def _fit_factory_alpha(args):
     results.check_device(args.device, fix=NO_GPU)
     run = results.Run("alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device,
                       store=True)
-    results.check_writable(run.dir)
+    spine.check_writable(run.dir)
     checkpoint = results.checkpoint_dir("alpha", "cli") if args.checkpoint else None
     if checkpoint is not None:
         results.check_json_files(checkpoint)
@@ -468,13 +472,15 @@ def _fit_factory_alpha(args):
 
 
 def _add_train(sub):
-    from cepaper import classify, complexity
+    from cepaper import complexity
+    from cepaper.training import grids
+    from cepaper.training import recipes
     p = sub.add_parser("train", help="train one ResNeXt with a paper recipe (Sec. 4.2, App. A); resumable")
     pos_int = _cli_type(_positive_int_arg)
     p.add_argument("--arch", required=True, choices=[a for a in complexity.ARCHS if a.startswith("resnext")])
     p.add_argument("--config", required=True, type=_cli_type(_config_arg), metavar="CxDd", help="e.g. 37x10d")
-    p.add_argument("--dataset", required=True, choices=list(classify.DATASET_RECIPE), help="a cepaper.data dataset")
-    p.add_argument("--recipe", choices=list(classify.RECIPES),
+    p.add_argument("--dataset", required=True, choices=list(recipes.DATASET_RECIPE), help="a cepaper.data dataset")
+    p.add_argument("--recipe", choices=list(recipes.RECIPES),
                    help="default: the dataset's (cifar for CIFAR: BatchNorm over 16 images, as on 8 GPUs; "
                         "cifar_1gpu: over 128)")
     p.add_argument("--epochs", type=pos_int, help="default: the recipe's (milestones scale with it)")
@@ -492,28 +498,31 @@ def _add_train(sub):
     p.add_argument("--json", action="store_true", help="print JSON")
 
     def train(args):
-        from cepaper import data, paper, results
+        from cepaper import data
+        from cepaper.sections import paper
+        from cepaper.book import results
+        from cepaper.training import spine
         if (args.arch in ("resnext50", "resnext101")) != (args.dataset == "imagenet"):
             raise UsageError(f"--arch {args.arch} does not fit --dataset {args.dataset}: resnext50/101 are the "
                              f"ImageNet (224x224) models, resnext29/38 the CIFAR-style ones (32x32, 64x64)")
-        rec = args.recipe or classify.DATASET_RECIPE[args.dataset]
+        rec = args.recipe or recipes.DATASET_RECIPE[args.dataset]
         results.check_device(args.device, fix=NO_GPU)
         if args.download and data.data_root(args.data_root) is None:
             raise UsageError("--download needs a data root: pass --data-root, or set CEPAPER_DATA")
         run = results.Run("cifar" if args.dataset.startswith("cifar") else "imagenet", "cli", seed=args.seed,
                           device=args.device, params={k: v for k, v in vars(args).items() if k != "func"},
                           store=True)
-        results.check_writable(run.dir)  # before the training, not after
+        spine.check_writable(run.dir)  # before the training, not after
         tr, te = (_load_split(data, args, split, n, flag) for split, n, flag in
                   (("train", args.n_train, "--n-train"), ("test", args.n_test, "--n-test")))
         classes = {"cifar10": 10, "cifar100": 100}.get(args.dataset, 1000)
-        records = classify.run_models([args.config], args.dataset, tr, te, range(args.seed, args.seed + args.runs),
+        records = grids.train_recipe_grid([args.config], args.dataset, tr, te, range(args.seed, args.seed + args.runs),
                                       arch=args.arch, recipe_name=rec, classes=classes, epochs=args.epochs,
                                       cache=results.checkpoint_dir(run.section, "cli"), device=args.device,
                                       channels_last=args.channels_last, bf16=args.bf16, workers=args.workers,
                                       progress=True)
         last = paper.STATISTICS[run.section]["last_epochs"]
-        summ = classify.summary(records, last=last)
+        summ = grids.grid_summary(records, last=last)
         name = f"train_{args.dataset}_{args.arch}_{args.config}_{rec}_e{args.epochs or 'all'}_s{args.seed}-{args.seed + args.runs - 1}"
         run.save(name, {"records": records, "summary": summ.to_dict("records")}, table=summ)
         r = summ.iloc[0]
@@ -588,7 +597,7 @@ def os_error_line(e):
     what, fix = _OS_ERRORS.get(e.errno, (e.strerror or os.strerror(e.errno), "check it, then run again"))
     if e.filename is not None and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM,
                                               errno.EROFS):
-        from cepaper import results
+        from cepaper.book import results
         if os.path.abspath(e.filename).startswith(os.path.abspath(results.root()) + os.sep):
             fix += ", or point CEPAPER_RESULTS at another folder"
     code = errno.errorcode.get(e.errno, str(e.errno))

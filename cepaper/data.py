@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from cepaper._checks import positive_int
-from cepaper.results import write_atomic
+from cepaper.training.spine import write_atomic
 
 SPLITS = ("train", "test")
 

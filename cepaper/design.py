@@ -484,7 +484,7 @@ def fit_member_alpha(factory, input_shape, widths=(4, 8, 16, 32), trials=100, se
 
     Every draw is ``factory(1, n)`` with its own initialization (:func:`member_draw`), read out by
     :func:`readout_vector` ``(readout)``; its NTK on two inputs (:func:`member_inputs`, correlation
-    ``corr``) comes from :func:`cepaper.ntk.module_ntk_sampler` via :func:`cepaper.fit.custom_sweep`,
+    ``corr``) comes from :func:`cepaper.montecarlo.module_ntk_sampler` via :func:`cepaper.fit.custom_sweep`,
     ``s(n)`` from the weight layers (``layers``), and the fit is :func:`cepaper.fit.sweep_result`.
 
     Args:

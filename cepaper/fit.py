@@ -29,7 +29,7 @@ Sec. 4.2 (one output unit's diagonal NTK entry), with which the paper's recipe g
 
 Draws: width ``n`` uses the seed :func:`width_seed` ``(seed, n)``, so a width's samples do not
 depend on which other widths are swept, and a resumed sweep equals an uninterrupted one. The samples
-of each width are drawn by :func:`cepaper.ntk.mc_samples` in chunks whose size depends only on the
+of each width are drawn by :func:`cepaper.montecarlo.mc_samples` in chunks whose size depends only on the
 module and width (never on the device's memory), float32 compute with float64 sums.
 """
 
@@ -48,6 +48,7 @@ from scipy import stats
 
 from cepaper._checks import positive_int
 from cepaper.models.mlp import CollegialMLP
+from cepaper.training import spine
 
 MODULES = ("bottleneck", "mlp")
 ENTRIES = ("diag", "offdiag")
@@ -139,8 +140,7 @@ def mlp_term(n, depth=6, n_in=784):
 
 def width_seed(seed, width):
     """The Monte Carlo seed of one width: a hash of ``(seed, width)`` (63 bits)."""
-    state = np.random.SeedSequence([int(seed), int(width)]).generate_state(1, np.uint64)[0]
-    return int(state) & (2 ** 63 - 1)
+    return spine.derive_seed(int(seed), int(width), bits=64) & (2 ** 63 - 1)
 
 
 # ------------------------------------------------------------------------------- Monte Carlo
@@ -166,8 +166,9 @@ def mlp_chunk(n, depth=6, n_in=784, count=2):
 
 def _sweep_key(settings):
     """Checkpoint folder name: a hash of the settings and of the code that computes the samples."""
-    from cepaper import results
-    return results.source_key(settings, ("cepaper.models.blocks", "cepaper.models.mlp", "cepaper.ntk", __name__))
+    from cepaper.training import spine
+    return spine.source_key(settings, ("cepaper.models.blocks", "cepaper.models.mlp", "cepaper.ntk", "cepaper.montecarlo",
+                                       __name__))
 
 
 def _round32(a):
@@ -181,7 +182,7 @@ def ntk_sweep(sampler, widths, trials, seed=0, chunk=None, device="cpu", checkpo
 
     Args:
         sampler: ``width -> sample``, where ``sample(t, generator)`` returns ``(t, N, N)`` NTKs of ``t``
-            fresh draws (e.g. :func:`cepaper.ntk.mlp_ntk_sampler`,
+            fresh draws (e.g. :func:`cepaper.montecarlo.mlp_ntk_sampler`,
             :func:`cepaper.models.blocks.bottleneck_ntk_sampler`).
         widths: the widths; trials: draws per width ``T >= 2``.
         seed: the sweep's seed; width ``n`` draws with :func:`width_seed` ``(seed, n)``.
@@ -198,7 +199,8 @@ def ntk_sweep(sampler, widths, trials, seed=0, chunk=None, device="cpu", checkpo
         dict ``{width: float64 array (T, N, N)}`` (float32 precision: every sample is rounded to 9
         significant digits, whether computed now or loaded, so resuming changes nothing).
     """
-    from cepaper import ntk, results
+    from cepaper import montecarlo
+    from cepaper.training import spine
     widths = check_widths(widths)
     trials = positive_int("trials", trials)
     if trials < 2:
@@ -219,11 +221,11 @@ def ntk_sweep(sampler, widths, trials, seed=0, chunk=None, device="cpu", checkpo
             out[n] = np.asarray(rec["samples"], dtype=np.float64)
             continue
         size = 256 if chunk is None else chunk(n)
-        k = ntk.mc_samples(sampler(n), trials, chunk=size, seed=width_seed(seed, n), device=device,
+        k = montecarlo.mc_samples(sampler(n), trials, chunk=size, seed=width_seed(seed, n), device=device,
                            threads=threads if torch.device(device).type == "cpu" else None)
         k = _round32(k.detach().cpu().double().numpy())
         if path is not None:
-            results.write_atomic(path, json.dumps({"width": n, "trials": trials, "settings": settings,
+            spine.write_atomic(path, json.dumps({"width": n, "trials": trials, "settings": settings,
                                                    "samples": k.tolist()}) + "\n")
         out[n] = k
     return out
@@ -432,9 +434,9 @@ def _bottleneck_setup(o):
 
 
 def _mlp_setup(o):
-    from cepaper import ntk
+    from cepaper import montecarlo
     x = mlp_inputs(o["n_in"], 2, o["corr"], o["input_seed"])
-    sampler = lambda n: ntk.mlp_ntk_sampler(x, widths=(n,) * (o["depth"] - 1))
+    sampler = lambda n: montecarlo.mlp_ntk_sampler(x, widths=(n,) * (o["depth"] - 1))
     return sampler, partial(mlp_chunk, depth=o["depth"], n_in=o["n_in"]), partial(mlp_term, depth=o["depth"],
                                                                                  n_in=o["n_in"])
 
@@ -513,7 +515,7 @@ def custom_sweep(make, x, widths, trials=2000, seed=0, layers="all", device="cpu
     Returns:
         dict as :func:`module_sweep`, ``module = name or "custom"``, ``options = {"layers": layers}``.
     """
-    from cepaper import ntk
+    from cepaper import montecarlo
     widths = check_widths(widths)
     if checkpoint is not None and not name:
         raise ValueError("a checkpointed custom sweep needs a name that identifies the module")
@@ -530,7 +532,7 @@ def custom_sweep(make, x, widths, trials=2000, seed=0, layers="all", device="cpu
         if not torch.is_tensor(out) or tuple(out.shape) not in ((len(x),), (len(x), 1)):
             raise ValueError(f"module of width {n} must output one scalar per input, shape ({len(x)},) or "
                              f"({len(x)}, 1); got {tuple(getattr(out, 'shape', ())) or type(out).__name__}")
-    sampler = lambda n: ntk.module_ntk_sampler(lambda g: make(n, g), x.to(device))
+    sampler = lambda n: montecarlo.module_ntk_sampler(lambda g: make(n, g), x.to(device))
     start = time.perf_counter()
     samples = ntk_sweep(sampler, widths, trials, seed, lambda n: trials, device, checkpoint,
                         settings={"module": name, "layers": layers, "x": x.detach().cpu().double().sum().item()},

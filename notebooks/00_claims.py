@@ -15,7 +15,7 @@
 #
 # One row per claim of *Collegial Ensembles*: the number the paper prints, ours with its interval,
 # the scale and run that produced it, and a verdict. Nothing here is typed in: the page is computed
-# from the results files that the sections' runs wrote (`cepaper.claims`), and the exact
+# from the results files that the sections' runs wrote (`cepaper.sections.claims`), and the exact
 # computations (parameter counts, Algorithm 2's optima) are redone on this page.
 #
 # **Which results count.** For each claim the page reads the best committed run: the paper's scale
@@ -49,13 +49,15 @@ scales: list = ["paper", "cpu-evidence"]   # profiles whose committed results co
 import pandas as pd
 from IPython.display import Markdown, display
 
-from cepaper import claims, pages, results
+from cepaper.sections import claims as section
+from cepaper.book import pages
+from cepaper.book import results
 
 if not 0 < level < 1:
     raise ValueError(f"level must be in (0, 1), got {level}")
 run = results.Run("claims", profile, params=dict(level=level, scales=scales))
-rows = claims.table(tuple(scales), level)
-run.save("claims", {"rows": rows, "counts": claims.counts(rows), "scales": scales, "level": level},
+rows = section.table(tuple(scales), level)
+run.save("claims", {"rows": rows, "counts": section.counts(rows), "scales": scales, "level": level},
          table=pd.DataFrame(rows))
 
 # %% [markdown]
@@ -71,7 +73,7 @@ display(Markdown(" · ".join(f"**{v}**: {n}" for v, n in counts.items()) + f" (o
 # paper's: the dotted line is the paper's value; green reproduced, red differs.
 
 # %% tags=["remove-input"]
-fig = claims.plot(saved["rows"])
+fig = section.plot(saved["rows"])
 if fig is None:
     display(Markdown("No committed run has an interval yet: every such claim reads “not run” below."))
 
@@ -82,7 +84,7 @@ if fig is None:
 # are exact computations, redone on this page.
 
 # %% tags=["remove-input", "full-width"]
-pages.show(claims.page_table(saved["rows"], "method"))
+pages.show(section.page_table(saved["rows"], "method"))
 
 # %% [markdown]
 # ## The training tables: errors of Tables 1–5
@@ -93,4 +95,4 @@ pages.show(claims.page_table(saved["rows"], "method"))
 # is estimated from a measured one by its FLOPs).
 
 # %% tags=["remove-input", "full-width"]
-pages.show(claims.page_table(saved["rows"], "training"))
+pages.show(section.page_table(saved["rows"], "training"))

@@ -53,7 +53,12 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from cepaper import kernels, ntk, pages, paper, plots, results
+from cepaper import kernels
+from cepaper import montecarlo
+from cepaper.sections import lemma1 as section
+from cepaper.book import pages
+from cepaper.sections import paper
+from cepaper.book import results
 
 run = results.Run("lemma1", profile, seed=seed, device=device, params=dict(
     depth=depth, n=n, n_gamma=n_gamma, m_max=m_max, draws=draws, ms=ms, blocks=blocks,
@@ -72,19 +77,19 @@ display(pages.show([dict(source="paper (Fig. 2)", L=paper.FIG2["depth"], n=paper
 # and the entries we keep: the $G$ diagonal entries, then the $G$ off-diagonal ones.
 
 # %%
-gamma, x, entries = ntk.circle_inputs(n_gamma)
+gamma, x, entries = section.circle_inputs(n_gamma)
 G = n_gamma
 kinf = kernels.relu_ntk(x, depth=depth)[entries]          # analytic K_inf at the same entries, (2G,)
-pool = ntk.mc_samples(ntk.mlp_ntk_sampler(x, widths=n, depth=depth, entries=entries), draws,
+pool = montecarlo.mc_samples(montecarlo.mlp_ntk_sampler(x, widths=n, depth=depth, entries=entries), draws,
                       seed=seed, device=device).cpu()     # (draws, 2G) member kernels K_n(theta_j)
-nmk = {n: ntk.moments(pool)}
+nmk = {n: montecarlo.moments(pool)}
 for i, (w, d) in enumerate(zip(widths, width_draws)):
-    nmk[w] = ntk.mc_moments(ntk.mlp_ntk_sampler(x, widths=w, depth=depth, entries=entries), d,
+    nmk[w] = montecarlo.mc_moments(montecarlo.mlp_ntk_sampler(x, widths=w, depth=depth, entries=entries), d,
                             seed=seed + 1 + i, device=device).cpu()
 ws = sorted(nmk)
 ref = kinf[:G].mean()                                      # K_inf(x, x), the same for every unit x
 mean, mean_se = torch.stack([nmk[w].mean for w in ws]), torch.stack([nmk[w].mean_se for w in ws])
-c, c_se = ntk.inverse_width_fit(ws, (mean - kinf) / ref, mean_se / ref)   # NMK_n - K_inf ~ c / n
+c, c_se = section.inverse_width_fit(ws, (mean - kinf) / ref, mean_se / ref)   # NMK_n - K_inf ~ c / n
 
 # %% [markdown]
 # ## Saving the results
@@ -94,8 +99,8 @@ c, c_se = ntk.inverse_width_fit(ws, (mean - kinf) / ref, mean_se / ref)   # NMK_
 # log–log fit. The slope's interval is a delete-one-block jackknife over the member draws.
 
 # %%
-k_e = ntk.running_ensemble(pool[:m_max])                  # (m_max, 2G), row m-1 is K_e(m)
-fit = {part: ntk.variance_slope(pool[:, sl], ms, blocks=blocks, level=level)
+k_e = section.running_ensemble(pool[:m_max])                  # (m_max, 2G), row m-1 is K_e(m)
+fit = {part: section.variance_slope(pool[:, sl], ms, blocks=blocks, level=level)
        for part, sl in (("diag", slice(0, G)), ("off", slice(G, 2 * G)))}
 run.save("ensemble", dict(gamma=gamma, m=np.arange(1, m_max + 1), diag=k_e[:, :G], off=k_e[:, G:],
                           kinf_diag=kinf[:G], kinf_off=kinf[G:], depth=depth, n=n))
@@ -120,7 +125,7 @@ run.save("variance", dict(fit_diag=fit["diag"], fit_off=fit["off"]),
 # A single member ($m = 1$) is a rough random function of $\gamma$; its fluctuations average out as $m$ grows.
 
 # %% tags=["remove-input"]
-plots.lemma1_surface(run.load("ensemble"));
+section.lemma1_surface(run.load("ensemble"));
 
 # %% [markdown]
 # ## (b) The NMK against the infinite-width kernel
@@ -130,7 +135,7 @@ plots.lemma1_surface(run.load("ensemble"));
 # spread of a single member, which the ensemble divides by $\sqrt m$.
 
 # %% tags=["remove-input"]
-plots.lemma1_nmk(run.load("nmk"));
+section.lemma1_nmk(run.load("nmk"));
 
 # %% [markdown]
 # ## Var(Kₑ) against *m*
@@ -142,7 +147,7 @@ plots.lemma1_nmk(run.load("nmk"));
 # distribution on synthetic draws):
 
 # %% tags=["remove-input"]
-plots.lemma1_variance(run.load("variance"));
+section.lemma1_variance(run.load("variance"));
 display(pages.show(pd.read_csv(run.dir / "variance.csv"), 4))
 
 # %% [markdown]
@@ -158,7 +163,7 @@ display(pages.show(pd.read_csv(run.dir / "variance.csv"), 4))
 
 # %% tags=["remove-input"]
 saved = run.load("nmk")
-plots.lemma1_width(saved);
+section.lemma1_width(saved);
 display(pages.show(pd.read_csv(run.dir / "nmk.csv"), 4))
 c_off, c_off_se = np.array(saved["c"])[G:], np.array(saved["c_se"])[G:]
 k = np.abs(c_off).argmax()

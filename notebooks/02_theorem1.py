@@ -65,7 +65,11 @@ import torch
 from IPython.display import Markdown, display
 from scipy import stats
 
-from cepaper import data, pages, paper, results, theorem1
+from cepaper import data
+from cepaper.book import pages
+from cepaper.sections import paper
+from cepaper.book import results
+from cepaper.sections import theorem1 as section
 
 if threads:
     torch.set_num_threads(threads)
@@ -90,17 +94,17 @@ display(Markdown({"paper": "",
 mnist = data.load("mnist", "train", root=data_root, n=n_train)
 x = data.inputs(mnist)
 y = data.scalar_targets(mnist.y, target)
-configs = theorem1.grid(ds, widths_a, n_c=n_c, depth=depth, n_in=x.shape[1])
-records = theorem1.run_grid(x, y, configs, seeds, cache=results.checkpoint_dir("theorem1", profile), depth=depth,
+configs = section.grid(ds, widths_a, n_c=n_c, depth=depth, n_in=x.shape[1])
+records = section.run_grid(x, y, configs, seeds, cache=results.checkpoint_dir("theorem1", profile), depth=depth,
                             epochs=epochs, lr=lr, batch_size=batch_size, n_probe=n_probe,
                             record_every=record_every, device=device)
-change = theorem1.changes(records)
-fits = theorem1.slopes(change, configs)
+change = section.changes(records)
+fits = section.slopes(change, configs)
 run.save("runs", {"source": mnist.source, "records": records, "change": change.to_dict("list")}, table=change)
-run.save("fig9", {e: theorem1.panel_table(configs, change, e).to_dict("list") for e in theorem1.ALL_ENTRIES})
+run.save("fig9", {e: section.panel_table(configs, change, e).to_dict("list") for e in section.ALL_ENTRIES})
 run.save("slopes", fits.to_dict("list"), table=fits)
 run.save("trajectories", {"configs": configs.to_dict("list"),
-                          "traj": theorem1.trajectories(records).to_dict("list")})
+                          "traj": section.trajectories(records).to_dict("list")})
 display(Markdown(f"{len(records)} runs on {mnist.source} ({len(x)} images); "
                  f"{configs[['m', 'n']].drop_duplicates().shape[0]} distinct (m, n), seeds {seeds}."))
 
@@ -110,13 +114,13 @@ display(Markdown(f"{len(records)} runs on {mnist.source} ({len(x)} images); "
 
 # %% tags=["hide-input"]
 fig9 = run.load("fig9")
-theorem1.plot_fig9(pd.DataFrame(fig9["offdiag"]), ylabel=r"$|K_T(x_a,x_b) - K_0(x_a,x_b)|$");
+section.plot_fig9(pd.DataFrame(fig9["offdiag"]), ylabel=r"$|K_T(x_a,x_b) - K_0(x_a,x_b)|$");
 
 # %% [markdown]
 # The same for the mean over all off-diagonal probe entries:
 
 # %%
-theorem1.plot_fig9(pd.DataFrame(fig9["offdiag_mean"]), ylabel=r"mean $|K_T - K_0|$ off-diagonal");
+section.plot_fig9(pd.DataFrame(fig9["offdiag_mean"]), ylabel=r"mean $|K_T - K_0|$ off-diagonal");
 
 # %% [markdown]
 # ## The exponent of *mn*
@@ -128,15 +132,15 @@ theorem1.plot_fig9(pd.DataFrame(fig9["offdiag_mean"]), ylabel=r"mean $|K_T - K_0
 # %% tags=["hide-input"]
 fits = pd.DataFrame(run.load("slopes"))
 change = pd.DataFrame(run.load("runs")["change"])
-theorem1.plot_slopes(change, fits, ("offdiag", "offdiag_mean"), exponent=paper.THEOREM1_EXPONENT_MN);
+section.plot_slopes(change, fits, ("offdiag", "offdiag_mean"), exponent=paper.THEOREM1_EXPONENT_MN);
 
 # %%
 display(Markdown(f"**Slope of log |K_T − K_0|** with its 95% interval. Theorem 1 predicts "
                  f"{paper.THEOREM1_EXPONENT_MN:g} in mn. Footnote 1 (the rigorous result of [10]) gives "
                  f"{paper.THEOREM1_RIGOROUS['n']:g} in n and {paper.THEOREM1_RIGOROUS['m']:g} in m."))
-display(pages.show(theorem1.slope_table(fits, "abs_change").reset_index()))
+display(pages.show(section.slope_table(fits, "abs_change").reset_index()))
 display(Markdown("**Slope of log |K_T − K_0| / |K_0|** (relative change):"))
-display(pages.show(theorem1.slope_table(fits, "rel_change").reset_index()))
+display(pages.show(section.slope_table(fits, "rel_change").reset_index()))
 main = fits[(fits.fit == "all") & (fits.entry == "offdiag") & (fits.value == "abs_change")].iloc[0]
 se = (main.hi - main.lo) / 2 / stats.t.ppf(0.975, main.points - 2)
 display(Markdown(f"**Power:** the slope of the off-diagonal entry over all {int(main.points)} runs has standard "
@@ -150,7 +154,7 @@ display(Markdown(f"**Power:** the slope of the off-diagonal entry over all {int(
 
 # %% tags=["hide-input"]
 traj = run.load("trajectories")
-theorem1.plot_trajectories(pd.DataFrame(traj["traj"]), pd.DataFrame(traj["configs"]), "offdiag_mean");
+section.plot_trajectories(pd.DataFrame(traj["traj"]), pd.DataFrame(traj["configs"]), "offdiag_mean");
 
 # %% [markdown]
 # ## What must hold

@@ -60,7 +60,12 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from cepaper import design_report, fit, fit_report, pages, paper, results, search
+from cepaper import fit, search
+from cepaper.sections import primal_dual
+from cepaper.sections import alpha as section
+from cepaper.book import pages
+from cepaper.sections import paper
+from cepaper.book import results
 
 # Widths whose draws have a heavy tail are flagged in the results (`tail_khat`, `heavy_tail_widths`) and
 # on this page; the fit's warning about each of them would only repeat that here.
@@ -94,7 +99,7 @@ widths = fit.log_grid(1, width_max, num_widths)
 sweep = fit.module_sweep("bottleneck", widths, trials, seed, device, ckpt, progress=True)
 bottleneck = fit.sweep_result(sweep, n_boot=n_boot)
 run.save("fit_bottleneck", bottleneck, table=fit.result_table(bottleneck))
-options = fit_report.fit_option_rows(sweep, "diag", n_boot=n_boot)
+options = section.fit_option_rows(sweep, "diag", n_boot=n_boot)
 run.save("fit_options", {"rows": options}, table=pd.DataFrame(options))
 
 # %% [markdown]
@@ -109,7 +114,7 @@ mlp_sweep = fit.module_sweep("mlp", fit.log_grid(1, mlp_width_max, mlp_num_width
                              ckpt, progress=True, depth=mlp_depth)
 mlp = fit.sweep_result(mlp_sweep, n_boot=n_boot)
 run.save("fit_mlp", mlp, table=fit.result_table(mlp))
-mlp_options = fit_report.fit_option_rows(mlp_sweep, "diag", n_boot=n_boot)
+mlp_options = section.fit_option_rows(mlp_sweep, "diag", n_boot=n_boot)
 run.save("fit_options_mlp", {"rows": mlp_options}, table=pd.DataFrame(mlp_options))
 
 # %% [markdown]
@@ -131,7 +136,7 @@ variants = [
     {"label": "spatially constant input, 8x8", "input": "constant", "readout": "mean", "spatial": 8},
     {"label": "uncorrelated x1, x2", "corr": 0.0},
 ]
-effects = fit_report.effect_rows(variants, effect_widths, effect_trials, seed, device, n_boot, ckpt)
+effects = section.effect_rows(variants, effect_widths, effect_trials, seed, device, n_boot, ckpt)
 run.save("effects", {"rows": effects, "widths": effect_widths, "trials": effect_trials},
          table=pd.DataFrame(effects))
 
@@ -145,10 +150,10 @@ run.save("effects", {"rows": effects, "widths": effect_widths, "trials": effect_
 
 # %% tags=["hide-input"]
 saved = run.load("fit_bottleneck")
-design = fit_report.design_rows(saved["alpha"], saved["alpha_ci"])
+design = section.design_rows(saved["alpha"], saved["alpha_ci"])
 run.save("design", {"rows": design, "alpha": saved["alpha"], "alpha_ci": saved["alpha_ci"]},
          table=pd.DataFrame(design))
-intervals = fit_report.optimum_interval_rows(np.geomspace(0.5, 4.0, 200))
+intervals = section.optimum_interval_rows(np.geomspace(0.5, 4.0, 200))
 run.save("design_intervals", {"rows": intervals}, table=pd.DataFrame(intervals))
 
 # %% [markdown]
@@ -170,8 +175,8 @@ run.save("design_intervals", {"rows": intervals}, table=pd.DataFrame(intervals))
 
 # %% tags=["remove-input"]
 res = run.load("fit_bottleneck")
-fit_report.plot_fig8(res, "diag", label="bottleneck", paper_alpha=paper.ALPHA_BOTTLENECK);
-fit_report.plot_fig8(res, "offdiag", label="bottleneck", paper_alpha=paper.ALPHA_BOTTLENECK);
+section.plot_fig8(res, "diag", label="bottleneck", paper_alpha=paper.ALPHA_BOTTLENECK);
+section.plot_fig8(res, "offdiag", label="bottleneck", paper_alpha=paper.ALPHA_BOTTLENECK);
 rows = [{"entry": e, "alpha": f["alpha"], "lo": f["alpha_ci"][0], "hi": f["alpha_ci"][1],
          "intercept a": f["intercept"], "C": f["C"], "widths": len(f["widths"]), "trials": f["trials"][0]}
         for e, f in res["fits"].items()]
@@ -207,7 +212,7 @@ sel = [res["widths"].index(n) for n in fit.log_grid(1, max(res["widths"]), min(1
 s, y = np.array(f["term"], dtype=float)[sel], np.array(f["log_ratio"], dtype=float)[sel]
 display(pages.show({"n from": [res["widths"][j] for j in sel[:-1]], "n to": [res["widths"][j] for j in sel[1:]],
                      "local slope d log r / d s": np.diff(y) / np.diff(s)}, 3))
-fit_report.plot_fit_options(run.load("fit_options")["rows"], paper_alpha=paper.ALPHA_BOTTLENECK,
+section.plot_fit_options(run.load("fit_options")["rows"], paper_alpha=paper.ALPHA_BOTTLENECK,
                             title="bottleneck: alpha by fit choice (diagonal entry)");
 
 # %% [markdown]
@@ -226,13 +231,13 @@ fit_report.plot_fit_options(run.load("fit_options")["rows"], paper_alpha=paper.A
 
 # %% tags=["remove-input"]
 res_mlp = run.load("fit_mlp")
-fit_report.plot_fig8(res_mlp, "diag", label=f"MLP, L = {mlp_depth}", paper_alpha=search.ALPHA_FIG3);
-fit_report.plot_fit_options(run.load("fit_options_mlp")["rows"], paper_alpha=search.ALPHA_FIG3,
+section.plot_fig8(res_mlp, "diag", label=f"MLP, L = {mlp_depth}", paper_alpha=search.ALPHA_FIG3);
+section.plot_fit_options(run.load("fit_options_mlp")["rows"], paper_alpha=search.ALPHA_FIG3,
                             title=f"MLP (L = {mlp_depth}): alpha by fit choice (diagonal entry)");
 display(pages.show([{"entry": e, "alpha": g["alpha"], "lo": g["alpha_ci"][0], "hi": g["alpha_ci"][1],
                      "intercept a": g["intercept"]} for e, g in res_mlp["fits"].items()], 4))
 opts = {r["fit"]: r for r in run.load("fit_options_mlp")["rows"]}
-fig3_alpha, fig3_source = design_report.fig3_alpha()
+fig3_alpha, fig3_source = primal_dual.fig3_alpha()
 allw, w8 = opts["paper: intercept, unweighted, all widths"], opts["widths n >= 8"]
 w24 = opts.get("widths n >= 24")
 display(Markdown(
@@ -253,8 +258,8 @@ display(Markdown(
 
 # %% tags=["remove-input"]
 eff = run.load("effects")
-fit_report.plot_effects(eff["rows"], "diag", paper_alpha=paper.ALPHA_BOTTLENECK);
-fit_report.plot_effects(eff["rows"], "diag", paper_alpha=paper.ALPHA_BOTTLENECK, large=True);
+section.plot_effects(eff["rows"], "diag", paper_alpha=paper.ALPHA_BOTTLENECK);
+section.plot_effects(eff["rows"], "diag", paper_alpha=paper.ALPHA_BOTTLENECK, large=True);
 cols = ["label", "entry", "alpha", "lo", "hi", "alpha_large", "lo_large", "hi_large", "seconds"]
 display(pages.show(pd.DataFrame(eff["rows"])[cols], 3))
 
@@ -269,7 +274,7 @@ display(pages.show(pd.DataFrame(eff["rows"])[cols], 3))
 des = run.load("design")
 display(pages.show(pd.DataFrame(des["rows"])[["arch", "baseline", "objective", "paper_config", "config", "config_lo",
                                     "config_hi", "config_paper_alpha", "alpha_min", "alpha_max"]], 3))
-fit_report.plot_design_intervals(run.load("design_intervals")["rows"], des["alpha"], des["alpha_ci"],
+section.plot_design_intervals(run.load("design_intervals")["rows"], des["alpha"], des["alpha_ci"],
                                  paper_alpha=paper.ALPHA_BOTTLENECK);
 same = [r for r in des["rows"] if r["config"] == r["paper_config"]]
 display(Markdown(f"With our α = {des['alpha']:.3f}, {len(same)} of {len(des['rows'])} designs give "

@@ -46,7 +46,11 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from cepaper import design_report, pages, paper, results, search
+from cepaper import search
+from cepaper.sections import primal_dual as section
+from cepaper.book import pages
+from cepaper.sections import paper
+from cepaper.book import results
 
 pd.set_option("display.max_columns", 40)
 pd.set_option("display.width", 200)
@@ -69,8 +73,8 @@ display(run.header())
 
 # %%
 alphas_fig3 = np.round(np.arange(*fig3_alphas), 6)
-fig3_conventions = pd.DataFrame(design_report.fig3_convention_rows(alphas_fig3))
-fig3 = design_report.fig3_data(alphas_fig3)
+fig3_conventions = pd.DataFrame(section.fig3_convention_rows(alphas_fig3))
+fig3 = section.fig3_data(alphas_fig3)
 
 # %% tags=["remove-input"]
 run.save("fig3_conventions", {"rows": fig3_conventions.to_dict("records")}, table=fig3_conventions)
@@ -93,10 +97,10 @@ lo, hi = fig3["interval"]
 display(Markdown(f"**Fig. 3's numbers are reproduced for α ∈ [{lo:.3f}, {hi:.3f}]** (grid step "
                  f"{fig3_alphas[2]}); the curves below use α = {fig3['alpha']:.4f}. The library's default "
                  f"for fully connected nets is `search.ALPHA_FIG3` = {search.ALPHA_FIG3}."))
-pages.show(design_report.fig3_table(fig3))
+pages.show(section.fig3_table(fig3))
 
 # %%
-fig = design_report.plot_curves(fig3["curve"], fig3["primal"], fig3["dual"], paper_n=paper.FIG3["n_primal"],
+fig = section.plot_curves(fig3["curve"], fig3["primal"], fig3["dual"], paper_n=paper.FIG3["n_primal"],
                                 title=f"Fig. 3: fully connected baseline L = 6, ñ = 500, n0 = 748 (α = {fig3['alpha']:.3f})")
 
 # %% tags=["hide-input"]
@@ -105,7 +109,7 @@ assert (rows["alpha_lo"].notna()).sum() == 1, "exactly one convention reproduces
 assert lo <= search.ALPHA_FIG3 <= hi, "the library's default alpha for MLPs reproduces Fig. 3"
 assert fig3["primal"]["n"] == fig3["dual"]["n"] == paper.FIG3["n_primal"] and fig3["strong_duality"]
 assert round(fig3["primal"]["m"]) == paper.FIG3["m_primal"] and round(fig3["dual"]["m"]) == paper.FIG3["m_dual"]
-assert design_report.matches_printed(fig3["dual"]["rho"], paper.FIG3["rho_dual"])
+assert section.matches_printed(fig3["dual"]["rho"], paper.FIG3["rho_dual"])
 
 # %% [markdown]
 # ## The ResNeXt block (Sec. 4.2, Figs. 6–7)
@@ -122,10 +126,10 @@ assert design_report.matches_printed(fig3["dual"]["rho"], paper.FIG3["rho_dual"]
 # (optima, models near the optima and models on the dual curves) it reproduces.
 
 # %%
-block_conventions = pd.DataFrame(design_report.block_convention_rows(alpha_block))
-flops_conventions = pd.DataFrame(design_report.flops_convention_rows(alpha_block))
-block = design_report.block_curves_data(alpha_block)
-block_scan = design_report.block_alpha_scan(np.round(np.arange(*block_alphas), 6))
+block_conventions = pd.DataFrame(section.block_convention_rows(alpha_block))
+flops_conventions = pd.DataFrame(section.flops_convention_rows(alpha_block))
+block = section.block_curves_data(alpha_block)
+block_scan = section.block_alpha_scan(np.round(np.arange(*block_alphas), 6))
 
 # %% tags=["remove-input"]
 run.save("block_conventions", {"rows": block_conventions.to_dict("records")}, table=block_conventions)
@@ -156,7 +160,7 @@ pages.show(run.load("flops_conventions")["rows"])
 
 # %% tags=["hide-input"]
 block = run.load("block_curves")
-fig = design_report.plot_block_curves(block, paper.SEC421["n_primal"], design_report.paper_width("5"))
+fig = section.plot_block_curves(block, paper.SEC421["n_primal"], section.paper_width("5"))
 
 # %% [markdown]
 # The primal curve is the variance of the ensemble at the baseline's budget; the dual curve is
@@ -171,11 +175,11 @@ fig = design_report.plot_block_curves(block, paper.SEC421["n_primal"], design_re
 
 # %% tags=["hide-input"]
 scan = run.load("block_alpha_scan")
-fig = design_report.plot_alpha_sensitivity(fig3["scan"], fig3["match"], scan, paper.FIG3["n_primal"],
+fig = section.plot_alpha_sensitivity(fig3["scan"], fig3["match"], scan, paper.FIG3["n_primal"],
                                            paper.SEC421["n_primal"])
 a, n_params, n_flops = (np.asarray(scan["params"]["alpha"]), np.asarray(scan["params"]["n"]),
                         np.asarray(scan["flops"]["n"]))
-n_p, n_f = paper.SEC421["n_primal"], design_report.paper_width("5")
+n_p, n_f = paper.SEC421["n_primal"], section.paper_width("5")
 display(Markdown(f"The block's optimum is the paper's n = {n_p} for α ∈ [{a[n_params == n_p].min():.3f}, "
                  f"{a[n_params == n_p].max():.3f}] (parameters) and n = {n_f} for α ∈ "
                  f"[{a[n_flops == n_f].min():.3f}, {a[n_flops == n_f].max():.3f}] (FLOPs)."))
@@ -183,8 +187,8 @@ display(Markdown(f"The block's optimum is the paper's n = {n_p} for α ∈ [{a[n
 # %% tags=["hide-input"]
 primal, dual = block["params"]["primal"], block["params"]["dual"]
 assert primal["n"] == dual["n"] == paper.SEC421["n_primal"] == paper.SEC421["n_dual"]
-assert round(dual["m"]) == paper.SEC421["m_dual"] and design_report.matches_printed(dual["rho"], paper.SEC421["rho_dual"])
-assert block["flops"]["primal"]["n"] == design_report.paper_width("5")
+assert round(dual["m"]) == paper.SEC421["m_dual"] and section.matches_printed(dual["rho"], paper.SEC421["rho_dual"])
+assert block["flops"]["primal"]["n"] == section.paper_width("5")
 assert block["params"]["strong_duality"] and block["flops"]["strong_duality"]
 reproduced = block_conventions["models reproduced"].str.split("/").str[0].astype(int)
 assert block_conventions.loc[reproduced.idxmax(), "default"] and (reproduced == reproduced.max()).sum() == 1
@@ -207,8 +211,8 @@ assert by_flops["n* (flops)"].tolist() == [7, 8, 9] and by_flops.loc["2macs+acts
 # the ImageNet32/64 ones 1000.
 
 # %%
-derived = pd.DataFrame(design_report.derived_rows(alpha_block))
-printed = pd.DataFrame(design_report.printed_rows())
+derived = pd.DataFrame(section.derived_rows(alpha_block))
+printed = pd.DataFrame(section.printed_rows())
 
 # %% tags=["remove-input"]
 run.save("derived_models", {"rows": derived.to_dict("records")}, table=derived)

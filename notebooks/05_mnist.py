@@ -31,7 +31,7 @@
 # The models are chosen by `cepaper.search.design` with the conventions that reproduce Fig. 3 (the
 # `primal_dual` section): the $L - 1$ hidden fan-ins enter the sum, and $\beta$ counts the weights
 # (with 10 outputs). Every model is trained on MNIST with Adam on the cross-entropy of $F_e$'s
-# logits. All repetitions of one $(m, n)$ train as **one** batched model (`cepaper.ablation`): each
+# logits. All repetitions of one $(m, n)$ train as **one** batched model (`cepaper.training.adam`): each
 # repetition has its own initial weights and its own mini-batch order, and its loss is summed with
 # the others. Adam acts elementwise, so this is exactly independent runs (the tests check it).
 #
@@ -73,7 +73,13 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from cepaper import ablation, data, design_report, pages, paper, plots, results
+from cepaper import data
+from cepaper.sections import mnist as section
+from cepaper.training import adam
+from cepaper.sections import primal_dual
+from cepaper.book import pages
+from cepaper.sections import paper
+from cepaper.book import results
 
 if threads:
     torch.set_num_threads(threads)
@@ -82,7 +88,7 @@ run = results.Run("mnist", profile, seed=seed, device=device, params=dict(
     n_test=n_test, epochs=epochs, reps=reps, lr=lr, batch_size=batch_size, bias=bias, n_boot=n_boot,
     level=level))
 display(run.header())
-alpha_used, alpha_source = design_report.fig3_alpha() if alpha is None else (float(alpha), "given as a parameter")
+alpha_used, alpha_source = primal_dual.fig3_alpha() if alpha is None else (float(alpha), "given as a parameter")
 p4 = paper.FIG4
 display(pages.show([
     dict(run="paper (Sec. 4.1)", L=p4["depth"], n_tilde=p4["width"], train_images=60000, test_images=10000,
@@ -109,8 +115,8 @@ display(Markdown(f"**α = {alpha_used:.4g}**: {alpha_source}."
 # exact values.
 
 # %%
-mlp = ablation.member(inputs=784, depth=depth, classes=10, bias=bias)
-configs = ablation.models(primal_ns, dual_ns, n_tilde, alpha_used, mlp)
+mlp = section.member(inputs=784, depth=depth, classes=10, bias=bias)
+configs = section.models(primal_ns, dual_ns, n_tilde, alpha_used, mlp)
 run.save("models", {"rows": configs.to_dict("records"), "alpha": alpha_used, "alpha_source": alpha_source},
          table=configs)
 pages.show(configs[["curve", "n", "m", "m_exact", "params", "params_ratio", "var", "var_ratio"]], 4)
@@ -126,13 +132,13 @@ train_set = data.load("mnist", "train", root=data_root, n=n_train)
 test_set = data.load("mnist", "test", root=data_root, n=n_test)
 x, y = data.inputs(train_set), torch.as_tensor(train_set.y)
 x_test, y_test = data.inputs(test_set), torch.as_tensor(test_set.y)
-records = ablation.run_models(x, y, x_test, y_test, configs, range(reps),
+records = adam.train_reps_grid(x, y, x_test, y_test, configs, range(reps),
                               cache=results.checkpoint_dir("mnist", profile), progress=True, depth=depth, classes=10, epochs=epochs, lr=lr, batch_size=batch_size,
                               seed=seed, bias=bias, device=device, checkpoint_every=checkpoint_every)
-runs = ablation.runs_table(records, configs)
+runs = section.runs_table(records, configs)
 run.save("runs", {"source": train_set.source, "rows": runs.to_dict("records"),
                   "wall_s": {f"{r['m']}x{r['n']}": r["wall_s"] for r in records}}, table=runs)
-run.save("learning_curves", {"rows": ablation.learning_curves(records).to_dict("records")})
+run.save("learning_curves", {"rows": section.learning_curves(records).to_dict("records")})
 display(Markdown(f"{len(records)} models × {reps} repetitions on {len(x)} training and {len(x_test)} test images "
                  f"of {train_set.source}; training took {sum(r['wall_s'] for r in records):.1f} s in all "
                  f"(models found finished in the checkpoint folder count with their original time)."))
@@ -146,8 +152,8 @@ display(Markdown(f"{len(records)} models × {reps} repetitions on {len(x)} train
 
 # %% tags=["hide-input"]
 runs = pd.DataFrame(run.load("runs")["rows"])
-table = ablation.summary(runs)
-plots.fig4(table);
+table = section.summary(runs)
+section.fig4(table);
 
 # %% tags=["hide-input"]
 pages.show(table[["curve", "n", "m", "params_ratio", "var_ratio", "error", "sem", "reps"]], 4)
@@ -164,9 +170,9 @@ pages.show(table[["curve", "n", "m", "params_ratio", "var_ratio", "error", "sem"
 # relative to the baseline ($n = \tilde n$, $m = 1$).
 
 # %%
-corr = pd.concat([ablation.correlations(runs, "primal", "var", n_boot, level, seed),
-                  ablation.correlations(runs, "dual", "params", n_boot, level, seed)], ignore_index=True)
-changes = ablation.dual_changes(runs, n_tilde, level)
+corr = pd.concat([section.correlations(runs, "primal", "var", n_boot, level, seed),
+                  section.correlations(runs, "dual", "params", n_boot, level, seed)], ignore_index=True)
+changes = section.dual_changes(runs, n_tilde, level)
 run.save("correlations", {"rows": corr.to_dict("records")}, table=corr)
 run.save("dual_changes", {"rows": changes.to_dict("records")}, table=changes)
 
@@ -205,7 +211,7 @@ display(Markdown(
 # The mean test error after each epoch.
 
 # %% tags=["hide-input"]
-plots.fig4_learning(pd.DataFrame(run.load("learning_curves")["rows"]), table);
+section.fig4_learning(pd.DataFrame(run.load("learning_curves")["rows"]), table);
 
 # %% [markdown]
 # ## Checks

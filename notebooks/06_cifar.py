@@ -21,7 +21,7 @@
 # and dual*); the paper profile also trains every model the tables print, so that each printed row
 # has its own runs whatever $\alpha$ the derivation used (a derived optimum that differs from the
 # printed one is an extra row, labelled as such). They are trained with the recipe of Xie et al.
-# [20] that the paper follows (`cepaper.classify.RECIPES["cifar"]`): SGD with momentum 0.9, batch
+# [20] that the paper follows (`cepaper.training.recipes.RECIPES["cifar"]`): SGD with momentum 0.9, batch
 # 128, lr 0.1, weight decay 5·10⁻⁴, 300 epochs, lr ÷10 at epochs 150 and 225, random crops of the
 # image padded with 4 black pixels and horizontal flips, then per-channel normalization with the
 # authors' constants (the same for CIFAR-10 and CIFAR-100); weights initialized as in the authors'
@@ -70,12 +70,17 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from cepaper import cifar, classify, data, pages, results, search
+from cepaper import data, search
+from cepaper.sections import cifar as section
+from cepaper.training import grids
+from cepaper.training import recipes
+from cepaper.book import pages
+from cepaper.book import results
 
 if threads:
     torch.set_num_threads(threads)
-datasets, n_runs, epochs = cifar.check_params(datasets, n_runs, epochs)
-scaled = not cifar.is_paper_scale(stages, blocks)
+datasets, n_runs, epochs = section.check_params(datasets, n_runs, epochs)
+scaled = not section.is_paper_scale(stages, blocks)
 net = "ResNeXt-29" if not scaled else f"a scaled-down ResNeXt (stages {stages}, {blocks} block(s) each)"
 seeds = list(range(seed, seed + n_runs))
 alpha_used, alpha_source = (alpha, "given") if alpha is not None else search.default_alpha("resnext29")
@@ -109,7 +114,7 @@ display(Markdown(
 # derived from a baseline.
 
 # %%
-specs = cifar.design_models(baselines, primal_ns, dual_ns, models, stages=stages, depth=blocks, alpha=alpha_used)
+specs = section.design_models(baselines, primal_ns, dual_ns, models, stages=stages, depth=blocks, alpha=alpha_used)
 spec_table = pd.DataFrame(specs)
 run.save("models", {"models": specs, "alpha": alpha_used, "alpha_source": alpha_source}, table=spec_table)
 display(pages.show(spec_table.drop(columns="alpha"), {"gflops": 3, "rho": 2, "var_ratio": 3}))
@@ -124,28 +129,28 @@ display(pages.show(spec_table.drop(columns="alpha"), {"gflops": 3, "rho": 2, "va
 # an interrupted grid resumes where it stopped.
 
 # %%
-runs = cifar.grid(specs, scaled)
+runs = section.grid(specs, scaled)
 display(pages.show(pd.DataFrame(runs)))
 records = []
 for name in datasets:
     train = data.load(name, "train", root=data_root, n=n_train)
     test = data.load(name, "test", root=data_root, n=n_test)
     for recipe in dict.fromkeys(r["recipe"] for r in runs):
-        records += classify.run_models([r["config"] for r in runs if r["recipe"] == recipe], name, train, test,
-                                       seeds, recipe_name=recipe, classes=cifar.CLASSES[name],
+        records += grids.train_recipe_grid([r["config"] for r in runs if r["recipe"] == recipe], name, train, test,
+                                       seeds, recipe_name=recipe, classes=section.CLASSES[name],
                                        stages=None if not scaled else stages, depth=None if not scaled else blocks,
                                        epochs=epochs, cache=results.checkpoint_dir("cifar", profile), device=device,
                                        channels_last=channels_last, bf16=bf16)
     display(Markdown(f"{name}: {len(train)} training images from "
                      f"{pages.relative_source(train.source, data_root)}; {len(test)} test images."))
-summ = classify.summary(records, last=cifar.LAST_EPOCHS)
+summ = grids.grid_summary(records, last=section.LAST_EPOCHS)
 run.save("runs", {"records": records})
 run.save("summary", {"rows": summ.to_dict("records"), "scaled": scaled}, table=summ)
 display(pages.show(summ, 3))
 
 # %% [markdown]
 # ## Tables 1a, 1b and 5: the paper's errors beside ours
-# The paper's columns are its printed numbers (`cepaper.paper`; — where it prints none); ours are
+# The paper's columns are its printed numbers (`cepaper.sections.paper`; — where it prints none); ours are
 # the top-1 test error (%) of each run averaged over its last 10 epochs (fewer in a shorter run),
 # then mean ± standard error over runs (the number of runs in parentheses; no ± for one run), each
 # with the recipe of its row: `cifar_1gpu` for the rows marked §, `cifar` for the others.
@@ -157,7 +162,7 @@ which = results.describe(results.load("cifar", profile, "summary"))
 for table, title in (("1a", "Table 1a (primal, parameter budget)"), ("1b", "Table 1b (dual, parameter budget)"),
                      ("5", "Table 5 (primal, FLOPs budget)")):
     display(Markdown(f"**{title}**. Ours: {which}."))
-    display(pages.show(cifar.paper_table(table, specs, summ_saved, saved["scaled"])))
+    display(pages.show(section.paper_table(table, specs, summ_saved, saved["scaled"])))
 
 # %% [markdown]
 # ## Figs. 6–7: test error along the primal and the dual curve
@@ -167,9 +172,9 @@ for table, title in (("1a", "Table 1a (primal, parameter budget)"), ("1b", "Tabl
 # not print the values of their points, so only the table models above can be compared number for number.
 
 # %%
-curve = cifar.curves(baselines[0], None if not scaled else stages, alpha_used)
+curve = section.curves(baselines[0], None if not scaled else stages, alpha_used)
 run.save("curve", curve)
-cifar.plot_curve_errors(specs, summ_saved, run.load("curve"), datasets);
+section.plot_curve_errors(specs, summ_saved, run.load("curve"), datasets);
 
 # %% tags=["remove-input"]
 committed = results.find("cifar", "summary", profiles=("paper",)) if profile != "paper" else None
@@ -180,7 +185,7 @@ else:
     committed_models = results.find("cifar", "models", profiles=("paper",))["data"]["models"]
     display(Markdown(f"**Paper-scale results** (committed run: {results.describe(committed)}):"))
     for table in ("1a", "1b", "5"):
-        display(pages.show(cifar.paper_table(table, committed_models, pd.DataFrame(committed["data"]["rows"]),
+        display(pages.show(section.paper_table(table, committed_models, pd.DataFrame(committed["data"]["rows"]),
                                               committed["data"]["scaled"])))
 
 # %% [markdown]
@@ -194,7 +199,7 @@ else:
 # "not run" with these costs.
 
 # %% tags=["hide-input"]
-speed = cifar.throughput_rows(device=device, channels_last=channels_last)
+speed = section.throughput_rows(device=device, channels_last=channels_last)
 run.save("throughput", {"rows": speed}, table=pd.DataFrame(speed))
 display(pages.show(pd.DataFrame(speed)[["config", "batch", "images_per_s", "hours per epoch",
                                         "hours for the paper's runs"]], 2))
@@ -215,4 +220,4 @@ assert all(len(r["history"]["epoch"]) == (epochs or 300) for r in records)
 assert all(0 <= e <= 100 for r in records for e in r["history"]["test_top1"])
 assert all(pd.notna(r["history"]["train_loss"]).all() for r in records)
 assert len(records) == len(runs) * len(datasets) * n_runs
-assert {r["recipe"] for r in runs} <= set(classify.RECIPES)
+assert {r["recipe"] for r in runs} <= set(recipes.RECIPES)

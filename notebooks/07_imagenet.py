@@ -16,7 +16,7 @@
 # This section covers **Sec. 4.2.2** and **Appendix A**: **Table 2** (ResNet-50/101 baselines
 # and the ResNeXts derived from them on ImageNet: 12×10d at the baseline's parameters, 3×23d,
 # 4×16d, 5×12d on the dual curve), **Table 3** (ResNeXt-29 on ImageNet32×32) and **Table 4**
-# (ResNeXt-38 on ImageNet64×64). The recipes are the paper's (`cepaper.classify.RECIPES`):
+# (ResNeXt-38 on ImageNet64×64). The recipes are the paper's (`cepaper.training.recipes.RECIPES`):
 #
 # * ImageNet: SGD 0.9, batch 256, lr 0.1, weight decay 10⁻⁴, 100 epochs, lr ÷10 at 30, 60, 90;
 #   RandomResizedCrop(224), color jitter 0.4 (brightness, contrast, saturation) and flips, without [20]'s
@@ -67,11 +67,15 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from cepaper import classify, data, imagenet, pages, results
+from cepaper import data
+from cepaper.training import grids
+from cepaper.sections import imagenet as section
+from cepaper.book import pages
+from cepaper.book import results
 
 if threads:
     torch.set_num_threads(threads)
-tables = imagenet.check_tables(tables)
+tables = section.check_tables(tables)
 run = results.Run("imagenet", profile, seed=seed, device=device, params=dict(
     train=train, tables=tables, n_runs=n_runs, epochs=epochs, channels_last=channels_last, bf16=bf16,
     steps=steps, batch_size=batch_size, configs=configs))
@@ -84,10 +88,10 @@ display(run.header())
 # sum) at the dataset's resolution.
 
 # %%
-models = imagenet.table_models(tables)
+models = section.table_models(tables)
 run.save("models", {"rows": models.to_dict("records")}, table=models)
 display(pages.show(models, 3))
-imagenet.plot_models(pd.DataFrame(run.load("models")["rows"]));
+section.plot_models(pd.DataFrame(run.load("models")["rows"]));
 
 # %% [markdown]
 # ## The data
@@ -95,7 +99,7 @@ imagenet.plot_models(pd.DataFrame(run.load("models")["rows"]));
 # relative to the data root.
 
 # %%
-status = imagenet.dataset_status(data_root)
+status = section.dataset_status(data_root)
 run.save("datasets", {"rows": status.to_dict("records")}, table=status)
 display(pages.show(status))
 
@@ -108,10 +112,10 @@ display(pages.show(status))
 # shared machine make these numbers rough; they say how far a CPU is from this experiment.
 
 # %%
-speed = imagenet.cost_estimate(imagenet.measure_throughput(
-    imagenet.timed_models(configs, models), batch_size, steps, device, channels_last, bf16))
+speed = section.cost_estimate(section.measure_throughput(
+    section.timed_models(configs, models), batch_size, steps, device, channels_last, bf16))
 run.save("throughput", {"rows": speed.to_dict("records")}, table=speed)
-display(pages.show(speed, {"images_per_s": 1, "hours per run": 1, f"hours for {imagenet.RUNS} runs": 1}))
+display(pages.show(speed, {"images_per_s": 1, "hours per run": 1, f"hours for {section.RUNS} runs": 1}))
 
 # %% [markdown]
 # ## Training (paper profile)
@@ -133,12 +137,12 @@ if train:
     for name, group in models.groupby("dataset", sort=False):
         train_ds, test_ds = data.load(name, "train", root=data_root), data.load(name, "test", root=data_root)
         for arch, sub in group.groupby("arch", sort=False):
-            records += classify.run_models(list(dict.fromkeys(sub.config)), name, train_ds, test_ds,
+            records += grids.train_recipe_grid(list(dict.fromkeys(sub.config)), name, train_ds, test_ds,
                                            list(range(seed, seed + n_runs)), arch=arch,
-                                           recipe_name=imagenet.TABLES[sub.table.iloc[0]], classes=1000,
+                                           recipe_name=section.TABLES[sub.table.iloc[0]], classes=1000,
                                            epochs=epochs, cache=results.checkpoint_dir("imagenet", profile),
                                            device=device, channels_last=channels_last, bf16=bf16, workers=workers)
-    summ = classify.summary(records, last=imagenet.LAST_EPOCHS)
+    summ = grids.grid_summary(records, last=section.LAST_EPOCHS)
     run.save("summary", {"rows": summ.to_dict("records")}, table=summ)
     display(pages.show(summ, 3))
 else:
@@ -160,7 +164,7 @@ for table, title in (("2a", "Table 2a (ImageNet, primal)"), ("2b", "Table 2b (Im
                      ("3", "Table 3 (ImageNet32×32)"), ("4", "Table 4 (ImageNet64×64)")):
     if table in tables:
         display(Markdown(f"**{title}**"))
-        display(pages.show(imagenet.paper_table(table, ours)))
+        display(pages.show(section.paper_table(table, ours)))
 
 # %% [markdown]
 # ## What must hold

@@ -55,7 +55,9 @@ threads: int = 1                                 # CPU threads of the fits and o
 import pandas as pd
 from IPython.display import Markdown, display
 
-from cepaper import design_examples, pages, results
+from cepaper.sections import design as section
+from cepaper.book import pages
+from cepaper.book import results
 
 run = results.Run("design", profile, seed=seed, device=device,
                   params=dict(widths=widths, trials=trials, readout=readout, ns=ns, batch=batch, repeats=repeats,
@@ -70,12 +72,12 @@ display(run.header())
 # builds this page). The searched widths are powers of two up to the baseline's.
 
 # %%
-for block in design_examples.BLOCKS:
-    run.save(block, design_examples.block_designs(block, widths, trials, ns, readout, batch, repeats, seed,
+for block in section.BLOCKS:
+    run.save(block, section.block_designs(block, widths, trials, ns, readout, batch, repeats, seed,
                                                   device, threads))
 
 # %% tags=["hide-input"]
-saved = {block: run.load(block) for block in design_examples.BLOCKS}
+saved = {block: run.load(block) for block in section.BLOCKS}
 pages.show([{"block": s["title"], "factory": s["spec"], "input (one example)": " × ".join(map(str, s["input_shape"])),
              "α": round(s["alpha"]["alpha"], 3),
              "95% interval": f"[{s['alpha']['alpha_ci'][0]:.3f}, {s['alpha']['alpha_ci'][1]:.3f}]",
@@ -90,7 +92,7 @@ pages.show([{"block": s["title"], "factory": s["spec"], "input (one example)": "
 # $m_d(n)$ that matches the baseline's $\mathrm{Var}(K)$. One curve per budget; dots mark the optima.
 
 # %% tags=["hide-input"]
-fig = design_examples.plot_budgets(list(saved.values()))
+fig = section.plot_budgets(list(saved.values()))
 
 # %% [markdown]
 # ## The optima
@@ -106,7 +108,7 @@ fig = design_examples.plot_budgets(list(saved.values()))
 # %% tags=["hide-input"]
 for s in saved.values():
     display(Markdown(f"**{s['title']}** (baseline {s['baseline'].replace('x', '×')}, α = {s['alpha']['alpha']:.3f})"))
-    display(pages.show(pd.DataFrame(design_examples.designs_table(s)), digits=3))
+    display(pages.show(pd.DataFrame(section.designs_table(s)), digits=3))
 
 # %% [markdown]
 # ## Latency is not FLOPs
@@ -118,7 +120,7 @@ for s in saved.values():
 # %% tags=["hide-input"]
 lines = []
 for s in saved.values():
-    gap = design_examples.latency_vs_flops(s)
+    gap = section.latency_vs_flops(s)
     lines.append(f"* **{s['title']}**: FLOP optimum {gap['flops_config']} (n = {gap['flops_n']}), latency "
                  f"optimum {gap['latency_config']} (n = {gap['latency_n']}), {gap['width_ratio']:.3g}× wider "
                  f"members. At the baseline's FLOPs the FLOP-optimal ensemble takes "

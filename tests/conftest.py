@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from cepaper import pipeline, results
-from cepaper.ntk import intra_op_threads
+from cepaper.book import pipeline
+from cepaper.book import results
+from cepaper.montecarlo import intra_op_threads
 
 NOTEBOOK = '''# %% [markdown]
 # A tiny section

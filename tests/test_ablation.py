@@ -1,4 +1,4 @@
-"""Tests of cepaper.ablation (Sec. 4.1, Fig. 4): model selection on the primal and dual curves, the
+"""Tests of cepaper.training.adam (Sec. 4.1, Fig. 4): model selection on the primal and dual curves, the
 batched training of repetitions, checkpoints, and the statistics of the section."""
 
 import json
@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 import torch
 
-from cepaper import ablation, complexity, search
+from cepaper import complexity, search
+from cepaper.sections import mnist as mnist_section
+from cepaper.training import adam, spine
 from cepaper.models.mlp import CollegialMLP
 from test_classify import same  # nested checkpoint states equal bit for bit
 
@@ -33,8 +35,8 @@ def numel(model):
 
 @pytest.mark.parametrize("n, m, bias", [(4, 1, False), (7, 3, False), (5, 2, True)])
 def test_parameter_counts_are_the_built_models(n, m, bias):
-    mlp = ablation.member(inputs=20, depth=4, classes=10, bias=bias)
-    model = ablation.build(20, n, m, [1, 2], depth=4, classes=10, bias=bias)
+    mlp = mnist_section.member(inputs=20, depth=4, classes=10, bias=bias)
+    model = adam.build(20, n, m, [1, 2], depth=4, classes=10, bias=bias)
     assert numel(model) == 2 * m * complexity.mlp(20, n, 4, outputs=10, bias=bias)["params"]
     assert numel(model) == 2 * mlp.cost(n, groups=m)
     assert model.members(torch.randn(6, 20)).shape == (2 * m, 6, 10)
@@ -54,7 +56,7 @@ def brute_force(curve, n, n_tilde, depth=6, inputs=784, classes=10, alpha=ALPHA)
 @pytest.mark.parametrize("curve", ["primal", "dual"])
 def test_selection_is_the_brute_force_search(curve):
     ns, n_tilde = [2, 3, 5, 8, 13, 30, 50], 50
-    rows = ablation.select(curve, ns, n_tilde, ALPHA, ablation.member())
+    rows = mnist_section.select(curve, ns, n_tilde, ALPHA, mnist_section.member())
     for row, n in zip(rows, ns):
         m, beta_s, ratio = brute_force(curve, n, n_tilde)
         assert (row["n"], row["m"], row["baseline_params"]) == (n, m, beta_s)
@@ -66,21 +68,21 @@ def test_selection_is_the_brute_force_search(curve):
 
 def test_primal_optimum_is_the_brute_force_one():
     """The smallest Var(K_e) at the baseline's budget (continuous m): argmin var_k(n) beta(n)."""
-    mlp, n_tilde = ablation.member(), 200
+    mlp, n_tilde = mnist_section.member(), 200
     beta = lambda n: numel(CollegialMLP(784, n, depth=5, outputs=10))
     best = min(range(1, n_tilde + 1), key=lambda n: (math.exp(ALPHA * 5 / n) - 1) * beta(n))
     assert search.optimum(search.curve(mlp, n_tilde, ALPHA))["n"] == best
 
 
 def test_blocks_are_the_separately_drawn_ensembles():
-    model = ablation.build(5, 4, 3, [11, 12], depth=3, classes=2, bias=True, dtype=F64)
+    model = adam.build(5, 4, 3, [11, 12], depth=3, classes=2, bias=True, dtype=F64)
     for r, s in enumerate([11, 12]):
         one = CollegialMLP(5, 4, m=3, depth=2, bias=True, outputs=2, dtype=F64,
                            generator=torch.Generator().manual_seed(s))
         for p, q in zip(model.parameters(), one.parameters()):
             assert torch.equal(p[3 * r:3 * (r + 1)], q)
     x = torch.randn(6, 5, dtype=F64)
-    logits = ablation.ensemble_logits(model, x, 3)
+    logits = adam.ensemble_logits(model, x, 3)
     assert logits.shape == (2, 6, 2)
     torch.testing.assert_close(logits[1], CollegialMLP(5, 4, m=3, depth=2, bias=True, outputs=2, dtype=F64,
                                                        generator=torch.Generator().manual_seed(12))(x))
@@ -88,9 +90,9 @@ def test_blocks_are_the_separately_drawn_ensembles():
 
 def test_batched_repetitions_are_independent_runs():
     x, y, xt, yt = toy()
-    batched = ablation.train(x, y, xt, yt, 2, 5, [0, 1, 2], **KW)
+    batched = adam.train_reps(x, y, xt, yt, 2, 5, [0, 1, 2], **KW)
     for i, r in enumerate([0, 1, 2]):
-        alone = ablation.train(x, y, xt, yt, 2, 5, [r], **KW)
+        alone = adam.train_reps(x, y, xt, yt, 2, 5, [r], **KW)
         assert alone["test_error"][0] == batched["test_error"][i]
         np.testing.assert_allclose(alone["train_loss"][0], batched["train_loss"][i], rtol=1e-10)
     assert batched["test_error"][0] != batched["test_error"][1] or \
@@ -109,8 +111,8 @@ def resume_mismatches(tmp_path, monkeypatch, every=1, epochs=3, saved=1):
     ``saved``) then resumed; return what differs: the record, or the final model or Adam state."""
     x, y, xt, yt = toy()
     kw = {**KW, "epochs": epochs}
-    straight = ablation.train(x, y, xt, yt, 2, 4, [0, 1], checkpoint=tmp_path / "straight.pt", **kw)
-    saves, real = [], ablation.save_checkpoint
+    straight = adam.train_reps(x, y, xt, yt, 2, 4, [0, 1], checkpoint=tmp_path / "straight.pt", **kw)
+    saves, real = [], spine.save_checkpoint
 
     def interrupting(path, state):
         saves.append(state["epoch"])
@@ -119,12 +121,12 @@ def resume_mismatches(tmp_path, monkeypatch, every=1, epochs=3, saved=1):
         real(path, state)
 
     path = tmp_path / "model.pt"
-    monkeypatch.setattr(ablation, "save_checkpoint", interrupting)
+    monkeypatch.setattr(spine, "save_checkpoint", interrupting)
     with pytest.raises(KeyboardInterrupt):
-        ablation.train(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, checkpoint_every=every, **kw)
-    monkeypatch.setattr(ablation, "save_checkpoint", real)
+        adam.train_reps(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, checkpoint_every=every, **kw)
+    monkeypatch.setattr(spine, "save_checkpoint", real)
     assert torch.load(path)["epoch"] == saved and saves == [saved, 2 * saved]
-    resumed = ablation.train(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, **kw)
+    resumed = adam.train_reps(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, **kw)
     a, b = torch.load(tmp_path / "straight.pt"), torch.load(path)
     assert a["epoch"] == b["epoch"] == epochs
     return ([k for k in ("test_error", "train_loss") if resumed[k] != straight[k]]
@@ -138,11 +140,11 @@ def test_resume_after_interruption_gives_the_uninterrupted_run(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("old, new, shows", [
-    ("resume(checkpoint, model, settings, opt)", "resume(checkpoint, model, settings)", "optimizer"),
+    ("model=model, optimizer=opt,", "model=model,", "optimizer"),
     ("order_seed(seed, r), epoch)", "order_seed(seed, r), epoch - start)", "train_loss"),
 ])
 def test_resume_check_catches_a_lost_piece_of_state(tmp_path, monkeypatch, plant, one_thread, old, new, shows):
-    plant(ablation, "train", old, new)
+    plant(adam, "train_reps", old, new)
     assert shows in resume_mismatches(tmp_path, monkeypatch)
 
 
@@ -150,7 +152,7 @@ def refused(tmp_path):
     """Which changes a checkpoint refuses to resume: ``{name: True if refused}``."""
     x, y, xt, yt = toy()
     path = tmp_path / "model.pt"
-    ablation.train(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, **KW)
+    adam.train_reps(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, **KW)
     x2, yt2 = x.clone(), yt.clone()
     x2[3, 2] += 1e-9
     yt2[0] = (yt2[0] + 1) % 3
@@ -160,7 +162,7 @@ def refused(tmp_path):
     out = {}
     for name, (data, change) in runs.items():
         try:
-            ablation.train(*data, 2, 4, [0, 1], checkpoint=path, **{**KW, **change})
+            adam.train_reps(*data, 2, 4, [0, 1], checkpoint=path, **{**KW, **change})
             out[name] = False
         except ValueError as e:
             out[name] = "other settings" in str(e)
@@ -173,18 +175,18 @@ def test_resume_refuses_other_data_recipe_or_seed(tmp_path, one_thread):
 
 
 def test_refusal_check_catches_a_dropped_data_digest(tmp_path, plant, one_thread):
-    plant(ablation, "train", "dtype=str(dtype), data=digest(x, y, x_test, y_test))", "dtype=str(dtype))")
+    plant(adam, "train_reps", "dtype=str(dtype), data=spine.digest(x, y, x_test, y_test))", "dtype=str(dtype))")
     assert refused(tmp_path)["train data"] is False
 
 
 def test_run_models_caches_finished_models(tmp_path, monkeypatch):
     x, y, xt, yt = toy()
     configs = pd.DataFrame({"curve": ["primal", "primal", "dual"], "n": [3, 6, 6], "m": [4, 1, 1]})
-    first = ablation.run_models(x, y, xt, yt, configs, [0, 1], cache=tmp_path, **KW)
+    first = adam.train_reps_grid(x, y, xt, yt, configs, [0, 1], cache=tmp_path, **KW)
     assert [(r["m"], r["n"]) for r in first] == [(1, 6), (4, 3)], "each distinct model once"
     assert len(list(tmp_path.glob("*.json"))) == 2 and not list(tmp_path.glob("*.pt"))
-    monkeypatch.setattr(ablation, "train", lambda *a, **k: pytest.fail("a finished model was retrained"))
-    again = ablation.run_models(x, y, xt, yt, configs, [0, 1], cache=tmp_path, **KW)
+    monkeypatch.setattr(adam, "train_reps", lambda *a, **k: pytest.fail("a finished model was retrained"))
+    again = adam.train_reps_grid(x, y, xt, yt, configs, [0, 1], cache=tmp_path, **KW)
     assert again == json.loads(json.dumps(first))
 
 
@@ -201,16 +203,16 @@ def runs_of(errors, curve, var=None, params=None):
 def test_tables_and_statistics():
     runs = runs_of({2: [0.30, 0.32], 4: [0.20, 0.22], 8: [0.10, 0.12], 16: [0.15, 0.17]}, "primal",
                    var={2: 8.0, 4: 4.0, 8: 1.0, 16: 2.0})
-    s = ablation.summary(runs)
+    s = mnist_section.summary(runs)
     assert s.n.tolist() == [2, 4, 8, 16] and s.error.tolist() == pytest.approx([0.31, 0.21, 0.11, 0.16])
     assert s["sem"].tolist() == pytest.approx([0.01] * 4)
-    c = ablation.correlations(runs, "primal", "var", n_boot=200).set_index("measure")
+    c = mnist_section.correlations(runs, "primal", "var", n_boot=200).set_index("measure")
     assert c.loc["spearman", "value"] == pytest.approx(1.0) and c.loc["spearman", "p_exact"]
     assert c.loc["spearman", "p_value"] == pytest.approx(2 / 24)
     assert c.loc["pearson", "value"] == pytest.approx(np.corrcoef([0.31, 0.21, 0.11, 0.16], [8, 4, 1, 2])[0, 1])
     assert c.loc["pearson", "lo"] <= c.loc["pearson", "value"] <= c.loc["pearson", "hi"]
     dual = runs_of({4: [0.2, 0.2, 0.2], 8: [0.1, 0.12, 0.14]}, "dual")
-    ch = ablation.dual_changes(dual, 8).set_index("n")
+    ch = mnist_section.dual_changes(dual, 8).set_index("n")
     assert ch.loc[4, "change"] == pytest.approx(0.08) and ch.loc[8, "change"] == 0
     assert ch.loc[4, "change_se"] == pytest.approx(0.02 / math.sqrt(3))
     assert ch.loc[4, "lo"] == pytest.approx(0.08 - 1.959964 * 0.02 / math.sqrt(3), rel=1e-5)
@@ -219,26 +221,26 @@ def test_tables_and_statistics():
 def test_learning_curves_average_repetitions():
     rec = {"m": 2, "n": 3, "reps": [0, 1], "epoch": [0, 1], "test_error": [[0.9, 0.2], [0.8, 0.4]],
            "train_loss": [[0.5], [0.7]], "wall_s": 1.0}
-    c = ablation.learning_curves([rec])
+    c = mnist_section.learning_curves([rec])
     assert c.error.tolist() == pytest.approx([0.85, 0.3]) and c["sem"].tolist() == pytest.approx([0.05, 0.1])
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: ablation.select("middle", [4], 8, 1.0, ablation.member()), "curve must be one of primal, dual"),
-    (lambda: ablation.select("primal", [0], 8, 1.0, ablation.member()), "n must be an integer >= 1, got 0"),
-    (lambda: ablation.select("dual", [], 8, 1.0, ablation.member()), "dual_ns must name at least one width"),
-    (lambda: ablation.select("primal", [4], 8, -1.0, ablation.member()), "alpha must be a finite number > 0"),
-    (lambda: ablation.select("primal", [4], 0, 1.0, ablation.member()), "width must be an integer >= 1, got 0"),
-    (lambda: ablation.member(depth=1), "depth must be >= 2"),
-    (lambda: ablation.build(5, 4, 2, []), "reps must name at least one repetition"),
-    (lambda: ablation.build(5, 0, 2, [1]), "width must be an integer >= 1, got 0"),
-    (lambda: ablation.train(*toy(), 1, 3, [0], **{**KW, "batch_size": 0}), "batch_size must be an integer >= 1"),
-    (lambda: ablation.train(*toy(), 1, 3, [0], **{**KW, "lr": "fast"}), "lr must be a finite number > 0"),
-    (lambda: ablation.train(*toy(), 1, 3, [0], **{**KW, "classes": 2}), r"labels must lie in 0..1"),
-    (lambda: ablation.train(*toy(), 1, 3, [0], **{**KW, "epochs": 0}), "epochs must be an integer >= 1, got 0"),
-    (lambda: ablation.train(*toy(), 1, 3, [0], checkpoint_every=0, **KW), "checkpoint_every must be an integer >= 1"),
-    (lambda: ablation.dual_changes(runs_of({4: [0.1], 8: [0.2]}, "dual"), 16), "dual_ns must contain the baseline"),
-    (lambda: ablation.correlations(runs_of({4: [0.1], 8: [0.2]}, "primal")), "needs at least 3 models"),
+    (lambda: mnist_section.select("middle", [4], 8, 1.0, mnist_section.member()), "curve must be one of primal, dual"),
+    (lambda: mnist_section.select("primal", [0], 8, 1.0, mnist_section.member()), "n must be an integer >= 1, got 0"),
+    (lambda: mnist_section.select("dual", [], 8, 1.0, mnist_section.member()), "dual_ns must name at least one width"),
+    (lambda: mnist_section.select("primal", [4], 8, -1.0, mnist_section.member()), "alpha must be a finite number > 0"),
+    (lambda: mnist_section.select("primal", [4], 0, 1.0, mnist_section.member()), "width must be an integer >= 1, got 0"),
+    (lambda: mnist_section.member(depth=1), "depth must be >= 2"),
+    (lambda: adam.build(5, 4, 2, []), "reps must name at least one repetition"),
+    (lambda: adam.build(5, 0, 2, [1]), "width must be an integer >= 1, got 0"),
+    (lambda: adam.train_reps(*toy(), 1, 3, [0], **{**KW, "batch_size": 0}), "batch_size must be an integer >= 1"),
+    (lambda: adam.train_reps(*toy(), 1, 3, [0], **{**KW, "lr": "fast"}), "lr must be a finite number > 0"),
+    (lambda: adam.train_reps(*toy(), 1, 3, [0], **{**KW, "classes": 2}), r"labels must lie in 0..1"),
+    (lambda: adam.train_reps(*toy(), 1, 3, [0], **{**KW, "epochs": 0}), "epochs must be an integer >= 1, got 0"),
+    (lambda: adam.train_reps(*toy(), 1, 3, [0], checkpoint_every=0, **KW), "checkpoint_every must be an integer >= 1"),
+    (lambda: mnist_section.dual_changes(runs_of({4: [0.1], 8: [0.2]}, "dual"), 16), "dual_ns must contain the baseline"),
+    (lambda: mnist_section.correlations(runs_of({4: [0.1], 8: [0.2]}, "primal")), "needs at least 3 models"),
 ])
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):
@@ -247,6 +249,6 @@ def test_bad_input(call, message):
 
 def test_negative_seeds_are_named():
     with pytest.raises(ValueError, match="seed must be an integer >= 0, got -1"):
-        ablation.init_seed(-1, 2, 4, 0)
+        adam.init_seed(-1, 2, 4, 0)
     with pytest.raises(ValueError, match="reps must be integers >= 0, got -2"):
-        ablation.order_seed(0, -2)
+        adam.order_seed(0, -2)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cepaper import montecarlo
 from cepaper import ntk
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +61,7 @@ def test_monte_carlo_floor_draws_the_samplers_weights(ntk_bench):
     and two random streams): the NTKs of its models are the Monte Carlo's samples, chunk by chunk."""
     x = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
     widths = (6, 6, 6)
-    samples = ntk.mc_samples(ntk.mlp_ntk_sampler(x, widths=widths), 10, chunk=4, seed=0)
+    samples = montecarlo.mc_samples(montecarlo.mlp_ntk_sampler(x, widths=widths), 10, chunk=4, seed=0)
     models = list(ntk_bench.draw_weights(2, widths, 10, 4, seed=0))
     assert [m.m for m in models] == [4, 4, 2] and all(m.streams == 2 for m in models)
     assert torch.equal(torch.cat([ntk.member_ntk(m, x) for m in models]), samples)

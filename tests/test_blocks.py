@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from cepaper import fit, ntk
+from cepaper import fit
+from cepaper import ntk
 from cepaper.models import blocks as B
 from cepaper.models.mlp import CollegialMLP
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cepaper.pipeline import BUILD, book_sections
+from cepaper.book.pipeline import BUILD, book_sections
 
 HTML = BUILD / "html"
 SHOTS = BUILD / "screenshots"

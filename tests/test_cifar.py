@@ -1,5 +1,5 @@
-"""Tests of the training sections' library: cepaper.cifar (derived models, tables), the grid of runs
-and summary of cepaper.classify, cepaper.imagenet (sizes, datasets, cost) and `cepaper train`."""
+"""Tests of the training sections' library: cepaper.sections.cifar (derived models, tables), the grid of runs
+and summary of cepaper.training.sgd, cepaper.sections.imagenet (sizes, datasets, cost) and `cepaper train`."""
 
 import json
 import subprocess
@@ -11,7 +11,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from cepaper import cifar, classify, complexity as cxm, imagenet, paper
+from cepaper import complexity as cxm
+from cepaper.sections import cifar
+from cepaper.training import grids
+from cepaper.sections import imagenet
+from cepaper.sections import paper
 from cepaper.data import Dataset
 from cepaper.models.resnext import ResNeXtBottleneck
 
@@ -64,7 +68,7 @@ def toy(n, size=8, classes=10, seed=0):
 def test_run_models_caches_and_resumes(tmp_path, monkeypatch):
     train, test = toy(24), toy(8, seed=1)
     kw = dict(classes=10, stages=(16,), depth=1, epochs=2, cache=tmp_path)
-    first = classify.run_models(["2x2d", "1x4d"], "toy", train, test, [0, 1], **kw)
+    first = grids.train_recipe_grid(["2x2d", "1x4d"], "toy", train, test, [0, 1], **kw)
     assert [(r["config"], r["seed"]) for r in first] == [("2x2d", 0), ("2x2d", 1), ("1x4d", 0), ("1x4d", 1)]
     assert len(list(tmp_path.glob("*.json"))) == 4 and not list(tmp_path.glob("*.pt"))
     assert first[0]["final_top1"] == first[0]["history"]["test_top1"][-1] and first[0]["recipe"] == "cifar"
@@ -72,15 +76,15 @@ def test_run_models_caches_and_resumes(tmp_path, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("a cached run was trained again")
 
-    monkeypatch.setattr(classify, "fit", no_training)
-    again = classify.run_models(["2x2d", "1x4d"], "toy", train, test, [0, 1], **kw)
+    monkeypatch.setattr(grids, "train_recipe", no_training)
+    again = grids.train_recipe_grid(["2x2d", "1x4d"], "toy", train, test, [0, 1], **kw)
     assert json.dumps(again) == json.dumps(first)
     with pytest.raises(AssertionError, match="trained again"):  # other settings: a new run
-        classify.run_models(["2x2d"], "toy", train, test, [0], **{**kw, "epochs": 1})
+        grids.train_recipe_grid(["2x2d"], "toy", train, test, [0], **{**kw, "epochs": 1})
     with pytest.raises(ValueError, match="seeds must name at least one seed"):
-        classify.run_models(["2x2d"], "toy", train, test, [], **kw)
+        grids.train_recipe_grid(["2x2d"], "toy", train, test, [], **kw)
     with pytest.raises(ValueError, match="recipe_name must be one of cifar, cifar_1gpu, .*got 'cifar_8gpu'"):
-        classify.run_models(["2x2d"], "toy", train, test, [0], **{**kw, "recipe_name": "cifar_8gpu"})
+        grids.train_recipe_grid(["2x2d"], "toy", train, test, [0], **{**kw, "recipe_name": "cifar_8gpu"})
 
 
 def test_summary_mean_and_standard_error():
@@ -91,12 +95,12 @@ def test_summary_mean_and_standard_error():
                 "history": {"test_top1": top1, "test_top5": top5}}
     recs = [rec("x", [90.0, 10.0], [9.0, 1.0]), rec("x", [50.0, 14.0], [5.0, 3.0]), rec("x", [0.0, 12.0], [0.0, 2.0]),
             rec("y", [7.0], [0.0]), rec("x", [20.0, 30.0], [1.0, 1.0], recipe="cifar_1gpu")]
-    s = classify.summary(recs).set_index(["config", "recipe"])
+    s = grids.grid_summary(recs).set_index(["config", "recipe"])
     assert s.loc[("x", "cifar"), "top1"] == 12.0 and s.loc[("x", "cifar"), "top5"] == 2.0
     assert s.loc[("x", "cifar"), "runs"] == 3 and s.loc[("x", "cifar_1gpu"), "top1"] == 30.0
     assert s.loc[("x", "cifar"), "top1_sem"] == pytest.approx(np.std([10, 14, 12], ddof=1) / np.sqrt(3))
     assert np.isnan(s.loc[("y", "cifar"), "top1_sem"])
-    s2 = classify.summary(recs, last=2).set_index(["config", "recipe"])
+    s2 = grids.grid_summary(recs, last=2).set_index(["config", "recipe"])
     assert s2.loc[("x", "cifar"), "top1"] == pytest.approx(np.mean([50, 32, 6]))
     assert cifar.LAST_EPOCHS == 10 and imagenet.LAST_EPOCHS == 1 and imagenet.RUNS == 5
 
@@ -161,7 +165,7 @@ def test_a_moved_optimum_is_an_extra_row_and_the_printed_row_keeps_its_model():
 
 
 def test_paper_profile_trains_every_printed_resnext():
-    """Every ResNeXt row of Tables 1-5 (cepaper.paper) is in the paper profile's grids, whatever alpha."""
+    """Every ResNeXt row of Tables 1-5 (cepaper.sections.paper) is in the paper profile's grids, whatever alpha."""
     profile = yaml.safe_load((Path(__file__).parents[1] / "profiles" / "paper.yaml").read_text())
     c = profile["cifar"]
     cifar_rows = {(r["config"], cifar.row_recipe(r)) for r in paper.MODELS if r["table"] in ("1a", "1b", "5")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cepaper import cli, complexity, paper
+from cepaper import cli, complexity
+from cepaper.sections import paper
 from cepaper.models.resnext import ResNeXtBottleneck
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,7 +74,7 @@ def test_design_table_says_where_alpha_comes_from(capsys):
 
 
 def test_design_uses_a_fitted_alpha_only_when_asked(capsys):
-    from cepaper import results
+    from cepaper.book import results
     with pytest.raises(SystemExit):
         cli.main(["design", "--arch", "resnext29", "--baseline", "1x128d", "--alpha", "fit"])
     assert "--alpha fit: no stored fit alpha/fit_bottleneck" in capsys.readouterr().err
@@ -132,7 +133,7 @@ def block(m, n):
 
 
 def test_fit_alpha_factory_module(tmp_path, capsys):
-    from cepaper import results
+    from cepaper.book import results
     path = tmp_path / "my_block.py"
     path.write_text(FACTORY)
     r = run_json(capsys, "fit-alpha", "--module", f"{path}:block", "--input-shape", "8,3", "--trials", "8",

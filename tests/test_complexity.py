@@ -10,7 +10,7 @@ from torchvision.models.resnet import Bottleneck as TorchvisionBottleneck
 
 from cepaper import complexity as cx
 from cepaper.models.mlp import CollegialMLP
-from cepaper.ntk import intra_op_threads
+from cepaper.montecarlo import intra_op_threads
 from cepaper.models.resnext import ResNeXtBottleneck, ResNeXtCifar, resnext
 
 

@@ -1,12 +1,13 @@
-"""cepaper.design_examples (the page 08_design): the vision-MLP channel block and the saved designs' views."""
+"""cepaper.sections.design (the page 08_design): the vision-MLP channel block and the saved designs' views."""
 
 import torch
 
-from cepaper import design, design_examples
+from cepaper import design
+from cepaper.sections import design as design_section
 
 
 def test_mixer_channel_block_is_a_collegial_module():
-    block = design_examples.mixer_channel_block
+    block = design_section.mixer_channel_block
     for m, n in [(1, 8), (3, 5)]:
         c = 64
         assert design.param_count(block(m, n)) == 2 * c + (c * m * n + m * n) + (m * n * n + m * n) + (m * n * c + c)
@@ -27,11 +28,11 @@ def test_mixer_channel_block_is_a_collegial_module():
 
 
 def test_block_designs_and_views():
-    saved = design_examples.block_designs("mixer", [2, 4, 8, 16, 32], 40, [4, 16, 64], readout="center", repeats=2)
+    saved = design_section.block_designs("mixer", [2, 4, 8, 16, 32], 40, [4, 16, 64], readout="center", repeats=2)
     assert saved["baseline"] == "1x256" and set(saved["designs"]) == set(design.BUDGETS)
     assert saved["designs"]["params"]["primal"]["curve"]["n"] == [4, 16, 64, 256]
-    rows = design_examples.designs_table(saved)
+    rows = design_section.designs_table(saved)
     assert len(rows) == 6 and all("latency (ms)" in r for r in rows if r["budget"] == "latency")
-    gap = design_examples.latency_vs_flops(saved)
+    gap = design_section.latency_vs_flops(saved)
     assert gap["width_ratio"] == gap["latency_n"] / gap["flops_n"] and gap["flops_design_latency_ratio"] > 0
-    design_examples.plot_budgets([saved])
+    design_section.plot_budgets([saved])

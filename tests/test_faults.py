@@ -22,8 +22,13 @@ import nbformat
 import pytest
 import torch
 
-from cepaper import classify, cli, pipeline, results
-from cepaper.ntk import intra_op_threads
+from cepaper import cli
+from cepaper.training import grids
+from cepaper.training import sgd
+from cepaper.book import pipeline
+from cepaper.book import results
+from cepaper.training import spine
+from cepaper.montecarlo import intra_op_threads
 from conftest import SOURCE_ROOT, cepaper
 
 FAULT_NOTEBOOK = '''# %% [markdown]
@@ -43,7 +48,7 @@ import os
 import time
 from pathlib import Path
 from IPython.display import display
-from cepaper import results
+from cepaper.book import results
 if repo:  # plain papermill on this test layout: its store, not the checkout's
     results.REPO = Path(repo)
 run = results.Run("SECTION", profile, params=dict(value=value, files=files, blob=blob))
@@ -149,7 +154,7 @@ def test_sigkill_while_executing_keeps_the_old_results(layout, kernels):
     assert list((layout / "_build" / "staging").iterdir()) == [], "the dead run's staging folder is removed"
 
 
-KILL = "import os, signal\nkill = lambda: os.kill(os.getpid(), signal.SIGKILL)\nfrom cepaper import pipeline\n"
+KILL = "import os, signal\nkill = lambda: os.kill(os.getpid(), signal.SIGKILL)\nfrom cepaper.book import pipeline\n"
 PUBLISH_FAULTS = {
     # half of the new results copied beside the old ones
     "copying": KILL + "import shutil\nreal, n = shutil.copy2, []\n"
@@ -207,22 +212,22 @@ import os, signal, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import torch
 torch.set_num_threads(1)  # as the comparison in the test process: the same float32 reduction order
-from cepaper import classify as cl, train
+from cepaper.training import sgd, spine
 from test_classify import TINY, images, tiny_model
 point, path = sys.argv[1], sys.argv[2]
 kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
 if point == "after-checkpoint":  # epoch 2's checkpoint written whole
-    real = cl.save_checkpoint
-    cl.save_checkpoint = lambda p, state: (real(p, state), state["epoch"] == 2 and kill())
+    real = spine.save_checkpoint
+    spine.save_checkpoint = lambda p, state: (real(p, state), state["epoch"] == 2 and kill())
 else:  # epoch 2's checkpoint half written
-    real, n = train.write_atomic, []
+    real, n = spine.write_atomic, []
     def half(p, data):
         n.append(p)
         if len(n) < 2:
             return real(p, data)
         real(p, lambda f: (f.write(data[:len(data) // 2]), f.flush(), kill()))
-    train.write_atomic = half
-cl.fit(tiny_model(), images(n=40), images(n=16, seed=1), TINY, seed=5, checkpoint=path)
+    spine.write_atomic = half
+sgd.train_recipe(tiny_model(), images(n=40), images(n=16, seed=1), TINY, seed=5, checkpoint=path)
 '''
 
 
@@ -235,8 +240,8 @@ def test_training_killed_then_resumed_gives_the_same_result(tmp_path, point, epo
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert torch.load(path, weights_only=False)["epoch"] == epoch
     with intra_op_threads(1):  # bit-for-bit comparisons need one reduction order, whatever earlier tests set
-        straight = classify.fit(tiny_model(), images(n=40), images(n=16, seed=1), TINY, seed=5)
-        resumed = classify.fit(tiny_model(seed=99), images(n=40), images(n=16, seed=1), TINY, seed=5,
+        straight = sgd.train_recipe(tiny_model(), images(n=40), images(n=16, seed=1), TINY, seed=5)
+        resumed = sgd.train_recipe(tiny_model(seed=99), images(n=40), images(n=16, seed=1), TINY, seed=5,
                                checkpoint=path)
     for k in ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5"):
         assert resumed[k] == straight[k], k
@@ -294,7 +299,7 @@ def test_read_only_results_root(repo, monkeypatch, capsys):
         assert not (repo / "_build" / "executed").exists(), "refused before executing"
         if mounted:
             with pytest.raises(OSError) as e:
-                results.write_atomic(ro / "quick" / "x.json", "{}")
+                spine.write_atomic(ro / "quick" / "x.json", "{}")
             assert e.value.errno == errno.EROFS and e.value.filename == str(ro / "quick" / "x.json")
             assert cli.os_error_line(e.value).startswith(f"{ro}/quick/x.json: the filesystem is read-only (EROFS)")
 
@@ -302,7 +307,7 @@ def test_read_only_results_root(repo, monkeypatch, capsys):
 LIMIT = ("import resource, signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
          "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))\n")
 # the file-size limit set only once the notebook has run: the copy into the results root fails
-LIMIT_IN_PUBLISH = ("from cepaper import pipeline\nreal = pipeline.publish\n"
+LIMIT_IN_PUBLISH = ("from cepaper.book import pipeline\nreal = pipeline.publish\n"
                     "def publish(new, dest):\n" + "".join(f"    {line}\n" for line in LIMIT.splitlines()) +
                     "    return real(new, dest)\npipeline.publish = publish\n")
 
@@ -359,13 +364,13 @@ def test_full_disk_is_one_clear_line(layout, monkeypatch):
 def test_corrupt_checkpoint_is_moved_aside_and_recomputed(tmp_path, capsys):
     from test_classify import TINY, images, tiny_model
     data = images(n=40), images(n=16, seed=1)
-    straight = classify.fit(tiny_model(), *data, TINY, seed=5)
+    straight = sgd.train_recipe(tiny_model(), *data, TINY, seed=5)
     good = tmp_path / "good.pt"
-    classify.fit(tiny_model(), *data, TINY.scaled(1), seed=5, checkpoint=good)
+    sgd.train_recipe(tiny_model(), *data, TINY.scaled(1), seed=5, checkpoint=good)
     for name, content in (("empty", b""), ("garbage", b"not a checkpoint"), ("truncated", good.read_bytes()[:999])):
         path = tmp_path / f"{name}.pt"
         path.write_bytes(content)
-        got = classify.fit(tiny_model(), *data, TINY, seed=5, checkpoint=path)
+        got = sgd.train_recipe(tiny_model(), *data, TINY, seed=5, checkpoint=path)
         assert got["test_top1"] == straight["test_top1"], name
         assert (tmp_path / f"{name}.pt.corrupt").read_bytes() == content
         assert f"{path} is damaged (torch.load failed" in capsys.readouterr().err
@@ -379,11 +384,11 @@ def test_corrupt_cache_entries_are_moved_aside_and_recomputed(tmp_path, capsys):
         assert not checkpoint.exists(), "a damaged checkpoint is never handed on"
         return {"value": 1}
 
-    key = results.source_key({"a": 1}, ("cepaper.results",))
+    key = spine.source_key({"a": 1}, ("cepaper.book.results",))
     for content in (b"", b'{"value": ', b"{}", b"[]", b"\xff"):
         (tmp_path / f"{key}.json").write_bytes(content)
         (tmp_path / f"{key}.pt").write_bytes(b"half a checkpoint")
-        assert results.cached_record(tmp_path, {"a": 1}, ("cepaper.results",), compute) == {"value": 1}
+        assert spine.cached_record(tmp_path, {"a": 1}, ("cepaper.book.results",), compute) == {"value": 1}
         err = capsys.readouterr().err
         assert f"{key}.json is damaged" in err and f"{key}.pt is damaged (torch.load failed" in err
         assert (tmp_path / f"{key}.json.corrupt").exists()
@@ -395,15 +400,15 @@ def test_empty_training_record_is_recomputed_not_a_key_error(tmp_path, monkeypat
     from test_classify import images
     hist = {"epoch": [1], "lr": [0.1], "train_loss": [1.0], "train_top1": [50.0], "test_loss": [1.0],
             "test_top1": [40.0], "test_top5": [10.0], "seconds": [0.1], "images_per_s": 1.0}
-    monkeypatch.setattr(classify, "fit", lambda *a, **k: hist)
+    monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: hist)
     kw = dict(arch="resnext29", stages=(8, 16, 32), depth=1, classes=3, cache=tmp_path)
-    first = classify.run_models(["1x2d"], "toy", images(), images(), [0], **kw)
+    first = grids.train_recipe_grid(["1x2d"], "toy", images(), images(), [0], **kw)
     (record,) = tmp_path.glob("*.json")
     record.write_text("{}\n")
-    again = classify.run_models(["1x2d"], "toy", images(), images(), [0], **kw)
+    again = grids.train_recipe_grid(["1x2d"], "toy", images(), images(), [0], **kw)
     assert f"{record} is damaged (an empty record)" in capsys.readouterr().err
     assert again[0]["final_top1"] == first[0]["final_top1"]
-    assert classify.summary(again).top1.tolist() == [40.0]
+    assert grids.grid_summary(again).top1.tolist() == [40.0]
 
 
 @pytest.mark.parametrize("content", ["", "{trunc", "[]", '{"key": 1}'])
@@ -467,7 +472,8 @@ def test_plain_papermill_never_writes_the_books_results(layout, tmp_path):
 CHILD = f'''
 import signal, sys
 from pathlib import Path
-from cepaper import cli, pipeline
+from cepaper import cli
+from cepaper.book import pipeline
 signal.signal(signal.SIGTERM, cli._on_sigterm)
 try:
     pipeline.run_child(["sh", "-c", "sleep 300 & echo $! > " + sys.argv[1] + "; wait"])

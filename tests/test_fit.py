@@ -12,7 +12,8 @@ import torch
 from scipy import stats
 from torch import nn
 
-from cepaper import fit, ntk, search
+from cepaper import fit, search
+from cepaper import ntk
 from cepaper.models import blocks as B
 
 
@@ -310,7 +311,8 @@ def test_alpha_interval():
 
 
 def test_cli_fit_alpha_writes_the_store(tmp_path, monkeypatch, capsys):
-    from cepaper import cli, results
+    from cepaper import cli
+    from cepaper.book import results
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))
     assert cli.main(["fit-alpha", "--module", "bottleneck", "--trials", "6", "--widths", "4", "1", "2",
                      "--seed", "3", "--json"]) == 0

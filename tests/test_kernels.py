@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from cepaper import kernels, ntk
+from cepaper import kernels
+from cepaper import montecarlo
 from cepaper.models.mlp import CollegialMLP
 
 F64 = torch.float64
@@ -117,7 +118,7 @@ def test_symmetric_psd_homogeneous_and_shapes():
 def test_matches_wide_net_monte_carlo(bias):
     """K_inf equals the Monte Carlo mean NTK of wide nets within 3 standard errors, every entry."""
     x = torch.randn(4, 3, generator=torch.Generator().manual_seed(4))
-    mo = ntk.mc_moments(ntk.mlp_ntk_sampler(x, widths=256, depth=3, bias=bias), 384, chunk=64, seed=1)
+    mo = montecarlo.mc_moments(montecarlo.mlp_ntk_sampler(x, widths=256, depth=3, bias=bias), 384, chunk=64, seed=1)
     kinf = kernels.relu_ntk(x, depth=3, bias=bias)
     z = (mo.mean - kinf) / mo.mean_se
     assert z.abs().max() < 3, z
@@ -129,7 +130,7 @@ def test_nngp_matches_monte_carlo_of_outputs():
     model = CollegialMLP(2, 256, depth=2, m=3000, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
         f = model.members(x)                                   # (m, N)
-    mo = ntk.moments(f[:, :, None] * f[:, None, :])
+    mo = montecarlo.moments(f[:, :, None] * f[:, None, :])
     z = (mo.mean - kernels.relu_nngp(x, depth=2)) / mo.mean_se
     assert z.abs().max() < 3, z
 

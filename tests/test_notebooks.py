@@ -6,7 +6,8 @@ import json
 import jupytext
 import pytest
 
-from cepaper import pipeline, results
+from cepaper.book import pipeline
+from cepaper.book import results
 
 SECTIONS = pipeline.book_sections()
 PROVENANCE = {"section", "name", "profile", "params", "seed", "cepaper", "git_commit", "device", "wall_s", "date"}
@@ -76,12 +77,13 @@ def test_executed_notebook_has_figures_and_no_errors(path):
 def test_mnist_models_of_every_profile_carry_fig3_alpha(profile):
     """Sec. 4.1 runs with the alpha that reproduces Fig. 3 (not an Algorithm 1 fit of the MLP), so the
     dual's smallest width carries several times the baseline's parameters, as in the paper."""
-    from cepaper import ablation, design_report
+    from cepaper.sections import mnist as mnist_section
+    from cepaper.sections import primal_dual
     p = pipeline.resolve_parameters("mnist", profile)
     assert p["alpha"] is None, f"profile {profile} must leave mnist's alpha to Fig. 3's"
-    alpha, source = design_report.fig3_alpha()
+    alpha, source = primal_dual.fig3_alpha()
     assert 3.616 <= alpha <= 3.653 and "Fig. 3" in source
-    configs = ablation.models(p["primal_ns"], p["dual_ns"], p["n_tilde"], alpha,
-                              ablation.member(inputs=784, depth=p["depth"], classes=10, bias=p["bias"]))
+    configs = mnist_section.models(p["primal_ns"], p["dual_ns"], p["n_tilde"], alpha,
+                              mnist_section.member(inputs=784, depth=p["depth"], classes=10, bias=p["bias"]))
     dual = configs[configs.curve == "dual"].sort_values("n")
     assert dual.params_ratio.iloc[0] > 3, dual[["n", "m", "params_ratio"]]

@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from cepaper import montecarlo, stats
 from cepaper import ntk
+from cepaper.sections import lemma1
 from cepaper.models.mlp import CollegialMLP
 
 F64 = torch.float64
@@ -122,7 +124,7 @@ def test_entries_select_from_the_full_matrix():
     rows, cols = [0, 5, 2, 2], [1, 3, 0, 2]
     torch.testing.assert_close(ntk.member_ntk(model, x1, x2, entries=(rows, cols)), full[:, rows, cols])
     torch.testing.assert_close(ntk.member_ntk(model, x1, x2, entries="diag"), full.diagonal(dim1=1, dim2=2))
-    gamma, x, ent = ntk.circle_inputs(9)
+    gamma, x, ent = lemma1.circle_inputs(9)
     k = ntk.member_ntk(CollegialMLP(2, 8, m=2, dtype=F64), x.double())
     assert gamma.shape == (9,) and x.shape == (10, 2) and torch.allclose(x.norm(dim=1), torch.ones(10))
     assert ent[0].tolist() == list(range(1, 10)) + [0] * 9 and ent[1].tolist() == list(range(1, 10)) * 2
@@ -138,8 +140,8 @@ def test_ensemble_variance_is_member_variance_over_m():
         model = CollegialMLP(2, 16, depth=2, m=m * t, generator=g)
         return ntk.member_ntk(model, x).reshape(t, m, 2, 2).mean(1)
 
-    e = ntk.mc_moments(ensembles, 3000, chunk=500, seed=1)
-    one = ntk.mc_moments(ntk.mlp_ntk_sampler(x, widths=16, depth=2), 3000, chunk=500, seed=2)
+    e = montecarlo.mc_moments(ensembles, 3000, chunk=500, seed=1)
+    one = montecarlo.mc_moments(montecarlo.mlp_ntk_sampler(x, widths=16, depth=2), 3000, chunk=500, seed=2)
     z = (e.var - one.var / m) / (e.var_se ** 2 + (one.var_se / m) ** 2).sqrt()
     assert z.abs().max() < 4, z
     torch.testing.assert_close(e.mean, one.mean, atol=4 * (e.mean_se + one.mean_se).max().item(), rtol=0)
@@ -150,7 +152,7 @@ def test_ensemble_variance_is_member_variance_over_m():
 def test_moments_match_numpy():
     rs = np.random.default_rng(0)
     s = rs.gamma(2.0, size=(500, 3)) + 10.0
-    mo = ntk.moments(torch.tensor(s))
+    mo = montecarlo.moments(torch.tensor(s))
     t = len(s)
     var = s.var(0, ddof=1)
     c4 = ((s - s.mean(0)) ** 4).mean(0)
@@ -160,14 +162,14 @@ def test_moments_match_numpy():
     np.testing.assert_allclose(mo.mean_se.numpy(), np.sqrt(var / t), rtol=1e-10)
     np.testing.assert_allclose(mo.var_se.numpy(), np.sqrt((c4 - (t - 3) / (t - 1) * var ** 2) / t), rtol=1e-8)
     np.testing.assert_allclose(mo.second_se.numpy(), (s ** 2).std(0, ddof=1) / np.sqrt(t), rtol=1e-8)
-    assert mo.draws == 500 and set(mo.as_dict()) == set(ntk.Moments._fields)
+    assert mo.draws == 500 and set(mo.as_dict()) == set(montecarlo.Moments._fields)
     assert torch.equal(mo.cpu().var, mo.var) and mo.cpu().draws == 500
 
 
 def test_standard_errors_are_calibrated():
     # Normal draws: Var(s^2) = 2 sigma^4 / (T - 1); the estimated var_se must agree.
     s = torch.randn(20000, 4, generator=gen(3), dtype=F64) * 3.0
-    mo = ntk.moments(s)
+    mo = montecarlo.moments(s)
     torch.testing.assert_close(mo.var_se, torch.full((4,), 9.0 * math.sqrt(2 / 19999), dtype=F64), rtol=0.05, atol=0)
     assert ((mo.var - 9.0).abs() < 4 * mo.var_se).all()
 
@@ -182,19 +184,19 @@ def test_float32_samples_accumulate_in_float64():
         state["i"] += t
         return out
 
-    mo = ntk.mc_moments(sample, 4096, chunk=512)
+    mo = montecarlo.mc_moments(sample, 4096, chunk=512)
     torch.testing.assert_close(mo.var, exact, rtol=1e-6, atol=0)
     assert mo.mean.dtype == F64
 
 
 def test_mc_is_seeded_chunked_and_consistent():
     x = inputs(3, 2, 5, torch.float32)
-    sampler = ntk.mlp_ntk_sampler(x, widths=8, depth=2, entries="diag")
-    a = ntk.mc_samples(sampler, 100, chunk=32, seed=7)
+    sampler = montecarlo.mlp_ntk_sampler(x, widths=8, depth=2, entries="diag")
+    a = montecarlo.mc_samples(sampler, 100, chunk=32, seed=7)
     assert a.shape == (100, 3) and a.dtype == torch.float32
-    assert torch.equal(a, ntk.mc_samples(sampler, 100, chunk=32, seed=7))
-    assert not torch.equal(a, ntk.mc_samples(sampler, 100, chunk=32, seed=8))
-    mo, ref = ntk.mc_moments(sampler, 100, chunk=32, seed=7), ntk.moments(a)
+    assert torch.equal(a, montecarlo.mc_samples(sampler, 100, chunk=32, seed=7))
+    assert not torch.equal(a, montecarlo.mc_samples(sampler, 100, chunk=32, seed=8))
+    mo, ref = montecarlo.mc_moments(sampler, 100, chunk=32, seed=7), montecarlo.moments(a)
     for f in ("mean", "var", "second", "mean_se", "var_se", "second_se"):
         torch.testing.assert_close(getattr(mo, f), getattr(ref, f), rtol=1e-9, atol=1e-12)
     # The sampler's draws are the weights of a CollegialMLP drawn from the same generator state.
@@ -203,35 +205,35 @@ def test_mc_is_seeded_chunked_and_consistent():
     assert torch.equal(a[:32], first)
     # about 2^23 weights per chunk, at most 4096 draws: 2 * 8 + 8 * 8 + 8 * 1 = 88 weights per draw
     assert sampler.default_chunk == 4096
-    assert ntk.mlp_ntk_sampler(inputs(2, 300, 1), widths=1000, depth=4).default_chunk == 2 ** 23 // (300_000 + 3 * 10 ** 6 + 1000)
-    assert ntk.mlp_ntk_sampler(inputs(2, 3000, 1), widths=3000, depth=2).default_chunk == 1
+    assert montecarlo.mlp_ntk_sampler(inputs(2, 300, 1), widths=1000, depth=4).default_chunk == 2 ** 23 // (300_000 + 3 * 10 ** 6 + 1000)
+    assert montecarlo.mlp_ntk_sampler(inputs(2, 3000, 1), widths=3000, depth=2).default_chunk == 1
 
 
 def test_module_sampler_loop_matches_batched_sampler():
     x = inputs(3, 2, 6, torch.float32)
-    loop = ntk.module_ntk_sampler(lambda g: CollegialMLP(2, 8, depth=2, generator=g), x, entries="diag")
-    batched = ntk.mlp_ntk_sampler(x, widths=8, depth=2, entries="diag")
+    loop = montecarlo.module_ntk_sampler(lambda g: CollegialMLP(2, 8, depth=2, generator=g), x, entries="diag")
+    batched = montecarlo.mlp_ntk_sampler(x, widths=8, depth=2, entries="diag")
     # m = 1 draws one member at a time: the loop and a batch of one agree draw for draw.
-    torch.testing.assert_close(ntk.mc_samples(loop, 5, chunk=5, seed=3), ntk.mc_samples(batched, 5, chunk=1, seed=3))
+    torch.testing.assert_close(montecarlo.mc_samples(loop, 5, chunk=5, seed=3), montecarlo.mc_samples(batched, 5, chunk=1, seed=3))
 
 
 def test_running_ensemble_and_grouped_variance():
     s = torch.randn(120, 3, generator=gen(9), dtype=F64)
-    r = ntk.running_ensemble(s)
+    r = lemma1.running_ensemble(s)
     torch.testing.assert_close(r[9], s[:10].mean(0))
-    ev = ntk.ensemble_variance(s, [1, 4, 10])
+    ev = lemma1.ensemble_variance(s, [1, 4, 10])
     torch.testing.assert_close(ev["var"][1], s.reshape(30, 4, 3).mean(1).var(0))
     assert ev["groups"].tolist() == [120, 30, 12]
 
 
 def test_variance_slope_detects_the_one_over_m_law():
     iid = torch.randn(4096, 8, generator=gen(10), dtype=F64) * 2 + 5
-    fit = ntk.variance_slope(iid, [1, 2, 4, 8, 16, 32], blocks=16)
+    fit = lemma1.variance_slope(iid, [1, 2, 4, 8, 16, 32], blocks=16)
     assert fit["lo"] <= -1 <= fit["hi"] and abs(fit["slope"] + 1) < 0.1 and fit["se"] < 0.05
     assert fit["m"] == [1, 2, 4, 8, 16, 32] and len(fit["var_se"]) == 6
     # Correlated "members" (each value repeated 8 times): no 1/m decay up to m = 8.
     rep = iid[:512].repeat_interleave(8, 0)
-    bad = ntk.variance_slope(rep, [1, 2, 4, 8], blocks=16)
+    bad = lemma1.variance_slope(rep, [1, 2, 4, 8], blocks=16)
     assert not bad["lo"] <= -1 <= bad["hi"] and bad["slope"] > -0.2
 
 
@@ -255,11 +257,11 @@ def slope_sd(t, ms, blocks):
 
 
 def jackknife_calibration(reps=200, t=1024, ms=(1, 2, 4, 8), blocks=16):
-    """Mean jackknife ``se`` of :func:`ntk.variance_slope` over the slope's sd (:func:`slope_sd`), from
+    """Mean jackknife ``se`` of :func:`lemma1.variance_slope` over the slope's sd (:func:`slope_sd`), from
     ``reps`` data sets; and the interval's half-width over ``se``."""
     sd = slope_sd(t, ms, blocks)
     data = np.random.default_rng(6).standard_normal((reps, t))
-    fits = [ntk.variance_slope(torch.from_numpy(s), list(ms), blocks) for s in data]
+    fits = [lemma1.variance_slope(torch.from_numpy(s), list(ms), blocks) for s in data]
     np.testing.assert_allclose([f["slope"] for f in fits], np_variance_slope(data, ms, blocks), rtol=1e-10)
     return np.mean([f["se"] for f in fits]) / sd, np.mean([(f["hi"] - f["lo"]) / 2 / f["se"] for f in fits])
 
@@ -274,21 +276,21 @@ def test_jackknife_se_is_calibrated():
 
 def test_jackknife_calibration_detects_a_missing_factor(plant):
     """Without the (blocks - 1) factor of the jackknife variance, se is sqrt(15) = 3.9 times too small."""
-    plant(ntk, "variance_slope", "((blocks - 1) / blocks * ", "(1 / blocks * ")
+    plant(lemma1, "variance_slope", "((blocks - 1) / blocks * ", "(1 / blocks * ")
     assert jackknife_calibration(reps=50)[0] < 0.5
 
 
 def test_t_quantile_and_inverse_width_fit():
-    assert ntk.t_quantile(0.975, 15) == pytest.approx(2.1314, abs=1e-3)
-    assert ntk.t_quantile(0.95, 10) == pytest.approx(1.8125, abs=1e-3)
-    assert ntk.t_quantile(0.975, 1000) == pytest.approx(1.9623, abs=1e-3)
-    assert ntk.t_quantile(0.975, 2) == pytest.approx(4.3027, abs=1e-3)  # few jackknife blocks
-    assert ntk.t_quantile(0.995, 2) == pytest.approx(9.9248, abs=1e-3)
+    assert stats.t_quantile(0.975, 15) == pytest.approx(2.1314, abs=1e-3)
+    assert stats.t_quantile(0.95, 10) == pytest.approx(1.8125, abs=1e-3)
+    assert stats.t_quantile(0.975, 1000) == pytest.approx(1.9623, abs=1e-3)
+    assert stats.t_quantile(0.975, 2) == pytest.approx(4.3027, abs=1e-3)  # few jackknife blocks
+    assert stats.t_quantile(0.995, 2) == pytest.approx(9.9248, abs=1e-3)
     widths = [8, 16, 64]
     c_true = torch.tensor([0.5, -1.0], dtype=F64)
     dev = c_true / torch.tensor(widths, dtype=F64)[:, None]
     se = torch.full_like(dev, 0.01)
-    c, c_se = ntk.inverse_width_fit(widths, dev, se)
+    c, c_se = lemma1.inverse_width_fit(widths, dev, se)
     torch.testing.assert_close(c, c_true)
     torch.testing.assert_close(c_se, torch.full((2,), 0.01 / math.sqrt(8 ** -2 + 16 ** -2 + 64 ** -2), dtype=F64))
 
@@ -308,13 +310,13 @@ def test_t_quantile_and_inverse_width_fit():
     (lambda: ntk.member_ntk(CollegialMLP(2, 4), torch.randn(4, 2), entries="rows"), ValueError, "entries must be"),
     (lambda: ntk.member_ntk(CollegialMLP(2, 4), torch.randn(4, 2), entries=([0, 4], [0, 1])), ValueError,
      r"entries must index rows in \[0, 4\)"),
-    (lambda: ntk.mc_moments(ntk.mlp_ntk_sampler(torch.randn(2, 2)), 0), ValueError, "draws must be an integer >= 1, got 0"),
-    (lambda: ntk.mc_samples(ntk.mlp_ntk_sampler(torch.randn(2, 2)), 5, chunk=0), ValueError, "chunk must be"),
-    (lambda: ntk.mlp_ntk_sampler(torch.randn(2, 2), widths=0), ValueError, "width must be an integer >= 1, got 0"),
-    (lambda: ntk.moments(torch.zeros(0, 3)), ValueError, "T >= 1"),
-    (lambda: ntk.ensemble_variance(torch.randn(10, 2), [6]), ValueError, "at least 2 groups"),
-    (lambda: ntk.variance_slope(torch.randn(10, 2), [1, 2], blocks=8), ValueError, "at least blocks"),
-    (lambda: ntk.circle_inputs(1), ValueError, "n_gamma must be >= 2"),
+    (lambda: montecarlo.mc_moments(montecarlo.mlp_ntk_sampler(torch.randn(2, 2)), 0), ValueError, "draws must be an integer >= 1, got 0"),
+    (lambda: montecarlo.mc_samples(montecarlo.mlp_ntk_sampler(torch.randn(2, 2)), 5, chunk=0), ValueError, "chunk must be"),
+    (lambda: montecarlo.mlp_ntk_sampler(torch.randn(2, 2), widths=0), ValueError, "width must be an integer >= 1, got 0"),
+    (lambda: montecarlo.moments(torch.zeros(0, 3)), ValueError, "T >= 1"),
+    (lambda: lemma1.ensemble_variance(torch.randn(10, 2), [6]), ValueError, "at least 2 groups"),
+    (lambda: lemma1.variance_slope(torch.randn(10, 2), [1, 2], blocks=8), ValueError, "at least blocks"),
+    (lambda: lemma1.circle_inputs(1), ValueError, "n_gamma must be >= 2"),
 ])
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):

@@ -1,9 +1,10 @@
-"""Tests of cepaper.pages: tables without index columns or NaN cells, sources without machine paths."""
+"""Tests of cepaper.book.pages: tables without index columns or NaN cells, sources without machine paths."""
 
 import numpy as np
 import pandas as pd
 
-from cepaper import imagenet, pages
+from cepaper.sections import imagenet
+from cepaper.book import pages
 
 
 def test_cells_read_as_on_a_page():

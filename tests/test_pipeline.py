@@ -11,7 +11,9 @@ import sys
 
 import pytest
 
-from cepaper import pipeline, results
+from cepaper.book import pipeline
+from cepaper.book import results
+from cepaper.training import spine
 from conftest import NOTEBOOK
 
 
@@ -88,17 +90,17 @@ def test_failed_notebook_keeps_the_last_good_run(repo):
 
 
 def test_results_written_atomically(tmp_path):
-    path = results.write_atomic(tmp_path / "a" / "b.json", json.dumps({"x": 1}))
+    path = spine.write_atomic(tmp_path / "a" / "b.json", json.dumps({"x": 1}))
     assert json.loads(path.read_text()) == {"x": 1}
     assert [p.name for p in path.parent.iterdir()] == ["b.json"]
-    streamed = results.write_atomic(tmp_path / "c.bin", lambda f: (f.write(b"ab"), f.write(b"c")))
+    streamed = spine.write_atomic(tmp_path / "c.bin", lambda f: (f.write(b"ab"), f.write(b"c")))
     assert streamed.read_bytes() == b"abc"
 
     def fails(f):
         f.write(b"half")
         raise OSError("disk full")
     with pytest.raises(OSError, match="disk full"):
-        results.write_atomic(tmp_path / "d.bin", fails)
+        spine.write_atomic(tmp_path / "d.bin", fails)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "c.bin"]  # no partial file left
 
 

@@ -10,7 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cepaper import complexity as cx
-from cepaper import design_report, paper, results, search
+from cepaper import search
+from cepaper.sections import primal_dual
+from cepaper.sections import paper
+from cepaper.book import results
 from cepaper.models.resnext import ResNeXtBottleneck
 
 
@@ -70,16 +73,16 @@ def test_strong_duality(module, alpha, budget):
 
 def test_fig3_optimum():
     """Fig. 3: n = 48, m_p ~ 30, m_d ~ 12, rho ~ 2.45 at the alpha found in notebook 04."""
-    c = search.curve(design_report.fig3_module(), paper.FIG3["width"], search.ALPHA_FIG3)
+    c = search.curve(primal_dual.fig3_module(), paper.FIG3["width"], search.ALPHA_FIG3)
     p, d = search.optimum(c, "primal"), search.optimum(c, "dual")
     assert (p["n"], round(p["m"]), d["n"], round(d["m"])) == (48, 30, 48, 12)
-    assert design_report.matches_printed(d["rho"], paper.FIG3["rho_dual"])
+    assert primal_dual.matches_printed(d["rho"], paper.FIG3["rho_dual"])
 
 
 def test_fig3_alpha_interval_contains_the_default():
     alphas = np.round(np.arange(3.5, 3.8, 0.005), 4)
-    scan = search.alpha_scan(design_report.fig3_module(), paper.FIG3["width"], alphas)
-    lo, hi = design_report.alpha_interval(scan["alpha"], design_report.matching_alphas(scan))
+    scan = search.alpha_scan(primal_dual.fig3_module(), paper.FIG3["width"], alphas)
+    lo, hi = primal_dual.alpha_interval(scan["alpha"], primal_dual.matching_alphas(scan))
     assert 3.6 < lo <= search.ALPHA_FIG3 <= hi < 3.7
 
 
@@ -88,7 +91,7 @@ def test_sec421_optimum():
     p = search.design("resnext29", "1x128d", "primal", alpha=paper.ALPHA_BOTTLENECK)
     d = search.design("resnext29", "1x128d", "dual", alpha=paper.ALPHA_BOTTLENECK)
     assert (p["n"], p["m"], d["n"], d["m"]) == (10, 37, 10, 10)
-    assert design_report.matches_printed(d["rho_curve"], paper.SEC421["rho_dual"])
+    assert primal_dual.matches_printed(d["rho_curve"], paper.SEC421["rho_dual"])
     assert p["strong_duality"] and d["strong_duality"]
 
 
@@ -97,7 +100,7 @@ KNOWN_MISSES = {("1a", "28x12d"): "30x12d", ("4", "22x10d"): "23x10d"}
 
 def test_derived_models_equal_the_papers():
     """Every optimum/vicinity/curve model of Tables 1-5, except the two documented misses."""
-    rows = design_report.derived_rows(paper.ALPHA_BOTTLENECK)
+    rows = primal_dual.derived_rows(paper.ALPHA_BOTTLENECK)
     assert len(rows) == 27
     misses = {(r["table"], r["paper model"]): r["ours"] for r in rows if not r["match"]}
     assert misses == KNOWN_MISSES
@@ -116,14 +119,14 @@ def test_block_optimum_is_robust_in_alpha(alpha):
 
 
 def test_only_the_default_conventions_reproduce_the_models():
-    rows = design_report.block_convention_rows(paper.ALPHA_BOTTLENECK)
+    rows = primal_dual.block_convention_rows(paper.ALPHA_BOTTLENECK)
     best = max(rows, key=lambda r: int(r["models reproduced"].split("/")[0]))
     assert best["default"] and best["models reproduced"] == "23/25"
     assert sum(r["models reproduced"] == best["models reproduced"] for r in rows) == 1
 
 
 def test_printed_params_of_tables_1_to_5():
-    rows = design_report.printed_rows()
+    rows = primal_dual.printed_rows()
     assert len(rows) == 49 and all(r["params match"] for r in rows)
     assert [r["GFLOPs match"] for r in rows if r["GFLOPs match"] is not None] == [True] * 4
     # every printed rho but one (3x40d: 1.852, printed 1.8)

@@ -1,4 +1,4 @@
-"""Tests of cepaper.theorem1: the Fig. 9 grid, the run cache, kernel changes and the log-log slope."""
+"""Tests of cepaper.sections.theorem1: the Fig. 9 grid, the run cache, kernel changes and the log-log slope."""
 
 import json
 import os
@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from cepaper import data, theorem1
+from cepaper import data
+from cepaper.sections import theorem1
 from cepaper.models.mlp import CollegialMLP
 
 matplotlib.use("Agg")

@@ -1,4 +1,4 @@
-"""Tests of cepaper.train: gradient descent on the L2 loss of a batched collegial ensemble, the NTK
+"""Tests of cepaper.training.gd: gradient descent on the L2 loss of a batched collegial ensemble, the NTK
 it records, checkpoints and resumption, seeds, and bad input."""
 
 import copy
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cepaper import train as tr
+from cepaper.training import gd, spine
 from cepaper.models.mlp import CollegialMLP
 
 DT = torch.float64
@@ -43,11 +43,11 @@ def member_forward(ws, x):
 
 def test_l2_loss_and_full_loss():
     out, y = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.0, 0.0, 1.0])
-    assert tr.l2_loss(out, y).item() == pytest.approx((0 + 4 + 9) / 6)
+    assert gd.l2_loss(out, y).item() == pytest.approx((0 + 4 + 9) / 6)
     x, y = toy(n=9)
     model = model_of()
-    expected = tr.l2_loss(model(x), y).item()
-    assert tr.full_loss(model, x, y, chunk=4) == pytest.approx(expected, rel=1e-12)
+    expected = gd.l2_loss(model(x), y).item()
+    assert gd.full_loss(model, x, y, chunk=4) == pytest.approx(expected, rel=1e-12)
 
 
 def test_one_step_of_the_batched_ensemble_equals_m_separate_models():
@@ -62,7 +62,7 @@ def test_one_step_of_the_batched_ensemble_equals_m_separate_models():
     loss = 0.5 * ((ensemble - y) ** 2).mean()
     grads = torch.autograd.grad(loss, [w for ws in members for w in ws])
     stepped = [w - lr * g for w, g in zip([w for ws in members for w in ws], grads)]
-    before = tr.gd_step(model, x, y, lr)
+    before = gd.gd_step(model, x, y, lr)
     assert before == pytest.approx(loss.item(), rel=1e-12)
     L = len(model.weights)
     for j in range(m):
@@ -73,34 +73,34 @@ def test_one_step_of_the_batched_ensemble_equals_m_separate_models():
 def test_full_batch_epoch_is_one_step_and_minibatch_epoch_follows_the_batches():
     x, y = toy(n=8)
     a, b = model_of(), model_of()
-    tr.train(a, x, y, epochs=1, lr=0.1)
-    tr.gd_step(b, x, y, 0.1)
+    gd.train_gd(a, x, y, epochs=1, lr=0.1)
+    gd.gd_step(b, x, y, 0.1)
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     a, b = model_of(), model_of()
-    tr.train(a, x, y, epochs=2, lr=0.1, batch_size=3, seed=5)
+    gd.train_gd(a, x, y, epochs=2, lr=0.1, batch_size=3, seed=5)
     for epoch in range(2):
-        for idx in tr.batches(8, 3, 5, epoch):
-            tr.gd_step(b, x[idx], y[idx], 0.1)
+        for idx in gd.batches(8, 3, 5, epoch):
+            gd.gd_step(b, x[idx], y[idx], 0.1)
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
 def test_batches():
-    assert [b.tolist() for b in tr.batches(5, None, 0, 0)] == [[0, 1, 2, 3, 4]]
-    assert [b.tolist() for b in tr.batches(5, 7, 0, 0)] == [[0, 1, 2, 3, 4]]
-    bs = tr.batches(10, 4, seed=3, epoch=1)
+    assert [b.tolist() for b in gd.batches(5, None, 0, 0)] == [[0, 1, 2, 3, 4]]
+    assert [b.tolist() for b in gd.batches(5, 7, 0, 0)] == [[0, 1, 2, 3, 4]]
+    bs = gd.batches(10, 4, seed=3, epoch=1)
     assert [len(b) for b in bs] == [4, 4, 2]
     assert sorted(np.concatenate(bs).tolist()) == list(range(10))
-    assert all((u == v).all() for u, v in zip(bs, tr.batches(10, 4, seed=3, epoch=1)))
-    assert not (np.concatenate(bs) == np.concatenate(tr.batches(10, 4, seed=3, epoch=2))).all()
+    assert all((u == v).all() for u, v in zip(bs, gd.batches(10, 4, seed=3, epoch=1)))
+    assert not (np.concatenate(bs) == np.concatenate(gd.batches(10, 4, seed=3, epoch=2))).all()
 
 
 def test_learning_rate_zero_leaves_model_and_ntk_unchanged():
     x, y = toy()
     model = model_of()
     init = copy.deepcopy(model)
-    hist = tr.train(model, x, y, epochs=3, lr=0.0, probe=x[:3], record_every=1, batch_size=4)
+    hist = gd.train_gd(model, x, y, epochs=3, lr=0.0, probe=x[:3], record_every=1, batch_size=4)
     for p, q in zip(model.parameters(), init.parameters()):
         assert torch.equal(p, q)
     assert hist["epoch"] == [0, 1, 2, 3]
@@ -113,26 +113,26 @@ def test_recorded_ntk_equals_direct_recomputation_of_both_kernels():
     x, y = toy(n=12)
     model = model_of(m=3, n=7, depth=3)
     init = copy.deepcopy(model)
-    hist = tr.train(model, x, y, epochs=5, lr=0.5, probe=x[:4])
+    hist = gd.train_gd(model, x, y, epochs=5, lr=0.5, probe=x[:4])
     k0, kt = autograd_ntk(init, x[:4]), autograd_ntk(model, x[:4])
     torch.testing.assert_close(hist["ntk"][0], k0, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(hist["ntk"][-1], kt, rtol=1e-10, atol=1e-12)
     assert (kt - k0).abs().max() > 1e-3  # the kernel did move at this small width
     assert hist["loss"][-1] < hist["loss"][0]
-    assert hist["loss"][0] == pytest.approx(tr.full_loss(init, x, y))
+    assert hist["loss"][0] == pytest.approx(gd.full_loss(init, x, y))
 
 
 def test_record_every():
     x, y = toy()
-    hist = tr.train(model_of(), x, y, epochs=5, lr=0.1, probe=x[:2], record_every=2)
+    hist = gd.train_gd(model_of(), x, y, epochs=5, lr=0.1, probe=x[:2], record_every=2)
     assert hist["epoch"] == [0, 2, 4, 5] and hist["ntk"].shape == (4, 2, 2) and len(hist["loss"]) == 4
-    hist = tr.train(model_of(), x, y, epochs=3, lr=0.1)
+    hist = gd.train_gd(model_of(), x, y, epochs=3, lr=0.1)
     assert hist["epoch"] == [0, 3] and hist["ntk"] is None
 
 
 def test_same_seed_same_numbers():
     x, y = toy(n=9)
-    runs = [tr.train(model_of(seed=s), x, y, epochs=3, lr=0.2, batch_size=4, probe=x[:2], seed=b)
+    runs = [gd.train_gd(model_of(seed=s), x, y, epochs=3, lr=0.2, batch_size=4, probe=x[:2], seed=b)
             for s, b in [(1, 7), (1, 7), (2, 7), (1, 8)]]
     assert runs[0]["loss"] == runs[1]["loss"] and torch.equal(runs[0]["ntk"], runs[1]["ntk"])
     assert runs[0]["loss"][-1] != runs[2]["loss"][-1]  # other initial weights
@@ -148,27 +148,27 @@ def resume_mismatches(tmp_path):
     x, y = toy(n=9)
     kw = {**RESUME, "probe": x[:2]}
     straight_model = model_of()
-    straight = tr.train(straight_model, x, y, **kw)
+    straight = gd.train_gd(straight_model, x, y, **kw)
     calls = []
 
     def failing_ntk(model, probe):
         calls.append(1)
         if len(calls) == 4:
             raise KeyboardInterrupt
-        return tr.probe_ntk(model, probe)
+        return gd.probe_ntk(model, probe)
 
     path = tmp_path / "run.pt"
     with pytest.raises(KeyboardInterrupt):
-        tr.train(model_of(), x, y, checkpoint=path, ntk_fn=failing_ntk, **kw)
+        gd.train_gd(model_of(), x, y, checkpoint=path, ntk_fn=failing_ntk, **kw)
     assert torch.load(path)["epoch"] == 2
     torch.manual_seed(1234)                           # the loop must not depend on torch's global RNG
     resumed_model = model_of(seed=99)                 # the checkpoint's weights replace these
-    resumed = tr.train(resumed_model, x, y, checkpoint=path, **kw)
+    resumed = gd.train_gd(resumed_model, x, y, checkpoint=path, **kw)
     bad = [k for k in ("epoch", "loss") if resumed[k] != straight[k]]
     bad += ["ntk"] * (not torch.equal(resumed["ntk"], straight["ntk"]))
     bad += ["weights"] * (not all(torch.equal(p, q) for p, q in zip(resumed_model.parameters(),
                                                                      straight_model.parameters())))
-    again = tr.train(model_of(), x, y, checkpoint=path, **kw)  # finished: nothing left to do
+    again = gd.train_gd(model_of(), x, y, checkpoint=path, **kw)  # finished: nothing left to do
     bad += ["finished run"] * (again["loss"] != straight["loss"])
     return bad
 
@@ -178,12 +178,13 @@ def test_checkpoint_resumes_an_interrupted_run(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-@pytest.mark.parametrize("where, old, new, shows", [
-    ("resume", 'model.load_state_dict(state["model"])', "pass", "weights"),
-    ("train", "batches(len(y), batch_size, seed, epoch)", "batches(len(y), batch_size, seed, epoch - start)", "loss"),
+@pytest.mark.parametrize("module, where, old, new, shows", [
+    (spine, "resume", 'model.load_state_dict(state["model"])', "pass", "weights"),
+    (gd, "train_gd", "batches(len(y), batch_size, seed, epoch)", "batches(len(y), batch_size, seed, epoch - start)",
+     "loss"),
 ])
-def test_resume_check_catches_a_lost_piece_of_state(tmp_path, plant, where, old, new, shows):
-    plant(tr, where, old, new)
+def test_resume_check_catches_a_lost_piece_of_state(tmp_path, plant, module, where, old, new, shows):
+    plant(module, where, old, new)
     assert shows in resume_mismatches(tmp_path)
 
 
@@ -192,7 +193,7 @@ def refused(tmp_path):
     x, y = toy(n=9)
     path = tmp_path / "run.pt"
     kw = {**RESUME, "probe": x[:2]}
-    tr.train(model_of(), x, y, checkpoint=path, **kw)
+    gd.train_gd(model_of(), x, y, checkpoint=path, **kw)
     x2 = x.clone()
     x2[0, 0] += 1e-9
     runs = {"inputs": (x2, y, kw), "targets": (x, y + 1, kw), "probe": (x, y, {**kw, "probe": x[1:3]}),
@@ -202,11 +203,11 @@ def refused(tmp_path):
     out = {}
     for name, (xs, ys, change) in runs.items():
         try:
-            tr.train(model_of(), xs, ys, checkpoint=path, **change)
+            gd.train_gd(model_of(), xs, ys, checkpoint=path, **change)
             out[name] = False
         except ValueError as e:
             out[name] = "other settings" in str(e)
-    tr.train(model_of(), x, y, checkpoint=path, **kw)      # the same settings resume
+    gd.train_gd(model_of(), x, y, checkpoint=path, **kw)      # the same settings resume
     return out
 
 
@@ -216,13 +217,13 @@ def test_resume_refuses_other_data_recipe_or_seed(tmp_path):
 
 
 def test_refusal_check_catches_a_dropped_data_digest(tmp_path, plant):
-    plant(tr, "train", "record_every=record_every,\n        data=digest(x, y, probe))", "record_every=record_every)")
+    plant(gd, "train_gd", "record_every=record_every,\n        data=spine.digest(x, y, probe))", "record_every=record_every)")
     assert refused(tmp_path)["inputs"] is False
 
 
 def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "c.pt"
-    tr.save_checkpoint(path, {"a": 1})
+    spine.save_checkpoint(path, {"a": 1})
 
     def broken(obj, f):
         f.write(b"partial")
@@ -230,7 +231,7 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", broken)
     with pytest.raises(OSError, match="disk full"):
-        tr.save_checkpoint(path, {"a": 2})
+        spine.save_checkpoint(path, {"a": 2})
     monkeypatch.undo()
     assert torch.load(path) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
@@ -247,13 +248,13 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
 def test_bad_input(kwargs, message):
     x, y = toy()
     with pytest.raises(ValueError, match=message):
-        tr.train(model_of(), x, y, **{"epochs": 1, "lr": 0.1, **kwargs})
+        gd.train_gd(model_of(), x, y, **{"epochs": 1, "lr": 0.1, **kwargs})
 
 
 def test_bad_shapes():
     x, y = toy()
     with pytest.raises(ValueError, match=r"x must be \(N, D\) and y \(N,\); got \(10, 6\) and \(9,\)"):
-        tr.train(model_of(), x, y[:9], epochs=1, lr=0.1)
+        gd.train_gd(model_of(), x, y[:9], epochs=1, lr=0.1)
 
 
 @pytest.mark.parametrize("m, n", [(0, 4), (2, 0)])

@@ -391,7 +391,7 @@ def bottleneck_ntk(block, x, method="structured", conv2="auto"):
 
 
 def bottleneck_ntk_sampler(n, x, readout, n_in=256, post_relu=False, dtype=torch.float32):
-    """Sampler of the block's NTK for :func:`cepaper.ntk.mc_samples` (Algorithm 1, lines 3-5).
+    """Sampler of the block's NTK for :func:`cepaper.montecarlo.mc_samples` (Algorithm 1, lines 3-5).
 
     A call ``sample(t, generator)`` draws ``t`` seeds from ``generator`` (on its device), builds
     :class:`BottleneckDraws` with them and returns :func:`bottleneck_ntk` on ``x``.

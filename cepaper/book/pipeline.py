@@ -30,7 +30,8 @@ from pathlib import Path
 
 import yaml
 
-from cepaper import results
+from cepaper.book import results
+from cepaper.training import spine
 
 REPO = results.REPO
 NOTEBOOKS = REPO / "notebooks"
@@ -288,10 +289,10 @@ def cached_record(section, profile, key):
     if not (path.exists() and executed_path(section, profile).exists()):
         return None
     # a damaged record is only a cache miss: moved aside, and the section re-executes
-    record = results.read_cached(path, required=RECORD_KEYS)
+    record = spine.read_cached(path, required=RECORD_KEYS)
     if record is None or not isinstance(record.get("reads"), dict):
         if path.exists():
-            results.move_aside(path, "its reads are not a mapping")
+            spine.move_aside(path, "its reads are not a mapping")
         return None
     if record.get("key") != key or not _reads_fresh(record):
         return None
@@ -331,7 +332,7 @@ def execute(section, params, key):
     profile = params["profile"]
     out = executed_path(section, profile)
     own = results.section_dir(section, profile)
-    results.check_writable(own)  # before hours of work, not after
+    spine.check_writable(own)  # before hours of work, not after
     (BUILD / "staging").mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=BUILD / "staging", prefix=f"{profile}-{section}-"))
     try:
@@ -383,14 +384,14 @@ def execute(section, params, key):
         record["published"] = _tree_digest(staged)
         text = _finish_notebook(staging / "out.ipynb", record)
         try:
-            results.write_atomic(staged / STORED, text)  # published with the results
+            spine.write_atomic(staged / STORED, text)  # published with the results
             publish(staged, own)
         except OSError as e:
             e.add_note(f"(section {section} ran, but its results could not be published; the last good "
                        "results are kept)")
             raise
-        results.write_atomic(out, text)
-        results.write_atomic(_record_path(section, profile), json.dumps(record, indent=1))
+        spine.write_atomic(out, text)
+        spine.write_atomic(_record_path(section, profile), json.dumps(record, indent=1))
         return record
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -476,7 +477,7 @@ def reuse(section, profile):
     out = executed_path(section, profile)
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(path, out)
-    results.write_atomic(_record_path(section, profile), json.dumps(record, indent=1))
+    spine.write_atomic(_record_path(section, profile), json.dumps(record, indent=1))
     return record
 
 
@@ -686,7 +687,7 @@ def _with_banner(nb, banner, suffix=None):
 def scale_page(section, built_profile, head=None):
     """The page *at scale* of a section: the best committed run at a profile other than
     ``built_profile`` with a banner saying which run it is (and whether it is older than ``head``,
-    the commit the book is built at: default :func:`cepaper.results.git_commit`), or a page saying
+    the commit the book is built at: default :func:`cepaper.book.results.git_commit`), or a page saying
     none is committed. Returns ``(notebook, record or None)``."""
     import nbformat
     profile, path = stored_run(section, [p for p in EVIDENCE if p != built_profile])
@@ -718,7 +719,7 @@ def scale_page(section, built_profile, head=None):
 def _write_if_changed(path, text):
     """Write ``text`` to ``path`` only when it differs, so Sphinx rebuilds only changed pages."""
     if not path.exists() or path.read_text() != text:
-        results.write_atomic(path, text)
+        spine.write_atomic(path, text)
 
 
 def run_child(cmd, cwd=None, grace=5.0):

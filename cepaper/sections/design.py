@@ -20,7 +20,7 @@ from cepaper import design, search
 
 #: The page's two blocks: factory spec, one example's input shape, baseline ``(m_tilde, n_tilde)``.
 BLOCKS = {
-    "mixer": dict(title="vision-MLP channel block", spec="cepaper.design_examples:mixer_channel_block",
+    "mixer": dict(title="vision-MLP channel block", spec="cepaper.sections.design:mixer_channel_block",
                   input_shape=(64, 16), baseline=(1, 256)),
     "resnet50_layer1": dict(title="torchvision ResNet-50, stage 1", spec="torchvision:resnet50:layer1",
                             input_shape=(64, 8, 8), baseline=(1, 64)),

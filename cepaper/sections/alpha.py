@@ -1,12 +1,13 @@
 """Results and figures of notebook ``03_alpha`` (Sec. 4.2, Algorithm 1, App. D / Fig. 8).
 
 The ``*_rows`` functions compute JSON-able results (lists of dicts) that the notebook saves; the
-``plot_*`` functions draw from saved results only. The paper's values come from :mod:`cepaper.paper`.
+``plot_*`` functions draw from saved results only. The paper's values come from :mod:`cepaper.sections.paper`.
 """
 
 import numpy as np
 
-from cepaper import fit, paper, search
+from cepaper import fit, search
+from cepaper.sections import paper
 
 #: Fit choices compared by :func:`fit_option_rows`: label -> keyword arguments of :func:`fit.fit_sweep`.
 FIT_OPTIONS = {
@@ -58,7 +59,7 @@ def fit_option_rows(sweep, entry="diag", options=None, n_boot=500):
 def design_rows(alpha, alpha_ci, problems=None, lo=0.2, hi=12.0):
     """The chain alpha -> design (Algorithm 2) for the paper's design problems, with stability intervals.
 
-    For each problem (default :data:`cepaper.paper.ALPHA_OPTIMA`): the optimum ``CxDd`` with our
+    For each problem (default :data:`cepaper.sections.paper.ALPHA_OPTIMA`): the optimum ``CxDd`` with our
     ``alpha``, at the ends of its interval ``alpha_ci`` and with the paper's 1.60, and the interval of
     alpha over which our optimum stays the same (:func:`cepaper.fit.alpha_interval`).
 

@@ -12,19 +12,15 @@ the empirical ensemble NTK ``K_e(X_p, X_p)`` of Eq. 4 on a few probe inputs ``X_
 initialization, every ``record_every`` epochs, and at the end.
 
 A run with ``checkpoint=path`` writes its state there atomically every ``checkpoint_every``
-epochs; calling :func:`train` again with the same arguments (and data) resumes from it.
+epochs; calling :func:`train_gd` again with the same arguments (and data) resumes from it.
 """
-
-import hashlib
-import io
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from cepaper._checks import positive_int
-from cepaper.results import write_atomic
+from cepaper.training import spine
 
 
 def l2_loss(out, y):
@@ -74,21 +70,6 @@ def probe_ntk(model, probe):
     return empirical_ntk(model, probe)
 
 
-def save_checkpoint(path, state):
-    """``torch.save(state)`` to ``path`` atomically (see :func:`cepaper.results.write_atomic`)."""
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return write_atomic(path, buf.getvalue())
-
-
-def digest(*tensors):
-    """A short hex fingerprint of tensors' values (to tell whether a checkpoint is for this data)."""
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(t.detach().to("cpu").contiguous().numpy().tobytes() if t is not None else b"none")
-    return h.hexdigest()[:16]
-
-
 def _record(history, model, x, y, probe, epoch, ntk_fn):
     history["epoch"].append(epoch)
     history["loss"].append(full_loss(model, x, y))
@@ -96,21 +77,8 @@ def _record(history, model, x, y, probe, epoch, ntk_fn):
         history["ntk"].append(ntk_fn(model, probe).detach().to("cpu", torch.float64))
 
 
-def resume(path, model, settings, optimizer=None):
-    """Load a checkpoint into ``model`` (and ``optimizer``); return ``(epoch, history)``.
-    The checkpoint's settings must equal ``settings``."""
-    state = torch.load(path, map_location="cpu")
-    if state["settings"] != settings:
-        diff = {k: (state["settings"].get(k), v) for k, v in settings.items() if state["settings"].get(k) != v}
-        raise ValueError(f"checkpoint {path} was written by a run with other settings "
-                         f"(checkpoint, now): {diff}; delete it or use another path")
-    model.load_state_dict(state["model"])
-    if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    return state["epoch"], state["history"]
 
-
-def train(model, x, y, *, epochs, lr, batch_size=None, probe=None, record_every=None, seed=0,
+def train_gd(model, x, y, *, epochs, lr, batch_size=None, probe=None, record_every=None, seed=0,
           checkpoint=None, checkpoint_every=1, ntk_fn=None, progress=False):
     """Train ``model`` in place by gradient descent on the L2 loss; record the probe NTK.
 
@@ -145,11 +113,12 @@ def train(model, x, y, *, epochs, lr, batch_size=None, probe=None, record_every=
     probe = probe.to(device) if probe is not None else None
     settings = None if checkpoint is None else dict(
         epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, record_every=record_every,
-        data=digest(x, y, probe))
+        data=spine.digest(x, y, probe))
 
     start, history = 0, {"epoch": [], "loss": [], "ntk": []}
-    if checkpoint is not None and Path(checkpoint).exists():
-        start, history = resume(checkpoint, model, settings)
+    if checkpoint is not None and (state := spine.resume(checkpoint, settings, model=model,
+                                                         required=("epoch", "history"))) is not None:
+        start, history = state["epoch"], state["history"]
     if not history["epoch"]:
         _record(history, model, x, y, probe, 0, ntk_fn)
     for epoch in tqdm(range(start, epochs), initial=start, total=epochs, disable=not progress,
@@ -164,7 +133,7 @@ def train(model, x, y, *, epochs, lr, batch_size=None, probe=None, record_every=
         if done % every == 0 or done == epochs:
             _record(history, model, x, y, probe, done, ntk_fn)
         if checkpoint is not None and (done % checkpoint_every == 0 or done == epochs):
-            save_checkpoint(checkpoint, {"epoch": done, "model": model.state_dict(), "history": history,
+            spine.save_checkpoint(checkpoint, {"epoch": done, "model": model.state_dict(), "history": history,
                                          "settings": settings})
     out = dict(history)
     out["ntk"] = torch.stack(history["ntk"]) if history["ntk"] else None

@@ -10,13 +10,17 @@ the paper's top-1/top-5 errors beside ours ("not run" until a run's results exis
 (``LAST_EPOCHS``): the tables are "averaged over 5 runs" and state no average over epochs, so a
 run's error is its error after the final epoch; ours is the mean of those over runs.
 
-The models of Tables 2-4 are the printed ones (``cepaper.paper.MODELS``): none is re-derived, so
+The models of Tables 2-4 are the printed ones (``cepaper.sections.paper.MODELS``): none is re-derived, so
 no fit of alpha changes which are trained.
 """
 
 import pandas as pd
 
-from cepaper import classify, complexity as cxm, paper, pages, search
+from cepaper import complexity as cxm, search
+from cepaper.training import recipes
+from cepaper.training import sgd
+from cepaper.sections import paper
+from cepaper.book import pages
 
 #: ILSVRC-2012 training images; ImageNet32x32/64x64 keep every image (Chrabaszcz et al. [3]).
 TRAIN_IMAGES = 1_281_167
@@ -41,7 +45,7 @@ def table_models(tables=tuple(TABLES)):
     for r in paper.MODELS:
         if r["table"] not in tables or r["config"] is None:
             continue
-        rec = classify.recipe(TABLES[r["table"]])
+        rec = recipes.recipe(TABLES[r["table"]])
         cx = cxm.complexity(r["arch"], r["config"], classes=r["classes"], resolution=rec.resolution)
         ours = cx["params"] / 1e6
         decimals = max(0, len(str(r["params"]).split(".")[1]) if "." in str(r["params"]) else 0)
@@ -55,7 +59,7 @@ def table_models(tables=tuple(TABLES)):
 def dataset_status(root=None, names=tuple(dict.fromkeys(TABLES.values()))):
     """For each dataset: ``found`` (its source) or why not (the loader's own message: missing
     files and how to get them, or a ``cepaper.data`` without that dataset), with paths named
-    relative to the data root (:func:`cepaper.pages.relative_source`)."""
+    relative to the data root (:func:`cepaper.book.pages.relative_source`)."""
     from cepaper import data
     rows = []
     for name in names:
@@ -84,16 +88,16 @@ def timed_models(configs, models):
 
 def measure_throughput(models, batch_size=8, steps=1, device="cpu", channels_last=True, bf16=False, progress=False):
     """Training images/s of each ``(table, arch, config)`` on random inputs at its dataset's resolution
-    (:func:`cepaper.classify.throughput`, 1 warm-up step). Returns a DataFrame ``table, arch, config,
+    (:func:`cepaper.training.sgd.throughput`, 1 warm-up step). Returns a DataFrame ``table, arch, config,
     resolution, batch, images_per_s``."""
     from tqdm import tqdm
 
     from cepaper.models.resnext import resnext
     rows = []
     for table, arch, config in tqdm(models, disable=not progress, desc="throughput"):
-        rec = classify.recipe(TABLES[table])
+        rec = recipes.recipe(TABLES[table])
         model = resnext(arch, config, 1000)
-        ips = classify.throughput(model, batch_size, rec.resolution, 1000, device, steps, 1, channels_last, bf16)
+        ips = sgd.throughput(model, batch_size, rec.resolution, 1000, device, steps, 1, channels_last, bf16)
         rows.append({"table": table, "arch": arch, "config": config, "resolution": rec.resolution,
                      "batch": batch_size, "images_per_s": ips})
         del model
@@ -104,9 +108,9 @@ def cost_estimate(throughput, runs=RUNS):
     """Hours of the paper's runs at the measured speed: ``epochs x TRAIN_IMAGES / images_per_s``
     per run (training only, no evaluation or data loading), and times ``runs``."""
     out = throughput.copy()
-    epochs = [classify.recipe(TABLES[t]).epochs for t in out.table]
+    epochs = [recipes.recipe(TABLES[t]).epochs for t in out.table]
     out["epochs"] = epochs
-    out["hours per run"] = [e * classify.epoch_hours(TRAIN_IMAGES, ips) for e, ips in zip(epochs, out.images_per_s)]
+    out["hours per run"] = [e * sgd.epoch_hours(TRAIN_IMAGES, ips) for e, ips in zip(epochs, out.images_per_s)]
     out[f"hours for {runs} runs"] = out["hours per run"] * runs
     return out
 
@@ -118,7 +122,7 @@ def _mean_sem(r):
 
 def paper_table(table, summ=None):
     """Table ``table`` (2a, 2b, 3, 4): the paper's params, rho, top-1 and top-5 errors beside ours
-    (``summ``: :func:`cepaper.classify.summary` with ``last=LAST_EPOCHS`` of runs with the table's
+    (``summ``: :func:`cepaper.training.sgd.summary` with ``last=LAST_EPOCHS`` of runs with the table's
     recipe, or ``None``: every model "not run"): mean ± s.e. over runs of the final error (runs)."""
     rows = []
     for r in [r for r in paper.MODELS if r["table"] == table]:

@@ -7,8 +7,8 @@ paper profile lists every model the tables print (:func:`printed_models`), so ea
 trained whatever alpha the derivation used; a derived optimum that differs from the printed one is
 an extra row, labelled as such. :func:`grid` gives the runs with their recipe: every model with the
 8-GPU recipe ``cifar`` (BatchNorm over 16 images), and the models of Table 1b's rows marked § with
-the single-GPU ``cifar_1gpu`` (BatchNorm over 128). :func:`cepaper.classify.run_models` trains them
-with the recipe of Xie et al. [20] and :func:`cepaper.classify.summary` gives the paper's statistic
+the single-GPU ``cifar_1gpu`` (BatchNorm over 128). :func:`cepaper.training.sgd.run_models` trains them
+with the recipe of Xie et al. [20] and :func:`cepaper.training.sgd.summary` gives the paper's statistic
 (``LAST_EPOCHS``: each run's test error averaged over its last 10 epochs, then the mean and standard
 error over runs); :func:`paper_table` puts it beside the paper's, each row beside the run with the
 recipe of that row.
@@ -22,7 +22,10 @@ paper's models with the same role (baseline, primal/dual/FLOPs optimum).
 import numpy as np
 import pandas as pd
 
-from cepaper import classify, paper, search
+from cepaper import search
+from cepaper.training import recipes
+from cepaper.training import sgd
+from cepaper.sections import paper
 from cepaper import complexity as cxm
 from cepaper._checks import positive_int
 
@@ -260,16 +263,16 @@ TRAIN_IMAGES = 50_000
 
 def throughput_rows(configs=("1x128d", "37x10d"), batch_size=8, steps=1, device="cpu", channels_last=True):
     """Training images/s of the paper's ResNeXt-29 ``configs`` at CIFAR's 32x32 (10 classes) on
-    ``device`` (:func:`cepaper.classify.throughput`), and what one epoch of CIFAR-10 and the paper's
+    ``device`` (:func:`cepaper.training.sgd.throughput`), and what one epoch of CIFAR-10 and the paper's
     runs (10 runs x the recipe's 300 epochs) cost at that speed. A list of dicts ``table, arch, config,
     resolution, batch, images_per_s, hours per epoch, hours for the paper's runs``."""
     from cepaper.models.resnext import resnext
-    rec = classify.recipe("cifar")
+    rec = recipes.recipe("cifar")
     rows = []
     for config in configs:
-        ips = classify.throughput(resnext("resnext29", config, 10), batch_size, rec.resolution, 10, device, steps, 1,
+        ips = sgd.throughput(resnext("resnext29", config, 10), batch_size, rec.resolution, 10, device, steps, 1,
                                   channels_last)
-        epoch_h = classify.epoch_hours(TRAIN_IMAGES, ips)
+        epoch_h = sgd.epoch_hours(TRAIN_IMAGES, ips)
         rows.append({"table": "1a", "arch": "resnext29", "config": config, "resolution": rec.resolution,
                      "batch": batch_size, "images_per_s": ips, "hours per epoch": epoch_h,
                      "hours for the paper's runs": epoch_h * rec.epochs * paper.STATISTICS["cifar"]["runs"]})

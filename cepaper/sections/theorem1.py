@@ -2,7 +2,7 @@
 
 Collegial ensembles of ``m`` NTK-parameterized ReLU MLPs of constant width ``n`` and depth ``L``
 (hidden layers; Fig. 9 uses ``L = 4``) are trained on MNIST with the L2 loss
-(:func:`cepaper.train.train`). For probe inputs ``x_a, x_b`` we compare the ensemble NTK at
+(:func:`cepaper.training.gd.train`). For probe inputs ``x_a, x_b`` we compare the ensemble NTK at
 initialization ``K_0`` with the one after ``T`` epochs ``K_T``:
 
     |Delta K| = |K_T(x_a, x_b) - K_0(x_a, x_b)|   (off-diagonal entry; also the diagonal x_a, x_a)
@@ -27,13 +27,13 @@ import math
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
-from cepaper import complexity, results
+from cepaper import complexity
 from cepaper._checks import positive_int
 from cepaper.models.mlp import CollegialMLP
 from cepaper.stats import t_quantile
-from cepaper.train import digest, train
+from cepaper.training import spine
+from cepaper.training.gd import train_gd
 
 #: Kernel entries reported, as (row, column) of the probe kernel: ``x_a = probe[0]``, ``x_b = probe[1]``.
 ENTRIES = {"offdiag": (0, 1), "diag": (0, 0)}
@@ -77,7 +77,7 @@ def grid(ds, widths_a=(), n_c=100, depth=4, n_in=784):
 
 def init_seed(seed, m, n):
     """Seed of the initial weights of run ``(m, n, seed)``: distinct streams for distinct runs."""
-    return int(np.random.SeedSequence([seed, m, n]).generate_state(1)[0])
+    return spine.derive_seed(seed, m, n)
 
 
 def run_one(x, y, m, n, seed, *, depth=4, epochs, lr, batch_size=None, n_probe=2, record_every=None,
@@ -87,7 +87,7 @@ def run_one(x, y, m, n, seed, *, depth=4, epochs, lr, batch_size=None, n_probe=2
     The probe inputs are the first ``n_probe`` training inputs. The record holds ``m, n, seed``,
     the recorded ``epoch`` list, ``loss`` there, and ``ntk``: ``(R, P, P)`` nested lists.
     With ``checkpoint`` (a path), the run saves its state every ``checkpoint_every`` epochs and
-    resumes from it (:func:`cepaper.train.train`).
+    resumes from it (:func:`cepaper.training.gd.train_gd`).
     """
     m, n = positive_int("m", m), positive_int("n", n)
     if not 2 <= positive_int("n_probe", n_probe) <= len(x):
@@ -95,7 +95,7 @@ def run_one(x, y, m, n, seed, *, depth=4, epochs, lr, batch_size=None, n_probe=2
     gen = torch.Generator().manual_seed(init_seed(seed, m, n))
     model = CollegialMLP(x.shape[1], n, m=m, depth=depth, generator=gen, dtype=dtype, device=device)
     x, y = x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
-    hist = train(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, probe=x[:n_probe],
+    hist = train_gd(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, probe=x[:n_probe],
                  record_every=record_every, seed=seed, checkpoint=checkpoint,
                  checkpoint_every=checkpoint_every, progress=progress)
     return {"m": m, "n": n, "seed": seed, "epoch": hist["epoch"], "loss": hist["loss"],
@@ -119,16 +119,14 @@ def run_grid(x, y, configs, seeds, *, cache=None, progress=False, **train_kw):
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds must name at least one seed, got []")
-    data = None if cache is None else digest(x, y)
-    records = []
-    jobs = [(m, n, s) for m, n in pairs for s in seeds]
-    for m, n, s in tqdm(jobs, disable=not progress, desc="theorem1 runs"):
-        settings = dict(m=m, n=n, seed=s, data=data,
-                        **{k: str(v) if k in ("device", "dtype") else v for k, v in train_kw.items()})
-        records.append(results.cached_record(
-            cache, settings, ("cepaper.models.mlp", "cepaper.ntk", "cepaper.train", __name__),
-            lambda ckpt: run_one(x, y, m, n, s, checkpoint=ckpt, **train_kw)))
-    return records
+    data = None if cache is None else spine.digest(x, y)
+    options = {k: str(v) if k in ("device", "dtype") else v for k, v in train_kw.items()}
+    jobs = [dict(m=m, n=n, seed=s, data=data, **options) for m, n in pairs for s in seeds]
+    return spine.run_grid(jobs, lambda job, ckpt: run_one(x, y, job["m"], job["n"], job["seed"], checkpoint=ckpt,
+                                                          **train_kw),
+                          cache=cache, modules=("cepaper.models.mlp", "cepaper.ntk", "cepaper.training.gd",
+                                                "cepaper.training.spine", __name__),
+                          progress=progress, desc="theorem1 runs")
 
 
 def _entry_values(ntk, entry):

@@ -12,27 +12,32 @@ papermill, nbval) writes to ``$CEPAPER_RESULTS/<profile>/<section>`` when that i
 scratch folder named after its parameters, ``_build/scratch/<section>-<hash>/`` (see :class:`Run`).
 """
 
-import contextlib
 import hashlib
-import importlib
-import inspect
 import json
-import math
 import os
 import platform
 import subprocess
-import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
+
+import yaml
 
 import cepaper
+from cepaper.training.spine import _jsonable, _why, move_aside, write_atomic
 
-REPO = Path(__file__).resolve().parent.parent
-SECTIONS = ("claims", "lemma1", "theorem1", "alpha", "primal_dual", "mnist", "cifar", "imagenet", "design")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _toc_sections():
+    """The sections, in book order: the ``NN_<section>`` chapters of ``_toc.yml`` (the one list of them)."""
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    names = [Path(c["file"]).name for part in toc["parts"] for c in part["chapters"]]
+    return tuple(n.split("_", 1)[1] for n in names if n[:2].isdigit() and n[2:3] == "_")
+
+
+SECTIONS = _toc_sections()
 
 
 def root():
@@ -51,92 +56,6 @@ def checkpoint_dir(section, profile):
     """Resumable work of a section: ``_build/checkpoints/<profile>/<section>`` in the repository,
     outside the results store (which a notebook run replaces only when it succeeds)."""
     return REPO / "_build" / "checkpoints" / profile / section
-
-
-def source_key(settings, modules, length=16):
-    """Hash of ``settings`` (as JSON) and of the source of ``modules`` (dotted names): the name of a
-    checkpoint, so that a change of settings or of the code that computes it starts afresh."""
-    src = "".join(inspect.getsource(importlib.import_module(name)) for name in modules)
-    text = json.dumps(settings, sort_keys=True, default=str) + src
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def cached_record(cache, settings, modules, compute, required=()):
-    """A JSON-able record kept in ``cache/<key>.json`` (``key``: :func:`source_key` of ``settings``
-    and ``modules``). When that file exists it is read back; else ``compute(checkpoint)`` makes the
-    record (``checkpoint``: ``<key>.pt``, for the computation to resume from), which is written
-    atomically, and the checkpoint removed. ``cache=None`` computes with no checkpoint.
-
-    A damaged record (not JSON, empty, or missing a key of ``required``) or a checkpoint that
-    ``torch.load`` cannot read is moved aside (:func:`move_aside`) and recomputed."""
-    if cache is None:
-        return compute(None)
-    path = Path(cache) / f"{source_key(settings, modules)}.json"
-    record = read_cached(path, required)
-    if record is not None:
-        return record
-    check_checkpoint(path.with_suffix(".pt"))
-    record = compute(path.with_suffix(".pt"))
-    write_atomic(path, json.dumps(_jsonable(record)) + "\n")
-    path.with_suffix(".pt").unlink(missing_ok=True)
-    return record
-
-
-def move_aside(path, why):
-    """Rename a damaged cache file or checkpoint ``path`` to ``<path>.corrupt`` (kept for inspection,
-    never read again) and say so on stderr; return the new path."""
-    path = Path(path)
-    aside = path.with_name(path.name + ".corrupt")
-    os.replace(path, aside)
-    print(f"[cepaper] {path} is damaged ({why}): moved aside to {aside.name}; it is recomputed",
-          file=sys.stderr, flush=True)
-    return aside
-
-
-def _why(e):
-    """A one-line reason from a read/parse exception."""
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
-
-
-def read_cached(path, required=()):
-    """The JSON record in the cache file ``path``, or ``None`` when there is none; a file that is not
-    JSON, is empty, or lacks a key of ``required`` is moved aside (:func:`move_aside`) and is ``None``."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        move_aside(path, f"not JSON, {_why(e)}")
-        return None
-    missing = [k for k in required if not isinstance(record, dict) or k not in record]
-    if not record or missing:
-        move_aside(path, "an empty record" if not record else f"no {', '.join(map(repr, missing))} in the record")
-        return None
-    return record
-
-
-def load_checkpoint(path):
-    """``torch.load`` of the checkpoint ``path`` (to the CPU), or ``None`` when there is none; one
-    that it cannot read (empty, truncated, not a checkpoint) is moved aside and is ``None``."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    import torch
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)  # a file this code wrote in _build/
-    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a bad file
-        if isinstance(e, OSError) and e.errno is not None:
-            raise  # unreadable (permissions, I/O), not damaged: not ours to move
-        move_aside(path, f"torch.load failed, {_why(e)}")
-        return None
-
-
-def check_checkpoint(path):
-    """``True`` when the checkpoint ``path`` exists and ``torch.load`` reads it (else, see
-    :func:`load_checkpoint`, it is moved aside): checked before a computation resumes from it."""
-    return load_checkpoint(path) is not None
 
 
 def check_json_files(folder):
@@ -193,70 +112,6 @@ def device_name(device="cpu"):
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def _jsonable(x):
-    """Convert numpy/torch scalars and arrays (and NaN) to plain JSON values."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-def check_writable(folder):
-    """Raise ``PermissionError`` naming ``folder`` (or its first existing parent) unless files can be
-    created there: checked before a long run, not after it."""
-    folder = Path(folder)
-    probe = next(p for p in (folder, *folder.parents) if p.exists())
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write results to {probe}: it is not writable; fix its permissions "
-                              "or point CEPAPER_RESULTS at a writable folder")
-    return folder
-
-
-def write_atomic(path, content):
-    """Write ``content`` to ``path`` atomically: a temporary file, then rename.
-
-    ``content`` is a str, bytes, or a function that writes to the open binary file (for data too
-    large to hold in memory). An ``OSError`` (full disk, file-size limit, read-only or unwritable
-    folder) names ``path``, not the temporary file.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise _naming(e, path) from None
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would ignore the user's umask
-        with os.fdopen(fd, "w" if isinstance(content, str) else "wb") as f:
-            content(f) if callable(content) else f.write(content)
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename in (None, tmp):
-            raise _naming(e, path) from None
-        raise
-    return path
-
-
-def _naming(e, path):
-    """The same ``OSError`` (same errno, hence subclass), naming ``path`` instead of a temporary file."""
-    return OSError(e.errno, e.strerror, str(path)) if e.errno is not None else e
 
 
 def scratch_dir(section, profile, params=None, seed=None, device="cpu"):

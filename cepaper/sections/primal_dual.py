@@ -2,7 +2,7 @@
 
 The ``*_rows``/``*_data`` functions compute JSON-able results (lists and dicts) that the notebook
 saves; the ``plot_*`` functions draw from the saved results. The paper's printed values come from
-:mod:`cepaper.paper`, never from the notebook.
+:mod:`cepaper.sections.paper`, never from the notebook.
 """
 
 import dataclasses
@@ -11,7 +11,8 @@ import itertools
 import numpy as np
 
 from cepaper import complexity as cxm
-from cepaper import paper, search
+from cepaper import search
+from cepaper.sections import paper
 
 
 # ---------------------------------------------------------------------------------------------

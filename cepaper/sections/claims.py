@@ -19,7 +19,13 @@ import math
 import numpy as np
 from scipy import stats
 
-from cepaper import cifar, classify, design_report, imagenet, paper, results
+from cepaper.sections import cifar
+from cepaper.training import recipes
+from cepaper.training import sgd
+from cepaper.sections import primal_dual
+from cepaper.sections import imagenet
+from cepaper.sections import paper
+from cepaper.book import results
 from cepaper import complexity as cxm
 
 #: Profiles whose committed results count as evidence, best first.
@@ -132,24 +138,24 @@ def alpha_rows(scales=SCALES):
 
 def design_rows():
     """Fig. 3's optimum and every derived model of Tables 1-5: exact computations, no run."""
-    fig3 = design_report.fig3_data(np.round(np.arange(3.0, 4.5, 0.001), 6))
+    fig3 = primal_dual.fig3_data(np.round(np.arange(3.0, 4.5, 0.001), 6))
     p, d = fig3["primal"], fig3["dual"]
     ok = (p["n"] == paper.FIG3["n_primal"] and round(p["m"]) == paper.FIG3["m_primal"]
-          and design_report.matches_printed(d["rho"], paper.FIG3["rho_dual"]))
+          and primal_dual.matches_printed(d["rho"], paper.FIG3["rho_dual"]))
     lo, hi = fig3["interval"]
     rows = [_row("Fig. 3: primal/dual optimum of the L = 6, ñ = 500 MLP",
                  f"n = {paper.FIG3['n_primal']}, m ≈ {paper.FIG3['m_primal']}, ρ ≈ {paper.FIG3['rho_dual']}",
                  f"n = {p['n']}, m = {p['m']:.1f}, ρ = {d['rho']:.2f}", f"for α ∈ {_ci(lo, hi, 3)}",
                  "exact", "computed on this page", "reproduced" if ok else "differs")]
     seen = set()
-    for r in design_report.derived_rows():
+    for r in primal_dual.derived_rows():
         key = (r["table"], r["arch"], r["baseline"], r["objective"], r["budget"], r["paper model"])
         if key in seen:
             continue
         seen.add(key)
         classes = next(m["classes"] for m in paper.MODELS if m["table"] == r["table"] and m["config"] == r["paper model"])
         printed = cxm.complexity(r["arch"], r["paper model"], classes=classes)["params"] / 1e6
-        count_ok = design_report.matches_printed(printed, r["paper params (M)"])
+        count_ok = primal_dual.matches_printed(printed, r["paper params (M)"])
         what = "model at its width" if r["role"] != "optimum" else "optimum"
         derived = r["role"] != "vicinity"  # ‡ rows are hand-picked neighbours: only their size is a claim
         ours = f"{r['ours']}, {r['params (M)']:.2f}M" if derived else f"{r['paper model']} counts {printed:.2f}M"
@@ -193,13 +199,13 @@ def _flops(arch, config, classes, resolution):
 
 
 def cost(row, speeds, runs):
-    """What training ``row`` (a :data:`cepaper.paper.MODELS` row) ``runs`` times would cost here: the
+    """What training ``row`` (a :data:`cepaper.sections.paper.MODELS` row) ``runs`` times would cost here: the
     recipe's epochs over the training set at a measured speed (``speeds``: throughput rows with
     ``arch, config, resolution, images_per_s``), its own or, for an unmeasured model, that of the
     measured model nearest in resolution, scaled by the FLOP ratio. A sentence."""
     dataset = TABLE_DATASET[row["table"]]
     images = cifar.TRAIN_IMAGES if dataset == "cifar10" else imagenet.TRAIN_IMAGES
-    rec = classify.recipe(classify.DATASET_RECIPE[dataset])
+    rec = recipes.recipe(recipes.DATASET_RECIPE[dataset])
     epochs, resolution = rec.epochs, rec.resolution
     if not speeds:
         return f"{runs} runs × {epochs} epochs of {dataset}; no training speed measured in this book"
@@ -210,7 +216,7 @@ def cost(row, speeds, runs):
     if not own:
         ips *= (_flops(ref["arch"], ref["config"], row["classes"], ref["resolution"])
                 / _flops(row["arch"], row["config"], row["classes"], resolution))
-    hours = runs * epochs * classify.epoch_hours(images, ips)
+    hours = runs * epochs * sgd.epoch_hours(images, ips)
     how = "measured" if own else f"estimated from {ref['arch']} {ref['config']}'s measured speed by FLOPs"
     return (f"{hours:,.0f} CPU-hours on this book's CPU ({runs} runs × {epochs} epochs of {dataset} at "
             f"{ips:.1f} images/s, {how}); GPU time not measured here")
@@ -219,7 +225,7 @@ def cost(row, speeds, runs):
 def error_rows(scales=SCALES, runs=None):
     """Each error of Tables 1-5: ours from a committed training run (the paper's statistic, the recipe
     of the row: single-GPU for § rows), else "not run" with the cost of ``runs`` runs (default: the
-    paper's, :data:`cepaper.paper.STATISTICS`) at the training speed this book measured
+    paper's, :data:`cepaper.sections.paper.STATISTICS`) at the training speed this book measured
     (``cifar/throughput``, ``imagenet/throughput``)."""
     runs = runs or {k: v["runs"] for k, v in paper.STATISTICS.items()}
     speeds = []
@@ -242,7 +248,7 @@ def error_rows(scales=SCALES, runs=None):
                    else f"top-1 {r['top1']}, top-5 {r['top5']}")
         dataset = TABLE_DATASET[r["table"]]
         value = r["c10"] if section == "cifar" else r["top1"]
-        recipe = ("cifar_1gpu" if "§" in r["model"] else "cifar") if section == "cifar" else classify.DATASET_RECIPE[dataset]
+        recipe = ("cifar_1gpu" if "§" in r["model"] else "cifar") if section == "cifar" else recipes.DATASET_RECIPE[dataset]
         hit = trained.get((dataset, r["arch"], r["config"], recipe))  # a § row stands beside its single-GPU runs
         if hit is not None and hit[0]["runs"] >= 2 and hit[0]["top1_sem"] is not None:
             t, profile, rec = hit

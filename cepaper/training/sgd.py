@@ -1,0 +1,321 @@
+"""The recipe SGD loop of Sec. 4.2 and App. A: one model trained with a :class:`~cepaper.training.recipes.Recipe`.
+
+Two data paths: an in-memory :class:`cepaper.data.Dataset` (uint8 ``(N, H, W, C)``: CIFAR, ImageNet32/64)
+is copied to the device once and augmented there in whole batches (:func:`augment`: no per-image
+Python); a folder dataset of PIL images (full ImageNet) goes through a ``DataLoader`` with torchvision
+transforms (:func:`folder_transforms`). :func:`train_recipe` trains one model, evaluates the top-1 and top-5
+test error after every epoch, and with ``checkpoint=path`` saves model, optimizer, scheduler, RNG
+states and history atomically after every epoch; calling it again resumes exactly where it stopped
+(bit for bit on a CPU: every epoch's random numbers are drawn from ``(seed, epoch)``).
+:func:`cepaper.training.grids.train_recipe_grid` trains a grid of ResNeXts x seeds with one recipe (finished runs cached, so a grid
+resumes) and :func:`cepaper.training.grids.grid_summary` gives the paper's statistic (``cepaper.sections.paper.STATISTICS``): each run's
+test error averaged over its last ``last`` epochs (CIFAR: 10; ImageNet: 1, the final error), then
+the mean and standard error over runs.
+"""
+
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from cepaper._checks import nonneg_int, positive_int
+from cepaper.training import spine
+from cepaper.training.recipes import (DATASET_RECIPE, augment, augment_params, data_digest, input_stats, is_folder,
+                                      normalize, recipe)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data on the device: normalization, batched augmentation, top-k error
+# ---------------------------------------------------------------------------------------------
+
+
+def topk_errors(logits, y, ks=(1, 5)):
+    """Number of examples whose label is not among the ``k`` largest logits, for each ``k``.
+
+    ``logits``: ``(B, K)``; ``y``: ``(B,)``. ``k`` larger than ``K`` counts as ``K``. Returns a list of ints.
+    """
+    kmax = min(max(ks), logits.shape[1])
+    top = logits.topk(kmax, dim=1).indices
+    hit = top == y[:, None]
+    return [int(len(y) - hit[:, :min(k, kmax)].any(1).sum()) for k in ks]
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches of one epoch: in-memory arrays (device augmentation) or a folder (DataLoader)
+# ---------------------------------------------------------------------------------------------
+
+def _epoch_generator(seed, epoch):
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+
+
+class ArrayData:
+    """An in-memory uint8 dataset on the device: ``x (N, H, W, C)``, ``y (N,)`` and the ``(mean, std)``
+    of :func:`normalize`. Crops pad with black (0) pixels, before normalization."""
+
+    def __init__(self, ds, device, stats):
+        x = np.asarray(ds.x)
+        if x.ndim == 3:
+            x = x[..., None]
+        self.x = torch.as_tensor(x).to(device)
+        self.y = torch.as_tensor(np.asarray(ds.y), dtype=torch.int64).to(device)
+        self.mean, self.std = (torch.as_tensor(np.asarray(s, np.float32)).to(device) for s in stats)
+
+    def __len__(self):
+        return len(self.y)
+
+    def train_batches(self, rec, seed, epoch):
+        """Shuffled, augmented, normalized batches ``(x (B, C, H, W) float, y (B,))`` of one epoch."""
+        g = _epoch_generator(seed, epoch)
+        order = torch.randperm(len(self), generator=g).to(self.y.device)
+        for i in range(0, len(self), rec.batch_size):
+            idx = order[i:i + rec.batch_size]
+            offsets, flips = augment_params(len(idx), self.x.shape[1], rec.pad, g, rec.augment == "flip")
+            xb = augment(self.x[idx], offsets, flips, rec.pad if rec.augment == "crop_flip" else 0)
+            yield normalize(xb, self.mean, self.std), self.y[idx]
+
+    def test_batches(self, batch_size):
+        for i in range(0, len(self), batch_size):
+            yield normalize(self.x[i:i + batch_size], self.mean, self.std), self.y[i:i + batch_size]
+
+
+def folder_transforms(rec, stats, train):
+    """torchvision transforms of a folder dataset: ``RandomResizedCrop(res)``, color jitter (when the
+    recipe has it) and flip for training, ``Resize(test_resize)`` + ``CenterCrop(res)`` for testing;
+    then ``ToTensor`` and ``Normalize``."""
+    from torchvision import transforms as T
+    tail = [T.ToTensor(), T.Normalize(*stats)]
+    if train:
+        cj = rec.color_jitter
+        jitter = [T.ColorJitter(brightness=cj, contrast=cj, saturation=cj)] if cj else []
+        return T.Compose([T.RandomResizedCrop(rec.resolution), *jitter, T.RandomHorizontalFlip(), *tail])
+    return T.Compose([T.Resize(rec.test_resize or rec.resolution), T.CenterCrop(rec.resolution), *tail])
+
+
+class _Transformed(torch.utils.data.Dataset):
+    def __init__(self, ds, transform):
+        self.ds, self.transform = ds, transform
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        img, label = self.ds[i]
+        return self.transform(img), label
+
+
+class FolderData:
+    """A folder dataset of ``(PIL image, label)`` pairs read by a ``DataLoader`` with ``workers``."""
+
+    def __init__(self, ds, device, stats, rec, workers=0):
+        self.ds, self.device, self.stats, self.rec, self.workers = ds, torch.device(device), stats, rec, workers
+
+    def __len__(self):
+        return len(self.ds)
+
+    def _loader(self, transform, batch_size, generator=None):
+        return torch.utils.data.DataLoader(_Transformed(self.ds, transform), batch_size=batch_size,
+                                           shuffle=generator is not None, generator=generator,
+                                           num_workers=self.workers, pin_memory=self.device.type == "cuda",
+                                           persistent_workers=False)
+
+    def _to(self, loader):
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def train_batches(self, rec, seed, epoch):
+        g = _epoch_generator(seed, epoch)
+        torch.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=g)))  # the transforms' RNG
+        return self._to(self._loader(folder_transforms(rec, self.stats, True), rec.batch_size, g))
+
+    def test_batches(self, batch_size):
+        return self._to(self._loader(folder_transforms(self.rec, self.stats, False), batch_size))
+
+
+def device_data(ds, device, stats, rec=None, workers=0):
+    """:class:`ArrayData` for an in-memory dataset, :class:`FolderData` for a folder of images."""
+    return FolderData(ds, device, stats, rec, workers) if is_folder(ds) else ArrayData(ds, device, stats)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate(model, data, batch_size=1000, amp_dtype=None, channels_last=False):
+    """``{"loss", "top1", "top5"}`` of ``model`` on a device dataset (errors in %, mean loss)."""
+    model.eval()
+    n, loss, errs = 0, 0.0, np.zeros(2)
+    for x, y in data.test_batches(batch_size):
+        x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out = model(x)
+        loss += F.cross_entropy(out.float(), y, reduction="sum").item()
+        errs += topk_errors(out, y)
+        n += len(y)
+    return {"loss": loss / n, "top1": 100.0 * errs[0] / n, "top5": 100.0 * errs[1] / n}
+
+
+def _optimizer(model, rec):
+    opt = torch.optim.SGD(model.parameters(), lr=rec.lr, momentum=rec.momentum, weight_decay=rec.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(rec.milestones), gamma=rec.gamma)
+    return opt, sched
+
+
+def train_recipe(model, train, test, recipe_name="cifar", *, epochs=None, seed=0, device="cpu", checkpoint=None,
+        channels_last=False, bf16=False, eval_batch=1000, workers=0, progress=False):
+    """Train ``model`` on ``train`` with a recipe, evaluating on ``test`` after every epoch.
+
+    Args:
+        model: a classifier ``(B, C, H, W) -> (B, classes)`` (its initial weights are the caller's).
+        train, test: :class:`cepaper.data.Dataset` (uint8 in memory) or folder datasets of PIL images.
+        recipe_name: a key of ``RECIPES`` or a :class:`Recipe`.
+        epochs: train this many epochs with the milestones scaled (:meth:`Recipe.scaled`); ``None``: the recipe's.
+        seed: seed of the data order and augmentation (epoch ``e`` draws from ``(seed, e)``).
+        device: torch device; on CUDA ``cudnn.benchmark`` is on.
+        checkpoint: file to save after every epoch and to resume from, or ``None``.
+        channels_last, bf16: channels-last memory format; bfloat16 autocast of the forward pass.
+        eval_batch: test batch size. workers: DataLoader workers of a folder dataset.
+    Returns:
+        history: lists over epochs ``epoch`` (1..E), ``lr``, ``train_loss``, ``train_top1``, ``test_loss``,
+        ``test_top1``, ``test_top5`` (errors in %), ``seconds`` (of an epoch, evaluation included); and
+        ``images_per_s`` (training images per second of those epochs).
+    """
+    rec = recipe(recipe_name)
+    rec = rec.scaled(epochs) if epochs is not None else rec
+    check_fits(rec, train)
+    eval_batch = positive_int("eval_batch", eval_batch)
+    nonneg_int("seed", seed)
+    micro = rec.micro_batch or rec.batch_size
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    stats = input_stats(rec, train)
+    tr, te = device_data(train, device, stats, rec, workers), device_data(test, device, stats, rec, workers)
+    opt, sched = _optimizer(model, rec)
+    amp = torch.bfloat16 if bf16 else None
+    settings = None if checkpoint is None else dict(recipe=asdict(rec), seed=seed, channels_last=channels_last,
+                                                    bf16=bf16, train=data_digest(train), test=data_digest(test))
+    keys = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "seconds")
+    history = {k: [] for k in keys}
+    start = 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = spine.resume(checkpoint, settings, model=model, optimizer=opt, scheduler=sched, rng=True,
+                             required=CHECKPOINT_KEYS, name="a checkpoint of train_recipe")
+        start, history = (state["epoch"], state["history"]) if state is not None else (start, history)
+    for epoch in tqdm(range(start, rec.epochs), initial=start, total=rec.epochs, disable=not progress,
+                      desc="epochs", leave=False):
+        t0 = time.perf_counter()
+        lr = opt.param_groups[0]["lr"]
+        model.train()
+        loss_sum, wrong, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+        for x, y in tr.train_batches(rec, seed, epoch):
+            opt.zero_grad(set_to_none=True)
+            for xm, ym in zip(x.split(micro), y.split(micro)):       # the paper's per-GPU batches
+                xm = xm.contiguous(memory_format=torch.channels_last) if channels_last else xm
+                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                    out = model(xm)
+                    loss = F.cross_entropy(out.float(), ym, reduction="sum")
+                (loss / len(y)).backward()
+                loss_sum += loss.detach()
+                wrong += (out.detach().argmax(1) != ym).sum()
+            opt.step()
+            seen += len(y)
+        sched.step()
+        ev = evaluate(model, te, eval_batch, amp, channels_last)
+        row = dict(epoch=epoch + 1, lr=lr, train_loss=loss_sum.item() / seen, train_top1=100.0 * wrong.item() / seen,
+                   test_loss=ev["loss"], test_top1=ev["top1"], test_top5=ev["top5"],
+                   seconds=time.perf_counter() - t0)
+        for k in keys:
+            history[k].append(row[k])
+        if checkpoint is not None:
+            spine.save_checkpoint(checkpoint, {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                         "scheduler": sched.state_dict(), "rng": spine.rng_state(), "history": history,
+                                         "settings": settings})
+    n_train = len(tr)
+    return {**history, "images_per_s": n_train * len(history["seconds"]) / max(sum(history["seconds"]), 1e-9)}
+
+
+def check_fits(rec, ds):
+    """Raise ``ValueError`` unless recipe ``rec`` fits dataset ``ds``: folder data needs a resizing
+    recipe (``random_resized_crop``), in-memory data a cropping one (crops keep the images' size)."""
+    folder = is_folder(ds)
+    hint = f"; use recipe {DATASET_RECIPE[ds.name]!r}" if getattr(ds, "name", None) in DATASET_RECIPE else ""
+    if folder != (rec.augment == "random_resized_crop"):
+        kind = "a folder of images" if folder else "in-memory images"
+        raise ValueError(f"recipe {rec.name!r} (augment {rec.augment!r}) does not fit {getattr(ds, 'name', 'the dataset')!r}, "
+                         f"{kind}{hint}")
+
+
+CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng", "history", "settings")
+
+
+
+
+def final_error(history, key="test_top1", last=1):
+    """A run's error: ``history[key]`` averaged over the last ``last`` epochs (fewer if the run is
+    shorter); ``last=1`` is the final epoch's error, ``last=10`` the CIFAR statistic of Sec. 4.2.1."""
+    values = history[key]
+    if not values:
+        raise ValueError("history has no epochs")
+    return float(np.mean(values[-positive_int("last", last):]))
+
+
+def init_seed(seed, config):
+    """Seed of the initial weights of run ``seed`` of model ``config`` (distinct streams per run)."""
+    return spine.derive_seed(seed, str(config))
+
+
+def throughput(model, batch_size, resolution, classes, device="cpu", steps=3, warmup=1, channels_last=False,
+               bf16=False):
+    """Training images per second of ``model`` on random inputs ``(B, 3, r, r)`` (SGD steps,
+    forward + backward + update), measured over ``steps`` after ``warmup``; ``inf`` never."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model.to(device).train()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, 3, resolution, resolution, generator=g).to(device)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    y = torch.randint(0, classes, (batch_size,), generator=g).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    amp = torch.bfloat16 if bf16 else None
+
+    def step():
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(positive_int("warmup", warmup) if warmup else 0):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(positive_int("steps", steps)):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return batch_size * steps / (time.perf_counter() - t0)
+
+
+def epoch_hours(images, images_per_s):
+    """Hours of one epoch of ``images`` at ``images_per_s`` (training only)."""
+    return images / images_per_s / 3600.0 if images_per_s > 0 and math.isfinite(images_per_s) else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# Many runs: a grid of models x seeds, cached and resumable; the paper's summary statistic
+# ---------------------------------------------------------------------------------------------
+
+

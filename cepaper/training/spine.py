@@ -1,0 +1,275 @@
+"""The training spine: what every long computation of cepaper shares.
+
+* atomic files (:func:`write_atomic`): a temporary file in the same folder, then ``os.replace``, so a
+  crash never leaves a half-written record or checkpoint to be mistaken for a good one;
+* checkpoints (:func:`save_checkpoint`, :func:`resume`): one helper saves and restores model,
+  optimizer, scheduler and RNG states, and refuses a checkpoint written with other settings;
+* seeds (:func:`derive_seed`): every stream of random numbers is ``SeedSequence(parts)``;
+* data digests (:func:`digest`): a short fingerprint of arrays, so a checkpoint is known to be for
+  this data;
+* the cached resumable grid runner (:func:`run_grid`): one record per job in ``cache/<key>.json``,
+  ``key`` the hash of the job's settings and of the code that computes it (:func:`source_key`); an
+  interrupted job resumes from ``cache/<key>.pt``.
+
+A damaged cache file or checkpoint (not JSON, empty, truncated) is moved aside (:func:`move_aside`)
+and recomputed, never read again.
+"""
+
+import contextlib
+import hashlib
+import importlib
+import inspect
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+def source_key(settings, modules, length=16):
+    """Hash of ``settings`` (as JSON) and of the source of ``modules`` (dotted names): the name of a
+    checkpoint, so that a change of settings or of the code that computes it starts afresh."""
+    src = "".join(inspect.getsource(importlib.import_module(name)) for name in modules)
+    text = json.dumps(settings, sort_keys=True, default=str) + src
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def cached_record(cache, settings, modules, compute, required=()):
+    """A JSON-able record kept in ``cache/<key>.json`` (``key``: :func:`source_key` of ``settings``
+    and ``modules``). When that file exists it is read back; else ``compute(checkpoint)`` makes the
+    record (``checkpoint``: ``<key>.pt``, for the computation to resume from), which is written
+    atomically, and the checkpoint removed. ``cache=None`` computes with no checkpoint.
+
+    A damaged record (not JSON, empty, or missing a key of ``required``) or a checkpoint that
+    ``torch.load`` cannot read is moved aside (:func:`move_aside`) and recomputed."""
+    if cache is None:
+        return compute(None)
+    path = Path(cache) / f"{source_key(settings, modules)}.json"
+    record = read_cached(path, required)
+    if record is not None:
+        return record
+    check_checkpoint(path.with_suffix(".pt"))
+    record = compute(path.with_suffix(".pt"))
+    write_atomic(path, json.dumps(_jsonable(record)) + "\n")
+    path.with_suffix(".pt").unlink(missing_ok=True)
+    return record
+
+
+def move_aside(path, why):
+    """Rename a damaged cache file or checkpoint ``path`` to ``<path>.corrupt`` (kept for inspection,
+    never read again) and say so on stderr; return the new path."""
+    path = Path(path)
+    aside = path.with_name(path.name + ".corrupt")
+    os.replace(path, aside)
+    print(f"[cepaper] {path} is damaged ({why}): moved aside to {aside.name}; it is recomputed",
+          file=sys.stderr, flush=True)
+    return aside
+
+
+def _why(e):
+    """A one-line reason from a read/parse exception."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def read_cached(path, required=()):
+    """The JSON record in the cache file ``path``, or ``None`` when there is none; a file that is not
+    JSON, is empty, or lacks a key of ``required`` is moved aside (:func:`move_aside`) and is ``None``."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        move_aside(path, f"not JSON, {_why(e)}")
+        return None
+    missing = [k for k in required if not isinstance(record, dict) or k not in record]
+    if not record or missing:
+        move_aside(path, "an empty record" if not record else f"no {', '.join(map(repr, missing))} in the record")
+        return None
+    return record
+
+
+def load_checkpoint(path):
+    """``torch.load`` of the checkpoint ``path`` (to the CPU), or ``None`` when there is none; one
+    that it cannot read (empty, truncated, not a checkpoint) is moved aside and is ``None``."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)  # a file this code wrote in _build/
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a bad file
+        if isinstance(e, OSError) and e.errno is not None:
+            raise  # unreadable (permissions, I/O), not damaged: not ours to move
+        move_aside(path, f"torch.load failed, {_why(e)}")
+        return None
+
+
+def check_checkpoint(path):
+    """``True`` when the checkpoint ``path`` exists and ``torch.load`` reads it (else, see
+    :func:`load_checkpoint`, it is moved aside): checked before a computation resumes from it."""
+    return load_checkpoint(path) is not None
+
+
+def _jsonable(x):
+    """Convert numpy/torch scalars and arrays (and NaN) to plain JSON values."""
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+#: the process's umask (read by setting it and setting it back): temporary files get its mode.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def check_writable(folder):
+    """Raise ``PermissionError`` naming ``folder`` (or its first existing parent) unless files can be
+    created there: checked before a long run, not after it."""
+    folder = Path(folder)
+    probe = next(p for p in (folder, *folder.parents) if p.exists())
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write results to {probe}: it is not writable; fix its permissions "
+                              "or point CEPAPER_RESULTS at a writable folder")
+    return folder
+
+
+def write_atomic(path, content):
+    """Write ``content`` to ``path`` atomically: a temporary file, then rename.
+
+    ``content`` is a str, bytes, or a function that writes to the open binary file (for data too
+    large to hold in memory). An ``OSError`` (full disk, file-size limit, read-only or unwritable
+    folder) names ``path``, not the temporary file.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _naming(e, path) from None
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would ignore the user's umask
+        with os.fdopen(fd, "w" if isinstance(content, str) else "wb") as f:
+            content(f) if callable(content) else f.write(content)
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename in (None, tmp):
+            raise _naming(e, path) from None
+        raise
+    return path
+
+
+def save_checkpoint(path, state):
+    """``torch.save(state)`` to ``path`` atomically (:func:`write_atomic`)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return write_atomic(path, buf.getvalue())
+
+
+def digest(*arrays):
+    """A short hex fingerprint of the values of tensors or numpy arrays (``None`` allowed): to tell
+    whether a checkpoint or a cached record is for this data."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            h.update(b"none")
+            continue
+        if isinstance(a, torch.Tensor):
+            a = a.detach().to("cpu").numpy()
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def derive_seed(*parts, bits=32):
+    """The seed of one random stream: ``SeedSequence(parts)``'s first word (``bits`` 32 or 64).
+
+    ``parts`` are integers >= 0 or strings (a string enters as its characters' code points), e.g.
+    ``derive_seed(seed, m, n, rep)`` or ``derive_seed(seed, "37x10d")``."""
+    words = []
+    for p in parts:
+        if isinstance(p, str):
+            words += [ord(c) for c in p]
+        elif isinstance(p, (bool, float)) or int(p) < 0:
+            raise ValueError(f"seed parts must be integers >= 0 or strings, got {p!r}")
+        else:
+            words.append(int(p))
+    dtype = {32: np.uint32, 64: np.uint64}[bits]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype)[0])
+
+
+def rng_state():
+    """The torch RNG states (CPU, and every CUDA device when there is one): for a checkpoint."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    """Restore :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resume(path, settings, *, model, optimizer=None, scheduler=None, rng=False, required=(), name="a checkpoint"):
+    """Load the checkpoint ``path`` into ``model`` (and ``optimizer``, ``scheduler``, the RNG states
+    when ``rng``); return its state dict (``epoch``, ``history``, ...), or ``None`` when there is none.
+
+    The checkpoint's ``settings`` must equal ``settings``: else a ValueError names what differs.
+    One that ``torch.load`` cannot read, or that lacks a key of ``required``, is moved aside
+    (:func:`move_aside`): then ``None``, and the run starts afresh."""
+    state = load_checkpoint(path)
+    if state is None:
+        return None
+    if not isinstance(state, dict) or any(k not in state for k in ("settings", "model", *required)):
+        move_aside(path, f"not {name}")
+        return None
+    if state["settings"] != settings:
+        old = state["settings"] if isinstance(state["settings"], dict) else {}
+        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        diff |= {k: (v, None) for k, v in old.items() if k not in settings}
+        raise ValueError(f"checkpoint {path} was written by a run with other settings (checkpoint, now): {diff}; "
+                         "delete it or use another path")
+    model.load_state_dict(state["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if rng:
+        set_rng_state(state["rng"])
+    return state
+
+
+def run_grid(jobs, compute, *, cache=None, modules=(), required=(), progress=False, desc="runs"):
+    """The cached resumable grid runner: ``compute(job, checkpoint)`` for every ``job`` (a JSON-able
+    dict of settings), one record each, in order.
+
+    With ``cache`` (a folder) each record is kept in ``cache/<key>.json`` (:func:`cached_record`,
+    ``key`` from the job and the source of ``modules``): a finished job is read back, an interrupted
+    one resumes from its checkpoint ``cache/<key>.pt``. ``progress``: a bar over the jobs."""
+    jobs = list(jobs)
+    return [cached_record(cache, job, modules, lambda ckpt, job=job: compute(job, ckpt), required)
+            for job in tqdm(jobs, disable=not progress, desc=desc)]
+
+
+def _naming(e, path):
+    """The same ``OSError`` (same errno, hence subclass), naming ``path`` instead of a temporary file."""
+    return OSError(e.errno, e.strerror, str(path)) if e.errno is not None else e

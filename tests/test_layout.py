@@ -1,0 +1,90 @@
+"""The three layers, read from the import graph of the tree: the library (``cepaper``), the paper's
+sections (``cepaper.sections``) and the book's machinery (``cepaper.book``)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+import cepaper
+
+PACKAGE = Path(cepaper.__file__).parent
+REPO = PACKAGE.parent
+
+
+def layer(module):
+    """``library``, ``sections``, ``book`` or ``cli`` of a dotted cepaper module name."""
+    parts = module.split(".")
+    if parts[1:2] in (["sections"], ["book"]):
+        return parts[1]
+    return "cli" if parts[1:2] in (["cli"], ["__main__"]) else "library"
+
+
+def modules():
+    """``{dotted name: path}`` of every module of the package."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def imports(path):
+    """cepaper modules a file imports (anywhere in it, function bodies included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("cepaper")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cepaper"):
+            found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules() else node.module
+                      for a in node.names}
+    return found
+
+
+def edges():
+    return {(name, dep) for name, path in modules().items() for dep in imports(path) if dep != name}
+
+
+@pytest.mark.parametrize("low, high", [("library", "sections"), ("library", "book"), ("book", "sections")])
+def test_no_layer_imports_a_layer_above_it(low, high):
+    """The library imports neither the sections nor the book's machinery, and the machinery (store,
+    pipeline, pages) knows no section: sections read the store and the notebooks use all three; the
+    CLI is the one module that imports from every layer."""
+    bad = sorted((a, b) for a, b in edges() if layer(a) == low and layer(b) == high)
+    assert bad == [], bad
+
+
+def test_the_check_sees_a_leak(tmp_path, monkeypatch):
+    """The graph has power: a library module that imports the results store is a leak it reports."""
+    (tmp_path / "cepaper").mkdir()
+    leak = tmp_path / "cepaper" / "leak.py"
+    leak.write_text("def f():\n    from cepaper.book import results\n")
+    assert imports(leak) == {"cepaper.book.results"} and layer("cepaper.leak") == "library"
+
+
+def test_one_section_module_per_notebook():
+    notebooks = sorted(p.stem.split("_", 1)[1] for p in (REPO / "notebooks").glob("[0-9][0-9]_*.py"))
+    sections = sorted(p.stem for p in (PACKAGE / "sections").glob("*.py") if p.stem not in ("__init__", "paper"))
+    assert sections == notebooks
+
+
+def test_the_section_list_is_the_table_of_contents():
+    from cepaper.book import results
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
+    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    listed = [Path(f).name.split("_", 1)[1] for f in files if Path(f).name[:2].isdigit()]
+    assert list(results.SECTIONS) == listed
+
+
+def test_no_module_is_much_over_450_lines():
+    sizes = {str(p.relative_to(REPO)): len(p.read_text().splitlines()) for p in modules().values()}
+    assert {k: v for k, v in sizes.items() if v > 470} == {}
+
+
+def test_the_package_exports_its_api():
+    for name in cepaper.__all__:
+        assert callable(getattr(cepaper, name)) or name == "complexity", name
+    assert {"empirical_ntk", "CollegialMLP", "relu_ntk", "mc_moments", "measure_alpha", "design", "load",
+            "complexity"} <= set(
+        cepaper.__all__)
