@@ -443,3 +443,69 @@ def test_torchvision_factory_flops_and_stages():
 def test_torchvision_factory_errors(spec, message):
     with pytest.raises(ValueError, match=message):
         design.load_factory(spec)
+
+
+# --- batched draws of the member (Algorithm 1 on any factory) -------------------------------------
+
+class ItemGate(nn.Module):
+    """A member ``vmap`` cannot batch (``.item()`` in its forward): the sampler falls back to one NTK per draw."""
+
+    def __init__(self, m, n):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, m * n), nn.Linear(m * n, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.b(h if h.sum().item() >= 0 else -h)
+
+
+@pytest.mark.parametrize("factory, shape", [
+    (lambda m, n: ResNeXtBottleneck(8, 8, m * n, groups=m), (8, 3, 3)),          # BN (eval), grouped 3x3, ReLU
+    (lambda m, n: nn.Sequential(nn.Linear(5, m * n), nn.Tanh(), nn.Linear(m * n, 1)), (5,)),
+    (mlp, (16, 1))])
+def test_batched_member_ntk_equals_naive_autograd_per_draw(factory, shape):
+    """The vmap over draws gives each draw's NTK: against cepaper.ntk.naive_ntk (one autograd.grad per
+    input) on the very same draws, which the sampler takes from the generator in the same order."""
+    from cepaper import ntk
+    x = design.member_inputs(shape, 3, 0.5, 1)
+    with torch.no_grad():
+        out = design.build(factory, 1, 3)(x)
+    v = design.readout_vector("random", tuple(out.shape[1:]), 2)
+    k = design.member_ntk_sampler(factory, 3, x, v)(5, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    ref = torch.stack([ntk.naive_ntk(design.member_draw(factory, 3, g, v), x) for _ in range(5)])
+    assert k.shape == (5, 3, 3)
+    torch.testing.assert_close(k, ref, rtol=1e-5, atol=1e-6)
+    loop = design.member_ntk_sampler(factory, 3, x, v, "loop")(5, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(loop, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_member_sampler_falls_back_to_one_ntk_per_draw():
+    from cepaper import ntk
+    x = design.member_inputs((4,), 2, 0.5, 0)
+    v = design.readout_vector("center", (1,), 0)
+    with pytest.warns(UserWarning, match="cannot be batched over draws"):
+        k = design.member_ntk_sampler(ItemGate, 3, x, v)(4, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    ref = torch.stack([ntk.naive_ntk(design.member_draw(ItemGate, 3, g, v), x) for _ in range(4)])
+    torch.testing.assert_close(k, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_member_alpha_batched_equals_loop_and_chunks_do_not_change_draws(monkeypatch):
+    """Same draws whatever the method or the chunk size: the fits agree to float32 rounding."""
+    conv = lambda m, n: nn.Sequential(nn.Conv2d(4, m * n, 1), nn.ReLU(), nn.Conv2d(m * n, 2, 3))
+    kw = dict(widths=(2, 4), trials=12, n_boot=20, progress=False)
+    a = design.fit_member_alpha(conv, (4, 3, 3), **kw)
+    b = design.fit_member_alpha(conv, (4, 3, 3), method="loop", **kw)
+    monkeypatch.setattr(design, "MEMBER_CHUNK_MAX", 5)
+    c = design.fit_member_alpha(conv, (4, 3, 3), **kw)
+    for r in (b, c):
+        np.testing.assert_allclose(r["fits"]["diag"]["second"], a["fits"]["diag"]["second"], rtol=1e-5)
+        assert r["alpha"] == pytest.approx(a["alpha"], rel=1e-4, abs=1e-6)
+
+
+def test_member_chunk_counts_weights_and_activations():
+    member = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 1))
+    x = torch.zeros(2, 10)
+    per = (2 + 2) * (10 * 20 + 20 + 20 + 1) + 3 * (2 * 20 + 2 * 20 + 2 * 1 + 2 * 1)   # 3 x every module's output
+    assert design.member_chunk(member, x) == min(design.MEMBER_CHUNK_MAX, design.MEMBER_CHUNK_FLOATS // per)
