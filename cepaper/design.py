@@ -180,6 +180,54 @@ def member_fan_ins(module):
     return tuple(fans)
 
 
+def _leaf_types(module):
+    from collections import Counter
+    return Counter(type(m).__name__ for m in module.modules() if not list(m.children()))
+
+
+def check_members(member, module, m, n):
+    """That ``module = factory(m, n)`` is ``m`` members ``member = factory(1, n)``, differing in width only.
+
+    Two forms pass. Stacked (grouped or block-diagonal layers): the same layers by name and type, and each
+    parameter's shape equal to the member's (shared, e.g. an output norm) or ``m`` times it along exactly
+    one dimension. Replicated (members as separate submodules): every leaf-layer type counted
+    ``c_1 + (m - 1) q`` times, ``0 <= q <= c_1``. Either way the parameters are ``P(1) + (m - 1) p`` with
+    ``0 < p <= P(1)``: ``p`` per member (Eq. 8's ``beta`` is affine in ``m``). Raises ``ValueError`` otherwise.
+    """
+    if m == 1:
+        return
+    what = f"factory: factory({m}, {n}) must be {m} members factory(1, {n}) differing only in width"
+    shapes1 = {k: tuple(p.shape) for k, p in member.named_parameters()}
+    shapes = {k: tuple(p.shape) for k, p in module.named_parameters()}
+    if shapes.keys() == shapes1.keys():
+        types1 = [(k, type(v).__name__) for k, v in member.named_modules()]
+        types = [(k, type(v).__name__) for k, v in module.named_modules()]
+        if types != types1:
+            diff = next(((a, b) for a, b in zip(types1, types) if a != b), (types1[len(types):] or types[len(types1):],))
+            raise ValueError(f"{what}, but their layers differ: {diff[0]} at m = 1 vs "
+                             f"{diff[1] if len(diff) > 1 else 'nothing'} at m = {m}")
+        for k, s1 in shapes1.items():
+            sm = shapes[k]
+            stacked = [d for d, (a, b) in enumerate(zip(s1, sm)) if a != b]
+            ok = len(sm) == len(s1) and (not stacked or (len(stacked) == 1 and sm[stacked[0]] == m * s1[stacked[0]]))
+            if not ok:
+                raise ValueError(f"{what}, but parameter {k} has shape {sm} at m = {m} and {s1} at m = 1: a member's "
+                                 f"parameter is either shared (same shape) or stacked m times along one dimension")
+    else:
+        t1, tm = _leaf_types(member), _leaf_types(module)
+        for t in sorted(set(t1) | set(tm)):
+            q, r = divmod(tm[t] - t1[t], m - 1)
+            if r or not 0 <= q <= t1[t]:
+                raise ValueError(f"{what}, but it has {tm[t]} {t} layer(s) and factory(1, {n}) {t1[t]}: neither "
+                                 f"shared nor one per member")
+    p1, pm = param_count(member), param_count(module)
+    p, r = divmod(pm - p1, m - 1)
+    if r or not 0 < p <= p1:
+        per = f"{(pm - p1) / (m - 1):g}"
+        raise ValueError(f"{what}, but its {pm} trainable parameters are not factory(1, {n})'s {p1} plus {m - 1} "
+                         f"more members of at most {p1} each (got {per} per added member)")
+
+
 def param_count(module):
     """Eq. 8's ``beta``: trainable parameters of ``module`` (every ``p`` with ``requires_grad``)."""
     return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
@@ -243,7 +291,8 @@ class FactoryModule:
         device: where FLOPs and latency are measured.
         layers: weight layers entering ``sum_l 1/fan-in_l``: ``"all"`` or ``"hidden"`` (all but the first).
         repeats, warmup, timer: of :func:`latency`.
-    Built modules' costs are cached per ``(m, n, budget)``, fan-ins per ``n``.
+    Built modules' costs are cached per ``(m, n, budget)``, fan-ins per ``n``. Every ``factory(m, n)`` with
+    ``m > 1`` is checked against ``factory(1, n)`` once (:func:`check_members`).
     """
 
     flops = "2macs"
@@ -257,7 +306,7 @@ class FactoryModule:
         self.layers = _choice("layers", layers, FAN_IN_LAYERS)
         self.repeats, self.warmup = positive_int("repeats", repeats), nonneg_int("warmup", warmup)
         self.timer, self.seed = timer, int(seed)
-        self._fans, self._costs, self.latencies = {}, {}, {}
+        self._fans, self._costs, self.latencies, self._checked = {}, {}, {}, set()
 
     def example_input(self):
         """The input ``(batch, *input_shape)`` of FLOPs and latency, entries N(0, 1)."""
@@ -284,6 +333,9 @@ class FactoryModule:
         key = (m, n, budget)
         if key not in self._costs:
             module = build(self.factory, m, n)
+            if m > 1 and (m, n) not in self._checked:
+                check_members(build(self.factory, 1, n), module, m, n)
+                self._checked.add((m, n))
             if budget == "params":
                 value = param_count(module)
                 if value == 0:
