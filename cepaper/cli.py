@@ -146,6 +146,32 @@ def _fitted_alpha(arch):
                      "run `cepaper fit-alpha` first, or pass a number")
 
 
+def _module_fit_name(spec):
+    """The results-store name of `cepaper fit-alpha --module SPEC`'s fit: ``fit_module_<slug>_<hash>``, the
+    hash over the spec with a FILE.py resolved to its absolute path (the same file from any folder)."""
+    import hashlib
+    import re
+    where, _, func = spec.rpartition(":")
+    key = f"{os.path.realpath(where)}:{func}" if where.endswith(".py") or "/" in where else spec
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{os.path.basename(where)}_{func}").strip("_")[-40:]
+    return f"fit_module_{slug}_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+
+
+def _fitted_module_alpha(spec):
+    """``design --module SPEC --alpha fit``: the alpha `cepaper fit-alpha --module SPEC` stored (profile ``cli``);
+    a ``UsageError`` naming the command to run when there is none."""
+    from cepaper import results
+    name = _module_fit_name(spec)
+    record = results.find("alpha", name, profiles=("cli",))
+    if record is None or record.get("data", {}).get("alpha") is None:
+        raise UsageError(f"--alpha fit: no stored fit for --module {spec} (alpha/{name} under {results.root()}/cli); "
+                         f"run `cepaper fit-alpha --module {spec} --input-shape C,H,W` first, or pass a number")
+    d = record["data"]
+    shape = "x".join(str(s) for s in d.get("input_shape", []))
+    return float(d["alpha"]), (f"fitted on the member factory(1, n), input {shape}, {d.get('readout')} read-out: "
+                               f"{results.describe(record)}")
+
+
 def _config_arg(text):
     from cepaper import complexity
     return complexity.format_config(*complexity.parse_config(text))
@@ -278,7 +304,8 @@ def _add_design(sub):
                    help="efficiency metric (Eq. 8 or 15); latency (forward + backward seconds) needs --module")
     p.add_argument("--alpha", type=_cli_type(_alpha_arg),
                    help="alpha of Eq. 9: a number, or 'fit' for the last `cepaper fit-alpha` (else the paper "
-                        "profile's fit) in the results store (default: the paper's 1.60; for mlp 3.63, Fig. 3's)")
+                        "profile's fit) in the results store; with --module, the last `cepaper fit-alpha --module` "
+                        "of that factory (default: the paper's 1.60; for mlp 3.63, Fig. 3's)")
     p.add_argument("--rounding", default="nearest", choices=search.ROUNDINGS, help="integer m rule (Algorithm 2 step 6)")
     p.add_argument("--n", type=_cli_type(_positive_int_arg),
                    help="evaluate this width instead of the optimum (a model on the curve)")
@@ -289,14 +316,14 @@ def _add_design(sub):
         if args.module is not None:
             if args.n is not None:
                 raise UsageError("--n does not apply to --module; the curve (--curve) gives every width")
-            if args.alpha == "fit":
-                raise UsageError("--alpha fit reads the paper modules' fits; with --module give a number "
-                                 "(fit your member's with cepaper.design.fit_member_alpha)")
             from cepaper import design as dsg
             _, m, n, fm = _module_args(args, "baseline")
-            r = dsg.design_module(fm.factory, args.input_shape, (m, n), args.objective, args.budget, args.alpha,
+            alpha, source = _fitted_module_alpha(args.module) if args.alpha == "fit" else (args.alpha, None)
+            r = dsg.design_module(fm.factory, args.input_shape, (m, n), args.objective, args.budget, alpha,
                                   rounding=args.rounding, module=fm)
             r["module"] = args.module
+            if source is not None:
+                r["alpha_source"] = source
             if not args.curve:
                 r.pop("curve")
             return emit(args, r, _format_module_design(r))
@@ -454,8 +481,9 @@ def _fit_factory_alpha(args):
                                 args.readout or "center", args.layers or "all", args.entry,
                                 intercept=not args.no_intercept, weighted=args.weighted, device=args.device,
                                 progress=True, threads=args.threads, checkpoint=checkpoint, name=args.module)
-    run.save("fit_module", r)
-    path = run.dir / "fit_module.json"
+    name = _module_fit_name(args.module)             # one record per factory: `design --module ... --alpha fit`
+    run.save(name, r)
+    path = run.dir / f"{name}.json"
     keys = ("alpha", "alpha_ci", "C", "C_ci", "intercept", "entry", "module", "options", "readout", "input_shape",
             "widths", "trials", "seed", "seconds", "device")
     payload = {k: r[k] for k in keys} | {"saved": str(path)}

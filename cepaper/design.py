@@ -180,6 +180,54 @@ def member_fan_ins(module):
     return tuple(fans)
 
 
+def _leaf_types(module):
+    from collections import Counter
+    return Counter(type(m).__name__ for m in module.modules() if not list(m.children()))
+
+
+def check_members(member, module, m, n):
+    """That ``module = factory(m, n)`` is ``m`` members ``member = factory(1, n)``, differing in width only.
+
+    Two forms pass. Stacked (grouped or block-diagonal layers): the same layers by name and type, and each
+    parameter's shape equal to the member's (shared, e.g. an output norm) or ``m`` times it along exactly
+    one dimension. Replicated (members as separate submodules): every leaf-layer type counted
+    ``c_1 + (m - 1) q`` times, ``0 <= q <= c_1``. Either way the parameters are ``P(1) + (m - 1) p`` with
+    ``0 < p <= P(1)``: ``p`` per member (Eq. 8's ``beta`` is affine in ``m``). Raises ``ValueError`` otherwise.
+    """
+    if m == 1:
+        return
+    what = f"factory: factory({m}, {n}) must be {m} members factory(1, {n}) differing only in width"
+    shapes1 = {k: tuple(p.shape) for k, p in member.named_parameters()}
+    shapes = {k: tuple(p.shape) for k, p in module.named_parameters()}
+    if shapes.keys() == shapes1.keys():
+        types1 = [(k, type(v).__name__) for k, v in member.named_modules()]
+        types = [(k, type(v).__name__) for k, v in module.named_modules()]
+        if types != types1:
+            diff = next(((a, b) for a, b in zip(types1, types) if a != b), (types1[len(types):] or types[len(types1):],))
+            raise ValueError(f"{what}, but their layers differ: {diff[0]} at m = 1 vs "
+                             f"{diff[1] if len(diff) > 1 else 'nothing'} at m = {m}")
+        for k, s1 in shapes1.items():
+            sm = shapes[k]
+            stacked = [d for d, (a, b) in enumerate(zip(s1, sm)) if a != b]
+            ok = len(sm) == len(s1) and (not stacked or (len(stacked) == 1 and sm[stacked[0]] == m * s1[stacked[0]]))
+            if not ok:
+                raise ValueError(f"{what}, but parameter {k} has shape {sm} at m = {m} and {s1} at m = 1: a member's "
+                                 f"parameter is either shared (same shape) or stacked m times along one dimension")
+    else:
+        t1, tm = _leaf_types(member), _leaf_types(module)
+        for t in sorted(set(t1) | set(tm)):
+            q, r = divmod(tm[t] - t1[t], m - 1)
+            if r or not 0 <= q <= t1[t]:
+                raise ValueError(f"{what}, but it has {tm[t]} {t} layer(s) and factory(1, {n}) {t1[t]}: neither "
+                                 f"shared nor one per member")
+    p1, pm = param_count(member), param_count(module)
+    p, r = divmod(pm - p1, m - 1)
+    if r or not 0 < p <= p1:
+        per = f"{(pm - p1) / (m - 1):g}"
+        raise ValueError(f"{what}, but its {pm} trainable parameters are not factory(1, {n})'s {p1} plus {m - 1} "
+                         f"more members of at most {p1} each (got {per} per added member)")
+
+
 def param_count(module):
     """Eq. 8's ``beta``: trainable parameters of ``module`` (every ``p`` with ``requires_grad``)."""
     return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
@@ -243,7 +291,8 @@ class FactoryModule:
         device: where FLOPs and latency are measured.
         layers: weight layers entering ``sum_l 1/fan-in_l``: ``"all"`` or ``"hidden"`` (all but the first).
         repeats, warmup, timer: of :func:`latency`.
-    Built modules' costs are cached per ``(m, n, budget)``, fan-ins per ``n``.
+    Built modules' costs are cached per ``(m, n, budget)``, fan-ins per ``n``. Every ``factory(m, n)`` with
+    ``m > 1`` is checked against ``factory(1, n)`` once (:func:`check_members`).
     """
 
     flops = "2macs"
@@ -257,7 +306,7 @@ class FactoryModule:
         self.layers = _choice("layers", layers, FAN_IN_LAYERS)
         self.repeats, self.warmup = positive_int("repeats", repeats), nonneg_int("warmup", warmup)
         self.timer, self.seed = timer, int(seed)
-        self._fans, self._costs, self.latencies = {}, {}, {}
+        self._fans, self._costs, self.latencies, self._checked = {}, {}, {}, set()
 
     def example_input(self):
         """The input ``(batch, *input_shape)`` of FLOPs and latency, entries N(0, 1)."""
@@ -284,6 +333,9 @@ class FactoryModule:
         key = (m, n, budget)
         if key not in self._costs:
             module = build(self.factory, m, n)
+            if m > 1 and (m, n) not in self._checked:
+                check_members(build(self.factory, 1, n), module, m, n)
+                self._checked.add((m, n))
             if budget == "params":
                 value = param_count(module)
                 if value == 0:
@@ -472,20 +524,117 @@ def member_draw(factory, n, generator, v):
     initialization the identity up to ``eps``; no dropout), wrapped by :class:`Readout` with ``v``."""
     seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=generator.device).item())
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        member = build(factory, 1, n)
+        torch.default_generator.manual_seed(seed)    # the CPU generator only (torch.manual_seed also seeds
+        member = build(factory, 1, n)                # every accelerator: most of a small draw's time)
     return Readout(member, v).to(generator.device).eval()
+
+
+#: float32 working memory per chunk of :func:`member_ntk_sampler` (floats): small enough to stay in cache,
+#: where the batched path beats one NTK per draw (measured in ``benchmarks/design_alpha.py``).
+MEMBER_CHUNK_FLOATS = 2 ** 23
+MEMBER_CHUNK_MAX = 256
+
+
+def _split_state(members):
+    """Trainable parameters and the rest (frozen parameters, buffers) of ``members``, stacked over draws."""
+    from torch.func import stack_module_state
+    params, buffers = stack_module_state(members)
+    trainable = {k for k, p in members[0].named_parameters() if p.requires_grad}
+    rest = {k: v for k, v in params.items() if k not in trainable}
+    return {k: v.detach() for k, v in params.items() if k in trainable}, {**rest, **buffers}
+
+
+def batched_member_ntk(members, x):
+    """NTKs of draws of one scalar member at once: ``torch.func`` ``vmap`` over the draws' stacked weights.
+
+    Every draw is ``K_t = J_t J_t^T``, ``J_t = d f_t(x_i) / d theta_t`` over the trainable parameters (the
+    per-draw :func:`cepaper.ntk.jacobian_ntk`); the ``vmap`` over draws turns each layer into one batched
+    (grouped) call, as :class:`cepaper.models.blocks.BottleneckDraws` does by hand for the Fig. 5 block.
+
+    Args:
+        members: ``T`` modules of identical structure, each mapping ``(N, ...)`` to ``(N,)`` (e.g. :class:`Readout`).
+        x: inputs ``(N, ...)``.
+    Returns:
+        tensor ``(T, N, N)``.
+    """
+    from torch.func import functional_call, grad, vmap
+    params, rest = _split_state(members)
+    if not params:
+        raise ValueError(f"module: {type(members[0]).__name__} has no trainable weights: its NTK is zero")
+    base = members[0]
+
+    def f(p, b, xi):
+        return functional_call(base, (p, b), (xi.unsqueeze(0),)).reshape(())
+
+    def kernel(p, b):
+        j = vmap(grad(f), in_dims=(None, None, 0))(p, b, x)
+        return sum(a @ a.T for a in (v.flatten(1) for v in j.values()))   # sum_p J_p J_p^T, out of place (vmap)
+
+    return vmap(kernel)(params, rest)
+
+
+def member_ntk_sampler(factory, n, x, v, method="batched"):
+    """Sampler of the member's NTK for :func:`cepaper.montecarlo.mc_samples` (Algorithm 1, lines 3-5).
+
+    ``sample(t, generator)`` draws ``t`` members :func:`member_draw` ``(factory, n, generator, v)`` in turn
+    (the same draws, in the same order, whatever ``method``) and returns their NTKs on ``x``:
+    ``"batched"`` by :func:`batched_member_ntk`, ``"loop"`` one :func:`cepaper.ntk.jacobian_ntk` per draw.
+    A member that ``torch.func`` cannot transform (``.item()``, data-dependent control flow) falls back, with a
+    warning, to one :func:`cepaper.ntk.naive_ntk` per draw (plain autograd, one backward per input).
+
+    Returns:
+        a callable ``(t, generator) -> (t, N, N)``.
+    """
+    from cepaper import ntk
+    _choice("method", method, ("batched", "loop"))
+    state = {"method": method}
+
+    def sample(t, generator):
+        members = [member_draw(factory, n, generator, v) for _ in range(t)]
+        xd = x.to(generator.device)
+        if state["method"] == "batched":
+            try:
+                return batched_member_ntk(members, xd).detach()
+            except (RuntimeError, NotImplementedError) as e:       # torch.func cannot transform this member
+                import warnings
+                warnings.warn(f"module: the member of width {n} cannot be batched over draws by torch.func.vmap "
+                              f"({type(e).__name__}: {str(e)[:120]}); one NTK per draw by autograd instead")
+                state["method"] = "naive"
+        how = "jacobian" if state["method"] == "loop" else "naive"
+        return torch.stack([ntk.empirical_ntk(m, xd, method=how).detach() for m in members])
+
+    return sample
+
+
+def member_chunk(member, x):
+    """Draws per chunk of :func:`member_ntk_sampler`: one draw's weights, their gradients at each input and
+    its activations on ``x`` (every submodule's output, measured on ``member``), within
+    :data:`MEMBER_CHUNK_FLOATS`, at most :data:`MEMBER_CHUNK_MAX` (it depends on the member, never on the
+    device)."""
+    sizes = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: sizes.append(o.numel() if torch.is_tensor(o) else 0))
+             for m in member.modules()]
+    try:
+        with torch.no_grad():
+            member(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    per = (len(x) + 2) * sum(q.numel() for q in member.parameters()) + 3 * sum(sizes)
+    return int(min(MEMBER_CHUNK_MAX, max(1, MEMBER_CHUNK_FLOATS // per)))
 
 
 def fit_member_alpha(factory, input_shape, widths=(4, 8, 16, 32), trials=100, seed=0, readout="center",
                      layers="all", entry="diag", corr=0.5, input_seed=0, intercept=True, n_boot=200, level=0.95,
-                     device="cpu", progress=True, weighted=False, threads=1, checkpoint=None, name=None):
+                     device="cpu", progress=True, weighted=False, threads=1, checkpoint=None, name=None,
+                     method="batched"):
     """Algorithm 1 on the member ``factory(1, n)``: alpha (Eq. 9) with its bootstrap interval.
 
     Every draw is ``factory(1, n)`` with its own initialization (:func:`member_draw`), read out by
     :func:`readout_vector` ``(readout)``; its NTK on two inputs (:func:`member_inputs`, correlation
-    ``corr``) comes from :func:`cepaper.montecarlo.module_ntk_sampler` via :func:`cepaper.fit.custom_sweep`,
-    ``s(n)`` from the weight layers (``layers``), and the fit is :func:`cepaper.fit.sweep_result`.
+    ``corr``) comes from :func:`member_ntk_sampler` (``method``: ``"batched"`` over the draws of a chunk,
+    or ``"loop"``, one per draw; the same draws) via :func:`cepaper.fit.ntk_sweep`, ``s(n)`` from the
+    member's weight layers (:func:`member_fan_ins`, ``layers``), and the fit is :func:`cepaper.fit.sweep_result`.
 
     Args:
         widths: the member widths ``n``; trials: draws per width; seed: Monte Carlo seed.
@@ -493,6 +642,7 @@ def fit_member_alpha(factory, input_shape, widths=(4, 8, 16, 32), trials=100, se
         intercept, weighted, n_boot, level: as :func:`cepaper.fit.fit_alpha`; progress: a tqdm bar over widths.
         threads: CPU threads of the Monte Carlo; checkpoint: a folder keeping finished widths, with
             ``name`` identifying the factory (its code is not hashed; the read-out and inputs are).
+        method: ``"batched"`` (default; falls back to ``"loop"`` for a member ``vmap`` cannot batch) or ``"loop"``.
     Returns:
         :func:`cepaper.fit.sweep_result`'s dict (``alpha``, ``alpha_ci``, ``C``, ``fits``, ...) plus
         ``readout`` and ``input_shape``.
@@ -506,10 +656,22 @@ def fit_member_alpha(factory, input_shape, widths=(4, 8, 16, 32), trials=100, se
     with torch.no_grad():
         out = _output(build(factory, 1, widths[0]), x)
     v = readout_vector(readout, tuple(out.shape[1:]), input_seed)
-    make = lambda n, g: member_draw(factory, n, g, v)
+    if checkpoint is not None and not name:
+        raise ValueError("checkpoint: a checkpointed fit needs a name that identifies the factory")
+    terms, chunks = [], {}
+    for n in widths:
+        probe = member_draw(factory, n, torch.Generator().manual_seed(0), v)
+        terms.append(fit.sum_inv_fan_in(member_fan_ins(probe.member), layers))
+        if not any(p.requires_grad for p in probe.parameters()):
+            raise ValueError(f"module: factory(1, {n}) has no trainable weights: its NTK is zero")
+        chunks[n] = member_chunk(probe, x)
     label = f"{name or 'factory'}|readout={readout}|input_shape={list(shape)}|corr={corr}|input_seed={input_seed}"
-    sweep = fit.custom_sweep(make, x, widths, trials, seed, layers, device, checkpoint, label if name else None,
-                             progress=progress, threads=threads)
-    sweep["module"] = name or "factory"
+    settings = {"module": label, "layers": layers, "x": x.double().sum().item(), "sampler": method}
+    start = time.perf_counter()
+    samples = fit.ntk_sweep(lambda n: member_ntk_sampler(factory, n, x.to(device), v, method), widths, trials,
+                            seed, chunks.get, device, checkpoint, settings, progress=progress, threads=threads)
+    sweep = {"module": name or "factory", "options": {"layers": layers}, "widths": list(widths), "terms": terms,
+             "trials": int(trials), "seed": int(seed), "device": str(device),
+             "seconds": round(time.perf_counter() - start, 3), "samples": samples}
     res = fit.sweep_result(sweep, entry, intercept, weighted, n_boot=n_boot, level=level)
     return {**res, "readout": readout, "input_shape": list(shape)}

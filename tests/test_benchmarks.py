@@ -65,3 +65,30 @@ def test_monte_carlo_floor_draws_the_samplers_weights(ntk_bench):
     models = list(ntk_bench.draw_weights(2, widths, 10, 4, seed=0))
     assert [m.m for m in models] == [4, 4, 2] and all(m.streams == 2 for m in models)
     assert torch.equal(torch.cat([ntk.member_ntk(m, x) for m in models]), samples)
+
+
+def test_design_alpha_benchmark_json():
+    """The generic fit of the Fig. 5 factory against the specialized sweep: the ratio is the ratio of the
+    reported times, the two paths read the same s(n), and the factory's member is the specialized block."""
+    r = run_json("design_alpha.py", "--trials", "6", "--width-max", "8", "--num-widths", "3", "--n-boot", "10")
+    assert r["generic_over_specialized"] == pytest.approx(r["generic_s"] / r["specialized_s"], rel=1e-12)
+    assert r["widths"] == [1, 3, 8] and r["trials"] == 6 and r["terms_max_abs_diff"] < 1e-15
+    assert r["within_target"] == (r["generic_over_specialized"] <= r["target_ratio"])
+
+
+def test_design_alpha_factory_is_the_specialized_block(monkeypatch):
+    """Same weights, same NTK: the factory's member built from the seed of a BottleneckDraws draw."""
+    from cepaper import design
+    from cepaper.models import blocks
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    bench = importlib.import_module("design_alpha")
+    x = blocks.block_inputs(256, 3, 2, 0.5, "gaussian", 0)
+    v = blocks.readout_vector("center", 256, 3, 0)
+    draws = blocks.BottleneckDraws(5, [11, 12], v, 256, False)
+    mine = bench.fig5_block(1, 5)
+    for t in range(2):
+        ref = draws.draw(t)
+        for name in ("conv1", "conv2", "conv3"):
+            getattr(mine, name).weight.data.copy_(getattr(ref, name).weight)
+        torch.testing.assert_close(ntk.naive_ntk(design.Readout(mine, v), x), blocks.bottleneck_ntk(draws, x)[t].float(),
+                                   rtol=1e-4, atol=1e-5)

@@ -140,7 +140,7 @@ def test_fit_alpha_factory_module(tmp_path, capsys):
                  "--widths", "2", "4", "8", "--readout", "mean", "--seed", "1")
     assert r["module"] == f"{path}:block" and r["readout"] == "mean" and r["input_shape"] == [8, 3]
     assert r["widths"] == [2, 4, 8] and r["trials"] == 8 and len(r["alpha_ci"]) == 2
-    record = results.load("alpha", "cli", "fit_module")
+    record = results.load("alpha", "cli", cli._module_fit_name(f"{path}:block"))
     assert record["data"]["alpha"] == r["alpha"] and record["provenance"]["seed"] == 1
     for argv, message in (([f"{path}:block"], "needs --input-shape"),
                           ([f"{path}:nope", "--input-shape", "8,3"], "has no function 'nope'"),
@@ -148,3 +148,25 @@ def test_fit_alpha_factory_module(tmp_path, capsys):
                           ([f"{path}:block", "--input-shape", "8,3", "--depth", "3"], "--depth only apply"),
                           (["mlp", "--input-shape", "8,3"], "only apply to a factory")):
         assert message in fails(capsys, "fit-alpha", "--module", *argv, "--trials", "4")
+
+
+def test_design_module_alpha_fit_reads_that_factorys_stored_fit(tmp_path, capsys, monkeypatch):
+    from cepaper import design, results
+    path = tmp_path / "my_block.py"
+    path.write_text(FACTORY + "\n\ndef other(m, n):\n    return block(m, n)\n")
+    spec = f"{path}:block"
+    design_args = ["design", "--module", spec, "--input-shape", "8,3", "--baseline", "1x16", "--alpha", "fit"]
+    err = fails(capsys, *design_args)
+    assert f"--alpha fit: no stored fit for --module {spec}" in err
+    assert f"run `cepaper fit-alpha --module {spec} --input-shape C,H,W` first" in err
+    fitted = run_json(capsys, "fit-alpha", "--module", spec, "--input-shape", "8,3", "--trials", "8",
+                      "--widths", "2", "4", "8", "--readout", "mean")
+    assert "no stored fit for --module" in fails(capsys, *design_args[:2], f"{path}:other", *design_args[3:])
+    r = run_json(capsys, *design_args)
+    ref = design.design_module(design.load_factory(spec), (8, 3), (1, 16), alpha=fitted["alpha"])
+    assert r["alpha"] == fitted["alpha"] and (r["n"], r["m"], r["var_ratio"]) == (ref["n"], ref["m"], ref["var_ratio"])
+    assert r["alpha_source"].startswith("fitted on the member factory(1, n), input 8x3, mean read-out: alpha/fit_module_")
+    monkeypatch.chdir(tmp_path)                             # the same file, named relative to another folder
+    assert run_json(capsys, "design", "--module", "my_block.py:block", *design_args[3:])["alpha"] == fitted["alpha"]
+    assert fitted["saved"].endswith(f"{cli._module_fit_name(spec)}.json")
+    assert results.find("alpha", cli._module_fit_name(spec), profiles=("cli",))["data"]["module"] == spec

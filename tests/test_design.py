@@ -384,7 +384,7 @@ def test_cli_design_module_latency_on_cpu(capsys, factory_file):
 def test_cli_module_errors(capsys, factory_file, tmp_path):
     base = ["--input-shape", "256,8,8", "--config", "1x4"]
     assert "module: file nowhere.py does not exist" in cli_fails(capsys, "params", "--module", "nowhere.py:f", *base)
-    assert f"has no function 'nope'" in cli_fails(capsys, "params", "--module", f"{factory_file}:nope", *base)
+    assert "has no function 'nope'" in cli_fails(capsys, "params", "--module", f"{factory_file}:nope", *base)
     assert "module must be FILE.py:FUNC" in cli_fails(capsys, "params", "--module", str(factory_file), *base)
     assert "cannot import 'no_such_pkg'" in cli_fails(capsys, "params", "--module", "no_such_pkg:f", *base)
     err = cli_fails(capsys, "params", "--module", "cepaper.models.resnext:ResNeXtBottleneck", *base)
@@ -443,3 +443,133 @@ def test_torchvision_factory_flops_and_stages():
 def test_torchvision_factory_errors(spec, message):
     with pytest.raises(ValueError, match=message):
         design.load_factory(spec)
+
+
+# --- batched draws of the member (Algorithm 1 on any factory) -------------------------------------
+
+class ItemGate(nn.Module):
+    """A member ``vmap`` cannot batch (``.item()`` in its forward): the sampler falls back to one NTK per draw."""
+
+    def __init__(self, m, n):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, m * n), nn.Linear(m * n, 1)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        return self.b(h if h.sum().item() >= 0 else -h)
+
+
+@pytest.mark.parametrize("factory, shape", [
+    (lambda m, n: ResNeXtBottleneck(8, 8, m * n, groups=m), (8, 3, 3)),          # BN (eval), grouped 3x3, ReLU
+    (lambda m, n: nn.Sequential(nn.Linear(5, m * n), nn.Tanh(), nn.Linear(m * n, 1)), (5,)),
+    (mlp, (16, 1))])
+def test_batched_member_ntk_equals_naive_autograd_per_draw(factory, shape):
+    """The vmap over draws gives each draw's NTK: against cepaper.ntk.naive_ntk (one autograd.grad per
+    input) on the very same draws, which the sampler takes from the generator in the same order."""
+    from cepaper import ntk
+    x = design.member_inputs(shape, 3, 0.5, 1)
+    with torch.no_grad():
+        out = design.build(factory, 1, 3)(x)
+    v = design.readout_vector("random", tuple(out.shape[1:]), 2)
+    k = design.member_ntk_sampler(factory, 3, x, v)(5, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    ref = torch.stack([ntk.naive_ntk(design.member_draw(factory, 3, g, v), x) for _ in range(5)])
+    assert k.shape == (5, 3, 3)
+    torch.testing.assert_close(k, ref, rtol=1e-5, atol=1e-6)
+    loop = design.member_ntk_sampler(factory, 3, x, v, "loop")(5, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(loop, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_member_sampler_falls_back_to_one_ntk_per_draw():
+    from cepaper import ntk
+    x = design.member_inputs((4,), 2, 0.5, 0)
+    v = design.readout_vector("center", (1,), 0)
+    with pytest.warns(UserWarning, match="cannot be batched over draws"):
+        k = design.member_ntk_sampler(ItemGate, 3, x, v)(4, torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    ref = torch.stack([ntk.naive_ntk(design.member_draw(ItemGate, 3, g, v), x) for _ in range(4)])
+    torch.testing.assert_close(k, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_member_alpha_batched_equals_loop_and_chunks_do_not_change_draws(monkeypatch):
+    """Same draws whatever the method or the chunk size: the fits agree to float32 rounding."""
+    conv = lambda m, n: nn.Sequential(nn.Conv2d(4, m * n, 1), nn.ReLU(), nn.Conv2d(m * n, 2, 3))
+    kw = dict(widths=(2, 4), trials=12, n_boot=20, progress=False)
+    a = design.fit_member_alpha(conv, (4, 3, 3), **kw)
+    b = design.fit_member_alpha(conv, (4, 3, 3), method="loop", **kw)
+    monkeypatch.setattr(design, "MEMBER_CHUNK_MAX", 5)
+    c = design.fit_member_alpha(conv, (4, 3, 3), **kw)
+    for r in (b, c):
+        np.testing.assert_allclose(r["fits"]["diag"]["second"], a["fits"]["diag"]["second"], rtol=1e-5)
+        assert r["alpha"] == pytest.approx(a["alpha"], rel=1e-4, abs=1e-6)
+
+
+def test_member_chunk_counts_weights_and_activations():
+    member = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 1))
+    x = torch.zeros(2, 10)
+    per = (2 + 2) * (10 * 20 + 20 + 20 + 1) + 3 * (2 * 20 + 2 * 20 + 2 * 1 + 2 * 1)   # 3 x every module's output
+    assert design.member_chunk(member, x) == min(design.MEMBER_CHUNK_MAX, design.MEMBER_CHUNK_FLOATS // per)
+
+
+# --- factory(m, n) must be m members factory(1, n) ------------------------------------------------
+
+def deeper_when_m_gt_1(m, n):
+    extra = [nn.Linear(m * n, m * n), nn.ReLU()] if m > 1 else []
+    return nn.Sequential(nn.Linear(4, m * n), nn.ReLU(), *extra, nn.Linear(m * n, 1))
+
+
+@pytest.mark.parametrize("factory, message", [
+    (lambda m, n: nn.Sequential(nn.Linear(4, m * n), nn.ReLU() if m == 1 else nn.Tanh(), nn.Linear(m * n, 1)),
+     r"their layers differ: \('1', 'ReLU'\) at m = 1 vs \('1', 'Tanh'\) at m = 3"),
+    (lambda m, n: nn.Sequential(nn.Linear(4, m * n + (m > 1)), nn.ReLU(), nn.Linear(m * n + (m > 1), 1)),
+     r"parameter 0.weight has shape \(13, 4\) at m = 3 and \(4, 4\) at m = 1"),
+    (lambda m, n: nn.Sequential(nn.Conv2d(4, m * n, 1), nn.ReLU(), nn.Conv2d(m * n, m * n, 3)),   # not grouped
+     r"parameter 2.weight has shape \(12, 12, 3, 3\) at m = 3 and \(4, 4, 3, 3\) at m = 1"),
+    (deeper_when_m_gt_1, r"it has 3 Linear layer\(s\) and factory\(1, 4\) 2: neither shared nor one per member"),
+    (lambda m, n: nn.Sequential(*[nn.Linear(4, n) for _ in range(m)], *[nn.Tanh() for _ in range(m * m)]),
+     r"it has 9 Tanh layer\(s\) and factory\(1, 4\) 1"),
+    (lambda m, n: nn.ModuleList([nn.Linear(4, m * n) for _ in range(m)]),          # members wider with m
+     r"its 180 trainable parameters are not factory\(1, 4\)'s 20 plus 2 more members of at most 20 each "
+     r"\(got 80 per added member\)"),
+])
+def test_a_member_that_changes_with_m_is_an_error(factory, message):
+    fm = design.FactoryModule(factory, (4,) if "Conv" not in repr(factory(1, 4)) else (4, 5, 5))
+    assert fm.cost(4, "params", 1) > 0                          # m = 1 alone is a module like any other
+    with pytest.raises(ValueError, match=r"factory: factory\(3, 4\) must be 3 members factory\(1, 4\) differing "
+                                         r"only in width, but " + message):
+        fm.cost(4, "params", groups=3)
+
+
+def test_members_stacked_shared_or_replicated_pass_the_check():
+    """Grouped layers with a shared norm (the Fig. 5 block), replicated members, and both mixed."""
+    class Mixed(nn.Module):
+        def __init__(self, m, n):
+            super().__init__()
+            self.members = nn.ModuleList([nn.Linear(4, n) for _ in range(m)])
+            self.head = nn.Linear(n, 1)
+
+        def forward(self, x):
+            return self.head(sum(f(x) for f in self.members))
+    for factory, shape in ((bottleneck, (256, 4, 4)), (lambda m, n: LinearMLP(3, m, n), (3,)), (Mixed, (4,))):
+        fm = design.FactoryModule(factory, shape)
+        c1, c2, c5 = (fm.cost(4, "params", m) for m in (1, 2, 5))
+        assert c5 - c1 == 4 * (c2 - c1) > 0                       # affine in m, as the check promises
+
+
+def test_cli_member_that_changes_with_m_exits_2(tmp_path, capsys):
+    path = tmp_path / "bad_block.py"
+    path.write_text("from torch import nn\n\ndef dense(m, n):\n"
+                    "    return nn.Sequential(nn.Conv1d(8, m * n, 1), nn.ReLU(), nn.Conv1d(m * n, m * n, 1))\n")
+    err = cli_fails(capsys, "params", "--module", f"{path}:dense", "--config", "4x2", "--input-shape", "8,3")
+    assert "factory: factory(4, 2) must be 4 members factory(1, 2) differing only in width" in err
+    err = cli_fails(capsys, "design", "--module", f"{path}:dense", "--baseline", "1x8", "--input-shape", "8,3")
+    assert "must be 2 members factory(1, " in err                 # step 6 solves m through factory(2, n)
+
+
+@pytest.mark.parametrize("objective, what", [("primal", "the baseline's params"), ("dual", "the baseline's Var")])
+def test_a_budget_no_integer_m_meets_is_an_error(objective, what):
+    """Widths whose single member already costs more than the baseline 1x4 (already raised by search.integer_m)."""
+    small = lambda m, n: ResNeXtBottleneck(16, 16, m * n, groups=m)
+    with pytest.raises(ValueError, match=rf"budget: no integer m >= 1 meets {what}.*use a larger baseline or a "
+                                         rf"smaller n"):
+        design.design_module(small, (16, 4, 4), (1, 4), objective, alpha=1.6, ns=[64, 128])

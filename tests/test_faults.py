@@ -26,7 +26,6 @@ from cepaper import cli
 from cepaper.training import grids
 from cepaper.training import sgd
 from cepaper.book import pipeline
-from cepaper.book import results
 from cepaper.training import spine
 from cepaper.montecarlo import intra_op_threads
 from conftest import SOURCE_ROOT, cepaper
@@ -469,7 +468,7 @@ def test_plain_papermill_never_writes_the_books_results(layout, tmp_path):
 
 # --------------------------------------------------------------------------- the book's child
 
-CHILD = f'''
+CHILD = '''
 import signal, sys
 from pathlib import Path
 from cepaper import cli
