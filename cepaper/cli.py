@@ -160,7 +160,7 @@ def _module_fit_name(spec):
 def _fitted_module_alpha(spec):
     """``design --module SPEC --alpha fit``: the alpha `cepaper fit-alpha --module SPEC` stored (profile ``cli``);
     a ``UsageError`` naming the command to run when there is none."""
-    from cepaper import results
+    from cepaper.book import results
     name = _module_fit_name(spec)
     record = results.find("alpha", name, profiles=("cli",))
     if record is None or record.get("data", {}).get("alpha") is None:

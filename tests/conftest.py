@@ -28,7 +28,7 @@ data_root = None
 # %%
 if False:
     import cepaper.fake  # seen by the dependency scan, never executed
-from cepaper import results
+from cepaper.book import results
 run = results.Run("lemma1", profile, params=dict(value=value))
 run.save("answer", {"value": value})
 assert not fail, "asked to fail"

@@ -151,7 +151,8 @@ def test_fit_alpha_factory_module(tmp_path, capsys):
 
 
 def test_design_module_alpha_fit_reads_that_factorys_stored_fit(tmp_path, capsys, monkeypatch):
-    from cepaper import design, results
+    from cepaper import design
+    from cepaper.book import results
     path = tmp_path / "my_block.py"
     path.write_text(FACTORY + "\n\ndef other(m, n):\n    return block(m, n)\n")
     spec = f"{path}:block"
