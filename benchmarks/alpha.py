@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _timing import best_of  # noqa: E402
 
 from cepaper import fit
+from cepaper import sweeps
 from cepaper import ntk
 from cepaper.models import blocks as B  # noqa: E402
 
@@ -41,7 +42,7 @@ TARGET_S = 120.0
 
 def path_ratios(n, draws, loop_draws, repeats, options):
     """Seconds per draw of each NTK path at width ``n`` (structured, autograd, per-draw loop, drawing)."""
-    o = fit.module_options("bottleneck", **options)
+    o = sweeps.module_options("bottleneck", **options)
     x = B.block_inputs(o["n_in"], o["spatial"], 2, o["corr"], o["input"], o["input_seed"])
     v = B.readout_vector(o["readout"], o["n_in"], o["spatial"], o["input_seed"])
     seeds = list(range(draws))
@@ -76,10 +77,10 @@ def main(argv=None):
     options = {k: v for k, v in (("readout", args.readout), ("spatial", args.spatial)) if v is not None}
     default_threads = torch.get_num_threads()
     out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-           "threads": args.threads, "options": fit.module_options("bottleneck", **options),
+           "threads": args.threads, "options": sweeps.module_options("bottleneck", **options),
            "load_before": os.getloadavg()[0]}
     # threads: a short sweep with 1 thread against torch's default, interleaved
-    small = lambda th: fit.module_sweep("bottleneck", fit.log_grid(1, 256, args.num_widths), 50, threads=th,
+    small = lambda th: sweeps.module_sweep("bottleneck", sweeps.log_grid(1, 256, args.num_widths), 50, threads=th,
                                         **options)
     t1, td = best_of([lambda: small(1), lambda: small(default_threads)], 2)
     out["threads_check"] = {"trials": 50, "one_thread_s": t1, "default_threads": default_threads,
@@ -101,9 +102,9 @@ def main(argv=None):
               f"{r['autograd_over_structured']:>6.1f} {r['loop_ms_per_draw']:>16.2f} {r['loop_over_structured']:>7.1f} "
               f"{r['draw_only_ms_per_draw']:>8.3f} {r['draw_over_structured']:>6.2f}")
     if not args.skip_sweep:
-        widths = fit.log_grid(1, 256, args.num_widths)
+        widths = sweeps.log_grid(1, 256, args.num_widths)
         start = time.perf_counter()
-        sw = fit.module_sweep("bottleneck", widths, args.trials, seed=0, threads=args.threads, **options)
+        sw = sweeps.module_sweep("bottleneck", widths, args.trials, seed=0, threads=args.threads, **options)
         wall = time.perf_counter() - start
         res = fit.sweep_result(sw)
         out["sweep"] = {"widths": list(widths), "trials": args.trials, "seconds": wall, "target_s": TARGET_S,

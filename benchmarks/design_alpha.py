@@ -7,13 +7,13 @@ Run from the repository root::
 
 The same scalar function twice, in this one process, at the same widths, trials and seed:
 
-* specialized: :func:`cepaper.fit.module_sweep` ``("bottleneck")`` (:class:`cepaper.models.blocks.BottleneckDraws`,
+* specialized: :func:`cepaper.sweeps.module_sweep` ``("bottleneck")`` (:class:`cepaper.models.blocks.BottleneckDraws`,
   all draws of a chunk as grouped convolutions, one hand-written backward), then :func:`cepaper.fit.sweep_result`;
 * generic: :func:`cepaper.design.fit_member_alpha` on :func:`fig5_block`, the Fig. 5 block written as a plain
   factory ``(m, n) -> nn.Module`` (grouped ``nn.Conv2d``; nothing in the library knows it), whose member
   ``factory(1, n)`` is drawn and differentiated by the general ``torch.func`` path.
 
-Both sides use the default inputs and read-out of :data:`cepaper.fit.DEFAULTS` (a 256 x 3 x 3 Gaussian
+Both sides use the default inputs and read-out of :data:`cepaper.sweeps.DEFAULTS` (a 256 x 3 x 3 Gaussian
 input, channel 0 at the centre, correlation 0.5), and the same bootstrap size. The ratio generic /
 specialized of wall times is the number issue 13 asks for (target: at most about 3); the two alphas
 are different draws of the same law, so their intervals should overlap. ``--repeats R`` runs the pair
@@ -33,7 +33,9 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cepaper import design, fit  # noqa: E402
+from cepaper import design
+from cepaper import fit
+from cepaper import sweeps
 
 TARGET_RATIO = 3.0
 #: The quick profile of notebook 03_alpha: T = 300 draws at 12 log-spaced widths 1..128.
@@ -67,16 +69,16 @@ def fig5_block(m, n):
 
 
 def specialized(widths, trials, seed, n_boot, threads):
-    """``fit.module_sweep("bottleneck")`` then ``fit.sweep_result``: seconds and the result."""
+    """``sweeps.module_sweep("bottleneck")`` then ``fit.sweep_result``: seconds and the result."""
     t = time.perf_counter()
-    sw = fit.module_sweep("bottleneck", widths, trials, seed=seed, threads=threads)
+    sw = sweeps.module_sweep("bottleneck", widths, trials, seed=seed, threads=threads)
     res = fit.sweep_result(sw, n_boot=n_boot)
     return time.perf_counter() - t, res
 
 
 def generic(widths, trials, seed, n_boot, threads):
     """``design.fit_member_alpha(fig5_block)`` with the bottleneck's default scalar function."""
-    o = fit.DEFAULTS["bottleneck"]
+    o = sweeps.DEFAULTS["bottleneck"]
     t = time.perf_counter()
     res = design.fit_member_alpha(fig5_block, (o["n_in"], o["spatial"], o["spatial"]), widths, trials, seed,
                                   readout=o["readout"], corr=o["corr"], input_seed=o["input_seed"], n_boot=n_boot,
@@ -95,7 +97,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="CPU threads (the library's Monte Carlo default is 1)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    widths = fit.log_grid(1, args.width_max, args.num_widths)
+    widths = sweeps.log_grid(1, args.width_max, args.num_widths)
     torch.set_num_threads(args.threads)
     best = {"specialized": (math.inf, None), "generic": (math.inf, None)}
     for _ in range(args.repeats):

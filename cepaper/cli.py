@@ -63,8 +63,8 @@ def _add_run(sub):
     p.add_argument("--json", action="store_true", help="print the run records as JSON")
 
     def run(args):
-        from cepaper.book import pipeline
-        records = pipeline.run(args.sections, args.profile, pipeline.parse_overrides(args.parameter),
+        from cepaper.book import pipeline, profiles
+        records = pipeline.run(args.sections, args.profile, profiles.parse_overrides(args.parameter),
                                force=args.force, reuse_stored=args.reuse)
         emit(args, records, pipeline.format_records(records))
     p.set_defaults(func=run)
@@ -77,8 +77,8 @@ def _add_book(sub):
     p.add_argument("--reuse", action="store_true", help=REUSE_HELP)
 
     def book(args):
-        from cepaper.book import pipeline
-        index = pipeline.book(args.profile, force=args.force, reuse_stored=args.reuse)
+        from cepaper.book import render
+        index = render.book(args.profile, force=args.force, reuse_stored=args.reuse)
         print(f"The book is at {index}")
     p.set_defaults(func=book)
 

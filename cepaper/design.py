@@ -33,6 +33,7 @@ from torch import nn
 
 from cepaper import complexity as cxm
 from cepaper import fit
+from cepaper import sweeps
 from cepaper import search
 from cepaper._checks import nonneg_int, positive_float, positive_int
 
@@ -323,7 +324,7 @@ class FactoryModule:
     def sum_inv_fan_in(self, n):
         """Eq. 9's ``sum_l 1/fan-in_l`` of the member of width ``n`` (array ``n`` -> array of its shape)."""
         arr = np.asarray(n)
-        out = [fit.sum_inv_fan_in(self.fan_ins(positive_int("n", v.item())), self.layers) for v in arr.ravel()]
+        out = [sweeps.sum_inv_fan_in(self.fan_ins(positive_int("n", v.item())), self.layers) for v in arr.ravel()]
         return np.asarray(out, dtype=float).reshape(arr.shape)
 
     def cost(self, n, budget="params", groups=1):
@@ -475,7 +476,7 @@ def design_module(factory, input_shape, baseline=(1, 64), objective="primal", bu
 
 def member_inputs(input_shape, count=2, corr=0.5, seed=0, dtype=torch.float32):
     """Inputs ``x_k = sqrt(corr) g_0 + sqrt(1 - corr) g_k``, ``g`` i.i.d. N(0, 1): shape ``(count, *input_shape)``
-    (the draw of :func:`cepaper.models.blocks.block_inputs` and :func:`cepaper.fit.mlp_inputs`)."""
+    (the draw of :func:`cepaper.models.blocks.block_inputs` and :func:`cepaper.sweeps.mlp_inputs`)."""
     shape, count = check_input_shape(input_shape), positive_int("count", count)
     if not 0.0 <= float(corr) <= 1.0:
         raise ValueError(f"corr must be in [0, 1], got {corr!r}")
@@ -633,7 +634,7 @@ def fit_member_alpha(factory, input_shape, widths=(4, 8, 16, 32), trials=100, se
     Every draw is ``factory(1, n)`` with its own initialization (:func:`member_draw`), read out by
     :func:`readout_vector` ``(readout)``; its NTK on two inputs (:func:`member_inputs`, correlation
     ``corr``) comes from :func:`member_ntk_sampler` (``method``: ``"batched"`` over the draws of a chunk,
-    or ``"loop"``, one per draw; the same draws) via :func:`cepaper.fit.ntk_sweep`, ``s(n)`` from the
+    or ``"loop"``, one per draw; the same draws) via :func:`cepaper.sweeps.ntk_sweep`, ``s(n)`` from the
     member's weight layers (:func:`member_fan_ins`, ``layers``), and the fit is :func:`cepaper.fit.sweep_result`.
 
     Args:
@@ -650,7 +651,7 @@ def fit_member_alpha(factory, input_shape, widths=(4, 8, 16, 32), trials=100, se
     _choice("readout", readout, READOUTS)
     _choice("layers", layers, FAN_IN_LAYERS)
     _choice("entry", entry, fit.ENTRIES)
-    widths = fit.check_widths(widths)
+    widths = sweeps.check_widths(widths)
     shape = check_input_shape(input_shape)
     x = member_inputs(shape, 2, corr, input_seed)
     with torch.no_grad():
@@ -661,14 +662,14 @@ def fit_member_alpha(factory, input_shape, widths=(4, 8, 16, 32), trials=100, se
     terms, chunks = [], {}
     for n in widths:
         probe = member_draw(factory, n, torch.Generator().manual_seed(0), v)
-        terms.append(fit.sum_inv_fan_in(member_fan_ins(probe.member), layers))
+        terms.append(sweeps.sum_inv_fan_in(member_fan_ins(probe.member), layers))
         if not any(p.requires_grad for p in probe.parameters()):
             raise ValueError(f"module: factory(1, {n}) has no trainable weights: its NTK is zero")
         chunks[n] = member_chunk(probe, x)
     label = f"{name or 'factory'}|readout={readout}|input_shape={list(shape)}|corr={corr}|input_seed={input_seed}"
     settings = {"module": label, "layers": layers, "x": x.double().sum().item(), "sampler": method}
     start = time.perf_counter()
-    samples = fit.ntk_sweep(lambda n: member_ntk_sampler(factory, n, x.to(device), v, method), widths, trials,
+    samples = sweeps.ntk_sweep(lambda n: member_ntk_sampler(factory, n, x.to(device), v, method), widths, trials,
                             seed, chunks.get, device, checkpoint, settings, progress=progress, threads=threads)
     sweep = {"module": name or "factory", "options": {"layers": layers}, "widths": list(widths), "terms": terms,
              "trials": int(trials), "seed": int(seed), "device": str(device),

@@ -25,6 +25,7 @@ Conventions (the defaults reproduce the paper's models; see notebook ``04_primal
   input layer's ``1 / n_0``; ``beta(n)`` counts weights only (Eq. 3 has no biases), one output.
 """
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -389,3 +390,39 @@ def default_alpha(arch="bottleneck"):
     if arch == "mlp":
         return ALPHA_FIG3, "reproduces the paper's Fig. 3 optimum (the primal_dual section); the paper states no alpha for MLPs"
     return ALPHA_BOTTLENECK, "the paper's alpha (Sec. 4.2)"
+
+
+def alpha_interval(optimum_of, alpha, lo, hi, tol=1e-3, grid=64):
+    """The interval of alpha around ``alpha`` on which ``optimum_of(alpha)`` stays the same.
+
+    Scans a log grid of ``grid`` points over ``[lo, hi]`` and bisects each edge to ``tol`` (relative).
+    Assumes the set is an interval (one change on each side within the grid's resolution).
+
+    Args:
+        optimum_of: ``alpha -> hashable`` (e.g. the optimal ``(n, m)`` of a design).
+        alpha: the fitted alpha, in ``[lo, hi]``.
+    Returns:
+        ``(a_lo, a_hi)``; an end equals ``lo`` or ``hi`` when the optimum never changes on that side.
+    """
+    if not 0 < lo <= alpha <= hi:
+        raise ValueError(f"need 0 < lo <= alpha <= hi, got lo={lo}, alpha={alpha}, hi={hi}")
+    ref = optimum_of(alpha)
+    below = [a for a in np.geomspace(lo, alpha, grid // 2)[::-1][1:]]
+    above = [a for a in np.geomspace(alpha, hi, grid // 2)[1:]]
+
+    def edge(side):
+        inside = alpha
+        for a in side:
+            if optimum_of(a) != ref:
+                out = a
+                while abs(out - inside) > tol * inside:
+                    mid = math.sqrt(out * inside)
+                    if optimum_of(mid) == ref:
+                        inside = mid
+                    else:
+                        out = mid
+                return inside
+            inside = a
+        return inside
+
+    return float(edge(below)), float(edge(above))

@@ -60,7 +60,9 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from cepaper import fit, search
+from cepaper import search
+from cepaper import fit
+from cepaper import sweeps
 from cepaper.sections import primal_dual
 from cepaper.sections import alpha as section
 from cepaper.book import pages
@@ -82,7 +84,7 @@ display(pages.show([
          widths=f"{paper.ALPHA_FIT['width_min']}..{paper.ALPHA_FIT['width_max']}",
          n_in=paper.ALPHA_FIT["n_in"], entry=paper.ALPHA_FIT["entry"]),
     dict(source="this run", alpha="fitted below", trials=trials, widths=f"{num_widths} from 1..{width_max}",
-         n_in=fit.DEFAULTS["bottleneck"]["n_in"], entry="diag and offdiag")]))
+         n_in=sweeps.DEFAULTS["bottleneck"]["n_in"], entry="diag and offdiag")]))
 
 # %% [markdown]
 # ## Algorithm 1 on the bottleneck block
@@ -95,8 +97,8 @@ display(pages.show([
 # notebook's last table use it, where asked, instead of the paper's 1.60.
 
 # %%
-widths = fit.log_grid(1, width_max, num_widths)
-sweep = fit.module_sweep("bottleneck", widths, trials, seed, device, ckpt, progress=True)
+widths = sweeps.log_grid(1, width_max, num_widths)
+sweep = sweeps.module_sweep("bottleneck", widths, trials, seed, device, ckpt, progress=True)
 bottleneck = fit.sweep_result(sweep, n_boot=n_boot)
 run.save("fit_bottleneck", bottleneck, table=fit.result_table(bottleneck))
 options = section.fit_option_rows(sweep, "diag", n_boot=n_boot)
@@ -110,7 +112,7 @@ run.save("fit_options", {"rows": options}, table=pd.DataFrame(options))
 # for it; the design section found that $\alpha \approx$ `search.ALPHA_FIG3` reproduces Fig. 3's optimum.
 
 # %%
-mlp_sweep = fit.module_sweep("mlp", fit.log_grid(1, mlp_width_max, mlp_num_widths), mlp_trials, seed, device,
+mlp_sweep = sweeps.module_sweep("mlp", sweeps.log_grid(1, mlp_width_max, mlp_num_widths), mlp_trials, seed, device,
                              ckpt, progress=True, depth=mlp_depth)
 mlp = fit.sweep_result(mlp_sweep, n_boot=n_boot)
 run.save("fit_mlp", mlp, table=fit.result_table(mlp))
@@ -207,7 +209,7 @@ display(Markdown(
 
 # %% tags=["remove-input"]
 f = res["fits"]["diag"]
-sel = [res["widths"].index(n) for n in fit.log_grid(1, max(res["widths"]), min(16, len(res["widths"])))
+sel = [res["widths"].index(n) for n in sweeps.log_grid(1, max(res["widths"]), min(16, len(res["widths"])))
        if n in res["widths"]]                              # at most 16 widths, log-spaced
 s, y = np.array(f["term"], dtype=float)[sel], np.array(f["log_ratio"], dtype=float)[sel]
 display(pages.show({"n from": [res["widths"][j] for j in sel[:-1]], "n to": [res["widths"][j] for j in sel[1:]],
@@ -289,7 +291,7 @@ display(Markdown(f"With our α = {des['alpha']:.3f}, {len(same)} of {len(des['ro
 # every optimum the paper prints.
 
 # %% tags=["hide-input"]
-terms = [fit.bottleneck_term(n) for n in fit.log_grid(4, 256, 10)]
+terms = [sweeps.bottleneck_term(n) for n in sweeps.log_grid(4, 256, 10)]
 a_paper = paper.ALPHA_BOTTLENECK
 synthetic = fit.fit_alpha(terms, fit.synthetic_samples(a_paper, terms, synthetic_trials, seed=seed), n_boot=n_boot)
 assert synthetic["alpha_ci"][0] <= a_paper <= synthetic["alpha_ci"][1], synthetic["alpha_ci"]

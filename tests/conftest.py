@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from cepaper.book import pipeline
-from cepaper.book import results
+from cepaper.book import cache, pipeline, profiles, render, results
 from cepaper.montecarlo import intra_op_threads
 
 NOTEBOOK = '''# %% [markdown]
@@ -34,17 +33,20 @@ run.save("answer", {"value": value})
 assert not fail, "asked to fail"
 '''
 
-SOURCE_ROOT = Path(pipeline.__file__).resolve().parent.parent  # the checkout whose cepaper is tested
+SOURCE_ROOT = Path(pipeline.__file__).resolve().parents[2]  # the checkout whose cepaper is tested
+BOOK_MODULES = (pipeline, profiles, cache, render, results)
 
 
 def point_at(root, set_attr=setattr):
-    """Make the pipeline and the results store use the repository layout ``root`` (``set_attr``:
-    ``monkeypatch.setattr`` in a test, plain ``setattr`` in a subprocess)."""
-    for module in (pipeline, results):
-        set_attr(module, "REPO", root)
-    for name, value in (("NOTEBOOKS", root / "notebooks"), ("PROFILES", root / "profiles"),
-                        ("BUILD", root / "_build")):
-        set_attr(pipeline, name, value)
+    """Make the book's machinery (pipeline, profiles, cache key, render, results store) use the
+    repository layout ``root`` (``set_attr``: ``monkeypatch.setattr`` in a test, plain ``setattr`` in a
+    subprocess)."""
+    paths = {"REPO": root, "NOTEBOOKS": root / "notebooks", "PROFILES": root / "profiles", "BUILD": root / "_build",
+             "SECTIONS_DIR": root / "book" / "sections"}
+    for module in BOOK_MODULES:
+        for name, value in paths.items():
+            if hasattr(module, name):
+                set_attr(module, name, value)
 
 
 @pytest.fixture
@@ -61,7 +63,7 @@ def repo(tmp_path, monkeypatch):
         (tmp_path / "cepaper" / f"{name}.py").write_text(f"# {name}\n")
     # the kernel runs in this folder: its `cepaper` package must still reach the real modules
     (tmp_path / "cepaper" / "__init__.py").write_text(
-        f"__path__.append({str(Path(pipeline.__file__).parent)!r})\n__version__ = 'test'\n")
+        f"__path__.append({str(SOURCE_ROOT / 'cepaper')!r})\n__version__ = 'test'\n")
     point_at(tmp_path, monkeypatch.setattr)
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path / "results"))
     return tmp_path

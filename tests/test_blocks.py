@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cepaper import fit
+from cepaper import sweeps
 from cepaper import ntk
 from cepaper.models import blocks as B
 from cepaper.models.mlp import CollegialMLP
@@ -88,15 +88,15 @@ def test_sampler_draws_reproducibly():
 
 def test_fan_ins_are_read_from_the_layers():
     v = B.readout_vector("mean", 256, 2)
-    assert fit.fan_ins(B.Bottleneck(7, v)) == (256, 63, 7)              # read off nn.Conv2d layers
-    assert fit.fan_ins(B.BottleneckDraws(7, [0], v)) == (256, 63, 7)    # its own fan_ins()
+    assert sweeps.fan_ins(B.Bottleneck(7, v)) == (256, 63, 7)              # read off nn.Conv2d layers
+    assert sweeps.fan_ins(B.BottleneckDraws(7, [0], v)) == (256, 63, 7)    # its own fan_ins()
     grouped = nn.Sequential(nn.Conv2d(64, 64, 3, groups=8), nn.ReLU(), nn.Conv1d(6, 4, 5, groups=2),
                             nn.Linear(10, 1))
-    assert fit.fan_ins(grouped) == (72, 15, 10)
-    assert fit.fan_ins(CollegialMLP(784, 32, depth=5)) == (784, 32, 32, 32, 32, 32)
-    assert fit.sum_inv_fan_in(fit.fan_ins(B.Bottleneck(7, v))) == pytest.approx(fit.bottleneck_term(7))
+    assert sweeps.fan_ins(grouped) == (72, 15, 10)
+    assert sweeps.fan_ins(CollegialMLP(784, 32, depth=5)) == (784, 32, 32, 32, 32, 32)
+    assert sweeps.sum_inv_fan_in(sweeps.fan_ins(B.Bottleneck(7, v))) == pytest.approx(sweeps.bottleneck_term(7))
     with pytest.raises(ValueError, match="no weight layers"):
-        fit.fan_ins(nn.Sequential(nn.ReLU(), nn.Flatten()))
+        sweeps.fan_ins(nn.Sequential(nn.ReLU(), nn.Flatten()))
 
 
 def test_inputs_and_readouts():

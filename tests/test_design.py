@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from cepaper import design, fit, search
+from cepaper import design, search
+from cepaper import fit
+from cepaper import sweeps
 from cepaper.models import blocks
 from cepaper.models.resnext import ResNeXtBottleneck
 
@@ -90,7 +92,7 @@ def test_mlp_sum_inv_fan_in_hand_formula():
 
 def test_member_fan_ins_equals_fit_fan_ins():
     for module in (bottleneck(4, 8), LinearMLP(5, 2, 3), nn.Sequential(nn.Conv1d(6, 4, 3, groups=2), nn.Conv3d(4, 2, 2))):
-        assert design.member_fan_ins(module) == fit.fan_ins(module)
+        assert design.member_fan_ins(module) == sweeps.fan_ins(module)
 
 
 # ---------------------------------------------------------------------------------------------- costs
@@ -282,7 +284,7 @@ def test_bad_input_errors_name_the_argument():
 def test_inputs_and_readouts_equal_the_block_and_mlp_ones():
     torch.testing.assert_close(design.member_inputs((8, 3, 3), 2, 0.5, 7), blocks.block_inputs(8, 3, 2, 0.5, seed=7),
                                rtol=0, atol=0)
-    torch.testing.assert_close(design.member_inputs((16,), 2, 0.3, 1), fit.mlp_inputs(16, 2, 0.3, 1), rtol=0, atol=0)
+    torch.testing.assert_close(design.member_inputs((16,), 2, 0.3, 1), sweeps.mlp_inputs(16, 2, 0.3, 1), rtol=0, atol=0)
     for kind in design.READOUTS:
         torch.testing.assert_close(design.readout_vector(kind, (8, 5, 5), seed=3),
                                    blocks.readout_vector(kind, 8, 5, seed=3), rtol=0, atol=0)
@@ -310,7 +312,7 @@ def test_member_alpha_agrees_with_the_library_mlp_fit():
     mine = design.fit_member_alpha(mlp, (16, 1), widths, trials, layers="hidden", progress=False)
     ref = fit.measure_alpha("mlp", widths=widths, trials=trials, n_in=16, depth=3, n_boot=200)
     np.testing.assert_allclose(mine["fits"]["diag"]["term"], ref["fits"]["diag"]["term"], rtol=1e-14)
-    np.testing.assert_allclose(mine["fits"]["diag"]["term"], [fit.mlp_term(n, 3, 16) for n in widths])
+    np.testing.assert_allclose(mine["fits"]["diag"]["term"], [sweeps.mlp_term(n, 3, 16) for n in widths])
     lo, hi = mine["alpha_ci"]
     rlo, rhi = ref["alpha_ci"]
     assert lo < mine["alpha"] < hi and max(lo, rlo) < min(hi, rhi)      # intervals overlap

@@ -12,22 +12,24 @@ import torch
 from scipy import stats
 from torch import nn
 
-from cepaper import fit, search
+from cepaper import search
+from cepaper import fit
+from cepaper import sweeps
 from cepaper import ntk
 from cepaper.models import blocks as B
 
 
 def test_log_grid():
-    assert fit.log_grid() == (1, 2, 3, 4, 5, 6, 9, 13, 19, 28, 40, 58, 84, 122, 177, 256)
-    g = fit.log_grid(2, 100, 7)
+    assert sweeps.log_grid() == (1, 2, 3, 4, 5, 6, 9, 13, 19, 28, 40, 58, 84, 122, 177, 256)
+    g = sweeps.log_grid(2, 100, 7)
     assert len(set(g)) == 7 and g[0] == 2 and g[-1] == 100 and list(g) == sorted(g)
     with pytest.raises(ValueError, match="distinct widths"):
-        fit.log_grid(1, 5, 6)
+        sweeps.log_grid(1, 5, 6)
 
 
 @pytest.mark.parametrize("intercept, a", [(True, 0.08), (False, 0.0)])
 def test_alpha_recovered_from_synthetic_data(intercept, a):
-    terms = [fit.bottleneck_term(n) for n in fit.log_grid(4, 256, 10)]
+    terms = [sweeps.bottleneck_term(n) for n in sweeps.log_grid(4, 256, 10)]
     samples = fit.synthetic_samples(1.6, terms, 4000, intercept=a, seed=3)
     f = fit.fit_alpha(terms, samples, intercept=intercept, n_boot=400, seed=1)
     lo, hi = f["alpha_ci"]
@@ -59,7 +61,7 @@ def test_fit_options_are_the_least_squares_they_name(intercept, weighted):
 
 
 def test_weighted_fit_and_C():
-    terms = [fit.mlp_term(n) for n in (40, 64, 96, 128, 192, 256)]
+    terms = [sweeps.mlp_term(n) for n in (40, 64, 96, 128, 192, 256)]
     samples = fit.synthetic_samples(3.0, terms, 3000, mean=2.0, seed=5)
     f = fit.fit_alpha(terms, samples, weighted=True, intercept=False, n_boot=300)
     assert f["alpha_ci"][0] < 3.0 < f["alpha_ci"][1]
@@ -77,7 +79,7 @@ def test_weighted_fit_and_C():
 #: k-hat of K^2 about 0.3-0.5 as the paper sweep's draws have. HEAVY: the same terms log-normal with T = 1000,
 #: ``Var log K = 1.78`` at n = 1 (k-hat about 0.9): a tail the draws never reach.
 NEAR_NORMAL = ("lognormal", (0.05, 0.1, 0.2, 0.3, 0.4), 0.1, 0.015, 200)
-BLOCK_TERMS = tuple(fit.bottleneck_term(n) for n in (1, 2, 4, 16, 256))
+BLOCK_TERMS = tuple(sweeps.bottleneck_term(n) for n in (1, 2, 4, 16, 256))
 BLOCK_LIKE = ("gamma", BLOCK_TERMS, 1.6, 0.0, 2000)
 HEAVY = ("lognormal", BLOCK_TERMS, 1.6, 0.0, 1000)
 
@@ -182,8 +184,8 @@ def test_alpha_calibration_detects_a_narrow_interval(plant, monkeypatch):
 def test_second_moment_of_one_hidden_layer_matches_closed_form():
     """L = 2 weight layers: K(x, x) = (1/n) sum_i xi_i, i.i.d. xi with E xi = q, E xi^2 = 4 q^2, q = 2|x|^2/n_0,
     so E[K] = q and E[K^2] = q^2 (1 + 3/n) exactly; the Monte Carlo must agree within its error."""
-    sw = fit.module_sweep("mlp", widths=(1, 3, 10), trials=20000, seed=4, depth=2, n_in=16)
-    x = fit.mlp_inputs(16, 2, 0.5, 0, dtype=torch.float64)
+    sw = sweeps.module_sweep("mlp", widths=(1, 3, 10), trials=20000, seed=4, depth=2, n_in=16)
+    x = sweeps.mlp_inputs(16, 2, 0.5, 0, dtype=torch.float64)
     q = 2 * (x[0] @ x[0]).item() / 16
     for n in sw["widths"]:
         k = fit.entry_values(sw["samples"][n], "diag")
@@ -197,11 +199,11 @@ def test_second_moment_of_one_hidden_layer_matches_closed_form():
 
 def test_terms_are_the_designs():
     for n in (1, 7, 64):
-        assert fit.bottleneck_term(n) == pytest.approx(search.Bottleneck().sum_inv_fan_in(n))
-        assert fit.mlp_term(n, depth=6) == pytest.approx(search.MLP(784, 6).sum_inv_fan_in(n))
-    assert fit.sum_inv_fan_in((256, 9, 1), "hidden") == pytest.approx(1 / 9 + 1)
+        assert sweeps.bottleneck_term(n) == pytest.approx(search.Bottleneck().sum_inv_fan_in(n))
+        assert sweeps.mlp_term(n, depth=6) == pytest.approx(search.MLP(784, 6).sum_inv_fan_in(n))
+    assert sweeps.sum_inv_fan_in((256, 9, 1), "hidden") == pytest.approx(1 / 9 + 1)
     with pytest.raises(ValueError, match="no layer enters"):
-        fit.sum_inv_fan_in((10,), "hidden")
+        sweeps.sum_inv_fan_in((10,), "hidden")
 
 
 def small_bottleneck(seed, **kw):
@@ -219,22 +221,22 @@ def test_same_seed_same_alpha():
 
 def test_sweep_resumes_from_checkpoint(tmp_path):
     opts = dict(n_in=16, spatial=3)
-    full = fit.module_sweep("bottleneck", (1, 3, 5), 10, seed=2, **opts)
+    full = sweeps.module_sweep("bottleneck", (1, 3, 5), 10, seed=2, **opts)
     calls = []
 
     def sampler(n):
         calls.append(n)
         if n == 5 and len(calls) == 3:
             raise KeyboardInterrupt                          # interrupted at the third width
-        return fit._bottleneck_setup(fit.module_options("bottleneck", **opts))[0](n)
+        return sweeps._bottleneck_setup(sweeps.module_options("bottleneck", **opts))[0](n)
 
     chunk = lambda n: 256
-    settings = {"module": "bottleneck", **fit.module_options("bottleneck", **opts)}
+    settings = {"module": "bottleneck", **sweeps.module_options("bottleneck", **opts)}
     with pytest.raises(KeyboardInterrupt):
-        fit.ntk_sweep(sampler, (1, 3, 5), 10, 2, chunk, checkpoint=tmp_path, settings=settings)
+        sweeps.ntk_sweep(sampler, (1, 3, 5), 10, 2, chunk, checkpoint=tmp_path, settings=settings)
     files = sorted(p.name for p in tmp_path.glob("*/*.json"))
     assert files == ["n0001.json", "n0003.json"]
-    resumed = fit.ntk_sweep(sampler, (1, 3, 5), 10, 2, chunk, checkpoint=tmp_path, settings=settings)
+    resumed = sweeps.ntk_sweep(sampler, (1, 3, 5), 10, 2, chunk, checkpoint=tmp_path, settings=settings)
     assert calls == [1, 3, 5, 5]                              # widths 1 and 3 were not recomputed
     for n in (1, 3, 5):
         np.testing.assert_array_equal(resumed[n], full["samples"][n])
@@ -248,17 +250,17 @@ def test_custom_module_sweep_reads_fan_ins():
         seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
         return B.Bottleneck(n, v, n_in=8, seed=seed)
 
-    sw = fit.custom_sweep(make, x, (1, 2, 4), trials=6, seed=1)
+    sw = sweeps.custom_sweep(make, x, (1, 2, 4), trials=6, seed=1)
     assert sw["terms"] == pytest.approx([1 / 8 + 1 / (9 * n) + 1 / n for n in (1, 2, 4)])
     assert sw["samples"][2].shape == (6, 2, 2)
     f = fit.fit_sweep(sw, n_boot=20)
     y = [np.log((k * k).mean() / k.mean() ** 2) for k in (sw["samples"][n][:, 0, 0] for n in (1, 2, 4))]
     assert f["alpha"] == pytest.approx(np.polyfit(sw["terms"], y, 1)[0], rel=1e-10)
     # the generic path and the batched fast path agree draw by draw when they draw the same seeds
-    g = torch.Generator().manual_seed(fit.width_seed(1, 2))
+    g = torch.Generator().manual_seed(sweeps.width_seed(1, 2))
     seeds = [int(torch.randint(0, 2 ** 62, (1,), generator=g)) for _ in range(6)]
     fast = B.bottleneck_ntk(B.BottleneckDraws(2, seeds, v, n_in=8), x).numpy()
-    np.testing.assert_allclose(sw["samples"][2], fit._round32(fast), rtol=1e-5)
+    np.testing.assert_allclose(sw["samples"][2], sweeps._round32(fast), rtol=1e-5)
 
 
 def readout_by_hand(kind, n_out, s, seed):
@@ -280,7 +282,7 @@ def test_block_sweep_options_and_both_entries_are_the_standalone_blocks(readout,
     autograd NTKs of standalone blocks built with the read-out and inputs written out here; each
     entry's fit is the least-squares fit of that entry (diag K(x1, x1), offdiag K(x1, x2))."""
     n_in, s, corr, widths, trials = 8, 3, 0.3, (3, 5), 3
-    sw = fit.module_sweep("bottleneck", widths, trials, seed=5, n_in=n_in, spatial=s, readout=readout,
+    sw = sweeps.module_sweep("bottleneck", widths, trials, seed=5, n_in=n_in, spatial=s, readout=readout,
                           post_relu=post_relu, input=kind, corr=corr, input_seed=4)
     g = torch.randn((3, n_in) + ((s, s) if kind == "gaussian" else (1, 1)), generator=torch.Generator().manual_seed(4),
                     dtype=torch.float64)
@@ -288,7 +290,7 @@ def test_block_sweep_options_and_both_entries_are_the_standalone_blocks(readout,
     v = readout_by_hand(readout, n_in, s, 4)
     ks = {}
     for n in widths:
-        seeds = torch.randint(0, 2 ** 62, (trials,), generator=torch.Generator().manual_seed(fit.width_seed(5, n)))
+        seeds = torch.randint(0, 2 ** 62, (trials,), generator=torch.Generator().manual_seed(sweeps.width_seed(5, n)))
         ks[n] = torch.stack([ntk.empirical_ntk(B.Bottleneck(n, v, n_in=n_in, post_relu=post_relu, seed=int(t)), x,
                                                method="naive") for t in seeds]).double().numpy()
         np.testing.assert_allclose(sw["samples"][n], ks[n], rtol=2e-5, atol=1e-7)
@@ -305,9 +307,9 @@ def test_block_sweep_options_and_both_entries_are_the_standalone_blocks(readout,
 
 def test_alpha_interval():
     step = lambda a: 10 if 1.3 <= a < 1.9 else 9
-    lo, hi = fit.alpha_interval(step, 1.6, 0.5, 5.0, tol=1e-4)
+    lo, hi = search.alpha_interval(step, 1.6, 0.5, 5.0, tol=1e-4)
     assert lo == pytest.approx(1.3, rel=1e-3) and hi == pytest.approx(1.9, rel=1e-3)
-    assert fit.alpha_interval(lambda a: 0, 1.0, 0.5, 2.0) == (0.5, 2.0)
+    assert search.alpha_interval(lambda a: 0, 1.0, 0.5, 2.0) == (0.5, 2.0)
 
 
 def test_cli_fit_alpha_writes_the_store(tmp_path, monkeypatch, capsys):
@@ -344,12 +346,12 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="unknown option"):
         fit.measure_alpha("mlp", widths=(2, 4), trials=4, spatial=8)
     with pytest.raises(ValueError, match="distinct"):
-        fit.check_widths((4, 4))
+        sweeps.check_widths((4, 4))
     x = torch.randn(2, 4)
     with pytest.raises(ValueError, match="no weight layers"):
-        fit.custom_sweep(lambda n, g: nn.Sequential(nn.ReLU()), x, (1, 2), trials=3)
+        sweeps.custom_sweep(lambda n, g: nn.Sequential(nn.ReLU()), x, (1, 2), trials=3)
     with pytest.raises(ValueError, match="one scalar per input"):
-        fit.custom_sweep(lambda n, g: nn.Linear(4, n), x, (2, 3), trials=3)
+        sweeps.custom_sweep(lambda n, g: nn.Linear(4, n), x, (2, 3), trials=3)
     with pytest.raises(ValueError, match="E\\[K\\] != 0"):
         fit.fit_alpha([1.0, 0.5], [np.zeros(5), np.zeros(5)])
     with pytest.raises(ValueError, match="trials >= 2"):

@@ -7,9 +7,11 @@ import jupytext
 import pytest
 
 from cepaper.book import pipeline
+
+from cepaper.book import profiles
 from cepaper.book import results
 
-SECTIONS = pipeline.book_sections()
+SECTIONS = results.book_sections()
 PROVENANCE = {"section", "name", "profile", "params", "seed", "cepaper", "git_commit", "device", "wall_s", "date"}
 
 
@@ -19,17 +21,17 @@ def test_book_sections_are_known_result_sections():
 
 @pytest.mark.parametrize("section", SECTIONS)
 def test_parameters_cell_is_the_quick_profile(section):
-    defaults = pipeline.notebook_parameters(pipeline.notebook_path(section))
+    defaults = profiles.notebook_parameters(profiles.notebook_path(section))
     assert ({"profile"} if section in pipeline.SUMMARIES else {"profile", "seed", "device"}) <= set(defaults)
     assert defaults["profile"] == "quick"
-    quick = pipeline.load_profile("quick")[section]
+    quick = profiles.load_profile("quick")[section]
     assert {k: defaults[k] for k in quick} == quick, "profiles/quick.yaml must equal the notebook defaults"
-    pipeline.resolve_parameters(section, "paper")  # names and types of the paper profile are valid
+    profiles.resolve_parameters(section, "paper")  # names and types of the paper profile are valid
 
 
 @pytest.mark.parametrize("section", SECTIONS)
 def test_notebook_is_thin(section):
-    nb = jupytext.read(pipeline.notebook_path(section))
+    nb = jupytext.read(profiles.notebook_path(section))
     assert nb.cells[0].cell_type == "markdown", "a notebook opens with its title and what it reproduces"
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -73,13 +75,13 @@ def test_executed_notebook_has_figures_and_no_errors(path):
     assert not leaks, f"plumbing values shown on the page: {leaks}"
 
 
-@pytest.mark.parametrize("profile", pipeline.profile_names())
+@pytest.mark.parametrize("profile", profiles.profile_names())
 def test_mnist_models_of_every_profile_carry_fig3_alpha(profile):
     """Sec. 4.1 runs with the alpha that reproduces Fig. 3 (not an Algorithm 1 fit of the MLP), so the
     dual's smallest width carries several times the baseline's parameters, as in the paper."""
     from cepaper.sections import mnist as mnist_section
     from cepaper.sections import primal_dual
-    p = pipeline.resolve_parameters("mnist", profile)
+    p = profiles.resolve_parameters("mnist", profile)
     assert p["alpha"] is None, f"profile {profile} must leave mnist's alpha to Fig. 3's"
     alpha, source = primal_dual.fig3_alpha()
     assert 3.616 <= alpha <= 3.653 and "Fig. 3" in source

@@ -12,6 +12,10 @@ import sys
 import pytest
 
 from cepaper.book import pipeline
+
+from cepaper.book import profiles
+
+from cepaper.book import cache
 from cepaper.book import results
 from cepaper.training import spine
 from conftest import NOTEBOOK
@@ -22,10 +26,10 @@ def statuses(records):
 
 
 def test_parameters_are_read_and_resolved(repo):
-    assert pipeline.book_sections() == ["lemma1"]
-    assert pipeline.notebook_parameters(repo / "notebooks" / "01_lemma1.py") == \
+    assert results.book_sections() == ["lemma1"]
+    assert profiles.notebook_parameters(repo / "notebooks" / "01_lemma1.py") == \
         {"profile": "quick", "value": 1, "fail": False, "data_root": None}
-    params = pipeline.resolve_parameters("lemma1", "quick", [("data_root", "/data")])
+    params = profiles.resolve_parameters("lemma1", "quick", [("data_root", "/data")])
     assert params == {"profile": "quick", "value": 2, "fail": False, "data_root": "/data"}
 
 
@@ -43,7 +47,7 @@ def test_bad_input_is_refused_before_executing(repo, section, profile, overrides
 
 
 def test_dependencies_follow_cepaper_imports(repo):
-    deps = pipeline.dependencies(NOTEBOOK)
+    deps = cache.dependencies(NOTEBOOK)
     assert set(deps) == {"cepaper/__init__.py", "cepaper/fake.py"}
 
 

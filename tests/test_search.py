@@ -82,7 +82,7 @@ def test_fig3_optimum():
 def test_fig3_alpha_interval_contains_the_default():
     alphas = np.round(np.arange(3.5, 3.8, 0.005), 4)
     scan = search.alpha_scan(primal_dual.fig3_module(), paper.FIG3["width"], alphas)
-    lo, hi = primal_dual.alpha_interval(scan["alpha"], primal_dual.matching_alphas(scan))
+    lo, hi = primal_dual.matching_range(scan["alpha"], primal_dual.matching_alphas(scan))
     assert 3.6 < lo <= search.ALPHA_FIG3 <= hi < 3.7
 
 

@@ -1,4 +1,4 @@
-"""Notebooks → papermill (profiles, cache) → book.
+"""Notebooks → papermill (profiles, cache) → book: the execution of sections.
 
 A section is a jupytext notebook ``notebooks/NN_<section>.py`` whose ``parameters`` cell holds the
 quick-profile defaults. A profile ``profiles/<name>.yaml`` maps each section to its parameters. The
@@ -12,10 +12,8 @@ to a staging folder that replaces ``results/<profile>/<section>`` only when the 
 a failure leaves neither half-written results nor an executed notebook behind.
 """
 
-import ast
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -28,237 +26,19 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
 
 from cepaper.book import results
+from cepaper.book.cache import _file_digest, _reads_fresh, _sha, cache_key
+from cepaper.book.profiles import load_profile, notebook_path, resolve_parameters
+from cepaper.book.results import book_sections
 from cepaper.training import spine
 
 REPO = results.REPO
-NOTEBOOKS = REPO / "notebooks"
-PROFILES = REPO / "profiles"
 BUILD = REPO / "_build"
-SECTIONS_DIR = REPO / "book" / "sections"
 STORED = "notebook.ipynb"  # the executed notebook, kept beside a section's results
 SUMMARIES = ("claims",)    # sections that read every other section's results: executed last
 
 
-# --- sections, profiles, parameters -------------------------------------------------------------
-
-def _yaml_file(path):
-    """The YAML in ``path``; ``ValueError`` naming the file and the place of a syntax error."""
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        what = getattr(e, "problem", None) or str(e).splitlines()[0]
-        rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
-        raise ValueError(f"{rel} is not valid YAML: {what}{at}; fix it and run again") from None
-
-
-def book_sections():
-    """Sections in book order, read from ``_toc.yml`` entries ``book/sections/NN_<section>``."""
-    toc = _yaml_file(REPO / "_toc.yml")
-    if not isinstance(toc, dict):
-        raise ValueError("_toc.yml must be a mapping with `chapters` (or `parts` of chapters)")
-    files = [e["file"] for part in toc.get("parts", [toc]) for e in part.get("chapters", [])]
-    stems = [Path(f).name for f in files if f.startswith("book/sections/") and Path(f).name[:2].isdigit()]
-    return [s.split("_", 1)[1] for s in stems]
-
-
-def notebook_path(section):
-    """The notebook of a section; the section must be one the book contains."""
-    known = book_sections()
-    if section not in known:
-        raise ValueError(f"section must be one of {', '.join(known)}; got {section!r}")
-    paths = sorted(NOTEBOOKS.glob(f"[0-9][0-9]_{section}.py"))
-    if len(paths) != 1:
-        raise FileNotFoundError(f"section {section} needs exactly one notebook notebooks/NN_{section}.py, "
-                                f"found {len(paths)}")
-    return paths[0]
-
-
-def profile_names():
-    """The profiles: the names of the files ``profiles/<name>.yaml``."""
-    return sorted(p.stem for p in PROFILES.glob("*.yaml"))
-
-
-def load_profile(profile):
-    """Parameters per section of ``profiles/<profile>.yaml``; ``profile`` must be one of
-    :func:`profile_names` (a name, never a path: it names folders under ``_build/`` and the results)."""
-    names = profile_names()
-    if profile not in names:
-        raise ValueError(f"profile must be one of {', '.join(names)}; got {profile!r}")
-    path = PROFILES / f"{profile}.yaml"
-    loaded = _yaml_file(path) or {}
-    rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{rel} must map sections to their parameters (section: {{name: value}}), "
-                         f"got {type(loaded).__name__}")
-    for section, params in loaded.items():
-        if params is None:
-            loaded[section] = {}
-        elif not isinstance(params, dict):
-            raise ValueError(f"{rel}: section {section} must map parameter names to values, got {params!r}")
-    return loaded
-
-
-def _parameter_cell(path):
-    import jupytext
-    nb = jupytext.read(path)
-    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    if len(cells) != 1:
-        raise ValueError(f"{path.name} must have exactly one cell tagged 'parameters', found {len(cells)}")
-    return ast.parse(cells[0].source).body
-
-
-def notebook_parameters(path):
-    """Defaults of the ``parameters`` cell of a py:percent notebook, as ``{name: value}``."""
-    return {node.target.id if isinstance(node, ast.AnnAssign) else t.id: ast.literal_eval(node.value)
-            for node in _parameter_cell(path) if isinstance(node, (ast.Assign, ast.AnnAssign))
-            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
-
-
-def notebook_types(path):
-    """The annotated types of the ``parameters`` cell (``name: float = None``), as ``{name: type}``."""
-    builtin = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "dict": dict}
-    return {node.target.id: builtin[node.annotation.id] for node in _parameter_cell(path)
-            if isinstance(node, ast.AnnAssign) and isinstance(node.annotation, ast.Name)
-            and node.annotation.id in builtin}
-
-
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-               dict: "a mapping"}
-
-
-_PLURALS = {bool: "booleans", int: "integers", float: "numbers", str: "strings", list: "lists"}
-
-
-def _type_ok(kind, value):
-    if kind is None or value is None:
-        return True
-    if kind is bool or isinstance(value, bool):
-        return kind is bool and isinstance(value, bool)
-    if kind is float:
-        return isinstance(value, (int, float))
-    return isinstance(value, kind)
-
-
-def _check_list(section, name, value, default):
-    """Elements of a list parameter have the type of the default's elements (when it has any)."""
-    kinds = {type(v) for v in default if v is not None} if isinstance(default, list) else set()
-    if len(kinds) != 1 or not isinstance(value, list):
-        return
-    kind = kinds.pop()
-    for i, v in enumerate(value):
-        if not _type_ok(kind, v):
-            raise ValueError(f"parameter {name!r} of section {section} must be a list of "
-                             f"{_PLURALS.get(kind, kind.__name__)}; element {i} is {v!r}")
-
-
-def resolve_parameters(section, profile, overrides=()):
-    """The parameters papermill passes: notebook defaults < profile < overrides, all checked."""
-    path = notebook_path(section)
-    defaults, types = notebook_parameters(path), notebook_types(path)
-    params = {**load_profile(profile).get(section, {}), **dict(overrides)}
-    for name, value in params.items():
-        if name == "profile":
-            raise ValueError(f"profile is not a parameter of section {section}: choose it with --profile "
-                             f"({', '.join(profile_names())})")
-        if name not in defaults:
-            raise ValueError(f"unknown parameter {name!r} for section {section}; "
-                             f"allowed: {', '.join(sorted(set(defaults) - {'profile'}))}")
-        kind = types.get(name, None if defaults[name] is None else type(defaults[name]))
-        if not _type_ok(kind, value):
-            raise ValueError(f"parameter {name!r} of section {section} must be "
-                             f"{_TYPE_NAMES.get(kind, kind.__name__)}, got {value!r}")
-        _check_list(section, name, value, defaults[name])
-    return {**defaults, **params, "profile": profile}
-
-
-class _Yaml12Loader(yaml.SafeLoader):
-    """YAML as 1.2 reads numbers: ``1e-2`` and ``1E3`` are floats (1.1 reads them as strings)."""
-
-
-_Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
-
-
-def parse_overrides(pairs):
-    """``[(NAME, "VALUE"), ...]`` from the command line, values parsed as YAML 1.2 would."""
-    out = []
-    for name, value in pairs:
-        try:
-            out.append((name, yaml.load(value, Loader=_Yaml12Loader)))
-        except yaml.YAMLError as e:
-            raise ValueError(f"-p {name}: {value!r} is not a YAML value ({str(e).splitlines()[0]}); "
-                             "quote strings, write lists as [1, 2]") from None
-    return out
-
-
-# --- cache key --------------------------------------------------------------------------------
-
-def _sha(data):
-    return hashlib.sha256(data if isinstance(data, bytes) else data.encode()).hexdigest()
-
-
-def _cepaper_imports(source):
-    """cepaper modules a piece of Python source imports, as dotted names."""
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.split(".")[0] == "cepaper"}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "cepaper":
-            found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names}
-    return found
-
-
-def _module_file(name):
-    base = REPO.joinpath(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.exists():
-            return path
-    return None
-
-
-def dependencies(source):
-    """Source files of every cepaper module ``source`` imports, transitively (``cepaper`` included)."""
-    todo, seen = sorted(_cepaper_imports(source) | {"cepaper"}), {}
-    while todo:
-        path = _module_file(todo.pop())
-        if path and path not in seen.values():
-            seen[str(path.relative_to(REPO))] = path
-            todo.extend(_cepaper_imports(path.read_text()))
-            parent = path.parent if path.name != "__init__.py" else path.parent.parent
-            if parent != REPO:
-                todo.append(".".join(parent.relative_to(REPO).parts))
-    return dict(sorted(seen.items()))
-
-
-def cache_key(section, params):
-    """Hash of the notebook, its parameters, the cepaper source it depends on, and the executor
-    (this module and the pinned requirements): each file's content and modification time, so an
-    edited or touched file re-executes the sections that import it."""
-    path = notebook_path(section)
-    source = path.read_text()
-    parts = [json.dumps(params, sort_keys=True)]
-    executor = {"cepaper/pipeline.py": Path(__file__), "requirements.txt": REPO / "requirements.txt"}
-    files = {path.name: path, **dependencies(source), **{k: p for k, p in executor.items() if p.exists()}}
-    parts += [f"{rel}\n{p.stat().st_mtime_ns}\n{p.read_text()}" for rel, p in sorted(files.items())]
-    return _sha("\0".join(parts))
-
-
-def _reads_fresh(record):
-    """True when every results file the notebook read still has the hash it had then."""
-    return all(_file_digest(path) == digest for path, digest in record.get("reads", {}).items())
-
-
-def _file_digest(path):
-    """sha256 of a file relative to the repository, or ``None`` when it does not exist."""
-    p = REPO / path
-    return _sha(p.read_bytes()) if p.exists() else None
 
 
 # --- execution --------------------------------------------------------------------------------
@@ -619,108 +399,6 @@ def format_records(records):
 
 # --- book -------------------------------------------------------------------------------------
 
-def runs_page(records, scale_records=()):
-    """Markdown of the page that lists, per notebook, profile, device and execution time: the runs
-    of the section pages, then the committed runs at scale (``scale_records``)."""
-    head = ["| section | notebook | profile | device | execution time (s) | executed (UTC) | commit |",
-            "|---|---|---|---|---:|---|---|"]
-    row = lambda r: (f"| {r['section']} | `{r['notebook']}` | `{r['profile']}` | {r['device']} | "
-                     f"{r['wall_s']:.1f} | {r['date']} | `{(r['git_commit'] or 'unknown')[:12]}` |")
-    lines = ["# Runs behind this book", "",
-             "Every section page was executed by papermill through `cepaper run`; this table is "
-             "written from the run records in `_build/executed/<profile>/`.", "", *head, *map(row, records)]
-    total = sum(r["wall_s"] for r in records)
-    lines += ["", f"Total execution time: {total:.1f} s.", ""]
-    if scale_records:
-        lines += ["## Committed runs at scale", "",
-                  "The pages *at scale* show these runs, committed under `results/<profile>/<section>/` "
-                  "and rendered without re-executing. The execution time is the run's whole wall time "
-                  "on its machine (a resumed run: its last session).", "", *head, *map(row, scale_records), ""]
-    lines += ["## Parameters of each run", ""]
-    for r in [*records, *scale_records]:
-        params = ", ".join(f"`{k}={v!r}`" for k, v in r["params"].items())
-        lines += [f"- **{r['section']}** (`{r['profile']}`): {params}"]
-    return "\n".join(lines) + "\n"
-
-
-#: Profiles whose committed runs the book shows beside the pages it builds, best first.
-EVIDENCE = ("paper", "cpu-evidence")
-
-
-def stored_run(section, profiles=EVIDENCE):
-    """``(profile, path)`` of the first executed notebook stored with a section's results
-    (``results/<profile>/<section>/notebook.ipynb``) among ``profiles``, or ``(None, None)``."""
-    for profile in profiles:
-        path = results.section_dir(section, profile) / STORED
-        if path.exists():
-            return profile, path
-    return None, None
-
-
-def _title(section):
-    """The first heading of a section's notebook, without the leading ``#``."""
-    import jupytext
-    for cell in jupytext.read(notebook_path(section)).cells:
-        for line in cell.source.splitlines():
-            if cell.cell_type == "markdown" and line.startswith("# "):
-                return line[2:].strip()
-    return section
-
-
-def _with_banner(nb, banner, suffix=None):
-    """``nb`` with a markdown cell ``banner`` after its title cell (and `` — suffix`` on the title)."""
-    import nbformat
-    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
-    first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
-    if suffix:
-        lines = nb.cells[first].source.split("\n")
-        lines[0] = f"{lines[0]} — {suffix}"
-        nb.cells[first].source = "\n".join(lines)
-    nb.cells.insert(first + 1, nbformat.v4.new_markdown_cell(banner))
-    for cell in nb.cells:
-        cell.pop("id", None)
-    nb.nbformat_minor = max(nb.nbformat_minor, 4)
-    nbformat.validator.normalize(nb)
-    return nb
-
-
-def scale_page(section, built_profile, head=None):
-    """The page *at scale* of a section: the best committed run at a profile other than
-    ``built_profile`` with a banner saying which run it is (and whether it is older than ``head``,
-    the commit the book is built at: default :func:`cepaper.book.results.git_commit`), or a page saying
-    none is committed. Returns ``(notebook, record or None)``."""
-    import nbformat
-    profile, path = stored_run(section, [p for p in EVIDENCE if p != built_profile])
-    stem = notebook_path(section).stem
-    if path is None:
-        nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_markdown_cell(
-            f"# {_title(section)} — at scale\n\n**Not run.** No run of this section at the paper's scale "
-            f"(profile `paper`) or at the CPU-evidence scale (profile `cpu-evidence`) is committed, so the "
-            f"[section page]({stem}.ipynb) shows only its quick run. The [claims page](00_claims.ipynb) says "
-            f"what running each of its experiments would cost, from the speeds measured in this book.")]
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        return nb, None
-    nb = nbformat.read(path, as_version=4)
-    rec = {**nb.metadata["cepaper"], "cached": True}
-    commit = (rec.get("git_commit") or "unknown")[:12]
-    head = ((results.git_commit() if head is None else head) or "unknown")[:12]
-    old = "" if commit == head else f" The book is built at `{head}`: this run is from older code."
-    what = {"paper": "the paper's scale", "cpu-evidence": "the CPU-evidence scale (the paper's models, "
-            "optimizer and data; fewer repetitions, epochs and seeds, as the page says)"}[profile]
-    banner = (f"**At {what}**: profile `{profile}`, executed on {rec['device']} at commit `{commit}` on "
-              f"{rec['date'][:10]} (its last execution took {rec['wall_s'] / 60:.1f} min; work it resumed from "
-              f"checkpoints of earlier executions is not counted); committed in "
-              f"`results/{profile}/{section}/` and shown here without re-executing.{old} "
-              f"[The quick run of this section]({stem}.ipynb).")
-    return _with_banner(nb, banner, f"at scale ({profile})"), rec
-
-
-def _write_if_changed(path, text):
-    """Write ``text`` to ``path`` only when it differs, so Sphinx rebuilds only changed pages."""
-    if not path.exists() or path.read_text() != text:
-        spine.write_atomic(path, text)
-
 
 def run_child(cmd, cwd=None, grace=5.0):
     """Run ``cmd`` to its end in a process group of its own and return its exit status; on any
@@ -742,49 +420,3 @@ def run_child(cmd, cwd=None, grace=5.0):
         raise
 
 
-def vendor_mathjax():
-    """Copy MathJax 3 (pip package django-static-mathjax) to ``book/_static/mathjax``: the book's
-    math then renders without a network (``mathjax_path`` in ``_config.yml``)."""
-    import mathjax
-    src = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
-    dst = REPO / "book" / "_static" / "mathjax"
-    if not (dst / "tex-chtml.js").exists():  # copied whole, then renamed: never half there
-        tmp = dst.with_name(".mathjax.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(src, tmp)
-        shutil.rmtree(dst, ignore_errors=True)
-        os.replace(tmp, dst)
-
-
-def book(profile="quick", force=False, reuse_stored=False):
-    """Run every section of the book with ``profile``, then build the HTML book; return index.html.
-
-    Each section page is followed by its page *at scale* (:func:`scale_page`): the committed run of
-    the section at the best other profile of :data:`EVIDENCE`, rendered without executing."""
-    import nbformat
-    records = run([], profile, force=force, reuse_stored=reuse_stored)
-    vendor_mathjax()
-    SECTIONS_DIR.mkdir(parents=True, exist_ok=True)
-    pages, scale_records, head = {}, [], results.git_commit()
-    for r in records:
-        src = executed_path(r["section"], profile)
-        nb = nbformat.read(src, as_version=4)
-        if r["section"] not in SUMMARIES:
-            scale, rec = scale_page(r["section"], profile, head)
-            pages[f"{src.stem}_scale.ipynb"] = nbformat.writes(scale)
-            if rec is not None:
-                scale_records.append(rec)
-                nb = _with_banner(nb, f"**Results at scale:** this page is the `{profile}` run; the same section "
-                                      f"at profile `{rec['profile']}` is on [its page at scale]({src.stem}_scale.ipynb).")
-        pages[src.name] = nbformat.writes(nb)
-    for old in set(SECTIONS_DIR.glob("*.ipynb")) - {SECTIONS_DIR / name for name in pages}:
-        old.unlink()
-    for name, text in pages.items():
-        _write_if_changed(SECTIONS_DIR / name, text)
-    _write_if_changed(SECTIONS_DIR / "runs.md", runs_page(records, scale_records))
-    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(REPO), "--warningiserror",
-           "--nitpick", "--keep-going", "--quiet"]
-    print("[cepaper] building the book", file=sys.stderr, flush=True)
-    if run_child(cmd, cwd=REPO):
-        raise RuntimeError("jupyter-book could not build the book; its messages above say why")
-    return BUILD / "html" / "index.html"

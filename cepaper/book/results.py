@@ -30,15 +30,6 @@ from cepaper.training.spine import _jsonable, _why, move_aside, write_atomic
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _toc_sections():
-    """The sections, in book order: the ``NN_<section>`` chapters of ``_toc.yml`` (the one list of them)."""
-    toc = yaml.safe_load((REPO / "_toc.yml").read_text())
-    names = [Path(c["file"]).name for part in toc["parts"] for c in part["chapters"]]
-    return tuple(n.split("_", 1)[1] for n in names if n[:2].isdigit() and n[2:3] == "_")
-
-
-SECTIONS = _toc_sections()
-
 
 def root():
     """The results folder: ``$CEPAPER_RESULTS`` or ``results/`` in the repository."""
@@ -60,7 +51,7 @@ def checkpoint_dir(section, profile):
 
 def check_json_files(folder):
     """Move aside (:func:`move_aside`) every ``*.json`` under ``folder`` that is not valid JSON: the
-    per-width files of a checkpointed Monte Carlo sweep (``cepaper.fit.ntk_sweep``), checked before
+    per-width files of a checkpointed Monte Carlo sweep (``cepaper.sweeps.ntk_sweep``), checked before
     the sweep reads them. Returns the paths moved aside."""
     moved = []
     for path in sorted(Path(folder).rglob("*.json")) if Path(folder).is_dir() else []:
@@ -246,3 +237,29 @@ def describe(record):
     commit = (p.get("git_commit") or "unknown")[:12]
     return (f"{p['section']}/{p['name']}: profile `{p['profile']}`, {p['device']}, "
             f"cepaper {p['cepaper']} @ {commit}, {p['date']}, {p['wall_s']:.1f} s")
+
+
+def _yaml_file(path):
+    """The YAML in ``path``; ``ValueError`` naming the file and the place of a syntax error."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        raise ValueError(f"{rel} is not valid YAML: {what}{at}; fix it and run again") from None
+
+
+def book_sections():
+    """Sections in book order, read from ``_toc.yml`` entries ``book/sections/NN_<section>``."""
+    toc = _yaml_file(REPO / "_toc.yml")
+    if not isinstance(toc, dict):
+        raise ValueError("_toc.yml must be a mapping with `chapters` (or `parts` of chapters)")
+    files = [e["file"] for part in toc.get("parts", [toc]) for e in part.get("chapters", [])]
+    stems = [Path(f).name for f in files if f.startswith("book/sections/") and Path(f).name[:2].isdigit()]
+    return [s.split("_", 1)[1] for s in stems]
+
+
+#: The sections, in book order (:func:`book_sections` of the repository's ``_toc.yml``).
+SECTIONS = tuple(book_sections())

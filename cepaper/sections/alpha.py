@@ -6,7 +6,9 @@ The ``*_rows`` functions compute JSON-able results (lists of dicts) that the not
 
 import numpy as np
 
-from cepaper import fit, search
+from cepaper import search
+from cepaper import fit
+from cepaper import sweeps
 from cepaper.sections import paper
 
 #: Fit choices compared by :func:`fit_option_rows`: label -> keyword arguments of :func:`fit.fit_sweep`.
@@ -23,7 +25,7 @@ def effect_rows(variants, widths, trials, seed=0, device="cpu", n_boot=500, chec
     """Alpha of the bottleneck under different scalar functions (input, spatial size, read-out, ...).
 
     Args:
-        variants: list of ``{"label": str, **options}``, options as :func:`fit.module_sweep`
+        variants: list of ``{"label": str, **options}``, options as :func:`sweeps.module_sweep`
             (``{"label": "default"}`` is the default block).
         widths, trials, seed, device, n_boot, checkpoint, progress: of each sweep.
     Returns:
@@ -34,7 +36,7 @@ def effect_rows(variants, widths, trials, seed=0, device="cpu", n_boot=500, chec
     rows = []
     for v in variants:
         opts = {k: x for k, x in v.items() if k != "label"}
-        sw = fit.module_sweep("bottleneck", widths, trials, seed, device, checkpoint, progress, **opts)
+        sw = sweeps.module_sweep("bottleneck", widths, trials, seed, device, checkpoint, progress, **opts)
         half = sorted(sw["widths"])[len(sw["widths"]) // 2]
         for entry in fit.ENTRIES:
             f = fit.fit_sweep(sw, entry, n_boot=n_boot)
@@ -61,7 +63,7 @@ def design_rows(alpha, alpha_ci, problems=None, lo=0.2, hi=12.0):
 
     For each problem (default :data:`cepaper.sections.paper.ALPHA_OPTIMA`): the optimum ``CxDd`` with our
     ``alpha``, at the ends of its interval ``alpha_ci`` and with the paper's 1.60, and the interval of
-    alpha over which our optimum stays the same (:func:`cepaper.fit.alpha_interval`).
+    alpha over which our optimum stays the same (:func:`cepaper.search.alpha_interval`).
 
     Returns:
         list of dicts: ``arch``, ``baseline``, ``objective``, ``paper_config``, ``config``,
@@ -73,7 +75,7 @@ def design_rows(alpha, alpha_ci, problems=None, lo=0.2, hi=12.0):
     for p in problems:
         cfg = lambda a: search.design(p["arch"], p["baseline"], p["objective"], alpha=a)["config"]
         d = search.design(p["arch"], p["baseline"], p["objective"], alpha=alpha)
-        a_min, a_max = fit.alpha_interval(cfg, alpha, min(lo, alpha), max(hi, alpha))
+        a_min, a_max = search.alpha_interval(cfg, alpha, min(lo, alpha), max(hi, alpha))
         rows.append({"arch": p["arch"], "baseline": p["baseline"], "objective": p["objective"],
                      "paper_config": p["config"], "config": d["config"], "config_lo": cfg(alpha_ci[0]),
                      "config_hi": cfg(alpha_ci[1]), "config_paper_alpha": cfg(paper.ALPHA_BOTTLENECK),

@@ -68,7 +68,7 @@ def matching_alphas(scan, target=None):
             & np.array([matches_printed(r, t["rho_dual"]) for r in scan["rho"]]))
 
 
-def alpha_interval(alphas, mask):
+def matching_range(alphas, mask):
     """``[min, max]`` of the alphas where ``mask`` holds (``None`` when it never does)."""
     hits = np.asarray(alphas)[np.asarray(mask, dtype=bool)]
     return [float(hits.min()), float(hits.max())] if hits.size else None
@@ -83,7 +83,7 @@ def fig3_convention_rows(alphas):
         depth = paper.FIG3["depth"] + (1 if depth_counts == "hidden layers" else 0)
         module = search.MLP(paper.FIG3["inputs"], depth, outputs, bias, fan_in_layers)
         scan = search.alpha_scan(module, paper.FIG3["width"], alphas)
-        interval = alpha_interval(scan["alpha"], matching_alphas(scan))
+        interval = matching_range(scan["alpha"], matching_alphas(scan))
         rows.append({"sum over": "hidden layers (L-1)/n" if fan_in_layers == "hidden" else "+ input 1/n0",
                      "bias": bias, "outputs": outputs, "L = 6 counts": depth_counts,
                      "alpha interval": None if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]",
@@ -99,7 +99,7 @@ def fig3_data(alphas, alpha=None):
     module = fig3_module()
     scan = search.alpha_scan(module, paper.FIG3["width"], alphas)
     match = matching_alphas(scan)
-    interval = alpha_interval(scan["alpha"], match)
+    interval = matching_range(scan["alpha"], match)
     if alpha is None:
         alpha = search.ALPHA_FIG3 if interval is None else round(0.5 * (interval[0] + interval[1]), 4)
     c = search.curve(module, paper.FIG3["width"], alpha)
