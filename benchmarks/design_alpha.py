@@ -9,7 +9,7 @@ The same scalar function twice, in this one process, at the same widths, trials 
 
 * specialized: :func:`cepaper.sweeps.module_sweep` ``("bottleneck")`` (:class:`cepaper.models.blocks.BottleneckDraws`,
   all draws of a chunk as grouped convolutions, one hand-written backward), then :func:`cepaper.fit.sweep_result`;
-* generic: :func:`cepaper.design.fit_member_alpha` on :func:`fig5_block`, the Fig. 5 block written as a plain
+* generic: :func:`cepaper.member_alpha.fit_member_alpha` on :func:`fig5_block`, the Fig. 5 block written as a plain
   factory ``(m, n) -> nn.Module`` (grouped ``nn.Conv2d``; nothing in the library knows it), whose member
   ``factory(1, n)`` is drawn and differentiated by the general ``torch.func`` path.
 
@@ -33,7 +33,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cepaper import design
+from cepaper import member_alpha
 from cepaper import fit
 from cepaper import sweeps
 
@@ -77,10 +77,10 @@ def specialized(widths, trials, seed, n_boot, threads):
 
 
 def generic(widths, trials, seed, n_boot, threads):
-    """``design.fit_member_alpha(fig5_block)`` with the bottleneck's default scalar function."""
+    """``member_alpha.fit_member_alpha(fig5_block)`` with the bottleneck's default scalar function."""
     o = sweeps.DEFAULTS["bottleneck"]
     t = time.perf_counter()
-    res = design.fit_member_alpha(fig5_block, (o["n_in"], o["spatial"], o["spatial"]), widths, trials, seed,
+    res = member_alpha.fit_member_alpha(fig5_block, (o["n_in"], o["spatial"], o["spatial"]), widths, trials, seed,
                                   readout=o["readout"], corr=o["corr"], input_seed=o["input_seed"], n_boot=n_boot,
                                   progress=False, threads=threads)
     return time.perf_counter() - t, res

@@ -26,7 +26,10 @@ Architectures (``C`` groups of width ``d``, written ``CxDd``, e.g. ``32x4d``):
 * :func:`resnext_imagenet`: torchvision's ``ResNet(Bottleneck, layers, groups, width_per_group)``.
 """
 
+from __future__ import annotations
+
 import re
+from collections.abc import Sequence
 
 from cepaper._checks import positive_int
 
@@ -256,7 +259,8 @@ def resnext_imagenet(groups, width_per_group, arch="resnext50", classes=1000, re
                    width_per_group=width_per_group, classes=classes, resolution=resolution)
 
 
-def complexity(arch, config=None, classes=None, resolution=None, stages=None, **mlp_args):
+def complexity(arch: str, config: str | None = None, classes: int | None = None, resolution: int | None = None,
+               stages: Sequence[int] | None = None, **mlp_args) -> dict:
     """Params, macs and flops of ``arch`` in ``ARCHS``.
 
     ``config`` is ``"CxDd"`` (or a ``(C, d)`` pair) for the convolutional archs; ``mlp`` takes

@@ -40,6 +40,8 @@ substituted silently. Another dataset is one more entry in ``SOURCES``: a functi
 ``(root, split, download, n) -> Dataset or None``.
 """
 
+from __future__ import annotations
+
 import io
 import os
 import pickle
@@ -116,7 +118,7 @@ class Dataset(torch.utils.data.Dataset):
         return self.x[i], self.y[i]
 
 
-def data_root(root=None):
+def data_root(root: str | Path | None = None) -> Path | None:
     """The data root: ``root`` if given, else ``$CEPAPER_DATA``, else ``None`` (as a ``Path``)."""
     root = root if root is not None else os.environ.get("CEPAPER_DATA") or None
     return Path(root).expanduser() if root is not None else None
@@ -351,7 +353,8 @@ SOURCES = {"mnist": _mnist, "cifar10": _cifar10, "cifar100": _cifar100,
            "imagenet64": partial(_downsampled, "imagenet64"), "imagenet": _imagenet}
 
 
-def load(name, split="train", root=None, download=False, n=None):
+def load(name: str, split: str = "train", root: str | Path | None = None, download: bool = False,
+         n: int | None = None) -> Dataset:
     """Load a dataset split into memory.
 
     Args:
@@ -425,3 +428,14 @@ def scalar_targets(y, kind="parity", dtype=torch.float32, device=None):
     y = torch.as_tensor(np.asarray(y), dtype=torch.int64)
     t = 1.0 - 2.0 * (y % 2) if kind == "parity" else y
     return t.to(dtype=dtype, device=device)
+
+
+def relative_source(text: str | None, root: str | Path | None = None) -> str | None:
+    """``text`` (a dataset's ``source``, or a loader's message) with the data root's absolute path
+    taken out: files in it named relative to it, the root itself "the data root"."""
+    path = data_root(root)
+    if path is None or text is None:
+        return text
+    for form in dict.fromkeys((str(path), str(path.resolve()))):
+        text = text.replace(form + "/", "").replace(form, "the data root")
+    return text

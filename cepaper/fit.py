@@ -20,15 +20,19 @@ is 0.55 and no resampling of the draws can see the tail the draws never reached.
 The draws (Algorithm 1, lines 1-6) are :mod:`cepaper.sweeps`; this module is line 7, the fit.
 """
 
+from __future__ import annotations
+
 import math
 import warnings
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
-
+from numpy.typing import ArrayLike
 from scipy import stats
 
-from cepaper._checks import positive_int
 from cepaper import sweeps
+from cepaper._checks import positive_int
 
 ENTRIES = ("diag", "offdiag")
 #: Pareto tail index above which a Monte Carlo mean is unreliable (Vehtari et al. 2024, PSIS, Sec. 3).
@@ -70,7 +74,7 @@ def second_moment_ratio(k):
     return m1, m2, np.where(np.isfinite(lr), lr, np.nan)
 
 
-def tail_index(x):
+def tail_index(x: ArrayLike) -> float:
     """Pareto tail index ``k-hat`` of non-negative draws ``x``: the generalized Pareto shape fitted (by
     :func:`scipy.stats.genpareto.fit`, location 0) to the excesses of the largest ``M = min(T/5, 3 sqrt T)``
     draws over the next one (the tail size of PSIS, Vehtari et al. 2024). ``k-hat < 0.5``: finite
@@ -110,7 +114,8 @@ def _log_c(m1, m2, x, alpha):
         return np.where(count > 0, np.nansum(terms, -1) / np.maximum(count, 1), np.nan)
 
 
-def fit_alpha(terms, samples, intercept=True, weighted=False, n_boot=1000, level=0.95, seed=0):
+def fit_alpha(terms: ArrayLike, samples: Sequence[ArrayLike], intercept: bool = True, weighted: bool = False,
+              n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
     """Fit alpha (and ``a``, ``C``) to Monte Carlo NTK entries at several widths (Eq. 9, Algorithm 1 line 7).
 
     Args:
@@ -232,8 +237,8 @@ def synthetic_samples(alpha, terms, trials, intercept=0.0, mean=1.0, seed=0):
 # ------------------------------------------------------------------------------- one call
 
 
-def fit_sweep(sweep, entry="diag", intercept=True, weighted=False, n_min=1, n_max=None, n_boot=1000,
-              level=0.95, seed=None):
+def fit_sweep(sweep: dict, entry: str = "diag", intercept: bool = True, weighted: bool = False, n_min: int = 1,
+              n_max: int | None = None, n_boot: int = 1000, level: float = 0.95, seed: int | None = None) -> dict:
     """Fit alpha to one entry of a :func:`module_sweep` (Algorithm 1, line 7), on widths in ``[n_min, n_max]``.
 
     Returns:
@@ -253,9 +258,11 @@ def fit_sweep(sweep, entry="diag", intercept=True, weighted=False, n_min=1, n_ma
             "heavy_tail_widths": [widths[j] for j in f["heavy_tail"]]}
 
 
-def measure_alpha(module="bottleneck", widths=None, trials=2000, seed=0, entry="diag", intercept=True,
-                  weighted=False, n_boot=1000, level=0.95, device="cpu", checkpoint=None, progress=False,
-                  threads=1, **options):
+def measure_alpha(module: str = "bottleneck", widths: Sequence[int] | None = None, trials: int = 2000,
+                  seed: int = 0,
+                  entry: str = "diag", intercept: bool = True, weighted: bool = False, n_boot: int = 1000,
+                  level: float = 0.95, device: str = "cpu", checkpoint: str | Path | None = None,
+                  progress: bool = False, threads: int = 1, **options) -> dict:
     """Algorithm 1 end to end: :func:`module_sweep`, then :func:`fit_sweep` for both entries.
 
     Args:
@@ -274,7 +281,8 @@ def measure_alpha(module="bottleneck", widths=None, trials=2000, seed=0, entry="
     return sweep_result(sw, entry, intercept, weighted, n_boot, level)
 
 
-def sweep_result(sweep, entry="diag", intercept=True, weighted=False, n_boot=1000, level=0.95):
+def sweep_result(sweep: dict, entry: str = "diag", intercept: bool = True, weighted: bool = False, n_boot: int = 1000,
+                 level: float = 0.95) -> dict:
     """The :func:`measure_alpha` record of a :func:`module_sweep`: both entries fitted, ``entry`` reported.
 
     This is what the results store holds as ``alpha/fit_bottleneck`` and ``alpha/fit_mlp``

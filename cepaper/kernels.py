@@ -18,9 +18,12 @@ with ``(+ 1)`` only when every layer has an N(0, 1) bias, and for ``(u, v) ~ N(0
 A known value: for ``|x| = 1`` and no bias, ``K_inf(x, x) = (2/n_0) (L + 1) / 2``.
 """
 
+from __future__ import annotations
+
 import math
 
 import torch
+from torch import Tensor
 
 from cepaper._checks import positive_int
 
@@ -76,7 +79,8 @@ def _inputs(x1, x2, diagonal):
     return n1[:, None], n2[None, :], x1 @ x2.T, x1.shape[1]
 
 
-def relu_ntk(x1, x2=None, depth=1, bias=False, diagonal=False):
+def relu_ntk(x1: Tensor, x2: Tensor | None = None, depth: int = 1, bias: bool = False,
+             diagonal: bool = False) -> Tensor:
     """Infinite-width NTK ``K_inf(x1, x2)`` of the NTK-parameterized ReLU MLP (Eq. 3), any depth.
 
     Computed in float64 by the arc-cosine recursion in the module docstring; it is the limit of
@@ -96,7 +100,8 @@ def relu_ntk(x1, x2=None, depth=1, bias=False, diagonal=False):
     return _recursion(s11, s22, s12, n_in, depth, bias)[0]
 
 
-def relu_nngp(x1, x2=None, depth=1, bias=False, diagonal=False):
+def relu_nngp(x1: Tensor, x2: Tensor | None = None, depth: int = 1, bias: bool = False,
+              diagonal: bool = False) -> Tensor:
     """Infinite-width NNGP kernel ``E[f(x1) f(x2)]`` of the same network; shapes as :func:`relu_ntk`."""
     depth = positive_int("depth", depth)
     s11, s22, s12, n_in = _inputs(x1, x2, diagonal)

@@ -7,11 +7,15 @@ memory does not grow with the number of draws. The NMK ``K_n^inf = E_theta[K_n(t
 and ``Var(K)`` of Eq. 2 are their first two moments (:class:`Moments`).
 """
 
+from __future__ import annotations
+
 import contextlib
 import math
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from cepaper._checks import positive_int
@@ -76,7 +80,7 @@ class _PowerSums:
         return Moments(mean, var, mean ** 2 + c2, (var / t).sqrt(), var_se, second_se, t)
 
 
-def moments(samples):
+def moments(samples: Tensor) -> Moments:
     """Monte Carlo :class:`Moments` of a ``(T, ...)`` tensor of ``T`` independent draws, over dim 0.
 
     Computed in float64 (about the sample mean); ``T = 1`` gives ``NaN`` variances and errors.
@@ -115,7 +119,8 @@ def _chunks(sample, draws, chunk, seed, device, progress, desc):
     return gen, sizes
 
 
-def mc_samples(sample, draws, chunk=None, seed=0, device="cpu", progress=False, threads=None):
+def mc_samples(sample: Callable[[int, torch.Generator], Tensor], draws: int, chunk: int | None = None,
+               seed: int = 0, device: str = "cpu", progress: bool = False, threads: int | None = None) -> Tensor:
     """``draws`` independent samples from ``sample(t, generator)``, drawn ``chunk`` at a time.
 
     Args:
@@ -138,7 +143,8 @@ def mc_samples(sample, draws, chunk=None, seed=0, device="cpu", progress=False, 
         return torch.cat([sample(t, gen) for t in sizes])
 
 
-def mc_moments(sample, draws, chunk=None, seed=0, device="cpu", progress=False, threads=None):
+def mc_moments(sample: Callable[[int, torch.Generator], Tensor], draws: int, chunk: int | None = None,
+               seed: int = 0, device: str = "cpu", progress: bool = False, threads: int | None = None) -> Moments:
     """Monte Carlo :class:`Moments` of ``sample`` over ``draws`` draws, without storing the samples.
 
     Each chunk is computed in the sampler's dtype (float32 by default) and accumulated in float64
@@ -159,7 +165,9 @@ def mc_moments(sample, draws, chunk=None, seed=0, device="cpu", progress=False, 
     return acc.moments()
 
 
-def mlp_ntk_sampler(x1, x2=None, widths=64, depth=None, entries=None, bias=False, dtype=torch.float32):
+def mlp_ntk_sampler(x1: Tensor, x2: Tensor | None = None, widths: int | Sequence[int] = 64, depth: int | None = None,
+                    entries: str | None = None, bias: bool = False,
+                    dtype: torch.dtype = torch.float32) -> Callable[[int, torch.Generator], Tensor]:
     """Sampler of member NTKs ``K_n(theta)`` of the Eq. 3 MLP for :func:`mc_samples` / :func:`mc_moments`.
 
     A call ``sample(t, generator)`` draws a :class:`CollegialMLP` with ``m = t`` members (weights
@@ -193,7 +201,9 @@ def mlp_ntk_sampler(x1, x2=None, widths=64, depth=None, entries=None, bias=False
     return sample
 
 
-def module_ntk_sampler(make_model, x1, x2=None, entries=None, method="auto"):
+def module_ntk_sampler(make_model: Callable[[torch.Generator], torch.nn.Module], x1: Tensor,
+                       x2: Tensor | None = None, entries: str | None = None,
+                       method: str = "auto") -> Callable[[int, torch.Generator], Tensor]:
     """Sampler for any scalar-output module: one :func:`empirical_ntk` per draw (a Python loop).
 
     Args:

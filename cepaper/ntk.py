@@ -22,8 +22,12 @@ The ensemble ``F_e = m^{-1/2} sum_j f_j`` of Eq. 4 has ``K_e = (1/m) sum_j K_n(t
 over independent draws (:mod:`cepaper.montecarlo`) estimates the NMK and ``Var(K)``.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
+from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
 from cepaper.models.mlp import CollegialMLP
@@ -131,7 +135,8 @@ def mlp_features(weights, scales, x, biases=None):
     return hs, ds[::-1]
 
 
-def mlp_member_ntk(weights, scales, x1, x2=None, biases=None, entries=None):
+def mlp_member_ntk(weights: Sequence[Tensor], scales: Sequence[float], x1: Tensor, x2: Tensor | None = None,
+                   biases: Sequence[Tensor] | None = None, entries: str | None = None) -> Tensor:
     """NTK ``K_n(theta_j)`` of each member of a batched NTK-parameterized ReLU MLP (Eq. 3), by structure.
 
     ``K = sum_l (s_l delta_l)(s_l delta_l')^T * (h_{l-1} h_{l-1}'^T)`` (+ ``delta_l delta_l'^T`` per bias),
@@ -169,7 +174,7 @@ def mlp_member_ntk(weights, scales, x1, x2=None, biases=None, entries=None):
     return out
 
 
-def member_ntk(model, x1, x2=None, entries=None):
+def member_ntk(model: CollegialMLP, x1: Tensor, x2: Tensor | None = None, entries: str | None = None) -> Tensor:
     """NTK ``K_n(theta_j)`` of every member ``f_j`` of a :class:`CollegialMLP`, shape ``(m, N1, N2)``.
 
     The structured path (:func:`mlp_member_ntk`): one batched forward and backward, no Jacobian.
@@ -196,7 +201,7 @@ def member_ntk(model, x1, x2=None, entries=None):
         return mlp_member_ntk(weights, model.scales, x1, x2, biases, entries)
 
 
-def ensemble_ntk(member_kernels):
+def ensemble_ntk(member_kernels: Tensor) -> Tensor:
     """Ensemble NTK of Eq. 4, ``K_e = (1/m) sum_j K_n(theta_j)``: shape ``(m, ...)`` -> ``(...)``."""
     if not torch.is_tensor(member_kernels) or member_kernels.ndim < 1 or member_kernels.shape[0] < 1:
         raise ValueError(f"member_kernels must be a tensor of shape (m, ...) with m >= 1, "
@@ -213,7 +218,7 @@ def _trainable(model):
     return params
 
 
-def jacobian_ntk(model, x1, x2=None, chunk_size=None):
+def jacobian_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None, chunk_size: int | None = None) -> Tensor:
     """Empirical NTK of any scalar-output module by ``torch.func``: ``vmap(jacrev)`` then contraction.
 
     Each input ``x`` of shape ``(...)`` is run as the batch ``x[None]`` (so BatchNorm must be in eval
@@ -245,7 +250,7 @@ def jacobian_ntk(model, x1, x2=None, chunk_size=None):
     return out
 
 
-def naive_ntk(model, x1, x2=None):
+def naive_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None) -> Tensor:
     """Reference NTK: one ``torch.autograd.grad`` per input, gradients stacked to ``G``, ``K = G1 G2^T``.
 
     Args and shapes as :func:`jacobian_ntk`; slow and memory-hungry (``(N, P)`` gradients), but obvious.
@@ -268,7 +273,8 @@ def naive_ntk(model, x1, x2=None):
     return g1 @ g2.T
 
 
-def empirical_ntk(model, x1, x2=None, method="auto", chunk_size=None):
+def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None, method: str = "auto",
+                  chunk_size: int | None = None) -> Tensor:
     """Empirical NTK ``K(x1, x2) = grad_theta F(x1) . grad_theta F(x2)^T`` of a scalar-output module.
 
     ``method="auto"`` takes the structured path for a :class:`CollegialMLP` (returning the ensemble

@@ -25,7 +25,10 @@ Conventions (the defaults reproduce the paper's models; see notebook ``04_primal
   input layer's ``1 / n_0``; ``beta(n)`` counts weights only (Eq. 3 has no biases), one output.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -298,9 +301,11 @@ def network_m(arch, n, baseline_cost, budget="params", **kw):
     return (baseline_cost - (2 * c1 - c2)) / (c2 - c1)
 
 
-def design(arch, baseline, objective="primal", budget="params", alpha=None, classes=None, resolution=None,
-           rounding="nearest", module=None, n=None, ns=None, with_curve=False, mlp_inputs=None, mlp_depth=None,
-           stages=None, depth=None):
+def design(arch: str, baseline: str | int | tuple[int, int], objective: str = "primal", budget: str = "params",
+           alpha: float | None = None, classes: int | None = None, resolution: int | None = None,
+           rounding: str = "nearest", module: Bottleneck | MLP | None = None, n: int | None = None,
+           ns: Sequence[int] | None = None, with_curve: bool = False, mlp_inputs: int | None = None,
+           mlp_depth: int | None = None, stages: Sequence[int] | None = None, depth: int | None = None) -> dict:
     """Algorithm 2: the optimal collegial ensemble ``m x n`` for a baseline.
 
     Args:

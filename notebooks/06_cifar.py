@@ -142,7 +142,7 @@ for name in datasets:
                                        epochs=epochs, cache=results.checkpoint_dir("cifar", profile), device=device,
                                        channels_last=channels_last, bf16=bf16)
     display(Markdown(f"{name}: {len(train)} training images from "
-                     f"{pages.relative_source(train.source, data_root)}; {len(test)} test images."))
+                     f"{data.relative_source(train.source, data_root)}; {len(test)} test images."))
 summ = grids.grid_summary(records, last=section.LAST_EPOCHS)
 run.save("runs", {"records": records})
 run.save("summary", {"rows": summ.to_dict("records"), "scaled": scaled}, table=summ)

@@ -15,7 +15,7 @@
 #
 # The paper derives its ResNeXt modules from one block (Fig. 5), one $\alpha$ (Sec. 4.2) and one budget
 # (parameters or FLOPs). Nothing in Algorithms 1 and 2 is specific to that block: all they need is a
-# factory $(m, n) \mapsto$ module of $m$ members of width $n$. `cepaper.design` reads everything else from
+# factory $(m, n) \mapsto$ module of $m$ members of width $n$. `cepaper.generic` reads everything else from
 # the built modules — the member's fan-ins for $\sum_l 1/\text{fan-in}_l$ (Eq. 9), its parameters, FLOPs or
 # measured latency for $\beta(n)$ (Eqs. 8, 15) — so the method applies to any PyTorch block:
 #

@@ -78,7 +78,7 @@ def test_design_alpha_benchmark_json():
 
 def test_design_alpha_factory_is_the_specialized_block(monkeypatch):
     """Same weights, same NTK: the factory's member built from the seed of a BottleneckDraws draw."""
-    from cepaper import design
+    from cepaper import member_alpha
     from cepaper.models import blocks
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     bench = importlib.import_module("design_alpha")
@@ -90,5 +90,5 @@ def test_design_alpha_factory_is_the_specialized_block(monkeypatch):
         ref = draws.draw(t)
         for name in ("conv1", "conv2", "conv3"):
             getattr(mine, name).weight.data.copy_(getattr(ref, name).weight)
-        torch.testing.assert_close(ntk.naive_ntk(design.Readout(mine, v), x), blocks.bottleneck_ntk(draws, x)[t].float(),
+        torch.testing.assert_close(ntk.naive_ntk(member_alpha.Readout(mine, v), x), blocks.bottleneck_ntk(draws, x)[t].float(),
                                    rtol=1e-4, atol=1e-5)

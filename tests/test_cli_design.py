@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cepaper import cli, complexity
+from cepaper import cli, cli_design, complexity
 from cepaper.sections import paper
 from cepaper.models.resnext import ResNeXtBottleneck
 
@@ -140,7 +140,7 @@ def test_fit_alpha_factory_module(tmp_path, capsys):
                  "--widths", "2", "4", "8", "--readout", "mean", "--seed", "1")
     assert r["module"] == f"{path}:block" and r["readout"] == "mean" and r["input_shape"] == [8, 3]
     assert r["widths"] == [2, 4, 8] and r["trials"] == 8 and len(r["alpha_ci"]) == 2
-    record = results.load("alpha", "cli", cli._module_fit_name(f"{path}:block"))
+    record = results.load("alpha", "cli", cli_design._module_fit_name(f"{path}:block"))
     assert record["data"]["alpha"] == r["alpha"] and record["provenance"]["seed"] == 1
     for argv, message in (([f"{path}:block"], "needs --input-shape"),
                           ([f"{path}:nope", "--input-shape", "8,3"], "has no function 'nope'"),
@@ -151,7 +151,8 @@ def test_fit_alpha_factory_module(tmp_path, capsys):
 
 
 def test_design_module_alpha_fit_reads_that_factorys_stored_fit(tmp_path, capsys, monkeypatch):
-    from cepaper import design
+    from cepaper import factories
+    from cepaper import generic
     from cepaper.book import results
     path = tmp_path / "my_block.py"
     path.write_text(FACTORY + "\n\ndef other(m, n):\n    return block(m, n)\n")
@@ -164,10 +165,10 @@ def test_design_module_alpha_fit_reads_that_factorys_stored_fit(tmp_path, capsys
                       "--widths", "2", "4", "8", "--readout", "mean")
     assert "no stored fit for --module" in fails(capsys, *design_args[:2], f"{path}:other", *design_args[3:])
     r = run_json(capsys, *design_args)
-    ref = design.design_module(design.load_factory(spec), (8, 3), (1, 16), alpha=fitted["alpha"])
+    ref = generic.design_module(factories.load_factory(spec), (8, 3), (1, 16), alpha=fitted["alpha"])
     assert r["alpha"] == fitted["alpha"] and (r["n"], r["m"], r["var_ratio"]) == (ref["n"], ref["m"], ref["var_ratio"])
     assert r["alpha_source"].startswith("fitted on the member factory(1, n), input 8x3, mean read-out: alpha/fit_module_")
     monkeypatch.chdir(tmp_path)                             # the same file, named relative to another folder
     assert run_json(capsys, "design", "--module", "my_block.py:block", *design_args[3:])["alpha"] == fitted["alpha"]
-    assert fitted["saved"].endswith(f"{cli._module_fit_name(spec)}.json")
-    assert results.find("alpha", cli._module_fit_name(spec), profiles=("cli",))["data"]["module"] == spec
+    assert fitted["saved"].endswith(f"{cli_design._module_fit_name(spec)}.json")
+    assert results.find("alpha", cli_design._module_fit_name(spec), profiles=("cli",))["data"]["module"] == spec

@@ -1,4 +1,4 @@
-"""cepaper.design: Algorithms 1 and 2 read from any module factory, against independent computations."""
+"""cepaper.generic, factories and member_alpha: Algorithms 1 and 2 read from any module factory, against independent computations."""
 
 import itertools
 import math
@@ -8,7 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from cepaper import design, search
+from cepaper import search
+from cepaper import factories
+from cepaper import generic
+from cepaper import member_alpha
 from cepaper import fit
 from cepaper import sweeps
 from cepaper.models import blocks
@@ -71,10 +74,10 @@ def fake_timer(clock):
 
 
 def test_bottleneck_sum_inv_fan_in_equals_search():
-    fm, ns = design.FactoryModule(bottleneck, SHAPE), np.array([1, 2, 3, 10, 64, 128])
+    fm, ns = generic.FactoryModule(bottleneck, SHAPE), np.array([1, 2, 3, 10, 64, 128])
     np.testing.assert_allclose(fm.sum_inv_fan_in(ns), search.Bottleneck().sum_inv_fan_in(ns), rtol=1e-14)
     assert fm.fan_ins(10) == (256, 90, 10)                         # BN has no fan-in: not counted
-    hidden = design.FactoryModule(bottleneck, SHAPE, layers="hidden")   # drops 1/w_in, = fan_in_layers="width"
+    hidden = generic.FactoryModule(bottleneck, SHAPE, layers="hidden")   # drops 1/w_in, = fan_in_layers="width"
     np.testing.assert_allclose(hidden.sum_inv_fan_in(ns), search.Bottleneck(fan_in_layers="width").sum_inv_fan_in(ns))
     assert fm.sum_inv_fan_in(np.array([[4, 8]])).shape == (1, 2)
     assert np.ndim(fm.sum_inv_fan_in(4)) == 0
@@ -82,23 +85,23 @@ def test_bottleneck_sum_inv_fan_in_equals_search():
 
 def test_mlp_sum_inv_fan_in_hand_formula():
     ns = np.array([1, 5, 48])
-    all_ = design.FactoryModule(mlp, (16, 1)).sum_inv_fan_in(ns)
+    all_ = generic.FactoryModule(mlp, (16, 1)).sum_inv_fan_in(ns)
     np.testing.assert_allclose(all_, 1 / 16 + 2 / ns, rtol=1e-14)                # 1/n0 + (L-1)/n, L = 3
-    hidden = design.FactoryModule(mlp, (16, 1), layers="hidden").sum_inv_fan_in(ns)
+    hidden = generic.FactoryModule(mlp, (16, 1), layers="hidden").sum_inv_fan_in(ns)
     np.testing.assert_allclose(hidden, search.MLP(16, 3).sum_inv_fan_in(ns), rtol=1e-14)
-    lin = design.FactoryModule(lambda m, n: LinearMLP(16, m, n), (16,))
+    lin = generic.FactoryModule(lambda m, n: LinearMLP(16, m, n), (16,))
     assert lin.fan_ins(7) == (16, 7, 7)
 
 
 def test_member_fan_ins_equals_fit_fan_ins():
     for module in (bottleneck(4, 8), LinearMLP(5, 2, 3), nn.Sequential(nn.Conv1d(6, 4, 3, groups=2), nn.Conv3d(4, 2, 2))):
-        assert design.member_fan_ins(module) == sweeps.fan_ins(module)
+        assert factories.member_fan_ins(module) == sweeps.fan_ins(module)
 
 
 # ---------------------------------------------------------------------------------------------- costs
 
 def test_bottleneck_params_and_flops_equal_search():
-    fm, small = design.FactoryModule(bottleneck, SHAPE), design.FactoryModule(bottleneck, (256, 8, 8), batch=2)
+    fm, small = generic.FactoryModule(bottleneck, SHAPE), generic.FactoryModule(bottleneck, (256, 8, 8), batch=2)
     for m, n in itertools.product((1, 2, 4, 32), (1, 4, 10, 64)):
         assert fm.cost(n, "params", groups=m) == search.Bottleneck().cost(n, "params", groups=m)
         # FlopCounterMode counts 2 x MACs of the convs only (no BN, ReLU or residual sum)
@@ -108,9 +111,9 @@ def test_bottleneck_params_and_flops_equal_search():
 
 def test_mlp_params_hand_count():
     for m, n in ((1, 5), (3, 7)):
-        assert design.FactoryModule(mlp, (16, 1)).cost(n, "params", m) == m * (16 * n + n * n + n)
-        assert design.FactoryModule(mlp, (16, 1)).cost(n, "params", m) == search.MLP(16, 3).cost(n, "params", m)
-        lin = design.FactoryModule(lambda m, n: LinearMLP(16, m, n), (16,))
+        assert generic.FactoryModule(mlp, (16, 1)).cost(n, "params", m) == m * (16 * n + n * n + n)
+        assert generic.FactoryModule(mlp, (16, 1)).cost(n, "params", m) == search.MLP(16, 3).cost(n, "params", m)
+        lin = generic.FactoryModule(lambda m, n: LinearMLP(16, m, n), (16,))
         assert lin.cost(n, "params", m) == m * ((16 * n + n) + (n * n + n) + (n + 1))
 
 
@@ -119,16 +122,16 @@ def test_frozen_parameters_are_not_counted():
         net = nn.Sequential(nn.Linear(3, n), nn.Linear(n, 1))
         net[0].weight.requires_grad_(False)
         return net
-    assert design.FactoryModule(frozen, (3,)).cost(4, "params") == 4 + 4 + 1
+    assert generic.FactoryModule(frozen, (3,)).cost(4, "params") == 4 + 4 + 1
 
 
 def test_flops_hand_macs_conv_and_linear():
     x = torch.randn(2, 6, 9, 11)
     conv = nn.Conv2d(6, 8, (3, 5), stride=(1, 2), padding=(1, 0), groups=2)
     h_out, w_out = 9, (11 - 5) // 2 + 1
-    assert design.flop_count(conv, x) == 2 * (2 * 8 * h_out * w_out * (6 // 2 * 3 * 5))
-    assert design.flop_count(nn.Linear(7, 5), torch.randn(3, 7)) == 2 * 3 * 7 * 5
-    fm = design.FactoryModule(lambda m, n: nn.Linear(7, m * n), (7,), batch=3)
+    assert generic.flop_count(conv, x) == 2 * (2 * 8 * h_out * w_out * (6 // 2 * 3 * 5))
+    assert generic.flop_count(nn.Linear(7, 5), torch.randn(3, 7)) == 2 * 3 * 7 * 5
+    fm = generic.FactoryModule(lambda m, n: nn.Linear(7, m * n), (7,), batch=3)
     assert fm.cost(5, "flops", groups=2) == 2 * 3 * 7 * 10
 
 
@@ -137,7 +140,7 @@ def test_flops_hand_macs_conv_and_linear():
 @pytest.mark.parametrize("objective", ["primal", "dual"])
 def test_bottleneck_design_equals_search_block_curve(objective):
     ref = search.curve(search.Bottleneck(), 128, 1.6)
-    d = design.design_module(bottleneck, SHAPE, (1, 128), objective, "params", alpha=1.6)
+    d = generic.design_module(bottleneck, SHAPE, (1, 128), objective, "params", alpha=1.6)
     for k in ("n", "beta", "sum_inv_fan_in", "var_k", "m_primal", "m_dual", "rho_dual", "var_primal"):
         np.testing.assert_allclose(d["curve"][k], ref[k], rtol=1e-12)
     assert d["curve"]["beta_s"] == ref["beta_s"]
@@ -146,7 +149,7 @@ def test_bottleneck_design_equals_search_block_curve(objective):
     assert d["m_curve"] == pytest.approx(opt["m"], rel=1e-12)
     assert d["strong_duality"]
     # step 6 on the module itself: factory(m, 10) costs the baseline 1x128 block
-    fm = design.FactoryModule(bottleneck, SHAPE)
+    fm = generic.FactoryModule(bottleneck, SHAPE)
     c1, c2, base = fm.cost(10, "params", 1), fm.cost(10, "params", 2), fm.cost(128, "params", 1)
     if objective == "primal":
         assert d["m_exact"] == pytest.approx((base - (2 * c1 - c2)) / (c2 - c1), rel=1e-12)
@@ -158,7 +161,7 @@ def test_bottleneck_design_equals_search_block_curve(objective):
 
 
 def test_factory_module_works_with_search_curve_and_optimum():
-    fm = design.FactoryModule(bottleneck, (256, 8, 8))
+    fm = generic.FactoryModule(bottleneck, (256, 8, 8))
     c = search.curve(fm, 32, 1.6, "flops", ns=range(1, 33))
     ref = search.curve(search.Bottleneck(resolution=8, flops="2macs"), 32, 1.6, "flops")
     np.testing.assert_allclose(c["beta"], ref["beta"], rtol=0)
@@ -186,7 +189,7 @@ class FakeClock:
 
 def test_latency_median_and_iqr_from_fake_clock():
     durations = [0.004, 0.001, 0.003, 0.002, 0.005]
-    rec = design.latency(nn.Linear(3, 2), torch.randn(4, 3), repeats=5, warmup=2, timer=FakeClock(durations))
+    rec = generic.latency(nn.Linear(3, 2), torch.randn(4, 3), repeats=5, warmup=2, timer=FakeClock(durations))
     assert rec["median"] == pytest.approx(np.median(durations))
     assert rec["iqr"] == pytest.approx(np.percentile(durations, 75) - np.percentile(durations, 25))
     assert rec["times"] == pytest.approx(durations) and rec["repeats"] == 5
@@ -207,11 +210,11 @@ def test_latency_budget_through_design_curve():
 
     timer = fake_timer(clock)
 
-    fm = design.FactoryModule(Timed, (4,), repeats=3, warmup=1, timer=timer)
-    c = design.curve(fm, 8, 1.0, "latency", m_tilde=1)
+    fm = generic.FactoryModule(Timed, (4,), repeats=3, warmup=1, timer=timer)
+    c = generic.curve(fm, 8, 1.0, "latency", m_tilde=1)
     np.testing.assert_allclose(c["beta"], 1e-3 * np.arange(1, 9))
     np.testing.assert_allclose(c["beta_iqr"], 0.0, atol=1e-15)
-    d = design.design_module(Timed, (4,), (1, 8), "dual", "latency", alpha=1.0, module=fm)
+    d = generic.design_module(Timed, (4,), (1, 8), "dual", "latency", alpha=1.0, module=fm)
     assert d["latency"]["median"] == pytest.approx(1e-3 * d["m"] * d["n"])
     assert d["baseline_latency"]["median"] == pytest.approx(8e-3)
 
@@ -230,19 +233,19 @@ def test_primal_latency_m_brackets_the_baseline_when_latency_is_not_affine_in_m(
 
     timer = fake_timer(clock)
 
-    fm = design.FactoryModule(Sqrt, (2,), repeats=1, warmup=0, timer=timer)
+    fm = generic.FactoryModule(Sqrt, (2,), repeats=1, warmup=0, timer=timer)
     base = fm.cost(8, "latency", groups=1)
     for n in (1, 3, 5):
-        m_exact = design.module_m(fm, n, base, "latency")
+        m_exact = generic.module_m(fm, n, base, "latency")
         lo = math.floor(m_exact)
         assert fm.cost(n, "latency", lo) <= base <= fm.cost(n, "latency", lo + 1)
         assert lo <= 8 / n <= lo + 1 and m_exact == pytest.approx(8 / n, abs=0.1)  # exact: 8 / n
-    d = design.design_module(Sqrt, (2,), (1, 8), "primal", "latency", alpha=1.0, module=fm)
+    d = generic.design_module(Sqrt, (2,), (1, 8), "primal", "latency", alpha=1.0, module=fm)
     assert d["m"] == math.floor(d["m_exact"] + 0.5) and abs(d["m"] - 8 / d["n"]) <= 1
 
 
 def test_latency_real_clock_is_positive():
-    rec = design.latency(nn.Linear(8, 8), torch.randn(2, 8), repeats=3, warmup=1)
+    rec = generic.latency(nn.Linear(8, 8), torch.randn(2, 8), repeats=3, warmup=1)
     assert rec["median"] > 0 and rec["iqr"] >= 0
 
 
@@ -252,55 +255,55 @@ def test_bad_input_errors_name_the_argument():
     def broken(m, n):
         raise RuntimeError("no such layer")
     with pytest.raises(ValueError, match=r"factory: factory\(1, 4\) raised RuntimeError: no such layer"):
-        design.FactoryModule(broken, (3,)).cost(4)
+        generic.FactoryModule(broken, (3,)).cost(4)
     with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
-        design.FactoryModule(bottleneck, SHAPE).cost(0)
+        generic.FactoryModule(bottleneck, SHAPE).cost(0)
     with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
-        design.FactoryModule(bottleneck, SHAPE).sum_inv_fan_in([4, 0])
+        generic.FactoryModule(bottleneck, SHAPE).sum_inv_fan_in([4, 0])
     with pytest.raises(ValueError, match="budget must be one of params, flops, latency, got 'energy'"):
-        design.FactoryModule(bottleneck, SHAPE).cost(4, "energy")
+        generic.FactoryModule(bottleneck, SHAPE).cost(4, "energy")
     with pytest.raises(ValueError, match="budget must be one of params, flops, latency"):
-        design.design_module(bottleneck, SHAPE, (1, 8), budget="energy")
+        generic.design_module(bottleneck, SHAPE, (1, 8), budget="energy")
     with pytest.raises(ValueError, match="module: ReLU has no weight layers"):
-        design.FactoryModule(lambda m, n: nn.ReLU(), (3,)).sum_inv_fan_in(4)
+        generic.FactoryModule(lambda m, n: nn.ReLU(), (3,)).sum_inv_fan_in(4)
     with pytest.raises(ValueError, match="factory must be a callable"):
-        design.FactoryModule("resnext", (3,))
+        generic.FactoryModule("resnext", (3,))
     with pytest.raises(ValueError, match=r"factory: factory\(1, 4\) must return a torch.nn.Module, got int"):
-        design.FactoryModule(lambda m, n: 3, (3,)).cost(4)
+        generic.FactoryModule(lambda m, n: 3, (3,)).cost(4)
     with pytest.raises(ValueError, match="input_shape entry must be an integer >= 1, got 0"):
-        design.FactoryModule(bottleneck, (256, 0, 32))
+        generic.FactoryModule(bottleneck, (256, 0, 32))
     with pytest.raises(ValueError, match="baseline must be 'CxD'"):
-        design.design_module(bottleneck, SHAPE, "one by 64")
+        generic.design_module(bottleneck, SHAPE, "one by 64")
     with pytest.raises(ValueError, match="objective must be one of primal, dual"):
-        design.design_module(bottleneck, SHAPE, (1, 8), objective="best")
+        generic.design_module(bottleneck, SHAPE, (1, 8), objective="best")
     with pytest.raises(ValueError, match="has no trainable parameters"):
-        design.FactoryModule(lambda m, n: nn.Linear(3, n).requires_grad_(False), (3,)).cost(4)
+        generic.FactoryModule(lambda m, n: nn.Linear(3, n).requires_grad_(False), (3,)).cost(4)
     with pytest.raises(ValueError, match="readout must be one of center, mean, random"):
-        design.fit_member_alpha(mlp, (16, 1), readout="max")
+        member_alpha.fit_member_alpha(mlp, (16, 1), readout="max")
 
 
 # ---------------------------------------------------------------------------------------------- Algorithm 1
 
 def test_inputs_and_readouts_equal_the_block_and_mlp_ones():
-    torch.testing.assert_close(design.member_inputs((8, 3, 3), 2, 0.5, 7), blocks.block_inputs(8, 3, 2, 0.5, seed=7),
+    torch.testing.assert_close(member_alpha.member_inputs((8, 3, 3), 2, 0.5, 7), blocks.block_inputs(8, 3, 2, 0.5, seed=7),
                                rtol=0, atol=0)
-    torch.testing.assert_close(design.member_inputs((16,), 2, 0.3, 1), sweeps.mlp_inputs(16, 2, 0.3, 1), rtol=0, atol=0)
-    for kind in design.READOUTS:
-        torch.testing.assert_close(design.readout_vector(kind, (8, 5, 5), seed=3),
+    torch.testing.assert_close(member_alpha.member_inputs((16,), 2, 0.3, 1), sweeps.mlp_inputs(16, 2, 0.3, 1), rtol=0, atol=0)
+    for kind in member_alpha.READOUTS:
+        torch.testing.assert_close(member_alpha.readout_vector(kind, (8, 5, 5), seed=3),
                                    blocks.readout_vector(kind, 8, 5, seed=3), rtol=0, atol=0)
 
 
 def test_readout_member_is_scalar_inner_product():
-    member, v = nn.Conv2d(3, 4, 3, padding=1), design.readout_vector("random", (4, 5, 5), seed=2)
+    member, v = nn.Conv2d(3, 4, 3, padding=1), member_alpha.readout_vector("random", (4, 5, 5), seed=2)
     x = torch.randn(2, 3, 5, 5)
-    torch.testing.assert_close(design.Readout(member, v)(x), (member(x) * v).flatten(1).sum(1))
+    torch.testing.assert_close(member_alpha.Readout(member, v)(x), (member(x) * v).flatten(1).sum(1))
 
 
 def test_member_draws_are_seeded_and_independent():
-    v = design.readout_vector("center", (1, 1))
+    v = member_alpha.readout_vector("center", (1, 1))
     g = torch.Generator().manual_seed(5)
-    a, b = design.member_draw(mlp, 4, g, v), design.member_draw(mlp, 4, g, v)
-    a2 = design.member_draw(mlp, 4, torch.Generator().manual_seed(5), v)
+    a, b = member_alpha.member_draw(mlp, 4, g, v), member_alpha.member_draw(mlp, 4, g, v)
+    a2 = member_alpha.member_draw(mlp, 4, torch.Generator().manual_seed(5), v)
     assert not torch.equal(a.member.layers[0].weight, b.member.layers[0].weight)
     assert torch.equal(a.member.layers[0].weight, a2.member.layers[0].weight)
 
@@ -309,7 +312,7 @@ def test_member_alpha_agrees_with_the_library_mlp_fit():
     """NTK-parameterized MLP factory (grouped Conv1d) vs fit.measure_alpha('mlp'): same widths, trials,
     seed, inputs and s(n); different weight draws, so the two alphas agree within their intervals."""
     widths, trials = (2, 4, 8, 16), 300
-    mine = design.fit_member_alpha(mlp, (16, 1), widths, trials, layers="hidden", progress=False)
+    mine = member_alpha.fit_member_alpha(mlp, (16, 1), widths, trials, layers="hidden", progress=False)
     ref = fit.measure_alpha("mlp", widths=widths, trials=trials, n_in=16, depth=3, n_boot=200)
     np.testing.assert_allclose(mine["fits"]["diag"]["term"], ref["fits"]["diag"]["term"], rtol=1e-14)
     np.testing.assert_allclose(mine["fits"]["diag"]["term"], [sweeps.mlp_term(n, 3, 16) for n in widths])
@@ -368,7 +371,7 @@ def test_cli_design_module_equals_library(capsys, factory_file):
     for objective in ("primal", "dual"):
         r = cli_json(capsys, "design", "--module", f"{factory_file}:block", "--input-shape", "256,32,32",
                      "--baseline", "1x128", "--objective", objective, "--alpha", "1.6")
-        d = design.design_module(bottleneck, SHAPE, (1, 128), objective, alpha=1.6)
+        d = generic.design_module(bottleneck, SHAPE, (1, 128), objective, alpha=1.6)
         assert (r["n"], r["m"], r["config"]) == (d["n"], d["m"], d["config"]) == (10, d["m"], f"{d['m']}x10")
         assert "curve" not in r
     from cepaper import cli
@@ -402,12 +405,12 @@ def test_cli_module_errors(capsys, factory_file, tmp_path):
                                                           "1x64d", "--budget", "latency")
 
 
-@pytest.mark.parametrize("readout", design.READOUTS)
+@pytest.mark.parametrize("readout", member_alpha.READOUTS)
 def test_member_alpha_on_a_conv_factory_runs_every_readout(readout, capsys):
     def conv(m, n):                      # the Fig. 5 branch with biases, no BN, no output ReLU
         return nn.Sequential(nn.Conv2d(8, m * n, 1), nn.ReLU(), nn.Conv2d(m * n, m * n, 3, padding=1, groups=m),
                              nn.ReLU(), nn.Conv2d(m * n, 8, 1), nn.BatchNorm2d(8))
-    r = design.fit_member_alpha(conv, (8, 3, 3), widths=(2, 4),
+    r = member_alpha.fit_member_alpha(conv, (8, 3, 3), widths=(2, 4),
                                 trials=8, readout=readout, n_boot=20, progress=True)
     assert r["readout"] == readout and np.isfinite(r["alpha"]) and len(r["alpha_ci"]) == 2
     np.testing.assert_allclose(r["fits"]["diag"]["term"], [1 / 8 + 1 / (9 * n) + 1 / n for n in (2, 4)])
@@ -420,31 +423,31 @@ def test_member_alpha_on_a_conv_factory_runs_every_readout(readout, capsys):
                                         ("wide_resnet50_2", "resnext50"), ("resnext101_32x8d", "resnext101")])
 def test_torchvision_factory_counts_equal_complexity(name, arch):
     from cepaper import complexity
-    factory = design.load_factory(f"torchvision:{name}")
-    assert isinstance(factory, design.TorchvisionFactory) and repr(factory) == f"torchvision:{name}"
+    factory = factories.load_factory(f"torchvision:{name}")
+    assert isinstance(factory, factories.TorchvisionFactory) and repr(factory) == f"torchvision:{name}"
     for m, n in [(1, 64), (32, 4), (12, 10), (3, 7)][: 4 if arch == "resnext50" else 1]:
-        assert design.param_count(factory(m, n)) == complexity.complexity(arch, f"{m}x{n}d")["params"]
-    assert design.torchvision_factory(name).baseline == design.TORCHVISION[name][1]
+        assert factories.param_count(factory(m, n)) == complexity.complexity(arch, f"{m}x{n}d")["params"]
+    assert factories.torchvision_factory(name).baseline == factories.TORCHVISION[name][1]
 
 
 def test_torchvision_factory_flops_and_stages():
     import torchvision
     from cepaper import complexity
-    fm = design.FactoryModule(design.load_factory("torchvision:resnet50"), (3, 64, 64))
+    fm = generic.FactoryModule(factories.load_factory("torchvision:resnet50"), (3, 64, 64))
     assert fm.cost(4, "flops", 32) == complexity.complexity("resnext50", "32x4d", resolution=64)["flops"]
     full = torchvision.models.resnext50_32x4d()
     for k in (1, 4):
-        stage = design.load_factory(f"torchvision:resnext50_32x4d:layer{k}")
-        assert design.param_count(stage(32, 4)) == design.param_count(getattr(full, f"layer{k}"))
+        stage = factories.load_factory(f"torchvision:resnext50_32x4d:layer{k}")
+        assert factories.param_count(stage(32, 4)) == factories.param_count(getattr(full, f"layer{k}"))
     x = torch.randn(1, 64, 8, 8)
-    assert design.load_factory("torchvision:resnet50:layer1")(2, 3)(x).shape == (1, 256, 8, 8)
+    assert factories.load_factory("torchvision:resnet50:layer1")(2, 3)(x).shape == (1, 256, 8, 8)
 
 
 @pytest.mark.parametrize("spec, message", [("torchvision:resnet18", "must be one of resnet50"),
                                            ("torchvision:resnet50:layer9", "layer1..layer4")])
 def test_torchvision_factory_errors(spec, message):
     with pytest.raises(ValueError, match=message):
-        design.load_factory(spec)
+        factories.load_factory(spec)
 
 
 # --- batched draws of the member (Algorithm 1 on any factory) -------------------------------------
@@ -469,27 +472,27 @@ def test_batched_member_ntk_equals_naive_autograd_per_draw(factory, shape):
     """The vmap over draws gives each draw's NTK: against cepaper.ntk.naive_ntk (one autograd.grad per
     input) on the very same draws, which the sampler takes from the generator in the same order."""
     from cepaper import ntk
-    x = design.member_inputs(shape, 3, 0.5, 1)
+    x = member_alpha.member_inputs(shape, 3, 0.5, 1)
     with torch.no_grad():
-        out = design.build(factory, 1, 3)(x)
-    v = design.readout_vector("random", tuple(out.shape[1:]), 2)
-    k = design.member_ntk_sampler(factory, 3, x, v)(5, torch.Generator().manual_seed(7))
+        out = factories.build(factory, 1, 3)(x)
+    v = member_alpha.readout_vector("random", tuple(out.shape[1:]), 2)
+    k = member_alpha.member_ntk_sampler(factory, 3, x, v)(5, torch.Generator().manual_seed(7))
     g = torch.Generator().manual_seed(7)
-    ref = torch.stack([ntk.naive_ntk(design.member_draw(factory, 3, g, v), x) for _ in range(5)])
+    ref = torch.stack([ntk.naive_ntk(member_alpha.member_draw(factory, 3, g, v), x) for _ in range(5)])
     assert k.shape == (5, 3, 3)
     torch.testing.assert_close(k, ref, rtol=1e-5, atol=1e-6)
-    loop = design.member_ntk_sampler(factory, 3, x, v, "loop")(5, torch.Generator().manual_seed(7))
+    loop = member_alpha.member_ntk_sampler(factory, 3, x, v, "loop")(5, torch.Generator().manual_seed(7))
     torch.testing.assert_close(loop, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_member_sampler_falls_back_to_one_ntk_per_draw():
     from cepaper import ntk
-    x = design.member_inputs((4,), 2, 0.5, 0)
-    v = design.readout_vector("center", (1,), 0)
+    x = member_alpha.member_inputs((4,), 2, 0.5, 0)
+    v = member_alpha.readout_vector("center", (1,), 0)
     with pytest.warns(UserWarning, match="cannot be batched over draws"):
-        k = design.member_ntk_sampler(ItemGate, 3, x, v)(4, torch.Generator().manual_seed(1))
+        k = member_alpha.member_ntk_sampler(ItemGate, 3, x, v)(4, torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(1)
-    ref = torch.stack([ntk.naive_ntk(design.member_draw(ItemGate, 3, g, v), x) for _ in range(4)])
+    ref = torch.stack([ntk.naive_ntk(member_alpha.member_draw(ItemGate, 3, g, v), x) for _ in range(4)])
     torch.testing.assert_close(k, ref, rtol=1e-5, atol=1e-6)
 
 
@@ -497,10 +500,10 @@ def test_member_alpha_batched_equals_loop_and_chunks_do_not_change_draws(monkeyp
     """Same draws whatever the method or the chunk size: the fits agree to float32 rounding."""
     conv = lambda m, n: nn.Sequential(nn.Conv2d(4, m * n, 1), nn.ReLU(), nn.Conv2d(m * n, 2, 3))
     kw = dict(widths=(2, 4), trials=12, n_boot=20, progress=False)
-    a = design.fit_member_alpha(conv, (4, 3, 3), **kw)
-    b = design.fit_member_alpha(conv, (4, 3, 3), method="loop", **kw)
-    monkeypatch.setattr(design, "MEMBER_CHUNK_MAX", 5)
-    c = design.fit_member_alpha(conv, (4, 3, 3), **kw)
+    a = member_alpha.fit_member_alpha(conv, (4, 3, 3), **kw)
+    b = member_alpha.fit_member_alpha(conv, (4, 3, 3), method="loop", **kw)
+    monkeypatch.setattr(member_alpha, "MEMBER_CHUNK_MAX", 5)
+    c = member_alpha.fit_member_alpha(conv, (4, 3, 3), **kw)
     for r in (b, c):
         np.testing.assert_allclose(r["fits"]["diag"]["second"], a["fits"]["diag"]["second"], rtol=1e-5)
         assert r["alpha"] == pytest.approx(a["alpha"], rel=1e-4, abs=1e-6)
@@ -510,7 +513,7 @@ def test_member_chunk_counts_weights_and_activations():
     member = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 1))
     x = torch.zeros(2, 10)
     per = (2 + 2) * (10 * 20 + 20 + 20 + 1) + 3 * (2 * 20 + 2 * 20 + 2 * 1 + 2 * 1)   # 3 x every module's output
-    assert design.member_chunk(member, x) == min(design.MEMBER_CHUNK_MAX, design.MEMBER_CHUNK_FLOATS // per)
+    assert member_alpha.member_chunk(member, x) == min(member_alpha.MEMBER_CHUNK_MAX, member_alpha.MEMBER_CHUNK_FLOATS // per)
 
 
 # --- factory(m, n) must be m members factory(1, n) ------------------------------------------------
@@ -535,7 +538,7 @@ def deeper_when_m_gt_1(m, n):
      r"\(got 80 per added member\)"),
 ])
 def test_a_member_that_changes_with_m_is_an_error(factory, message):
-    fm = design.FactoryModule(factory, (4,) if "Conv" not in repr(factory(1, 4)) else (4, 5, 5))
+    fm = generic.FactoryModule(factory, (4,) if "Conv" not in repr(factory(1, 4)) else (4, 5, 5))
     assert fm.cost(4, "params", 1) > 0                          # m = 1 alone is a module like any other
     with pytest.raises(ValueError, match=r"factory: factory\(3, 4\) must be 3 members factory\(1, 4\) differing "
                                          r"only in width, but " + message):
@@ -553,7 +556,7 @@ def test_members_stacked_shared_or_replicated_pass_the_check():
         def forward(self, x):
             return self.head(sum(f(x) for f in self.members))
     for factory, shape in ((bottleneck, (256, 4, 4)), (lambda m, n: LinearMLP(3, m, n), (3,)), (Mixed, (4,))):
-        fm = design.FactoryModule(factory, shape)
+        fm = generic.FactoryModule(factory, shape)
         c1, c2, c5 = (fm.cost(4, "params", m) for m in (1, 2, 5))
         assert c5 - c1 == 4 * (c2 - c1) > 0                       # affine in m, as the check promises
 
@@ -574,4 +577,4 @@ def test_a_budget_no_integer_m_meets_is_an_error(objective, what):
     small = lambda m, n: ResNeXtBottleneck(16, 16, m * n, groups=m)
     with pytest.raises(ValueError, match=rf"budget: no integer m >= 1 meets {what}.*use a larger baseline or a "
                                          rf"smaller n"):
-        design.design_module(small, (16, 4, 4), (1, 4), objective, alpha=1.6, ns=[64, 128])
+        generic.design_module(small, (16, 4, 4), (1, 4), objective, alpha=1.6, ns=[64, 128])

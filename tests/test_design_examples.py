@@ -2,7 +2,8 @@
 
 import torch
 
-from cepaper import design
+from cepaper import factories
+from cepaper import generic
 from cepaper.sections import design as design_section
 
 
@@ -10,8 +11,8 @@ def test_mixer_channel_block_is_a_collegial_module():
     block = design_section.mixer_channel_block
     for m, n in [(1, 8), (3, 5)]:
         c = 64
-        assert design.param_count(block(m, n)) == 2 * c + (c * m * n + m * n) + (m * n * n + m * n) + (m * n * c + c)
-    assert design.member_fan_ins(block(1, 7)) == (64, 7, 7)
+        assert factories.param_count(block(m, n)) == 2 * c + (c * m * n + m * n) + (m * n * n + m * n) + (m * n * c + c)
+    assert factories.member_fan_ins(block(1, 7)) == (64, 7, 7)
     x = torch.randn(2, 64, 16)
     assert block(4, 3)(x).shape == x.shape
     # m members summed: the grouped module equals the sum of its members' residual branches
@@ -29,7 +30,7 @@ def test_mixer_channel_block_is_a_collegial_module():
 
 def test_block_designs_and_views():
     saved = design_section.block_designs("mixer", [2, 4, 8, 16, 32], 40, [4, 16, 64], readout="center", repeats=2)
-    assert saved["baseline"] == "1x256" and set(saved["designs"]) == set(design.BUDGETS)
+    assert saved["baseline"] == "1x256" and set(saved["designs"]) == set(generic.BUDGETS)
     assert saved["designs"]["params"]["primal"]["curve"]["n"] == [4, 16, 64, 256]
     rows = design_section.designs_table(saved)
     assert len(rows) == 6 and all("latency (ms)" in r for r in rows if r["budget"] == "latency")

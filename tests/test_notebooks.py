@@ -24,8 +24,9 @@ def test_parameters_cell_is_the_quick_profile(section):
     defaults = profiles.notebook_parameters(profiles.notebook_path(section))
     assert ({"profile"} if section in pipeline.SUMMARIES else {"profile", "seed", "device"}) <= set(defaults)
     assert defaults["profile"] == "quick"
-    quick = profiles.load_profile("quick")[section]
-    assert {k: defaults[k] for k in quick} == quick, "profiles/quick.yaml must equal the notebook defaults"
+    quick = profiles.load_profile("quick").get(section, {})
+    assert {k: v for k, v in quick.items() if defaults[k] == v} == {}, "profiles/quick.yaml holds only what differs"
+    assert profiles.resolve_parameters(section, "quick") == defaults, "the quick profile is the parameters cell"
     profiles.resolve_parameters(section, "paper")  # names and types of the paper profile are valid
 
 

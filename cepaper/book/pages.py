@@ -32,13 +32,3 @@ def show(df, digits=4):
     return df.style.hide(axis="index").format({c: (lambda v, d=per.get(c, default): cell(v, d)) for c in df.columns})
 
 
-def relative_source(text, root=None):
-    """``text`` (a dataset's ``source``, or a loader's message) with the data root's absolute path
-    taken out: files in it named relative to it, the root itself "the data root"."""
-    from cepaper.data import data_root
-    path = data_root(root)
-    if path is None or text is None:
-        return text
-    for form in dict.fromkeys((str(path), str(path.resolve()))):
-        text = text.replace(form + "/", "").replace(form, "the data root")
-    return text

@@ -13,9 +13,12 @@ All weights are drawn i.i.d. N(0, 1): the scales live in the forward pass (NTK p
 Eq. 3 has one output; ``outputs = C`` gives every member ``C`` outputs (a classifier, Sec. 4.1).
 """
 
+from __future__ import annotations
+
 import functools
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -72,8 +75,10 @@ class CollegialMLP(nn.Module):
             single-threaded generator bounds their rate.
     """
 
-    def __init__(self, n_in, widths, m=1, depth=None, bias=False, generator=None,
-                 dtype=torch.float32, device=None, streams=1, outputs=1):
+    def __init__(self, n_in: int, widths: int | Sequence[int], m: int = 1, depth: int | None = None, bias: bool = False,
+                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None,
+                 streams: int = 1, outputs: int = 1) -> None:
         super().__init__()
         self.n_in = positive_int("n_in", n_in)
         self.widths = hidden_widths(widths, depth)

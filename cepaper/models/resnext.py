@@ -18,6 +18,10 @@ Each module has a static ``complexity(cx, ...)`` (pycls style) that counts its p
 multiply-adds without building it; see :mod:`cepaper.complexity`.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
@@ -99,7 +103,8 @@ class ResNeXtCifar(nn.Module):
         return self.classifier(x.mean((2, 3)))
 
 
-def resnext(arch, config, classes=None, stages=None, depth=None):
+def resnext(arch: str, config: str, classes: int | None = None, stages: Sequence[int] | None = None,
+            depth: int | None = None) -> nn.Module:
     """Build ``arch`` (``resnext29``, ``resnext38``, ``resnext50``, ``resnext101``) at ``"CxDd"``;
     the CIFAR archs also take ``stages`` and ``depth`` (blocks per stage) for scaled-down variants."""
     c, d = _cx.parse_config(config)

@@ -1,11 +1,11 @@
 """The book's page *Design your own ensemble* (notebook ``08_design``): Algorithms 1 and 2 of
-:mod:`cepaper.design` on two blocks the paper never studied.
+:mod:`cepaper.generic` on two blocks the paper never studied.
 
 * :func:`mixer_channel_block`: the channel MLP of a vision MLP (MLP-Mixer's, Tolstikhin et al. 2021),
   ``C -> [m n] -> [m n] -> C`` on ``(C, T)`` tokens, its middle layer grouped: ``m`` members
   ``C -> n -> n -> C`` whose outputs are summed (as the ResNeXt block sums its paths, Fig. 5).
 * ``torchvision:resnet50:layer1``: the first stage of torchvision's ResNet-50 (three Bottleneck blocks),
-  ``groups = m``, ``width_per_group = n`` (:class:`cepaper.design.TorchvisionFactory`).
+  ``groups = m``, ``width_per_group = n`` (:class:`cepaper.factories.TorchvisionFactory`).
 
 :func:`block_designs` fits alpha (Algorithm 1) and runs Algorithm 2 under three budgets (params,
 FLOPs, latency measured here); :func:`designs_table`, :func:`latency_vs_flops` and :func:`plot_budgets`
@@ -16,7 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from cepaper import design, search
+from cepaper import search
+from cepaper import factories
+from cepaper import generic
+from cepaper import member_alpha
 
 #: The page's two blocks: factory spec, one example's input shape, baseline ``(m_tilde, n_tilde)``.
 BLOCKS = {
@@ -54,7 +57,7 @@ def block_designs(block, widths, trials, ns, readout="mean", batch=8, repeats=10
     """Algorithm 1 then Algorithm 2 for ``block`` (a key of :data:`BLOCKS`).
 
     Args:
-        widths, trials, readout: of :func:`cepaper.design.fit_member_alpha` (the member ``factory(1, n)``).
+        widths, trials, readout: of :func:`cepaper.member_alpha.fit_member_alpha` (the member ``factory(1, n)``).
         ns: widths searched by Algorithm 2 (the baseline's ``n_tilde`` is added).
         batch, repeats: of the FLOPs/latency input and of each latency (median of ``repeats``).
     Returns:
@@ -63,20 +66,20 @@ def block_designs(block, widths, trials, ns, readout="mean", batch=8, repeats=10
         ``flops_design_latency`` (seconds of the FLOP-primal ensemble, measured), ``threads``.
     """
     info = BLOCKS[block]
-    factory = design.load_factory(info["spec"])
+    factory = factories.load_factory(info["spec"])
     torch.set_num_threads(threads)
-    fitted = design.fit_member_alpha(factory, info["input_shape"], widths, trials, seed, readout, progress=False,
+    fitted = member_alpha.fit_member_alpha(factory, info["input_shape"], widths, trials, seed, readout, progress=False,
                                      device=device, n_boot=500)
     alpha = fitted["alpha"]
     if not alpha > 0:
         raise ValueError(f"{block}: fitted alpha must be > 0 to search, got {alpha!r}; raise trials or widths")
     m_tilde, n_tilde = info["baseline"]
     ns = sorted({int(n) for n in ns if int(n) <= n_tilde} | {n_tilde})
-    module = design.FactoryModule(factory, info["input_shape"], batch=batch, device=device, repeats=repeats,
+    module = generic.FactoryModule(factory, info["input_shape"], batch=batch, device=device, repeats=repeats,
                                   seed=seed)
-    designs = {b: {o: design.design_module(factory, info["input_shape"], info["baseline"], o, b, alpha, ns=ns,
+    designs = {b: {o: generic.design_module(factory, info["input_shape"], info["baseline"], o, b, alpha, ns=ns,
                                            module=module)
-                   for o in search.OBJECTIVES} for b in design.BUDGETS}
+                   for o in search.OBJECTIVES} for b in generic.BUDGETS}
     fp = designs["flops"]["primal"]
     return {"block": block, "title": info["title"], "spec": info["spec"], "input_shape": list(info["input_shape"]),
             "baseline": f"{m_tilde}x{n_tilde}", "batch": batch, "repeats": repeats, "threads": threads,

@@ -20,7 +20,6 @@ from cepaper import complexity as cxm, search
 from cepaper.training import recipes
 from cepaper.training import sgd
 from cepaper.sections import paper
-from cepaper.book import pages
 
 #: ILSVRC-2012 training images; ImageNet32x32/64x64 keep every image (Chrabaszcz et al. [3]).
 TRAIN_IMAGES = 1_281_167
@@ -59,15 +58,15 @@ def table_models(tables=tuple(TABLES)):
 def dataset_status(root=None, names=tuple(dict.fromkeys(TABLES.values()))):
     """For each dataset: ``found`` (its source) or why not (the loader's own message: missing
     files and how to get them, or a ``cepaper.data`` without that dataset), with paths named
-    relative to the data root (:func:`cepaper.book.pages.relative_source`)."""
+    relative to the data root (:func:`cepaper.book.data.relative_source`)."""
     from cepaper import data
     rows = []
     for name in names:
         try:
             ds = data.load(name, "test", root=root, n=1)
-            rows.append({"dataset": name, "found": True, "source or reason": pages.relative_source(ds.source, root)})
+            rows.append({"dataset": name, "found": True, "source or reason": data.relative_source(ds.source, root)})
         except (FileNotFoundError, ValueError) as e:
-            rows.append({"dataset": name, "found": False, "source or reason": pages.relative_source(str(e), root)})
+            rows.append({"dataset": name, "found": False, "source or reason": data.relative_source(str(e), root)})
     return pd.DataFrame(rows)
 
 

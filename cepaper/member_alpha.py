@@ -1,0 +1,228 @@
+"""Algorithm 1 on any member (Sec. 4.2, App. D): alpha fitted from Monte Carlo NTKs of ``factory(1, n)``
+through a fixed scalar read-out, the draws batched over a chunk with ``torch.func`` where the member allows it."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cepaper import fit, sweeps
+from cepaper._checks import positive_int
+from cepaper.factories import FAN_IN_LAYERS, _choice, _output, build, check_input_shape, member_fan_ins
+
+READOUTS = ("center", "mean", "random")
+
+
+def member_inputs(input_shape, count=2, corr=0.5, seed=0, dtype=torch.float32):
+    """Inputs ``x_k = sqrt(corr) g_0 + sqrt(1 - corr) g_k``, ``g`` i.i.d. N(0, 1): shape ``(count, *input_shape)``
+    (the draw of :func:`cepaper.models.blocks.block_inputs` and :func:`cepaper.sweeps.mlp_inputs`)."""
+    shape, count = check_input_shape(input_shape), positive_int("count", count)
+    if not 0.0 <= float(corr) <= 1.0:
+        raise ValueError(f"corr must be in [0, 1], got {corr!r}")
+    z = torch.randn((count + 1,) + shape, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
+    return (math.sqrt(corr) * z[:1] + math.sqrt(1.0 - corr) * z[1:]).to(dtype)
+
+
+def readout_vector(kind, out_shape, seed=0, dtype=torch.float32):
+    """Unit read-out ``v`` of shape ``out_shape = (C, *spatial)`` making ``f = <v, out>`` scalar.
+
+    ``"center"``: channel 0 at the centre of every spatial axis (index ``s // 2``); ``"mean"``: all
+    entries equal; ``"random"``: a fixed Gaussian direction drawn with ``seed``. For ``(C, H, H)`` this
+    is :func:`cepaper.models.blocks.readout_vector`.
+    """
+    _choice("readout", kind, READOUTS)
+    shape = tuple(positive_int("output shape entry", s) for s in out_shape) or (1,)
+    if kind == "mean":
+        v = torch.ones(shape, dtype=torch.float64)
+    elif kind == "center":
+        v = torch.zeros(shape, dtype=torch.float64)
+        v[(0,) + tuple(s // 2 for s in shape[1:])] = 1.0
+    else:
+        v = torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
+    return (v / v.norm()).to(dtype)
+
+
+class Readout(nn.Module):
+    """``f(x) = <v, member(x)>`` per example: ``(N, *input_shape) -> (N,)`` (a scalar member for the NTK)."""
+
+    def __init__(self, member, v):
+        super().__init__()
+        self.member = member
+        self.register_buffer("v", v)
+
+    def forward(self, x):
+        out = _output(self.member, x)
+        if tuple(out.shape[1:]) != tuple(self.v.shape) and not (out.ndim == 1 and self.v.numel() == 1):
+            raise ValueError(f"module: the member's output per example must have shape {tuple(self.v.shape)} "
+                             f"at every width, got {tuple(out.shape[1:])}")
+        return (out.reshape(len(x), -1) * self.v.reshape(1, -1)).sum(1)
+
+
+def member_draw(factory, n, generator, v):
+    """One draw of the scalar member: ``factory(1, n)`` built under a CPU seed taken from ``generator``
+    (the factory's own initialization), in eval mode (BatchNorm uses its running statistics, at
+    initialization the identity up to ``eps``; no dropout), wrapped by :class:`Readout` with ``v``."""
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=generator.device).item())
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)    # the CPU generator only (torch.manual_seed also seeds
+        member = build(factory, 1, n)                # every accelerator: most of a small draw's time)
+    return Readout(member, v).to(generator.device).eval()
+
+
+#: float32 working memory per chunk of :func:`member_ntk_sampler` (floats): small enough to stay in cache,
+#: where the batched path beats one NTK per draw (measured in ``benchmarks/design_alpha.py``).
+MEMBER_CHUNK_FLOATS = 2 ** 23
+
+
+MEMBER_CHUNK_MAX = 256
+
+
+def _split_state(members):
+    """Trainable parameters and the rest (frozen parameters, buffers) of ``members``, stacked over draws."""
+    from torch.func import stack_module_state
+    params, buffers = stack_module_state(members)
+    trainable = {k for k, p in members[0].named_parameters() if p.requires_grad}
+    rest = {k: v for k, v in params.items() if k not in trainable}
+    return {k: v.detach() for k, v in params.items() if k in trainable}, {**rest, **buffers}
+
+
+def batched_member_ntk(members, x):
+    """NTKs of draws of one scalar member at once: ``torch.func`` ``vmap`` over the draws' stacked weights.
+
+    Every draw is ``K_t = J_t J_t^T``, ``J_t = d f_t(x_i) / d theta_t`` over the trainable parameters (the
+    per-draw :func:`cepaper.ntk.jacobian_ntk`); the ``vmap`` over draws turns each layer into one batched
+    (grouped) call, as :class:`cepaper.models.blocks.BottleneckDraws` does by hand for the Fig. 5 block.
+
+    Args:
+        members: ``T`` modules of identical structure, each mapping ``(N, ...)`` to ``(N,)`` (e.g. :class:`Readout`).
+        x: inputs ``(N, ...)``.
+    Returns:
+        tensor ``(T, N, N)``.
+    """
+    from torch.func import functional_call, grad, vmap
+    params, rest = _split_state(members)
+    if not params:
+        raise ValueError(f"module: {type(members[0]).__name__} has no trainable weights: its NTK is zero")
+    base = members[0]
+
+    def f(p, b, xi):
+        return functional_call(base, (p, b), (xi.unsqueeze(0),)).reshape(())
+
+    def kernel(p, b):
+        j = vmap(grad(f), in_dims=(None, None, 0))(p, b, x)
+        return sum(a @ a.T for a in (v.flatten(1) for v in j.values()))   # sum_p J_p J_p^T, out of place (vmap)
+
+    return vmap(kernel)(params, rest)
+
+
+def member_ntk_sampler(factory, n, x, v, method="batched"):
+    """Sampler of the member's NTK for :func:`cepaper.montecarlo.mc_samples` (Algorithm 1, lines 3-5).
+
+    ``sample(t, generator)`` draws ``t`` members :func:`member_draw` ``(factory, n, generator, v)`` in turn
+    (the same draws, in the same order, whatever ``method``) and returns their NTKs on ``x``:
+    ``"batched"`` by :func:`batched_member_ntk`, ``"loop"`` one :func:`cepaper.ntk.jacobian_ntk` per draw.
+    A member that ``torch.func`` cannot transform (``.item()``, data-dependent control flow) falls back, with a
+    warning, to one :func:`cepaper.ntk.naive_ntk` per draw (plain autograd, one backward per input).
+
+    Returns:
+        a callable ``(t, generator) -> (t, N, N)``.
+    """
+    from cepaper import ntk
+    _choice("method", method, ("batched", "loop"))
+    state = {"method": method}
+
+    def sample(t, generator):
+        members = [member_draw(factory, n, generator, v) for _ in range(t)]
+        xd = x.to(generator.device)
+        if state["method"] == "batched":
+            try:
+                return batched_member_ntk(members, xd).detach()
+            except (RuntimeError, NotImplementedError) as e:       # torch.func cannot transform this member
+                import warnings
+                warnings.warn(f"module: the member of width {n} cannot be batched over draws by torch.func.vmap "
+                              f"({type(e).__name__}: {str(e)[:120]}); one NTK per draw by autograd instead")
+                state["method"] = "naive"
+        how = "jacobian" if state["method"] == "loop" else "naive"
+        return torch.stack([ntk.empirical_ntk(m, xd, method=how).detach() for m in members])
+
+    return sample
+
+
+def member_chunk(member, x):
+    """Draws per chunk of :func:`member_ntk_sampler`: one draw's weights, their gradients at each input and
+    its activations on ``x`` (every submodule's output, measured on ``member``), within
+    :data:`MEMBER_CHUNK_FLOATS`, at most :data:`MEMBER_CHUNK_MAX` (it depends on the member, never on the
+    device)."""
+    sizes = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: sizes.append(o.numel() if torch.is_tensor(o) else 0))
+             for m in member.modules()]
+    try:
+        with torch.no_grad():
+            member(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    per = (len(x) + 2) * sum(q.numel() for q in member.parameters()) + 3 * sum(sizes)
+    return int(min(MEMBER_CHUNK_MAX, max(1, MEMBER_CHUNK_FLOATS // per)))
+
+
+def fit_member_alpha(factory: Callable[[int, int], nn.Module], input_shape: Sequence[int],
+                     widths: Sequence[int] = (4, 8, 16, 32), trials: int = 100, seed: int = 0,
+                     readout: str = "center",
+                     layers: str = "all", entry: str = "diag", corr: float = 0.5, input_seed: int = 0,
+                     intercept: bool = True, n_boot: int = 200, level: float = 0.95, device: str = "cpu",
+                     progress: bool = True, weighted: bool = False, threads: int = 1,
+                     checkpoint: str | Path | None = None, name: str | None = None,
+                     method: str = "batched") -> dict:
+    """Algorithm 1 on the member ``factory(1, n)``: alpha (Eq. 9) with its bootstrap interval.
+
+    Every draw is ``factory(1, n)`` with its own initialization (:func:`member_draw`), read out by
+    :func:`readout_vector` ``(readout)``; its NTK on two inputs (:func:`member_inputs`, correlation
+    ``corr``) comes from :func:`member_ntk_sampler` (``method``: ``"batched"`` over the draws of a chunk,
+    or ``"loop"``, one per draw; the same draws) via :func:`cepaper.sweeps.ntk_sweep`, ``s(n)`` from the
+    member's weight layers (:func:`member_fan_ins`, ``layers``), and the fit is :func:`cepaper.fit.sweep_result`.
+
+    Args:
+        widths: the member widths ``n``; trials: draws per width; seed: Monte Carlo seed.
+        readout: ``"center"``, ``"mean"`` or ``"random"``; entry: ``"diag"`` or ``"offdiag"``.
+        intercept, weighted, n_boot, level: as :func:`cepaper.fit.fit_alpha`; progress: a tqdm bar over widths.
+        threads: CPU threads of the Monte Carlo; checkpoint: a folder keeping finished widths, with
+            ``name`` identifying the factory (its code is not hashed; the read-out and inputs are).
+        method: ``"batched"`` (default; falls back to ``"loop"`` for a member ``vmap`` cannot batch) or ``"loop"``.
+    Returns:
+        :func:`cepaper.fit.sweep_result`'s dict (``alpha``, ``alpha_ci``, ``C``, ``fits``, ...) plus
+        ``readout`` and ``input_shape``.
+    """
+    _choice("readout", readout, READOUTS)
+    _choice("layers", layers, FAN_IN_LAYERS)
+    _choice("entry", entry, fit.ENTRIES)
+    widths = sweeps.check_widths(widths)
+    shape = check_input_shape(input_shape)
+    x = member_inputs(shape, 2, corr, input_seed)
+    with torch.no_grad():
+        out = _output(build(factory, 1, widths[0]), x)
+    v = readout_vector(readout, tuple(out.shape[1:]), input_seed)
+    if checkpoint is not None and not name:
+        raise ValueError("checkpoint: a checkpointed fit needs a name that identifies the factory")
+    terms, chunks = [], {}
+    for n in widths:
+        probe = member_draw(factory, n, torch.Generator().manual_seed(0), v)
+        terms.append(sweeps.sum_inv_fan_in(member_fan_ins(probe.member), layers))
+        if not any(p.requires_grad for p in probe.parameters()):
+            raise ValueError(f"module: factory(1, {n}) has no trainable weights: its NTK is zero")
+        chunks[n] = member_chunk(probe, x)
+    label = f"{name or 'factory'}|readout={readout}|input_shape={list(shape)}|corr={corr}|input_seed={input_seed}"
+    settings = {"module": label, "layers": layers, "x": x.double().sum().item(), "sampler": method}
+    start = time.perf_counter()
+    samples = sweeps.ntk_sweep(lambda n: member_ntk_sampler(factory, n, x.to(device), v, method), widths, trials,
+                            seed, chunks.get, device, checkpoint, settings, progress=progress, threads=threads)
+    sweep = {"module": name or "factory", "options": {"layers": layers}, "widths": list(widths), "terms": terms,
+             "trials": int(trials), "seed": int(seed), "device": str(device),
+             "seconds": round(time.perf_counter() - start, 3), "samples": samples}
+    res = fit.sweep_result(sweep, entry, intercept, weighted, n_boot=n_boot, level=level)
+    return {**res, "readout": readout, "input_shape": list(shape)}
