@@ -64,6 +64,8 @@ def test_bootstrap_interval():
     assert again(3) == again(3) != again(4)                            # the seed fixes the resamples
     one = stats.bootstrap_correlation([[1.0], [2.0], [4.0]], [1, 2, 3], n_boot=20)  # one repetition per model
     assert one["lo"] == one["hi"] == pytest.approx(np.corrcoef([1, 2, 4], [1, 2, 3])[0, 1])
+    mixed = stats.bootstrap_correlation([[1.0], [2.0, 2.0], [4.0, 4.0, 4.0]], [1, 2, 3], n_boot=20)  # one value stays
+    assert mixed["lo"] == pytest.approx(mixed["value"]) and mixed["hi"] == pytest.approx(mixed["value"])
 
 
 # ------------------------------------------------------------------------------------------ calibration
@@ -135,6 +137,7 @@ def test_permutation_pvalue_by_enumeration():
     assert not exact and p == 1 / 1000                  # (1 + no ordering reaches |r| = 1) / (1 + 999)
     assert stats.permutation_pvalue(np.arange(8.0), np.arange(8.0))[1]          # 8 = max_exact: exact
     assert not stats.permutation_pvalue(np.arange(9.0), np.arange(9.0))[1]      # 9: random orderings
+    assert stats.permutation_pvalue(x, y, max_exact=3, n_perm=200) == (pytest.approx(hits / 120), True)  # 200 >= 5!
 
 
 def test_random_orderings_estimate_the_exact_pvalue():
