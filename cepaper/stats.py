@@ -1,34 +1,21 @@
-"""Small statistics shared by the sections: Student's t quantiles for confidence intervals."""
+"""Small statistics shared by the sections, on top of :mod:`scipy.stats`: Student's t quantiles,
+correlations along the last axis, a percentile bootstrap of a correlation over k samples and a
+permutation p-value."""
 
 import math
 
 import numpy as np
+from scipy import stats as sps
 
 from cepaper._checks import positive_int
 
 
 def t_quantile(p, dof):
-    """Quantile ``p`` in (0.5, 1) of Student's t distribution with ``dof`` >= 1 degrees of freedom
-    (bisection on the CDF, itself a Simpson integral of the density; abs. error < 1e-6)."""
+    """Quantile ``p`` in (0.5, 1) of Student's t distribution with ``dof`` >= 1 degrees of freedom."""
     dof = positive_int("dof", dof)
     if not 0.5 < p < 1:
         raise ValueError(f"p must be in (0.5, 1), got {p!r}")
-    logc = math.lgamma((dof + 1) / 2) - math.lgamma(dof / 2) - 0.5 * math.log(dof * math.pi)
-
-    def cdf(t):  # substitute u = atan(s) on [0, t] to tame the heavy tail
-        u = np.linspace(0.0, math.atan(t), 2001)
-        s = np.tan(u)
-        f = np.exp(logc - (dof + 1) / 2 * np.log1p(s * s / dof)) * (1 + s * s)
-        h = u[1] - u[0]
-        return 0.5 + h / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum())
-
-    lo, hi = 0.0, 1.0
-    while cdf(hi) < p:
-        hi *= 2
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if cdf(mid) < p else (lo, mid)
-    return (lo + hi) / 2
+    return float(sps.t.ppf(p, dof))
 
 
 # ------------------------------------------------------------------------------------------ correlation
@@ -42,7 +29,8 @@ def _pair(x, y):
 
 def pearson(x, y):
     """Pearson correlation along the last axis: ``(..., k)`` with ``(k,)`` or ``(..., k)`` -> ``(...)``
-    (NaN where one side is constant)."""
+    (NaN where one side is constant). ``scipy.stats.pearsonr`` gives the same statistic, but always
+    computes its p-value too, 95% of its time, so the resampling loops below use this one."""
     x, y = _pair(x, y)
     xc, yc = x - x.mean(-1, keepdims=True), y - y.mean(-1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -51,10 +39,7 @@ def pearson(x, y):
 
 def ranks(x):
     """Ranks ``1..k`` along the last axis, ties sharing their average rank: ``(..., k)`` -> ``(..., k)``."""
-    x = np.asarray(x, dtype=float)
-    below = (x[..., None, :] < x[..., :, None]).sum(-1)
-    ties = (x[..., None, :] == x[..., :, None]).sum(-1)
-    return below + (ties + 1) / 2.0
+    return sps.rankdata(np.asarray(x, dtype=float), method="average", axis=-1)
 
 
 def spearman(x, y):
@@ -77,7 +62,8 @@ def bootstrap_correlation(samples, v, method="pearson", n_boot=2000, level=0.95,
 
     ``samples``: ``k`` 1-d arrays (e.g. the test errors of a model's repetitions). Each bootstrap
     draw resamples every sample with replacement, independently, and correlates the ``k`` means with
-    ``v``. Returns ``{"value", "lo", "hi", "level", "n_boot"}``.
+    ``v`` (``scipy.stats.bootstrap``, ``method="percentile"``). Returns
+    ``{"value", "lo", "hi", "level", "n_boot"}``.
     """
     corr = _correlation(method)
     n_boot = positive_int("n_boot", n_boot)
@@ -86,26 +72,37 @@ def bootstrap_correlation(samples, v, method="pearson", n_boot=2000, level=0.95,
     samples = [np.asarray(s, dtype=float).ravel() for s in samples]
     if any(len(s) < 1 for s in samples):
         raise ValueError("every sample needs at least one value")
-    rng = np.random.default_rng(seed)
-    boots = np.stack([s[rng.integers(len(s), size=(n_boot, len(s)))].mean(1) for s in samples], axis=1)
-    r = corr(boots, v)
-    lo, hi = np.nanquantile(r, [(1 - level) / 2, (1 + level) / 2])
-    return {"value": float(corr(np.array([s.mean() for s in samples]), v)), "lo": float(lo), "hi": float(hi),
-            "level": level, "n_boot": n_boot}
+    means = np.array([s.mean() for s in samples])
+    value = float(corr(means, v))
+    spread = [i for i, s in enumerate(samples) if len(s) > 1]      # one value resamples to itself
+    if not spread:
+        return {"value": value, "lo": value, "hi": value, "level": level, "n_boot": n_boot}
+
+    def statistic(*resampled, axis=-1):                            # (..., r_i) each -> (...)
+        m = np.broadcast_to(means, resampled[0].shape[:-1] + means.shape).copy()
+        m[..., spread] = np.stack([s.mean(axis) for s in resampled], axis=-1)
+        return corr(m, v)
+
+    res = sps.bootstrap([samples[i] for i in spread], statistic, n_resamples=n_boot, vectorized=True,
+                        paired=False, confidence_level=level, alternative="two-sided", method="percentile",
+                        rng=np.random.default_rng(seed))
+    lo, hi = res.confidence_interval
+    return {"value": value, "lo": float(lo), "hi": float(hi), "level": level, "n_boot": n_boot}
 
 
 def permutation_pvalue(x, y, method="spearman", max_exact=8, n_perm=20000, seed=0):
     """Two-sided permutation p-value of the correlation of ``x`` and ``y`` (k,) under "no association":
     the share of orderings of ``y`` whose ``|correlation|`` reaches the observed one. Exact (all
-    ``k!`` orderings) when ``k <= max_exact``, else ``n_perm`` random ones (``(1 + hits) / (1 + n_perm)``).
-    Returns ``(p, exact)``."""
+    ``k!`` orderings) when ``k <= max_exact``, else ``n_perm`` random ones (``(1 + hits) / (1 + n_perm)``;
+    scipy enumerates all ``k!`` instead when ``n_perm >= k!``). ``scipy.stats.permutation_test``
+    with ``permutation_type="pairings"``. Returns ``(p, exact)``."""
     corr = _correlation(method)
     x, y = _pair(x, y)
-    observed = abs(corr(x, y)) - 1e-12
-    if len(y) <= max_exact:
-        import itertools
-        perms = np.array(list(itertools.permutations(range(len(y)))))
-        return float((np.abs(corr(x, y[perms])) >= observed).mean()), True
-    n_perm = positive_int("n_perm", n_perm)
-    perms = np.random.default_rng(seed).permuted(np.tile(np.arange(len(y)), (n_perm, 1)), axis=1)
-    return float((1 + (np.abs(corr(x, y[perms])) >= observed).sum()) / (1 + n_perm)), False
+    if corr is spearman:                         # the ranks of an ordering of y are that ordering of its ranks
+        corr, x, y = pearson, ranks(x), ranks(y)
+    k = len(y)
+    n = math.factorial(k) if k <= max_exact else positive_int("n_perm", n_perm)
+    res = sps.permutation_test((y,), lambda yy, axis=-1: np.abs(corr(x, yy)), permutation_type="pairings",
+                               vectorized=True, n_resamples=n, alternative="greater",
+                               rng=np.random.default_rng(seed))
+    return float(res.pvalue), n >= math.factorial(k)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cepaper import search
 from cepaper._checks import positive_int
 from cepaper.models.mlp import CollegialMLP
 from cepaper.training import spine
@@ -108,16 +109,15 @@ def sum_inv_fan_in(fans, layers="all"):
 
 
 def bottleneck_term(n, n_in=256):
-    """``s(n) = 1/n_in + 1/(9n) + 1/n``: the three convs of the Fig. 5 block (as :mod:`cepaper.search`)."""
-    return sum_inv_fan_in((n_in, 9 * positive_int("n", n), n), "all")
+    """``s(n) = 1/n_in + 1/(9n) + 1/n``: the three convs of the Fig. 5 block, from
+    :meth:`cepaper.search.Bottleneck.sum_inv_fan_in` (the design's own formula)."""
+    return float(search.Bottleneck(w_in=n_in).sum_inv_fan_in(positive_int("n", n)))
 
 
 def mlp_term(n, depth=6, n_in=784):
-    """``s(n) = (L - 1)/n``: the hidden layers of the ``L = depth`` weight-layer MLP (as :mod:`cepaper.search`)."""
-    depth = positive_int("depth", depth)
-    if depth < 2:
-        raise ValueError(f"depth must be >= 2 weight layers (one hidden layer), got {depth}")
-    return sum_inv_fan_in((n_in,) + (positive_int("n", n),) * (depth - 1), "hidden")
+    """``s(n) = (L - 1)/n``: the hidden layers of the ``L = depth`` weight-layer MLP, from
+    :meth:`cepaper.search.MLP.sum_inv_fan_in` (the design's own formula)."""
+    return float(search.MLP(n_in, depth).sum_inv_fan_in(positive_int("n", n)))
 
 
 def width_seed(seed, width):

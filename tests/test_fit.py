@@ -201,6 +201,12 @@ def test_terms_are_the_designs():
     for n in (1, 7, 64):
         assert sweeps.bottleneck_term(n) == pytest.approx(search.Bottleneck().sum_inv_fan_in(n))
         assert sweeps.mlp_term(n, depth=6) == pytest.approx(search.MLP(784, 6).sum_inv_fan_in(n))
+    assert sweeps.bottleneck_term(10, n_in=16) == pytest.approx(1 / 16 + 1 / 90 + 1 / 10, rel=1e-15)  # n_in passed on
+    assert sweeps.mlp_term(4, depth=3, n_in=16) == pytest.approx(2 / 4, rel=1e-15)   # depth passed on; input layer out
+    with pytest.raises(ValueError, match="^n must be an integer >= 1, got 0"):
+        sweeps.mlp_term(0)
+    with pytest.raises(ValueError, match="^depth must be >= 2"):
+        sweeps.mlp_term(4, depth=1)
     assert sweeps.sum_inv_fan_in((256, 9, 1), "hidden") == pytest.approx(1 / 9 + 1)
     with pytest.raises(ValueError, match="no layer enters"):
         sweeps.sum_inv_fan_in((10,), "hidden")

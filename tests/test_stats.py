@@ -64,6 +64,8 @@ def test_bootstrap_interval():
     assert again(3) == again(3) != again(4)                            # the seed fixes the resamples
     one = stats.bootstrap_correlation([[1.0], [2.0], [4.0]], [1, 2, 3], n_boot=20)  # one repetition per model
     assert one["lo"] == one["hi"] == pytest.approx(np.corrcoef([1, 2, 4], [1, 2, 3])[0, 1])
+    mixed = stats.bootstrap_correlation([[1.0], [2.0, 2.0], [4.0, 4.0, 4.0]], [1, 2, 3], n_boot=20)  # one value stays
+    assert mixed["lo"] == pytest.approx(mixed["value"]) and mixed["hi"] == pytest.approx(mixed["value"])
 
 
 # ------------------------------------------------------------------------------------------ calibration
@@ -109,16 +111,16 @@ def correlation_calibration(reps=300, k=6, r=40, sigma=0.5, n_boot=1000, level=0
 def test_bootstrap_interval_is_calibrated():
     """Width and each half of the interval match the correlation's sampling distribution (measured 0.97,
     0.98 and 0.96: resampling r values shrinks the spread by about sqrt((r - 1) / r); the noise of each
-    ratio over 300 replicates is about 1%), so a 90% interval labelled 95% (width 0.84) fails, and so
-    does a lower end at the 1.7% quantile instead of 2.5% (lower half 1.06)."""
+    ratio over 300 replicates is about 1%), so a 90% interval labelled 95% (width 0.81) fails, and so
+    does a one-sided interval, whose lower end is the 5% quantile instead of 2.5% (lower half 0.82)."""
     width, lower, upper = correlation_calibration()
     assert 0.92 < width < 1.08, width
     assert 0.9 < lower < 1.04 and 0.9 < upper < 1.04, (lower, upper)
 
 
 @pytest.mark.parametrize("old, new, index, bound", [
-    ("[(1 - level) / 2, (1 + level) / 2]", "[1 - level, level]", 0, 0.9),
-    ("[(1 - level) / 2, (1 + level) / 2]", "[(1 - level) / 3, (1 + level) / 2]", 1, 1.04),
+    ("confidence_level=level", "confidence_level=2 * level - 1", 0, 0.9),
+    ('alternative="two-sided"', 'alternative="greater"', 1, 0.9),
 ])
 def test_calibration_detects_a_wrong_quantile(plant, old, new, index, bound):
     plant(stats, "bootstrap_correlation", old, new)
@@ -135,6 +137,7 @@ def test_permutation_pvalue_by_enumeration():
     assert not exact and p == 1 / 1000                  # (1 + no ordering reaches |r| = 1) / (1 + 999)
     assert stats.permutation_pvalue(np.arange(8.0), np.arange(8.0))[1]          # 8 = max_exact: exact
     assert not stats.permutation_pvalue(np.arange(9.0), np.arange(9.0))[1]      # 9: random orderings
+    assert stats.permutation_pvalue(x, y, max_exact=3, n_perm=200) == (pytest.approx(hits / 120), True)  # 200 >= 5!
 
 
 def test_random_orderings_estimate_the_exact_pvalue():
