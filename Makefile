@@ -12,7 +12,7 @@ export CEPAPER_DATA ?= $(SHARED_DATA)
 endif
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install book run test test-unit test-notebooks browser-deps mutate clean
+.PHONY: install book run test lint test-unit test-notebooks browser-deps mutate clean
 .DEFAULT_GOAL := book
 
 install: $(STAMP)
@@ -30,7 +30,11 @@ run: install
 	$(BIN)/cepaper run --profile $(PROFILE)
 
 test: book browser-deps
-	$(MAKE) --no-print-directory test-unit test-notebooks
+	$(MAKE) --no-print-directory lint test-unit test-notebooks
+
+# ruff ([tool.ruff] in pyproject.toml): lint before the tests, so a failing check stops `make test` early.
+lint: install
+	$(BIN)/ruff check .
 
 test-unit: install
 	$(BIN)/python -m pytest tests -q

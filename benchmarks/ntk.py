@@ -74,7 +74,8 @@ def ntk_timings(depth, n, n_points, repeats, slow_repeats):
 
 
 def draw_weights(n_in, widths, draws, chunk, seed=0):
-    """The weights :func:`cepaper.montecarlo.mc_moments` draws for :func:`cepaper.montecarlo.mlp_ntk_sampler`, and nothing
+    """The weights :func:`cepaper.montecarlo.mc_moments` draws for
+    :func:`cepaper.montecarlo.mlp_ntk_sampler`, and nothing
     else: one ``CollegialMLP`` of ``t`` members per chunk, from the Monte Carlo's generator, in the
     sampler's two random streams (parallel threads). Yields the models (the floor of the Monte Carlo)."""
     g = torch.Generator().manual_seed(int(seed))

@@ -10,42 +10,17 @@ file and says what to do, never a traceback. A notebook that fails exits with st
 
 import argparse
 import errno
-import json
-import math
 import os
 import signal
 import sys
 
-
-class UsageError(ValueError):
-    """Bad command-line input: printed as ``cepaper: error: ...`` with exit status 2."""
+from cepaper import cli_design
+from cepaper.cli_args import NO_GPU, UsageError, _cli_type, _config_arg, _nonneg_int_arg, _positive_int_arg, emit
 
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised as an exception so that cleanup runs as for Ctrl-C (staging folders removed,
     locks released, child processes stopped)."""
-
-
-def _plain(x, where="result"):
-    """``x`` as plain JSON values: numpy scalars and arrays converted, NaN (an undefined value, e.g.
-    the standard error of a single run) as ``None``; an infinity is a ``ValueError`` naming the field."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v, f"{where}.{k}") for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(x)]
-    if hasattr(x, "tolist"):  # numpy arrays and scalars
-        return _plain(x.tolist(), where)
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, float) and math.isinf(x):
-        raise ValueError(f"{where} is {x}: the computation overflowed; the inputs are outside what it can represent")
-    return x
-
-
-def emit(args, payload, text):
-    """Print ``payload`` as JSON with ``--json`` (strict JSON: no NaN or Infinity, see :func:`_plain`),
-    else the human-readable ``text``."""
-    print(json.dumps(_plain(payload), indent=1, allow_nan=False) if getattr(args, "json", False) else text)
 
 
 REUSE_HELP = ("execute nothing: use the executed notebooks stored with the results "
@@ -83,71 +58,12 @@ def _add_book(sub):
     p.set_defaults(func=book)
 
 
-# --- argument types shared by the commands -------------------------------------------------------
-
-
-def _cli_type(convert):
-    """An argparse ``type`` from a converter that raises ``ValueError``: argparse then exits with
-    status 2 and ``argument --NAME: <message>``."""
-    def parse(text):
-        try:
-            return convert(text)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    parse.__name__ = getattr(convert, "__name__", "value")
-    return parse
-
-
-def _positive_int_arg(text):
-    if not text.strip().isdigit() or int(text) < 1:
-        raise ValueError(f"must be an integer >= 1, got {text!r}")
-    return int(text)
-
-
-def _nonneg_int_arg(text):
-    if not text.strip().isdigit():
-        raise ValueError(f"must be an integer >= 0, got {text!r}")
-    return int(text)
-
-
-def _positive_float_arg(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"must be a number > 0, got {text!r}")
-    return value
-
-
-def _trials_arg(text):
-    if not text.strip().isdigit() or int(text) < 2:
-        raise ValueError(f"must be an integer >= 2 (a variance needs two draws), got {text!r}")
-    return int(text)
-
-
-NO_GPU = "pass --device cpu, or run on a machine with a GPU"
-
-
-def _config_arg(text):
-    from cepaper import complexity
-    return complexity.format_config(*complexity.parse_config(text))
-
-
-def _shape_arg(text):
-    parts = [t.strip() for t in text.split(",") if t.strip()]
-    if not parts or not all(t.isdigit() and int(t) >= 1 for t in parts):
-        raise ValueError(f"must be comma-separated integers >= 1 such as 256,32,32, got {text!r}")
-    return tuple(int(t) for t in parts)
-
-
 # --- `cepaper train` (Sec. 4.2, App. A: one ResNeXt with the paper's recipe) --------------------------
 
 
 def _add_train(sub):
     from cepaper import complexity
-    from cepaper.training import grids
-    from cepaper.training import recipes
+    from cepaper.training import grids, recipes
     p = sub.add_parser("train", help="train one ResNeXt with a paper recipe (Sec. 4.2, App. A); resumable")
     pos_int = _cli_type(_positive_int_arg)
     p.add_argument("--arch", required=True, choices=[a for a in complexity.ARCHS if a.startswith("resnext")])
@@ -167,13 +83,14 @@ def _add_train(sub):
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    p.add_argument("--workers", type=_cli_type(_nonneg_int_arg), default=8, help="DataLoader workers (ImageNet folders)")
+    p.add_argument("--workers", type=_cli_type(_nonneg_int_arg), default=8,
+                   help="DataLoader workers (ImageNet folders)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     def train(args):
         from cepaper import data
-        from cepaper.sections import paper
         from cepaper.book import results
+        from cepaper.sections import paper
         from cepaper.training import spine
         if (args.arch in ("resnext50", "resnext101")) != (args.dataset == "imagenet"):
             raise UsageError(f"--arch {args.arch} does not fit --dataset {args.dataset}: resnext50/101 are the "
@@ -196,13 +113,15 @@ def _add_train(sub):
                                       progress=True)
         last = paper.STATISTICS[run.section]["last_epochs"]
         summ = grids.grid_summary(records, last=last)
-        name = f"train_{args.dataset}_{args.arch}_{args.config}_{rec}_e{args.epochs or 'all'}_s{args.seed}-{args.seed + args.runs - 1}"
+        name = (f"train_{args.dataset}_{args.arch}_{args.config}_{rec}_e{args.epochs or 'all'}"
+                f"_s{args.seed}-{args.seed + args.runs - 1}")
         run.save(name, {"records": records, "summary": summ.to_dict("records")}, table=summ)
         r = summ.iloc[0]
         payload = {"summary": summ.to_dict("records"), "saved": str(run.dir / f"{name}.json")}
         text = (f"{args.arch} {args.config} on {args.dataset} ({tr.source}), recipe {rec}, {int(r.runs)} run(s): "
                 f"top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}% ("
-                + ("final epoch" if last == 1 else f"mean of the last {last} epochs") + f")\nsaved to {payload['saved']}")
+                + ("final epoch" if last == 1 else f"mean of the last {last} epochs")
+                + f")\nsaved to {payload['saved']}")
         emit(args, payload, text)
     p.set_defaults(func=train)
 
@@ -234,7 +153,6 @@ def _load_split(data, args, split, n, flag):
 def commands():
     """The ``_add_<name>`` of every subcommand, in ``--help`` order (params, design and fit-alpha are
     :mod:`cepaper.cli_design`)."""
-    from cepaper import cli_design
     return [_add_run, _add_book, cli_design.add_params, cli_design.add_design, cli_design.add_fit_alpha, _add_train]
 
 

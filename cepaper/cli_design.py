@@ -4,8 +4,9 @@ of any factory ``--module FILE:FUNC``."""
 
 import os
 
-from cepaper.cli import (NO_GPU, UsageError, _cli_type, _config_arg, _nonneg_int_arg, _positive_float_arg,
-                         _positive_int_arg, _shape_arg, _trials_arg, emit)
+from cepaper.cli_args import (NO_GPU, UsageError, _cli_type, _config_arg, _nonneg_int_arg, _positive_float_arg,
+                              _positive_int_arg, _shape_arg, _trials_arg, emit)
+
 
 def _alpha_arg(text):
     return "fit" if text.strip() == "fit" else _positive_float_arg(text)
@@ -52,8 +53,7 @@ def _fitted_module_alpha(spec):
 
 def _module_args(args, baseline):
     """``--module`` instead of ``--arch``: the loaded factory, its ``(m, n)`` and a ``FactoryModule``."""
-    from cepaper import factories
-    from cepaper import generic
+    from cepaper import factories, generic
     if args.arch is not None:
         raise UsageError("give either --arch or --module, not both")
     given = [k for k, v in (("--classes", args.classes), ("--resolution", args.resolution), ("--depth", args.depth),
@@ -173,7 +173,8 @@ def add_design(sub):
                    help="alpha of Eq. 9: a number, or 'fit' for the last `cepaper fit-alpha` (else the paper "
                         "profile's fit) in the results store; with --module, the last `cepaper fit-alpha --module` "
                         "of that factory (default: the paper's 1.60; for mlp 3.63, Fig. 3's)")
-    p.add_argument("--rounding", default="nearest", choices=search.ROUNDINGS, help="integer m rule (Algorithm 2 step 6)")
+    p.add_argument("--rounding", default="nearest", choices=search.ROUNDINGS,
+                   help="integer m rule (Algorithm 2 step 6)")
     p.add_argument("--n", type=_cli_type(_positive_int_arg),
                    help="evaluate this width instead of the optimum (a model on the curve)")
     p.add_argument("--curve", action="store_true", help="add the whole curve over n")
@@ -216,7 +217,8 @@ def _format_module_design(r):
     rows = [("module", r["module"]), ("baseline", r["baseline"]),
             ("objective", f"{r['objective']} ({r['budget']} budget)"),
             ("alpha", f"{r['alpha']:.3g} ({r['alpha_source']})"), ("optimum n", r["n"]),
-            ("ensemble", f"{r['config']}  (m = {r['m']}, continuous m = {r['m_exact']:.2f}, curve m = {r['m_curve']:.2f})"),
+            ("ensemble", f"{r['config']}  (m = {r['m']}, continuous m = {r['m_exact']:.2f}, "
+                         f"curve m = {r['m_curve']:.2f})"),
             ("params", f"{r['params']:,} vs baseline {r['baseline_params']:,}"),
             (f"rho ({r['budget']})", f"{r['rho']:.3f}"),
             ("Var(K) ratio", f"{r['var_ratio']:.3f} (ensemble / baseline)"),
@@ -234,7 +236,8 @@ def _format_design(r):
     rows = [("arch", r["arch"]), ("baseline", r["baseline"]), ("objective", f"{r['objective']} ({budget} budget)"),
             ("alpha", f"{r['alpha']:.3g} ({r['alpha_source']})"),
             ("optimum n", f"{r['n_optimum']}" + ("" if r["n"] == r["n_optimum"] else f" (evaluated at n = {r['n']})")),
-            ("ensemble", f"{r['config']}  (m = {r['m']}, continuous m = {r['m_exact']:.2f}, curve m = {r['m_curve']:.2f})"),
+            ("ensemble", f"{r['config']}  (m = {r['m']}, continuous m = {r['m_exact']:.2f}, "
+                         f"curve m = {r['m_curve']:.2f})"),
             ("params", f"{r['params']:,} vs baseline {r['baseline_params']:,}"),
             (f"flops ({r['flops_convention']})", f"{r['flops']:,} vs baseline {r['baseline_flops']:,}"),
             (f"rho ({budget})", f"{r['rho']:.3f}"),
@@ -320,9 +323,9 @@ def add_fit_alpha(sub):
 
 
 def _fit_factory_alpha(args):
-    """`cepaper fit-alpha --module FILE:FUNC`: Algorithm 1 on the member factory(1, n) (member_alpha.fit_member_alpha)."""
-    from cepaper import factories
-    from cepaper import member_alpha
+    """`cepaper fit-alpha --module FILE:FUNC`: Algorithm 1 on the member factory(1, n)
+    (member_alpha.fit_member_alpha)."""
+    from cepaper import factories, member_alpha
     from cepaper.book import results
     from cepaper.training import spine
     if ":" not in args.module:

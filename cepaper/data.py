@@ -314,7 +314,8 @@ def _downsampled(name, root, split, download, n):
     if len(x) != len(y):
         raise ValueError(f"{cache_x} and {cache_y} disagree ({len(x)} images, {len(y)} labels); "
                          "delete them to rebuild the cache")
-    return Dataset(name, split, x[:n], y[:n], source=f"{folders} ({what}), cached in {cache_x.parent.relative_to(root)}")
+    return Dataset(name, split, x[:n], y[:n],
+                   source=f"{folders} ({what}), cached in {cache_x.parent.relative_to(root)}")
 
 
 IMAGENET_LAYOUTS = ("imagenet", "ILSVRC2012", "ILSVRC/Data/CLS-LOC")
@@ -344,7 +345,8 @@ def _imagenet(root, split, download, n):
         ds.samples = [ds.samples[i] for i in keep]
         ds.imgs, ds.targets = ds.samples, [ds.targets[i] for i in keep]
     what = "official training set" if split == "train" else "official validation set"
-    ds.name, ds.split, ds.source = "imagenet", split, f"{folder.relative_to(root)} in the data root ({what}, ImageFolder)"
+    ds.name, ds.split = "imagenet", split
+    ds.source = f"{folder.relative_to(root)} in the data root ({what}, ImageFolder)"
     return ds
 
 

@@ -185,7 +185,8 @@ def check_members(member, module, m, n):
         types1 = [(k, type(v).__name__) for k, v in member.named_modules()]
         types = [(k, type(v).__name__) for k, v in module.named_modules()]
         if types != types1:
-            diff = next(((a, b) for a, b in zip(types1, types) if a != b), (types1[len(types):] or types[len(types1):],))
+            diff = next(((a, b) for a, b in zip(types1, types) if a != b),
+                        (types1[len(types):] or types[len(types1):],))
             raise ValueError(f"{what}, but their layers differ: {diff[0]} at m = 1 vs "
                              f"{diff[1] if len(diff) > 1 else 'nothing'} at m = {m}")
         for k, s1 in shapes1.items():

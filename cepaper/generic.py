@@ -8,7 +8,7 @@ A *factory* ``factory(m, n) -> nn.Module`` builds the collegial module: ``m`` me
   (fan-in ``in_features``) and ``nn.Conv1d/2d/3d`` (fan-in ``weight.shape[1] * prod(kernel_size)``:
   input channels per group times the kernel area) enters, in registration order; norms, biases and
   other parameters do not (they have no fan-in). ``layers="hidden"`` drops the first weight layer
-  (the :class:`cepaper.search.MLP` convention, Prop. 1: the input layer's fan-in is fixed).
+  (the :class:`cepaper.search.MLPDesign` convention, Prop. 1: the input layer's fan-in is fixed).
 * ``beta(m, n)`` (Eq. 8, Eq. 15) is ``"params"``, the trainable parameters of ``factory(m, n)``
   (norms included); ``"flops"``, the count of ``torch.utils.flop_counter.FlopCounterMode`` over one
   forward pass on the example input (``2 x multiply-adds`` of convs and matmuls, nothing for norms,
@@ -17,7 +17,8 @@ A *factory* ``factory(m, n) -> nn.Module`` builds the collegial module: ``m`` me
 
 :class:`FactoryModule` is a module of :mod:`cepaper.search` (``sum_inv_fan_in``, ``cost``), so
 ``search.optimum`` reads its curves; :func:`curve` is ``search.curve`` with the latency budget too, and
-:func:`design_module` is Algorithm 2 (primal or dual, integer ``m`` of step 6). :func:`cepaper.member_alpha.fit_member_alpha`
+:func:`design_module` is Algorithm 2 (primal or dual, integer ``m`` of step 6).
+:func:`cepaper.member_alpha.fit_member_alpha`
 is Algorithm 1 on the member: Monte Carlo NTKs of ``factory(1, n)`` through a fixed read-out; the
 factories themselves (files, packages, torchvision) and their checks are :mod:`cepaper.factories`.
 """
@@ -34,16 +35,8 @@ from torch import nn
 from cepaper import complexity as cxm
 from cepaper import search, sweeps
 from cepaper._checks import nonneg_int, positive_float, positive_int
-from cepaper.factories import (
-    FAN_IN_LAYERS,
-    _choice,
-    _output,
-    build,
-    check_input_shape,
-    check_members,
-    member_fan_ins,
-    param_count,
-)
+from cepaper.factories import (FAN_IN_LAYERS, _choice, _output, build, check_input_shape, check_members, member_fan_ins,
+                               param_count)
 
 BUDGETS = ("params", "flops", "latency")
 

@@ -17,11 +17,11 @@ integer to ``m_d(n)``.
 
 Conventions (the defaults reproduce the paper's models; see notebook ``04_primal_dual``):
 
-* :class:`Bottleneck` (Fig. 5, ``n_in = n_out = 256``): all three convs enter the sum with fan-in
+* :class:`BottleneckDesign` (Fig. 5, ``n_in = n_out = 256``): all three convs enter the sum with fan-in
   = kernel area x input channels per group (``1/256 + 1/(9n) + 1/n``); ``beta(n)`` is the block of
   width ``n`` with *all* its BN parameters (``2*256*n + 9n^2 + 4n + 2*256``); FLOPs are
   ``2 * macs + acts`` (one FLOP per conv output, i.e. its BN).
-* :class:`MLP` (Eq. 3, Fig. 3): the ``L - 1`` hidden layers enter the sum (``(L - 1) / n``), not the
+* :class:`MLPDesign` (Eq. 3, Fig. 3): the ``L - 1`` hidden layers enter the sum (``(L - 1) / n``), not the
   input layer's ``1 / n_0``; ``beta(n)`` counts weights only (Eq. 3 has no biases), one output.
 """
 
@@ -41,7 +41,7 @@ BUDGETS = ("params", "flops")
 ROUNDINGS = ("nearest", "floor", "ceil")
 FLOPS_CONVENTIONS = ("2macs", "2macs+acts", "2macs+acts+adds")
 #: Fig. 3's alpha: the paper does not state it; this value (found in notebook 04) reproduces
-#: n = 48, m_p(48) = 30, m_d(48) = 12 and rho = 2.45 with the default :class:`MLP` conventions.
+#: n = 48, m_p(48) = 30, m_d(48) = 12 and rho = 2.45 with the default :class:`MLPDesign` conventions.
 ALPHA_FIG3 = 3.63
 #: Sec. 4.2: alpha fitted to the ResNet bottleneck block of Fig. 5 ("We find alpha ~ 1.60"); the
 #: default of every design that is given no alpha.
@@ -95,7 +95,7 @@ def flops_of(record, convention="2macs"):
 # ---------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Bottleneck:
+class BottleneckDesign:
     """The Fig. 5 block ``w_in -> [n, n] -> w_out`` as the member of a block-level ensemble.
 
     Args:
@@ -142,7 +142,7 @@ class Bottleneck:
 
 
 @dataclass(frozen=True)
-class MLP:
+class MLPDesign:
     """The fully connected net of Eq. 3 (``depth`` weight layers, ``depth - 1`` hidden of width n).
 
     Args:
@@ -264,18 +264,18 @@ def alpha_scan(module, n_tilde, alphas, budget="params", ns=None):
 # ---------------------------------------------------------------------------------------------
 
 def default_module(arch, inputs=None, depth=None, classes=None, resolution=None):
-    """The member module the paper uses for ``arch``: :class:`MLP` for ``mlp``, the stage-1
-    :class:`Bottleneck` (256 -> [n, n] -> 256) for the ResNeXts, at their input resolution."""
+    """The member module the paper uses for ``arch``: :class:`MLPDesign` for ``mlp``, the stage-1
+    :class:`BottleneckDesign` (256 -> [n, n] -> 256) for the ResNeXts, at their input resolution."""
     _choice("arch", arch, tuple(cxm.ARCHS))
     if arch == "mlp":
-        return MLP(inputs, depth, outputs=1 if classes is None else classes)
-    return Bottleneck(resolution=cxm.ARCHS[arch]["resolution"] if resolution is None else resolution)
+        return MLPDesign(inputs, depth, outputs=1 if classes is None else classes)
+    return BottleneckDesign(resolution=cxm.ARCHS[arch]["resolution"] if resolution is None else resolution)
 
 
 def network_cost(arch, groups, width, budget="params", flops="2macs+acts", classes=None, resolution=None,
                  mlp=None, stages=None, depth=None):
     """Params or FLOPs of the whole network ``groups x width d`` of ``arch`` (for ``mlp``: an
-    ensemble of ``groups`` nets of width ``width``, as described by the :class:`MLP` ``mlp``;
+    ensemble of ``groups`` nets of width ``width``, as described by the :class:`MLPDesign` ``mlp``;
     ``stages``/``depth``: a scaled-down CIFAR ResNeXt, see :func:`cepaper.complexity.resnext_cifar`)."""
     _choice("budget", budget, BUDGETS)
     if arch == "mlp":
@@ -303,7 +303,7 @@ def network_m(arch, n, baseline_cost, budget="params", **kw):
 
 def design(arch: str, baseline: str | int | tuple[int, int], objective: str = "primal", budget: str = "params",
            alpha: float | None = None, classes: int | None = None, resolution: int | None = None,
-           rounding: str = "nearest", module: Bottleneck | MLP | None = None, n: int | None = None,
+           rounding: str = "nearest", module: BottleneckDesign | MLPDesign | None = None, n: int | None = None,
            ns: Sequence[int] | None = None, with_curve: bool = False, mlp_inputs: int | None = None,
            mlp_depth: int | None = None, stages: Sequence[int] | None = None, depth: int | None = None) -> dict:
     """Algorithm 2: the optimal collegial ensemble ``m x n`` for a baseline.
@@ -376,7 +376,8 @@ def design(arch: str, baseline: str | int | tuple[int, int], objective: str = "p
         "objective": objective, "budget": budget, "n": int(n), "m": m, "m_exact": m_exact, "m_curve": m_curve,
         "n_optimum": opt["n"], "params": int(ens["params"]), "baseline_params": int(base["params"]),
         "flops": int(ens["flops"]), "baseline_flops": int(base["flops"]),
-        "flops_convention": module.flops, "rho": base[budget] / ens[budget], "rho_params": base["params"] / ens["params"],
+        "flops_convention": module.flops, "rho": base[budget] / ens[budget],
+        "rho_params": base["params"] / ens["params"],
         "rho_flops": base["flops"] / ens["flops"], "rho_curve": float(rho(c_at["beta_s"], c_at["beta"][i], m_curve)),
         "var_ratio": var_ratio, "strong_duality": strong_duality(c), "alpha": float(alpha),
         "alpha_source": source, "rounding": rounding, "classes": classes, "resolution": resolution,
@@ -393,7 +394,8 @@ def default_alpha(arch="bottleneck"):
     this one reproduces Fig. 3's optimum). Never read from a results store: a fitted alpha is passed
     by the caller, which says where it came from."""
     if arch == "mlp":
-        return ALPHA_FIG3, "reproduces the paper's Fig. 3 optimum (the primal_dual section); the paper states no alpha for MLPs"
+        return ALPHA_FIG3, ("reproduces the paper's Fig. 3 optimum (the primal_dual section); "
+                            "the paper states no alpha for MLPs")
     return ALPHA_BOTTLENECK, "the paper's alpha (Sec. 4.2)"
 
 

@@ -110,14 +110,14 @@ def sum_inv_fan_in(fans, layers="all"):
 
 def bottleneck_term(n, n_in=256):
     """``s(n) = 1/n_in + 1/(9n) + 1/n``: the three convs of the Fig. 5 block, from
-    :meth:`cepaper.search.Bottleneck.sum_inv_fan_in` (the design's own formula)."""
-    return float(search.Bottleneck(w_in=n_in).sum_inv_fan_in(positive_int("n", n)))
+    :meth:`cepaper.search.BottleneckDesign.sum_inv_fan_in` (the design's own formula)."""
+    return float(search.BottleneckDesign(w_in=n_in).sum_inv_fan_in(positive_int("n", n)))
 
 
 def mlp_term(n, depth=6, n_in=784):
     """``s(n) = (L - 1)/n``: the hidden layers of the ``L = depth`` weight-layer MLP, from
-    :meth:`cepaper.search.MLP.sum_inv_fan_in` (the design's own formula)."""
-    return float(search.MLP(n_in, depth).sum_inv_fan_in(positive_int("n", n)))
+    :meth:`cepaper.search.MLPDesign.sum_inv_fan_in` (the design's own formula)."""
+    return float(search.MLPDesign(n_in, depth).sum_inv_fan_in(positive_int("n", n)))
 
 
 def width_seed(seed, width):
@@ -147,7 +147,8 @@ def mlp_chunk(n, depth=6, n_in=784, count=2):
 def _sweep_key(settings):
     """Checkpoint folder name: a hash of the settings and of the code that computes the samples."""
     from cepaper.training import spine
-    return spine.source_key(settings, ("cepaper.models.blocks", "cepaper.models.mlp", "cepaper.ntk", "cepaper.montecarlo",
+    return spine.source_key(settings, ("cepaper.models.blocks", "cepaper.models.mlp", "cepaper.ntk",
+                                       "cepaper.montecarlo",
                                        __name__))
 
 

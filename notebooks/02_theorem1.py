@@ -81,7 +81,8 @@ run = results.Run("theorem1", profile, params=dict(
 display(run.header())
 display(Markdown({"paper": "",
                   "cpu-evidence": f"**This is the CPU-evidence scale** (profile `{profile}`): the paper's L = 4, "
-                  f"(m, n) grid and all of MNIST, trained for {epochs} epochs (the paper: 100) with {n_seeds} seeds."}.get(
+                  f"(m, n) grid and all of MNIST, trained for {epochs} epochs (the paper: 100) "
+                  f"with {n_seeds} seeds."}.get(
     profile, f"**This is a CPU-scale run** (profile `{profile}`): {n_train} MNIST images, {epochs} epochs, "
              f"{n_seeds} seeds and narrower nets than Fig. 9's; it shows the trend, it is not evidence.")))
 
@@ -95,7 +96,7 @@ mnist = data.load("mnist", "train", root=data_root, n=n_train)
 x = data.inputs(mnist)
 y = data.scalar_targets(mnist.y, target)
 configs = section.grid(ds, widths_a, n_c=n_c, depth=depth, n_in=x.shape[1])
-records = section.run_grid(x, y, configs, seeds, cache=results.checkpoint_dir("theorem1", profile), depth=depth,
+records = section.train_grid(x, y, configs, seeds, cache=results.checkpoint_dir("theorem1", profile), depth=depth,
                             epochs=epochs, lr=lr, batch_size=batch_size, n_probe=n_probe,
                             record_every=record_every, device=device)
 change = section.changes(records)

@@ -33,8 +33,8 @@
 # same law). Those choices change $\alpha$ a lot; the last part measures how much.
 #
 # The quick profile (the defaults below) runs in well under a minute on a CPU with fewer trials and widths;
-# the paper profile (`profiles/paper.yaml`) uses $T = 2000$ at every width $n = 1, \dots, 256$ (about 45 min on one CPU core),
-# and can be resumed after an interruption (`checkpoint = True`).
+# the paper profile (`profiles/paper.yaml`) uses $T = 2000$ at every width $n = 1, \dots, 256$ (about 45 min
+# on one CPU core), and can be resumed after an interruption (`checkpoint = True`).
 
 # %% tags=["parameters"]
 profile: str = "quick"

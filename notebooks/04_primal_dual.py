@@ -88,7 +88,7 @@ pages.show(pd.DataFrame(saved["rows"]).drop(columns=["alpha_lo", "alpha_hi"]).fi
 # Exactly one combination reproduces Fig. 3: the sum runs over the $L - 1 = 5$ hidden fan-ins
 # ($\sum_l 1/\text{fan-in}_l = 5/n$, not the input layer's $1/n_0$), $\beta(n)$ counts the
 # weights of Eq. 3 (no biases, one output), and $L$ counts the weight matrices
-# ($n_0 \to n$, four $n \to n$, $n \to 1$). These are the defaults of `search.MLP`. Only the
+# ($n_0 \to n$, four $n \to n$, $n \to 1$). These are the defaults of `search.MLPDesign`. Only the
 # product $\alpha \cdot (L-1)$ is identified, so $\alpha$ below is for this convention.
 
 # %% tags=["hide-input"]
@@ -101,7 +101,8 @@ pages.show(section.fig3_table(fig3))
 
 # %%
 fig = section.plot_curves(fig3["curve"], fig3["primal"], fig3["dual"], paper_n=paper.FIG3["n_primal"],
-                                title=f"Fig. 3: fully connected baseline L = 6, ñ = 500, n0 = 748 (α = {fig3['alpha']:.3f})")
+                                title="Fig. 3: fully connected baseline L = 6, ñ = 500, n0 = 748 "
+                                      f"(α = {fig3['alpha']:.3f})")
 
 # %% tags=["hide-input"]
 rows = pd.DataFrame(fig3_conventions)
@@ -146,7 +147,7 @@ pages.show(run.load("block_conventions")["rows"])
 # all its BN parameters** (the parameter count of the torch module `ResNeXtBottleneck(256, 256, n)`).
 # The dual multiplicities pin down the sum (any other sum gets $m_d$ wrong), and the optimum
 # $n = 10$ needs the block's constant output-BN parameters in $\beta(n)$: without them the optimum
-# is $n = 7$. These are the defaults of `search.Bottleneck`.
+# is $n = 7$. These are the defaults of `search.BottleneckDesign`.
 #
 # With a FLOPs budget (Appendix C, Table 5) the optimum depends on which element-wise operations
 # are counted. Plain $2 \times$ multiply-adds puts it at $n = 7$; adding one FLOP per conv output
@@ -193,10 +194,12 @@ assert block["params"]["strong_duality"] and block["flops"]["strong_duality"]
 reproduced = block_conventions["models reproduced"].str.split("/").str[0].astype(int)
 assert block_conventions.loc[reproduced.idxmax(), "default"] and (reproduced == reproduced.max()).sum() == 1
 no_bn = block_conventions[(block_conventions["default"] | (block_conventions["BN in beta(n)"] != "all"))
-                          & (block_conventions["sum over"] == "all 3 convs") & (block_conventions["fan-in"] == "k*k*c_in/g")]
+                          & (block_conventions["sum over"] == "all 3 convs")
+                          & (block_conventions["fan-in"] == "k*k*c_in/g")]
 assert no_bn["n* (params)"].tolist() == [10, 7, 7], "the output-BN constant moves the optimum from 7 to 10"
 by_flops = flops_conventions.set_index("FLOPs")
-assert by_flops["n* (flops)"].tolist() == [7, 8, 9] and by_flops.loc["2macs+acts+adds", "GFLOPs to printed digits"] == "4/4"
+assert by_flops["n* (flops)"].tolist() == [7, 8, 9]
+assert by_flops.loc["2macs+acts+adds", "GFLOPs to printed digits"] == "4/4"
 
 # %% [markdown]
 # ## The paper's models (Tables 1–5)
@@ -256,7 +259,8 @@ pages.show(printed)
 # %% tags=["hide-input"]
 assert printed["params match"].all(), "every printed Params entry of Tables 1-5"
 assert printed["GFLOPs match"].dropna().astype(bool).all(), "Table 5's GFLOPs (2 macs + acts + adds)"
-rho_misses = printed.loc[printed["rho match"].eq(False), ["table", "model", "rho", "paper rho", "rho of printed params"]]
+rho_misses = printed.loc[printed["rho match"].eq(False),
+                         ["table", "model", "rho", "paper rho", "rho of printed params"]]
 display(Markdown("Printed ρ that the exact counts do not round to (the last column is the ratio of the paper's "
                  "rounded parameter counts):"), pages.show(rho_misses, 3))
 assert set(rho_misses["model"]) <= {"ResNeXt-29, 3x40d"}

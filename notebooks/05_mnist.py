@@ -133,8 +133,9 @@ test_set = data.load("mnist", "test", root=data_root, n=n_test)
 x, y = data.inputs(train_set), torch.as_tensor(train_set.y)
 x_test, y_test = data.inputs(test_set), torch.as_tensor(test_set.y)
 records = adam.train_reps_grid(x, y, x_test, y_test, configs, range(reps),
-                              cache=results.checkpoint_dir("mnist", profile), progress=True, depth=depth, classes=10, epochs=epochs, lr=lr, batch_size=batch_size,
-                              seed=seed, bias=bias, device=device, checkpoint_every=checkpoint_every)
+                               cache=results.checkpoint_dir("mnist", profile), progress=True, depth=depth, classes=10,
+                               epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, bias=bias, device=device,
+                               checkpoint_every=checkpoint_every)
 runs = section.runs_table(records, configs)
 run.save("runs", {"source": train_set.source, "rows": runs.to_dict("records"),
                   "wall_s": {f"{r['m']}x{r['n']}": r["wall_s"] for r in records}}, table=runs)
@@ -179,7 +180,8 @@ run.save("dual_changes", {"rows": changes.to_dict("records")}, table=changes)
 # %% tags=["hide-input"]
 corr = pd.DataFrame(run.load("correlations")["rows"])
 changes = pd.DataFrame(run.load("dual_changes")["rows"])
-display(pages.show(corr[["curve", "against", "measure", "value", "lo", "hi", "p_value", "p_exact", "models", "reps"]], 3))
+display(pages.show(corr[["curve", "against", "measure", "value", "lo", "hi", "p_value", "p_exact", "models",
+                         "reps"]], 3))
 display(pages.show(changes[["n", "m", "params_ratio", "var_ratio", "error", "change", "change_se", "lo", "hi"]], 4))
 sp = corr.set_index(["curve", "measure"])
 worse = changes[changes.lo > 0]

@@ -167,9 +167,10 @@ for table, title in (("1a", "Table 1a (primal, parameter budget)"), ("1b", "Tabl
 # %% [markdown]
 # ## Figs. 6–7: test error along the primal and the dual curve
 # Points: our models on the first baseline's primal (left) and dual (right) curve, test error (the
-# statistic above, 8-GPU recipe) with standard-error bars. Red: the curve of Algorithm 2 (Var(K_e)/Var(K_ñ) at m_p(n), and the
-# efficiency ρ(m_d(n), n)). The paper's figures show the same for ResNeXt-29 1×128d; the text does
-# not print the values of their points, so only the table models above can be compared number for number.
+# statistic above, 8-GPU recipe) with standard-error bars. Red: the curve of Algorithm 2
+# (Var(K_e)/Var(K_ñ) at m_p(n), and the efficiency ρ(m_d(n), n)). The paper's figures show the same for
+# ResNeXt-29 1×128d; the text does not print the values of their points, so only the table models above can
+# be compared number for number.
 
 # %%
 curve = section.curves(baselines[0], None if not scaled else stages, alpha_used)

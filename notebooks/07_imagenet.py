@@ -60,7 +60,8 @@ bf16: bool = False
 steps: int = 1               # timed training steps per model (after one warm-up step)
 batch_size: int = 2          # batch of the throughput measurement
 threads: int = 1             # torch CPU threads (None: torch's default); 1 is fastest in a kernel on 2 cores
-configs: list = ["2a:resnext50:12x10d", "3:resnext29:37x10d", "4:resnext38:22x10d"]  # timed (table:arch:CxDd); None: all
+# timed models (table:arch:CxDd); None: all
+configs: list = ["2a:resnext50:12x10d", "3:resnext29:37x10d", "4:resnext38:22x10d"]
 
 # %% tags=["remove-input"]
 import pandas as pd

@@ -134,5 +134,6 @@ for s in saved.values():
     d = s["designs"]
     assert s["alpha"]["alpha"] > 0 and d["params"]["primal"]["var_ratio"] < 1, s["block"]
     # strong duality (Sec. 3) for the counted budgets; measured latency is noisy, so it is reported, not asserted
-    assert all(d[b]["primal"]["n"] == d[b]["dual"]["n"] and d[b]["primal"]["strong_duality"] for b in ("params", "flops"))
+    assert all(d[b]["primal"]["n"] == d[b]["dual"]["n"] and d[b]["primal"]["strong_duality"]
+               for b in ("params", "flops"))
     assert abs(d["params"]["primal"]["params"] / d["params"]["primal"]["baseline_params"] - 1) < 0.1

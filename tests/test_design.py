@@ -75,10 +75,10 @@ def fake_timer(clock):
 
 def test_bottleneck_sum_inv_fan_in_equals_search():
     fm, ns = generic.FactoryModule(bottleneck, SHAPE), np.array([1, 2, 3, 10, 64, 128])
-    np.testing.assert_allclose(fm.sum_inv_fan_in(ns), search.Bottleneck().sum_inv_fan_in(ns), rtol=1e-14)
+    np.testing.assert_allclose(fm.sum_inv_fan_in(ns), search.BottleneckDesign().sum_inv_fan_in(ns), rtol=1e-14)
     assert fm.fan_ins(10) == (256, 90, 10)                         # BN has no fan-in: not counted
     hidden = generic.FactoryModule(bottleneck, SHAPE, layers="hidden")   # drops 1/w_in, = fan_in_layers="width"
-    np.testing.assert_allclose(hidden.sum_inv_fan_in(ns), search.Bottleneck(fan_in_layers="width").sum_inv_fan_in(ns))
+    np.testing.assert_allclose(hidden.sum_inv_fan_in(ns), search.BottleneckDesign(fan_in_layers="width").sum_inv_fan_in(ns))
     assert fm.sum_inv_fan_in(np.array([[4, 8]])).shape == (1, 2)
     assert np.ndim(fm.sum_inv_fan_in(4)) == 0
 
@@ -88,7 +88,7 @@ def test_mlp_sum_inv_fan_in_hand_formula():
     all_ = generic.FactoryModule(mlp, (16, 1)).sum_inv_fan_in(ns)
     np.testing.assert_allclose(all_, 1 / 16 + 2 / ns, rtol=1e-14)                # 1/n0 + (L-1)/n, L = 3
     hidden = generic.FactoryModule(mlp, (16, 1), layers="hidden").sum_inv_fan_in(ns)
-    np.testing.assert_allclose(hidden, search.MLP(16, 3).sum_inv_fan_in(ns), rtol=1e-14)
+    np.testing.assert_allclose(hidden, search.MLPDesign(16, 3).sum_inv_fan_in(ns), rtol=1e-14)
     lin = generic.FactoryModule(lambda m, n: LinearMLP(16, m, n), (16,))
     assert lin.fan_ins(7) == (16, 7, 7)
 
@@ -103,16 +103,16 @@ def test_member_fan_ins_equals_fit_fan_ins():
 def test_bottleneck_params_and_flops_equal_search():
     fm, small = generic.FactoryModule(bottleneck, SHAPE), generic.FactoryModule(bottleneck, (256, 8, 8), batch=2)
     for m, n in itertools.product((1, 2, 4, 32), (1, 4, 10, 64)):
-        assert fm.cost(n, "params", groups=m) == search.Bottleneck().cost(n, "params", groups=m)
+        assert fm.cost(n, "params", groups=m) == search.BottleneckDesign().cost(n, "params", groups=m)
         # FlopCounterMode counts 2 x MACs of the convs only (no BN, ReLU or residual sum)
-        assert small.cost(n, "flops", groups=m) == 2 * search.Bottleneck(resolution=8, flops="2macs").cost(n, "flops", m)
-    assert fm.cost(10, "flops", groups=4) == search.Bottleneck(flops="2macs").cost(10, "flops", groups=4)
+        assert small.cost(n, "flops", groups=m) == 2 * search.BottleneckDesign(resolution=8, flops="2macs").cost(n, "flops", m)
+    assert fm.cost(10, "flops", groups=4) == search.BottleneckDesign(flops="2macs").cost(10, "flops", groups=4)
 
 
 def test_mlp_params_hand_count():
     for m, n in ((1, 5), (3, 7)):
         assert generic.FactoryModule(mlp, (16, 1)).cost(n, "params", m) == m * (16 * n + n * n + n)
-        assert generic.FactoryModule(mlp, (16, 1)).cost(n, "params", m) == search.MLP(16, 3).cost(n, "params", m)
+        assert generic.FactoryModule(mlp, (16, 1)).cost(n, "params", m) == search.MLPDesign(16, 3).cost(n, "params", m)
         lin = generic.FactoryModule(lambda m, n: LinearMLP(16, m, n), (16,))
         assert lin.cost(n, "params", m) == m * ((16 * n + n) + (n * n + n) + (n + 1))
 
@@ -139,7 +139,7 @@ def test_flops_hand_macs_conv_and_linear():
 
 @pytest.mark.parametrize("objective", ["primal", "dual"])
 def test_bottleneck_design_equals_search_block_curve(objective):
-    ref = search.curve(search.Bottleneck(), 128, 1.6)
+    ref = search.curve(search.BottleneckDesign(), 128, 1.6)
     d = generic.design_module(bottleneck, SHAPE, (1, 128), objective, "params", alpha=1.6)
     for k in ("n", "beta", "sum_inv_fan_in", "var_k", "m_primal", "m_dual", "rho_dual", "var_primal"):
         np.testing.assert_allclose(d["curve"][k], ref[k], rtol=1e-12)
@@ -163,13 +163,13 @@ def test_bottleneck_design_equals_search_block_curve(objective):
 def test_factory_module_works_with_search_curve_and_optimum():
     fm = generic.FactoryModule(bottleneck, (256, 8, 8))
     c = search.curve(fm, 32, 1.6, "flops", ns=range(1, 33))
-    ref = search.curve(search.Bottleneck(resolution=8, flops="2macs"), 32, 1.6, "flops")
+    ref = search.curve(search.BottleneckDesign(resolution=8, flops="2macs"), 32, 1.6, "flops")
     np.testing.assert_allclose(c["beta"], ref["beta"], rtol=0)
     assert search.optimum(c, "primal") == search.optimum(ref, "primal")
     assert search.optimum(c, "dual") == search.optimum(ref, "dual")
     assert search.BUDGETS == ("params", "flops")                  # search's own budgets are unchanged
     with pytest.raises(ValueError, match="budget must be one of params, flops"):
-        search.curve(search.Bottleneck(), 64, 1.6, "latency")
+        search.curve(search.BottleneckDesign(), 64, 1.6, "latency")
 
 
 # ---------------------------------------------------------------------------------------------- latency
@@ -360,9 +360,9 @@ def cli_fails(capsys, *argv):
 
 def test_cli_params_module(capsys, factory_file):
     r = cli_json(capsys, "params", "--module", f"{factory_file}:block", "--config", "4x16", "--input-shape", "256,8,8")
-    assert r["params"] == search.Bottleneck().cost(16, "params", groups=4)
-    assert r["flops"] == search.Bottleneck(resolution=8, flops="2macs").cost(16, "flops", groups=4)
-    assert r["sum_inv_fan_in"] == pytest.approx(float(search.Bottleneck().sum_inv_fan_in(16)), rel=1e-14)
+    assert r["params"] == search.BottleneckDesign().cost(16, "params", groups=4)
+    assert r["flops"] == search.BottleneckDesign(resolution=8, flops="2macs").cost(16, "flops", groups=4)
+    assert r["sum_inv_fan_in"] == pytest.approx(float(search.BottleneckDesign().sum_inv_fan_in(16)), rel=1e-14)
     r = cli_json(capsys, "params", "--module", "torch.nn:Linear", "--config", "3x5", "--input-shape", "3")
     assert (r["params"], r["flops"], r["member_fan_ins"]) == (3 * 5 + 5, 2 * 3 * 5, [1])  # Linear(m, n): member 1 -> n
 

@@ -199,8 +199,8 @@ def test_second_moment_of_one_hidden_layer_matches_closed_form():
 
 def test_terms_are_the_designs():
     for n in (1, 7, 64):
-        assert sweeps.bottleneck_term(n) == pytest.approx(search.Bottleneck().sum_inv_fan_in(n))
-        assert sweeps.mlp_term(n, depth=6) == pytest.approx(search.MLP(784, 6).sum_inv_fan_in(n))
+        assert sweeps.bottleneck_term(n) == pytest.approx(search.BottleneckDesign().sum_inv_fan_in(n))
+        assert sweeps.mlp_term(n, depth=6) == pytest.approx(search.MLPDesign(784, 6).sum_inv_fan_in(n))
     assert sweeps.bottleneck_term(10, n_in=16) == pytest.approx(1 / 16 + 1 / 90 + 1 / 10, rel=1e-15)  # n_in passed on
     assert sweeps.mlp_term(4, depth=3, n_in=16) == pytest.approx(2 / 4, rel=1e-15)   # depth passed on; input layer out
     with pytest.raises(ValueError, match="^n must be an integer >= 1, got 0"):

@@ -30,7 +30,7 @@ def test_curve_against_built_blocks_and_eq9_written_out():
     """m_p(n) is the number of torch blocks of width n with the parameters of the block of width 64, m_d(n)
     the number of members whose Var(K) (Eq. 9 written out, over m by Eq. 11) is the baseline's, and the
     objectives are the variance at m_p and the efficiency at m_d."""
-    c = search.curve(search.Bottleneck(), 64, 1.6)
+    c = search.curve(search.BottleneckDesign(), 64, 1.6)
     var = np.expm1(1.6 * (1 / 256 + 1 / (9 * c["n"]) + 1 / c["n"]))
     beta = np.array([block_params(n) for n in c["n"]], dtype=float)
     np.testing.assert_allclose(c["m_primal"], block_params(64) / beta, rtol=1e-12)
@@ -41,23 +41,23 @@ def test_curve_against_built_blocks_and_eq9_written_out():
 
 
 def test_sum_of_inverse_fan_ins():
-    assert search.Bottleneck().sum_inv_fan_in(10) == pytest.approx(1 / 256 + 1 / 90 + 1 / 10)
-    assert search.Bottleneck(fan_in_layers="width", kernel_area=False).sum_inv_fan_in(10) == pytest.approx(0.2)
-    assert search.MLP(748, 6).sum_inv_fan_in(50) == pytest.approx(5 / 50)
-    assert search.MLP(748, 6, fan_in_layers="all").sum_inv_fan_in(50) == pytest.approx(5 / 50 + 1 / 748)
+    assert search.BottleneckDesign().sum_inv_fan_in(10) == pytest.approx(1 / 256 + 1 / 90 + 1 / 10)
+    assert search.BottleneckDesign(fan_in_layers="width", kernel_area=False).sum_inv_fan_in(10) == pytest.approx(0.2)
+    assert search.MLPDesign(748, 6).sum_inv_fan_in(50) == pytest.approx(5 / 50)
+    assert search.MLPDesign(748, 6, fan_in_layers="all").sum_inv_fan_in(50) == pytest.approx(5 / 50 + 1 / 748)
 
 
 @pytest.mark.parametrize("n", [1, 10, 64])
 def test_module_cost_equals_the_torch_block(n):
     """beta(n) with bn="all" is the parameter count of the Fig. 5 block of width n, BNs included."""
     block = ResNeXtBottleneck(256, 256, n)
-    assert search.Bottleneck().cost(n) == sum(p.numel() for p in block.parameters())
-    assert search.Bottleneck(bn="none").cost(n) == 2 * 256 * n + 9 * n * n
-    assert search.Bottleneck(bn="member").cost(n) == 2 * 256 * n + 9 * n * n + 4 * n
+    assert search.BottleneckDesign().cost(n) == sum(p.numel() for p in block.parameters())
+    assert search.BottleneckDesign(bn="none").cost(n) == 2 * 256 * n + 9 * n * n
+    assert search.BottleneckDesign(bn="member").cost(n) == 2 * 256 * n + 9 * n * n + 4 * n
 
 
-@pytest.mark.parametrize("module", [search.Bottleneck(), search.Bottleneck(bn="none", kernel_area=False),
-                                    search.Bottleneck(flops="2macs"), search.MLP(748, 6), search.MLP(30, 3, 10, True)])
+@pytest.mark.parametrize("module", [search.BottleneckDesign(), search.BottleneckDesign(bn="none", kernel_area=False),
+                                    search.BottleneckDesign(flops="2macs"), search.MLPDesign(748, 6), search.MLPDesign(30, 3, 10, True)])
 @pytest.mark.parametrize("alpha", [0.5, 1.6, 4.0])
 @pytest.mark.parametrize("budget", ["params", "flops"])
 def test_strong_duality(module, alpha, budget):
@@ -234,8 +234,8 @@ def test_the_rounding_rules_differ_where_they_should():
 # Properties (hypothesis): the optimum is the brute-force one and does not depend on the grid
 # ---------------------------------------------------------------------------------------------
 
-MODULES = [search.Bottleneck(), search.Bottleneck(fan_in_layers="width", kernel_area=False, bn="none"),
-           search.MLP(784, 6), search.MLP(30, 3, 10, True, fan_in_layers="all")]
+MODULES = [search.BottleneckDesign(), search.BottleneckDesign(fan_in_layers="width", kernel_area=False, bn="none"),
+           search.MLPDesign(784, 6), search.MLPDesign(30, 3, 10, True, fan_in_layers="all")]
 
 
 @given(module=st.sampled_from(MODULES), n_tilde=st.integers(8, 160), alpha=st.floats(0.3, 6.0),
@@ -260,7 +260,7 @@ def test_block_optimum_is_the_brute_force_one(n_tilde, alpha, groups):
     var = lambda n: math.expm1(alpha * (1 / 256 + 1 / (9 * n) + 1 / n))
     base = block_params(n_tilde, groups)
     best = min(range(1, n_tilde + 1), key=lambda n: var(n) / (base / block_params(n)))
-    c = search.curve(search.Bottleneck(), n_tilde, alpha, m_tilde=groups)
+    c = search.curve(search.BottleneckDesign(), n_tilde, alpha, m_tilde=groups)
     assert search.optimum(c)["n"] == best == search.optimum(c, "dual")["n"]
     assert search.optimum(c)["m"] == pytest.approx(base / block_params(best), rel=1e-12)
     assert search.optimum(c, "dual")["m"] == pytest.approx(groups * var(best) / var(n_tilde), rel=1e-12)
@@ -307,7 +307,7 @@ def test_design_bad_input(kwargs, match):
 ])
 def test_module_bad_conventions(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        search.Bottleneck(**kwargs)
+        search.BottleneckDesign(**kwargs)
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -319,26 +319,26 @@ def test_module_bad_conventions(kwargs, match):
 ])
 def test_mlp_bad_conventions(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        search.MLP(**kwargs)
+        search.MLPDesign(**kwargs)
 
 
 def test_mlp_module_cost_written_out():
     """beta(n) of Eq. 3's net: weights n_0 n + (L - 2) n^2 + n k, biases (L - 1) n + k; FLOPs 2 macs + acts."""
     n = 7
-    assert search.MLP(30, 2).cost(n) == 30 * n + n                               # the shallowest net, one output
-    assert search.MLP(30, 2).sum_inv_fan_in(n) == pytest.approx(1 / n)
-    mlp = search.MLP(30, 3, 10, True)
+    assert search.MLPDesign(30, 2).cost(n) == 30 * n + n                               # the shallowest net, one output
+    assert search.MLPDesign(30, 2).sum_inv_fan_in(n) == pytest.approx(1 / n)
+    mlp = search.MLPDesign(30, 3, 10, True)
     weights, biases = 30 * n + n * n + n * 10, n + n + 10
     assert mlp.cost(n) == weights + biases and mlp.cost(n, "params", groups=3) == 3 * (weights + biases)
     assert mlp.cost(n, "flops") == 2 * weights + biases                         # one FLOP per output
-    assert search.MLP(30, 3, 10, True, flops="2macs").cost(n, "flops") == 2 * weights
-    assert search.MLP(30, 3, 10).cost(n) == weights
+    assert search.MLPDesign(30, 3, 10, True, flops="2macs").cost(n, "flops") == 2 * weights
+    assert search.MLPDesign(30, 3, 10).cost(n) == weights
     with pytest.raises(ValueError, match="budget must be one of params, flops"):
         mlp.cost(n, "watts")
 
 
 def test_alpha_scan_is_the_optimum_of_each_curve():
-    module, ns = search.Bottleneck(), range(4, 40)
+    module, ns = search.BottleneckDesign(), range(4, 40)
     scan = search.alpha_scan(module, 64, [0.8, 1.6, 3.0], ns=ns)
     assert set(scan) == {"alpha", "n", "m_primal", "m_dual", "rho", "strong_duality"}
     for i, a in enumerate(scan["alpha"]):
@@ -355,13 +355,13 @@ def test_alpha_scan_is_the_optimum_of_each_curve():
 def test_default_module_and_network_cost_options():
     with pytest.raises(ValueError, match="arch must be one of"):
         search.default_module("resnet")
-    assert search.default_module("mlp", 748, 6, classes=10) == search.MLP(748, 6, outputs=10)
+    assert search.default_module("mlp", 748, 6, classes=10) == search.MLPDesign(748, 6, outputs=10)
     assert search.default_module("mlp", 748, 6).outputs == 1
     assert search.default_module("resnext50").resolution == 224
     assert search.default_module("resnext50", resolution=112).resolution == 112
     with pytest.raises(ValueError, match="budget must be one of params, flops"):
         search.network_cost("resnext29", 1, 4, "watts")
-    mlp = search.MLP(30, 3, 10, True)
+    mlp = search.MLPDesign(30, 3, 10, True)
     assert search.network_cost("mlp", 3, 7, "flops", mlp=mlp) == 3 * mlp.cost(7, "flops") != 3 * mlp.cost(7)
     # classes, resolution and the FLOPs convention reach the counter
     for kw in (dict(classes=100), dict(resolution=64)):
@@ -433,13 +433,13 @@ def meta_params(arch, config, **kw):
 
 def test_design_of_a_scaled_down_resnext_counts_the_torch_nets():
     scaled = dict(stages=(64, 128), depth=1)
-    r = search.design("resnext29", "1x64d", alpha=1.6, module=search.Bottleneck(w_in=64, w_out=64), **scaled)
+    r = search.design("resnext29", "1x64d", alpha=1.6, module=search.BottleneckDesign(w_in=64, w_out=64), **scaled)
     assert r["baseline_params"] == meta_params("resnext29", "1x64d", classes=10, **scaled)
     assert r["params"] == meta_params("resnext29", r["config"], classes=10, **scaled)
 
 
 def test_design_module_flops_convention_grid_and_off_grid_width():
-    r = search.design("resnext29", "1x64d", budget="flops", alpha=1.6, module=search.Bottleneck(flops="2macs"))
+    r = search.design("resnext29", "1x64d", budget="flops", alpha=1.6, module=search.BottleneckDesign(flops="2macs"))
     assert r["baseline_flops"] == 2 * cx.complexity("resnext29", "1x64d")["macs"] and r["flops_convention"] == "2macs"
     # a grid without the optimum (n = 10): the best width on the grid is its narrowest
     assert search.design("resnext29", "1x64d", alpha=1.6, ns=range(20, 65))["n"] == 20
@@ -453,7 +453,7 @@ def test_design_record_names_its_inputs():
     r = search.design("resnext29", "1x64d", "dual", "flops", alpha=1.6)
     assert (r["arch"], r["objective"], r["budget"], r["baseline"]) == ("resnext29", "dual", "flops", "1x64d")
     assert (r["rounding"], r["classes"], r["resolution"]) == ("nearest", 10, 32)
-    assert r["module"] == {"type": "Bottleneck", "w_in": 256, "w_out": 256, "resolution": 32, "fan_in_layers": "all",
+    assert r["module"] == {"type": "BottleneckDesign", "w_in": 256, "w_out": 256, "resolution": 32, "fan_in_layers": "all",
                            "kernel_area": True, "bn": "all", "flops": "2macs+acts"}
     ens, base = cx.complexity("resnext29", r["config"]), cx.complexity("resnext29", "1x64d")
     assert (r["flops"], r["baseline_flops"]) == (2 * ens["macs"] + ens["acts"], 2 * base["macs"] + base["acts"])
@@ -476,10 +476,10 @@ def test_block_cost_without_the_shared_shortcut():
     block's projection shortcut (shared by the ensemble, independent of n) is not in it."""
     n, block = 6, ResNeXtBottleneck(64, 128, 6)
     paths = sum(p.numel() for name, p in block.named_parameters() if not name.startswith("shortcut"))
-    assert search.Bottleneck(w_in=64, w_out=128).cost(n) == paths == 64 * n + 9 * n * n + n * 128 + 4 * n + 2 * 128
-    assert search.Bottleneck(w_in=64, w_out=128, bn="none").cost(n) == 64 * n + 9 * n * n + n * 128
+    assert search.BottleneckDesign(w_in=64, w_out=128).cost(n) == paths == 64 * n + 9 * n * n + n * 128 + 4 * n + 2 * 128
+    assert search.BottleneckDesign(w_in=64, w_out=128, bn="none").cost(n) == 64 * n + 9 * n * n + n * 128
     with pytest.raises(ValueError, match="budget must be one of params, flops"):
-        search.Bottleneck().cost(n, "watts")
+        search.BottleneckDesign().cost(n, "watts")
 
 
 def test_flops_of_conventions():
@@ -491,7 +491,7 @@ def test_flops_of_conventions():
 
 
 def test_optimum_record():
-    c = search.curve(search.Bottleneck(), 64, 1.6)
+    c = search.curve(search.BottleneckDesign(), 64, 1.6)
     p = search.optimum(c)
     assert p["var_ratio"] == pytest.approx(c["var_ratio_primal"][p["index"]], rel=1e-12)
     with pytest.raises(ValueError, match="objective must be one of primal, dual, got 'best'"):
@@ -500,7 +500,7 @@ def test_optimum_record():
 
 def test_curve_record_and_flops_budget_written_out():
     """The documented keys; with FLOPs, beta is 2 macs + acts of the block (32 x 32 maps), Eq. 15."""
-    c = search.curve(search.Bottleneck(), 64, 1.6, "flops")
+    c = search.curve(search.BottleneckDesign(), 64, 1.6, "flops")
     assert set(c) == {"n", "sum_inv_fan_in", "var_k", "beta", "m_primal", "var_primal", "var_ratio_primal", "m_dual",
                       "rho_dual", "beta_s", "var_s", "n_tilde", "m_tilde", "alpha", "budget"}
     assert (c["n_tilde"], c["m_tilde"], c["alpha"], c["budget"]) == (64, 1, 1.6, "flops")
@@ -519,7 +519,7 @@ def test_curve_overflow_says_how_large_alpha_may_be():
         warnings.simplefilter("error")                     # the overflow is caught, not warned about
         with pytest.raises(ValueError, match=r"alpha = 1000 is too large: .* overflows float64 at the narrowest width; "
                                              r"alpha must be below 142 for this baseline"):
-            search.curve(search.MLP(784, 6), 96, 1000.0)
+            search.curve(search.MLPDesign(784, 6), 96, 1000.0)
     assert np.log(np.finfo(float).max) / 5 == pytest.approx(141.96, abs=0.01)
 
 
@@ -529,6 +529,6 @@ def test_curve_overflow_says_how_large_alpha_may_be():
     (dict(alpha=0.0), "alpha must be a finite number > 0"),
 ])
 def test_curve_bad_input(kwargs, match):
-    args = dict(module=search.Bottleneck(), n_tilde=16, alpha=1.6) | kwargs
+    args = dict(module=search.BottleneckDesign(), n_tilde=16, alpha=1.6) | kwargs
     with pytest.raises(ValueError, match=match):
         search.curve(**args)

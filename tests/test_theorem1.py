@@ -83,7 +83,7 @@ def test_run_one_bad_input(kwargs, message):
 def test_run_grid_caches_and_resumes(tmp_path, monkeypatch):
     x, y = toy()
     configs = pd.DataFrame({"m": [1, 2, 1], "n": [3, 2, 3]})  # (1, 3) twice: trained once per seed
-    first = theorem1.run_grid(x, y, configs, [0, 1], cache=tmp_path, **KW)
+    first = theorem1.train_grid(x, y, configs, [0, 1], cache=tmp_path, **KW)
     assert [(r["m"], r["n"], r["seed"]) for r in first] == [(1, 3, 0), (1, 3, 1), (2, 2, 0), (2, 2, 1)]
     files = sorted(tmp_path.glob("*.json"))
     assert len(files) == 4 and not list(tmp_path.glob("*.pt"))
@@ -91,14 +91,14 @@ def test_run_grid_caches_and_resumes(tmp_path, monkeypatch):
     real = theorem1.run_one
     monkeypatch.setattr(theorem1, "run_one", lambda *a, **k: calls.append(a[2:5]) or real(*a, **k))
     os.remove(files[0])  # an interrupted grid: one run missing
-    again = theorem1.run_grid(x, y, configs, [0, 1], cache=tmp_path, **KW)
+    again = theorem1.train_grid(x, y, configs, [0, 1], cache=tmp_path, **KW)
     assert again == first and len(calls) == 1
-    theorem1.run_grid(x, y, configs, [0, 1], cache=tmp_path, **{**KW, "lr": 0.2})  # other settings
+    theorem1.train_grid(x, y, configs, [0, 1], cache=tmp_path, **{**KW, "lr": 0.2})  # other settings
     assert len(calls) == 5
-    theorem1.run_grid(x, y + 1, configs, [0], cache=tmp_path, **KW)  # other data
+    theorem1.train_grid(x, y + 1, configs, [0], cache=tmp_path, **KW)  # other data
     assert len(calls) == 7
     with pytest.raises(ValueError, match="seeds must name at least one seed"):
-        theorem1.run_grid(x, y, configs, [], **KW)
+        theorem1.train_grid(x, y, configs, [], **KW)
 
 
 def fake_record(m, n, seed, k0, kt, epochs=(0, 5)):

@@ -62,7 +62,7 @@ def _record_path(section, profile):
     return executed_path(section, profile).with_suffix(".json")
 
 
-def cached_record(section, profile, key):
+def valid_record(section, profile, key):
     """The record of an up-to-date executed notebook, or ``None``: same key, the results it read
     unchanged, and its published results present and unchanged under the current results root."""
     path = _record_path(section, profile)
@@ -377,7 +377,7 @@ def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False
             records.append(reuse(section, profile))
             continue
         key = cache_key(section, params)
-        record = None if force else cached_record(section, profile, key)
+        record = None if force else valid_record(section, profile, key)
         if record is None:
             print(f"[cepaper] executing {section} (profile {profile})", file=sys.stderr, flush=True)
             with section_lock(section, profile):

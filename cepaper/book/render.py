@@ -152,7 +152,8 @@ def book(profile="quick", force=False, reuse_stored=False):
             if rec is not None:
                 scale_records.append(rec)
                 nb = _with_banner(nb, f"**Results at scale:** this page is the `{profile}` run; the same section "
-                                      f"at profile `{rec['profile']}` is on [its page at scale]({src.stem}_scale.ipynb).")
+                                      f"at profile `{rec['profile']}` is on "
+                                      f"[its page at scale]({src.stem}_scale.ipynb).")
         pages[src.name] = nbformat.writes(nb)
     for old in set(SECTIONS_DIR.glob("*.ipynb")) - {SECTIONS_DIR / name for name in pages}:
         old.unlink()

@@ -113,9 +113,11 @@ def resnext(arch: str, config: str, classes: int | None = None, stages: Sequence
         stages = _cx.CIFAR_STAGES[arch] if stages is None else tuple(stages)
         return ResNeXtCifar(c, d, stages, 3 if depth is None else depth, classes=classes)
     if stages is not None or depth is not None:
-        raise ValueError(f"stages and depth only apply to the CIFAR archs ({', '.join(_cx.CIFAR_STAGES)}), not {arch!r}")
+        raise ValueError(f"stages and depth only apply to the CIFAR archs ({', '.join(_cx.CIFAR_STAGES)}), "
+                         f"not {arch!r}")
     if arch in _cx.IMAGENET_LAYERS:
         classes = 1000 if classes is None else positive_int("classes", classes)
         return ResNet(Bottleneck, list(_cx.IMAGENET_LAYERS[arch]), num_classes=classes,
                       groups=c, width_per_group=d)
-    raise ValueError(f"arch must be one of {', '.join(list(_cx.CIFAR_STAGES) + list(_cx.IMAGENET_LAYERS))}, got {arch!r}")
+    archs = ", ".join(list(_cx.CIFAR_STAGES) + list(_cx.IMAGENET_LAYERS))
+    raise ValueError(f"arch must be one of {archs}, got {arch!r}")

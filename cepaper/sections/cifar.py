@@ -75,7 +75,7 @@ def _net(stages, depth):
 def member_module(stages=None):
     """The member of Algorithm 2: the bottleneck of the first stage, ``stages[0] -> [n, n] -> stages[0]``."""
     w = 256 if stages is None else positive_int("stages", stages[0])
-    return search.Bottleneck(w_in=w, w_out=w)
+    return search.BottleneckDesign(w_in=w, w_out=w)
 
 
 def _spec(r, role, baseline, classes, net, alpha):
@@ -224,7 +224,8 @@ def paper_table(table, specs, summ, scaled):
 def plot_curve_errors(specs, summ, curve, datasets):
     """Figs. 6-7: one row per dataset (Fig. 7 is CIFAR-10, Fig. 6 CIFAR-100): the test error (8-GPU
     recipe) of the models on the primal (left) and dual (right) curves of the first baseline against
-    their width ``n``, with s.e. bars, and the red curve (Var(K_e)/Var(K_ñ) at m_p(n); rho(m_d(n), n)) on a twin axis."""
+    their width ``n``, with s.e. bars, and the red curve (Var(K_e)/Var(K_ñ) at m_p(n); rho(m_d(n), n)) on a
+    twin axis."""
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.6 * len(datasets)), squeeze=False)
     fig.subplots_adjust(wspace=0.5, hspace=0.5, top=0.9, bottom=0.1, left=0.08, right=0.9)

@@ -153,7 +153,8 @@ def design_rows():
         if key in seen:
             continue
         seen.add(key)
-        classes = next(m["classes"] for m in paper.MODELS if m["table"] == r["table"] and m["config"] == r["paper model"])
+        classes = next(m["classes"] for m in paper.MODELS
+                       if m["table"] == r["table"] and m["config"] == r["paper model"])
         printed = cxm.complexity(r["arch"], r["paper model"], classes=classes)["params"] / 1e6
         count_ok = primal_dual.matches_printed(printed, r["paper params (M)"])
         what = "model at its width" if r["role"] != "optimum" else "optimum"
@@ -211,7 +212,8 @@ def cost(row, speeds, runs):
         return f"{runs} runs × {epochs} epochs of {dataset}; no training speed measured in this book"
     own = sorted((t for t in speeds if t["arch"] == row["arch"] and t["config"] == row["config"]
                   and t["resolution"] == resolution), key=lambda t: t.get("table") != row["table"])
-    ref = own[0] if own else min(speeds, key=lambda t: (abs(math.log(t["resolution"] / resolution)), t["arch"] != row["arch"]))
+    ref = own[0] if own else min(speeds, key=lambda t: (abs(math.log(t["resolution"] / resolution)),
+                                                        t["arch"] != row["arch"]))
     ips = ref["images_per_s"]
     if not own:
         ips *= (_flops(ref["arch"], ref["config"], row["classes"], ref["resolution"])
@@ -248,7 +250,8 @@ def error_rows(scales=SCALES, runs=None):
                    else f"top-1 {r['top1']}, top-5 {r['top5']}")
         dataset = TABLE_DATASET[r["table"]]
         value = r["c10"] if section == "cifar" else r["top1"]
-        recipe = ("cifar_1gpu" if "§" in r["model"] else "cifar") if section == "cifar" else recipes.DATASET_RECIPE[dataset]
+        recipe = (("cifar_1gpu" if "§" in r["model"] else "cifar") if section == "cifar"
+                  else recipes.DATASET_RECIPE[dataset])
         hit = trained.get((dataset, r["arch"], r["config"], recipe))  # a § row stands beside its single-GPU runs
         if hit is not None and hit[0]["runs"] >= 2 and hit[0]["top1_sem"] is not None:
             t, profile, rec = hit

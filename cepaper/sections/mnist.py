@@ -84,8 +84,8 @@ CURVES = search.OBJECTIVES  # ("primal", "dual")
 
 
 def member(inputs=784, depth=6, classes=10, bias=False):
-    """The member of Sec. 4.1 as a :class:`cepaper.search.MLP` (``depth`` = weight layers ``L``)."""
-    return search.MLP(inputs, depth, outputs=classes, bias=bias)
+    """The member of Sec. 4.1 as a :class:`cepaper.search.MLPDesign` (``depth`` = weight layers ``L``)."""
+    return search.MLPDesign(inputs, depth, outputs=classes, bias=bias)
 
 
 def select(curve, ns, n_tilde, alpha, mlp):

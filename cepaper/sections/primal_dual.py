@@ -54,8 +54,8 @@ def _row_alpha(alpha):
 # ---------------------------------------------------------------------------------------------
 
 def fig3_module(**conventions):
-    """The :class:`~cepaper.search.MLP` of Fig. 3 (L = 6, n0 = 748) with optional conventions."""
-    return search.MLP(paper.FIG3["inputs"], paper.FIG3["depth"], **conventions)
+    """The :class:`~cepaper.search.MLPDesign` of Fig. 3 (L = 6, n0 = 748) with optional conventions."""
+    return search.MLPDesign(paper.FIG3["inputs"], paper.FIG3["depth"], **conventions)
 
 
 def matching_alphas(scan, target=None):
@@ -81,7 +81,7 @@ def fig3_convention_rows(alphas):
     for fan_in_layers, bias, outputs, depth_counts in itertools.product(
             ("hidden", "all"), (False, True), (1, 10), ("weight layers", "hidden layers")):
         depth = paper.FIG3["depth"] + (1 if depth_counts == "hidden layers" else 0)
-        module = search.MLP(paper.FIG3["inputs"], depth, outputs, bias, fan_in_layers)
+        module = search.MLPDesign(paper.FIG3["inputs"], depth, outputs, bias, fan_in_layers)
         scan = search.alpha_scan(module, paper.FIG3["width"], alphas)
         interval = matching_range(scan["alpha"], matching_alphas(scan))
         rows.append({"sum over": "hidden layers (L-1)/n" if fan_in_layers == "hidden" else "+ input 1/n0",
@@ -150,7 +150,8 @@ def derived_rows(alpha=None, module=None, rounding="nearest", rows=None):
         if row["role"] == "optimum" and row["objective"] is None:
             continue
         r = derive(row, alpha, module, rounding)
-        gflops = search.flops_of(cxm.complexity(row["arch"], r["config"], classes=row["classes"]), "2macs+acts+adds") / 1e9
+        cx = cxm.complexity(row["arch"], r["config"], classes=row["classes"])
+        gflops = search.flops_of(cx, "2macs+acts+adds") / 1e9
         out.append({"table": row["table"], "arch": row["arch"], "baseline": row["from_baseline"],
                     "objective": row["objective"], "budget": row["budget"], "role": row["role"],
                     "paper model": row["config"], "ours": r["config"], "match": r["config"] == row["config"],
@@ -171,7 +172,7 @@ def block_convention_rows(alpha=None):
                and r["from_baseline"] and r["arch"] and r["objective"]]
     rows = []
     for fan_in_layers, kernel_area, bn in itertools.product(("all", "width"), (True, False), ("all", "member", "none")):
-        module = search.Bottleneck(fan_in_layers=fan_in_layers, kernel_area=kernel_area, bn=bn)
+        module = search.BottleneckDesign(fan_in_layers=fan_in_layers, kernel_area=kernel_area, bn=bn)
         c128, c226 = search.curve(module, 128, alpha), search.curve(module, 226, alpha)
         derived = derived_rows(alpha, module, rows=targets)
         rows.append({"sum over": "all 3 convs" if fan_in_layers == "all" else "convs fed by n",
@@ -191,16 +192,17 @@ def flops_convention_rows(alpha=None):
     t5 = [r for r in paper.MODELS if r["table"] == "5"]
     rows = []
     for conv in search.FLOPS_CONVENTIONS:
-        module = search.Bottleneck(flops=conv)
+        module = search.BottleneckDesign(flops=conv)
         c = search.curve(module, 128, alpha, "flops")
         derived = derived_rows(alpha, module, rows=t5)
         gf = [search.flops_of(cxm.complexity(r["arch"], r["config"], classes=r["classes"]), conv) / 1e9 for r in t5]
         rows.append({"FLOPs": conv, "n* (flops)": search.optimum(c, "primal")["n"],
                      "derived": ", ".join(d["ours"] for d in derived),
                      "models reproduced": f"{sum(d['match'] for d in derived)}/{len(derived)}",
-                     "GFLOPs to printed digits": f"{sum(matches_printed(g, r['gflops']) for g, r in zip(gf, t5))}/{len(t5)}",
+                     "GFLOPs to printed digits":
+                         f"{sum(matches_printed(g, r['gflops']) for g, r in zip(gf, t5))}/{len(t5)}",
                      **{r["config"]: round(g, 4) for g, r in zip(gf, t5)},
-                     "default": conv == search.Bottleneck().flops})
+                     "default": conv == search.BottleneckDesign().flops})
     return rows
 
 
@@ -237,7 +239,7 @@ def block_curves_data(alpha=None, baseline="1x128d"):
     """The red curves of Figs. 6-7: primal and dual over n for the ``baseline`` block (params), and
     the primal over n at constant FLOPs (Table 5)."""
     alpha = _row_alpha(alpha)
-    module = search.Bottleneck()
+    module = search.BottleneckDesign()
     _, n_tilde = cxm.parse_config(baseline)
     out = {"alpha": alpha, "baseline": baseline, "module": vars_of(module)}
     for key, budget in (("params", "params"), ("flops", "flops")):
@@ -249,7 +251,7 @@ def block_curves_data(alpha=None, baseline="1x128d"):
 
 def block_alpha_scan(alphas, n_tilde=128):
     """Optimum n of the bottleneck block (params and FLOPs budgets) over ``alphas``."""
-    module = search.Bottleneck()
+    module = search.BottleneckDesign()
     return {"params": _lists(search.alpha_scan(module, n_tilde, alphas, "params")),
             "flops": _lists(search.alpha_scan(module, n_tilde, alphas, "flops"))}
 
@@ -290,7 +292,8 @@ def plot_curves(curve, primal, dual, paper_n=None, title="", logx=True, axes=Non
     for ax, key, mkey, opt, label, mlabel in panels:
         ax.plot(n, curve[key], color="tab:red", lw=2)
         y = curve[key][opt["index"]]
-        _mark(ax, opt["n"], y, f"n = {opt['n']}, m = {opt['m']:.1f}" + (f", ρ = {opt['rho']:.2f}" if key == "rho_dual" else ""),
+        _mark(ax, opt["n"], y,
+              f"n = {opt['n']}, m = {opt['m']:.1f}" + (f", ρ = {opt['rho']:.2f}" if key == "rho_dual" else ""),
               below=key == "rho_dual")
         if paper_n is not None:
             ax.axvline(paper_n, color="gray", ls="--", lw=1, label=f"paper: n = {paper_n}")

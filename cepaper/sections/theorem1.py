@@ -18,7 +18,7 @@ The three panels of Fig. 9 (Appendix E), over a list of ``d``:
 * (c) ensembles of constant width ``n_c = 100`` whose ``m`` matches the parameter count of the
   single model ``n = d^2`` (``m = round(beta(d^2) / beta(n_c))``, at least 1).
 
-Every distinct ``(m, n)`` of the three panels is trained once per seed (:func:`run_grid`); finished
+Every distinct ``(m, n)`` of the three panels is trained once per seed (:func:`train_grid`); finished
 runs are kept as JSON files in a cache folder, so an interrupted grid resumes where it stopped.
 """
 
@@ -102,7 +102,7 @@ def run_one(x, y, m, n, seed, *, depth=4, epochs, lr, batch_size=None, n_probe=2
             "ntk": hist["ntk"].tolist()}
 
 
-def run_grid(x, y, configs, seeds, *, cache=None, progress=False, **train_kw):
+def train_grid(x, y, configs, seeds, *, cache=None, progress=False, **train_kw):
     """Train every distinct ``(m, n)`` of ``configs`` once per seed; return one record per run.
 
     Args:

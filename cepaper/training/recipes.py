@@ -66,7 +66,7 @@ class Recipe:
     forward/backward pass, the BatchNorm batch (gradients accumulated to ``batch_size``; ``None``:
     the whole batch); ``augment``: one of ``AUGMENTATIONS`` (``pad`` pixels of black padding for
     ``crop_flip``); ``normalize``: one of ``NORMALIZATIONS``, with ``stats`` fixed per-channel
-    ``(mean, std)`` in [0, 1] (``None``: the dataset's, :func:`channel_stats`); ``resolution``: the
+    ``(mean, std)`` in [0, 1] (``None``: the dataset's, :func:`dataset_stats`); ``resolution``: the
     network's input size (``test_resize`` the shorter side before the center crop, and
     ``color_jitter`` the brightness/contrast/saturation jitter: folder data only).
     """
@@ -158,7 +158,7 @@ def recipe(name):
     return RECIPES[name]
 
 
-def channel_stats(ds, max_images=50000):
+def dataset_stats(ds, max_images=50000):
     """Per-channel ``(mean, std)`` of a dataset's pixels in [0, 1]: ``cepaper.data.STATS`` when it
     has the dataset, else computed from the first ``max_images`` images of ``ds`` (in-memory)."""
     from cepaper import data
@@ -186,7 +186,7 @@ def mean_image(ds, chunk=2048):
 
 def input_stats(rec, ds):
     """``(mean, std)`` that :func:`normalize` takes for training data ``ds`` under recipe ``rec``:
-    per-channel ``rec.stats`` or :func:`channel_stats` (``normalize="channel"``), or the mean image
+    per-channel ``rec.stats`` or :func:`dataset_stats` (``normalize="channel"``), or the mean image
     of ``ds`` ``(H, W, C)`` and a std of 1 (``"mean_image"``, in-memory data only)."""
     if rec.normalize == "mean_image":
         if is_folder(ds):
@@ -196,7 +196,7 @@ def input_stats(rec, ds):
         return m, (1.0,) * m.shape[-1]
     if rec.stats is not None:
         return rec.stats
-    return _folder_stats(ds) if is_folder(ds) else channel_stats(ds)
+    return _folder_stats(ds) if is_folder(ds) else dataset_stats(ds)
 
 
 def normalize(x, mean, std):

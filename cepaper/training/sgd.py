@@ -50,7 +50,7 @@ def topk_errors(logits, y, ks=(1, 5)):
 # ---------------------------------------------------------------------------------------------
 
 def _epoch_generator(seed, epoch):
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+    return torch.Generator().manual_seed(spine.derive_seed(seed, epoch))
 
 
 class ArrayData:

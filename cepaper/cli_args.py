@@ -1,0 +1,87 @@
+"""What every ``cepaper`` subcommand shares: the usage error, strict JSON output, and argparse types
+whose errors name the argument and what is allowed."""
+
+import argparse
+import json
+import math
+
+
+class UsageError(ValueError):
+    """Bad command-line input: printed as ``cepaper: error: ...`` with exit status 2."""
+
+
+def _plain(x, where="result"):
+    """``x`` as plain JSON values: numpy scalars and arrays converted, NaN (an undefined value, e.g.
+    the standard error of a single run) as ``None``; an infinity is a ``ValueError`` naming the field."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(x)]
+    if hasattr(x, "tolist"):  # numpy arrays and scalars
+        return _plain(x.tolist(), where)
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, float) and math.isinf(x):
+        raise ValueError(f"{where} is {x}: the computation overflowed; the inputs are outside what it can represent")
+    return x
+
+
+def emit(args, payload, text):
+    """Print ``payload`` as JSON with ``--json`` (strict JSON: no NaN or Infinity, see :func:`_plain`),
+    else the human-readable ``text``."""
+    print(json.dumps(_plain(payload), indent=1, allow_nan=False) if getattr(args, "json", False) else text)
+
+
+def _cli_type(convert):
+    """An argparse ``type`` from a converter that raises ``ValueError``: argparse then exits with
+    status 2 and ``argument --NAME: <message>``."""
+    def parse(text):
+        try:
+            return convert(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+def _positive_int_arg(text):
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"must be an integer >= 1, got {text!r}")
+    return int(text)
+
+
+def _nonneg_int_arg(text):
+    if not text.strip().isdigit():
+        raise ValueError(f"must be an integer >= 0, got {text!r}")
+    return int(text)
+
+
+def _positive_float_arg(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def _trials_arg(text):
+    if not text.strip().isdigit() or int(text) < 2:
+        raise ValueError(f"must be an integer >= 2 (a variance needs two draws), got {text!r}")
+    return int(text)
+
+
+NO_GPU = "pass --device cpu, or run on a machine with a GPU"
+
+
+def _config_arg(text):
+    from cepaper import complexity
+    return complexity.format_config(*complexity.parse_config(text))
+
+
+def _shape_arg(text):
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not parts or not all(t.isdigit() and int(t) >= 1 for t in parts):
+        raise ValueError(f"must be comma-separated integers >= 1 such as 256,32,32, got {text!r}")
+    return tuple(int(t) for t in parts)
