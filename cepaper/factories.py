@@ -36,7 +36,8 @@ def check_input_shape(input_shape):
     try:
         shape = tuple(input_shape)
     except TypeError:
-        raise ValueError(f"input_shape must be a tuple of ints >= 1 (one example, no batch), got {input_shape!r}")
+        raise ValueError(f"input_shape must be a tuple of ints >= 1 (one example, no batch), got {input_shape!r}") \
+            from None
     if not shape:
         raise ValueError("input_shape must hold at least one dimension, got ()")
     return tuple(positive_int("input_shape entry", s) for s in shape)

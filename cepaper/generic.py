@@ -238,7 +238,7 @@ def design_module(factory: Callable[[int, int], nn.Module], input_shape: Sequenc
     try:
         m_tilde, n_tilde = baseline
     except (TypeError, ValueError):
-        raise ValueError(f"baseline must be 'CxD' (e.g. '1x64') or (m_tilde, n_tilde), got {baseline!r}")
+        raise ValueError(f"baseline must be 'CxD' (e.g. '1x64') or (m_tilde, n_tilde), got {baseline!r}") from None
     m_tilde, n_tilde = positive_int("baseline m_tilde", m_tilde), positive_int("baseline n_tilde", n_tilde)
     if alpha is None:
         alpha, source = search.default_alpha("bottleneck")

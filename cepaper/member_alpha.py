@@ -145,7 +145,8 @@ def member_ntk_sampler(factory, n, x, v, method="batched"):
             except (RuntimeError, NotImplementedError) as e:       # torch.func cannot transform this member
                 import warnings
                 warnings.warn(f"module: the member of width {n} cannot be batched over draws by torch.func.vmap "
-                              f"({type(e).__name__}: {str(e)[:120]}); one NTK per draw by autograd instead")
+                              f"({type(e).__name__}: {str(e)[:120]}); one NTK per draw by autograd instead",
+                              stacklevel=2)
                 state["method"] = "naive"
         how = "jacobian" if state["method"] == "loop" else "naive"
         return torch.stack([ntk.empirical_ntk(m, xd, method=how).detach() for m in members])

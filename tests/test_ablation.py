@@ -193,7 +193,7 @@ def test_run_models_caches_finished_models(tmp_path, monkeypatch):
 def runs_of(errors, curve, var=None, params=None):
     """A runs table: ``errors`` {n: [error of each repetition]}."""
     rows = []
-    for k, (n, errs) in enumerate(errors.items()):
+    for n, errs in errors.items():
         for r, e in enumerate(errs):
             rows.append(dict(curve=curve, n=n, m=1 if n == max(errors) else 2, params=(params or {}).get(n, 100),
                              var=(var or {}).get(n, 1.0), rep=r, error=e, error_init=0.9, train_loss=0.1))

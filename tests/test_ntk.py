@@ -179,7 +179,7 @@ def test_float32_samples_accumulate_in_float64():
     s = (1000.0 + 1e-3 * torch.randn(4096, 2, generator=gen(4))).float()
     exact = s.double().var(0)
 
-    def sample(t, g, state={"i": 0}):
+    def sample(t, g, state={"i": 0}):  # noqa: B006 (a counter kept across calls, on purpose)
         out = s[state["i"]:state["i"] + t]
         state["i"] += t
         return out

@@ -29,6 +29,7 @@ def show(df, digits=4):
     df = pd.DataFrame(df).reset_index(drop=True)
     per = digits if isinstance(digits, dict) else {}
     default = 4 if isinstance(digits, dict) else digits
-    return df.style.hide(axis="index").format({c: (lambda v, d=per.get(c, default): cell(v, d)) for c in df.columns})
+    fmt = {c: per.get(c, default) for c in df.columns}
+    return df.style.hide(axis="index").format({c: (lambda v, d=fmt[c]: cell(v, d)) for c in df.columns})
 
 

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 
@@ -157,7 +157,7 @@ def execute(section, params, key):
             "section": section, "profile": profile, "notebook": str(notebook_path(section).relative_to(REPO)),
             "params": params, "key": key, "wall_s": round(wall, 2), "cached": False,
             "device": results.device_name(params.get("device", "cpu")), "git_commit": results.git_commit(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "reads": {r: _file_digest(r) for r in reads},
         }
         staged = staging / profile / section

@@ -18,7 +18,7 @@ import os
 import platform
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 
@@ -173,7 +173,7 @@ class Run:
             "params": _jsonable(self.params), "seed": self.seed,
             "cepaper": cepaper.__version__, "git_commit": git_commit(),
             "device": device_name(self.device), "wall_s": round(time.perf_counter() - self.started, 3),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
     def save(self, name, data, table=None):

@@ -73,7 +73,7 @@ def design_rows(alpha, alpha_ci, problems=None, lo=0.2, hi=12.0):
     problems = paper.ALPHA_OPTIMA if problems is None else problems
     rows = []
     for p in problems:
-        cfg = lambda a: search.design(p["arch"], p["baseline"], p["objective"], alpha=a)["config"]
+        cfg = lambda a, p=p: search.design(p["arch"], p["baseline"], p["objective"], alpha=a)["config"]
         d = search.design(p["arch"], p["baseline"], p["objective"], alpha=alpha)
         a_min, a_max = search.alpha_interval(cfg, alpha, min(lo, alpha), max(hi, alpha))
         rows.append({"arch": p["arch"], "baseline": p["baseline"], "objective": p["objective"],

@@ -55,7 +55,11 @@ def table_models(tables=tuple(TABLES)):
     return pd.DataFrame(rows)
 
 
-def dataset_status(root=None, names=tuple(dict.fromkeys(TABLES.values()))):
+#: The datasets of the tables, in table order.
+DATASETS = tuple(dict.fromkeys(TABLES.values()))
+
+
+def dataset_status(root=None, names=DATASETS):
     """For each dataset: ``found`` (its source) or why not (the loader's own message: missing
     files and how to get them, or a ``cepaper.data`` without that dataset), with paths named
     relative to the data root (:func:`cepaper.book.data.relative_source`)."""

@@ -62,7 +62,7 @@ def lemma1_nmk(nmk):
     mean, se, std, kinf = _a(nmk["mean"]), _a(nmk["mean_se"]), _a(nmk["std"]), _a(nmk["kinf"])
     i_n, i_w = widths.index(nmk["n"]), widths.index(nmk["n_wide"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, (j, (part, title)) in zip(axes, enumerate(PARTS)):
+    for ax, (j, (_, title)) in zip(axes, enumerate(PARTS)):
         sl = slice(j * g, (j + 1) * g)
         ax.fill_between(gamma, (mean[i_n] - std[i_n])[sl], (mean[i_n] + std[i_n])[sl], color="C0",
                         alpha=0.12, lw=0, label=f"one member, n = {nmk['n']} (±1 std)")
@@ -120,7 +120,7 @@ def lemma1_width(nmk):
     dev, dse = (mean - kinf) / ref, se / ref
     rms = lambda a: np.sqrt((a ** 2).mean(-1))
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
-    for j, (part, title) in enumerate(PARTS):
+    for j, (_, title) in enumerate(PARTS):
         sl = slice(j * g, (j + 1) * g)
         ax.plot(widths, rms(dev[:, sl]), "o-", color=f"C{j}", ms=4, label=f"{title}")
         ax.plot(widths, rms(dse[:, sl]), "--", color=f"C{j}", lw=1, label="  its Monte Carlo SE")

@@ -59,8 +59,8 @@ def gd_step(model, x, y, lr):
 @torch.no_grad()
 def full_loss(model, x, y, chunk=8192):
     """``l2_loss`` of the model over all of ``(x, y)``, evaluated in chunks of ``chunk`` rows."""
-    total = sum(((model(x[i:i + chunk]) - y[i:i + chunk]).pow(2).sum().item()
-                 for i in range(0, len(y), chunk)))
+    total = sum((model(x[i:i + chunk]) - y[i:i + chunk]).pow(2).sum().item()
+                 for i in range(0, len(y), chunk))
     return 0.5 * total / len(y)
 
 
