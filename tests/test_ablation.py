@@ -156,7 +156,8 @@ def refused(tmp_path):
     x2, yt2 = x.clone(), yt.clone()
     x2[3, 2] += 1e-9
     yt2[0] = (yt2[0] + 1) % 3
-    runs = {"train data": ((x2, y, xt, yt), {}), "test data": ((x, y, xt, yt2), {}), "seed": ((x, y, xt, yt), {"seed": 6}),
+    runs = {"train data": ((x2, y, xt, yt), {}), "test data": ((x, y, xt, yt2), {}), "seed": ((x, y, xt, yt),
+                                                                                              {"seed": 6}),
             "lr": ((x, y, xt, yt), {"lr": 0.05}), "batch_size": ((x, y, xt, yt), {"batch_size": 8}),
             "epochs": ((x, y, xt, yt), {"epochs": 4})}
     out = {}
@@ -230,7 +231,8 @@ def test_learning_curves_average_repetitions():
     (lambda: mnist_section.select("primal", [0], 8, 1.0, mnist_section.member()), "n must be an integer >= 1, got 0"),
     (lambda: mnist_section.select("dual", [], 8, 1.0, mnist_section.member()), "dual_ns must name at least one width"),
     (lambda: mnist_section.select("primal", [4], 8, -1.0, mnist_section.member()), "alpha must be a finite number > 0"),
-    (lambda: mnist_section.select("primal", [4], 0, 1.0, mnist_section.member()), "width must be an integer >= 1, got 0"),
+    (lambda: mnist_section.select("primal", [4], 0, 1.0, mnist_section.member()),
+     "width must be an integer >= 1, got 0"),
     (lambda: mnist_section.member(depth=1), "depth must be >= 2"),
     (lambda: adam.build(5, 4, 2, []), "reps must name at least one repetition"),
     (lambda: adam.build(5, 0, 2, [1]), "width must be an integer >= 1, got 0"),
@@ -239,7 +241,8 @@ def test_learning_curves_average_repetitions():
     (lambda: adam.train_reps(*toy(), 1, 3, [0], **{**KW, "classes": 2}), r"labels must lie in 0..1"),
     (lambda: adam.train_reps(*toy(), 1, 3, [0], **{**KW, "epochs": 0}), "epochs must be an integer >= 1, got 0"),
     (lambda: adam.train_reps(*toy(), 1, 3, [0], checkpoint_every=0, **KW), "checkpoint_every must be an integer >= 1"),
-    (lambda: mnist_section.dual_changes(runs_of({4: [0.1], 8: [0.2]}, "dual"), 16), "dual_ns must contain the baseline"),
+    (lambda: mnist_section.dual_changes(runs_of({4: [0.1], 8: [0.2]}, "dual"), 16),
+     "dual_ns must contain the baseline"),
     (lambda: mnist_section.correlations(runs_of({4: [0.1], 8: [0.2]}, "primal")), "needs at least 3 models"),
 ])
 def test_bad_input(call, message):

@@ -90,5 +90,6 @@ def test_design_alpha_factory_is_the_specialized_block(monkeypatch):
         ref = draws.draw(t)
         for name in ("conv1", "conv2", "conv3"):
             getattr(mine, name).weight.data.copy_(getattr(ref, name).weight)
-        torch.testing.assert_close(ntk.naive_ntk(member_alpha.Readout(mine, v), x), blocks.bottleneck_ntk(draws, x)[t].float(),
+        torch.testing.assert_close(ntk.naive_ntk(member_alpha.Readout(mine, v), x), blocks.bottleneck_ntk(draws,
+                                                                                                          x)[t].float(),
                                    rtol=1e-4, atol=1e-5)

@@ -44,7 +44,8 @@ window.addEventListener("load", () => setTimeout(() => {
     })(),
     nav: [...document.querySelectorAll("nav")].map(n => n.innerText).join("\n"),
     index_cells: [...document.querySelectorAll("main table tbody th")].length,
-    nan_cells: [...document.querySelectorAll("main table td")].filter(td => /^\s*(nan|NaN|None)\s*$/.test(td.innerText)).length,
+    nan_cells: [...document.querySelectorAll("main table td")]
+      .filter(td => /^\s*(nan|NaN|None)\s*$/.test(td.innerText)).length,
   });
   document.body.appendChild(out);
 }, 3000));

@@ -80,7 +80,9 @@ def test_cost_from_a_measured_speed_and_by_flops():
     base = next(m for m in paper.MODELS if m["table"] == "1a" and m["config"] == "1x128d")
     speed = [{"table": "1a", "arch": "resnext29", "config": "37x10d", "resolution": 32, "images_per_s": 2.0}]
     hours = 10 * recipes.recipe("cifar").epochs * 50_000 / 2.0 / 3600
-    assert claims.cost(m37, speed, 10).startswith(f"{hours:,.0f} CPU-hours") and "measured" in claims.cost(m37, speed, 10)
-    ratio = cxm.complexity("resnext29", "37x10d", classes=10)["flops"] / cxm.complexity("resnext29", "1x128d", classes=10)["flops"]
+    assert claims.cost(m37, speed, 10).startswith(f"{hours:,.0f} CPU-hours") and "measured" in claims.cost(m37, speed,
+                                                                                                           10)
+    ratio = cxm.complexity("resnext29", "37x10d", classes=10)["flops"] / cxm.complexity("resnext29", "1x128d",
+                                                                                        classes=10)["flops"]
     assert claims.cost(base, speed, 10).startswith(f"{hours / ratio:,.0f} CPU-hours")
     assert "no training speed measured" in claims.cost(base, [], 10)

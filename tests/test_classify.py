@@ -180,7 +180,8 @@ def test_micro_batches_accumulate_the_full_batch_gradient():
 
 def test_paper_recipes_use_the_per_gpu_batch():
     """The paper's batch over its 8 GPUs (Sec. 4.2.1-4.2.2, App. A): 128 / 8, 256 / 8, 1024 / 8, 512 / 8."""
-    per_gpu = {k: recipes.RECIPES[k].micro_batch for k in ("cifar", "cifar_1gpu", "imagenet", "imagenet32", "imagenet64")}
+    per_gpu = {k: recipes.RECIPES[k].micro_batch for k in ("cifar", "cifar_1gpu", "imagenet", "imagenet32",
+                                                           "imagenet64")}
     assert per_gpu == {"cifar": 128 // 8, "cifar_1gpu": None, "imagenet": 256 // 8, "imagenet32": 1024 // 8,
                        "imagenet64": 512 // 8}
     for rec in recipes.RECIPES.values():
@@ -245,7 +246,8 @@ def test_mean_image_normalization():
 def test_input_stats_of_the_recipes():
     """CIFAR-10 and CIFAR-100 alike: the authors' constants; downsampled ImageNet: the mean image."""
     cifar100 = Dataset("cifar100", "train", np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4, np.int64), "zeros")
-    assert recipes.input_stats(recipes.recipe("cifar"), cifar100) == recipes.CIFAR_STATS == recipes.input_stats(recipes.recipe("cifar_1gpu"),
+    assert recipes.input_stats(recipes.recipe("cifar"),
+                               cifar100) == recipes.CIFAR_STATS == recipes.input_stats(recipes.recipe("cifar_1gpu"),
                                                                                              cifar100)
     assert recipes.CIFAR_STATS[0][0] == 125.3 / 255 and recipes.CIFAR_STATS[1][2] == 66.7 / 255
     assert recipes.recipe("imagenet32").normalize == recipes.recipe("imagenet64").normalize == "mean_image"
@@ -328,7 +330,8 @@ def test_resume_after_interruption_is_bit_for_bit(tmp_path, monkeypatch, one_thr
     (spine, "resume", 'scheduler.load_state_dict(state["scheduler"])', "pass", "lr"),
     (spine, "resume", 'optimizer.load_state_dict(state["optimizer"])', "pass", "optimizer"),
     (spine, "resume", 'set_rng_state(state["rng"])', "pass", "rng"),
-    (sgd, "train_recipe", "tr.train_batches(rec, seed, epoch)", "tr.train_batches(rec, seed, epoch - start)", "train_loss"),
+    (sgd, "train_recipe", "tr.train_batches(rec, seed, epoch)", "tr.train_batches(rec, seed, epoch - start)",
+     "train_loss"),
 ])
 def test_resume_check_catches_a_lost_piece_of_state(tmp_path, monkeypatch, plant, one_thread, module, where, old, new,
                                                     shows):
@@ -403,7 +406,8 @@ def test_folder_dataset_path(tmp_path):
         for c in ("n01", "n02"):
             (tmp_path / split / c).mkdir(parents=True)
             for i in range(4):
-                Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(tmp_path / split / c / f"{i}.png")
+                Image.fromarray(rng.integers(0, 256, (20, 24, 3),
+                                             dtype=np.uint8)).save(tmp_path / split / c / f"{i}.png")
     train, test = ImageFolder(tmp_path / "train"), ImageFolder(tmp_path / "val")
     for ds, split in ((train, "train"), (test, "test")):
         ds.name, ds.split, ds.source = "toyfolder", split, str(tmp_path)
@@ -454,7 +458,8 @@ def test_bad_recipe(kwargs, message):
 
 
 def test_bad_recipe_name_and_epochs():
-    with pytest.raises(ValueError, match="recipe must be one of cifar, cifar_1gpu, imagenet, imagenet32, imagenet64, got 'svhn'"):
+    with pytest.raises(ValueError,
+                       match="recipe must be one of cifar, cifar_1gpu, imagenet, imagenet32, imagenet64, got 'svhn'"):
         recipes.recipe("svhn")
     with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
         sgd.train_recipe(tiny_model(), images(), images(), TINY, epochs=0)
@@ -467,10 +472,12 @@ def test_data_digest_sees_pixels_labels_and_samples_large_sets():
     assert recipes.data_digest(a) == recipes.data_digest(b)
     b.x[15, 0, 0, 0] ^= 1
     assert recipes.data_digest(a) != recipes.data_digest(b)
-    assert recipes.data_digest(a, max_images=4) == recipes.data_digest(b, max_images=4)  # image 15 is not sampled (0, 9, 19, 29 are)
+    # image 15 is not sampled (0, 9, 19, 29 are)
+    assert recipes.data_digest(a, max_images=4) == recipes.data_digest(b, max_images=4)
     b.x[15, 0, 0, 0] ^= 1
     b.y[0] = (b.y[0] + 1) % 3
-    assert recipes.data_digest(a) != recipes.data_digest(b) and recipes.data_digest(a, max_images=4) != recipes.data_digest(b, max_images=4)
+    assert recipes.data_digest(a) != recipes.data_digest(b)
+    assert recipes.data_digest(a, max_images=4) != recipes.data_digest(b, max_images=4)
 
 
 def test_channels_last_and_bf16_options_train():
@@ -479,4 +486,5 @@ def test_channels_last_and_bf16_options_train():
     cl_only = sgd.train_recipe(tiny_model(), train, test, TINY, epochs=1, channels_last=True)
     bf16 = sgd.train_recipe(tiny_model(), train, test, TINY, epochs=1, channels_last=True, bf16=True)
     assert cl_only["train_loss"][0] == pytest.approx(plain["train_loss"][0], rel=1e-4)  # same math, other layout
-    assert np.isfinite(bf16["train_loss"][0]) and bf16["train_loss"][0] == pytest.approx(plain["train_loss"][0], rel=0.1)
+    assert np.isfinite(bf16["train_loss"][0]) and bf16["train_loss"][0] == pytest.approx(plain["train_loss"][0],
+                                                                                         rel=0.1)

@@ -97,8 +97,10 @@ def test_design_uses_a_fitted_alpha_only_when_asked(capsys):
     (["params", "--arch", "mlp", "--depth", "6", "--inputs", "3"], "--arch mlp needs --width"),
     (["params", "--arch", "mlp", "--depth", "1", "--width", "5", "--inputs", "3"], "depth must be >= 2"),
     (["params", "--arch", "resnext29", "--config", "1x4d", "--width", "5"], "--width only apply to --arch mlp"),
-    (["design", "--arch", "resnext29", "--baseline", "1x128d", "--alpha", "0"], "argument --alpha: must be a number > 0"),
-    (["design", "--arch", "resnext29", "--baseline", "1x128d", "--alpha", "x"], "argument --alpha: must be a number > 0"),
+    (["design", "--arch", "resnext29", "--baseline", "1x128d", "--alpha", "0"],
+     "argument --alpha: must be a number > 0"),
+    (["design", "--arch", "resnext29", "--baseline", "1x128d", "--alpha", "x"],
+     "argument --alpha: must be a number > 0"),
     (["design", "--arch", "resnext29", "--baseline", "1x128d", "--objective", "both"], "argument --objective"),
     (["design", "--arch", "resnext29", "--baseline", "1x8d", "--n", "400"], "budget: no integer m >= 1"),
     (["design", "--arch", "bottleneck", "--baseline", "1x64d", "--classes", "10"], "--classes does not apply"),
@@ -167,7 +169,8 @@ def test_design_module_alpha_fit_reads_that_factorys_stored_fit(tmp_path, capsys
     r = run_json(capsys, *design_args)
     ref = generic.design_module(factories.load_factory(spec), (8, 3), (1, 16), alpha=fitted["alpha"])
     assert r["alpha"] == fitted["alpha"] and (r["n"], r["m"], r["var_ratio"]) == (ref["n"], ref["m"], ref["var_ratio"])
-    assert r["alpha_source"].startswith("fitted on the member factory(1, n), input 8x3, mean read-out: alpha/fit_module_")
+    assert r["alpha_source"].startswith("fitted on the member factory(1, n), input 8x3, mean read-out: "
+                                        "alpha/fit_module_")
     monkeypatch.chdir(tmp_path)                             # the same file, named relative to another folder
     assert run_json(capsys, "design", "--module", "my_block.py:block", *design_args[3:])["alpha"] == fitted["alpha"]
     assert fitted["saved"].endswith(f"{cli_design._module_fit_name(spec)}.json")

@@ -296,7 +296,8 @@ def test_bad_input(call, match):
         call()
 
 
-@pytest.mark.parametrize("stages, depth, config", [((64,), 1, "15x5d"), ((32, 64), 2, "3x4d"), ((16, 32, 64), 1, "1x8d")])
+@pytest.mark.parametrize("stages, depth, config", [((64,), 1, "15x5d"), ((32, 64), 2, "3x4d"), ((16, 32, 64), 1,
+                                                                                                "1x8d")])
 def test_scaled_down_cifar_resnext_counts_match_the_built_model(stages, depth, config):
     """Scaled-down CIFAR ResNeXts (the quick runs): bottleneck width C d out / stages[0]."""
     from cepaper.models.resnext import resnext

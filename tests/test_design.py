@@ -1,4 +1,5 @@
-"""cepaper.generic, factories and member_alpha: Algorithms 1 and 2 read from any module factory, against independent computations."""
+"""cepaper.generic, factories and member_alpha: Algorithms 1 and 2 read from any module factory, against
+independent computations."""
 
 import itertools
 import math
@@ -78,7 +79,8 @@ def test_bottleneck_sum_inv_fan_in_equals_search():
     np.testing.assert_allclose(fm.sum_inv_fan_in(ns), search.BottleneckDesign().sum_inv_fan_in(ns), rtol=1e-14)
     assert fm.fan_ins(10) == (256, 90, 10)                         # BN has no fan-in: not counted
     hidden = generic.FactoryModule(bottleneck, SHAPE, layers="hidden")   # drops 1/w_in, = fan_in_layers="width"
-    np.testing.assert_allclose(hidden.sum_inv_fan_in(ns), search.BottleneckDesign(fan_in_layers="width").sum_inv_fan_in(ns))
+    np.testing.assert_allclose(hidden.sum_inv_fan_in(ns),
+                               search.BottleneckDesign(fan_in_layers="width").sum_inv_fan_in(ns))
     assert fm.sum_inv_fan_in(np.array([[4, 8]])).shape == (1, 2)
     assert np.ndim(fm.sum_inv_fan_in(4)) == 0
 
@@ -94,7 +96,8 @@ def test_mlp_sum_inv_fan_in_hand_formula():
 
 
 def test_member_fan_ins_equals_fit_fan_ins():
-    for module in (bottleneck(4, 8), LinearMLP(5, 2, 3), nn.Sequential(nn.Conv1d(6, 4, 3, groups=2), nn.Conv3d(4, 2, 2))):
+    for module in (bottleneck(4, 8), LinearMLP(5, 2, 3), nn.Sequential(nn.Conv1d(6, 4, 3, groups=2), nn.Conv3d(4, 2,
+                                                                                                               2))):
         assert factories.member_fan_ins(module) == sweeps.fan_ins(module)
 
 
@@ -105,7 +108,8 @@ def test_bottleneck_params_and_flops_equal_search():
     for m, n in itertools.product((1, 2, 4, 32), (1, 4, 10, 64)):
         assert fm.cost(n, "params", groups=m) == search.BottleneckDesign().cost(n, "params", groups=m)
         # FlopCounterMode counts 2 x MACs of the convs only (no BN, ReLU or residual sum)
-        assert small.cost(n, "flops", groups=m) == 2 * search.BottleneckDesign(resolution=8, flops="2macs").cost(n, "flops", m)
+        convs = search.BottleneckDesign(resolution=8, flops="2macs")
+        assert small.cost(n, "flops", groups=m) == 2 * convs.cost(n, "flops", m)
     assert fm.cost(10, "flops", groups=4) == search.BottleneckDesign(flops="2macs").cost(10, "flops", groups=4)
 
 
@@ -285,9 +289,11 @@ def test_bad_input_errors_name_the_argument():
 # ---------------------------------------------------------------------------------------------- Algorithm 1
 
 def test_inputs_and_readouts_equal_the_block_and_mlp_ones():
-    torch.testing.assert_close(member_alpha.member_inputs((8, 3, 3), 2, 0.5, 7), blocks.block_inputs(8, 3, 2, 0.5, seed=7),
+    torch.testing.assert_close(member_alpha.member_inputs((8, 3, 3), 2, 0.5, 7), blocks.block_inputs(8, 3, 2, 0.5,
+                                                                                                     seed=7),
                                rtol=0, atol=0)
-    torch.testing.assert_close(member_alpha.member_inputs((16,), 2, 0.3, 1), sweeps.mlp_inputs(16, 2, 0.3, 1), rtol=0, atol=0)
+    torch.testing.assert_close(member_alpha.member_inputs((16,), 2, 0.3, 1), sweeps.mlp_inputs(16, 2, 0.3, 1), rtol=0,
+                               atol=0)
     for kind in member_alpha.READOUTS:
         torch.testing.assert_close(member_alpha.readout_vector(kind, (8, 5, 5), seed=3),
                                    blocks.readout_vector(kind, 8, 5, seed=3), rtol=0, atol=0)
@@ -513,7 +519,8 @@ def test_member_chunk_counts_weights_and_activations():
     member = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 1))
     x = torch.zeros(2, 10)
     per = (2 + 2) * (10 * 20 + 20 + 20 + 1) + 3 * (2 * 20 + 2 * 20 + 2 * 1 + 2 * 1)   # 3 x every module's output
-    assert member_alpha.member_chunk(member, x) == min(member_alpha.MEMBER_CHUNK_MAX, member_alpha.MEMBER_CHUNK_FLOATS // per)
+    assert member_alpha.member_chunk(member, x) == min(member_alpha.MEMBER_CHUNK_MAX,
+                                                       member_alpha.MEMBER_CHUNK_FLOATS // per)
 
 
 # --- factory(m, n) must be m members factory(1, n) ------------------------------------------------

@@ -490,7 +490,8 @@ def alive(pid):
 
 def test_a_terminated_child_group_leaves_no_process(tmp_path):
     pid_file = tmp_path / "pid"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(pid_file)], env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)},
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(pid_file)], env={**os.environ,
+                                                                               "PYTHONPATH": str(SOURCE_ROOT)},
                             stderr=subprocess.PIPE, text=True)
     wait_for(pid_file, proc, timeout=60)
     while not pid_file.read_text().strip():

@@ -205,7 +205,8 @@ def test_mc_is_seeded_chunked_and_consistent():
     assert torch.equal(a[:32], first)
     # about 2^23 weights per chunk, at most 4096 draws: 2 * 8 + 8 * 8 + 8 * 1 = 88 weights per draw
     assert sampler.default_chunk == 4096
-    assert montecarlo.mlp_ntk_sampler(inputs(2, 300, 1), widths=1000, depth=4).default_chunk == 2 ** 23 // (300_000 + 3 * 10 ** 6 + 1000)
+    assert montecarlo.mlp_ntk_sampler(inputs(2, 300, 1), widths=1000,
+                                      depth=4).default_chunk == 2 ** 23 // (300_000 + 3 * 10 ** 6 + 1000)
     assert montecarlo.mlp_ntk_sampler(inputs(2, 3000, 1), widths=3000, depth=2).default_chunk == 1
 
 
@@ -214,7 +215,8 @@ def test_module_sampler_loop_matches_batched_sampler():
     loop = montecarlo.module_ntk_sampler(lambda g: CollegialMLP(2, 8, depth=2, generator=g), x, entries="diag")
     batched = montecarlo.mlp_ntk_sampler(x, widths=8, depth=2, entries="diag")
     # m = 1 draws one member at a time: the loop and a batch of one agree draw for draw.
-    torch.testing.assert_close(montecarlo.mc_samples(loop, 5, chunk=5, seed=3), montecarlo.mc_samples(batched, 5, chunk=1, seed=3))
+    torch.testing.assert_close(montecarlo.mc_samples(loop, 5, chunk=5, seed=3), montecarlo.mc_samples(batched, 5,
+                                                                                                      chunk=1, seed=3))
 
 
 def test_running_ensemble_and_grouped_variance():
@@ -310,9 +312,12 @@ def test_t_quantile_and_inverse_width_fit():
     (lambda: ntk.member_ntk(CollegialMLP(2, 4), torch.randn(4, 2), entries="rows"), ValueError, "entries must be"),
     (lambda: ntk.member_ntk(CollegialMLP(2, 4), torch.randn(4, 2), entries=([0, 4], [0, 1])), ValueError,
      r"entries must index rows in \[0, 4\)"),
-    (lambda: montecarlo.mc_moments(montecarlo.mlp_ntk_sampler(torch.randn(2, 2)), 0), ValueError, "draws must be an integer >= 1, got 0"),
-    (lambda: montecarlo.mc_samples(montecarlo.mlp_ntk_sampler(torch.randn(2, 2)), 5, chunk=0), ValueError, "chunk must be"),
-    (lambda: montecarlo.mlp_ntk_sampler(torch.randn(2, 2), widths=0), ValueError, "width must be an integer >= 1, got 0"),
+    (lambda: montecarlo.mc_moments(montecarlo.mlp_ntk_sampler(torch.randn(2, 2)), 0), ValueError,
+     "draws must be an integer >= 1, got 0"),
+    (lambda: montecarlo.mc_samples(montecarlo.mlp_ntk_sampler(torch.randn(2, 2)), 5, chunk=0), ValueError,
+     "chunk must be"),
+    (lambda: montecarlo.mlp_ntk_sampler(torch.randn(2, 2), widths=0), ValueError,
+     "width must be an integer >= 1, got 0"),
     (lambda: montecarlo.moments(torch.zeros(0, 3)), ValueError, "T >= 1"),
     (lambda: lemma1.ensemble_variance(torch.randn(10, 2), [6]), ValueError, "at least 2 groups"),
     (lambda: lemma1.variance_slope(torch.randn(10, 2), [1, 2], blocks=8), ValueError, "at least blocks"),

@@ -57,7 +57,8 @@ def test_module_cost_equals_the_torch_block(n):
 
 
 @pytest.mark.parametrize("module", [search.BottleneckDesign(), search.BottleneckDesign(bn="none", kernel_area=False),
-                                    search.BottleneckDesign(flops="2macs"), search.MLPDesign(748, 6), search.MLPDesign(30, 3, 10, True)])
+                                    search.BottleneckDesign(flops="2macs"), search.MLPDesign(748, 6),
+                                    search.MLPDesign(30, 3, 10, True)])
 @pytest.mark.parametrize("alpha", [0.5, 1.6, 4.0])
 @pytest.mark.parametrize("budget", ["params", "flops"])
 def test_strong_duality(module, alpha, budget):
@@ -189,7 +190,8 @@ def brute_force_design(c, d, objective, rounding, alpha=1.6):
         m = {"nearest": math.floor(m_d + 0.5), "floor": math.floor(m_d), "ceil": math.ceil(m_d)}[rounding]
     m_curve = block_params(d, c) / block_params(n) if objective == "primal" else var(n) / var_s   # Eqs. 12, 14
     return dict(n=n, m=m, params=resnext29_params(m, n), baseline_params=resnext29_params(c, d),
-                var_ratio=var(n) / m / var_s, m_curve=m_curve, rho_curve=block_params(d, c) / (m_curve * block_params(n)))
+                var_ratio=var(n) / m / var_s, m_curve=m_curve, rho_curve=block_params(d,
+                                                                                      c) / (m_curve * block_params(n)))
 
 
 @pytest.mark.parametrize("baseline", ["1x64d", "4x32d", "8x12d"])
@@ -209,7 +211,8 @@ def test_design_is_the_brute_force_one(baseline, objective, rounding):
 
 
 @pytest.mark.parametrize("where, old, new", [
-    ("design", "c = curve(module, n_tilde, alpha, budget, ns, m_tilde=c_tilde)", "c = curve(module, n_tilde, alpha, budget, ns)"),
+    ("design", "c = curve(module, n_tilde, alpha, budget, ns, m_tilde=c_tilde)",
+     "c = curve(module, n_tilde, alpha, budget, ns)"),
     ("_curve", 'var_s = float(var_k(costs["sum_inv_fan_in_s"], alpha)) / c["m_tilde"]',
      'var_s = float(var_k(costs["sum_inv_fan_in_s"], alpha))'),
     ("integer_m", '"floor": np.floor(m_exact)', '"floor": np.ceil(m_exact)'),
@@ -226,7 +229,8 @@ def test_brute_force_check_catches_a_planted_bug(plant, where, old, new):
 def test_the_rounding_rules_differ_where_they_should():
     """floor <= nearest <= ceil, and floor and ceil differ by one unless the continuous m is an integer."""
     for objective in search.OBJECTIVES:
-        ms = {rule: search.design("resnext29", "4x32d", objective, alpha=1.6, rounding=rule)["m"] for rule in search.ROUNDINGS}
+        ms = {rule: search.design("resnext29", "4x32d", objective, alpha=1.6,
+                                  rounding=rule)["m"] for rule in search.ROUNDINGS}
         assert ms["floor"] <= ms["nearest"] <= ms["ceil"] == ms["floor"] + 1
 
 
@@ -344,7 +348,8 @@ def test_alpha_scan_is_the_optimum_of_each_curve():
     for i, a in enumerate(scan["alpha"]):
         c = search.curve(module, 64, a, ns=ns)
         p, d = search.optimum(c, "primal"), search.optimum(c, "dual")
-        assert (scan["n"][i], scan["m_primal"][i], scan["m_dual"][i], scan["rho"][i]) == (p["n"], p["m"], d["m"], d["rho"])
+        assert (scan["n"][i], scan["m_primal"][i], scan["m_dual"][i], scan["rho"][i]) == (p["n"], p["m"], d["m"],
+                                                                                          d["rho"])
     assert scan["strong_duality"].tolist() == [True] * 3
     # a grid that excludes the unrestricted optimum (n = 10 at alpha = 1.6) moves it to the grid's edge
     assert search.alpha_scan(module, 64, [1.6], ns=range(20, 65))["n"].tolist() == [20]
@@ -378,7 +383,8 @@ def test_network_cost_of_a_scaled_down_resnext_is_the_torch_one():
     from cepaper.models.resnext import resnext
     with torch.device("meta"):
         model = resnext("resnext29", "2x4d", classes=10, stages=(64, 128), depth=1)
-    assert search.network_cost("resnext29", 2, 4, stages=(64, 128), depth=1) == sum(p.numel() for p in model.parameters())
+    assert search.network_cost("resnext29", 2, 4, stages=(64, 128),
+                               depth=1) == sum(p.numel() for p in model.parameters())
 
 
 def test_default_alpha_of_the_block():
@@ -443,7 +449,8 @@ def test_design_module_flops_convention_grid_and_off_grid_width():
     assert r["baseline_flops"] == 2 * cx.complexity("resnext29", "1x64d")["macs"] and r["flops_convention"] == "2macs"
     # a grid without the optimum (n = 10): the best width on the grid is its narrowest
     assert search.design("resnext29", "1x64d", alpha=1.6, ns=range(20, 65))["n"] == 20
-    # an ensemble baseline 4x32d and a width off the grid (40 > 32): m_d = Var(K_40) / (Var(K_32) / 4), Eq. 9 written out
+    # an ensemble baseline 4x32d and a width off the grid (40 > 32): m_d = Var(K_40) / (Var(K_32) / 4), Eq. 9
+    # written out
     var = lambda n: math.expm1(1.6 * (1 / 256 + 1 / (9 * n) + 1 / n))
     r = search.design("resnext29", "4x32d", "dual", alpha=1.6, n=40)
     assert r["m_exact"] == pytest.approx(var(40) / (var(32) / 4), rel=1e-12) and r["m"] == 3
@@ -453,7 +460,8 @@ def test_design_record_names_its_inputs():
     r = search.design("resnext29", "1x64d", "dual", "flops", alpha=1.6)
     assert (r["arch"], r["objective"], r["budget"], r["baseline"]) == ("resnext29", "dual", "flops", "1x64d")
     assert (r["rounding"], r["classes"], r["resolution"]) == ("nearest", 10, 32)
-    assert r["module"] == {"type": "BottleneckDesign", "w_in": 256, "w_out": 256, "resolution": 32, "fan_in_layers": "all",
+    assert r["module"] == {"type": "BottleneckDesign", "w_in": 256, "w_out": 256, "resolution": 32,
+                           "fan_in_layers": "all",
                            "kernel_area": True, "bn": "all", "flops": "2macs+acts"}
     ens, base = cx.complexity("resnext29", r["config"]), cx.complexity("resnext29", "1x64d")
     assert (r["flops"], r["baseline_flops"]) == (2 * ens["macs"] + ens["acts"], 2 * base["macs"] + base["acts"])
@@ -476,7 +484,8 @@ def test_block_cost_without_the_shared_shortcut():
     block's projection shortcut (shared by the ensemble, independent of n) is not in it."""
     n, block = 6, ResNeXtBottleneck(64, 128, 6)
     paths = sum(p.numel() for name, p in block.named_parameters() if not name.startswith("shortcut"))
-    assert search.BottleneckDesign(w_in=64, w_out=128).cost(n) == paths == 64 * n + 9 * n * n + n * 128 + 4 * n + 2 * 128
+    assert search.BottleneckDesign(w_in=64,
+                                   w_out=128).cost(n) == paths == 64 * n + 9 * n * n + n * 128 + 4 * n + 2 * 128
     assert search.BottleneckDesign(w_in=64, w_out=128, bn="none").cost(n) == 64 * n + 9 * n * n + n * 128
     with pytest.raises(ValueError, match="budget must be one of params, flops"):
         search.BottleneckDesign().cost(n, "watts")
@@ -513,7 +522,8 @@ def test_curve_record_and_flops_budget_written_out():
 
 
 def test_curve_overflow_says_how_large_alpha_may_be():
-    """exp(alpha * 5) overflows at n = 1 for MLP(784, 6) when alpha > log(max float) / 5 = 142, while the baseline's does not."""
+    """exp(alpha * 5) overflows at n = 1 for MLP(784, 6) when alpha > log(max float) / 5 = 142, while the
+    baseline's does not."""
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")                     # the overflow is caught, not warned about
@@ -524,8 +534,10 @@ def test_curve_overflow_says_how_large_alpha_may_be():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(n_tilde=0), "n_tilde must be an integer >= 1, got 0"), (dict(m_tilde=0), "m_tilde must be an integer >= 1, got 0"),
-    (dict(budget="watts"), "budget must be one of params, flops"), (dict(ns=[4, 0]), "n must be an integer >= 1, got 0"),
+    (dict(n_tilde=0), "n_tilde must be an integer >= 1, got 0"), (dict(m_tilde=0),
+                                                                  "m_tilde must be an integer >= 1, got 0"),
+    (dict(budget="watts"), "budget must be one of params, flops"), (dict(ns=[4, 0]),
+                                                                    "n must be an integer >= 1, got 0"),
     (dict(alpha=0.0), "alpha must be a finite number > 0"),
 ])
 def test_curve_bad_input(kwargs, match):
