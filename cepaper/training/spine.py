@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from cepaper.training import distributed
+
 def source_key(settings, modules, length=16):
     """Hash of ``settings`` (as JSON) and of the source of ``modules`` (dotted names): the name of a
     checkpoint, so that a change of settings or of the code that computes it starts afresh."""
@@ -50,13 +52,21 @@ def cached_record(cache, settings, modules, compute, required=()):
     if cache is None:
         return compute(None)
     path = Path(cache) / f"{source_key(settings, modules)}.json"
+    w = distributed.world()
+    if w.size > 1:                 # across ranks: one rank moves a damaged file aside, then all read
+        if w.writer:
+            read_cached(path, required)
+            check_checkpoint(path.with_suffix(".pt"))
+        distributed.barrier(w)
     record = read_cached(path, required)
     if record is not None:
         return record
     check_checkpoint(path.with_suffix(".pt"))
     record = compute(path.with_suffix(".pt"))
-    write_atomic(path, json.dumps(_jsonable(record)) + "\n")
-    path.with_suffix(".pt").unlink(missing_ok=True)
+    if w.writer:
+        write_atomic(path, json.dumps(_jsonable(record)) + "\n")
+        path.with_suffix(".pt").unlink(missing_ok=True)
+    distributed.barrier(w)
     return record
 
 
@@ -229,19 +239,24 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def resume(path, settings, *, model, optimizer=None, scheduler=None, rng=False, required=(), name="a checkpoint"):
+def resume(path, settings, *, model, optimizer=None, scheduler=None, rng=False, required=(), name="a checkpoint",
+           refuse=None):
     """Load the checkpoint ``path`` into ``model`` (and ``optimizer``, ``scheduler``, the RNG states
     when ``rng``); return its state dict (``epoch``, ``history``, ...), or ``None`` when there is none.
 
     The checkpoint's ``settings`` must equal ``settings``: else a ValueError names what differs.
     One that ``torch.load`` cannot read, or that lacks a key of ``required``, is moved aside
-    (:func:`move_aside`): then ``None``, and the run starts afresh."""
+    (:func:`move_aside`): then ``None``, and the run starts afresh. ``refuse(old_settings)``: a reason
+    why the checkpoint cannot resume this run (a ValueError that gives it), or ``None``."""
     state = load_checkpoint(path)
     if state is None:
         return None
     if not isinstance(state, dict) or any(k not in state for k in ("settings", "model", *required)):
         move_aside(path, f"not {name}")
         return None
+    why = refuse(state["settings"]) if refuse is not None and isinstance(state["settings"], dict) else None
+    if why:
+        raise ValueError(f"checkpoint {path} cannot resume this run: {why}")
     if state["settings"] != settings:
         old = state["settings"] if isinstance(state["settings"], dict) else {}
         diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
@@ -267,7 +282,7 @@ def run_grid(jobs, compute, *, cache=None, modules=(), required=(), progress=Fal
     one resumes from its checkpoint ``cache/<key>.pt``. ``progress``: a bar over the jobs."""
     jobs = list(jobs)
     return [cached_record(cache, job, modules, lambda ckpt, job=job: compute(job, ckpt), required)
-            for job in tqdm(jobs, disable=not progress, desc=desc)]
+            for job in tqdm(jobs, disable=not progress or not distributed.world().writer, desc=desc)]
 
 
 def _naming(e, path):
