@@ -524,6 +524,8 @@ def _add_train(sub):
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     p.add_argument("--workers", type=_cli_type(_nonneg_int_arg), default=8, help="DataLoader workers (ImageNet folders)")
     from cepaper.training import distributed
+    p.add_argument("--rerun-stale", action="store_true",
+                   help="train again the finished runs that older training code made (default: reuse them, marked stale)")
     p.add_argument("--backend", choices=distributed.BACKENDS,
                    help="under torchrun: the process group's backend (default nccl on GPUs, gloo on CPUs)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -564,7 +566,7 @@ def _add_train(sub):
                                       arch=args.arch, recipe_name=rec, classes=classes, epochs=args.epochs,
                                       cache=results.checkpoint_dir(run.section, "cli"), device=args.device,
                                       channels_last=args.channels_last, bf16=args.bf16, workers=args.workers,
-                                      progress=True)
+                                      progress=True, rerun_stale=args.rerun_stale)
         if not w.writer:
             return None                                         # rank 0 saves and reports
         last = paper.STATISTICS[run.section]["last_epochs"]
@@ -572,10 +574,14 @@ def _add_train(sub):
         name = f"train_{args.dataset}_{args.arch}_{args.config}_{rec}_e{args.epochs or 'all'}_s{args.seed}-{args.seed + args.runs - 1}"
         run.save(name, {"records": records, "summary": summ.to_dict("records"), "world_size": w.size}, table=summ)
         r = summ.iloc[0]
-        payload = {"summary": summ.to_dict("records"), "saved": str(run.dir / f"{name}.json"), "world_size": w.size}
+        stale = grids.stale_runs(records)
+        payload = {"summary": summ.to_dict("records"), "saved": str(run.dir / f"{name}.json"), "world_size": w.size,
+                   "stale": stale}
         text = (f"{args.arch} {args.config} on {args.dataset} ({tr.source}), recipe {rec}, {int(r.runs)} run(s): "
                 f"top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}% ({w.size} process(es); "
-                + ("final epoch" if last == 1 else f"mean of the last {last} epochs") + f")\nsaved to {payload['saved']}")
+                + ("final epoch" if last == 1 else f"mean of the last {last} epochs") + f")\nsaved to {payload['saved']}"
+                + "".join(f"\nstale: seed {s['seed']} was trained by older code (commit {(s['commit'] or 'unknown')[:12]}; "
+                          f"changed since: {', '.join(s['files'])}); --rerun-stale trains it again" for s in stale))
         emit(args, payload, text)
     p.set_defaults(func=train)
 
