@@ -526,6 +526,10 @@ def _add_train(sub):
     from cepaper.training import distributed
     p.add_argument("--rerun-stale", action="store_true",
                    help="train again the finished runs that older training code made (default: reuse them, marked stale)")
+    from cepaper.training import executors
+    p.add_argument("--executor", choices=executors.EXECUTORS, default="inprocess",
+                   help="the runs (--runs) one after another here (default), or each a submitit job: local "
+                        "(this machine's GPUs, one each) or slurm (a SLURM cluster)")
     p.add_argument("--backend", choices=distributed.BACKENDS,
                    help="under torchrun: the process group's backend (default nccl on GPUs, gloo on CPUs)")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -552,6 +556,9 @@ def _add_train(sub):
         if distributed.launched():   # the world size is checked before anything is loaded or written
             distributed.check_world(recipes.recipe(rec), int(os.environ["WORLD_SIZE"]))
         w, device = distributed.setup(args.device, args.backend)
+        if w.size > 1 and args.executor != "inprocess":
+            raise UsageError("--executor runs each run as its own job; under torchrun leave it out (inprocess)")
+        ex = executors.executor(args.executor, results.checkpoint_dir("cifar", "cli").parent / "jobs")
         run = results.Run("cifar" if args.dataset.startswith("cifar") else "imagenet", "cli", seed=args.seed,
                           device=str(device), params={k: v for k, v in vars(args).items() if k != "func"},
                           store=True)
@@ -566,7 +573,7 @@ def _add_train(sub):
                                       arch=args.arch, recipe_name=rec, classes=classes, epochs=args.epochs,
                                       cache=results.checkpoint_dir(run.section, "cli"), device=args.device,
                                       channels_last=args.channels_last, bf16=args.bf16, workers=args.workers,
-                                      progress=True, rerun_stale=args.rerun_stale)
+                                      progress=True, rerun_stale=args.rerun_stale, executor=ex)
         if not w.writer:
             return None                                         # rank 0 saves and reports
         last = paper.STATISTICS[run.section]["last_epochs"]

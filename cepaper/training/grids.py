@@ -16,7 +16,8 @@ from cepaper.training.sgd import final_error, init_seed, train_recipe
 
 def train_recipe_grid(configs, dataset, train, test, seeds, *, arch="resnext29", recipe_name="cifar", classes=10,
                       stages=None, depth=None, epochs=None, cache=None, device="cpu", channels_last=False,
-                      bf16=False, workers=0, progress=False, rerun_stale=False):
+                      bf16=False, workers=0, progress=False, rerun_stale=False,
+                      executor=None):
     """Train every ResNeXt ``arch`` of ``configs`` (``CxDd``) once per seed with recipe ``recipe_name``
     (a key of ``RECIPES``); one record per run.
 
@@ -30,6 +31,7 @@ def train_recipe_grid(configs, dataset, train, test, seeds, *, arch="resnext29",
     carries its code version (``code``: commit and file digests); after a change of the training code
     a finished run is reused with ``stale`` saying which commit made it and which files changed since
     (``None``: made by this code); ``rerun_stale`` trains stale runs again (:func:`stale_runs` lists them).
+    ``executor``: a submitit executor (:func:`cepaper.training.executors.executor`), each run a job.
     """
     from cepaper.models.resnext import resnext
     if not isinstance(recipe_name, str) or recipe_name not in RECIPES:
@@ -57,7 +59,7 @@ def train_recipe_grid(configs, dataset, train, test, seeds, *, arch="resnext29",
                 "wall_s": time.perf_counter() - t0}
 
     return spine.run_grid(jobs, one, cache=cache, required=RECORD_KEYS, progress=progress, desc=f"{dataset} runs",
-                          by_definition=True, key=definition, rerun_stale=rerun_stale,
+                          by_definition=True, key=definition, rerun_stale=rerun_stale, executor=executor,
                           modules=("cepaper.models.resnext", "cepaper.training.recipes", "cepaper.training.sgd",
                                    "cepaper.training.spine", __name__))
 
