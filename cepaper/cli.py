@@ -85,9 +85,25 @@ def _add_train(sub):
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     p.add_argument("--workers", type=_cli_type(_nonneg_int_arg), default=8,
                    help="DataLoader workers (ImageNet folders)")
+    from cepaper.training import distributed
+    p.add_argument("--rerun-stale", action="store_true",
+                   help="train again the finished runs that older training code made "
+                        "(default: reuse them, marked stale)")
+    from cepaper.training import executors
+    p.add_argument("--executor", choices=executors.EXECUTORS, default="inprocess",
+                   help="the runs (--runs) one after another here (default), or each a submitit job: local "
+                        "(this machine's GPUs, one each) or slurm (a SLURM cluster)")
+    p.add_argument("--backend", choices=distributed.BACKENDS,
+                   help="under torchrun: the process group's backend (default nccl on GPUs, gloo on CPUs)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     def train(args):
+        try:
+            return _train(args)
+        finally:
+            distributed.shutdown()
+
+    def _train(args):
         from cepaper import data
         from cepaper.book import results
         from cepaper.sections import paper
@@ -97,31 +113,48 @@ def _add_train(sub):
                              f"ImageNet (224x224) models, resnext29/38 the CIFAR-style ones (32x32, 64x64)")
         rec = args.recipe or recipes.DATASET_RECIPE[args.dataset]
         results.check_device(args.device, fix=NO_GPU)
+        distributed.check_backend(args.backend, args.device)
         if args.download and data.data_root(args.data_root) is None:
             raise UsageError("--download needs a data root: pass --data-root, or set CEPAPER_DATA")
+        if distributed.launched():   # the world size is checked before anything is loaded or written
+            distributed.check_world(recipes.recipe(rec), int(os.environ["WORLD_SIZE"]))
+        w, device = distributed.setup(args.device, args.backend)
+        if w.size > 1 and args.executor != "inprocess":
+            raise UsageError("--executor runs each run as its own job; under torchrun leave it out (inprocess)")
+        ex = executors.executor(args.executor, results.checkpoint_dir("cifar", "cli").parent / "jobs")
         run = results.Run("cifar" if args.dataset.startswith("cifar") else "imagenet", "cli", seed=args.seed,
-                          device=args.device, params={k: v for k, v in vars(args).items() if k != "func"},
+                          device=str(device), params={k: v for k, v in vars(args).items() if k != "func"},
                           store=True)
         spine.check_writable(run.dir)  # before the training, not after
-        tr, te = (_load_split(data, args, split, n, flag) for split, n, flag in
-                  (("train", args.n_train, "--n-train"), ("test", args.n_test, "--n-test")))
+        load = lambda: tuple(_load_split(data, args, split, n, flag) for split, n, flag in
+                             (("train", args.n_train, "--n-train"), ("test", args.n_test, "--n-test")))
+        tr, te = load() if w.writer else (None, None)          # rank 0 first: it may download
+        distributed.barrier(w)
+        tr, te = (tr, te) if w.writer else load()
         classes = {"cifar10": 10, "cifar100": 100}.get(args.dataset, 1000)
         records = grids.train_recipe_grid([args.config], args.dataset, tr, te, range(args.seed, args.seed + args.runs),
                                       arch=args.arch, recipe_name=rec, classes=classes, epochs=args.epochs,
                                       cache=results.checkpoint_dir(run.section, "cli"), device=args.device,
                                       channels_last=args.channels_last, bf16=args.bf16, workers=args.workers,
-                                      progress=True)
+                                      progress=True, rerun_stale=args.rerun_stale, executor=ex)
+        if not w.writer:
+            return None                                         # rank 0 saves and reports
         last = paper.STATISTICS[run.section]["last_epochs"]
         summ = grids.grid_summary(records, last=last)
         name = (f"train_{args.dataset}_{args.arch}_{args.config}_{rec}_e{args.epochs or 'all'}"
                 f"_s{args.seed}-{args.seed + args.runs - 1}")
-        run.save(name, {"records": records, "summary": summ.to_dict("records")}, table=summ)
+        run.save(name, {"records": records, "summary": summ.to_dict("records"), "world_size": w.size}, table=summ)
         r = summ.iloc[0]
-        payload = {"summary": summ.to_dict("records"), "saved": str(run.dir / f"{name}.json")}
+        stale = grids.stale_runs(records)
+        payload = {"summary": summ.to_dict("records"), "saved": str(run.dir / f"{name}.json"), "world_size": w.size,
+                   "stale": stale}
         text = (f"{args.arch} {args.config} on {args.dataset} ({tr.source}), recipe {rec}, {int(r.runs)} run(s): "
-                f"top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}% ("
+                f"top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}% ({w.size} process(es); "
                 + ("final epoch" if last == 1 else f"mean of the last {last} epochs")
-                + f")\nsaved to {payload['saved']}")
+                + f")\nsaved to {payload['saved']}"
+                + "".join(f"\nstale: seed {s['seed']} was trained by older code "
+                          f"(commit {(s['commit'] or 'unknown')[:12]}; changed since: {', '.join(s['files'])}); "
+                          "--rerun-stale trains it again" for s in stale))
         emit(args, payload, text)
     p.set_defaults(func=train)
 

@@ -93,3 +93,28 @@ def test_design_alpha_factory_is_the_specialized_block(monkeypatch):
         torch.testing.assert_close(ntk.naive_ntk(member_alpha.Readout(mine, v), x), blocks.bottleneck_ntk(draws,
                                                                                                           x)[t].float(),
                                    rtol=1e-4, atol=1e-5)
+
+
+def test_train_benchmark_json():
+    """Our CIFAR epoch and the official-style loop on the same model; the batched ensemble against the
+    list of its members: each ratio is the ratio of the reported rates, and the two ensemble paths
+    compute the same function."""
+    r = run_json("train.py", "--images", "16", "--repeats", "1", "--stages", "8", "16", "16", "--config", "2x4d",
+                 "--workers", "1", "--mlp-m", "3", "--mlp-width", "4", "--mlp-steps", "1", "--mlp-batch", "8")
+    for k in ("ours_cifar", "ours_cifar_1gpu"):
+        lo, hi = quotient_interval(r["t_official_s"], r[f"t_{k}_s"])
+        assert lo <= r[f"{k}_over_official"] <= hi, k
+        assert r[f"{k}_images_per_s"] == pytest.approx(16 / r[f"t_{k}_s"], rel=1e-4)
+    lo, hi = quotient_interval(r["t_mlp_list_s"], r["t_mlp_batched_s"])
+    assert lo <= r["mlp_speedup_vs_list"] <= hi
+    assert r["mlp_max_abs_diff"] < 1e-5 and r["mlp_m"] == 3 and r["cifar_images"] == 16
+
+
+def test_train_benchmark_members_are_the_batched_ensemble(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    bench = importlib.import_module("train")
+    from cepaper.models.mlp import CollegialMLP
+    batched = CollegialMLP(5, 4, m=3, depth=2, outputs=2, generator=torch.Generator().manual_seed(0))
+    members = bench.members_of(batched)
+    x = torch.randn(7, 5)
+    torch.testing.assert_close(sum(f(x) for f in members) / 3 ** 0.5, batched(x))

@@ -225,7 +225,8 @@ def test_imagenet_throughput_measures_a_model():
 @pytest.mark.parametrize("argv, message", [
     (["--arch", "resnext29", "--config", "0x4d", "--dataset", "cifar10"], "config must have C >= 1"),
     (["--arch", "resnext50", "--config", "1x4d", "--dataset", "cifar10"], "resnext50/101 are the ImageNet (224x224)"),
-    (["--arch", "resnext29", "--config", "1x4d", "--dataset", "imagenet"], "--arch resnext29 does not fit --dataset imagenet"),
+    (["--arch", "resnext29", "--config", "1x4d", "--dataset", "imagenet"],
+     "--arch resnext29 does not fit --dataset imagenet"),
     (["--arch", "resnext29", "--config", "1x4d", "--dataset", "cifar10", "--seed", "-1"], "must be an integer >= 0"),
     (["--arch", "resnext29", "--config", "1x4d", "--dataset", "svhn"], "invalid choice: 'svhn'"),
     (["--arch", "resnext29", "--config", "1x4d", "--dataset", "cifar10", "--epochs", "0"], "must be an integer >= 1"),

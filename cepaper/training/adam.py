@@ -164,5 +164,6 @@ def train_reps_grid(x, y, x_test, y_test, configs, reps, *, cache=None, progress
     jobs = [dict(m=m, n=n, reps=reps, data=data, **options) for m, n in pairs]
     return spine.run_grid(jobs, lambda job, ckpt: train_reps(x, y, x_test, y_test, job["m"], job["n"], reps,
                                                              checkpoint=ckpt, **train_kw),
-                          cache=cache, modules=("cepaper.models.mlp", "cepaper.training.gd", "cepaper.training.spine", __name__),
+                          cache=cache, modules=("cepaper.models.mlp", "cepaper.training.gd", "cepaper.training.spine",
+                                                __name__),
                           progress=progress, desc="models")

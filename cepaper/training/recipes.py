@@ -132,15 +132,18 @@ RECIPES = {
     "cifar": _CIFAR,
     "cifar_1gpu": replace(_CIFAR, name="cifar_1gpu", micro_batch=None,
                           source="Sec. 4.2.1 on a single GPU: the rows of Table 1b marked §"),
-    "imagenet": Recipe("imagenet", 100, 256, 0.1, 1e-4, (30, 60, 90), 0.1, micro_batch=32, augment="random_resized_crop",
+    "imagenet": Recipe("imagenet", 100, 256, 0.1, 1e-4, (30, 60, 90), 0.1, micro_batch=32,
+                       augment="random_resized_crop",
                        resolution=224, test_resize=256, color_jitter=0.4,
                        source="Sec. 4.2.2 (augmentation of [20] without lighting)"),
     "imagenet32": Recipe("imagenet32", 80, 1024, 0.08, 5e-4, (20, 40, 60), 0.2, micro_batch=128, augment="crop_flip",
                          pad=4, normalize="mean_image", resolution=32,
-                         source="App. A.1 (normalization and augmentation 'as in [3]', as the authors' code does them)"),
+                         source="App. A.1 (normalization and augmentation 'as in [3]', "
+                                "as the authors' code does them)"),
     "imagenet64": Recipe("imagenet64", 60, 512, 0.04, 5e-4, (20, 30, 40), 0.2, micro_batch=64, augment="crop_flip",
                          pad=4, normalize="mean_image", resolution=64,
-                         source="App. A.2 (normalization and augmentation 'as in [3]', as the authors' code does them)"),
+                         source="App. A.2 (normalization and augmentation 'as in [3]', "
+                                "as the authors' code does them)"),
 }
 
 

@@ -7,10 +7,10 @@ transforms (:func:`folder_transforms`). :func:`train_recipe` trains one model, e
 test error after every epoch, and with ``checkpoint=path`` saves model, optimizer, scheduler, RNG
 states and history atomically after every epoch; calling it again resumes exactly where it stopped
 (bit for bit on a CPU: every epoch's random numbers are drawn from ``(seed, epoch)``).
-:func:`cepaper.training.grids.train_recipe_grid` trains a grid of ResNeXts x seeds with one recipe (finished runs cached, so a grid
-resumes) and :func:`cepaper.training.grids.grid_summary` gives the paper's statistic (``cepaper.sections.paper.STATISTICS``): each run's
-test error averaged over its last ``last`` epochs (CIFAR: 10; ImageNet: 1, the final error), then
-the mean and standard error over runs.
+:func:`cepaper.training.grids.train_recipe_grid` trains a grid of ResNeXts x seeds with one recipe
+(finished runs cached, so a grid resumes) and :func:`cepaper.training.grids.grid_summary` gives the
+paper's statistic (``cepaper.sections.paper.STATISTICS``): each run's test error averaged over its
+last ``last`` epochs (CIFAR: 10; ImageNet: 1, the final error), then the mean and standard error over runs.
 """
 
 import math
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from cepaper._checks import nonneg_int, positive_int
-from cepaper.training import spine
+from cepaper.training import distributed, spine
 from cepaper.training.recipes import (DATASET_RECIPE, augment, augment_params, data_digest, input_stats, is_folder,
                                       normalize, recipe)
 
@@ -55,32 +55,51 @@ def _epoch_generator(seed, epoch):
 
 class ArrayData:
     """An in-memory uint8 dataset on the device: ``x (N, H, W, C)``, ``y (N,)`` and the ``(mean, std)``
-    of :func:`normalize`. Crops pad with black (0) pixels, before normalization."""
+    of :func:`normalize`. Crops pad with black (0) pixels, before normalization.
 
-    def __init__(self, ds, device, stats):
+    ``world`` (:class:`cepaper.training.distributed.World`) and ``per_rank``: this rank's share of
+    every batch (:func:`~cepaper.training.distributed.rank_span`: its ``per_rank`` micro-batches of
+    ``micro``) and of the test set; every rank holds all images (index shards)."""
+
+    def __init__(self, ds, device, stats, world=None, micro=None, per_rank=None):
         x = np.asarray(ds.x)
         if x.ndim == 3:
             x = x[..., None]
         self.x = torch.as_tensor(x).to(device)
         self.y = torch.as_tensor(np.asarray(ds.y), dtype=torch.int64).to(device)
         self.mean, self.std = (torch.as_tensor(np.asarray(s, np.float32)).to(device) for s in stats)
+        self.world, self.micro, self.per_rank = world or distributed.World(), micro, per_rank
 
     def __len__(self):
         return len(self.y)
 
+    def batch_sizes(self, rec):
+        """The global batch sizes of one epoch (all ranks together)."""
+        return [min(rec.batch_size, len(self) - i) for i in range(0, len(self), rec.batch_size)]
+
+    def _span(self, n):
+        if self.world.size == 1 or self.per_rank is None:
+            return 0, n
+        return distributed.rank_span(n, self.micro, self.per_rank, self.world.rank)
+
     def train_batches(self, rec, seed, epoch):
-        """Shuffled, augmented, normalized batches ``(x (B, C, H, W) float, y (B,))`` of one epoch."""
+        """Shuffled, augmented, normalized batches ``(x (B, C, H, W) float, y (B,))`` of one epoch (this
+        rank's share of each; every rank draws the whole batch's order and augmentation)."""
         g = _epoch_generator(seed, epoch)
         order = torch.randperm(len(self), generator=g).to(self.y.device)
         for i in range(0, len(self), rec.batch_size):
             idx = order[i:i + rec.batch_size]
             offsets, flips = augment_params(len(idx), self.x.shape[1], rec.pad, g, rec.augment == "flip")
+            a, b = self._span(len(idx))
+            idx, offsets, flips = idx[a:b], offsets[a:b], flips[a:b]
             xb = augment(self.x[idx], offsets, flips, rec.pad if rec.augment == "crop_flip" else 0)
             yield normalize(xb, self.mean, self.std), self.y[idx]
 
     def test_batches(self, batch_size):
-        for i in range(0, len(self), batch_size):
-            yield normalize(self.x[i:i + batch_size], self.mean, self.std), self.y[i:i + batch_size]
+        lo, hi = distributed.shard(len(self), self.world)
+        for i in range(lo, hi, batch_size):
+            j = min(hi, i + batch_size)
+            yield normalize(self.x[i:j], self.mean, self.std), self.y[i:j]
 
 
 def folder_transforms(rec, stats, train):
@@ -109,19 +128,27 @@ class _Transformed(torch.utils.data.Dataset):
 
 
 class FolderData:
-    """A folder dataset of ``(PIL image, label)`` pairs read by a ``DataLoader`` with ``workers``."""
+    """A folder dataset of ``(PIL image, label)`` pairs read by a ``DataLoader`` with ``workers``; across
+    ranks each reads its own shard (a ``DistributedSampler``, ``batch_size / world.size`` per step)."""
 
-    def __init__(self, ds, device, stats, rec, workers=0):
+    def __init__(self, ds, device, stats, rec, workers=0, world=None):
         self.ds, self.device, self.stats, self.rec, self.workers = ds, torch.device(device), stats, rec, workers
+        self.world = world or distributed.World()
 
     def __len__(self):
         return len(self.ds)
 
-    def _loader(self, transform, batch_size, generator=None):
+    def batch_sizes(self, rec):
+        """The global batch sizes of one epoch (the sampler pads the data to a multiple of the ranks)."""
+        w = self.world.size
+        local, count = rec.batch_size // w, -(-len(self) // w)
+        return [w * min(local, count - i) for i in range(0, count, local)]
+
+    def _loader(self, transform, batch_size, generator=None, sampler=None):
         return torch.utils.data.DataLoader(_Transformed(self.ds, transform), batch_size=batch_size,
-                                           shuffle=generator is not None, generator=generator,
-                                           num_workers=self.workers, pin_memory=self.device.type == "cuda",
-                                           persistent_workers=False)
+                                           shuffle=generator is not None and sampler is None, generator=generator,
+                                           sampler=sampler, num_workers=self.workers,
+                                           pin_memory=self.device.type == "cuda", persistent_workers=False)
 
     def _to(self, loader):
         for x, y in loader:
@@ -129,16 +156,32 @@ class FolderData:
 
     def train_batches(self, rec, seed, epoch):
         g = _epoch_generator(seed, epoch)
-        torch.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=g)))  # the transforms' RNG
-        return self._to(self._loader(folder_transforms(rec, self.stats, True), rec.batch_size, g))
+        torch.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=g)) + self.world.rank)  # the transforms' RNG
+        transform = folder_transforms(rec, self.stats, True)
+        if self.world.size == 1:
+            return self._to(self._loader(transform, rec.batch_size, g))
+        sampler = torch.utils.data.DistributedSampler(self.ds, self.world.size, self.world.rank, shuffle=True,
+                                                      seed=spine.derive_seed(seed), drop_last=False)
+        sampler.set_epoch(epoch)
+        return self._to(self._loader(transform, rec.batch_size // self.world.size, g, sampler))
 
     def test_batches(self, batch_size):
-        return self._to(self._loader(folder_transforms(self.rec, self.stats, False), batch_size))
+        ds = self.ds
+        if self.world.size > 1:
+            ds = torch.utils.data.Subset(ds, range(*distributed.shard(len(ds), self.world)))
+        return self._to(torch.utils.data.DataLoader(
+            _Transformed(ds, folder_transforms(self.rec, self.stats, False)), batch_size=batch_size,
+            num_workers=self.workers, pin_memory=self.device.type == "cuda"))
 
 
-def device_data(ds, device, stats, rec=None, workers=0):
-    """:class:`ArrayData` for an in-memory dataset, :class:`FolderData` for a folder of images."""
-    return FolderData(ds, device, stats, rec, workers) if is_folder(ds) else ArrayData(ds, device, stats)
+def device_data(ds, device, stats, rec=None, workers=0, world=None):
+    """:class:`ArrayData` for an in-memory dataset, :class:`FolderData` for a folder of images (this
+    rank's share of them under ``world``)."""
+    if is_folder(ds):
+        return FolderData(ds, device, stats, rec, workers, world)
+    w = world or distributed.World()
+    per_rank = distributed.check_world(rec, w.size) if rec is not None and w.size > 1 else None
+    return ArrayData(ds, device, stats, w, rec.micro_batch or rec.batch_size if rec is not None else None, per_rank)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,17 +190,20 @@ def device_data(ds, device, stats, rec=None, workers=0):
 
 @torch.no_grad()
 def evaluate(model, data, batch_size=1000, amp_dtype=None, channels_last=False):
-    """``{"loss", "top1", "top5"}`` of ``model`` on a device dataset (errors in %, mean loss)."""
+    """``{"loss", "top1", "top5"}`` of ``model`` on a device dataset (errors in %, mean loss); across
+    ranks each evaluates its shard of the test set and the sums are reduced over the ranks."""
     model.eval()
-    n, loss, errs = 0, 0.0, np.zeros(2)
+    w = getattr(data, "world", None) or distributed.World()
+    device = next(model.parameters()).device
+    sums = torch.zeros(4, dtype=torch.float64, device=device)       # loss, top-1 and top-5 errors, images
     for x, y in data.test_batches(batch_size):
         x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             out = model(x)
-        loss += F.cross_entropy(out.float(), y, reduction="sum").item()
-        errs += topk_errors(out, y)
-        n += len(y)
-    return {"loss": loss / n, "top1": 100.0 * errs[0] / n, "top5": 100.0 * errs[1] / n}
+        sums += torch.tensor([F.cross_entropy(out.float(), y, reduction="sum").item(), *topk_errors(out, y), len(y)],
+                             dtype=torch.float64, device=device)
+    loss, e1, e5, n = distributed.all_reduce_sum(sums, w).tolist()
+    return {"loss": loss / n, "top1": 100.0 * e1 / n, "top5": 100.0 * e5 / n}
 
 
 def _optimizer(model, rec):
@@ -182,65 +228,112 @@ def train_recipe(model, train, test, recipe_name="cifar", *, epochs=None, seed=0
         eval_batch: test batch size. workers: DataLoader workers of a folder dataset.
     Returns:
         history: lists over epochs ``epoch`` (1..E), ``lr``, ``train_loss``, ``train_top1``, ``test_loss``,
-        ``test_top1``, ``test_top5`` (errors in %), ``seconds`` (of an epoch, evaluation included); and
-        ``images_per_s`` (training images per second of those epochs).
+        ``test_top1``, ``test_top5`` (errors in %), ``seconds`` (of an epoch, evaluation included);
+        ``images_per_s`` (training images per second of those epochs, all ranks) and ``world_size``.
+
+    In a process group (torchrun, :mod:`cepaper.training.distributed`) every rank calls this with the
+    same arguments: each trains on its share of every batch (its micro-batches, BatchNorm per rank),
+    the gradients are summed over the ranks before each step, BatchNorm's running statistics are
+    averaged over the ranks before each evaluation, the evaluation is reduced over the ranks, and rank
+    0 writes the checkpoint, which every rank resumes from. The global batch, learning rate and
+    schedule are the recipe's for any world size that divides it (:func:`distributed.check_world`).
     """
     rec = recipe(recipe_name)
     rec = rec.scaled(epochs) if epochs is not None else rec
     check_fits(rec, train)
     eval_batch = positive_int("eval_batch", eval_batch)
     nonneg_int("seed", seed)
+    w = distributed.world()
+    distributed.check_world(rec, w.size)
     micro = rec.micro_batch or rec.batch_size
     device = torch.device(device)
+    if w.size > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", w.local_rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    distributed.broadcast_state(model, w)
+    if w.rank > 0:                                    # each rank its own stream (Dropout); rank 0 the caller's
+        torch.manual_seed(spine.derive_seed(seed, "rank", w.rank))
     stats = input_stats(rec, train)
-    tr, te = device_data(train, device, stats, rec, workers), device_data(test, device, stats, rec, workers)
+    tr, te = device_data(train, device, stats, rec, workers, w), device_data(test, device, stats, rec, workers, w)
     opt, sched = _optimizer(model, rec)
     amp = torch.bfloat16 if bf16 else None
     settings = None if checkpoint is None else dict(recipe=asdict(rec), seed=seed, channels_last=channels_last,
                                                     bf16=bf16, train=data_digest(train), test=data_digest(test))
+    if settings is not None and w.size > 1:
+        settings["world_size"] = w.size               # one process: none, as before (its checkpoints resume)
     keys = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "seconds")
     history = {k: [] for k in keys}
     start = 0
+    if checkpoint is not None and w.size > 1:
+        if w.writer:
+            spine.check_checkpoint(checkpoint)           # a damaged one is moved aside by one rank, not all
+        distributed.barrier(w)
     if checkpoint is not None and Path(checkpoint).exists():
         state = spine.resume(checkpoint, settings, model=model, optimizer=opt, scheduler=sched, rng=True,
-                             required=CHECKPOINT_KEYS, name="a checkpoint of train_recipe")
+                             required=CHECKPOINT_KEYS, name="a checkpoint of train_recipe",
+                             refuse=lambda old: _refuse_checkpoint(old, settings))
+        if state is not None and w.size > 1:
+            spine.set_rng_state(state["rng_ranks"][w.rank])
         start, history = (state["epoch"], state["history"]) if state is not None else (start, history)
-    for epoch in tqdm(range(start, rec.epochs), initial=start, total=rec.epochs, disable=not progress,
+    for epoch in tqdm(range(start, rec.epochs), initial=start, total=rec.epochs, disable=not progress or not w.writer,
                       desc="epochs", leave=False):
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
         model.train()
         loss_sum, wrong, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
-        for x, y in tr.train_batches(rec, seed, epoch):
+        for (x, y), n in zip(tr.train_batches(rec, seed, epoch), tr.batch_sizes(rec)):
             opt.zero_grad(set_to_none=True)
             for xm, ym in zip(x.split(micro), y.split(micro)):       # the paper's per-GPU batches
                 xm = xm.contiguous(memory_format=torch.channels_last) if channels_last else xm
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                     out = model(xm)
                     loss = F.cross_entropy(out.float(), ym, reduction="sum")
-                (loss / len(y)).backward()
+                (loss / n).backward()                                 # n: the global batch, all ranks
                 loss_sum += loss.detach()
                 wrong += (out.detach().argmax(1) != ym).sum()
+            distributed.all_reduce_grads(model.parameters(), w)
             opt.step()
-            seen += len(y)
+            seen += n
         sched.step()
+        loss_sum, wrong = distributed.all_reduce_sum(torch.stack([loss_sum, wrong.to(loss_sum.dtype)]), w).tolist()
+        distributed.average_buffers(model, w)
         ev = evaluate(model, te, eval_batch, amp, channels_last)
-        row = dict(epoch=epoch + 1, lr=lr, train_loss=loss_sum.item() / seen, train_top1=100.0 * wrong.item() / seen,
+        row = dict(epoch=epoch + 1, lr=lr, train_loss=loss_sum / seen, train_top1=100.0 * wrong / seen,
                    test_loss=ev["loss"], test_top1=ev["top1"], test_top5=ev["top5"],
                    seconds=time.perf_counter() - t0)
         for k in keys:
             history[k].append(row[k])
         if checkpoint is not None:
-            spine.save_checkpoint(checkpoint, {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                                         "scheduler": sched.state_dict(), "rng": spine.rng_state(), "history": history,
-                                         "settings": settings})
+            rngs = distributed.gather_objects(spine.rng_state(), w)
+            if w.writer:
+                spine.save_checkpoint(checkpoint, {"epoch": epoch + 1, "model": model.state_dict(),
+                                                   "optimizer": opt.state_dict(),
+                                             "scheduler": sched.state_dict(), "rng": spine.rng_state(),
+                                             "history": history,
+                                             "settings": settings, **({"rng_ranks": rngs} if w.size > 1 else {})})
+            distributed.barrier(w)
     n_train = len(tr)
-    return {**history, "images_per_s": n_train * len(history["seconds"]) / max(sum(history["seconds"]), 1e-9)}
+    return {**history, "images_per_s": n_train * len(history["seconds"]) / max(sum(history["seconds"]), 1e-9),
+            "world_size": w.size}
+
+
+def _refuse_checkpoint(old, settings):
+    """Why the checkpoint settings ``old`` cannot resume under ``settings`` (another recipe, another
+    world size), or ``None`` (other differences are named by :func:`spine.resume`)."""
+    was, now = (old.get("recipe") or {}).get("name"), settings["recipe"]["name"]
+    if was != now:
+        return (f"it was written by recipe {was!r}, not {now!r}; train with --recipe {was} to resume it, "
+                "or delete it to start afresh")
+    size = old.get("world_size", 1)
+    if size != settings.get("world_size", 1):
+        return (f"it was written by {size} process(es) and cannot resume exactly under {settings.get('world_size', 1)} "
+                f"(each rank's random state and BatchNorm statistics are its own); resume it with "
+                f"torchrun --nproc-per-node {size} (or one process for 1), or delete it to start afresh")
+    return None
 
 
 def check_fits(rec, ds):
@@ -250,7 +343,8 @@ def check_fits(rec, ds):
     hint = f"; use recipe {DATASET_RECIPE[ds.name]!r}" if getattr(ds, "name", None) in DATASET_RECIPE else ""
     if folder != (rec.augment == "random_resized_crop"):
         kind = "a folder of images" if folder else "in-memory images"
-        raise ValueError(f"recipe {rec.name!r} (augment {rec.augment!r}) does not fit {getattr(ds, 'name', 'the dataset')!r}, "
+        raise ValueError(f"recipe {rec.name!r} (augment {rec.augment!r}) does not fit "
+                         f"{getattr(ds, 'name', 'the dataset')!r}, "
                          f"{kind}{hint}")
 
 

@@ -9,7 +9,11 @@
   this data;
 * the cached resumable grid runner (:func:`run_grid`): one record per job in ``cache/<key>.json``,
   ``key`` the hash of the job's settings and of the code that computes it (:func:`source_key`); an
-  interrupted job resumes from ``cache/<key>.pt``.
+  interrupted job resumes from ``cache/<key>.pt``;
+* the run cache of long runs (:func:`cached_run`, ``run_grid(..., by_definition=True)``): a record
+  keyed by what defines the run alone, with the code version in its provenance (:func:`code_version`);
+  after a code change a finished run is reused and marked stale (:func:`stale_mark`: which commit
+  made it, which files changed since), never silently discarded; ``rerun_stale`` retrains it.
 
 A damaged cache file or checkpoint (not JSON, empty, truncated) is moved aside (:func:`move_aside`)
 and recomputed, never read again.
@@ -31,6 +35,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from cepaper.training import distributed
+
 def source_key(settings, modules, length=16):
     """Hash of ``settings`` (as JSON) and of the source of ``modules`` (dotted names): the name of a
     checkpoint, so that a change of settings or of the code that computes it starts afresh."""
@@ -50,14 +56,107 @@ def cached_record(cache, settings, modules, compute, required=()):
     if cache is None:
         return compute(None)
     path = Path(cache) / f"{source_key(settings, modules)}.json"
+    w = distributed.world()
+    if w.size > 1:                 # across ranks: one rank moves a damaged file aside, then all read
+        if w.writer:
+            read_cached(path, required)
+            check_checkpoint(path.with_suffix(".pt"))
+        distributed.barrier(w)
     record = read_cached(path, required)
     if record is not None:
         return record
     check_checkpoint(path.with_suffix(".pt"))
     record = compute(path.with_suffix(".pt"))
-    write_atomic(path, json.dumps(_jsonable(record)) + "\n")
-    path.with_suffix(".pt").unlink(missing_ok=True)
+    if w.writer:
+        write_atomic(path, json.dumps(_jsonable(record)) + "\n")
+        path.with_suffix(".pt").unlink(missing_ok=True)
+    distributed.barrier(w)
     return record
+
+
+def definition_key(definition, length=16):
+    """Hash of a run's definition alone (a JSON-able dict): the name of its record in the run cache."""
+    return hashlib.sha256(json.dumps(definition, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def _module_file(name):
+    return Path(importlib.import_module(name).__file__).resolve()
+
+
+def _repo_path(path):
+    """``path`` relative to the folder above the ``cepaper`` package (the repository, in a checkout)."""
+    top = Path(__file__).resolve().parents[2]
+    return str(path.relative_to(top)) if path.is_relative_to(top) else str(path)
+
+
+def git_head(paths=()):
+    """The commit of the checkout this code is in (``+dirty`` when one of ``paths`` differs from it),
+    or ``None`` outside a git checkout."""
+    import subprocess
+    top = Path(__file__).resolve().parents[2]
+    run = lambda *a: subprocess.run(["git", *a], cwd=top, capture_output=True, text=True, timeout=30)
+    try:
+        head = run("rev-parse", "HEAD")
+        if head.returncode:
+            return None
+        dirty = run("diff", "--quiet", "HEAD", "--", *map(str, paths)).returncode if paths else 0
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def code_version(modules):
+    """The code version of a record: ``{"commit": git_head, "files": {file: sha256[:16] of its bytes}}``
+    for the files of ``modules`` (dotted names), relative to the repository."""
+    files = {m: _module_file(m) for m in modules}
+    return {"commit": git_head(files.values()),
+            "files": {_repo_path(f): hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files.values()}}
+
+
+def stale_mark(record, modules, version=None):
+    """``None`` when the record was made by the code of ``modules`` as it is now, else ``{"commit":
+    the commit that made it, "files": the files changed since}`` (a record without a code version is
+    stale, commit ``None``; ``version``: :func:`code_version` of ``modules``, when known)."""
+    then = record.get("code") or {}
+    now = (version or code_version(modules))["files"]
+    old = then.get("files") or {}
+    changed = sorted(f for f in set(now) | set(old) if now.get(f) != old.get(f))
+    return {"commit": then.get("commit"), "files": changed} if changed else None
+
+
+def cached_run(cache, definition, modules, compute, required=(), rerun_stale=False, version=None):
+    """A long run's record in ``cache/<key>.json``, ``key`` the hash of ``definition`` alone
+    (:func:`definition_key`): a finished run is read back whatever the code is now, with ``"stale"``
+    (:func:`stale_mark`) saying whether the code of ``modules`` changed since it was made; else
+    ``compute(checkpoint)`` makes it (resuming from ``cache/<key>.pt``), with its ``"code"``
+    (:func:`code_version`). ``rerun_stale``: a stale record is computed again, the old one kept as
+    ``<key>.<commit>.json`` beside it. ``cache=None`` computes with no checkpoint. ``version``: the
+    :func:`code_version` of ``modules`` (computed once for a grid)."""
+    version = version or code_version(modules)
+    if cache is None:
+        return {**compute(None), "code": version, "stale": None}
+    path = Path(cache) / f"{definition_key(definition)}.json"
+    w = distributed.world()
+    if w.size > 1:                 # across ranks: one rank moves a damaged file aside, then all read
+        if w.writer:
+            read_cached(path, required)
+            check_checkpoint(path.with_suffix(".pt"))
+        distributed.barrier(w)
+    record = read_cached(path, required)
+    if record is not None:
+        stale = stale_mark(record, modules, version)
+        if not (stale and rerun_stale):
+            return {**record, "stale": stale}
+        distributed.barrier(w)
+        if w.writer:               # kept, never silently discarded
+            os.replace(path, path.with_name(f"{path.stem}.{(stale['commit'] or 'unknown')[:12]}.json"))
+    check_checkpoint(path.with_suffix(".pt"))
+    record = {**compute(path.with_suffix(".pt")), "code": version}
+    if w.writer:
+        write_atomic(path, json.dumps(_jsonable(record)) + "\n")
+        path.with_suffix(".pt").unlink(missing_ok=True)
+    distributed.barrier(w)
+    return {**record, "stale": None}
 
 
 def move_aside(path, why):
@@ -229,19 +328,24 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def resume(path, settings, *, model, optimizer=None, scheduler=None, rng=False, required=(), name="a checkpoint"):
+def resume(path, settings, *, model, optimizer=None, scheduler=None, rng=False, required=(), name="a checkpoint",
+           refuse=None):
     """Load the checkpoint ``path`` into ``model`` (and ``optimizer``, ``scheduler``, the RNG states
     when ``rng``); return its state dict (``epoch``, ``history``, ...), or ``None`` when there is none.
 
     The checkpoint's ``settings`` must equal ``settings``: else a ValueError names what differs.
     One that ``torch.load`` cannot read, or that lacks a key of ``required``, is moved aside
-    (:func:`move_aside`): then ``None``, and the run starts afresh."""
+    (:func:`move_aside`): then ``None``, and the run starts afresh. ``refuse(old_settings)``: a reason
+    why the checkpoint cannot resume this run (a ValueError that gives it), or ``None``."""
     state = load_checkpoint(path)
     if state is None:
         return None
     if not isinstance(state, dict) or any(k not in state for k in ("settings", "model", *required)):
         move_aside(path, f"not {name}")
         return None
+    why = refuse(state["settings"]) if refuse is not None and isinstance(state["settings"], dict) else None
+    if why:
+        raise ValueError(f"checkpoint {path} cannot resume this run: {why}")
     if state["settings"] != settings:
         old = state["settings"] if isinstance(state["settings"], dict) else {}
         diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
@@ -258,16 +362,28 @@ def resume(path, settings, *, model, optimizer=None, scheduler=None, rng=False, 
     return state
 
 
-def run_grid(jobs, compute, *, cache=None, modules=(), required=(), progress=False, desc="runs"):
+def run_grid(jobs, compute, *, cache=None, modules=(), required=(), progress=False, desc="runs",
+             by_definition=False, key=None, rerun_stale=False, executor=None):
     """The cached resumable grid runner: ``compute(job, checkpoint)`` for every ``job`` (a JSON-able
     dict of settings), one record each, in order.
 
     With ``cache`` (a folder) each record is kept in ``cache/<key>.json`` (:func:`cached_record`,
     ``key`` from the job and the source of ``modules``): a finished job is read back, an interrupted
-    one resumes from its checkpoint ``cache/<key>.pt``. ``progress``: a bar over the jobs."""
+    one resumes from its checkpoint ``cache/<key>.pt``. ``progress``: a bar over the jobs.
+
+    ``by_definition``: the run cache of long runs instead (:func:`cached_run`): keyed by ``key(job)``
+    (default the job) alone, a finished run is reused after a code change and marked stale, and
+    ``rerun_stale`` computes stale ones again; ``executor`` (a submitit executor,
+    :mod:`cepaper.training.executors`): each run a job, the records gathered in order."""
     jobs = list(jobs)
-    return [cached_record(cache, job, modules, lambda ckpt, job=job: compute(job, ckpt), required)
-            for job in tqdm(jobs, disable=not progress, desc=desc)]
+    bar = tqdm(jobs, disable=not progress or not distributed.world().writer, desc=desc)
+    if by_definition:
+        from cepaper.training import executors
+        key, version = key or (lambda job: job), code_version(modules)
+        one = lambda job: cached_run(cache, key(job), modules, lambda ckpt: compute(job, ckpt), required, rerun_stale,
+                                     version)
+        return executors.map_runs(executor, one, bar if executor is None else jobs)
+    return [cached_record(cache, job, modules, lambda ckpt, job=job: compute(job, ckpt), required) for job in bar]
 
 
 def _naming(e, path):

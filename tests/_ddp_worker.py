@@ -1,0 +1,56 @@
+"""Run by tests/test_distributed.py under ``torchrun --nproc-per-node 2``: one tiny recipe run across the
+ranks (gloo), interrupted after its first epoch and resumed by every rank from rank 0's checkpoint.
+Writes ``rank<r>.pt`` (history, final weights) into the folder given as the argument.
+
+``_ddp_worker.py cli OUT ARGS...``: ``cepaper ARGS...`` with its checkpoints under ``OUT`` (not the
+repository's ``_build/``)."""
+
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import test_distributed as t  # noqa: E402  (the data, model and recipe of the test)
+
+from cepaper.training import distributed, sgd  # noqa: E402
+
+
+def main(out):
+    torch.set_num_threads(1)
+    w, device = distributed.setup("cpu")
+    assert w.size == 2, w
+    train, test = t.data()
+    ckpt = Path(out) / "run.pt"
+    calls, real = [], sgd.evaluate
+
+    def interrupted(*a, **k):                 # every rank stops at the second evaluation, after epoch 2
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    sgd.evaluate = interrupted
+    try:
+        sgd.train_recipe(t.model(), train, test, t.RECIPE, seed=3, checkpoint=ckpt)
+        raise AssertionError("not interrupted")
+    except KeyboardInterrupt:
+        pass
+    sgd.evaluate = real
+    distributed.barrier(w)
+    epoch = torch.load(ckpt, weights_only=False)["epoch"]
+    model = t.model(seed=99)                   # other weights: all must come from the checkpoint
+    hist = sgd.train_recipe(model, train, test, t.RECIPE, seed=3, checkpoint=ckpt)
+    torch.save({"history": hist, "weights": model.state_dict(), "resumed_from": epoch}, Path(out) / f"rank{w.rank}.pt")
+    distributed.shutdown()
+
+
+def cli(out, argv):
+    from cepaper import cli
+    from cepaper.book import results
+    results.checkpoint_dir = lambda section, profile: Path(out) / "checkpoints" / profile / section
+    return cli.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[2], sys.argv[3:]) if sys.argv[1] == "cli" else main(sys.argv[1]))

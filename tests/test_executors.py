@@ -1,0 +1,48 @@
+"""Tests of cepaper.training.executors: each run of a grid a submitit job (the local executor here),
+the records gathered in order into the run cache; a SLURM executor without SLURM is a clear error."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cepaper.training import executors, spine
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_local_executor_runs_each_run_as_a_job_and_gathers_the_records(tmp_path):
+    ex = executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5)
+    jobs = [{"seed": 0}, {"seed": 1}]
+    compute = lambda job, ckpt: {"seed": job["seed"], "pid": os.getpid(), "ckpt": str(ckpt)}
+    out = spine.run_grid(jobs, compute, cache=tmp_path / "cache", modules=("cepaper.training.spine",),
+                         by_definition=True, executor=ex)
+    assert [r["seed"] for r in out] == [0, 1] and all(r["pid"] != os.getpid() for r in out)  # in other processes
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+    again = spine.run_grid(jobs, lambda job, ckpt: pytest.fail("trained again"), cache=tmp_path / "cache",
+                           modules=("cepaper.training.spine",), by_definition=True)
+    assert [r["pid"] for r in again] == [r["pid"] for r in out]
+
+
+def test_inprocess_is_no_executor(tmp_path):
+    assert executors.executor("inprocess", tmp_path) is None
+    assert executors.map_runs(None, lambda x: x + 1, [1, 2]) == [2, 3]
+    with pytest.raises(ValueError, match="executor must be one of inprocess, local, slurm, got 'k8s'"):
+        executors.executor("k8s", tmp_path)
+
+
+def test_slurm_without_slurm_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))                    # no sbatch
+    with pytest.raises(ValueError, match="executor slurm needs SLURM, and there is no sbatch"):
+        executors.executor("slurm", tmp_path)
+
+
+def test_cli_train_executor_slurm_without_slurm(tmp_path):
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable), "CEPAPER_RESULTS": str(tmp_path / "results")}
+    p = subprocess.run([sys.executable, "-m", "cepaper", "train", "--arch", "resnext29", "--config", "1x4d",
+                        "--dataset", "cifar10", "--executor", "slurm"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2 and "executor slurm needs SLURM" in p.stderr, p.stderr
+    assert not (tmp_path / "results").exists()
