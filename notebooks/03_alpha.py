@@ -193,7 +193,7 @@ display(Markdown(
     f"the paper's {paper.ALPHA_BOTTLENECK:.2f} is "
     + ("inside this interval. " if inside else
        f"**outside** it ({'below' if paper.ALPHA_BOTTLENECK < lo else 'above'}). ")
-    + f"The draws' tail index of $K^2$ is at most {max(khat, default=float('nan')):.2f} over the widths; "
+    + f"The draws' tail index of K² is at most {max(khat, default=float('nan')):.2f} over the widths; "
     + (f"widths {diag['heavy_tail_widths']} exceed {fit.KHAT_MAX}, so the interval is too narrow there."
        if diag["heavy_tail_widths"] else f"none exceeds {fit.KHAT_MAX}, so the interval can be read as it is.")))
 
@@ -248,7 +248,11 @@ display(Markdown(
     f"α = {w8['alpha']:.2f} [{w8['lo']:.2f}, {w8['hi']:.2f}]"
     + ("" if w24 is None else f"; over the {w24['widths']} widths n ≥ 24, α = {w24['alpha']:.2f} "
                               f"[{w24['lo']:.2f}, {w24['hi']:.2f}]")
-    + f". Fig. 3's optimum needs α = {fig3_alpha:.3f} ({fig3_source})."))
+    + f". Fig. 3's optimum needs α = {fig3_alpha:.3f} ({fig3_source})."
+    + (f" The intervals are too narrow at the narrow widths: the draws at n = "
+       f"{', '.join(map(str, res_mlp['fits']['diag']['heavy_tail_widths']))} have a tail index of K² above "
+       f"{fit.KHAT_MAX} (a deep ReLU net of width n is zero on most draws and very large on a few)."
+       if res_mlp["fits"]["diag"]["heavy_tail_widths"] else "")))
 
 # %% [markdown]
 # ## What α depends on
