@@ -61,6 +61,19 @@ def test_the_best_committed_scale_is_read_and_judged():
     assert claims.alpha_rows()[0]["scale"] == "paper", "the quick profile is not evidence by default"
 
 
+def test_an_interval_the_draws_cannot_calibrate_is_no_evidence_of_a_difference():
+    """A fit that flags heavy-tailed widths (its interval too narrow there) cannot make the verdict
+    "differs": it is "inconclusive", and the claim says why; with no flagged width it stands."""
+    record = {"alpha": 1.9, "alpha_ci": [1.8, 2.0], "widths": [1, 2, 4], "trials": 2000, "entry": "diag",
+              "fits": {"diag": {"heavy_tail_widths": [1, 2]}}}
+    results.Run("alpha", "paper", params={}).save("fit_bottleneck", record)
+    (row,) = claims.alpha_rows()
+    assert row["verdict"] == "inconclusive" and "heavy-tailed draws at n = 1, 2" in row["claim"]
+    record["fits"]["diag"]["heavy_tail_widths"] = []
+    results.Run("alpha", "paper", params={}).save("fit_bottleneck", record)
+    assert claims.alpha_rows()[0]["verdict"] == "differs"
+
+
 def test_a_committed_training_run_stands_beside_its_own_row():
     row = lambda recipe, top1, sem: {"dataset": "cifar10", "arch": "resnext29", "config": "10x10d", "recipe": recipe,
                                      "params": 1, "top1": top1, "top1_sem": sem, "top5": 0.0, "runs": 10}
