@@ -144,6 +144,35 @@ def test_alpha_interval_is_calibrated_at_the_papers_widths():
     assert abs(bias) < 0.2, bias
 
 
+def ols_fit(terms, k):
+    """``(alpha, a, log C)`` of every data set of ``k (reps, J, T)`` by numpy (Eq. 9 by polyfit, Eq. 2's
+    geometric-mean ``C`` written out): the estimates whose sampling distribution the intervals describe."""
+    terms = np.asarray(terms)
+    y = np.log((k * k).mean(-1)) - 2 * np.log(k.mean(-1))
+    alpha, a = np.polyfit(terms, y.T, 1)
+    log_c = (np.log((k * k).mean(-1) - k.mean(-1) ** 2) - np.log(np.expm1(alpha[:, None] * terms))).mean(-1)
+    return np.stack([alpha, a, log_c], -1)
+
+
+def test_intercept_and_C_intervals_are_calibrated():
+    """``intercept_ci`` and ``C_ci`` (on log C) have the width of the central 95% of the intercept's and
+    log C's sampling distributions (NEAR_NORMAL, 60 replicates against 20000 data sets) and are centred
+    on the estimate, so a bootstrap that refits the intercept or C wrongly fails."""
+    law = NEAR_NORMAL
+    truth = np.concatenate([ols_fit(law[1], synthetic_draws(law, np.random.default_rng([9, i]), 2000))
+                            for i in range(10)])
+    (q_lo, q_hi), sd = np.quantile(truth, [0.025, 0.975], axis=0), truth.std(0, ddof=1)
+    ks = synthetic_draws(law, np.random.default_rng(10), 60)
+    fits = [fit.fit_alpha(law[1], list(k), n_boot=400, seed=i) for i, k in enumerate(ks)]
+    est = ols_fit(law[1], ks)
+    np.testing.assert_allclose([f["intercept"] for f in fits], est[:, 1], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.log([f["C"] for f in fits]), est[:, 2], rtol=1e-9, atol=1e-12)
+    for j, ci in ((1, np.array([f["intercept_ci"] for f in fits])), (2, np.log([f["C_ci"] for f in fits]))):
+        width = (ci[:, 1] - ci[:, 0]).mean() / (q_hi[j] - q_lo[j])
+        offset = (ci.mean(1) - est[:, j]).mean() / sd[j]
+        assert 0.88 < width < 1.12 and abs(offset) < 0.2, (j, width, offset)
+
+
 def test_a_tail_the_draws_cannot_see_is_flagged():
     """Where no resampling of the draws can be calibrated (HEAVY: measured sd ratio 0.55, width ratio
     0.52, about 55% coverage), the fit says so: the n = 1 width is listed in ``heavy_tail``, with a warning;
