@@ -34,6 +34,8 @@ def test_alpha_recovered_from_synthetic_data(intercept, a):
     assert f["alpha"] == pytest.approx(1.6, abs=0.15)
     assert f["intercept"] == pytest.approx(a, abs=0.03)
     assert not lo < 1.2 < hi                                   # the interval excludes a wrong alpha
+    a_lo, a_hi = f["intercept_ci"]
+    assert (a_lo < a < a_hi) if intercept else (a_lo, a_hi) == (0.0, 0.0)
     assert len(f["log_ratio"]) == len(f["log_ratio_lo"]) == len(terms)
     assert all(l <= y <= h for l, y, h in zip(f["log_ratio_lo"], f["log_ratio"], f["log_ratio_hi"]))
     curve = fit.fitted_curve(f)
@@ -65,6 +67,29 @@ def test_weighted_fit_and_C():
     # Var(K) = E[K]^2 (exp(alpha s) - 1) for these log-normals: C = E[K]^2 = 4
     assert f["C_ci"][0] < 4.0 < f["C_ci"][1]
     assert f["log_ratio_se"][0] > f["log_ratio_se"][-1] > 0
+
+
+def test_a_width_without_signal_is_dropped():
+    """A width whose draws are all zero (E[K] = 0) is left out: the fit is that of the other widths."""
+    terms = np.array([0.05, 0.1, 0.2, 0.4])
+    ks = fit.synthetic_samples(1.0, terms, 300, intercept=0.1, seed=2)
+    f = fit.fit_alpha(terms, ks[:1] + [np.zeros(300)] + ks[2:], n_boot=50, seed=3)
+    g = fit.fit_alpha(terms[[0, 2, 3]], ks[:1] + ks[2:], n_boot=50, seed=3)
+    assert f["dropped"] == [1] and f["log_ratio"][1] is None and f["bad_resamples"] == 0
+    for key in ("alpha", "intercept", "C"):
+        assert f[key] == pytest.approx(g[key], rel=1e-12), key
+
+
+def test_resamples_without_signal_are_counted_and_left_out():
+    """Two widths of T = 10 draws, one of them non-zero: a resample misses it with probability
+    p = 0.9^10, so a fraction 1 - (1 - p)^2 of the resamples has E[K] = 0 at some width; those are
+    counted in ``bad_resamples`` and left out of the intervals (which stay finite)."""
+    terms, sparse = [0.05, 0.1, 0.2], np.r_[np.zeros(9), 1.0]
+    ks = [sparse, sparse] + fit.synthetic_samples(1.0, [0.2], 10, seed=1)
+    n_boot, p = 4000, 1 - (1 - 0.9 ** 10) ** 2
+    f = fit.fit_alpha(terms, ks, n_boot=n_boot, seed=0)
+    assert abs(f["bad_resamples"] / n_boot - p) < 4 * math.sqrt(p * (1 - p) / n_boot), f["bad_resamples"]
+    assert all(math.isfinite(v) for v in f["alpha_ci"] + f["intercept_ci"] + [f["alpha_se"]])
 
 
 # ------------------------------------------------------------------------------- calibration
@@ -266,6 +291,26 @@ def test_sweep_resumes_from_checkpoint(tmp_path):
     assert calls == [1, 3, 5, 5]                              # widths 1 and 3 were not recomputed
     for n in (1, 3, 5):
         np.testing.assert_array_equal(resumed[n], full["samples"][n])
+
+
+def test_a_checkpoint_of_other_settings_is_not_loaded(tmp_path):
+    """A checkpointed width is reused only by a sweep with the same seed, trials and settings: each
+    change draws afresh (the result equals a sweep without checkpoint), and the same sweep loads it."""
+    def sampler(scale):
+        return lambda n: lambda t, g: scale * n * torch.rand(t, 2, 2, generator=g, dtype=torch.float64)
+
+    def sweep(seed=2, trials=10, scale=1.0, checkpoint=tmp_path):
+        return fit.ntk_sweep(sampler(scale), (1, 3), trials, seed, checkpoint=checkpoint,
+                             settings=None if checkpoint is None else {"scale": scale})[3]
+
+    first = sweep()
+    for change in (dict(seed=3), dict(trials=12), dict(scale=2.0)):
+        np.testing.assert_array_equal(sweep(**change), sweep(**change, checkpoint=None))
+        assert not np.array_equal(sweep(**change, checkpoint=None), first), change
+    calls = []
+    np.testing.assert_array_equal(fit.ntk_sweep(lambda n: calls.append(n), (1, 3), 10, 2, checkpoint=tmp_path,
+                                                settings={"scale": 1.0})[3], first)
+    assert calls == [] and len(list(tmp_path.glob("*/n0003.json"))) == 4
 
 
 def test_custom_module_sweep_reads_fan_ins():
