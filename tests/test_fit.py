@@ -57,6 +57,9 @@ def test_fit_options_are_the_least_squares_they_name(intercept, weighted):
         slope, a = (w * terms * y).sum() / (w * terms * terms).sum(), 0.0
     assert (f["alpha"], f["intercept"]) == (pytest.approx(slope, rel=1e-10), pytest.approx(a, abs=1e-10))
     assert f["options"] == {"intercept": intercept, "weighted": weighted, "seed": 3}
+    assert f["fitted"] == pytest.approx(a + slope * terms, rel=1e-10)
+    assert f["mean"] == pytest.approx([k.mean() for k in ks]) and f["second"] == pytest.approx([(k * k).mean() for k in ks])
+    assert (f["term"], f["trials"], f["level"], f["n_boot"]) == (terms.tolist(), [300] * 4, 0.95, 200)
 
 
 def test_weighted_fit_and_C():
@@ -221,6 +224,28 @@ def test_tail_index_recovers_a_pareto_shape():
         assert abs(np.median(k) - xi) < 0.15, (xi, k)
     assert abs(fit.tail_index(rng.exponential(size=2000))) < 0.15
     assert math.isnan(fit.tail_index(np.ones(100)))
+
+
+def test_tail_index_reads_the_psis_tail():
+    """k-hat is a function of the largest M + 1 draws only, M = min(T/5, 3 sqrt T) (PSIS's tail size):
+    moving the draw below them changes nothing, moving the (M + 1)-th or the M-th largest changes k-hat.
+    It is scale free, and needs M >= 5 tail draws (T = 24: nan)."""
+    rng = np.random.default_rng(1)
+    for t in (25, 100, 2000):
+        m = int(min(t / 5, 3 * math.sqrt(t)))
+        x = stats.genpareto.rvs(0.5, size=t, random_state=rng)
+        order, k = np.argsort(x), fit.tail_index(x)
+        assert math.isfinite(k)
+        below = x.copy()
+        below[order[-m - 2]] = x[order[0]]
+        assert fit.tail_index(below) == k, t
+        for i in (-m - 1, -m):
+            moved = x.copy()
+            moved[order[i]] = (x[order[i]] + x[order[i - 1]]) / 2            # order kept
+            assert fit.tail_index(moved) != pytest.approx(k, rel=1e-6, abs=1e-9), (t, i)
+        if t == 2000:                                                     # (5 or 20 draws: a rough optimum)
+            assert fit.tail_index(1e-3 * x) == pytest.approx(k, abs=0.02)
+    assert math.isnan(fit.tail_index(stats.genpareto.rvs(0.5, size=24, random_state=rng)))
 
 
 def test_alpha_calibration_detects_a_narrow_interval(plant, monkeypatch):
