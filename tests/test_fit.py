@@ -76,7 +76,9 @@ def test_a_width_without_signal_is_dropped():
     """A width whose draws are all zero (E[K] = 0) is left out: the fit is that of the other widths."""
     terms = np.array([0.05, 0.1, 0.2, 0.4])
     ks = fit.synthetic_samples(1.0, terms, 300, intercept=0.1, seed=2)
-    f = fit.fit_alpha(terms, ks[:1] + [np.zeros(300)] + ks[2:], n_boot=50, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                # and quietly
+        f = fit.fit_alpha(terms, ks[:1] + [np.zeros(300)] + ks[2:], n_boot=50, seed=3)
     g = fit.fit_alpha(terms[[0, 2, 3]], ks[:1] + ks[2:], n_boot=50, seed=3)
     assert f["dropped"] == [1] and f["log_ratio"][1] is None and f["bad_resamples"] == 0
     for key in ("alpha", "intercept", "C"):
@@ -93,6 +95,43 @@ def test_resamples_without_signal_are_counted_and_left_out():
     f = fit.fit_alpha(terms, ks, n_boot=n_boot, seed=0)
     assert abs(f["bad_resamples"] / n_boot - p) < 4 * math.sqrt(p * (1 - p) / n_boot), f["bad_resamples"]
     assert all(math.isfinite(v) for v in f["alpha_ci"] + f["intercept_ci"] + [f["alpha_se"]])
+
+
+def test_interval_levels_are_the_bootstrap_quantiles_they_name():
+    """K in {0, 1}, half of T = 900 draws 1: a resample with c ones has log r = -log(c / T), so the
+    per-width interval of log r at level L is -log of the binomial(T, 1/2) quantiles (1 -+ L) / 2 of c
+    (within one count), e.g. c in [421, 479] at 95%: a 96.7% interval labelled 95% fails."""
+    t = 900
+    k = np.r_[np.ones(t // 2), np.zeros(t // 2)]
+    other = fit.synthetic_samples(1.0, [0.2], t, seed=1)[0]
+    for level in (0.95, 0.9):
+        f = fit.fit_alpha([0.1, 0.2], [k, other], n_boot=10000, level=level, seed=0)
+        c = t * np.exp(-np.array([f["log_ratio_hi"][0], f["log_ratio_lo"][0]]))
+        expected = stats.binom.ppf([(1 - level) / 2, (1 + level) / 2], t, 0.5)
+        assert np.abs(c - expected).max() <= 1, (level, c, expected)
+
+
+def test_fit_accepts_the_smallest_inputs_and_refuses_less():
+    """Two draws per width, two distinct widths with an intercept, one width without (then alpha s = log r
+    and C = E[K]^2 exactly); a level of 0 or 1, or two equal terms with an intercept, are refused."""
+    two = [np.array([1.0, 2.0]), np.array([1.0, 3.0])]
+    assert math.isfinite(fit.fit_alpha([0.5, 1.0], two, n_boot=10)["alpha"])
+    k = fit.synthetic_samples(1.0, [0.3], 50, seed=4)[0]
+    f = fit.fit_alpha([0.3], [k], intercept=False, n_boot=20)
+    assert f["alpha"] == pytest.approx(math.log((k * k).mean() / k.mean() ** 2) / 0.3, rel=1e-12)
+    assert f["C"] == pytest.approx(k.mean() ** 2, rel=1e-12)
+    for level in (0.0, 1.0):
+        with pytest.raises(ValueError, match="level must be in"):
+            fit.fit_alpha([0.5, 1.0], two, level=level)
+    with pytest.raises(ValueError, match="two distinct widths"):
+        fit.fit_alpha([0.5, 0.5], two)
+
+
+def test_C_of_a_negative_alpha_is_not_a_number():
+    """alpha-hat < 0 (log r falls with s): exp(alpha s) - 1 < 0 and C of Eq. 2 is undefined: None, not a number."""
+    terms = np.array([0.05, 0.1, 0.2, 0.4])
+    f = fit.fit_alpha(terms, fit.synthetic_samples(-1.0, terms, 300, intercept=0.5, seed=2), n_boot=50)
+    assert f["alpha"] < 0 and f["C"] is None and f["C_ci"] == [None, None]
 
 
 # ------------------------------------------------------------------------------- calibration
@@ -320,7 +359,8 @@ def test_sweep_resumes_from_checkpoint(tmp_path):
 
 def test_a_checkpoint_of_other_settings_is_not_loaded(tmp_path):
     """A checkpointed width is reused only by a sweep with the same seed, trials and settings: each
-    change draws afresh (the result equals a sweep without checkpoint), and the same sweep loads it."""
+    change draws afresh (the result equals a sweep without checkpoint), and the same sweep loads it.
+    Two trials are enough, and the default seed is 0."""
     def sampler(scale):
         return lambda n: lambda t, g: scale * n * torch.rand(t, 2, 2, generator=g, dtype=torch.float64)
 
@@ -332,6 +372,7 @@ def test_a_checkpoint_of_other_settings_is_not_loaded(tmp_path):
     for change in (dict(seed=3), dict(trials=12), dict(scale=2.0)):
         np.testing.assert_array_equal(sweep(**change), sweep(**change, checkpoint=None))
         assert not np.array_equal(sweep(**change, checkpoint=None), first), change
+    np.testing.assert_array_equal(fit.ntk_sweep(sampler(1.0), (3,), 2)[3], sweep(seed=0, trials=2, checkpoint=None)[:2])
     calls = []
     np.testing.assert_array_equal(fit.ntk_sweep(lambda n: calls.append(n), (1, 3), 10, 2, checkpoint=tmp_path,
                                                 settings={"scale": 1.0})[3], first)
