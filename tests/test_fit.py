@@ -360,7 +360,7 @@ def test_sweep_resumes_from_checkpoint(tmp_path):
 def test_a_checkpoint_of_other_settings_is_not_loaded(tmp_path):
     """A checkpointed width is reused only by a sweep with the same seed, trials and settings: each
     change draws afresh (the result equals a sweep without checkpoint), and the same sweep loads it.
-    Two trials are enough, and the default seed is 0."""
+    Two trials are enough, the default seed is 0, and a progress bar changes nothing."""
     def sampler(scale):
         return lambda n: lambda t, g: scale * n * torch.rand(t, 2, 2, generator=g, dtype=torch.float64)
 
@@ -373,6 +373,7 @@ def test_a_checkpoint_of_other_settings_is_not_loaded(tmp_path):
         np.testing.assert_array_equal(sweep(**change), sweep(**change, checkpoint=None))
         assert not np.array_equal(sweep(**change, checkpoint=None), first), change
     np.testing.assert_array_equal(fit.ntk_sweep(sampler(1.0), (3,), 2)[3], sweep(seed=0, trials=2, checkpoint=None)[:2])
+    np.testing.assert_array_equal(fit.ntk_sweep(sampler(1.0), (1, 3), 10, 2, progress=True)[3], first)
     calls = []
     np.testing.assert_array_equal(fit.ntk_sweep(lambda n: calls.append(n), (1, 3), 10, 2, checkpoint=tmp_path,
                                                 settings={"scale": 1.0})[3], first)
