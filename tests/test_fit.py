@@ -116,6 +116,8 @@ def test_fit_accepts_the_smallest_inputs_and_refuses_less():
     and C = E[K]^2 exactly); a level of 0 or 1, or two equal terms with an intercept, are refused."""
     two = [np.array([1.0, 2.0]), np.array([1.0, 3.0])]
     assert math.isfinite(fit.fit_alpha([0.5, 1.0], two, n_boot=10)["alpha"])
+    f = fit.fit_alpha([0.5, 1.0], two)                                          # the documented defaults
+    assert (f["n_boot"], f["level"], f["options"]) == (1000, 0.95, {"intercept": True, "weighted": False, "seed": 0})
     k = fit.synthetic_samples(1.0, [0.3], 50, seed=4)[0]
     f = fit.fit_alpha([0.3], [k], intercept=False, n_boot=20)
     assert f["alpha"] == pytest.approx(math.log((k * k).mean() / k.mean() ** 2) / 0.3, rel=1e-12)
