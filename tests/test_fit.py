@@ -495,6 +495,8 @@ def test_bad_input_is_refused():
         fit.fit_alpha([1.0, 0.5], [np.zeros(5), np.zeros(5)])
     with pytest.raises(ValueError, match="trials >= 2"):
         fit.fit_alpha([1.0, 0.5], [np.ones(1), np.ones(5)])
+    with pytest.raises(ValueError, match="n_boot must be an integer >= 1, got 0"):
+        fit.fit_alpha([1.0, 0.5], [np.r_[1.0, 2.0], np.r_[1.0, 3.0]], n_boot=0)
     with pytest.raises(ValueError, match="one entry per width"):
         fit.fit_alpha([1.0, 0.5], [np.r_[1.0, 2.0]] * 3)
     for terms in ([0.0, 0.5], [-1.0, 0.5], [math.nan, 0.5]):
