@@ -37,6 +37,8 @@ def test_alpha_recovered_from_synthetic_data(intercept, a):
     assert f["alpha"] == pytest.approx(1.6, abs=0.15)
     assert f["intercept"] == pytest.approx(a, abs=0.03)
     assert not lo < 1.2 < hi                                   # the interval excludes a wrong alpha
+    a_lo, a_hi = f["intercept_ci"]
+    assert (a_lo < a < a_hi) if intercept else (a_lo, a_hi) == (0.0, 0.0)
     assert len(f["log_ratio"]) == len(f["log_ratio_lo"]) == len(terms)
     assert all(l <= y <= h for l, y, h in zip(f["log_ratio_lo"], f["log_ratio"], f["log_ratio_hi"]))
     curve = fit.fitted_curve(f)
@@ -58,6 +60,9 @@ def test_fit_options_are_the_least_squares_they_name(intercept, weighted):
         slope, a = (w * terms * y).sum() / (w * terms * terms).sum(), 0.0
     assert (f["alpha"], f["intercept"]) == (pytest.approx(slope, rel=1e-10), pytest.approx(a, abs=1e-10))
     assert f["options"] == {"intercept": intercept, "weighted": weighted, "seed": 3}
+    assert f["fitted"] == pytest.approx(a + slope * terms, rel=1e-10)
+    assert f["mean"] == pytest.approx([k.mean() for k in ks]) and f["second"] == pytest.approx([(k * k).mean() for k in ks])
+    assert (f["term"], f["trials"], f["level"], f["n_boot"]) == (terms.tolist(), [300] * 4, 0.95, 200)
 
 
 def test_weighted_fit_and_C():
@@ -68,6 +73,70 @@ def test_weighted_fit_and_C():
     # Var(K) = E[K]^2 (exp(alpha s) - 1) for these log-normals: C = E[K]^2 = 4
     assert f["C_ci"][0] < 4.0 < f["C_ci"][1]
     assert f["log_ratio_se"][0] > f["log_ratio_se"][-1] > 0
+
+
+def test_a_width_without_signal_is_dropped():
+    """A width whose draws are all zero (E[K] = 0) is left out: the fit is that of the other widths."""
+    terms = np.array([0.05, 0.1, 0.2, 0.4])
+    ks = fit.synthetic_samples(1.0, terms, 300, intercept=0.1, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                # and quietly
+        f = fit.fit_alpha(terms, ks[:1] + [np.zeros(300)] + ks[2:], n_boot=50, seed=3)
+    g = fit.fit_alpha(terms[[0, 2, 3]], ks[:1] + ks[2:], n_boot=50, seed=3)
+    assert f["dropped"] == [1] and f["log_ratio"][1] is None and f["bad_resamples"] == 0
+    for key in ("alpha", "intercept", "C"):
+        assert f[key] == pytest.approx(g[key], rel=1e-12), key
+
+
+def test_resamples_without_signal_are_counted_and_left_out():
+    """Two widths of T = 10 draws, one of them non-zero: a resample misses it with probability
+    p = 0.9^10, so a fraction 1 - (1 - p)^2 of the resamples has E[K] = 0 at some width; those are
+    counted in ``bad_resamples`` and left out of the intervals (which stay finite)."""
+    terms, sparse = [0.05, 0.1, 0.2], np.r_[np.zeros(9), 1.0]
+    ks = [sparse, sparse] + fit.synthetic_samples(1.0, [0.2], 10, seed=1)
+    n_boot, p = 4000, 1 - (1 - 0.9 ** 10) ** 2
+    f = fit.fit_alpha(terms, ks, n_boot=n_boot, seed=0)
+    assert abs(f["bad_resamples"] / n_boot - p) < 4 * math.sqrt(p * (1 - p) / n_boot), f["bad_resamples"]
+    assert all(math.isfinite(v) for v in f["alpha_ci"] + f["intercept_ci"] + [f["alpha_se"]])
+
+
+def test_interval_levels_are_the_bootstrap_quantiles_they_name():
+    """K in {0, 1}, half of T = 900 draws 1: a resample with c ones has log r = -log(c / T), so the
+    per-width interval of log r at level L is -log of the binomial(T, 1/2) quantiles (1 -+ L) / 2 of c
+    (within one count), e.g. c in [421, 479] at 95%: a 96.7% interval labelled 95% fails."""
+    t = 900
+    k = np.r_[np.ones(t // 2), np.zeros(t // 2)]
+    other = fit.synthetic_samples(1.0, [0.2], t, seed=1)[0]
+    for level in (0.95, 0.9):
+        f = fit.fit_alpha([0.1, 0.2], [k, other], n_boot=10000, level=level, seed=0)
+        c = t * np.exp(-np.array([f["log_ratio_hi"][0], f["log_ratio_lo"][0]]))
+        expected = stats.binom.ppf([(1 - level) / 2, (1 + level) / 2], t, 0.5)
+        assert np.abs(c - expected).max() <= 1, (level, c, expected)
+
+
+def test_fit_accepts_the_smallest_inputs_and_refuses_less():
+    """Two draws per width, two distinct widths with an intercept, one width without (then alpha s = log r
+    and C = E[K]^2 exactly); a level of 0 or 1, or two equal terms with an intercept, are refused."""
+    two = [np.array([1.0, 2.0]), np.array([1.0, 3.0])]
+    assert math.isfinite(fit.fit_alpha([0.5, 1.0], two, n_boot=10)["alpha"])
+    f = fit.fit_alpha([0.5, 1.0], two)                                          # the documented defaults
+    assert (f["n_boot"], f["level"], f["options"]) == (1000, 0.95, {"intercept": True, "weighted": False, "seed": 0})
+    k = fit.synthetic_samples(1.0, [0.3], 50, seed=4)[0]
+    f = fit.fit_alpha([0.3], [k], intercept=False, n_boot=20)
+    assert f["alpha"] == pytest.approx(math.log((k * k).mean() / k.mean() ** 2) / 0.3, rel=1e-12)
+    assert f["C"] == pytest.approx(k.mean() ** 2, rel=1e-12)
+    for level in (0.0, 1.0):
+        with pytest.raises(ValueError, match="level must be in"):
+            fit.fit_alpha([0.5, 1.0], two, level=level)
+    with pytest.raises(ValueError, match="two distinct widths"):
+        fit.fit_alpha([0.5, 0.5], two)
+
+
+def test_C_of_a_negative_alpha_is_not_a_number():
+    """alpha-hat < 0 (log r falls with s): exp(alpha s) - 1 < 0 and C of Eq. 2 is undefined: None, not a number."""
+    terms = np.array([0.05, 0.1, 0.2, 0.4])
+    f = fit.fit_alpha(terms, fit.synthetic_samples(-1.0, terms, 300, intercept=0.5, seed=2), n_boot=50)
+    assert f["alpha"] < 0 and f["C"] is None and f["C_ci"] == [None, None]
 
 
 # ------------------------------------------------------------------------------- calibration
@@ -147,6 +216,35 @@ def test_alpha_interval_is_calibrated_at_the_papers_widths():
     assert abs(bias) < 0.2, bias
 
 
+def ols_fit(terms, k):
+    """``(alpha, a, log C)`` of every data set of ``k (reps, J, T)`` by numpy (Eq. 9 by polyfit, Eq. 2's
+    geometric-mean ``C`` written out): the estimates whose sampling distribution the intervals describe."""
+    terms = np.asarray(terms)
+    y = np.log((k * k).mean(-1)) - 2 * np.log(k.mean(-1))
+    alpha, a = np.polyfit(terms, y.T, 1)
+    log_c = (np.log((k * k).mean(-1) - k.mean(-1) ** 2) - np.log(np.expm1(alpha[:, None] * terms))).mean(-1)
+    return np.stack([alpha, a, log_c], -1)
+
+
+def test_intercept_and_C_intervals_are_calibrated():
+    """``intercept_ci`` and ``C_ci`` (on log C) have the width of the central 95% of the intercept's and
+    log C's sampling distributions (NEAR_NORMAL, 60 replicates against 20000 data sets) and are centred
+    on the estimate, so a bootstrap that refits the intercept or C wrongly fails."""
+    law = NEAR_NORMAL
+    truth = np.concatenate([ols_fit(law[1], synthetic_draws(law, np.random.default_rng([9, i]), 2000))
+                            for i in range(10)])
+    (q_lo, q_hi), sd = np.quantile(truth, [0.025, 0.975], axis=0), truth.std(0, ddof=1)
+    ks = synthetic_draws(law, np.random.default_rng(10), 60)
+    fits = [fit.fit_alpha(law[1], list(k), n_boot=400, seed=i) for i, k in enumerate(ks)]
+    est = ols_fit(law[1], ks)
+    np.testing.assert_allclose([f["intercept"] for f in fits], est[:, 1], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.log([f["C"] for f in fits]), est[:, 2], rtol=1e-9, atol=1e-12)
+    for j, ci in ((1, np.array([f["intercept_ci"] for f in fits])), (2, np.log([f["C_ci"] for f in fits]))):
+        width = (ci[:, 1] - ci[:, 0]).mean() / (q_hi[j] - q_lo[j])
+        offset = (ci.mean(1) - est[:, j]).mean() / sd[j]
+        assert 0.88 < width < 1.12 and abs(offset) < 0.2, (j, width, offset)
+
+
 def test_a_tail_the_draws_cannot_see_is_flagged():
     """Where no resampling of the draws can be calibrated (HEAVY: measured sd ratio 0.55, width ratio
     0.52, about 55% coverage), the fit says so: the n = 1 width is listed in ``heavy_tail``, with a warning;
@@ -170,6 +268,28 @@ def test_tail_index_recovers_a_pareto_shape():
         assert abs(np.median(k) - xi) < 0.15, (xi, k)
     assert abs(fit.tail_index(rng.exponential(size=2000))) < 0.15
     assert math.isnan(fit.tail_index(np.ones(100)))
+
+
+def test_tail_index_reads_the_psis_tail():
+    """k-hat is a function of the largest M + 1 draws only, M = min(T/5, 3 sqrt T) (PSIS's tail size):
+    moving the draw below them changes nothing, moving the (M + 1)-th or the M-th largest changes k-hat.
+    It is scale free, and needs M >= 5 tail draws (T = 24: nan)."""
+    rng = np.random.default_rng(1)
+    for t in (25, 100, 2000):
+        m = int(min(t / 5, 3 * math.sqrt(t)))
+        x = stats.genpareto.rvs(0.5, size=t, random_state=rng)
+        order, k = np.argsort(x), fit.tail_index(x)
+        assert math.isfinite(k)
+        below = x.copy()
+        below[order[-m - 2]] = x[order[0]]
+        assert fit.tail_index(below) == k, t
+        for i in (-m - 1, -m):
+            moved = x.copy()
+            moved[order[i]] = (x[order[i]] + x[order[i - 1]]) / 2            # order kept
+            assert fit.tail_index(moved) != pytest.approx(k, rel=1e-6, abs=1e-9), (t, i)
+        if t == 2000:                                                     # (5 or 20 draws: a rough optimum)
+            assert fit.tail_index(1e-3 * x) == pytest.approx(k, abs=0.02)
+    assert math.isnan(fit.tail_index(stats.genpareto.rvs(0.5, size=24, random_state=rng)))
 
 
 def test_alpha_calibration_detects_a_narrow_interval(plant, monkeypatch):
@@ -246,6 +366,29 @@ def test_sweep_resumes_from_checkpoint(tmp_path):
     assert calls == [1, 3, 5, 5]                              # widths 1 and 3 were not recomputed
     for n in (1, 3, 5):
         np.testing.assert_array_equal(resumed[n], full["samples"][n])
+
+
+def test_a_checkpoint_of_other_settings_is_not_loaded(tmp_path):
+    """A checkpointed width is reused only by a sweep with the same seed, trials and settings: each
+    change draws afresh (the result equals a sweep without checkpoint), and the same sweep loads it.
+    Two trials are enough, the default seed is 0, and a progress bar changes nothing."""
+    def sampler(scale):
+        return lambda n: lambda t, g: scale * n * torch.rand(t, 2, 2, generator=g, dtype=torch.float64)
+
+    def sweep(seed=2, trials=10, scale=1.0, checkpoint=tmp_path):
+        return fit.ntk_sweep(sampler(scale), (1, 3), trials, seed, checkpoint=checkpoint,
+                             settings=None if checkpoint is None else {"scale": scale})[3]
+
+    first = sweep()
+    for change in (dict(seed=3), dict(trials=12), dict(scale=2.0)):
+        np.testing.assert_array_equal(sweep(**change), sweep(**change, checkpoint=None))
+        assert not np.array_equal(sweep(**change, checkpoint=None), first), change
+    np.testing.assert_array_equal(fit.ntk_sweep(sampler(1.0), (3,), 2)[3], sweep(seed=0, trials=2, checkpoint=None)[:2])
+    np.testing.assert_array_equal(fit.ntk_sweep(sampler(1.0), (1, 3), 10, 2, progress=True)[3], first)
+    calls = []
+    np.testing.assert_array_equal(fit.ntk_sweep(lambda n: calls.append(n), (1, 3), 10, 2, checkpoint=tmp_path,
+                                                settings={"scale": 1.0})[3], first)
+    assert calls == [] and len(list(tmp_path.glob("*/n0003.json"))) == 4
 
 
 def test_custom_module_sweep_reads_fan_ins():
@@ -362,3 +505,10 @@ def test_bad_input_is_refused():
         fit.fit_alpha([1.0, 0.5], [np.zeros(5), np.zeros(5)])
     with pytest.raises(ValueError, match="trials >= 2"):
         fit.fit_alpha([1.0, 0.5], [np.ones(1), np.ones(5)])
+    with pytest.raises(ValueError, match="n_boot must be an integer >= 1, got 0"):
+        fit.fit_alpha([1.0, 0.5], [np.r_[1.0, 2.0], np.r_[1.0, 3.0]], n_boot=0)
+    with pytest.raises(ValueError, match="one entry per width"):
+        fit.fit_alpha([1.0, 0.5], [np.r_[1.0, 2.0]] * 3)
+    for terms in ([0.0, 0.5], [-1.0, 0.5], [math.nan, 0.5]):
+        with pytest.raises(ValueError, match="terms must be finite sums of inverse fan-ins > 0"):
+            fit.fit_alpha(terms, [np.r_[1.0, 2.0], np.r_[1.0, 3.0]])

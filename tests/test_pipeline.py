@@ -70,6 +70,30 @@ def test_run_caches_and_reexecutes_on_changes(repo):
     assert results.load("lemma1", "quick", "answer")["data"] == {"value": 5}
 
 
+def test_cache_follows_source_indirect_imports_reads_and_published_results(repo):
+    """A section re-executes when its notebook's source, a module imported through another, a results
+    file it read, or its published results change; after each, an unchanged second run is cached."""
+    (repo / "cepaper" / "fake.py").write_text("from cepaper import deep\n")
+    (repo / "cepaper" / "deep.py").write_text("# deep\n")
+    read = results.section_dir("alpha", "quick") / "fit.json"
+    read.parent.mkdir(parents=True)
+    read.write_text(json.dumps({"data": {"alpha": 1.6}, "provenance": {}}))
+    notebook = repo / "notebooks" / "01_lemma1.py"
+    notebook.write_text(NOTEBOOK + 'assert results.load("alpha", "quick", "fit")["data"]["alpha"] > 0\n')
+    answer = results.section_dir("lemma1", "quick") / "answer.json"
+    changes = [lambda: (repo / "cepaper" / "deep.py").write_text("# deep, changed\n"),
+               lambda: notebook.write_text(notebook.read_text() + "# a comment\n"),
+               lambda: read.write_text(json.dumps({"data": {"alpha": 1.7}, "provenance": {}})),
+               lambda: answer.write_text(answer.read_text().replace('"value": 2', '"value": 3')),
+               lambda: (answer.parent / "extra.json").write_text("{}")]
+    assert statuses(pipeline.run(["lemma1"])) == ["executed"]
+    for change in changes:
+        assert statuses(pipeline.run(["lemma1"])) == ["cached"]
+        change()
+        assert statuses(pipeline.run(["lemma1"])) == ["executed"]
+    assert results.load("lemma1", "quick", "answer")["data"] == {"value": 2}
+
+
 def test_stored_notebook_is_reused_without_executing(repo):
     with pytest.raises(FileNotFoundError, match="--reuse: no committed quick-profile run of lemma1"):
         pipeline.run(["lemma1"], reuse_stored=True)

@@ -1,6 +1,7 @@
 """Tests of cepaper.sections.theorem1: the Fig. 9 grid, the run cache, kernel changes and the log-log slope."""
 
 import json
+import math
 import os
 
 import matplotlib
@@ -175,10 +176,26 @@ def test_slopes_recover_an_exact_power_law():
     assert len(points) == len(configs) and (points.seeds == 2).all()
     row = points[(points.m == 1) & (points.n == 4)].iloc[0]
     assert row["mean"] == pytest.approx(0.8 * 1.05 / 4) and row["sem"] == pytest.approx(0.8 * 0.05 / 4)
-    assert theorem1.plot_fig9(points) is not None
-    assert theorem1.plot_slopes(theorem1.changes(records), fits) is not None
+    # the figures draw the runs' numbers: the mean over both seeds of |Delta K| is 0.8 * 1.05 / (mn), and
+    # the fitted line through both seeds' points is their geometric mean 0.8 * sqrt(1.1) / (mn)
+    mean_of = lambda mn: 0.8 * 1.05 / np.asarray(mn, dtype=float)
+    (a,), (b_base, b_ens), (c_base, c_ens) = ([c.lines[0] for c in ax.containers]
+                                              for ax in theorem1.plot_fig9(points).axes)
+    assert list(a.get_xdata()) == [4, 9, 16] and a.get_ydata() == pytest.approx(mean_of([4, 9, 16]))
+    assert list(b_ens.get_xdata()) == [2, 3, 4] and b_ens.get_ydata() == pytest.approx(mean_of([4, 9, 16]))
+    assert list(c_base.get_xdata()) == [2, 3, 4] and c_base.get_ydata() == pytest.approx(mean_of([4, 9, 16]))
+    assert list(c_ens.get_xdata()) == [3, 4] and c_ens.get_ydata() == pytest.approx(mean_of([2 * 5, 3 * 5]))
+    runs = sorted((r["m"] * r["n"], 0.8 * (1 + 0.1 * r["seed"]) / (r["m"] * r["n"])) for r in records)
+    for ax in theorem1.plot_slopes(theorem1.changes(records), fits).axes:
+        drawn = sorted(map(tuple, np.concatenate([c.get_offsets() for c in ax.collections])))
+        assert np.allclose(drawn, runs)
+        line = ax.lines[0]
+        assert line.get_ydata() == pytest.approx(0.8 * math.sqrt(1.1) / line.get_xdata())
+        assert (line.get_xdata().min(), line.get_xdata().max()) == pytest.approx((4, 16))
     traj = theorem1.trajectories(records)
-    assert theorem1.plot_trajectories(traj, configs, "offdiag_mean") is not None
+    lines = theorem1.plot_trajectories(traj, configs, "offdiag_mean").axes[0].lines[:6]
+    assert [list(l.get_xdata()) for l in lines] == [[5]] * 6                    # epoch 0 (no change) left out
+    assert [l.get_ydata()[0] for l in lines] == pytest.approx(mean_of([4, 4, 9, 9, 16, 16]))
 
 
 def test_run_on_real_mnist():
