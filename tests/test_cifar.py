@@ -14,7 +14,7 @@ import yaml
 
 from cepaper import complexity as cxm
 from cepaper.sections import cifar
-from cepaper.training import grids
+from cepaper.training import grids, sgd
 from cepaper.sections import imagenet
 from cepaper.sections import paper
 from cepaper.data import Dataset
@@ -221,7 +221,7 @@ def test_imagenet_datasets_missing_and_tables_not_run(tmp_path):
 def test_imagenet_throughput_measures_a_model(monkeypatch):
     """With a clock that advances 0.5 s per reading, the one timed step of 2 images takes 0.5 s: 4 images/s."""
     ticks = iter(range(100))
-    monkeypatch.setattr(classify, "time", SimpleNamespace(perf_counter=lambda: 0.5 * next(ticks)))
+    monkeypatch.setattr(sgd, "time", SimpleNamespace(perf_counter=lambda: 0.5 * next(ticks)))
     speed = imagenet.measure_throughput([("3", "resnext29", "1x4d")], batch_size=2, steps=1)
     assert speed.iloc[0]["resolution"] == 32 and speed.iloc[0]["batch"] == 2
     assert speed.iloc[0]["images_per_s"] == 2 * 1 / 0.5

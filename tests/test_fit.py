@@ -61,7 +61,8 @@ def test_fit_options_are_the_least_squares_they_name(intercept, weighted):
     assert (f["alpha"], f["intercept"]) == (pytest.approx(slope, rel=1e-10), pytest.approx(a, abs=1e-10))
     assert f["options"] == {"intercept": intercept, "weighted": weighted, "seed": 3}
     assert f["fitted"] == pytest.approx(a + slope * terms, rel=1e-10)
-    assert f["mean"] == pytest.approx([k.mean() for k in ks]) and f["second"] == pytest.approx([(k * k).mean() for k in ks])
+    assert f["mean"] == pytest.approx([k.mean() for k in ks])
+    assert f["second"] == pytest.approx([(k * k).mean() for k in ks])
     assert (f["term"], f["trials"], f["level"], f["n_boot"]) == (terms.tolist(), [300] * 4, 0.95, 200)
 
 
@@ -376,17 +377,18 @@ def test_a_checkpoint_of_other_settings_is_not_loaded(tmp_path):
         return lambda n: lambda t, g: scale * n * torch.rand(t, 2, 2, generator=g, dtype=torch.float64)
 
     def sweep(seed=2, trials=10, scale=1.0, checkpoint=tmp_path):
-        return fit.ntk_sweep(sampler(scale), (1, 3), trials, seed, checkpoint=checkpoint,
+        return sweeps.ntk_sweep(sampler(scale), (1, 3), trials, seed, checkpoint=checkpoint,
                              settings=None if checkpoint is None else {"scale": scale})[3]
 
     first = sweep()
     for change in (dict(seed=3), dict(trials=12), dict(scale=2.0)):
         np.testing.assert_array_equal(sweep(**change), sweep(**change, checkpoint=None))
         assert not np.array_equal(sweep(**change, checkpoint=None), first), change
-    np.testing.assert_array_equal(fit.ntk_sweep(sampler(1.0), (3,), 2)[3], sweep(seed=0, trials=2, checkpoint=None)[:2])
-    np.testing.assert_array_equal(fit.ntk_sweep(sampler(1.0), (1, 3), 10, 2, progress=True)[3], first)
+    np.testing.assert_array_equal(sweeps.ntk_sweep(sampler(1.0), (3,), 2)[3], sweep(seed=0, trials=2,
+                                                                                    checkpoint=None)[:2])
+    np.testing.assert_array_equal(sweeps.ntk_sweep(sampler(1.0), (1, 3), 10, 2, progress=True)[3], first)
     calls = []
-    np.testing.assert_array_equal(fit.ntk_sweep(lambda n: calls.append(n), (1, 3), 10, 2, checkpoint=tmp_path,
+    np.testing.assert_array_equal(sweeps.ntk_sweep(lambda n: calls.append(n), (1, 3), 10, 2, checkpoint=tmp_path,
                                                 settings={"scale": 1.0})[3], first)
     assert calls == [] and len(list(tmp_path.glob("*/n0003.json"))) == 4
 
