@@ -107,7 +107,7 @@ def _add_train(sub):
         from cepaper import data
         from cepaper.book import results
         from cepaper.sections import paper
-        from cepaper.training import spine
+        from cepaper import files
         if (args.arch in ("resnext50", "resnext101")) != (args.dataset == "imagenet"):
             raise UsageError(f"--arch {args.arch} does not fit --dataset {args.dataset}: resnext50/101 are the "
                              f"ImageNet (224x224) models, resnext29/38 the CIFAR-style ones (32x32, 64x64)")
@@ -125,7 +125,7 @@ def _add_train(sub):
         run = results.Run("cifar" if args.dataset.startswith("cifar") else "imagenet", "cli", seed=args.seed,
                           device=str(device), params={k: v for k, v in vars(args).items() if k != "func"},
                           store=True)
-        spine.check_writable(run.dir)  # before the training, not after
+        files.check_writable(run.dir)  # before the training, not after
         load = lambda: tuple(_load_split(data, args, split, n, flag) for split, n, flag in
                              (("train", args.n_train, "--n-train"), ("test", args.n_test, "--n-test")))
         tr, te = load() if w.writer else (None, None)          # rank 0 first: it may download

@@ -286,7 +286,7 @@ def add_fit_alpha(sub):
     def fit_alpha(args):
         from cepaper import fit
         from cepaper.book import results
-        from cepaper.training import spine
+        from cepaper import files
         if args.module not in ("bottleneck", "mlp"):
             return _fit_factory_alpha(args)
         if args.input_shape is not None or args.layers is not None:
@@ -300,7 +300,7 @@ def add_fit_alpha(sub):
         results.check_device(args.device, fix=NO_GPU)
         run = results.Run("alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device,
                           store=True)
-        spine.check_writable(run.dir)  # before the Monte Carlo, not after
+        files.check_writable(run.dir)  # before the Monte Carlo, not after
         checkpoint = results.checkpoint_dir("alpha", "cli") if args.checkpoint else None
         if checkpoint is not None:
             results.check_json_files(checkpoint)  # a damaged width file is moved aside and recomputed
@@ -327,7 +327,7 @@ def _fit_factory_alpha(args):
     (member_alpha.fit_member_alpha)."""
     from cepaper import factories, member_alpha
     from cepaper.book import results
-    from cepaper.training import spine
+    from cepaper import files
     if ":" not in args.module:
         raise UsageError(f"--module must be bottleneck, mlp, FILE.py:FUNC, package.module:FUNC or torchvision:NAME, "
                          f"got {args.module!r}")
@@ -341,7 +341,7 @@ def _fit_factory_alpha(args):
     results.check_device(args.device, fix=NO_GPU)
     run = results.Run("alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device,
                       store=True)
-    spine.check_writable(run.dir)
+    files.check_writable(run.dir)
     checkpoint = results.checkpoint_dir("alpha", "cli") if args.checkpoint else None
     if checkpoint is not None:
         results.check_json_files(checkpoint)

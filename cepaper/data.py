@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from cepaper._checks import positive_int
-from cepaper.training.spine import write_atomic
+from cepaper.files import write_atomic
 
 SPLITS = ("train", "test")
 

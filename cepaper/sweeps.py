@@ -34,6 +34,7 @@ from torch import nn
 from cepaper import search
 from cepaper._checks import positive_int
 from cepaper.models.mlp import CollegialMLP
+from cepaper import files
 from cepaper.training import spine
 
 MODULES = ("bottleneck", "mlp")
@@ -181,7 +182,6 @@ def ntk_sweep(sampler, widths, trials, seed=0, chunk=None, device="cpu", checkpo
         significant digits, whether computed now or loaded, so resuming changes nothing).
     """
     from cepaper import montecarlo
-    from cepaper.training import spine
     widths = check_widths(widths)
     trials = positive_int("trials", trials)
     if trials < 2:
@@ -206,7 +206,7 @@ def ntk_sweep(sampler, widths, trials, seed=0, chunk=None, device="cpu", checkpo
                            threads=threads if torch.device(device).type == "cpu" else None)
         k = _round32(k.detach().cpu().double().numpy())
         if path is not None:
-            spine.write_atomic(path, json.dumps({"width": n, "trials": trials, "settings": settings,
+            files.write_atomic(path, json.dumps({"width": n, "trials": trials, "settings": settings,
                                                    "samples": k.tolist()}) + "\n")
         out[n] = k
     return out

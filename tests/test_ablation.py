@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+
 from cepaper import complexity, search
 from cepaper.sections import mnist as mnist_section
 from cepaper.training import adam, spine
@@ -176,7 +177,7 @@ def test_resume_refuses_other_data_recipe_or_seed(tmp_path, one_thread):
 
 
 def test_refusal_check_catches_a_dropped_data_digest(tmp_path, plant, one_thread):
-    plant(adam, "train_reps", "dtype=str(dtype), data=spine.digest(x, y, x_test, y_test))", "dtype=str(dtype))")
+    plant(adam, "train_reps", "dtype=str(dtype), data=files.digest(x, y, x_test, y_test))", "dtype=str(dtype))")
     assert refused(tmp_path)["train data"] is False
 
 

@@ -26,6 +26,7 @@ from cepaper import cli
 from cepaper.training import grids
 from cepaper.training import sgd
 from cepaper.book import pipeline
+from cepaper import files
 from cepaper.training import spine
 from cepaper.montecarlo import intra_op_threads
 from conftest import SOURCE_ROOT, cepaper
@@ -219,7 +220,7 @@ if point == "after-checkpoint":  # epoch 2's checkpoint written whole
     real = spine.save_checkpoint
     spine.save_checkpoint = lambda p, state: (real(p, state), state["epoch"] == 2 and kill())
 else:  # epoch 2's checkpoint half written
-    real, n = spine.write_atomic, []
+    real, n = spine.write_atomic, []  # the name save_checkpoint calls
     def half(p, data):
         n.append(p)
         if len(n) < 2:
@@ -298,7 +299,7 @@ def test_read_only_results_root(repo, monkeypatch, capsys):
         assert not (repo / "_build" / "executed").exists(), "refused before executing"
         if mounted:
             with pytest.raises(OSError) as e:
-                spine.write_atomic(ro / "quick" / "x.json", "{}")
+                files.write_atomic(ro / "quick" / "x.json", "{}")
             assert e.value.errno == errno.EROFS and e.value.filename == str(ro / "quick" / "x.json")
             assert cli.os_error_line(e.value).startswith(f"{ro}/quick/x.json: the filesystem is read-only (EROFS)")
 

@@ -17,7 +17,7 @@ from cepaper.book import profiles
 
 from cepaper.book import cache
 from cepaper.book import results
-from cepaper.training import spine
+from cepaper import files
 from conftest import NOTEBOOK
 
 
@@ -118,17 +118,17 @@ def test_failed_notebook_keeps_the_last_good_run(repo):
 
 
 def test_results_written_atomically(tmp_path):
-    path = spine.write_atomic(tmp_path / "a" / "b.json", json.dumps({"x": 1}))
+    path = files.write_atomic(tmp_path / "a" / "b.json", json.dumps({"x": 1}))
     assert json.loads(path.read_text()) == {"x": 1}
     assert [p.name for p in path.parent.iterdir()] == ["b.json"]
-    streamed = spine.write_atomic(tmp_path / "c.bin", lambda f: (f.write(b"ab"), f.write(b"c")))
+    streamed = files.write_atomic(tmp_path / "c.bin", lambda f: (f.write(b"ab"), f.write(b"c")))
     assert streamed.read_bytes() == b"abc"
 
     def fails(f):
         f.write(b"half")
         raise OSError("disk full")
     with pytest.raises(OSError, match="disk full"):
-        spine.write_atomic(tmp_path / "d.bin", fails)
+        files.write_atomic(tmp_path / "d.bin", fails)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "c.bin"]  # no partial file left
 
 

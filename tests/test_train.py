@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+
 from cepaper.training import gd, spine
 from cepaper.models.mlp import CollegialMLP
 
@@ -217,7 +218,7 @@ def test_resume_refuses_other_data_recipe_or_seed(tmp_path):
 
 
 def test_refusal_check_catches_a_dropped_data_digest(tmp_path, plant):
-    plant(gd, "train_gd", "record_every=record_every,\n        data=spine.digest(x, y, probe))",
+    plant(gd, "train_gd", "record_every=record_every,\n        data=files.digest(x, y, probe))",
           "record_every=record_every)")
     assert refused(tmp_path)["inputs"] is False
 

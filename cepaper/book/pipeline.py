@@ -31,6 +31,7 @@ from cepaper.book import results
 from cepaper.book.cache import _file_digest, _reads_fresh, _sha, cache_key
 from cepaper.book.profiles import load_profile, notebook_path, resolve_parameters
 from cepaper.book.results import book_sections
+from cepaper import files
 from cepaper.training import spine
 
 REPO = results.REPO
@@ -72,7 +73,7 @@ def valid_record(section, profile, key):
     record = spine.read_cached(path, required=RECORD_KEYS)
     if record is None or not isinstance(record.get("reads"), dict):
         if path.exists():
-            spine.move_aside(path, "its reads are not a mapping")
+            files.move_aside(path, "its reads are not a mapping")
         return None
     if record.get("key") != key or not _reads_fresh(record):
         return None
@@ -112,7 +113,7 @@ def execute(section, params, key):
     profile = params["profile"]
     out = executed_path(section, profile)
     own = results.section_dir(section, profile)
-    spine.check_writable(own)  # before hours of work, not after
+    files.check_writable(own)  # before hours of work, not after
     (BUILD / "staging").mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=BUILD / "staging", prefix=f"{profile}-{section}-"))
     try:
@@ -164,14 +165,14 @@ def execute(section, params, key):
         record["published"] = _tree_digest(staged)
         text = _finish_notebook(staging / "out.ipynb", record)
         try:
-            spine.write_atomic(staged / STORED, text)  # published with the results
+            files.write_atomic(staged / STORED, text)  # published with the results
             publish(staged, own)
         except OSError as e:
             e.add_note(f"(section {section} ran, but its results could not be published; the last good "
                        "results are kept)")
             raise
-        spine.write_atomic(out, text)
-        spine.write_atomic(_record_path(section, profile), json.dumps(record, indent=1))
+        files.write_atomic(out, text)
+        files.write_atomic(_record_path(section, profile), json.dumps(record, indent=1))
         return record
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -257,7 +258,7 @@ def reuse(section, profile):
     out = executed_path(section, profile)
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(path, out)
-    spine.write_atomic(_record_path(section, profile), json.dumps(record, indent=1))
+    files.write_atomic(_record_path(section, profile), json.dumps(record, indent=1))
     return record
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from cepaper.book import results
 from cepaper.book.pipeline import BUILD, REPO, STORED, SUMMARIES, executed_path, run, run_child
 from cepaper.book.profiles import notebook_path
-from cepaper.training import spine
+from cepaper import files
 
 SECTIONS_DIR = REPO / "book" / "sections"
 
@@ -116,7 +116,7 @@ def scale_page(section, built_profile, head=None):
 def _write_if_changed(path, text):
     """Write ``text`` to ``path`` only when it differs, so Sphinx rebuilds only changed pages."""
     if not path.exists() or path.read_text() != text:
-        spine.write_atomic(path, text)
+        files.write_atomic(path, text)
 
 
 def vendor_mathjax():

@@ -25,7 +25,7 @@ from pathlib import Path
 import yaml
 
 import cepaper
-from cepaper.training.spine import _jsonable, _why, move_aside, write_atomic
+from cepaper.files import _jsonable, _why, move_aside, write_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 

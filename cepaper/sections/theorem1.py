@@ -32,6 +32,7 @@ from cepaper import complexity
 from cepaper._checks import positive_int
 from cepaper.models.mlp import CollegialMLP
 from cepaper.stats import t_quantile
+from cepaper import files
 from cepaper.training import spine
 from cepaper.training.gd import train_gd
 
@@ -119,7 +120,7 @@ def train_grid(x, y, configs, seeds, *, cache=None, progress=False, **train_kw):
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds must name at least one seed, got []")
-    data = None if cache is None else spine.digest(x, y)
+    data = None if cache is None else files.digest(x, y)
     options = {k: str(v) if k in ("device", "dtype") else v for k, v in train_kw.items()}
     jobs = [dict(m=m, n=n, seed=s, data=data, **options) for m, n in pairs for s in seeds]
     return spine.run_grid(jobs, lambda job, ckpt: run_one(x, y, job["m"], job["n"], job["seed"], checkpoint=ckpt,

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from cepaper._checks import nonneg_int, positive_float, positive_int
 from cepaper.models.mlp import CollegialMLP
+from cepaper import files
 from cepaper.training import spine
 from cepaper.training.gd import batches
 
@@ -119,7 +120,7 @@ def train_reps(x, y, x_test, y_test, m, n, reps, *, depth=6, classes=10, epochs,
     y, y_test = y.to(device), y_test.to(device)
     settings = None if checkpoint is None else dict(
         m=m, n=n, reps=reps, depth=depth, classes=classes, epochs=epochs, lr=lr, batch_size=batch_size,
-        seed=seed, bias=bias, dtype=str(dtype), data=spine.digest(x, y, x_test, y_test))
+        seed=seed, bias=bias, dtype=str(dtype), data=files.digest(x, y, x_test, y_test))
     start, hist = 0, {"test_error": [error_rates(model, m, x_test, y_test, eval_chunk)], "train_loss": []}
     if checkpoint is not None and (state := spine.resume(checkpoint, settings, model=model, optimizer=opt,
                                                          required=("epoch", "history"))) is not None:
@@ -159,7 +160,7 @@ def train_reps_grid(x, y, x_test, y_test, configs, reps, *, cache=None, progress
     """
     pairs = sorted({(int(m), int(n)) for m, n in zip(configs["m"], configs["n"])})
     reps = [int(r) for r in reps]
-    data = None if cache is None else spine.digest(x, y, x_test, y_test)
+    data = None if cache is None else files.digest(x, y, x_test, y_test)
     options = {k: str(v) if k in ("device", "dtype") else v for k, v in train_kw.items() if k != "checkpoint_every"}
     jobs = [dict(m=m, n=n, reps=reps, data=data, **options) for m, n in pairs]
     return spine.run_grid(jobs, lambda job, ckpt: train_reps(x, y, x_test, y_test, job["m"], job["n"], reps,

@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from cepaper._checks import positive_int
+from cepaper import files
 from cepaper.training import spine
 
 
@@ -113,7 +114,7 @@ def train_gd(model, x, y, *, epochs, lr, batch_size=None, probe=None, record_eve
     probe = probe.to(device) if probe is not None else None
     settings = None if checkpoint is None else dict(
         epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, record_every=record_every,
-        data=spine.digest(x, y, probe))
+        data=files.digest(x, y, probe))
 
     start, history = 0, {"epoch": [], "loss": [], "ntk": []}
     if checkpoint is not None and (state := spine.resume(checkpoint, settings, model=model,

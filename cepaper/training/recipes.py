@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from cepaper._checks import positive_int
-from cepaper.training import spine
+from cepaper import files
 
 AUGMENTATIONS = ("crop_flip", "flip", "random_resized_crop")
 
@@ -253,7 +253,7 @@ def data_digest(ds, max_images=65536):
         return head
     n = len(ds.y)
     idx = np.arange(n) if n <= max_images else np.linspace(0, n - 1, max_images).astype(np.int64)
-    return f"{head}|{spine.digest(np.asarray(ds.x)[idx], np.asarray(ds.y)[idx])}"
+    return f"{head}|{files.digest(np.asarray(ds.x)[idx], np.asarray(ds.y)[idx])}"
 
 
 def _folder_stats(ds):
