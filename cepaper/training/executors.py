@@ -10,6 +10,7 @@ finished, waits, and gathers the records in order; each job writes its record in
 instead of an error, so that a page can show the runs that finished and count the others.
 """
 
+import re
 import shutil
 from pathlib import Path
 
@@ -50,8 +51,17 @@ MISSING = ("failed", "pending")
 
 
 def _failure(e):
-    """One line for a job's exception (submitit's FailedJobError carries the job's whole log)."""
-    lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+    """One line for a job's exception, without the job's log or its paths: the last line of the
+    job's traceback (submitit's ``FailedJobError``), the state of a job that ended without a result
+    (its ``UncompletedJobError``: killed, timed out), else the exception's last line."""
+    text = str(e)
+    trace = re.search(r"with trace:\n-+\n(.*?)\n-+\n", text, re.S)
+    state = re.search(r"has not produced any output \(state: ([^)]*)\)", text)
+    if trace and trace.group(1).strip():
+        return trace.group(1).strip().splitlines()[-1].strip()
+    if state:
+        return f"the job ended without a result (state {state.group(1)})"
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return f"{type(e).__name__}: {lines[-1]}" if lines else type(e).__name__
 
 
