@@ -35,14 +35,43 @@ def _add_run(sub):
                    help="override one notebook parameter (YAML value)")
     p.add_argument("--force", action="store_true", help="execute even when the cache is up to date")
     p.add_argument("--reuse", action="store_true", help=REUSE_HELP)
+    from cepaper.training import executors
+    p.add_argument("--executor", choices=executors.EXECUTORS,
+                   help="sections that train grids (cifar, imagenet): the runs in the notebook's process "
+                        "(inprocess, the default), or each a submitit job: local (this machine's GPUs) or slurm")
+    p.add_argument("--rerun-stale", action="store_true",
+                   help="sections that train grids: train again the finished runs that older training code "
+                        "made (default: reuse them, counted stale on the page)")
     p.add_argument("--json", action="store_true", help="print the run records as JSON")
 
     def run(args):
         from cepaper.book import pipeline, profiles
-        records = pipeline.run(args.sections, args.profile, profiles.parse_overrides(args.parameter),
-                               force=args.force, reuse_stored=args.reuse)
+        overrides = profiles.parse_overrides(args.parameter) + _run_flags(args)
+        records = pipeline.run(args.sections, args.profile, overrides, force=args.force, reuse_stored=args.reuse)
         emit(args, records, pipeline.format_records(records))
     p.set_defaults(func=run)
+
+
+def _run_flags(args):
+    """The overrides of `cepaper run`'s ``--executor`` and ``--rerun-stale``: parameters of the
+    sections that train grids; a section without such a parameter is a UsageError."""
+    from cepaper.book import profiles, results
+    flags = [(flag, name, value) for flag, name, value in (("--executor", "executor", args.executor),
+                                                            ("--rerun-stale", "rerun_stale", args.rerun_stale or None))
+             if value is not None]
+    if not flags:
+        return []
+    sections = list(args.sections) or results.book_sections()
+    declared = {s: profiles.notebook_parameters(profiles.notebook_path(s)) for s in sections}
+    for flag, name, _ in flags:
+        lacking = [s for s in sections if name not in declared[s]]
+        if lacking:
+            having = [s for s in results.book_sections()
+                      if name in profiles.notebook_parameters(profiles.notebook_path(s))]
+            raise UsageError(f"{flag} is a parameter ({name}) of the sections that train grids ({', '.join(having)}); "
+                             f"section{'s' if len(lacking) > 1 else ''} {', '.join(lacking)} "
+                             f"{'have' if len(lacking) > 1 else 'has'} none: name only those sections")
+    return [(name, value) for _, name, value in flags]
 
 
 def _add_book(sub):

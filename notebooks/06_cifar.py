@@ -64,6 +64,8 @@ n_test: int = 256              # the first n_test test images; None: all 10,000
 channels_last: bool = True  # faster on CPUs and GPUs alike
 bf16: bool = False
 threads: int = 1               # torch CPU threads (None: torch's default); 1 is fastest in a kernel on 2 cores
+executor: str = "inprocess"    # the runs here, one after another; local/slurm: each a submitit job
+rerun_stale: bool = False      # train again the finished runs that older training code made
 
 # %% tags=["remove-input"]
 import pandas as pd
@@ -72,7 +74,7 @@ from IPython.display import Markdown, display
 
 from cepaper import data, search
 from cepaper.sections import cifar as section
-from cepaper.training import grids
+from cepaper.training import executors, grids
 from cepaper.training import recipes
 from cepaper.book import pages
 from cepaper.book import results
@@ -84,6 +86,7 @@ scaled = not section.is_paper_scale(stages, blocks)
 net = "ResNeXt-29" if not scaled else f"a scaled-down ResNeXt (stages {stages}, {blocks} block(s) each)"
 seeds = list(range(seed, seed + n_runs))
 alpha_used, alpha_source = (alpha, "given") if alpha is not None else search.default_alpha("resnext29")
+jobs = executors.executor(executor, results.checkpoint_dir("cifar", profile) / "jobs")
 run = results.Run("cifar", profile, seed=seed, device=device, params=dict(
     datasets=datasets, stages=stages, blocks=blocks, baselines=baselines, primal_ns=primal_ns, dual_ns=dual_ns,
     models=models, alpha=alpha_used, n_runs=n_runs, epochs=epochs, n_train=n_train, n_test=n_test,
@@ -126,7 +129,10 @@ display(pages.show(spec_table.drop(columns="alpha"), {"gflops": 3, "rho": 2, "va
 # last column names the paper rows each run stands beside. Each is trained `n_runs` times (seeds
 # `seed`, `seed + 1`, …) on each dataset. Finished runs are kept under
 # `_build/checkpoints/<profile>/cifar/`, and a running one saves a checkpoint after every epoch, so
-# an interrupted grid resumes where it stopped.
+# an interrupted grid resumes where it stopped. With `executor` `local` or `slurm` each run is a
+# submitit job; a run whose job failed is left out of the tables below, and a sentence says how
+# many are missing. A run made by older training code is reused and counted as stale, with the
+# commit that made it (`rerun_stale` trains it again).
 
 # %%
 runs = section.grid(specs, scaled)
@@ -140,13 +146,16 @@ for name in datasets:
                                        seeds, recipe_name=recipe, classes=section.CLASSES[name],
                                        stages=None if not scaled else stages, depth=None if not scaled else blocks,
                                        epochs=epochs, cache=results.checkpoint_dir("cifar", profile), device=device,
-                                       channels_last=channels_last, bf16=bf16)
+                                       channels_last=channels_last, bf16=bf16, executor=jobs,
+                                       missing_ok=jobs is not None, rerun_stale=rerun_stale)
     display(Markdown(f"{name}: {len(train)} training images from "
                      f"{data.relative_source(train.source, data_root)}; {len(test)} test images."))
 summ = grids.grid_summary(records, last=section.LAST_EPOCHS)
 run.save("runs", {"records": records})
 run.save("summary", {"rows": summ.to_dict("records"), "scaled": scaled}, table=summ)
 display(pages.show(summ, 3))
+if grids.run_status(records):
+    display(Markdown(f"**Runs.** {grids.run_status(records)}"))
 
 # %% [markdown]
 # ## Tables 1a, 1b and 5: the paper's errors beside ours
@@ -159,6 +168,9 @@ display(pages.show(summ, 3))
 saved = run.load("summary")
 summ_saved = pd.DataFrame(saved["rows"])
 which = results.describe(results.load("cifar", profile, "summary"))
+status = grids.run_status(run.load("runs")["records"])
+if status:
+    display(Markdown(f"**Runs.** {status}"))
 for table, title in (("1a", "Table 1a (primal, parameter budget)"), ("1b", "Table 1b (dual, parameter budget)"),
                      ("5", "Table 5 (primal, FLOPs budget)")):
     display(Markdown(f"**{title}**. Ours: {which}."))
@@ -213,12 +225,14 @@ display(Markdown(f"At {opt['images_per_s']:.1f} images/s on {results.device_name
 
 # %% [markdown]
 # ## What must hold
-# Every run finished its epochs with finite losses, the errors are percentages, and every model
+# Every finished run trained all its epochs with finite losses, the errors are percentages, and every model
 # of the tables has the parameter count its config implies.
 
 # %%
-assert all(len(r["history"]["epoch"]) == (epochs or 300) for r in records)
-assert all(0 <= e <= 100 for r in records for e in r["history"]["test_top1"])
-assert all(pd.notna(r["history"]["train_loss"]).all() for r in records)
+done = grids.finished_runs(records)
+assert all(len(r["history"]["epoch"]) == (epochs or 300) for r in done)
+assert all(0 <= e <= 100 for r in done for e in r["history"]["test_top1"])
+assert all(pd.notna(r["history"]["train_loss"]).all() for r in done)
 assert len(records) == len(runs) * len(datasets) * n_runs
+assert jobs is not None or len(done) == len(records)   # in this process a failed run is an error
 assert {r["recipe"] for r in runs} <= set(recipes.RECIPES)

@@ -62,6 +62,8 @@ batch_size: int = 2          # batch of the throughput measurement
 threads: int = 1             # torch CPU threads (None: torch's default); 1 is fastest in a kernel on 2 cores
 # timed models (table:arch:CxDd); None: all
 configs: list = ["2a:resnext50:12x10d", "3:resnext29:37x10d", "4:resnext38:22x10d"]
+executor: str = "inprocess"  # the runs here, one after another; local/slurm: each a submitit job
+rerun_stale: bool = False    # train again the finished runs that older training code made
 
 # %% tags=["remove-input"]
 import pandas as pd
@@ -69,7 +71,7 @@ import torch
 from IPython.display import Markdown, display
 
 from cepaper import data
-from cepaper.training import grids
+from cepaper.training import executors, grids
 from cepaper.sections import imagenet as section
 from cepaper.book import pages
 from cepaper.book import results
@@ -77,6 +79,7 @@ from cepaper.book import results
 if threads:
     torch.set_num_threads(threads)
 tables = section.check_tables(tables)
+jobs = executors.executor(executor, results.checkpoint_dir("imagenet", profile) / "jobs")
 run = results.Run("imagenet", profile, seed=seed, device=device, params=dict(
     train=train, tables=tables, n_runs=n_runs, epochs=epochs, channels_last=channels_last, bf16=bf16,
     steps=steps, batch_size=batch_size, configs=configs))
@@ -123,7 +126,10 @@ display(pages.show(speed, {"images_per_s": 1, "hours per run": 1, f"hours for {s
 # With `train = True` every model of the tables is trained `n_runs` times on its dataset with its
 # recipe; finished runs are cached under `_build/checkpoints/<profile>/imagenet/` and a running one
 # checkpoints every epoch, so the grid resumes. A dataset missing from the data root is an error
-# that names the root and says how to get the data.
+# that names the root and says how to get the data. With `executor` `local` or `slurm` each run is a
+# submitit job; a run whose job failed is left out of the tables, and a sentence says how many are
+# missing. A run made by older training code is reused and counted as stale, with the commit that
+# made it (`rerun_stale` trains it again).
 
 # %%
 summ = None
@@ -142,10 +148,14 @@ if train:
                                            list(range(seed, seed + n_runs)), arch=arch,
                                            recipe_name=section.TABLES[sub.table.iloc[0]], classes=1000,
                                            epochs=epochs, cache=results.checkpoint_dir("imagenet", profile),
-                                           device=device, channels_last=channels_last, bf16=bf16, workers=workers)
+                                           device=device, channels_last=channels_last, bf16=bf16, workers=workers,
+                                           executor=jobs, missing_ok=jobs is not None, rerun_stale=rerun_stale)
     summ = grids.grid_summary(records, last=section.LAST_EPOCHS)
+    run.save("runs", {"records": records})
     run.save("summary", {"rows": summ.to_dict("records")}, table=summ)
     display(pages.show(summ, 3))
+    if grids.run_status(records):
+        display(Markdown(f"**Runs.** {grids.run_status(records)}"))
 else:
     display(Markdown("`train = False`: nothing is trained in this run."))
 
@@ -161,6 +171,9 @@ ours = None if committed is None else pd.DataFrame(committed["data"]["rows"])
 display(Markdown("**Ours:** " + ("not run: no run has trained these models (no committed "
                                  "`results/paper/imagenet/summary.json`)." if committed is None
                                  else results.describe(committed))))
+status = grids.run_status(run.load("runs")["records"]) if train else ""
+if status:
+    display(Markdown(f"**Runs.** {status}"))
 for table, title in (("2a", "Table 2a (ImageNet, primal)"), ("2b", "Table 2b (ImageNet, dual)"),
                      ("3", "Table 3 (ImageNet32×32)"), ("4", "Table 4 (ImageNet64×64)")):
     if table in tables:

@@ -46,3 +46,25 @@ def test_cli_train_executor_slurm_without_slurm(tmp_path):
                        text=True, timeout=120)
     assert p.returncode == 2 and "executor slurm needs SLURM" in p.stderr, p.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_a_failed_local_job_is_missing_with_its_error_and_the_others_gathered(tmp_path):
+    ex = executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5)
+
+    def fn(x):
+        if x == 1:
+            raise ValueError(f"run {x} diverged")
+        return x * 10
+
+    out = executors.map_runs(ex, fn, [0, 1, 2], missing_ok=True)
+    assert out[0] == 0 and out[2] == 20
+    assert out[1]["missing"] == "failed" and out[1]["why"] == "ValueError: run 1 diverged", out[1]
+    assert out[1]["job"] is not None
+
+
+def test_a_job_that_ended_without_a_result_says_its_state():
+    from submitit.core.utils import UncompletedJobError
+    e = UncompletedJobError("Job 12 (task: 0) with path /x/12_0_result.pkl\nhas not produced any output "
+                            "(state: TIMEOUT)\nError stream produced:\n----\nslurmstepd: CANCELLED")
+    assert executors._failure(e) == "the job ended without a result (state TIMEOUT)"
+    assert executors._failure(RuntimeError("a\nCUDA out of memory")) == "RuntimeError: CUDA out of memory"

@@ -5,9 +5,12 @@ default and what CI uses), ``"local"`` (submitit's ``LocalExecutor``: one subpro
 machine, spread over its GPUs, ``gpus_per_job`` each) or ``"slurm"`` (its ``SlurmExecutor``: one SLURM
 job per run; needs ``sbatch`` on this machine). :func:`map_runs` submits every run that is not
 finished, waits, and gathers the records in order; each job writes its record into the run cache
-(:func:`cepaper.training.spine.cached_run`) and resumes from its own checkpoint when run again.
+(:func:`cepaper.training.spine.cached_run`) and resumes from its own checkpoint when run again. With
+``missing_ok`` a job that failed (or, with ``wait=False``, has not finished) is :func:`missing`
+instead of an error, so that a page can show the runs that finished and count the others.
 """
 
+import re
 import shutil
 from pathlib import Path
 
@@ -35,10 +38,52 @@ def executor(kind, folder, *, gpus_per_job=1, timeout_min=60 * 24 * 3, partition
     return ex
 
 
-def map_runs(ex, fn, items):
-    """``[fn(item) for item in items]``, each call a job of ``ex`` (in this process for ``None``)."""
+def missing(state, why, job_id=None):
+    """The stand-in of a run that has no record: ``{"missing": state, "why": why, "job": job_id}``,
+    ``state`` ``"failed"`` or ``"pending"``."""
+    if state not in MISSING:
+        raise ValueError(f"state must be one of {', '.join(MISSING)}, got {state!r}")
+    return {"missing": state, "why": why, "job": job_id}
+
+
+#: Why a run has no record: its job failed (or timed out), or it has not finished yet.
+MISSING = ("failed", "pending")
+
+
+def _failure(e):
+    """One line for a job's exception, without the job's log or its paths: the last line of the
+    job's traceback (submitit's ``FailedJobError``), the state of a job that ended without a result
+    (its ``UncompletedJobError``: killed, timed out), else the exception's last line."""
+    text = str(e)
+    trace = re.search(r"with trace:\n-+\n(.*?)\n-+\n", text, re.S)
+    state = re.search(r"has not produced any output \(state: ([^)]*)\)", text)
+    if trace and trace.group(1).strip():
+        return trace.group(1).strip().splitlines()[-1].strip()
+    if state:
+        return f"the job ended without a result (state {state.group(1)})"
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return f"{type(e).__name__}: {lines[-1]}" if lines else type(e).__name__
+
+
+def map_runs(ex, fn, items, *, missing_ok=False, wait=True):
+    """``[fn(item) for item in items]``, each call a job of ``ex`` (in this process for ``None``).
+
+    ``missing_ok`` (an executor only: in this process an error is raised as ever): the result of a
+    job that raised or was killed is :func:`missing` ``"failed"`` with the last line of its error;
+    ``wait=False``: a job not finished yet is :func:`missing` ``"pending"`` (it goes on running)."""
     items = list(items)
     if ex is None:
         return [fn(item) for item in items]
     jobs = [ex.submit(fn, item) for item in items]
-    return [job.result() for job in jobs]
+    if not missing_ok:
+        return [job.result() for job in jobs]
+    out = []
+    for job in jobs:
+        if not wait and not job.done():
+            out.append(missing("pending", f"job {job.job_id} has not finished", job.job_id))
+            continue
+        try:
+            out.append(job.result())
+        except Exception as e:  # the job's own error, or submitit's for a job killed or timed out
+            out.append(missing("failed", _failure(e), job.job_id))
+    return out

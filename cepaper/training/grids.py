@@ -17,7 +17,7 @@ from cepaper.training.sgd import final_error, init_seed, train_recipe
 def train_recipe_grid(configs, dataset, train, test, seeds, *, arch="resnext29", recipe_name="cifar", classes=10,
                       stages=None, depth=None, epochs=None, cache=None, device="cpu", channels_last=False,
                       bf16=False, workers=0, progress=False, rerun_stale=False,
-                      executor=None):
+                      executor=None, missing_ok=False, wait=True):
     """Train every ResNeXt ``arch`` of ``configs`` (``CxDd``) once per seed with recipe ``recipe_name``
     (a key of ``RECIPES``); one record per run.
 
@@ -31,7 +31,10 @@ def train_recipe_grid(configs, dataset, train, test, seeds, *, arch="resnext29",
     carries its code version (``code``: commit and file digests); after a change of the training code
     a finished run is reused with ``stale`` saying which commit made it and which files changed since
     (``None``: made by this code); ``rerun_stale`` trains stale runs again (:func:`stale_runs` lists them).
-    ``executor``: a submitit executor (:func:`cepaper.training.executors.executor`), each run a job.
+    ``executor``: a submitit executor (:func:`cepaper.training.executors.executor`), each run a job;
+    with ``missing_ok`` a run whose job failed (or, ``wait=False``, has not finished) is a record
+    ``dataset, arch, config, recipe, seed, missing`` (``"failed"``/``"pending"``), ``why``, ``job``
+    instead of an error (:func:`missing_runs` lists them; :func:`grid_summary` leaves them out).
     """
     from cepaper.models.resnext import resnext
     if not isinstance(recipe_name, str) or recipe_name not in RECIPES:
@@ -58,10 +61,13 @@ def train_recipe_grid(configs, dataset, train, test, seeds, *, arch="resnext29",
                 "final_top1": final_error(hist), "final_top5": final_error(hist, "test_top5"),
                 "wall_s": time.perf_counter() - t0}
 
-    return spine.run_grid(jobs, one, cache=cache, required=RECORD_KEYS, progress=progress, desc=f"{dataset} runs",
-                          by_definition=True, key=definition, rerun_stale=rerun_stale, executor=executor,
-                          modules=("cepaper.models.resnext", "cepaper.training.recipes", "cepaper.training.sgd",
-                                   "cepaper.training.spine", __name__))
+    out = spine.run_grid(jobs, one, cache=cache, required=RECORD_KEYS, progress=progress, desc=f"{dataset} runs",
+                         by_definition=True, key=definition, rerun_stale=rerun_stale, executor=executor,
+                         missing_ok=missing_ok, wait=wait,
+                         modules=("cepaper.models.resnext", "cepaper.training.recipes", "cepaper.training.sgd",
+                                  "cepaper.training.spine", __name__))
+    return [{**{k: job[k] for k in ("dataset", "arch", "config", "recipe", "seed")}, **r} if r.get("missing") else r
+            for job, r in zip(jobs, out)]
 
 
 def definition(job):
@@ -79,6 +85,48 @@ def stale_runs(records):
             for r in records if r.get("stale")]
 
 
+def finished_runs(records):
+    """The records of ``records`` that are runs with results (not :func:`missing_runs`)."""
+    return [r for r in records if not r.get("missing")]
+
+
+def missing_runs(records):
+    """The runs of ``records`` without results: ``dataset, config, recipe, seed, missing, why, job``."""
+    return [{k: r.get(k) for k in ("dataset", "config", "recipe", "seed", "missing", "why", "job")}
+            for r in records if r.get("missing")]
+
+
+def _runs(n):
+    return f"{n} run{'' if n == 1 else 's'}"
+
+
+def run_status(records):
+    """Sentences on a grid's runs: how many finished, how many are missing (failed, pending: the
+    tables show the others) and how many are stale (made by older code: which commit, which files
+    changed since); ``""`` when every run finished and none is stale."""
+    done, lost, old = finished_runs(records), missing_runs(records), stale_runs(records)
+    if not lost and not old:
+        return ""
+    out = [f"{len(done)} of the {_runs(len(records))} finished."]
+    if lost:
+        kinds = []
+        for state in ("failed", "pending"):
+            ms = [m for m in lost if m["missing"] == state]
+            if ms:
+                kinds.append(f"{len(ms)} {state}" + (f", e.g. {ms[0]['config']} seed {ms[0]['seed']}: {ms[0]['why']}"
+                                                      if state == "failed" else ""))
+        out.append(f"{len(lost)} {'is' if len(lost) == 1 else 'are'} missing ({'; '.join(kinds)}): the tables show "
+                   "the finished runs, and running again resumes the others.")
+    if old:
+        commits = {}
+        for s in old:
+            commits.setdefault((s["commit"] or "unknown")[:12], set()).update(s["files"])
+        out.append(f"{_runs(len(old))} {'is' if len(old) == 1 else 'are'} stale, trained by older code ("
+                   + "; ".join(f"commit {c}, changed since: {', '.join(sorted(f))}" for c, f in commits.items())
+                   + "): reused as they are, and --rerun-stale trains them again.")
+    return " ".join(out)
+
+
 RECORD_KEYS = ("dataset", "arch", "config", "recipe", "seed", "params", "history", "final_top1", "final_top5",
                "wall_s")
 
@@ -89,12 +137,15 @@ def grid_summary(records, last=1):
     ``cepaper.sections.paper.STATISTICS[...]["last_epochs"]``),
     its standard error (``nan`` for one run: undefined) and the number of runs. Columns ``dataset,
     arch, config, recipe, params, top1, top1_sem, top5, runs, stale`` (``stale``: how many of the runs
-    older code made, :func:`stale_runs`)."""
+    older code made, :func:`stale_runs`). Runs without results (:func:`missing_runs`) are left out:
+    a model none of whose runs finished has no row."""
     last = positive_int("last", last)
+    records = finished_runs(records)
     df = pd.DataFrame([{**{k: r[k] for k in ("dataset", "arch", "config", "recipe", "params")},
                         "final_top1": final_error(r["history"], "test_top1", last),
                         "final_top5": final_error(r["history"], "test_top5", last),
-                        "stale": bool(r.get("stale"))} for r in records])
+                        "stale": bool(r.get("stale"))} for r in records],
+                      columns=["dataset", "arch", "config", "recipe", "params", "final_top1", "final_top5", "stale"])
     g = df.groupby(["dataset", "arch", "config", "recipe"], sort=False)
     out = g.agg(params=("params", "first"), top1=("final_top1", "mean"), top1_sd=("final_top1", "std"),
                 top5=("final_top5", "mean"), runs=("final_top1", "size"), stale=("stale", "sum")).reset_index()

@@ -268,7 +268,7 @@ def resume(path, settings, *, model, optimizer=None, scheduler=None, rng=False, 
 
 
 def run_grid(jobs, compute, *, cache=None, modules=(), required=(), progress=False, desc="runs",
-             by_definition=False, key=None, rerun_stale=False, executor=None):
+             by_definition=False, key=None, rerun_stale=False, executor=None, missing_ok=False, wait=True):
     """The cached resumable grid runner: ``compute(job, checkpoint)`` for every ``job`` (a JSON-able
     dict of settings), one record each, in order.
 
@@ -279,7 +279,9 @@ def run_grid(jobs, compute, *, cache=None, modules=(), required=(), progress=Fal
     ``by_definition``: the run cache of long runs instead (:func:`cached_run`): keyed by ``key(job)``
     (default the job) alone, a finished run is reused after a code change and marked stale, and
     ``rerun_stale`` computes stale ones again; ``executor`` (a submitit executor,
-    :mod:`cepaper.training.executors`): each run a job, the records gathered in order."""
+    :mod:`cepaper.training.executors`): each run a job, the records gathered in order; ``missing_ok``
+    and ``wait``: :func:`cepaper.training.executors.map_runs` (a failed or unfinished job is a
+    ``missing`` stand-in, not an error)."""
     jobs = list(jobs)
     bar = tqdm(jobs, disable=not progress or not distributed.world().writer, desc=desc)
     if by_definition:
@@ -287,7 +289,7 @@ def run_grid(jobs, compute, *, cache=None, modules=(), required=(), progress=Fal
         key, version = key or (lambda job: job), code_version(modules)
         one = lambda job: cached_run(cache, key(job), modules, lambda ckpt: compute(job, ckpt), required, rerun_stale,
                                      version)
-        return executors.map_runs(executor, one, bar if executor is None else jobs)
+        return executors.map_runs(executor, one, bar if executor is None else jobs, missing_ok=missing_ok, wait=wait)
     return [cached_record(cache, job, modules, lambda ckpt, job=job: compute(job, ckpt), required) for job in bar]
 
 
