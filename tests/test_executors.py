@@ -68,3 +68,43 @@ def test_a_job_that_ended_without_a_result_says_its_state():
                             "(state: TIMEOUT)\nError stream produced:\n----\nslurmstepd: CANCELLED")
     assert executors._failure(e) == "the job ended without a result (state TIMEOUT)"
     assert executors._failure(RuntimeError("a\nCUDA out of memory")) == "RuntimeError: CUDA out of memory"
+
+
+def test_local_jobs_get_their_own_gpus_and_no_more_run_at_once_than_fit(monkeypatch):
+    """On a machine of 8 GPUs with 2 per job, at most 4 jobs run at once and no two share a GPU (submitit's
+    LocalExecutor would give every job GPUs 0..1 unless told its visible_gpus)."""
+    assert executors.gpu_slots(8, 2) == [(0, 1), (2, 3), (4, 5), (6, 7)]
+    assert executors.gpu_slots(0, 1) == [()] and executors.gpu_slots(3, 2) == [(0, 1)]
+
+    class Job:
+        def __init__(self, ex, gpus, value):
+            self.ex, self.gpus, self.value, self.polls = ex, gpus, value, 0
+
+        def done(self):
+            self.polls += 1
+            finished = self.polls > 1 + self.value % 3        # jobs end at different times
+            if finished and self in self.ex.running:
+                self.ex.running.remove(self)
+            return finished
+
+        def result(self):
+            return self.value * 10
+
+    class FakeLocal:
+        def __init__(self):
+            self.cepaper_slots, self.params, self.running, self.peak = executors.gpu_slots(8, 2), {}, [], 0
+
+        def update_parameters(self, **kw):
+            self.params.update(kw)
+
+        def submit(self, fn, item):
+            job = Job(self, self.params["visible_gpus"], fn(item))
+            assert all(set(job.gpus).isdisjoint(other.gpus) for other in self.running), "two jobs on one GPU"
+            self.running.append(job)
+            self.peak = max(self.peak, len(self.running))
+            return job
+
+    ex = FakeLocal()
+    monkeypatch.setattr(executors.time, "sleep", lambda s: None)
+    assert executors.map_runs(ex, lambda x: x, list(range(11))) == [10 * i for i in range(11)]
+    assert ex.peak == 4

@@ -12,6 +12,7 @@ instead of an error, so that a page can show the runs that finished and count th
 
 import re
 import shutil
+import time
 from pathlib import Path
 
 EXECUTORS = ("inprocess", "local", "slurm")
@@ -29,8 +30,12 @@ def executor(kind, folder, *, gpus_per_job=1, timeout_min=60 * 24 * 3, partition
     import submitit
     folder = Path(folder)
     if kind == "local":
+        import torch
+        gpus = torch.cuda.device_count()
+        gpus_per_job = min(gpus_per_job, gpus)
         ex = submitit.LocalExecutor(folder)
         ex.update_parameters(timeout_min=timeout_min, gpus_per_node=gpus_per_job)
+        ex.cepaper_slots = gpu_slots(gpus, gpus_per_job)
     else:
         ex = submitit.SlurmExecutor(folder)
         ex.update_parameters(time=timeout_min, gpus_per_node=gpus_per_job, ntasks_per_node=1,
@@ -65,16 +70,50 @@ def _failure(e):
     return f"{type(e).__name__}: {lines[-1]}" if lines else type(e).__name__
 
 
+def gpu_slots(gpus, gpus_per_job):
+    """The GPUs of each job that may run at once on one machine: ``gpus // gpus_per_job`` disjoint
+    groups (one CPU job at a time when there is no GPU, or ``gpus_per_job`` is 0)."""
+    if gpus_per_job <= 0 or gpus <= 0:
+        return [()]
+    return [tuple(range(i * gpus_per_job, (i + 1) * gpus_per_job)) for i in range(gpus // gpus_per_job)]
+
+
+def _submit_in_slots(ex, fn, items, poll_s=5.0):
+    """Submit every item as a job of the local executor ``ex``, at most one job per slot of
+    ``ex.cepaper_slots`` at a time, each on its own GPUs (``visible_gpus``): the jobs, in order."""
+    free, running, jobs = list(ex.cepaper_slots), [], [None] * len(items)
+    queue = list(enumerate(items))
+    while queue or running:
+        while queue and free:
+            i, item = queue.pop(0)
+            slot = free.pop(0)
+            ex.update_parameters(visible_gpus=slot)
+            jobs[i] = ex.submit(fn, item)
+            running.append((jobs[i], slot))
+        done = [r for r in running if r[0].done()]
+        if not done and running:
+            time.sleep(poll_s)
+        for r in done:
+            running.remove(r)
+            free.append(r[1])
+    return jobs
+
+
 def map_runs(ex, fn, items, *, missing_ok=False, wait=True):
     """``[fn(item) for item in items]``, each call a job of ``ex`` (in this process for ``None``).
 
     ``missing_ok`` (an executor only: in this process an error is raised as ever): the result of a
     job that raised or was killed is :func:`missing` ``"failed"`` with the last line of its error;
-    ``wait=False``: a job not finished yet is :func:`missing` ``"pending"`` (it goes on running)."""
+    ``wait=False``: a job not finished yet is :func:`missing` ``"pending"`` (it goes on running). A local
+    executor runs as many jobs at once as its machine has GPU groups (:func:`gpu_slots`), each on its
+    own GPUs, and so returns only when every job has ended."""
     items = list(items)
     if ex is None:
         return [fn(item) for item in items]
-    jobs = [ex.submit(fn, item) for item in items]
+    if getattr(ex, "cepaper_slots", None):   # one machine: each job on its own GPUs, as many at once as fit
+        jobs = _submit_in_slots(ex, fn, items)
+    else:
+        jobs = [ex.submit(fn, item) for item in items]
     if not missing_ok:
         return [job.result() for job in jobs]
     out = []
