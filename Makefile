@@ -32,9 +32,10 @@ run: install
 test: book browser-deps
 	$(MAKE) --no-print-directory lint test-unit test-notebooks
 
-# ruff ([tool.ruff] in pyproject.toml): lint before the tests, so a failing check stops `make test` early.
+# ruff ([tool.ruff] in pyproject.toml): lint and format checks before the tests, so a failure stops `make test` early.
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-unit: install
 	$(BIN)/python -m pytest tests -q

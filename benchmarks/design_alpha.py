@@ -80,9 +80,19 @@ def generic(widths, trials, seed, n_boot, threads):
     """``member_alpha.fit_member_alpha(fig5_block)`` with the bottleneck's default scalar function."""
     o = sweeps.DEFAULTS["bottleneck"]
     t = time.perf_counter()
-    res = member_alpha.fit_member_alpha(fig5_block, (o["n_in"], o["spatial"], o["spatial"]), widths, trials, seed,
-                                  readout=o["readout"], corr=o["corr"], input_seed=o["input_seed"], n_boot=n_boot,
-                                  progress=False, threads=threads)
+    res = member_alpha.fit_member_alpha(
+        fig5_block,
+        (o["n_in"], o["spatial"], o["spatial"]),
+        widths,
+        trials,
+        seed,
+        readout=o["readout"],
+        corr=o["corr"],
+        input_seed=o["input_seed"],
+        n_boot=n_boot,
+        progress=False,
+        threads=threads,
+    )
     return time.perf_counter() - t, res
 
 
@@ -106,23 +116,38 @@ def main(argv=None):
             if s < best[name][0]:
                 best[name] = (s, res)
     (t_s, r_s), (t_g, r_g) = best["specialized"], best["generic"]
-    out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-           "threads": args.threads, "widths": list(widths), "trials": args.trials, "n_boot": args.n_boot,
-           "seed": args.seed, "repeats": args.repeats, "load_average": os.getloadavg()[0],
-           "specialized_s": t_s, "generic_s": t_g, "generic_over_specialized": t_g / t_s,
-           "target_ratio": TARGET_RATIO, "within_target": t_g / t_s <= TARGET_RATIO,
-           "alpha_specialized": r_s["alpha"], "alpha_specialized_ci": r_s["alpha_ci"],
-           "alpha_generic": r_g["alpha"], "alpha_generic_ci": r_g["alpha_ci"],
-           "terms_max_abs_diff": max(abs(a - b) for a, b in zip(r_s["fits"]["diag"]["term"],
-                                                                r_g["fits"]["diag"]["term"]))}
+    out = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "threads": args.threads,
+        "widths": list(widths),
+        "trials": args.trials,
+        "n_boot": args.n_boot,
+        "seed": args.seed,
+        "repeats": args.repeats,
+        "load_average": os.getloadavg()[0],
+        "specialized_s": t_s,
+        "generic_s": t_g,
+        "generic_over_specialized": t_g / t_s,
+        "target_ratio": TARGET_RATIO,
+        "within_target": t_g / t_s <= TARGET_RATIO,
+        "alpha_specialized": r_s["alpha"],
+        "alpha_specialized_ci": r_s["alpha_ci"],
+        "alpha_generic": r_g["alpha"],
+        "alpha_generic_ci": r_g["alpha_ci"],
+        "terms_max_abs_diff": max(abs(a - b) for a, b in zip(r_s["fits"]["diag"]["term"], r_g["fits"]["diag"]["term"])),
+    }
     print(f"machine: {out['machine']}; {args.threads} thread(s); load average {out['load_average']:.2f}")
-    print(f"Fig. 5 block, T = {args.trials} at {len(widths)} widths {widths[0]}..{widths[-1]}, "
-          f"{args.n_boot} bootstrap resamples (best of {args.repeats})")
+    print(
+        f"Fig. 5 block, T = {args.trials} at {len(widths)} widths {widths[0]}..{widths[-1]}, "
+        f"{args.n_boot} bootstrap resamples (best of {args.repeats})"
+    )
     print(f"{'path':<12} {'seconds':>9} {'alpha':>7}  interval")
     for name, t, r in (("specialized", t_s, r_s), ("generic", t_g, r_g)):
         print(f"{name:<12} {t:>9.2f} {r['alpha']:>7.3f}  [{r['alpha_ci'][0]:.3f}, {r['alpha_ci'][1]:.3f}]")
-    print(f"generic / specialized = {t_g / t_s:.2f} (target <= {TARGET_RATIO:g}: "
-          f"{'met' if out['within_target'] else 'NOT met'})")
+    print(
+        f"generic / specialized = {t_g / t_s:.2f} (target <= {TARGET_RATIO:g}: "
+        f"{'met' if out['within_target'] else 'NOT met'})"
+    )
     if args.json:
         print(json.dumps(out))
     return out

@@ -55,22 +55,28 @@ def ntk_timings(depth, n, n_points, repeats, slow_repeats):
     square = [w[0].detach() for w in model.weights if w.shape[-1] == w.shape[-2] == n]
     a, out = torch.randn(len(x), n), torch.empty(len(x), n)
 
-    def gemm_floor():                                                # 2 (L - 1) products N x n x n
+    def gemm_floor():  # 2 (L - 1) products N x n x n
         for w in square:
             torch.mm(a, w.T, out=out)
             torch.mm(a, w, out=out)
 
-    structured(), fwd_bwd(), gemm_floor()                            # warm-up
+    structured(), fwd_bwd(), gemm_floor()  # warm-up
     t_struct, t_fb, t_gemm = best_of([structured, fwd_bwd, gemm_floor], repeats)
     gflops = 2 * 2 * len(square) * len(x) * n * n / t_gemm / 1e9
     jac = lambda: ntk.jacobian_ntk(model, x)
     naive = lambda: ntk.naive_ntk(model, x)
-    k_jac = jac()                                                    # warm-up, and a correctness check
+    k_jac = jac()  # warm-up, and a correctness check
     err = ((ntk.member_ntk(model, x)[0] - k_jac).abs().max() / k_jac.abs().max()).item()
     t_jac, t_naive = best_of([jac, naive], slow_repeats)
-    return dict(t_structured_s=t_struct, t_fwd_bwd_s=t_fb, t_gemm_floor_s=t_gemm, gemm_floor_gflops=gflops,
-                t_jacrev_s=t_jac, t_naive_s=t_naive,
-                max_rel_diff_structured_vs_jacrev=err)
+    return dict(
+        t_structured_s=t_struct,
+        t_fwd_bwd_s=t_fb,
+        t_gemm_floor_s=t_gemm,
+        gemm_floor_gflops=gflops,
+        t_jacrev_s=t_jac,
+        t_naive_s=t_naive,
+        max_rel_diff_structured_vs_jacrev=err,
+    )
 
 
 def draw_weights(n_in, widths, draws, chunk, seed=0):
@@ -89,7 +95,7 @@ def mc_timings(depth, n, draws, chunk, loop_draws, repeats, threads):
     widths = hidden_widths(n, depth)
     sampler = montecarlo.mlp_ntk_sampler(x, widths=widths)
 
-    def rng_only():                                                  # same draws, streams, chunks, threads
+    def rng_only():  # same draws, streams, chunks, threads
         with montecarlo.intra_op_threads(threads):
             for _ in draw_weights(2, widths, draws, chunk):
                 pass
@@ -99,13 +105,23 @@ def mc_timings(depth, n, draws, chunk, loop_draws, repeats, threads):
     loop = montecarlo.module_ntk_sampler(lambda g: CollegialMLP(2, widths, generator=g), x)
     per_draw = lambda: montecarlo.mc_moments(loop, loop_draws, chunk=loop_draws, seed=0, threads=threads)
     fns = [mc, rng_only, per_draw, mc_default]
-    for f in fns:                                                    # warm-up
+    for f in fns:  # warm-up
         f()
-    t_mc, t_rng, t_loop, t_def = best_of(fns, repeats)               # interleaved: the same repeats for all
-    return dict(mc_draws_per_s=draws / t_mc, rng_draws_per_s=draws / t_rng,
-                loop_draws_per_s=loop_draws / t_loop, mc_default_threads_draws_per_s=draws / t_def,
-                t_mc_s=t_mc, t_rng_s=t_rng, t_loop_s=t_loop, t_mc_default_threads_s=t_def,
-                mc_draws=draws, mc_chunk=chunk, mc_threads=threads, loop_draws=loop_draws)
+    t_mc, t_rng, t_loop, t_def = best_of(fns, repeats)  # interleaved: the same repeats for all
+    return dict(
+        mc_draws_per_s=draws / t_mc,
+        rng_draws_per_s=draws / t_rng,
+        loop_draws_per_s=loop_draws / t_loop,
+        mc_default_threads_draws_per_s=draws / t_def,
+        t_mc_s=t_mc,
+        t_rng_s=t_rng,
+        t_loop_s=t_loop,
+        t_mc_default_threads_s=t_def,
+        mc_draws=draws,
+        mc_chunk=chunk,
+        mc_threads=threads,
+        loop_draws=loop_draws,
+    )
 
 
 def main(argv=None):
@@ -116,42 +132,69 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=1000)
     p.add_argument("--mc-draws", type=int, default=4096)
     p.add_argument("--mc-chunk", type=int, default=256)
-    p.add_argument("--mc-threads", type=int, default=1,
-                   help="intra-op threads of the Monte Carlo (its generator is single-threaded)")
+    p.add_argument(
+        "--mc-threads",
+        type=int,
+        default=1,
+        help="intra-op threads of the Monte Carlo (its generator is single-threaded)",
+    )
     a = p.parse_args(argv)
 
     r = ntk_timings(4, a.width, 65, a.repeats, a.slow_repeats)
     r.update(mc_timings(4, 64, a.mc_draws, a.mc_chunk, 256, a.repeats, a.mc_threads))
-    r.update(speedup_vs_jacrev=r["t_jacrev_s"] / r["t_structured_s"],
-             speedup_vs_naive=r["t_naive_s"] / r["t_structured_s"],
-             speedup_vs_naive_ceiling=r["t_naive_s"] / r["t_gemm_floor_s"],
-             structured_over_gemm_floor=r["t_structured_s"] / r["t_gemm_floor_s"],
-             structured_over_fwd_bwd=r["t_structured_s"] / r["t_fwd_bwd_s"],
-             mc_fraction_of_rng=r["mc_draws_per_s"] / r["rng_draws_per_s"],
-             mc_fraction_of_rng_default_threads=r["mc_default_threads_draws_per_s"] / r["rng_draws_per_s"],
-             mc_speedup_vs_loop=r["mc_draws_per_s"] / r["loop_draws_per_s"],
-             machine=f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
-                     f"{torch.get_num_threads()} threads", width=a.width)
+    r.update(
+        speedup_vs_jacrev=r["t_jacrev_s"] / r["t_structured_s"],
+        speedup_vs_naive=r["t_naive_s"] / r["t_structured_s"],
+        speedup_vs_naive_ceiling=r["t_naive_s"] / r["t_gemm_floor_s"],
+        structured_over_gemm_floor=r["t_structured_s"] / r["t_gemm_floor_s"],
+        structured_over_fwd_bwd=r["t_structured_s"] / r["t_fwd_bwd_s"],
+        mc_fraction_of_rng=r["mc_draws_per_s"] / r["rng_draws_per_s"],
+        mc_fraction_of_rng_default_threads=r["mc_default_threads_draws_per_s"] / r["rng_draws_per_s"],
+        mc_speedup_vs_loop=r["mc_draws_per_s"] / r["loop_draws_per_s"],
+        machine=f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
+        width=a.width,
+    )
 
     rows = [
         (f"65x65 NTK, L=4, n={a.width}: structured", f"{1e3 * r['t_structured_s']:9.2f} ms", ""),
-        ("  one autograd forward + backward", f"{1e3 * r['t_fwd_bwd_s']:9.2f} ms",
-         f"structured / fwd+bwd = {r['structured_over_fwd_bwd']:.2f}  (target <= 1.5)"),
-        ("  its unavoidable matrix products alone", f"{1e3 * r['t_gemm_floor_s']:9.2f} ms",
-         f"structured / products = {r['structured_over_gemm_floor']:.2f}  ({r['gemm_floor_gflops']:.0f} GFLOP/s)"),
-        ("  torch.func vmap(jacrev) + contraction", f"{1e3 * r['t_jacrev_s']:9.1f} ms",
-         f"speedup {r['speedup_vs_jacrev']:7.1f}x  (target >= 60)"),
-        ("  naive per-input autograd", f"{1e3 * r['t_naive_s']:9.1f} ms",
-         f"speedup {r['speedup_vs_naive']:7.1f}x  (target >= 500; ceiling here "
-         f"{r['speedup_vs_naive_ceiling']:.0f}x)"),
+        (
+            "  one autograd forward + backward",
+            f"{1e3 * r['t_fwd_bwd_s']:9.2f} ms",
+            f"structured / fwd+bwd = {r['structured_over_fwd_bwd']:.2f}  (target <= 1.5)",
+        ),
+        (
+            "  its unavoidable matrix products alone",
+            f"{1e3 * r['t_gemm_floor_s']:9.2f} ms",
+            f"structured / products = {r['structured_over_gemm_floor']:.2f}  ({r['gemm_floor_gflops']:.0f} GFLOP/s)",
+        ),
+        (
+            "  torch.func vmap(jacrev) + contraction",
+            f"{1e3 * r['t_jacrev_s']:9.1f} ms",
+            f"speedup {r['speedup_vs_jacrev']:7.1f}x  (target >= 60)",
+        ),
+        (
+            "  naive per-input autograd",
+            f"{1e3 * r['t_naive_s']:9.1f} ms",
+            f"speedup {r['speedup_vs_naive']:7.1f}x  (target >= 500; ceiling here "
+            f"{r['speedup_vs_naive_ceiling']:.0f}x)",
+        ),
         (f"Monte Carlo n=64, 2 inputs, {a.mc_threads} thread(s)", f"{r['mc_draws_per_s']:9.0f} /s", ""),
-        ("  drawing the weights only", f"{r['rng_draws_per_s']:9.0f} /s",
-         f"fraction {r['mc_fraction_of_rng']:.2f}  (target >= 0.70)"),
-        ("  per-draw Python loop", f"{r['loop_draws_per_s']:9.0f} /s",
-         f"speedup {r['mc_speedup_vs_loop']:7.1f}x  (target >= 3)"),
-        (f"  mc_moments with {torch.get_num_threads()} threads (default)",
-         f"{r['mc_default_threads_draws_per_s']:9.0f} /s",
-         f"fraction of drawing {r['mc_fraction_of_rng_default_threads']:.2f}"),
+        (
+            "  drawing the weights only",
+            f"{r['rng_draws_per_s']:9.0f} /s",
+            f"fraction {r['mc_fraction_of_rng']:.2f}  (target >= 0.70)",
+        ),
+        (
+            "  per-draw Python loop",
+            f"{r['loop_draws_per_s']:9.0f} /s",
+            f"speedup {r['mc_speedup_vs_loop']:7.1f}x  (target >= 3)",
+        ),
+        (
+            f"  mc_moments with {torch.get_num_threads()} threads (default)",
+            f"{r['mc_default_threads_draws_per_s']:9.0f} /s",
+            f"fraction of drawing {r['mc_fraction_of_rng_default_threads']:.2f}",
+        ),
     ]
     print(f"# NTK benchmark on {r['machine']} (best of interleaved repeats; ratios in one process)")
     for name, value, note in rows:

@@ -56,16 +56,19 @@ class PILImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         from PIL import Image
+
         return self.transform(Image.fromarray(self.x[i])), int(self.y[i])
 
 
 def official_epoch(model, x, y, workers, device, batch_size=128):
     """One epoch of the official-style loop (DataLoader + PIL transforms + workers, fp32)."""
     from torchvision import transforms as T
+
     mean, std = recipes.CIFAR_STATS
     tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
-    loader = torch.utils.data.DataLoader(PILImages(x, y, tf), batch_size=batch_size, shuffle=True,
-                                         num_workers=workers, pin_memory=device.type == "cuda")
+    loader = torch.utils.data.DataLoader(
+        PILImages(x, y, tf), batch_size=batch_size, shuffle=True, num_workers=workers, pin_memory=device.type == "cuda"
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     model.train()
     for xb, yb in loader:
@@ -90,17 +93,29 @@ def cifar_timings(config, stages, depth, images, workers, repeats, device):
     ours = {"ours_cifar": dict(recipe_name="cifar"), "ours_cifar_1gpu": dict(recipe_name="cifar_1gpu")}
     if device.type == "cuda":
         ours["ours_cifar_bf16_cl"] = dict(recipe_name="cifar", bf16=True, channels_last=True)
-    fns = {name: (lambda kw=kw: sgd.train_recipe(copy.deepcopy(base), train, test, epochs=1, device=device,
-                                                  eval_batch=16, **kw)) for name, kw in ours.items()}
+    fns = {
+        name: (
+            lambda kw=kw: sgd.train_recipe(
+                copy.deepcopy(base), train, test, epochs=1, device=device, eval_batch=16, **kw
+            )
+        )
+        for name, kw in ours.items()
+    }
     fns["official"] = lambda: official_epoch(copy.deepcopy(base).to(device), x, y, workers, device)
-    for f in fns.values():                                           # warm-up
+    for f in fns.values():  # warm-up
         f()
     times = dict(zip(fns, best_of(list(fns.values()), repeats)))
     out = {f"t_{k}_s": v for k, v in times.items()}
     out.update({f"{k}_images_per_s": images / v for k, v in times.items()})
     out.update({f"{k}_over_official": out[f"{k}_images_per_s"] / out["official_images_per_s"] for k in ours})
-    out.update(cifar_images=images, cifar_config=config, cifar_stages=list(stages), cifar_depth=depth,
-               workers=workers, params=sum(p.numel() for p in base.parameters()))
+    out.update(
+        cifar_images=images,
+        cifar_config=config,
+        cifar_stages=list(stages),
+        cifar_depth=depth,
+        workers=workers,
+        params=sum(p.numel() for p in base.parameters()),
+    )
     return out
 
 
@@ -111,7 +126,7 @@ def members_of(model):
         one = CollegialMLP(model.n_in, model.widths, outputs=model.outputs)
         with torch.no_grad():
             for w, w_all in zip(one.weights, model.weights):
-                w.copy_(w_all[j:j + 1])
+                w.copy_(w_all[j : j + 1])
         out.append(one)
     return out
 
@@ -124,7 +139,7 @@ def mlp_timings(m, width, layers, batch, steps, repeats):
     x = torch.randn(batch, 784, generator=g)
     y = torch.randint(0, 10, (batch,), generator=g)
     listed = lambda: sum(f(x) for f in members) / math.sqrt(m)
-    diff = (batched(x) - listed()).abs().max().item()                # the same function
+    diff = (batched(x) - listed()).abs().max().item()  # the same function
     opt_b = torch.optim.SGD(batched.parameters(), lr=1e-3)
     opt_l = torch.optim.SGD([p for f in members for p in f.parameters()], lr=1e-3)
 
@@ -135,14 +150,24 @@ def mlp_timings(m, width, layers, batch, steps, repeats):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+
         return run
 
     fns = [step(lambda: batched(x), opt_b), step(listed, opt_l)]
     for f in fns:
         f()
     t_b, t_l = best_of(fns, repeats)
-    return dict(t_mlp_batched_s=t_b, t_mlp_list_s=t_l, mlp_speedup_vs_list=t_l / t_b, mlp_m=m, mlp_width=width,
-                mlp_layers=layers, mlp_batch=batch, mlp_steps=steps, mlp_max_abs_diff=diff)
+    return dict(
+        t_mlp_batched_s=t_b,
+        t_mlp_list_s=t_l,
+        mlp_speedup_vs_list=t_l / t_b,
+        mlp_m=m,
+        mlp_width=width,
+        mlp_layers=layers,
+        mlp_batch=batch,
+        mlp_steps=steps,
+        mlp_max_abs_diff=diff,
+    )
 
 
 def main(argv=None):
@@ -151,8 +176,9 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (best of)")
     p.add_argument("--config", default="8x4d", help="ResNeXt-29 CxDd")
-    p.add_argument("--stages", type=int, nargs="+", default=[64, 128, 256],
-                   help="stage widths (ResNeXt-29: 256 512 1024)")
+    p.add_argument(
+        "--stages", type=int, nargs="+", default=[64, 128, 256], help="stage widths (ResNeXt-29: 256 512 1024)"
+    )
     p.add_argument("--depth", type=int, default=1, help="blocks per stage (ResNeXt-29: 3)")
     p.add_argument("--images", type=int, default=512, help="images of the timed epoch")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the official-style loop")
@@ -165,9 +191,12 @@ def main(argv=None):
 
     r = cifar_timings(a.config, tuple(a.stages), a.depth, a.images, a.workers, a.repeats, device)
     r.update(mlp_timings(a.mlp_m, a.mlp_width, 6, a.mlp_batch, a.mlp_steps, a.repeats))
-    r.update(machine=f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
-                     f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name(device)}"
-                                                            if device.type == "cuda" else ""), device=str(device))
+    r.update(
+        machine=f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+        + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
+        device=str(device),
+    )
     net = f"ResNeXt-29 {a.config}, stages {'-'.join(map(str, a.stages))}, {a.depth} block(s)/stage"
     rows = [(f"CIFAR epoch, {a.images} images, {net}", "", "")]
     for k in [k[2:-2] for k in r if k.startswith("t_") and k.endswith("_s") and "mlp" not in k]:
@@ -175,10 +204,18 @@ def main(argv=None):
         if k == "ours_cifar_bf16_cl":
             note += "  (target >= 2 on a GPU)"
         rows.append((f"  {k}", f"{r[f'{k}_images_per_s']:9.1f} img/s", note))
-    rows += [(f"ensemble step, m={a.mlp_m}, n={a.mlp_width}, L=6: batched",
-              f"{1e3 * r['t_mlp_batched_s'] / a.mlp_steps:9.2f} ms", ""),
-             (f"  a list of {a.mlp_m} MLPs", f"{1e3 * r['t_mlp_list_s'] / a.mlp_steps:9.2f} ms",
-              f"speedup {r['mlp_speedup_vs_list']:.1f}x  (target >= 5 on a CPU)")]
+    rows += [
+        (
+            f"ensemble step, m={a.mlp_m}, n={a.mlp_width}, L=6: batched",
+            f"{1e3 * r['t_mlp_batched_s'] / a.mlp_steps:9.2f} ms",
+            "",
+        ),
+        (
+            f"  a list of {a.mlp_m} MLPs",
+            f"{1e3 * r['t_mlp_list_s'] / a.mlp_steps:9.2f} ms",
+            f"speedup {r['mlp_speedup_vs_list']:.1f}x  (target >= 5 on a CPU)",
+        ),
+    ]
     print(f"# training benchmark on {r['machine']} (best of interleaved repeats; ratios in one process)")
     for name, value, note in rows:
         print(f"{name:60s} {value:>16s}   {note}")

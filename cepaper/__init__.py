@@ -30,6 +30,21 @@ from cepaper.search import design
 
 __version__ = "0.1.0"
 
-__all__ = ["CollegialMLP", "complexity", "design", "design_module", "empirical_ntk", "ensemble_ntk", "fit_alpha",
-           "fit_member_alpha", "load", "mc_moments", "mc_samples", "measure_alpha", "member_ntk", "relu_nngp",
-           "relu_ntk", "resnext"]
+__all__ = [
+    "CollegialMLP",
+    "complexity",
+    "design",
+    "design_module",
+    "empirical_ntk",
+    "ensemble_ntk",
+    "fit_alpha",
+    "fit_member_alpha",
+    "load",
+    "mc_moments",
+    "mc_samples",
+    "measure_alpha",
+    "member_ntk",
+    "relu_nngp",
+    "relu_ntk",
+    "resnext",
+]

@@ -1,22 +1,31 @@
 """Argument checks shared by the library: errors name the argument and what is allowed."""
 
-
 import math
 import numbers
 
 
 def positive_int(name, value):
     """Return ``value`` as an int, or raise ``ValueError`` unless it is an integer >= 1."""
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-            or int(value) != value or value < 1):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or int(value) != value
+        or value < 1
+    ):
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return int(value)
 
 
 def nonneg_int(name, value):
     """Return ``value`` as an int, or raise ``ValueError`` unless it is an integer >= 0."""
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-            or int(value) != value or value < 0):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or int(value) != value
+        or value < 0
+    ):
         raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
     return int(value)
 

@@ -23,32 +23,50 @@ class Terminated(KeyboardInterrupt):
     locks released, child processes stopped)."""
 
 
-REUSE_HELP = ("execute nothing: use the executed notebooks stored with the results "
-              "(results/<profile>/<section>/notebook.ipynb, e.g. a committed GPU run)")
+REUSE_HELP = (
+    "execute nothing: use the executed notebooks stored with the results "
+    "(results/<profile>/<section>/notebook.ipynb, e.g. a committed GPU run)"
+)
 
 
 def _add_run(sub):
     p = sub.add_parser("run", help="execute section notebooks with papermill (cached)")
     p.add_argument("sections", nargs="*", metavar="SECTION", help="sections to run (default: all in the book)")
     p.add_argument("--profile", default="quick", help="parameter profile: a file profiles/<name>.yaml")
-    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                   help="override one notebook parameter (YAML value)")
+    p.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="override one notebook parameter (YAML value)",
+    )
     p.add_argument("--force", action="store_true", help="execute even when the cache is up to date")
     p.add_argument("--reuse", action="store_true", help=REUSE_HELP)
     from cepaper.training import executors
-    p.add_argument("--executor", choices=executors.EXECUTORS,
-                   help="sections that train grids (cifar, imagenet): the runs in the notebook's process "
-                        "(inprocess, the default), or each a submitit job: local (this machine's GPUs) or slurm")
-    p.add_argument("--rerun-stale", action="store_true",
-                   help="sections that train grids: train again the finished runs that older training code "
-                        "made (default: reuse them, counted stale on the page)")
+
+    p.add_argument(
+        "--executor",
+        choices=executors.EXECUTORS,
+        help="sections that train grids (cifar, imagenet): the runs in the notebook's process "
+        "(inprocess, the default), or each a submitit job: local (this machine's GPUs) or slurm",
+    )
+    p.add_argument(
+        "--rerun-stale",
+        action="store_true",
+        help="sections that train grids: train again the finished runs that older training code "
+        "made (default: reuse them, counted stale on the page)",
+    )
     p.add_argument("--json", action="store_true", help="print the run records as JSON")
 
     def run(args):
         from cepaper.book import pipeline, profiles
+
         overrides = profiles.parse_overrides(args.parameter) + _run_flags(args)
         records = pipeline.run(args.sections, args.profile, overrides, force=args.force, reuse_stored=args.reuse)
         emit(args, records, pipeline.format_records(records))
+
     p.set_defaults(func=run)
 
 
@@ -56,9 +74,15 @@ def _run_flags(args):
     """The overrides of `cepaper run`'s ``--executor`` and ``--rerun-stale``: parameters of the
     sections that train grids; a section without such a parameter is a UsageError."""
     from cepaper.book import profiles, results
-    flags = [(flag, name, value) for flag, name, value in (("--executor", "executor", args.executor),
-                                                            ("--rerun-stale", "rerun_stale", args.rerun_stale or None))
-             if value is not None]
+
+    flags = [
+        (flag, name, value)
+        for flag, name, value in (
+            ("--executor", "executor", args.executor),
+            ("--rerun-stale", "rerun_stale", args.rerun_stale or None),
+        )
+        if value is not None
+    ]
     if not flags:
         return []
     sections = list(args.sections) or results.book_sections()
@@ -66,11 +90,14 @@ def _run_flags(args):
     for flag, name, _ in flags:
         lacking = [s for s in sections if name not in declared[s]]
         if lacking:
-            having = [s for s in results.book_sections()
-                      if name in profiles.notebook_parameters(profiles.notebook_path(s))]
-            raise UsageError(f"{flag} is a parameter ({name}) of the sections that train grids ({', '.join(having)}); "
-                             f"section{'s' if len(lacking) > 1 else ''} {', '.join(lacking)} "
-                             f"{'have' if len(lacking) > 1 else 'has'} none: name only those sections")
+            having = [
+                s for s in results.book_sections() if name in profiles.notebook_parameters(profiles.notebook_path(s))
+            ]
+            raise UsageError(
+                f"{flag} is a parameter ({name}) of the sections that train grids ({', '.join(having)}); "
+                f"section{'s' if len(lacking) > 1 else ''} {', '.join(lacking)} "
+                f"{'have' if len(lacking) > 1 else 'has'} none: name only those sections"
+            )
     return [(name, value) for _, name, value in flags]
 
 
@@ -82,8 +109,10 @@ def _add_book(sub):
 
     def book(args):
         from cepaper.book import render
+
         index = render.book(args.profile, force=args.force, reuse_stored=args.reuse)
         print(f"The book is at {index}")
+
     p.set_defaults(func=book)
 
 
@@ -93,37 +122,55 @@ def _add_book(sub):
 def _add_train(sub):
     from cepaper import complexity
     from cepaper.training import grids, recipes
+
     p = sub.add_parser("train", help="train one ResNeXt with a paper recipe (Sec. 4.2, App. A); resumable")
     pos_int = _cli_type(_positive_int_arg)
     p.add_argument("--arch", required=True, choices=[a for a in complexity.ARCHS if a.startswith("resnext")])
     p.add_argument("--config", required=True, type=_cli_type(_config_arg), metavar="CxDd", help="e.g. 37x10d")
     p.add_argument("--dataset", required=True, choices=list(recipes.DATASET_RECIPE), help="a cepaper.data dataset")
-    p.add_argument("--recipe", choices=list(recipes.RECIPES),
-                   help="default: the dataset's (cifar for CIFAR: BatchNorm over 16 images, as on 8 GPUs; "
-                        "cifar_1gpu: over 128)")
+    p.add_argument(
+        "--recipe",
+        choices=list(recipes.RECIPES),
+        help="default: the dataset's (cifar for CIFAR: BatchNorm over 16 images, as on 8 GPUs; cifar_1gpu: over 128)",
+    )
     p.add_argument("--epochs", type=pos_int, help="default: the recipe's (milestones scale with it)")
     p.add_argument("--runs", type=pos_int, default=1, help="runs (seeds seed..seed+runs-1)")
     p.add_argument("--seed", type=_cli_type(_nonneg_int_arg), default=0, help="first seed (>= 0)")
     p.add_argument("--n-train", type=pos_int, help="first N training images (default: all)")
     p.add_argument("--n-test", type=pos_int, help="first N test images (default: all)")
     p.add_argument("--data-root", help="data folder (default: $CEPAPER_DATA)")
-    p.add_argument("--download", action="store_true",
-                   help="let torchvision download the CIFARs into the data root when they are not there")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="let torchvision download the CIFARs into the data root when they are not there",
+    )
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    p.add_argument("--workers", type=_cli_type(_nonneg_int_arg), default=8,
-                   help="DataLoader workers (ImageNet folders)")
+    p.add_argument(
+        "--workers", type=_cli_type(_nonneg_int_arg), default=8, help="DataLoader workers (ImageNet folders)"
+    )
     from cepaper.training import distributed
-    p.add_argument("--rerun-stale", action="store_true",
-                   help="train again the finished runs that older training code made "
-                        "(default: reuse them, marked stale)")
+
+    p.add_argument(
+        "--rerun-stale",
+        action="store_true",
+        help="train again the finished runs that older training code made (default: reuse them, marked stale)",
+    )
     from cepaper.training import executors
-    p.add_argument("--executor", choices=executors.EXECUTORS, default="inprocess",
-                   help="the runs (--runs) one after another here (default), or each a submitit job: local "
-                        "(this machine's GPUs, one each) or slurm (a SLURM cluster)")
-    p.add_argument("--backend", choices=distributed.BACKENDS,
-                   help="under torchrun: the process group's backend (default nccl on GPUs, gloo on CPUs)")
+
+    p.add_argument(
+        "--executor",
+        choices=executors.EXECUTORS,
+        default="inprocess",
+        help="the runs (--runs) one after another here (default), or each a submitit job: local "
+        "(this machine's GPUs, one each) or slurm (a SLURM cluster)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=distributed.BACKENDS,
+        help="under torchrun: the process group's backend (default nccl on GPUs, gloo on CPUs)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
 
     def train(args):
@@ -137,61 +184,101 @@ def _add_train(sub):
         from cepaper.book import results
         from cepaper.sections import paper
         from cepaper import files
+
         if (args.arch in ("resnext50", "resnext101")) != (args.dataset == "imagenet"):
-            raise UsageError(f"--arch {args.arch} does not fit --dataset {args.dataset}: resnext50/101 are the "
-                             f"ImageNet (224x224) models, resnext29/38 the CIFAR-style ones (32x32, 64x64)")
+            raise UsageError(
+                f"--arch {args.arch} does not fit --dataset {args.dataset}: resnext50/101 are the "
+                f"ImageNet (224x224) models, resnext29/38 the CIFAR-style ones (32x32, 64x64)"
+            )
         rec = args.recipe or recipes.DATASET_RECIPE[args.dataset]
         results.check_device(args.device, fix=NO_GPU)
         distributed.check_backend(args.backend, args.device)
         if args.download and data.data_root(args.data_root) is None:
             raise UsageError("--download needs a data root: pass --data-root, or set CEPAPER_DATA")
-        if distributed.launched():   # the world size is checked before anything is loaded or written
+        if distributed.launched():  # the world size is checked before anything is loaded or written
             distributed.check_world(recipes.recipe(rec), int(os.environ["WORLD_SIZE"]))
         w, device = distributed.setup(args.device, args.backend)
         if w.size > 1 and args.executor != "inprocess":
             raise UsageError("--executor runs each run as its own job; under torchrun leave it out (inprocess)")
         ex = executors.executor(args.executor, results.checkpoint_dir("cifar", "cli").parent / "jobs")
-        run = results.Run("cifar" if args.dataset.startswith("cifar") else "imagenet", "cli", seed=args.seed,
-                          device=str(device), params={k: v for k, v in vars(args).items() if k != "func"},
-                          store=True)
+        run = results.Run(
+            "cifar" if args.dataset.startswith("cifar") else "imagenet",
+            "cli",
+            seed=args.seed,
+            device=str(device),
+            params={k: v for k, v in vars(args).items() if k != "func"},
+            store=True,
+        )
         files.check_writable(run.dir)  # before the training, not after
-        load = lambda: tuple(_load_split(data, args, split, n, flag) for split, n, flag in
-                             (("train", args.n_train, "--n-train"), ("test", args.n_test, "--n-test")))
-        tr, te = load() if w.writer else (None, None)          # rank 0 first: it may download
+        load = lambda: tuple(
+            _load_split(data, args, split, n, flag)
+            for split, n, flag in (("train", args.n_train, "--n-train"), ("test", args.n_test, "--n-test"))
+        )
+        tr, te = load() if w.writer else (None, None)  # rank 0 first: it may download
         distributed.barrier(w)
         tr, te = (tr, te) if w.writer else load()
         classes = {"cifar10": 10, "cifar100": 100}.get(args.dataset, 1000)
-        records = grids.train_recipe_grid([args.config], args.dataset, tr, te, range(args.seed, args.seed + args.runs),
-                                      arch=args.arch, recipe_name=rec, classes=classes, epochs=args.epochs,
-                                      cache=results.checkpoint_dir(run.section, "cli"), device=args.device,
-                                      channels_last=args.channels_last, bf16=args.bf16, workers=args.workers,
-                                      progress=True, rerun_stale=args.rerun_stale, executor=ex)
+        records = grids.train_recipe_grid(
+            [args.config],
+            args.dataset,
+            tr,
+            te,
+            range(args.seed, args.seed + args.runs),
+            arch=args.arch,
+            recipe_name=rec,
+            classes=classes,
+            epochs=args.epochs,
+            cache=results.checkpoint_dir(run.section, "cli"),
+            device=args.device,
+            channels_last=args.channels_last,
+            bf16=args.bf16,
+            workers=args.workers,
+            progress=True,
+            rerun_stale=args.rerun_stale,
+            executor=ex,
+        )
         if not w.writer:
-            return None                                         # rank 0 saves and reports
+            return None  # rank 0 saves and reports
         last = paper.STATISTICS[run.section]["last_epochs"]
         summ = grids.grid_summary(records, last=last)
-        name = (f"train_{args.dataset}_{args.arch}_{args.config}_{rec}_e{args.epochs or 'all'}"
-                f"_s{args.seed}-{args.seed + args.runs - 1}")
+        name = (
+            f"train_{args.dataset}_{args.arch}_{args.config}_{rec}_e{args.epochs or 'all'}"
+            f"_s{args.seed}-{args.seed + args.runs - 1}"
+        )
         run.save(name, {"records": records, "summary": summ.to_dict("records"), "world_size": w.size}, table=summ)
         r = summ.iloc[0]
         stale = grids.stale_runs(records)
-        payload = {"summary": summ.to_dict("records"), "saved": str(run.dir / f"{name}.json"), "world_size": w.size,
-                   "stale": stale}
-        text = (f"{args.arch} {args.config} on {args.dataset} ({tr.source}), recipe {rec}, {int(r.runs)} run(s): "
-                f"top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}% ({w.size} process(es); "
-                + ("final epoch" if last == 1 else f"mean of the last {last} epochs")
-                + f")\nsaved to {payload['saved']}"
-                + "".join(f"\nstale: seed {s['seed']} was trained by older code "
-                          f"(commit {(s['commit'] or 'unknown')[:12]}; changed since: {', '.join(s['files'])}); "
-                          "--rerun-stale trains it again" for s in stale))
+        payload = {
+            "summary": summ.to_dict("records"),
+            "saved": str(run.dir / f"{name}.json"),
+            "world_size": w.size,
+            "stale": stale,
+        }
+        text = (
+            f"{args.arch} {args.config} on {args.dataset} ({tr.source}), recipe {rec}, {int(r.runs)} run(s): "
+            f"top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}% ({w.size} process(es); "
+            + ("final epoch" if last == 1 else f"mean of the last {last} epochs")
+            + f")\nsaved to {payload['saved']}"
+            + "".join(
+                f"\nstale: seed {s['seed']} was trained by older code "
+                f"(commit {(s['commit'] or 'unknown')[:12]}; changed since: {', '.join(s['files'])}); "
+                "--rerun-stale trains it again"
+                for s in stale
+            )
+        )
         emit(args, payload, text)
+
     p.set_defaults(func=train)
 
 
 # data.load's messages in the library's terms, and the flags of `cepaper train` that do the same
-_DATA_FLAGS = (("pass download=True", "pass --download"), ("download=True", "--download"),
-               ("root=None", "no --data-root"), ("pass root=...", "pass --data-root"),
-               ("pass n=...", "pass --n-train / --n-test"))
+_DATA_FLAGS = (
+    ("pass download=True", "pass --download"),
+    ("download=True", "--download"),
+    ("root=None", "no --data-root"),
+    ("pass root=...", "pass --data-root"),
+    ("pass n=...", "pass --n-train / --n-test"),
+)
 
 
 def _load_split(data, args, split, n, flag):
@@ -207,8 +294,10 @@ def _load_split(data, args, split, n, flag):
             text = text.replace(library, flag_text)
         raise type(e)(text) from None
     if n is not None and len(ds) < n:
-        raise UsageError(f"{flag} {n} is more than the {len(ds)} {split} images of {args.dataset} "
-                         f"({ds.source}); pass at most {flag} {len(ds)}, or leave it out for all of them")
+        raise UsageError(
+            f"{flag} {n} is more than the {len(ds)} {split} images of {args.dataset} "
+            f"({ds.source}); pass at most {flag} {len(ds)}, or leave it out for all of them"
+        )
     return ds
 
 
@@ -230,8 +319,11 @@ def build_parser():
 _OS_ERRORS = {
     errno.ENOSPC: ("no space left on the device", "free some space there and run again"),
     errno.EDQUOT: ("disk quota exceeded", "free some space there and run again"),
-    errno.EFBIG: ("file too large", "it passed the file-size limit (`ulimit -f`) or the filesystem's largest "
-                                    "file: raise the limit or write to another filesystem, then run again"),
+    errno.EFBIG: (
+        "file too large",
+        "it passed the file-size limit (`ulimit -f`) or the filesystem's largest "
+        "file: raise the limit or write to another filesystem, then run again",
+    ),
     errno.EACCES: ("permission denied", "fix its permissions, then run again"),
     errno.EPERM: ("operation not permitted", "fix its permissions, then run again"),
     errno.EROFS: ("the filesystem is read-only", "write somewhere writable instead"),
@@ -252,9 +344,16 @@ def os_error_line(e):
         return f"{e}{' ' + notes if notes else ''}"
     files = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
     what, fix = _OS_ERRORS.get(e.errno, (e.strerror or os.strerror(e.errno), "check it, then run again"))
-    if e.filename is not None and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM,
-                                              errno.EROFS):
+    if e.filename is not None and e.errno in (
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+    ):
         from cepaper.book import results
+
         if os.path.abspath(e.filename).startswith(os.path.abspath(results.root()) + os.sep):
             fix += ", or point CEPAPER_RESULTS at another folder"
     code = errno.errorcode.get(e.errno, str(e.errno))
@@ -270,6 +369,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     fail = lambda status, text: parser.exit(status, f"cepaper {args.command}: {text}\n")
     import threading
+
     main_thread = threading.current_thread() is threading.main_thread()
     previous = (signal.signal(signal.SIGTERM, _on_sigterm) or signal.SIG_DFL) if main_thread else None
     try:
@@ -284,18 +384,26 @@ def main(argv=None):
         fail(1, f"error: {e}")
     except KeyboardInterrupt as e:
         import logging  # the interrupted kernel's tasks are collected at exit: no "never retrieved" traceback
+
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         status, what = (143, "terminated (SIGTERM)") if isinstance(e, Terminated) else (130, "interrupted (Ctrl-C)")
-        fail(status, f"{what}; nothing half-written is kept and the last good results stay; run the same "
-                     "command again to continue (train and fit-alpha --checkpoint resume)")
+        fail(
+            status,
+            f"{what}; nothing half-written is kept and the last good results stay; run the same "
+            "command again to continue (train and fit-alpha --checkpoint resume)",
+        )
     except Exception as e:  # a bug: still one line, with where it happened
         if os.environ.get("CEPAPER_TRACEBACK"):
             raise
         import traceback
+
         last = traceback.extract_tb(e.__traceback__)[-1]
-        fail(1, f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-                f"(at {os.path.basename(last.filename)}:{last.lineno}); this is a bug in cepaper, please "
-                "report it; CEPAPER_TRACEBACK=1 shows the traceback")
+        fail(
+            1,
+            f"internal error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+            f"(at {os.path.basename(last.filename)}:{last.lineno}); this is a bug in cepaper, please "
+            "report it; CEPAPER_TRACEBACK=1 shows the traceback",
+        )
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)

@@ -35,11 +35,13 @@ def emit(args, payload, text):
 def _cli_type(convert):
     """An argparse ``type`` from a converter that raises ``ValueError``: argparse then exits with
     status 2 and ``argument --NAME: <message>``."""
+
     def parse(text):
         try:
             return convert(text)
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
+
     parse.__name__ = getattr(convert, "__name__", "value")
     return parse
 
@@ -77,6 +79,7 @@ NO_GPU = "pass --device cpu, or run on a machine with a GPU"
 
 def _config_arg(text):
     from cepaper import complexity
+
     return complexity.format_config(*complexity.parse_config(text))
 
 

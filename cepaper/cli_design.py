@@ -4,8 +4,18 @@ of any factory ``--module FILE:FUNC``."""
 
 import os
 
-from cepaper.cli_args import (NO_GPU, UsageError, _cli_type, _config_arg, _nonneg_int_arg, _positive_float_arg,
-                              _positive_int_arg, _shape_arg, _trials_arg, emit)
+from cepaper.cli_args import (
+    NO_GPU,
+    UsageError,
+    _cli_type,
+    _config_arg,
+    _nonneg_int_arg,
+    _positive_float_arg,
+    _positive_int_arg,
+    _shape_arg,
+    _trials_arg,
+    emit,
+)
 
 
 def _alpha_arg(text):
@@ -16,13 +26,16 @@ def _fitted_alpha(arch):
     """``--alpha fit``: the alpha that `cepaper fit-alpha` (profile ``cli``), else the paper profile of
     the alpha section, stored for this arch's member; a ``UsageError`` when there is none."""
     from cepaper.book import results
+
     name = "fit_mlp" if arch == "mlp" else "fit_bottleneck"
     for profile in ("cli", "paper"):
         record = results.find("alpha", name, profiles=(profile,))
         if record is not None and record.get("data", {}).get("alpha") is not None:
             return float(record["data"]["alpha"]), f"fitted: {results.describe(record)}"
-    raise UsageError(f"--alpha fit: no stored fit alpha/{name} under {results.root()}/cli or /paper; "
-                     "run `cepaper fit-alpha` first, or pass a number")
+    raise UsageError(
+        f"--alpha fit: no stored fit alpha/{name} under {results.root()}/cli or /paper; "
+        "run `cepaper fit-alpha` first, or pass a number"
+    )
 
 
 def _module_fit_name(spec):
@@ -30,6 +43,7 @@ def _module_fit_name(spec):
     hash over the spec with a FILE.py resolved to its absolute path (the same file from any folder)."""
     import hashlib
     import re
+
     where, _, func = spec.rpartition(":")
     key = f"{os.path.realpath(where)}:{func}" if where.endswith(".py") or "/" in where else spec
     slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{os.path.basename(where)}_{func}").strip("_")[-40:]
@@ -40,24 +54,38 @@ def _fitted_module_alpha(spec):
     """``design --module SPEC --alpha fit``: the alpha `cepaper fit-alpha --module SPEC` stored (profile ``cli``);
     a ``UsageError`` naming the command to run when there is none."""
     from cepaper.book import results
+
     name = _module_fit_name(spec)
     record = results.find("alpha", name, profiles=("cli",))
     if record is None or record.get("data", {}).get("alpha") is None:
-        raise UsageError(f"--alpha fit: no stored fit for --module {spec} (alpha/{name} under {results.root()}/cli); "
-                         f"run `cepaper fit-alpha --module {spec} --input-shape C,H,W` first, or pass a number")
+        raise UsageError(
+            f"--alpha fit: no stored fit for --module {spec} (alpha/{name} under {results.root()}/cli); "
+            f"run `cepaper fit-alpha --module {spec} --input-shape C,H,W` first, or pass a number"
+        )
     d = record["data"]
     shape = "x".join(str(s) for s in d.get("input_shape", []))
-    return float(d["alpha"]), (f"fitted on the member factory(1, n), input {shape}, {d.get('readout')} read-out: "
-                               f"{results.describe(record)}")
+    return float(d["alpha"]), (
+        f"fitted on the member factory(1, n), input {shape}, {d.get('readout')} read-out: {results.describe(record)}"
+    )
 
 
 def _module_args(args, baseline):
     """``--module`` instead of ``--arch``: the loaded factory, its ``(m, n)`` and a ``FactoryModule``."""
     from cepaper import factories, generic
+
     if args.arch is not None:
         raise UsageError("give either --arch or --module, not both")
-    given = [k for k, v in (("--classes", args.classes), ("--resolution", args.resolution), ("--depth", args.depth),
-                            ("--width", args.width), ("--inputs", args.inputs)) if v is not None]
+    given = [
+        k
+        for k, v in (
+            ("--classes", args.classes),
+            ("--resolution", args.resolution),
+            ("--depth", args.depth),
+            ("--width", args.width),
+            ("--inputs", args.inputs),
+        )
+        if v is not None
+    ]
     if given:
         raise UsageError(f"{', '.join(given)} only apply to --arch; --module reads everything from the built module")
     if args.input_shape is None:
@@ -66,8 +94,12 @@ def _module_args(args, baseline):
         raise UsageError(f"--{baseline} is required with --module (CxD: m members of width n, e.g. 1x64)")
     factory = factories.load_factory(args.module)
     m, n = (int(v) for v in getattr(args, baseline).rstrip("d").split("x"))
-    return factory, m, n, generic.FactoryModule(factory, args.input_shape, batch=args.batch, device=args.device,
-                                                 repeats=args.repeats)
+    return (
+        factory,
+        m,
+        n,
+        generic.FactoryModule(factory, args.input_shape, batch=args.batch, device=args.device, repeats=args.repeats),
+    )
 
 
 def _check_arch_or_module(args):
@@ -80,19 +112,31 @@ def _check_arch_or_module(args):
 def _arch_args(p, baseline):
     """Arguments shared by ``params`` and ``design``: the architecture and its configuration."""
     from cepaper import complexity
+
     pos_int = _cli_type(_positive_int_arg)
     p.add_argument("--arch", choices=list(complexity.ARCHS), help="architecture (or --module)")
-    p.add_argument("--module", metavar="FILE:FUNC",
-                   help="your own collegial module: a factory (m, n) -> torch.nn.Module, as path/to/file.py:func "
-                        "or package.module:func, or torchvision:resnet50 (any torchvision Bottleneck ResNet; "
-                        "torchvision:resnet50:layer1 for a stage) (instead of --arch; needs --input-shape)")
-    p.add_argument("--input-shape", type=_cli_type(_shape_arg), metavar="C,H,W",
-                   help="--module: one example's input shape, without the batch, e.g. 256,32,32")
+    p.add_argument(
+        "--module",
+        metavar="FILE:FUNC",
+        help="your own collegial module: a factory (m, n) -> torch.nn.Module, as path/to/file.py:func "
+        "or package.module:func, or torchvision:resnet50 (any torchvision Bottleneck ResNet; "
+        "torchvision:resnet50:layer1 for a stage) (instead of --arch; needs --input-shape)",
+    )
+    p.add_argument(
+        "--input-shape",
+        type=_cli_type(_shape_arg),
+        metavar="C,H,W",
+        help="--module: one example's input shape, without the batch, e.g. 256,32,32",
+    )
     p.add_argument("--batch", type=pos_int, default=1, help="--module: examples in the FLOPs/latency input")
     p.add_argument("--device", default="cpu", help="--module: device of FLOPs and latency (cpu, cuda)")
     p.add_argument("--repeats", type=pos_int, default=20, help="--module: timed passes per latency (median, IQR)")
-    p.add_argument(f"--{baseline}", type=_cli_type(_config_arg),
-                   metavar="CxDd", help="groups x width per group, e.g. 32x4d (not for mlp)")
+    p.add_argument(
+        f"--{baseline}",
+        type=_cli_type(_config_arg),
+        metavar="CxDd",
+        help="groups x width per group, e.g. 32x4d (not for mlp)",
+    )
     p.add_argument("--classes", type=pos_int, help="classes (outputs for mlp; default: the arch's dataset)")
     p.add_argument("--resolution", type=pos_int, help="input resolution (default: the arch's dataset)")
     p.add_argument("--depth", type=pos_int, help="mlp: number of weight layers L of Eq. 3")
@@ -135,16 +179,29 @@ def add_params(sub):
 
     def params(args):
         from cepaper import complexity
+
         _check_arch_or_module(args)
         if args.module is not None:
             _, m, n, fm = _module_args(args, "config")
-            r = {"module": args.module, "config": f"{m}x{n}", "m": m, "n": n, "input_shape": list(args.input_shape),
-                 "batch": args.batch, "params": int(fm.cost(n, "params", m)), "flops": int(fm.cost(n, "flops", m)),
-                 "flops_convention": "FlopCounterMode: 2 x multiply-adds of convs and matmuls, one forward pass",
-                 "member_fan_ins": list(fm.fan_ins(n)), "sum_inv_fan_in": float(fm.sum_inv_fan_in(n))}
+            r = {
+                "module": args.module,
+                "config": f"{m}x{n}",
+                "m": m,
+                "n": n,
+                "input_shape": list(args.input_shape),
+                "batch": args.batch,
+                "params": int(fm.cost(n, "params", m)),
+                "flops": int(fm.cost(n, "flops", m)),
+                "flops_convention": "FlopCounterMode: 2 x multiply-adds of convs and matmuls, one forward pass",
+                "member_fan_ins": list(fm.fan_ins(n)),
+                "sum_inv_fan_in": float(fm.sum_inv_fan_in(n)),
+            }
             rows = [(k, r[k]) for k in ("module", "config", "input_shape", "batch", "member_fan_ins")]
-            rows += [("params", f"{r['params']:,}"), ("flops (2 macs)", f"{r['flops']:,}"),
-                     ("sum 1/fan-in (member)", f"{r['sum_inv_fan_in']:.6g}")]
+            rows += [
+                ("params", f"{r['params']:,}"),
+                ("flops (2 macs)", f"{r['flops']:,}"),
+                ("sum 1/fan-in (member)", f"{r['sum_inv_fan_in']:.6g}"),
+            ]
             return emit(args, r, _table(rows))
         _check_arch_args(args, "config")
         if args.arch == "mlp":
@@ -154,10 +211,13 @@ def add_params(sub):
                 raise UsageError("--bias only applies to --arch mlp")
             r = complexity.complexity(args.arch, args.config, classes=args.classes, resolution=args.resolution)
         rows = [(k, v) for k, v in r.items() if k not in ("params", "macs", "flops", "acts", "adds")]
-        rows += [("params", f"{r['params']:,} ({r['params'] / 1e6:.2f}M)"),
-                 ("macs", f"{r['macs']:,} ({r['macs'] / 1e9:.3f} G)"),
-                 ("flops (2 macs)", f"{r['flops']:,} ({r['flops'] / 1e9:.3f} G)")]
+        rows += [
+            ("params", f"{r['params']:,} ({r['params'] / 1e6:.2f}M)"),
+            ("macs", f"{r['macs']:,} ({r['macs'] / 1e9:.3f} G)"),
+            ("flops (2 macs)", f"{r['flops']:,} ({r['flops'] / 1e9:.3f} G)"),
+        ]
         emit(args, r, _table(rows))
+
     p.set_defaults(func=params)
 
 
@@ -165,18 +225,34 @@ def add_design(sub):
     p = sub.add_parser("design", help="optimal collegial ensemble m x n for a baseline (Sec. 3, Algorithm 2)")
     _arch_args(p, "baseline")
     from cepaper import search
-    p.add_argument("--objective", default="primal", choices=search.OBJECTIVES,
-                   help="primal: smoothest at equal budget (Eq. 12); dual: cheapest at equal Var(K) (Eq. 14)")
-    p.add_argument("--budget", default="params", choices=search.BUDGETS + ("latency",),
-                   help="efficiency metric (Eq. 8 or 15); latency (forward + backward seconds) needs --module")
-    p.add_argument("--alpha", type=_cli_type(_alpha_arg),
-                   help="alpha of Eq. 9: a number, or 'fit' for the last `cepaper fit-alpha` (else the paper "
-                        "profile's fit) in the results store; with --module, the last `cepaper fit-alpha --module` "
-                        "of that factory (default: the paper's 1.60; for mlp 3.63, Fig. 3's)")
-    p.add_argument("--rounding", default="nearest", choices=search.ROUNDINGS,
-                   help="integer m rule (Algorithm 2 step 6)")
-    p.add_argument("--n", type=_cli_type(_positive_int_arg),
-                   help="evaluate this width instead of the optimum (a model on the curve)")
+
+    p.add_argument(
+        "--objective",
+        default="primal",
+        choices=search.OBJECTIVES,
+        help="primal: smoothest at equal budget (Eq. 12); dual: cheapest at equal Var(K) (Eq. 14)",
+    )
+    p.add_argument(
+        "--budget",
+        default="params",
+        choices=search.BUDGETS + ("latency",),
+        help="efficiency metric (Eq. 8 or 15); latency (forward + backward seconds) needs --module",
+    )
+    p.add_argument(
+        "--alpha",
+        type=_cli_type(_alpha_arg),
+        help="alpha of Eq. 9: a number, or 'fit' for the last `cepaper fit-alpha` (else the paper "
+        "profile's fit) in the results store; with --module, the last `cepaper fit-alpha --module` "
+        "of that factory (default: the paper's 1.60; for mlp 3.63, Fig. 3's)",
+    )
+    p.add_argument(
+        "--rounding", default="nearest", choices=search.ROUNDINGS, help="integer m rule (Algorithm 2 step 6)"
+    )
+    p.add_argument(
+        "--n",
+        type=_cli_type(_positive_int_arg),
+        help="evaluate this width instead of the optimum (a model on the curve)",
+    )
     p.add_argument("--curve", action="store_true", help="add the whole curve over n")
 
     def design(args):
@@ -185,10 +261,19 @@ def add_design(sub):
             if args.n is not None:
                 raise UsageError("--n does not apply to --module; the curve (--curve) gives every width")
             from cepaper import generic
+
             _, m, n, fm = _module_args(args, "baseline")
             alpha, source = _fitted_module_alpha(args.module) if args.alpha == "fit" else (args.alpha, None)
-            r = generic.design_module(fm.factory, args.input_shape, (m, n), args.objective, args.budget, alpha,
-                                  rounding=args.rounding, module=fm)
+            r = generic.design_module(
+                fm.factory,
+                args.input_shape,
+                (m, n),
+                args.objective,
+                args.budget,
+                alpha,
+                rounding=args.rounding,
+                module=fm,
+            )
             r["module"] = args.module
             if source is not None:
                 r["alpha_source"] = source
@@ -199,8 +284,16 @@ def add_design(sub):
             raise UsageError("--budget latency needs --module (the paper's architectures are counted, not timed)")
         _check_arch_args(args, "baseline")
         alpha, alpha_source = _fitted_alpha(args.arch) if args.alpha == "fit" else (args.alpha, None)
-        kw = dict(objective=args.objective, budget=args.budget, alpha=alpha, classes=args.classes,
-                  resolution=args.resolution, rounding=args.rounding, n=args.n, with_curve=args.curve)
+        kw = dict(
+            objective=args.objective,
+            budget=args.budget,
+            alpha=alpha,
+            classes=args.classes,
+            resolution=args.resolution,
+            rounding=args.rounding,
+            n=args.n,
+            with_curve=args.curve,
+        )
         if args.arch == "mlp":
             r = search.design("mlp", args.width, mlp_inputs=args.inputs, mlp_depth=args.depth, **kw)
         else:
@@ -208,21 +301,25 @@ def add_design(sub):
         if args.alpha == "fit":
             r["alpha_source"] = alpha_source
         emit(args, r, _format_design(r))
+
     p.set_defaults(func=design)
 
 
 def _format_module_design(r):
     """The human-readable result of ``cepaper design --module``."""
     unit = {"params": "", "flops": " FLOPs", "latency": " s"}[r["budget"]]
-    rows = [("module", r["module"]), ("baseline", r["baseline"]),
-            ("objective", f"{r['objective']} ({r['budget']} budget)"),
-            ("alpha", f"{r['alpha']:.3g} ({r['alpha_source']})"), ("optimum n", r["n"]),
-            ("ensemble", f"{r['config']}  (m = {r['m']}, continuous m = {r['m_exact']:.2f}, "
-                         f"curve m = {r['m_curve']:.2f})"),
-            ("params", f"{r['params']:,} vs baseline {r['baseline_params']:,}"),
-            (f"rho ({r['budget']})", f"{r['rho']:.3f}"),
-            ("Var(K) ratio", f"{r['var_ratio']:.3f} (ensemble / baseline)"),
-            ("strong duality", "yes (n_p = n_d)" if r["strong_duality"] else "no")]
+    rows = [
+        ("module", r["module"]),
+        ("baseline", r["baseline"]),
+        ("objective", f"{r['objective']} ({r['budget']} budget)"),
+        ("alpha", f"{r['alpha']:.3g} ({r['alpha_source']})"),
+        ("optimum n", r["n"]),
+        ("ensemble", f"{r['config']}  (m = {r['m']}, continuous m = {r['m_exact']:.2f}, curve m = {r['m_curve']:.2f})"),
+        ("params", f"{r['params']:,} vs baseline {r['baseline_params']:,}"),
+        (f"rho ({r['budget']})", f"{r['rho']:.3f}"),
+        ("Var(K) ratio", f"{r['var_ratio']:.3f} (ensemble / baseline)"),
+        ("strong duality", "yes (n_p = n_d)" if r["strong_duality"] else "no"),
+    ]
     if r["budget"] != "params":
         rows.insert(6, (r["budget"], f"{r['cost']:.6g}{unit} vs baseline {r['baseline_cost']:.6g}{unit}"))
     if "latency" in r:
@@ -233,60 +330,87 @@ def _format_module_design(r):
 def _format_design(r):
     """The human-readable result of ``cepaper design``."""
     budget = r["budget"]
-    rows = [("arch", r["arch"]), ("baseline", r["baseline"]), ("objective", f"{r['objective']} ({budget} budget)"),
-            ("alpha", f"{r['alpha']:.3g} ({r['alpha_source']})"),
-            ("optimum n", f"{r['n_optimum']}" + ("" if r["n"] == r["n_optimum"] else f" (evaluated at n = {r['n']})")),
-            ("ensemble", f"{r['config']}  (m = {r['m']}, continuous m = {r['m_exact']:.2f}, "
-                         f"curve m = {r['m_curve']:.2f})"),
-            ("params", f"{r['params']:,} vs baseline {r['baseline_params']:,}"),
-            (f"flops ({r['flops_convention']})", f"{r['flops']:,} vs baseline {r['baseline_flops']:,}"),
-            (f"rho ({budget})", f"{r['rho']:.3f}"),
-            ("Var(K) ratio", f"{r['var_ratio']:.3f} (ensemble / baseline)"),
-            ("strong duality", "yes (n_p = n_d)" if r["strong_duality"] else "no")]
+    rows = [
+        ("arch", r["arch"]),
+        ("baseline", r["baseline"]),
+        ("objective", f"{r['objective']} ({budget} budget)"),
+        ("alpha", f"{r['alpha']:.3g} ({r['alpha_source']})"),
+        ("optimum n", f"{r['n_optimum']}" + ("" if r["n"] == r["n_optimum"] else f" (evaluated at n = {r['n']})")),
+        ("ensemble", f"{r['config']}  (m = {r['m']}, continuous m = {r['m_exact']:.2f}, curve m = {r['m_curve']:.2f})"),
+        ("params", f"{r['params']:,} vs baseline {r['baseline_params']:,}"),
+        (f"flops ({r['flops_convention']})", f"{r['flops']:,} vs baseline {r['baseline_flops']:,}"),
+        (f"rho ({budget})", f"{r['rho']:.3f}"),
+        ("Var(K) ratio", f"{r['var_ratio']:.3f} (ensemble / baseline)"),
+        ("strong duality", "yes (n_p = n_d)" if r["strong_duality"] else "no"),
+    ]
     text = _table(rows)
     if "curve" in r:
         c = r["curve"]
         lines = [f"{'n':>5} {'m_primal':>10} {'Var ratio':>10} {'m_dual':>10} {'rho_dual':>9}"]
-        lines += [f"{n:>5} {mp:>10.3f} {vr:>10.4f} {md:>10.3f} {rd:>9.4f}" for n, mp, vr, md, rd in
-                  zip(c["n"], c["m_primal"], c["var_ratio_primal"], c["m_dual"], c["rho_dual"])]
+        lines += [
+            f"{n:>5} {mp:>10.3f} {vr:>10.4f} {md:>10.3f} {rd:>9.4f}"
+            for n, mp, vr, md, rd in zip(c["n"], c["m_primal"], c["var_ratio_primal"], c["m_dual"], c["rho_dual"])
+        ]
         text += "\n\n" + "\n".join(lines)
     return text
 
 
 def add_fit_alpha(sub):
     p = sub.add_parser("fit-alpha", help="fit alpha of Eq. 9 by Monte Carlo over weight draws (Algorithm 1)")
-    p.add_argument("--module", required=True, metavar="bottleneck|mlp|FILE:FUNC",
-                   help="the Fig. 5 bottleneck (n_in = n_out = 256), the Eq. 3 MLP, or your own factory "
-                        "(m, n) -> torch.nn.Module as path/to/file.py:func, package.module:func or "
-                        "torchvision:resnet50[:layerK] (its member factory(1, n) is fitted; needs --input-shape)")
-    p.add_argument("--input-shape", type=_cli_type(_shape_arg), metavar="C,H,W",
-                   help="factory: one example's input shape, without the batch, e.g. 256,8,8")
-    p.add_argument("--layers", choices=["all", "hidden"],
-                   help="factory: weight layers in sum 1/fan-in (default all; hidden drops the first)")
+    p.add_argument(
+        "--module",
+        required=True,
+        metavar="bottleneck|mlp|FILE:FUNC",
+        help="the Fig. 5 bottleneck (n_in = n_out = 256), the Eq. 3 MLP, or your own factory "
+        "(m, n) -> torch.nn.Module as path/to/file.py:func, package.module:func or "
+        "torchvision:resnet50[:layerK] (its member factory(1, n) is fitted; needs --input-shape)",
+    )
+    p.add_argument(
+        "--input-shape",
+        type=_cli_type(_shape_arg),
+        metavar="C,H,W",
+        help="factory: one example's input shape, without the batch, e.g. 256,8,8",
+    )
+    p.add_argument(
+        "--layers",
+        choices=["all", "hidden"],
+        help="factory: weight layers in sum 1/fan-in (default all; hidden drops the first)",
+    )
     pos_int = _cli_type(_positive_int_arg)
     p.add_argument("--trials", type=_cli_type(_trials_arg), default=2000, help="weight draws per width (default 2000)")
-    p.add_argument("--widths", type=pos_int, nargs="+", metavar="N",
-                   help="widths n (default: 16 log-spaced from 1 to 256; for a factory 4 8 16 32)")
+    p.add_argument(
+        "--widths",
+        type=pos_int,
+        nargs="+",
+        metavar="N",
+        help="widths n (default: 16 log-spaced from 1 to 256; for a factory 4 8 16 32)",
+    )
     p.add_argument("--seed", type=_cli_type(_nonneg_int_arg), default=0, help="Monte Carlo seed (>= 0)")
-    p.add_argument("--entry", choices=["diag", "offdiag"], default="diag",
-                   help="NTK entry: K(x1, x1) (the paper's) or K(x1, x2)")
+    p.add_argument(
+        "--entry", choices=["diag", "offdiag"], default="diag", help="NTK entry: K(x1, x1) (the paper's) or K(x1, x2)"
+    )
     p.add_argument("--no-intercept", action="store_true", help="fit log r = alpha s (no intercept)")
     p.add_argument("--weighted", action="store_true", help="weight widths by the inverse variance of log r")
-    p.add_argument("--readout", choices=["center", "mean", "random"],
-                   help="bottleneck or factory read-out of the output (default center)")
+    p.add_argument(
+        "--readout",
+        choices=["center", "mean", "random"],
+        help="bottleneck or factory read-out of the output (default center)",
+    )
     p.add_argument("--spatial", type=pos_int, help="bottleneck input size H = W (default 3)")
     p.add_argument("--post-relu", action="store_true", help="bottleneck: ReLU after the shortcut sum")
     p.add_argument("--depth", type=pos_int, help="mlp: weight layers L (default 6)")
     p.add_argument("--device", default="cpu", help="torch device of the Monte Carlo (e.g. cuda)")
     p.add_argument("--threads", type=pos_int, default=1, help="CPU threads of the Monte Carlo (default 1: fastest)")
-    p.add_argument("--checkpoint", action="store_true",
-                   help="resumable: keep finished widths under _build/checkpoints/cli/alpha")
+    p.add_argument(
+        "--checkpoint", action="store_true", help="resumable: keep finished widths under _build/checkpoints/cli/alpha"
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
 
     def fit_alpha(args):
         from cepaper import fit
         from cepaper.book import results
         from cepaper import files
+
         if args.module not in ("bottleneck", "mlp"):
             return _fit_factory_alpha(args)
         if args.input_shape is not None or args.layers is not None:
@@ -295,30 +419,60 @@ def add_fit_alpha(sub):
             raise UsageError("--readout, --spatial and --post-relu only apply to --module bottleneck")
         if args.module == "bottleneck" and args.depth is not None:
             raise UsageError("--depth only applies to --module mlp")
-        options = (dict(readout=args.readout, spatial=args.spatial, post_relu=args.post_relu or None)
-                   if args.module == "bottleneck" else dict(depth=args.depth))
+        options = (
+            dict(readout=args.readout, spatial=args.spatial, post_relu=args.post_relu or None)
+            if args.module == "bottleneck"
+            else dict(depth=args.depth)
+        )
         results.check_device(args.device, fix=NO_GPU)
-        run = results.Run("alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device,
-                          store=True)
+        run = results.Run(
+            "alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device, store=True
+        )
         files.check_writable(run.dir)  # before the Monte Carlo, not after
         checkpoint = results.checkpoint_dir("alpha", "cli") if args.checkpoint else None
         if checkpoint is not None:
             results.check_json_files(checkpoint)  # a damaged width file is moved aside and recomputed
-        r = fit.measure_alpha(args.module, args.widths, args.trials, args.seed, args.entry,
-                              intercept=not args.no_intercept, weighted=args.weighted, device=args.device,
-                              checkpoint=checkpoint, threads=args.threads, **options)
+        r = fit.measure_alpha(
+            args.module,
+            args.widths,
+            args.trials,
+            args.seed,
+            args.entry,
+            intercept=not args.no_intercept,
+            weighted=args.weighted,
+            device=args.device,
+            checkpoint=checkpoint,
+            threads=args.threads,
+            **options,
+        )
         run.save(f"fit_{args.module}", r, table=fit.result_table(r))
         path = run.dir / f"fit_{args.module}.json"
-        keys = ("alpha", "alpha_ci", "C", "C_ci", "intercept", "entry", "module", "options", "widths",
-                "trials", "seed", "seconds", "device")
+        keys = (
+            "alpha",
+            "alpha_ci",
+            "C",
+            "C_ci",
+            "intercept",
+            "entry",
+            "module",
+            "options",
+            "widths",
+            "trials",
+            "seed",
+            "seconds",
+            "device",
+        )
         payload = {k: r[k] for k in keys} | {"saved": str(path)}
-        num = lambda v, f: "n/a" if v is None else format(v, f)      # C is None when alpha <= 0
+        num = lambda v, f: "n/a" if v is None else format(v, f)  # C is None when alpha <= 0
         lo, hi = r["alpha_ci"]
-        text = (f"alpha = {num(r['alpha'], '.3f')}  [{num(lo, '.3f')}, {num(hi, '.3f')}] (95% bootstrap), "
-                f"C = {num(r['C'], '.4g')}, "
-                f"{r['module']} {r['entry']} entry, {len(r['widths'])} widths {min(r['widths'])}..{max(r['widths'])}, "
-                f"T = {r['trials']}, {r['seconds']:.1f} s\nsaved to {path}")
+        text = (
+            f"alpha = {num(r['alpha'], '.3f')}  [{num(lo, '.3f')}, {num(hi, '.3f')}] (95% bootstrap), "
+            f"C = {num(r['C'], '.4g')}, "
+            f"{r['module']} {r['entry']} entry, {len(r['widths'])} widths {min(r['widths'])}..{max(r['widths'])}, "
+            f"T = {r['trials']}, {r['seconds']:.1f} s\nsaved to {path}"
+        )
         emit(args, payload, text)
+
     p.set_defaults(func=fit_alpha)
 
 
@@ -328,37 +482,70 @@ def _fit_factory_alpha(args):
     from cepaper import factories, member_alpha
     from cepaper.book import results
     from cepaper import files
+
     if ":" not in args.module:
-        raise UsageError(f"--module must be bottleneck, mlp, FILE.py:FUNC, package.module:FUNC or torchvision:NAME, "
-                         f"got {args.module!r}")
-    given = [k for k, v in (("--spatial", args.spatial), ("--post-relu", args.post_relu), ("--depth", args.depth))
-             if v]
+        raise UsageError(
+            f"--module must be bottleneck, mlp, FILE.py:FUNC, package.module:FUNC or torchvision:NAME, "
+            f"got {args.module!r}"
+        )
+    given = [k for k, v in (("--spatial", args.spatial), ("--post-relu", args.post_relu), ("--depth", args.depth)) if v]
     if given:
         raise UsageError(f"{', '.join(given)} only apply to --module bottleneck or mlp, not to a factory")
     if args.input_shape is None:
         raise UsageError("a factory --module needs --input-shape (one example's shape, e.g. 256,8,8)")
     factory = factories.load_factory(args.module)
     results.check_device(args.device, fix=NO_GPU)
-    run = results.Run("alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device,
-                      store=True)
+    run = results.Run(
+        "alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device, store=True
+    )
     files.check_writable(run.dir)
     checkpoint = results.checkpoint_dir("alpha", "cli") if args.checkpoint else None
     if checkpoint is not None:
         results.check_json_files(checkpoint)
-    r = member_alpha.fit_member_alpha(factory, args.input_shape, args.widths or (4, 8, 16, 32), args.trials, args.seed,
-                                args.readout or "center", args.layers or "all", args.entry,
-                                intercept=not args.no_intercept, weighted=args.weighted, device=args.device,
-                                progress=True, threads=args.threads, checkpoint=checkpoint, name=args.module)
-    name = _module_fit_name(args.module)             # one record per factory: `design --module ... --alpha fit`
+    r = member_alpha.fit_member_alpha(
+        factory,
+        args.input_shape,
+        args.widths or (4, 8, 16, 32),
+        args.trials,
+        args.seed,
+        args.readout or "center",
+        args.layers or "all",
+        args.entry,
+        intercept=not args.no_intercept,
+        weighted=args.weighted,
+        device=args.device,
+        progress=True,
+        threads=args.threads,
+        checkpoint=checkpoint,
+        name=args.module,
+    )
+    name = _module_fit_name(args.module)  # one record per factory: `design --module ... --alpha fit`
     run.save(name, r)
     path = run.dir / f"{name}.json"
-    keys = ("alpha", "alpha_ci", "C", "C_ci", "intercept", "entry", "module", "options", "readout", "input_shape",
-            "widths", "trials", "seed", "seconds", "device")
+    keys = (
+        "alpha",
+        "alpha_ci",
+        "C",
+        "C_ci",
+        "intercept",
+        "entry",
+        "module",
+        "options",
+        "readout",
+        "input_shape",
+        "widths",
+        "trials",
+        "seed",
+        "seconds",
+        "device",
+    )
     payload = {k: r[k] for k in keys} | {"saved": str(path)}
     num = lambda v, f: "n/a" if v is None else format(v, f)
     lo, hi = r["alpha_ci"]
-    text = (f"alpha = {num(r['alpha'], '.3f')}  [{num(lo, '.3f')}, {num(hi, '.3f')}] (95% bootstrap), "
-            f"C = {num(r['C'], '.4g')}, member factory(1, n) of {r['module']} on input {tuple(r['input_shape'])}, "
-            f"{r['readout']} read-out, {r['entry']} entry, {len(r['widths'])} widths "
-            f"{min(r['widths'])}..{max(r['widths'])}, T = {r['trials']}, {r['seconds']:.1f} s\nsaved to {path}")
+    text = (
+        f"alpha = {num(r['alpha'], '.3f')}  [{num(lo, '.3f')}, {num(hi, '.3f')}] (95% bootstrap), "
+        f"C = {num(r['C'], '.4g')}, member factory(1, n) of {r['module']} on input {tuple(r['input_shape'])}, "
+        f"{r['readout']} read-out, {r['entry']} entry, {len(r['widths'])} widths "
+        f"{min(r['widths'])}..{max(r['widths'])}, T = {r['trials']}, {r['seconds']:.1f} s\nsaved to {path}"
+    )
     return emit(args, payload, text)

@@ -52,6 +52,7 @@ ARCHS = {
 # Layers (pycls: conv2d_cx, norm2d_cx, ...): each takes a record and returns the updated record.
 # ---------------------------------------------------------------------------------------------
 
+
 def cx_init(resolution=1):
     """A fresh record for an input of ``resolution x resolution`` (1 for vectors)."""
     r = positive_int("resolution", resolution)
@@ -69,8 +70,14 @@ def conv2d_cx(cx, w_in, w_out, k, stride=1, groups=1, bias=False, padding=None):
     padding = (k - 1) // 2 if padding is None else padding
     h, w = _out_size(cx["h"], k, stride, padding), _out_size(cx["w"], k, stride, padding)
     weights = k * k * (w_in // groups) * w_out
-    return {**cx, "h": h, "w": w, "params": cx["params"] + weights + (w_out if bias else 0),
-            "macs": cx["macs"] + weights * h * w, "acts": cx["acts"] + w_out * h * w}
+    return {
+        **cx,
+        "h": h,
+        "w": w,
+        "params": cx["params"] + weights + (w_out if bias else 0),
+        "macs": cx["macs"] + weights * h * w,
+        "acts": cx["acts"] + w_out * h * w,
+    }
 
 
 def norm2d_cx(cx, w_in):
@@ -90,13 +97,18 @@ def gap2d_cx(cx):
 
 def linear_cx(cx, w_in, w_out, bias=True):
     """A linear layer ``w_in -> w_out`` applied at every position of the current ``h x w`` map."""
-    return {**cx, "params": cx["params"] + w_in * w_out + (w_out if bias else 0),
-            "macs": cx["macs"] + w_in * w_out * cx["h"] * cx["w"], "acts": cx["acts"] + w_out * cx["h"] * cx["w"]}
+    return {
+        **cx,
+        "params": cx["params"] + w_in * w_out + (w_out if bias else 0),
+        "macs": cx["macs"] + w_in * w_out * cx["h"] * cx["w"],
+        "acts": cx["acts"] + w_out * cx["h"] * cx["w"],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
 # Blocks and networks
 # ---------------------------------------------------------------------------------------------
+
 
 def mlp_cx(cx, inputs, width, depth, outputs=1, bias=False):
     """Fully connected net of Eq. 3: ``depth`` weight layers ``theta_1..theta_L`` (L - 1 hidden).
@@ -192,6 +204,7 @@ def resnext_imagenet_cx(cx, layers, groups, width_per_group, classes=1000):
 # Public counts: dicts with params, macs, flops and the resolved configuration.
 # ---------------------------------------------------------------------------------------------
 
+
 def parse_config(config):
     """``"32x4d"`` (also ``"32×4d"``, ``"32x4"``) -> ``(groups, width_per_group) = (32, 4)``."""
     if not isinstance(config, str):
@@ -216,8 +229,14 @@ def flops(macs):
 
 
 def _result(cx, **config):
-    return {**config, "params": cx["params"], "macs": cx["macs"], "flops": flops(cx["macs"]),
-            "acts": cx["acts"], "adds": cx["adds"]}
+    return {
+        **config,
+        "params": cx["params"],
+        "macs": cx["macs"],
+        "flops": flops(cx["macs"]),
+        "acts": cx["acts"],
+        "adds": cx["adds"],
+    }
 
 
 def mlp(inputs, width, depth, outputs=1, bias=False):
@@ -226,13 +245,22 @@ def mlp(inputs, width, depth, outputs=1, bias=False):
     return _result(cx, arch="mlp", inputs=inputs, width=width, depth=depth, outputs=outputs, bias=bias)
 
 
-def bottleneck(groups, width_per_group, w_in=256, w_out=256, stride=1, resolution=32, bn=True,
-               shortcut="auto"):
+def bottleneck(groups, width_per_group, w_in=256, w_out=256, stride=1, resolution=32, bn=True, shortcut="auto"):
     """Params and macs of one Fig. 5 block with ``groups`` paths of width ``width_per_group``."""
     groups, d = positive_int("groups", groups), positive_int("width_per_group", width_per_group)
     cx = bottleneck_cx(cx_init(resolution), w_in, w_out, groups * d, groups, stride, bn, shortcut)
-    return _result(cx, arch="bottleneck", config=format_config(groups, d), groups=groups,
-                   width_per_group=d, w_in=w_in, w_out=w_out, stride=stride, resolution=resolution, bn=bn)
+    return _result(
+        cx,
+        arch="bottleneck",
+        config=format_config(groups, d),
+        groups=groups,
+        width_per_group=d,
+        w_in=w_in,
+        w_out=w_out,
+        stride=stride,
+        resolution=resolution,
+        bn=bn,
+    )
 
 
 def resnext_cifar(groups, width_per_group, arch="resnext29", classes=None, resolution=None, stages=None, depth=None):
@@ -245,9 +273,16 @@ def resnext_cifar(groups, width_per_group, arch="resnext29", classes=None, resol
     stages = CIFAR_STAGES[arch] if stages is None else tuple(stages)
     depth = 3 if depth is None else depth
     cx = resnext_cifar_cx(cx_init(resolution), groups, width_per_group, stages, depth, classes)
-    return _result(cx, arch=arch, config=format_config(groups, width_per_group), groups=groups,
-                   width_per_group=width_per_group, classes=classes, resolution=resolution,
-                   **({} if (stages, depth) == (CIFAR_STAGES[arch], 3) else {"stages": list(stages), "depth": depth}))
+    return _result(
+        cx,
+        arch=arch,
+        config=format_config(groups, width_per_group),
+        groups=groups,
+        width_per_group=width_per_group,
+        classes=classes,
+        resolution=resolution,
+        **({} if (stages, depth) == (CIFAR_STAGES[arch], 3) else {"stages": list(stages), "depth": depth}),
+    )
 
 
 def resnext_imagenet(groups, width_per_group, arch="resnext50", classes=1000, resolution=224):
@@ -255,12 +290,25 @@ def resnext_imagenet(groups, width_per_group, arch="resnext50", classes=1000, re
     if arch not in IMAGENET_LAYERS:
         raise ValueError(f"arch must be one of {', '.join(IMAGENET_LAYERS)}, got {arch!r}")
     cx = resnext_imagenet_cx(cx_init(resolution), IMAGENET_LAYERS[arch], groups, width_per_group, classes)
-    return _result(cx, arch=arch, config=format_config(groups, width_per_group), groups=groups,
-                   width_per_group=width_per_group, classes=classes, resolution=resolution)
+    return _result(
+        cx,
+        arch=arch,
+        config=format_config(groups, width_per_group),
+        groups=groups,
+        width_per_group=width_per_group,
+        classes=classes,
+        resolution=resolution,
+    )
 
 
-def complexity(arch: str, config: str | None = None, classes: int | None = None, resolution: int | None = None,
-               stages: Sequence[int] | None = None, **mlp_args) -> dict:
+def complexity(
+    arch: str,
+    config: str | None = None,
+    classes: int | None = None,
+    resolution: int | None = None,
+    stages: Sequence[int] | None = None,
+    **mlp_args,
+) -> dict:
     """Params, macs and flops of ``arch`` in ``ARCHS``.
 
     ``config`` is ``"CxDd"`` (or a ``(C, d)`` pair) for the convolutional archs; ``mlp`` takes
@@ -277,8 +325,11 @@ def complexity(arch: str, config: str | None = None, classes: int | None = None,
         return mlp(**mlp_args)
     if config is None:
         raise ValueError(f"config (CxDd, e.g. '32x4d') is required for arch {arch!r}")
-    c, d = parse_config(config) if isinstance(config, str) else (positive_int("groups", config[0]),
-                                                                   positive_int("width_per_group", config[1]))
+    c, d = (
+        parse_config(config)
+        if isinstance(config, str)
+        else (positive_int("groups", config[0]), positive_int("width_per_group", config[1]))
+    )
     defaults = ARCHS[arch]
     classes = defaults.get("classes") if classes is None else positive_int("classes", classes)
     resolution = defaults["resolution"] if resolution is None else positive_int("resolution", resolution)

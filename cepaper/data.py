@@ -72,27 +72,42 @@ STATS = {
 STATS["imagenet32"] = STATS["imagenet64"] = STATS["imagenet"]
 
 DOWNSAMPLED = {"imagenet32": 32, "imagenet64": 64}  # name -> image side
-_DOWNSAMPLED_HOW = ("download {f} (pickled batches) or {f_npz} (npz) from image-net.org "
-                    "(log in, then Download > \"Downsampled ImageNet\"; Chrabaszcz et al. 2017) "
-                    "and unzip them into the data root, giving {train}/ and {val}/")
+_DOWNSAMPLED_HOW = (
+    "download {f} (pickled batches) or {f_npz} (npz) from image-net.org "
+    '(log in, then Download > "Downsampled ImageNet"; Chrabaszcz et al. 2017) '
+    "and unzip them into the data root, giving {train}/ and {val}/"
+)
 
 HOW_TO_GET = {
-    "mnist": ("put `mnist.npz` (keys x_train, y_train, x_test, y_test) in the data root, or pass "
-              "download=True to fetch MNIST with torchvision into the data root"),
-    "cifar10": ("put `cifar10_jpeg.npz` or `cifar10.npz` in the data root, or pass download=True "
-                "to fetch CIFAR-10 with torchvision into the data root"),
-    "cifar100": ("pass download=True to fetch CIFAR-100 with torchvision into the data root "
-                 "(it unpacks to cifar-100-python/), or put that folder there"),
-    "imagenet32": _DOWNSAMPLED_HOW.format(f="Imagenet32_train.zip and Imagenet32_val.zip",
-                                          f_npz="Imagenet32_train_npz.zip and Imagenet32_val_npz.zip",
-                                          train="Imagenet32_train", val="Imagenet32_val"),
+    "mnist": (
+        "put `mnist.npz` (keys x_train, y_train, x_test, y_test) in the data root, or pass "
+        "download=True to fetch MNIST with torchvision into the data root"
+    ),
+    "cifar10": (
+        "put `cifar10_jpeg.npz` or `cifar10.npz` in the data root, or pass download=True "
+        "to fetch CIFAR-10 with torchvision into the data root"
+    ),
+    "cifar100": (
+        "pass download=True to fetch CIFAR-100 with torchvision into the data root "
+        "(it unpacks to cifar-100-python/), or put that folder there"
+    ),
+    "imagenet32": _DOWNSAMPLED_HOW.format(
+        f="Imagenet32_train.zip and Imagenet32_val.zip",
+        f_npz="Imagenet32_train_npz.zip and Imagenet32_val_npz.zip",
+        train="Imagenet32_train",
+        val="Imagenet32_val",
+    ),
     "imagenet64": _DOWNSAMPLED_HOW.format(
         f="Imagenet64_train_part1.zip, Imagenet64_train_part2.zip and Imagenet64_val.zip",
-        f_npz="the same with _npz", train="Imagenet64_train_part1/, Imagenet64_train_part2",
-        val="Imagenet64_val"),
-    "imagenet": ("download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org "
-                 "(log in; ILSVRC 2012) and unpack them into <root>/imagenet/train/<wnid>/*.JPEG "
-                 "and <root>/imagenet/val/<wnid>/*.JPEG (the val images sorted into class folders)"),
+        f_npz="the same with _npz",
+        train="Imagenet64_train_part1/, Imagenet64_train_part2",
+        val="Imagenet64_val",
+    ),
+    "imagenet": (
+        "download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org "
+        "(log in; ILSVRC 2012) and unpack them into <root>/imagenet/train/<wnid>/*.JPEG "
+        "and <root>/imagenet/val/<wnid>/*.JPEG (the val images sorted into class folders)"
+    ),
 }
 DOWNLOADABLE = ("mnist", "cifar10", "cifar100")
 
@@ -140,8 +155,13 @@ def _npz_arrays(path, split, n):
 def _decode_jpegs(buf, offsets, n):
     """Decode the first ``n`` JPEGs of a concatenated buffer into ``(n, H, W, 3)`` uint8 RGB."""
     from PIL import Image
-    return np.stack([np.asarray(Image.open(io.BytesIO(buf[offsets[i]:offsets[i + 1]].tobytes()))
-                                .convert("RGB")) for i in range(n)])
+
+    return np.stack(
+        [
+            np.asarray(Image.open(io.BytesIO(buf[offsets[i] : offsets[i + 1]].tobytes())).convert("RGB"))
+            for i in range(n)
+        ]
+    )
 
 
 def _torchvision(cls, root, split, download):
@@ -159,8 +179,13 @@ def _torchvision_cifar(name, cls, root, split, download, n):
     ds = _torchvision(cls, root, split, download)
     if ds is None:
         return None
-    return Dataset(name, split, ds.data[:n], np.asarray(ds.targets[:n], dtype=np.int64),
-                   source=f"torchvision {cls.__name__} in the data root")
+    return Dataset(
+        name,
+        split,
+        ds.data[:n],
+        np.asarray(ds.targets[:n], dtype=np.int64),
+        source=f"torchvision {cls.__name__} in the data root",
+    )
 
 
 def _mnist(root, split, download, n):
@@ -169,10 +194,16 @@ def _mnist(root, split, download, n):
         return Dataset("mnist", split, x, y, source="mnist.npz in the data root")
     if root is not None:
         from torchvision.datasets import MNIST
+
         ds = _torchvision(MNIST, root, split, download)
         if ds is not None:
-            return Dataset("mnist", split, ds.data.numpy()[:n], ds.targets.numpy()[:n].astype(np.int64),
-                           source="torchvision MNIST in the data root")
+            return Dataset(
+                "mnist",
+                split,
+                ds.data.numpy()[:n],
+                ds.targets.numpy()[:n].astype(np.int64),
+                source="torchvision MNIST in the data root",
+            )
     return None
 
 
@@ -180,6 +211,7 @@ def _cifar10(root, split, download, n):
     if root is None:
         return None
     from torchvision.datasets import CIFAR10
+
     has_tv = (root / "cifar-10-batches-py").is_dir()
     if has_tv or (download and not any((root / f).is_file() for f in ("cifar10_jpeg.npz", "cifar10.npz"))):
         ds = _torchvision_cifar("cifar10", CIFAR10, root, split, download, n)
@@ -189,8 +221,13 @@ def _cifar10(root, split, download, n):
         with np.load(root / "cifar10_jpeg.npz") as d:
             buf, off, y = d[f"{split}_jpeg"], d[f"{split}_offsets"], d[f"y_{split}"]
         k = len(y) if n is None else min(n, len(y))
-        return Dataset("cifar10", split, _decode_jpegs(buf, off, k), y[:k].astype(np.int64),
-                       source="cifar10_jpeg.npz in the data root (JPEG quality 75)")
+        return Dataset(
+            "cifar10",
+            split,
+            _decode_jpegs(buf, off, k),
+            y[:k].astype(np.int64),
+            source="cifar10_jpeg.npz in the data root (JPEG quality 75)",
+        )
     if (root / "cifar10.npz").is_file():
         x, y = _npz_arrays(root / "cifar10.npz", split, n)
         what = " (first 5000 official training images)" if split == "train" else ""
@@ -202,6 +239,7 @@ def _cifar100(root, split, download, n):
     if root is None:
         return None
     from torchvision.datasets import CIFAR100
+
     return _torchvision_cifar("cifar100", CIFAR100, root, split, download, n)
 
 
@@ -221,9 +259,11 @@ def _downsampled_files(root, name, split):
         if any(found):
             missing = [b + ext for b, f in zip(names, found) if f is None]
             if missing:
-                raise FileNotFoundError(f"{name} {split}: {', '.join(missing)} missing from "
-                                        f"{' / '.join(f.name for f in folders)} in {root}; "
-                                        f"{HOW_TO_GET[name]}")
+                raise FileNotFoundError(
+                    f"{name} {split}: {', '.join(missing)} missing from "
+                    f"{' / '.join(f.name for f in folders)} in {root}; "
+                    f"{HOW_TO_GET[name]}"
+                )
             return found
     return None
 
@@ -243,8 +283,10 @@ def _read_batch(path, side):
         data, labels = d["data"], d["labels"]
     data, y = np.asarray(data), np.asarray(labels, dtype=np.int64) - 1
     if data.dtype != np.uint8 or data.shape != (len(y), 3 * side * side):
-        raise ValueError(f"{path}: data must be uint8 of shape (N, {3 * side * side}) with N = "
-                         f"{len(y)} labels, got {data.dtype} {data.shape}")
+        raise ValueError(
+            f"{path}: data must be uint8 of shape (N, {3 * side * side}) with N = "
+            f"{len(y)} labels, got {data.dtype} {data.shape}"
+        )
     if len(y) and not 0 <= y.min() <= y.max() <= 999:
         raise ValueError(f"{path}: labels must be in 1..1000, got {y.min() + 1}..{y.max() + 1}")
     return data.reshape(-1, 3, side, side).transpose(0, 2, 3, 1), y
@@ -261,6 +303,7 @@ def _build_cache(files, side, cache_x, cache_y, desc):
     """Write the images of ``files`` to ``cache_x`` (.npy, streamed batch by batch) and their labels
     to ``cache_y``, both atomically. Memory: one batch."""
     from tqdm import tqdm
+
     ys = []
 
     def stream(f):
@@ -297,8 +340,8 @@ def _downsampled(name, root, split, download, n):
         xs, ys, k = [], [], 0
         for path in files:
             x, y = _read_batch(path, side)
-            xs.append(np.ascontiguousarray(x[:n - k]))
-            ys.append(y[:n - k])
+            xs.append(np.ascontiguousarray(x[: n - k]))
+            ys.append(y[: n - k])
             k += len(ys[-1])
             if k == n:
                 break
@@ -307,15 +350,19 @@ def _downsampled(name, root, split, download, n):
         try:
             _build_cache(files, side, cache_x, cache_y, desc=f"caching {name} {split}")
         except PermissionError as e:
-            raise PermissionError(f"cannot write the cache of {name} {split} in {cache_x.parent} "
-                                  f"({e}); loading the whole split needs a writable data root, or "
-                                  "pass n=... to read only the first n images") from None
+            raise PermissionError(
+                f"cannot write the cache of {name} {split} in {cache_x.parent} "
+                f"({e}); loading the whole split needs a writable data root, or "
+                "pass n=... to read only the first n images"
+            ) from None
     x, y = np.load(cache_x, mmap_mode="c"), np.load(cache_y)  # copy-on-write: the file never changes
     if len(x) != len(y):
-        raise ValueError(f"{cache_x} and {cache_y} disagree ({len(x)} images, {len(y)} labels); "
-                         "delete them to rebuild the cache")
-    return Dataset(name, split, x[:n], y[:n],
-                   source=f"{folders} ({what}), cached in {cache_x.parent.relative_to(root)}")
+        raise ValueError(
+            f"{cache_x} and {cache_y} disagree ({len(x)} images, {len(y)} labels); delete them to rebuild the cache"
+        )
+    return Dataset(
+        name, split, x[:n], y[:n], source=f"{folders} ({what}), cached in {cache_x.parent.relative_to(root)}"
+    )
 
 
 IMAGENET_LAYOUTS = ("imagenet", "ILSVRC2012", "ILSVRC/Data/CLS-LOC")
@@ -337,10 +384,12 @@ def _imagenet(root, split, download, n):
             f"{folder} holds the images directly (the official unsorted validation set); sort them "
             "into one folder per class, <wnid>/ILSVRC2012_val_*.JPEG, e.g. with the valprep.sh "
             "script of github.com/soumith/imagenetloader.torch, or with "
-            "torchvision.datasets.ImageNet(root, split='val'), which uses the devkit's labels")
+            "torchvision.datasets.ImageNet(root, split='val'), which uses the devkit's labels"
+        )
     from torchvision.datasets import ImageFolder
+
     ds = ImageFolder(str(folder))
-    if n is not None and n < len(ds.samples):          # evenly spaced: the folders are sorted by class
+    if n is not None and n < len(ds.samples):  # evenly spaced: the folders are sorted by class
         keep = np.linspace(0, len(ds.samples) - 1, n).round().astype(np.int64)
         ds.samples = [ds.samples[i] for i in keep]
         ds.imgs, ds.targets = ds.samples, [ds.targets[i] for i in keep]
@@ -350,13 +399,19 @@ def _imagenet(root, split, download, n):
     return ds
 
 
-SOURCES = {"mnist": _mnist, "cifar10": _cifar10, "cifar100": _cifar100,
-           "imagenet32": partial(_downsampled, "imagenet32"),
-           "imagenet64": partial(_downsampled, "imagenet64"), "imagenet": _imagenet}
+SOURCES = {
+    "mnist": _mnist,
+    "cifar10": _cifar10,
+    "cifar100": _cifar100,
+    "imagenet32": partial(_downsampled, "imagenet32"),
+    "imagenet64": partial(_downsampled, "imagenet64"),
+    "imagenet": _imagenet,
+}
 
 
-def load(name: str, split: str = "train", root: str | Path | None = None, download: bool = False,
-         n: int | None = None) -> Dataset:
+def load(
+    name: str, split: str = "train", root: str | Path | None = None, download: bool = False, n: int | None = None
+) -> Dataset:
     """Load a dataset split into memory.
 
     Args:
@@ -387,8 +442,10 @@ def load(name: str, split: str = "train", root: str | Path | None = None, downlo
     if ds is None:
         where = f"in {path}" if path is not None else "(no data root: root=None and CEPAPER_DATA is unset)"
         if download and name not in DOWNLOADABLE:
-            raise FileNotFoundError(f"{name} not found {where} and cannot be downloaded automatically "
-                                    f"(image-net.org needs a login); {HOW_TO_GET[name]}")
+            raise FileNotFoundError(
+                f"{name} not found {where} and cannot be downloaded automatically "
+                f"(image-net.org needs a login); {HOW_TO_GET[name]}"
+            )
         raise FileNotFoundError(f"{name} not found {where}; {HOW_TO_GET[name]}")
     return ds
 
@@ -410,11 +467,11 @@ def channel_stats(x, chunk=10000):
     pixels (population std), read ``chunk`` images at a time: two tuples of C floats."""
     total = total_sq = 0
     for i in range(0, len(x), chunk):
-        c = np.asarray(x[i:i + chunk], dtype=np.float64).reshape(-1, x.shape[-1]) / 255.0
+        c = np.asarray(x[i : i + chunk], dtype=np.float64).reshape(-1, x.shape[-1]) / 255.0
         total, total_sq = total + c.sum(0), total_sq + (c * c).sum(0)
     count = len(x) * int(np.prod(x.shape[1:-1]))
     mean = total / count
-    return tuple(mean.tolist()), tuple(np.sqrt(total_sq / count - mean ** 2).tolist())
+    return tuple(mean.tolist()), tuple(np.sqrt(total_sq / count - mean**2).tolist())
 
 
 TARGETS = ("parity", "digit")

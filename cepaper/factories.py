@@ -36,8 +36,9 @@ def check_input_shape(input_shape):
     try:
         shape = tuple(input_shape)
     except TypeError:
-        raise ValueError(f"input_shape must be a tuple of ints >= 1 (one example, no batch), got {input_shape!r}") \
-            from None
+        raise ValueError(
+            f"input_shape must be a tuple of ints >= 1 (one example, no batch), got {input_shape!r}"
+        ) from None
     if not shape:
         raise ValueError("input_shape must hold at least one dimension, got ()")
     return tuple(positive_int("input_shape entry", s) for s in shape)
@@ -59,10 +60,16 @@ def build(factory: Callable[[int, int], nn.Module], m: int, n: int) -> nn.Module
 
 #: torchvision's Bottleneck ResNets by builder name: the plain ResNet of the same depth (whose builder
 #: takes ``groups`` and ``width_per_group``) and the builder's own ``(groups, width_per_group)``.
-TORCHVISION = {"resnet50": ("resnet50", (1, 64)), "resnet101": ("resnet101", (1, 64)),
-               "resnet152": ("resnet152", (1, 64)), "resnext50_32x4d": ("resnet50", (32, 4)),
-               "resnext101_32x8d": ("resnet101", (32, 8)), "resnext101_64x4d": ("resnet101", (64, 4)),
-               "wide_resnet50_2": ("resnet50", (1, 128)), "wide_resnet101_2": ("resnet101", (1, 128))}
+TORCHVISION = {
+    "resnet50": ("resnet50", (1, 64)),
+    "resnet101": ("resnet101", (1, 64)),
+    "resnet152": ("resnet152", (1, 64)),
+    "resnext50_32x4d": ("resnet50", (32, 4)),
+    "resnext101_32x8d": ("resnet101", (32, 8)),
+    "resnext101_64x4d": ("resnet101", (64, 4)),
+    "wide_resnet50_2": ("resnet50", (1, 128)),
+    "wide_resnet101_2": ("resnet101", (1, 128)),
+}
 
 
 #: Blocks per stage (``layer1..layer4``) of the plain ResNets.
@@ -82,8 +89,10 @@ class TorchvisionFactory:
 
     def __init__(self, name, stage=None, classes=1000):
         if name not in TORCHVISION:
-            raise ValueError(f"torchvision model must be one of {', '.join(TORCHVISION)} (Bottleneck ResNets taking "
-                             f"groups and width_per_group), got {name!r}")
+            raise ValueError(
+                f"torchvision model must be one of {', '.join(TORCHVISION)} (Bottleneck ResNets taking "
+                f"groups and width_per_group), got {name!r}"
+            )
         self.name, (self.builder, self.baseline) = name, TORCHVISION[name]
         self.stage = None if stage is None else _choice("stage", int(stage), (1, 2, 3, 4))
         self.classes = positive_int("classes", classes)
@@ -95,10 +104,12 @@ class TorchvisionFactory:
     def __call__(self, m, n):
         import torchvision
         from torchvision.models.resnet import Bottleneck, conv1x1
+
         m, n = positive_int("groups", m), positive_int("width_per_group", n)
         if self.stage is None:
-            return getattr(torchvision.models, self.builder)(weights=None, groups=m, width_per_group=n,
-                                                             num_classes=self.classes)
+            return getattr(torchvision.models, self.builder)(
+                weights=None, groups=m, width_per_group=n, num_classes=self.classes
+            )
         planes, stride = 64 * 2 ** (self.stage - 1), 1 if self.stage == 1 else 2
         blocks = TORCHVISION_LAYERS[self.builder][self.stage - 1]
         inplanes, out = self.in_channels, planes * Bottleneck.expansion
@@ -118,7 +129,7 @@ def load_factory(spec: str) -> Callable[[int, int], nn.Module]:
     ``"torchvision:NAME"`` / ``"torchvision:NAME:layerK"`` (:func:`torchvision_factory`, a whole
     network or its stage ``K``)."""
     if isinstance(spec, str) and spec.startswith("torchvision:"):
-        name, _, stage = spec[len("torchvision:"):].partition(":")
+        name, _, stage = spec[len("torchvision:") :].partition(":")
         if stage and not (stage.startswith("layer") and stage[5:] in ("1", "2", "3", "4")):
             raise ValueError(f"module: torchvision stage must be layer1..layer4, got {stage!r} in {spec!r}")
         try:
@@ -158,13 +169,15 @@ def member_fan_ins(module: nn.Module) -> list[int]:
         elif isinstance(layer, WEIGHT_LAYERS):
             fans.append(int(layer.weight.shape[1] * math.prod(layer.kernel_size)))
     if not fans:
-        raise ValueError(f"module: {type(module).__name__} has no weight layers (nn.Linear or nn.Conv1d/2d/3d) "
-                         f"to read fan-ins from")
+        raise ValueError(
+            f"module: {type(module).__name__} has no weight layers (nn.Linear or nn.Conv1d/2d/3d) to read fan-ins from"
+        )
     return tuple(fans)
 
 
 def _leaf_types(module):
     from collections import Counter
+
     return Counter(type(m).__name__ for m in module.modules() if not list(m.children()))
 
 
@@ -186,30 +199,39 @@ def check_members(member, module, m, n):
         types1 = [(k, type(v).__name__) for k, v in member.named_modules()]
         types = [(k, type(v).__name__) for k, v in module.named_modules()]
         if types != types1:
-            diff = next(((a, b) for a, b in zip(types1, types) if a != b),
-                        (types1[len(types):] or types[len(types1):],))
-            raise ValueError(f"{what}, but their layers differ: {diff[0]} at m = 1 vs "
-                             f"{diff[1] if len(diff) > 1 else 'nothing'} at m = {m}")
+            diff = next(
+                ((a, b) for a, b in zip(types1, types) if a != b), (types1[len(types) :] or types[len(types1) :],)
+            )
+            raise ValueError(
+                f"{what}, but their layers differ: {diff[0]} at m = 1 vs "
+                f"{diff[1] if len(diff) > 1 else 'nothing'} at m = {m}"
+            )
         for k, s1 in shapes1.items():
             sm = shapes[k]
             stacked = [d for d, (a, b) in enumerate(zip(s1, sm)) if a != b]
             ok = len(sm) == len(s1) and (not stacked or (len(stacked) == 1 and sm[stacked[0]] == m * s1[stacked[0]]))
             if not ok:
-                raise ValueError(f"{what}, but parameter {k} has shape {sm} at m = {m} and {s1} at m = 1: a member's "
-                                 f"parameter is either shared (same shape) or stacked m times along one dimension")
+                raise ValueError(
+                    f"{what}, but parameter {k} has shape {sm} at m = {m} and {s1} at m = 1: a member's "
+                    f"parameter is either shared (same shape) or stacked m times along one dimension"
+                )
     else:
         t1, tm = _leaf_types(member), _leaf_types(module)
         for t in sorted(set(t1) | set(tm)):
             q, r = divmod(tm[t] - t1[t], m - 1)
             if r or not 0 <= q <= t1[t]:
-                raise ValueError(f"{what}, but it has {tm[t]} {t} layer(s) and factory(1, {n}) {t1[t]}: neither "
-                                 f"shared nor one per member")
+                raise ValueError(
+                    f"{what}, but it has {tm[t]} {t} layer(s) and factory(1, {n}) {t1[t]}: neither "
+                    f"shared nor one per member"
+                )
     p1, pm = param_count(member), param_count(module)
     p, r = divmod(pm - p1, m - 1)
     if r or not 0 < p <= p1:
         per = f"{(pm - p1) / (m - 1):g}"
-        raise ValueError(f"{what}, but its {pm} trainable parameters are not factory(1, {n})'s {p1} plus {m - 1} "
-                         f"more members of at most {p1} each (got {per} per added member)")
+        raise ValueError(
+            f"{what}, but its {pm} trainable parameters are not factory(1, {n})'s {p1} plus {m - 1} "
+            f"more members of at most {p1} each (got {per} per added member)"
+        )
 
 
 def param_count(module):

@@ -17,14 +17,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+
 def move_aside(path, why):
     """Rename a damaged cache file or checkpoint ``path`` to ``<path>.corrupt`` (kept for inspection,
     never read again) and say so on stderr; return the new path."""
     path = Path(path)
     aside = path.with_name(path.name + ".corrupt")
     os.replace(path, aside)
-    print(f"[cepaper] {path} is damaged ({why}): moved aside to {aside.name}; it is recomputed",
-          file=sys.stderr, flush=True)
+    print(
+        f"[cepaper] {path} is damaged ({why}): moved aside to {aside.name}; it is recomputed",
+        file=sys.stderr,
+        flush=True,
+    )
     return aside
 
 
@@ -62,8 +66,10 @@ def check_writable(folder):
     folder = Path(folder)
     probe = next(p for p in (folder, *folder.parents) if p.exists())
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write results to {probe}: it is not writable; fix its permissions "
-                              "or point CEPAPER_RESULTS at a writable folder")
+        raise PermissionError(
+            f"cannot write results to {probe}: it is not writable; fix its permissions "
+            "or point CEPAPER_RESULTS at a writable folder"
+        )
     return folder
 
 

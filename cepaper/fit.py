@@ -90,6 +90,7 @@ def tail_index(x: ArrayLike) -> float:
 
 # ------------------------------------------------------------------------------- the fit
 
+
 def _line(x, y, intercept, w):
     """Weighted least squares of ``y (..., J)`` on ``x (J,)``: ``(slope, intercept)`` arrays."""
     sw = w.sum()
@@ -108,14 +109,21 @@ def _log_c(m1, m2, x, alpha):
     ``m1, m2`` of shape ``(..., J)``, ``x (J,)``, ``alpha`` of shape ``(...)``; returns shape ``(...)``.
     """
     with np.errstate(all="ignore"):
-        terms = np.log(m2 - m1 ** 2) - np.log(np.expm1(np.asarray(alpha)[..., None] * x))
+        terms = np.log(m2 - m1**2) - np.log(np.expm1(np.asarray(alpha)[..., None] * x))
         terms = np.where(np.isfinite(terms), terms, np.nan)
         count = np.isfinite(terms).sum(-1)
         return np.where(count > 0, np.nansum(terms, -1) / np.maximum(count, 1), np.nan)
 
 
-def fit_alpha(terms: ArrayLike, samples: Sequence[ArrayLike], intercept: bool = True, weighted: bool = False,
-              n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+def fit_alpha(
+    terms: ArrayLike,
+    samples: Sequence[ArrayLike],
+    intercept: bool = True,
+    weighted: bool = False,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
     """Fit alpha (and ``a``, ``C``) to Monte Carlo NTK entries at several widths (Eq. 9, Algorithm 1 line 7).
 
     Args:
@@ -156,19 +164,24 @@ def fit_alpha(terms: ArrayLike, samples: Sequence[ArrayLike], intercept: bool = 
         m1b[:, j], m2b[:, j], yb[:, j] = second_moment_ratio(k[idx])
     ok = np.isfinite(y)
     if ok.sum() < (2 if intercept else 1) or (intercept and np.ptp(terms[ok]) == 0):
-        raise ValueError(f"need E[K] != 0 at {'two distinct widths' if intercept else 'one width'} to fit alpha; "
-                         f"usable widths: {int(ok.sum())}")
+        raise ValueError(
+            f"need E[K] != 0 at {'two distinct widths' if intercept else 'one width'} to fit alpha; "
+            f"usable widths: {int(ok.sum())}"
+        )
     q = [(1 - level) / 2, (1 + level) / 2]
     with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)          # all-NaN columns of dropped widths
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns of dropped widths
         khat = [tail_index(k * k) for k in ks]
         out = _fit_rest(terms, ks, m1, m2, y, yb, m1b, m2b, ok, q, intercept, weighted, n_boot, level, seed)
     heavy = [int(j) for j in np.flatnonzero(ok) if khat[j] > KHAT_MAX]
     if heavy:
-        warnings.warn(f"the draws at width index {heavy} have a heavy tail (Pareto k-hat of K^2 "
-                      f"{[round(khat[j], 2) for j in heavy]} > {KHAT_MAX}): their E[K^2] is not estimated "
-                      f"reliably from {[len(ks[j]) for j in heavy]} draws and alpha's interval is too narrow; "
-                      f"draw more trials or leave these widths out (n_min)", stacklevel=2)
+        warnings.warn(
+            f"the draws at width index {heavy} have a heavy tail (Pareto k-hat of K^2 "
+            f"{[round(khat[j], 2) for j in heavy]} > {KHAT_MAX}): their E[K^2] is not estimated "
+            f"reliably from {[len(ks[j]) for j in heavy]} draws and alpha's interval is too narrow; "
+            f"draw more trials or leave these widths out (n_min)",
+            stacklevel=2,
+        )
     return out | _finite({"heavy_tail": heavy, "tail_khat": khat})
 
 
@@ -178,22 +191,35 @@ def _fit_rest(terms, ks, m1, m2, y, yb, m1b, m2b, ok, q, intercept, weighted, n_
     w = np.where(ok, 1.0 / np.maximum(se, 1e-12) ** 2 if weighted else 1.0, 0.0)
     alpha, a = _line(terms, np.where(ok, y, 0.0), intercept, w)
     alpha_b, a_b = _line(terms, np.where(ok, yb, 0.0), intercept, w)
-    bad = ~np.isfinite(yb[:, ok]).all(1)              # a resample with E[K] = 0 at a used width
+    bad = ~np.isfinite(yb[:, ok]).all(1)  # a resample with E[K] = 0 at a used width
     alpha_b[bad], a_b[bad] = np.nan, np.nan
     log_c, log_c_b = _log_c(m1[ok], m2[ok], terms[ok], alpha), _log_c(m1b[:, ok], m2b[:, ok], terms[ok], alpha_b)
     ylo, yhi = np.nanquantile(yb, q, axis=0)
-    return _finite({
-        "alpha": float(alpha), "alpha_ci": [float(v) for v in np.nanquantile(alpha_b, q)],
-        "alpha_se": float(np.nanstd(alpha_b, ddof=1)),
-        "intercept": float(a), "intercept_ci": [float(v) for v in np.nanquantile(a_b, q)] if intercept else [0.0, 0.0],
-        "C": float(np.exp(log_c)), "C_ci": [float(v) for v in np.exp(np.nanquantile(log_c_b, q))],
-        "level": level, "n_boot": n_boot, "bad_resamples": int(bad.sum()),
-        "options": {"intercept": bool(intercept), "weighted": bool(weighted), "seed": int(seed)},
-        "dropped": [int(j) for j in np.flatnonzero(~ok)],
-        "term": terms.tolist(), "trials": [len(k) for k in ks], "mean": m1.tolist(), "second": m2.tolist(),
-        "log_ratio": y.tolist(), "log_ratio_lo": ylo.tolist(), "log_ratio_hi": yhi.tolist(),
-        "log_ratio_se": se.tolist(), "fitted": (a + alpha * terms).tolist(),
-    })
+    return _finite(
+        {
+            "alpha": float(alpha),
+            "alpha_ci": [float(v) for v in np.nanquantile(alpha_b, q)],
+            "alpha_se": float(np.nanstd(alpha_b, ddof=1)),
+            "intercept": float(a),
+            "intercept_ci": [float(v) for v in np.nanquantile(a_b, q)] if intercept else [0.0, 0.0],
+            "C": float(np.exp(log_c)),
+            "C_ci": [float(v) for v in np.exp(np.nanquantile(log_c_b, q))],
+            "level": level,
+            "n_boot": n_boot,
+            "bad_resamples": int(bad.sum()),
+            "options": {"intercept": bool(intercept), "weighted": bool(weighted), "seed": int(seed)},
+            "dropped": [int(j) for j in np.flatnonzero(~ok)],
+            "term": terms.tolist(),
+            "trials": [len(k) for k in ks],
+            "mean": m1.tolist(),
+            "second": m2.tolist(),
+            "log_ratio": y.tolist(),
+            "log_ratio_lo": ylo.tolist(),
+            "log_ratio_hi": yhi.tolist(),
+            "log_ratio_se": se.tolist(),
+            "fitted": (a + alpha * terms).tolist(),
+        }
+    )
 
 
 def _finite(x):
@@ -237,8 +263,17 @@ def synthetic_samples(alpha, terms, trials, intercept=0.0, mean=1.0, seed=0):
 # ------------------------------------------------------------------------------- one call
 
 
-def fit_sweep(sweep: dict, entry: str = "diag", intercept: bool = True, weighted: bool = False, n_min: int = 1,
-              n_max: int | None = None, n_boot: int = 1000, level: float = 0.95, seed: int | None = None) -> dict:
+def fit_sweep(
+    sweep: dict,
+    entry: str = "diag",
+    intercept: bool = True,
+    weighted: bool = False,
+    n_min: int = 1,
+    n_max: int | None = None,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int | None = None,
+) -> dict:
     """Fit alpha to one entry of a :func:`module_sweep` (Algorithm 1, line 7), on widths in ``[n_min, n_max]``.
 
     Returns:
@@ -252,17 +287,41 @@ def fit_sweep(sweep: dict, entry: str = "diag", intercept: bool = True, weighted
     if not use:
         raise ValueError(f"no width of {sweep['widths']} lies in [n_min, n_max] = [{n_min}, {n_max}]")
     widths = [sweep["widths"][j] for j in use]
-    f = fit_alpha([sweep["terms"][j] for j in use], [entry_values(sweep["samples"][n], entry) for n in widths],
-                  intercept, weighted, n_boot, level, sweep["seed"] if seed is None else seed)
-    return {**f, "entry": entry, "widths": widths, "n_min": int(n_min), "n_max": int(n_max),
-            "heavy_tail_widths": [widths[j] for j in f["heavy_tail"]]}
+    f = fit_alpha(
+        [sweep["terms"][j] for j in use],
+        [entry_values(sweep["samples"][n], entry) for n in widths],
+        intercept,
+        weighted,
+        n_boot,
+        level,
+        sweep["seed"] if seed is None else seed,
+    )
+    return {
+        **f,
+        "entry": entry,
+        "widths": widths,
+        "n_min": int(n_min),
+        "n_max": int(n_max),
+        "heavy_tail_widths": [widths[j] for j in f["heavy_tail"]],
+    }
 
 
-def measure_alpha(module: str = "bottleneck", widths: Sequence[int] | None = None, trials: int = 2000,
-                  seed: int = 0,
-                  entry: str = "diag", intercept: bool = True, weighted: bool = False, n_boot: int = 1000,
-                  level: float = 0.95, device: str = "cpu", checkpoint: str | Path | None = None,
-                  progress: bool = False, threads: int = 1, **options) -> dict:
+def measure_alpha(
+    module: str = "bottleneck",
+    widths: Sequence[int] | None = None,
+    trials: int = 2000,
+    seed: int = 0,
+    entry: str = "diag",
+    intercept: bool = True,
+    weighted: bool = False,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    device: str = "cpu",
+    checkpoint: str | Path | None = None,
+    progress: bool = False,
+    threads: int = 1,
+    **options,
+) -> dict:
     """Algorithm 1 end to end: :func:`module_sweep`, then :func:`fit_sweep` for both entries.
 
     Args:
@@ -281,8 +340,14 @@ def measure_alpha(module: str = "bottleneck", widths: Sequence[int] | None = Non
     return sweep_result(sw, entry, intercept, weighted, n_boot, level)
 
 
-def sweep_result(sweep: dict, entry: str = "diag", intercept: bool = True, weighted: bool = False, n_boot: int = 1000,
-                 level: float = 0.95) -> dict:
+def sweep_result(
+    sweep: dict,
+    entry: str = "diag",
+    intercept: bool = True,
+    weighted: bool = False,
+    n_boot: int = 1000,
+    level: float = 0.95,
+) -> dict:
     """The :func:`measure_alpha` record of a :func:`module_sweep`: both entries fitted, ``entry`` reported.
 
     This is what the results store holds as ``alpha/fit_bottleneck`` and ``alpha/fit_mlp``
@@ -292,18 +357,43 @@ def sweep_result(sweep: dict, entry: str = "diag", intercept: bool = True, weigh
         raise ValueError(f"entry must be one of {', '.join(ENTRIES)}; got {entry!r}")
     fits = {e: fit_sweep(sweep, e, intercept, weighted, n_boot=n_boot, level=level) for e in ENTRIES}
     f = fits[entry]
-    return {"alpha": f["alpha"], "alpha_ci": f["alpha_ci"], "C": f["C"], "C_ci": f["C_ci"],
-            "intercept": f["intercept"], "entry": entry, "fits": fits,
-            **{k: sweep[k] for k in ("module", "options", "widths", "trials", "seed", "seconds", "device")}}
+    return {
+        "alpha": f["alpha"],
+        "alpha_ci": f["alpha_ci"],
+        "C": f["C"],
+        "C_ci": f["C_ci"],
+        "intercept": f["intercept"],
+        "entry": entry,
+        "fits": fits,
+        **{k: sweep[k] for k in ("module", "options", "widths", "trials", "seed", "seconds", "device")},
+    }
 
 
 def result_table(result):
     """Per-width rows of a :func:`measure_alpha` result (both entries): a ``pandas.DataFrame``."""
     import pandas as pd
+
     rows = []
     for e, f in result["fits"].items():
         for j, n in enumerate(result["widths"]):
-            rows.append({"entry": e, "n": n, **{k: f[k][j] for k in ("term", "trials", "mean", "second", "log_ratio",
-                                                                       "log_ratio_lo", "log_ratio_hi", "fitted",
-                                                                       "tail_khat")}})
+            rows.append(
+                {
+                    "entry": e,
+                    "n": n,
+                    **{
+                        k: f[k][j]
+                        for k in (
+                            "term",
+                            "trials",
+                            "mean",
+                            "second",
+                            "log_ratio",
+                            "log_ratio_lo",
+                            "log_ratio_hi",
+                            "fitted",
+                            "tail_khat",
+                        )
+                    },
+                }
+            )
     return pd.DataFrame(rows)

@@ -35,8 +35,16 @@ from torch import nn
 from cepaper import complexity as cxm
 from cepaper import search, sweeps
 from cepaper._checks import nonneg_int, positive_float, positive_int
-from cepaper.factories import (FAN_IN_LAYERS, _choice, _output, build, check_input_shape, check_members, member_fan_ins,
-                               param_count)
+from cepaper.factories import (
+    FAN_IN_LAYERS,
+    _choice,
+    _output,
+    build,
+    check_input_shape,
+    check_members,
+    member_fan_ins,
+    param_count,
+)
 
 BUDGETS = ("params", "flops", "latency")
 
@@ -44,6 +52,7 @@ BUDGETS = ("params", "flops", "latency")
 def flop_count(module: nn.Module, x: torch.Tensor) -> int:
     """Eq. 15's ``beta``: ``FlopCounterMode``'s FLOPs of one forward pass on ``x`` (``2 x`` multiply-adds)."""
     from torch.utils.flop_counter import FlopCounterMode
+
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         _output(module, x)
     return int(counter.get_total_flops())
@@ -78,8 +87,14 @@ def latency(module, x, repeats=20, warmup=3, timer=time.perf_counter):
     q25, med, q75 = np.percentile(times, [25, 50, 75])
     if not med > 0:
         raise ValueError(f"timer: the median time must be > 0, got {med!r}; use a clock that advances")
-    return {"median": float(med), "q25": float(q25), "q75": float(q75), "iqr": float(q75 - q25),
-            "repeats": repeats, "times": times}
+    return {
+        "median": float(med),
+        "q25": float(q25),
+        "q75": float(q75),
+        "iqr": float(q75 - q25),
+        "repeats": repeats,
+        "times": times,
+    }
 
 
 class FactoryModule:
@@ -98,8 +113,18 @@ class FactoryModule:
 
     flops = "2macs"
 
-    def __init__(self, factory, input_shape, batch=1, device="cpu", layers="all", repeats=20, warmup=3,
-                 timer=time.perf_counter, seed=0):
+    def __init__(
+        self,
+        factory,
+        input_shape,
+        batch=1,
+        device="cpu",
+        layers="all",
+        repeats=20,
+        warmup=3,
+        timer=time.perf_counter,
+        seed=0,
+    ):
         if not callable(factory):
             raise ValueError(f"factory must be a callable (m, n) -> torch.nn.Module, got {type(factory).__name__}")
         self.factory, self.input_shape = factory, check_input_shape(input_shape)
@@ -147,8 +172,10 @@ class FactoryModule:
                 if budget == "flops":
                     value = flop_count(module, x)
                     if value == 0:
-                        raise ValueError(f"factory: factory({m}, {n}) counts 0 FLOPs on input "
-                                         f"{tuple(x.shape)}: it has no conv or matmul")
+                        raise ValueError(
+                            f"factory: factory({m}, {n}) counts 0 FLOPs on input "
+                            f"{tuple(x.shape)}: it has no conv or matmul"
+                        )
                 else:
                     rec = latency(module, x, self.repeats, self.warmup, self.timer)
                     self.latencies[(m, n)] = rec
@@ -168,16 +195,22 @@ def curve(module, n_tilde, alpha, budget="params", ns=None, m_tilde=1):
         return search.curve(module, n_tilde, alpha, budget, ns, m_tilde)
     n_tilde, m_tilde = positive_int("n_tilde", n_tilde), positive_int("m_tilde", m_tilde)
     ns = np.arange(1, n_tilde + 1) if ns is None else np.asarray([positive_int("n", n) for n in ns])
-    costs = {"n": ns, "beta": np.array([module.cost(n, budget) for n in ns]),
-             "beta_s": module.cost(n_tilde, budget, groups=m_tilde), "sum_inv_fan_in": module.sum_inv_fan_in(ns),
-             "sum_inv_fan_in_s": float(module.sum_inv_fan_in(n_tilde)), "n_tilde": n_tilde, "m_tilde": m_tilde,
-             "budget": budget}
+    costs = {
+        "n": ns,
+        "beta": np.array([module.cost(n, budget) for n in ns]),
+        "beta_s": module.cost(n_tilde, budget, groups=m_tilde),
+        "sum_inv_fan_in": module.sum_inv_fan_in(ns),
+        "sum_inv_fan_in_s": float(module.sum_inv_fan_in(n_tilde)),
+        "n_tilde": n_tilde,
+        "m_tilde": m_tilde,
+        "budget": budget,
+    }
     if isinstance(module, FactoryModule):
         costs["beta_iqr"] = np.array([module.latencies[(1, int(n))]["iqr"] for n in ns])
     return search._curve(costs, alpha)
 
 
-def module_m(module, n, baseline_cost, budget="params", m_max=2 ** 16):
+def module_m(module, n, baseline_cost, budget="params", m_max=2**16):
     """Algorithm 2 step 6 (primal): continuous ``m`` with ``cost(n, groups=m) == baseline_cost``.
 
     Params and FLOPs of grouped layers are affine in ``m``: solved through ``m = 1, 2``. Latency is
@@ -188,8 +221,10 @@ def module_m(module, n, baseline_cost, budget="params", m_max=2 ** 16):
     c1, c2 = cost(1), cost(2)
     if budget != "latency":
         if not c2 > c1:
-            raise ValueError(f"factory: the {budget} of factory(2, {n}) ({c2:g}) must exceed factory(1, {n})'s "
-                             f"({c1:g}): m members must cost more than one")
+            raise ValueError(
+                f"factory: the {budget} of factory(2, {n}) ({c2:g}) must exceed factory(1, {n})'s "
+                f"({c1:g}): m members must cost more than one"
+            )
         return (baseline_cost - (2 * c1 - c2)) / (c2 - c1)
     if c1 >= baseline_cost:
         return baseline_cost / c1
@@ -205,11 +240,18 @@ def module_m(module, n, baseline_cost, budget="params", m_max=2 ** 16):
     return float(lo + (baseline_cost - cost(lo)) / step) if step > 0 else float(lo)
 
 
-def design_module(factory: Callable[[int, int], nn.Module], input_shape: Sequence[int],
-                  baseline: tuple[int, int] = (1, 64),
-                  objective: str = "primal", budget: str = "params", alpha: float | None = None,
-                  ns: Sequence[int] | None = None, rounding: str = "nearest", module: FactoryModule | None = None,
-                  **options) -> dict:
+def design_module(
+    factory: Callable[[int, int], nn.Module],
+    input_shape: Sequence[int],
+    baseline: tuple[int, int] = (1, 64),
+    objective: str = "primal",
+    budget: str = "params",
+    alpha: float | None = None,
+    ns: Sequence[int] | None = None,
+    rounding: str = "nearest",
+    module: FactoryModule | None = None,
+    **options,
+) -> dict:
     """Algorithm 2 for any factory: the optimal collegial module ``m x n`` for the baseline ``(m_tilde, n_tilde)``.
 
     Args:
@@ -258,15 +300,29 @@ def design_module(factory: Callable[[int, int], nn.Module], input_shape: Sequenc
         m_exact = m_curve
         m = search.integer_m(m_exact, rounding, "the baseline's Var(K)")
     cost = module.cost(n, budget, groups=m)
-    out = {"n": int(n), "m": m, "m_exact": m_exact, "m_curve": m_curve, "config": f"{m}x{n}",
-           "baseline": f"{m_tilde}x{n_tilde}", "objective": objective, "budget": budget,
-           "cost": cost, "baseline_cost": float(base), "rho": float(base / cost),
-           "params": int(module.cost(n, "params", groups=m)),
-           "baseline_params": int(module.cost(n_tilde, "params", groups=m_tilde)),
-           "var_ratio": float(search.var_ensemble(c["var_k"][i], m) / c["var_s"]),
-           "strong_duality": search.strong_duality(c), "alpha": float(alpha), "alpha_source": source,
-           "rounding": rounding, "layers": module.layers, "flops_convention": module.flops,
-           "curve": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in c.items()}}
+    out = {
+        "n": int(n),
+        "m": m,
+        "m_exact": m_exact,
+        "m_curve": m_curve,
+        "config": f"{m}x{n}",
+        "baseline": f"{m_tilde}x{n_tilde}",
+        "objective": objective,
+        "budget": budget,
+        "cost": cost,
+        "baseline_cost": float(base),
+        "rho": float(base / cost),
+        "params": int(module.cost(n, "params", groups=m)),
+        "baseline_params": int(module.cost(n_tilde, "params", groups=m_tilde)),
+        "var_ratio": float(search.var_ensemble(c["var_k"][i], m) / c["var_s"]),
+        "strong_duality": search.strong_duality(c),
+        "alpha": float(alpha),
+        "alpha_source": source,
+        "rounding": rounding,
+        "layers": module.layers,
+        "flops_convention": module.flops,
+        "curve": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in c.items()},
+    }
     if budget == "latency":
         out["latency"] = {k: v for k, v in module.latencies[(m, n)].items() if k != "times"}
         out["baseline_latency"] = {k: v for k, v in module.latencies[(m_tilde, n_tilde)].items() if k != "times"}
@@ -276,5 +332,3 @@ def design_module(factory: Callable[[int, int], nn.Module], input_shape: Sequenc
 # ---------------------------------------------------------------------------------------------
 # Algorithm 1 on the member factory(1, n)
 # ---------------------------------------------------------------------------------------------
-
-

@@ -53,11 +53,11 @@ def _recursion(s11, s22, s12, n_in, depth, bias):
     for l in range(depth):
         k1, k0 = arccos_moments(s11, s22, s12)
         last = l == depth - 1
-        c = 1.0 if last else 2.0           # readout scale sqrt(1/n_L), hidden scale sqrt(2/n_l)
+        c = 1.0 if last else 2.0  # readout scale sqrt(1/n_L), hidden scale sqrt(2/n_l)
         theta = c * k1 + b + c * k0 * theta
         s12 = c * k1 + b
-        if not last:                        # diagonal variances: k1(s, s, s) = s / 2
-            s11, s22 = s11 + b, s22 + b     # 2 * s/2 + b
+        if not last:  # diagonal variances: k1(s, s, s) = s / 2
+            s11, s22 = s11 + b, s22 + b  # 2 * s/2 + b
     return theta, s12
 
 
@@ -68,8 +68,9 @@ def _inputs(x1, x2, diagonal):
     x1 = x1.double()
     x2 = x1 if x2 is None else x2
     if not torch.is_tensor(x2) or x2.ndim != 2 or x2.shape[1] != x1.shape[1]:
-        raise ValueError(f"x2 must be a tensor of shape (N2, {x1.shape[1]}) like x1, "
-                         f"got {tuple(getattr(x2, 'shape', ()))}")
+        raise ValueError(
+            f"x2 must be a tensor of shape (N2, {x1.shape[1]}) like x1, got {tuple(getattr(x2, 'shape', ()))}"
+        )
     x2 = x2.to(x1)
     n1, n2 = (x1 * x1).sum(1), (x2 * x2).sum(1)
     if diagonal:
@@ -79,8 +80,9 @@ def _inputs(x1, x2, diagonal):
     return n1[:, None], n2[None, :], x1 @ x2.T, x1.shape[1]
 
 
-def relu_ntk(x1: Tensor, x2: Tensor | None = None, depth: int = 1, bias: bool = False,
-             diagonal: bool = False) -> Tensor:
+def relu_ntk(
+    x1: Tensor, x2: Tensor | None = None, depth: int = 1, bias: bool = False, diagonal: bool = False
+) -> Tensor:
     """Infinite-width NTK ``K_inf(x1, x2)`` of the NTK-parameterized ReLU MLP (Eq. 3), any depth.
 
     Computed in float64 by the arc-cosine recursion in the module docstring; it is the limit of
@@ -100,8 +102,9 @@ def relu_ntk(x1: Tensor, x2: Tensor | None = None, depth: int = 1, bias: bool = 
     return _recursion(s11, s22, s12, n_in, depth, bias)[0]
 
 
-def relu_nngp(x1: Tensor, x2: Tensor | None = None, depth: int = 1, bias: bool = False,
-              diagonal: bool = False) -> Tensor:
+def relu_nngp(
+    x1: Tensor, x2: Tensor | None = None, depth: int = 1, bias: bool = False, diagonal: bool = False
+) -> Tensor:
     """Infinite-width NNGP kernel ``E[f(x1) f(x2)]`` of the same network; shapes as :func:`relu_ntk`."""
     depth = positive_int("depth", depth)
     s11, s22, s12, n_in = _inputs(x1, x2, diagonal)

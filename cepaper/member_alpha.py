@@ -58,8 +58,10 @@ class Readout(nn.Module):
     def forward(self, x):
         out = _output(self.member, x)
         if tuple(out.shape[1:]) != tuple(self.v.shape) and not (out.ndim == 1 and self.v.numel() == 1):
-            raise ValueError(f"module: the member's output per example must have shape {tuple(self.v.shape)} "
-                             f"at every width, got {tuple(out.shape[1:])}")
+            raise ValueError(
+                f"module: the member's output per example must have shape {tuple(self.v.shape)} "
+                f"at every width, got {tuple(out.shape[1:])}"
+            )
         return (out.reshape(len(x), -1) * self.v.reshape(1, -1)).sum(1)
 
 
@@ -67,16 +69,16 @@ def member_draw(factory, n, generator, v):
     """One draw of the scalar member: ``factory(1, n)`` built under a CPU seed taken from ``generator``
     (the factory's own initialization), in eval mode (BatchNorm uses its running statistics, at
     initialization the identity up to ``eps``; no dropout), wrapped by :class:`Readout` with ``v``."""
-    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=generator.device).item())
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
     with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)    # the CPU generator only (torch.manual_seed also seeds
-        member = build(factory, 1, n)                # every accelerator: most of a small draw's time)
+        torch.default_generator.manual_seed(seed)  # the CPU generator only (torch.manual_seed also seeds
+        member = build(factory, 1, n)  # every accelerator: most of a small draw's time)
     return Readout(member, v).to(generator.device).eval()
 
 
 #: float32 working memory per chunk of :func:`member_ntk_sampler` (floats): small enough to stay in cache,
 #: where the batched path beats one NTK per draw (measured in ``benchmarks/design_alpha.py``).
-MEMBER_CHUNK_FLOATS = 2 ** 23
+MEMBER_CHUNK_FLOATS = 2**23
 
 
 MEMBER_CHUNK_MAX = 256
@@ -85,6 +87,7 @@ MEMBER_CHUNK_MAX = 256
 def _split_state(members):
     """Trainable parameters and the rest (frozen parameters, buffers) of ``members``, stacked over draws."""
     from torch.func import stack_module_state
+
     params, buffers = stack_module_state(members)
     trainable = {k for k, p in members[0].named_parameters() if p.requires_grad}
     rest = {k: v for k, v in params.items() if k not in trainable}
@@ -105,6 +108,7 @@ def batched_member_ntk(members, x):
         tensor ``(T, N, N)``.
     """
     from torch.func import functional_call, grad, vmap
+
     params, rest = _split_state(members)
     if not params:
         raise ValueError(f"module: {type(members[0]).__name__} has no trainable weights: its NTK is zero")
@@ -115,7 +119,7 @@ def batched_member_ntk(members, x):
 
     def kernel(p, b):
         j = vmap(grad(f), in_dims=(None, None, 0))(p, b, x)
-        return sum(a @ a.T for a in (v.flatten(1) for v in j.values()))   # sum_p J_p J_p^T, out of place (vmap)
+        return sum(a @ a.T for a in (v.flatten(1) for v in j.values()))  # sum_p J_p J_p^T, out of place (vmap)
 
     return vmap(kernel)(params, rest)
 
@@ -133,6 +137,7 @@ def member_ntk_sampler(factory, n, x, v, method="batched"):
         a callable ``(t, generator) -> (t, N, N)``.
     """
     from cepaper import ntk
+
     _choice("method", method, ("batched", "loop"))
     state = {"method": method}
 
@@ -142,11 +147,14 @@ def member_ntk_sampler(factory, n, x, v, method="batched"):
         if state["method"] == "batched":
             try:
                 return batched_member_ntk(members, xd).detach()
-            except (RuntimeError, NotImplementedError) as e:       # torch.func cannot transform this member
+            except (RuntimeError, NotImplementedError) as e:  # torch.func cannot transform this member
                 import warnings
-                warnings.warn(f"module: the member of width {n} cannot be batched over draws by torch.func.vmap "
-                              f"({type(e).__name__}: {str(e)[:120]}); one NTK per draw by autograd instead",
-                              stacklevel=2)
+
+                warnings.warn(
+                    f"module: the member of width {n} cannot be batched over draws by torch.func.vmap "
+                    f"({type(e).__name__}: {str(e)[:120]}); one NTK per draw by autograd instead",
+                    stacklevel=2,
+                )
                 state["method"] = "naive"
         how = "jacobian" if state["method"] == "loop" else "naive"
         return torch.stack([ntk.empirical_ntk(m, xd, method=how).detach() for m in members])
@@ -160,8 +168,10 @@ def member_chunk(member, x):
     :data:`MEMBER_CHUNK_FLOATS`, at most :data:`MEMBER_CHUNK_MAX` (it depends on the member, never on the
     device)."""
     sizes = []
-    hooks = [m.register_forward_hook(lambda mod, i, o: sizes.append(o.numel() if torch.is_tensor(o) else 0))
-             for m in member.modules()]
+    hooks = [
+        m.register_forward_hook(lambda mod, i, o: sizes.append(o.numel() if torch.is_tensor(o) else 0))
+        for m in member.modules()
+    ]
     try:
         with torch.no_grad():
             member(x)
@@ -172,14 +182,28 @@ def member_chunk(member, x):
     return int(min(MEMBER_CHUNK_MAX, max(1, MEMBER_CHUNK_FLOATS // per)))
 
 
-def fit_member_alpha(factory: Callable[[int, int], nn.Module], input_shape: Sequence[int],
-                     widths: Sequence[int] = (4, 8, 16, 32), trials: int = 100, seed: int = 0,
-                     readout: str = "center",
-                     layers: str = "all", entry: str = "diag", corr: float = 0.5, input_seed: int = 0,
-                     intercept: bool = True, n_boot: int = 200, level: float = 0.95, device: str = "cpu",
-                     progress: bool = True, weighted: bool = False, threads: int = 1,
-                     checkpoint: str | Path | None = None, name: str | None = None,
-                     method: str = "batched") -> dict:
+def fit_member_alpha(
+    factory: Callable[[int, int], nn.Module],
+    input_shape: Sequence[int],
+    widths: Sequence[int] = (4, 8, 16, 32),
+    trials: int = 100,
+    seed: int = 0,
+    readout: str = "center",
+    layers: str = "all",
+    entry: str = "diag",
+    corr: float = 0.5,
+    input_seed: int = 0,
+    intercept: bool = True,
+    n_boot: int = 200,
+    level: float = 0.95,
+    device: str = "cpu",
+    progress: bool = True,
+    weighted: bool = False,
+    threads: int = 1,
+    checkpoint: str | Path | None = None,
+    name: str | None = None,
+    method: str = "batched",
+) -> dict:
     """Algorithm 1 on the member ``factory(1, n)``: alpha (Eq. 9) with its bootstrap interval.
 
     Every draw is ``factory(1, n)`` with its own initialization (:func:`member_draw`), read out by
@@ -220,10 +244,28 @@ def fit_member_alpha(factory: Callable[[int, int], nn.Module], input_shape: Sequ
     label = f"{name or 'factory'}|readout={readout}|input_shape={list(shape)}|corr={corr}|input_seed={input_seed}"
     settings = {"module": label, "layers": layers, "x": x.double().sum().item(), "sampler": method}
     start = time.perf_counter()
-    samples = sweeps.ntk_sweep(lambda n: member_ntk_sampler(factory, n, x.to(device), v, method), widths, trials,
-                            seed, chunks.get, device, checkpoint, settings, progress=progress, threads=threads)
-    sweep = {"module": name or "factory", "options": {"layers": layers}, "widths": list(widths), "terms": terms,
-             "trials": int(trials), "seed": int(seed), "device": str(device),
-             "seconds": round(time.perf_counter() - start, 3), "samples": samples}
+    samples = sweeps.ntk_sweep(
+        lambda n: member_ntk_sampler(factory, n, x.to(device), v, method),
+        widths,
+        trials,
+        seed,
+        chunks.get,
+        device,
+        checkpoint,
+        settings,
+        progress=progress,
+        threads=threads,
+    )
+    sweep = {
+        "module": name or "factory",
+        "options": {"layers": layers},
+        "widths": list(widths),
+        "terms": terms,
+        "trials": int(trials),
+        "seed": int(seed),
+        "device": str(device),
+        "seconds": round(time.perf_counter() - start, 3),
+        "samples": samples,
+    }
     res = fit.sweep_result(sweep, entry, intercept, weighted, n_boot=n_boot, level=level)
     return {**res, "readout": readout, "input_shape": list(shape)}

@@ -30,6 +30,7 @@ class Moments(NamedTuple):
     ``E[K^2]``; ``*_se`` are their standard errors: ``sqrt(var/T)``,
     ``sqrt((mu_4 - (T-3)/(T-1) var^2) / T)`` and ``sqrt(Var(K^2)/T)``.
     """
+
     mean: torch.Tensor
     var: torch.Tensor
     second: torch.Tensor
@@ -68,16 +69,16 @@ class _PowerSums:
     def moments(self):
         t = self.count
         s1, s2, s3, s4 = (s / t for s in self.sums)
-        c2 = s2 - s1 ** 2
-        c3 = s3 - 3 * s1 * s2 + 2 * s1 ** 3
-        c4 = s4 - 4 * s1 * s3 + 6 * s1 ** 2 * s2 - 3 * s1 ** 4
+        c2 = s2 - s1**2
+        c3 = s3 - 3 * s1 * s2 + 2 * s1**3
+        c4 = s4 - 4 * s1 * s3 + 6 * s1**2 * s2 - 3 * s1**4
         mean = self.shift + s1
         nan = torch.full_like(mean, math.nan)
         var = c2 * t / (t - 1) if t > 1 else nan
-        var_se = ((c4 - (t - 3) / (t - 1) * var ** 2).clamp_min(0) / t).sqrt() if t > 1 else nan
-        var_sq = (4 * mean ** 2 * c2 + 4 * mean * c3 + c4 - c2 ** 2).clamp_min(0)
+        var_se = ((c4 - (t - 3) / (t - 1) * var**2).clamp_min(0) / t).sqrt() if t > 1 else nan
+        var_sq = (4 * mean**2 * c2 + 4 * mean * c3 + c4 - c2**2).clamp_min(0)
         second_se = (var_sq / (t - 1)).sqrt() if t > 1 else nan
-        return Moments(mean, var, mean ** 2 + c2, (var / t).sqrt(), var_se, second_se, t)
+        return Moments(mean, var, mean**2 + c2, (var / t).sqrt(), var_se, second_se, t)
 
 
 def moments(samples: Tensor) -> Moments:
@@ -86,8 +87,9 @@ def moments(samples: Tensor) -> Moments:
     Computed in float64 (about the sample mean); ``T = 1`` gives ``NaN`` variances and errors.
     """
     if not torch.is_tensor(samples) or samples.ndim < 1 or samples.shape[0] < 1:
-        raise ValueError(f"samples must be a tensor of shape (T, ...) with T >= 1, "
-                         f"got {tuple(getattr(samples, 'shape', ()))}")
+        raise ValueError(
+            f"samples must be a tensor of shape (T, ...) with T >= 1, got {tuple(getattr(samples, 'shape', ()))}"
+        )
     acc = _PowerSums()
     acc.shift = samples.detach().to(torch.float64).mean(0)
     acc.sums = [torch.zeros_like(acc.shift) for _ in range(4)]
@@ -119,8 +121,15 @@ def _chunks(sample, draws, chunk, seed, device, progress, desc):
     return gen, sizes
 
 
-def mc_samples(sample: Callable[[int, torch.Generator], Tensor], draws: int, chunk: int | None = None,
-               seed: int = 0, device: str = "cpu", progress: bool = False, threads: int | None = None) -> Tensor:
+def mc_samples(
+    sample: Callable[[int, torch.Generator], Tensor],
+    draws: int,
+    chunk: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+    threads: int | None = None,
+) -> Tensor:
     """``draws`` independent samples from ``sample(t, generator)``, drawn ``chunk`` at a time.
 
     Args:
@@ -143,8 +152,15 @@ def mc_samples(sample: Callable[[int, torch.Generator], Tensor], draws: int, chu
         return torch.cat([sample(t, gen) for t in sizes])
 
 
-def mc_moments(sample: Callable[[int, torch.Generator], Tensor], draws: int, chunk: int | None = None,
-               seed: int = 0, device: str = "cpu", progress: bool = False, threads: int | None = None) -> Moments:
+def mc_moments(
+    sample: Callable[[int, torch.Generator], Tensor],
+    draws: int,
+    chunk: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = False,
+    threads: int | None = None,
+) -> Moments:
     """Monte Carlo :class:`Moments` of ``sample`` over ``draws`` draws, without storing the samples.
 
     Each chunk is computed in the sampler's dtype (float32 by default) and accumulated in float64
@@ -165,9 +181,15 @@ def mc_moments(sample: Callable[[int, torch.Generator], Tensor], draws: int, chu
     return acc.moments()
 
 
-def mlp_ntk_sampler(x1: Tensor, x2: Tensor | None = None, widths: int | Sequence[int] = 64, depth: int | None = None,
-                    entries: str | None = None, bias: bool = False,
-                    dtype: torch.dtype = torch.float32) -> Callable[[int, torch.Generator], Tensor]:
+def mlp_ntk_sampler(
+    x1: Tensor,
+    x2: Tensor | None = None,
+    widths: int | Sequence[int] = 64,
+    depth: int | None = None,
+    entries: str | None = None,
+    bias: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> Callable[[int, torch.Generator], Tensor]:
     """Sampler of member NTKs ``K_n(theta)`` of the Eq. 3 MLP for :func:`mc_samples` / :func:`mc_moments`.
 
     A call ``sample(t, generator)`` draws a :class:`CollegialMLP` with ``m = t`` members (weights
@@ -190,20 +212,25 @@ def mlp_ntk_sampler(x1: Tensor, x2: Tensor | None = None, widths: int | Sequence
     n_in = x1.shape[1]
 
     def sample(t, generator):
-        model = CollegialMLP(n_in, widths, m=t, bias=bias, generator=generator, streams=2, dtype=dtype,
-                             device=generator.device)
+        model = CollegialMLP(
+            n_in, widths, m=t, bias=bias, generator=generator, streams=2, dtype=dtype, device=generator.device
+        )
         dev = generator.device
         return member_ntk(model, x1.to(dev), None if x2 is None else x2.to(dev), entries)
 
     fans = (n_in,) + widths
     size = sum(i * o for i, o in zip(fans, widths + (1,))) + (sum(widths) + 1 if bias else 0)
-    sample.default_chunk = max(1, min(4096, 2 ** 23 // size))
+    sample.default_chunk = max(1, min(4096, 2**23 // size))
     return sample
 
 
-def module_ntk_sampler(make_model: Callable[[torch.Generator], torch.nn.Module], x1: Tensor,
-                       x2: Tensor | None = None, entries: str | None = None,
-                       method: str = "auto") -> Callable[[int, torch.Generator], Tensor]:
+def module_ntk_sampler(
+    make_model: Callable[[torch.Generator], torch.nn.Module],
+    x1: Tensor,
+    x2: Tensor | None = None,
+    entries: str | None = None,
+    method: str = "auto",
+) -> Callable[[int, torch.Generator], Tensor]:
     """Sampler for any scalar-output module: one :func:`empirical_ntk` per draw (a Python loop).
 
     Args:

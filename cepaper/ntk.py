@@ -37,34 +37,42 @@ METHODS = ("auto", "structured", "jacobian", "naive")
 
 # ----------------------------------------------------------------------------------------- checks
 
+
 def _check_inputs(x1, x2):
     """``x1`` of shape ``(N1, ...)`` with ``N1 >= 1``; ``x2`` ``None`` or ``(N2, ...)`` alike."""
     if not torch.is_tensor(x1) or x1.ndim < 1 or x1.shape[0] < 1:
-        raise ValueError(f"x1 must be a tensor of shape (N1, ...) with N1 >= 1, "
-                         f"got {tuple(getattr(x1, 'shape', ())) or type(x1).__name__}")
-    if x2 is not None and (not torch.is_tensor(x2) or x2.ndim < 1 or x2.shape[0] < 1
-                           or x2.shape[1:] != x1.shape[1:]):
-        raise ValueError(f"x2 must be a tensor of shape (N2, {', '.join(map(str, x1.shape[1:]))}) "
-                         f"like x1, got {tuple(getattr(x2, 'shape', ())) or type(x2).__name__}")
+        raise ValueError(
+            f"x1 must be a tensor of shape (N1, ...) with N1 >= 1, "
+            f"got {tuple(getattr(x1, 'shape', ())) or type(x1).__name__}"
+        )
+    if x2 is not None and (not torch.is_tensor(x2) or x2.ndim < 1 or x2.shape[0] < 1 or x2.shape[1:] != x1.shape[1:]):
+        raise ValueError(
+            f"x2 must be a tensor of shape (N2, {', '.join(map(str, x1.shape[1:]))}) "
+            f"like x1, got {tuple(getattr(x2, 'shape', ())) or type(x2).__name__}"
+        )
 
 
 def _check_mlp_inputs(model, x1, x2):
     for name, x in (("x1", x1), ("x2", x2)):
-        if x is not None and (not torch.is_tensor(x) or x.ndim != 2 or x.shape[1] != model.n_in
-                              or x.shape[0] < 1):
-            raise ValueError(f"{name} must have shape (N, {model.n_in}) with N >= 1, "
-                             f"got {tuple(getattr(x, 'shape', ())) or type(x).__name__}")
+        if x is not None and (not torch.is_tensor(x) or x.ndim != 2 or x.shape[1] != model.n_in or x.shape[0] < 1):
+            raise ValueError(
+                f"{name} must have shape (N, {model.n_in}) with N >= 1, "
+                f"got {tuple(getattr(x, 'shape', ())) or type(x).__name__}"
+            )
 
 
 def _scalar(out):
     """The model's output for a batch of one input as a 0-dim tensor; it must be ``(1,)`` or ``(1, 1)``."""
     if not torch.is_tensor(out) or tuple(out.shape) not in ((1,), (1, 1)):
-        raise ValueError(f"model output must be one scalar per input, shape (N,) or (N, 1); "
-                         f"got {tuple(getattr(out, 'shape', ())) or type(out).__name__} for N = 1")
+        raise ValueError(
+            f"model output must be one scalar per input, shape (N,) or (N, 1); "
+            f"got {tuple(getattr(out, 'shape', ())) or type(out).__name__} for N = 1"
+        )
     return out.reshape(())
 
 
 # ------------------------------------------------------------------------- structured MLP path
+
 
 def entry_index(entries, n1, n2):
     """Normalize an ``entries`` spec to index tensors ``(rows, cols)``, or ``None`` for all entries.
@@ -90,11 +98,14 @@ def entry_index(entries, n1, n2):
     except (TypeError, ValueError) as err:
         raise ValueError(f"entries must be None, 'diag' or (rows, cols), got {entries!r}") from err
     if rows.shape != cols.shape or rows.numel() == 0:
-        raise ValueError(f"entries (rows, cols) must be non-empty and of equal length, "
-                         f"got {rows.numel()} and {cols.numel()}")
+        raise ValueError(
+            f"entries (rows, cols) must be non-empty and of equal length, got {rows.numel()} and {cols.numel()}"
+        )
     if rows.min() < 0 or rows.max() >= n1 or cols.min() < 0 or cols.max() >= n2:
-        raise ValueError(f"entries must index rows in [0, {n1}) and cols in [0, {n2}), "
-                         f"got rows in [{rows.min()}, {rows.max()}], cols in [{cols.min()}, {cols.max()}]")
+        raise ValueError(
+            f"entries must index rows in [0, {n1}) and cols in [0, {n2}), "
+            f"got rows in [{rows.min()}, {rows.max()}], cols in [{cols.min()}, {cols.max()}]"
+        )
     return rows, cols
 
 
@@ -115,8 +126,9 @@ def mlp_features(weights, scales, x, biases=None):
         ``(N, n_0)``); ``ds[l]`` is ``s_l df/dz_l`` of shape ``(m, N, n_l)`` (``ds[-1]`` holds ``s_{L+1}``).
     """
     if weights[-1].shape[1] != 1:
-        raise ValueError(f"the readout must have shape (m, 1, n_L) (scalar-output members), "
-                         f"got {tuple(weights[-1].shape)}")
+        raise ValueError(
+            f"the readout must have shape (m, 1, n_L) (scalar-output members), got {tuple(weights[-1].shape)}"
+        )
     relu_backward = torch.ops.aten.threshold_backward
     m, n = weights[0].shape[0], x.shape[0]
     zero = weights[0].new_zeros(())
@@ -128,15 +140,21 @@ def mlp_features(weights, scales, x, biases=None):
     w_out = weights[-1]
     ds = [w_out.new_full((m, n, 1), scales[-1])]
     d = relu_backward((scales[-1] * scales[-2]) * w_out.expand(m, n, w_out.shape[-1]), hs[-1], 0)
-    ds.append(d)                                      # s_L delta_L = s_L s_{L+1} W_{L+1} * 1[z_L > 0]
-    for l in range(len(weights) - 2, 0, -1):          # s_l delta_l = s_l (s_{l+1} delta_{l+1}) W_{l+1} * 1[z_l > 0]
+    ds.append(d)  # s_L delta_L = s_L s_{L+1} W_{L+1} * 1[z_L > 0]
+    for l in range(len(weights) - 2, 0, -1):  # s_l delta_l = s_l (s_{l+1} delta_{l+1}) W_{l+1} * 1[z_l > 0]
         d = relu_backward(torch.baddbmm(zero, d, weights[l], beta=0.0, alpha=scales[l - 1]), hs[l], 0)
         ds.append(d)
     return hs, ds[::-1]
 
 
-def mlp_member_ntk(weights: Sequence[Tensor], scales: Sequence[float], x1: Tensor, x2: Tensor | None = None,
-                   biases: Sequence[Tensor] | None = None, entries: str | None = None) -> Tensor:
+def mlp_member_ntk(
+    weights: Sequence[Tensor],
+    scales: Sequence[float],
+    x1: Tensor,
+    x2: Tensor | None = None,
+    biases: Sequence[Tensor] | None = None,
+    entries: str | None = None,
+) -> Tensor:
     """NTK ``K_n(theta_j)`` of each member of a batched NTK-parameterized ReLU MLP (Eq. 3), by structure.
 
     ``K = sum_l (s_l delta_l)(s_l delta_l')^T * (h_{l-1} h_{l-1}'^T)`` (+ ``delta_l delta_l'^T`` per bias),
@@ -189,11 +207,14 @@ def member_ntk(model: CollegialMLP, x1: Tensor, x2: Tensor | None = None, entrie
         tensor ``(m, N1, N2)`` (or ``(m, P)``) in the model's dtype, detached from autograd.
     """
     if not isinstance(model, CollegialMLP):
-        raise TypeError(f"model must be a CollegialMLP, got {type(model).__name__}; "
-                        f"use empirical_ntk for other modules")
+        raise TypeError(
+            f"model must be a CollegialMLP, got {type(model).__name__}; use empirical_ntk for other modules"
+        )
     if model.outputs != 1:
-        raise ValueError(f"the NTK here is of scalar-output models: the CollegialMLP must have outputs=1, "
-                         f"got outputs={model.outputs}")
+        raise ValueError(
+            f"the NTK here is of scalar-output models: the CollegialMLP must have outputs=1, "
+            f"got outputs={model.outputs}"
+        )
     _check_mlp_inputs(model, x1, x2)
     with torch.no_grad():
         weights = [w.detach() for w in model.weights]
@@ -204,12 +225,15 @@ def member_ntk(model: CollegialMLP, x1: Tensor, x2: Tensor | None = None, entrie
 def ensemble_ntk(member_kernels: Tensor) -> Tensor:
     """Ensemble NTK of Eq. 4, ``K_e = (1/m) sum_j K_n(theta_j)``: shape ``(m, ...)`` -> ``(...)``."""
     if not torch.is_tensor(member_kernels) or member_kernels.ndim < 1 or member_kernels.shape[0] < 1:
-        raise ValueError(f"member_kernels must be a tensor of shape (m, ...) with m >= 1, "
-                         f"got {tuple(getattr(member_kernels, 'shape', ()))}")
+        raise ValueError(
+            f"member_kernels must be a tensor of shape (m, ...) with m >= 1, "
+            f"got {tuple(getattr(member_kernels, 'shape', ()))}"
+        )
     return member_kernels.mean(0)
 
 
 # ------------------------------------------------------------------------------- general paths
+
 
 def _trainable(model):
     params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
@@ -263,9 +287,10 @@ def naive_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None) -> Tensor:
     def grads(x):
         rows = []
         for i in range(x.shape[0]):
-            g = torch.autograd.grad(_scalar(model(x[i:i + 1])), params, allow_unused=True)
-            rows.append(torch.cat([torch.zeros_like(p).flatten() if gi is None else gi.flatten()
-                                   for p, gi in zip(params, g)]))
+            g = torch.autograd.grad(_scalar(model(x[i : i + 1])), params, allow_unused=True)
+            rows.append(
+                torch.cat([torch.zeros_like(p).flatten() if gi is None else gi.flatten() for p, gi in zip(params, g)])
+            )
         return torch.stack(rows)
 
     g1 = grads(x1)
@@ -273,8 +298,9 @@ def naive_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None) -> Tensor:
     return g1 @ g2.T
 
 
-def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None, method: str = "auto",
-                  chunk_size: int | None = None) -> Tensor:
+def empirical_ntk(
+    model: nn.Module, x1: Tensor, x2: Tensor | None = None, method: str = "auto", chunk_size: int | None = None
+) -> Tensor:
     """Empirical NTK ``K(x1, x2) = grad_theta F(x1) . grad_theta F(x2)^T`` of a scalar-output module.
 
     ``method="auto"`` takes the structured path for a :class:`CollegialMLP` (returning the ensemble
@@ -304,5 +330,3 @@ def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None, method
 
 
 # ------------------------------------------------------------------------- Lemma 1 (Fig. 2) tools
-
-

@@ -52,6 +52,7 @@ ALPHA_BOTTLENECK = 1.60
 # Equations 8-14 (elementwise on arrays)
 # ---------------------------------------------------------------------------------------------
 
+
 def var_k(sum_inv_fan_in, alpha):
     """Eq. 9: ``Var(K_n) ~ exp(alpha * sum_l 1/fan-in_l) - 1`` (up to the constant ``C``)."""
     return np.expm1(positive_float("alpha", alpha) * np.asarray(sum_inv_fan_in, dtype=float))
@@ -94,6 +95,7 @@ def flops_of(record, convention="2macs"):
 # Modules: the member as a function of its width n
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class BottleneckDesign:
     """The Fig. 5 block ``w_in -> [n, n] -> w_out`` as the member of a block-level ensemble.
@@ -133,8 +135,15 @@ class BottleneckDesign:
     def cost(self, n, budget="params", groups=1):
         """``beta``: params or FLOPs of the block with ``groups`` paths of width ``n``."""
         _choice("budget", budget, BUDGETS)
-        cx = cxm.bottleneck_cx(cxm.cx_init(self.resolution), self.w_in, self.w_out, groups * int(n), groups,
-                               bn=self.bn != "none", shortcut=False)
+        cx = cxm.bottleneck_cx(
+            cxm.cx_init(self.resolution),
+            self.w_in,
+            self.w_out,
+            groups * int(n),
+            groups,
+            bn=self.bn != "none",
+            shortcut=False,
+        )
         if budget == "flops":
             return float(flops_of(cx, self.flops))
         params = cx["params"]
@@ -188,6 +197,7 @@ def _choice(name, value, allowed):
 # Curves and optima (Algorithm 2 steps 2-5)
 # ---------------------------------------------------------------------------------------------
 
+
 def curve(module, n_tilde, alpha, budget="params", ns=None, m_tilde=1):
     """Primal and dual curves over the widths ``ns`` (default ``1..n_tilde``).
 
@@ -206,10 +216,16 @@ def _costs(module, n_tilde, budget, ns, m_tilde):
     n_tilde, m_tilde = positive_int("n_tilde", n_tilde), positive_int("m_tilde", m_tilde)
     _choice("budget", budget, BUDGETS)
     ns = np.arange(1, n_tilde + 1) if ns is None else np.asarray([positive_int("n", n) for n in ns])
-    return {"n": ns, "beta": np.array([module.cost(n, budget) for n in ns]),
-            "beta_s": module.cost(n_tilde, budget, groups=m_tilde), "sum_inv_fan_in": module.sum_inv_fan_in(ns),
-            "sum_inv_fan_in_s": float(module.sum_inv_fan_in(n_tilde)), "n_tilde": n_tilde, "m_tilde": m_tilde,
-            "budget": budget}
+    return {
+        "n": ns,
+        "beta": np.array([module.cost(n, budget) for n in ns]),
+        "beta_s": module.cost(n_tilde, budget, groups=m_tilde),
+        "sum_inv_fan_in": module.sum_inv_fan_in(ns),
+        "sum_inv_fan_in_s": float(module.sum_inv_fan_in(n_tilde)),
+        "n_tilde": n_tilde,
+        "m_tilde": m_tilde,
+        "budget": budget,
+    }
 
 
 def _curve(costs, alpha):
@@ -219,13 +235,23 @@ def _curve(costs, alpha):
         var_s = float(var_k(costs["sum_inv_fan_in_s"], alpha)) / c["m_tilde"]
     if not (np.isfinite(v).all() and np.isfinite(var_s)):
         largest = max(float(np.max(c["sum_inv_fan_in"])), costs["sum_inv_fan_in_s"])
-        raise ValueError(f"alpha = {alpha:g} is too large: Var(K) of Eq. 9, exp(alpha * sum_l 1/fan-in_l) - 1, "
-                         f"overflows float64 at the narrowest width; alpha must be below "
-                         f"{np.log(np.finfo(float).max) / largest:.4g} for this baseline")
+        raise ValueError(
+            f"alpha = {alpha:g} is too large: Var(K) of Eq. 9, exp(alpha * sum_l 1/fan-in_l) - 1, "
+            f"overflows float64 at the narrowest width; alpha must be below "
+            f"{np.log(np.finfo(float).max) / largest:.4g} for this baseline"
+        )
     mp, md = m_primal(c["beta_s"], c["beta"]), m_dual(v, var_s)
-    return {**c, "var_k": v, "m_primal": mp, "var_primal": var_ensemble(v, mp),
-            "var_ratio_primal": var_ensemble(v, mp) / var_s, "m_dual": md, "rho_dual": rho(c["beta_s"], c["beta"], md),
-            "var_s": var_s, "alpha": float(alpha)}
+    return {
+        **c,
+        "var_k": v,
+        "m_primal": mp,
+        "var_primal": var_ensemble(v, mp),
+        "var_ratio_primal": var_ensemble(v, mp) / var_s,
+        "m_dual": md,
+        "rho_dual": rho(c["beta_s"], c["beta"], md),
+        "var_s": var_s,
+        "alpha": float(alpha),
+    }
 
 
 def optimum(c, objective="primal"):
@@ -236,9 +262,13 @@ def optimum(c, objective="primal"):
     _choice("objective", objective, OBJECTIVES)
     i = int(np.argmin(c["var_primal"]) if objective == "primal" else np.argmax(c["rho_dual"]))
     m = c["m_primal"][i] if objective == "primal" else c["m_dual"][i]
-    return {"n": int(c["n"][i]), "m": float(m), "index": i,
-            "var_ratio": float(var_ensemble(c["var_k"][i], m) / c["var_s"]),
-            "rho": float(rho(c["beta_s"], c["beta"][i], m))}
+    return {
+        "n": int(c["n"][i]),
+        "m": float(m),
+        "index": i,
+        "var_ratio": float(var_ensemble(c["var_k"][i], m) / c["var_s"]),
+        "rho": float(rho(c["beta_s"], c["beta"][i], m)),
+    }
 
 
 def strong_duality(c):
@@ -263,6 +293,7 @@ def alpha_scan(module, n_tilde, alphas, budget="params", ns=None):
 # Networks and Algorithm 2 step 6
 # ---------------------------------------------------------------------------------------------
 
+
 def default_module(arch, inputs=None, depth=None, classes=None, resolution=None):
     """The member module the paper uses for ``arch``: :class:`MLPDesign` for ``mlp``, the stage-1
     :class:`BottleneckDesign` (256 -> [n, n] -> 256) for the ResNeXts, at their input resolution."""
@@ -272,8 +303,18 @@ def default_module(arch, inputs=None, depth=None, classes=None, resolution=None)
     return BottleneckDesign(resolution=cxm.ARCHS[arch]["resolution"] if resolution is None else resolution)
 
 
-def network_cost(arch, groups, width, budget="params", flops="2macs+acts", classes=None, resolution=None,
-                 mlp=None, stages=None, depth=None):
+def network_cost(
+    arch,
+    groups,
+    width,
+    budget="params",
+    flops="2macs+acts",
+    classes=None,
+    resolution=None,
+    mlp=None,
+    stages=None,
+    depth=None,
+):
     """Params or FLOPs of the whole network ``groups x width d`` of ``arch`` (for ``mlp``: an
     ensemble of ``groups`` nets of width ``width``, as described by the :class:`MLPDesign` ``mlp``;
     ``stages``/``depth``: a scaled-down CIFAR ResNeXt, see :func:`cepaper.complexity.resnext_cifar`)."""
@@ -290,8 +331,10 @@ def integer_m(m_exact, rounding="nearest", what="the budget"):
     _choice("rounding", rounding, ROUNDINGS)
     m = {"nearest": np.floor(m_exact + 0.5), "floor": np.floor(m_exact), "ceil": np.ceil(m_exact)}[rounding]
     if not np.isfinite(m_exact) or m < 1:
-        raise ValueError(f"budget: no integer m >= 1 meets {what} (continuous m = {m_exact:.3g}, rounding "
-                         f"{rounding!r}); use a larger baseline or a smaller n")
+        raise ValueError(
+            f"budget: no integer m >= 1 meets {what} (continuous m = {m_exact:.3g}, rounding "
+            f"{rounding!r}); use a larger baseline or a smaller n"
+        )
     return int(m)
 
 
@@ -301,11 +344,24 @@ def network_m(arch, n, baseline_cost, budget="params", **kw):
     return (baseline_cost - (2 * c1 - c2)) / (c2 - c1)
 
 
-def design(arch: str, baseline: str | int | tuple[int, int], objective: str = "primal", budget: str = "params",
-           alpha: float | None = None, classes: int | None = None, resolution: int | None = None,
-           rounding: str = "nearest", module: BottleneckDesign | MLPDesign | None = None, n: int | None = None,
-           ns: Sequence[int] | None = None, with_curve: bool = False, mlp_inputs: int | None = None,
-           mlp_depth: int | None = None, stages: Sequence[int] | None = None, depth: int | None = None) -> dict:
+def design(
+    arch: str,
+    baseline: str | int | tuple[int, int],
+    objective: str = "primal",
+    budget: str = "params",
+    alpha: float | None = None,
+    classes: int | None = None,
+    resolution: int | None = None,
+    rounding: str = "nearest",
+    module: BottleneckDesign | MLPDesign | None = None,
+    n: int | None = None,
+    ns: Sequence[int] | None = None,
+    with_curve: bool = False,
+    mlp_inputs: int | None = None,
+    mlp_depth: int | None = None,
+    stages: Sequence[int] | None = None,
+    depth: int | None = None,
+) -> dict:
     """Algorithm 2: the optimal collegial ensemble ``m x n`` for a baseline.
 
     Args:
@@ -343,8 +399,11 @@ def design(arch: str, baseline: str | int | tuple[int, int], objective: str = "p
         module = module or default_module("mlp", inputs=mlp_inputs, depth=mlp_depth, classes=classes)
         net_kw = dict(mlp=module)
     else:
-        c_tilde, n_tilde = cxm.parse_config(baseline) if isinstance(baseline, str) else \
-            (positive_int("groups", baseline[0]), positive_int("width_per_group", baseline[1]))
+        c_tilde, n_tilde = (
+            cxm.parse_config(baseline)
+            if isinstance(baseline, str)
+            else (positive_int("groups", baseline[0]), positive_int("width_per_group", baseline[1]))
+        )
         classes = cxm.ARCHS[arch].get("classes") if classes is None else positive_int("classes", classes)
         resolution = cxm.ARCHS[arch]["resolution"] if resolution is None else positive_int("resolution", resolution)
         module = module or default_module(arch, resolution=resolution)
@@ -371,16 +430,32 @@ def design(arch: str, baseline: str | int | tuple[int, int], objective: str = "p
     ens = {b: network_cost(arch, m, n, b, **net_kw) for b in BUDGETS}
     var_ratio = float(var_ensemble(c_at["var_k"][i], m) / c_at["var_s"])
     out = {
-        "arch": arch, "baseline": cxm.format_config(c_tilde, n_tilde) if arch != "mlp" else n_tilde,
+        "arch": arch,
+        "baseline": cxm.format_config(c_tilde, n_tilde) if arch != "mlp" else n_tilde,
         "config": cxm.format_config(m, n) if arch != "mlp" else f"{m}x{n}",
-        "objective": objective, "budget": budget, "n": int(n), "m": m, "m_exact": m_exact, "m_curve": m_curve,
-        "n_optimum": opt["n"], "params": int(ens["params"]), "baseline_params": int(base["params"]),
-        "flops": int(ens["flops"]), "baseline_flops": int(base["flops"]),
-        "flops_convention": module.flops, "rho": base[budget] / ens[budget],
+        "objective": objective,
+        "budget": budget,
+        "n": int(n),
+        "m": m,
+        "m_exact": m_exact,
+        "m_curve": m_curve,
+        "n_optimum": opt["n"],
+        "params": int(ens["params"]),
+        "baseline_params": int(base["params"]),
+        "flops": int(ens["flops"]),
+        "baseline_flops": int(base["flops"]),
+        "flops_convention": module.flops,
+        "rho": base[budget] / ens[budget],
         "rho_params": base["params"] / ens["params"],
-        "rho_flops": base["flops"] / ens["flops"], "rho_curve": float(rho(c_at["beta_s"], c_at["beta"][i], m_curve)),
-        "var_ratio": var_ratio, "strong_duality": strong_duality(c), "alpha": float(alpha),
-        "alpha_source": source, "rounding": rounding, "classes": classes, "resolution": resolution,
+        "rho_flops": base["flops"] / ens["flops"],
+        "rho_curve": float(rho(c_at["beta_s"], c_at["beta"][i], m_curve)),
+        "var_ratio": var_ratio,
+        "strong_duality": strong_duality(c),
+        "alpha": float(alpha),
+        "alpha_source": source,
+        "rounding": rounding,
+        "classes": classes,
+        "resolution": resolution,
         "module": {"type": type(module).__name__, **asdict(module)},
     }
     if with_curve:
@@ -394,8 +469,9 @@ def default_alpha(arch="bottleneck"):
     this one reproduces Fig. 3's optimum). Never read from a results store: a fitted alpha is passed
     by the caller, which says where it came from."""
     if arch == "mlp":
-        return ALPHA_FIG3, ("reproduces the paper's Fig. 3 optimum (the primal_dual section); "
-                            "the paper states no alpha for MLPs")
+        return ALPHA_FIG3, (
+            "reproduces the paper's Fig. 3 optimum (the primal_dual section); the paper states no alpha for MLPs"
+        )
     return ALPHA_BOTTLENECK, "the paper's alpha (Sec. 4.2)"
 
 

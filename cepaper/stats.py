@@ -20,6 +20,7 @@ def t_quantile(p, dof):
 
 # ------------------------------------------------------------------------------------------ correlation
 
+
 def _pair(x, y):
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.shape[-1] != y.shape[-1] or x.shape[-1] < 2:
@@ -74,18 +75,26 @@ def bootstrap_correlation(samples, v, method="pearson", n_boot=2000, level=0.95,
         raise ValueError("every sample needs at least one value")
     means = np.array([s.mean() for s in samples])
     value = float(corr(means, v))
-    spread = [i for i, s in enumerate(samples) if len(s) > 1]      # one value resamples to itself
+    spread = [i for i, s in enumerate(samples) if len(s) > 1]  # one value resamples to itself
     if not spread:
         return {"value": value, "lo": value, "hi": value, "level": level, "n_boot": n_boot}
 
-    def statistic(*resampled, axis=-1):                            # (..., r_i) each -> (...)
+    def statistic(*resampled, axis=-1):  # (..., r_i) each -> (...)
         m = np.broadcast_to(means, resampled[0].shape[:-1] + means.shape).copy()
         m[..., spread] = np.stack([s.mean(axis) for s in resampled], axis=-1)
         return corr(m, v)
 
-    res = sps.bootstrap([samples[i] for i in spread], statistic, n_resamples=n_boot, vectorized=True,
-                        paired=False, confidence_level=level, alternative="two-sided", method="percentile",
-                        rng=np.random.default_rng(seed))
+    res = sps.bootstrap(
+        [samples[i] for i in spread],
+        statistic,
+        n_resamples=n_boot,
+        vectorized=True,
+        paired=False,
+        confidence_level=level,
+        alternative="two-sided",
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
     lo, hi = res.confidence_interval
     return {"value": value, "lo": float(lo), "hi": float(hi), "level": level, "n_boot": n_boot}
 
@@ -98,11 +107,17 @@ def permutation_pvalue(x, y, method="spearman", max_exact=8, n_perm=20000, seed=
     with ``permutation_type="pairings"``. Returns ``(p, exact)``."""
     corr = _correlation(method)
     x, y = _pair(x, y)
-    if corr is spearman:                         # the ranks of an ordering of y are that ordering of its ranks
+    if corr is spearman:  # the ranks of an ordering of y are that ordering of its ranks
         corr, x, y = pearson, ranks(x), ranks(y)
     k = len(y)
     n = math.factorial(k) if k <= max_exact else positive_int("n_perm", n_perm)
-    res = sps.permutation_test((y,), lambda yy, axis=-1: np.abs(corr(x, yy)), permutation_type="pairings",
-                               vectorized=True, n_resamples=n, alternative="greater",
-                               rng=np.random.default_rng(seed))
+    res = sps.permutation_test(
+        (y,),
+        lambda yy, axis=-1: np.abs(corr(x, yy)),
+        permutation_type="pairings",
+        vectorized=True,
+        n_resamples=n,
+        alternative="greater",
+        rng=np.random.default_rng(seed),
+    )
     return float(res.pvalue), n >= math.factorial(k)

@@ -41,7 +41,7 @@ MODULES = ("bottleneck", "mlp")
 
 
 #: float32 working memory per Monte Carlo chunk (floats); fixes the chunk size of every width.
-CHUNK_FLOATS = 2 ** 25
+CHUNK_FLOATS = 2**25
 
 
 def log_grid(lo=1, hi=256, num=16):
@@ -56,7 +56,7 @@ def log_grid(lo=1, hi=256, num=16):
     out = []
     for w in np.rint(np.geomspace(lo, hi, num)).astype(int):
         out.append(max(int(w), out[-1] + 1) if out else int(w))
-    if out[-1] > hi:                                   # cannot happen for hi - lo + 1 >= num; guard
+    if out[-1] > hi:  # cannot happen for hi - lo + 1 >= num; guard
         raise ValueError(f"could not place {num} distinct widths in [{lo}, {hi}]")
     return tuple(out)
 
@@ -93,8 +93,10 @@ def fan_ins(module):
         elif isinstance(layer, nn.modules.conv._ConvNd):
             fans.append(layer.in_channels // layer.groups * math.prod(layer.kernel_size))
     if not fans:
-        raise ValueError(f"module {type(module).__name__} has no weight layers (nn.Linear or nn.Conv*) "
-                         f"to read fan-ins from; give it a fan_ins() method")
+        raise ValueError(
+            f"module {type(module).__name__} has no weight layers (nn.Linear or nn.Conv*) "
+            f"to read fan-ins from; give it a fan_ins() method"
+        )
     return tuple(fans)
 
 
@@ -123,7 +125,7 @@ def mlp_term(n, depth=6, n_in=784):
 
 def width_seed(seed, width):
     """The Monte Carlo seed of one width: a hash of ``(seed, width)`` (63 bits)."""
-    return spine.derive_seed(int(seed), int(width), bits=64) & (2 ** 63 - 1)
+    return spine.derive_seed(int(seed), int(width), bits=64) & (2**63 - 1)
 
 
 def mlp_inputs(n_in=784, count=2, corr=0.5, seed=0, dtype=torch.float32):
@@ -148,9 +150,10 @@ def mlp_chunk(n, depth=6, n_in=784, count=2):
 def _sweep_key(settings):
     """Checkpoint folder name: a hash of the settings and of the code that computes the samples."""
     from cepaper.training import spine
-    return spine.source_key(settings, ("cepaper.models.blocks", "cepaper.models.mlp", "cepaper.ntk",
-                                       "cepaper.montecarlo",
-                                       __name__))
+
+    return spine.source_key(
+        settings, ("cepaper.models.blocks", "cepaper.models.mlp", "cepaper.ntk", "cepaper.montecarlo", __name__)
+    )
 
 
 def _round32(a):
@@ -158,8 +161,9 @@ def _round32(a):
     return np.array([float(f"{v:.9g}") for v in np.asarray(a, dtype=np.float64).ravel()]).reshape(np.shape(a))
 
 
-def ntk_sweep(sampler, widths, trials, seed=0, chunk=None, device="cpu", checkpoint=None, settings=None,
-              progress=False, threads=1):
+def ntk_sweep(
+    sampler, widths, trials, seed=0, chunk=None, device="cpu", checkpoint=None, settings=None, progress=False, threads=1
+):
     """Monte Carlo NTK matrices of ``trials`` independent draws at every width (Algorithm 1, lines 1-5).
 
     Args:
@@ -182,6 +186,7 @@ def ntk_sweep(sampler, widths, trials, seed=0, chunk=None, device="cpu", checkpo
         significant digits, whether computed now or loaded, so resuming changes nothing).
     """
     from cepaper import montecarlo
+
     widths = check_widths(widths)
     trials = positive_int("trials", trials)
     if trials < 2:
@@ -194,6 +199,7 @@ def ntk_sweep(sampler, widths, trials, seed=0, chunk=None, device="cpu", checkpo
     bar = widths
     if progress:
         from tqdm import tqdm
+
         bar = tqdm(widths, desc="alpha sweep", unit="width")
     for n in bar:
         path = None if folder is None else folder / f"n{n:04d}.json"
@@ -202,18 +208,26 @@ def ntk_sweep(sampler, widths, trials, seed=0, chunk=None, device="cpu", checkpo
             out[n] = np.asarray(rec["samples"], dtype=np.float64)
             continue
         size = 256 if chunk is None else chunk(n)
-        k = montecarlo.mc_samples(sampler(n), trials, chunk=size, seed=width_seed(seed, n), device=device,
-                           threads=threads if torch.device(device).type == "cpu" else None)
+        k = montecarlo.mc_samples(
+            sampler(n),
+            trials,
+            chunk=size,
+            seed=width_seed(seed, n),
+            device=device,
+            threads=threads if torch.device(device).type == "cpu" else None,
+        )
         k = _round32(k.detach().cpu().double().numpy())
         if path is not None:
-            files.write_atomic(path, json.dumps({"width": n, "trials": trials, "settings": settings,
-                                                   "samples": k.tolist()}) + "\n")
+            files.write_atomic(
+                path, json.dumps({"width": n, "trials": trials, "settings": settings, "samples": k.tolist()}) + "\n"
+            )
         out[n] = k
     return out
 
 
 def _bottleneck_setup(o):
     from cepaper.models import blocks
+
     x = blocks.block_inputs(o["n_in"], o["spatial"], 2, o["corr"], o["input"], o["input_seed"])
     v = blocks.readout_vector(o["readout"], o["n_in"], o["spatial"], o["input_seed"])
     sampler = partial(blocks.bottleneck_ntk_sampler, x=x, readout=v, n_in=o["n_in"], post_relu=o["post_relu"])
@@ -223,15 +237,20 @@ def _bottleneck_setup(o):
 
 def _mlp_setup(o):
     from cepaper import montecarlo
+
     x = mlp_inputs(o["n_in"], 2, o["corr"], o["input_seed"])
     sampler = lambda n: montecarlo.mlp_ntk_sampler(x, widths=(n,) * (o["depth"] - 1))
-    return sampler, partial(mlp_chunk, depth=o["depth"], n_in=o["n_in"]), partial(mlp_term, depth=o["depth"],
-                                                                                 n_in=o["n_in"])
+    return (
+        sampler,
+        partial(mlp_chunk, depth=o["depth"], n_in=o["n_in"]),
+        partial(mlp_term, depth=o["depth"], n_in=o["n_in"]),
+    )
 
 
 DEFAULTS = {
-    "bottleneck": dict(n_in=256, spatial=3, readout="center", post_relu=False, input="gaussian", corr=0.5,
-                       input_seed=0),
+    "bottleneck": dict(
+        n_in=256, spatial=3, readout="center", post_relu=False, input="gaussian", corr=0.5, input_seed=0
+    ),
     "mlp": dict(n_in=784, depth=6, corr=0.5, input_seed=0),
 }
 
@@ -242,8 +261,9 @@ def module_options(module, **options):
         raise ValueError(f"module must be one of {', '.join(MODULES)}; got {module!r}")
     unknown = sorted(set(options) - set(DEFAULTS[module]))
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for module {module}; "
-                         f"allowed: {', '.join(DEFAULTS[module])}")
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for module {module}; allowed: {', '.join(DEFAULTS[module])}"
+        )
     o = {**DEFAULTS[module], **{k: v for k, v in options.items() if v is not None}}
     positive_int("n_in", o["n_in"])
     if module == "bottleneck":
@@ -255,8 +275,17 @@ def module_options(module, **options):
     return o
 
 
-def module_sweep(module="bottleneck", widths=None, trials=2000, seed=0, device="cpu", checkpoint=None,
-                 progress=False, threads=1, **options):
+def module_sweep(
+    module="bottleneck",
+    widths=None,
+    trials=2000,
+    seed=0,
+    device="cpu",
+    checkpoint=None,
+    progress=False,
+    threads=1,
+    **options,
+):
     """Algorithm 1, lines 1-5, for a built-in module: NTK samples at every width.
 
     Args:
@@ -277,15 +306,44 @@ def module_sweep(module="bottleneck", widths=None, trials=2000, seed=0, device="
     widths = tuple(sorted(check_widths(log_grid() if widths is None else widths)))
     sampler, chunk, term = (_bottleneck_setup if module == "bottleneck" else _mlp_setup)(o)
     start = time.perf_counter()
-    samples = ntk_sweep(sampler, widths, trials, seed, chunk, device, checkpoint,
-                        settings={"module": module, **o}, progress=progress, threads=threads)
-    return {"module": module, "options": o, "widths": list(widths), "terms": [term(n) for n in widths],
-            "trials": int(trials), "seed": int(seed), "device": str(device),
-            "seconds": round(time.perf_counter() - start, 3), "samples": samples}
+    samples = ntk_sweep(
+        sampler,
+        widths,
+        trials,
+        seed,
+        chunk,
+        device,
+        checkpoint,
+        settings={"module": module, **o},
+        progress=progress,
+        threads=threads,
+    )
+    return {
+        "module": module,
+        "options": o,
+        "widths": list(widths),
+        "terms": [term(n) for n in widths],
+        "trials": int(trials),
+        "seed": int(seed),
+        "device": str(device),
+        "seconds": round(time.perf_counter() - start, 3),
+        "samples": samples,
+    }
 
 
-def custom_sweep(make, x, widths, trials=2000, seed=0, layers="all", device="cpu", checkpoint=None, name=None,
-                 progress=False, threads=1):
+def custom_sweep(
+    make,
+    x,
+    widths,
+    trials=2000,
+    seed=0,
+    layers="all",
+    device="cpu",
+    checkpoint=None,
+    name=None,
+    progress=False,
+    threads=1,
+):
     """Algorithm 1, lines 1-5, for any scalar-output torch module of width ``n`` (a user's own block).
 
     Each draw is a fresh ``make(n, generator)`` whose NTK on ``x`` comes from
@@ -304,6 +362,7 @@ def custom_sweep(make, x, widths, trials=2000, seed=0, layers="all", device="cpu
         dict as :func:`module_sweep`, ``module = name or "custom"``, ``options = {"layers": layers}``.
     """
     from cepaper import montecarlo
+
     widths = check_widths(widths)
     if checkpoint is not None and not name:
         raise ValueError("a checkpointed custom sweep needs a name that identifies the module")
@@ -318,13 +377,32 @@ def custom_sweep(make, x, widths, trials=2000, seed=0, layers="all", device="cpu
         with torch.no_grad():
             out = probe(x.to(device))
         if not torch.is_tensor(out) or tuple(out.shape) not in ((len(x),), (len(x), 1)):
-            raise ValueError(f"module of width {n} must output one scalar per input, shape ({len(x)},) or "
-                             f"({len(x)}, 1); got {tuple(getattr(out, 'shape', ())) or type(out).__name__}")
+            raise ValueError(
+                f"module of width {n} must output one scalar per input, shape ({len(x)},) or "
+                f"({len(x)}, 1); got {tuple(getattr(out, 'shape', ())) or type(out).__name__}"
+            )
     sampler = lambda n: montecarlo.module_ntk_sampler(lambda g: make(n, g), x.to(device))
     start = time.perf_counter()
-    samples = ntk_sweep(sampler, widths, trials, seed, lambda n: trials, device, checkpoint,
-                        settings={"module": name, "layers": layers, "x": x.detach().cpu().double().sum().item()},
-                        progress=progress, threads=threads)
-    return {"module": name or "custom", "options": {"layers": layers}, "widths": list(widths), "terms": terms,
-            "trials": int(trials), "seed": int(seed), "device": str(device),
-            "seconds": round(time.perf_counter() - start, 3), "samples": samples}
+    samples = ntk_sweep(
+        sampler,
+        widths,
+        trials,
+        seed,
+        lambda n: trials,
+        device,
+        checkpoint,
+        settings={"module": name, "layers": layers, "x": x.detach().cpu().double().sum().item()},
+        progress=progress,
+        threads=threads,
+    )
+    return {
+        "module": name or "custom",
+        "options": {"layers": layers},
+        "widths": list(widths),
+        "terms": terms,
+        "trials": int(trials),
+        "seed": int(seed),
+        "device": str(device),
+        "seconds": round(time.perf_counter() - start, 3),
+        "samples": samples,
+    }

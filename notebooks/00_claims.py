@@ -42,8 +42,8 @@
 
 # %% tags=["parameters"]
 profile: str = "quick"
-level: float = 0.95                  # confidence level of the intervals the verdicts use
-scales: list = ["paper", "cpu-evidence"]   # profiles whose committed results count, best first
+level: float = 0.95  # confidence level of the intervals the verdicts use
+scales: list = ["paper", "cpu-evidence"]  # profiles whose committed results count, best first
 
 # %% tags=["hide-input"]
 import pandas as pd
@@ -57,8 +57,9 @@ if not 0 < level < 1:
     raise ValueError(f"level must be in (0, 1), got {level}")
 run = results.Run("claims", profile, params=dict(level=level, scales=scales))
 rows = section.table(tuple(scales), level)
-run.save("claims", {"rows": rows, "counts": section.counts(rows), "scales": scales, "level": level},
-         table=pd.DataFrame(rows))
+run.save(
+    "claims", {"rows": rows, "counts": section.counts(rows), "scales": scales, "level": level}, table=pd.DataFrame(rows)
+)
 
 # %% [markdown]
 # ## Summary

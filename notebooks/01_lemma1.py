@@ -35,17 +35,17 @@
 profile: str = "quick"
 seed: int = 0
 device: str = "cpu"
-depth: int = 4                           # L, hidden layers of every member
-n: int = 64                              # width of every hidden layer
-n_gamma: int = 41                        # angles gamma in [-pi, pi]
-m_max: int = 32                          # largest ensemble of panel (a)
-draws: int = 2048                        # member draws at width n (NMK, spread, Var vs m)
-ms: list = [1, 2, 4, 8, 16, 32, 64]       # multiplicities of the Var(K_e) fit
-blocks: int = 16                         # jackknife blocks of the slope interval
-level: float = 0.99                        # coverage of the slope interval
-widths: list = [8, 16, 32, 256]           # other widths of the NMK study; the largest is the "wide net"
+depth: int = 4  # L, hidden layers of every member
+n: int = 64  # width of every hidden layer
+n_gamma: int = 41  # angles gamma in [-pi, pi]
+m_max: int = 32  # largest ensemble of panel (a)
+draws: int = 2048  # member draws at width n (NMK, spread, Var vs m)
+ms: list = [1, 2, 4, 8, 16, 32, 64]  # multiplicities of the Var(K_e) fit
+blocks: int = 16  # jackknife blocks of the slope interval
+level: float = 0.99  # coverage of the slope interval
+widths: list = [8, 16, 32, 256]  # other widths of the NMK study; the largest is the "wide net"
 width_draws: list = [8192, 4096, 2048, 256]
-z_max: float = 5.0                         # |NMK - K_inf| allowed (max over all entries and widths), in SE
+z_max: float = 5.0  # |NMK - K_inf| allowed (max over all entries and widths), in SE
 
 # %% tags=["remove-input"]
 import numpy as np
@@ -60,14 +60,46 @@ from cepaper.book import pages
 from cepaper.sections import paper
 from cepaper.book import results
 
-run = results.Run("lemma1", profile, seed=seed, device=device, params=dict(
-    depth=depth, n=n, n_gamma=n_gamma, m_max=m_max, draws=draws, ms=ms, blocks=blocks,
-    level=level, widths=widths, width_draws=width_draws, z_max=z_max))
+run = results.Run(
+    "lemma1",
+    profile,
+    seed=seed,
+    device=device,
+    params=dict(
+        depth=depth,
+        n=n,
+        n_gamma=n_gamma,
+        m_max=m_max,
+        draws=draws,
+        ms=ms,
+        blocks=blocks,
+        level=level,
+        widths=widths,
+        width_draws=width_draws,
+        z_max=z_max,
+    ),
+)
 display(run.header())
-display(pages.show([dict(source="paper (Fig. 2)", L=paper.FIG2["depth"], n=paper.FIG2["width"],
-                           wide=f"x{paper.FIG2['wide_factor']} net", m="not printed"),
-                      dict(source="this run", L=depth, n=n, wide=f"n = {max(widths)} and analytic K_inf",
-                           m=f"1..{m_max} (a), {min(ms)}..{max(ms)} (fit)")]))
+display(
+    pages.show(
+        [
+            dict(
+                source="paper (Fig. 2)",
+                L=paper.FIG2["depth"],
+                n=paper.FIG2["width"],
+                wide=f"x{paper.FIG2['wide_factor']} net",
+                m="not printed",
+            ),
+            dict(
+                source="this run",
+                L=depth,
+                n=n,
+                wide=f"n = {max(widths)} and analytic K_inf",
+                m=f"1..{m_max} (a), {min(ms)}..{max(ms)} (fit)",
+            ),
+        ]
+    )
+)
 
 # %% [markdown]
 # ## Member NTKs over independent draws
@@ -79,17 +111,19 @@ display(pages.show([dict(source="paper (Fig. 2)", L=paper.FIG2["depth"], n=paper
 # %%
 gamma, x, entries = section.circle_inputs(n_gamma)
 G = n_gamma
-kinf = kernels.relu_ntk(x, depth=depth)[entries]          # analytic K_inf at the same entries, (2G,)
-pool = montecarlo.mc_samples(montecarlo.mlp_ntk_sampler(x, widths=n, depth=depth, entries=entries), draws,
-                      seed=seed, device=device).cpu()     # (draws, 2G) member kernels K_n(theta_j)
+kinf = kernels.relu_ntk(x, depth=depth)[entries]  # analytic K_inf at the same entries, (2G,)
+pool = montecarlo.mc_samples(
+    montecarlo.mlp_ntk_sampler(x, widths=n, depth=depth, entries=entries), draws, seed=seed, device=device
+).cpu()  # (draws, 2G) member kernels K_n(theta_j)
 nmk = {n: montecarlo.moments(pool)}
 for i, (w, d) in enumerate(zip(widths, width_draws)):
-    nmk[w] = montecarlo.mc_moments(montecarlo.mlp_ntk_sampler(x, widths=w, depth=depth, entries=entries), d,
-                            seed=seed + 1 + i, device=device).cpu()
+    nmk[w] = montecarlo.mc_moments(
+        montecarlo.mlp_ntk_sampler(x, widths=w, depth=depth, entries=entries), d, seed=seed + 1 + i, device=device
+    ).cpu()
 ws = sorted(nmk)
-ref = kinf[:G].mean()                                      # K_inf(x, x), the same for every unit x
+ref = kinf[:G].mean()  # K_inf(x, x), the same for every unit x
 mean, mean_se = torch.stack([nmk[w].mean for w in ws]), torch.stack([nmk[w].mean_se for w in ws])
-c, c_se = section.inverse_width_fit(ws, (mean - kinf) / ref, mean_se / ref)   # NMK_n - K_inf ~ c / n
+c, c_se = section.inverse_width_fit(ws, (mean - kinf) / ref, mean_se / ref)  # NMK_n - K_inf ~ c / n
 
 # %% [markdown]
 # ## Saving the results
@@ -99,25 +133,73 @@ c, c_se = section.inverse_width_fit(ws, (mean - kinf) / ref, mean_se / ref)   # 
 # log–log fit. The slope's interval is a delete-one-block jackknife over the member draws.
 
 # %%
-k_e = section.running_ensemble(pool[:m_max])                  # (m_max, 2G), row m-1 is K_e(m)
-fit = {part: section.variance_slope(pool[:, sl], ms, blocks=blocks, level=level)
-       for part, sl in (("diag", slice(0, G)), ("off", slice(G, 2 * G)))}
-run.save("ensemble", dict(gamma=gamma, m=np.arange(1, m_max + 1), diag=k_e[:, :G], off=k_e[:, G:],
-                          kinf_diag=kinf[:G], kinf_off=kinf[G:], depth=depth, n=n))
-run.save("nmk", dict(gamma=gamma, widths=ws, draws=[nmk[w].draws for w in ws], n=n, n_wide=max(widths),
-                     mean=mean, mean_se=mean_se, std=torch.stack([nmk[w].var.sqrt() for w in ws]),
-                     kinf=kinf, ref=ref, c=c, c_se=c_se),
-         table=pd.DataFrame([dict(
-             n=w, draws=nmk[w].draws,
-             max_z_diag=((nmk[w].mean - kinf) / nmk[w].mean_se)[:G].abs().max().item(),
-             max_z_off=((nmk[w].mean - kinf) / nmk[w].mean_se)[G:].abs().max().item(),
-             max_dev_off=((nmk[w].mean - kinf)[G:].abs().max() / kinf[:G].mean()).item(),
-             se_off=(nmk[w].mean_se[G:].max() / kinf[:G].mean()).item()) for w in ws]))
-run.save("variance", dict(fit_diag=fit["diag"], fit_off=fit["off"]),
-         table=pd.DataFrame([dict(entries=part, slope=f["slope"], se=f["se"], lo=f["lo"], hi=f["hi"],
-                                  level=f["level"], blocks=f["blocks"], draws=f["draws"])
-                             for part, f in fit.items()]));
-
+k_e = section.running_ensemble(pool[:m_max])  # (m_max, 2G), row m-1 is K_e(m)
+fit = {
+    part: section.variance_slope(pool[:, sl], ms, blocks=blocks, level=level)
+    for part, sl in (("diag", slice(0, G)), ("off", slice(G, 2 * G)))
+}
+run.save(
+    "ensemble",
+    dict(
+        gamma=gamma,
+        m=np.arange(1, m_max + 1),
+        diag=k_e[:, :G],
+        off=k_e[:, G:],
+        kinf_diag=kinf[:G],
+        kinf_off=kinf[G:],
+        depth=depth,
+        n=n,
+    ),
+)
+run.save(
+    "nmk",
+    dict(
+        gamma=gamma,
+        widths=ws,
+        draws=[nmk[w].draws for w in ws],
+        n=n,
+        n_wide=max(widths),
+        mean=mean,
+        mean_se=mean_se,
+        std=torch.stack([nmk[w].var.sqrt() for w in ws]),
+        kinf=kinf,
+        ref=ref,
+        c=c,
+        c_se=c_se,
+    ),
+    table=pd.DataFrame(
+        [
+            dict(
+                n=w,
+                draws=nmk[w].draws,
+                max_z_diag=((nmk[w].mean - kinf) / nmk[w].mean_se)[:G].abs().max().item(),
+                max_z_off=((nmk[w].mean - kinf) / nmk[w].mean_se)[G:].abs().max().item(),
+                max_dev_off=((nmk[w].mean - kinf)[G:].abs().max() / kinf[:G].mean()).item(),
+                se_off=(nmk[w].mean_se[G:].max() / kinf[:G].mean()).item(),
+            )
+            for w in ws
+        ]
+    ),
+)
+run.save(
+    "variance",
+    dict(fit_diag=fit["diag"], fit_off=fit["off"]),
+    table=pd.DataFrame(
+        [
+            dict(
+                entries=part,
+                slope=f["slope"],
+                se=f["se"],
+                lo=f["lo"],
+                hi=f["hi"],
+                level=f["level"],
+                blocks=f["blocks"],
+                draws=f["draws"],
+            )
+            for part, f in fit.items()
+        ]
+    ),
+)
 # %% [markdown]
 # ## (a) The ensemble NTK smooths as *m* grows
 #
@@ -125,8 +207,7 @@ run.save("variance", dict(fit_diag=fit["diag"], fit_off=fit["off"]),
 # A single member ($m = 1$) is a rough random function of $\gamma$; its fluctuations average out as $m$ grows.
 
 # %% tags=["remove-input"]
-section.lemma1_surface(run.load("ensemble"));
-
+section.lemma1_surface(run.load("ensemble"))
 # %% [markdown]
 # ## (b) The NMK against the infinite-width kernel
 #
@@ -135,8 +216,7 @@ section.lemma1_surface(run.load("ensemble"));
 # spread of a single member, which the ensemble divides by $\sqrt m$.
 
 # %% tags=["remove-input"]
-section.lemma1_nmk(run.load("nmk"));
-
+section.lemma1_nmk(run.load("nmk"))
 # %% [markdown]
 # ## Var(Kₑ) against *m*
 #
@@ -147,7 +227,7 @@ section.lemma1_nmk(run.load("nmk"));
 # distribution on synthetic draws):
 
 # %% tags=["remove-input"]
-section.lemma1_variance(run.load("variance"));
+section.lemma1_variance(run.load("variance"))
 display(pages.show(pd.read_csv(run.dir / "variance.csv"), 4))
 
 # %% [markdown]
@@ -163,14 +243,18 @@ display(pages.show(pd.read_csv(run.dir / "variance.csv"), 4))
 
 # %% tags=["remove-input"]
 saved = run.load("nmk")
-section.lemma1_width(saved);
+section.lemma1_width(saved)
 display(pages.show(pd.read_csv(run.dir / "nmk.csv"), 4))
 c_off, c_off_se = np.array(saved["c"])[G:], np.array(saved["c_se"])[G:]
 k = np.abs(c_off).argmax()
-display(Markdown(f"Largest off-diagonal coefficient: c = {c_off[k]:.3f} ± {c_off_se[k]:.3f} "
-                 f"(at γ = {saved['gamma'][k]:.2f}), i.e. a correction of "
-                 f"{100 * abs(c_off[k]) / n:.3f}% of K∞(x, x) at n = {n} and "
-                 f"{100 * abs(c_off[k]) / paper.FIG2['width']:.3f}% at the paper's n = {paper.FIG2['width']}."))
+display(
+    Markdown(
+        f"Largest off-diagonal coefficient: c = {c_off[k]:.3f} ± {c_off_se[k]:.3f} "
+        f"(at γ = {saved['gamma'][k]:.2f}), i.e. a correction of "
+        f"{100 * abs(c_off[k]) / n:.3f}% of K∞(x, x) at n = {n} and "
+        f"{100 * abs(c_off[k]) / paper.FIG2['width']:.3f}% at the paper's n = {paper.FIG2['width']}."
+    )
+)
 
 # %% [markdown]
 # ## Checks
@@ -194,8 +278,12 @@ i_n = nmk_saved["widths"].index(n)
 k_m = np.concatenate([np.array(ens["diag"])[-1], np.array(ens["off"])[-1]])
 z_e = (k_m - np.array(nmk_saved["mean"])[i_n]) / (np.array(nmk_saved["std"])[i_n] * np.sqrt(1 / m_max - 1 / draws))
 assert np.abs(z_e).max() <= z_max, f"K_e(m={m_max}) is {np.abs(z_e).max():.1f} SE from the NMK"
-display(Markdown(f"All checks passed: slopes {var_fit['fit_diag']['slope']:.3f} (diagonal) and "
-                 f"{var_fit['fit_off']['slope']:.3f} (off-diagonal); largest NMK |z| against K∞ "
-                 f"{np.abs(z[:, :G]).max():.2f} (diagonal, all widths), {np.abs(z[wide, G:]).max():.2f} "
-                 f"(off-diagonal, n = {nmk_saved['n_wide']}); largest |z| of K_e(m = {m_max}) against "
-                 f"the NMK {np.abs(z_e).max():.2f}."))
+display(
+    Markdown(
+        f"All checks passed: slopes {var_fit['fit_diag']['slope']:.3f} (diagonal) and "
+        f"{var_fit['fit_off']['slope']:.3f} (off-diagonal); largest NMK |z| against K∞ "
+        f"{np.abs(z[:, :G]).max():.2f} (diagonal, all widths), {np.abs(z[wide, G:]).max():.2f} "
+        f"(off-diagonal, n = {nmk_saved['n_wide']}); largest |z| of K_e(m = {m_max}) against "
+        f"the NMK {np.abs(z_e).max():.2f}."
+    )
+)

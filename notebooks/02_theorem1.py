@@ -42,22 +42,22 @@
 
 # %% tags=["parameters"]
 profile: str = "quick"
-seed: int = 0                # first seed; the runs use seeds seed, ..., seed + n_seeds - 1
+seed: int = 0  # first seed; the runs use seeds seed, ..., seed + n_seeds - 1
 n_seeds: int = 4
 device: str = "cpu"
-data_root: str = None        # None: $CEPAPER_DATA
-n_train: int = 256           # the first n_train MNIST training images
-target: str = "parity"       # +1 for even digits, -1 for odd ones
-depth: int = 4               # hidden layers L (Fig. 9: L = 4)
-epochs: int = 50             # T (Fig. 9: 100)
+data_root: str = None  # None: $CEPAPER_DATA
+n_train: int = 256  # the first n_train MNIST training images
+target: str = "parity"  # +1 for even digits, -1 for odd ones
+depth: int = 4  # hidden layers L (Fig. 9: L = 4)
+epochs: int = 50  # T (Fig. 9: 100)
 lr: float = 0.5
-batch_size: int = None       # None: full-batch gradient descent
+batch_size: int = None  # None: full-batch gradient descent
 ds: list = [4, 6, 8, 12, 16]  # d of panels (b) and (c): single models n = d^2, ensembles m = n = d
-widths_a: list = []           # widths of panel (a); [] uses d^2
-n_c: int = 100               # the constant width of panel (c)
-n_probe: int = 8             # probe inputs: the first n_probe training images (x_a, x_b = the first two)
-record_every: int = 5        # epochs between NTK records along the way
-threads: int = 1             # torch CPU threads (None: torch's default); 1 is fastest for these small nets
+widths_a: list = []  # widths of panel (a); [] uses d^2
+n_c: int = 100  # the constant width of panel (c)
+n_probe: int = 8  # probe inputs: the first n_probe training images (x_a, x_b = the first two)
+record_every: int = 5  # epochs between NTK records along the way
+threads: int = 1  # torch CPU threads (None: torch's default); 1 is fastest for these small nets
 
 # %% tags=["remove-input"]
 import pandas as pd
@@ -74,17 +74,41 @@ from cepaper.sections import theorem1 as section
 if threads:
     torch.set_num_threads(threads)
 seeds = list(range(seed, seed + n_seeds))
-run = results.Run("theorem1", profile, params=dict(
-    n_train=n_train, target=target, depth=depth, epochs=epochs, lr=lr, batch_size=batch_size, ds=ds,
-    widths_a=widths_a, n_c=n_c, n_probe=n_probe, record_every=record_every, seeds=seeds), seed=seed,
-    device=device)
+run = results.Run(
+    "theorem1",
+    profile,
+    params=dict(
+        n_train=n_train,
+        target=target,
+        depth=depth,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        ds=ds,
+        widths_a=widths_a,
+        n_c=n_c,
+        n_probe=n_probe,
+        record_every=record_every,
+        seeds=seeds,
+    ),
+    seed=seed,
+    device=device,
+)
 display(run.header())
-display(Markdown({"paper": "",
-                  "cpu-evidence": f"**This is the CPU-evidence scale** (profile `{profile}`): the paper's L = 4, "
-                  f"(m, n) grid and all of MNIST, trained for {epochs} epochs (the paper: 100) "
-                  f"with {n_seeds} seeds."}.get(
-    profile, f"**This is a CPU-scale run** (profile `{profile}`): {n_train} MNIST images, {epochs} epochs, "
-             f"{n_seeds} seeds and narrower nets than Fig. 9's; it shows the trend, it is not evidence.")))
+display(
+    Markdown(
+        {
+            "paper": "",
+            "cpu-evidence": f"**This is the CPU-evidence scale** (profile `{profile}`): the paper's L = 4, "
+            f"(m, n) grid and all of MNIST, trained for {epochs} epochs (the paper: 100) "
+            f"with {n_seeds} seeds.",
+        }.get(
+            profile,
+            f"**This is a CPU-scale run** (profile `{profile}`): {n_train} MNIST images, {epochs} epochs, "
+            f"{n_seeds} seeds and narrower nets than Fig. 9's; it shows the trend, it is not evidence.",
+        )
+    )
+)
 
 # %% [markdown]
 # ## Training the grid
@@ -96,18 +120,32 @@ mnist = data.load("mnist", "train", root=data_root, n=n_train)
 x = data.inputs(mnist)
 y = data.scalar_targets(mnist.y, target)
 configs = section.grid(ds, widths_a, n_c=n_c, depth=depth, n_in=x.shape[1])
-records = section.train_grid(x, y, configs, seeds, cache=results.checkpoint_dir("theorem1", profile), depth=depth,
-                            epochs=epochs, lr=lr, batch_size=batch_size, n_probe=n_probe,
-                            record_every=record_every, device=device)
+records = section.train_grid(
+    x,
+    y,
+    configs,
+    seeds,
+    cache=results.checkpoint_dir("theorem1", profile),
+    depth=depth,
+    epochs=epochs,
+    lr=lr,
+    batch_size=batch_size,
+    n_probe=n_probe,
+    record_every=record_every,
+    device=device,
+)
 change = section.changes(records)
 fits = section.slopes(change, configs)
 run.save("runs", {"source": mnist.source, "records": records, "change": change.to_dict("list")}, table=change)
 run.save("fig9", {e: section.panel_table(configs, change, e).to_dict("list") for e in section.ALL_ENTRIES})
 run.save("slopes", fits.to_dict("list"), table=fits)
-run.save("trajectories", {"configs": configs.to_dict("list"),
-                          "traj": section.trajectories(records).to_dict("list")})
-display(Markdown(f"{len(records)} runs on {mnist.source} ({len(x)} images); "
-                 f"{configs[['m', 'n']].drop_duplicates().shape[0]} distinct (m, n), seeds {seeds}."))
+run.save("trajectories", {"configs": configs.to_dict("list"), "traj": section.trajectories(records).to_dict("list")})
+display(
+    Markdown(
+        f"{len(records)} runs on {mnist.source} ({len(x)} images); "
+        f"{configs[['m', 'n']].drop_duplicates().shape[0]} distinct (m, n), seeds {seeds}."
+    )
+)
 
 # %% [markdown]
 # ## Fig. 9: the change of one off-diagonal NTK entry
@@ -115,14 +153,12 @@ display(Markdown(f"{len(records)} runs on {mnist.source} ({len(x)} images); "
 
 # %% tags=["hide-input"]
 fig9 = run.load("fig9")
-section.plot_fig9(pd.DataFrame(fig9["offdiag"]), ylabel=r"$|K_T(x_a,x_b) - K_0(x_a,x_b)|$");
-
+section.plot_fig9(pd.DataFrame(fig9["offdiag"]), ylabel=r"$|K_T(x_a,x_b) - K_0(x_a,x_b)|$")
 # %% [markdown]
 # The same for the mean over all off-diagonal probe entries:
 
 # %%
-section.plot_fig9(pd.DataFrame(fig9["offdiag_mean"]), ylabel=r"mean $|K_T - K_0|$ off-diagonal");
-
+section.plot_fig9(pd.DataFrame(fig9["offdiag_mean"]), ylabel=r"mean $|K_T - K_0|$ off-diagonal")
 # %% [markdown]
 # ## The exponent of *mn*
 # Least-squares slopes of $\log|K_T - K_0|$ (and of the relative change $|K_T - K_0|/|K_0|$) on
@@ -133,20 +169,27 @@ section.plot_fig9(pd.DataFrame(fig9["offdiag_mean"]), ylabel=r"mean $|K_T - K_0|
 # %% tags=["hide-input"]
 fits = pd.DataFrame(run.load("slopes"))
 change = pd.DataFrame(run.load("runs")["change"])
-section.plot_slopes(change, fits, ("offdiag", "offdiag_mean"), exponent=paper.THEOREM1_EXPONENT_MN);
-
+section.plot_slopes(change, fits, ("offdiag", "offdiag_mean"), exponent=paper.THEOREM1_EXPONENT_MN)
 # %%
-display(Markdown(f"**Slope of log |K_T − K_0|** with its 95% interval. Theorem 1 predicts "
-                 f"{paper.THEOREM1_EXPONENT_MN:g} in mn. Footnote 1 (the rigorous result of [10]) gives "
-                 f"{paper.THEOREM1_RIGOROUS['n']:g} in n and {paper.THEOREM1_RIGOROUS['m']:g} in m."))
+display(
+    Markdown(
+        f"**Slope of log |K_T − K_0|** with its 95% interval. Theorem 1 predicts "
+        f"{paper.THEOREM1_EXPONENT_MN:g} in mn. Footnote 1 (the rigorous result of [10]) gives "
+        f"{paper.THEOREM1_RIGOROUS['n']:g} in n and {paper.THEOREM1_RIGOROUS['m']:g} in m."
+    )
+)
 display(pages.show(section.slope_table(fits, "abs_change").reset_index()))
 display(Markdown("**Slope of log |K_T − K_0| / |K_0|** (relative change):"))
 display(pages.show(section.slope_table(fits, "rel_change").reset_index()))
 main = fits[(fits.fit == "all") & (fits.entry == "offdiag") & (fits.value == "abs_change")].iloc[0]
 se = (main.hi - main.lo) / 2 / stats.t.ppf(0.975, main.points - 2)
-display(Markdown(f"**Power:** the slope of the off-diagonal entry over all {int(main.points)} runs has standard "
-                 f"error {se:.3f}, so an exponent that differs from {paper.THEOREM1_EXPONENT_MN:g} by "
-                 f"{2.8 * se:.2f} or more is detected with 80% power at the 5% level."))
+display(
+    Markdown(
+        f"**Power:** the slope of the off-diagonal entry over all {int(main.points)} runs has standard "
+        f"error {se:.3f}, so an exponent that differs from {paper.THEOREM1_EXPONENT_MN:g} by "
+        f"{2.8 * se:.2f} or more is detected with 80% power at the 5% level."
+    )
+)
 
 # %% [markdown]
 # ## Along the way
@@ -155,8 +198,7 @@ display(Markdown(f"**Power:** the slope of the off-diagonal entry over all {int(
 
 # %% tags=["hide-input"]
 traj = run.load("trajectories")
-section.plot_trajectories(pd.DataFrame(traj["traj"]), pd.DataFrame(traj["configs"]), "offdiag_mean");
-
+section.plot_trajectories(pd.DataFrame(traj["traj"]), pd.DataFrame(traj["configs"]), "offdiag_mean")
 # %% [markdown]
 # ## What must hold
 # Every run learned (the loss went down) and its kernel moved. Pooled over the grid, the change

@@ -40,18 +40,18 @@
 profile: str = "quick"
 seed: int = 0
 device: str = "cpu"
-trials: int = 300                        # weight draws per width (paper: 2000)
-width_max: int = 128                     # bottleneck widths: log grid 1..width_max (paper: n in [1, 256])
-num_widths: int = 12                     # number of widths (256 with width_max 256: every width)
-mlp_trials: int = 300                    # draws per width of the fully connected net
-mlp_depth: int = 6                       # weight layers L of the fully connected net (Sec. 4.1, Fig. 3)
+trials: int = 300  # weight draws per width (paper: 2000)
+width_max: int = 128  # bottleneck widths: log grid 1..width_max (paper: n in [1, 256])
+num_widths: int = 12  # number of widths (256 with width_max 256: every width)
+mlp_trials: int = 300  # draws per width of the fully connected net
+mlp_depth: int = 6  # weight layers L of the fully connected net (Sec. 4.1, Fig. 3)
 mlp_width_max: int = 256
 mlp_num_widths: int = 12
-effect_trials: int = 200                 # draws per width of each variant of the scalar function
+effect_trials: int = 200  # draws per width of each variant of the scalar function
 effect_widths: list = [1, 2, 4, 8, 16, 32, 64]
-n_boot: int = 500                        # bootstrap resamples of every interval
-synthetic_trials: int = 2000             # draws per width of the synthetic check
-checkpoint: bool = False                  # keep finished widths on disk (resumable sweeps)
+n_boot: int = 500  # bootstrap resamples of every interval
+synthetic_trials: int = 2000  # draws per width of the synthetic check
+checkpoint: bool = False  # keep finished widths on disk (resumable sweeps)
 
 # %% tags=["remove-input"]
 import warnings
@@ -73,18 +73,50 @@ from cepaper.book import results
 # on this page; the fit's warning about each of them would only repeat that here.
 warnings.filterwarnings("ignore", message="the draws at width index")
 
-run = results.Run("alpha", profile, seed=seed, device=device, params=dict(
-    trials=trials, width_max=width_max, num_widths=num_widths, mlp_trials=mlp_trials, mlp_depth=mlp_depth,
-    mlp_width_max=mlp_width_max, mlp_num_widths=mlp_num_widths, effect_trials=effect_trials,
-    effect_widths=effect_widths, n_boot=n_boot, synthetic_trials=synthetic_trials, checkpoint=checkpoint))
+run = results.Run(
+    "alpha",
+    profile,
+    seed=seed,
+    device=device,
+    params=dict(
+        trials=trials,
+        width_max=width_max,
+        num_widths=num_widths,
+        mlp_trials=mlp_trials,
+        mlp_depth=mlp_depth,
+        mlp_width_max=mlp_width_max,
+        mlp_num_widths=mlp_num_widths,
+        effect_trials=effect_trials,
+        effect_widths=effect_widths,
+        n_boot=n_boot,
+        synthetic_trials=synthetic_trials,
+        checkpoint=checkpoint,
+    ),
+)
 ckpt = results.checkpoint_dir("alpha", profile) if checkpoint else None
 display(run.header())
-display(pages.show([
-    dict(source="paper (Sec. 4.2, Fig. 8)", alpha=paper.ALPHA_FIT["alpha"], trials=paper.ALPHA_FIT["trials"],
-         widths=f"{paper.ALPHA_FIT['width_min']}..{paper.ALPHA_FIT['width_max']}",
-         n_in=paper.ALPHA_FIT["n_in"], entry=paper.ALPHA_FIT["entry"]),
-    dict(source="this run", alpha="fitted below", trials=trials, widths=f"{num_widths} from 1..{width_max}",
-         n_in=sweeps.DEFAULTS["bottleneck"]["n_in"], entry="diag and offdiag")]))
+display(
+    pages.show(
+        [
+            dict(
+                source="paper (Sec. 4.2, Fig. 8)",
+                alpha=paper.ALPHA_FIT["alpha"],
+                trials=paper.ALPHA_FIT["trials"],
+                widths=f"{paper.ALPHA_FIT['width_min']}..{paper.ALPHA_FIT['width_max']}",
+                n_in=paper.ALPHA_FIT["n_in"],
+                entry=paper.ALPHA_FIT["entry"],
+            ),
+            dict(
+                source="this run",
+                alpha="fitted below",
+                trials=trials,
+                widths=f"{num_widths} from 1..{width_max}",
+                n_in=sweeps.DEFAULTS["bottleneck"]["n_in"],
+                entry="diag and offdiag",
+            ),
+        ]
+    )
+)
 
 # %% [markdown]
 # ## Algorithm 1 on the bottleneck block
@@ -112,8 +144,16 @@ run.save("fit_options", {"rows": options}, table=pd.DataFrame(options))
 # for it; the design section found that $\alpha \approx$ `search.ALPHA_FIG3` reproduces Fig. 3's optimum.
 
 # %%
-mlp_sweep = sweeps.module_sweep("mlp", sweeps.log_grid(1, mlp_width_max, mlp_num_widths), mlp_trials, seed, device,
-                             ckpt, progress=True, depth=mlp_depth)
+mlp_sweep = sweeps.module_sweep(
+    "mlp",
+    sweeps.log_grid(1, mlp_width_max, mlp_num_widths),
+    mlp_trials,
+    seed,
+    device,
+    ckpt,
+    progress=True,
+    depth=mlp_depth,
+)
 mlp = fit.sweep_result(mlp_sweep, n_boot=n_boot)
 run.save("fit_mlp", mlp, table=fit.result_table(mlp))
 mlp_options = section.fit_option_rows(mlp_sweep, "diag", n_boot=n_boot)
@@ -139,8 +179,7 @@ variants = [
     {"label": "uncorrelated x1, x2", "corr": 0.0},
 ]
 effects = section.effect_rows(variants, effect_widths, effect_trials, seed, device, n_boot, ckpt)
-run.save("effects", {"rows": effects, "widths": effect_widths, "trials": effect_trials},
-         table=pd.DataFrame(effects))
+run.save("effects", {"rows": effects, "widths": effect_widths, "trials": effect_trials}, table=pd.DataFrame(effects))
 
 # %% [markdown]
 # ## Fitted α → design → the paper's optima
@@ -153,8 +192,7 @@ run.save("effects", {"rows": effects, "widths": effect_widths, "trials": effect_
 # %% tags=["hide-input"]
 saved = run.load("fit_bottleneck")
 design = section.design_rows(saved["alpha"], saved["alpha_ci"])
-run.save("design", {"rows": design, "alpha": saved["alpha"], "alpha_ci": saved["alpha_ci"]},
-         table=pd.DataFrame(design))
+run.save("design", {"rows": design, "alpha": saved["alpha"], "alpha_ci": saved["alpha_ci"]}, table=pd.DataFrame(design))
 intervals = section.optimum_interval_rows(np.geomspace(0.5, 4.0, 200))
 run.save("design_intervals", {"rows": intervals}, table=pd.DataFrame(intervals))
 
@@ -177,25 +215,44 @@ run.save("design_intervals", {"rows": intervals}, table=pd.DataFrame(intervals))
 
 # %% tags=["remove-input"]
 res = run.load("fit_bottleneck")
-section.plot_fig8(res, "diag", label="bottleneck", paper_alpha=paper.ALPHA_BOTTLENECK);
-section.plot_fig8(res, "offdiag", label="bottleneck", paper_alpha=paper.ALPHA_BOTTLENECK);
-rows = [{"entry": e, "alpha": f["alpha"], "lo": f["alpha_ci"][0], "hi": f["alpha_ci"][1],
-         "intercept a": f["intercept"], "C": f["C"], "widths": len(f["widths"]), "trials": f["trials"][0]}
-        for e, f in res["fits"].items()]
+section.plot_fig8(res, "diag", label="bottleneck", paper_alpha=paper.ALPHA_BOTTLENECK)
+section.plot_fig8(res, "offdiag", label="bottleneck", paper_alpha=paper.ALPHA_BOTTLENECK)
+rows = [
+    {
+        "entry": e,
+        "alpha": f["alpha"],
+        "lo": f["alpha_ci"][0],
+        "hi": f["alpha_ci"][1],
+        "intercept a": f["intercept"],
+        "C": f["C"],
+        "widths": len(f["widths"]),
+        "trials": f["trials"][0],
+    }
+    for e, f in res["fits"].items()
+]
 display(pages.show(rows, 4))
 lo, hi = res["alpha_ci"]
 diag = res["fits"]["diag"]
 khat = [k for k in diag["tail_khat"] if k is not None]
 inside = lo <= paper.ALPHA_BOTTLENECK <= hi
-display(Markdown(
-    f"**Our α = {res['alpha']:.3f}**, 95% interval [{lo:.3f}, {hi:.3f}] (diagonal entry, "
-    f"{len(res['widths'])} widths from {min(res['widths'])} to {max(res['widths'])}, T = {res['trials']}); "
-    f"the paper's {paper.ALPHA_BOTTLENECK:.2f} is "
-    + ("inside this interval. " if inside else
-       f"**outside** it ({'below' if paper.ALPHA_BOTTLENECK < lo else 'above'}). ")
-    + f"The draws' tail index of K² is at most {max(khat, default=float('nan')):.2f} over the widths; "
-    + (f"widths {diag['heavy_tail_widths']} exceed {fit.KHAT_MAX}, so the interval is too narrow there."
-       if diag["heavy_tail_widths"] else f"none exceeds {fit.KHAT_MAX}, so the interval can be read as it is.")))
+display(
+    Markdown(
+        f"**Our α = {res['alpha']:.3f}**, 95% interval [{lo:.3f}, {hi:.3f}] (diagonal entry, "
+        f"{len(res['widths'])} widths from {min(res['widths'])} to {max(res['widths'])}, T = {res['trials']}); "
+        f"the paper's {paper.ALPHA_BOTTLENECK:.2f} is "
+        + (
+            "inside this interval. "
+            if inside
+            else f"**outside** it ({'below' if paper.ALPHA_BOTTLENECK < lo else 'above'}). "
+        )
+        + f"The draws' tail index of K² is at most {max(khat, default=float('nan')):.2f} over the widths; "
+        + (
+            f"widths {diag['heavy_tail_widths']} exceed {fit.KHAT_MAX}, so the interval is too narrow there."
+            if diag["heavy_tail_widths"]
+            else f"none exceeds {fit.KHAT_MAX}, so the interval can be read as it is."
+        )
+    )
+)
 
 # %% [markdown]
 # ### The law bends: the fit depends on the widths it sees
@@ -209,14 +266,27 @@ display(Markdown(
 
 # %% tags=["remove-input"]
 f = res["fits"]["diag"]
-sel = [res["widths"].index(n) for n in sweeps.log_grid(1, max(res["widths"]), min(16, len(res["widths"])))
-       if n in res["widths"]]                              # at most 16 widths, log-spaced
+sel = [
+    res["widths"].index(n)
+    for n in sweeps.log_grid(1, max(res["widths"]), min(16, len(res["widths"])))
+    if n in res["widths"]
+]  # at most 16 widths, log-spaced
 s, y = np.array(f["term"], dtype=float)[sel], np.array(f["log_ratio"], dtype=float)[sel]
-display(pages.show({"n from": [res["widths"][j] for j in sel[:-1]], "n to": [res["widths"][j] for j in sel[1:]],
-                     "local slope d log r / d s": np.diff(y) / np.diff(s)}, 3))
-section.plot_fit_options(run.load("fit_options")["rows"], paper_alpha=paper.ALPHA_BOTTLENECK,
-                            title="bottleneck: alpha by fit choice (diagonal entry)");
-
+display(
+    pages.show(
+        {
+            "n from": [res["widths"][j] for j in sel[:-1]],
+            "n to": [res["widths"][j] for j in sel[1:]],
+            "local slope d log r / d s": np.diff(y) / np.diff(s),
+        },
+        3,
+    )
+)
+section.plot_fit_options(
+    run.load("fit_options")["rows"],
+    paper_alpha=paper.ALPHA_BOTTLENECK,
+    title="bottleneck: alpha by fit choice (diagonal entry)",
+)
 # %% [markdown]
 # ## The same for the fully connected net: Algorithm 1 does not give Fig. 3's α
 #
@@ -233,26 +303,51 @@ section.plot_fit_options(run.load("fit_options")["rows"], paper_alpha=paper.ALPH
 
 # %% tags=["remove-input"]
 res_mlp = run.load("fit_mlp")
-section.plot_fig8(res_mlp, "diag", label=f"MLP, L = {mlp_depth}", paper_alpha=search.ALPHA_FIG3);
-section.plot_fit_options(run.load("fit_options_mlp")["rows"], paper_alpha=search.ALPHA_FIG3,
-                            title=f"MLP (L = {mlp_depth}): alpha by fit choice (diagonal entry)");
-display(pages.show([{"entry": e, "alpha": g["alpha"], "lo": g["alpha_ci"][0], "hi": g["alpha_ci"][1],
-                     "intercept a": g["intercept"]} for e, g in res_mlp["fits"].items()], 4))
+section.plot_fig8(res_mlp, "diag", label=f"MLP, L = {mlp_depth}", paper_alpha=search.ALPHA_FIG3)
+section.plot_fit_options(
+    run.load("fit_options_mlp")["rows"],
+    paper_alpha=search.ALPHA_FIG3,
+    title=f"MLP (L = {mlp_depth}): alpha by fit choice (diagonal entry)",
+)
+display(
+    pages.show(
+        [
+            {
+                "entry": e,
+                "alpha": g["alpha"],
+                "lo": g["alpha_ci"][0],
+                "hi": g["alpha_ci"][1],
+                "intercept a": g["intercept"],
+            }
+            for e, g in res_mlp["fits"].items()
+        ],
+        4,
+    )
+)
 opts = {r["fit"]: r for r in run.load("fit_options_mlp")["rows"]}
 fig3_alpha, fig3_source = primal_dual.fig3_alpha()
 allw, w8 = opts["paper: intercept, unweighted, all widths"], opts["widths n >= 8"]
 w24 = opts.get("widths n >= 24")
-display(Markdown(
-    f"**Algorithm 1 on the MLP does not give Fig. 3's α.** Over all {allw['widths']} widths it gives "
-    f"α = {allw['alpha']:.2f} [{allw['lo']:.2f}, {allw['hi']:.2f}]; over the {w8['widths']} widths n ≥ 8, "
-    f"α = {w8['alpha']:.2f} [{w8['lo']:.2f}, {w8['hi']:.2f}]"
-    + ("" if w24 is None else f"; over the {w24['widths']} widths n ≥ 24, α = {w24['alpha']:.2f} "
-                              f"[{w24['lo']:.2f}, {w24['hi']:.2f}]")
-    + f". Fig. 3's optimum needs α = {fig3_alpha:.3f} ({fig3_source})."
-    + (f" The intervals are too narrow at the narrow widths: the draws at n = "
-       f"{', '.join(map(str, res_mlp['fits']['diag']['heavy_tail_widths']))} have a tail index of K² above "
-       f"{fit.KHAT_MAX} (a deep ReLU net of width n is zero on most draws and very large on a few)."
-       if res_mlp["fits"]["diag"]["heavy_tail_widths"] else "")))
+display(
+    Markdown(
+        f"**Algorithm 1 on the MLP does not give Fig. 3's α.** Over all {allw['widths']} widths it gives "
+        f"α = {allw['alpha']:.2f} [{allw['lo']:.2f}, {allw['hi']:.2f}]; over the {w8['widths']} widths n ≥ 8, "
+        f"α = {w8['alpha']:.2f} [{w8['lo']:.2f}, {w8['hi']:.2f}]"
+        + (
+            ""
+            if w24 is None
+            else f"; over the {w24['widths']} widths n ≥ 24, α = {w24['alpha']:.2f} [{w24['lo']:.2f}, {w24['hi']:.2f}]"
+        )
+        + f". Fig. 3's optimum needs α = {fig3_alpha:.3f} ({fig3_source})."
+        + (
+            f" The intervals are too narrow at the narrow widths: the draws at n = "
+            f"{', '.join(map(str, res_mlp['fits']['diag']['heavy_tail_widths']))} have a tail index of K² above "
+            f"{fit.KHAT_MAX} (a deep ReLU net of width n is zero on most draws and very large on a few)."
+            if res_mlp["fits"]["diag"]["heavy_tail_widths"]
+            else ""
+        )
+    )
+)
 
 # %% [markdown]
 # ## What α depends on
@@ -264,8 +359,8 @@ display(Markdown(
 
 # %% tags=["remove-input"]
 eff = run.load("effects")
-section.plot_effects(eff["rows"], "diag", paper_alpha=paper.ALPHA_BOTTLENECK);
-section.plot_effects(eff["rows"], "diag", paper_alpha=paper.ALPHA_BOTTLENECK, large=True);
+section.plot_effects(eff["rows"], "diag", paper_alpha=paper.ALPHA_BOTTLENECK)
+section.plot_effects(eff["rows"], "diag", paper_alpha=paper.ALPHA_BOTTLENECK, large=True)
 cols = ["label", "entry", "alpha", "lo", "hi", "alpha_large", "lo_large", "hi_large", "seconds"]
 display(pages.show(pd.DataFrame(eff["rows"])[cols], 3))
 
@@ -278,13 +373,34 @@ display(pages.show(pd.DataFrame(eff["rows"])[cols], 3))
 
 # %% tags=["remove-input"]
 des = run.load("design")
-display(pages.show(pd.DataFrame(des["rows"])[["arch", "baseline", "objective", "paper_config", "config", "config_lo",
-                                    "config_hi", "config_paper_alpha", "alpha_min", "alpha_max"]], 3))
-section.plot_design_intervals(run.load("design_intervals")["rows"], des["alpha"], des["alpha_ci"],
-                                 paper_alpha=paper.ALPHA_BOTTLENECK);
+display(
+    pages.show(
+        pd.DataFrame(des["rows"])[
+            [
+                "arch",
+                "baseline",
+                "objective",
+                "paper_config",
+                "config",
+                "config_lo",
+                "config_hi",
+                "config_paper_alpha",
+                "alpha_min",
+                "alpha_max",
+            ]
+        ],
+        3,
+    )
+)
+section.plot_design_intervals(
+    run.load("design_intervals")["rows"], des["alpha"], des["alpha_ci"], paper_alpha=paper.ALPHA_BOTTLENECK
+)
 same = [r for r in des["rows"] if r["config"] == r["paper_config"]]
-display(Markdown(f"With our α = {des['alpha']:.3f}, {len(same)} of {len(des['rows'])} designs give "
-                 f"the paper's printed optimum."))
+display(
+    Markdown(
+        f"With our α = {des['alpha']:.3f}, {len(same)} of {len(des['rows'])} designs give the paper's printed optimum."
+    )
+)
 
 # %% [markdown]
 # ## Checks
@@ -304,5 +420,9 @@ for name, r in (("bottleneck", run.load("fit_bottleneck")), ("mlp", run.load("fi
         assert g["alpha"] > 0 and g["alpha_ci"][0] > 0, f"{name} {e}: alpha interval {g['alpha_ci']}"
 for r in run.load("design")["rows"]:
     assert r["config_paper_alpha"] == r["paper_config"], r
-display(Markdown(f"All checks passed: synthetic alpha = {synthetic['alpha']:.3f} "
-                 f"[{synthetic['alpha_ci'][0]:.3f}, {synthetic['alpha_ci'][1]:.3f}] (true {a_paper})."))
+display(
+    Markdown(
+        f"All checks passed: synthetic alpha = {synthetic['alpha']:.3f} "
+        f"[{synthetic['alpha_ci'][0]:.3f}, {synthetic['alpha_ci'][1]:.3f}] (true {a_paper})."
+    )
+)

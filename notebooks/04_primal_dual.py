@@ -54,8 +54,13 @@ from cepaper.book import results
 
 pd.set_option("display.max_columns", 40)
 pd.set_option("display.width", 200)
-run = results.Run("primal_dual", profile, seed=seed, device=device,
-                  params=dict(alpha=alpha, fig3_alphas=fig3_alphas, block_alphas=block_alphas))
+run = results.Run(
+    "primal_dual",
+    profile,
+    seed=seed,
+    device=device,
+    params=dict(alpha=alpha, fig3_alphas=fig3_alphas, block_alphas=block_alphas),
+)
 alpha_block = paper.ALPHA_BOTTLENECK if alpha is None else alpha
 display(run.header())
 
@@ -94,15 +99,23 @@ pages.show(pd.DataFrame(saved["rows"]).drop(columns=["alpha_lo", "alpha_hi"]).fi
 # %% tags=["hide-input"]
 fig3 = run.load("fig3")
 lo, hi = fig3["interval"]
-display(Markdown(f"**Fig. 3's numbers are reproduced for α ∈ [{lo:.3f}, {hi:.3f}]** (grid step "
-                 f"{fig3_alphas[2]}); the curves below use α = {fig3['alpha']:.4f}. The library's default "
-                 f"for fully connected nets is `search.ALPHA_FIG3` = {search.ALPHA_FIG3}."))
+display(
+    Markdown(
+        f"**Fig. 3's numbers are reproduced for α ∈ [{lo:.3f}, {hi:.3f}]** (grid step "
+        f"{fig3_alphas[2]}); the curves below use α = {fig3['alpha']:.4f}. The library's default "
+        f"for fully connected nets is `search.ALPHA_FIG3` = {search.ALPHA_FIG3}."
+    )
+)
 pages.show(section.fig3_table(fig3))
 
 # %%
-fig = section.plot_curves(fig3["curve"], fig3["primal"], fig3["dual"], paper_n=paper.FIG3["n_primal"],
-                                title="Fig. 3: fully connected baseline L = 6, ñ = 500, n0 = 748 "
-                                      f"(α = {fig3['alpha']:.3f})")
+fig = section.plot_curves(
+    fig3["curve"],
+    fig3["primal"],
+    fig3["dual"],
+    paper_n=paper.FIG3["n_primal"],
+    title=f"Fig. 3: fully connected baseline L = 6, ñ = 500, n0 = 748 (α = {fig3['alpha']:.3f})",
+)
 
 # %% tags=["hide-input"]
 rows = pd.DataFrame(fig3_conventions)
@@ -176,14 +189,22 @@ fig = section.plot_block_curves(block, paper.SEC421["n_primal"], section.paper_w
 
 # %% tags=["hide-input"]
 scan = run.load("block_alpha_scan")
-fig = section.plot_alpha_sensitivity(fig3["scan"], fig3["match"], scan, paper.FIG3["n_primal"],
-                                           paper.SEC421["n_primal"])
-a, n_params, n_flops = (np.asarray(scan["params"]["alpha"]), np.asarray(scan["params"]["n"]),
-                        np.asarray(scan["flops"]["n"]))
+fig = section.plot_alpha_sensitivity(
+    fig3["scan"], fig3["match"], scan, paper.FIG3["n_primal"], paper.SEC421["n_primal"]
+)
+a, n_params, n_flops = (
+    np.asarray(scan["params"]["alpha"]),
+    np.asarray(scan["params"]["n"]),
+    np.asarray(scan["flops"]["n"]),
+)
 n_p, n_f = paper.SEC421["n_primal"], section.paper_width("5")
-display(Markdown(f"The block's optimum is the paper's n = {n_p} for α ∈ [{a[n_params == n_p].min():.3f}, "
-                 f"{a[n_params == n_p].max():.3f}] (parameters) and n = {n_f} for α ∈ "
-                 f"[{a[n_flops == n_f].min():.3f}, {a[n_flops == n_f].max():.3f}] (FLOPs)."))
+display(
+    Markdown(
+        f"The block's optimum is the paper's n = {n_p} for α ∈ [{a[n_params == n_p].min():.3f}, "
+        f"{a[n_params == n_p].max():.3f}] (parameters) and n = {n_f} for α ∈ "
+        f"[{a[n_flops == n_f].min():.3f}, {a[n_flops == n_f].max():.3f}] (FLOPs)."
+    )
+)
 
 # %% tags=["hide-input"]
 primal, dual = block["params"]["primal"], block["params"]["dual"]
@@ -193,9 +214,11 @@ assert block["flops"]["primal"]["n"] == section.paper_width("5")
 assert block["params"]["strong_duality"] and block["flops"]["strong_duality"]
 reproduced = block_conventions["models reproduced"].str.split("/").str[0].astype(int)
 assert block_conventions.loc[reproduced.idxmax(), "default"] and (reproduced == reproduced.max()).sum() == 1
-no_bn = block_conventions[(block_conventions["default"] | (block_conventions["BN in beta(n)"] != "all"))
-                          & (block_conventions["sum over"] == "all 3 convs")
-                          & (block_conventions["fan-in"] == "k*k*c_in/g")]
+no_bn = block_conventions[
+    (block_conventions["default"] | (block_conventions["BN in beta(n)"] != "all"))
+    & (block_conventions["sum over"] == "all 3 convs")
+    & (block_conventions["fan-in"] == "k*k*c_in/g")
+]
 assert no_bn["n* (params)"].tolist() == [10, 7, 7], "the output-BN constant moves the optimum from 7 to 10"
 by_flops = flops_conventions.set_index("FLOPs")
 assert by_flops["n* (flops)"].tolist() == [7, 8, 9]
@@ -259,10 +282,16 @@ pages.show(printed)
 # %% tags=["hide-input"]
 assert printed["params match"].all(), "every printed Params entry of Tables 1-5"
 assert printed["GFLOPs match"].dropna().astype(bool).all(), "Table 5's GFLOPs (2 macs + acts + adds)"
-rho_misses = printed.loc[printed["rho match"].eq(False),
-                         ["table", "model", "rho", "paper rho", "rho of printed params"]]
-display(Markdown("Printed ρ that the exact counts do not round to (the last column is the ratio of the paper's "
-                 "rounded parameter counts):"), pages.show(rho_misses, 3))
+rho_misses = printed.loc[
+    printed["rho match"].eq(False), ["table", "model", "rho", "paper rho", "rho of printed params"]
+]
+display(
+    Markdown(
+        "Printed ρ that the exact counts do not round to (the last column is the ratio of the paper's "
+        "rounded parameter counts):"
+    ),
+    pages.show(rho_misses, 3),
+)
 assert set(rho_misses["model"]) <= {"ResNeXt-29, 3x40d"}
 
 # %% [markdown]
@@ -278,9 +307,19 @@ if fitted is None:
 else:
     a_fit = fitted["data"]["alpha"]
     display(Markdown(f"Fitted α = {a_fit:.3f} ({results.describe(fitted)})."))
-    display(pages.show([{k: search.design(arch, base, obj, budget, alpha=a_fit)[k] for k in
-                           ("arch", "baseline", "objective", "budget", "config", "rho", "var_ratio")}
-                          for arch, base, obj, budget in [("resnext29", "1x128d", "primal", "params"),
-                                                          ("resnext29", "1x128d", "dual", "params"),
-                                                          ("resnext29", "1x128d", "primal", "flops"),
-                                                          ("resnext50", "1x64d", "primal", "params")]]))
+    display(
+        pages.show(
+            [
+                {
+                    k: search.design(arch, base, obj, budget, alpha=a_fit)[k]
+                    for k in ("arch", "baseline", "objective", "budget", "config", "rho", "var_ratio")
+                }
+                for arch, base, obj, budget in [
+                    ("resnext29", "1x128d", "primal", "params"),
+                    ("resnext29", "1x128d", "dual", "params"),
+                    ("resnext29", "1x128d", "primal", "flops"),
+                    ("resnext50", "1x64d", "primal", "params"),
+                ]
+            ]
+        )
+    )

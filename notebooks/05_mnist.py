@@ -50,23 +50,23 @@
 profile: str = "quick"
 seed: int = 0
 device: str = "cpu"
-data_root: str = None            # None: $CEPAPER_DATA
-alpha: float = None         # alpha of Eq. 9 for the MLP; None: the alpha that reproduces Fig. 3
-depth: int = 6                   # weight layers L of every member (Sec. 4.1: 6)
-n_tilde: int = 64                # baseline width (Sec. 4.1: 200)
-primal_ns: list = [2, 3, 4, 6, 8, 16, 64]   # member widths on the primal curve (n_tilde: the baseline)
-dual_ns: list = [6, 8, 12, 64]              # member widths on the dual curve (must include n_tilde)
-n_train: int = 2000              # the first n_train MNIST training images (None: all 60,000)
-n_test: int = 1000               # the first n_test test images (None: all 10,000)
-epochs: int = 4                  # Sec. 4.1: 70
-reps: int = 3                    # repetitions per model (Sec. 4.1: 100)
-lr: float = 0.01                   # Adam's step (NTK parameterization, see above)
+data_root: str = None  # None: $CEPAPER_DATA
+alpha: float = None  # alpha of Eq. 9 for the MLP; None: the alpha that reproduces Fig. 3
+depth: int = 6  # weight layers L of every member (Sec. 4.1: 6)
+n_tilde: int = 64  # baseline width (Sec. 4.1: 200)
+primal_ns: list = [2, 3, 4, 6, 8, 16, 64]  # member widths on the primal curve (n_tilde: the baseline)
+dual_ns: list = [6, 8, 12, 64]  # member widths on the dual curve (must include n_tilde)
+n_train: int = 2000  # the first n_train MNIST training images (None: all 60,000)
+n_test: int = 1000  # the first n_test test images (None: all 10,000)
+epochs: int = 4  # Sec. 4.1: 70
+reps: int = 3  # repetitions per model (Sec. 4.1: 100)
+lr: float = 0.01  # Adam's step (NTK parameterization, see above)
 batch_size: int = 64
-bias: bool = False                # Eq. 3 has no biases
-n_boot: int = 2000               # bootstrap resamples of the correlation intervals
-level: float = 0.95                # confidence level of every interval
-threads: int = 1                 # torch CPU threads (None: torch's default)
-checkpoint_every: int = 1        # epochs between checkpoints of an unfinished model
+bias: bool = False  # Eq. 3 has no biases
+n_boot: int = 2000  # bootstrap resamples of the correlation intervals
+level: float = 0.95  # confidence level of every interval
+threads: int = 1  # torch CPU threads (None: torch's default)
+checkpoint_every: int = 1  # epochs between checkpoints of an unfinished model
 
 # %% tags=["remove-input"]
 import pandas as pd
@@ -83,28 +83,77 @@ from cepaper.book import results
 
 if threads:
     torch.set_num_threads(threads)
-run = results.Run("mnist", profile, seed=seed, device=device, params=dict(
-    alpha=alpha, depth=depth, n_tilde=n_tilde, primal_ns=primal_ns, dual_ns=dual_ns, n_train=n_train,
-    n_test=n_test, epochs=epochs, reps=reps, lr=lr, batch_size=batch_size, bias=bias, n_boot=n_boot,
-    level=level))
+run = results.Run(
+    "mnist",
+    profile,
+    seed=seed,
+    device=device,
+    params=dict(
+        alpha=alpha,
+        depth=depth,
+        n_tilde=n_tilde,
+        primal_ns=primal_ns,
+        dual_ns=dual_ns,
+        n_train=n_train,
+        n_test=n_test,
+        epochs=epochs,
+        reps=reps,
+        lr=lr,
+        batch_size=batch_size,
+        bias=bias,
+        n_boot=n_boot,
+        level=level,
+    ),
+)
 display(run.header())
 alpha_used, alpha_source = primal_dual.fig3_alpha() if alpha is None else (float(alpha), "given as a parameter")
 p4 = paper.FIG4
-display(pages.show([
-    dict(run="paper (Sec. 4.1)", L=p4["depth"], n_tilde=p4["width"], train_images=60000, test_images=10000,
-         epochs=p4["epochs"], repetitions=p4["repetitions"], optimizer=p4["optimizer"], lr="not given",
-         batch="not given"),
-    dict(run=f"this run ({profile})", L=depth, n_tilde=n_tilde, train_images=n_train or 60000,
-         test_images=n_test or 10000, epochs=epochs, repetitions=reps, optimizer="Adam", lr=lr, batch=batch_size),
-]))
-display(Markdown(f"**α = {alpha_used:.4g}**: {alpha_source}."
-                 + {"paper": "",
-                    "cpu-evidence": f" **This is the CPU-evidence scale** (profile `{profile}`): the paper's baseline "
-                    "(L = 6 weight layers, ñ = 200), all of MNIST, Adam and the paper's widths, with fewer epochs "
-                    "and repetitions than the paper's 70 and 100, as the table says."}.get(profile,
-                    f" **This is a CPU-scale run** (profile `{profile}`): a narrower baseline, a subset of MNIST, "
-                    "few epochs and repetitions, as the table says. Its numbers test the pipeline and show the "
-                    "trends at this scale; they are not evidence for the paper's claims.")))
+display(
+    pages.show(
+        [
+            dict(
+                run="paper (Sec. 4.1)",
+                L=p4["depth"],
+                n_tilde=p4["width"],
+                train_images=60000,
+                test_images=10000,
+                epochs=p4["epochs"],
+                repetitions=p4["repetitions"],
+                optimizer=p4["optimizer"],
+                lr="not given",
+                batch="not given",
+            ),
+            dict(
+                run=f"this run ({profile})",
+                L=depth,
+                n_tilde=n_tilde,
+                train_images=n_train or 60000,
+                test_images=n_test or 10000,
+                epochs=epochs,
+                repetitions=reps,
+                optimizer="Adam",
+                lr=lr,
+                batch=batch_size,
+            ),
+        ]
+    )
+)
+display(
+    Markdown(
+        f"**α = {alpha_used:.4g}**: {alpha_source}."
+        + {
+            "paper": "",
+            "cpu-evidence": f" **This is the CPU-evidence scale** (profile `{profile}`): the paper's baseline "
+            "(L = 6 weight layers, ñ = 200), all of MNIST, Adam and the paper's widths, with fewer epochs "
+            "and repetitions than the paper's 70 and 100, as the table says.",
+        }.get(
+            profile,
+            f" **This is a CPU-scale run** (profile `{profile}`): a narrower baseline, a subset of MNIST, "
+            "few epochs and repetitions, as the table says. Its numbers test the pipeline and show the "
+            "trends at this scale; they are not evidence for the paper's claims.",
+        )
+    )
+)
 
 # %% [markdown]
 # ## The models
@@ -117,8 +166,9 @@ display(Markdown(f"**α = {alpha_used:.4g}**: {alpha_source}."
 # %%
 mlp = section.member(inputs=784, depth=depth, classes=10, bias=bias)
 configs = section.models(primal_ns, dual_ns, n_tilde, alpha_used, mlp)
-run.save("models", {"rows": configs.to_dict("records"), "alpha": alpha_used, "alpha_source": alpha_source},
-         table=configs)
+run.save(
+    "models", {"rows": configs.to_dict("records"), "alpha": alpha_used, "alpha_source": alpha_source}, table=configs
+)
 pages.show(configs[["curve", "n", "m", "m_exact", "params", "params_ratio", "var", "var_ratio"]], 4)
 
 # %% [markdown]
@@ -132,17 +182,43 @@ train_set = data.load("mnist", "train", root=data_root, n=n_train)
 test_set = data.load("mnist", "test", root=data_root, n=n_test)
 x, y = data.inputs(train_set), torch.as_tensor(train_set.y)
 x_test, y_test = data.inputs(test_set), torch.as_tensor(test_set.y)
-records = adam.train_reps_grid(x, y, x_test, y_test, configs, range(reps),
-                               cache=results.checkpoint_dir("mnist", profile), progress=True, depth=depth, classes=10,
-                               epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, bias=bias, device=device,
-                               checkpoint_every=checkpoint_every)
+records = adam.train_reps_grid(
+    x,
+    y,
+    x_test,
+    y_test,
+    configs,
+    range(reps),
+    cache=results.checkpoint_dir("mnist", profile),
+    progress=True,
+    depth=depth,
+    classes=10,
+    epochs=epochs,
+    lr=lr,
+    batch_size=batch_size,
+    seed=seed,
+    bias=bias,
+    device=device,
+    checkpoint_every=checkpoint_every,
+)
 runs = section.runs_table(records, configs)
-run.save("runs", {"source": train_set.source, "rows": runs.to_dict("records"),
-                  "wall_s": {f"{r['m']}x{r['n']}": r["wall_s"] for r in records}}, table=runs)
+run.save(
+    "runs",
+    {
+        "source": train_set.source,
+        "rows": runs.to_dict("records"),
+        "wall_s": {f"{r['m']}x{r['n']}": r["wall_s"] for r in records},
+    },
+    table=runs,
+)
 run.save("learning_curves", {"rows": section.learning_curves(records).to_dict("records")})
-display(Markdown(f"{len(records)} models × {reps} repetitions on {len(x)} training and {len(x_test)} test images "
-                 f"of {train_set.source}; training took {sum(r['wall_s'] for r in records):.1f} s in all "
-                 f"(models found finished in the checkpoint folder count with their original time)."))
+display(
+    Markdown(
+        f"{len(records)} models × {reps} repetitions on {len(x)} training and {len(x_test)} test images "
+        f"of {train_set.source}; training took {sum(r['wall_s'] for r in records):.1f} s in all "
+        f"(models found finished in the checkpoint folder count with their original time)."
+    )
+)
 
 # %% [markdown]
 # ## Fig. 4
@@ -154,8 +230,7 @@ display(Markdown(f"{len(records)} models × {reps} repetitions on {len(x)} train
 # %% tags=["hide-input"]
 runs = pd.DataFrame(run.load("runs")["rows"])
 table = section.summary(runs)
-section.fig4(table);
-
+section.fig4(table)
 # %% tags=["hide-input"]
 pages.show(table[["curve", "n", "m", "params_ratio", "var_ratio", "error", "sem", "reps"]], 4)
 
@@ -171,8 +246,13 @@ pages.show(table[["curve", "n", "m", "params_ratio", "var_ratio", "error", "sem"
 # relative to the baseline ($n = \tilde n$, $m = 1$).
 
 # %%
-corr = pd.concat([section.correlations(runs, "primal", "var", n_boot, level, seed),
-                  section.correlations(runs, "dual", "params", n_boot, level, seed)], ignore_index=True)
+corr = pd.concat(
+    [
+        section.correlations(runs, "primal", "var", n_boot, level, seed),
+        section.correlations(runs, "dual", "params", n_boot, level, seed),
+    ],
+    ignore_index=True,
+)
 changes = section.dual_changes(runs, n_tilde, level)
 run.save("correlations", {"rows": corr.to_dict("records")}, table=corr)
 run.save("dual_changes", {"rows": changes.to_dict("records")}, table=changes)
@@ -180,32 +260,39 @@ run.save("dual_changes", {"rows": changes.to_dict("records")}, table=changes)
 # %% tags=["hide-input"]
 corr = pd.DataFrame(run.load("correlations")["rows"])
 changes = pd.DataFrame(run.load("dual_changes")["rows"])
-display(pages.show(corr[["curve", "against", "measure", "value", "lo", "hi", "p_value", "p_exact", "models",
-                         "reps"]], 3))
+display(
+    pages.show(corr[["curve", "against", "measure", "value", "lo", "hi", "p_value", "p_exact", "models", "reps"]], 3)
+)
 display(pages.show(changes[["n", "m", "params_ratio", "var_ratio", "error", "change", "change_se", "lo", "hi"]], 4))
 sp = corr.set_index(["curve", "measure"])
 worse = changes[changes.lo > 0]
 better = changes[changes.hi < 0]
 better_larger = better[better.params_ratio > 1]
-display(Markdown(
-    f"**Primal:** Spearman r_s(error, Var) = {sp.loc[('primal', 'spearman'), 'value']:.2f} "
-    f"[{sp.loc[('primal', 'spearman'), 'lo']:.2f}, {sp.loc[('primal', 'spearman'), 'hi']:.2f}], "
-    f"Pearson with log Var = {sp.loc[('primal', 'pearson_log'), 'value']:.2f} "
-    f"[{sp.loc[('primal', 'pearson_log'), 'lo']:.2f}, {sp.loc[('primal', 'pearson_log'), 'hi']:.2f}] "
-    f"({level:.0%} bootstrap intervals, {int(sp.loc[('primal', 'spearman'), 'models'])} models). "
-    f"**Dual:** Spearman r_s(error, β_e) = {sp.loc[('dual', 'spearman'), 'value']:.2f} "
-    f"[{sp.loc[('dual', 'spearman'), 'lo']:.2f}, {sp.loc[('dual', 'spearman'), 'hi']:.2f}]. Compared with the "
-    f"baseline, {len(worse)} dual model(s) are worse and {len(better)} better beyond their {level:.0%} interval, "
-    f"{len(better_larger)} of them with more parameters than the baseline "
-    f"(largest β_e: {changes.params_ratio.max():.2f}× the baseline's, error change "
-    f"{100 * changes.loc[changes.params_ratio.idxmax(), 'change']:+.2f} points). The paper's claim for the dual is "
-    f"that a larger β_e does not improve the error; "
-    + ("here no dual model with more parameters is better than the baseline beyond its interval (which is "
-       "no evidence of *equal* errors)." if better_larger.empty
-       else "**here some dual models with more parameters improve on the baseline.**")
-    + f" **Power:** with {reps} repetitions the median standard error of a model's mean error is "
-      f"{100 * table['sem'].median():.3f} points, so an error difference between two models of "
-      f"{100 * 2.8 * table['sem'].median() * 2 ** 0.5:.3f} points is detected with 80% power at the 5% level."))
+display(
+    Markdown(
+        f"**Primal:** Spearman r_s(error, Var) = {sp.loc[('primal', 'spearman'), 'value']:.2f} "
+        f"[{sp.loc[('primal', 'spearman'), 'lo']:.2f}, {sp.loc[('primal', 'spearman'), 'hi']:.2f}], "
+        f"Pearson with log Var = {sp.loc[('primal', 'pearson_log'), 'value']:.2f} "
+        f"[{sp.loc[('primal', 'pearson_log'), 'lo']:.2f}, {sp.loc[('primal', 'pearson_log'), 'hi']:.2f}] "
+        f"({level:.0%} bootstrap intervals, {int(sp.loc[('primal', 'spearman'), 'models'])} models). "
+        f"**Dual:** Spearman r_s(error, β_e) = {sp.loc[('dual', 'spearman'), 'value']:.2f} "
+        f"[{sp.loc[('dual', 'spearman'), 'lo']:.2f}, {sp.loc[('dual', 'spearman'), 'hi']:.2f}]. Compared with the "
+        f"baseline, {len(worse)} dual model(s) are worse and {len(better)} better beyond their {level:.0%} interval, "
+        f"{len(better_larger)} of them with more parameters than the baseline "
+        f"(largest β_e: {changes.params_ratio.max():.2f}× the baseline's, error change "
+        f"{100 * changes.loc[changes.params_ratio.idxmax(), 'change']:+.2f} points). The paper's claim for the dual is "
+        f"that a larger β_e does not improve the error; "
+        + (
+            "here no dual model with more parameters is better than the baseline beyond its interval (which is "
+            "no evidence of *equal* errors)."
+            if better_larger.empty
+            else "**here some dual models with more parameters improve on the baseline.**"
+        )
+        + f" **Power:** with {reps} repetitions the median standard error of a model's mean error is "
+        f"{100 * table['sem'].median():.3f} points, so an error difference between two models of "
+        f"{100 * 2.8 * table['sem'].median() * 2**0.5:.3f} points is detected with 80% power at the 5% level."
+    )
+)
 
 # %% [markdown]
 # ## Along training
@@ -213,8 +300,7 @@ display(Markdown(
 # The mean test error after each epoch.
 
 # %% tags=["hide-input"]
-section.fig4_learning(pd.DataFrame(run.load("learning_curves")["rows"]), table);
-
+section.fig4_learning(pd.DataFrame(run.load("learning_curves")["rows"]), table)
 # %% [markdown]
 # ## Checks
 #

@@ -46,26 +46,26 @@
 
 # %% tags=["parameters"]
 profile: str = "quick"
-seed: int = 0                  # first seed; the runs use seeds seed, ..., seed + n_runs - 1
+seed: int = 0  # first seed; the runs use seeds seed, ..., seed + n_runs - 1
 device: str = "cpu"
-data_root: str = None          # None: $CEPAPER_DATA
-datasets: list = ["cifar10"]    # cifar10 and/or cifar100
-stages: list = [64]             # stage outputs; None: ResNeXt-29 (256, 512, 1024)
-blocks: int = 1                # bottlenecks per stage (ResNeXt-29: 3)
-baselines: list = ["1x32d"]     # baselines 1 x n~ d; the first one's curves are Figs. 6-7
-primal_ns: list = [12]          # further widths n on the first baseline's primal curve (Figs. 6a/7a)
-dual_ns: list = [12]            # further widths n on its dual curve (Figs. 6b/7b)
-models: list = []               # further configs CxDd to train (paper profile: every printed model)
-alpha: float = None              # alpha of Eq. 9; None: the paper's 1.60 (search.default_alpha)
-n_runs: int = 1                # runs per model (paper: 10)
-epochs: int = 1                # None: the recipe's 300 (milestones scale with epochs)
-n_train: int = 256             # the first n_train training images; None: all 50,000
-n_test: int = 256              # the first n_test test images; None: all 10,000
+data_root: str = None  # None: $CEPAPER_DATA
+datasets: list = ["cifar10"]  # cifar10 and/or cifar100
+stages: list = [64]  # stage outputs; None: ResNeXt-29 (256, 512, 1024)
+blocks: int = 1  # bottlenecks per stage (ResNeXt-29: 3)
+baselines: list = ["1x32d"]  # baselines 1 x n~ d; the first one's curves are Figs. 6-7
+primal_ns: list = [12]  # further widths n on the first baseline's primal curve (Figs. 6a/7a)
+dual_ns: list = [12]  # further widths n on its dual curve (Figs. 6b/7b)
+models: list = []  # further configs CxDd to train (paper profile: every printed model)
+alpha: float = None  # alpha of Eq. 9; None: the paper's 1.60 (search.default_alpha)
+n_runs: int = 1  # runs per model (paper: 10)
+epochs: int = 1  # None: the recipe's 300 (milestones scale with epochs)
+n_train: int = 256  # the first n_train training images; None: all 50,000
+n_test: int = 256  # the first n_test test images; None: all 10,000
 channels_last: bool = True  # faster on CPUs and GPUs alike
 bf16: bool = False
-threads: int = 1               # torch CPU threads (None: torch's default); 1 is fastest in a kernel on 2 cores
-executor: str = "inprocess"    # the runs here, one after another; local/slurm: each a submitit job
-rerun_stale: bool = False      # train again the finished runs that older training code made
+threads: int = 1  # torch CPU threads (None: torch's default); 1 is fastest in a kernel on 2 cores
+executor: str = "inprocess"  # the runs here, one after another; local/slurm: each a submitit job
+rerun_stale: bool = False  # train again the finished runs that older training code made
 
 # %% tags=["remove-input"]
 import pandas as pd
@@ -87,26 +87,50 @@ net = "ResNeXt-29" if not scaled else f"a scaled-down ResNeXt (stages {stages}, 
 seeds = list(range(seed, seed + n_runs))
 alpha_used, alpha_source = (alpha, "given") if alpha is not None else search.default_alpha("resnext29")
 jobs = executors.executor(executor, results.checkpoint_dir("cifar", profile) / "jobs")
-run = results.Run("cifar", profile, seed=seed, device=device, params=dict(
-    datasets=datasets, stages=stages, blocks=blocks, baselines=baselines, primal_ns=primal_ns, dual_ns=dual_ns,
-    models=models, alpha=alpha_used, n_runs=n_runs, epochs=epochs, n_train=n_train, n_test=n_test,
-    channels_last=channels_last, bf16=bf16))
+run = results.Run(
+    "cifar",
+    profile,
+    seed=seed,
+    device=device,
+    params=dict(
+        datasets=datasets,
+        stages=stages,
+        blocks=blocks,
+        baselines=baselines,
+        primal_ns=primal_ns,
+        dual_ns=dual_ns,
+        models=models,
+        alpha=alpha_used,
+        n_runs=n_runs,
+        epochs=epochs,
+        n_train=n_train,
+        n_test=n_test,
+        channels_last=channels_last,
+        bf16=bf16,
+    ),
+)
 display(run.header())
 
 # %% tags=["remove-input"]
-display(Markdown(
-    f"**What this run is.** {net}; datasets {', '.join(datasets)}; "
-    f"{'all' if n_train is None else n_train} training and {'all' if n_test is None else n_test} test images; "
-    f"{'the recipe’s 300' if epochs is None else epochs} epoch(s); {n_runs} run(s) per model; α = {alpha_used:.3g} "
-    f"({alpha_source})."
-    + ("" if not scaled else
-       " **This is not the paper's experiment.** The network is far narrower and shallower than ResNeXt-29, "
-       "so it has its *own* baseline and its *own* optima, derived by the same Algorithm 2 with the bottleneck "
-       f"of its first stage ({stages[0]} → [n, n] → {stages[0]}) as the member; in the tables below its models "
-       "stand in the rows of the paper's models with the same role. It trains on a small subset for a "
-       "fraction of the schedule, so its errors are near chance and are **not evidence for or against the "
-       "paper's claims**: this run checks that the whole pipeline (derive, train, evaluate, tabulate) works "
-       "on real CIFAR images. The paper profile (`profiles/paper.yaml`, a GPU) runs the real experiment.")))
+display(
+    Markdown(
+        f"**What this run is.** {net}; datasets {', '.join(datasets)}; "
+        f"{'all' if n_train is None else n_train} training and {'all' if n_test is None else n_test} test images; "
+        f"{'the recipe’s 300' if epochs is None else epochs} epoch(s); {n_runs} run(s) per model; α = {alpha_used:.3g} "
+        f"({alpha_source})."
+        + (
+            ""
+            if not scaled
+            else " **This is not the paper's experiment.** The network is far narrower and shallower than ResNeXt-29, "
+            "so it has its *own* baseline and its *own* optima, derived by the same Algorithm 2 with the bottleneck "
+            f"of its first stage ({stages[0]} → [n, n] → {stages[0]}) as the member; in the tables below its models "
+            "stand in the rows of the paper's models with the same role. It trains on a small subset for a "
+            "fraction of the schedule, so its errors are near chance and are **not evidence for or against the "
+            "paper's claims**: this run checks that the whole pipeline (derive, train, evaluate, tabulate) works "
+            "on real CIFAR images. The paper profile (`profiles/paper.yaml`, a GPU) runs the real experiment."
+        )
+    )
+)
 
 # %% [markdown]
 # ## The models
@@ -142,14 +166,31 @@ for name in datasets:
     train = data.load(name, "train", root=data_root, n=n_train)
     test = data.load(name, "test", root=data_root, n=n_test)
     for recipe in dict.fromkeys(r["recipe"] for r in runs):
-        records += grids.train_recipe_grid([r["config"] for r in runs if r["recipe"] == recipe], name, train, test,
-                                       seeds, recipe_name=recipe, classes=section.CLASSES[name],
-                                       stages=None if not scaled else stages, depth=None if not scaled else blocks,
-                                       epochs=epochs, cache=results.checkpoint_dir("cifar", profile), device=device,
-                                       channels_last=channels_last, bf16=bf16, executor=jobs,
-                                       missing_ok=jobs is not None, rerun_stale=rerun_stale)
-    display(Markdown(f"{name}: {len(train)} training images from "
-                     f"{data.relative_source(train.source, data_root)}; {len(test)} test images."))
+        records += grids.train_recipe_grid(
+            [r["config"] for r in runs if r["recipe"] == recipe],
+            name,
+            train,
+            test,
+            seeds,
+            recipe_name=recipe,
+            classes=section.CLASSES[name],
+            stages=None if not scaled else stages,
+            depth=None if not scaled else blocks,
+            epochs=epochs,
+            cache=results.checkpoint_dir("cifar", profile),
+            device=device,
+            channels_last=channels_last,
+            bf16=bf16,
+            executor=jobs,
+            missing_ok=jobs is not None,
+            rerun_stale=rerun_stale,
+        )
+    display(
+        Markdown(
+            f"{name}: {len(train)} training images from "
+            f"{data.relative_source(train.source, data_root)}; {len(test)} test images."
+        )
+    )
 summ = grids.grid_summary(records, last=section.LAST_EPOCHS)
 run.save("runs", {"records": records})
 run.save("summary", {"rows": summ.to_dict("records"), "scaled": scaled}, table=summ)
@@ -171,8 +212,11 @@ which = results.describe(results.load("cifar", profile, "summary"))
 status = grids.run_status(run.load("runs")["records"])
 if status:
     display(Markdown(f"**Runs.** {status}"))
-for table, title in (("1a", "Table 1a (primal, parameter budget)"), ("1b", "Table 1b (dual, parameter budget)"),
-                     ("5", "Table 5 (primal, FLOPs budget)")):
+for table, title in (
+    ("1a", "Table 1a (primal, parameter budget)"),
+    ("1b", "Table 1b (dual, parameter budget)"),
+    ("5", "Table 5 (primal, FLOPs budget)"),
+):
     display(Markdown(f"**{title}**. Ours: {which}."))
     display(pages.show(section.paper_table(table, specs, summ_saved, saved["scaled"])))
 
@@ -187,19 +231,27 @@ for table, title in (("1a", "Table 1a (primal, parameter budget)"), ("1b", "Tabl
 # %%
 curve = section.curves(baselines[0], None if not scaled else stages, alpha_used)
 run.save("curve", curve)
-section.plot_curve_errors(specs, summ_saved, run.load("curve"), datasets);
-
+section.plot_curve_errors(specs, summ_saved, run.load("curve"), datasets)
 # %% tags=["remove-input"]
 committed = results.find("cifar", "summary", profiles=("paper",)) if profile != "paper" else None
 if committed is None:
-    display(Markdown("**Paper-scale results:** none committed yet (`results/paper/cifar/`); the paper "
-                     "profile (`cepaper run cifar --profile paper` on a GPU) writes them."))
+    display(
+        Markdown(
+            "**Paper-scale results:** none committed yet (`results/paper/cifar/`); the paper "
+            "profile (`cepaper run cifar --profile paper` on a GPU) writes them."
+        )
+    )
 else:
     committed_models = results.find("cifar", "models", profiles=("paper",))["data"]["models"]
     display(Markdown(f"**Paper-scale results** (committed run: {results.describe(committed)}):"))
     for table in ("1a", "1b", "5"):
-        display(pages.show(section.paper_table(table, committed_models, pd.DataFrame(committed["data"]["rows"]),
-                                              committed["data"]["scaled"])))
+        display(
+            pages.show(
+                section.paper_table(
+                    table, committed_models, pd.DataFrame(committed["data"]["rows"]), committed["data"]["scaled"]
+                )
+            )
+        )
 
 # %% [markdown]
 # ## What CIFAR costs on this machine
@@ -214,14 +266,21 @@ else:
 # %% tags=["hide-input"]
 speed = section.throughput_rows(device=device, channels_last=channels_last)
 run.save("throughput", {"rows": speed}, table=pd.DataFrame(speed))
-display(pages.show(pd.DataFrame(speed)[["config", "batch", "images_per_s", "hours per epoch",
-                                        "hours for the paper's runs"]], 2))
+display(
+    pages.show(
+        pd.DataFrame(speed)[["config", "batch", "images_per_s", "hours per epoch", "hours for the paper's runs"]], 2
+    )
+)
 opt = next(r for r in speed if r["config"] == "37x10d")
 paper_hours = opt["hours for the paper's runs"]
-display(Markdown(f"At {opt['images_per_s']:.1f} images/s on {results.device_name(device)}, one epoch of CIFAR-10 "
-                 f"for 37×10d takes {opt['hours per epoch']:.1f} h; 30 epochs of one run, "
-                 f"{30 * opt['hours per epoch']:.0f} h; the paper's 10 runs of 300 epochs, "
-                 f"{paper_hours:,.0f} h."))
+display(
+    Markdown(
+        f"At {opt['images_per_s']:.1f} images/s on {results.device_name(device)}, one epoch of CIFAR-10 "
+        f"for 37×10d takes {opt['hours per epoch']:.1f} h; 30 epochs of one run, "
+        f"{30 * opt['hours per epoch']:.0f} h; the paper's 10 runs of 300 epochs, "
+        f"{paper_hours:,.0f} h."
+    )
+)
 
 # %% [markdown]
 # ## What must hold
@@ -234,5 +293,5 @@ assert all(len(r["history"]["epoch"]) == (epochs or 300) for r in done)
 assert all(0 <= e <= 100 for r in done for e in r["history"]["test_top1"])
 assert all(pd.notna(r["history"]["train_loss"]).all() for r in done)
 assert len(records) == len(runs) * len(datasets) * n_runs
-assert jobs is not None or len(done) == len(records)   # in this process a failed run is an error
+assert jobs is not None or len(done) == len(records)  # in this process a failed run is an error
 assert {r["recipe"] for r in runs} <= set(recipes.RECIPES)

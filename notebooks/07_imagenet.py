@@ -47,23 +47,23 @@
 
 # %% tags=["parameters"]
 profile: str = "quick"
-seed: int = 0                # first seed of the training runs
+seed: int = 0  # first seed of the training runs
 device: str = "cpu"
-data_root: str = None        # None: $CEPAPER_DATA
-train: bool = False           # train the tables' models (needs the datasets; the paper profile, on a GPU)
+data_root: str = None  # None: $CEPAPER_DATA
+train: bool = False  # train the tables' models (needs the datasets; the paper profile, on a GPU)
 tables: list = ["2a", "2b", "3", "4"]
-n_runs: int = 5              # runs per model when training (paper: 5)
-epochs: int = None           # None: each recipe's epochs
-workers: int = 8             # DataLoader workers for the ImageNet folders
+n_runs: int = 5  # runs per model when training (paper: 5)
+epochs: int = None  # None: each recipe's epochs
+workers: int = 8  # DataLoader workers for the ImageNet folders
 channels_last: bool = True
 bf16: bool = False
-steps: int = 1               # timed training steps per model (after one warm-up step)
-batch_size: int = 2          # batch of the throughput measurement
-threads: int = 1             # torch CPU threads (None: torch's default); 1 is fastest in a kernel on 2 cores
+steps: int = 1  # timed training steps per model (after one warm-up step)
+batch_size: int = 2  # batch of the throughput measurement
+threads: int = 1  # torch CPU threads (None: torch's default); 1 is fastest in a kernel on 2 cores
 # timed models (table:arch:CxDd); None: all
 configs: list = ["2a:resnext50:12x10d", "3:resnext29:37x10d", "4:resnext38:22x10d"]
 executor: str = "inprocess"  # the runs here, one after another; local/slurm: each a submitit job
-rerun_stale: bool = False    # train again the finished runs that older training code made
+rerun_stale: bool = False  # train again the finished runs that older training code made
 
 # %% tags=["remove-input"]
 import pandas as pd
@@ -80,9 +80,23 @@ if threads:
     torch.set_num_threads(threads)
 tables = section.check_tables(tables)
 jobs = executors.executor(executor, results.checkpoint_dir("imagenet", profile) / "jobs")
-run = results.Run("imagenet", profile, seed=seed, device=device, params=dict(
-    train=train, tables=tables, n_runs=n_runs, epochs=epochs, channels_last=channels_last, bf16=bf16,
-    steps=steps, batch_size=batch_size, configs=configs))
+run = results.Run(
+    "imagenet",
+    profile,
+    seed=seed,
+    device=device,
+    params=dict(
+        train=train,
+        tables=tables,
+        n_runs=n_runs,
+        epochs=epochs,
+        channels_last=channels_last,
+        bf16=bf16,
+        steps=steps,
+        batch_size=batch_size,
+        configs=configs,
+    ),
+)
 display(run.header())
 
 # %% [markdown]
@@ -95,8 +109,7 @@ display(run.header())
 models = section.table_models(tables)
 run.save("models", {"rows": models.to_dict("records")}, table=models)
 display(pages.show(models, 3))
-section.plot_models(pd.DataFrame(run.load("models")["rows"]));
-
+section.plot_models(pd.DataFrame(run.load("models")["rows"]))
 # %% [markdown]
 # ## The data
 # Which of the three datasets the data root holds (`cepaper.data.load`), or why not; files are named
@@ -116,8 +129,9 @@ display(pages.show(status))
 # shared machine make these numbers rough; they say how far a CPU is from this experiment.
 
 # %%
-speed = section.cost_estimate(section.measure_throughput(
-    section.timed_models(configs, models), batch_size, steps, device, channels_last, bf16))
+speed = section.cost_estimate(
+    section.measure_throughput(section.timed_models(configs, models), batch_size, steps, device, channels_last, bf16)
+)
 run.save("throughput", {"rows": speed.to_dict("records")}, table=speed)
 display(pages.show(speed, {"images_per_s": 1, "hours per run": 1, f"hours for {section.RUNS} runs": 1}))
 
@@ -139,17 +153,31 @@ if train:
         raise FileNotFoundError(
             f"train=True needs {', '.join(missing.dataset)} in the data root "
             f"({data.data_root(data_root) or 'unset: pass data_root or set CEPAPER_DATA'}): "
-            + "; ".join(missing["source or reason"]))
+            + "; ".join(missing["source or reason"])
+        )
     records = []
     for name, group in models.groupby("dataset", sort=False):
         train_ds, test_ds = data.load(name, "train", root=data_root), data.load(name, "test", root=data_root)
         for arch, sub in group.groupby("arch", sort=False):
-            records += grids.train_recipe_grid(list(dict.fromkeys(sub.config)), name, train_ds, test_ds,
-                                           list(range(seed, seed + n_runs)), arch=arch,
-                                           recipe_name=section.TABLES[sub.table.iloc[0]], classes=1000,
-                                           epochs=epochs, cache=results.checkpoint_dir("imagenet", profile),
-                                           device=device, channels_last=channels_last, bf16=bf16, workers=workers,
-                                           executor=jobs, missing_ok=jobs is not None, rerun_stale=rerun_stale)
+            records += grids.train_recipe_grid(
+                list(dict.fromkeys(sub.config)),
+                name,
+                train_ds,
+                test_ds,
+                list(range(seed, seed + n_runs)),
+                arch=arch,
+                recipe_name=section.TABLES[sub.table.iloc[0]],
+                classes=1000,
+                epochs=epochs,
+                cache=results.checkpoint_dir("imagenet", profile),
+                device=device,
+                channels_last=channels_last,
+                bf16=bf16,
+                workers=workers,
+                executor=jobs,
+                missing_ok=jobs is not None,
+                rerun_stale=rerun_stale,
+            )
     summ = grids.grid_summary(records, last=section.LAST_EPOCHS)
     run.save("runs", {"records": records})
     run.save("summary", {"rows": summ.to_dict("records")}, table=summ)
@@ -168,14 +196,25 @@ else:
 own = results.find("imagenet", "summary", profiles=(profile,)) if train else None
 committed = own or (results.find("imagenet", "summary", profiles=("paper",)) if profile != "paper" else None)
 ours = None if committed is None else pd.DataFrame(committed["data"]["rows"])
-display(Markdown("**Ours:** " + ("not run: no run has trained these models (no committed "
-                                 "`results/paper/imagenet/summary.json`)." if committed is None
-                                 else results.describe(committed))))
+display(
+    Markdown(
+        "**Ours:** "
+        + (
+            "not run: no run has trained these models (no committed `results/paper/imagenet/summary.json`)."
+            if committed is None
+            else results.describe(committed)
+        )
+    )
+)
 status = grids.run_status(run.load("runs")["records"]) if train else ""
 if status:
     display(Markdown(f"**Runs.** {status}"))
-for table, title in (("2a", "Table 2a (ImageNet, primal)"), ("2b", "Table 2b (ImageNet, dual)"),
-                     ("3", "Table 3 (ImageNet32×32)"), ("4", "Table 4 (ImageNet64×64)")):
+for table, title in (
+    ("2a", "Table 2a (ImageNet, primal)"),
+    ("2b", "Table 2b (ImageNet, dual)"),
+    ("3", "Table 3 (ImageNet32×32)"),
+    ("4", "Table 4 (ImageNet64×64)"),
+):
     if table in tables:
         display(Markdown(f"**{title}**"))
         display(pages.show(section.paper_table(table, ours)))

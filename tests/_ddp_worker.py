@@ -24,7 +24,7 @@ def main(out):
     ckpt = Path(out) / "run.pt"
     calls, real = [], sgd.evaluate
 
-    def interrupted(*a, **k):                 # every rank stops at the second evaluation, after epoch 2
+    def interrupted(*a, **k):  # every rank stops at the second evaluation, after epoch 2
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
@@ -39,7 +39,7 @@ def main(out):
     sgd.evaluate = real
     distributed.barrier(w)
     epoch = torch.load(ckpt, weights_only=False)["epoch"]
-    model = t.model(seed=99)                   # other weights: all must come from the checkpoint
+    model = t.model(seed=99)  # other weights: all must come from the checkpoint
     hist = sgd.train_recipe(model, train, test, t.RECIPE, seed=3, checkpoint=ckpt)
     torch.save({"history": hist, "weights": model.state_dict(), "resumed_from": epoch}, Path(out) / f"rank{w.rank}.pt")
     distributed.shutdown()
@@ -48,6 +48,7 @@ def main(out):
 def cli(out, argv):
     from cepaper import cli
     from cepaper.book import results
+
     results.checkpoint_dir = lambda section, profile: Path(out) / "checkpoints" / profile / section
     return cli.main(argv)
 

@@ -15,7 +15,7 @@ from hypothesis import settings
 from cepaper.book import cache, pipeline, profiles, render, results
 from cepaper.montecarlo import intra_op_threads
 
-NOTEBOOK = '''# %% [markdown]
+NOTEBOOK = """# %% [markdown]
 # A tiny section
 
 # %% tags=["parameters"]
@@ -31,7 +31,7 @@ from cepaper.book import results
 run = results.Run("lemma1", profile, params=dict(value=value))
 run.save("answer", {"value": value})
 assert not fail, "asked to fail"
-'''
+"""
 
 SOURCE_ROOT = Path(pipeline.__file__).resolve().parents[2]  # the checkout whose cepaper is tested
 BOOK_MODULES = (pipeline, profiles, cache, render, results)
@@ -41,8 +41,13 @@ def point_at(root, set_attr=setattr):
     """Make the book's machinery (pipeline, profiles, cache key, render, results store) use the
     repository layout ``root`` (``set_attr``: ``monkeypatch.setattr`` in a test, plain ``setattr`` in a
     subprocess)."""
-    paths = {"REPO": root, "NOTEBOOKS": root / "notebooks", "PROFILES": root / "profiles", "BUILD": root / "_build",
-             "SECTIONS_DIR": root / "book" / "sections"}
+    paths = {
+        "REPO": root,
+        "NOTEBOOKS": root / "notebooks",
+        "PROFILES": root / "profiles",
+        "BUILD": root / "_build",
+        "SECTIONS_DIR": root / "book" / "sections",
+    }
     for module in BOOK_MODULES:
         for name, value in paths.items():
             if hasattr(module, name):
@@ -56,14 +61,16 @@ def repo(tmp_path, monkeypatch):
     (tmp_path / "notebooks" / "01_lemma1.py").write_text(NOTEBOOK)
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "quick.yaml").write_text("lemma1:\n  value: 2\n")
-    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
-                                       "  - file: book/sections/01_lemma1\n")
+    (tmp_path / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/intro\nchapters:\n  - file: book/sections/01_lemma1\n"
+    )
     (tmp_path / "cepaper").mkdir()
     for name in ("fake", "other"):
         (tmp_path / "cepaper" / f"{name}.py").write_text(f"# {name}\n")
     # the kernel runs in this folder: its `cepaper` package must still reach the real modules
     (tmp_path / "cepaper" / "__init__.py").write_text(
-        f"__path__.append({str(SOURCE_ROOT / 'cepaper')!r})\n__version__ = 'test'\n")
+        f"__path__.append({str(SOURCE_ROOT / 'cepaper')!r})\n__version__ = 'test'\n"
+    )
     point_at(tmp_path, monkeypatch.setattr)
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path / "results"))
     return tmp_path
@@ -71,7 +78,7 @@ def repo(tmp_path, monkeypatch):
 
 # `cepaper ARGS...` against the layout argv[1]; $CEPAPER_FAULT, if set, is Python run first (a test's
 # fault: a kill, a file-size limit, a failing call)
-DRIVER = f'''
+DRIVER = f"""
 import os, sys
 from pathlib import Path
 sys.path.insert(0, {str(Path(__file__).parent)!r})
@@ -80,18 +87,22 @@ conftest.point_at(Path(sys.argv[1]))
 exec(os.environ.get("CEPAPER_FAULT", ""))
 from cepaper import cli
 sys.exit(cli.main(sys.argv[2:]))
-'''
+"""
 
 
 def cepaper(root, *args, fault="", env=None, wait=True, **kw):
     """Run `cepaper ARGS` in a subprocess against the repository layout ``root`` (see ``DRIVER``):
     the finished ``CompletedProcess`` (text), or with ``wait=False`` the running ``Popen``."""
-    env = {**os.environ, "PYTHONPATH": str(SOURCE_ROOT), "CEPAPER_FAULT": fault,
-           "CEPAPER_RESULTS": str(root / "results"), **(env or {})}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(SOURCE_ROOT),
+        "CEPAPER_FAULT": fault,
+        "CEPAPER_RESULTS": str(root / "results"),
+        **(env or {}),
+    }
     cmd = [sys.executable, "-c", DRIVER, str(root), *map(str, args)]
     if not wait:
-        return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, **kw)
+        return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
     return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120, **kw)
 
 
@@ -112,13 +123,14 @@ def plant(monkeypatch):
     file itself is never touched. Tests use it to show that a check has power, i.e. that it fails
     with a realistic bug in the code it checks.
     """
+
     def planted(module, name, old, new):
-        if any("__mutmut_" in key for key in vars(module)):      # mutmut's copy wraps every function
+        if any("__mutmut_" in key for key in vars(module)):  # mutmut's copy wraps every function
             pytest.skip("planting a bug needs the plain source; mutation testing plants its own")
         src = textwrap.dedent(inspect.getsource(getattr(module, name)))
         if src.count(old) != 1:
             raise AssertionError(f"{old!r} occurs {src.count(old)} times in {module.__name__}.{name}, not once")
-        monkeypatch.setattr(module, name, getattr(module, name))        # restored when the test ends
+        monkeypatch.setattr(module, name, getattr(module, name))  # restored when the test ends
         exec(compile(src.replace(old, new), f"<planted {module.__name__}.{name}>", "exec"), vars(module))
         return getattr(module, name)
 

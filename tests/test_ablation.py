@@ -78,15 +78,20 @@ def test_primal_optimum_is_the_brute_force_one():
 def test_blocks_are_the_separately_drawn_ensembles():
     model = adam.build(5, 4, 3, [11, 12], depth=3, classes=2, bias=True, dtype=F64)
     for r, s in enumerate([11, 12]):
-        one = CollegialMLP(5, 4, m=3, depth=2, bias=True, outputs=2, dtype=F64,
-                           generator=torch.Generator().manual_seed(s))
+        one = CollegialMLP(
+            5, 4, m=3, depth=2, bias=True, outputs=2, dtype=F64, generator=torch.Generator().manual_seed(s)
+        )
         for p, q in zip(model.parameters(), one.parameters()):
-            assert torch.equal(p[3 * r:3 * (r + 1)], q)
+            assert torch.equal(p[3 * r : 3 * (r + 1)], q)
     x = torch.randn(6, 5, dtype=F64)
     logits = adam.ensemble_logits(model, x, 3)
     assert logits.shape == (2, 6, 2)
-    torch.testing.assert_close(logits[1], CollegialMLP(5, 4, m=3, depth=2, bias=True, outputs=2, dtype=F64,
-                                                       generator=torch.Generator().manual_seed(12))(x))
+    torch.testing.assert_close(
+        logits[1],
+        CollegialMLP(5, 4, m=3, depth=2, bias=True, outputs=2, dtype=F64, generator=torch.Generator().manual_seed(12))(
+            x
+        ),
+    )
 
 
 def test_batched_repetitions_are_independent_runs():
@@ -96,15 +101,14 @@ def test_batched_repetitions_are_independent_runs():
         alone = adam.train_reps(x, y, xt, yt, 2, 5, [r], **KW)
         assert alone["test_error"][0] == batched["test_error"][i]
         np.testing.assert_allclose(alone["train_loss"][0], batched["train_loss"][i], rtol=1e-10)
-    assert batched["test_error"][0] != batched["test_error"][1] or \
-        batched["train_loss"][0] != batched["train_loss"][1], "other seeds, other runs"
+    assert (
+        batched["test_error"][0] != batched["test_error"][1] or batched["train_loss"][0] != batched["train_loss"][1]
+    ), "other seeds, other runs"
     assert all(l[-1] < l[0] for l in batched["train_loss"]), "every repetition lowers its training loss"
 
 
 def strip(rec):
     return {k: v for k, v in rec.items() if k != "wall_s"}
-
-
 
 
 def resume_mismatches(tmp_path, monkeypatch, every=1, epochs=3, saved=1):
@@ -130,20 +134,23 @@ def resume_mismatches(tmp_path, monkeypatch, every=1, epochs=3, saved=1):
     resumed = adam.train_reps(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, **kw)
     a, b = torch.load(tmp_path / "straight.pt"), torch.load(path)
     assert a["epoch"] == b["epoch"] == epochs
-    return ([k for k in ("test_error", "train_loss") if resumed[k] != straight[k]]
-            + [k for k in ("model", "optimizer", "history") if not same(a[k], b[k])])
+    return [k for k in ("test_error", "train_loss") if resumed[k] != straight[k]] + [
+        k for k in ("model", "optimizer", "history") if not same(a[k], b[k])
+    ]
 
 
 @pytest.mark.parametrize("every, epochs, saved", [(1, 3, 1), (2, 5, 2)])
-def test_resume_after_interruption_gives_the_uninterrupted_run(tmp_path, monkeypatch, one_thread, every, epochs,
-                                                               saved):
+def test_resume_after_interruption_gives_the_uninterrupted_run(tmp_path, monkeypatch, one_thread, every, epochs, saved):
     assert resume_mismatches(tmp_path, monkeypatch, every, epochs, saved) == []
 
 
-@pytest.mark.parametrize("old, new, shows", [
-    ("model=model, optimizer=opt,", "model=model,", "optimizer"),
-    ("order_seed(seed, r), epoch)", "order_seed(seed, r), epoch - start)", "train_loss"),
-])
+@pytest.mark.parametrize(
+    "old, new, shows",
+    [
+        ("model=model, optimizer=opt,", "model=model,", "optimizer"),
+        ("order_seed(seed, r), epoch)", "order_seed(seed, r), epoch - start)", "train_loss"),
+    ],
+)
 def test_resume_check_catches_a_lost_piece_of_state(tmp_path, monkeypatch, plant, one_thread, old, new, shows):
     plant(adam, "train_reps", old, new)
     assert shows in resume_mismatches(tmp_path, monkeypatch)
@@ -157,10 +164,14 @@ def refused(tmp_path):
     x2, yt2 = x.clone(), yt.clone()
     x2[3, 2] += 1e-9
     yt2[0] = (yt2[0] + 1) % 3
-    runs = {"train data": ((x2, y, xt, yt), {}), "test data": ((x, y, xt, yt2), {}), "seed": ((x, y, xt, yt),
-                                                                                              {"seed": 6}),
-            "lr": ((x, y, xt, yt), {"lr": 0.05}), "batch_size": ((x, y, xt, yt), {"batch_size": 8}),
-            "epochs": ((x, y, xt, yt), {"epochs": 4})}
+    runs = {
+        "train data": ((x2, y, xt, yt), {}),
+        "test data": ((x, y, xt, yt2), {}),
+        "seed": ((x, y, xt, yt), {"seed": 6}),
+        "lr": ((x, y, xt, yt), {"lr": 0.05}),
+        "batch_size": ((x, y, xt, yt), {"batch_size": 8}),
+        "epochs": ((x, y, xt, yt), {"epochs": 4}),
+    }
     out = {}
     for name, (data, change) in runs.items():
         try:
@@ -177,7 +188,7 @@ def test_resume_refuses_other_data_recipe_or_seed(tmp_path, one_thread):
 
 
 def test_refusal_check_catches_a_dropped_data_digest(tmp_path, plant, one_thread):
-    plant(adam, "train_reps", "dtype=str(dtype), data=files.digest(x, y, x_test, y_test))", "dtype=str(dtype))")
+    plant(adam, "train_reps", "data=files.digest(x, y, x_test, y_test),", "")
     assert refused(tmp_path)["train data"] is False
 
 
@@ -197,14 +208,28 @@ def runs_of(errors, curve, var=None, params=None):
     rows = []
     for n, errs in errors.items():
         for r, e in enumerate(errs):
-            rows.append(dict(curve=curve, n=n, m=1 if n == max(errors) else 2, params=(params or {}).get(n, 100),
-                             var=(var or {}).get(n, 1.0), rep=r, error=e, error_init=0.9, train_loss=0.1))
+            rows.append(
+                dict(
+                    curve=curve,
+                    n=n,
+                    m=1 if n == max(errors) else 2,
+                    params=(params or {}).get(n, 100),
+                    var=(var or {}).get(n, 1.0),
+                    rep=r,
+                    error=e,
+                    error_init=0.9,
+                    train_loss=0.1,
+                )
+            )
     return pd.DataFrame(rows)
 
 
 def test_tables_and_statistics():
-    runs = runs_of({2: [0.30, 0.32], 4: [0.20, 0.22], 8: [0.10, 0.12], 16: [0.15, 0.17]}, "primal",
-                   var={2: 8.0, 4: 4.0, 8: 1.0, 16: 2.0})
+    runs = runs_of(
+        {2: [0.30, 0.32], 4: [0.20, 0.22], 8: [0.10, 0.12], 16: [0.15, 0.17]},
+        "primal",
+        var={2: 8.0, 4: 4.0, 8: 1.0, 16: 2.0},
+    )
     s = mnist_section.summary(runs)
     assert s.n.tolist() == [2, 4, 8, 16] and s.error.tolist() == pytest.approx([0.31, 0.21, 0.11, 0.16])
     assert s["sem"].tolist() == pytest.approx([0.01] * 4)
@@ -221,31 +246,60 @@ def test_tables_and_statistics():
 
 
 def test_learning_curves_average_repetitions():
-    rec = {"m": 2, "n": 3, "reps": [0, 1], "epoch": [0, 1], "test_error": [[0.9, 0.2], [0.8, 0.4]],
-           "train_loss": [[0.5], [0.7]], "wall_s": 1.0}
+    rec = {
+        "m": 2,
+        "n": 3,
+        "reps": [0, 1],
+        "epoch": [0, 1],
+        "test_error": [[0.9, 0.2], [0.8, 0.4]],
+        "train_loss": [[0.5], [0.7]],
+        "wall_s": 1.0,
+    }
     c = mnist_section.learning_curves([rec])
     assert c.error.tolist() == pytest.approx([0.85, 0.3]) and c["sem"].tolist() == pytest.approx([0.05, 0.1])
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: mnist_section.select("middle", [4], 8, 1.0, mnist_section.member()), "curve must be one of primal, dual"),
-    (lambda: mnist_section.select("primal", [0], 8, 1.0, mnist_section.member()), "n must be an integer >= 1, got 0"),
-    (lambda: mnist_section.select("dual", [], 8, 1.0, mnist_section.member()), "dual_ns must name at least one width"),
-    (lambda: mnist_section.select("primal", [4], 8, -1.0, mnist_section.member()), "alpha must be a finite number > 0"),
-    (lambda: mnist_section.select("primal", [4], 0, 1.0, mnist_section.member()),
-     "width must be an integer >= 1, got 0"),
-    (lambda: mnist_section.member(depth=1), "depth must be >= 2"),
-    (lambda: adam.build(5, 4, 2, []), "reps must name at least one repetition"),
-    (lambda: adam.build(5, 0, 2, [1]), "width must be an integer >= 1, got 0"),
-    (lambda: adam.train_reps(*toy(), 1, 3, [0], **{**KW, "batch_size": 0}), "batch_size must be an integer >= 1"),
-    (lambda: adam.train_reps(*toy(), 1, 3, [0], **{**KW, "lr": "fast"}), "lr must be a finite number > 0"),
-    (lambda: adam.train_reps(*toy(), 1, 3, [0], **{**KW, "classes": 2}), r"labels must lie in 0..1"),
-    (lambda: adam.train_reps(*toy(), 1, 3, [0], **{**KW, "epochs": 0}), "epochs must be an integer >= 1, got 0"),
-    (lambda: adam.train_reps(*toy(), 1, 3, [0], checkpoint_every=0, **KW), "checkpoint_every must be an integer >= 1"),
-    (lambda: mnist_section.dual_changes(runs_of({4: [0.1], 8: [0.2]}, "dual"), 16),
-     "dual_ns must contain the baseline"),
-    (lambda: mnist_section.correlations(runs_of({4: [0.1], 8: [0.2]}, "primal")), "needs at least 3 models"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda: mnist_section.select("middle", [4], 8, 1.0, mnist_section.member()),
+            "curve must be one of primal, dual",
+        ),
+        (
+            lambda: mnist_section.select("primal", [0], 8, 1.0, mnist_section.member()),
+            "n must be an integer >= 1, got 0",
+        ),
+        (
+            lambda: mnist_section.select("dual", [], 8, 1.0, mnist_section.member()),
+            "dual_ns must name at least one width",
+        ),
+        (
+            lambda: mnist_section.select("primal", [4], 8, -1.0, mnist_section.member()),
+            "alpha must be a finite number > 0",
+        ),
+        (
+            lambda: mnist_section.select("primal", [4], 0, 1.0, mnist_section.member()),
+            "width must be an integer >= 1, got 0",
+        ),
+        (lambda: mnist_section.member(depth=1), "depth must be >= 2"),
+        (lambda: adam.build(5, 4, 2, []), "reps must name at least one repetition"),
+        (lambda: adam.build(5, 0, 2, [1]), "width must be an integer >= 1, got 0"),
+        (lambda: adam.train_reps(*toy(), 1, 3, [0], **{**KW, "batch_size": 0}), "batch_size must be an integer >= 1"),
+        (lambda: adam.train_reps(*toy(), 1, 3, [0], **{**KW, "lr": "fast"}), "lr must be a finite number > 0"),
+        (lambda: adam.train_reps(*toy(), 1, 3, [0], **{**KW, "classes": 2}), r"labels must lie in 0..1"),
+        (lambda: adam.train_reps(*toy(), 1, 3, [0], **{**KW, "epochs": 0}), "epochs must be an integer >= 1, got 0"),
+        (
+            lambda: adam.train_reps(*toy(), 1, 3, [0], checkpoint_every=0, **KW),
+            "checkpoint_every must be an integer >= 1",
+        ),
+        (
+            lambda: mnist_section.dual_changes(runs_of({4: [0.1], 8: [0.2]}, "dual"), 16),
+            "dual_ns must contain the baseline",
+        ),
+        (lambda: mnist_section.correlations(runs_of({4: [0.1], 8: [0.2]}, "primal")), "needs at least 3 models"),
+    ],
+)
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):
         call()

@@ -19,8 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_json(script, *args):
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--json", *args],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--json", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -30,16 +36,21 @@ def quotient_interval(a, b, eps=5e-7):
 
 
 # ratio key -> (numerator, denominator), as the benchmark defines them
-RATIOS = {"speedup_vs_jacrev": ("t_jacrev_s", "t_structured_s"), "speedup_vs_naive": ("t_naive_s", "t_structured_s"),
-          "speedup_vs_naive_ceiling": ("t_naive_s", "t_gemm_floor_s"),
-          "structured_over_gemm_floor": ("t_structured_s", "t_gemm_floor_s"),
-          "structured_over_fwd_bwd": ("t_structured_s", "t_fwd_bwd_s"),
-          "mc_fraction_of_rng": ("t_rng_s", "t_mc_s"), "mc_speedup_vs_loop": ("mc_draws_per_s", "loop_draws_per_s")}
+RATIOS = {
+    "speedup_vs_jacrev": ("t_jacrev_s", "t_structured_s"),
+    "speedup_vs_naive": ("t_naive_s", "t_structured_s"),
+    "speedup_vs_naive_ceiling": ("t_naive_s", "t_gemm_floor_s"),
+    "structured_over_gemm_floor": ("t_structured_s", "t_gemm_floor_s"),
+    "structured_over_fwd_bwd": ("t_structured_s", "t_fwd_bwd_s"),
+    "mc_fraction_of_rng": ("t_rng_s", "t_mc_s"),
+    "mc_speedup_vs_loop": ("mc_draws_per_s", "loop_draws_per_s"),
+}
 
 
 def test_ntk_benchmark_json():
-    r = run_json("ntk.py", "--width", "48", "--repeats", "1", "--slow-repeats", "1",
-                 "--mc-draws", "64", "--mc-chunk", "32")
+    r = run_json(
+        "ntk.py", "--width", "48", "--repeats", "1", "--slow-repeats", "1", "--mc-draws", "64", "--mc-chunk", "32"
+    )
     for key, (num, den) in RATIOS.items():
         lo, hi = quotient_interval(r[num], r[den])
         assert lo <= r[key] <= hi, (key, r[key], r[num], r[den])
@@ -47,7 +58,7 @@ def test_ntk_benchmark_json():
         lo, hi = quotient_interval(r["mc_draws"], r[time])
         assert lo <= r[rate] <= hi, rate
     assert r["width"] == 48 and (r["mc_draws"], r["mc_chunk"], r["mc_threads"]) == (64, 32, 1)
-    assert r["max_rel_diff_structured_vs_jacrev"] < 1e-4       # the timed paths compute the same kernel
+    assert r["max_rel_diff_structured_vs_jacrev"] < 1e-4  # the timed paths compute the same kernel
 
 
 @pytest.fixture
@@ -80,6 +91,7 @@ def test_design_alpha_factory_is_the_specialized_block(monkeypatch):
     """Same weights, same NTK: the factory's member built from the seed of a BottleneckDraws draw."""
     from cepaper import member_alpha
     from cepaper.models import blocks
+
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     bench = importlib.import_module("design_alpha")
     x = blocks.block_inputs(256, 3, 2, 0.5, "gaussian", 0)
@@ -90,17 +102,41 @@ def test_design_alpha_factory_is_the_specialized_block(monkeypatch):
         ref = draws.draw(t)
         for name in ("conv1", "conv2", "conv3"):
             getattr(mine, name).weight.data.copy_(getattr(ref, name).weight)
-        torch.testing.assert_close(ntk.naive_ntk(member_alpha.Readout(mine, v), x), blocks.bottleneck_ntk(draws,
-                                                                                                          x)[t].float(),
-                                   rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            ntk.naive_ntk(member_alpha.Readout(mine, v), x),
+            blocks.bottleneck_ntk(draws, x)[t].float(),
+            rtol=1e-4,
+            atol=1e-5,
+        )
 
 
 def test_train_benchmark_json():
     """Our CIFAR epoch and the official-style loop on the same model; the batched ensemble against the
     list of its members: each ratio is the ratio of the reported rates, and the two ensemble paths
     compute the same function."""
-    r = run_json("train.py", "--images", "16", "--repeats", "1", "--stages", "8", "16", "16", "--config", "2x4d",
-                 "--workers", "1", "--mlp-m", "3", "--mlp-width", "4", "--mlp-steps", "1", "--mlp-batch", "8")
+    r = run_json(
+        "train.py",
+        "--images",
+        "16",
+        "--repeats",
+        "1",
+        "--stages",
+        "8",
+        "16",
+        "16",
+        "--config",
+        "2x4d",
+        "--workers",
+        "1",
+        "--mlp-m",
+        "3",
+        "--mlp-width",
+        "4",
+        "--mlp-steps",
+        "1",
+        "--mlp-batch",
+        "8",
+    )
     for k in ("ours_cifar", "ours_cifar_1gpu"):
         lo, hi = quotient_interval(r["t_official_s"], r[f"t_{k}_s"])
         assert lo <= r[f"{k}_over_official"] <= hi, k
@@ -114,7 +150,8 @@ def test_train_benchmark_members_are_the_batched_ensemble(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     bench = importlib.import_module("train")
     from cepaper.models.mlp import CollegialMLP
+
     batched = CollegialMLP(5, 4, m=3, depth=2, outputs=2, generator=torch.Generator().manual_seed(0))
     members = bench.members_of(batched)
     x = torch.randn(7, 5)
-    torch.testing.assert_close(sum(f(x) for f in members) / 3 ** 0.5, batched(x))
+    torch.testing.assert_close(sum(f(x) for f in members) / 3**0.5, batched(x))

@@ -20,8 +20,17 @@ def small(n=3, draws=4, post_relu=False, readout="random", spatial=4, n_in=8, co
     return B.BottleneckDraws(n, range(10, 10 + draws), v, n_in=n_in, post_relu=post_relu, dtype=F64), x
 
 
-@pytest.mark.parametrize("post_relu, readout, n", [(False, "mean", 1), (False, "center", 4), (False, "random", 3),
-                                                   (True, "mean", 4), (True, "center", 1), (True, "random", 3)])
+@pytest.mark.parametrize(
+    "post_relu, readout, n",
+    [
+        (False, "mean", 1),
+        (False, "center", 4),
+        (False, "random", 3),
+        (True, "mean", 4),
+        (True, "center", 1),
+        (True, "random", 3),
+    ],
+)
 def test_structured_ntk_matches_autograd_and_empirical_ntk(post_relu, readout, n):
     block, x = small(n, post_relu=post_relu, readout=readout)
     ref = B.bottleneck_ntk(block, x, method="autograd")
@@ -29,9 +38,8 @@ def test_structured_ntk_matches_autograd_and_empirical_ntk(post_relu, readout, n
         k = B.bottleneck_ntk(block, x, conv2=conv2)
         assert k.shape == (4, 3, 3) and k.dtype == F64
         torch.testing.assert_close(k, ref, rtol=1e-10, atol=1e-10)
-    for t in (0, 3):                       # independent: per-input autograd of the standalone draw
-        torch.testing.assert_close(ntk.empirical_ntk(block.draw(t), x, method="naive"), ref[t],
-                                   rtol=1e-10, atol=1e-10)
+    for t in (0, 3):  # independent: per-input autograd of the standalone draw
+        torch.testing.assert_close(ntk.empirical_ntk(block.draw(t), x, method="naive"), ref[t], rtol=1e-10, atol=1e-10)
     assert torch.all(ref.diagonal(dim1=1, dim2=2) >= 0)
 
 
@@ -44,11 +52,12 @@ def test_draws_are_the_seeded_single_blocks():
         for conv, w in zip((single.conv1, single.conv2, single.conv3), (block.w1, block.w2, block.w3)):
             assert torch.equal(conv.weight.reshape(w[t].shape), w[t])
         torch.testing.assert_close(single(x), out[t])
-    torch.manual_seed(11)                   # seed=None draws the same stream from the global RNG
+    torch.manual_seed(11)  # seed=None draws the same stream from the global RNG
     glob = B.Bottleneck(2, block.readout, n_in=8, dtype=F64)
     assert torch.equal(glob.conv2.weight, block.w2[1])
     assert torch.equal(ntk.jacobian_ntk(glob, x), B.bottleneck_ntk(block, x)[1]) or torch.allclose(
-        ntk.jacobian_ntk(glob, x), B.bottleneck_ntk(block, x)[1], rtol=1e-10)
+        ntk.jacobian_ntk(glob, x), B.bottleneck_ntk(block, x)[1], rtol=1e-10
+    )
 
 
 def test_shortcut_shifts_output_but_not_the_ntk():
@@ -71,8 +80,9 @@ def test_one_pixel_block_is_a_two_layer_mlp():
         mlp.weights[0].copy_(block.w1)
         mlp.weights[1].copy_(block.w2[:, :, :, 1, 1])
         mlp.weights[2].copy_(torch.einsum("c,tck->tk", v.reshape(-1), block.w3).unsqueeze(1))
-    torch.testing.assert_close(9 * B.bottleneck_ntk(block, x), ntk.member_ntk(mlp, x[:, :, 0, 0]),
-                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        9 * B.bottleneck_ntk(block, x), ntk.member_ntk(mlp, x[:, :, 0, 0]), rtol=1e-10, atol=1e-12
+    )
 
 
 def test_sampler_draws_reproducibly():
@@ -88,10 +98,9 @@ def test_sampler_draws_reproducibly():
 
 def test_fan_ins_are_read_from_the_layers():
     v = B.readout_vector("mean", 256, 2)
-    assert sweeps.fan_ins(B.Bottleneck(7, v)) == (256, 63, 7)              # read off nn.Conv2d layers
-    assert sweeps.fan_ins(B.BottleneckDraws(7, [0], v)) == (256, 63, 7)    # its own fan_ins()
-    grouped = nn.Sequential(nn.Conv2d(64, 64, 3, groups=8), nn.ReLU(), nn.Conv1d(6, 4, 5, groups=2),
-                            nn.Linear(10, 1))
+    assert sweeps.fan_ins(B.Bottleneck(7, v)) == (256, 63, 7)  # read off nn.Conv2d layers
+    assert sweeps.fan_ins(B.BottleneckDraws(7, [0], v)) == (256, 63, 7)  # its own fan_ins()
+    grouped = nn.Sequential(nn.Conv2d(64, 64, 3, groups=8), nn.ReLU(), nn.Conv1d(6, 4, 5, groups=2), nn.Linear(10, 1))
     assert sweeps.fan_ins(grouped) == (72, 15, 10)
     assert sweeps.fan_ins(CollegialMLP(784, 32, depth=5)) == (784, 32, 32, 32, 32, 32)
     assert sweeps.sum_inv_fan_in(sweeps.fan_ins(B.Bottleneck(7, v))) == pytest.approx(sweeps.bottleneck_term(7))
@@ -116,7 +125,7 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
         B.BottleneckDraws(0, [0], v, n_in=16)
     with pytest.raises(ValueError, match="scalar function"):
-        B.BottleneckDraws(2, [0], torch.ones(3, 16, 4, 4), n_in=16)      # a read-out with 3 outputs
+        B.BottleneckDraws(2, [0], torch.ones(3, 16, 4, 4), n_in=16)  # a read-out with 3 outputs
     with pytest.raises(ValueError, match="scalar function"):
         B.Bottleneck(2, torch.ones(16), n_in=16)
     with pytest.raises(ValueError, match="not all zero"):

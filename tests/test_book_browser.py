@@ -20,8 +20,16 @@ from cepaper.book.pipeline import BUILD, book_sections
 HTML = BUILD / "html"
 SHOTS = BUILD / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--no-first-run", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 
 PROBE = r"""<script>
 window.addEventListener("load", () => setTimeout(() => {
@@ -61,7 +69,8 @@ def pages():
     """The book's pages: the introduction, one page per section and its page at scale, the runs,
     reproduce and bibliography pages."""
     return ["book/intro.html", "book/reproduce.html", "book/bibliography.html", "book/sections/runs.html"] + [
-        f"book/sections/{p.stem}.html" for p in sorted((HTML / "book" / "sections").glob("[0-9][0-9]_*.html"))]
+        f"book/sections/{p.stem}.html" for p in sorted((HTML / "book" / "sections").glob("[0-9][0-9]_*.html"))
+    ]
 
 
 def chromium(*args, profile_dir):
@@ -80,8 +89,9 @@ def probe(page, profile_dir):
         copy.unlink()
     match = re.search(r'<pre id="cepaper-probe"[^>]*>(.*?)</pre>', dom, re.S)
     assert match, f"the probe did not run on {page}"
-    return json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&")
-                      .replace("&lt;", "<").replace("&gt;", ">"))
+    return json.loads(
+        match.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
+    )
 
 
 def test_every_section_has_a_page():
@@ -95,8 +105,7 @@ def test_page_renders_with_figures_and_no_errors(page):
     with tempfile.TemporaryDirectory() as profile_dir:
         report = probe(page, profile_dir)
         shot = SHOTS / (Path(page).stem + ".png")
-        chromium("--window-size=1280,4000", f"--screenshot={shot}", (HTML / page).as_uri(),
-                 profile_dir=profile_dir)
+        chromium("--window-size=1280,4000", f"--screenshot={shot}", (HTML / page).as_uri(), profile_dir=profile_dir)
     assert shot.exists() and shot.stat().st_size > 10_000, f"no screenshot of {page}"
     broken = [i["src"] for i in report["images"] if not i["width"]]
     assert not broken, f"{page}: images that did not load: {broken}"

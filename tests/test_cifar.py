@@ -24,8 +24,11 @@ from cepaper.models.resnext import ResNeXtBottleneck
 def test_paper_scale_models_are_the_papers():
     specs = {s["role"]: s for s in cifar.design_models(["1x128d"])}
     assert specs["baseline"]["config"] == "1x128d" and specs["baseline"]["m"] == 1
-    assert (specs["primal optimum"]["config"], specs["dual optimum"]["config"], specs["flops optimum"]["config"]) == \
-        ("37x10d", "10x10d", "44x8d")
+    assert (specs["primal optimum"]["config"], specs["dual optimum"]["config"], specs["flops optimum"]["config"]) == (
+        "37x10d",
+        "10x10d",
+        "44x8d",
+    )
     assert specs["primal optimum"]["params"] == cxm.complexity("resnext29", "37x10d")["params"]
     assert specs["dual optimum"]["rho"] == pytest.approx(3.27, abs=0.01)
 
@@ -42,8 +45,10 @@ def test_scaled_down_optimum_against_brute_force():
     objective = {n: np.expm1(alpha * (1 / 64 + 1 / (9 * n) + 1 / n)) * block_params(n) for n in range(1, 33)}
     n_best = min(objective, key=objective.get)
     base = cxm.complexity("resnext29", "1x32d", stages=stages, depth=depth)["params"]
-    m_best = min(range(1, 200), key=lambda m: abs(cxm.complexity("resnext29", (m, n_best), stages=stages,
-                                                                 depth=depth)["params"] - base))
+    m_best = min(
+        range(1, 200),
+        key=lambda m: abs(cxm.complexity("resnext29", (m, n_best), stages=stages, depth=depth)["params"] - base),
+    )
     assert specs["primal optimum"]["n"] == n_best and specs["primal optimum"]["m"] == m_best
     assert specs["dual optimum"]["n"] == n_best  # strong duality
     m_d = np.expm1(alpha * (1 / 64 + 1 / (9 * n_best) + 1 / n_best)) / np.expm1(alpha * (1 / 64 + 1 / 288 + 1 / 32))
@@ -51,8 +56,9 @@ def test_scaled_down_optimum_against_brute_force():
 
 
 def test_design_models_roles_and_listed():
-    specs = cifar.design_models(["1x32d"], primal_ns=[12], dual_ns=[12, 5], models=["3x8d", "1x32d"],
-                                stages=(64,), depth=1)
+    specs = cifar.design_models(
+        ["1x32d"], primal_ns=[12], dual_ns=[12, 5], models=["3x8d", "1x32d"], stages=(64,), depth=1
+    )
     roles = [s["role"] for s in specs]
     assert roles[:4] == ["baseline", "primal optimum", "dual optimum", "flops optimum"]
     assert "listed" in roles and len({s["config"] for s in specs}) == len(specs)
@@ -62,8 +68,13 @@ def test_design_models_roles_and_listed():
 
 def toy(n, size=8, classes=10, seed=0):
     rng = np.random.default_rng(seed)
-    return Dataset("toy", "train", rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
-                   rng.integers(0, classes, n).astype(np.int64), source="random")
+    return Dataset(
+        "toy",
+        "train",
+        rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+        rng.integers(0, classes, n).astype(np.int64),
+        source="random",
+    )
 
 
 def test_run_models_caches_and_resumes(tmp_path, monkeypatch):
@@ -91,11 +102,24 @@ def test_run_models_caches_and_resumes(tmp_path, monkeypatch):
 def test_summary_mean_and_standard_error():
     """Per run: the mean of its last ``last`` epochs (last=1: the final epoch); then mean and s.e.
     over runs, per model and recipe."""
+
     def rec(config, top1, top5, recipe="cifar"):
-        return {"dataset": "d", "arch": "a", "config": config, "recipe": recipe, "params": 5,
-                "history": {"test_top1": top1, "test_top5": top5}}
-    recs = [rec("x", [90.0, 10.0], [9.0, 1.0]), rec("x", [50.0, 14.0], [5.0, 3.0]), rec("x", [0.0, 12.0], [0.0, 2.0]),
-            rec("y", [7.0], [0.0]), rec("x", [20.0, 30.0], [1.0, 1.0], recipe="cifar_1gpu")]
+        return {
+            "dataset": "d",
+            "arch": "a",
+            "config": config,
+            "recipe": recipe,
+            "params": 5,
+            "history": {"test_top1": top1, "test_top5": top5},
+        }
+
+    recs = [
+        rec("x", [90.0, 10.0], [9.0, 1.0]),
+        rec("x", [50.0, 14.0], [5.0, 3.0]),
+        rec("x", [0.0, 12.0], [0.0, 2.0]),
+        rec("y", [7.0], [0.0]),
+        rec("x", [20.0, 30.0], [1.0, 1.0], recipe="cifar_1gpu"),
+    ]
     s = grids.grid_summary(recs).set_index(["config", "recipe"])
     assert s.loc[("x", "cifar"), "top1"] == 12.0 and s.loc[("x", "cifar"), "top5"] == 2.0
     assert s.loc[("x", "cifar"), "runs"] == 3 and s.loc[("x", "cifar_1gpu"), "top1"] == 30.0
@@ -107,9 +131,22 @@ def test_summary_mean_and_standard_error():
 
 
 def summary_of(specs, recipe="cifar", base=50.0):
-    return pd.DataFrame([{"dataset": "cifar10", "arch": "resnext29", "config": s["config"], "recipe": recipe,
-                          "params": s["params"], "top1": base + i, "top1_sem": 0.5, "top5": 10.0, "runs": 2}
-                         for i, s in enumerate(specs)])
+    return pd.DataFrame(
+        [
+            {
+                "dataset": "cifar10",
+                "arch": "resnext29",
+                "config": s["config"],
+                "recipe": recipe,
+                "params": s["params"],
+                "top1": base + i,
+                "top1_sem": 0.5,
+                "top5": 10.0,
+                "runs": 2,
+            }
+            for i, s in enumerate(specs)
+        ]
+    )
 
 
 def test_paper_tables_put_ours_beside_the_papers():
@@ -143,8 +180,11 @@ def test_single_gpu_rows_stand_beside_single_gpu_runs():
     assert only_8gpu.loc["1x128d §", "our C10"] == "not run"
     for scaled, specs in ((False, full), (True, cifar.design_models(["1x32d"], stages=(64,), depth=1))):
         runs = {(r["config"], r["recipe"]) for r in cifar.grid(specs, scaled)}
-        single = {(cifar.stand_in(r, specs, scaled)["config"], "cifar_1gpu") for r in paper.MODELS
-                  if r["table"] == "1b" and "§" in r["model"]}
+        single = {
+            (cifar.stand_in(r, specs, scaled)["config"], "cifar_1gpu")
+            for r in paper.MODELS
+            if r["table"] == "1b" and "§" in r["model"]
+        }
         assert len(single) == 2 and single <= runs
         assert runs - single == {(s["config"], "cifar") for s in specs}
 
@@ -169,18 +209,23 @@ def test_paper_profile_trains_every_printed_resnext():
     """Every ResNeXt row of Tables 1-5 (cepaper.sections.paper) is in the paper profile's grids, whatever alpha."""
     profile = yaml.safe_load((Path(__file__).parents[1] / "profiles" / "paper.yaml").read_text())
     c = profile["cifar"]
-    cifar_rows = {(r["config"], cifar.row_recipe(r)) for r in paper.MODELS if r["table"] in ("1a", "1b", "5")
-                  and r["config"]}
+    cifar_rows = {
+        (r["config"], cifar.row_recipe(r)) for r in paper.MODELS if r["table"] in ("1a", "1b", "5") and r["config"]
+    }
     assert len(cifar_rows) == 16 + 2  # 16 printed models, two of them also on one GPU (§)
     for alpha in (None, 1.0, 2.5):
-        specs = cifar.design_models(c["baselines"], [], [], c["models"], stages=c["stages"], depth=c["blocks"],
-                                    alpha=alpha)
+        specs = cifar.design_models(
+            c["baselines"], [], [], c["models"], stages=c["stages"], depth=c["blocks"], alpha=alpha
+        )
         assert cifar_rows <= {(r["config"], r["recipe"]) for r in cifar.grid(specs, scaled=False)}, alpha
     i = profile["imagenet"]
     assert i["train"] and i["configs"] is None
     grid = {(r.table, r.arch, r.config) for r in imagenet.table_models(i["tables"]).itertuples()}
-    want = {(r["table"], r["arch"], r["config"]) for r in paper.MODELS if r["table"] in ("2a", "2b", "3", "4")
-            and r["config"]}
+    want = {
+        (r["table"], r["arch"], r["config"])
+        for r in paper.MODELS
+        if r["table"] in ("2a", "2b", "3", "4") and r["config"]
+    }
     assert len(want) == 8 + 6 + 5 + 8 and want == grid
 
 
@@ -198,8 +243,12 @@ def test_imagenet_timed_models_and_cost():
     assert imagenet.timed_models(["3:resnext29:37×10"], models) == [("3", "resnext29", "37x10d")]
     with pytest.raises(ValueError, match="configs must hold 'table:arch:CxDd' strings"):
         imagenet.timed_models(["resnext29:37x10d"], models)
-    speed = pd.DataFrame([{"table": "2a", "arch": "resnext50", "config": "12x10d", "images_per_s": 1000.0},
-                          {"table": "4", "arch": "resnext38", "config": "22x10d", "images_per_s": 500.0}])
+    speed = pd.DataFrame(
+        [
+            {"table": "2a", "arch": "resnext50", "config": "12x10d", "images_per_s": 1000.0},
+            {"table": "4", "arch": "resnext38", "config": "22x10d", "images_per_s": 500.0},
+        ]
+    )
     cost = imagenet.cost_estimate(speed)
     assert cost["hours per run"].tolist() == pytest.approx([100 * 1_281_167 / 1000 / 3600, 60 * 1_281_167 / 500 / 3600])
     assert cost["hours for 5 runs"].tolist() == pytest.approx((5 * cost["hours per run"]).tolist())
@@ -210,8 +259,20 @@ def test_imagenet_datasets_missing_and_tables_not_run(tmp_path):
     assert list(status.dataset) == ["imagenet", "imagenet32", "imagenet64"] and not status.found.any()
     t = imagenet.paper_table("3")
     assert (t["our top-1"] == "not run").all() and t["paper top-1"].tolist()[3] == 38.41
-    summ = pd.DataFrame([{"dataset": "imagenet32", "arch": "resnext29", "config": "37x10d", "recipe": "imagenet32",
-                          "top1": 40.0, "top5": 18.0, "runs": 5, "top1_sem": 0.1}])
+    summ = pd.DataFrame(
+        [
+            {
+                "dataset": "imagenet32",
+                "arch": "resnext29",
+                "config": "37x10d",
+                "recipe": "imagenet32",
+                "top1": 40.0,
+                "top5": 18.0,
+                "runs": 5,
+                "top1_sem": 0.1,
+            }
+        ]
+    )
     t = imagenet.paper_table("3", summ)
     assert t[t["paper model"] == "ResNeXt-29, 37x10d"].iloc[0]["our top-1"] == "40.00 ± 0.10 (5)"
     t = imagenet.paper_table("3", summ.assign(recipe="cifar"))  # another recipe's runs are not this table's
@@ -227,25 +288,54 @@ def test_imagenet_throughput_measures_a_model(monkeypatch):
     assert speed.iloc[0]["images_per_s"] == 2 * 1 / 0.5
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--arch", "resnext29", "--config", "0x4d", "--dataset", "cifar10"], "config must have C >= 1"),
-    (["--arch", "resnext50", "--config", "1x4d", "--dataset", "cifar10"], "resnext50/101 are the ImageNet (224x224)"),
-    (["--arch", "resnext29", "--config", "1x4d", "--dataset", "imagenet"],
-     "--arch resnext29 does not fit --dataset imagenet"),
-    (["--arch", "resnext29", "--config", "1x4d", "--dataset", "cifar10", "--seed", "-1"], "must be an integer >= 0"),
-    (["--arch", "resnext29", "--config", "1x4d", "--dataset", "svhn"], "invalid choice: 'svhn'"),
-    (["--arch", "resnext29", "--config", "1x4d", "--dataset", "cifar10", "--epochs", "0"], "must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--arch", "resnext29", "--config", "0x4d", "--dataset", "cifar10"], "config must have C >= 1"),
+        (
+            ["--arch", "resnext50", "--config", "1x4d", "--dataset", "cifar10"],
+            "resnext50/101 are the ImageNet (224x224)",
+        ),
+        (
+            ["--arch", "resnext29", "--config", "1x4d", "--dataset", "imagenet"],
+            "--arch resnext29 does not fit --dataset imagenet",
+        ),
+        (
+            ["--arch", "resnext29", "--config", "1x4d", "--dataset", "cifar10", "--seed", "-1"],
+            "must be an integer >= 0",
+        ),
+        (["--arch", "resnext29", "--config", "1x4d", "--dataset", "svhn"], "invalid choice: 'svhn'"),
+        (
+            ["--arch", "resnext29", "--config", "1x4d", "--dataset", "cifar10", "--epochs", "0"],
+            "must be an integer >= 1",
+        ),
+    ],
+)
 def test_cli_train_bad_input(argv, message):
     proc = subprocess.run([sys.executable, "-m", "cepaper.cli", "train", *argv], capture_output=True, text=True)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 
 def test_cli_train_missing_data_is_a_clear_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "cepaper.cli", "train", "--arch", "resnext29", "--config", "1x4d",
-                           "--dataset", "cifar10", "--data-root", str(tmp_path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cepaper.cli",
+            "train",
+            "--arch",
+            "resnext29",
+            "--config",
+            "1x4d",
+            "--dataset",
+            "cifar10",
+            "--data-root",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "cifar10 not found" in proc.stderr and "download" in proc.stderr, proc.stderr
-
 
 
 def test_section_parameters_are_checked():

@@ -16,12 +16,21 @@ def empty_store(tmp_path, monkeypatch):
     monkeypatch.delenv("CEPAPER_READS_LOG", raising=False)
 
 
-@pytest.mark.parametrize("value, lo, hi, direction, expected", [
-    (1.6, 1.5, 1.7, None, "reproduced"), (1.6, 1.61, 1.7, None, "differs"), (-1, -1.2, -0.9, None, "reproduced"),
-    (None, 0.1, 0.9, +1, "consistent"), (None, -0.2, 0.9, +1, "inconclusive"), (None, -0.9, -0.1, +1, "differs"),
-    (None, -0.9, -0.1, -1, "consistent"), (None, -0.5, 0.5, 0, "consistent"), (None, -0.9, -0.1, 0, "differs"),
-    (None, 0.1, 0.9, 0, "consistent"),
-])
+@pytest.mark.parametrize(
+    "value, lo, hi, direction, expected",
+    [
+        (1.6, 1.5, 1.7, None, "reproduced"),
+        (1.6, 1.61, 1.7, None, "differs"),
+        (-1, -1.2, -0.9, None, "reproduced"),
+        (None, 0.1, 0.9, +1, "consistent"),
+        (None, -0.2, 0.9, +1, "inconclusive"),
+        (None, -0.9, -0.1, +1, "differs"),
+        (None, -0.9, -0.1, -1, "consistent"),
+        (None, -0.5, 0.5, 0, "consistent"),
+        (None, -0.9, -0.1, 0, "differs"),
+        (None, 0.1, 0.9, 0, "consistent"),
+    ],
+)
 def test_verdict_rule(value, lo, hi, direction, expected):
     assert claims.verdict(value, lo, hi, direction) == expected
 
@@ -64,8 +73,14 @@ def test_the_best_committed_scale_is_read_and_judged():
 def test_an_interval_the_draws_cannot_calibrate_is_no_evidence_of_a_difference():
     """A fit that flags heavy-tailed widths (its interval too narrow there) cannot make the verdict
     "differs": it is "inconclusive", and the claim says why; with no flagged width it stands."""
-    record = {"alpha": 1.9, "alpha_ci": [1.8, 2.0], "widths": [1, 2, 4], "trials": 2000, "entry": "diag",
-              "fits": {"diag": {"heavy_tail_widths": [1, 2]}}}
+    record = {
+        "alpha": 1.9,
+        "alpha_ci": [1.8, 2.0],
+        "widths": [1, 2, 4],
+        "trials": 2000,
+        "entry": "diag",
+        "fits": {"diag": {"heavy_tail_widths": [1, 2]}},
+    }
     results.Run("alpha", "paper", params={}).save("fit_bottleneck", record)
     (row,) = claims.alpha_rows()
     assert row["verdict"] == "inconclusive" and "heavy-tailed draws at n = 1, 2" in row["claim"]
@@ -75,11 +90,20 @@ def test_an_interval_the_draws_cannot_calibrate_is_no_evidence_of_a_difference()
 
 
 def test_a_committed_training_run_stands_beside_its_own_row():
-    row = lambda recipe, top1, sem: {"dataset": "cifar10", "arch": "resnext29", "config": "10x10d", "recipe": recipe,
-                                     "params": 1, "top1": top1, "top1_sem": sem, "top5": 0.0, "runs": 10}
-    results.Run("cifar", "paper", params={}).save("summary", {"rows": [row("cifar", 4.2, 0.05),
-                                                                       row("cifar_1gpu", 5.5, 0.05)],
-                                                              "scaled": False})
+    row = lambda recipe, top1, sem: {
+        "dataset": "cifar10",
+        "arch": "resnext29",
+        "config": "10x10d",
+        "recipe": recipe,
+        "params": 1,
+        "top1": top1,
+        "top1_sem": sem,
+        "top5": 0.0,
+        "runs": 10,
+    }
+    results.Run("cifar", "paper", params={}).save(
+        "summary", {"rows": [row("cifar", 4.2, 0.05), row("cifar_1gpu", 5.5, 0.05)], "scaled": False}
+    )
     rows = claims.error_rows()
     (single,) = [r for r in rows if r["claim"].startswith("Table 1b: 10x10d §")]
     (multi,) = [r for r in rows if r["claim"] == "Table 1b: 10x10d (cifar10 top-1 error, %)"]
@@ -93,9 +117,12 @@ def test_cost_from_a_measured_speed_and_by_flops():
     base = next(m for m in paper.MODELS if m["table"] == "1a" and m["config"] == "1x128d")
     speed = [{"table": "1a", "arch": "resnext29", "config": "37x10d", "resolution": 32, "images_per_s": 2.0}]
     hours = 10 * recipes.recipe("cifar").epochs * 50_000 / 2.0 / 3600
-    assert claims.cost(m37, speed, 10).startswith(f"{hours:,.0f} CPU-hours") and "measured" in claims.cost(m37, speed,
-                                                                                                           10)
-    ratio = cxm.complexity("resnext29", "37x10d", classes=10)["flops"] / cxm.complexity("resnext29", "1x128d",
-                                                                                        classes=10)["flops"]
+    assert claims.cost(m37, speed, 10).startswith(f"{hours:,.0f} CPU-hours") and "measured" in claims.cost(
+        m37, speed, 10
+    )
+    ratio = (
+        cxm.complexity("resnext29", "37x10d", classes=10)["flops"]
+        / cxm.complexity("resnext29", "1x128d", classes=10)["flops"]
+    )
     assert claims.cost(base, speed, 10).startswith(f"{hours / ratio:,.0f} CPU-hours")
     assert "no training speed measured" in claims.cost(base, [], 10)

@@ -23,27 +23,45 @@ def images(n=40, size=8, classes=3, seed=0):
 
 def tiny_model(classes=3, seed=0):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, classes))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, classes),
+    )
 
 
-TINY = recipes.Recipe("tiny", epochs=3, batch_size=16, lr=0.1, weight_decay=5e-4, milestones=(2,), gamma=0.1, pad=2,
-                 resolution=8)
+TINY = recipes.Recipe(
+    "tiny", epochs=3, batch_size=16, lr=0.1, weight_decay=5e-4, milestones=(2,), gamma=0.1, pad=2, resolution=8
+)
 
 
 # ----------------------------------------------------------------------------------- recipes
 
-@pytest.mark.parametrize("name, epochs, batch, lr, wd, milestones, gamma", [
-    ("cifar", 300, 128, 0.1, 5e-4, (150, 225), 0.1),
-    ("cifar_1gpu", 300, 128, 0.1, 5e-4, (150, 225), 0.1),
-    ("imagenet", 100, 256, 0.1, 1e-4, (30, 60, 90), 0.1),
-    ("imagenet32", 80, 1024, 0.08, 5e-4, (20, 40, 60), 0.2),
-    ("imagenet64", 60, 512, 0.04, 5e-4, (20, 30, 40), 0.2),
-])
+
+@pytest.mark.parametrize(
+    "name, epochs, batch, lr, wd, milestones, gamma",
+    [
+        ("cifar", 300, 128, 0.1, 5e-4, (150, 225), 0.1),
+        ("cifar_1gpu", 300, 128, 0.1, 5e-4, (150, 225), 0.1),
+        ("imagenet", 100, 256, 0.1, 1e-4, (30, 60, 90), 0.1),
+        ("imagenet32", 80, 1024, 0.08, 5e-4, (20, 40, 60), 0.2),
+        ("imagenet64", 60, 512, 0.04, 5e-4, (20, 30, 40), 0.2),
+    ],
+)
 def test_recipes_are_the_papers(name, epochs, batch, lr, wd, milestones, gamma):
     r = recipes.recipe(name)
-    assert (r.epochs, r.batch_size, r.lr, r.weight_decay, r.milestones, r.gamma, r.momentum) == \
-        (epochs, batch, lr, wd, milestones, gamma, 0.9)
+    assert (r.epochs, r.batch_size, r.lr, r.weight_decay, r.milestones, r.gamma, r.momentum) == (
+        epochs,
+        batch,
+        lr,
+        wd,
+        milestones,
+        gamma,
+        0.9,
+    )
 
 
 @pytest.mark.parametrize("name", list(recipes.RECIPES))
@@ -53,8 +71,8 @@ def test_schedule_per_epoch_follows_the_recipe(name):
     opt, sched = sgd._optimizer(nn.Linear(2, 2), r)
     for epoch in range(r.epochs):
         drops = sum(epoch >= m for m in r.milestones)
-        assert opt.param_groups[0]["lr"] == pytest.approx(r.lr * r.gamma ** drops, rel=1e-12)
-        assert r.lr_at(epoch) == pytest.approx(r.lr * r.gamma ** drops, rel=1e-12)
+        assert opt.param_groups[0]["lr"] == pytest.approx(r.lr * r.gamma**drops, rel=1e-12)
+        assert r.lr_at(epoch) == pytest.approx(r.lr * r.gamma**drops, rel=1e-12)
         opt.step()
         sched.step()
     assert r.lr_at(r.milestones[0] - 1) == r.lr and r.lr_at(r.milestones[0]) == pytest.approx(r.lr * r.gamma)
@@ -62,10 +80,16 @@ def test_schedule_per_epoch_follows_the_recipe(name):
 
 def test_imagenet_transforms_are_the_recipes():
     from torchvision import transforms as T
+
     stats = ((0.5,) * 3, (0.25,) * 3)
     train = sgd.folder_transforms(recipes.recipe("imagenet"), stats, True).transforms
-    assert [type(t) for t in train] == [T.RandomResizedCrop, T.ColorJitter, T.RandomHorizontalFlip, T.ToTensor,
-                                        T.Normalize]
+    assert [type(t) for t in train] == [
+        T.RandomResizedCrop,
+        T.ColorJitter,
+        T.RandomHorizontalFlip,
+        T.ToTensor,
+        T.Normalize,
+    ]
     assert train[0].size == (224, 224) and train[1].brightness == (0.6, 1.4) and train[1].hue is None
     test = sgd.folder_transforms(recipes.recipe("imagenet"), stats, False).transforms
     assert [type(t) for t in test][:2] == [T.Resize, T.CenterCrop] and test[0].size == 256
@@ -80,6 +104,7 @@ def test_scaled_recipe():
 
 # ------------------------------------------------------------------------------ augmentation
 
+
 def test_augment_is_a_crop_of_the_padded_image_and_a_mirror():
     x = torch.as_tensor(images(n=6, size=5).x)
     pad = 2
@@ -90,9 +115,9 @@ def test_augment_is_a_crop_of_the_padded_image_and_a_mirror():
     assert out.shape == x.shape and out.dtype == x.dtype
     for b in range(6):
         padded = np.zeros((5 + 2 * pad, 5 + 2 * pad, 3), np.uint8)
-        padded[pad:pad + 5, pad:pad + 5] = x[b].numpy()
+        padded[pad : pad + 5, pad : pad + 5] = x[b].numpy()
         dy, dx = offsets[b].tolist()
-        want = padded[dy:dy + 5, dx:dx + 5]
+        want = padded[dy : dy + 5, dx : dx + 5]
         want = want[:, ::-1] if flips[b] else want
         np.testing.assert_array_equal(out[b].numpy(), want)
 
@@ -126,6 +151,7 @@ def test_train_batches_cover_the_data_once_per_epoch():
 
 # ------------------------------------------------------------------------------- top-k error
 
+
 def test_topk_errors_against_brute_force():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(200, 12, generator=g)
@@ -143,6 +169,7 @@ def test_final_error_is_the_mean_over_the_last_epochs():
 
 
 # ---------------------------------------------------------------------------------- training
+
 
 def test_fit_learns_and_records_every_epoch():
     train, test = images(n=48, classes=2), images(n=20, classes=2, seed=1)
@@ -164,8 +191,9 @@ def test_micro_batches_accumulate_the_full_batch_gradient():
 
     def model():
         torch.manual_seed(0)
-        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                             nn.Flatten(), nn.Linear(4, 3)).double()
+        return nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+        ).double()
 
     whole, micro = model(), model()
     for m in (whole, micro):
@@ -180,10 +208,16 @@ def test_micro_batches_accumulate_the_full_batch_gradient():
 
 def test_paper_recipes_use_the_per_gpu_batch():
     """The paper's batch over its 8 GPUs (Sec. 4.2.1-4.2.2, App. A): 128 / 8, 256 / 8, 1024 / 8, 512 / 8."""
-    per_gpu = {k: recipes.RECIPES[k].micro_batch for k in ("cifar", "cifar_1gpu", "imagenet", "imagenet32",
-                                                           "imagenet64")}
-    assert per_gpu == {"cifar": 128 // 8, "cifar_1gpu": None, "imagenet": 256 // 8, "imagenet32": 1024 // 8,
-                       "imagenet64": 512 // 8}
+    per_gpu = {
+        k: recipes.RECIPES[k].micro_batch for k in ("cifar", "cifar_1gpu", "imagenet", "imagenet32", "imagenet64")
+    }
+    assert per_gpu == {
+        "cifar": 128 // 8,
+        "cifar_1gpu": None,
+        "imagenet": 256 // 8,
+        "imagenet32": 1024 // 8,
+        "imagenet64": 512 // 8,
+    }
     for rec in recipes.RECIPES.values():
         assert rec.batch_size % (rec.micro_batch or rec.batch_size) == 0
 
@@ -223,7 +257,7 @@ def test_training_crops_pad_black_before_normalization():
     mean, std = (0.5, 0.25, 0.75), (0.25, 0.5, 1.0)
     data = sgd.ArrayData(ds, "cpu", (mean, std))
     r = recipes.Recipe("t", 1, 37, 0.1, 0.0, (), 1.0, pad=2, resolution=6)
-    (x, _), = list(data.train_batches(r, seed=0, epoch=0))
+    ((x, _),) = list(data.train_batches(r, seed=0, epoch=0))
     for c in range(3):
         inside, padded = (200 / 255 - mean[c]) / std[c], -mean[c] / std[c]
         values = torch.unique(x[:, c]).tolist()
@@ -239,16 +273,18 @@ def test_mean_image_normalization():
     np.testing.assert_allclose(mean, want_mean, rtol=0, atol=1e-6)
     assert mean.shape == (5, 5, 3) and std == (1.0, 1.0, 1.0)
     data = sgd.ArrayData(test, "cpu", (mean, std))
-    (x, _), = list(data.test_batches(100))
+    ((x, _),) = list(data.test_batches(100))
     np.testing.assert_allclose(x.numpy(), (test.x / 255 - want_mean).transpose(0, 3, 1, 2), rtol=0, atol=1e-6)
 
 
 def test_input_stats_of_the_recipes():
     """CIFAR-10 and CIFAR-100 alike: the authors' constants; downsampled ImageNet: the mean image."""
     cifar100 = Dataset("cifar100", "train", np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4, np.int64), "zeros")
-    assert recipes.input_stats(recipes.recipe("cifar"),
-                               cifar100) == recipes.CIFAR_STATS == recipes.input_stats(recipes.recipe("cifar_1gpu"),
-                                                                                             cifar100)
+    assert (
+        recipes.input_stats(recipes.recipe("cifar"), cifar100)
+        == recipes.CIFAR_STATS
+        == recipes.input_stats(recipes.recipe("cifar_1gpu"), cifar100)
+    )
     assert recipes.CIFAR_STATS[0][0] == 125.3 / 255 and recipes.CIFAR_STATS[1][2] == 66.7 / 255
     assert recipes.recipe("imagenet32").normalize == recipes.recipe("imagenet64").normalize == "mean_image"
     assert recipes.recipe("imagenet").normalize == "channel" and recipes.recipe("imagenet").stats is None
@@ -259,10 +295,13 @@ def test_recipe_must_fit_the_dataset():
         sgd.train_recipe(tiny_model(), images(), images(), "imagenet")
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(seed=-1), "seed must be an integer >= 0, got -1"),
-    (dict(eval_batch=0), "eval_batch must be an integer >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(seed=-1), "seed must be an integer >= 0, got -1"),
+        (dict(eval_batch=0), "eval_batch must be an integer >= 1, got 0"),
+    ],
+)
 def test_bad_fit_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         sgd.train_recipe(tiny_model(), images(), images(), TINY, **kwargs)
@@ -271,15 +310,23 @@ def test_bad_fit_arguments_are_named(kwargs, message):
 # Resume: every piece of state (model with BN statistics, SGD momentum, the scheduler past a milestone,
 # the global RNG that Dropout draws from, the data order), against an uninterrupted run.
 
-RESUME = recipes.Recipe("resume", epochs=4, batch_size=16, lr=0.1, weight_decay=5e-4, milestones=(1,), gamma=0.1, pad=2,
-                   resolution=8)
+RESUME = recipes.Recipe(
+    "resume", epochs=4, batch_size=16, lr=0.1, weight_decay=5e-4, milestones=(1,), gamma=0.1, pad=2, resolution=8
+)
 
 
 def dropout_model(seed=0):
     """BatchNorm (running statistics) and Dropout (masks from torch's global RNG) in one small net."""
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.3),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
 
 
 def same(a, b):
@@ -311,8 +358,8 @@ def resume_mismatches(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         sgd.train_recipe(dropout_model(), train, test, RESUME, seed=5, checkpoint=resumed)
     monkeypatch.setattr(spine, "save_checkpoint", real)
-    assert torch.load(resumed, weights_only=False)["epoch"] == 2            # past the milestone at epoch 1
-    model = dropout_model(seed=99)                                         # other weights, other global RNG
+    assert torch.load(resumed, weights_only=False)["epoch"] == 2  # past the milestone at epoch 1
+    model = dropout_model(seed=99)  # other weights, other global RNG
     got = sgd.train_recipe(model, train, test, RESUME, seed=5, checkpoint=resumed)
     a, b = (torch.load(p, weights_only=False) for p in (straight, resumed))
     bad = [k for k in ("model", "optimizer", "scheduler", "rng") if not same(a[k], b[k])]
@@ -326,15 +373,24 @@ def test_resume_after_interruption_is_bit_for_bit(tmp_path, monkeypatch, one_thr
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-@pytest.mark.parametrize("module, where, old, new, shows", [
-    (spine, "resume", 'scheduler.load_state_dict(state["scheduler"])', "pass", "lr"),
-    (spine, "resume", 'optimizer.load_state_dict(state["optimizer"])', "pass", "optimizer"),
-    (spine, "resume", 'set_rng_state(state["rng"])', "pass", "rng"),
-    (sgd, "train_recipe", "tr.train_batches(rec, seed, epoch)", "tr.train_batches(rec, seed, epoch - start)",
-     "train_loss"),
-])
-def test_resume_check_catches_a_lost_piece_of_state(tmp_path, monkeypatch, plant, one_thread, module, where, old, new,
-                                                    shows):
+@pytest.mark.parametrize(
+    "module, where, old, new, shows",
+    [
+        (spine, "resume", 'scheduler.load_state_dict(state["scheduler"])', "pass", "lr"),
+        (spine, "resume", 'optimizer.load_state_dict(state["optimizer"])', "pass", "optimizer"),
+        (spine, "resume", 'set_rng_state(state["rng"])', "pass", "rng"),
+        (
+            sgd,
+            "train_recipe",
+            "tr.train_batches(rec, seed, epoch)",
+            "tr.train_batches(rec, seed, epoch - start)",
+            "train_loss",
+        ),
+    ],
+)
+def test_resume_check_catches_a_lost_piece_of_state(
+    tmp_path, monkeypatch, plant, one_thread, module, where, old, new, shows
+):
     plant(module, where, old, new)
     assert shows in resume_mismatches(tmp_path, monkeypatch)
 
@@ -345,11 +401,15 @@ def refused(tmp_path, **change):
     path = tmp_path / "run.pt"
     sgd.train_recipe(dropout_model(), train, test, dataclasses.replace(RESUME, epochs=2), seed=5, checkpoint=path)
     other_train, other_test = images(n=40), images(n=16, seed=1)
-    other_train.x[7, 3, 3, 0] ^= 1                                           # one pixel
-    other_test.y[0] = (other_test.y[0] + 1) % 3                               # one label
-    runs = {"train": dict(train=other_train), "test": dict(test=other_test), "seed": dict(seed=6),
-            "recipe": dict(rec=dataclasses.replace(RESUME, epochs=2, lr=0.05)),
-            "milestones": dict(rec=dataclasses.replace(RESUME, epochs=2, milestones=(2,)))}
+    other_train.x[7, 3, 3, 0] ^= 1  # one pixel
+    other_test.y[0] = (other_test.y[0] + 1) % 3  # one label
+    runs = {
+        "train": dict(train=other_train),
+        "test": dict(test=other_test),
+        "seed": dict(seed=6),
+        "recipe": dict(rec=dataclasses.replace(RESUME, epochs=2, lr=0.05)),
+        "milestones": dict(rec=dataclasses.replace(RESUME, epochs=2, milestones=(2,))),
+    }
     out = {}
     for name, kw in runs.items():
         kw = {"train": train, "test": test, "rec": dataclasses.replace(RESUME, epochs=2), "seed": 5, **kw}
@@ -366,7 +426,7 @@ def test_resume_refuses_other_data_recipe_or_seed(tmp_path, one_thread):
 
 
 def test_refusal_check_catches_dropped_data_digests(tmp_path, plant, one_thread):
-    plant(sgd, "train_recipe", "bf16=bf16, train=data_digest(train), test=data_digest(test))", "bf16=bf16)")
+    plant(sgd, "train_recipe", "train=data_digest(train),\n            test=data_digest(test),", "")
     assert refused(tmp_path)["train"] is False
 
 
@@ -390,24 +450,26 @@ def test_resnext_trains_one_step_and_its_test_errors_are_the_models():
     with torch.no_grad():
         logits = model.eval()(x.float())
     y = torch.as_tensor(test.y)
-    rank = (logits > logits.gather(1, y[:, None])).sum(1)           # classes scored above the label
+    rank = (logits > logits.gather(1, y[:, None])).sum(1)  # classes scored above the label
     assert h["test_top1"] == [pytest.approx(100 * (rank >= 1).double().mean().item(), abs=1e-9)]
     assert h["test_top5"] == [pytest.approx(100 * (rank >= 5).double().mean().item(), abs=1e-9)]
     assert h["test_loss"] == [pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-4)]
-    assert 0 < h["test_top5"][0] < h["test_top1"][0]               # both counts are exercised
+    assert 0 < h["test_top5"][0] < h["test_top1"][0]  # both counts are exercised
 
 
 def test_folder_dataset_path(tmp_path):
     """A tiny ImageFolder of PNGs trains through the DataLoader and torchvision transforms."""
     from PIL import Image
     from torchvision.datasets import ImageFolder
+
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
         for c in ("n01", "n02"):
             (tmp_path / split / c).mkdir(parents=True)
             for i in range(4):
-                Image.fromarray(rng.integers(0, 256, (20, 24, 3),
-                                             dtype=np.uint8)).save(tmp_path / split / c / f"{i}.png")
+                Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(
+                    tmp_path / split / c / f"{i}.png"
+                )
     train, test = ImageFolder(tmp_path / "train"), ImageFolder(tmp_path / "val")
     for ds, split in ((train, "train"), (test, "test")):
         ds.name, ds.split, ds.source = "toyfolder", split, str(tmp_path)
@@ -419,6 +481,7 @@ def test_folder_dataset_path(tmp_path):
     xt, _ = next(iter(sgd.FolderData(test, "cpu", stats, r).test_batches(8)))
     assert xt.shape == (8, 3, 16, 16)
     import cepaper.data as data
+
     data.STATS["toyfolder"] = stats
     try:
         h = sgd.train_recipe(tiny_model(classes=2), train, test, r)
@@ -437,20 +500,24 @@ def test_throughput_counts_the_timed_steps(monkeypatch):
 
 # --------------------------------------------------------------------------------- bad input
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(epochs=0), "epochs must be an integer >= 1, got 0"),
-    (dict(batch_size=1.5), "batch_size must be an integer >= 1, got 1.5"),
-    (dict(lr=-1.0), "lr must be a finite number >= 0, got -1.0"),
-    (dict(weight_decay="0"), "weight_decay must be a finite number >= 0, got '0'"),
-    (dict(gamma=2.0), r"gamma must be in \(0, 1\], got 2.0"),
-    (dict(augment="mixup"), "augment must be one of crop_flip, flip, random_resized_crop, got 'mixup'"),
-    (dict(milestones=(0,)), "milestones must be an integer >= 1, got 0"),
-    (dict(micro_batch=0), "micro_batch must be an integer >= 1, got 0"),
-    (dict(micro_batch=8), r"micro_batch must be <= batch_size \(4\), got 8"),
-    (dict(normalize="zca"), "normalize must be one of channel, mean_image, got 'zca'"),
-    (dict(normalize="mean_image", stats=((0.5,), (0.2,))), "stats must be None or per-channel"),
-    (dict(stats=((0.5, 0.5), (0.2,))), "stats must be None or per-channel"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(epochs=0), "epochs must be an integer >= 1, got 0"),
+        (dict(batch_size=1.5), "batch_size must be an integer >= 1, got 1.5"),
+        (dict(lr=-1.0), "lr must be a finite number >= 0, got -1.0"),
+        (dict(weight_decay="0"), "weight_decay must be a finite number >= 0, got '0'"),
+        (dict(gamma=2.0), r"gamma must be in \(0, 1\], got 2.0"),
+        (dict(augment="mixup"), "augment must be one of crop_flip, flip, random_resized_crop, got 'mixup'"),
+        (dict(milestones=(0,)), "milestones must be an integer >= 1, got 0"),
+        (dict(micro_batch=0), "micro_batch must be an integer >= 1, got 0"),
+        (dict(micro_batch=8), r"micro_batch must be <= batch_size \(4\), got 8"),
+        (dict(normalize="zca"), "normalize must be one of channel, mean_image, got 'zca'"),
+        (dict(normalize="mean_image", stats=((0.5,), (0.2,))), "stats must be None or per-channel"),
+        (dict(stats=((0.5, 0.5), (0.2,))), "stats must be None or per-channel"),
+    ],
+)
 def test_bad_recipe(kwargs, message):
     base = dict(name="x", epochs=2, batch_size=4, lr=0.1, weight_decay=0.0, milestones=(1,), gamma=0.1)
     with pytest.raises(ValueError, match=message):
@@ -458,8 +525,9 @@ def test_bad_recipe(kwargs, message):
 
 
 def test_bad_recipe_name_and_epochs():
-    with pytest.raises(ValueError,
-                       match="recipe must be one of cifar, cifar_1gpu, imagenet, imagenet32, imagenet64, got 'svhn'"):
+    with pytest.raises(
+        ValueError, match="recipe must be one of cifar, cifar_1gpu, imagenet, imagenet32, imagenet64, got 'svhn'"
+    ):
         recipes.recipe("svhn")
     with pytest.raises(ValueError, match="epochs must be an integer >= 1, got 0"):
         sgd.train_recipe(tiny_model(), images(), images(), TINY, epochs=0)
@@ -486,5 +554,6 @@ def test_channels_last_and_bf16_options_train():
     cl_only = sgd.train_recipe(tiny_model(), train, test, TINY, epochs=1, channels_last=True)
     bf16 = sgd.train_recipe(tiny_model(), train, test, TINY, epochs=1, channels_last=True, bf16=True)
     assert cl_only["train_loss"][0] == pytest.approx(plain["train_loss"][0], rel=1e-4)  # same math, other layout
-    assert np.isfinite(bf16["train_loss"][0]) and bf16["train_loss"][0] == pytest.approx(plain["train_loss"][0],
-                                                                                         rel=0.1)
+    assert np.isfinite(bf16["train_loss"][0]) and bf16["train_loss"][0] == pytest.approx(
+        plain["train_loss"][0], rel=0.1
+    )

@@ -62,8 +62,9 @@ def test_design_json(capsys):
 
 
 def test_design_mlp(capsys):
-    r = run_json(capsys, "design", "--arch", "mlp", "--depth", "6", "--width", "500", "--inputs", "748",
-                 "--objective", "dual")
+    r = run_json(
+        capsys, "design", "--arch", "mlp", "--depth", "6", "--width", "500", "--inputs", "748", "--objective", "dual"
+    )
     assert (r["n"], r["m"]) == (48, 12)
 
 
@@ -75,6 +76,7 @@ def test_design_table_says_where_alpha_comes_from(capsys):
 
 def test_design_uses_a_fitted_alpha_only_when_asked(capsys):
     from cepaper.book import results
+
     with pytest.raises(SystemExit):
         cli.main(["design", "--arch", "resnext29", "--baseline", "1x128d", "--alpha", "fit"])
     assert "--alpha fit: no stored fit alpha/fit_bottleneck" in capsys.readouterr().err
@@ -86,37 +88,54 @@ def test_design_uses_a_fitted_alpha_only_when_asked(capsys):
     assert r["alpha"] == 1.7 and r["alpha_source"].startswith("fitted: alpha/fit_bottleneck: profile `cli`")
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["params", "--arch", "resnet7", "--config", "1x4d"], "argument --arch: invalid choice"),
-    (["params", "--arch", "resnext29", "--config", "32by4"], "argument --config: config must look like CxDd"),
-    (["params", "--arch", "resnext29", "--config", "0x4d"], "argument --config: config must have C >= 1"),
-    (["params", "--arch", "resnext29"], "--config is required for --arch resnext29"),
-    (["params", "--arch", "resnext29", "--config", "1x4d", "--classes", "0"],
-     "argument --classes: must be an integer >= 1, got '0'"),
-    (["params", "--arch", "mlp", "--depth", "6", "--width", "-5", "--inputs", "3"], "argument --width: must be"),
-    (["params", "--arch", "mlp", "--depth", "6", "--inputs", "3"], "--arch mlp needs --width"),
-    (["params", "--arch", "mlp", "--depth", "1", "--width", "5", "--inputs", "3"], "depth must be >= 2"),
-    (["params", "--arch", "resnext29", "--config", "1x4d", "--width", "5"], "--width only apply to --arch mlp"),
-    (["design", "--arch", "resnext29", "--baseline", "1x128d", "--alpha", "0"],
-     "argument --alpha: must be a number > 0"),
-    (["design", "--arch", "resnext29", "--baseline", "1x128d", "--alpha", "x"],
-     "argument --alpha: must be a number > 0"),
-    (["design", "--arch", "resnext29", "--baseline", "1x128d", "--objective", "both"], "argument --objective"),
-    (["design", "--arch", "resnext29", "--baseline", "1x8d", "--n", "400"], "budget: no integer m >= 1"),
-    (["design", "--arch", "bottleneck", "--baseline", "1x64d", "--classes", "10"], "--classes does not apply"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["params", "--arch", "resnet7", "--config", "1x4d"], "argument --arch: invalid choice"),
+        (["params", "--arch", "resnext29", "--config", "32by4"], "argument --config: config must look like CxDd"),
+        (["params", "--arch", "resnext29", "--config", "0x4d"], "argument --config: config must have C >= 1"),
+        (["params", "--arch", "resnext29"], "--config is required for --arch resnext29"),
+        (
+            ["params", "--arch", "resnext29", "--config", "1x4d", "--classes", "0"],
+            "argument --classes: must be an integer >= 1, got '0'",
+        ),
+        (["params", "--arch", "mlp", "--depth", "6", "--width", "-5", "--inputs", "3"], "argument --width: must be"),
+        (["params", "--arch", "mlp", "--depth", "6", "--inputs", "3"], "--arch mlp needs --width"),
+        (["params", "--arch", "mlp", "--depth", "1", "--width", "5", "--inputs", "3"], "depth must be >= 2"),
+        (["params", "--arch", "resnext29", "--config", "1x4d", "--width", "5"], "--width only apply to --arch mlp"),
+        (
+            ["design", "--arch", "resnext29", "--baseline", "1x128d", "--alpha", "0"],
+            "argument --alpha: must be a number > 0",
+        ),
+        (
+            ["design", "--arch", "resnext29", "--baseline", "1x128d", "--alpha", "x"],
+            "argument --alpha: must be a number > 0",
+        ),
+        (["design", "--arch", "resnext29", "--baseline", "1x128d", "--objective", "both"], "argument --objective"),
+        (["design", "--arch", "resnext29", "--baseline", "1x8d", "--n", "400"], "budget: no integer m >= 1"),
+        (["design", "--arch", "bottleneck", "--baseline", "1x64d", "--classes", "10"], "--classes does not apply"),
+    ],
+)
 def test_bad_input_exits_2(capsys, argv, message):
     assert message in fails(capsys, *argv)
 
 
 def test_console_entry_point_exit_status():
     """The module runs as a command and exits with status 2 on bad input."""
-    ok = subprocess.run([sys.executable, "-m", "cepaper.cli", "params", "--arch", "bottleneck", "--config", "1x64d",
-                         "--json"], cwd=REPO, capture_output=True, text=True)
-    block = ResNeXtBottleneck(256, 256, 64)                 # the Fig. 5 block 1x64d, built
+    ok = subprocess.run(
+        [sys.executable, "-m", "cepaper.cli", "params", "--arch", "bottleneck", "--config", "1x64d", "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    block = ResNeXtBottleneck(256, 256, 64)  # the Fig. 5 block 1x64d, built
     assert ok.returncode == 0 and json.loads(ok.stdout)["params"] == sum(p.numel() for p in block.parameters())
-    bad = subprocess.run([sys.executable, "-m", "cepaper.cli", "design", "--arch", "resnext29", "--baseline", "12"],
-                         cwd=REPO, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "cepaper.cli", "design", "--arch", "resnext29", "--baseline", "12"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "--baseline" in bad.stderr
 
 
@@ -136,19 +155,38 @@ def block(m, n):
 
 def test_fit_alpha_factory_module(tmp_path, capsys):
     from cepaper.book import results
+
     path = tmp_path / "my_block.py"
     path.write_text(FACTORY)
-    r = run_json(capsys, "fit-alpha", "--module", f"{path}:block", "--input-shape", "8,3", "--trials", "8",
-                 "--widths", "2", "4", "8", "--readout", "mean", "--seed", "1")
+    r = run_json(
+        capsys,
+        "fit-alpha",
+        "--module",
+        f"{path}:block",
+        "--input-shape",
+        "8,3",
+        "--trials",
+        "8",
+        "--widths",
+        "2",
+        "4",
+        "8",
+        "--readout",
+        "mean",
+        "--seed",
+        "1",
+    )
     assert r["module"] == f"{path}:block" and r["readout"] == "mean" and r["input_shape"] == [8, 3]
     assert r["widths"] == [2, 4, 8] and r["trials"] == 8 and len(r["alpha_ci"]) == 2
     record = results.load("alpha", "cli", cli_design._module_fit_name(f"{path}:block"))
     assert record["data"]["alpha"] == r["alpha"] and record["provenance"]["seed"] == 1
-    for argv, message in (([f"{path}:block"], "needs --input-shape"),
-                          ([f"{path}:nope", "--input-shape", "8,3"], "has no function 'nope'"),
-                          (["resnet", "--input-shape", "8,3"], "must be bottleneck, mlp, FILE.py:FUNC"),
-                          ([f"{path}:block", "--input-shape", "8,3", "--depth", "3"], "--depth only apply"),
-                          (["mlp", "--input-shape", "8,3"], "only apply to a factory")):
+    for argv, message in (
+        ([f"{path}:block"], "needs --input-shape"),
+        ([f"{path}:nope", "--input-shape", "8,3"], "has no function 'nope'"),
+        (["resnet", "--input-shape", "8,3"], "must be bottleneck, mlp, FILE.py:FUNC"),
+        ([f"{path}:block", "--input-shape", "8,3", "--depth", "3"], "--depth only apply"),
+        (["mlp", "--input-shape", "8,3"], "only apply to a factory"),
+    ):
         assert message in fails(capsys, "fit-alpha", "--module", *argv, "--trials", "4")
 
 
@@ -156,6 +194,7 @@ def test_design_module_alpha_fit_reads_that_factorys_stored_fit(tmp_path, capsys
     from cepaper import factories
     from cepaper import generic
     from cepaper.book import results
+
     path = tmp_path / "my_block.py"
     path.write_text(FACTORY + "\n\ndef other(m, n):\n    return block(m, n)\n")
     spec = f"{path}:block"
@@ -163,15 +202,30 @@ def test_design_module_alpha_fit_reads_that_factorys_stored_fit(tmp_path, capsys
     err = fails(capsys, *design_args)
     assert f"--alpha fit: no stored fit for --module {spec}" in err
     assert f"run `cepaper fit-alpha --module {spec} --input-shape C,H,W` first" in err
-    fitted = run_json(capsys, "fit-alpha", "--module", spec, "--input-shape", "8,3", "--trials", "8",
-                      "--widths", "2", "4", "8", "--readout", "mean")
+    fitted = run_json(
+        capsys,
+        "fit-alpha",
+        "--module",
+        spec,
+        "--input-shape",
+        "8,3",
+        "--trials",
+        "8",
+        "--widths",
+        "2",
+        "4",
+        "8",
+        "--readout",
+        "mean",
+    )
     assert "no stored fit for --module" in fails(capsys, *design_args[:2], f"{path}:other", *design_args[3:])
     r = run_json(capsys, *design_args)
     ref = generic.design_module(factories.load_factory(spec), (8, 3), (1, 16), alpha=fitted["alpha"])
     assert r["alpha"] == fitted["alpha"] and (r["n"], r["m"], r["var_ratio"]) == (ref["n"], ref["m"], ref["var_ratio"])
-    assert r["alpha_source"].startswith("fitted on the member factory(1, n), input 8x3, mean read-out: "
-                                        "alpha/fit_module_")
-    monkeypatch.chdir(tmp_path)                             # the same file, named relative to another folder
+    assert r["alpha_source"].startswith(
+        "fitted on the member factory(1, n), input 8x3, mean read-out: alpha/fit_module_"
+    )
+    monkeypatch.chdir(tmp_path)  # the same file, named relative to another folder
     assert run_json(capsys, "design", "--module", "my_block.py:block", *design_args[3:])["alpha"] == fitted["alpha"]
     assert fitted["saved"].endswith(f"{cli_design._module_fit_name(spec)}.json")
     assert results.find("alpha", cli_design._module_fit_name(spec), profiles=("cli",))["data"]["module"] == spec

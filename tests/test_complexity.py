@@ -55,6 +55,7 @@ def meta(build):
 # Parameters against the built models
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("c,d", [(1, 4), (2, 8), (3, 5), (4, 2), (8, 3), (1, 128), (37, 10), (3, 64)])
 @pytest.mark.parametrize("classes", [10, 100, 1000])
 def test_resnext29_params_equal_torch_model(c, d, classes):
@@ -68,29 +69,45 @@ def test_resnext38_params_equal_torch_model(c, d):
     assert cx.complexity("resnext38", f"{c}x{d}d")["params"] == n_params(model)
 
 
-@pytest.mark.parametrize("arch,c,d", [("resnext50", 1, 64), ("resnext50", 32, 4), ("resnext50", 12, 10),
-                                      ("resnext50", 3, 23), ("resnext50", 7, 9), ("resnext101", 1, 64),
-                                      ("resnext101", 32, 8), ("resnext101", 5, 12)])
+@pytest.mark.parametrize(
+    "arch,c,d",
+    [
+        ("resnext50", 1, 64),
+        ("resnext50", 32, 4),
+        ("resnext50", 12, 10),
+        ("resnext50", 3, 23),
+        ("resnext50", 7, 9),
+        ("resnext101", 1, 64),
+        ("resnext101", 32, 8),
+        ("resnext101", 5, 12),
+    ],
+)
 def test_imagenet_params_equal_torchvision(arch, c, d):
     model = meta(lambda: resnext(arch, f"{c}x{d}d"))
     layers = cx.IMAGENET_LAYERS[arch]
-    reference = meta(lambda: torchvision.models.resnet.ResNet(TorchvisionBottleneck, list(layers), groups=c,
-                                                              width_per_group=d))
+    reference = meta(
+        lambda: torchvision.models.resnet.ResNet(TorchvisionBottleneck, list(layers), groups=c, width_per_group=d)
+    )
     assert cx.complexity(arch, f"{c}x{d}d")["params"] == n_params(model) == n_params(reference)
 
 
-@pytest.mark.parametrize("build,arch,config,expected", [
-    (torchvision.models.resnet50, "resnext50", "1x64d", 25_557_032),
-    (torchvision.models.resnext50_32x4d, "resnext50", "32x4d", 25_028_904),
-    (torchvision.models.resnet101, "resnext101", "1x64d", 44_549_160),
-    (torchvision.models.resnext101_32x8d, "resnext101", "32x8d", 88_791_336),
-])
+@pytest.mark.parametrize(
+    "build,arch,config,expected",
+    [
+        (torchvision.models.resnet50, "resnext50", "1x64d", 25_557_032),
+        (torchvision.models.resnext50_32x4d, "resnext50", "32x4d", 25_028_904),
+        (torchvision.models.resnet101, "resnext101", "1x64d", 44_549_160),
+        (torchvision.models.resnext101_32x8d, "resnext101", "32x8d", 88_791_336),
+    ],
+)
 def test_torchvision_reference_models(build, arch, config, expected):
     assert cx.complexity(arch, config)["params"] == n_params(meta(build)) == expected
 
 
-@pytest.mark.parametrize("w_in,w_out,w_b,groups,stride", [(256, 256, 128, 1, 1), (64, 256, 40, 4, 1),
-                                                          (256, 512, 96, 3, 2), (32, 32, 12, 12, 2), (16, 48, 8, 2, 1)])
+@pytest.mark.parametrize(
+    "w_in,w_out,w_b,groups,stride",
+    [(256, 256, 128, 1, 1), (64, 256, 40, 4, 1), (256, 512, 96, 3, 2), (32, 32, 12, 12, 2), (16, 48, 8, 2, 1)],
+)
 def test_bottleneck_params_and_macs(w_in, w_out, w_b, groups, stride):
     block = ResNeXtBottleneck(w_in, w_out, w_b, groups, stride)
     for r in (8, 9):
@@ -114,8 +131,9 @@ def test_mlp_params_equal_collegial_mlp(width, depth, bias):
     assert cx.mlp(748, width, depth, bias=bias)["params"] == n_params(model)
 
 
-@pytest.mark.parametrize("inputs,width,depth,outputs,bias", [(784, 200, 6, 10, True), (3, 4, 2, 2, False),
-                                                             (10, 30, 4, 1, True)])
+@pytest.mark.parametrize(
+    "inputs,width,depth,outputs,bias", [(784, 200, 6, 10, True), (3, 4, 2, 2, False), (10, 30, 4, 1, True)]
+)
 def test_mlp_params_and_macs_equal_linear_stack(inputs, width, depth, outputs, bias):
     sizes = [inputs] + [width] * (depth - 1) + [outputs]
     model = nn.Sequential(*[nn.Linear(a, b, bias=bias) for a, b in zip(sizes, sizes[1:])])
@@ -129,10 +147,18 @@ def test_mlp_params_and_macs_equal_linear_stack(inputs, width, depth, outputs, b
 # Conv layers with biases (conv2d_cx(bias=True)), against nn.Conv2d
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("w_in, w_out, k, stride, groups, padding, bias, size", [
-    (3, 8, 3, 1, 1, None, True, 7), (6, 9, 3, 2, 3, None, True, 8), (4, 4, 1, 1, 4, None, True, 5),
-    (8, 16, 5, 2, 2, 1, True, 11), (8, 16, 5, 2, 2, 1, False, 11), (2, 6, 7, 3, 2, 3, True, 16),
-])
+
+@pytest.mark.parametrize(
+    "w_in, w_out, k, stride, groups, padding, bias, size",
+    [
+        (3, 8, 3, 1, 1, None, True, 7),
+        (6, 9, 3, 2, 3, None, True, 8),
+        (4, 4, 1, 1, 4, None, True, 5),
+        (8, 16, 5, 2, 2, 1, True, 11),
+        (8, 16, 5, 2, 2, 1, False, 11),
+        (2, 6, 7, 3, 2, 3, True, 16),
+    ],
+)
 def test_conv_counts_equal_nn_conv2d(w_in, w_out, k, stride, groups, padding, bias, size):
     pad = (k - 1) // 2 if padding is None else padding
     conv = nn.Conv2d(w_in, w_out, k, stride=stride, padding=pad, groups=groups, bias=bias)
@@ -140,15 +166,24 @@ def test_conv_counts_equal_nn_conv2d(w_in, w_out, k, stride, groups, padding, bi
     out = conv(torch.zeros(1, w_in, size, size))
     assert counted["params"] == n_params(conv)
     assert (counted["h"], counted["w"]) == tuple(out.shape[2:])
-    assert {key: counted[key] for key in ("macs", "acts")} == {key: v for key, v in hook_counts(conv, torch.zeros(
-        1, w_in, size, size)).items() if key != "adds"}
+    assert {key: counted[key] for key in ("macs", "acts")} == {
+        key: v for key, v in hook_counts(conv, torch.zeros(1, w_in, size, size)).items() if key != "adds"
+    }
 
 
 def test_biased_conv_net_params_equal_the_built_model():
     """A stem of biased convs, BN and a biased classifier, composed from the counters layer by layer."""
-    net = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.ReLU(),
-                        nn.Conv2d(12, 24, 3, stride=2, padding=1, groups=3), nn.BatchNorm2d(24), nn.ReLU(),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 5))
+    net = nn.Sequential(
+        nn.Conv2d(3, 12, 3, padding=1),
+        nn.BatchNorm2d(12),
+        nn.ReLU(),
+        nn.Conv2d(12, 24, 3, stride=2, padding=1, groups=3),
+        nn.BatchNorm2d(24),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(24, 5),
+    )
     c = cx.conv2d_cx(cx.cx_init(9), 3, 12, 3, bias=True)
     c = cx.norm2d_cx(c, 12)
     c = cx.conv2d_cx(c, 12, 24, 3, stride=2, groups=3, bias=True)
@@ -163,10 +198,18 @@ def test_biased_conv_net_params_equal_the_built_model():
 # Multiply-adds against forward hooks
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arch,config,resolution,classes", [
-    ("resnext29", "1x4d", 32, 10), ("resnext29", "2x3d", 17, 100), ("resnext38", "1x2d", 64, 1000),
-    ("resnext38", "3x2d", 21, 7), ("resnext50", "2x4d", 64, 1000), ("resnext101", "1x2d", 45, 5),
-])
+
+@pytest.mark.parametrize(
+    "arch,config,resolution,classes",
+    [
+        ("resnext29", "1x4d", 32, 10),
+        ("resnext29", "2x3d", 17, 100),
+        ("resnext38", "1x2d", 64, 1000),
+        ("resnext38", "3x2d", 21, 7),
+        ("resnext50", "2x4d", 64, 1000),
+        ("resnext101", "1x2d", 45, 5),
+    ],
+)
 def test_macs_equal_forward_hooks(arch, config, resolution, classes):
     model = resnext(arch, config, classes=classes)
     counted = cx.complexity(arch, config, classes=classes, resolution=resolution)
@@ -185,12 +228,13 @@ def test_known_macs_of_torchvision_models():
 # An independent closed form, over configurations the paper does not list
 # ---------------------------------------------------------------------------------------------
 
+
 def resnext29_closed_form(c, d, classes):
     """Parameters of ResNeXt-29 C x d, summed by hand (no shared code with the counters)."""
     total = 3 * 9 * 64 + 2 * 64 + 1024 * classes + classes
     w_in = 64
     for s in range(3):
-        w_out, w = 256 * 2 ** s, c * d * 2 ** s
+        w_out, w = 256 * 2**s, c * d * 2**s
         for b in range(3):
             total += w_in * w + 9 * w * w // c + w * w_out + 4 * w + 2 * w_out
             if w_in != w_out or (s > 0 and b == 0):
@@ -208,8 +252,17 @@ def test_resnext29_closed_form(c, d, classes):
 # Properties (hypothesis): counts equal the built models over random small configurations
 # ---------------------------------------------------------------------------------------------
 
-@given(w_in=st.integers(1, 12), w_out=st.integers(1, 12), groups=st.sampled_from([1, 2, 3]), k=st.integers(1, 5),
-       stride=st.integers(1, 3), padding=st.none() | st.integers(0, 2), bias=st.booleans(), size=st.integers(5, 12))
+
+@given(
+    w_in=st.integers(1, 12),
+    w_out=st.integers(1, 12),
+    groups=st.sampled_from([1, 2, 3]),
+    k=st.integers(1, 5),
+    stride=st.integers(1, 3),
+    padding=st.none() | st.integers(0, 2),
+    bias=st.booleans(),
+    size=st.integers(5, 12),
+)
 def test_conv_counts_equal_nn_conv2d_property(w_in, w_out, groups, k, stride, padding, bias, size):
     with intra_op_threads(1):  # tiny models: threads only add overhead
         w_in, w_out = w_in * groups, w_out * groups
@@ -221,8 +274,14 @@ def test_conv_counts_equal_nn_conv2d_property(w_in, w_out, groups, k, stride, pa
         assert (counted["macs"], counted["acts"]) == (hooks["macs"], hooks["acts"])
 
 
-@given(w_in=st.integers(1, 24), w_out=st.integers(1, 24), paths=st.integers(1, 6), groups=st.integers(1, 4),
-       stride=st.integers(1, 2), size=st.integers(3, 9))
+@given(
+    w_in=st.integers(1, 24),
+    w_out=st.integers(1, 24),
+    paths=st.integers(1, 6),
+    groups=st.integers(1, 4),
+    stride=st.integers(1, 2),
+    size=st.integers(3, 9),
+)
 def test_bottleneck_counts_equal_the_built_block_property(w_in, w_out, paths, groups, stride, size):
     with intra_op_threads(1):  # tiny models: threads only add overhead
         w_b = paths * groups
@@ -232,8 +291,14 @@ def test_bottleneck_counts_equal_the_built_block_property(w_in, w_out, paths, gr
         assert {k: counted[k] for k in ("macs", "acts", "adds")} == hook_counts(block, torch.zeros(1, w_in, size, size))
 
 
-@given(c=st.integers(1, 6), d=st.integers(1, 6), stages=st.sampled_from([(16,), (8, 16), (8, 16, 32), (4, 8, 16, 16)]),
-       depth=st.integers(1, 2), classes=st.integers(1, 12), size=st.integers(4, 10))
+@given(
+    c=st.integers(1, 6),
+    d=st.integers(1, 6),
+    stages=st.sampled_from([(16,), (8, 16), (8, 16, 32), (4, 8, 16, 16)]),
+    depth=st.integers(1, 2),
+    classes=st.integers(1, 12),
+    size=st.integers(4, 10),
+)
 def test_scaled_down_resnext_counts_equal_the_built_model_property(c, d, stages, depth, classes, size):
     with intra_op_threads(1):  # tiny models: threads only add overhead
         model = resnext("resnext29", f"{c}x{d}d", classes, stages=stages, depth=depth)
@@ -242,8 +307,14 @@ def test_scaled_down_resnext_counts_equal_the_built_model_property(c, d, stages,
         assert {k: counted[k] for k in ("macs", "acts", "adds")} == hook_counts(model, torch.zeros(1, 3, size, size))
 
 
-@given(inputs=st.integers(1, 30), width=st.integers(1, 30), depth=st.integers(2, 6), outputs=st.integers(1, 5),
-       bias=st.booleans(), m=st.integers(1, 3))
+@given(
+    inputs=st.integers(1, 30),
+    width=st.integers(1, 30),
+    depth=st.integers(2, 6),
+    outputs=st.integers(1, 5),
+    bias=st.booleans(),
+    m=st.integers(1, 3),
+)
 def test_mlp_counts_equal_the_built_models_property(inputs, width, depth, outputs, bias, m):
     with intra_op_threads(1):  # tiny models: threads only add overhead
         counted = cx.mlp(inputs, width, depth, outputs, bias)
@@ -259,8 +330,10 @@ def test_mlp_counts_equal_the_built_models_property(inputs, width, depth, output
 # Configuration strings and bad input
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text,expected", [("32x4d", (32, 4)), ("12×10d", (12, 10)), (" 1x64 ", (1, 64)),
-                                           ("3X23d", (3, 23))])
+
+@pytest.mark.parametrize(
+    "text,expected", [("32x4d", (32, 4)), ("12×10d", (12, 10)), (" 1x64 ", (1, 64)), ("3X23d", (3, 23))]
+)
 def test_parse_config(text, expected):
     assert cx.parse_config(text) == expected
     assert cx.parse_config(cx.format_config(*expected)) == expected
@@ -277,30 +350,35 @@ def test_parse_config_rejects_non_strings():
         cx.parse_config(32)
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: cx.complexity("resnet9000", "1x4d"), "arch must be one of"),
-    (lambda: cx.complexity("resnext29"), "config .* is required"),
-    (lambda: cx.complexity("resnext29", "1x4d", classes=0), "classes must be an integer >= 1, got 0"),
-    (lambda: cx.complexity("resnext50", "1x4d", resolution=-3), "resolution must be an integer >= 1"),
-    (lambda: cx.mlp(784, 0, 6), "width must be an integer >= 1, got 0"),
-    (lambda: cx.mlp(784, 10, 1), "depth must be >= 2"),
-    (lambda: cx.mlp(0, 10, 3), "inputs must be an integer >= 1"),
-    (lambda: cx.mlp(784, 10, 3, outputs=0), "outputs must be an integer >= 1"),
-    (lambda: cx.bottleneck(0, 4), "groups must be an integer >= 1, got 0"),
-    (lambda: cx.bottleneck_cx(cx.cx_init(8), 256, 256, 10, groups=3), "groups must divide"),
-    (lambda: cx.resnext_cifar(1, 4, "resnext50"), "arch must be one of"),
-    (lambda: cx.cx_init(0), "resolution must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: cx.complexity("resnet9000", "1x4d"), "arch must be one of"),
+        (lambda: cx.complexity("resnext29"), "config .* is required"),
+        (lambda: cx.complexity("resnext29", "1x4d", classes=0), "classes must be an integer >= 1, got 0"),
+        (lambda: cx.complexity("resnext50", "1x4d", resolution=-3), "resolution must be an integer >= 1"),
+        (lambda: cx.mlp(784, 0, 6), "width must be an integer >= 1, got 0"),
+        (lambda: cx.mlp(784, 10, 1), "depth must be >= 2"),
+        (lambda: cx.mlp(0, 10, 3), "inputs must be an integer >= 1"),
+        (lambda: cx.mlp(784, 10, 3, outputs=0), "outputs must be an integer >= 1"),
+        (lambda: cx.bottleneck(0, 4), "groups must be an integer >= 1, got 0"),
+        (lambda: cx.bottleneck_cx(cx.cx_init(8), 256, 256, 10, groups=3), "groups must divide"),
+        (lambda: cx.resnext_cifar(1, 4, "resnext50"), "arch must be one of"),
+        (lambda: cx.cx_init(0), "resolution must be an integer >= 1"),
+    ],
+)
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
 
 
-@pytest.mark.parametrize("stages, depth, config", [((64,), 1, "15x5d"), ((32, 64), 2, "3x4d"), ((16, 32, 64), 1,
-                                                                                                "1x8d")])
+@pytest.mark.parametrize(
+    "stages, depth, config", [((64,), 1, "15x5d"), ((32, 64), 2, "3x4d"), ((16, 32, 64), 1, "1x8d")]
+)
 def test_scaled_down_cifar_resnext_counts_match_the_built_model(stages, depth, config):
     """Scaled-down CIFAR ResNeXts (the quick runs): bottleneck width C d out / stages[0]."""
     from cepaper.models.resnext import resnext
+
     model = resnext("resnext29", config, 10, stages=stages, depth=depth)
     record = cx.complexity("resnext29", config, stages=stages, depth=depth)
     assert record["params"] == sum(p.numel() for p in model.parameters())

@@ -29,8 +29,9 @@ def shared_file(name):
 def write_idx(path, array):
     """Write an IDX file (the MNIST format): magic 0x08 0x<ndim>, big-endian dims, uint8 data."""
     array = np.ascontiguousarray(array, dtype=np.uint8)
-    path.write_bytes(struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-                     + array.tobytes())
+    path.write_bytes(
+        struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+    )
 
 
 def test_data_root_argument_beats_environment(monkeypatch, tmp_path):
@@ -66,8 +67,10 @@ def test_mnist_from_torchvision_layout(tmp_path):
     """A root with torchvision's ``MNIST/raw`` IDX files (what ``download=True`` leaves) is read by
     torchvision; the arrays come back unchanged."""
     rng = np.random.default_rng(0)
-    arrays = {"train": (rng.integers(0, 256, (7, 28, 28)), rng.integers(0, 10, 7)),
-              "t10k": (rng.integers(0, 256, (3, 28, 28)), rng.integers(0, 10, 3))}
+    arrays = {
+        "train": (rng.integers(0, 256, (7, 28, 28)), rng.integers(0, 10, 7)),
+        "t10k": (rng.integers(0, 256, (3, 28, 28)), rng.integers(0, 10, 3)),
+    }
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for prefix, (x, y) in arrays.items():
@@ -92,12 +95,17 @@ def test_missing_dataset_is_a_clear_error(monkeypatch, tmp_path):
         data.load("mnist", download=True)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(name="svhn"), "dataset must be one of mnist, cifar10, cifar100, imagenet32, imagenet64, "
-                        "imagenet; got 'svhn'"),
-    (dict(name="mnist", split="val"), "split must be one of train, test; got 'val'"),
-    (dict(name="mnist", n=0), "n must be an integer >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            dict(name="svhn"),
+            "dataset must be one of mnist, cifar10, cifar100, imagenet32, imagenet64, imagenet; got 'svhn'",
+        ),
+        (dict(name="mnist", split="val"), "split must be one of train, test; got 'val'"),
+        (dict(name="mnist", n=0), "n must be an integer >= 1, got 0"),
+    ],
+)
 def test_bad_arguments(kwargs, message, tmp_path):
     with pytest.raises(ValueError, match=message):
         data.load(root=tmp_path, **kwargs)
@@ -130,8 +138,7 @@ def test_inputs_flatten_and_standardize():
     out = data.inputs(data.Dataset("cifar10", "train", rgb, np.zeros(2), "test"))
     assert out.shape == (2, 48)
     mean, std = data.STATS["cifar10"]
-    torch.testing.assert_close(out[0, :3], torch.tensor([-mean[0] / std[0], (1 - mean[1]) / std[1],
-                                                         -mean[2] / std[2]]))
+    torch.testing.assert_close(out[0, :3], torch.tensor([-mean[0] / std[0], (1 - mean[1]) / std[1], -mean[2] / std[2]]))
 
 
 def test_inputs_of_shared_mnist_are_standardized():
@@ -169,6 +176,7 @@ def write_cifar(root, folder, files, label_key, meta, rng):
 def no_md5(monkeypatch):
     """torchvision checks the CIFAR files' md5 sums; the fixture files are not the official ones."""
     from torchvision.datasets import cifar
+
     monkeypatch.setattr(cifar, "check_integrity", lambda path, md5=None: os.path.isfile(path))
 
 
@@ -176,8 +184,7 @@ def test_cifar10_from_torchvision_layout(tmp_path, no_md5):
     """torchvision's ``cifar-10-batches-py/`` wins over the JPEG files, pixels and labels exact."""
     rng = np.random.default_rng(1)
     files = {f"data_batch_{i}": 2 for i in range(1, 6)} | {"test_batch": 3}
-    written = write_cifar(tmp_path, "cifar-10-batches-py", files, "labels",
-                          ("batches.meta", "label_names"), rng)
+    written = write_cifar(tmp_path, "cifar-10-batches-py", files, "labels", ("batches.meta", "label_names"), rng)
     (tmp_path / "cifar10.npz").write_bytes(b"not read")
     ds = data.load("cifar10", "train", root=tmp_path)
     assert ds.source == "torchvision CIFAR10 in the data root"
@@ -189,8 +196,9 @@ def test_cifar10_from_torchvision_layout(tmp_path, no_md5):
 
 def test_cifar100_from_torchvision_layout(tmp_path, no_md5):
     rng = np.random.default_rng(2)
-    written = write_cifar(tmp_path, "cifar-100-python", {"train": 5, "test": 4}, "fine_labels",
-                          ("meta", "fine_label_names"), rng)
+    written = write_cifar(
+        tmp_path, "cifar-100-python", {"train": 5, "test": 4}, "fine_labels", ("meta", "fine_label_names"), rng
+    )
     ds = data.load("cifar100", "train", root=tmp_path)
     assert ds.name == "cifar100" and ds.source == "torchvision CIFAR100 in the data root"
     np.testing.assert_array_equal(ds.x, written["train"][0])
@@ -331,6 +339,7 @@ def test_downsampled_read_only_root_is_a_clear_error(tmp_path, monkeypatch):
 
     def read_only(path, content):
         raise PermissionError(13, "Permission denied", str(path))
+
     monkeypatch.setattr(data, "write_atomic", read_only)
     with pytest.raises(PermissionError, match=r"cannot write the cache of imagenet32 train.*pass n="):
         data.load("imagenet32", root=tmp_path)
@@ -340,6 +349,7 @@ def test_downsampled_read_only_root_is_a_clear_error(tmp_path, monkeypatch):
 def write_jpegs(folder, names, rng):
     """Small random RGB JPEGs ``folder/<name>.JPEG``."""
     from PIL import Image
+
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
         Image.fromarray(rng.integers(0, 256, (6, 5, 3), dtype=np.uint8)).save(folder / f"{name}.JPEG")
@@ -360,8 +370,7 @@ def test_imagenet_folders(tmp_path, layout):
     assert train.source.startswith(f"{layout}/train in the data root")  # relative: no machine path
     assert train.classes == ["n01440764", "n01443537", "n01484850"]
     assert train.targets == [0, 0, 1, 1, 1, 2] and len(train) == 6
-    assert [Path(p).name for p, _ in train.samples[:3]] == ["n01440764_0.JPEG", "n01440764_1.JPEG",
-                                                             "n01443537_0.JPEG"]
+    assert [Path(p).name for p, _ in train.samples[:3]] == ["n01440764_0.JPEG", "n01440764_1.JPEG", "n01443537_0.JPEG"]
     img, label = train[2]
     assert img.mode == "RGB" and img.size == (5, 6) and label == 1  # a PIL image, untransformed
     head = data.load("imagenet", "train", root=tmp_path, n=3)
@@ -376,8 +385,9 @@ def test_imagenet_errors(tmp_path):
         data.load("imagenet", root=tmp_path)
     with pytest.raises(FileNotFoundError, match=r"cannot be downloaded automatically.*image-net.org"):
         data.load("imagenet", root=tmp_path, download=True)
-    write_jpegs(tmp_path / "imagenet" / "val", ["ILSVRC2012_val_00000001", "ILSVRC2012_val_00000002"],
-                np.random.default_rng(9))
+    write_jpegs(
+        tmp_path / "imagenet" / "val", ["ILSVRC2012_val_00000001", "ILSVRC2012_val_00000002"], np.random.default_rng(9)
+    )
     with pytest.raises(FileNotFoundError, match=r"unsorted validation set.*valprep.sh"):
         data.load("imagenet", "test", root=tmp_path)
     with pytest.raises(FileNotFoundError, match="imagenet not found"):  # no train folder

@@ -31,9 +31,11 @@ class NTKMLP(nn.Module):
 
     def __init__(self, n0, m, n, depth):
         super().__init__()
-        self.layers = nn.ModuleList([nn.Conv1d(n0, m * n, 1, bias=False)]
-                                    + [nn.Conv1d(m * n, m * n, 1, groups=m, bias=False) for _ in range(depth - 2)]
-                                    + [nn.Conv1d(m * n, m, 1, groups=m, bias=False)])
+        self.layers = nn.ModuleList(
+            [nn.Conv1d(n0, m * n, 1, bias=False)]
+            + [nn.Conv1d(m * n, m * n, 1, groups=m, bias=False) for _ in range(depth - 2)]
+            + [nn.Conv1d(m * n, m, 1, groups=m, bias=False)]
+        )
         for layer in self.layers:
             nn.init.normal_(layer.weight)
         self.scales = [math.sqrt(2 / n0)] + [math.sqrt(2 / n)] * (depth - 2) + [math.sqrt(1 / n)]
@@ -56,8 +58,9 @@ class LinearMLP(nn.Module):
 
     def __init__(self, n0, m, n):
         super().__init__()
-        self.members = nn.ModuleList([nn.Sequential(nn.Linear(n0, n), nn.ReLU(), nn.Linear(n, n), nn.ReLU(),
-                                                    nn.Linear(n, 1)) for _ in range(m)])
+        self.members = nn.ModuleList(
+            [nn.Sequential(nn.Linear(n0, n), nn.ReLU(), nn.Linear(n, n), nn.ReLU(), nn.Linear(n, 1)) for _ in range(m)]
+        )
 
     def forward(self, x):
         return torch.stack([f(x) for f in self.members]).mean(0)
@@ -65,22 +68,26 @@ class LinearMLP(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- fan-ins
 
+
 def fake_timer(clock):
     """A clock that advances by ``clock["next"]`` (the cost the module last set) at each reading."""
+
     def timer():
         clock["t"] += clock["next"]
         clock["next"] = 0.0
         return clock["t"]
+
     return timer
 
 
 def test_bottleneck_sum_inv_fan_in_equals_search():
     fm, ns = generic.FactoryModule(bottleneck, SHAPE), np.array([1, 2, 3, 10, 64, 128])
     np.testing.assert_allclose(fm.sum_inv_fan_in(ns), search.BottleneckDesign().sum_inv_fan_in(ns), rtol=1e-14)
-    assert fm.fan_ins(10) == (256, 90, 10)                         # BN has no fan-in: not counted
-    hidden = generic.FactoryModule(bottleneck, SHAPE, layers="hidden")   # drops 1/w_in, = fan_in_layers="width"
-    np.testing.assert_allclose(hidden.sum_inv_fan_in(ns),
-                               search.BottleneckDesign(fan_in_layers="width").sum_inv_fan_in(ns))
+    assert fm.fan_ins(10) == (256, 90, 10)  # BN has no fan-in: not counted
+    hidden = generic.FactoryModule(bottleneck, SHAPE, layers="hidden")  # drops 1/w_in, = fan_in_layers="width"
+    np.testing.assert_allclose(
+        hidden.sum_inv_fan_in(ns), search.BottleneckDesign(fan_in_layers="width").sum_inv_fan_in(ns)
+    )
     assert fm.sum_inv_fan_in(np.array([[4, 8]])).shape == (1, 2)
     assert np.ndim(fm.sum_inv_fan_in(4)) == 0
 
@@ -88,7 +95,7 @@ def test_bottleneck_sum_inv_fan_in_equals_search():
 def test_mlp_sum_inv_fan_in_hand_formula():
     ns = np.array([1, 5, 48])
     all_ = generic.FactoryModule(mlp, (16, 1)).sum_inv_fan_in(ns)
-    np.testing.assert_allclose(all_, 1 / 16 + 2 / ns, rtol=1e-14)                # 1/n0 + (L-1)/n, L = 3
+    np.testing.assert_allclose(all_, 1 / 16 + 2 / ns, rtol=1e-14)  # 1/n0 + (L-1)/n, L = 3
     hidden = generic.FactoryModule(mlp, (16, 1), layers="hidden").sum_inv_fan_in(ns)
     np.testing.assert_allclose(hidden, search.MLPDesign(16, 3).sum_inv_fan_in(ns), rtol=1e-14)
     lin = generic.FactoryModule(lambda m, n: LinearMLP(16, m, n), (16,))
@@ -96,12 +103,16 @@ def test_mlp_sum_inv_fan_in_hand_formula():
 
 
 def test_member_fan_ins_equals_fit_fan_ins():
-    for module in (bottleneck(4, 8), LinearMLP(5, 2, 3), nn.Sequential(nn.Conv1d(6, 4, 3, groups=2), nn.Conv3d(4, 2,
-                                                                                                               2))):
+    for module in (
+        bottleneck(4, 8),
+        LinearMLP(5, 2, 3),
+        nn.Sequential(nn.Conv1d(6, 4, 3, groups=2), nn.Conv3d(4, 2, 2)),
+    ):
         assert factories.member_fan_ins(module) == sweeps.fan_ins(module)
 
 
 # ---------------------------------------------------------------------------------------------- costs
+
 
 def test_bottleneck_params_and_flops_equal_search():
     fm, small = generic.FactoryModule(bottleneck, SHAPE), generic.FactoryModule(bottleneck, (256, 8, 8), batch=2)
@@ -126,6 +137,7 @@ def test_frozen_parameters_are_not_counted():
         net = nn.Sequential(nn.Linear(3, n), nn.Linear(n, 1))
         net[0].weight.requires_grad_(False)
         return net
+
     assert generic.FactoryModule(frozen, (3,)).cost(4, "params") == 4 + 4 + 1
 
 
@@ -140,6 +152,7 @@ def test_flops_hand_macs_conv_and_linear():
 
 
 # ---------------------------------------------------------------------------------------------- Algorithm 2
+
 
 @pytest.mark.parametrize("objective", ["primal", "dual"])
 def test_bottleneck_design_equals_search_block_curve(objective):
@@ -171,12 +184,13 @@ def test_factory_module_works_with_search_curve_and_optimum():
     np.testing.assert_allclose(c["beta"], ref["beta"], rtol=0)
     assert search.optimum(c, "primal") == search.optimum(ref, "primal")
     assert search.optimum(c, "dual") == search.optimum(ref, "dual")
-    assert search.BUDGETS == ("params", "flops")                  # search's own budgets are unchanged
+    assert search.BUDGETS == ("params", "flops")  # search's own budgets are unchanged
     with pytest.raises(ValueError, match="budget must be one of params, flops"):
         search.curve(search.BottleneckDesign(), 64, 1.6, "latency")
 
 
 # ---------------------------------------------------------------------------------------------- latency
+
 
 class FakeClock:
     """A timer that advances by the next of ``steps`` at every call pair (start, stop)."""
@@ -226,7 +240,7 @@ def test_latency_budget_through_design_curve():
 def test_primal_latency_m_brackets_the_baseline_when_latency_is_not_affine_in_m():
     clock = {"t": 0.0, "next": 0.0}
 
-    class Sqrt(nn.Module):                       # latency sqrt(m n) ms: not affine in m
+    class Sqrt(nn.Module):  # latency sqrt(m n) ms: not affine in m
         def __init__(self, m, n):
             super().__init__()
             self.lin, self.cost = nn.Linear(2, m * n), 1e-3 * math.sqrt(m * n)
@@ -255,9 +269,11 @@ def test_latency_real_clock_is_positive():
 
 # ---------------------------------------------------------------------------------------------- bad input
 
+
 def test_bad_input_errors_name_the_argument():
     def broken(m, n):
         raise RuntimeError("no such layer")
+
     with pytest.raises(ValueError, match=r"factory: factory\(1, 4\) raised RuntimeError: no such layer"):
         generic.FactoryModule(broken, (3,)).cost(4)
     with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
@@ -288,15 +304,21 @@ def test_bad_input_errors_name_the_argument():
 
 # ---------------------------------------------------------------------------------------------- Algorithm 1
 
+
 def test_inputs_and_readouts_equal_the_block_and_mlp_ones():
-    torch.testing.assert_close(member_alpha.member_inputs((8, 3, 3), 2, 0.5, 7), blocks.block_inputs(8, 3, 2, 0.5,
-                                                                                                     seed=7),
-                               rtol=0, atol=0)
-    torch.testing.assert_close(member_alpha.member_inputs((16,), 2, 0.3, 1), sweeps.mlp_inputs(16, 2, 0.3, 1), rtol=0,
-                               atol=0)
+    torch.testing.assert_close(
+        member_alpha.member_inputs((8, 3, 3), 2, 0.5, 7), blocks.block_inputs(8, 3, 2, 0.5, seed=7), rtol=0, atol=0
+    )
+    torch.testing.assert_close(
+        member_alpha.member_inputs((16,), 2, 0.3, 1), sweeps.mlp_inputs(16, 2, 0.3, 1), rtol=0, atol=0
+    )
     for kind in member_alpha.READOUTS:
-        torch.testing.assert_close(member_alpha.readout_vector(kind, (8, 5, 5), seed=3),
-                                   blocks.readout_vector(kind, 8, 5, seed=3), rtol=0, atol=0)
+        torch.testing.assert_close(
+            member_alpha.readout_vector(kind, (8, 5, 5), seed=3),
+            blocks.readout_vector(kind, 8, 5, seed=3),
+            rtol=0,
+            atol=0,
+        )
 
 
 def test_readout_member_is_scalar_inner_product():
@@ -324,14 +346,14 @@ def test_member_alpha_agrees_with_the_library_mlp_fit():
     np.testing.assert_allclose(mine["fits"]["diag"]["term"], [sweeps.mlp_term(n, 3, 16) for n in widths])
     lo, hi = mine["alpha_ci"]
     rlo, rhi = ref["alpha_ci"]
-    assert lo < mine["alpha"] < hi and max(lo, rlo) < min(hi, rhi)      # intervals overlap
+    assert lo < mine["alpha"] < hi and max(lo, rlo) < min(hi, rhi)  # intervals overlap
     assert abs(mine["alpha"] - ref["alpha"]) < 0.5 * ((hi - lo) + (rhi - rlo))
     assert mine["readout"] == "center" and mine["widths"] == list(widths)
 
 
 # ---------------------------------------------------------------------------------------------- CLI
 
-FACTORY_FILE = '''
+FACTORY_FILE = """
 from cepaper.models.resnext import ResNeXtBottleneck
 
 def block(m, n):
@@ -339,7 +361,7 @@ def block(m, n):
 
 def small(m, n):
     return ResNeXtBottleneck(16, 16, m * n, groups=m)
-'''
+"""
 
 
 @pytest.fixture
@@ -351,13 +373,16 @@ def factory_file(tmp_path):
 
 def cli_json(capsys, *argv):
     from cepaper import cli
+
     assert cli.main([*argv, "--json"]) == 0
     import json
+
     return json.loads(capsys.readouterr().out)
 
 
 def cli_fails(capsys, *argv):
     from cepaper import cli
+
     with pytest.raises(SystemExit) as e:
         cli.main(list(argv))
     assert e.value.code == 2
@@ -375,20 +400,64 @@ def test_cli_params_module(capsys, factory_file):
 
 def test_cli_design_module_equals_library(capsys, factory_file):
     for objective in ("primal", "dual"):
-        r = cli_json(capsys, "design", "--module", f"{factory_file}:block", "--input-shape", "256,32,32",
-                     "--baseline", "1x128", "--objective", objective, "--alpha", "1.6")
+        r = cli_json(
+            capsys,
+            "design",
+            "--module",
+            f"{factory_file}:block",
+            "--input-shape",
+            "256,32,32",
+            "--baseline",
+            "1x128",
+            "--objective",
+            objective,
+            "--alpha",
+            "1.6",
+        )
         d = generic.design_module(bottleneck, SHAPE, (1, 128), objective, alpha=1.6)
         assert (r["n"], r["m"], r["config"]) == (d["n"], d["m"], d["config"]) == (10, d["m"], f"{d['m']}x10")
         assert "curve" not in r
     from cepaper import cli
-    assert cli.main(["design", "--module", f"{factory_file}:small", "--input-shape", "16,4,4", "--baseline", "1x8",
-                     "--budget", "flops"]) == 0
+
+    assert (
+        cli.main(
+            [
+                "design",
+                "--module",
+                f"{factory_file}:small",
+                "--input-shape",
+                "16,4,4",
+                "--baseline",
+                "1x8",
+                "--budget",
+                "flops",
+            ]
+        )
+        == 0
+    )
     assert "optimum n" in capsys.readouterr().out
 
 
 def test_cli_design_module_latency_on_cpu(capsys, factory_file):
-    r = cli_json(capsys, "design", "--module", f"{factory_file}:small", "--input-shape", "16,4,4", "--baseline", "1x4",
-                 "--budget", "latency", "--objective", "dual", "--alpha", "1.6", "--curve", "--repeats", "3")
+    r = cli_json(
+        capsys,
+        "design",
+        "--module",
+        f"{factory_file}:small",
+        "--input-shape",
+        "16,4,4",
+        "--baseline",
+        "1x4",
+        "--budget",
+        "latency",
+        "--objective",
+        "dual",
+        "--alpha",
+        "1.6",
+        "--curve",
+        "--repeats",
+        "3",
+    )
     assert r["latency"]["median"] > 0 and len(r["curve"]["beta_iqr"]) == 4
 
 
@@ -401,34 +470,55 @@ def test_cli_module_errors(capsys, factory_file, tmp_path):
     err = cli_fails(capsys, "params", "--module", "cepaper.models.resnext:ResNeXtBottleneck", *base)
     assert "factory: factory(1, 4) raised TypeError" in err and "w_b" in err
     assert "one of --arch or --module is required" in cli_fails(capsys, "params", "--config", "1x4")
-    assert "--module needs --input-shape" in cli_fails(capsys, "params", "--module", f"{factory_file}:block",
-                                                       "--config", "1x4")
-    assert "either --arch or --module" in cli_fails(capsys, "params", "--arch", "resnext29", "--module",
-                                                    f"{factory_file}:block", *base)
-    assert "--input-shape: must be comma-separated" in cli_fails(capsys, "params", "--module", f"{factory_file}:block",
-                                                                  "--input-shape", "256,x", "--config", "1x4")
-    assert "--budget latency needs --module" in cli_fails(capsys, "design", "--arch", "resnext29", "--baseline",
-                                                          "1x64d", "--budget", "latency")
+    assert "--module needs --input-shape" in cli_fails(
+        capsys, "params", "--module", f"{factory_file}:block", "--config", "1x4"
+    )
+    assert "either --arch or --module" in cli_fails(
+        capsys, "params", "--arch", "resnext29", "--module", f"{factory_file}:block", *base
+    )
+    assert "--input-shape: must be comma-separated" in cli_fails(
+        capsys, "params", "--module", f"{factory_file}:block", "--input-shape", "256,x", "--config", "1x4"
+    )
+    assert "--budget latency needs --module" in cli_fails(
+        capsys, "design", "--arch", "resnext29", "--baseline", "1x64d", "--budget", "latency"
+    )
 
 
 @pytest.mark.parametrize("readout", member_alpha.READOUTS)
 def test_member_alpha_on_a_conv_factory_runs_every_readout(readout, capsys):
-    def conv(m, n):                      # the Fig. 5 branch with biases, no BN, no output ReLU
-        return nn.Sequential(nn.Conv2d(8, m * n, 1), nn.ReLU(), nn.Conv2d(m * n, m * n, 3, padding=1, groups=m),
-                             nn.ReLU(), nn.Conv2d(m * n, 8, 1), nn.BatchNorm2d(8))
-    r = member_alpha.fit_member_alpha(conv, (8, 3, 3), widths=(2, 4),
-                                trials=8, readout=readout, n_boot=20, progress=True)
+    def conv(m, n):  # the Fig. 5 branch with biases, no BN, no output ReLU
+        return nn.Sequential(
+            nn.Conv2d(8, m * n, 1),
+            nn.ReLU(),
+            nn.Conv2d(m * n, m * n, 3, padding=1, groups=m),
+            nn.ReLU(),
+            nn.Conv2d(m * n, 8, 1),
+            nn.BatchNorm2d(8),
+        )
+
+    r = member_alpha.fit_member_alpha(
+        conv, (8, 3, 3), widths=(2, 4), trials=8, readout=readout, n_boot=20, progress=True
+    )
     assert r["readout"] == readout and np.isfinite(r["alpha"]) and len(r["alpha_ci"]) == 2
     np.testing.assert_allclose(r["fits"]["diag"]["term"], [1 / 8 + 1 / (9 * n) + 1 / n for n in (2, 4)])
-    assert "alpha sweep" in capsys.readouterr().err                        # the tqdm bar
+    assert "alpha sweep" in capsys.readouterr().err  # the tqdm bar
 
 
 # --- torchvision families by name ------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, arch", [("resnet50", "resnext50"), ("resnext50_32x4d", "resnext50"),
-                                        ("wide_resnet50_2", "resnext50"), ("resnext101_32x8d", "resnext101")])
+
+@pytest.mark.parametrize(
+    "name, arch",
+    [
+        ("resnet50", "resnext50"),
+        ("resnext50_32x4d", "resnext50"),
+        ("wide_resnet50_2", "resnext50"),
+        ("resnext101_32x8d", "resnext101"),
+    ],
+)
 def test_torchvision_factory_counts_equal_complexity(name, arch):
     from cepaper import complexity
+
     factory = factories.load_factory(f"torchvision:{name}")
     assert isinstance(factory, factories.TorchvisionFactory) and repr(factory) == f"torchvision:{name}"
     for m, n in [(1, 64), (32, 4), (12, 10), (3, 7)][: 4 if arch == "resnext50" else 1]:
@@ -439,6 +529,7 @@ def test_torchvision_factory_counts_equal_complexity(name, arch):
 def test_torchvision_factory_flops_and_stages():
     import torchvision
     from cepaper import complexity
+
     fm = generic.FactoryModule(factories.load_factory("torchvision:resnet50"), (3, 64, 64))
     assert fm.cost(4, "flops", 32) == complexity.complexity("resnext50", "32x4d", resolution=64)["flops"]
     full = torchvision.models.resnext50_32x4d()
@@ -449,14 +540,17 @@ def test_torchvision_factory_flops_and_stages():
     assert factories.load_factory("torchvision:resnet50:layer1")(2, 3)(x).shape == (1, 256, 8, 8)
 
 
-@pytest.mark.parametrize("spec, message", [("torchvision:resnet18", "must be one of resnet50"),
-                                           ("torchvision:resnet50:layer9", "layer1..layer4")])
+@pytest.mark.parametrize(
+    "spec, message",
+    [("torchvision:resnet18", "must be one of resnet50"), ("torchvision:resnet50:layer9", "layer1..layer4")],
+)
 def test_torchvision_factory_errors(spec, message):
     with pytest.raises(ValueError, match=message):
         factories.load_factory(spec)
 
 
 # --- batched draws of the member (Algorithm 1 on any factory) -------------------------------------
+
 
 class ItemGate(nn.Module):
     """A member ``vmap`` cannot batch (``.item()`` in its forward): the sampler falls back to one NTK per draw."""
@@ -470,14 +564,19 @@ class ItemGate(nn.Module):
         return self.b(h if h.sum().item() >= 0 else -h)
 
 
-@pytest.mark.parametrize("factory, shape", [
-    (lambda m, n: ResNeXtBottleneck(8, 8, m * n, groups=m), (8, 3, 3)),          # BN (eval), grouped 3x3, ReLU
-    (lambda m, n: nn.Sequential(nn.Linear(5, m * n), nn.Tanh(), nn.Linear(m * n, 1)), (5,)),
-    (mlp, (16, 1))])
+@pytest.mark.parametrize(
+    "factory, shape",
+    [
+        (lambda m, n: ResNeXtBottleneck(8, 8, m * n, groups=m), (8, 3, 3)),  # BN (eval), grouped 3x3, ReLU
+        (lambda m, n: nn.Sequential(nn.Linear(5, m * n), nn.Tanh(), nn.Linear(m * n, 1)), (5,)),
+        (mlp, (16, 1)),
+    ],
+)
 def test_batched_member_ntk_equals_naive_autograd_per_draw(factory, shape):
     """The vmap over draws gives each draw's NTK: against cepaper.ntk.naive_ntk (one autograd.grad per
     input) on the very same draws, which the sampler takes from the generator in the same order."""
     from cepaper import ntk
+
     x = member_alpha.member_inputs(shape, 3, 0.5, 1)
     with torch.no_grad():
         out = factories.build(factory, 1, 3)(x)
@@ -493,6 +592,7 @@ def test_batched_member_ntk_equals_naive_autograd_per_draw(factory, shape):
 
 def test_member_sampler_falls_back_to_one_ntk_per_draw():
     from cepaper import ntk
+
     x = member_alpha.member_inputs((4,), 2, 0.5, 0)
     v = member_alpha.readout_vector("center", (1,), 0)
     with pytest.warns(UserWarning, match="cannot be batched over draws"):
@@ -518,42 +618,61 @@ def test_member_alpha_batched_equals_loop_and_chunks_do_not_change_draws(monkeyp
 def test_member_chunk_counts_weights_and_activations():
     member = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 1))
     x = torch.zeros(2, 10)
-    per = (2 + 2) * (10 * 20 + 20 + 20 + 1) + 3 * (2 * 20 + 2 * 20 + 2 * 1 + 2 * 1)   # 3 x every module's output
-    assert member_alpha.member_chunk(member, x) == min(member_alpha.MEMBER_CHUNK_MAX,
-                                                       member_alpha.MEMBER_CHUNK_FLOATS // per)
+    per = (2 + 2) * (10 * 20 + 20 + 20 + 1) + 3 * (2 * 20 + 2 * 20 + 2 * 1 + 2 * 1)  # 3 x every module's output
+    assert member_alpha.member_chunk(member, x) == min(
+        member_alpha.MEMBER_CHUNK_MAX, member_alpha.MEMBER_CHUNK_FLOATS // per
+    )
 
 
 # --- factory(m, n) must be m members factory(1, n) ------------------------------------------------
+
 
 def deeper_when_m_gt_1(m, n):
     extra = [nn.Linear(m * n, m * n), nn.ReLU()] if m > 1 else []
     return nn.Sequential(nn.Linear(4, m * n), nn.ReLU(), *extra, nn.Linear(m * n, 1))
 
 
-@pytest.mark.parametrize("factory, message", [
-    (lambda m, n: nn.Sequential(nn.Linear(4, m * n), nn.ReLU() if m == 1 else nn.Tanh(), nn.Linear(m * n, 1)),
-     r"their layers differ: \('1', 'ReLU'\) at m = 1 vs \('1', 'Tanh'\) at m = 3"),
-    (lambda m, n: nn.Sequential(nn.Linear(4, m * n + (m > 1)), nn.ReLU(), nn.Linear(m * n + (m > 1), 1)),
-     r"parameter 0.weight has shape \(13, 4\) at m = 3 and \(4, 4\) at m = 1"),
-    (lambda m, n: nn.Sequential(nn.Conv2d(4, m * n, 1), nn.ReLU(), nn.Conv2d(m * n, m * n, 3)),   # not grouped
-     r"parameter 2.weight has shape \(12, 12, 3, 3\) at m = 3 and \(4, 4, 3, 3\) at m = 1"),
-    (deeper_when_m_gt_1, r"it has 3 Linear layer\(s\) and factory\(1, 4\) 2: neither shared nor one per member"),
-    (lambda m, n: nn.Sequential(*[nn.Linear(4, n) for _ in range(m)], *[nn.Tanh() for _ in range(m * m)]),
-     r"it has 9 Tanh layer\(s\) and factory\(1, 4\) 1"),
-    (lambda m, n: nn.ModuleList([nn.Linear(4, m * n) for _ in range(m)]),          # members wider with m
-     r"its 180 trainable parameters are not factory\(1, 4\)'s 20 plus 2 more members of at most 20 each "
-     r"\(got 80 per added member\)"),
-])
+@pytest.mark.parametrize(
+    "factory, message",
+    [
+        (
+            lambda m, n: nn.Sequential(nn.Linear(4, m * n), nn.ReLU() if m == 1 else nn.Tanh(), nn.Linear(m * n, 1)),
+            r"their layers differ: \('1', 'ReLU'\) at m = 1 vs \('1', 'Tanh'\) at m = 3",
+        ),
+        (
+            lambda m, n: nn.Sequential(nn.Linear(4, m * n + (m > 1)), nn.ReLU(), nn.Linear(m * n + (m > 1), 1)),
+            r"parameter 0.weight has shape \(13, 4\) at m = 3 and \(4, 4\) at m = 1",
+        ),
+        (
+            lambda m, n: nn.Sequential(nn.Conv2d(4, m * n, 1), nn.ReLU(), nn.Conv2d(m * n, m * n, 3)),  # not grouped
+            r"parameter 2.weight has shape \(12, 12, 3, 3\) at m = 3 and \(4, 4, 3, 3\) at m = 1",
+        ),
+        (deeper_when_m_gt_1, r"it has 3 Linear layer\(s\) and factory\(1, 4\) 2: neither shared nor one per member"),
+        (
+            lambda m, n: nn.Sequential(*[nn.Linear(4, n) for _ in range(m)], *[nn.Tanh() for _ in range(m * m)]),
+            r"it has 9 Tanh layer\(s\) and factory\(1, 4\) 1",
+        ),
+        (
+            lambda m, n: nn.ModuleList([nn.Linear(4, m * n) for _ in range(m)]),  # members wider with m
+            r"its 180 trainable parameters are not factory\(1, 4\)'s 20 plus 2 more members of at most 20 each "
+            r"\(got 80 per added member\)",
+        ),
+    ],
+)
 def test_a_member_that_changes_with_m_is_an_error(factory, message):
     fm = generic.FactoryModule(factory, (4,) if "Conv" not in repr(factory(1, 4)) else (4, 5, 5))
-    assert fm.cost(4, "params", 1) > 0                          # m = 1 alone is a module like any other
-    with pytest.raises(ValueError, match=r"factory: factory\(3, 4\) must be 3 members factory\(1, 4\) differing "
-                                         r"only in width, but " + message):
+    assert fm.cost(4, "params", 1) > 0  # m = 1 alone is a module like any other
+    with pytest.raises(
+        ValueError,
+        match=r"factory: factory\(3, 4\) must be 3 members factory\(1, 4\) differing "
+        r"only in width, but " + message,
+    ):
         fm.cost(4, "params", groups=3)
 
 
 def test_members_stacked_shared_or_replicated_pass_the_check():
     """Grouped layers with a shared norm (the Fig. 5 block), replicated members, and both mixed."""
+
     class Mixed(nn.Module):
         def __init__(self, m, n):
             super().__init__()
@@ -562,26 +681,32 @@ def test_members_stacked_shared_or_replicated_pass_the_check():
 
         def forward(self, x):
             return self.head(sum(f(x) for f in self.members))
+
     for factory, shape in ((bottleneck, (256, 4, 4)), (lambda m, n: LinearMLP(3, m, n), (3,)), (Mixed, (4,))):
         fm = generic.FactoryModule(factory, shape)
         c1, c2, c5 = (fm.cost(4, "params", m) for m in (1, 2, 5))
-        assert c5 - c1 == 4 * (c2 - c1) > 0                       # affine in m, as the check promises
+        assert c5 - c1 == 4 * (c2 - c1) > 0  # affine in m, as the check promises
 
 
 def test_cli_member_that_changes_with_m_exits_2(tmp_path, capsys):
     path = tmp_path / "bad_block.py"
-    path.write_text("from torch import nn\n\ndef dense(m, n):\n"
-                    "    return nn.Sequential(nn.Conv1d(8, m * n, 1), nn.ReLU(), nn.Conv1d(m * n, m * n, 1))\n")
+    path.write_text(
+        "from torch import nn\n\ndef dense(m, n):\n"
+        "    return nn.Sequential(nn.Conv1d(8, m * n, 1), nn.ReLU(), nn.Conv1d(m * n, m * n, 1))\n"
+    )
     err = cli_fails(capsys, "params", "--module", f"{path}:dense", "--config", "4x2", "--input-shape", "8,3")
     assert "factory: factory(4, 2) must be 4 members factory(1, 2) differing only in width" in err
     err = cli_fails(capsys, "design", "--module", f"{path}:dense", "--baseline", "1x8", "--input-shape", "8,3")
-    assert "must be 2 members factory(1, " in err                 # step 6 solves m through factory(2, n)
+    assert "must be 2 members factory(1, " in err  # step 6 solves m through factory(2, n)
 
 
 @pytest.mark.parametrize("objective, what", [("primal", "the baseline's params"), ("dual", "the baseline's Var")])
 def test_a_budget_no_integer_m_meets_is_an_error(objective, what):
     """Widths whose single member already costs more than the baseline 1x4 (already raised by search.integer_m)."""
     small = lambda m, n: ResNeXtBottleneck(16, 16, m * n, groups=m)
-    with pytest.raises(ValueError, match=rf"budget: no integer m >= 1 meets {what}.*use a larger baseline or a "
-                                         rf"smaller n"):
+    with pytest.raises(
+        ValueError,
+        match=rf"budget: no integer m >= 1 meets {what}.*use a larger baseline or a "
+        rf"smaller n",
+    ):
         generic.design_module(small, (16, 4, 4), (1, 4), objective, alpha=1.6, ns=[64, 128])

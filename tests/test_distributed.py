@@ -22,23 +22,41 @@ from cepaper.training import distributed, recipes, sgd
 ROOT = Path(__file__).resolve().parents[1]
 #: batch 16 in micro-batches of 4: 4 per step, 2 per rank on 2 ranks; 44 images: the last batch (12)
 #: is 2 micro-batches on rank 0 and 1 on rank 1.
-RECIPE = recipes.Recipe("ddp", epochs=3, batch_size=16, lr=0.1, weight_decay=5e-4, milestones=(2,), gamma=0.1,
-                        micro_batch=4, pad=2, resolution=8)
+RECIPE = recipes.Recipe(
+    "ddp",
+    epochs=3,
+    batch_size=16,
+    lr=0.1,
+    weight_decay=5e-4,
+    milestones=(2,),
+    gamma=0.1,
+    micro_batch=4,
+    pad=2,
+    resolution=8,
+)
 
 
 def data():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (44 + 13, 8, 8, 3), dtype=np.uint8)
     y = rng.integers(0, 3, len(x)).astype(np.int64)
-    return (Dataset("toy", "train", x[:44], y[:44], source="random"),
-            Dataset("toy", "test", x[44:], y[44:], source="random"))
+    return (
+        Dataset("toy", "train", x[:44], y[:44], source="random"),
+        Dataset("toy", "test", x[44:], y[44:], source="random"),
+    )
 
 
 def model(seed=0):
     """BatchNorm (per micro-batch, per rank) in a small net."""
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +64,19 @@ def two_ranks(tmp_path_factory):
     """The worker's two ranks' results (tests/_ddp_worker.py under torchrun, gloo, 2 CPU processes)."""
     out = tmp_path_factory.mktemp("ddp")
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH",
-                                                                                                          "")])}
-    p = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", str(ROOT / "tests" / "_ddp_worker.py"),
-                        str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    p = subprocess.run(
+        [torchrun, "--standalone", "--nproc-per-node", "2", str(ROOT / "tests" / "_ddp_worker.py"), str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return out, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
@@ -66,9 +93,9 @@ def test_two_gloo_ranks_reproduce_one_process(two_ranks, one_thread):
         np.testing.assert_allclose(got["train_loss"], want["train_loss"], rtol=1e-5)
         assert got["train_top1"] == want["train_top1"]
         for k, v in one.state_dict().items():
-            if "running" not in k and "num_batches" not in k:   # the parameters; running stats are per rank
+            if "running" not in k and "num_batches" not in k:  # the parameters; running stats are per rank
                 torch.testing.assert_close(r["weights"][k], v, rtol=1e-5, atol=1e-6)
-    for k in ranks[0]["weights"]:                              # every rank holds the same model
+    for k in ranks[0]["weights"]:  # every rank holds the same model
         torch.testing.assert_close(ranks[0]["weights"][k], ranks[1]["weights"][k], rtol=0, atol=0)
 
 
@@ -90,7 +117,7 @@ def test_a_checkpoint_of_two_ranks_does_not_resume_in_one_process(two_ranks, one
     before = (out / "run.pt").read_bytes()
     with pytest.raises(ValueError, match=r"written by 2 process\(es\) and cannot resume exactly under 1"):
         sgd.train_recipe(model(), train, test, RECIPE, seed=3, checkpoint=out / "run.pt")
-    assert (out / "run.pt").read_bytes() == before                # nothing written is lost
+    assert (out / "run.pt").read_bytes() == before  # nothing written is lost
 
 
 def test_a_checkpoint_of_another_recipe_is_refused_by_name(tmp_path, one_thread):
@@ -108,9 +135,10 @@ def test_rank_shares_are_the_single_process_micro_batches():
     train, _ = data()
     stats = recipes.input_stats(RECIPE, train)
     whole = list(sgd.ArrayData(train, "cpu", stats).train_batches(RECIPE, 3, 1))
-    shares = [list(sgd.device_data(train, "cpu", stats, RECIPE, world=distributed.World(r, 2)).train_batches(RECIPE, 3,
-                                                                                                             1))
-              for r in range(2)]
+    shares = [
+        list(sgd.device_data(train, "cpu", stats, RECIPE, world=distributed.World(r, 2)).train_batches(RECIPE, 3, 1))
+        for r in range(2)
+    ]
     assert [len(y) for _, y in shares[0]] == [8, 8, 8] and [len(y) for _, y in shares[1]] == [8, 8, 4]
     for i, (x, y) in enumerate(whole):
         torch.testing.assert_close(torch.cat([s[i][0] for s in shares]), x, rtol=0, atol=0)
@@ -119,17 +147,24 @@ def test_rank_shares_are_the_single_process_micro_batches():
 
 def test_rank_span_and_shard():
     assert [distributed.rank_span(12, 4, 2, r) for r in range(2)] == [(0, 8), (8, 12)]
-    assert [distributed.rank_span(6, 4, 2, r) for r in range(2)] == [(0, 6), (6, 6)]   # rank 1: no image
+    assert [distributed.rank_span(6, 4, 2, r) for r in range(2)] == [(0, 6), (6, 6)]  # rank 1: no image
     spans = [distributed.shard(13, distributed.World(r, 3)) for r in range(3)]
     assert spans == [(0, 4), (4, 8), (8, 13)]
 
 
-@pytest.mark.parametrize("name, size, message", [
-    ("cifar", 3, r"world size 3 does not divide recipe 'cifar''s batch of 128 into its per-GPU batches "
-                 r"\(8 per-GPU batches of 16\): use 1, 2, 4, 8"),
-    ("cifar_1gpu", 2, r"BatchNorm over the whole batch of 128 on one GPU\): use 1 process"),
-    ("imagenet", 16, r"use 1, 2, 4, 8 process"),
-])
+@pytest.mark.parametrize(
+    "name, size, message",
+    [
+        (
+            "cifar",
+            3,
+            r"world size 3 does not divide recipe 'cifar''s batch of 128 into its per-GPU batches "
+            r"\(8 per-GPU batches of 16\): use 1, 2, 4, 8",
+        ),
+        ("cifar_1gpu", 2, r"BatchNorm over the whole batch of 128 on one GPU\): use 1 process"),
+        ("imagenet", 16, r"use 1, 2, 4, 8 process"),
+    ],
+)
 def test_a_world_size_that_does_not_divide_the_batch_is_refused(name, size, message):
     with pytest.raises(ValueError, match=message):
         distributed.check_world(recipes.RECIPES[name], size)
@@ -162,28 +197,67 @@ def cifar_root(tmp_path):
     rng = np.random.default_rng(0)
     root = tmp_path / "data"
     root.mkdir()
-    np.savez(root / "cifar10.npz", x_train=rng.integers(0, 256, (96, 32, 32, 3), dtype=np.uint8),
-             y_train=rng.integers(0, 10, 96), x_test=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
-             y_test=rng.integers(0, 10, 16))
+    np.savez(
+        root / "cifar10.npz",
+        x_train=rng.integers(0, 256, (96, 32, 32, 3), dtype=np.uint8),
+        y_train=rng.integers(0, 10, 96),
+        x_test=rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8),
+        y_test=rng.integers(0, 10, 16),
+    )
     return root
 
 
-CLI = ["train", "--arch", "resnext29", "--config", "1x4d", "--dataset", "cifar10", "--epochs", "1",
-       "--n-test", "16", "--json"]
+CLI = [
+    "train",
+    "--arch",
+    "resnext29",
+    "--config",
+    "1x4d",
+    "--dataset",
+    "cifar10",
+    "--epochs",
+    "1",
+    "--n-test",
+    "16",
+    "--json",
+]
 
 
 def _env(tmp_path, **extra):
-    return {**os.environ, "OMP_NUM_THREADS": "1", "CEPAPER_RESULTS": str(tmp_path / "results"),
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **extra}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "CEPAPER_RESULTS": str(tmp_path / "results"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        **extra,
+    }
 
 
 def test_cli_train_under_torchrun_reports_its_world_size(tmp_path, cifar_root):
     """``torchrun --nproc-per-node 2 ... cepaper train --json``: one JSON, from rank 0, with world_size 2
     (80 images: a batch of 64 on rank 0 (its 4 micro-batches of 16), 16 on rank 1)."""
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
-    p = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", str(ROOT / "tests" / "_ddp_worker.py"),
-                        "cli", str(tmp_path), *CLI, "--n-train", "80", "--data-root", str(cifar_root)],
-                       cwd=ROOT, env=_env(tmp_path), capture_output=True, text=True, timeout=240)
+    p = subprocess.run(
+        [
+            torchrun,
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(ROOT / "tests" / "_ddp_worker.py"),
+            "cli",
+            str(tmp_path),
+            *CLI,
+            "--n-train",
+            "80",
+            "--data-root",
+            str(cifar_root),
+        ],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     out = json.loads(p.stdout)
     assert out["world_size"] == 2 and out["summary"][0]["runs"] == 1
@@ -191,16 +265,28 @@ def test_cli_train_under_torchrun_reports_its_world_size(tmp_path, cifar_root):
     assert saved["data"]["world_size"] == 2 and saved["data"]["records"][0]["history"]["world_size"] == 2
 
 
-@pytest.mark.parametrize("extra, env, message", [
-    (["--recipe", "cifar_1gpu"], {"WORLD_SIZE": "2", "RANK": "0"},
-     "world size 2 does not divide recipe 'cifar_1gpu''s batch of 128"),
-    ([], {"WORLD_SIZE": "3", "RANK": "0"}, "world size 3 does not divide recipe 'cifar''s batch of 128"),
-    (["--backend", "nccl"], {}, "backend nccl needs CUDA GPUs"),
-])
+@pytest.mark.parametrize(
+    "extra, env, message",
+    [
+        (
+            ["--recipe", "cifar_1gpu"],
+            {"WORLD_SIZE": "2", "RANK": "0"},
+            "world size 2 does not divide recipe 'cifar_1gpu''s batch of 128",
+        ),
+        ([], {"WORLD_SIZE": "3", "RANK": "0"}, "world size 3 does not divide recipe 'cifar''s batch of 128"),
+        (["--backend", "nccl"], {}, "backend nccl needs CUDA GPUs"),
+    ],
+)
 def test_cli_train_refuses_a_bad_world_or_backend(tmp_path, extra, env, message):
     if "nccl" in extra and torch.cuda.is_available():
         pytest.skip("a GPU is here: nccl is available")
-    p = subprocess.run([sys.executable, "-m", "cepaper", *CLI, "--n-train", "8", *extra], cwd=ROOT,
-                       env=_env(tmp_path, **env), capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "cepaper", *CLI, "--n-train", "8", *extra],
+        cwd=ROOT,
+        env=_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2 and message in p.stderr, p.stderr
-    assert not (tmp_path / "results").exists()                 # refused before anything is written
+    assert not (tmp_path / "results").exists()  # refused before anything is written

@@ -17,12 +17,18 @@ def test_local_executor_runs_each_run_as_a_job_and_gathers_the_records(tmp_path)
     ex = executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5)
     jobs = [{"seed": 0}, {"seed": 1}]
     compute = lambda job, ckpt: {"seed": job["seed"], "pid": os.getpid(), "ckpt": str(ckpt)}
-    out = spine.run_grid(jobs, compute, cache=tmp_path / "cache", modules=("cepaper.training.spine",),
-                         by_definition=True, executor=ex)
+    out = spine.run_grid(
+        jobs, compute, cache=tmp_path / "cache", modules=("cepaper.training.spine",), by_definition=True, executor=ex
+    )
     assert [r["seed"] for r in out] == [0, 1] and all(r["pid"] != os.getpid() for r in out)  # in other processes
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2
-    again = spine.run_grid(jobs, lambda job, ckpt: pytest.fail("trained again"), cache=tmp_path / "cache",
-                           modules=("cepaper.training.spine",), by_definition=True)
+    again = spine.run_grid(
+        jobs,
+        lambda job, ckpt: pytest.fail("trained again"),
+        cache=tmp_path / "cache",
+        modules=("cepaper.training.spine",),
+        by_definition=True,
+    )
     assert [r["pid"] for r in again] == [r["pid"] for r in out]
 
 
@@ -34,16 +40,34 @@ def test_inprocess_is_no_executor(tmp_path):
 
 
 def test_slurm_without_slurm_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))                    # no sbatch
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch
     with pytest.raises(ValueError, match="executor slurm needs SLURM, and there is no sbatch"):
         executors.executor("slurm", tmp_path)
 
 
 def test_cli_train_executor_slurm_without_slurm(tmp_path):
     env = {**os.environ, "PATH": os.path.dirname(sys.executable), "CEPAPER_RESULTS": str(tmp_path / "results")}
-    p = subprocess.run([sys.executable, "-m", "cepaper", "train", "--arch", "resnext29", "--config", "1x4d",
-                        "--dataset", "cifar10", "--executor", "slurm"], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cepaper",
+            "train",
+            "--arch",
+            "resnext29",
+            "--config",
+            "1x4d",
+            "--dataset",
+            "cifar10",
+            "--executor",
+            "slurm",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2 and "executor slurm needs SLURM" in p.stderr, p.stderr
     assert not (tmp_path / "results").exists()
 
@@ -64,8 +88,11 @@ def test_a_failed_local_job_is_missing_with_its_error_and_the_others_gathered(tm
 
 def test_a_job_that_ended_without_a_result_says_its_state():
     from submitit.core.utils import UncompletedJobError
-    e = UncompletedJobError("Job 12 (task: 0) with path /x/12_0_result.pkl\nhas not produced any output "
-                            "(state: TIMEOUT)\nError stream produced:\n----\nslurmstepd: CANCELLED")
+
+    e = UncompletedJobError(
+        "Job 12 (task: 0) with path /x/12_0_result.pkl\nhas not produced any output "
+        "(state: TIMEOUT)\nError stream produced:\n----\nslurmstepd: CANCELLED"
+    )
     assert executors._failure(e) == "the job ended without a result (state TIMEOUT)"
     assert executors._failure(RuntimeError("a\nCUDA out of memory")) == "RuntimeError: CUDA out of memory"
 
@@ -82,7 +109,7 @@ def test_local_jobs_get_their_own_gpus_and_no_more_run_at_once_than_fit(monkeypa
 
         def done(self):
             self.polls += 1
-            finished = self.polls > 1 + self.value % 3        # jobs end at different times
+            finished = self.polls > 1 + self.value % 3  # jobs end at different times
             if finished and self in self.ex.running:
                 self.ex.running.remove(self)
             return finished

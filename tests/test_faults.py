@@ -31,7 +31,7 @@ from cepaper.training import spine
 from cepaper.montecarlo import intra_op_threads
 from conftest import SOURCE_ROOT, cepaper
 
-FAULT_NOTEBOOK = '''# %% [markdown]
+FAULT_NOTEBOOK = """# %% [markdown]
 # A tiny section that can be held, made to fail, or made to write a large result
 
 # %% tags=["parameters"]
@@ -62,7 +62,7 @@ if hold:  # say who we are, then wait for the test to let us go on (or to kill u
     while not Path(hold).exists():
         time.sleep(0.05)
 assert not fail, "asked to fail"
-'''
+"""
 
 COMPLETE = ["notebook.ipynb", "part0.json", "part1.json", "part2.json"]
 
@@ -72,8 +72,10 @@ def layout(repo):
     """The ``repo`` layout with two sections of FAULT_NOTEBOOK, lemma1 and theorem1."""
     for i, section in enumerate(("lemma1", "theorem1"), 1):
         (repo / "notebooks" / f"0{i}_{section}.py").write_text(FAULT_NOTEBOOK.replace("SECTION", section))
-    (repo / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
-                                   "  - file: book/sections/01_lemma1\n  - file: book/sections/02_theorem1\n")
+    (repo / "_toc.yml").write_text(
+        "format: jb-book\nroot: book/intro\nchapters:\n"
+        "  - file: book/sections/01_lemma1\n  - file: book/sections/02_theorem1\n"
+    )
     (repo / "profiles" / "quick.yaml").write_text("lemma1: {}\ntheorem1: {}\n")
     return repo
 
@@ -140,6 +142,7 @@ def held(root, kernels, *args, **kw):
 
 # --------------------------------------------------------------------------- killed runs
 
+
 def test_sigkill_while_executing_keeps_the_old_results(layout, kernels):
     store = layout / "results"
     run_here()
@@ -158,20 +161,19 @@ KILL = "import os, signal\nkill = lambda: os.kill(os.getpid(), signal.SIGKILL)\n
 PUBLISH_FAULTS = {
     # half of the new results copied beside the old ones
     "copying": KILL + "import shutil\nreal, n = shutil.copy2, []\n"
-                      "def copy2(src, dst, **kw):\n"
-                      "    n.append(dst)\n"
-                      "    kill() if '.lemma1.new-' in str(dst) and len(n) == 2 else None\n"
-                      "    return real(src, dst, **kw)\n"
-                      "shutil.copy2 = copy2\n",
+    "def copy2(src, dst, **kw):\n"
+    "    n.append(dst)\n"
+    "    kill() if '.lemma1.new-' in str(dst) and len(n) == 2 else None\n"
+    "    return real(src, dst, **kw)\n"
+    "shutil.copy2 = copy2\n",
     # the atomic exchange done, the previous results not yet removed
-    "swapped": KILL + "real = pipeline._exchange\n"
-                      "pipeline._exchange = lambda a, b: (real(a, b), kill())\n",
+    "swapped": KILL + "real = pipeline._exchange\npipeline._exchange = lambda a, b: (real(a, b), kill())\n",
     # no atomic exchange here (e.g. NFS): the two renames cut between them
     "between-renames": KILL + "pipeline._exchange = lambda a, b: False\nreal = os.replace\n"
-                              "def replace(a, b):\n"
-                              "    real(a, b)\n"
-                              "    kill() if '.lemma1.old-' in str(b) else None\n"
-                              "os.replace = replace\n",
+    "def replace(a, b):\n"
+    "    real(a, b)\n"
+    "    kill() if '.lemma1.old-' in str(b) else None\n"
+    "os.replace = replace\n",
 }
 
 
@@ -192,8 +194,10 @@ def test_sigkill_while_publishing_leaves_the_old_or_the_new_results(layout, poin
         assert state(store) == (COMPLETE, {3}) and leftovers(store) == []
 
 
-@pytest.mark.parametrize("signum, status, said", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
-                                                  (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+@pytest.mark.parametrize(
+    "signum, status, said",
+    [(signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+)
 def test_ctrl_c_and_sigterm_stop_cleanly(layout, kernels, signum, status, said):
     store = layout / "results"
     run_here()
@@ -207,7 +211,7 @@ def test_ctrl_c_and_sigterm_stop_cleanly(layout, kernels, signum, status, said):
         pass  # released
 
 
-TRAIN = f'''
+TRAIN = f"""
 import os, signal, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import torch
@@ -228,26 +232,34 @@ else:  # epoch 2's checkpoint half written
         real(p, lambda f: (f.write(data[:len(data) // 2]), f.flush(), kill()))
     spine.write_atomic = half
 sgd.train_recipe(tiny_model(), images(n=40), images(n=16, seed=1), TINY, seed=5, checkpoint=path)
-'''
+"""
 
 
 @pytest.mark.parametrize("point, epoch", [("after-checkpoint", 2), ("while-checkpointing", 1)])
 def test_training_killed_then_resumed_gives_the_same_result(tmp_path, point, epoch):
     from test_classify import TINY, images, tiny_model
+
     path = tmp_path / "run.pt"
-    proc = subprocess.run([sys.executable, "-c", TRAIN, point, str(path)], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)}, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", TRAIN, point, str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)},
+        timeout=120,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert torch.load(path, weights_only=False)["epoch"] == epoch
     with intra_op_threads(1):  # bit-for-bit comparisons need one reduction order, whatever earlier tests set
         straight = sgd.train_recipe(tiny_model(), images(n=40), images(n=16, seed=1), TINY, seed=5)
-        resumed = sgd.train_recipe(tiny_model(seed=99), images(n=40), images(n=16, seed=1), TINY, seed=5,
-                               checkpoint=path)
+        resumed = sgd.train_recipe(
+            tiny_model(seed=99), images(n=40), images(n=16, seed=1), TINY, seed=5, checkpoint=path
+        )
     for k in ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5"):
         assert resumed[k] == straight[k], k
 
 
 # --------------------------------------------------------------------------- two runs at once
+
 
 def test_the_same_section_twice_at_once_is_refused(layout, kernels):
     store = layout / "results"
@@ -270,12 +282,14 @@ def test_two_sections_at_once_both_succeed(layout, kernels):
 
 # --------------------------------------------------------------------------- disks
 
+
 @contextlib.contextmanager
 def tmpfs(path, options):
     """A tmpfs mounted at ``path`` (``True``), or ``False`` where ``mount`` is not allowed."""
     path.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                             capture_output=True).returncode == 0
+    mounted = (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode == 0
+    )
     try:
         yield mounted
     finally:
@@ -304,20 +318,26 @@ def test_read_only_results_root(repo, monkeypatch, capsys):
             assert cli.os_error_line(e.value).startswith(f"{ro}/quick/x.json: the filesystem is read-only (EROFS)")
 
 
-LIMIT = ("import resource, signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-         "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))\n")
+LIMIT = (
+    "import resource, signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))\n"
+)
 # the file-size limit set only once the notebook has run: the copy into the results root fails
-LIMIT_IN_PUBLISH = ("from cepaper.book import pipeline\nreal = pipeline.publish\n"
-                    "def publish(new, dest):\n" + "".join(f"    {line}\n" for line in LIMIT.splitlines()) +
-                    "    return real(new, dest)\npipeline.publish = publish\n")
+LIMIT_IN_PUBLISH = (
+    "from cepaper.book import pipeline\nreal = pipeline.publish\n"
+    "def publish(new, dest):\n"
+    + "".join(f"    {line}\n" for line in LIMIT.splitlines())
+    + "    return real(new, dest)\npipeline.publish = publish\n"
+)
 
 
 def test_file_size_limit_in_the_notebook_is_one_clear_line(layout):
     store = layout / "results"
     run_here()
     proc = cepaper(layout, "run", "lemma1", "-p", "value", "2", "-p", "blob", "1000000", fault=LIMIT)
-    one_line_error(proc, 2, "blob.json: file too large", "(EFBIG)", "section lemma1 stopped",
-                   "the last good results are kept")
+    one_line_error(
+        proc, 2, "blob.json: file too large", "(EFBIG)", "section lemma1 stopped", "the last good results are kept"
+    )
     assert state(store) == (COMPLETE, {1})
 
 
@@ -334,14 +354,20 @@ def test_publish_across_filesystems_and_its_failure(layout, monkeypatch, where):
         run_here()
         run_here(value=2)  # replacing results on the other filesystem
         assert state(store) == (COMPLETE, {2})
-        proc = cepaper(layout, "run", "lemma1", "-p", "value", "3", "-p", "blob", "1000000", env=env,
-                       fault=LIMIT_IN_PUBLISH)
-        one_line_error(proc, 2, f"{store}/quick/lemma1/blob.json: file too large (EFBIG)",
-                       "could not be published; the last good results are kept")
+        proc = cepaper(
+            layout, "run", "lemma1", "-p", "value", "3", "-p", "blob", "1000000", env=env, fault=LIMIT_IN_PUBLISH
+        )
+        one_line_error(
+            proc,
+            2,
+            f"{store}/quick/lemma1/blob.json: file too large (EFBIG)",
+            "could not be published; the last good results are kept",
+        )
         assert state(store) == (COMPLETE, {2}) and leftovers(store) == []
     finally:
         if where == "/dev/shm":
             import shutil
+
             shutil.rmtree(store, ignore_errors=True)
 
 
@@ -354,15 +380,23 @@ def test_full_disk_is_one_clear_line(layout, monkeypatch):
         monkeypatch.setenv("CEPAPER_RESULTS", str(full))
         run_here()
         proc = cepaper(layout, "run", "lemma1", "-p", "value", "2", "-p", "blob", "1000000", env=env)
-        one_line_error(proc, 2, f"{full}/quick/lemma1/blob.json: no space left on the device (ENOSPC)",
-                       "free some space there", "CEPAPER_RESULTS", "the last good results are kept")
+        one_line_error(
+            proc,
+            2,
+            f"{full}/quick/lemma1/blob.json: no space left on the device (ENOSPC)",
+            "free some space there",
+            "CEPAPER_RESULTS",
+            "the last good results are kept",
+        )
         assert state(full) == (COMPLETE, {1}) and leftovers(full) == []
 
 
 # --------------------------------------------------------------------------- damaged files
 
+
 def test_corrupt_checkpoint_is_moved_aside_and_recomputed(tmp_path, capsys):
     from test_classify import TINY, images, tiny_model
+
     data = images(n=40), images(n=16, seed=1)
     straight = sgd.train_recipe(tiny_model(), *data, TINY, seed=5)
     good = tmp_path / "good.pt"
@@ -398,8 +432,18 @@ def test_corrupt_cache_entries_are_moved_aside_and_recomputed(tmp_path, capsys):
 
 def test_empty_training_record_is_recomputed_not_a_key_error(tmp_path, monkeypatch, capsys):
     from test_classify import images
-    hist = {"epoch": [1], "lr": [0.1], "train_loss": [1.0], "train_top1": [50.0], "test_loss": [1.0],
-            "test_top1": [40.0], "test_top5": [10.0], "seconds": [0.1], "images_per_s": 1.0}
+
+    hist = {
+        "epoch": [1],
+        "lr": [0.1],
+        "train_loss": [1.0],
+        "train_top1": [50.0],
+        "test_loss": [1.0],
+        "test_top1": [40.0],
+        "test_top5": [10.0],
+        "seconds": [0.1],
+        "images_per_s": 1.0,
+    }
     monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: hist)
     kw = dict(arch="resnext29", stages=(8, 16, 32), depth=1, classes=3, cache=tmp_path)
     first = grids.train_recipe_grid(["1x2d"], "toy", images(), images(), [0], **kw)
@@ -421,13 +465,16 @@ def test_damaged_run_record_is_a_cache_miss(layout, capsys, content):
     assert record.with_name(record.name + ".corrupt").read_text() == content
 
 
-@pytest.mark.parametrize("profile, argv, message", [
-    ("lemma1: [1, 2\n", [], "profiles/quick.yaml is not valid YAML: expected ',' or ']'"),
-    ("- lemma1\n", [], "profiles/quick.yaml must map sections to their parameters"),
-    ("lemma1: 3\n", [], "profiles/quick.yaml: section lemma1 must map parameter names to values"),
-    ("lemma1: {}\n", ["-p", "value", "[1, 2"], "-p value: '[1, 2' is not a YAML value"),
-    ("lemma1: {}\n", ["-p", "value", "{a: }}"], "-p value: '{a: }}' is not a YAML value"),
-])
+@pytest.mark.parametrize(
+    "profile, argv, message",
+    [
+        ("lemma1: [1, 2\n", [], "profiles/quick.yaml is not valid YAML: expected ',' or ']'"),
+        ("- lemma1\n", [], "profiles/quick.yaml must map sections to their parameters"),
+        ("lemma1: 3\n", [], "profiles/quick.yaml: section lemma1 must map parameter names to values"),
+        ("lemma1: {}\n", ["-p", "value", "[1, 2"], "-p value: '[1, 2' is not a YAML value"),
+        ("lemma1: {}\n", ["-p", "value", "{a: }}"], "-p value: '{a: }}' is not a YAML value"),
+    ],
+)
 def test_broken_yaml_is_one_clear_line(layout, capsys, profile, argv, message):
     (layout / "profiles" / "quick.yaml").write_text(profile)
     with pytest.raises(SystemExit) as e:
@@ -438,6 +485,7 @@ def test_broken_yaml_is_one_clear_line(layout, capsys, profile, argv, message):
 
 # --------------------------------------------------------------------------- plain papermill
 
+
 def test_plain_papermill_never_writes_the_books_results(layout, tmp_path):
     store = layout / "results"
     run_here()
@@ -447,16 +495,50 @@ def test_plain_papermill_never_writes_the_books_results(layout, tmp_path):
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CEPAPER_")}
     env["PYTHONPATH"] = str(SOURCE_ROOT)
-    subprocess.run([bin_dir / "jupytext", "--to", "ipynb", "--set-kernel", "python3", "-o", "in.ipynb",
-                    layout / "notebooks" / "01_lemma1.py"],
-                   cwd=elsewhere, env=env, check=True, capture_output=True)
+    subprocess.run(
+        [
+            bin_dir / "jupytext",
+            "--to",
+            "ipynb",
+            "--set-kernel",
+            "python3",
+            "-o",
+            "in.ipynb",
+            layout / "notebooks" / "01_lemma1.py",
+        ],
+        cwd=elsewhere,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     for extra, where in (({}, None), ({"CEPAPER_RESULTS": str(tmp_path / "mine")}, tmp_path / "mine")):
-        subprocess.run([bin_dir / "papermill", "in.ipynb", "out.ipynb", "-p", "value", "7", "-p", "repo", str(layout),
-                        "-k", "python3"], cwd=elsewhere, env={**env, **extra}, check=True, capture_output=True)
+        subprocess.run(
+            [
+                bin_dir / "papermill",
+                "in.ipynb",
+                "out.ipynb",
+                "-p",
+                "value",
+                "7",
+                "-p",
+                "repo",
+                str(layout),
+                "-k",
+                "python3",
+            ],
+            cwd=elsewhere,
+            env={**env, **extra},
+            check=True,
+            capture_output=True,
+        )
         assert state(store) == published, "the book's results are untouched"
         cells = nbformat.read(elsewhere / "out.ipynb", as_version=4).cells
-        (header,) = [o.data["text/markdown"] for c in cells for o in c.get("outputs", [])
-                     if "This run" in o.get("data", {}).get("text/markdown", "")]
+        (header,) = [
+            o.data["text/markdown"]
+            for c in cells
+            for o in c.get("outputs", [])
+            if "This run" in o.get("data", {}).get("text/markdown", "")
+        ]
         if where is None:
             (scratch,) = (layout / "_build" / "scratch").iterdir()
             assert scratch.name.startswith("lemma1-") and f"results in `_build/scratch/{scratch.name}/`" in header
@@ -469,7 +551,7 @@ def test_plain_papermill_never_writes_the_books_results(layout, tmp_path):
 
 # --------------------------------------------------------------------------- the book's child
 
-CHILD = '''
+CHILD = """
 import signal, sys
 from pathlib import Path
 from cepaper import cli
@@ -479,7 +561,7 @@ try:
     pipeline.run_child(["sh", "-c", "sleep 300 & echo $! > " + sys.argv[1] + "; wait"])
 except KeyboardInterrupt:
     sys.exit(143)
-'''
+"""
 
 
 def alive(pid):
@@ -491,9 +573,12 @@ def alive(pid):
 
 def test_a_terminated_child_group_leaves_no_process(tmp_path):
     pid_file = tmp_path / "pid"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(pid_file)], env={**os.environ,
-                                                                               "PYTHONPATH": str(SOURCE_ROOT)},
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(pid_file)],
+        env={**os.environ, "PYTHONPATH": str(SOURCE_ROOT)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for(pid_file, proc, timeout=60)
     while not pid_file.read_text().strip():
         time.sleep(0.05)
@@ -509,24 +594,35 @@ def test_a_terminated_child_group_leaves_no_process(tmp_path):
 
 # --------------------------------------------------------------------------- the CLI's messages
 
+
 def test_os_errors_name_the_file_and_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))
     line = cli.os_error_line(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "quick" / "a.json")))
-    assert line == (f"{tmp_path}/quick/a.json: no space left on the device (ENOSPC); free some space there and "
-                    "run again, or point CEPAPER_RESULTS at another folder")
-    assert "(EXDEV); keep it and its destination on one filesystem" in \
-        cli.os_error_line(OSError(errno.EXDEV, "Invalid cross-device link", "/a", "/b"))
-    assert cli.os_error_line(PermissionError("cannot write results to /x: it is not writable")) == \
-        "cannot write results to /x: it is not writable"
+    assert line == (
+        f"{tmp_path}/quick/a.json: no space left on the device (ENOSPC); free some space there and "
+        "run again, or point CEPAPER_RESULTS at another folder"
+    )
+    assert "(EXDEV); keep it and its destination on one filesystem" in cli.os_error_line(
+        OSError(errno.EXDEV, "Invalid cross-device link", "/a", "/b")
+    )
+    assert (
+        cli.os_error_line(PermissionError("cannot write results to /x: it is not writable"))
+        == "cannot write results to /x: it is not writable"
+    )
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["fit-alpha", "--module", "mlp", "--seed", "-1"], "argument --seed: must be an integer >= 0, got '-1'"),
-    (["fit-alpha", "--module", "mlp", "--trials", "1"], "argument --trials: must be an integer >= 2"),
-    (["design", "--arch", "resnext29", "--baseline", "8x64d", "--alpha", "1e300"],
-     "alpha = 1e+300 is too large: Var(K) of Eq. 9"),
-    (["design", "--arch", "resnext29", "--baseline", "8x64d", "--alpha", "1e300", "--json"], "is too large"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["fit-alpha", "--module", "mlp", "--seed", "-1"], "argument --seed: must be an integer >= 0, got '-1'"),
+        (["fit-alpha", "--module", "mlp", "--trials", "1"], "argument --trials: must be an integer >= 2"),
+        (
+            ["design", "--arch", "resnext29", "--baseline", "8x64d", "--alpha", "1e300"],
+            "alpha = 1e+300 is too large: Var(K) of Eq. 9",
+        ),
+        (["design", "--arch", "resnext29", "--baseline", "8x64d", "--alpha", "1e300", "--json"], "is too large"),
+    ],
+)
 def test_cli_argument_errors_name_the_flag(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
         cli.main(argv)
@@ -546,12 +642,15 @@ def test_json_output_is_strict(capsys):
 def test_train_messages_name_the_cli_flags(tmp_path, monkeypatch, capsys):
     from cepaper import data
     from test_classify import images
+
     base = ["train", "--arch", "resnext29", "--config", "1x2d", "--dataset", "cifar10"]
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path / "results"))
     monkeypatch.delenv("CEPAPER_DATA", raising=False)
-    cases = [(["--data-root", str(tmp_path)], "pass --download to fetch CIFAR-10"),
-             ([], "no data root: no --data-root and CEPAPER_DATA is unset"),
-             (["--download"], "--download needs a data root: pass --data-root, or set CEPAPER_DATA")]
+    cases = [
+        (["--data-root", str(tmp_path)], "pass --download to fetch CIFAR-10"),
+        ([], "no data root: no --data-root and CEPAPER_DATA is unset"),
+        (["--download"], "--download needs a data root: pass --data-root, or set CEPAPER_DATA"),
+    ]
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda"], "torch sees no GPU here; pass --device cpu"))
     for extra, message in cases:

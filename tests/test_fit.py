@@ -36,7 +36,7 @@ def test_alpha_recovered_from_synthetic_data(intercept, a):
     assert lo < 1.6 < hi and hi - lo < 0.5
     assert f["alpha"] == pytest.approx(1.6, abs=0.15)
     assert f["intercept"] == pytest.approx(a, abs=0.03)
-    assert not lo < 1.2 < hi                                   # the interval excludes a wrong alpha
+    assert not lo < 1.2 < hi  # the interval excludes a wrong alpha
     a_lo, a_hi = f["intercept_ci"]
     assert (a_lo < a < a_hi) if intercept else (a_lo, a_hi) == (0.0, 0.0)
     assert len(f["log_ratio"]) == len(f["log_ratio_lo"]) == len(terms)
@@ -81,7 +81,7 @@ def test_a_width_without_signal_is_dropped():
     terms = np.array([0.05, 0.1, 0.2, 0.4])
     ks = fit.synthetic_samples(1.0, terms, 300, intercept=0.1, seed=2)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")                                # and quietly
+        warnings.simplefilter("error")  # and quietly
         f = fit.fit_alpha(terms, ks[:1] + [np.zeros(300)] + ks[2:], n_boot=50, seed=3)
     g = fit.fit_alpha(terms[[0, 2, 3]], ks[:1] + ks[2:], n_boot=50, seed=3)
     assert f["dropped"] == [1] and f["log_ratio"][1] is None and f["bad_resamples"] == 0
@@ -95,7 +95,7 @@ def test_resamples_without_signal_are_counted_and_left_out():
     counted in ``bad_resamples`` and left out of the intervals (which stay finite)."""
     terms, sparse = [0.05, 0.1, 0.2], np.r_[np.zeros(9), 1.0]
     ks = [sparse, sparse] + fit.synthetic_samples(1.0, [0.2], 10, seed=1)
-    n_boot, p = 4000, 1 - (1 - 0.9 ** 10) ** 2
+    n_boot, p = 4000, 1 - (1 - 0.9**10) ** 2
     f = fit.fit_alpha(terms, ks, n_boot=n_boot, seed=0)
     assert abs(f["bad_resamples"] / n_boot - p) < 4 * math.sqrt(p * (1 - p) / n_boot), f["bad_resamples"]
     assert all(math.isfinite(v) for v in f["alpha_ci"] + f["intercept_ci"] + [f["alpha_se"]])
@@ -120,7 +120,7 @@ def test_fit_accepts_the_smallest_inputs_and_refuses_less():
     and C = E[K]^2 exactly); a level of 0 or 1, or two equal terms with an intercept, are refused."""
     two = [np.array([1.0, 2.0]), np.array([1.0, 3.0])]
     assert math.isfinite(fit.fit_alpha([0.5, 1.0], two, n_boot=10)["alpha"])
-    f = fit.fit_alpha([0.5, 1.0], two)                                          # the documented defaults
+    f = fit.fit_alpha([0.5, 1.0], two)  # the documented defaults
     assert (f["n_boot"], f["level"], f["options"]) == (1000, 0.95, {"intercept": True, "weighted": False, "seed": 0})
     k = fit.synthetic_samples(1.0, [0.3], 50, seed=4)[0]
     f = fit.fit_alpha([0.3], [k], intercept=False, n_boot=20)
@@ -161,14 +161,14 @@ def synthetic_draws(law, rng, reps):
     if kind == "lognormal":
         z = rng.standard_normal((reps, len(terms), t))
         return np.exp(np.sqrt(np.log(r)) * z - np.log(r) / 2)
-    alive = np.where(np.array(terms)[:, None] > 1, 0.5, 1.0)          # P(K != 0): 1/2 at n = 1
-    shape = 1 / (r * alive - 1)                                        # (1 + 1/shape) / alive = r
+    alive = np.where(np.array(terms)[:, None] > 1, 0.5, 1.0)  # P(K != 0): 1/2 at n = 1
+    shape = 1 / (r * alive - 1)  # (1 + 1/shape) / alive = r
     return rng.gamma(shape, size=(reps, len(terms), t)) * (rng.random((reps, len(terms), t)) < alive)
 
 
 def ols_alpha(terms, k):
     """The point estimate of Algorithm 1 by numpy: slope of ``log(mean K^2 / mean(K)^2)`` on ``s``."""
-    y = np.log((k * k).mean(-1)) - 2 * np.log(k.mean(-1))                       # (reps, J)
+    y = np.log((k * k).mean(-1)) - 2 * np.log(k.mean(-1))  # (reps, J)
     return np.polyfit(terms, y.T, 1)[0]
 
 
@@ -176,8 +176,9 @@ def ols_alpha(terms, k):
 def alpha_hats(law, sets=20000):
     """alpha-hat of ``sets`` synthetic data sets: its sampling distribution."""
     chunk = 2000 if law[4] <= 200 else 250
-    return np.concatenate([ols_alpha(law[1], synthetic_draws(law, np.random.default_rng([7, i]), chunk))
-                           for i in range(sets // chunk)])
+    return np.concatenate(
+        [ols_alpha(law[1], synthetic_draws(law, np.random.default_rng([7, i]), chunk)) for i in range(sets // chunk)]
+    )
 
 
 def alpha_calibration(law=NEAR_NORMAL, reps=200, n_boot=400, level=0.95, sets=20000):
@@ -191,7 +192,7 @@ def alpha_calibration(law=NEAR_NORMAL, reps=200, n_boot=400, level=0.95, sets=20
     sd, (q_lo, q_hi) = truth.std(ddof=1), np.quantile(truth, [(1 - level) / 2, (1 + level) / 2])
     ks = synthetic_draws(law, np.random.default_rng(8), reps)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)                   # HEAVY's tail warning
+        warnings.simplefilter("ignore", UserWarning)  # HEAVY's tail warning
         fits = [fit.fit_alpha(law[1], list(k), n_boot=n_boot, level=level, seed=i) for i, k in enumerate(ks)]
     np.testing.assert_allclose([f["alpha"] for f in fits], ols_alpha(law[1], ks), rtol=1e-9, atol=1e-12)
     se = np.mean([f["alpha_se"] for f in fits])
@@ -206,7 +207,7 @@ def test_alpha_interval_is_calibrated():
     se_ratio, width_ratio, bias = alpha_calibration()
     assert 0.9 < se_ratio < 1.1, se_ratio
     assert 0.9 < width_ratio < 1.1, width_ratio
-    assert abs(bias) < 0.2, bias                                   # centred: width and centre give coverage
+    assert abs(bias) < 0.2, bias  # centred: width and centre give coverage
 
 
 def test_alpha_interval_is_calibrated_at_the_papers_widths():
@@ -232,8 +233,9 @@ def test_intercept_and_C_intervals_are_calibrated():
     log C's sampling distributions (NEAR_NORMAL, 60 replicates against 20000 data sets) and are centred
     on the estimate, so a bootstrap that refits the intercept or C wrongly fails."""
     law = NEAR_NORMAL
-    truth = np.concatenate([ols_fit(law[1], synthetic_draws(law, np.random.default_rng([9, i]), 2000))
-                            for i in range(10)])
+    truth = np.concatenate(
+        [ols_fit(law[1], synthetic_draws(law, np.random.default_rng([9, i]), 2000)) for i in range(10)]
+    )
     (q_lo, q_hi), sd = np.quantile(truth, [0.025, 0.975], axis=0), truth.std(0, ddof=1)
     ks = synthetic_draws(law, np.random.default_rng(10), 60)
     fits = [fit.fit_alpha(law[1], list(k), n_boot=400, seed=i) for i, k in enumerate(ks)]
@@ -257,7 +259,7 @@ def test_a_tail_the_draws_cannot_see_is_flagged():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert fit.fit_alpha(BLOCK_TERMS, list(light), n_boot=20)["heavy_tail"] == []
-    assert alpha_calibration(HEAVY, reps=60, n_boot=100, sets=2000)[0] < 0.75       # why the flag exists
+    assert alpha_calibration(HEAVY, reps=60, n_boot=100, sets=2000)[0] < 0.75  # why the flag exists
 
 
 def test_tail_index_recovers_a_pareto_shape():
@@ -286,9 +288,9 @@ def test_tail_index_reads_the_psis_tail():
         assert fit.tail_index(below) == k, t
         for i in (-m - 1, -m):
             moved = x.copy()
-            moved[order[i]] = (x[order[i]] + x[order[i - 1]]) / 2            # order kept
+            moved[order[i]] = (x[order[i]] + x[order[i - 1]]) / 2  # order kept
             assert fit.tail_index(moved) != pytest.approx(k, rel=1e-6, abs=1e-9), (t, i)
-        if t == 2000:                                                     # (5 or 20 draws: a rough optimum)
+        if t == 2000:  # (5 or 20 draws: a rough optimum)
             assert fit.tail_index(1e-3 * x) == pytest.approx(k, abs=0.02)
     assert math.isnan(fit.tail_index(stats.genpareto.rvs(0.5, size=24, random_state=rng)))
 
@@ -323,7 +325,7 @@ def test_terms_are_the_designs():
         assert sweeps.bottleneck_term(n) == pytest.approx(search.BottleneckDesign().sum_inv_fan_in(n))
         assert sweeps.mlp_term(n, depth=6) == pytest.approx(search.MLPDesign(784, 6).sum_inv_fan_in(n))
     assert sweeps.bottleneck_term(10, n_in=16) == pytest.approx(1 / 16 + 1 / 90 + 1 / 10, rel=1e-15)  # n_in passed on
-    assert sweeps.mlp_term(4, depth=3, n_in=16) == pytest.approx(2 / 4, rel=1e-15)   # depth passed on; input layer out
+    assert sweeps.mlp_term(4, depth=3, n_in=16) == pytest.approx(2 / 4, rel=1e-15)  # depth passed on; input layer out
     with pytest.raises(ValueError, match="^n must be an integer >= 1, got 0"):
         sweeps.mlp_term(0)
     with pytest.raises(ValueError, match="^depth must be >= 2"):
@@ -334,8 +336,9 @@ def test_terms_are_the_designs():
 
 
 def small_bottleneck(seed, **kw):
-    return fit.measure_alpha("bottleneck", widths=(1, 2, 4, 8), trials=24, seed=seed, n_in=16, spatial=3,
-                             n_boot=50, **kw)
+    return fit.measure_alpha(
+        "bottleneck", widths=(1, 2, 4, 8), trials=24, seed=seed, n_in=16, spatial=3, n_boot=50, **kw
+    )
 
 
 def test_same_seed_same_alpha():
@@ -343,7 +346,7 @@ def test_same_seed_same_alpha():
     assert a["alpha"] == b["alpha"] and a["alpha_ci"] == b["alpha_ci"] and a["C"] == b["C"]
     assert a["alpha"] != c["alpha"]
     assert set(a["fits"]) == {"diag", "offdiag"} and a["widths"] == [1, 2, 4, 8] and a["trials"] == 24
-    json.dumps(a)                                             # JSON-able, ready for the results store
+    json.dumps(a)  # JSON-able, ready for the results store
 
 
 def test_sweep_resumes_from_checkpoint(tmp_path):
@@ -354,7 +357,7 @@ def test_sweep_resumes_from_checkpoint(tmp_path):
     def sampler(n):
         calls.append(n)
         if n == 5 and len(calls) == 3:
-            raise KeyboardInterrupt                          # interrupted at the third width
+            raise KeyboardInterrupt  # interrupted at the third width
         return sweeps._bottleneck_setup(sweeps.module_options("bottleneck", **opts))[0](n)
 
     chunk = lambda n: 256
@@ -364,7 +367,7 @@ def test_sweep_resumes_from_checkpoint(tmp_path):
     files = sorted(p.name for p in tmp_path.glob("*/*.json"))
     assert files == ["n0001.json", "n0003.json"]
     resumed = sweeps.ntk_sweep(sampler, (1, 3, 5), 10, 2, chunk, checkpoint=tmp_path, settings=settings)
-    assert calls == [1, 3, 5, 5]                              # widths 1 and 3 were not recomputed
+    assert calls == [1, 3, 5, 5]  # widths 1 and 3 were not recomputed
     for n in (1, 3, 5):
         np.testing.assert_array_equal(resumed[n], full["samples"][n])
 
@@ -373,23 +376,33 @@ def test_a_checkpoint_of_other_settings_is_not_loaded(tmp_path):
     """A checkpointed width is reused only by a sweep with the same seed, trials and settings: each
     change draws afresh (the result equals a sweep without checkpoint), and the same sweep loads it.
     Two trials are enough, the default seed is 0, and a progress bar changes nothing."""
+
     def sampler(scale):
         return lambda n: lambda t, g: scale * n * torch.rand(t, 2, 2, generator=g, dtype=torch.float64)
 
     def sweep(seed=2, trials=10, scale=1.0, checkpoint=tmp_path):
-        return sweeps.ntk_sweep(sampler(scale), (1, 3), trials, seed, checkpoint=checkpoint,
-                             settings=None if checkpoint is None else {"scale": scale})[3]
+        return sweeps.ntk_sweep(
+            sampler(scale),
+            (1, 3),
+            trials,
+            seed,
+            checkpoint=checkpoint,
+            settings=None if checkpoint is None else {"scale": scale},
+        )[3]
 
     first = sweep()
     for change in (dict(seed=3), dict(trials=12), dict(scale=2.0)):
         np.testing.assert_array_equal(sweep(**change), sweep(**change, checkpoint=None))
         assert not np.array_equal(sweep(**change, checkpoint=None), first), change
-    np.testing.assert_array_equal(sweeps.ntk_sweep(sampler(1.0), (3,), 2)[3], sweep(seed=0, trials=2,
-                                                                                    checkpoint=None)[:2])
+    np.testing.assert_array_equal(
+        sweeps.ntk_sweep(sampler(1.0), (3,), 2)[3], sweep(seed=0, trials=2, checkpoint=None)[:2]
+    )
     np.testing.assert_array_equal(sweeps.ntk_sweep(sampler(1.0), (1, 3), 10, 2, progress=True)[3], first)
     calls = []
-    np.testing.assert_array_equal(sweeps.ntk_sweep(lambda n: calls.append(n), (1, 3), 10, 2, checkpoint=tmp_path,
-                                                settings={"scale": 1.0})[3], first)
+    np.testing.assert_array_equal(
+        sweeps.ntk_sweep(lambda n: calls.append(n), (1, 3), 10, 2, checkpoint=tmp_path, settings={"scale": 1.0})[3],
+        first,
+    )
     assert calls == [] and len(list(tmp_path.glob("*/n0003.json"))) == 4
 
 
@@ -398,7 +411,7 @@ def test_custom_module_sweep_reads_fan_ins():
     x = B.block_inputs(8, 3, 2)
 
     def make(n, generator):
-        seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         return B.Bottleneck(n, v, n_in=8, seed=seed)
 
     sw = sweeps.custom_sweep(make, x, (1, 2, 4), trials=6, seed=1)
@@ -409,7 +422,7 @@ def test_custom_module_sweep_reads_fan_ins():
     assert f["alpha"] == pytest.approx(np.polyfit(sw["terms"], y, 1)[0], rel=1e-10)
     # the generic path and the batched fast path agree draw by draw when they draw the same seeds
     g = torch.Generator().manual_seed(sweeps.width_seed(1, 2))
-    seeds = [int(torch.randint(0, 2 ** 62, (1,), generator=g)) for _ in range(6)]
+    seeds = [int(torch.randint(0, 2**62, (1,), generator=g)) for _ in range(6)]
     fast = B.bottleneck_ntk(B.BottleneckDraws(2, seeds, v, n_in=8), x).numpy()
     np.testing.assert_allclose(sw["samples"][2], sweeps._round32(fast), rtol=1e-5)
 
@@ -426,24 +439,55 @@ def readout_by_hand(kind, n_out, s, seed):
     return (g / g.norm()).float()
 
 
-@pytest.mark.parametrize("readout, post_relu, kind", [("mean", False, "gaussian"), ("center", False, "gaussian"),
-                                                      ("random", False, "gaussian"), ("mean", True, "constant")])
+@pytest.mark.parametrize(
+    "readout, post_relu, kind",
+    [
+        ("mean", False, "gaussian"),
+        ("center", False, "gaussian"),
+        ("random", False, "gaussian"),
+        ("mean", True, "constant"),
+    ],
+)
 def test_block_sweep_options_and_both_entries_are_the_standalone_blocks(readout, post_relu, kind):
     """Every read-out (and the post ReLU, a constant input) reaches the samples: they are the naive
     autograd NTKs of standalone blocks built with the read-out and inputs written out here; each
     entry's fit is the least-squares fit of that entry (diag K(x1, x1), offdiag K(x1, x2))."""
     n_in, s, corr, widths, trials = 8, 3, 0.3, (3, 5), 3
-    sw = sweeps.module_sweep("bottleneck", widths, trials, seed=5, n_in=n_in, spatial=s, readout=readout,
-                          post_relu=post_relu, input=kind, corr=corr, input_seed=4)
-    g = torch.randn((3, n_in) + ((s, s) if kind == "gaussian" else (1, 1)), generator=torch.Generator().manual_seed(4),
-                    dtype=torch.float64)
+    sw = sweeps.module_sweep(
+        "bottleneck",
+        widths,
+        trials,
+        seed=5,
+        n_in=n_in,
+        spatial=s,
+        readout=readout,
+        post_relu=post_relu,
+        input=kind,
+        corr=corr,
+        input_seed=4,
+    )
+    g = torch.randn(
+        (3, n_in) + ((s, s) if kind == "gaussian" else (1, 1)),
+        generator=torch.Generator().manual_seed(4),
+        dtype=torch.float64,
+    )
     x = (math.sqrt(corr) * g[:1] + math.sqrt(1 - corr) * g[1:]).expand(2, n_in, s, s).float()
     v = readout_by_hand(readout, n_in, s, 4)
     ks = {}
     for n in widths:
-        seeds = torch.randint(0, 2 ** 62, (trials,), generator=torch.Generator().manual_seed(sweeps.width_seed(5, n)))
-        ks[n] = torch.stack([ntk.empirical_ntk(B.Bottleneck(n, v, n_in=n_in, post_relu=post_relu, seed=int(t)), x,
-                                               method="naive") for t in seeds]).double().numpy()
+        seeds = torch.randint(0, 2**62, (trials,), generator=torch.Generator().manual_seed(sweeps.width_seed(5, n)))
+        ks[n] = (
+            torch.stack(
+                [
+                    ntk.empirical_ntk(
+                        B.Bottleneck(n, v, n_in=n_in, post_relu=post_relu, seed=int(t)), x, method="naive"
+                    )
+                    for t in seeds
+                ]
+            )
+            .double()
+            .numpy()
+        )
         np.testing.assert_allclose(sw["samples"][n], ks[n], rtol=2e-5, atol=1e-7)
     res = fit.sweep_result(sw, entry="offdiag", n_boot=20)
     terms = [1 / n_in + 1 / (9 * n) + 1 / n for n in widths]
@@ -466,18 +510,25 @@ def test_alpha_interval():
 def test_cli_fit_alpha_writes_the_store(tmp_path, monkeypatch, capsys):
     from cepaper import cli
     from cepaper.book import results
+
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))
-    assert cli.main(["fit-alpha", "--module", "bottleneck", "--trials", "6", "--widths", "4", "1", "2",
-                     "--seed", "3", "--json"]) == 0
+    assert (
+        cli.main(
+            ["fit-alpha", "--module", "bottleneck", "--trials", "6", "--widths", "4", "1", "2", "--seed", "3", "--json"]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert {"alpha", "alpha_ci", "C", "widths", "trials", "seconds"} <= set(out)
     assert out["widths"] == [1, 2, 4] and out["trials"] == 6
     record = results.load("alpha", "cli", "fit_bottleneck")
     assert record["data"]["alpha"] == out["alpha"] and len(record["data"]["alpha_ci"]) == 2
     assert record["provenance"]["seed"] == 3
-    for bad, message in ((["--widths", "0", "2"], "argument --widths: must be an integer >= 1, got '0'"),
-                         (["--trials", "1"], "argument --trials: must be an integer >= 2"),
-                         (["--widths", "2", "x"], "argument --widths: must be an integer >= 1, got 'x'")):
+    for bad, message in (
+        (["--widths", "0", "2"], "argument --widths: must be an integer >= 1, got '0'"),
+        (["--trials", "1"], "argument --trials: must be an integer >= 2"),
+        (["--widths", "2", "x"], "argument --widths: must be an integer >= 1, got 'x'"),
+    ):
         capsys.readouterr()
         with pytest.raises(SystemExit) as e:
             cli.main(["fit-alpha", "--module", "mlp"] + bad)

@@ -10,15 +10,29 @@ from cepaper.data import Dataset
 from cepaper.sections import cifar
 from cepaper.training import executors, grids, spine
 
-HIST = {"epoch": [1], "lr": [0.1], "train_loss": [1.0], "train_top1": [50.0], "test_loss": [1.0],
-        "test_top1": [40.0], "test_top5": [10.0], "seconds": [0.1], "images_per_s": 1.0}
+HIST = {
+    "epoch": [1],
+    "lr": [0.1],
+    "train_loss": [1.0],
+    "train_top1": [50.0],
+    "test_loss": [1.0],
+    "test_top1": [40.0],
+    "test_top5": [10.0],
+    "seconds": [0.1],
+    "images_per_s": 1.0,
+}
 TRAINING = ("cifar", "imagenet")
 
 
 def images(n=8, seed=0):
     rng = np.random.default_rng(seed)
-    return Dataset("toy", "train", rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8),
-                   rng.integers(0, 3, n).astype(np.int64), source="random")
+    return Dataset(
+        "toy",
+        "train",
+        rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8),
+        rng.integers(0, 3, n).astype(np.int64),
+        source="random",
+    )
 
 
 class Job:
@@ -28,7 +42,7 @@ class Job:
         self.job_id, self.finished, self.error = job_id, finished, None
         try:
             self.value = fn(item) if finished else None
-        except Exception as e:           # kept, raised by result() as submitit does
+        except Exception as e:  # kept, raised by result() as submitit does
             self.error = e
 
     def done(self):
@@ -54,14 +68,17 @@ class Executor:
 @pytest.mark.parametrize("section", TRAINING)
 def test_training_notebooks_declare_executor_and_rerun_stale(section):
     path = profiles.notebook_path(section)
-    assert {k: v for k, v in profiles.notebook_parameters(path).items() if k in ("executor", "rerun_stale")} == \
-        {"executor": "inprocess", "rerun_stale": False}                     # the default: in-process, as CI
+    assert {k: v for k, v in profiles.notebook_parameters(path).items() if k in ("executor", "rerun_stale")} == {
+        "executor": "inprocess",
+        "rerun_stale": False,
+    }  # the default: in-process, as CI
     assert profiles.notebook_types(path)["executor"] is str and profiles.notebook_types(path)["rerun_stale"] is bool
 
 
 def test_cli_run_executor_and_rerun_stale_reach_the_notebook_parameters(monkeypatch):
     from cepaper import cli
     from cepaper.book import pipeline
+
     seen = {}
 
     def fake_run(sections, profile, overrides, force=False, reuse_stored=False):
@@ -74,20 +91,27 @@ def test_cli_run_executor_and_rerun_stale_reach_the_notebook_parameters(monkeypa
         assert seen[section]["executor"] == "slurm" and seen[section]["rerun_stale"] is True
         assert seen[section]["profile"] == "paper"
     seen.clear()
-    cli.main(["run", "cifar", "-p", "n_runs", "2"])                   # no flags: the notebook's defaults
+    cli.main(["run", "cifar", "-p", "n_runs", "2"])  # no flags: the notebook's defaults
     assert seen["cifar"]["executor"] == "inprocess" and seen["cifar"]["rerun_stale"] is False
     assert seen["cifar"]["n_runs"] == 2
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["run", "mnist", "--executor", "local"], "--executor is a parameter (executor) of the sections that train "
-                                              "grids (cifar, imagenet); section mnist has none"),
-    (["run", "cifar", "alpha", "--rerun-stale"], "section alpha has none: name only those sections"),
-    (["run", "--executor", "slurm"], "--executor is a parameter"),              # all sections: most have none
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["run", "mnist", "--executor", "local"],
+            "--executor is a parameter (executor) of the sections that train "
+            "grids (cifar, imagenet); section mnist has none",
+        ),
+        (["run", "cifar", "alpha", "--rerun-stale"], "section alpha has none: name only those sections"),
+        (["run", "--executor", "slurm"], "--executor is a parameter"),  # all sections: most have none
+    ],
+)
 def test_cli_run_flag_for_a_section_without_it_exits_2(argv, message, monkeypatch, capsys):
     from cepaper import cli
     from cepaper.book import pipeline
+
     monkeypatch.setattr(pipeline, "run", lambda *a, **k: pytest.fail("executed"))
     with pytest.raises(SystemExit) as e:
         cli.main(argv)
@@ -103,23 +127,30 @@ def test_a_failed_and_a_pending_job_are_missing_and_the_finished_runs_kept(tmp_p
     monkeypatch.setattr(grids, "train_recipe", train)
     kw = dict(arch="resnext29", stages=(8, 16, 32), depth=1, classes=3, cache=tmp_path)
     ex = Executor(pending={3})
-    records = grids.train_recipe_grid(["1x2d", "2x1d"], "toy", images(), images(seed=1), [0, 1], **kw,
-                                      executor=ex, missing_ok=True, wait=False)
+    records = grids.train_recipe_grid(
+        ["1x2d", "2x1d"], "toy", images(), images(seed=1), [0, 1], **kw, executor=ex, missing_ok=True, wait=False
+    )
     assert [(r["config"], r["seed"], r.get("missing")) for r in records] == [
-        ("1x2d", 0, None), ("1x2d", 1, "failed"), ("2x1d", 0, "pending"), ("2x1d", 1, "failed")]
+        ("1x2d", 0, None),
+        ("1x2d", 1, "failed"),
+        ("2x1d", 0, "pending"),
+        ("2x1d", 1, "failed"),
+    ]
     assert records[1]["why"] == "RuntimeError: CUDA out of memory. Tried to allocate 2 GiB"
     assert [m["job"] for m in grids.missing_runs(records)] == ["2", "3", "4"]
     assert grids.finished_runs(records) == records[:1]
     summ = grids.grid_summary(records)
-    assert summ.config.tolist() == ["1x2d"] and summ.runs.tolist() == [1]   # 2x1d: no finished run, no row
+    assert summ.config.tolist() == ["1x2d"] and summ.runs.tolist() == [1]  # 2x1d: no finished run, no row
     assert grids.run_status(records) == (
         "1 of the 4 runs finished. 3 are missing (2 failed, e.g. 1x2d seed 1: RuntimeError: CUDA out of memory. "
         "Tried to allocate 2 GiB; 1 pending): the tables show the finished runs, and running again resumes the "
-        "others.")
-    assert len(list(tmp_path.glob("*.json"))) == 1                          # only the finished run is kept
-    monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: HIST)       # run again: the others finish
-    again = grids.train_recipe_grid(["1x2d", "2x1d"], "toy", images(), images(seed=1), [0, 1], **kw,
-                                    executor=Executor(), missing_ok=True)
+        "others."
+    )
+    assert len(list(tmp_path.glob("*.json"))) == 1  # only the finished run is kept
+    monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: HIST)  # run again: the others finish
+    again = grids.train_recipe_grid(
+        ["1x2d", "2x1d"], "toy", images(), images(seed=1), [0, 1], **kw, executor=Executor(), missing_ok=True
+    )
     assert grids.missing_runs(again) == [] and grids.run_status(again) == ""
     assert again[0] == records[0]
 
@@ -127,20 +158,60 @@ def test_a_failed_and_a_pending_job_are_missing_and_the_finished_runs_kept(tmp_p
 def test_a_failed_job_without_missing_ok_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="boom"):
-        grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0], arch="resnext29", stages=(8,),
-                                depth=1, classes=3, cache=tmp_path, executor=Executor())
-    with pytest.raises(RuntimeError, match="boom"):           # in this process: an error, missing_ok or not
-        grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0], arch="resnext29", stages=(8,),
-                                depth=1, classes=3, cache=tmp_path, missing_ok=True)
+        grids.train_recipe_grid(
+            ["1x2d"],
+            "toy",
+            images(),
+            images(seed=1),
+            [0],
+            arch="resnext29",
+            stages=(8,),
+            depth=1,
+            classes=3,
+            cache=tmp_path,
+            executor=Executor(),
+        )
+    with pytest.raises(RuntimeError, match="boom"):  # in this process: an error, missing_ok or not
+        grids.train_recipe_grid(
+            ["1x2d"],
+            "toy",
+            images(),
+            images(seed=1),
+            [0],
+            arch="resnext29",
+            stages=(8,),
+            depth=1,
+            classes=3,
+            cache=tmp_path,
+            missing_ok=True,
+        )
     with pytest.raises(ValueError, match="state must be one of failed, pending, got 'lost'"):
         executors.missing("lost", "?")
 
 
 def test_a_missing_model_reads_not_run_in_the_paper_table():
-    records = [{"dataset": "cifar10", "arch": "resnext29", "config": "37x10d", "recipe": "cifar", "seed": 0,
-                "params": 1, "history": HIST, "stale": None},
-               {"dataset": "cifar10", "arch": "resnext29", "config": "1x128d", "recipe": "cifar", "seed": 0,
-                "missing": "failed", "why": "killed", "job": "7"}]
+    records = [
+        {
+            "dataset": "cifar10",
+            "arch": "resnext29",
+            "config": "37x10d",
+            "recipe": "cifar",
+            "seed": 0,
+            "params": 1,
+            "history": HIST,
+            "stale": None,
+        },
+        {
+            "dataset": "cifar10",
+            "arch": "resnext29",
+            "config": "1x128d",
+            "recipe": "cifar",
+            "seed": 0,
+            "missing": "failed",
+            "why": "killed",
+            "job": "7",
+        },
+    ]
     specs = cifar.design_models(["1x128d"])
     t = cifar.paper_table("1a", specs, grids.grid_summary(records, last=1), scaled=False).set_index("paper model")
     assert t.loc["1x128d", "our C10"] == "not run" and t.loc["37x10d", "our C10"] == "40.00 (1)"
@@ -152,11 +223,15 @@ def test_stale_runs_are_counted_with_the_commit_that_made_them(tmp_path, monkeyp
     first = grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0, 1], **kw)
     assert grids.run_status(first) == ""
     real = spine.code_version
-    monkeypatch.setattr(spine, "code_version", lambda modules: {
-        "commit": "e" * 40, "files": {**real(modules)["files"], "cepaper/training/sgd.py": "0" * 16}})
+    monkeypatch.setattr(
+        spine,
+        "code_version",
+        lambda modules: {"commit": "e" * 40, "files": {**real(modules)["files"], "cepaper/training/sgd.py": "0" * 16}},
+    )
     again = grids.train_recipe_grid(["1x2d", "2x1d"], "toy", images(), images(seed=1), [0, 1], **kw)
     made = (first[0]["code"]["commit"] or "unknown")[:12]
     assert grids.grid_summary(again).stale.tolist() == [2, 0]
     assert grids.run_status(again) == (
         f"4 of the 4 runs finished. 2 runs are stale, trained by older code (commit {made}, changed since: "
-        "cepaper/training/sgd.py): reused as they are, and --rerun-stale trains them again.")
+        "cepaper/training/sgd.py): reused as they are, and --rerun-stale trains them again."
+    )

@@ -24,8 +24,9 @@ def test_diagonal_closed_form(depth, n_in):
     q = 2.0 / n_in
     k = kernels.relu_ntk(unit(6, n_in), depth=depth)
     torch.testing.assert_close(k.diagonal(), torch.full((6,), q * (depth + 1) / 2, dtype=F64))
-    torch.testing.assert_close(kernels.relu_nngp(unit(6, n_in), depth=depth).diagonal(),
-                               torch.full((6,), q / 2, dtype=F64))
+    torch.testing.assert_close(
+        kernels.relu_nngp(unit(6, n_in), depth=depth).diagonal(), torch.full((6,), q / 2, dtype=F64)
+    )
 
 
 @pytest.mark.parametrize("depth", [1, 3])
@@ -54,12 +55,14 @@ def test_nngp_one_layer_known_angles_and_options():
     ts = torch.tensor([0.5, math.pi / 2, 2.0, math.pi], dtype=F64)
     y = torch.stack([ts.cos(), ts.sin()], 1)
     expect = (ts.sin() + (math.pi - ts) * ts.cos()) / (2 * math.pi)
-    torch.testing.assert_close(kernels.relu_nngp(x, y)[0], expect)               # default depth is 1
+    torch.testing.assert_close(kernels.relu_nngp(x, y)[0], expect)  # default depth is 1
     torch.testing.assert_close(kernels.relu_nngp(x.expand(4, 2), y, diagonal=True), expect)
     # With bias and |x| = 1: Sigma_L = q + L on the diagonal, NNGP = (q + L) / 2 + 1 (q = 2/n_0 = 1).
     for depth in (1, 3):
-        torch.testing.assert_close(kernels.relu_nngp(unit(4, 2), depth=depth, bias=True, diagonal=True),
-                                   torch.full((4,), (1 + depth) / 2 + 1, dtype=F64))
+        torch.testing.assert_close(
+            kernels.relu_nngp(unit(4, 2), depth=depth, bias=True, diagonal=True),
+            torch.full((4,), (1 + depth) / 2 + 1, dtype=F64),
+        )
 
 
 def test_default_depth_is_one():
@@ -109,8 +112,9 @@ def test_symmetric_psd_homogeneous_and_shapes():
     torch.testing.assert_close(kernels.relu_ntk(2.5 * x, y, depth=3), 2.5 * kernels.relu_ntk(x, y, depth=3))
     torch.testing.assert_close(kernels.relu_ntk(x, 2.5 * y, depth=3), 2.5 * kernels.relu_ntk(x, y, depth=3))
     assert kernels.relu_ntk(x, y, depth=2).shape == (7, 4)
-    torch.testing.assert_close(kernels.relu_ntk(x[:4], y, depth=2, diagonal=True),
-                               kernels.relu_ntk(x[:4], y, depth=2).diagonal())
+    torch.testing.assert_close(
+        kernels.relu_ntk(x[:4], y, depth=2, diagonal=True), kernels.relu_ntk(x[:4], y, depth=2).diagonal()
+    )
     assert kernels.relu_ntk(torch.zeros(2, 3), depth=2).abs().max() == 0
 
 
@@ -122,31 +126,38 @@ def test_matches_wide_net_monte_carlo(bias):
     kinf = kernels.relu_ntk(x, depth=3, bias=bias)
     z = (mo.mean - kinf) / mo.mean_se
     assert z.abs().max() < 3, z
-    assert (mo.mean_se / kinf.abs().max()).max() < 0.03     # the test has power: 3 SE < 10% of K
+    assert (mo.mean_se / kinf.abs().max()).max() < 0.03  # the test has power: 3 SE < 10% of K
 
 
 def test_nngp_matches_monte_carlo_of_outputs():
     x = torch.randn(3, 2, generator=torch.Generator().manual_seed(5))
     model = CollegialMLP(2, 256, depth=2, m=3000, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
-        f = model.members(x)                                   # (m, N)
+        f = model.members(x)  # (m, N)
     mo = montecarlo.moments(f[:, :, None] * f[:, None, :])
     z = (mo.mean - kernels.relu_nngp(x, depth=2)) / mo.mean_se
     assert z.abs().max() < 3, z
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: kernels.relu_ntk(torch.randn(3, 2), depth=0), "depth must be an integer >= 1, got 0"),
-    (lambda: kernels.relu_nngp(torch.randn(3, 2), depth=0), "depth must be an integer >= 1, got 0"),
-    (lambda: kernels.relu_ntk(torch.randn(3), depth=1),
-     r"x1 must be a tensor of shape \(N1, n_in\), got torch.Size\(\[3\]\)"),
-    (lambda: kernels.relu_ntk([[1.0, 2.0]]), r"x1 must be a tensor of shape \(N1, n_in\), got <class 'list'>"),
-    (lambda: kernels.relu_ntk(torch.randn(3, 2), torch.randn(3, 4)),
-     r"x2 must be a tensor of shape \(N2, 2\) like x1, got \(3, 4\)"),
-    (lambda: kernels.relu_ntk(torch.randn(3, 2), torch.randn(3)), r"x2 must .*, got \(3,\)"),
-    (lambda: kernels.relu_ntk(torch.randn(3, 2), [[1.0, 2.0]]), r"x2 must .*, got \(\)"),
-    (lambda: kernels.relu_ntk(torch.randn(3, 2), torch.randn(4, 2), diagonal=True), "equal N, got 3 and 4"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: kernels.relu_ntk(torch.randn(3, 2), depth=0), "depth must be an integer >= 1, got 0"),
+        (lambda: kernels.relu_nngp(torch.randn(3, 2), depth=0), "depth must be an integer >= 1, got 0"),
+        (
+            lambda: kernels.relu_ntk(torch.randn(3), depth=1),
+            r"x1 must be a tensor of shape \(N1, n_in\), got torch.Size\(\[3\]\)",
+        ),
+        (lambda: kernels.relu_ntk([[1.0, 2.0]]), r"x1 must be a tensor of shape \(N1, n_in\), got <class 'list'>"),
+        (
+            lambda: kernels.relu_ntk(torch.randn(3, 2), torch.randn(3, 4)),
+            r"x2 must be a tensor of shape \(N2, 2\) like x1, got \(3, 4\)",
+        ),
+        (lambda: kernels.relu_ntk(torch.randn(3, 2), torch.randn(3)), r"x2 must .*, got \(3,\)"),
+        (lambda: kernels.relu_ntk(torch.randn(3, 2), [[1.0, 2.0]]), r"x2 must .*, got \(\)"),
+        (lambda: kernels.relu_ntk(torch.randn(3, 2), torch.randn(4, 2), diagonal=True), "equal N, got 3 and 4"),
+    ],
+)
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()

@@ -37,8 +37,9 @@ def imports(path):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("cepaper")}
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cepaper"):
-            found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules() else node.module
-                      for a in node.names}
+            found |= {
+                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules() else node.module for a in node.names
+            }
     return found
 
 
@@ -71,6 +72,7 @@ def test_one_section_module_per_notebook():
 
 def test_the_section_list_is_the_table_of_contents():
     from cepaper.book import results
+
     toc = yaml.safe_load((REPO / "_toc.yml").read_text())
     files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
     listed = [Path(f).name.split("_", 1)[1] for f in files if Path(f).name[:2].isdigit()]
@@ -85,16 +87,24 @@ def test_no_module_is_much_over_450_lines():
 def test_the_package_exports_its_api():
     for name in cepaper.__all__:
         assert callable(getattr(cepaper, name)) or name == "complexity", name
-    assert {"empirical_ntk", "CollegialMLP", "relu_ntk", "mc_moments", "measure_alpha", "design", "load",
-            "complexity"} <= set(
-        cepaper.__all__)
+    assert {
+        "empirical_ntk",
+        "CollegialMLP",
+        "relu_ntk",
+        "mc_moments",
+        "measure_alpha",
+        "design",
+        "load",
+        "complexity",
+    } <= set(cepaper.__all__)
 
 
 def test_the_readme_layout_names_every_module():
     """README's layout table names every module of each layer, and nothing that is not in the tree."""
     import re
+
     text = (REPO / "README.md").read_text()
-    table = text[text.index("## Layout"):text.index("## Data")]
+    table = text[text.index("## Layout") : text.index("## Data")]
     rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([^`]+)`[^|]*\| (.*) \|$", table, re.M)}
     for folder in ("cepaper/", "cepaper/training/", "cepaper/sections/", "cepaper/book/"):
         named = set(re.findall(r"`(\w+)/?`", rows[folder]))
@@ -110,14 +120,18 @@ def test_the_public_api_has_type_hints():
     """Every argument of every exported function (and class constructor) is annotated, and so is what it returns."""
     import inspect
     import typing
+
     for name in cepaper.__all__:
         obj = getattr(cepaper, name)
         if inspect.ismodule(obj):
             continue
         fn = obj.__init__ if inspect.isclass(obj) else obj
         hints = typing.get_type_hints(fn)
-        params = [p.name for p in inspect.signature(fn).parameters.values()
-                  if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+        params = [
+            p.name
+            for p in inspect.signature(fn).parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        ]
         unannotated = [p for p in params if p not in hints]
         assert unannotated == [], (name, unannotated)
         assert "return" in hints, name

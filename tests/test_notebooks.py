@@ -36,8 +36,11 @@ def test_notebook_is_thin(section):
     assert nb.cells[0].cell_type == "markdown", "a notebook opens with its title and what it reproduces"
     for cell in nb.cells:
         if cell.cell_type == "code":
-            defs = [n for n in ast.walk(ast.parse(cell.source))
-                    if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda))]
+            defs = [
+                n
+                for n in ast.walk(ast.parse(cell.source))
+                if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.Lambda))
+            ]
             assert not defs, f"{section}: define functions in cepaper, not in the notebook"
 
 
@@ -66,12 +69,16 @@ def executed_notebooks():
 @pytest.mark.parametrize("path", executed_notebooks(), ids=lambda p: p.stem)
 def test_executed_notebook_has_figures_and_no_errors(path):
     import nbformat
+
     nb = nbformat.read(path, as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "a section shows its figures"
-    texts = [o.get("data", {}).get("text/plain", "") + o.get("text", "") for o in outputs
-             if not {"image/png", "text/html", "text/markdown"} & set(o.get("data", {}))]
+    texts = [
+        o.get("data", {}).get("text/plain", "") + o.get("text", "")
+        for o in outputs
+        if not {"image/png", "text/html", "text/markdown"} & set(o.get("data", {}))
+    ]
     leaks = [t[:80] for t in texts if "staging" in t or t.startswith(("PosixPath(", "<Figure size", "Text("))]
     assert not leaks, f"plumbing values shown on the page: {leaks}"
 
@@ -82,11 +89,17 @@ def test_mnist_models_of_every_profile_carry_fig3_alpha(profile):
     dual's smallest width carries several times the baseline's parameters, as in the paper."""
     from cepaper.sections import mnist as mnist_section
     from cepaper.sections import primal_dual
+
     p = profiles.resolve_parameters("mnist", profile)
     assert p["alpha"] is None, f"profile {profile} must leave mnist's alpha to Fig. 3's"
     alpha, source = primal_dual.fig3_alpha()
     assert 3.616 <= alpha <= 3.653 and "Fig. 3" in source
-    configs = mnist_section.models(p["primal_ns"], p["dual_ns"], p["n_tilde"], alpha,
-                              mnist_section.member(inputs=784, depth=p["depth"], classes=10, bias=p["bias"]))
+    configs = mnist_section.models(
+        p["primal_ns"],
+        p["dual_ns"],
+        p["n_tilde"],
+        alpha,
+        mnist_section.member(inputs=784, depth=p["depth"], classes=10, bias=p["bias"]),
+    )
     dual = configs[configs.curve == "dual"].sort_values("n")
     assert dual.params_ratio.iloc[0] > 3, dual[["n", "m", "params_ratio"]]

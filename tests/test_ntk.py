@@ -34,17 +34,23 @@ class ConvNet(nn.Module):
     def __init__(self, groups=2, dtype=F64):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(4, 8, 3, padding=1, groups=groups), nn.ReLU(),
-            nn.Conv2d(8, 8, 3, stride=2, groups=4, bias=False), nn.BatchNorm2d(8), nn.Tanh(),
-            nn.Flatten(), nn.Linear(8 * 2 * 2, 1))
+            nn.Conv2d(4, 8, 3, padding=1, groups=groups),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, stride=2, groups=4, bias=False),
+            nn.BatchNorm2d(8),
+            nn.Tanh(),
+            nn.Flatten(),
+            nn.Linear(8 * 2 * 2, 1),
+        )
         self.to(dtype)
         self.eval()
 
     def forward(self, x):
-        return self.body(x)                                    # (N, 1)
+        return self.body(x)  # (N, 1)
 
 
 # ------------------------------------------------------------------------------ paths vs naive
+
 
 @pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("m", [1, 3])
@@ -102,6 +108,7 @@ def test_naive_is_the_gradient_gram():
 
 # ---------------------------------------------------------------------------- ensemble, Eq. 4
 
+
 def test_ensemble_ntk_is_mean_of_members():
     model = CollegialMLP(2, (6, 6), m=5, generator=gen(8), dtype=F64)
     x1, x2 = inputs(7, 2, 9), inputs(3, 2, 10)
@@ -113,7 +120,7 @@ def test_ensemble_ntk_is_mean_of_members():
         one = CollegialMLP(2, (6, 6), m=1, dtype=F64)
         with torch.no_grad():
             for w1, w in zip(one.weights, model.weights):
-                w1.copy_(w[j:j + 1])
+                w1.copy_(w[j : j + 1])
         torch.testing.assert_close(ntk.naive_ntk(one, x1, x2), members[j], rtol=1e-10, atol=0)
 
 
@@ -142,12 +149,13 @@ def test_ensemble_variance_is_member_variance_over_m():
 
     e = montecarlo.mc_moments(ensembles, 3000, chunk=500, seed=1)
     one = montecarlo.mc_moments(montecarlo.mlp_ntk_sampler(x, widths=16, depth=2), 3000, chunk=500, seed=2)
-    z = (e.var - one.var / m) / (e.var_se ** 2 + (one.var_se / m) ** 2).sqrt()
+    z = (e.var - one.var / m) / (e.var_se**2 + (one.var_se / m) ** 2).sqrt()
     assert z.abs().max() < 4, z
     torch.testing.assert_close(e.mean, one.mean, atol=4 * (e.mean_se + one.mean_se).max().item(), rtol=0)
 
 
 # ------------------------------------------------------------------------------- Monte Carlo
+
 
 def test_moments_match_numpy():
     rs = np.random.default_rng(0)
@@ -158,10 +166,10 @@ def test_moments_match_numpy():
     c4 = ((s - s.mean(0)) ** 4).mean(0)
     np.testing.assert_allclose(mo.mean.numpy(), s.mean(0), rtol=1e-12)
     np.testing.assert_allclose(mo.var.numpy(), var, rtol=1e-10)
-    np.testing.assert_allclose(mo.second.numpy(), (s ** 2).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(mo.second.numpy(), (s**2).mean(0), rtol=1e-12)
     np.testing.assert_allclose(mo.mean_se.numpy(), np.sqrt(var / t), rtol=1e-10)
-    np.testing.assert_allclose(mo.var_se.numpy(), np.sqrt((c4 - (t - 3) / (t - 1) * var ** 2) / t), rtol=1e-8)
-    np.testing.assert_allclose(mo.second_se.numpy(), (s ** 2).std(0, ddof=1) / np.sqrt(t), rtol=1e-8)
+    np.testing.assert_allclose(mo.var_se.numpy(), np.sqrt((c4 - (t - 3) / (t - 1) * var**2) / t), rtol=1e-8)
+    np.testing.assert_allclose(mo.second_se.numpy(), (s**2).std(0, ddof=1) / np.sqrt(t), rtol=1e-8)
     assert mo.draws == 500 and set(mo.as_dict()) == set(montecarlo.Moments._fields)
     assert torch.equal(mo.cpu().var, mo.var) and mo.cpu().draws == 500
 
@@ -180,7 +188,7 @@ def test_float32_samples_accumulate_in_float64():
     exact = s.double().var(0)
 
     def sample(t, g, state={"i": 0}):  # noqa: B006 (a counter kept across calls, on purpose)
-        out = s[state["i"]:state["i"] + t]
+        out = s[state["i"] : state["i"] + t]
         state["i"] += t
         return out
 
@@ -205,8 +213,9 @@ def test_mc_is_seeded_chunked_and_consistent():
     assert torch.equal(a[:32], first)
     # about 2^23 weights per chunk, at most 4096 draws: 2 * 8 + 8 * 8 + 8 * 1 = 88 weights per draw
     assert sampler.default_chunk == 4096
-    assert montecarlo.mlp_ntk_sampler(inputs(2, 300, 1), widths=1000,
-                                      depth=4).default_chunk == 2 ** 23 // (300_000 + 3 * 10 ** 6 + 1000)
+    assert montecarlo.mlp_ntk_sampler(inputs(2, 300, 1), widths=1000, depth=4).default_chunk == 2**23 // (
+        300_000 + 3 * 10**6 + 1000
+    )
     assert montecarlo.mlp_ntk_sampler(inputs(2, 3000, 1), widths=3000, depth=2).default_chunk == 1
 
 
@@ -215,8 +224,9 @@ def test_module_sampler_loop_matches_batched_sampler():
     loop = montecarlo.module_ntk_sampler(lambda g: CollegialMLP(2, 8, depth=2, generator=g), x, entries="diag")
     batched = montecarlo.mlp_ntk_sampler(x, widths=8, depth=2, entries="diag")
     # m = 1 draws one member at a time: the loop and a batch of one agree draw for draw.
-    torch.testing.assert_close(montecarlo.mc_samples(loop, 5, chunk=5, seed=3), montecarlo.mc_samples(batched, 5,
-                                                                                                      chunk=1, seed=3))
+    torch.testing.assert_close(
+        montecarlo.mc_samples(loop, 5, chunk=5, seed=3), montecarlo.mc_samples(batched, 5, chunk=1, seed=3)
+    )
 
 
 def test_running_ensemble_and_grouped_variance():
@@ -246,7 +256,7 @@ def np_variance_slope(s, ms, blocks):
     x, logv, w = np.log(ms), [], []
     for m in ms:
         groups = blocks * block // m
-        logv.append(np.log(s[:, :groups * m].reshape(len(s), groups, m).mean(-1).var(-1, ddof=1)))
+        logv.append(np.log(s[:, : groups * m].reshape(len(s), groups, m).mean(-1).var(-1, ddof=1)))
         w.append(groups - 1.0)
     return np.polyfit(x, np.stack(logv), 1, w=np.sqrt(w))[0]
 
@@ -254,8 +264,9 @@ def np_variance_slope(s, ms, blocks):
 @functools.cache
 def slope_sd(t, ms, blocks):
     """The sd of the slope over 20000 data sets of ``t`` i.i.d. normal members."""
-    return np.concatenate([np_variance_slope(np.random.default_rng([5, i]).standard_normal((5000, t)), ms, blocks)
-                           for i in range(4)]).std(ddof=1)
+    return np.concatenate(
+        [np_variance_slope(np.random.default_rng([5, i]).standard_normal((5000, t)), ms, blocks) for i in range(4)]
+    ).std(ddof=1)
 
 
 def jackknife_calibration(reps=200, t=1024, ms=(1, 2, 4, 8), blocks=16):
@@ -294,35 +305,62 @@ def test_t_quantile_and_inverse_width_fit():
     se = torch.full_like(dev, 0.01)
     c, c_se = lemma1.inverse_width_fit(widths, dev, se)
     torch.testing.assert_close(c, c_true)
-    torch.testing.assert_close(c_se, torch.full((2,), 0.01 / math.sqrt(8 ** -2 + 16 ** -2 + 64 ** -2), dtype=F64))
+    torch.testing.assert_close(c_se, torch.full((2,), 0.01 / math.sqrt(8**-2 + 16**-2 + 64**-2), dtype=F64))
 
 
 # ------------------------------------------------------------------------------ bad input
 
-@pytest.mark.parametrize("call,exc,match", [
-    (lambda: ntk.empirical_ntk(nn.Linear(3, 2), torch.randn(4, 3)), ValueError, "one scalar per input"),
-    (lambda: ntk.naive_ntk(nn.Linear(3, 2), torch.randn(4, 3)), ValueError, "one scalar per input"),
-    (lambda: ntk.empirical_ntk(nn.Linear(3, 1), torch.randn(4, 3), torch.randn(2, 5)), ValueError,
-     r"x2 must be a tensor of shape \(N2, 3\)"),
-    (lambda: ntk.empirical_ntk(nn.Linear(3, 1), torch.randn(0, 3)), ValueError, "N1 >= 1"),
-    (lambda: ntk.empirical_ntk(CollegialMLP(3, 4), torch.randn(4, 2)), ValueError, r"x1 must have shape \(N, 3\)"),
-    (lambda: ntk.empirical_ntk(nn.Linear(3, 1), torch.randn(4, 3), method="fast"), ValueError, "method must be one of"),
-    (lambda: ntk.empirical_ntk(nn.Linear(3, 1), torch.randn(4, 3), method="structured"), ValueError, "CollegialMLP"),
-    (lambda: ntk.member_ntk(nn.Linear(3, 1), torch.randn(4, 3)), TypeError, "model must be a CollegialMLP"),
-    (lambda: ntk.member_ntk(CollegialMLP(2, 4), torch.randn(4, 2), entries="rows"), ValueError, "entries must be"),
-    (lambda: ntk.member_ntk(CollegialMLP(2, 4), torch.randn(4, 2), entries=([0, 4], [0, 1])), ValueError,
-     r"entries must index rows in \[0, 4\)"),
-    (lambda: montecarlo.mc_moments(montecarlo.mlp_ntk_sampler(torch.randn(2, 2)), 0), ValueError,
-     "draws must be an integer >= 1, got 0"),
-    (lambda: montecarlo.mc_samples(montecarlo.mlp_ntk_sampler(torch.randn(2, 2)), 5, chunk=0), ValueError,
-     "chunk must be"),
-    (lambda: montecarlo.mlp_ntk_sampler(torch.randn(2, 2), widths=0), ValueError,
-     "width must be an integer >= 1, got 0"),
-    (lambda: montecarlo.moments(torch.zeros(0, 3)), ValueError, "T >= 1"),
-    (lambda: lemma1.ensemble_variance(torch.randn(10, 2), [6]), ValueError, "at least 2 groups"),
-    (lambda: lemma1.variance_slope(torch.randn(10, 2), [1, 2], blocks=8), ValueError, "at least blocks"),
-    (lambda: lemma1.circle_inputs(1), ValueError, "n_gamma must be >= 2"),
-])
+
+@pytest.mark.parametrize(
+    "call,exc,match",
+    [
+        (lambda: ntk.empirical_ntk(nn.Linear(3, 2), torch.randn(4, 3)), ValueError, "one scalar per input"),
+        (lambda: ntk.naive_ntk(nn.Linear(3, 2), torch.randn(4, 3)), ValueError, "one scalar per input"),
+        (
+            lambda: ntk.empirical_ntk(nn.Linear(3, 1), torch.randn(4, 3), torch.randn(2, 5)),
+            ValueError,
+            r"x2 must be a tensor of shape \(N2, 3\)",
+        ),
+        (lambda: ntk.empirical_ntk(nn.Linear(3, 1), torch.randn(0, 3)), ValueError, "N1 >= 1"),
+        (lambda: ntk.empirical_ntk(CollegialMLP(3, 4), torch.randn(4, 2)), ValueError, r"x1 must have shape \(N, 3\)"),
+        (
+            lambda: ntk.empirical_ntk(nn.Linear(3, 1), torch.randn(4, 3), method="fast"),
+            ValueError,
+            "method must be one of",
+        ),
+        (
+            lambda: ntk.empirical_ntk(nn.Linear(3, 1), torch.randn(4, 3), method="structured"),
+            ValueError,
+            "CollegialMLP",
+        ),
+        (lambda: ntk.member_ntk(nn.Linear(3, 1), torch.randn(4, 3)), TypeError, "model must be a CollegialMLP"),
+        (lambda: ntk.member_ntk(CollegialMLP(2, 4), torch.randn(4, 2), entries="rows"), ValueError, "entries must be"),
+        (
+            lambda: ntk.member_ntk(CollegialMLP(2, 4), torch.randn(4, 2), entries=([0, 4], [0, 1])),
+            ValueError,
+            r"entries must index rows in \[0, 4\)",
+        ),
+        (
+            lambda: montecarlo.mc_moments(montecarlo.mlp_ntk_sampler(torch.randn(2, 2)), 0),
+            ValueError,
+            "draws must be an integer >= 1, got 0",
+        ),
+        (
+            lambda: montecarlo.mc_samples(montecarlo.mlp_ntk_sampler(torch.randn(2, 2)), 5, chunk=0),
+            ValueError,
+            "chunk must be",
+        ),
+        (
+            lambda: montecarlo.mlp_ntk_sampler(torch.randn(2, 2), widths=0),
+            ValueError,
+            "width must be an integer >= 1, got 0",
+        ),
+        (lambda: montecarlo.moments(torch.zeros(0, 3)), ValueError, "T >= 1"),
+        (lambda: lemma1.ensemble_variance(torch.randn(10, 2), [6]), ValueError, "at least 2 groups"),
+        (lambda: lemma1.variance_slope(torch.randn(10, 2), [1, 2], blocks=8), ValueError, "at least blocks"),
+        (lambda: lemma1.circle_inputs(1), ValueError, "n_gamma must be >= 2"),
+    ],
+)
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()

@@ -27,19 +27,31 @@ def statuses(records):
 
 def test_parameters_are_read_and_resolved(repo):
     assert results.book_sections() == ["lemma1"]
-    assert profiles.notebook_parameters(repo / "notebooks" / "01_lemma1.py") == \
-        {"profile": "quick", "value": 1, "fail": False, "data_root": None}
+    assert profiles.notebook_parameters(repo / "notebooks" / "01_lemma1.py") == {
+        "profile": "quick",
+        "value": 1,
+        "fail": False,
+        "data_root": None,
+    }
     params = profiles.resolve_parameters("lemma1", "quick", [("data_root", "/data")])
     assert params == {"profile": "quick", "value": 2, "fail": False, "data_root": "/data"}
 
 
-@pytest.mark.parametrize("section, profile, overrides, message", [
-    ("nope", "quick", [], "section must be one of lemma1"),
-    ("lemma1", "huge", [], "profile must be one of quick"),
-    ("lemma1", "quick", [("valu", 3)], "unknown parameter 'valu'"),
-    ("lemma1", "quick", [("value", "three")], "parameter 'value' of section lemma1 must be an integer, got 'three'"),
-    ("lemma1", "quick", [("fail", 1)], "parameter 'fail' of section lemma1 must be a boolean"),
-])
+@pytest.mark.parametrize(
+    "section, profile, overrides, message",
+    [
+        ("nope", "quick", [], "section must be one of lemma1"),
+        ("lemma1", "huge", [], "profile must be one of quick"),
+        ("lemma1", "quick", [("valu", 3)], "unknown parameter 'valu'"),
+        (
+            "lemma1",
+            "quick",
+            [("value", "three")],
+            "parameter 'value' of section lemma1 must be an integer, got 'three'",
+        ),
+        ("lemma1", "quick", [("fail", 1)], "parameter 'fail' of section lemma1 must be a boolean"),
+    ],
+)
 def test_bad_input_is_refused_before_executing(repo, section, profile, overrides, message):
     with pytest.raises(ValueError, match=message):
         pipeline.run([section], profile, overrides)
@@ -81,11 +93,13 @@ def test_cache_follows_source_indirect_imports_reads_and_published_results(repo)
     notebook = repo / "notebooks" / "01_lemma1.py"
     notebook.write_text(NOTEBOOK + 'assert results.load("alpha", "quick", "fit")["data"]["alpha"] > 0\n')
     answer = results.section_dir("lemma1", "quick") / "answer.json"
-    changes = [lambda: (repo / "cepaper" / "deep.py").write_text("# deep, changed\n"),
-               lambda: notebook.write_text(notebook.read_text() + "# a comment\n"),
-               lambda: read.write_text(json.dumps({"data": {"alpha": 1.7}, "provenance": {}})),
-               lambda: answer.write_text(answer.read_text().replace('"value": 2', '"value": 3')),
-               lambda: (answer.parent / "extra.json").write_text("{}")]
+    changes = [
+        lambda: (repo / "cepaper" / "deep.py").write_text("# deep, changed\n"),
+        lambda: notebook.write_text(notebook.read_text() + "# a comment\n"),
+        lambda: read.write_text(json.dumps({"data": {"alpha": 1.7}, "provenance": {}})),
+        lambda: answer.write_text(answer.read_text().replace('"value": 2', '"value": 3')),
+        lambda: (answer.parent / "extra.json").write_text("{}"),
+    ]
     assert statuses(pipeline.run(["lemma1"])) == ["executed"]
     for change in changes:
         assert statuses(pipeline.run(["lemma1"])) == ["cached"]
@@ -127,16 +141,20 @@ def test_results_written_atomically(tmp_path):
     def fails(f):
         f.write(b"half")
         raise OSError("disk full")
+
     with pytest.raises(OSError, match="disk full"):
         files.write_atomic(tmp_path / "d.bin", fails)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "c.bin"]  # no partial file left
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["run", "--profile", "nope"], "profile must be one of"),
-    (["run", "nosuchsection"], "section must be one of"),
-    (["run", "lemma1", "-p", "no_such_param", "1"], "unknown parameter 'no_such_param'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--profile", "nope"], "profile must be one of"),
+        (["run", "nosuchsection"], "section must be one of"),
+        (["run", "lemma1", "-p", "no_such_param", "1"], "unknown parameter 'no_such_param'"),
+    ],
+)
 def test_cli_errors_exit_2(argv, message):
     proc = subprocess.run([sys.executable, "-m", "cepaper.cli", *argv], capture_output=True, text=True)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
@@ -145,6 +163,7 @@ def test_cli_errors_exit_2(argv, message):
 @pytest.mark.parametrize("device, message", [("tpu", "device must be"), ("cuda", "torch sees no GPU")])
 def test_unusable_device_is_a_clear_error(device, message):
     import torch
+
     if device == "cuda" and torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(ValueError, match=message):

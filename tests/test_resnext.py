@@ -68,8 +68,9 @@ def test_resnext38_and_scaled_down_are_he_initialized():
         layers = weight_layers(model)
         for m in layers:
             w = m.weight.detach().double()
-            assert w.std().item() == pytest.approx(np.sqrt(2 / fan_in(m)),
-                                                   rel=z_for(len(layers)) / np.sqrt(2 * w.numel()))
+            assert w.std().item() == pytest.approx(
+                np.sqrt(2 / fan_in(m)), rel=z_for(len(layers)) / np.sqrt(2 * w.numel())
+            )
 
 
 def test_imagenet_resnext_keeps_torchvisions_init():

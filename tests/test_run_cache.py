@@ -12,8 +12,17 @@ import pytest
 from cepaper.data import Dataset
 from cepaper.training import grids, spine
 
-HIST = {"epoch": [1], "lr": [0.1], "train_loss": [1.0], "train_top1": [50.0], "test_loss": [1.0],
-        "test_top1": [40.0], "test_top5": [10.0], "seconds": [0.1], "images_per_s": 1.0}
+HIST = {
+    "epoch": [1],
+    "lr": [0.1],
+    "train_loss": [1.0],
+    "train_top1": [50.0],
+    "test_loss": [1.0],
+    "test_top1": [40.0],
+    "test_top5": [10.0],
+    "seconds": [0.1],
+    "images_per_s": 1.0,
+}
 
 
 @pytest.fixture
@@ -34,6 +43,7 @@ def counting():
     def compute(ckpt):
         calls.append(ckpt)
         return {"value": len(calls)}
+
     return calls, compute
 
 
@@ -42,12 +52,12 @@ def test_a_finished_run_is_reused_after_a_code_change_and_marked_stale(tmp_path,
     first = spine.cached_run(tmp_path / "c", {"seed": 0}, ("runcode",), compute)
     assert first["value"] == 1 and first["stale"] is None and first["code"]["files"]
     assert spine.cached_run(tmp_path / "c", {"seed": 0}, ("runcode",), compute) == first and len(calls) == 1
-    code.write_text("VALUE = 2\n")                                       # the code changes
+    code.write_text("VALUE = 2\n")  # the code changes
     again = spine.cached_run(tmp_path / "c", {"seed": 0}, ("runcode",), compute)
-    assert len(calls) == 1 and again["value"] == 1                       # reused, not retrained
+    assert len(calls) == 1 and again["value"] == 1  # reused, not retrained
     assert again["stale"] == {"commit": first["code"]["commit"], "files": list(first["code"]["files"])}
     assert again["stale"]["files"][0].endswith("runcode.py")
-    assert spine.cached_run(tmp_path / "c", {"seed": 1}, ("runcode",), compute)["value"] == 2   # another run
+    assert spine.cached_run(tmp_path / "c", {"seed": 1}, ("runcode",), compute)["value"] == 2  # another run
 
 
 def test_rerun_stale_retrains_and_keeps_the_old_record(tmp_path, code):
@@ -71,8 +81,13 @@ def test_code_version_names_the_commit_and_the_files():
 
 def images(n=16, seed=0):
     rng = np.random.default_rng(seed)
-    return Dataset("toy", "train", rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8),
-                   rng.integers(0, 3, n).astype(np.int64), source="random")
+    return Dataset(
+        "toy",
+        "train",
+        rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8),
+        rng.integers(0, 3, n).astype(np.int64),
+        source="random",
+    )
 
 
 def test_training_grid_is_keyed_by_definition_not_device_or_code(tmp_path, monkeypatch):
@@ -84,23 +99,28 @@ def test_training_grid_is_keyed_by_definition_not_device_or_code(tmp_path, monke
     grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0], **kw, device="meta")  # another device
     assert len(calls) == 1
     real = spine.code_version
-    monkeypatch.setattr(spine, "code_version", lambda modules: {
-        "commit": "f" * 40, "files": {**real(modules)["files"], "cepaper/training/sgd.py": "0" * 16}})
+    monkeypatch.setattr(
+        spine,
+        "code_version",
+        lambda modules: {"commit": "f" * 40, "files": {**real(modules)["files"], "cepaper/training/sgd.py": "0" * 16}},
+    )
     again = grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0], **kw)
     assert len(calls) == 1 and again[0]["stale"]["files"] == ["cepaper/training/sgd.py"]
     assert again[0]["stale"]["commit"] == first[0]["code"]["commit"]
-    assert grids.stale_runs(again) == [{"dataset": "toy", "config": "1x2d", "recipe": "cifar", "seed": 0,
-                                        **again[0]["stale"]}]
+    assert grids.stale_runs(again) == [
+        {"dataset": "toy", "config": "1x2d", "recipe": "cifar", "seed": 0, **again[0]["stale"]}
+    ]
     assert grids.grid_summary(again).stale.tolist() == [1] and grids.grid_summary(first).stale.tolist() == [0]
     grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0], **kw, rerun_stale=True)
     assert len(calls) == 2
-    grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0], **kw, epochs=2)   # another definition
+    grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0], **kw, epochs=2)  # another definition
     assert len(calls) == 3
 
 
 def test_a_changed_recipe_is_another_run(tmp_path, monkeypatch):
     from dataclasses import replace
     from cepaper.training import recipes
+
     calls = []
     monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: calls.append(k) or HIST)
     kw = dict(arch="resnext29", stages=(8, 16, 32), depth=1, classes=3, cache=tmp_path)
@@ -113,10 +133,15 @@ def test_a_changed_recipe_is_another_run(tmp_path, monkeypatch):
 def test_cli_train_rerun_stale_and_stale_report(tmp_path, monkeypatch, capsys):
     from cepaper import cli
     from cepaper.book import results
+
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "cifar10.npz", x_train=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
-             y_train=rng.integers(0, 10, 8), x_test=rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8),
-             y_test=rng.integers(0, 10, 4))
+    np.savez(
+        tmp_path / "cifar10.npz",
+        x_train=rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
+        y_train=rng.integers(0, 10, 8),
+        x_test=rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8),
+        y_test=rng.integers(0, 10, 4),
+    )
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path / "results"))
     monkeypatch.setattr(results, "checkpoint_dir", lambda s, p: tmp_path / "ckpt")
     seen = []
@@ -124,15 +149,28 @@ def test_cli_train_rerun_stale_and_stale_report(tmp_path, monkeypatch, capsys):
 
     def grid(configs, dataset, train, test, seeds, **kw):
         seen.append(kw["rerun_stale"])
-        return [{"dataset": dataset, "arch": "resnext29", "config": configs[0], "recipe": "cifar", "seed": 0,
-                 "params": 1, "history": HIST, "final_top1": 40.0, "final_top5": 10.0, "wall_s": 0.1,
-                 "stale": None if kw["rerun_stale"] else stale}]
+        return [
+            {
+                "dataset": dataset,
+                "arch": "resnext29",
+                "config": configs[0],
+                "recipe": "cifar",
+                "seed": 0,
+                "params": 1,
+                "history": HIST,
+                "final_top1": 40.0,
+                "final_top5": 10.0,
+                "wall_s": 0.1,
+                "stale": None if kw["rerun_stale"] else stale,
+            }
+        ]
 
     monkeypatch.setattr(grids, "train_recipe_grid", grid)
     argv = ["train", "--arch", "resnext29", "--config", "1x4d", "--dataset", "cifar10", "--data-root", str(tmp_path)]
     cli.main(argv)
     out = capsys.readouterr().out
-    assert ("stale: seed 0 was trained by older code (commit aaaaaaaaaaaa; changed since: cepaper/training/sgd.py)"
-            in out)
+    assert (
+        "stale: seed 0 was trained by older code (commit aaaaaaaaaaaa; changed since: cepaper/training/sgd.py)" in out
+    )
     cli.main(argv + ["--rerun-stale", "--json"])
     assert seen == [False, True] and json.loads(capsys.readouterr().out)["stale"] == []

@@ -21,6 +21,7 @@ from cepaper.models.resnext import ResNeXtBottleneck
 # Equations
 # ---------------------------------------------------------------------------------------------
 
+
 def test_var_k_is_eq9():
     assert search.var_k(0.1, 2.0) == pytest.approx(math.exp(0.2) - 1)
     np.testing.assert_allclose(search.var_k([0.0, 1.0], 1.0), [0.0, math.e - 1])
@@ -56,9 +57,16 @@ def test_module_cost_equals_the_torch_block(n):
     assert search.BottleneckDesign(bn="member").cost(n) == 2 * 256 * n + 9 * n * n + 4 * n
 
 
-@pytest.mark.parametrize("module", [search.BottleneckDesign(), search.BottleneckDesign(bn="none", kernel_area=False),
-                                    search.BottleneckDesign(flops="2macs"), search.MLPDesign(748, 6),
-                                    search.MLPDesign(30, 3, 10, True)])
+@pytest.mark.parametrize(
+    "module",
+    [
+        search.BottleneckDesign(),
+        search.BottleneckDesign(bn="none", kernel_area=False),
+        search.BottleneckDesign(flops="2macs"),
+        search.MLPDesign(748, 6),
+        search.MLPDesign(30, 3, 10, True),
+    ],
+)
 @pytest.mark.parametrize("alpha", [0.5, 1.6, 4.0])
 @pytest.mark.parametrize("budget", ["params", "flops"])
 def test_strong_duality(module, alpha, budget):
@@ -71,6 +79,7 @@ def test_strong_duality(module, alpha, budget):
 # ---------------------------------------------------------------------------------------------
 # The paper's optima
 # ---------------------------------------------------------------------------------------------
+
 
 def test_fig3_optimum():
     """Fig. 3: n = 48, m_p ~ 30, m_d ~ 12, rho ~ 2.45 at the alpha found in notebook 04."""
@@ -161,6 +170,7 @@ def test_mlp_design():
 # Algorithm 2 by brute force: baselines that are ensembles (C > 1), every rounding rule
 # ---------------------------------------------------------------------------------------------
 
+
 @functools.cache
 def block_params(n, groups=1):
     """Parameters of the torch Fig. 5 block (256 -> [groups x n] -> 256, BNs included), built on meta."""
@@ -179,19 +189,28 @@ def brute_force_design(c, d, objective, rounding, alpha=1.6):
     from the whole networks' parameter counts (primal) or from ``m_d`` (dual) by the rule's definition."""
     var = lambda n: math.expm1(alpha * (1 / 256 + 1 / (9 * n) + 1 / n))
     var_s = var(d) / c
-    n = min(range(1, d + 1), key=lambda n: var(n) * block_params(n))          # argmin var_primal = argmax rho_dual
+    n = min(range(1, d + 1), key=lambda n: var(n) * block_params(n))  # argmin var_primal = argmax rho_dual
     if objective == "primal":
         base, cost = resnext29_params(c, d), lambda m: resnext29_params(m, n)
         ms = range(1, 400)
-        m = {"nearest": min(ms, key=lambda m: abs(cost(m) - base)),
-             "floor": max(m for m in ms if cost(m) <= base), "ceil": min(m for m in ms if cost(m) >= base)}[rounding]
+        m = {
+            "nearest": min(ms, key=lambda m: abs(cost(m) - base)),
+            "floor": max(m for m in ms if cost(m) <= base),
+            "ceil": min(m for m in ms if cost(m) >= base),
+        }[rounding]
     else:
         m_d = var(n) / var_s
         m = {"nearest": math.floor(m_d + 0.5), "floor": math.floor(m_d), "ceil": math.ceil(m_d)}[rounding]
-    m_curve = block_params(d, c) / block_params(n) if objective == "primal" else var(n) / var_s   # Eqs. 12, 14
-    return dict(n=n, m=m, params=resnext29_params(m, n), baseline_params=resnext29_params(c, d),
-                var_ratio=var(n) / m / var_s, m_curve=m_curve, rho_curve=block_params(d,
-                                                                                      c) / (m_curve * block_params(n)))
+    m_curve = block_params(d, c) / block_params(n) if objective == "primal" else var(n) / var_s  # Eqs. 12, 14
+    return dict(
+        n=n,
+        m=m,
+        params=resnext29_params(m, n),
+        baseline_params=resnext29_params(c, d),
+        var_ratio=var(n) / m / var_s,
+        m_curve=m_curve,
+        rho_curve=block_params(d, c) / (m_curve * block_params(n)),
+    )
 
 
 @pytest.mark.parametrize("baseline", ["1x64d", "4x32d", "8x12d"])
@@ -202,22 +221,32 @@ def test_design_is_the_brute_force_one(baseline, objective, rounding):
     c, d = cx.parse_config(baseline)
     want = brute_force_design(c, d, objective, rounding)
     r = search.design("resnext29", baseline, objective, alpha=1.6, rounding=rounding)
-    assert {k: r[k] for k in ("n", "m", "params", "baseline_params")} == {k: want[k] for k in ("n", "m", "params",
-                                                                                                "baseline_params")}
+    assert {k: r[k] for k in ("n", "m", "params", "baseline_params")} == {
+        k: want[k] for k in ("n", "m", "params", "baseline_params")
+    }
     for key in ("var_ratio", "m_curve", "rho_curve"):
         assert r[key] == pytest.approx(want[key], rel=1e-12), key
     assert r["rho"] == pytest.approx(want["baseline_params"] / want["params"], rel=1e-12)
     assert r["config"] == f"{want['m']}x{want['n']}d" and r["baseline"] == baseline
 
 
-@pytest.mark.parametrize("where, old, new", [
-    ("design", "c = curve(module, n_tilde, alpha, budget, ns, m_tilde=c_tilde)",
-     "c = curve(module, n_tilde, alpha, budget, ns)"),
-    ("_curve", 'var_s = float(var_k(costs["sum_inv_fan_in_s"], alpha)) / c["m_tilde"]',
-     'var_s = float(var_k(costs["sum_inv_fan_in_s"], alpha))'),
-    ("integer_m", '"floor": np.floor(m_exact)', '"floor": np.ceil(m_exact)'),
-    ("integer_m", '"ceil": np.ceil(m_exact)', '"ceil": np.floor(m_exact)'),
-])
+@pytest.mark.parametrize(
+    "where, old, new",
+    [
+        (
+            "design",
+            "c = curve(module, n_tilde, alpha, budget, ns, m_tilde=c_tilde)",
+            "c = curve(module, n_tilde, alpha, budget, ns)",
+        ),
+        (
+            "_curve",
+            'var_s = float(var_k(costs["sum_inv_fan_in_s"], alpha)) / c["m_tilde"]',
+            'var_s = float(var_k(costs["sum_inv_fan_in_s"], alpha))',
+        ),
+        ("integer_m", '"floor": np.floor(m_exact)', '"floor": np.ceil(m_exact)'),
+        ("integer_m", '"ceil": np.ceil(m_exact)', '"ceil": np.floor(m_exact)'),
+    ],
+)
 def test_brute_force_check_catches_a_planted_bug(plant, where, old, new):
     plant(search, where, old, new)
     with pytest.raises(AssertionError):
@@ -229,8 +258,10 @@ def test_brute_force_check_catches_a_planted_bug(plant, where, old, new):
 def test_the_rounding_rules_differ_where_they_should():
     """floor <= nearest <= ceil, and floor and ceil differ by one unless the continuous m is an integer."""
     for objective in search.OBJECTIVES:
-        ms = {rule: search.design("resnext29", "4x32d", objective, alpha=1.6,
-                                  rounding=rule)["m"] for rule in search.ROUNDINGS}
+        ms = {
+            rule: search.design("resnext29", "4x32d", objective, alpha=1.6, rounding=rule)["m"]
+            for rule in search.ROUNDINGS
+        }
         assert ms["floor"] <= ms["nearest"] <= ms["ceil"] == ms["floor"] + 1
 
 
@@ -238,12 +269,21 @@ def test_the_rounding_rules_differ_where_they_should():
 # Properties (hypothesis): the optimum is the brute-force one and does not depend on the grid
 # ---------------------------------------------------------------------------------------------
 
-MODULES = [search.BottleneckDesign(), search.BottleneckDesign(fan_in_layers="width", kernel_area=False, bn="none"),
-           search.MLPDesign(784, 6), search.MLPDesign(30, 3, 10, True, fan_in_layers="all")]
+MODULES = [
+    search.BottleneckDesign(),
+    search.BottleneckDesign(fan_in_layers="width", kernel_area=False, bn="none"),
+    search.MLPDesign(784, 6),
+    search.MLPDesign(30, 3, 10, True, fan_in_layers="all"),
+]
 
 
-@given(module=st.sampled_from(MODULES), n_tilde=st.integers(8, 160), alpha=st.floats(0.3, 6.0),
-       budget=st.sampled_from(search.BUDGETS), data=st.data())
+@given(
+    module=st.sampled_from(MODULES),
+    n_tilde=st.integers(8, 160),
+    alpha=st.floats(0.3, 6.0),
+    budget=st.sampled_from(search.BUDGETS),
+    data=st.data(),
+)
 def test_optimum_does_not_depend_on_the_grid(module, n_tilde, alpha, budget, data):
     """Any grid of widths that contains the optimum of 1..n_tilde has that optimum; grids wider than n_tilde
     too, when the optimum lies inside (not at n_tilde, where a wider grid may find a better width)."""
@@ -274,6 +314,7 @@ def test_block_optimum_is_the_brute_force_one(n_tilde, alpha, groups):
 # alpha source and bad input
 # ---------------------------------------------------------------------------------------------
 
+
 def test_default_alpha_never_reads_the_results_store(tmp_path, monkeypatch):
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))
     for profile in ("cli", "paper"):
@@ -285,42 +326,54 @@ def test_default_alpha_never_reads_the_results_store(tmp_path, monkeypatch):
     assert search.design("resnext29", "1x128d", alpha=1.71)["alpha_source"] == "given"
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(arch="resnet", baseline="1x4d"), "arch must be one of"),
-    (dict(arch="resnext29", baseline="1x128d", objective="best"), "objective must be one of primal, dual"),
-    (dict(arch="resnext29", baseline="1x128d", budget="watts"), "budget must be one of params, flops"),
-    (dict(arch="resnext29", baseline="1x128d", alpha=0), "alpha must be a finite number > 0"),
-    (dict(arch="resnext29", baseline="1x128d", alpha=-1.6), "alpha must be a finite number > 0"),
-    (dict(arch="resnext29", baseline="128d"), "config must look like CxDd"),
-    (dict(arch="resnext29", baseline="1x8d", n=500), "budget: no integer m >= 1"),
-    (dict(arch="resnext29", baseline="1x8d", objective="dual", n=500), "budget: no integer m >= 1"),
-    (dict(arch="resnext29", baseline="1x128d", rounding="up"), "rounding must be one of"),
-    (dict(arch="resnext29", baseline="1x128d", n=0), "n must be an integer >= 1"),
-    (dict(arch="mlp", baseline=0, mlp_inputs=748, mlp_depth=6), "width must be an integer >= 1, got 0"),
-    (dict(arch="mlp", baseline=500, mlp_inputs=748, mlp_depth=1), "depth must be >= 2"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(arch="resnet", baseline="1x4d"), "arch must be one of"),
+        (dict(arch="resnext29", baseline="1x128d", objective="best"), "objective must be one of primal, dual"),
+        (dict(arch="resnext29", baseline="1x128d", budget="watts"), "budget must be one of params, flops"),
+        (dict(arch="resnext29", baseline="1x128d", alpha=0), "alpha must be a finite number > 0"),
+        (dict(arch="resnext29", baseline="1x128d", alpha=-1.6), "alpha must be a finite number > 0"),
+        (dict(arch="resnext29", baseline="128d"), "config must look like CxDd"),
+        (dict(arch="resnext29", baseline="1x8d", n=500), "budget: no integer m >= 1"),
+        (dict(arch="resnext29", baseline="1x8d", objective="dual", n=500), "budget: no integer m >= 1"),
+        (dict(arch="resnext29", baseline="1x128d", rounding="up"), "rounding must be one of"),
+        (dict(arch="resnext29", baseline="1x128d", n=0), "n must be an integer >= 1"),
+        (dict(arch="mlp", baseline=0, mlp_inputs=748, mlp_depth=6), "width must be an integer >= 1, got 0"),
+        (dict(arch="mlp", baseline=500, mlp_inputs=748, mlp_depth=1), "depth must be >= 2"),
+    ],
+)
 def test_design_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         search.design(alpha=kwargs.pop("alpha", 1.6), **kwargs)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(fan_in_layers="some"), "fan_in_layers must be one of"), (dict(bn="half"), "bn must be one of"),
-    (dict(flops="3macs"), "flops must be one of"), (dict(w_in=0), "w_in must be an integer >= 1"),
-    (dict(w_out=0), "w_out must be an integer >= 1"), (dict(resolution=0), "resolution must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(fan_in_layers="some"), "fan_in_layers must be one of"),
+        (dict(bn="half"), "bn must be one of"),
+        (dict(flops="3macs"), "flops must be one of"),
+        (dict(w_in=0), "w_in must be an integer >= 1"),
+        (dict(w_out=0), "w_out must be an integer >= 1"),
+        (dict(resolution=0), "resolution must be an integer >= 1"),
+    ],
+)
 def test_module_bad_conventions(kwargs, match):
     with pytest.raises(ValueError, match=match):
         search.BottleneckDesign(**kwargs)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(inputs=0, depth=3), "inputs must be an integer >= 1, got 0"),
-    (dict(inputs=10, depth=3, outputs=0), "outputs must be an integer >= 1, got 0"),
-    (dict(inputs=10, depth=0), "depth must be an integer >= 1, got 0"),
-    (dict(inputs=10, depth=3, fan_in_layers="some"), "fan_in_layers must be one of hidden, all"),
-    (dict(inputs=10, depth=3, flops="3macs"), "flops must be one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(inputs=0, depth=3), "inputs must be an integer >= 1, got 0"),
+        (dict(inputs=10, depth=3, outputs=0), "outputs must be an integer >= 1, got 0"),
+        (dict(inputs=10, depth=0), "depth must be an integer >= 1, got 0"),
+        (dict(inputs=10, depth=3, fan_in_layers="some"), "fan_in_layers must be one of hidden, all"),
+        (dict(inputs=10, depth=3, flops="3macs"), "flops must be one of"),
+    ],
+)
 def test_mlp_bad_conventions(kwargs, match):
     with pytest.raises(ValueError, match=match):
         search.MLPDesign(**kwargs)
@@ -329,12 +382,12 @@ def test_mlp_bad_conventions(kwargs, match):
 def test_mlp_module_cost_written_out():
     """beta(n) of Eq. 3's net: weights n_0 n + (L - 2) n^2 + n k, biases (L - 1) n + k; FLOPs 2 macs + acts."""
     n = 7
-    assert search.MLPDesign(30, 2).cost(n) == 30 * n + n                               # the shallowest net, one output
+    assert search.MLPDesign(30, 2).cost(n) == 30 * n + n  # the shallowest net, one output
     assert search.MLPDesign(30, 2).sum_inv_fan_in(n) == pytest.approx(1 / n)
     mlp = search.MLPDesign(30, 3, 10, True)
     weights, biases = 30 * n + n * n + n * 10, n + n + 10
     assert mlp.cost(n) == weights + biases and mlp.cost(n, "params", groups=3) == 3 * (weights + biases)
-    assert mlp.cost(n, "flops") == 2 * weights + biases                         # one FLOP per output
+    assert mlp.cost(n, "flops") == 2 * weights + biases  # one FLOP per output
     assert search.MLPDesign(30, 3, 10, True, flops="2macs").cost(n, "flops") == 2 * weights
     assert search.MLPDesign(30, 3, 10).cost(n) == weights
     with pytest.raises(ValueError, match="budget must be one of params, flops"):
@@ -348,8 +401,12 @@ def test_alpha_scan_is_the_optimum_of_each_curve():
     for i, a in enumerate(scan["alpha"]):
         c = search.curve(module, 64, a, ns=ns)
         p, d = search.optimum(c, "primal"), search.optimum(c, "dual")
-        assert (scan["n"][i], scan["m_primal"][i], scan["m_dual"][i], scan["rho"][i]) == (p["n"], p["m"], d["m"],
-                                                                                          d["rho"])
+        assert (scan["n"][i], scan["m_primal"][i], scan["m_dual"][i], scan["rho"][i]) == (
+            p["n"],
+            p["m"],
+            d["m"],
+            d["rho"],
+        )
     assert scan["strong_duality"].tolist() == [True] * 3
     # a grid that excludes the unrestricted optimum (n = 10 at alpha = 1.6) moves it to the grid's edge
     assert search.alpha_scan(module, 64, [1.6], ns=range(20, 65))["n"].tolist() == [20]
@@ -381,10 +438,12 @@ def test_default_module_and_network_cost_options():
 
 def test_network_cost_of_a_scaled_down_resnext_is_the_torch_one():
     from cepaper.models.resnext import resnext
+
     with torch.device("meta"):
         model = resnext("resnext29", "2x4d", classes=10, stages=(64, 128), depth=1)
-    assert search.network_cost("resnext29", 2, 4, stages=(64, 128),
-                               depth=1) == sum(p.numel() for p in model.parameters())
+    assert search.network_cost("resnext29", 2, 4, stages=(64, 128), depth=1) == sum(
+        p.numel() for p in model.parameters()
+    )
 
 
 def test_default_alpha_of_the_block():
@@ -392,7 +451,7 @@ def test_default_alpha_of_the_block():
 
 
 def test_integer_m_rules_and_the_smallest_ensemble():
-    assert [search.integer_m(x) for x in (0.5, 1.0, 1.49, 2.5, 36.6)] == [1, 1, 1, 3, 37]        # default: nearest
+    assert [search.integer_m(x) for x in (0.5, 1.0, 1.49, 2.5, 36.6)] == [1, 1, 1, 3, 37]  # default: nearest
     assert search.integer_m(1.7, "floor") == 1 and search.integer_m(0.2, "ceil") == 1
     for bad, rule in ((0.49, "nearest"), (0.99, "floor"), (float("nan"), "ceil"), (float("inf"), "nearest")):
         with pytest.raises(ValueError, match="no integer m >= 1 meets the budget"):
@@ -420,12 +479,15 @@ def test_design_baseline_pair_classes_and_resolution():
     assert search.design("resnext38", "1x96d", alpha=1.6)["resolution"] == 64
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(baseline=(0, 32)), "groups must be an integer >= 1, got 0"),
-    (dict(baseline=(4, 0)), "width_per_group must be an integer >= 1, got 0"),
-    (dict(baseline="4x32d", classes=0), "classes must be an integer >= 1, got 0"),
-    (dict(baseline="4x32d", resolution=0), "resolution must be an integer >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(baseline=(0, 32)), "groups must be an integer >= 1, got 0"),
+        (dict(baseline=(4, 0)), "width_per_group must be an integer >= 1, got 0"),
+        (dict(baseline="4x32d", classes=0), "classes must be an integer >= 1, got 0"),
+        (dict(baseline="4x32d", resolution=0), "resolution must be an integer >= 1, got 0"),
+    ],
+)
 def test_design_bad_baseline_classes_resolution(kwargs, match):
     with pytest.raises(ValueError, match=match):
         search.design("resnext29", alpha=1.6, **kwargs)
@@ -433,6 +495,7 @@ def test_design_bad_baseline_classes_resolution(kwargs, match):
 
 def meta_params(arch, config, **kw):
     from cepaper.models.resnext import resnext
+
     with torch.device("meta"):
         return sum(p.numel() for p in resnext(arch, config, **kw).parameters())
 
@@ -460,9 +523,16 @@ def test_design_record_names_its_inputs():
     r = search.design("resnext29", "1x64d", "dual", "flops", alpha=1.6)
     assert (r["arch"], r["objective"], r["budget"], r["baseline"]) == ("resnext29", "dual", "flops", "1x64d")
     assert (r["rounding"], r["classes"], r["resolution"]) == ("nearest", 10, 32)
-    assert r["module"] == {"type": "BottleneckDesign", "w_in": 256, "w_out": 256, "resolution": 32,
-                           "fan_in_layers": "all",
-                           "kernel_area": True, "bn": "all", "flops": "2macs+acts"}
+    assert r["module"] == {
+        "type": "BottleneckDesign",
+        "w_in": 256,
+        "w_out": 256,
+        "resolution": 32,
+        "fan_in_layers": "all",
+        "kernel_area": True,
+        "bn": "all",
+        "flops": "2macs+acts",
+    }
     ens, base = cx.complexity("resnext29", r["config"]), cx.complexity("resnext29", "1x64d")
     assert (r["flops"], r["baseline_flops"]) == (2 * ens["macs"] + ens["acts"], 2 * base["macs"] + base["acts"])
     assert r["rho_params"] == pytest.approx(base["params"] / ens["params"], rel=1e-12)
@@ -484,8 +554,9 @@ def test_block_cost_without_the_shared_shortcut():
     block's projection shortcut (shared by the ensemble, independent of n) is not in it."""
     n, block = 6, ResNeXtBottleneck(64, 128, 6)
     paths = sum(p.numel() for name, p in block.named_parameters() if not name.startswith("shortcut"))
-    assert search.BottleneckDesign(w_in=64,
-                                   w_out=128).cost(n) == paths == 64 * n + 9 * n * n + n * 128 + 4 * n + 2 * 128
+    assert (
+        search.BottleneckDesign(w_in=64, w_out=128).cost(n) == paths == 64 * n + 9 * n * n + n * 128 + 4 * n + 2 * 128
+    )
     assert search.BottleneckDesign(w_in=64, w_out=128, bn="none").cost(n) == 64 * n + 9 * n * n + n * 128
     with pytest.raises(ValueError, match="budget must be one of params, flops"):
         search.BottleneckDesign().cost(n, "watts")
@@ -494,8 +565,11 @@ def test_block_cost_without_the_shared_shortcut():
 def test_flops_of_conventions():
     rec = {"macs": 10, "acts": 3, "adds": 2}
     assert [search.flops_of(rec)] + [search.flops_of(rec, c) for c in search.FLOPS_CONVENTIONS] == [20, 20, 23, 25]
-    with pytest.raises(ValueError, match=r"flops convention must be one of 2macs, 2macs\+acts, 2macs\+acts\+adds, "
-                                         r"got '3macs'"):
+    with pytest.raises(
+        ValueError,
+        match=r"flops convention must be one of 2macs, 2macs\+acts, 2macs\+acts\+adds, "
+        r"got '3macs'",
+    ):
         search.flops_of(rec, "3macs")
 
 
@@ -510,8 +584,23 @@ def test_optimum_record():
 def test_curve_record_and_flops_budget_written_out():
     """The documented keys; with FLOPs, beta is 2 macs + acts of the block (32 x 32 maps), Eq. 15."""
     c = search.curve(search.BottleneckDesign(), 64, 1.6, "flops")
-    assert set(c) == {"n", "sum_inv_fan_in", "var_k", "beta", "m_primal", "var_primal", "var_ratio_primal", "m_dual",
-                      "rho_dual", "beta_s", "var_s", "n_tilde", "m_tilde", "alpha", "budget"}
+    assert set(c) == {
+        "n",
+        "sum_inv_fan_in",
+        "var_k",
+        "beta",
+        "m_primal",
+        "var_primal",
+        "var_ratio_primal",
+        "m_dual",
+        "rho_dual",
+        "beta_s",
+        "var_s",
+        "n_tilde",
+        "m_tilde",
+        "alpha",
+        "budget",
+    }
     assert (c["n_tilde"], c["m_tilde"], c["alpha"], c["budget"]) == (64, 1, 1.6, "flops")
     flops = lambda n: 2 * 1024 * (256 * n + 9 * n * n + n * 256) + 1024 * (n + n + 256)
     n = c["n"]
@@ -525,21 +614,28 @@ def test_curve_overflow_says_how_large_alpha_may_be():
     """exp(alpha * 5) overflows at n = 1 for MLP(784, 6) when alpha > log(max float) / 5 = 142, while the
     baseline's does not."""
     import warnings
+
     with warnings.catch_warnings():
-        warnings.simplefilter("error")                     # the overflow is caught, not warned about
-        with pytest.raises(ValueError, match=r"alpha = 1000 is too large: .* overflows float64 at the narrowest width; "
-                                             r"alpha must be below 142 for this baseline"):
+        warnings.simplefilter("error")  # the overflow is caught, not warned about
+        with pytest.raises(
+            ValueError,
+            match=r"alpha = 1000 is too large: .* overflows float64 at the narrowest width; "
+            r"alpha must be below 142 for this baseline",
+        ):
             search.curve(search.MLPDesign(784, 6), 96, 1000.0)
     assert np.log(np.finfo(float).max) / 5 == pytest.approx(141.96, abs=0.01)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(n_tilde=0), "n_tilde must be an integer >= 1, got 0"), (dict(m_tilde=0),
-                                                                  "m_tilde must be an integer >= 1, got 0"),
-    (dict(budget="watts"), "budget must be one of params, flops"), (dict(ns=[4, 0]),
-                                                                    "n must be an integer >= 1, got 0"),
-    (dict(alpha=0.0), "alpha must be a finite number > 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(n_tilde=0), "n_tilde must be an integer >= 1, got 0"),
+        (dict(m_tilde=0), "m_tilde must be an integer >= 1, got 0"),
+        (dict(budget="watts"), "budget must be one of params, flops"),
+        (dict(ns=[4, 0]), "n must be an integer >= 1, got 0"),
+        (dict(alpha=0.0), "alpha must be a finite number > 0"),
+    ],
+)
 def test_curve_bad_input(kwargs, match):
     args = dict(module=search.BottleneckDesign(), n_tilde=16, alpha=1.6) | kwargs
     with pytest.raises(ValueError, match=match):

@@ -19,7 +19,7 @@ def test_t_quantile_against_closed_forms(p):
     assert stats.t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), abs=2e-6)
     assert stats.t_quantile(p, 2) == pytest.approx((2 * p - 1) / math.sqrt(2 * p * (1 - p)), abs=2e-6)
     assert stats.t_quantile(p, 100000) == pytest.approx(NormalDist().inv_cdf(p), abs=1e-4)
-    assert stats.t_quantile(p, 5) > stats.t_quantile(p, 6)              # heavier tails, fewer dof
+    assert stats.t_quantile(p, 5) > stats.t_quantile(p, 6)  # heavier tails, fewer dof
 
 
 def test_t_quantile_bad_input():
@@ -33,25 +33,26 @@ def test_t_quantile_bad_input():
 def test_pearson_and_spearman_match_numpy_and_pandas():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=12), rng.normal(size=12)
-    y[3] = y[7]                                           # a tie
+    y[3] = y[7]  # a tie
     x[1] = x[2] = x[5]
     assert stats.pearson(x, y) == pytest.approx(np.corrcoef(x, y)[0, 1], rel=1e-12)
     expect = pd.DataFrame({"x": x, "y": y}).corr("spearman").loc["x", "y"]  # pandas ranks, no scipy
     assert stats.spearman(x, y) == pytest.approx(expect, rel=1e-12)
     assert stats.ranks([3.0, 1.0, 3.0, 2.0]).tolist() == [3.5, 1.0, 3.5, 2.0]
-    batch = rng.normal(size=(5, 12))                      # along the last axis
+    batch = rng.normal(size=(5, 12))  # along the last axis
     np.testing.assert_allclose(stats.pearson(batch, y), [np.corrcoef(b, y)[0, 1] for b in batch], rtol=1e-12)
-    other = rng.normal(size=(5, 12))                      # both sides batched
-    np.testing.assert_allclose(stats.pearson(batch, other), [np.corrcoef(b, o)[0, 1] for b, o in zip(batch, other)],
-                               rtol=1e-12)
-    assert stats.pearson([1, 2], [1, 3]) == pytest.approx(1.0)          # two points are enough
+    other = rng.normal(size=(5, 12))  # both sides batched
+    np.testing.assert_allclose(
+        stats.pearson(batch, other), [np.corrcoef(b, o)[0, 1] for b, o in zip(batch, other)], rtol=1e-12
+    )
+    assert stats.pearson([1, 2], [1, 3]) == pytest.approx(1.0)  # two points are enough
     with warnings.catch_warnings():
-        warnings.simplefilter("error")                    # a constant side gives NaN quietly
+        warnings.simplefilter("error")  # a constant side gives NaN quietly
         assert np.isnan(stats.pearson([1, 1, 1], [1, 2, 3]))
 
 
 def test_bootstrap_interval():
-    fixed = [np.full(4, v) for v in (1.0, 2.0, 4.0)]      # no spread: every resample gives the same means
+    fixed = [np.full(4, v) for v in (1.0, 2.0, 4.0)]  # no spread: every resample gives the same means
     b = stats.bootstrap_correlation(fixed, [1, 2, 3], "pearson", n_boot=50)
     assert b["lo"] == pytest.approx(b["value"]) and b["hi"] == pytest.approx(b["value"])
     rng = np.random.default_rng(1)
@@ -61,7 +62,7 @@ def test_bootstrap_interval():
     assert b == stats.bootstrap_correlation(noisy, [1, 2, 3, 4], "spearman", n_boot=500, seed=2)
     assert b["level"] == 0.95 and set(b) == {"value", "lo", "hi", "level", "n_boot"}
     again = lambda seed: stats.bootstrap_correlation(noisy, [1, 2, 3, 4], "pearson", n_boot=200, seed=seed)
-    assert again(3) == again(3) != again(4)                            # the seed fixes the resamples
+    assert again(3) == again(3) != again(4)  # the seed fixes the resamples
     one = stats.bootstrap_correlation([[1.0], [2.0], [4.0]], [1, 2, 3], n_boot=20)  # one repetition per model
     assert one["lo"] == one["hi"] == pytest.approx(np.corrcoef([1, 2, 4], [1, 2, 3])[0, 1])
     mixed = stats.bootstrap_correlation([[1.0], [2.0, 2.0], [4.0, 4.0, 4.0]], [1, 2, 3], n_boot=20)  # one value stays
@@ -69,6 +70,7 @@ def test_bootstrap_interval():
 
 
 # ------------------------------------------------------------------------------------------ calibration
+
 
 def np_pearson(x, v):
     """Pearson correlation of each row of ``x (..., k)`` with ``v (k,)``, written out in numpy."""
@@ -84,8 +86,12 @@ def correlation_law(k, r, sigma):
     vc = v - v.mean()
     d = d - d.mean() - (d @ vc) / (vc @ vc) * vc
     mu = v + d / d.std()
-    truth = np.concatenate([np_pearson((mu[:, None] + sigma * np.random.default_rng([9, i]).standard_normal(
-        (5000, k, r))).mean(-1), v) for i in range(4)])
+    truth = np.concatenate(
+        [
+            np_pearson((mu[:, None] + sigma * np.random.default_rng([9, i]).standard_normal((5000, k, r))).mean(-1), v)
+            for i in range(4)
+        ]
+    )
     return v, mu, truth
 
 
@@ -104,8 +110,11 @@ def correlation_calibration(reps=300, k=6, r=40, sigma=0.5, n_boot=1000, level=0
     np.testing.assert_allclose([b["value"] for b in boots], np_pearson(data.mean(-1), v), rtol=1e-12)
     assert all(b["level"] == level and b["n_boot"] == n_boot for b in boots)
     mean = lambda f: np.mean([f(b) for b in boots])
-    return (mean(lambda b: b["hi"] - b["lo"]) / (q_hi - q_lo), mean(lambda b: b["value"] - b["lo"]) / (q_mid - q_lo),
-            mean(lambda b: b["hi"] - b["value"]) / (q_hi - q_mid))
+    return (
+        mean(lambda b: b["hi"] - b["lo"]) / (q_hi - q_lo),
+        mean(lambda b: b["value"] - b["lo"]) / (q_mid - q_lo),
+        mean(lambda b: b["hi"] - b["value"]) / (q_hi - q_mid),
+    )
 
 
 def test_bootstrap_interval_is_calibrated():
@@ -118,10 +127,13 @@ def test_bootstrap_interval_is_calibrated():
     assert 0.9 < lower < 1.04 and 0.9 < upper < 1.04, (lower, upper)
 
 
-@pytest.mark.parametrize("old, new, index, bound", [
-    ("confidence_level=level", "confidence_level=2 * level - 1", 0, 0.9),
-    ('alternative="two-sided"', 'alternative="greater"', 1, 0.9),
-])
+@pytest.mark.parametrize(
+    "old, new, index, bound",
+    [
+        ("confidence_level=level", "confidence_level=2 * level - 1", 0, 0.9),
+        ('alternative="two-sided"', 'alternative="greater"', 1, 0.9),
+    ],
+)
 def test_calibration_detects_a_wrong_quantile(plant, old, new, index, bound):
     plant(stats, "bootstrap_correlation", old, new)
     ratio = correlation_calibration()[index]
@@ -134,33 +146,36 @@ def test_permutation_pvalue_by_enumeration():
     hits = sum(abs(stats.spearman(x, y[list(p)])) >= r - 1e-12 for p in itertools.permutations(range(5)))
     assert stats.permutation_pvalue(x, y) == (pytest.approx(hits / 120), True)
     p, exact = stats.permutation_pvalue(np.arange(10.0), np.arange(10.0), max_exact=8, n_perm=999)
-    assert not exact and p == 1 / 1000                  # (1 + no ordering reaches |r| = 1) / (1 + 999)
-    assert stats.permutation_pvalue(np.arange(8.0), np.arange(8.0))[1]          # 8 = max_exact: exact
-    assert not stats.permutation_pvalue(np.arange(9.0), np.arange(9.0))[1]      # 9: random orderings
+    assert not exact and p == 1 / 1000  # (1 + no ordering reaches |r| = 1) / (1 + 999)
+    assert stats.permutation_pvalue(np.arange(8.0), np.arange(8.0))[1]  # 8 = max_exact: exact
+    assert not stats.permutation_pvalue(np.arange(9.0), np.arange(9.0))[1]  # 9: random orderings
     assert stats.permutation_pvalue(x, y, max_exact=3, n_perm=200) == (pytest.approx(hits / 120), True)  # 200 >= 5!
 
 
 def test_random_orderings_estimate_the_exact_pvalue():
     """k = 9: 20000 random orderings against all 9! of them (4 standard errors of the estimate)."""
     rng = np.random.default_rng(3)
-    x, y = rng.normal(size=9), rng.normal(size=9)                     # exact p = 0.128
+    x, y = rng.normal(size=9), rng.normal(size=9)  # exact p = 0.128
     want, exact = stats.permutation_pvalue(x, y, "pearson", max_exact=9)
     got, random = stats.permutation_pvalue(x, y, "pearson", max_exact=8, n_perm=20000, seed=4)
     assert exact and not random and 0.05 < want < 0.95
     assert abs(got - want) < 4 * np.sqrt(want * (1 - want) / 20000), (got, want)
     again = lambda seed: stats.permutation_pvalue(x, y, "pearson", max_exact=8, n_perm=2000, seed=seed)
-    assert again(4) == again(4) != again(5)                            # the seed fixes the orderings
+    assert again(4) == again(4) != again(5)  # the seed fixes the orderings
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: stats.pearson([1, 2], [1, 2, 3]), "same length >= 2"),
-    (lambda: stats.bootstrap_correlation([[1], [2]], [1, 2], "kendall"), "method must be one of pearson, spearman"),
-    (lambda: stats.bootstrap_correlation([[1], [2]], [1, 2], n_boot=0), "n_boot must be an integer >= 1"),
-    (lambda: stats.bootstrap_correlation([[1], [2]], [1, 2], level=1.0), r"level must be in \(0, 1\)"),
-    (lambda: stats.bootstrap_correlation([[1], [2]], [1, 2], level=0.0), r"level must be in \(0, 1\)"),
-    (lambda: stats.permutation_pvalue(np.arange(9.0), np.arange(9.0), n_perm=0), "^n_perm must be an integer >= 1"),
-    (lambda: stats.bootstrap_correlation([[1], []], [1, 2]), "every sample needs at least one value"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: stats.pearson([1, 2], [1, 2, 3]), "same length >= 2"),
+        (lambda: stats.bootstrap_correlation([[1], [2]], [1, 2], "kendall"), "method must be one of pearson, spearman"),
+        (lambda: stats.bootstrap_correlation([[1], [2]], [1, 2], n_boot=0), "n_boot must be an integer >= 1"),
+        (lambda: stats.bootstrap_correlation([[1], [2]], [1, 2], level=1.0), r"level must be in \(0, 1\)"),
+        (lambda: stats.bootstrap_correlation([[1], [2]], [1, 2], level=0.0), r"level must be in \(0, 1\)"),
+        (lambda: stats.permutation_pvalue(np.arange(9.0), np.arange(9.0), n_perm=0), "^n_perm must be an integer >= 1"),
+        (lambda: stats.bootstrap_correlation([[1], []], [1, 2]), "every sample needs at least one value"),
+    ],
+)
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message):
         call()

@@ -29,7 +29,7 @@ def test_mlp_params_counts_the_model():
     for n in (3, 10):
         model = CollegialMLP(784, n, m=1, depth=4)
         assert theorem1.mlp_params(n, depth=4) == sum(p.numel() for p in model.parameters())
-    assert theorem1.mlp_params(100, 4) == 784 * 100 + 3 * 100 ** 2 + 100
+    assert theorem1.mlp_params(100, 4) == 784 * 100 + 3 * 100**2 + 100
 
 
 def test_grid_panels():
@@ -38,8 +38,10 @@ def test_grid_panels():
     assert a.n.tolist() == [16, 256] and (a.m == 1).all()
     for d in (4, 16):
         pair = b[b.d == d].set_index("role")
-        assert (pair.loc["baseline", ["m", "n"]].tolist(), pair.loc["ensemble", ["m", "n"]].tolist()) == \
-            ([1, d * d], [d, d])
+        assert (pair.loc["baseline", ["m", "n"]].tolist(), pair.loc["ensemble", ["m", "n"]].tolist()) == (
+            [1, d * d],
+            [d, d],
+        )
         assert pair.loc["baseline", "mn"] == pair.loc["ensemble", "mn"]
     ens = c[c.role == "ensemble"].set_index("d")
     base = c[c.role == "baseline"].set_index("d")
@@ -67,13 +69,16 @@ def test_run_one_is_reproducible_and_lr_zero_moves_nothing():
     assert (theorem1.changes([r0]).abs_change == 0).all()
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(m=0), "m must be an integer >= 1, got 0"),
-    (dict(n=0), "n must be an integer >= 1, got 0"),
-    (dict(epochs=0), "epochs must be an integer >= 1, got 0"),
-    (dict(lr=-1.0), "lr must be a finite number >= 0, got -1.0"),
-    (dict(n_probe=1), r"n_probe must be in \[2, 12\]"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(m=0), "m must be an integer >= 1, got 0"),
+        (dict(n=0), "n must be an integer >= 1, got 0"),
+        (dict(epochs=0), "epochs must be an integer >= 1, got 0"),
+        (dict(lr=-1.0), "lr must be a finite number >= 0, got -1.0"),
+        (dict(n_probe=1), r"n_probe must be in \[2, 12\]"),
+    ],
+)
 def test_run_one_bad_input(kwargs, message):
     x, y = toy()
     args = {"m": 2, "n": 3, **KW, **kwargs}
@@ -103,8 +108,14 @@ def test_run_grid_caches_and_resumes(tmp_path, monkeypatch):
 
 
 def fake_record(m, n, seed, k0, kt, epochs=(0, 5)):
-    return {"m": m, "n": n, "seed": seed, "epoch": list(epochs), "loss": [1.0, 0.5],
-            "ntk": [np.asarray(k0).tolist(), np.asarray(kt).tolist()]}
+    return {
+        "m": m,
+        "n": n,
+        "seed": seed,
+        "epoch": list(epochs),
+        "loss": [1.0, 0.5],
+        "ntk": [np.asarray(k0).tolist(), np.asarray(kt).tolist()],
+    }
 
 
 def test_changes_and_trajectories():
@@ -123,34 +134,44 @@ def test_changes_and_trajectories():
     assert t[t.entry == "offdiag"].epoch.tolist() == [0, 5]
 
 
-@pytest.mark.parametrize("p, dof, expected", [
-    (0.975, 1, 12.7062), (0.975, 2, 4.3027), (0.975, 10, 2.2281), (0.95, 5, 2.0150), (0.975, 1000, 1.9623),
-])
+@pytest.mark.parametrize(
+    "p, dof, expected",
+    [
+        (0.975, 1, 12.7062),
+        (0.975, 2, 4.3027),
+        (0.975, 10, 2.2281),
+        (0.95, 5, 2.0150),
+        (0.975, 1000, 1.9623),
+    ],
+)
 def test_t_quantile(p, dof, expected):
     assert theorem1.t_quantile(p, dof) == pytest.approx(expected, abs=2e-4)
 
 
 def test_loglog_slope_exact_and_coverage():
     x = np.array([1.0, 2, 4, 8, 16])
-    s = theorem1.loglog_slope(x, 3 * x ** -1.0)
+    s = theorem1.loglog_slope(x, 3 * x**-1.0)
     assert s["slope"] == pytest.approx(-1) and s["hi"] - s["lo"] < 1e-6
     assert np.exp(s["intercept"]) == pytest.approx(3)
     rng = np.random.default_rng(0)
     covered = 0
     for _ in range(400):
-        y = 2 * x ** -0.7 * np.exp(rng.normal(0, 0.3, len(x)))
+        y = 2 * x**-0.7 * np.exp(rng.normal(0, 0.3, len(x)))
         f = theorem1.loglog_slope(x, y)
         covered += f["lo"] <= -0.7 <= f["hi"]
     assert 0.92 <= covered / 400 <= 0.98  # a 95% interval covers the truth about 95% of the time
 
 
-@pytest.mark.parametrize("x, y, message", [
-    ([1, 2], [1, 2], "equal length >= 3"),
-    ([1, 2, 3], [1, 2], "equal length >= 3"),
-    ([1, 2, 0], [1, 2, 3], "must be > 0"),
-    ([1, 2, 3], [1, -2, 3], "must be > 0"),
-    ([2, 2, 2], [1, 2, 3], "two distinct values"),
-])
+@pytest.mark.parametrize(
+    "x, y, message",
+    [
+        ([1, 2], [1, 2], "equal length >= 3"),
+        ([1, 2, 3], [1, 2], "equal length >= 3"),
+        ([1, 2, 0], [1, 2, 3], "must be > 0"),
+        ([1, 2, 3], [1, -2, 3], "must be > 0"),
+        ([2, 2, 2], [1, 2, 3], "two distinct values"),
+    ],
+)
 def test_loglog_slope_bad_input(x, y, message):
     with pytest.raises(ValueError, match=message):
         theorem1.loglog_slope(x, y)
@@ -170,8 +191,7 @@ def test_slopes_recover_an_exact_power_law():
     assert np.allclose(fits.slope, -1) and (fits.lo < -1).all() and (fits.hi > -1).all()
     # 8 distinct (m, n) x 2 seeds; 3 single models; 3 ensembles m = n = d; m = 2, 3 at n_c = 5 (d = 2:
     # d^2 = 4 < n_c, no integer m >= 1 matches, so no unmatched m = 1 point enters the width_c slope)
-    assert fits.groupby("fit").points.first().to_dict() == {"all": 16, "single": 6, "ensemble_b": 6,
-                                                            "width_c": 4}
+    assert fits.groupby("fit").points.first().to_dict() == {"all": 16, "single": 6, "ensemble_b": 6, "width_c": 4}
     points = theorem1.panel_table(configs, theorem1.changes(records), "offdiag")
     assert len(points) == len(configs) and (points.seeds == 2).all()
     row = points[(points.m == 1) & (points.n == 4)].iloc[0]
@@ -179,8 +199,9 @@ def test_slopes_recover_an_exact_power_law():
     # the figures draw the runs' numbers: the mean over both seeds of |Delta K| is 0.8 * 1.05 / (mn), and
     # the fitted line through both seeds' points is their geometric mean 0.8 * sqrt(1.1) / (mn)
     mean_of = lambda mn: 0.8 * 1.05 / np.asarray(mn, dtype=float)
-    (a,), (b_base, b_ens), (c_base, c_ens) = ([c.lines[0] for c in ax.containers]
-                                              for ax in theorem1.plot_fig9(points).axes)
+    (a,), (b_base, b_ens), (c_base, c_ens) = (
+        [c.lines[0] for c in ax.containers] for ax in theorem1.plot_fig9(points).axes
+    )
     assert list(a.get_xdata()) == [4, 9, 16] and a.get_ydata() == pytest.approx(mean_of([4, 9, 16]))
     assert list(b_ens.get_xdata()) == [2, 3, 4] and b_ens.get_ydata() == pytest.approx(mean_of([4, 9, 16]))
     assert list(c_base.get_xdata()) == [2, 3, 4] and c_base.get_ydata() == pytest.approx(mean_of([4, 9, 16]))
@@ -194,7 +215,7 @@ def test_slopes_recover_an_exact_power_law():
         assert (line.get_xdata().min(), line.get_xdata().max()) == pytest.approx((4, 16))
     traj = theorem1.trajectories(records)
     lines = theorem1.plot_trajectories(traj, configs, "offdiag_mean").axes[0].lines[:6]
-    assert [list(l.get_xdata()) for l in lines] == [[5]] * 6                    # epoch 0 (no change) left out
+    assert [list(l.get_xdata()) for l in lines] == [[5]] * 6  # epoch 0 (no change) left out
     assert [l.get_ydata()[0] for l in lines] == pytest.approx(mean_of([4, 4, 9, 9, 16, 16]))
 
 

@@ -28,8 +28,10 @@ def model_of(m=3, n=5, d=6, depth=2, seed=1):
 def autograd_ntk(model, x):
     """The ensemble NTK recomputed directly: ``G G^T`` with ``G[i] = d F_e(x_i) / d Theta`` by autograd."""
     params = list(model.parameters())
-    rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(model(x[i:i + 1]).sum(), params)])
-            for i in range(len(x))]
+    rows = [
+        torch.cat([g.reshape(-1) for g in torch.autograd.grad(model(x[i : i + 1]).sum(), params)])
+        for i in range(len(x))
+    ]
     g = torch.stack(rows)
     return g @ g.T
 
@@ -133,8 +135,10 @@ def test_record_every():
 
 def test_same_seed_same_numbers():
     x, y = toy(n=9)
-    runs = [gd.train_gd(model_of(seed=s), x, y, epochs=3, lr=0.2, batch_size=4, probe=x[:2], seed=b)
-            for s, b in [(1, 7), (1, 7), (2, 7), (1, 8)]]
+    runs = [
+        gd.train_gd(model_of(seed=s), x, y, epochs=3, lr=0.2, batch_size=4, probe=x[:2], seed=b)
+        for s, b in [(1, 7), (1, 7), (2, 7), (1, 8)]
+    ]
     assert runs[0]["loss"] == runs[1]["loss"] and torch.equal(runs[0]["ntk"], runs[1]["ntk"])
     assert runs[0]["loss"][-1] != runs[2]["loss"][-1]  # other initial weights
     assert runs[0]["loss"][-1] != runs[3]["loss"][-1]  # other mini-batch order
@@ -162,13 +166,14 @@ def resume_mismatches(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         gd.train_gd(model_of(), x, y, checkpoint=path, ntk_fn=failing_ntk, **kw)
     assert torch.load(path)["epoch"] == 2
-    torch.manual_seed(1234)                           # the loop must not depend on torch's global RNG
-    resumed_model = model_of(seed=99)                 # the checkpoint's weights replace these
+    torch.manual_seed(1234)  # the loop must not depend on torch's global RNG
+    resumed_model = model_of(seed=99)  # the checkpoint's weights replace these
     resumed = gd.train_gd(resumed_model, x, y, checkpoint=path, **kw)
     bad = [k for k in ("epoch", "loss") if resumed[k] != straight[k]]
     bad += ["ntk"] * (not torch.equal(resumed["ntk"], straight["ntk"]))
-    bad += ["weights"] * (not all(torch.equal(p, q) for p, q in zip(resumed_model.parameters(),
-                                                                     straight_model.parameters())))
+    bad += ["weights"] * (
+        not all(torch.equal(p, q) for p, q in zip(resumed_model.parameters(), straight_model.parameters()))
+    )
     again = gd.train_gd(model_of(), x, y, checkpoint=path, **kw)  # finished: nothing left to do
     bad += ["finished run"] * (again["loss"] != straight["loss"])
     return bad
@@ -179,11 +184,19 @@ def test_checkpoint_resumes_an_interrupted_run(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-@pytest.mark.parametrize("module, where, old, new, shows", [
-    (spine, "resume", 'model.load_state_dict(state["model"])', "pass", "weights"),
-    (gd, "train_gd", "batches(len(y), batch_size, seed, epoch)", "batches(len(y), batch_size, seed, epoch - start)",
-     "loss"),
-])
+@pytest.mark.parametrize(
+    "module, where, old, new, shows",
+    [
+        (spine, "resume", 'model.load_state_dict(state["model"])', "pass", "weights"),
+        (
+            gd,
+            "train_gd",
+            "batches(len(y), batch_size, seed, epoch)",
+            "batches(len(y), batch_size, seed, epoch - start)",
+            "loss",
+        ),
+    ],
+)
 def test_resume_check_catches_a_lost_piece_of_state(tmp_path, plant, module, where, old, new, shows):
     plant(module, where, old, new)
     assert shows in resume_mismatches(tmp_path)
@@ -197,10 +210,16 @@ def refused(tmp_path):
     gd.train_gd(model_of(), x, y, checkpoint=path, **kw)
     x2 = x.clone()
     x2[0, 0] += 1e-9
-    runs = {"inputs": (x2, y, kw), "targets": (x, y + 1, kw), "probe": (x, y, {**kw, "probe": x[1:3]}),
-            "lr": (x, y, {**kw, "lr": 0.3}), "seed": (x, y, {**kw, "seed": 4}),
-            "batch_size": (x, y, {**kw, "batch_size": 3}), "epochs": (x, y, {**kw, "epochs": 5}),
-            "record_every": (x, y, {**kw, "record_every": 2})}
+    runs = {
+        "inputs": (x2, y, kw),
+        "targets": (x, y + 1, kw),
+        "probe": (x, y, {**kw, "probe": x[1:3]}),
+        "lr": (x, y, {**kw, "lr": 0.3}),
+        "seed": (x, y, {**kw, "seed": 4}),
+        "batch_size": (x, y, {**kw, "batch_size": 3}),
+        "epochs": (x, y, {**kw, "epochs": 5}),
+        "record_every": (x, y, {**kw, "record_every": 2}),
+    }
     out = {}
     for name, (xs, ys, change) in runs.items():
         try:
@@ -208,7 +227,7 @@ def refused(tmp_path):
             out[name] = False
         except ValueError as e:
             out[name] = "other settings" in str(e)
-    gd.train_gd(model_of(), x, y, checkpoint=path, **kw)      # the same settings resume
+    gd.train_gd(model_of(), x, y, checkpoint=path, **kw)  # the same settings resume
     return out
 
 
@@ -218,8 +237,7 @@ def test_resume_refuses_other_data_recipe_or_seed(tmp_path):
 
 
 def test_refusal_check_catches_a_dropped_data_digest(tmp_path, plant):
-    plant(gd, "train_gd", "record_every=record_every,\n        data=files.digest(x, y, probe))",
-          "record_every=record_every)")
+    plant(gd, "train_gd", "data=files.digest(x, y, probe),", "")
     assert refused(tmp_path)["inputs"] is False
 
 
@@ -239,14 +257,17 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(epochs=0), "epochs must be an integer >= 1, got 0"),
-    (dict(lr=-0.1), "lr must be a finite number >= 0, got -0.1"),
-    (dict(lr=float("nan")), "lr must be a finite number >= 0, got nan"),
-    (dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),
-    (dict(record_every=0), "record_every must be an integer >= 1, got 0"),
-    (dict(checkpoint_every=0), "checkpoint_every must be an integer >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(epochs=0), "epochs must be an integer >= 1, got 0"),
+        (dict(lr=-0.1), "lr must be a finite number >= 0, got -0.1"),
+        (dict(lr=float("nan")), "lr must be a finite number >= 0, got nan"),
+        (dict(batch_size=0), "batch_size must be an integer >= 1, got 0"),
+        (dict(record_every=0), "record_every must be an integer >= 1, got 0"),
+        (dict(checkpoint_every=0), "checkpoint_every must be an integer >= 1, got 0"),
+    ],
+)
 def test_bad_input(kwargs, message):
     x, y = toy()
     with pytest.raises(ValueError, match=message):

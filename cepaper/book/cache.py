@@ -10,6 +10,7 @@ from pathlib import Path
 from cepaper.book.profiles import notebook_path
 from cepaper.book.results import REPO
 
+
 def _sha(data):
     return hashlib.sha256(data if isinstance(data, bytes) else data.encode()).hexdigest()
 

@@ -26,10 +26,9 @@ def show(df, digits=4):
     """A ``pandas`` Styler of ``df`` (a DataFrame, or rows as dicts) for a page: index hidden, every
     cell :func:`cell` (``digits``: an int for all columns, or a dict column -> int with 4 for the others)."""
     import pandas as pd
+
     df = pd.DataFrame(df).reset_index(drop=True)
     per = digits if isinstance(digits, dict) else {}
     default = 4 if isinstance(digits, dict) else digits
     fmt = {c: per.get(c, default) for c in df.columns}
     return df.style.hide(axis="index").format({c: (lambda v, d=fmt[c]: cell(v, d)) for c in df.columns})
-
-

@@ -37,9 +37,7 @@ from cepaper.training import spine
 REPO = results.REPO
 BUILD = REPO / "_build"
 STORED = "notebook.ipynb"  # the executed notebook, kept beside a section's results
-SUMMARIES = ("claims",)    # sections that read every other section's results: executed last
-
-
+SUMMARIES = ("claims",)  # sections that read every other section's results: executed last
 
 
 # --- execution --------------------------------------------------------------------------------
@@ -51,8 +49,19 @@ logging.getLogger("papermill").addFilter(lambda r: "Passed unknown parameter" no
 logging.getLogger("papermill.translators").setLevel(logging.ERROR)
 
 
-RECORD_KEYS = ("section", "profile", "notebook", "params", "key", "wall_s", "device", "git_commit", "date",
-               "reads", "published")  # what a run record holds (see execute)
+RECORD_KEYS = (
+    "section",
+    "profile",
+    "notebook",
+    "params",
+    "key",
+    "wall_s",
+    "device",
+    "git_commit",
+    "date",
+    "reads",
+    "published",
+)  # what a run record holds (see execute)
 
 
 def executed_path(section, profile):
@@ -94,8 +103,10 @@ def section_lock(section, profile):
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(f"section {section} (profile {profile}) is already running in another "
-                               f"process; wait for it to finish, then run again") from None
+            raise RuntimeError(
+                f"section {section} (profile {profile}) is already running in another "
+                f"process; wait for it to finish, then run again"
+            ) from None
         try:
             yield
         finally:
@@ -122,9 +133,12 @@ def execute(section, params, key):
         nb = jupytext.read(notebook_path(section))
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         jupytext.write(nb, src)
-        env = {"CEPAPER_STAGING": str(staging), "CEPAPER_READS_LOG": str(reads_log),
-               "MPLBACKEND": "module://matplotlib_inline.backend_inline",  # figures into the notebook
-               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        env = {
+            "CEPAPER_STAGING": str(staging),
+            "CEPAPER_READS_LOG": str(reads_log),
+            "MPLBACKEND": "module://matplotlib_inline.backend_inline",  # figures into the notebook
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         start = time.perf_counter()
@@ -132,13 +146,21 @@ def execute(section, params, key):
         kernel_log.parent.mkdir(parents=True, exist_ok=True)
         try:
             with open(kernel_log, "w") as log:
-                papermill.execute_notebook(src, staging / "out.ipynb", parameters=params, kernel_name="python3",
-                                           language="python", cwd=str(REPO), progress_bar=sys.stderr.isatty(),
-                                           kernel_manager_class=_kernel_manager(log))
+                papermill.execute_notebook(
+                    src,
+                    staging / "out.ipynb",
+                    parameters=params,
+                    kernel_name="python3",
+                    language="python",
+                    cwd=str(REPO),
+                    progress_bar=sys.stderr.isatty(),
+                    kernel_manager_class=_kernel_manager(log),
+                )
         except BaseException as e:
             failed = _keep_failed(staging / "out.ipynb", BUILD / "failed" / profile / out.name)
-            kept = (f"the failed notebook is {failed.relative_to(REPO)}; " if failed else "") + \
-                "the last good results are kept"
+            kept = (
+                f"the failed notebook is {failed.relative_to(REPO)}; " if failed else ""
+            ) + "the last good results are kept"
             if isinstance(e, papermill.PapermillExecutionError):
                 oserror = _kernel_oserror(e)
                 if oserror is not None:  # full disk, read-only or unwritable folder, ...: the user's to fix
@@ -152,12 +174,19 @@ def execute(section, params, key):
             for k, v in saved.items():
                 os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         wall = time.perf_counter() - start
-        reads = sorted({r for r in (reads_log.read_text().split() if reads_log.exists() else [])
-                        if (REPO / r).parent != own})
+        reads = sorted(
+            {r for r in (reads_log.read_text().split() if reads_log.exists() else []) if (REPO / r).parent != own}
+        )
         record = {
-            "section": section, "profile": profile, "notebook": str(notebook_path(section).relative_to(REPO)),
-            "params": params, "key": key, "wall_s": round(wall, 2), "cached": False,
-            "device": results.device_name(params.get("device", "cpu")), "git_commit": results.git_commit(),
+            "section": section,
+            "profile": profile,
+            "notebook": str(notebook_path(section).relative_to(REPO)),
+            "params": params,
+            "key": key,
+            "wall_s": round(wall, 2),
+            "cached": False,
+            "device": results.device_name(params.get("device", "cpu")),
+            "git_commit": results.git_commit(),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "reads": {r: _file_digest(r) for r in reads},
         }
@@ -168,8 +197,9 @@ def execute(section, params, key):
             files.write_atomic(staged / STORED, text)  # published with the results
             publish(staged, own)
         except OSError as e:
-            e.add_note(f"(section {section} ran, but its results could not be published; the last good "
-                       "results are kept)")
+            e.add_note(
+                f"(section {section} ran, but its results could not be published; the last good results are kept)"
+            )
             raise
         files.write_atomic(out, text)
         files.write_atomic(_record_path(section, profile), json.dumps(record, indent=1))
@@ -194,6 +224,7 @@ def _kernel_manager(log):
         async def _async_launch_kernel(self, kernel_cmd, **kw):
             kw.setdefault("stderr", log)
             return await super()._async_launch_kernel(kernel_cmd, **kw)
+
     return QuietKernelManager
 
 
@@ -210,8 +241,18 @@ def _keep_failed(src, dest):
         return None
 
 
-_OS_ERRORS = {"OSError", "IOError", "PermissionError", "FileNotFoundError", "FileExistsError", "IsADirectoryError",
-              "NotADirectoryError", "BlockingIOError", "InterruptedError", "TimeoutError"}
+_OS_ERRORS = {
+    "OSError",
+    "IOError",
+    "PermissionError",
+    "FileNotFoundError",
+    "FileExistsError",
+    "IsADirectoryError",
+    "NotADirectoryError",
+    "BlockingIOError",
+    "InterruptedError",
+    "TimeoutError",
+}
 
 
 def _kernel_oserror(e):
@@ -250,10 +291,13 @@ def reuse(section, profile):
     """Take the executed notebook stored with a section's results (``results/<profile>/<section>/
     notebook.ipynb``, e.g. a committed GPU run) for the book instead of executing; return its record."""
     import nbformat
+
     path = results.section_dir(section, profile) / STORED
     if not path.exists():
-        raise FileNotFoundError(f"no executed notebook {path}: run `cepaper run {section} --profile {profile}` "
-                                f"(the paper profile on a GPU) and commit results/{profile}/{section}/")
+        raise FileNotFoundError(
+            f"no executed notebook {path}: run `cepaper run {section} --profile {profile}` "
+            f"(the paper profile on a GPU) and commit results/{profile}/{section}/"
+        )
     record = {**nbformat.read(path, as_version=4).metadata["cepaper"], "cached": True}
     out = executed_path(section, profile)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -266,6 +310,7 @@ def _finish_notebook(path, record):
     """The executed notebook as text, with its run record in its metadata and only papermill's
     injected-parameters cell on the page (the values this run used)."""
     import nbformat
+
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         tags = cell.metadata.setdefault("tags", [])
@@ -280,6 +325,7 @@ def _exchange(a, b):
     ``renameat2(RENAME_EXCHANGE)``; ``False`` where the system or filesystem cannot."""
     import ctypes
     import errno
+
     if not sys.platform.startswith("linux"):
         return False
     libc = ctypes.CDLL(None, use_errno=True)
@@ -371,7 +417,8 @@ def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False
             raise FileNotFoundError(
                 f"--reuse: no committed {profile}-profile run of {', '.join(missing)} (results/{profile}/<section>/"
                 f"{STORED}); run them with `cepaper run SECTION --profile {profile}` and commit their results, "
-                f"or build the default book (`make book`), which shows every committed run beside the quick pages")
+                f"or build the default book (`make book`), which shows every committed run beside the quick pages"
+            )
     records = []
     for section, params in plan:
         if reuse_stored:
@@ -393,8 +440,11 @@ def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False
 def format_records(records):
     """A readable table of run records."""
     rows = [f"{'section':<12} {'profile':<8} {'status':<9} {'wall s':>8}  device"]
-    rows += [f"{r['section']:<12} {r['profile']:<8} {'cached' if r['cached'] else 'executed':<9} "
-             f"{r['wall_s']:>8.1f}  {r['device']}" for r in records]
+    rows += [
+        f"{r['section']:<12} {r['profile']:<8} {'cached' if r['cached'] else 'executed':<9} "
+        f"{r['wall_s']:>8.1f}  {r['device']}"
+        for r in records
+    ]
     return "\n".join(rows)
 
 
@@ -407,6 +457,7 @@ def run_child(cmd, cwd=None, grace=5.0):
     the whole group (SIGTERM, then SIGKILL after ``grace`` seconds), so no grandchild outlives us.
     (For ``book()``'s jupyter-book: a Ctrl-C then no longer reaches the child directly, this does.)"""
     import signal
+
     proc = subprocess.Popen(cmd, cwd=cwd, start_new_session=True)
     try:
         return proc.wait()
@@ -419,5 +470,3 @@ def run_child(cmd, cwd=None, grace=5.0):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise
-
-

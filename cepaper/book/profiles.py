@@ -24,8 +24,9 @@ def notebook_path(section):
         raise ValueError(f"section must be one of {', '.join(known)}; got {section!r}")
     paths = sorted(NOTEBOOKS.glob(f"[0-9][0-9]_{section}.py"))
     if len(paths) != 1:
-        raise FileNotFoundError(f"section {section} needs exactly one notebook notebooks/NN_{section}.py, "
-                                f"found {len(paths)}")
+        raise FileNotFoundError(
+            f"section {section} needs exactly one notebook notebooks/NN_{section}.py, found {len(paths)}"
+        )
     return paths[0]
 
 
@@ -44,8 +45,9 @@ def load_profile(profile):
     loaded = _yaml_file(path) or {}
     rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
     if not isinstance(loaded, dict):
-        raise ValueError(f"{rel} must map sections to their parameters (section: {{name: value}}), "
-                         f"got {type(loaded).__name__}")
+        raise ValueError(
+            f"{rel} must map sections to their parameters (section: {{name: value}}), got {type(loaded).__name__}"
+        )
     for section, params in loaded.items():
         if params is None:
             loaded[section] = {}
@@ -56,6 +58,7 @@ def load_profile(profile):
 
 def _parameter_cell(path):
     import jupytext
+
     nb = jupytext.read(path)
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     if len(cells) != 1:
@@ -65,17 +68,23 @@ def _parameter_cell(path):
 
 def notebook_parameters(path):
     """Defaults of the ``parameters`` cell of a py:percent notebook, as ``{name: value}``."""
-    return {node.target.id if isinstance(node, ast.AnnAssign) else t.id: ast.literal_eval(node.value)
-            for node in _parameter_cell(path) if isinstance(node, (ast.Assign, ast.AnnAssign))
-            for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+    return {
+        node.target.id if isinstance(node, ast.AnnAssign) else t.id: ast.literal_eval(node.value)
+        for node in _parameter_cell(path)
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+        for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(t, ast.Name)
+    }
 
 
 def notebook_types(path):
     """The annotated types of the ``parameters`` cell (``name: float = None``), as ``{name: type}``."""
     builtin = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "dict": dict}
-    return {node.target.id: builtin[node.annotation.id] for node in _parameter_cell(path)
-            if isinstance(node, ast.AnnAssign) and isinstance(node.annotation, ast.Name)
-            and node.annotation.id in builtin}
+    return {
+        node.target.id: builtin[node.annotation.id]
+        for node in _parameter_cell(path)
+        if isinstance(node, ast.AnnAssign) and isinstance(node.annotation, ast.Name) and node.annotation.id in builtin
+    }
 
 
 def _type_ok(kind, value):
@@ -96,8 +105,10 @@ def _check_list(section, name, value, default):
     kind = kinds.pop()
     for i, v in enumerate(value):
         if not _type_ok(kind, v):
-            raise ValueError(f"parameter {name!r} of section {section} must be a list of "
-                             f"{_PLURALS.get(kind, kind.__name__)}; element {i} is {v!r}")
+            raise ValueError(
+                f"parameter {name!r} of section {section} must be a list of "
+                f"{_PLURALS.get(kind, kind.__name__)}; element {i} is {v!r}"
+            )
 
 
 def resolve_parameters(section, profile, overrides=()):
@@ -107,15 +118,20 @@ def resolve_parameters(section, profile, overrides=()):
     params = {**load_profile(profile).get(section, {}), **dict(overrides)}
     for name, value in params.items():
         if name == "profile":
-            raise ValueError(f"profile is not a parameter of section {section}: choose it with --profile "
-                             f"({', '.join(profile_names())})")
+            raise ValueError(
+                f"profile is not a parameter of section {section}: choose it with --profile "
+                f"({', '.join(profile_names())})"
+            )
         if name not in defaults:
-            raise ValueError(f"unknown parameter {name!r} for section {section}; "
-                             f"allowed: {', '.join(sorted(set(defaults) - {'profile'}))}")
+            raise ValueError(
+                f"unknown parameter {name!r} for section {section}; "
+                f"allowed: {', '.join(sorted(set(defaults) - {'profile'}))}"
+            )
         kind = types.get(name, None if defaults[name] is None else type(defaults[name]))
         if not _type_ok(kind, value):
-            raise ValueError(f"parameter {name!r} of section {section} must be "
-                             f"{_TYPE_NAMES.get(kind, kind.__name__)}, got {value!r}")
+            raise ValueError(
+                f"parameter {name!r} of section {section} must be {_TYPE_NAMES.get(kind, kind.__name__)}, got {value!r}"
+            )
         _check_list(section, name, value, defaults[name])
     return {**defaults, **params, "profile": profile}
 
@@ -131,17 +147,25 @@ def parse_overrides(pairs):
         try:
             out.append((name, yaml.load(value, Loader=_Yaml12Loader)))
         except yaml.YAMLError as e:
-            raise ValueError(f"-p {name}: {value!r} is not a YAML value ({str(e).splitlines()[0]}); "
-                             "quote strings, write lists as [1, 2]") from None
+            raise ValueError(
+                f"-p {name}: {value!r} is not a YAML value ({str(e).splitlines()[0]}); "
+                "quote strings, write lists as [1, 2]"
+            ) from None
     return out
 
 
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-               dict: "a mapping"}
+_TYPE_NAMES = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "a mapping",
+}
 
 
 _PLURALS = {bool: "booleans", int: "integers", float: "numbers", str: "strings", list: "lists"}
 
 _Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)

@@ -19,20 +19,37 @@ SECTIONS_DIR = REPO / "book" / "sections"
 def runs_page(records, scale_records=()):
     """Markdown of the page that lists, per notebook, profile, device and execution time: the runs
     of the section pages, then the committed runs at scale (``scale_records``)."""
-    head = ["| section | notebook | profile | device | execution time (s) | executed (UTC) | commit |",
-            "|---|---|---|---|---:|---|---|"]
-    row = lambda r: (f"| {r['section']} | `{r['notebook']}` | `{r['profile']}` | {r['device']} | "
-                     f"{r['wall_s']:.1f} | {r['date']} | `{(r['git_commit'] or 'unknown')[:12]}` |")
-    lines = ["# Runs behind this book", "",
-             "Every section page was executed by papermill through `cepaper run`; this table is "
-             "written from the run records in `_build/executed/<profile>/`.", "", *head, *map(row, records)]
+    head = [
+        "| section | notebook | profile | device | execution time (s) | executed (UTC) | commit |",
+        "|---|---|---|---|---:|---|---|",
+    ]
+    row = lambda r: (
+        f"| {r['section']} | `{r['notebook']}` | `{r['profile']}` | {r['device']} | "
+        f"{r['wall_s']:.1f} | {r['date']} | `{(r['git_commit'] or 'unknown')[:12]}` |"
+    )
+    lines = [
+        "# Runs behind this book",
+        "",
+        "Every section page was executed by papermill through `cepaper run`; this table is "
+        "written from the run records in `_build/executed/<profile>/`.",
+        "",
+        *head,
+        *map(row, records),
+    ]
     total = sum(r["wall_s"] for r in records)
     lines += ["", f"Total execution time: {total:.1f} s.", ""]
     if scale_records:
-        lines += ["## Committed runs at scale", "",
-                  "The pages *at scale* show these runs, committed under `results/<profile>/<section>/` "
-                  "and rendered without re-executing. The execution time is the run's whole wall time "
-                  "on its machine (a resumed run: its last session).", "", *head, *map(row, scale_records), ""]
+        lines += [
+            "## Committed runs at scale",
+            "",
+            "The pages *at scale* show these runs, committed under `results/<profile>/<section>/` "
+            "and rendered without re-executing. The execution time is the run's whole wall time "
+            "on its machine (a resumed run: its last session).",
+            "",
+            *head,
+            *map(row, scale_records),
+            "",
+        ]
     lines += ["## Parameters of each run", ""]
     for r in [*records, *scale_records]:
         params = ", ".join(f"`{k}={v!r}`" for k, v in r["params"].items())
@@ -57,6 +74,7 @@ def stored_run(section, profiles=EVIDENCE):
 def _title(section):
     """The first heading of a section's notebook, without the leading ``#``."""
     import jupytext
+
     for cell in jupytext.read(notebook_path(section)).cells:
         for line in cell.source.splitlines():
             if cell.cell_type == "markdown" and line.startswith("# "):
@@ -67,6 +85,7 @@ def _title(section):
 def _with_banner(nb, banner, suffix=None):
     """``nb`` with a markdown cell ``banner`` after its title cell (and `` — suffix`` on the title)."""
     import nbformat
+
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))
     first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
     if suffix:
@@ -87,15 +106,19 @@ def scale_page(section, built_profile, head=None):
     the commit the book is built at: default :func:`cepaper.book.results.git_commit`), or a page saying
     none is committed. Returns ``(notebook, record or None)``."""
     import nbformat
+
     profile, path = stored_run(section, [p for p in EVIDENCE if p != built_profile])
     stem = notebook_path(section).stem
     if path is None:
         nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_markdown_cell(
-            f"# {_title(section)} — at scale\n\n**Not run.** No run of this section at the paper's scale "
-            f"(profile `paper`) or at the CPU-evidence scale (profile `cpu-evidence`) is committed, so the "
-            f"[section page]({stem}.ipynb) shows only its quick run. The [claims page](00_claims.ipynb) says "
-            f"what running each of its experiments would cost, from the speeds measured in this book.")]
+        nb.cells = [
+            nbformat.v4.new_markdown_cell(
+                f"# {_title(section)} — at scale\n\n**Not run.** No run of this section at the paper's scale "
+                f"(profile `paper`) or at the CPU-evidence scale (profile `cpu-evidence`) is committed, so the "
+                f"[section page]({stem}.ipynb) shows only its quick run. The [claims page](00_claims.ipynb) says "
+                f"what running each of its experiments would cost, from the speeds measured in this book."
+            )
+        ]
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         return nb, None
     nb = nbformat.read(path, as_version=4)
@@ -103,13 +126,18 @@ def scale_page(section, built_profile, head=None):
     commit = (rec.get("git_commit") or "unknown")[:12]
     head = ((results.git_commit() if head is None else head) or "unknown")[:12]
     old = "" if commit == head else f" The book is built at `{head}`: this run is from older code."
-    what = {"paper": "the paper's scale", "cpu-evidence": "the CPU-evidence scale (the paper's models, "
-            "optimizer and data; fewer repetitions, epochs and seeds, as the page says)"}[profile]
-    banner = (f"**At {what}**: profile `{profile}`, executed on {rec['device']} at commit `{commit}` on "
-              f"{rec['date'][:10]} (its last execution took {rec['wall_s'] / 60:.1f} min; work it resumed from "
-              f"checkpoints of earlier executions is not counted); committed in "
-              f"`results/{profile}/{section}/` and shown here without re-executing.{old} "
-              f"[The quick run of this section]({stem}.ipynb).")
+    what = {
+        "paper": "the paper's scale",
+        "cpu-evidence": "the CPU-evidence scale (the paper's models, "
+        "optimizer and data; fewer repetitions, epochs and seeds, as the page says)",
+    }[profile]
+    banner = (
+        f"**At {what}**: profile `{profile}`, executed on {rec['device']} at commit `{commit}` on "
+        f"{rec['date'][:10]} (its last execution took {rec['wall_s'] / 60:.1f} min; work it resumed from "
+        f"checkpoints of earlier executions is not counted); committed in "
+        f"`results/{profile}/{section}/` and shown here without re-executing.{old} "
+        f"[The quick run of this section]({stem}.ipynb)."
+    )
     return _with_banner(nb, banner, f"at scale ({profile})"), rec
 
 
@@ -123,6 +151,7 @@ def vendor_mathjax():
     """Copy MathJax 3 (pip package django-static-mathjax) to ``book/_static/mathjax``: the book's
     math then renders without a network (``mathjax_path`` in ``_config.yml``)."""
     import mathjax
+
     src = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
     dst = REPO / "book" / "_static" / "mathjax"
     if not (dst / "tex-chtml.js").exists():  # copied whole, then renamed: never half there
@@ -139,6 +168,7 @@ def book(profile="quick", force=False, reuse_stored=False):
     Each section page is followed by its page *at scale* (:func:`scale_page`): the committed run of
     the section at the best other profile of :data:`EVIDENCE`, rendered without executing."""
     import nbformat
+
     records = run([], profile, force=force, reuse_stored=reuse_stored)
     vendor_mathjax()
     SECTIONS_DIR.mkdir(parents=True, exist_ok=True)
@@ -151,17 +181,27 @@ def book(profile="quick", force=False, reuse_stored=False):
             pages[f"{src.stem}_scale.ipynb"] = nbformat.writes(scale)
             if rec is not None:
                 scale_records.append(rec)
-                nb = _with_banner(nb, f"**Results at scale:** this page is the `{profile}` run; the same section "
-                                      f"at profile `{rec['profile']}` is on "
-                                      f"[its page at scale]({src.stem}_scale.ipynb).")
+                nb = _with_banner(
+                    nb,
+                    f"**Results at scale:** this page is the `{profile}` run; the same section "
+                    f"at profile `{rec['profile']}` is on "
+                    f"[its page at scale]({src.stem}_scale.ipynb).",
+                )
         pages[src.name] = nbformat.writes(nb)
     for old in set(SECTIONS_DIR.glob("*.ipynb")) - {SECTIONS_DIR / name for name in pages}:
         old.unlink()
     for name, text in pages.items():
         _write_if_changed(SECTIONS_DIR / name, text)
     _write_if_changed(SECTIONS_DIR / "runs.md", runs_page(records, scale_records))
-    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(REPO), "--warningiserror",
-           "--nitpick", "--keep-going", "--quiet"]
+    cmd = [
+        str(Path(sys.executable).parent / "jupyter-book"),
+        "build",
+        str(REPO),
+        "--warningiserror",
+        "--nitpick",
+        "--keep-going",
+        "--quiet",
+    ]
     print("[cepaper] building the book", file=sys.stderr, flush=True)
     if run_child(cmd, cwd=REPO):
         raise RuntimeError("jupyter-book could not build the book; its messages above say why")

@@ -30,7 +30,6 @@ from cepaper.files import _jsonable, _why, move_aside, write_atomic
 REPO = Path(__file__).resolve().parents[2]
 
 
-
 def root():
     """The results folder: ``$CEPAPER_RESULTS`` or ``results/`` in the repository."""
     return Path(os.environ.get("CEPAPER_RESULTS", REPO / "results"))
@@ -68,16 +67,19 @@ def read_json(path):
     try:
         return json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"results file {path} is damaged ({_why(e)}): delete it and run the section "
-                         "(or command) that writes it again") from None
+        raise ValueError(
+            f"results file {path} is damaged ({_why(e)}): delete it and run the section "
+            "(or command) that writes it again"
+        ) from None
 
 
 def git_commit():
     """The repository's HEAD commit, with ``+dirty`` when the code differs from it (any change outside
     ``results/``: results being written by runs do not make the code that writes them dirty), or ``None``."""
     try:
-        run = lambda *a: subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True,
-                                        timeout=10, check=True).stdout.strip()
+        run = lambda *a: subprocess.run(
+            ["git", *a], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
         return run("rev-parse", "HEAD") + ("+dirty" if run("status", "--porcelain", "--", ".", ":!results") else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -87,6 +89,7 @@ def check_device(device, fix="run the paper profile on a GPU machine, or pass `-
     """Raise a clear ``ValueError`` unless torch can use ``device`` here; ``fix`` says what to do
     when it names a GPU that is not there (the CLI's commands name their ``--device`` flag)."""
     import torch
+
     try:
         kind = torch.device(device).type
     except (RuntimeError, TypeError):
@@ -99,6 +102,7 @@ def check_device(device, fix="run the paper profile on a GPU machine, or pass `-
 def device_name(device="cpu"):
     """A readable name of the device a computation ran on, e.g. ``cpu (x86_64, 2 threads)``."""
     import torch
+
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
@@ -109,8 +113,11 @@ def scratch_dir(section, profile, params=None, seed=None, device="cpu"):
     """``_build/scratch/<section>-<hash>``: where a notebook executed outside `cepaper run` (and with
     no ``$CEPAPER_RESULTS``) saves its results; the hash is of its profile, parameters, seed and device,
     so runs with other parameters never mix."""
-    what = json.dumps(_jsonable({"profile": profile, "params": dict(params or {}), "seed": seed,
-                                 "device": str(device)}), sort_keys=True, default=str)
+    what = json.dumps(
+        _jsonable({"profile": profile, "params": dict(params or {}), "seed": seed, "device": str(device)}),
+        sort_keys=True,
+        default=str,
+    )
     return REPO / "_build" / "scratch" / f"{section}-{hashlib.sha256(what.encode()).hexdigest()[:10]}"
 
 
@@ -159,20 +166,29 @@ class Run:
         """Markdown for the top of a notebook: the profile and device this run uses, and where its
         results go (outside `cepaper run`: a scratch folder, not the book's results)."""
         from IPython.display import Markdown
+
         commit = (git_commit() or "unknown")[:12]
         where = f"results in `{self.where()}`"
         if not self.staged and self.dir != section_dir(self.section, self.profile):
-            where += (" (executed outside `cepaper run`, so not the book's results; set CEPAPER_RESULTS "
-                      "to choose the folder)")
-        return Markdown(f"**This run:** profile `{self.profile}` on {device_name(self.device)}, "
-                        f"cepaper {cepaper.__version__} @ `{commit}`; {where}.")
+            where += (
+                " (executed outside `cepaper run`, so not the book's results; set CEPAPER_RESULTS to choose the folder)"
+            )
+        return Markdown(
+            f"**This run:** profile `{self.profile}` on {device_name(self.device)}, "
+            f"cepaper {cepaper.__version__} @ `{commit}`; {where}."
+        )
 
     def provenance(self, name):
         return {
-            "section": self.section, "name": name, "profile": self.profile,
-            "params": _jsonable(self.params), "seed": self.seed,
-            "cepaper": cepaper.__version__, "git_commit": git_commit(),
-            "device": device_name(self.device), "wall_s": round(time.perf_counter() - self.started, 3),
+            "section": self.section,
+            "name": name,
+            "profile": self.profile,
+            "params": _jsonable(self.params),
+            "seed": self.seed,
+            "cepaper": cepaper.__version__,
+            "git_commit": git_commit(),
+            "device": device_name(self.device),
+            "wall_s": round(time.perf_counter() - self.started, 3),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
@@ -235,8 +251,10 @@ def describe(record):
     """One line saying which run produced a record: profile, device, commit, date, wall time."""
     p = record["provenance"]
     commit = (p.get("git_commit") or "unknown")[:12]
-    return (f"{p['section']}/{p['name']}: profile `{p['profile']}`, {p['device']}, "
-            f"cepaper {p['cepaper']} @ {commit}, {p['date']}, {p['wall_s']:.1f} s")
+    return (
+        f"{p['section']}/{p['name']}: profile `{p['profile']}`, {p['device']}, "
+        f"cepaper {p['cepaper']} @ {commit}, {p['date']}, {p['wall_s']:.1f} s"
+    )
 
 
 def _yaml_file(path):

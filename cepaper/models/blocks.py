@@ -39,8 +39,7 @@ READOUTS = ("mean", "center", "random")
 INPUTS = ("gaussian", "constant")
 
 
-def block_inputs(n_in=256, spatial=3, count=2, corr=0.5, kind="gaussian", seed=0, dtype=torch.float32,
-                 device=None):
+def block_inputs(n_in=256, spatial=3, count=2, corr=0.5, kind="gaussian", seed=0, dtype=torch.float32, device=None):
     """Inputs ``x_1..x_count`` of the block, entries N(0, 1), pairwise correlation ``corr``.
 
     ``x_k = sqrt(corr) g_0 + sqrt(1 - corr) g_k`` with independent standard Gaussian maps ``g``, so
@@ -55,8 +54,7 @@ def block_inputs(n_in=256, spatial=3, count=2, corr=0.5, kind="gaussian", seed=0
     Returns:
         tensor of shape ``(count, n_in, spatial, spatial)``.
     """
-    n_in, spatial, count = (positive_int(k, v) for k, v in (("n_in", n_in), ("spatial", spatial),
-                                                            ("count", count)))
+    n_in, spatial, count = (positive_int(k, v) for k, v in (("n_in", n_in), ("spatial", spatial), ("count", count)))
     if not 0.0 <= float(corr) <= 1.0:
         raise ValueError(f"corr must be in [0, 1], got {corr!r}")
     if kind not in INPUTS:
@@ -82,8 +80,9 @@ def readout_vector(kind="center", n_out=256, spatial=3, seed=0, dtype=torch.floa
         v = torch.zeros(n_out, spatial, spatial, dtype=torch.float64)
         v[0, spatial // 2, spatial // 2] = 1.0
     elif kind == "random":
-        v = torch.randn(n_out, spatial, spatial, generator=torch.Generator().manual_seed(int(seed)),
-                        dtype=torch.float64)
+        v = torch.randn(
+            n_out, spatial, spatial, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64
+        )
     else:
         raise ValueError(f"readout must be one of {', '.join(READOUTS)} or a tensor; got {kind!r}")
     return (v / v.norm()).to(dtype=dtype, device=device)
@@ -93,8 +92,10 @@ def check_readout(readout, n_out):
     """Return ``readout`` if it has shape ``(n_out, H, W)`` (a scalar block), else raise."""
     if not torch.is_tensor(readout) or readout.ndim != 3 or readout.shape[0] != n_out:
         shape = tuple(readout.shape) if torch.is_tensor(readout) else type(readout).__name__
-        raise ValueError(f"readout must have shape (n_out, H, W) = ({n_out}, H, W) so that the block is a "
-                         f"scalar function of its input; got {shape}")
+        raise ValueError(
+            f"readout must have shape (n_out, H, W) = ({n_out}, H, W) so that the block is a "
+            f"scalar function of its input; got {shape}"
+        )
     if not torch.isfinite(readout).all() or not readout.abs().sum() > 0:
         raise ValueError("readout must be finite and not all zero")
     return readout
@@ -118,8 +119,9 @@ def _generator(seed, device):
 def _check_x(x, n_in, readout):
     h, w = readout.shape[1:]
     if not torch.is_tensor(x) or x.ndim != 4 or tuple(x.shape[1:]) != (n_in, h, w):
-        raise ValueError(f"x must have shape (N, {n_in}, {h}, {w}) to match the read-out, "
-                         f"got {tuple(getattr(x, 'shape', ()))}")
+        raise ValueError(
+            f"x must have shape (N, {n_in}, {h}, {w}) to match the read-out, got {tuple(getattr(x, 'shape', ()))}"
+        )
     return x
 
 
@@ -145,8 +147,9 @@ class Bottleneck(nn.Module):
         g = None if seed is None else _generator(seed, self.conv1.weight.device)
         with torch.no_grad():
             for conv, shape in zip((self.conv1, self.conv2, self.conv3), bottleneck_shapes(n, n_in, n_in)):
-                conv.weight.copy_(torch.randn(shape, generator=g, dtype=dtype, device=conv.weight.device)
-                                  .view_as(conv.weight))
+                conv.weight.copy_(
+                    torch.randn(shape, generator=g, dtype=dtype, device=conv.weight.device).view_as(conv.weight)
+                )
 
     def forward(self, x):
         """``f(x)`` for inputs ``x`` of shape ``(N, n_in, H, W)``; returns shape ``(N,)``."""
@@ -180,8 +183,9 @@ class BottleneckDraws(nn.Module):
             raise ValueError("seeds must hold at least one seed (one per draw), got []")
         self.register_buffer("readout", check_readout(readout, self.n_in).to(dtype=dtype, device=device))
         shapes = bottleneck_shapes(self.n, self.n_in, self.n_in)
-        self.w1, self.w2, self.w3 = (nn.Parameter(torch.empty((self.draws,) + s, dtype=dtype, device=device))
-                                     for s in shapes)
+        self.w1, self.w2, self.w3 = (
+            nn.Parameter(torch.empty((self.draws,) + s, dtype=dtype, device=device)) for s in shapes
+        )
         self.reset_parameters(seeds)
 
     @torch.no_grad()
@@ -202,7 +206,7 @@ class BottleneckDraws(nn.Module):
                 torch.randn(w.shape[1:], generator=g, dtype=w.dtype, device=w.device, out=w.data[t])
 
         workers = torch.get_num_threads() if self.w1.device.type == "cpu" else 1
-        if workers > 1 and self.draws > 1 and sum(w.numel() for w in ws) > 2 ** 20:
+        if workers > 1 and self.draws > 1 and sum(w.numel() for w in ws) > 2**20:
             with ThreadPoolExecutor(workers) as pool:
                 list(pool.map(draw, range(self.draws)))
         else:
@@ -215,8 +219,7 @@ class BottleneckDraws(nn.Module):
 
     def draw(self, t):
         """Draw ``t`` as a standalone :class:`Bottleneck` holding copies of its weights."""
-        block = Bottleneck(self.n, self.readout, self.n_in, self.post_relu, dtype=self.w1.dtype,
-                           device=self.w1.device)
+        block = Bottleneck(self.n, self.readout, self.n_in, self.post_relu, dtype=self.w1.dtype, device=self.w1.device)
         with torch.no_grad():
             for conv, w in zip((block.conv1, block.conv2, block.conv3), (self.w1, self.w2, self.w3)):
                 conv.weight.copy_(w[t].view_as(conv.weight))
@@ -246,6 +249,7 @@ class BottleneckDraws(nn.Module):
 
 # --- the NTK of every draw ---------------------------------------------------------------------
 
+
 def _dot(a, b):
     """``sum(a * b)`` over all but the first (draw) axis, in float64: shape ``(T,)``."""
     return (a * b).flatten(1).sum(1, dtype=torch.float64)
@@ -259,7 +263,7 @@ def _pgram(a, b):
 def _im2col(h, H, W):
     """Columns of a padded 3x3 conv: ``(T, c, H + 2, W + 2) -> (T, 9 c, H W)`` (channel-major, then tap)."""
     T, c = h.shape[:2]
-    cols = torch.stack([h[:, :, a:a + H, b:b + W] for a in range(3) for b in range(3)], 2)
+    cols = torch.stack([h[:, :, a : a + H, b : b + W] for a in range(3) for b in range(3)], 2)
     return cols.view(T, 9 * c, H * W)
 
 
@@ -276,7 +280,7 @@ def _shifted(g, H, W):
     for a in range(3):
         for b in range(3):
             if a or b:
-                s += g[:, a:a + H, b:b + W, a:a + H, b:b + W]
+                s += g[:, a : a + H, b : b + W, a : a + H, b : b + W]
     return s.view(T, H * W, H * W)
 
 
@@ -294,8 +298,8 @@ def _ntk_structured(block, x, conv2="auto"):
     H, W = x.shape[2:]
     P = H * W
     s1, s2, s3 = bottleneck_scales(n, c)
-    z1, z2, y = block.maps(x, branch_output=block.post_relu)                # (N, T n, H, W)
-    per = lambda a, i, ch=n: a[i].view(T, ch, P)                            # input i, as (T, ch, P)
+    z1, z2, y = block.maps(x, branch_output=block.post_relu)  # (N, T n, H, W)
+    per = lambda a, i, ch=n: a[i].view(T, ch, P)  # input i, as (T, ch, P)
     pairs = [(i, j) for i in range(N) for j in range(i, N)]
     K = torch.zeros(T, N, N, dtype=torch.float64, device=x.device)
 
@@ -310,29 +314,29 @@ def _ntk_structured(block, x, conv2="auto"):
     if block.post_relu:
         dy = [((x[i] + y[i].view(T, c, H, W)) > 0).to(x.dtype).mul_(block.readout).view(T, c, P) for i in range(N)]
         for i, j in pairs:
-            put(i, j, s3 ** 2 * _dot(_pgram(dy[i], dy[j]), _pgram(per(h2, i), per(h2, j))))
+            put(i, j, s3**2 * _dot(_pgram(dy[i], dy[j]), _pgram(per(h2, i), per(h2, j))))
         dh2 = torch.stack([s3 * torch.bmm(block.w3.transpose(1, 2), dy[i]) for i in range(N)])
         del dy, y
-    else:                       # dy = v for every draw and input: K3 = sum_k h2_i[k] (v^T v) h2_j[k]
+    else:  # dy = v for every draw and input: K3 = sum_k h2_i[k] (v^T v) h2_j[k]
         h2v = [per(h2, i) @ (v.T @ v) for i in range(N)]
         for i, j in pairs:
-            put(i, j, s3 ** 2 * _dot(h2v[i], per(h2, j)))
+            put(i, j, s3**2 * _dot(h2v[i], per(h2, j)))
         dh2 = (s3 * torch.einsum("toc,op->tcp", block.w3, v)).unsqueeze(0)  # (1, T, n, P)
         del h2v
     del h2
-    dz2 = (z2 > 0).view(N, T, n, P).mul(dh2)                                 # (N, T, n, P)
+    dz2 = (z2 > 0).view(N, T, n, P).mul(dh2)  # (N, T, n, P)
     del z2, dh2
     # conv2 (3x3, n -> n): its padded input h1 and the gradient dz2
     hp = F.pad(torch.relu(z1), (1, 1, 1, 1)).view(N, T, n, H + 2, W + 2)
     if conv2 == "gradients" or (conv2 == "auto" and _use_gradients(n, N, H, W)):
-        g = [torch.bmm(dz2[i], _im2col(hp[i], H, W).transpose(1, 2)) for i in range(N)]   # (T, n, 9n)
+        g = [torch.bmm(dz2[i], _im2col(hp[i], H, W).transpose(1, 2)) for i in range(N)]  # (T, n, 9n)
         for i, j in pairs:
-            put(i, j, s2 ** 2 * _dot(g[i], g[j]))
+            put(i, j, s2**2 * _dot(g[i], g[j]))
         del g
     else:
         hp_flat = hp.view(N, T, n, -1)
         for i, j in pairs:
-            put(i, j, s2 ** 2 * _dot(_pgram(dz2[i], dz2[j]), _shifted(_pgram(hp_flat[i], hp_flat[j]), H, W)))
+            put(i, j, s2**2 * _dot(_pgram(dz2[i], dz2[j]), _shifted(_pgram(hp_flat[i], hp_flat[j]), H, W)))
     del hp
     # conv1 (1x1, n_in -> n): its input x and the gradient dz1
     dh1 = s2 * F.conv_transpose2d(dz2.view(N, T * n, H, W), block.w2.reshape(T * n, n, 3, 3), padding=1, groups=T)
@@ -341,19 +345,19 @@ def _ntk_structured(block, x, conv2="auto"):
     xs = x.reshape(N, c, P)
     for i, j in pairs:
         xg = (xs[i].T @ xs[j]).expand(T, P, P)
-        put(i, j, s1 ** 2 * _dot(_pgram(per(dz1, i), per(dz1, j)), xg))
+        put(i, j, s1**2 * _dot(_pgram(per(dz1, i), per(dz1, j)), xg))
     return K
 
 
 def _ntk_autograd(block, x):
     N = x.shape[0]
     params = [block.w1, block.w2, block.w3]
-    out = block(x)                                                           # (T, N)
+    out = block(x)  # (T, N)
     grads = []
     for i in range(N):
         g = torch.autograd.grad(out[:, i].sum(), params, retain_graph=i < N - 1)
         grads.append(torch.cat([gi.reshape(block.draws, -1) for gi in g], 1).double())
-    g = torch.stack(grads, 1)                                                # (T, N, params per draw)
+    g = torch.stack(grads, 1)  # (T, N, params per draw)
     return g @ g.transpose(1, 2)
 
 
@@ -407,7 +411,7 @@ def bottleneck_ntk_sampler(n, x, readout, n_in=256, post_relu=False, dtype=torch
 
     def sample(t, generator):
         dev = generator.device
-        seeds = torch.randint(0, 2 ** 62, (t,), generator=generator, device=dev).tolist()
+        seeds = torch.randint(0, 2**62, (t,), generator=generator, device=dev).tolist()
         block = BottleneckDraws(n, seeds, readout.to(dev), n_in, post_relu, dtype, dev)
         return bottleneck_ntk(block, x.to(dev))
 
@@ -416,7 +420,7 @@ def bottleneck_ntk_sampler(n, x, readout, n_in=256, post_relu=False, dtype=torch
 
 def bottleneck_floats_per_draw(n, n_in=256, spatial=3, count=2):
     """Rough float32 working memory of :func:`bottleneck_ntk` per draw (sizes the chunks of draws)."""
-    P, Pp = spatial ** 2, (spatial + 2) ** 2
+    P, Pp = spatial**2, (spatial + 2) ** 2
     weights = 2 * n * n_in + 9 * n * n
     maps = count * (8 * n * P + 3 * n_in * P + 2 * n * Pp)
     work = max(count * 9 * n * n + 9 * n * P, 2 * Pp * Pp + 4 * P * P)

@@ -75,10 +75,19 @@ class CollegialMLP(nn.Module):
             single-threaded generator bounds their rate.
     """
 
-    def __init__(self, n_in: int, widths: int | Sequence[int], m: int = 1, depth: int | None = None, bias: bool = False,
-                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None,
-                 streams: int = 1, outputs: int = 1) -> None:
+    def __init__(
+        self,
+        n_in: int,
+        widths: int | Sequence[int],
+        m: int = 1,
+        depth: int | None = None,
+        bias: bool = False,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+        streams: int = 1,
+        outputs: int = 1,
+    ) -> None:
         super().__init__()
         self.n_in = positive_int("n_in", n_in)
         self.widths = hidden_widths(widths, depth)
@@ -88,10 +97,8 @@ class CollegialMLP(nn.Module):
         fans = (self.n_in,) + self.widths
         outs = self.widths + (self.outputs,)
         kw = dict(dtype=dtype, device=device)
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.empty(self.m, o, i, **kw)) for i, o in zip(fans, outs))
-        self.biases = nn.ParameterList(
-            nn.Parameter(torch.empty(self.m, 1, o, **kw)) for o in outs) if bias else None
+        self.weights = nn.ParameterList(nn.Parameter(torch.empty(self.m, o, i, **kw)) for i, o in zip(fans, outs))
+        self.biases = nn.ParameterList(nn.Parameter(torch.empty(self.m, 1, o, **kw)) for o in outs) if bias else None
         self.reset_parameters(generator)
 
     @property
@@ -121,14 +128,15 @@ class CollegialMLP(nn.Module):
                 else:
                     p.copy_(torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device))
             return
-        seeds = torch.randint(2 ** 62, (streams - 1,), generator=generator, device=generator.device)
+        seeds = torch.randint(2**62, (streams - 1,), generator=generator, device=generator.device)
         gens = [generator] + [torch.Generator(device=generator.device).manual_seed(int(s)) for s in seeds]
         bounds = [self.m * k // streams for k in range(streams + 1)]
 
         def fill(k):
             with torch.no_grad():  # grad mode is per thread
                 for p in params:
-                    p[bounds[k]:bounds[k + 1]].normal_(generator=gens[k])
+                    p[bounds[k] : bounds[k + 1]].normal_(generator=gens[k])
+
         list(_draw_pool().map(fill, range(streams)))
 
     def layers(self, x):
@@ -143,8 +151,9 @@ class CollegialMLP(nn.Module):
         """
         grouped = x.ndim == 3
         if grouped and (x.shape[-1] != self.n_in or x.shape[0] < 1 or self.m % x.shape[0]):
-            raise ValueError(f"grouped x must have shape (G, N, {self.n_in}) with G dividing m = {self.m}, "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"grouped x must have shape (G, N, {self.n_in}) with G dividing m = {self.m}, got {tuple(x.shape)}"
+            )
         if not grouped and (x.ndim != 2 or x.shape[1] != self.n_in):
             raise ValueError(f"x must have shape (N, {self.n_in}), got {tuple(x.shape)}")
         h, zs = x, []
@@ -169,6 +178,8 @@ class CollegialMLP(nn.Module):
     def forward(self, x):
         """Ensemble output ``F_e(x) = m^{-1/2} sum_j f_j(x)`` (Eq. 4), shape ``(N,)`` (or ``(N, C)``)."""
         if x.ndim != 2:
-            raise ValueError(f"x must have shape (N, {self.n_in}): the ensemble sums members that see the "
-                             f"same inputs; got {tuple(x.shape)} (use members() for grouped inputs)")
+            raise ValueError(
+                f"x must have shape (N, {self.n_in}): the ensemble sums members that see the "
+                f"same inputs; got {tuple(x.shape)} (use members() for grouped inputs)"
+            )
         return self.members(x).sum(0) / math.sqrt(self.m)

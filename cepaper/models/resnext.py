@@ -64,8 +64,7 @@ class ResNeXtBottleneck(nn.Module):
         self.bn_expand = nn.BatchNorm2d(w_out)
         self.shortcut = nn.Sequential()
         if w_in != w_out or stride != 1:
-            self.shortcut = nn.Sequential(nn.Conv2d(w_in, w_out, 1, stride=stride, bias=False),
-                                          nn.BatchNorm2d(w_out))
+            self.shortcut = nn.Sequential(nn.Conv2d(w_in, w_out, 1, stride=stride, bias=False), nn.BatchNorm2d(w_out))
 
     def forward(self, x):
         y = torch.relu(self.bn_reduce(self.conv_reduce(x)))
@@ -91,8 +90,11 @@ class ResNeXtCifar(nn.Module):
         blocks, w_in = [], 64
         for s, w_out in enumerate(stages):
             for b in range(positive_int("depth", depth)):
-                blocks.append(ResNeXtBottleneck(w_in, w_out, groups * d * (w_out // stages[0]), groups,
-                                                stride=2 if (s > 0 and b == 0) else 1))
+                blocks.append(
+                    ResNeXtBottleneck(
+                        w_in, w_out, groups * d * (w_out // stages[0]), groups, stride=2 if (s > 0 and b == 0) else 1
+                    )
+                )
                 w_in = w_out
         self.blocks = nn.Sequential(*blocks)
         self.classifier = nn.Linear(w_in, positive_int("classes", classes))
@@ -103,8 +105,9 @@ class ResNeXtCifar(nn.Module):
         return self.classifier(x.mean((2, 3)))
 
 
-def resnext(arch: str, config: str, classes: int | None = None, stages: Sequence[int] | None = None,
-            depth: int | None = None) -> nn.Module:
+def resnext(
+    arch: str, config: str, classes: int | None = None, stages: Sequence[int] | None = None, depth: int | None = None
+) -> nn.Module:
     """Build ``arch`` (``resnext29``, ``resnext38``, ``resnext50``, ``resnext101``) at ``"CxDd"``;
     the CIFAR archs also take ``stages`` and ``depth`` (blocks per stage) for scaled-down variants."""
     c, d = _cx.parse_config(config)
@@ -113,11 +116,11 @@ def resnext(arch: str, config: str, classes: int | None = None, stages: Sequence
         stages = _cx.CIFAR_STAGES[arch] if stages is None else tuple(stages)
         return ResNeXtCifar(c, d, stages, 3 if depth is None else depth, classes=classes)
     if stages is not None or depth is not None:
-        raise ValueError(f"stages and depth only apply to the CIFAR archs ({', '.join(_cx.CIFAR_STAGES)}), "
-                         f"not {arch!r}")
+        raise ValueError(
+            f"stages and depth only apply to the CIFAR archs ({', '.join(_cx.CIFAR_STAGES)}), not {arch!r}"
+        )
     if arch in _cx.IMAGENET_LAYERS:
         classes = 1000 if classes is None else positive_int("classes", classes)
-        return ResNet(Bottleneck, list(_cx.IMAGENET_LAYERS[arch]), num_classes=classes,
-                      groups=c, width_per_group=d)
+        return ResNet(Bottleneck, list(_cx.IMAGENET_LAYERS[arch]), num_classes=classes, groups=c, width_per_group=d)
     archs = ", ".join(list(_cx.CIFAR_STAGES) + list(_cx.IMAGENET_LAYERS))
     raise ValueError(f"arch must be one of {archs}, got {arch!r}")

@@ -41,10 +41,21 @@ def effect_rows(variants, widths, trials, seed=0, device="cpu", n_boot=500, chec
         for entry in fit.ENTRIES:
             f = fit.fit_sweep(sw, entry, n_boot=n_boot)
             g = fit.fit_sweep(sw, entry, n_min=half, n_boot=n_boot)
-            rows.append({"label": v["label"], "entry": entry, **sw["options"], "alpha": f["alpha"],
-                         "lo": f["alpha_ci"][0], "hi": f["alpha_ci"][1], "n_large": half,
-                         "alpha_large": g["alpha"], "lo_large": g["alpha_ci"][0], "hi_large": g["alpha_ci"][1],
-                         "seconds": sw["seconds"]})
+            rows.append(
+                {
+                    "label": v["label"],
+                    "entry": entry,
+                    **sw["options"],
+                    "alpha": f["alpha"],
+                    "lo": f["alpha_ci"][0],
+                    "hi": f["alpha_ci"][1],
+                    "n_large": half,
+                    "alpha_large": g["alpha"],
+                    "lo_large": g["alpha_ci"][0],
+                    "hi_large": g["alpha_ci"][1],
+                    "seconds": sw["seconds"],
+                }
+            )
     return rows
 
 
@@ -53,8 +64,17 @@ def fit_option_rows(sweep, entry="diag", options=None, n_boot=500):
     rows = []
     for label, kw in (FIT_OPTIONS if options is None else options).items():
         f = fit.fit_sweep(sweep, entry, n_boot=n_boot, **kw)
-        rows.append({"fit": label, "entry": entry, "alpha": f["alpha"], "lo": f["alpha_ci"][0],
-                     "hi": f["alpha_ci"][1], "intercept": f["intercept"], "widths": len(f["widths"])})
+        rows.append(
+            {
+                "fit": label,
+                "entry": entry,
+                "alpha": f["alpha"],
+                "lo": f["alpha_ci"][0],
+                "hi": f["alpha_ci"][1],
+                "intercept": f["intercept"],
+                "widths": len(f["widths"]),
+            }
+        )
     return rows
 
 
@@ -76,12 +96,24 @@ def design_rows(alpha, alpha_ci, problems=None, lo=0.2, hi=12.0):
         cfg = lambda a, p=p: search.design(p["arch"], p["baseline"], p["objective"], alpha=a)["config"]
         d = search.design(p["arch"], p["baseline"], p["objective"], alpha=alpha)
         a_min, a_max = search.alpha_interval(cfg, alpha, min(lo, alpha), max(hi, alpha))
-        rows.append({"arch": p["arch"], "baseline": p["baseline"], "objective": p["objective"],
-                     "paper_config": p["config"], "config": d["config"], "config_lo": cfg(alpha_ci[0]),
-                     "config_hi": cfg(alpha_ci[1]), "config_paper_alpha": cfg(paper.ALPHA_BOTTLENECK),
-                     "alpha_min": a_min, "alpha_max": a_max,
-                     "paper_alpha_inside": bool(a_min <= paper.ALPHA_BOTTLENECK <= a_max),
-                     "rho": d["rho"], "params": d["params"], "baseline_params": d["baseline_params"]})
+        rows.append(
+            {
+                "arch": p["arch"],
+                "baseline": p["baseline"],
+                "objective": p["objective"],
+                "paper_config": p["config"],
+                "config": d["config"],
+                "config_lo": cfg(alpha_ci[0]),
+                "config_hi": cfg(alpha_ci[1]),
+                "config_paper_alpha": cfg(paper.ALPHA_BOTTLENECK),
+                "alpha_min": a_min,
+                "alpha_max": a_max,
+                "paper_alpha_inside": bool(a_min <= paper.ALPHA_BOTTLENECK <= a_max),
+                "rho": d["rho"],
+                "params": d["params"],
+                "baseline_params": d["baseline_params"],
+            }
+        )
     return rows
 
 
@@ -100,8 +132,15 @@ def optimum_interval_rows(alphas, problems=None):
         start = 0
         for i in range(1, len(alphas) + 1):
             if i == len(alphas) or configs[i] != configs[start]:
-                rows.append({"problem": name, "config": configs[start], "alpha_min": float(alphas[start]),
-                             "alpha_max": float(alphas[i - 1]), "paper_config": p["config"]})
+                rows.append(
+                    {
+                        "problem": name,
+                        "config": configs[start],
+                        "alpha_min": float(alphas[start]),
+                        "alpha_max": float(alphas[i - 1]),
+                        "paper_config": p["config"],
+                    }
+                )
                 start = i
     return rows
 
@@ -109,6 +148,7 @@ def optimum_interval_rows(alphas, problems=None):
 # ---------------------------------------------------------------------------------------------
 # Figures (from saved results)
 # ---------------------------------------------------------------------------------------------
+
 
 def _arr(x):
     return np.array(x, dtype=float)
@@ -122,6 +162,7 @@ def plot_fig8(result, entry="diag", axes=None, label=None, paper_alpha=None):
     dict; ``paper_alpha`` adds ``exp(paper_alpha s)`` for comparison.
     """
     import matplotlib.pyplot as plt
+
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     f = result["fits"][entry]
@@ -168,12 +209,14 @@ def plot_effects(rows, entry="diag", ax=None, paper_alpha=None, large=False, tit
     key = "_large" if large else ""
     view = [{"alpha": r["alpha" + key], "lo": r["lo" + key], "hi": r["hi" + key]} for r in rows]
     what = f"widths n >= {rows[0]['n_large']}" if large and rows else "all widths"
-    return _interval_plot([r["label"] for r in rows], view, ax, paper_alpha,
-                          title or f"alpha by scalar function ({entry} entry, {what})")
+    return _interval_plot(
+        [r["label"] for r in rows], view, ax, paper_alpha, title or f"alpha by scalar function ({entry} entry, {what})"
+    )
 
 
 def _interval_plot(labels, rows, ax, paper_alpha, title):
     import matplotlib.pyplot as plt
+
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 0.45 * len(rows) + 1.2))
     y = np.arange(len(rows))[::-1]
@@ -195,14 +238,20 @@ def plot_design_intervals(rows, alpha, alpha_ci, ax=None, paper_alpha=None):
     with our alpha and its interval (band) and the paper's alpha (dashed)."""
     import matplotlib
     import matplotlib.pyplot as plt
+
     problems = list(dict.fromkeys(r["problem"] for r in rows))
     if ax is None:
         _, ax = plt.subplots(figsize=(9, 0.6 * len(problems) + 1.5))
     for i, p in enumerate(problems[::-1]):
         for r in (r for r in rows if r["problem"] == p):
             paper_hit = r["config"] == r["paper_config"]
-            ax.plot([r["alpha_min"], r["alpha_max"]], [i, i], lw=6 if paper_hit else 3,
-                    color="tab:green" if paper_hit else "tab:gray", solid_capstyle="butt")
+            ax.plot(
+                [r["alpha_min"], r["alpha_max"]],
+                [i, i],
+                lw=6 if paper_hit else 3,
+                color="tab:green" if paper_hit else "tab:gray",
+                solid_capstyle="butt",
+            )
             if r["alpha_max"] > r["alpha_min"] * 1.15 or paper_hit:
                 ax.text(np.sqrt(r["alpha_min"] * r["alpha_max"]), i + 0.18, r["config"], ha="center", fontsize=7)
     ax.axvspan(*alpha_ci, color="tab:red", alpha=0.15)

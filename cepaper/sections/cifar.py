@@ -30,11 +30,18 @@ from cepaper import complexity as cxm
 from cepaper._checks import positive_int
 
 #: The paper's rows each derived role stands in for (baseline 1x128d): Tables 1a, 1b and 5.
-ROLE_ROWS = {"baseline": ("1x128d", None), "primal optimum": ("37x10d", "params"),
-             "dual optimum": ("10x10d", "params"), "flops optimum": ("44x8d", "flops")}
+ROLE_ROWS = {
+    "baseline": ("1x128d", None),
+    "primal optimum": ("37x10d", "params"),
+    "dual optimum": ("10x10d", "params"),
+    "flops optimum": ("44x8d", "flops"),
+}
 #: The objective and budget of each derived optimum (``design_models`` roles).
-OPTIMA = {"primal optimum": ("primal", "params"), "dual optimum": ("dual", "params"),
-          "flops optimum": ("primal", "flops")}
+OPTIMA = {
+    "primal optimum": ("primal", "params"),
+    "dual optimum": ("dual", "params"),
+    "flops optimum": ("primal", "flops"),
+}
 CLASSES = {"cifar10": 10, "cifar100": 100}
 RESNEXT29 = (tuple(cxm.CIFAR_STAGES["resnext29"]), 3)
 TABLES = ("1a", "1b", "5")
@@ -80,10 +87,20 @@ def member_module(stages=None):
 
 def _spec(r, role, baseline, classes, net, alpha):
     cx = cxm.complexity("resnext29", r["config"], classes=classes, **net)
-    return {"config": r["config"], "role": role, "baseline": baseline, "objective": r["objective"],
-            "budget": r["budget"], "n": r["n"], "m": r["m"], "params": cx["params"],
-            "gflops": search.flops_of(cx, "2macs+acts+adds") / 1e9, "rho": r["rho_params"],
-            "var_ratio": r["var_ratio"], "alpha": alpha}
+    return {
+        "config": r["config"],
+        "role": role,
+        "baseline": baseline,
+        "objective": r["objective"],
+        "budget": r["budget"],
+        "n": r["n"],
+        "m": r["m"],
+        "params": cx["params"],
+        "gflops": search.flops_of(cx, "2macs+acts+adds") / 1e9,
+        "rho": r["rho_params"],
+        "var_ratio": r["var_ratio"],
+        "alpha": alpha,
+    }
 
 
 def design_models(baselines, primal_ns=(), dual_ns=(), models=(), stages=None, depth=3, alpha=None, classes=10):
@@ -107,22 +124,48 @@ def design_models(baselines, primal_ns=(), dual_ns=(), models=(), stages=None, d
         out.setdefault(spec["config"], spec)
 
     for b in baselines:
-        add(_spec(search.design("resnext29", b, "primal", n=cxm.parse_config(b)[1], **kw), "baseline", b, classes,
-                  net, alpha))
+        add(
+            _spec(
+                search.design("resnext29", b, "primal", n=cxm.parse_config(b)[1], **kw),
+                "baseline",
+                b,
+                classes,
+                net,
+                alpha,
+            )
+        )
         for role, (objective, budget) in OPTIMA.items():
             add(_spec(search.design("resnext29", b, objective, budget, **kw), role, b, classes, net, alpha))
     for ns, objective in ((primal_ns, "primal"), (dual_ns, "dual")):
         for n in ns:
-            add(_spec(search.design("resnext29", baselines[0], objective, n=n, **kw), f"{objective} curve",
-                      baselines[0], classes, net, alpha))
+            add(
+                _spec(
+                    search.design("resnext29", baselines[0], objective, n=n, **kw),
+                    f"{objective} curve",
+                    baselines[0],
+                    classes,
+                    net,
+                    alpha,
+                )
+            )
     for config in models:
         c = cxm.format_config(*cxm.parse_config(config))
         if c not in out:
             cx = cxm.complexity("resnext29", c, classes=classes, **net)
-            out[c] = {"config": c, "role": "listed", "baseline": None, "objective": None, "budget": None,
-                      "n": cxm.parse_config(c)[1], "m": cxm.parse_config(c)[0], "params": cx["params"],
-                      "gflops": search.flops_of(cx, "2macs+acts+adds") / 1e9, "rho": None, "var_ratio": None,
-                      "alpha": None}
+            out[c] = {
+                "config": c,
+                "role": "listed",
+                "baseline": None,
+                "objective": None,
+                "budget": None,
+                "n": cxm.parse_config(c)[1],
+                "m": cxm.parse_config(c)[0],
+                "params": cx["params"],
+                "gflops": search.flops_of(cx, "2macs+acts+adds") / 1e9,
+                "rho": None,
+                "var_ratio": None,
+                "alpha": None,
+            }
     return list(out.values())
 
 
@@ -176,8 +219,10 @@ def grid(specs, scaled):
             s = stand_in(row, specs, scaled)
             if s is not None:
                 out.setdefault((s["config"], row_recipe(row)), []).append(f"{row['table']}: {row['model']}")
-    return [{"config": c, "role": by_config[c]["role"], "recipe": r, "paper rows": ", ".join(rows) or "none"}
-            for (c, r), rows in out.items()]
+    return [
+        {"config": c, "role": by_config[c]["role"], "recipe": r, "paper rows": ", ".join(rows) or "none"}
+        for (c, r), rows in out.items()
+    ]
 
 
 def _derived_elsewhere(row, specs):
@@ -185,8 +230,14 @@ def _derived_elsewhere(row, specs):
     of the paper, whose config is not the printed one: the extra rows to show after it."""
     if row["role"] != "optimum" or row_recipe(row) != RECIPE:
         return []
-    return [s for s in specs if s["role"] in OPTIMA and s["baseline"] == row["from_baseline"]
-            and OPTIMA[s["role"]] == (row["objective"], row["budget"]) and s["config"] != row["config"]]
+    return [
+        s
+        for s in specs
+        if s["role"] in OPTIMA
+        and s["baseline"] == row["from_baseline"]
+        and OPTIMA[s["role"]] == (row["objective"], row["budget"])
+        and s["config"] != row["config"]
+    ]
 
 
 def paper_table(table, specs, summ, scaled):
@@ -203,9 +254,15 @@ def paper_table(table, specs, summ, scaled):
             out["paper GFLOPs"] = None if label else row["gflops"]
         if table == "1b":
             out["paper rho"] = None if label else row["rho"]
-        out.update({"paper C10": None if label else row["c10"], "paper C100": None if label else row["c100"],
-                    "our model": s["config"] if s else "not run", "our recipe": recipe,
-                    "our params (M)": round(s["params"] / 1e6, 4) if s else None})
+        out.update(
+            {
+                "paper C10": None if label else row["c10"],
+                "paper C100": None if label else row["c100"],
+                "our model": s["config"] if s else "not run",
+                "our recipe": recipe,
+                "our params (M)": round(s["params"] / 1e6, 4) if s else None,
+            }
+        )
         if table == "5":
             out["our GFLOPs"] = round(s["gflops"], 4) if s else None
         for ds, col in (("cifar10", "our C10"), ("cifar100", "our C100")):
@@ -213,11 +270,21 @@ def paper_table(table, specs, summ, scaled):
         return out
 
     for row in [r for r in paper.MODELS if r["table"] == table]:
-        rows.append(line(row, stand_in(row, specs, scaled) if row["config"] else None,
-                         row_recipe(row) if row["config"] else None))
-        for s in ([] if scaled else _derived_elsewhere(row, specs)):
-            rows.append(line(row, s, RECIPE, label=f"{s['config']}: our {s['role']} of {s['baseline']} at "
-                                                   f"α = {s['alpha']:.3g} (the paper's is {row['config']})"))
+        rows.append(
+            line(
+                row, stand_in(row, specs, scaled) if row["config"] else None, row_recipe(row) if row["config"] else None
+            )
+        )
+        for s in [] if scaled else _derived_elsewhere(row, specs):
+            rows.append(
+                line(
+                    row,
+                    s,
+                    RECIPE,
+                    label=f"{s['config']}: our {s['role']} of {s['baseline']} at "
+                    f"α = {s['alpha']:.3g} (the paper's is {row['config']})",
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -227,22 +294,36 @@ def plot_curve_errors(specs, summ, curve, datasets):
     their width ``n``, with s.e. bars, and the red curve (Var(K_e)/Var(K_ñ) at m_p(n); rho(m_d(n), n)) on a
     twin axis."""
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.6 * len(datasets)), squeeze=False)
     fig.subplots_adjust(wspace=0.5, hspace=0.5, top=0.9, bottom=0.1, left=0.08, right=0.9)
     base = specs[0]["baseline"]
     summ = _by_recipe(summ)
     summ = summ[summ.recipe == RECIPE]
     for row, ds in zip(axes, datasets):
-        for ax, objective, key, label in ((row[0], "primal", "var_ratio_primal", "Var(K_e)/Var(K_ñ) at m_p(n)"),
-                                          (row[1], "dual", "rho_dual", "ρ(m_d(n), n)")):
-            on = sorted([s for s in specs if s["baseline"] == base and
-                         s["role"] in (f"{objective} curve", f"{objective} optimum", "baseline")], key=lambda s: s["n"])
+        for ax, objective, key, label in (
+            (row[0], "primal", "var_ratio_primal", "Var(K_e)/Var(K_ñ) at m_p(n)"),
+            (row[1], "dual", "rho_dual", "ρ(m_d(n), n)"),
+        ):
+            on = sorted(
+                [
+                    s
+                    for s in specs
+                    if s["baseline"] == base and s["role"] in (f"{objective} curve", f"{objective} optimum", "baseline")
+                ],
+                key=lambda s: s["n"],
+            )
             pts = [(s["n"], summ[(summ.dataset == ds) & (summ.config == s["config"])]) for s in on]
             pts = [(n, r.iloc[0]) for n, r in pts if not r.empty]
             if pts:
-                ax.errorbar([n for n, _ in pts], [r.top1 for _, r in pts],
-                            yerr=[r.top1_sem if _finite(r.top1_sem) else 0.0 for _, r in pts],
-                            fmt="o-", capsize=3, label="test error")
+                ax.errorbar(
+                    [n for n, _ in pts],
+                    [r.top1 for _, r in pts],
+                    yerr=[r.top1_sem if _finite(r.top1_sem) else 0.0 for _, r in pts],
+                    fmt="o-",
+                    capsize=3,
+                    label="test error",
+                )
                 for n, r in pts:
                     ax.annotate(r.config, (n, r.top1), textcoords="offset points", xytext=(4, 4), fontsize=7)
             ax.set_xscale("log")
@@ -268,13 +349,24 @@ def throughput_rows(configs=("1x128d", "37x10d"), batch_size=8, steps=1, device=
     runs (10 runs x the recipe's 300 epochs) cost at that speed. A list of dicts ``table, arch, config,
     resolution, batch, images_per_s, hours per epoch, hours for the paper's runs``."""
     from cepaper.models.resnext import resnext
+
     rec = recipes.recipe("cifar")
     rows = []
     for config in configs:
-        ips = sgd.throughput(resnext("resnext29", config, 10), batch_size, rec.resolution, 10, device, steps, 1,
-                                  channels_last)
+        ips = sgd.throughput(
+            resnext("resnext29", config, 10), batch_size, rec.resolution, 10, device, steps, 1, channels_last
+        )
         epoch_h = sgd.epoch_hours(TRAIN_IMAGES, ips)
-        rows.append({"table": "1a", "arch": "resnext29", "config": config, "resolution": rec.resolution,
-                     "batch": batch_size, "images_per_s": ips, "hours per epoch": epoch_h,
-                     "hours for the paper's runs": epoch_h * rec.epochs * paper.STATISTICS["cifar"]["runs"]})
+        rows.append(
+            {
+                "table": "1a",
+                "arch": "resnext29",
+                "config": config,
+                "resolution": rec.resolution,
+                "batch": batch_size,
+                "images_per_s": ips,
+                "hours per epoch": epoch_h,
+                "hours for the paper's runs": epoch_h * rec.epochs * paper.STATISTICS["cifar"]["runs"],
+            }
+        )
     return rows

@@ -23,10 +23,18 @@ from cepaper import member_alpha
 
 #: The page's two blocks: factory spec, one example's input shape, baseline ``(m_tilde, n_tilde)``.
 BLOCKS = {
-    "mixer": dict(title="vision-MLP channel block", spec="cepaper.sections.design:mixer_channel_block",
-                  input_shape=(64, 16), baseline=(1, 256)),
-    "resnet50_layer1": dict(title="torchvision ResNet-50, stage 1", spec="torchvision:resnet50:layer1",
-                            input_shape=(64, 8, 8), baseline=(1, 64)),
+    "mixer": dict(
+        title="vision-MLP channel block",
+        spec="cepaper.sections.design:mixer_channel_block",
+        input_shape=(64, 16),
+        baseline=(1, 256),
+    ),
+    "resnet50_layer1": dict(
+        title="torchvision ResNet-50, stage 1",
+        spec="torchvision:resnet50:layer1",
+        input_shape=(64, 8, 8),
+        baseline=(1, 64),
+    ),
 }
 BUDGET_NAMES = {"params": "parameters", "flops": "FLOPs", "latency": "latency"}
 
@@ -68,23 +76,37 @@ def block_designs(block, widths, trials, ns, readout="mean", batch=8, repeats=10
     info = BLOCKS[block]
     factory = factories.load_factory(info["spec"])
     torch.set_num_threads(threads)
-    fitted = member_alpha.fit_member_alpha(factory, info["input_shape"], widths, trials, seed, readout, progress=False,
-                                     device=device, n_boot=500)
+    fitted = member_alpha.fit_member_alpha(
+        factory, info["input_shape"], widths, trials, seed, readout, progress=False, device=device, n_boot=500
+    )
     alpha = fitted["alpha"]
     if not alpha > 0:
         raise ValueError(f"{block}: fitted alpha must be > 0 to search, got {alpha!r}; raise trials or widths")
     m_tilde, n_tilde = info["baseline"]
     ns = sorted({int(n) for n in ns if int(n) <= n_tilde} | {n_tilde})
-    module = generic.FactoryModule(factory, info["input_shape"], batch=batch, device=device, repeats=repeats,
-                                  seed=seed)
-    designs = {b: {o: generic.design_module(factory, info["input_shape"], info["baseline"], o, b, alpha, ns=ns,
-                                           module=module)
-                   for o in search.OBJECTIVES} for b in generic.BUDGETS}
+    module = generic.FactoryModule(factory, info["input_shape"], batch=batch, device=device, repeats=repeats, seed=seed)
+    designs = {
+        b: {
+            o: generic.design_module(factory, info["input_shape"], info["baseline"], o, b, alpha, ns=ns, module=module)
+            for o in search.OBJECTIVES
+        }
+        for b in generic.BUDGETS
+    }
     fp = designs["flops"]["primal"]
-    return {"block": block, "title": info["title"], "spec": info["spec"], "input_shape": list(info["input_shape"]),
-            "baseline": f"{m_tilde}x{n_tilde}", "batch": batch, "repeats": repeats, "threads": threads,
-            "alpha": {k: v for k, v in fitted.items() if k not in ("fits", "samples")},
-            "designs": designs, "flops_design_latency": module.cost(fp["n"], "latency", groups=fp["m"])}
+    return {
+        "block": block,
+        "title": info["title"],
+        "spec": info["spec"],
+        "input_shape": list(info["input_shape"]),
+        "baseline": f"{m_tilde}x{n_tilde}",
+        "batch": batch,
+        "repeats": repeats,
+        "threads": threads,
+        "alpha": {k: v for k, v in fitted.items() if k not in ("fits", "samples")}
+        | {"heavy_tail_widths": fitted["fits"][fitted["entry"]]["heavy_tail_widths"]},
+        "designs": designs,
+        "flops_design_latency": module.cost(fp["n"], "latency", groups=fp["m"]),
+    }
 
 
 def designs_table(saved):
@@ -92,9 +114,17 @@ def designs_table(saved):
     rows = []
     for budget, by in saved["designs"].items():
         for objective, d in by.items():
-            row = {"budget": BUDGET_NAMES[budget], "objective": objective, "optimum n": d["n"], "ensemble": d["config"],
-                   "baseline": d["baseline"], "params": d["params"], "baseline params": d["baseline_params"],
-                   "ρ (budget)": round(d["rho"], 3), "Var(K) ratio": round(d["var_ratio"], 3)}
+            row = {
+                "budget": BUDGET_NAMES[budget],
+                "objective": objective,
+                "optimum n": d["n"],
+                "ensemble": d["config"],
+                "baseline": d["baseline"],
+                "params": d["params"],
+                "baseline params": d["baseline_params"],
+                "ρ (budget)": round(d["rho"], 3),
+                "Var(K) ratio": round(d["var_ratio"], 3),
+            }
             if budget == "latency":
                 row["latency (ms)"] = round(1e3 * d["cost"], 3)
                 row["baseline latency (ms)"] = round(1e3 * d["baseline_cost"], 3)
@@ -107,16 +137,23 @@ def latency_vs_flops(saved):
     measured latency of each against the baseline's."""
     f, lat = saved["designs"]["flops"]["primal"], saved["designs"]["latency"]["primal"]
     base = lat["baseline_cost"]
-    return {"flops_n": f["n"], "flops_config": f["config"], "latency_n": lat["n"], "latency_config": lat["config"],
-            "width_ratio": lat["n"] / f["n"], "baseline_latency": base,
-            "flops_design_latency_ratio": saved["flops_design_latency"] / base,
-            "latency_design_latency_ratio": lat["cost"] / base}
+    return {
+        "flops_n": f["n"],
+        "flops_config": f["config"],
+        "latency_n": lat["n"],
+        "latency_config": lat["config"],
+        "width_ratio": lat["n"] / f["n"],
+        "baseline_latency": base,
+        "flops_design_latency_ratio": saved["flops_design_latency"] / base,
+        "latency_design_latency_ratio": lat["cost"] / base,
+    }
 
 
 def plot_budgets(saved_blocks):
     """Primal ``Var(K_e)/Var(K_ñ)`` at ``m_p(n)`` (left) and dual ``ρ(m_d(n), n)`` (right) per block (rows),
     one curve per budget, optima marked."""
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(len(saved_blocks), 2, figsize=(11, 3.6 * len(saved_blocks)), squeeze=False)
     fig.subplots_adjust(wspace=0.3, hspace=0.5, top=0.92, bottom=0.08, left=0.08, right=0.97)
     colors = {"params": "tab:red", "flops": "tab:blue", "latency": "tab:green"}
@@ -130,12 +167,17 @@ def plot_budgets(saved_blocks):
         row[0].set_yscale("log")
         row[0].axhline(1.0, color="gray", lw=0.8, ls=":")
         row[1].axhline(1.0, color="gray", lw=0.8, ls=":")
-        for ax, objective, label in ((row[0], "primal", "Var(K_e) / Var(K_ñ) at m_p(n)"),
-                                     (row[1], "dual", "efficiency ρ(m_d(n), n)")):
+        for ax, objective, label in (
+            (row[0], "primal", "Var(K_e) / Var(K_ñ) at m_p(n)"),
+            (row[1], "dual", "efficiency ρ(m_d(n), n)"),
+        ):
             ax.set_xscale("log", base=2)
             ax.set_xlabel("member width n")
             ax.set_ylabel(label)
-            ax.set_title(f"{objective}: {saved['title']} (baseline {saved['baseline'].replace('x', '×')}, "
-                         f"α = {saved['alpha']['alpha']:.2f})", fontsize=9)
+            ax.set_title(
+                f"{objective}: {saved['title']} (baseline {saved['baseline'].replace('x', '×')}, "
+                f"α = {saved['alpha']['alpha']:.2f})",
+                fontsize=9,
+            )
             ax.legend(fontsize=8)
     return fig

@@ -48,10 +48,20 @@ def table_models(tables=tuple(TABLES)):
         cx = cxm.complexity(r["arch"], r["config"], classes=r["classes"], resolution=rec.resolution)
         ours = cx["params"] / 1e6
         decimals = max(0, len(str(r["params"]).split(".")[1]) if "." in str(r["params"]) else 0)
-        rows.append({"table": r["table"], "dataset": TABLES[r["table"]], "arch": r["arch"], "config": r["config"],
-                     "paper model": r["model"], "role": r["role"], "paper params (M)": r["params"],
-                     "params (M)": round(ours, 3), "params match": round(ours, decimals) == r["params"],
-                     "GFLOPs": round(search.flops_of(cx, "2macs+acts+adds") / 1e9, 3)})
+        rows.append(
+            {
+                "table": r["table"],
+                "dataset": TABLES[r["table"]],
+                "arch": r["arch"],
+                "config": r["config"],
+                "paper model": r["model"],
+                "role": r["role"],
+                "paper params (M)": r["params"],
+                "params (M)": round(ours, 3),
+                "params match": round(ours, decimals) == r["params"],
+                "GFLOPs": round(search.flops_of(cx, "2macs+acts+adds") / 1e9, 3),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -64,6 +74,7 @@ def dataset_status(root=None, names=DATASETS):
     files and how to get them, or a ``cepaper.data`` without that dataset), with paths named
     relative to the data root (:func:`cepaper.book.data.relative_source`)."""
     from cepaper import data
+
     rows = []
     for name in names:
         try:
@@ -83,8 +94,10 @@ def timed_models(configs, models):
     for item in configs:
         parts = item.split(":") if isinstance(item, str) else []
         if len(parts) != 3 or parts[0] not in TABLES or parts[1] not in cxm.ARCHS:
-            raise ValueError(f"configs must hold 'table:arch:CxDd' strings with a table among {', '.join(TABLES)} "
-                             f"and an arch among {', '.join(cxm.ARCHS)}, e.g. '2a:resnext50:12x10d'; got {item!r}")
+            raise ValueError(
+                f"configs must hold 'table:arch:CxDd' strings with a table among {', '.join(TABLES)} "
+                f"and an arch among {', '.join(cxm.ARCHS)}, e.g. '2a:resnext50:12x10d'; got {item!r}"
+            )
         out.append((parts[0], parts[1], cxm.format_config(*cxm.parse_config(parts[2]))))
     return list(dict.fromkeys(out))
 
@@ -96,13 +109,22 @@ def measure_throughput(models, batch_size=8, steps=1, device="cpu", channels_las
     from tqdm import tqdm
 
     from cepaper.models.resnext import resnext
+
     rows = []
     for table, arch, config in tqdm(models, disable=not progress, desc="throughput"):
         rec = recipes.recipe(TABLES[table])
         model = resnext(arch, config, 1000)
         ips = sgd.throughput(model, batch_size, rec.resolution, 1000, device, steps, 1, channels_last, bf16)
-        rows.append({"table": table, "arch": arch, "config": config, "resolution": rec.resolution,
-                     "batch": batch_size, "images_per_s": ips})
+        rows.append(
+            {
+                "table": table,
+                "arch": arch,
+                "config": config,
+                "resolution": rec.resolution,
+                "batch": batch_size,
+                "images_per_s": ips,
+            }
+        )
         del model
     return pd.DataFrame(rows)
 
@@ -131,13 +153,24 @@ def paper_table(table, summ=None):
     for r in [r for r in paper.MODELS if r["table"] == table]:
         ours = None
         if summ is not None and "recipe" in summ and r["config"] is not None:  # (older summaries have no recipe)
-            hit = summ[(summ.dataset == TABLES[table]) & (summ.arch == r["arch"]) & (summ.config == r["config"])
-                       & (summ.recipe == TABLES[table])]
+            hit = summ[
+                (summ.dataset == TABLES[table])
+                & (summ.arch == r["arch"])
+                & (summ.config == r["config"])
+                & (summ.recipe == TABLES[table])
+            ]
             ours = None if hit.empty else hit.iloc[0]
-        rows.append({"paper model": r["model"], "paper rho": r["rho"], "paper params (M)": r["params"],
-                     "paper top-1": r["top1"], "paper top-5": r["top5"],
-                     "our top-1": "not run" if ours is None else _mean_sem(ours),
-                     "our top-5": "not run" if ours is None else f"{ours.top5:.2f}"})
+        rows.append(
+            {
+                "paper model": r["model"],
+                "paper rho": r["rho"],
+                "paper params (M)": r["params"],
+                "paper top-1": r["top1"],
+                "paper top-5": r["top5"],
+                "our top-1": "not run" if ours is None else _mean_sem(ours),
+                "our top-5": "not run" if ours is None else f"{ours.top5:.2f}",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -145,6 +178,7 @@ def plot_models(models):
     """Each table's models: our exact parameter count (bars) beside the printed one (black ticks),
     and GFLOPs (red dots, right axis). ``models``: :func:`table_models` rows."""
     import matplotlib.pyplot as plt
+
     tables = list(dict.fromkeys(models["table"]))
     fig, axes = plt.subplots(1, len(tables), figsize=(3.2 * len(tables), 3.6), squeeze=False)
     fig.subplots_adjust(wspace=0.6, bottom=0.3, top=0.88, left=0.06, right=0.95)
@@ -153,8 +187,9 @@ def plot_models(models):
         x = range(len(m))
         ax.bar(x, m["params (M)"], color="tab:blue", alpha=0.7, label="ours")
         ax.plot(x, m["paper params (M)"], "k_", ms=14, mew=2, label="printed")
-        ax.set_xticks(list(x), [f"{a.replace('resnext', 'R')} {c}" for a, c in zip(m.arch, m.config)],
-                      rotation=70, fontsize=7)
+        ax.set_xticks(
+            list(x), [f"{a.replace('resnext', 'R')} {c}" for a, c in zip(m.arch, m.config)], rotation=70, fontsize=7
+        )
         ax.set_ylabel("params (M)")
         ax.set_title(f"Table {table} ({m.dataset.iloc[0]})", fontsize=9)
         twin = ax.twinx()

@@ -25,6 +25,7 @@ def _a(x):
 
 # ------------------------------------------------------------------------------ Fig. 2 (Lemma 1)
 
+
 def lemma1_surface(ens):
     """Fig. 2(a): the ensemble NTK ``K_e`` (Eq. 4) over ``gamma`` and ``m``, diagonal and off-diagonal.
 
@@ -38,8 +39,7 @@ def lemma1_surface(ens):
     for i, (part, title) in enumerate(PARTS):
         ax = fig.add_subplot(1, 2, i + 1, projection="3d")
         ax.plot_surface(gg, mm, _a(ens[part]), cmap="viridis", linewidth=0, antialiased=True, alpha=0.9)
-        ax.plot(gamma, np.full_like(gamma, np.log2(m[-1])), _a(ens[f"kinf_{part}"]), "k-", lw=1.5,
-                label=r"$K^\infty$")
+        ax.plot(gamma, np.full_like(gamma, np.log2(m[-1])), _a(ens[f"kinf_{part}"]), "k-", lw=1.5, label=r"$K^\infty$")
         ax.set_xlabel(r"$\gamma$")
         ax.set_ylabel(r"$\log_2 m$")
         ax.set_zlabel(r"$K_e$")
@@ -64,11 +64,26 @@ def lemma1_nmk(nmk):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, (j, (_, title)) in zip(axes, enumerate(PARTS)):
         sl = slice(j * g, (j + 1) * g)
-        ax.fill_between(gamma, (mean[i_n] - std[i_n])[sl], (mean[i_n] + std[i_n])[sl], color="C0",
-                        alpha=0.12, lw=0, label=f"one member, n = {nmk['n']} (±1 std)")
+        ax.fill_between(
+            gamma,
+            (mean[i_n] - std[i_n])[sl],
+            (mean[i_n] + std[i_n])[sl],
+            color="C0",
+            alpha=0.12,
+            lw=0,
+            label=f"one member, n = {nmk['n']} (±1 std)",
+        )
         for i, c in ((i_n, "C0"), (i_w, "C1")):
-            ax.errorbar(gamma, mean[i][sl], yerr=2 * se[i][sl], fmt="o", ms=2.5, color=c, elinewidth=1,
-                        label=f"NMK, n = {widths[i]} ({nmk['draws'][i]} draws, ±2 SE)")
+            ax.errorbar(
+                gamma,
+                mean[i][sl],
+                yerr=2 * se[i][sl],
+                fmt="o",
+                ms=2.5,
+                color=c,
+                elinewidth=1,
+                label=f"NMK, n = {widths[i]} ({nmk['draws'][i]} draws, ±2 SE)",
+            )
         ax.plot(gamma, kinf[sl], "k-", lw=1.2, label=r"$K^\infty$ (analytic)")
         ax.set_xlabel(r"$\gamma$")
         ax.set_title(f"(b) {title}", fontsize=10)
@@ -88,9 +103,15 @@ def lemma1_variance(var):
     for j, (part, title) in enumerate(PARTS):
         f = var[f"fit_{part}"]
         m, v, se = _a(f["m"]), _a(f["var"]), _a(f["var_se"])
-        ax.errorbar(m, v, yerr=2 * se, fmt="o", color=f"C{j}", ms=4,
-                    label=f"{title.split(' ')[0]}: slope {f['slope']:.3f} "
-                          f"[{f['lo']:.3f}, {f['hi']:.3f}]")
+        ax.errorbar(
+            m,
+            v,
+            yerr=2 * se,
+            fmt="o",
+            color=f"C{j}",
+            ms=4,
+            label=f"{title.split(' ')[0]}: slope {f['slope']:.3f} [{f['lo']:.3f}, {f['hi']:.3f}]",
+        )
         ax.plot(m, np.exp(f["intercept"]) * m ** f["slope"], "-", color=f"C{j}", lw=1)
         ax.plot(m, v[0] * m[0] / m, "k:", lw=1)
     ax.plot([], [], "k:", label=r"$\mathrm{Var}(K_n)/m$")
@@ -98,8 +119,7 @@ def lemma1_variance(var):
     ax.set_yscale("log")
     ax.set_xlabel("multiplicity m")
     ax.set_ylabel(r"$\mathrm{Var}(K_e)$, mean over $\gamma$")
-    ax.set_title(f"Eq. 11: Var(K_e) ~ 1/m (±2 jackknife SE, {var['fit_diag']['level']:.0%} interval)",
-                 fontsize=10)
+    ax.set_title(f"Eq. 11: Var(K_e) ~ 1/m (±2 jackknife SE, {var['fit_diag']['level']:.0%} interval)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -118,7 +138,7 @@ def lemma1_width(nmk):
     mean, se, kinf, ref = _a(nmk["mean"]), _a(nmk["mean_se"]), _a(nmk["kinf"]), float(nmk["ref"])
     c, c_se = _a(nmk["c"]), _a(nmk["c_se"])
     dev, dse = (mean - kinf) / ref, se / ref
-    rms = lambda a: np.sqrt((a ** 2).mean(-1))
+    rms = lambda a: np.sqrt((a**2).mean(-1))
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
     for j, (_, title) in enumerate(PARTS):
         sl = slice(j * g, (j + 1) * g)
@@ -135,8 +155,9 @@ def lemma1_width(nmk):
     bx.axhline(0, color="k", lw=0.8)
     bx.set_xlabel(r"$\gamma$")
     bx.set_ylabel(r"$c(\gamma)$ in $K_n^\infty - K^\infty \approx c / n$ (units of $K^\infty(x,x)$)")
-    bx.set_title(f"finite-width correction of the NMK (±2 SE), widths {', '.join(str(int(w)) for w in widths)}",
-                 fontsize=9)
+    bx.set_title(
+        f"finite-width correction of the NMK (±2 SE), widths {', '.join(str(int(w)) for w in widths)}", fontsize=9
+    )
     bx.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -159,8 +180,9 @@ def circle_inputs(n_gamma, dtype=torch.float32):
     if g < 2:
         raise ValueError(f"n_gamma must be >= 2, got {g}")
     gamma = torch.linspace(-math.pi, math.pi, g, dtype=torch.float64)
-    x = torch.cat([torch.tensor([[1.0, 0.0]], dtype=torch.float64),
-                   torch.stack([gamma.cos(), gamma.sin()], 1)]).to(dtype)
+    x = torch.cat([torch.tensor([[1.0, 0.0]], dtype=torch.float64), torch.stack([gamma.cos(), gamma.sin()], 1)]).to(
+        dtype
+    )
     k = torch.arange(1, g + 1)
     return gamma.to(dtype), x, (torch.cat([k, torch.zeros_like(k)]), torch.cat([k, k]))
 
@@ -174,7 +196,8 @@ def running_ensemble(samples):
     """
     s = samples.to(torch.float64)
     return s.cumsum(0) / torch.arange(1, s.shape[0] + 1, dtype=s.dtype, device=s.device).reshape(
-        (-1,) + (1,) * (s.ndim - 1))
+        (-1,) + (1,) * (s.ndim - 1)
+    )
 
 
 def ensemble_variance(samples, ms):
@@ -196,11 +219,12 @@ def ensemble_variance(samples, ms):
     var, se = [], []
     for m in ms:
         g = t // m
-        mo = moments(samples[:g * m].reshape((g, m) + samples.shape[1:]).to(torch.float64).mean(1))
+        mo = moments(samples[: g * m].reshape((g, m) + samples.shape[1:]).to(torch.float64).mean(1))
         var.append(mo.var)
         se.append(mo.var_se)
-    return dict(m=torch.tensor(ms), groups=torch.tensor([t // m for m in ms]),
-                var=torch.stack(var), var_se=torch.stack(se))
+    return dict(
+        m=torch.tensor(ms), groups=torch.tensor([t // m for m in ms]), var=torch.stack(var), var_se=torch.stack(se)
+    )
 
 
 def _slope(logm, logv, w):
@@ -245,13 +269,13 @@ def variance_slope(samples, ms, blocks=16, level=0.95):
     block = t // blocks // lcm * lcm
     if block == 0:
         raise ValueError(f"samples must hold at least blocks * lcm(ms) = {blocks * lcm} draws, got {t}")
-    s = samples[:blocks * block].to(torch.float64).reshape(blocks * block, -1)
+    s = samples[: blocks * block].to(torch.float64).reshape(blocks * block, -1)
     s = s - s.mean(0)
     full, loo, w_full, w_loo = [], [], [], []
     for m in ms:
-        gb = block // m                                          # groups per block
-        gm = s.reshape(blocks, gb, m, -1).mean(2)               # (B, gb, E) ensemble kernels
-        s1b, s2b = gm.sum(1), (gm * gm).sum(1)                   # (B, E)
+        gb = block // m  # groups per block
+        gm = s.reshape(blocks, gb, m, -1).mean(2)  # (B, gb, E) ensemble kernels
+        s1b, s2b = gm.sum(1), (gm * gm).sum(1)  # (B, E)
         s1, s2, g = s1b.sum(0), s2b.sum(0), blocks * gb
         full.append(((s2 - s1 * s1 / g) / (g - 1)).mean(-1))
         r = g - gb
@@ -259,16 +283,26 @@ def variance_slope(samples, ms, blocks=16, level=0.95):
         w_full.append(g - 1.0)
         w_loo.append(r - 1.0)
     logm = torch.tensor(ms, dtype=torch.float64).log()
-    full, loo = torch.stack(full), torch.stack(loo, -1)                # (M,), (B, M)
+    full, loo = torch.stack(full), torch.stack(loo, -1)  # (M,), (B, M)
     slope, intercept = _slope(logm, full.log(), torch.tensor(w_full, dtype=torch.float64))
     jack, _ = _slope(logm, loo.log(), torch.tensor(w_loo, dtype=torch.float64))
     jse = lambda v: ((blocks - 1) / blocks * ((v - v.mean(0)) ** 2).sum(0)).sqrt()
     se = jse(jack).item()
     q = t_quantile((1 + level) / 2, blocks - 1)
-    return dict(slope=slope.item(), intercept=intercept.item(), se=se, lo=slope.item() - q * se,
-                hi=slope.item() + q * se, level=level, blocks=blocks, draws=blocks * block,
-                m=ms, groups=[blocks * (block // m) for m in ms], var=full.tolist(),
-                var_se=jse(loo).tolist())
+    return dict(
+        slope=slope.item(),
+        intercept=intercept.item(),
+        se=se,
+        lo=slope.item() - q * se,
+        hi=slope.item() + q * se,
+        level=level,
+        blocks=blocks,
+        draws=blocks * block,
+        m=ms,
+        groups=[blocks * (block // m) for m in ms],
+        var=full.tolist(),
+        var_se=jse(loo).tolist(),
+    )
 
 
 def inverse_width_fit(widths, dev, dev_se):
@@ -286,8 +320,10 @@ def inverse_width_fit(widths, dev, dev_se):
     n = torch.as_tensor(widths, dtype=torch.float64).reshape(-1, 1)
     dev, se = torch.as_tensor(dev, dtype=torch.float64), torch.as_tensor(dev_se, dtype=torch.float64)
     if dev.shape != se.shape or dev.ndim != 2 or dev.shape[0] != n.shape[0]:
-        raise ValueError(f"dev and dev_se must both have shape (W, E) with W = {n.shape[0]} widths, "
-                         f"got {tuple(dev.shape)} and {tuple(se.shape)}")
+        raise ValueError(
+            f"dev and dev_se must both have shape (W, E) with W = {n.shape[0]} widths, "
+            f"got {tuple(dev.shape)} and {tuple(se.shape)}"
+        )
     if not bool((se > 0).all()):
         raise ValueError("dev_se must be > 0 everywhere")
     w = 1.0 / (n * se) ** 2

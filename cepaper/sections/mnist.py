@@ -38,8 +38,9 @@ def fig4(summary):
     ``summary``: rows of :func:`cepaper.sections.mnist.summary` with ``curve, n, m, error, sem, var, params``.
     """
     fig, axes = plt.subplots(2, 2, figsize=(11.5, 7.4))
-    for i, (col, label, color) in enumerate(((r"var", r"Var$(K_e)$ (Eq. 11, up to $C$)", "C3"),
-                                             ("params", r"$\beta_e$ (parameters)", "C2"))):
+    for i, (col, label, color) in enumerate(
+        ((r"var", r"Var$(K_e)$ (Eq. 11, up to $C$)", "C3"), ("params", r"$\beta_e$ (parameters)", "C2"))
+    ):
         lo, hi = summary[col].min(), summary[col].max()
         for j, curve in enumerate(("primal", "dual")):
             s = summary[summary.curve == curve].sort_values("n")
@@ -57,8 +58,7 @@ def fig4(summary):
             ax.set_xticks(list(s.n), [str(v) for v in s.n])
             ax.xaxis.set_minor_locator(plt.NullLocator())
             for n, m, e in zip(s.n, s.m, s.error):
-                ax.annotate(f"m={m}", (n, 100 * e), textcoords="offset points", xytext=(3, 5), fontsize=7,
-                            color="C0")
+                ax.annotate(f"m={m}", (n, 100 * e), textcoords="offset points", xytext=(3, 5), fontsize=7, color="C0")
     fig.tight_layout()
     return fig
 
@@ -105,9 +105,21 @@ def select(curve, ns, n_tilde, alpha, mlp):
     for n in ns:
         d = search.design("mlp", n_tilde, curve, alpha=alpha, module=mlp, n=n)
         var_k = float(search.var_k(mlp.sum_inv_fan_in(n), alpha))
-        rows.append(dict(curve=curve, n=n, m=d["m"], m_exact=d["m_exact"], params=d["params"],
-                         baseline_params=d["baseline_params"], params_ratio=d["params"] / d["baseline_params"],
-                         var_k=var_k, var=var_k / d["m"], var_ratio=d["var_ratio"], alpha=alpha))
+        rows.append(
+            dict(
+                curve=curve,
+                n=n,
+                m=d["m"],
+                m_exact=d["m_exact"],
+                params=d["params"],
+                baseline_params=d["baseline_params"],
+                params_ratio=d["params"] / d["baseline_params"],
+                var_k=var_k,
+                var=var_k / d["m"],
+                var_ratio=d["var_ratio"],
+                alpha=alpha,
+            )
+        )
     return rows
 
 
@@ -122,8 +134,7 @@ def runs_table(records, configs):
     rows = []
     for rec in records:
         for r, errs, losses in zip(rec["reps"], rec["test_error"], rec["train_loss"]):
-            rows.append(dict(m=rec["m"], n=rec["n"], rep=r, error=errs[-1], error_init=errs[0],
-                             train_loss=losses[-1]))
+            rows.append(dict(m=rec["m"], n=rec["n"], rep=r, error=errs[-1], error_init=errs[0], train_loss=losses[-1]))
     return configs.merge(pd.DataFrame(rows), on=["m", "n"], how="left", validate="many_to_many")
 
 
@@ -134,8 +145,13 @@ def summary(runs):
     g = runs.groupby(keys, sort=False)
     out = g.error.agg(error="mean", sd="std", reps="count").reset_index()
     out["sem"] = out.sd / np.sqrt(out.reps)
-    return out.drop(columns="sd").sort_values(["curve", "n"], key=lambda s: s.map(
-        {c: i for i, c in enumerate(CURVES)}) if s.name == "curve" else s).reset_index(drop=True)
+    return (
+        out.drop(columns="sd")
+        .sort_values(
+            ["curve", "n"], key=lambda s: s.map({c: i for i, c in enumerate(CURVES)}) if s.name == "curve" else s
+        )
+        .reset_index(drop=True)
+    )
 
 
 def learning_curves(records):
@@ -143,7 +159,7 @@ def learning_curves(records):
     ``(m, n, epoch)``."""
     rows = []
     for rec in records:
-        e = np.asarray(rec["test_error"], dtype=float)                          # (R, T + 1)
+        e = np.asarray(rec["test_error"], dtype=float)  # (R, T + 1)
         sem = e.std(0, ddof=1) / np.sqrt(len(e)) if len(e) > 1 else np.full(e.shape[1], np.nan)
         rows += [dict(m=rec["m"], n=rec["n"], epoch=t, error=e[:, t].mean(), sem=sem[t]) for t in rec["epoch"]]
     return pd.DataFrame(rows)
@@ -171,12 +187,25 @@ def correlations(runs, curve="primal", against="var", n_boot=2000, level=0.95, s
     if len(v) < 3:
         raise ValueError(f"a correlation along the {curve} needs at least 3 models, got {len(v)}")
     out = []
-    for measure, method, vv in (("pearson", "pearson", v), ("pearson_log", "pearson", np.log(v)),
-                                ("spearman", "spearman", v)):
+    for measure, method, vv in (
+        ("pearson", "pearson", v),
+        ("pearson_log", "pearson", np.log(v)),
+        ("spearman", "spearman", v),
+    ):
         b = stats.bootstrap_correlation(samples, vv, method, n_boot, level, seed)
         p, exact = stats.permutation_pvalue(rows.error.to_numpy(), vv, method)
-        out.append(dict(curve=curve, against=against, measure=measure, **b, p_value=p, p_exact=exact,
-                        models=len(v), reps=int(rows.reps.min())))
+        out.append(
+            dict(
+                curve=curve,
+                against=against,
+                measure=measure,
+                **b,
+                p_value=p,
+                p_exact=exact,
+                models=len(v),
+                reps=int(rows.reps.min()),
+            )
+        )
     return pd.DataFrame(out)
 
 

@@ -81,8 +81,25 @@ def init_seed(seed, m, n):
     return spine.derive_seed(seed, m, n)
 
 
-def run_one(x, y, m, n, seed, *, depth=4, epochs, lr, batch_size=None, n_probe=2, record_every=None,
-            device="cpu", dtype=torch.float32, checkpoint=None, checkpoint_every=10, progress=False):
+def run_one(
+    x,
+    y,
+    m,
+    n,
+    seed,
+    *,
+    depth=4,
+    epochs,
+    lr,
+    batch_size=None,
+    n_probe=2,
+    record_every=None,
+    device="cpu",
+    dtype=torch.float32,
+    checkpoint=None,
+    checkpoint_every=10,
+    progress=False,
+):
     """Train one ensemble ``(m, n)`` from seed ``seed``; return its record (a JSON-able dict).
 
     The probe inputs are the first ``n_probe`` training inputs. The record holds ``m, n, seed``,
@@ -96,11 +113,21 @@ def run_one(x, y, m, n, seed, *, depth=4, epochs, lr, batch_size=None, n_probe=2
     gen = torch.Generator().manual_seed(init_seed(seed, m, n))
     model = CollegialMLP(x.shape[1], n, m=m, depth=depth, generator=gen, dtype=dtype, device=device)
     x, y = x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
-    hist = train_gd(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, probe=x[:n_probe],
-                 record_every=record_every, seed=seed, checkpoint=checkpoint,
-                 checkpoint_every=checkpoint_every, progress=progress)
-    return {"m": m, "n": n, "seed": seed, "epoch": hist["epoch"], "loss": hist["loss"],
-            "ntk": hist["ntk"].tolist()}
+    hist = train_gd(
+        model,
+        x,
+        y,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        probe=x[:n_probe],
+        record_every=record_every,
+        seed=seed,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        progress=progress,
+    )
+    return {"m": m, "n": n, "seed": seed, "epoch": hist["epoch"], "loss": hist["loss"], "ntk": hist["ntk"].tolist()}
 
 
 def train_grid(x, y, configs, seeds, *, cache=None, progress=False, **train_kw):
@@ -123,11 +150,14 @@ def train_grid(x, y, configs, seeds, *, cache=None, progress=False, **train_kw):
     data = None if cache is None else files.digest(x, y)
     options = {k: str(v) if k in ("device", "dtype") else v for k, v in train_kw.items()}
     jobs = [dict(m=m, n=n, seed=s, data=data, **options) for m, n in pairs for s in seeds]
-    return spine.run_grid(jobs, lambda job, ckpt: run_one(x, y, job["m"], job["n"], job["seed"], checkpoint=ckpt,
-                                                          **train_kw),
-                          cache=cache, modules=("cepaper.models.mlp", "cepaper.ntk", "cepaper.training.gd",
-                                                "cepaper.training.spine", __name__),
-                          progress=progress, desc="theorem1 runs")
+    return spine.run_grid(
+        jobs,
+        lambda job, ckpt: run_one(x, y, job["m"], job["n"], job["seed"], checkpoint=ckpt, **train_kw),
+        cache=cache,
+        modules=("cepaper.models.mlp", "cepaper.ntk", "cepaper.training.gd", "cepaper.training.spine", __name__),
+        progress=progress,
+        desc="theorem1 runs",
+    )
 
 
 def _entry_values(ntk, entry):
@@ -162,9 +192,20 @@ def changes(records, entries=ALL_ENTRIES):
         ntk = np.asarray(r["ntk"], dtype=float)
         for name in entries:
             delta, k0 = _entry_values(ntk, name)
-            rows.append(dict(m=r["m"], n=r["n"], mn=r["m"] * r["n"], seed=r["seed"], entry=name,
-                             k0=k0[-1], abs_change=delta[-1], rel_change=delta[-1] / k0[-1],
-                             loss0=r["loss"][0], lossT=r["loss"][-1]))
+            rows.append(
+                dict(
+                    m=r["m"],
+                    n=r["n"],
+                    mn=r["m"] * r["n"],
+                    seed=r["seed"],
+                    entry=name,
+                    k0=k0[-1],
+                    abs_change=delta[-1],
+                    rel_change=delta[-1] / k0[-1],
+                    loss0=r["loss"][0],
+                    lossT=r["loss"][-1],
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -176,8 +217,10 @@ def trajectories(records, entries=ALL_ENTRIES):
         ntk = np.asarray(r["ntk"], dtype=float)
         for name in entries:
             delta, _ = _entry_values(ntk, name)
-            rows += [dict(m=r["m"], n=r["n"], mn=r["m"] * r["n"], seed=r["seed"], entry=name, epoch=e,
-                          abs_change=d) for e, d in zip(r["epoch"], delta)]
+            rows += [
+                dict(m=r["m"], n=r["n"], mn=r["m"] * r["n"], seed=r["seed"], entry=name, epoch=e, abs_change=d)
+                for e, d in zip(r["epoch"], delta)
+            ]
     return pd.DataFrame(rows)
 
 
@@ -210,10 +253,9 @@ def loglog_slope(x, y, level=0.95):
     lx, ly = np.log(x), np.log(y)
     slope, intercept = np.polyfit(lx, ly, 1)
     resid = ly - (slope * lx + intercept)
-    se = math.sqrt((resid ** 2).sum() / (len(x) - 2) / ((lx - lx.mean()) ** 2).sum())
+    se = math.sqrt((resid**2).sum() / (len(x) - 2) / ((lx - lx.mean()) ** 2).sum())
     half = t_quantile(0.5 + level / 2, len(x) - 2) * se
-    return {"slope": slope, "lo": slope - half, "hi": slope + half, "intercept": intercept,
-            "points": len(x)}
+    return {"slope": slope, "lo": slope - half, "hi": slope + half, "intercept": intercept, "points": len(x)}
 
 
 def slopes(change, configs, level=0.95):
@@ -255,8 +297,9 @@ def slope_table(fits, value="abs_change"):
     cols = [c for c in ("all", "single", "ensemble_b", "width_c") if c in set(f.fit)]
     cell = {(r.entry, r.fit): f"{r.slope:.2f} [{r.lo:.2f}, {r.hi:.2f}]" for r in f.itertuples()}
     entries = [e for e in ALL_ENTRIES if e in set(f.entry)]
-    return pd.DataFrame({c: [cell.get((e, c), "") for e in entries] for c in cols},
-                        index=pd.Index(entries, name="entry"))
+    return pd.DataFrame(
+        {c: [cell.get((e, c), "") for e in entries] for c in cols}, index=pd.Index(entries, name="entry")
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,26 +318,36 @@ def plot_fig9(points, axes=None, ylabel=r"$|K_T - K_0|$"):
         the figure.
     """
     import matplotlib.pyplot as plt
+
     if axes is None:
         _, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
     a = points[points.panel == "a"].sort_values("n")
-    axes[0].errorbar(a.n, a["mean"], yerr=a["sem"], fmt="o-", color=COLORS["baseline"], capsize=3,
-                     label="m = 1")
+    axes[0].errorbar(a.n, a["mean"], yerr=a["sem"], fmt="o-", color=COLORS["baseline"], capsize=3, label="m = 1")
     axes[0].set(xlabel="width n", ylabel=ylabel, title="(a) single model")
-    for ax, panel, title in ((axes[1], "b", "(b) ensemble m = n = d vs n = d$^2$"),
-                             (axes[2], "c", "(c) ensemble of constant width vs n = d$^2$")):
+    for ax, panel, title in (
+        (axes[1], "b", "(b) ensemble m = n = d vs n = d$^2$"),
+        (axes[2], "c", "(c) ensemble of constant width vs n = d$^2$"),
+    ):
         p = points[points.panel == panel].sort_values("d")
         for role, q in p.groupby("role"):
             if panel == "b":
                 label = "m = 1, n = d$^2$" if role == "baseline" else "m = n = d"
             else:
                 label = "m = 1, n = d$^2$" if role == "baseline" else f"n = {q.n.iloc[0]}, m matched"
-            ax.errorbar(q.d, q["mean"], yerr=q["sem"], fmt="o-" if role == "baseline" else "s--",
-                        color=COLORS[role], capsize=3, label=label)
+            ax.errorbar(
+                q.d,
+                q["mean"],
+                yerr=q["sem"],
+                fmt="o-" if role == "baseline" else "s--",
+                color=COLORS[role],
+                capsize=3,
+                label=label,
+            )
         if panel == "c":
             for d, m, v in zip(p[p.role == "ensemble"].d, p[p.role == "ensemble"].m, p[p.role == "ensemble"]["mean"]):
-                ax.annotate(f"m={m}", (d, v), textcoords="offset points", xytext=(4, -12), fontsize=8,
-                            color=COLORS["ensemble"])
+                ax.annotate(
+                    f"m={m}", (d, v), textcoords="offset points", xytext=(4, -12), fontsize=8, color=COLORS["ensemble"]
+                )
         ax.set(xlabel="d", title=title)
     _log_ticks(axes[0], a.n)
     for ax in axes[1:]:
@@ -310,6 +363,7 @@ def plot_fig9(points, axes=None, ylabel=r"$|K_T - K_0|$"):
 def _log_ticks(ax, xs):
     """Log-scale x axis labelled at the values ``xs`` (plain numbers, no minor labels)."""
     from matplotlib.ticker import NullFormatter
+
     ax.set_xscale("log")
     ax.set_xticks(sorted({int(v) for v in xs}))
     ax.set_xticklabels([str(int(v)) for v in sorted({int(v) for v in xs})])
@@ -320,16 +374,22 @@ def plot_slopes(change, fits, entries=("offdiag", "offdiag_mean"), exponent=-1.0
     """Every run's ``|Delta K|`` against ``mn`` (log-log), one panel per entry, with the line fitted
     by :func:`slopes` (fit ``all``) and a reference line of slope ``exponent`` (Theorem 1: -1)."""
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, len(entries), figsize=(5 * len(entries), 3.8), squeeze=False)
     for ax, entry in zip(axes[0], entries):
         c = change[change.entry == entry]
         for single, q in c.groupby(c.m == 1):
-            ax.scatter(q.mn, q.abs_change, s=12, alpha=0.6, color=COLORS["baseline" if single else "ensemble"],
-                       label="single models" if single else "ensembles (m > 1)")
+            ax.scatter(
+                q.mn,
+                q.abs_change,
+                s=12,
+                alpha=0.6,
+                color=COLORS["baseline" if single else "ensemble"],
+                label="single models" if single else "ensembles (m > 1)",
+            )
         f = fits[(fits.fit == "all") & (fits.entry == entry) & (fits.value == "abs_change")].iloc[0]
         xs = np.geomspace(c.mn.min(), c.mn.max(), 50)
-        ax.plot(xs, np.exp(f.intercept) * xs ** f.slope, "k-",
-                label=f"fit: slope {f.slope:.2f} [{f.lo:.2f}, {f.hi:.2f}]")
+        ax.plot(xs, np.exp(f.intercept) * xs**f.slope, "k-", label=f"fit: slope {f.slope:.2f} [{f.lo:.2f}, {f.hi:.2f}]")
         ref = np.exp(np.log(c.abs_change).mean()) * (xs / np.exp(np.log(c.mn).mean())) ** exponent
         ax.plot(xs, ref, "k:", label=f"slope {exponent:g} (Theorem 1)")
         ax.set(yscale="log", xlabel="mn", ylabel=r"$|K_T - K_0|$", title=entry)
@@ -343,6 +403,7 @@ def plot_trajectories(traj, configs, entry, ax=None):
     """``|K_t - K_0|`` of ``entry`` (mean over seeds) along training for the pairs of panel (b):
     single models ``n = d^2`` (solid) and ensembles ``m = n = d`` (dashed), one colour per ``d``."""
     import matplotlib.pyplot as plt
+
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.8))
     b = configs[configs.panel == "b"]
@@ -353,8 +414,13 @@ def plot_trajectories(traj, configs, entry, ax=None):
         for role, style in (("baseline", "-"), ("ensemble", "--")):
             row = b[(b.d == d) & (b.role == role)].iloc[0]
             q = t[(t.m == row.m) & (t.n == row.n)]
-            ax.plot(q.epoch, q.abs_change, style, color=cmap(k / max(1, len(ds) - 1)),
-                    label=f"d = {int(d)}" if role == "baseline" else None)
+            ax.plot(
+                q.epoch,
+                q.abs_change,
+                style,
+                color=cmap(k / max(1, len(ds) - 1)),
+                label=f"d = {int(d)}" if role == "baseline" else None,
+            )
     ax.plot([], [], "k-", label="m = 1, n = d$^2$")
     ax.plot([], [], "k--", label="m = n = d")
     ax.set(yscale="log", xlabel="epoch t", ylabel=r"$|K_t - K_0|$", title=f"{entry}, panel (b) pairs")

@@ -34,6 +34,7 @@ from cepaper.training.gd import batches
 # Training R repetitions of one (m, n) as one batched model
 # ---------------------------------------------------------------------------------------------
 
+
 def _check_seed(seed, rep):
     nonneg_int("seed", seed)
     if isinstance(rep, bool) or not isinstance(rep, (int, np.integer)) or rep < 0:
@@ -62,13 +63,22 @@ def build(n_in, n, m, seeds, depth=6, classes=10, bias=False, dtype=torch.float3
     if not seeds:
         raise ValueError("reps must name at least one repetition, got []")
     m = positive_int("m", m)
-    model = CollegialMLP(n_in, n, m=len(seeds) * m, depth=positive_int("depth", depth) - 1, bias=bias,
-                         outputs=classes, generator=torch.Generator(device=device), dtype=dtype, device=device)
+    model = CollegialMLP(
+        n_in,
+        n,
+        m=len(seeds) * m,
+        depth=positive_int("depth", depth) - 1,
+        bias=bias,
+        outputs=classes,
+        generator=torch.Generator(device=device),
+        dtype=dtype,
+        device=device,
+    )
     with torch.no_grad():  # every block redrawn from its own stream, layer by layer (as reset_parameters)
         for r, s in enumerate(seeds):
             gen = torch.Generator(device=device).manual_seed(s)
             for p in model.parameters():
-                p[r * m:(r + 1) * m].normal_(generator=gen)
+                p[r * m : (r + 1) * m].normal_(generator=gen)
     return model
 
 
@@ -83,13 +93,33 @@ def error_rates(model, m, x, y, chunk=1000):
     """Error rate of every repetition on ``(x, y)``: ``(R,)`` float64, evaluated in chunks of rows."""
     wrong = 0
     for i in range(0, len(y), chunk):
-        wrong = wrong + (ensemble_logits(model, x[i:i + chunk], m).argmax(-1) != y[i:i + chunk]).sum(1)
+        wrong = wrong + (ensemble_logits(model, x[i : i + chunk], m).argmax(-1) != y[i : i + chunk]).sum(1)
     return wrong.to("cpu", torch.float64) / len(y)
 
 
-def train_reps(x, y, x_test, y_test, m, n, reps, *, depth=6, classes=10, epochs, lr, batch_size, seed=0, bias=False,
-          device="cpu", dtype=torch.float32, checkpoint=None, checkpoint_every=1, progress=False,
-          eval_chunk=1000):
+def train_reps(
+    x,
+    y,
+    x_test,
+    y_test,
+    m,
+    n,
+    reps,
+    *,
+    depth=6,
+    classes=10,
+    epochs,
+    lr,
+    batch_size,
+    seed=0,
+    bias=False,
+    device="cpu",
+    dtype=torch.float32,
+    checkpoint=None,
+    checkpoint_every=1,
+    progress=False,
+    eval_chunk=1000,
+):
     """Train repetitions ``reps`` of the ensemble ``(m, n)`` with Adam, as one batched model.
 
     Args:
@@ -108,8 +138,10 @@ def train_reps(x, y, x_test, y_test, m, n, reps, *, depth=6, classes=10, epochs,
     checkpoint_every = positive_int("checkpoint_every", checkpoint_every)
     reps = [int(r) for r in reps]
     if x.ndim != 2 or y.shape != (len(x),) or x_test.ndim != 2 or y_test.shape != (len(x_test),):
-        raise ValueError(f"x, x_test must be (N, D) and y, y_test (N,); got {tuple(x.shape)}, {tuple(y.shape)}, "
-                         f"{tuple(x_test.shape)}, {tuple(y_test.shape)}")
+        raise ValueError(
+            f"x, x_test must be (N, D) and y, y_test (N,); got {tuple(x.shape)}, {tuple(y.shape)}, "
+            f"{tuple(x_test.shape)}, {tuple(y_test.shape)}"
+        )
     classes = positive_int("classes", classes)
     if min(y.min(), y_test.min()) < 0 or max(y.max(), y_test.max()) >= classes:
         raise ValueError(f"labels must lie in 0..{classes - 1} (classes = {classes})")
@@ -118,22 +150,41 @@ def train_reps(x, y, x_test, y_test, m, n, reps, *, depth=6, classes=10, epochs,
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     x, x_test = x.to(device=device, dtype=dtype), x_test.to(device=device, dtype=dtype)
     y, y_test = y.to(device), y_test.to(device)
-    settings = None if checkpoint is None else dict(
-        m=m, n=n, reps=reps, depth=depth, classes=classes, epochs=epochs, lr=lr, batch_size=batch_size,
-        seed=seed, bias=bias, dtype=str(dtype), data=files.digest(x, y, x_test, y_test))
+    settings = (
+        None
+        if checkpoint is None
+        else dict(
+            m=m,
+            n=n,
+            reps=reps,
+            depth=depth,
+            classes=classes,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            bias=bias,
+            dtype=str(dtype),
+            data=files.digest(x, y, x_test, y_test),
+        )
+    )
     start, hist = 0, {"test_error": [error_rates(model, m, x_test, y_test, eval_chunk)], "train_loss": []}
-    if checkpoint is not None and (state := spine.resume(checkpoint, settings, model=model, optimizer=opt,
-                                                         required=("epoch", "history"))) is not None:
+    if (
+        checkpoint is not None
+        and (state := spine.resume(checkpoint, settings, model=model, optimizer=opt, required=("epoch", "history")))
+        is not None
+    ):
         start, hist = state["epoch"], state["history"]
     R = len(reps)
-    for epoch in tqdm(range(start, epochs), initial=start, total=epochs, disable=not progress,
-                      desc=f"m={m} n={n}", leave=False):
+    for epoch in tqdm(
+        range(start, epochs), initial=start, total=epochs, disable=not progress, desc=f"m={m} n={n}", leave=False
+    ):
         order = np.stack([np.concatenate(batches(len(y), batch_size, order_seed(seed, r), epoch)) for r in reps])
         order = torch.as_tensor(order, device=device)
         loss_sum = torch.zeros(R, dtype=torch.float64, device=device)
         for i in range(0, len(y), batch_size):
-            idx = order[:, i:i + batch_size]                                   # (R, B)
-            logits = ensemble_logits(model, x[idx], m)                         # (R, B, C)
+            idx = order[:, i : i + batch_size]  # (R, B)
+            logits = ensemble_logits(model, x[idx], m)  # (R, B, C)
             per = F.cross_entropy(logits.flatten(0, 1), y[idx].flatten(), reduction="none").view(R, -1)
             opt.zero_grad(set_to_none=True)
             per.mean(1).sum().backward()
@@ -142,12 +193,25 @@ def train_reps(x, y, x_test, y_test, m, n, reps, *, depth=6, classes=10, epochs,
         hist["train_loss"].append((loss_sum / len(y)).cpu())
         hist["test_error"].append(error_rates(model, m, x_test, y_test, eval_chunk))
         if checkpoint is not None and (epoch + 1) % checkpoint_every == 0:
-            spine.save_checkpoint(checkpoint, {"epoch": epoch + 1, "model": model.state_dict(),
-                                               "optimizer": opt.state_dict(), "history": hist, "settings": settings})
-    return {"m": m, "n": n, "reps": reps, "epoch": list(range(epochs + 1)),
-            "test_error": torch.stack(hist["test_error"], 1).tolist(),
-            "train_loss": torch.stack(hist["train_loss"], 1).tolist(),
-            "wall_s": time.perf_counter() - started}
+            spine.save_checkpoint(
+                checkpoint,
+                {
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "history": hist,
+                    "settings": settings,
+                },
+            )
+    return {
+        "m": m,
+        "n": n,
+        "reps": reps,
+        "epoch": list(range(epochs + 1)),
+        "test_error": torch.stack(hist["test_error"], 1).tolist(),
+        "train_loss": torch.stack(hist["train_loss"], 1).tolist(),
+        "wall_s": time.perf_counter() - started,
+    }
 
 
 def train_reps_grid(x, y, x_test, y_test, configs, reps, *, cache=None, progress=False, **train_kw):
@@ -163,8 +227,11 @@ def train_reps_grid(x, y, x_test, y_test, configs, reps, *, cache=None, progress
     data = None if cache is None else files.digest(x, y, x_test, y_test)
     options = {k: str(v) if k in ("device", "dtype") else v for k, v in train_kw.items() if k != "checkpoint_every"}
     jobs = [dict(m=m, n=n, reps=reps, data=data, **options) for m, n in pairs]
-    return spine.run_grid(jobs, lambda job, ckpt: train_reps(x, y, x_test, y_test, job["m"], job["n"], reps,
-                                                             checkpoint=ckpt, **train_kw),
-                          cache=cache, modules=("cepaper.models.mlp", "cepaper.training.gd", "cepaper.training.spine",
-                                                __name__),
-                          progress=progress, desc="models")
+    return spine.run_grid(
+        jobs,
+        lambda job, ckpt: train_reps(x, y, x_test, y_test, job["m"], job["n"], reps, checkpoint=ckpt, **train_kw),
+        cache=cache,
+        modules=("cepaper.models.mlp", "cepaper.training.gd", "cepaper.training.spine", __name__),
+        progress=progress,
+        desc="models",
+    )

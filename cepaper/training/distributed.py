@@ -64,9 +64,11 @@ def check_backend(backend, device):
         if not dist.is_nccl_available():
             raise ValueError("backend nccl is not available: this torch has no NCCL; use --backend gloo")
         if device.type != "cuda" or not torch.cuda.is_available():
-            raise ValueError(f"backend nccl needs CUDA GPUs, and the device is {device} "
-                             f"({'no GPU here' if not torch.cuda.is_available() else 'not a GPU'}); "
-                             "use --backend gloo on CPUs, or --device cuda on a GPU machine")
+            raise ValueError(
+                f"backend nccl needs CUDA GPUs, and the device is {device} "
+                f"({'no GPU here' if not torch.cuda.is_available() else 'not a GPU'}); "
+                "use --backend gloo on CPUs, or --device cuda on a GPU machine"
+            )
     if backend == "gloo" and not dist.is_gloo_available():
         raise ValueError("backend gloo is not available: this torch has no gloo; use --backend nccl on GPUs")
     return backend
@@ -82,8 +84,10 @@ def setup(device="cpu", backend=None):
     local = int(os.environ.get("LOCAL_RANK", 0))
     if device.type == "cuda" and device.index is None:
         if local >= torch.cuda.device_count():
-            raise ValueError(f"local rank {local} has no GPU: this node has {torch.cuda.device_count()}; "
-                             "start at most that many processes per node (--nproc-per-node)")
+            raise ValueError(
+                f"local rank {local} has no GPU: this node has {torch.cuda.device_count()}; "
+                "start at most that many processes per node (--nproc-per-node)"
+            )
         device = torch.device("cuda", local)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -104,15 +108,21 @@ def check_world(rec, size):
     micro-batches (``size`` divides ``batch_size / micro_batch``); return the micro-batches per rank."""
     micro = rec.micro_batch or rec.batch_size
     if rec.batch_size % micro:
-        raise ValueError(f"recipe {rec.name!r}: batch {rec.batch_size} is not a whole number of "
-                         f"micro-batches of {micro}")
+        raise ValueError(
+            f"recipe {rec.name!r}: batch {rec.batch_size} is not a whole number of micro-batches of {micro}"
+        )
     k = rec.batch_size // micro
     if size < 1 or k % size:
         ok = [d for d in range(1, k + 1) if k % d == 0]
-        why = (f"BatchNorm over the whole batch of {rec.batch_size} on one GPU" if k == 1
-               else f"{k} per-GPU batches of {micro}")
-        raise ValueError(f"world size {size} does not divide recipe {rec.name!r}'s batch of {rec.batch_size} "
-                         f"into its per-GPU batches ({why}): use {', '.join(map(str, ok))} process(es)")
+        why = (
+            f"BatchNorm over the whole batch of {rec.batch_size} on one GPU"
+            if k == 1
+            else f"{k} per-GPU batches of {micro}"
+        )
+        raise ValueError(
+            f"world size {size} does not divide recipe {rec.name!r}'s batch of {rec.batch_size} "
+            f"into its per-GPU batches ({why}): use {', '.join(map(str, ok))} process(es)"
+        )
     return k // size
 
 
@@ -148,7 +158,7 @@ def all_reduce_grads(params, w):
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     i = 0
     for p in params:
-        p.grad.copy_(flat[i:i + p.numel()].view_as(p.grad))
+        p.grad.copy_(flat[i : i + p.numel()].view_as(p.grad))
         i += p.numel()
 
 

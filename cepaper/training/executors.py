@@ -25,12 +25,16 @@ def executor(kind, folder, *, gpus_per_job=1, timeout_min=60 * 24 * 3, partition
     if kind == "inprocess":
         return None
     if kind == "slurm" and shutil.which("sbatch") is None:
-        raise ValueError("executor slurm needs SLURM, and there is no sbatch on this machine's PATH; run on a "
-                         "cluster's login node, or use --executor local (this machine's GPUs) or inprocess")
+        raise ValueError(
+            "executor slurm needs SLURM, and there is no sbatch on this machine's PATH; run on a "
+            "cluster's login node, or use --executor local (this machine's GPUs) or inprocess"
+        )
     import submitit
+
     folder = Path(folder)
     if kind == "local":
         import torch
+
         gpus = torch.cuda.device_count()
         gpus_per_job = min(gpus_per_job, gpus)
         ex = submitit.LocalExecutor(folder)
@@ -38,8 +42,13 @@ def executor(kind, folder, *, gpus_per_job=1, timeout_min=60 * 24 * 3, partition
         ex.cepaper_slots = gpu_slots(gpus, gpus_per_job)
     else:
         ex = submitit.SlurmExecutor(folder)
-        ex.update_parameters(time=timeout_min, gpus_per_node=gpus_per_job, ntasks_per_node=1,
-                             **({"partition": partition} if partition else {}), **slurm)
+        ex.update_parameters(
+            time=timeout_min,
+            gpus_per_node=gpus_per_job,
+            ntasks_per_node=1,
+            **({"partition": partition} if partition else {}),
+            **slurm,
+        )
     return ex
 
 
@@ -110,7 +119,7 @@ def map_runs(ex, fn, items, *, missing_ok=False, wait=True):
     items = list(items)
     if ex is None:
         return [fn(item) for item in items]
-    if getattr(ex, "cepaper_slots", None):   # one machine: each job on its own GPUs, as many at once as fit
+    if getattr(ex, "cepaper_slots", None):  # one machine: each job on its own GPUs, as many at once as fit
         jobs = _submit_in_slots(ex, fn, items)
     else:
         jobs = [ex.submit(fn, item) for item in items]

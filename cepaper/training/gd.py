@@ -43,7 +43,7 @@ def batches(n_examples, batch_size, seed, epoch):
     if batch_size is None or batch_size >= n_examples:
         return [np.arange(n_examples)]
     order = np.random.default_rng([seed, epoch]).permutation(n_examples)
-    return [order[i:i + batch_size] for i in range(0, n_examples, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, n_examples, batch_size)]
 
 
 def gd_step(model, x, y, lr):
@@ -60,14 +60,14 @@ def gd_step(model, x, y, lr):
 @torch.no_grad()
 def full_loss(model, x, y, chunk=8192):
     """``l2_loss`` of the model over all of ``(x, y)``, evaluated in chunks of ``chunk`` rows."""
-    total = sum((model(x[i:i + chunk]) - y[i:i + chunk]).pow(2).sum().item()
-                 for i in range(0, len(y), chunk))
+    total = sum((model(x[i : i + chunk]) - y[i : i + chunk]).pow(2).sum().item() for i in range(0, len(y), chunk))
     return 0.5 * total / len(y)
 
 
 def probe_ntk(model, probe):
     """Empirical ensemble NTK ``K_e(X_p, X_p)`` (Eq. 4) on probe inputs ``(P, D)``: ``(P, P)``."""
     from cepaper.ntk import empirical_ntk
+
     return empirical_ntk(model, probe)
 
 
@@ -78,9 +78,22 @@ def _record(history, model, x, y, probe, epoch, ntk_fn):
         history["ntk"].append(ntk_fn(model, probe).detach().to("cpu", torch.float64))
 
 
-
-def train_gd(model, x, y, *, epochs, lr, batch_size=None, probe=None, record_every=None, seed=0,
-          checkpoint=None, checkpoint_every=1, ntk_fn=None, progress=False):
+def train_gd(
+    model,
+    x,
+    y,
+    *,
+    epochs,
+    lr,
+    batch_size=None,
+    probe=None,
+    record_every=None,
+    seed=0,
+    checkpoint=None,
+    checkpoint_every=1,
+    ntk_fn=None,
+    progress=False,
+):
     """Train ``model`` in place by gradient descent on the L2 loss; record the probe NTK.
 
     Args:
@@ -112,18 +125,30 @@ def train_gd(model, x, y, *, epochs, lr, batch_size=None, probe=None, record_eve
     device = next(model.parameters()).device
     x, y = x.to(device), y.to(device)
     probe = probe.to(device) if probe is not None else None
-    settings = None if checkpoint is None else dict(
-        epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, record_every=record_every,
-        data=files.digest(x, y, probe))
+    settings = (
+        None
+        if checkpoint is None
+        else dict(
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            record_every=record_every,
+            data=files.digest(x, y, probe),
+        )
+    )
 
     start, history = 0, {"epoch": [], "loss": [], "ntk": []}
-    if checkpoint is not None and (state := spine.resume(checkpoint, settings, model=model,
-                                                         required=("epoch", "history"))) is not None:
+    if (
+        checkpoint is not None
+        and (state := spine.resume(checkpoint, settings, model=model, required=("epoch", "history"))) is not None
+    ):
         start, history = state["epoch"], state["history"]
     if not history["epoch"]:
         _record(history, model, x, y, probe, 0, ntk_fn)
-    for epoch in tqdm(range(start, epochs), initial=start, total=epochs, disable=not progress,
-                      desc="epochs", leave=False):
+    for epoch in tqdm(
+        range(start, epochs), initial=start, total=epochs, disable=not progress, desc="epochs", leave=False
+    ):
         for idx in batches(len(y), batch_size, seed, epoch):
             if len(idx) == len(y):  # full batch, in order: no copy
                 gd_step(model, x, y, lr)
@@ -134,8 +159,9 @@ def train_gd(model, x, y, *, epochs, lr, batch_size=None, probe=None, record_eve
         if done % every == 0 or done == epochs:
             _record(history, model, x, y, probe, done, ntk_fn)
         if checkpoint is not None and (done % checkpoint_every == 0 or done == epochs):
-            spine.save_checkpoint(checkpoint, {"epoch": done, "model": model.state_dict(), "history": history,
-                                         "settings": settings})
+            spine.save_checkpoint(
+                checkpoint, {"epoch": done, "model": model.state_dict(), "history": history, "settings": settings}
+            )
     out = dict(history)
     out["ntk"] = torch.stack(history["ntk"]) if history["ntk"] else None
     return out

@@ -14,10 +14,30 @@ from cepaper.training.recipes import RECIPES, data_digest
 from cepaper.training.sgd import final_error, init_seed, train_recipe
 
 
-def train_recipe_grid(configs, dataset, train, test, seeds, *, arch="resnext29", recipe_name="cifar", classes=10,
-                      stages=None, depth=None, epochs=None, cache=None, device="cpu", channels_last=False,
-                      bf16=False, workers=0, progress=False, rerun_stale=False,
-                      executor=None, missing_ok=False, wait=True):
+def train_recipe_grid(
+    configs,
+    dataset,
+    train,
+    test,
+    seeds,
+    *,
+    arch="resnext29",
+    recipe_name="cifar",
+    classes=10,
+    stages=None,
+    depth=None,
+    epochs=None,
+    cache=None,
+    device="cpu",
+    channels_last=False,
+    bf16=False,
+    workers=0,
+    progress=False,
+    rerun_stale=False,
+    executor=None,
+    missing_ok=False,
+    wait=True,
+):
     """Train every ResNeXt ``arch`` of ``configs`` (``CxDd``) once per seed with recipe ``recipe_name``
     (a key of ``RECIPES``); one record per run.
 
@@ -37,6 +57,7 @@ def train_recipe_grid(configs, dataset, train, test, seeds, *, arch="resnext29",
     instead of an error (:func:`missing_runs` lists them; :func:`grid_summary` leaves them out).
     """
     from cepaper.models.resnext import resnext
+
     if not isinstance(recipe_name, str) or recipe_name not in RECIPES:
         raise ValueError(f"recipe_name must be one of {', '.join(RECIPES)}, got {recipe_name!r}")
     seeds = [int(s) for s in seeds]
@@ -44,30 +65,81 @@ def train_recipe_grid(configs, dataset, train, test, seeds, *, arch="resnext29",
         raise ValueError(f"seeds must name at least one seed, each an integer >= 0, got {seeds}")
     net = {k: v for k, v in (("stages", None if stages is None else tuple(stages)), ("depth", depth)) if v is not None}
     data = {"train": data_digest(train), "test": data_digest(test)} if cache else None
-    jobs = [dict(dataset=dataset, arch=arch, config=config, seed=seed, recipe=recipe_name, classes=classes,
-                 epochs=epochs, data=data, bf16=bf16, channels_last=channels_last, device=str(device),
-                 **{k: list(v) if k == "stages" else v for k, v in net.items()})
-            for config in configs for seed in seeds]
+    jobs = [
+        dict(
+            dataset=dataset,
+            arch=arch,
+            config=config,
+            seed=seed,
+            recipe=recipe_name,
+            classes=classes,
+            epochs=epochs,
+            data=data,
+            bf16=bf16,
+            channels_last=channels_last,
+            device=str(device),
+            **{k: list(v) if k == "stages" else v for k, v in net.items()},
+        )
+        for config in configs
+        for seed in seeds
+    ]
 
     def one(job, checkpoint):
         torch.manual_seed(init_seed(job["seed"], job["config"]))
         model = resnext(arch, job["config"], classes, **net)
         t0 = time.perf_counter()
-        hist = train_recipe(model, train, test, recipe_name, epochs=epochs, seed=job["seed"], device=device,
-                            checkpoint=checkpoint, channels_last=channels_last, bf16=bf16, workers=workers,
-                            progress=progress)
-        return {"dataset": dataset, "arch": arch, "config": job["config"], "recipe": recipe_name, "seed": job["seed"],
-                "params": sum(p.numel() for p in model.parameters()), "history": hist,
-                "final_top1": final_error(hist), "final_top5": final_error(hist, "test_top5"),
-                "wall_s": time.perf_counter() - t0}
+        hist = train_recipe(
+            model,
+            train,
+            test,
+            recipe_name,
+            epochs=epochs,
+            seed=job["seed"],
+            device=device,
+            checkpoint=checkpoint,
+            channels_last=channels_last,
+            bf16=bf16,
+            workers=workers,
+            progress=progress,
+        )
+        return {
+            "dataset": dataset,
+            "arch": arch,
+            "config": job["config"],
+            "recipe": recipe_name,
+            "seed": job["seed"],
+            "params": sum(p.numel() for p in model.parameters()),
+            "history": hist,
+            "final_top1": final_error(hist),
+            "final_top5": final_error(hist, "test_top5"),
+            "wall_s": time.perf_counter() - t0,
+        }
 
-    out = spine.run_grid(jobs, one, cache=cache, required=RECORD_KEYS, progress=progress, desc=f"{dataset} runs",
-                         by_definition=True, key=definition, rerun_stale=rerun_stale, executor=executor,
-                         missing_ok=missing_ok, wait=wait,
-                         modules=("cepaper.models.resnext", "cepaper.training.recipes", "cepaper.training.sgd",
-                                  "cepaper.training.spine", __name__))
-    return [{**{k: job[k] for k in ("dataset", "arch", "config", "recipe", "seed")}, **r} if r.get("missing") else r
-            for job, r in zip(jobs, out)]
+    out = spine.run_grid(
+        jobs,
+        one,
+        cache=cache,
+        required=RECORD_KEYS,
+        progress=progress,
+        desc=f"{dataset} runs",
+        by_definition=True,
+        key=definition,
+        rerun_stale=rerun_stale,
+        executor=executor,
+        missing_ok=missing_ok,
+        wait=wait,
+        modules=(
+            "cepaper.models.resnext",
+            "cepaper.training.recipes",
+            "cepaper.training.sgd",
+            "cepaper.training.spine",
+            __name__,
+        ),
+    )
+    return [
+        {**{k: job[k] for k in ("dataset", "arch", "config", "recipe", "seed")}, **r} if r.get("missing") else r
+        for job, r in zip(jobs, out)
+    ]
 
 
 def definition(job):
@@ -75,14 +147,17 @@ def definition(job):
     (every setting, the epochs applied; not its citation)."""
     rec = recipes.recipe(job["recipe"])
     rec = rec.scaled(job["epochs"]) if job.get("epochs") is not None else rec
-    return {**{k: v for k, v in job.items() if k != "device"},
-            "recipe": {k: v for k, v in asdict(rec).items() if k != "source"}}
+    return {
+        **{k: v for k, v in job.items() if k != "device"},
+        "recipe": {k: v for k, v in asdict(rec).items() if k != "source"},
+    }
 
 
 def stale_runs(records):
     """The runs of ``records`` made by older code: ``dataset, config, recipe, seed, commit, files``."""
-    return [{**{k: r[k] for k in ("dataset", "config", "recipe", "seed")}, **r["stale"]}
-            for r in records if r.get("stale")]
+    return [
+        {**{k: r[k] for k in ("dataset", "config", "recipe", "seed")}, **r["stale"]} for r in records if r.get("stale")
+    ]
 
 
 def finished_runs(records):
@@ -92,8 +167,11 @@ def finished_runs(records):
 
 def missing_runs(records):
     """The runs of ``records`` without results: ``dataset, config, recipe, seed, missing, why, job``."""
-    return [{k: r.get(k) for k in ("dataset", "config", "recipe", "seed", "missing", "why", "job")}
-            for r in records if r.get("missing")]
+    return [
+        {k: r.get(k) for k in ("dataset", "config", "recipe", "seed", "missing", "why", "job")}
+        for r in records
+        if r.get("missing")
+    ]
 
 
 def _runs(n):
@@ -113,22 +191,27 @@ def run_status(records):
         for state in ("failed", "pending"):
             ms = [m for m in lost if m["missing"] == state]
             if ms:
-                kinds.append(f"{len(ms)} {state}" + (f", e.g. {ms[0]['config']} seed {ms[0]['seed']}: {ms[0]['why']}"
-                                                      if state == "failed" else ""))
-        out.append(f"{len(lost)} {'is' if len(lost) == 1 else 'are'} missing ({'; '.join(kinds)}): the tables show "
-                   "the finished runs, and running again resumes the others.")
+                kinds.append(
+                    f"{len(ms)} {state}"
+                    + (f", e.g. {ms[0]['config']} seed {ms[0]['seed']}: {ms[0]['why']}" if state == "failed" else "")
+                )
+        out.append(
+            f"{len(lost)} {'is' if len(lost) == 1 else 'are'} missing ({'; '.join(kinds)}): the tables show "
+            "the finished runs, and running again resumes the others."
+        )
     if old:
         commits = {}
         for s in old:
             commits.setdefault((s["commit"] or "unknown")[:12], set()).update(s["files"])
-        out.append(f"{_runs(len(old))} {'is' if len(old) == 1 else 'are'} stale, trained by older code ("
-                   + "; ".join(f"commit {c}, changed since: {', '.join(sorted(f))}" for c, f in commits.items())
-                   + "): reused as they are, and --rerun-stale trains them again.")
+        out.append(
+            f"{_runs(len(old))} {'is' if len(old) == 1 else 'are'} stale, trained by older code ("
+            + "; ".join(f"commit {c}, changed since: {', '.join(sorted(f))}" for c, f in commits.items())
+            + "): reused as they are, and --rerun-stale trains them again."
+        )
     return " ".join(out)
 
 
-RECORD_KEYS = ("dataset", "arch", "config", "recipe", "seed", "params", "history", "final_top1", "final_top5",
-               "wall_s")
+RECORD_KEYS = ("dataset", "arch", "config", "recipe", "seed", "params", "history", "final_top1", "final_top5", "wall_s")
 
 
 def grid_summary(records, last=1):
@@ -141,13 +224,26 @@ def grid_summary(records, last=1):
     a model none of whose runs finished has no row."""
     last = positive_int("last", last)
     records = finished_runs(records)
-    df = pd.DataFrame([{**{k: r[k] for k in ("dataset", "arch", "config", "recipe", "params")},
-                        "final_top1": final_error(r["history"], "test_top1", last),
-                        "final_top5": final_error(r["history"], "test_top5", last),
-                        "stale": bool(r.get("stale"))} for r in records],
-                      columns=["dataset", "arch", "config", "recipe", "params", "final_top1", "final_top5", "stale"])
+    df = pd.DataFrame(
+        [
+            {
+                **{k: r[k] for k in ("dataset", "arch", "config", "recipe", "params")},
+                "final_top1": final_error(r["history"], "test_top1", last),
+                "final_top5": final_error(r["history"], "test_top5", last),
+                "stale": bool(r.get("stale")),
+            }
+            for r in records
+        ],
+        columns=["dataset", "arch", "config", "recipe", "params", "final_top1", "final_top5", "stale"],
+    )
     g = df.groupby(["dataset", "arch", "config", "recipe"], sort=False)
-    out = g.agg(params=("params", "first"), top1=("final_top1", "mean"), top1_sd=("final_top1", "std"),
-                top5=("final_top5", "mean"), runs=("final_top1", "size"), stale=("stale", "sum")).reset_index()
+    out = g.agg(
+        params=("params", "first"),
+        top1=("final_top1", "mean"),
+        top1_sd=("final_top1", "std"),
+        top5=("final_top5", "mean"),
+        runs=("final_top1", "size"),
+        stale=("stale", "sum"),
+    ).reset_index()
     out["top1_sem"] = out.pop("top1_sd") / np.sqrt(out["runs"])
     return out

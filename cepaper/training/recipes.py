@@ -101,10 +101,13 @@ class Recipe:
             raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
-        if self.stats is not None and (self.normalize != "channel" or len(self.stats) != 2
-                                       or len(self.stats[0]) != len(self.stats[1])):
-            raise ValueError(f"stats must be None or per-channel (mean, std) of equal lengths with normalize "
-                             f"'channel', got {self.stats!r} with normalize {self.normalize!r}")
+        if self.stats is not None and (
+            self.normalize != "channel" or len(self.stats) != 2 or len(self.stats[0]) != len(self.stats[1])
+        ):
+            raise ValueError(
+                f"stats must be None or per-channel (mean, std) of equal lengths with normalize "
+                f"'channel', got {self.stats!r} with normalize {self.normalize!r}"
+            )
         if not 0 < self.gamma <= 1:
             raise ValueError(f"gamma must be in (0, 1], got {self.gamma!r}")
         for m in self.milestones:
@@ -123,6 +126,7 @@ class Recipe:
         return replace(self, epochs=epochs, milestones=ms)
 
 
+# fmt: off
 _CIFAR = Recipe("cifar", 300, 128, 0.1, 5e-4, (150, 225), 0.1, micro_batch=16, augment="crop_flip", pad=4,
                 stats=CIFAR_STATS, resolution=32,
                 source="Sec. 4.2.1, following Xie et al. [20] Sec. 5.1; 8 GPUs (Table 1), 16 images per GPU")
@@ -145,11 +149,17 @@ RECIPES = {
                          source="App. A.2 (normalization and augmentation 'as in [3]', "
                                 "as the authors' code does them)"),
 }
+# fmt: on
 
 
 #: The recipe of each dataset.
-DATASET_RECIPE = {"cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet",
-                  "imagenet32": "imagenet32", "imagenet64": "imagenet64"}
+DATASET_RECIPE = {
+    "cifar10": "cifar",
+    "cifar100": "cifar",
+    "imagenet": "imagenet",
+    "imagenet32": "imagenet32",
+    "imagenet64": "imagenet64",
+}
 
 
 def recipe(name):
@@ -165,6 +175,7 @@ def dataset_stats(ds, max_images=50000):
     """Per-channel ``(mean, std)`` of a dataset's pixels in [0, 1]: ``cepaper.data.STATS`` when it
     has the dataset, else computed from the first ``max_images`` images of ``ds`` (in-memory)."""
     from cepaper import data
+
     if ds.name in data.STATS:
         return data.STATS[ds.name]
     x = ds.x[:max_images]
@@ -182,7 +193,7 @@ def mean_image(ds, chunk=2048):
         x = ds.x if ds.x.ndim == 4 else ds.x[..., None]
         total = np.zeros(x.shape[1:], np.float64)
         for i in range(0, len(x), chunk):
-            total += np.asarray(x[i:i + chunk], dtype=np.float64).sum(0)
+            total += np.asarray(x[i : i + chunk], dtype=np.float64).sum(0)
         _MEAN_IMAGES[key] = (total / (255.0 * len(x))).astype(np.float32)
     return _MEAN_IMAGES[key]
 
@@ -193,8 +204,10 @@ def input_stats(rec, ds):
     of ``ds`` ``(H, W, C)`` and a std of 1 (``"mean_image"``, in-memory data only)."""
     if rec.normalize == "mean_image":
         if is_folder(ds):
-            raise ValueError(f"recipe {rec.name!r} normalizes by the mean image, which needs in-memory images, "
-                             f"not the folder dataset {getattr(ds, 'name', '?')!r}")
+            raise ValueError(
+                f"recipe {rec.name!r} normalizes by the mean image, which needs in-memory images, "
+                f"not the folder dataset {getattr(ds, 'name', '?')!r}"
+            )
         m = mean_image(ds)
         return m, (1.0,) * m.shape[-1]
     if rec.stats is not None:
@@ -212,8 +225,11 @@ def normalize(x, mean, std):
 
 def augment_params(batch, size, pad, generator, flip_only=False):
     """Random crop offsets ``(B, 2)`` in ``[0, 2 pad]`` (zeros with ``flip_only``) and flip flags ``(B,)``."""
-    offsets = (torch.zeros(batch, 2, dtype=torch.int64) if flip_only
-               else torch.randint(0, 2 * pad + 1, (batch, 2), generator=generator))
+    offsets = (
+        torch.zeros(batch, 2, dtype=torch.int64)
+        if flip_only
+        else torch.randint(0, 2 * pad + 1, (batch, 2), generator=generator)
+    )
     flips = torch.rand(batch, generator=generator) < 0.5
     return offsets, flips
 
@@ -233,10 +249,10 @@ def augment(x, offsets, flips, pad, fill=0):
     if pad:
         xp = torch.empty(b, h + 2 * pad, w + 2 * pad, c, dtype=x.dtype, device=dev)
         xp[:] = torch.as_tensor(fill, dtype=x.dtype, device=dev)
-        xp[:, pad:pad + h, pad:pad + w] = x
+        xp[:, pad : pad + h, pad : pad + w] = x
     cols = torch.arange(w, device=dev)
     cols = torch.where(flips[:, None], w - 1 - cols, cols) + offsets[:, 1:2]  # (B, W)
-    rows = torch.arange(h, device=dev) + offsets[:, 0:1]                       # (B, H)
+    rows = torch.arange(h, device=dev) + offsets[:, 0:1]  # (B, H)
     return xp[torch.arange(b, device=dev)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
@@ -258,6 +274,7 @@ def data_digest(ds, max_images=65536):
 
 def _folder_stats(ds):
     from cepaper import data
+
     if ds.name not in data.STATS:
         raise ValueError(f"no channel statistics for the folder dataset {ds.name!r}: add them to cepaper.data.STATS")
     return data.STATS[ds.name]

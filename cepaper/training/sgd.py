@@ -25,8 +25,16 @@ from tqdm import tqdm
 
 from cepaper._checks import nonneg_int, positive_int
 from cepaper.training import distributed, spine
-from cepaper.training.recipes import (DATASET_RECIPE, augment, augment_params, data_digest, input_stats, is_folder,
-                                      normalize, recipe)
+from cepaper.training.recipes import (
+    DATASET_RECIPE,
+    augment,
+    augment_params,
+    data_digest,
+    input_stats,
+    is_folder,
+    normalize,
+    recipe,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -42,12 +50,13 @@ def topk_errors(logits, y, ks=(1, 5)):
     kmax = min(max(ks), logits.shape[1])
     top = logits.topk(kmax, dim=1).indices
     hit = top == y[:, None]
-    return [int(len(y) - hit[:, :min(k, kmax)].any(1).sum()) for k in ks]
+    return [int(len(y) - hit[:, : min(k, kmax)].any(1).sum()) for k in ks]
 
 
 # ---------------------------------------------------------------------------------------------
 # Batches of one epoch: in-memory arrays (device augmentation) or a folder (DataLoader)
 # ---------------------------------------------------------------------------------------------
+
 
 def _epoch_generator(seed, epoch):
     return torch.Generator().manual_seed(spine.derive_seed(seed, epoch))
@@ -88,7 +97,7 @@ class ArrayData:
         g = _epoch_generator(seed, epoch)
         order = torch.randperm(len(self), generator=g).to(self.y.device)
         for i in range(0, len(self), rec.batch_size):
-            idx = order[i:i + rec.batch_size]
+            idx = order[i : i + rec.batch_size]
             offsets, flips = augment_params(len(idx), self.x.shape[1], rec.pad, g, rec.augment == "flip")
             a, b = self._span(len(idx))
             idx, offsets, flips = idx[a:b], offsets[a:b], flips[a:b]
@@ -107,6 +116,7 @@ def folder_transforms(rec, stats, train):
     recipe has it) and flip for training, ``Resize(test_resize)`` + ``CenterCrop(res)`` for testing;
     then ``ToTensor`` and ``Normalize``."""
     from torchvision import transforms as T
+
     tail = [T.ToTensor(), T.Normalize(*stats)]
     if train:
         cj = rec.color_jitter
@@ -145,10 +155,16 @@ class FolderData:
         return [w * min(local, count - i) for i in range(0, count, local)]
 
     def _loader(self, transform, batch_size, generator=None, sampler=None):
-        return torch.utils.data.DataLoader(_Transformed(self.ds, transform), batch_size=batch_size,
-                                           shuffle=generator is not None and sampler is None, generator=generator,
-                                           sampler=sampler, num_workers=self.workers,
-                                           pin_memory=self.device.type == "cuda", persistent_workers=False)
+        return torch.utils.data.DataLoader(
+            _Transformed(self.ds, transform),
+            batch_size=batch_size,
+            shuffle=generator is not None and sampler is None,
+            generator=generator,
+            sampler=sampler,
+            num_workers=self.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
 
     def _to(self, loader):
         for x, y in loader:
@@ -156,12 +172,13 @@ class FolderData:
 
     def train_batches(self, rec, seed, epoch):
         g = _epoch_generator(seed, epoch)
-        torch.manual_seed(int(torch.randint(0, 2 ** 62, (1,), generator=g)) + self.world.rank)  # the transforms' RNG
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)) + self.world.rank)  # the transforms' RNG
         transform = folder_transforms(rec, self.stats, True)
         if self.world.size == 1:
             return self._to(self._loader(transform, rec.batch_size, g))
-        sampler = torch.utils.data.DistributedSampler(self.ds, self.world.size, self.world.rank, shuffle=True,
-                                                      seed=spine.derive_seed(seed), drop_last=False)
+        sampler = torch.utils.data.DistributedSampler(
+            self.ds, self.world.size, self.world.rank, shuffle=True, seed=spine.derive_seed(seed), drop_last=False
+        )
         sampler.set_epoch(epoch)
         return self._to(self._loader(transform, rec.batch_size // self.world.size, g, sampler))
 
@@ -169,9 +186,14 @@ class FolderData:
         ds = self.ds
         if self.world.size > 1:
             ds = torch.utils.data.Subset(ds, range(*distributed.shard(len(ds), self.world)))
-        return self._to(torch.utils.data.DataLoader(
-            _Transformed(ds, folder_transforms(self.rec, self.stats, False)), batch_size=batch_size,
-            num_workers=self.workers, pin_memory=self.device.type == "cuda"))
+        return self._to(
+            torch.utils.data.DataLoader(
+                _Transformed(ds, folder_transforms(self.rec, self.stats, False)),
+                batch_size=batch_size,
+                num_workers=self.workers,
+                pin_memory=self.device.type == "cuda",
+            )
+        )
 
 
 def device_data(ds, device, stats, rec=None, workers=0, world=None):
@@ -188,6 +210,7 @@ def device_data(ds, device, stats, rec=None, workers=0, world=None):
 # Training
 # ---------------------------------------------------------------------------------------------
 
+
 @torch.no_grad()
 def evaluate(model, data, batch_size=1000, amp_dtype=None, channels_last=False):
     """``{"loss", "top1", "top5"}`` of ``model`` on a device dataset (errors in %, mean loss); across
@@ -195,13 +218,16 @@ def evaluate(model, data, batch_size=1000, amp_dtype=None, channels_last=False):
     model.eval()
     w = getattr(data, "world", None) or distributed.World()
     device = next(model.parameters()).device
-    sums = torch.zeros(4, dtype=torch.float64, device=device)       # loss, top-1 and top-5 errors, images
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top-1 and top-5 errors, images
     for x, y in data.test_batches(batch_size):
         x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             out = model(x)
-        sums += torch.tensor([F.cross_entropy(out.float(), y, reduction="sum").item(), *topk_errors(out, y), len(y)],
-                             dtype=torch.float64, device=device)
+        sums += torch.tensor(
+            [F.cross_entropy(out.float(), y, reduction="sum").item(), *topk_errors(out, y), len(y)],
+            dtype=torch.float64,
+            device=device,
+        )
     loss, e1, e5, n = distributed.all_reduce_sum(sums, w).tolist()
     return {"loss": loss / n, "top1": 100.0 * e1 / n, "top5": 100.0 * e5 / n}
 
@@ -212,8 +238,22 @@ def _optimizer(model, rec):
     return opt, sched
 
 
-def train_recipe(model, train, test, recipe_name="cifar", *, epochs=None, seed=0, device="cpu", checkpoint=None,
-        channels_last=False, bf16=False, eval_batch=1000, workers=0, progress=False):
+def train_recipe(
+    model,
+    train,
+    test,
+    recipe_name="cifar",
+    *,
+    epochs=None,
+    seed=0,
+    device="cpu",
+    checkpoint=None,
+    channels_last=False,
+    bf16=False,
+    eval_batch=1000,
+    workers=0,
+    progress=False,
+):
     """Train ``model`` on ``train`` with a recipe, evaluating on ``test`` after every epoch.
 
     Args:
@@ -255,44 +295,68 @@ def train_recipe(model, train, test, recipe_name="cifar", *, epochs=None, seed=0
     if channels_last:
         model.to(memory_format=torch.channels_last)
     distributed.broadcast_state(model, w)
-    if w.rank > 0:                                    # each rank its own stream (Dropout); rank 0 the caller's
+    if w.rank > 0:  # each rank its own stream (Dropout); rank 0 the caller's
         torch.manual_seed(spine.derive_seed(seed, "rank", w.rank))
     stats = input_stats(rec, train)
     tr, te = device_data(train, device, stats, rec, workers, w), device_data(test, device, stats, rec, workers, w)
     opt, sched = _optimizer(model, rec)
     amp = torch.bfloat16 if bf16 else None
-    settings = None if checkpoint is None else dict(recipe=asdict(rec), seed=seed, channels_last=channels_last,
-                                                    bf16=bf16, train=data_digest(train), test=data_digest(test))
+    settings = (
+        None
+        if checkpoint is None
+        else dict(
+            recipe=asdict(rec),
+            seed=seed,
+            channels_last=channels_last,
+            bf16=bf16,
+            train=data_digest(train),
+            test=data_digest(test),
+        )
+    )
     if settings is not None and w.size > 1:
-        settings["world_size"] = w.size               # one process: none, as before (its checkpoints resume)
+        settings["world_size"] = w.size  # one process: none, as before (its checkpoints resume)
     keys = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "seconds")
     history = {k: [] for k in keys}
     start = 0
     if checkpoint is not None and w.size > 1:
         if w.writer:
-            spine.check_checkpoint(checkpoint)           # a damaged one is moved aside by one rank, not all
+            spine.check_checkpoint(checkpoint)  # a damaged one is moved aside by one rank, not all
         distributed.barrier(w)
     if checkpoint is not None and Path(checkpoint).exists():
-        state = spine.resume(checkpoint, settings, model=model, optimizer=opt, scheduler=sched, rng=True,
-                             required=CHECKPOINT_KEYS, name="a checkpoint of train_recipe",
-                             refuse=lambda old: _refuse_checkpoint(old, settings))
+        state = spine.resume(
+            checkpoint,
+            settings,
+            model=model,
+            optimizer=opt,
+            scheduler=sched,
+            rng=True,
+            required=CHECKPOINT_KEYS,
+            name="a checkpoint of train_recipe",
+            refuse=lambda old: _refuse_checkpoint(old, settings),
+        )
         if state is not None and w.size > 1:
             spine.set_rng_state(state["rng_ranks"][w.rank])
         start, history = (state["epoch"], state["history"]) if state is not None else (start, history)
-    for epoch in tqdm(range(start, rec.epochs), initial=start, total=rec.epochs, disable=not progress or not w.writer,
-                      desc="epochs", leave=False):
+    for epoch in tqdm(
+        range(start, rec.epochs),
+        initial=start,
+        total=rec.epochs,
+        disable=not progress or not w.writer,
+        desc="epochs",
+        leave=False,
+    ):
         t0 = time.perf_counter()
         lr = opt.param_groups[0]["lr"]
         model.train()
         loss_sum, wrong, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
         for (x, y), n in zip(tr.train_batches(rec, seed, epoch), tr.batch_sizes(rec)):
             opt.zero_grad(set_to_none=True)
-            for xm, ym in zip(x.split(micro), y.split(micro)):       # the paper's per-GPU batches
+            for xm, ym in zip(x.split(micro), y.split(micro)):  # the paper's per-GPU batches
                 xm = xm.contiguous(memory_format=torch.channels_last) if channels_last else xm
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                     out = model(xm)
                     loss = F.cross_entropy(out.float(), ym, reduction="sum")
-                (loss / n).backward()                                 # n: the global batch, all ranks
+                (loss / n).backward()  # n: the global batch, all ranks
                 loss_sum += loss.detach()
                 wrong += (out.detach().argmax(1) != ym).sum()
             distributed.all_reduce_grads(model.parameters(), w)
@@ -302,23 +366,41 @@ def train_recipe(model, train, test, recipe_name="cifar", *, epochs=None, seed=0
         loss_sum, wrong = distributed.all_reduce_sum(torch.stack([loss_sum, wrong.to(loss_sum.dtype)]), w).tolist()
         distributed.average_buffers(model, w)
         ev = evaluate(model, te, eval_batch, amp, channels_last)
-        row = dict(epoch=epoch + 1, lr=lr, train_loss=loss_sum / seen, train_top1=100.0 * wrong / seen,
-                   test_loss=ev["loss"], test_top1=ev["top1"], test_top5=ev["top5"],
-                   seconds=time.perf_counter() - t0)
+        row = dict(
+            epoch=epoch + 1,
+            lr=lr,
+            train_loss=loss_sum / seen,
+            train_top1=100.0 * wrong / seen,
+            test_loss=ev["loss"],
+            test_top1=ev["top1"],
+            test_top5=ev["top5"],
+            seconds=time.perf_counter() - t0,
+        )
         for k in keys:
             history[k].append(row[k])
         if checkpoint is not None:
             rngs = distributed.gather_objects(spine.rng_state(), w)
             if w.writer:
-                spine.save_checkpoint(checkpoint, {"epoch": epoch + 1, "model": model.state_dict(),
-                                                   "optimizer": opt.state_dict(),
-                                             "scheduler": sched.state_dict(), "rng": spine.rng_state(),
-                                             "history": history,
-                                             "settings": settings, **({"rng_ranks": rngs} if w.size > 1 else {})})
+                spine.save_checkpoint(
+                    checkpoint,
+                    {
+                        "epoch": epoch + 1,
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "rng": spine.rng_state(),
+                        "history": history,
+                        "settings": settings,
+                        **({"rng_ranks": rngs} if w.size > 1 else {}),
+                    },
+                )
             distributed.barrier(w)
     n_train = len(tr)
-    return {**history, "images_per_s": n_train * len(history["seconds"]) / max(sum(history["seconds"]), 1e-9),
-            "world_size": w.size}
+    return {
+        **history,
+        "images_per_s": n_train * len(history["seconds"]) / max(sum(history["seconds"]), 1e-9),
+        "world_size": w.size,
+    }
 
 
 def _refuse_checkpoint(old, settings):
@@ -326,13 +408,17 @@ def _refuse_checkpoint(old, settings):
     world size), or ``None`` (other differences are named by :func:`spine.resume`)."""
     was, now = (old.get("recipe") or {}).get("name"), settings["recipe"]["name"]
     if was != now:
-        return (f"it was written by recipe {was!r}, not {now!r}; train with --recipe {was} to resume it, "
-                "or delete it to start afresh")
+        return (
+            f"it was written by recipe {was!r}, not {now!r}; train with --recipe {was} to resume it, "
+            "or delete it to start afresh"
+        )
     size = old.get("world_size", 1)
     if size != settings.get("world_size", 1):
-        return (f"it was written by {size} process(es) and cannot resume exactly under {settings.get('world_size', 1)} "
-                f"(each rank's random state and BatchNorm statistics are its own); resume it with "
-                f"torchrun --nproc-per-node {size} (or one process for 1), or delete it to start afresh")
+        return (
+            f"it was written by {size} process(es) and cannot resume exactly under {settings.get('world_size', 1)} "
+            f"(each rank's random state and BatchNorm statistics are its own); resume it with "
+            f"torchrun --nproc-per-node {size} (or one process for 1), or delete it to start afresh"
+        )
     return None
 
 
@@ -343,14 +429,14 @@ def check_fits(rec, ds):
     hint = f"; use recipe {DATASET_RECIPE[ds.name]!r}" if getattr(ds, "name", None) in DATASET_RECIPE else ""
     if folder != (rec.augment == "random_resized_crop"):
         kind = "a folder of images" if folder else "in-memory images"
-        raise ValueError(f"recipe {rec.name!r} (augment {rec.augment!r}) does not fit "
-                         f"{getattr(ds, 'name', 'the dataset')!r}, "
-                         f"{kind}{hint}")
+        raise ValueError(
+            f"recipe {rec.name!r} (augment {rec.augment!r}) does not fit "
+            f"{getattr(ds, 'name', 'the dataset')!r}, "
+            f"{kind}{hint}"
+        )
 
 
 CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "rng", "history", "settings")
-
-
 
 
 def final_error(history, key="test_top1", last=1):
@@ -359,7 +445,7 @@ def final_error(history, key="test_top1", last=1):
     values = history[key]
     if not values:
         raise ValueError("history has no epochs")
-    return float(np.mean(values[-positive_int("last", last):]))
+    return float(np.mean(values[-positive_int("last", last) :]))
 
 
 def init_seed(seed, config):
@@ -367,8 +453,9 @@ def init_seed(seed, config):
     return spine.derive_seed(seed, str(config))
 
 
-def throughput(model, batch_size, resolution, classes, device="cpu", steps=3, warmup=1, channels_last=False,
-               bf16=False):
+def throughput(
+    model, batch_size, resolution, classes, device="cpu", steps=3, warmup=1, channels_last=False, bf16=False
+):
     """Training images per second of ``model`` on random inputs ``(B, 3, r, r)`` (SGD steps,
     forward + backward + update), measured over ``steps`` after ``warmup``; ``inf`` never."""
     device = torch.device(device)
@@ -411,5 +498,3 @@ def epoch_hours(images, images_per_s):
 # ---------------------------------------------------------------------------------------------
 # Many runs: a grid of models x seeds, cached and resumable; the paper's summary statistic
 # ---------------------------------------------------------------------------------------------
-
-

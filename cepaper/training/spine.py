@@ -32,6 +32,7 @@ from tqdm import tqdm
 from cepaper.files import _jsonable, _why, move_aside, write_atomic
 from cepaper.training import distributed
 
+
 def source_key(settings, modules, length=16):
     """Hash of ``settings`` (as JSON) and of the source of ``modules`` (dotted names): the name of a
     checkpoint, so that a change of settings or of the code that computes it starts afresh."""
@@ -52,7 +53,7 @@ def cached_record(cache, settings, modules, compute, required=()):
         return compute(None)
     path = Path(cache) / f"{source_key(settings, modules)}.json"
     w = distributed.world()
-    if w.size > 1:                 # across ranks: one rank moves a damaged file aside, then all read
+    if w.size > 1:  # across ranks: one rank moves a damaged file aside, then all read
         if w.writer:
             read_cached(path, required)
             check_checkpoint(path.with_suffix(".pt"))
@@ -88,6 +89,7 @@ def git_head(paths=()):
     """The commit of the checkout this code is in (``+dirty`` when one of ``paths`` differs from it),
     or ``None`` outside a git checkout."""
     import subprocess
+
     top = Path(__file__).resolve().parents[2]
     run = lambda *a: subprocess.run(["git", *a], cwd=top, capture_output=True, text=True, timeout=30)
     try:
@@ -104,8 +106,10 @@ def code_version(modules):
     """The code version of a record: ``{"commit": git_head, "files": {file: sha256[:16] of its bytes}}``
     for the files of ``modules`` (dotted names), relative to the repository."""
     files = {m: _module_file(m) for m in modules}
-    return {"commit": git_head(files.values()),
-            "files": {_repo_path(f): hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files.values()}}
+    return {
+        "commit": git_head(files.values()),
+        "files": {_repo_path(f): hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files.values()},
+    }
 
 
 def stale_mark(record, modules, version=None):
@@ -132,7 +136,7 @@ def cached_run(cache, definition, modules, compute, required=(), rerun_stale=Fal
         return {**compute(None), "code": version, "stale": None}
     path = Path(cache) / f"{definition_key(definition)}.json"
     w = distributed.world()
-    if w.size > 1:                 # across ranks: one rank moves a damaged file aside, then all read
+    if w.size > 1:  # across ranks: one rank moves a damaged file aside, then all read
         if w.writer:
             read_cached(path, required)
             check_checkpoint(path.with_suffix(".pt"))
@@ -143,7 +147,7 @@ def cached_run(cache, definition, modules, compute, required=(), rerun_stale=Fal
         if not (stale and rerun_stale):
             return {**record, "stale": stale}
         distributed.barrier(w)
-        if w.writer:               # kept, never silently discarded
+        if w.writer:  # kept, never silently discarded
             os.replace(path, path.with_name(f"{path.stem}.{(stale['commit'] or 'unknown')[:12]}.json"))
     check_checkpoint(path.with_suffix(".pt"))
     record = {**compute(path.with_suffix(".pt")), "code": version}
@@ -193,7 +197,6 @@ def check_checkpoint(path):
     return load_checkpoint(path) is not None
 
 
-
 def save_checkpoint(path, state):
     """``torch.save(state)`` to ``path`` atomically (:func:`write_atomic`)."""
     buf = io.BytesIO()
@@ -233,8 +236,9 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def resume(path, settings, *, model, optimizer=None, scheduler=None, rng=False, required=(), name="a checkpoint",
-           refuse=None):
+def resume(
+    path, settings, *, model, optimizer=None, scheduler=None, rng=False, required=(), name="a checkpoint", refuse=None
+):
     """Load the checkpoint ``path`` into ``model`` (and ``optimizer``, ``scheduler``, the RNG states
     when ``rng``); return its state dict (``epoch``, ``history``, ...), or ``None`` when there is none.
 
@@ -255,8 +259,10 @@ def resume(path, settings, *, model, optimizer=None, scheduler=None, rng=False, 
         old = state["settings"] if isinstance(state["settings"], dict) else {}
         diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
         diff |= {k: (v, None) for k, v in old.items() if k not in settings}
-        raise ValueError(f"checkpoint {path} was written by a run with other settings (checkpoint, now): {diff}; "
-                         "delete it or use another path")
+        raise ValueError(
+            f"checkpoint {path} was written by a run with other settings (checkpoint, now): {diff}; "
+            "delete it or use another path"
+        )
     model.load_state_dict(state["model"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -267,8 +273,22 @@ def resume(path, settings, *, model, optimizer=None, scheduler=None, rng=False, 
     return state
 
 
-def run_grid(jobs, compute, *, cache=None, modules=(), required=(), progress=False, desc="runs",
-             by_definition=False, key=None, rerun_stale=False, executor=None, missing_ok=False, wait=True):
+def run_grid(
+    jobs,
+    compute,
+    *,
+    cache=None,
+    modules=(),
+    required=(),
+    progress=False,
+    desc="runs",
+    by_definition=False,
+    key=None,
+    rerun_stale=False,
+    executor=None,
+    missing_ok=False,
+    wait=True,
+):
     """The cached resumable grid runner: ``compute(job, checkpoint)`` for every ``job`` (a JSON-able
     dict of settings), one record each, in order.
 
@@ -286,10 +306,10 @@ def run_grid(jobs, compute, *, cache=None, modules=(), required=(), progress=Fal
     bar = tqdm(jobs, disable=not progress or not distributed.world().writer, desc=desc)
     if by_definition:
         from cepaper.training import executors
+
         key, version = key or (lambda job: job), code_version(modules)
-        one = lambda job: cached_run(cache, key(job), modules, lambda ckpt: compute(job, ckpt), required, rerun_stale,
-                                     version)
+        one = lambda job: cached_run(
+            cache, key(job), modules, lambda ckpt: compute(job, ckpt), required, rerun_stale, version
+        )
         return executors.map_runs(executor, one, bar if executor is None else jobs, missing_ok=missing_ok, wait=wait)
     return [cached_record(cache, job, modules, lambda ckpt, job=job: compute(job, ckpt), required) for job in bar]
-
-
