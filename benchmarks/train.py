@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _timing import best_of  # noqa: E402
 
-from cepaper.data import Dataset  # noqa: E402
+from cepaper.catalog import Dataset
 from cepaper.models.mlp import CollegialMLP  # noqa: E402
 from cepaper.models.resnext import resnext  # noqa: E402
 from cepaper.training import recipes, sgd  # noqa: E402

@@ -26,7 +26,7 @@ from cepaper.models.mlp import CollegialMLP
 from cepaper.models.resnext import resnext
 from cepaper.montecarlo import mc_moments, mc_samples
 from cepaper.ntk import empirical_ntk, ensemble_ntk, member_ntk
-from cepaper.search import design
+from cepaper.ensembles import design
 
 __version__ = "0.1.0"
 

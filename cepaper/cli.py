@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 
-from cepaper import cli_design
+from cepaper import cli_alpha, cli_design
 from cepaper.cli_args import NO_GPU, UsageError, _cli_type, _config_arg, _nonneg_int_arg, _positive_int_arg, emit
 
 
@@ -181,6 +181,7 @@ def _add_train(sub):
 
     def _train(args):
         from cepaper import data
+        from cepaper import catalog
         from cepaper.book import results
         from cepaper.sections import paper
         from cepaper import files
@@ -193,7 +194,7 @@ def _add_train(sub):
         rec = args.recipe or recipes.DATASET_RECIPE[args.dataset]
         results.check_device(args.device, fix=NO_GPU)
         distributed.check_backend(args.backend, args.device)
-        if args.download and data.data_root(args.data_root) is None:
+        if args.download and catalog.data_root(args.data_root) is None:
             raise UsageError("--download needs a data root: pass --data-root, or set CEPAPER_DATA")
         if distributed.launched():  # the world size is checked before anything is loaded or written
             distributed.check_world(recipes.recipe(rec), int(os.environ["WORLD_SIZE"]))
@@ -302,9 +303,9 @@ def _load_split(data, args, split, n, flag):
 
 
 def commands():
-    """The ``_add_<name>`` of every subcommand, in ``--help`` order (params, design and fit-alpha are
-    :mod:`cepaper.cli_design`)."""
-    return [_add_run, _add_book, cli_design.add_params, cli_design.add_design, cli_design.add_fit_alpha, _add_train]
+    """The ``_add_<name>`` of every subcommand, in ``--help`` order (params and design are
+    :mod:`cepaper.cli_design`, fit-alpha :mod:`cepaper.cli_alpha`)."""
+    return [_add_run, _add_book, cli_design.add_params, cli_design.add_design, cli_alpha.add_fit_alpha, _add_train]
 
 
 def build_parser():

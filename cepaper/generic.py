@@ -33,7 +33,9 @@ import torch
 from torch import nn
 
 from cepaper import complexity as cxm
-from cepaper import search, sweeps
+from cepaper import sweeps
+from cepaper import ensembles
+from cepaper import search
 from cepaper._checks import nonneg_int, positive_float, positive_int
 from cepaper.factories import (
     FAN_IN_LAYERS,
@@ -283,7 +285,7 @@ def design_module(
         raise ValueError(f"baseline must be 'CxD' (e.g. '1x64') or (m_tilde, n_tilde), got {baseline!r}") from None
     m_tilde, n_tilde = positive_int("baseline m_tilde", m_tilde), positive_int("baseline n_tilde", n_tilde)
     if alpha is None:
-        alpha, source = search.default_alpha("bottleneck")
+        alpha, source = ensembles.default_alpha("bottleneck")
         source += " for the ResNeXt block, not fitted to this module (see fit_member_alpha)"
     else:
         alpha, source = positive_float("alpha", alpha), "given"
@@ -295,10 +297,10 @@ def design_module(
     base = c["beta_s"]
     if objective == "primal":
         m_exact = float(module_m(module, n, base, budget))
-        m = search.integer_m(m_exact, rounding, f"the baseline's {budget}")
+        m = ensembles.integer_m(m_exact, rounding, f"the baseline's {budget}")
     else:
         m_exact = m_curve
-        m = search.integer_m(m_exact, rounding, "the baseline's Var(K)")
+        m = ensembles.integer_m(m_exact, rounding, "the baseline's Var(K)")
     cost = module.cost(n, budget, groups=m)
     out = {
         "n": int(n),

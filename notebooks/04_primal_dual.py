@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
+from cepaper import ensembles
 from cepaper import search
 from cepaper.sections import primal_dual as section
 from cepaper.book import pages
@@ -264,7 +265,7 @@ misses = derived.loc[~derived["match"], ["table", "paper model", "ours"]]
 assert {(t, m) for t, m in zip(misses["table"], misses["paper model"])} <= {("4", "22x10d"), ("1a", "28x12d")}
 optima = derived[derived["role"] == "optimum"]
 assert optima["match"].sum() == len(optima) - 1, "every optimum but Table 4's 22x10d"
-assert search.design("resnext38", "1x96d", alpha=alpha_block, rounding="floor")["config"] == "22x10d"
+assert ensembles.design("resnext38", "1x96d", alpha=alpha_block, rounding="floor")["config"] == "22x10d"
 
 # %% [markdown]
 # ### Every Params entry of Tables 1–5, and the GFLOPs of Table 5
@@ -311,7 +312,7 @@ else:
         pages.show(
             [
                 {
-                    k: search.design(arch, base, obj, budget, alpha=a_fit)[k]
+                    k: ensembles.design(arch, base, obj, budget, alpha=a_fit)[k]
                     for k in ("arch", "baseline", "objective", "budget", "config", "rho", "var_ratio")
                 }
                 for arch, base, obj, budget in [

@@ -56,7 +56,7 @@ baselines: list = ["1x32d"]  # baselines 1 x n~ d; the first one's curves are Fi
 primal_ns: list = [12]  # further widths n on the first baseline's primal curve (Figs. 6a/7a)
 dual_ns: list = [12]  # further widths n on its dual curve (Figs. 6b/7b)
 models: list = []  # further configs CxDd to train (paper profile: every printed model)
-alpha: float = None  # alpha of Eq. 9; None: the paper's 1.60 (search.default_alpha)
+alpha: float = None  # alpha of Eq. 9; None: the paper's 1.60 (ensembles.default_alpha)
 n_runs: int = 1  # runs per model (paper: 10)
 epochs: int = 1  # None: the recipe's 300 (milestones scale with epochs)
 n_train: int = 256  # the first n_train training images; None: all 50,000
@@ -72,7 +72,9 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from cepaper import data, search
+from cepaper import data
+from cepaper import catalog
+from cepaper import ensembles
 from cepaper.sections import cifar as section
 from cepaper.training import executors, grids
 from cepaper.training import recipes
@@ -85,7 +87,7 @@ datasets, n_runs, epochs = section.check_params(datasets, n_runs, epochs)
 scaled = not section.is_paper_scale(stages, blocks)
 net = "ResNeXt-29" if not scaled else f"a scaled-down ResNeXt (stages {stages}, {blocks} block(s) each)"
 seeds = list(range(seed, seed + n_runs))
-alpha_used, alpha_source = (alpha, "given") if alpha is not None else search.default_alpha("resnext29")
+alpha_used, alpha_source = (alpha, "given") if alpha is not None else ensembles.default_alpha("resnext29")
 jobs = executors.executor(executor, results.checkpoint_dir("cifar", profile) / "jobs")
 run = results.Run(
     "cifar",
@@ -188,7 +190,7 @@ for name in datasets:
     display(
         Markdown(
             f"{name}: {len(train)} training images from "
-            f"{data.relative_source(train.source, data_root)}; {len(test)} test images."
+            f"{catalog.relative_source(train.source, data_root)}; {len(test)} test images."
         )
     )
 summ = grids.grid_summary(records, last=section.LAST_EPOCHS)

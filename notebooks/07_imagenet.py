@@ -71,6 +71,7 @@ import torch
 from IPython.display import Markdown, display
 
 from cepaper import data
+from cepaper import catalog
 from cepaper.training import executors, grids
 from cepaper.sections import imagenet as section
 from cepaper.book import pages
@@ -152,7 +153,7 @@ if train:
     if len(missing):
         raise FileNotFoundError(
             f"train=True needs {', '.join(missing.dataset)} in the data root "
-            f"({data.data_root(data_root) or 'unset: pass data_root or set CEPAPER_DATA'}): "
+            f"({catalog.data_root(data_root) or 'unset: pass data_root or set CEPAPER_DATA'}): "
             + "; ".join(missing["source or reason"])
         )
     records = []

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 
-from cepaper import complexity, search
+from cepaper import complexity
+from cepaper import search
 from cepaper.sections import mnist as mnist_section
 from cepaper.training import adam, spine
 from cepaper.models.mlp import CollegialMLP

@@ -17,7 +17,7 @@ from cepaper.sections import cifar
 from cepaper.training import grids, sgd
 from cepaper.sections import imagenet
 from cepaper.sections import paper
-from cepaper.data import Dataset
+from cepaper.catalog import Dataset
 from cepaper.models.resnext import ResNeXtBottleneck
 
 

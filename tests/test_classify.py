@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from cepaper.training import recipes, sgd, spine
-from cepaper.data import Dataset
+from cepaper.training import loaders, recipes, sgd, spine
+from cepaper.catalog import Dataset
 from cepaper.models.resnext import resnext
 
 
@@ -82,7 +82,7 @@ def test_imagenet_transforms_are_the_recipes():
     from torchvision import transforms as T
 
     stats = ((0.5,) * 3, (0.25,) * 3)
-    train = sgd.folder_transforms(recipes.recipe("imagenet"), stats, True).transforms
+    train = loaders.folder_transforms(recipes.recipe("imagenet"), stats, True).transforms
     assert [type(t) for t in train] == [
         T.RandomResizedCrop,
         T.ColorJitter,
@@ -91,7 +91,7 @@ def test_imagenet_transforms_are_the_recipes():
         T.Normalize,
     ]
     assert train[0].size == (224, 224) and train[1].brightness == (0.6, 1.4) and train[1].hue is None
-    test = sgd.folder_transforms(recipes.recipe("imagenet"), stats, False).transforms
+    test = loaders.folder_transforms(recipes.recipe("imagenet"), stats, False).transforms
     assert [type(t) for t in test][:2] == [T.Resize, T.CenterCrop] and test[0].size == 256
     assert test[1].size == (224, 224)
 
@@ -141,12 +141,12 @@ def test_normalize():
 
 def test_train_batches_cover_the_data_once_per_epoch():
     ds = images(n=37)
-    data = sgd.ArrayData(ds, "cpu", ((0.0,) * 3, (1.0,) * 3))
+    data = loaders.ArrayData(ds, "cpu", ((0.0,) * 3, (1.0,) * 3))
     r = recipes.Recipe("t", 1, 8, 0.1, 0.0, (), 1.0, augment="flip", pad=0)
-    batches = list(data.train_batches(r, seed=0, epoch=0))
-    assert [len(y) for _, y in batches] == [8, 8, 8, 8, 5]
-    assert sorted(torch.cat([y for _, y in batches]).tolist()) == sorted(ds.y.tolist())
-    assert batches[0][0].shape == (8, 3, 8, 8) and batches[0][0].dtype == torch.float32
+    epoch = list(data.train_batches(r, seed=0, epoch=0))
+    assert [len(y) for _, y in epoch] == [8, 8, 8, 8, 5]
+    assert sorted(torch.cat([y for _, y in epoch]).tolist()) == sorted(ds.y.tolist())
+    assert epoch[0][0].shape == (8, 3, 8, 8) and epoch[0][0].dtype == torch.float32
 
 
 # ------------------------------------------------------------------------------- top-k error
@@ -158,8 +158,8 @@ def test_topk_errors_against_brute_force():
     y = torch.randint(0, 12, (200,), generator=g)
     ranks = [sorted(range(12), key=lambda j: -logits[i, j].item()).index(y[i].item()) for i in range(200)]
     want = [sum(r >= k for r in ranks) for k in (1, 5)]
-    assert sgd.topk_errors(logits, y) == want
-    assert sgd.topk_errors(logits[:, :3], y.clamp(max=2), ks=(1, 5))[1] == 0  # k > classes: never wrong
+    assert loaders.topk_errors(logits, y) == want
+    assert loaders.topk_errors(logits[:, :3], y.clamp(max=2), ks=(1, 5))[1] == 0  # k > classes: never wrong
 
 
 def test_final_error_is_the_mean_over_the_last_epochs():
@@ -255,7 +255,7 @@ def test_training_crops_pad_black_before_normalization():
     ds = images(n=37, size=6)
     ds.x[:] = 200
     mean, std = (0.5, 0.25, 0.75), (0.25, 0.5, 1.0)
-    data = sgd.ArrayData(ds, "cpu", (mean, std))
+    data = loaders.ArrayData(ds, "cpu", (mean, std))
     r = recipes.Recipe("t", 1, 37, 0.1, 0.0, (), 1.0, pad=2, resolution=6)
     ((x, _),) = list(data.train_batches(r, seed=0, epoch=0))
     for c in range(3):
@@ -272,7 +272,7 @@ def test_mean_image_normalization():
     want_mean = train.x.astype(np.float64).mean(0) / 255
     np.testing.assert_allclose(mean, want_mean, rtol=0, atol=1e-6)
     assert mean.shape == (5, 5, 3) and std == (1.0, 1.0, 1.0)
-    data = sgd.ArrayData(test, "cpu", (mean, std))
+    data = loaders.ArrayData(test, "cpu", (mean, std))
     ((x, _),) = list(data.test_batches(100))
     np.testing.assert_allclose(x.numpy(), (test.x / 255 - want_mean).transpose(0, 3, 1, 2), rtol=0, atol=1e-6)
 
@@ -476,9 +476,9 @@ def test_folder_dataset_path(tmp_path):
     assert recipes.is_folder(train)
     r = recipes.Recipe("f", 2, 4, 0.05, 0.0, (1,), 0.1, augment="random_resized_crop", resolution=16, test_resize=18)
     stats = ((0.5,) * 3, (0.25,) * 3)
-    xb, yb = next(iter(sgd.FolderData(train, "cpu", stats, r).train_batches(r, 0, 0)))
+    xb, yb = next(iter(loaders.FolderData(train, "cpu", stats, r).train_batches(r, 0, 0)))
     assert xb.shape == (4, 3, 16, 16) and yb.dtype == torch.int64
-    xt, _ = next(iter(sgd.FolderData(test, "cpu", stats, r).test_batches(8)))
+    xt, _ = next(iter(loaders.FolderData(test, "cpu", stats, r).test_batches(8)))
     assert xt.shape == (8, 3, 16, 16)
     import cepaper.data as data
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cepaper import cli, cli_design, complexity
+from cepaper import cli, cli_alpha, complexity
 from cepaper.sections import paper
 from cepaper.models.resnext import ResNeXtBottleneck
 
@@ -178,7 +178,7 @@ def test_fit_alpha_factory_module(tmp_path, capsys):
     )
     assert r["module"] == f"{path}:block" and r["readout"] == "mean" and r["input_shape"] == [8, 3]
     assert r["widths"] == [2, 4, 8] and r["trials"] == 8 and len(r["alpha_ci"]) == 2
-    record = results.load("alpha", "cli", cli_design._module_fit_name(f"{path}:block"))
+    record = results.load("alpha", "cli", cli_alpha._module_fit_name(f"{path}:block"))
     assert record["data"]["alpha"] == r["alpha"] and record["provenance"]["seed"] == 1
     for argv, message in (
         ([f"{path}:block"], "needs --input-shape"),
@@ -227,5 +227,5 @@ def test_design_module_alpha_fit_reads_that_factorys_stored_fit(tmp_path, capsys
     )
     monkeypatch.chdir(tmp_path)  # the same file, named relative to another folder
     assert run_json(capsys, "design", "--module", "my_block.py:block", *design_args[3:])["alpha"] == fitted["alpha"]
-    assert fitted["saved"].endswith(f"{cli_design._module_fit_name(spec)}.json")
-    assert results.find("alpha", cli_design._module_fit_name(spec), profiles=("cli",))["data"]["module"] == spec
+    assert fitted["saved"].endswith(f"{cli_alpha._module_fit_name(spec)}.json")
+    assert results.find("alpha", cli_alpha._module_fit_name(spec), profiles=("cli",))["data"]["module"] == spec

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from cepaper import data
+from cepaper import catalog
 
 SHARED = os.environ.get("CEPAPER_DATA")
 
@@ -36,12 +37,12 @@ def write_idx(path, array):
 
 def test_data_root_argument_beats_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("CEPAPER_DATA", "/somewhere/else")
-    assert data.data_root(tmp_path) == tmp_path
-    assert data.data_root() == Path("/somewhere/else")
+    assert catalog.data_root(tmp_path) == tmp_path
+    assert catalog.data_root() == Path("/somewhere/else")
     monkeypatch.delenv("CEPAPER_DATA")
-    assert data.data_root() is None
+    assert catalog.data_root() is None
     monkeypatch.setenv("CEPAPER_DATA", "")
-    assert data.data_root() is None
+    assert catalog.data_root() is None
 
 
 def test_mnist_from_shared_file():
@@ -129,15 +130,15 @@ def test_cifar10_jpeg_file_decodes_to_the_decoded_file(tmp_path):
 
 def test_inputs_flatten_and_standardize():
     x = np.array([[[0, 255], [51, 102]]], dtype=np.uint8)  # one 2x2 "MNIST" image
-    ds = data.Dataset("mnist", "train", x, np.array([3]), source="test")
-    mean, std = data.STATS["mnist"][0][0], data.STATS["mnist"][1][0]
+    ds = catalog.Dataset("mnist", "train", x, np.array([3]), source="test")
+    mean, std = catalog.STATS["mnist"][0][0], catalog.STATS["mnist"][1][0]
     expected = (torch.tensor([0, 255, 51, 102], dtype=torch.float64) / 255 - mean) / std
     torch.testing.assert_close(data.inputs(ds, dtype=torch.float64), expected[None])
     rgb = np.zeros((2, 4, 4, 3), dtype=np.uint8)
     rgb[..., 1] = 255
-    out = data.inputs(data.Dataset("cifar10", "train", rgb, np.zeros(2), "test"))
+    out = data.inputs(catalog.Dataset("cifar10", "train", rgb, np.zeros(2), "test"))
     assert out.shape == (2, 48)
-    mean, std = data.STATS["cifar10"]
+    mean, std = catalog.STATS["cifar10"]
     torch.testing.assert_close(out[0, :3], torch.tensor([-mean[0] / std[0], (1 - mean[1]) / std[1], -mean[2] / std[2]]))
 
 
@@ -213,8 +214,8 @@ def test_cifar100_stats_from_data():
     if not SHARED or not (Path(SHARED) / "cifar-100-python").is_dir():
         pytest.skip("no cifar-100-python/ in CEPAPER_DATA")
     mean, std = data.channel_stats(data.load("cifar100", "train").x)
-    np.testing.assert_allclose(mean, data.STATS["cifar100"][0], atol=1e-4)
-    np.testing.assert_allclose(std, data.STATS["cifar100"][1], atol=1e-4)
+    np.testing.assert_allclose(mean, catalog.STATS["cifar100"][0], atol=1e-4)
+    np.testing.assert_allclose(std, catalog.STATS["cifar100"][1], atol=1e-4)
 
 
 def test_channel_stats_equal_numpy():
@@ -400,4 +401,4 @@ def test_imagenet32_stats_from_data():
     if not SHARED or data._downsampled_files(Path(SHARED), "imagenet32", "train") is None:
         pytest.skip("no Imagenet32_train in CEPAPER_DATA")
     mean, _ = data.channel_stats(data.load("imagenet32", "train", root=SHARED, n=100_000).x)
-    np.testing.assert_allclose(mean, data.STATS["imagenet32"][0], atol=0.01)
+    np.testing.assert_allclose(mean, catalog.STATS["imagenet32"][0], atol=0.01)

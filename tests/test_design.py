@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from cepaper import ensembles
 from cepaper import search
 from cepaper import factories
 from cepaper import generic
@@ -162,7 +163,7 @@ def test_bottleneck_design_equals_search_block_curve(objective):
         np.testing.assert_allclose(d["curve"][k], ref[k], rtol=1e-12)
     assert d["curve"]["beta_s"] == ref["beta_s"]
     opt = search.optimum(ref, objective)
-    assert d["n"] == opt["n"] == 10 == search.design("resnext29", "1x128d", objective, alpha=1.6)["n"]
+    assert d["n"] == opt["n"] == 10 == ensembles.design("resnext29", "1x128d", objective, alpha=1.6)["n"]
     assert d["m_curve"] == pytest.approx(opt["m"], rel=1e-12)
     assert d["strong_duality"]
     # step 6 on the module itself: factory(m, 10) costs the baseline 1x128 block
@@ -702,7 +703,7 @@ def test_cli_member_that_changes_with_m_exits_2(tmp_path, capsys):
 
 @pytest.mark.parametrize("objective, what", [("primal", "the baseline's params"), ("dual", "the baseline's Var")])
 def test_a_budget_no_integer_m_meets_is_an_error(objective, what):
-    """Widths whose single member already costs more than the baseline 1x4 (already raised by search.integer_m)."""
+    """Widths whose single member already costs more than the baseline 1x4 (already raised by ensembles.integer_m)."""
     small = lambda m, n: ResNeXtBottleneck(16, 16, m * n, groups=m)
     with pytest.raises(
         ValueError,

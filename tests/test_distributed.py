@@ -16,8 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from cepaper.data import Dataset
-from cepaper.training import distributed, recipes, sgd
+from cepaper.catalog import Dataset
+from cepaper.training import distributed, loaders, recipes, sgd
 
 ROOT = Path(__file__).resolve().parents[1]
 #: batch 16 in micro-batches of 4: 4 per step, 2 per rank on 2 ranks; 44 images: the last batch (12)
@@ -106,7 +106,7 @@ def test_evaluation_is_reduced_over_the_ranks(two_ranks, one_thread):
     net = model()
     net.load_state_dict(ranks[0]["weights"])
     stats = recipes.input_stats(RECIPE, train)
-    ev = sgd.evaluate(net, sgd.device_data(test, "cpu", stats, RECIPE), 5)
+    ev = sgd.evaluate(net, loaders.device_data(test, "cpu", stats, RECIPE), 5)
     h = ranks[0]["history"]
     assert h["test_top1"][-1] == pytest.approx(ev["top1"]) and h["test_loss"][-1] == pytest.approx(ev["loss"], rel=1e-5)
 
@@ -134,9 +134,11 @@ def test_rank_shares_are_the_single_process_micro_batches():
     """Rank r's share of each batch (index shards) is micro-batches r*A..r*A+A-1 of the whole batch."""
     train, _ = data()
     stats = recipes.input_stats(RECIPE, train)
-    whole = list(sgd.ArrayData(train, "cpu", stats).train_batches(RECIPE, 3, 1))
+    whole = list(loaders.ArrayData(train, "cpu", stats).train_batches(RECIPE, 3, 1))
     shares = [
-        list(sgd.device_data(train, "cpu", stats, RECIPE, world=distributed.World(r, 2)).train_batches(RECIPE, 3, 1))
+        list(
+            loaders.device_data(train, "cpu", stats, RECIPE, world=distributed.World(r, 2)).train_batches(RECIPE, 3, 1)
+        )
         for r in range(2)
     ]
     assert [len(y) for _, y in shares[0]] == [8, 8, 8] and [len(y) for _, y in shares[1]] == [8, 8, 4]

@@ -157,7 +157,10 @@ def test_sigkill_while_executing_keeps_the_old_results(layout, kernels):
     assert list((layout / "_build" / "staging").iterdir()) == [], "the dead run's staging folder is removed"
 
 
-KILL = "import os, signal\nkill = lambda: os.kill(os.getpid(), signal.SIGKILL)\nfrom cepaper.book import pipeline\n"
+KILL = (
+    "import os, signal\nkill = lambda: os.kill(os.getpid(), signal.SIGKILL)\n"
+    "from cepaper.book import pipeline, publish\n"
+)
 PUBLISH_FAULTS = {
     # half of the new results copied beside the old ones
     "copying": KILL + "import shutil\nreal, n = shutil.copy2, []\n"
@@ -167,9 +170,9 @@ PUBLISH_FAULTS = {
     "    return real(src, dst, **kw)\n"
     "shutil.copy2 = copy2\n",
     # the atomic exchange done, the previous results not yet removed
-    "swapped": KILL + "real = pipeline._exchange\npipeline._exchange = lambda a, b: (real(a, b), kill())\n",
+    "swapped": KILL + "real = publish._exchange\npublish._exchange = lambda a, b: (real(a, b), kill())\n",
     # no atomic exchange here (e.g. NFS): the two renames cut between them
-    "between-renames": KILL + "pipeline._exchange = lambda a, b: False\nreal = os.replace\n"
+    "between-renames": KILL + "publish._exchange = lambda a, b: False\nreal = os.replace\n"
     "def replace(a, b):\n"
     "    real(a, b)\n"
     "    kill() if '.lemma1.old-' in str(b) else None\n"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cepaper.book import profiles
-from cepaper.data import Dataset
+from cepaper.catalog import Dataset
 from cepaper.sections import cifar
 from cepaper.training import executors, grids, spine
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from cepaper import data
+from cepaper import catalog
 from cepaper.sections import imagenet
 from cepaper.book import pages
 
@@ -24,11 +24,11 @@ def test_show_hides_the_index_and_undefined_values():
 
 def test_sources_are_named_relative_to_the_data_root(tmp_path):
     assert (
-        data.relative_source(f"{tmp_path}/cifar10_jpeg.npz (JPEG quality 75)", tmp_path)
+        catalog.relative_source(f"{tmp_path}/cifar10_jpeg.npz (JPEG quality 75)", tmp_path)
         == "cifar10_jpeg.npz (JPEG quality 75)"
     )
     assert (
-        data.relative_source(f"imagenet32 not found in {tmp_path}; download", tmp_path)
+        catalog.relative_source(f"imagenet32 not found in {tmp_path}; download", tmp_path)
         == "imagenet32 not found in the data root; download"
     )
     status = imagenet.dataset_status(tmp_path)

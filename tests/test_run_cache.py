@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from cepaper.data import Dataset
+from cepaper.catalog import Dataset
 from cepaper.training import grids, spine
 
 HIST = {

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cepaper import complexity as cx
+from cepaper import ensembles
 from cepaper import search
 from cepaper.sections import primal_dual
 from cepaper.sections import paper
@@ -98,8 +99,8 @@ def test_fig3_alpha_interval_contains_the_default():
 
 def test_sec421_optimum():
     """Sec. 4.2.1: n_p = n_d = 10, m_p ~ 37 (whole network), m_d ~ 10, rho ~ 3.3 (Fig. 6b)."""
-    p = search.design("resnext29", "1x128d", "primal", alpha=paper.ALPHA_BOTTLENECK)
-    d = search.design("resnext29", "1x128d", "dual", alpha=paper.ALPHA_BOTTLENECK)
+    p = ensembles.design("resnext29", "1x128d", "primal", alpha=paper.ALPHA_BOTTLENECK)
+    d = ensembles.design("resnext29", "1x128d", "dual", alpha=paper.ALPHA_BOTTLENECK)
     assert (p["n"], p["m"], d["n"], d["m"]) == (10, 37, 10, 10)
     assert primal_dual.matches_printed(d["rho_curve"], paper.SEC421["rho_dual"])
     assert p["strong_duality"] and d["strong_duality"]
@@ -118,14 +119,14 @@ def test_derived_models_equal_the_papers():
 
 def test_the_22x10d_miss_is_a_rounding_rule():
     """Table 4's 22x10d is the floor of the continuous whole-network m (22.87), not the nearest."""
-    r = search.design("resnext38", "1x96d", alpha=1.6, rounding="floor")
+    r = ensembles.design("resnext38", "1x96d", alpha=1.6, rounding="floor")
     assert r["config"] == "22x10d" and 22 < r["m_exact"] < 23
 
 
 @pytest.mark.parametrize("alpha", [1.45, 1.6, 1.85])
 def test_block_optimum_is_robust_in_alpha(alpha):
-    assert search.design("resnext29", "1x128d", alpha=alpha)["n"] == 10
-    assert search.design("resnext29", "1x128d", budget="flops", alpha=alpha)["config"] == "44x8d"
+    assert ensembles.design("resnext29", "1x128d", alpha=alpha)["n"] == 10
+    assert ensembles.design("resnext29", "1x128d", budget="flops", alpha=alpha)["config"] == "44x8d"
 
 
 def test_only_the_default_conventions_reproduce_the_models():
@@ -145,22 +146,22 @@ def test_printed_params_of_tables_1_to_5():
 
 def test_primal_network_matches_the_budget():
     """The whole network's params are affine in m; the continuous m meets the baseline's exactly."""
-    r = search.design("resnext50", "1x64d", alpha=1.6)
-    c1, c2, c3 = (search.network_cost("resnext50", m, r["n"]) for m in (1, 2, 3))
+    r = ensembles.design("resnext50", "1x64d", alpha=1.6)
+    c1, c2, c3 = (ensembles.network_cost("resnext50", m, r["n"]) for m in (1, 2, 3))
     assert c3 - c2 == c2 - c1
     assert (2 * c1 - c2) + r["m_exact"] * (c2 - c1) == pytest.approx(r["baseline_params"])
     assert abs(r["params"] - r["baseline_params"]) <= (c2 - c1) / 2
 
 
 def test_dual_at_given_width_and_curve_output():
-    r = search.design("resnext29", "1x226d", "dual", alpha=1.6, n=25, with_curve=True)
+    r = ensembles.design("resnext29", "1x226d", "dual", alpha=1.6, n=25, with_curve=True)
     assert r["config"] == "6x25d" and r["n_optimum"] == 10
     assert len(r["curve"]["n"]) == 226 and r["curve"]["n"][0] == 1
     assert r["var_ratio"] == pytest.approx(r["m_exact"] / r["m"])
 
 
 def test_mlp_design():
-    r = search.design("mlp", 500, "primal", alpha=search.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6)
+    r = ensembles.design("mlp", 500, "primal", alpha=search.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6)
     assert (r["n"], r["m"]) == (48, 30)
     assert r["baseline_params"] == cx.mlp(748, 500, 6)["params"]
     assert r["params"] == 30 * cx.mlp(748, 48, 6)["params"]
@@ -220,7 +221,7 @@ def test_design_is_the_brute_force_one(baseline, objective, rounding):
     """C > 1 baselines (an ensemble of C members of width d) and every rounding rule, by enumeration."""
     c, d = cx.parse_config(baseline)
     want = brute_force_design(c, d, objective, rounding)
-    r = search.design("resnext29", baseline, objective, alpha=1.6, rounding=rounding)
+    r = ensembles.design("resnext29", baseline, objective, alpha=1.6, rounding=rounding)
     assert {k: r[k] for k in ("n", "m", "params", "baseline_params")} == {
         k: want[k] for k in ("n", "m", "params", "baseline_params")
     }
@@ -248,7 +249,7 @@ def test_design_is_the_brute_force_one(baseline, objective, rounding):
     ],
 )
 def test_brute_force_check_catches_a_planted_bug(plant, where, old, new):
-    plant(search, where, old, new)
+    plant(search if where == "_curve" else ensembles, where, old, new)
     with pytest.raises(AssertionError):
         for objective in search.OBJECTIVES:
             for rounding in search.ROUNDINGS:
@@ -259,7 +260,7 @@ def test_the_rounding_rules_differ_where_they_should():
     """floor <= nearest <= ceil, and floor and ceil differ by one unless the continuous m is an integer."""
     for objective in search.OBJECTIVES:
         ms = {
-            rule: search.design("resnext29", "4x32d", objective, alpha=1.6, rounding=rule)["m"]
+            rule: ensembles.design("resnext29", "4x32d", objective, alpha=1.6, rounding=rule)["m"]
             for rule in search.ROUNDINGS
         }
         assert ms["floor"] <= ms["nearest"] <= ms["ceil"] == ms["floor"] + 1
@@ -320,10 +321,10 @@ def test_default_alpha_never_reads_the_results_store(tmp_path, monkeypatch):
     for profile in ("cli", "paper"):
         results.Run("alpha", profile, params={}).save("fit_bottleneck", {"alpha": 1.71, "alpha_ci": [1.6, 1.8]})
         results.Run("alpha", profile, params={}).save("fit_mlp", {"alpha": 1.2, "alpha_ci": [1.1, 1.3]})
-    assert search.default_alpha("resnext29") == (paper.ALPHA_BOTTLENECK, "the paper's alpha (Sec. 4.2)")
-    assert search.default_alpha("mlp")[0] == search.ALPHA_FIG3
-    assert search.design("resnext29", "1x128d")["alpha"] == paper.ALPHA_BOTTLENECK
-    assert search.design("resnext29", "1x128d", alpha=1.71)["alpha_source"] == "given"
+    assert ensembles.default_alpha("resnext29") == (paper.ALPHA_BOTTLENECK, "the paper's alpha (Sec. 4.2)")
+    assert ensembles.default_alpha("mlp")[0] == search.ALPHA_FIG3
+    assert ensembles.design("resnext29", "1x128d")["alpha"] == paper.ALPHA_BOTTLENECK
+    assert ensembles.design("resnext29", "1x128d", alpha=1.71)["alpha_source"] == "given"
 
 
 @pytest.mark.parametrize(
@@ -345,7 +346,7 @@ def test_default_alpha_never_reads_the_results_store(tmp_path, monkeypatch):
 )
 def test_design_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        search.design(alpha=kwargs.pop("alpha", 1.6), **kwargs)
+        ensembles.design(alpha=kwargs.pop("alpha", 1.6), **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -416,24 +417,24 @@ def test_alpha_scan_is_the_optimum_of_each_curve():
 
 def test_default_module_and_network_cost_options():
     with pytest.raises(ValueError, match="arch must be one of"):
-        search.default_module("resnet")
-    assert search.default_module("mlp", 748, 6, classes=10) == search.MLPDesign(748, 6, outputs=10)
-    assert search.default_module("mlp", 748, 6).outputs == 1
-    assert search.default_module("resnext50").resolution == 224
-    assert search.default_module("resnext50", resolution=112).resolution == 112
+        ensembles.default_module("resnet")
+    assert ensembles.default_module("mlp", 748, 6, classes=10) == search.MLPDesign(748, 6, outputs=10)
+    assert ensembles.default_module("mlp", 748, 6).outputs == 1
+    assert ensembles.default_module("resnext50").resolution == 224
+    assert ensembles.default_module("resnext50", resolution=112).resolution == 112
     with pytest.raises(ValueError, match="budget must be one of params, flops"):
-        search.network_cost("resnext29", 1, 4, "watts")
+        ensembles.network_cost("resnext29", 1, 4, "watts")
     mlp = search.MLPDesign(30, 3, 10, True)
-    assert search.network_cost("mlp", 3, 7, "flops", mlp=mlp) == 3 * mlp.cost(7, "flops") != 3 * mlp.cost(7)
+    assert ensembles.network_cost("mlp", 3, 7, "flops", mlp=mlp) == 3 * mlp.cost(7, "flops") != 3 * mlp.cost(7)
     # classes, resolution and the FLOPs convention reach the counter
     for kw in (dict(classes=100), dict(resolution=64)):
         rec = cx.complexity("resnext29", "2x8d", **kw)
-        assert search.network_cost("resnext29", 2, 8, **kw) == rec["params"]
-        assert search.network_cost("resnext29", 2, 8, "flops", **kw) == 2 * rec["macs"] + rec["acts"]
+        assert ensembles.network_cost("resnext29", 2, 8, **kw) == rec["params"]
+        assert ensembles.network_cost("resnext29", 2, 8, "flops", **kw) == 2 * rec["macs"] + rec["acts"]
     rec = cx.complexity("resnext29", "2x8d")
-    assert search.network_cost("resnext29", 2, 8, "flops", flops="2macs") == 2 * rec["macs"]
-    assert search.network_cost("resnext29", 2, 8, classes=100) != search.network_cost("resnext29", 2, 8)
-    assert search.network_m("resnext29", 8, rec["params"]) == pytest.approx(2)
+    assert ensembles.network_cost("resnext29", 2, 8, "flops", flops="2macs") == 2 * rec["macs"]
+    assert ensembles.network_cost("resnext29", 2, 8, classes=100) != ensembles.network_cost("resnext29", 2, 8)
+    assert ensembles.network_m("resnext29", 8, rec["params"]) == pytest.approx(2)
 
 
 def test_network_cost_of_a_scaled_down_resnext_is_the_torch_one():
@@ -441,42 +442,42 @@ def test_network_cost_of_a_scaled_down_resnext_is_the_torch_one():
 
     with torch.device("meta"):
         model = resnext("resnext29", "2x4d", classes=10, stages=(64, 128), depth=1)
-    assert search.network_cost("resnext29", 2, 4, stages=(64, 128), depth=1) == sum(
+    assert ensembles.network_cost("resnext29", 2, 4, stages=(64, 128), depth=1) == sum(
         p.numel() for p in model.parameters()
     )
 
 
 def test_default_alpha_of_the_block():
-    assert search.default_alpha() == (paper.ALPHA_BOTTLENECK, "the paper's alpha (Sec. 4.2)")
+    assert ensembles.default_alpha() == (paper.ALPHA_BOTTLENECK, "the paper's alpha (Sec. 4.2)")
 
 
 def test_integer_m_rules_and_the_smallest_ensemble():
-    assert [search.integer_m(x) for x in (0.5, 1.0, 1.49, 2.5, 36.6)] == [1, 1, 1, 3, 37]  # default: nearest
-    assert search.integer_m(1.7, "floor") == 1 and search.integer_m(0.2, "ceil") == 1
+    assert [ensembles.integer_m(x) for x in (0.5, 1.0, 1.49, 2.5, 36.6)] == [1, 1, 1, 3, 37]  # default: nearest
+    assert ensembles.integer_m(1.7, "floor") == 1 and ensembles.integer_m(0.2, "ceil") == 1
     for bad, rule in ((0.49, "nearest"), (0.99, "floor"), (float("nan"), "ceil"), (float("inf"), "nearest")):
         with pytest.raises(ValueError, match="no integer m >= 1 meets the budget"):
-            search.integer_m(bad, rule)
+            ensembles.integer_m(bad, rule)
 
 
 def test_design_defaults_for_the_mlp():
     """No alpha: the MLP's own (ALPHA_FIG3, Fig. 3's optimum); classes are the nets' outputs; no curve unless asked."""
-    r = search.design("mlp", 500, mlp_inputs=748, mlp_depth=6)
+    r = ensembles.design("mlp", 500, mlp_inputs=748, mlp_depth=6)
     assert (r["alpha"], r["n"], r["m"]) == (search.ALPHA_FIG3, 48, 30) and "curve" not in r
-    r10 = search.design("mlp", 500, alpha=search.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6, classes=10)
+    r10 = ensembles.design("mlp", 500, alpha=search.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6, classes=10)
     assert r10["baseline_params"] == cx.mlp(748, 500, 6, outputs=10)["params"]
 
 
 def test_design_baseline_pair_classes_and_resolution():
     """A (C, d) pair is the "CxDd" string; classes and resolution reach the module and the whole-network counts."""
-    s, t = search.design("resnext29", "4x32d", alpha=1.6), search.design("resnext29", (4, 32), alpha=1.6)
+    s, t = ensembles.design("resnext29", "4x32d", alpha=1.6), ensembles.design("resnext29", (4, 32), alpha=1.6)
     assert s == t and (s["classes"], s["resolution"], s["module"]["resolution"]) == (10, 32, 32)
-    r = search.design("resnext38", "1x96d", "dual", "flops", alpha=1.6, classes=100, resolution=32)
+    r = ensembles.design("resnext38", "1x96d", "dual", "flops", alpha=1.6, classes=100, resolution=32)
     rec = cx.complexity("resnext38", "1x96d", classes=100, resolution=32)
     assert (r["classes"], r["resolution"], r["module"]["resolution"]) == (100, 32, 32)
     assert (r["baseline_params"], r["baseline_flops"]) == (rec["params"], 2 * rec["macs"] + rec["acts"])
     ens = cx.complexity("resnext38", r["config"], classes=100, resolution=32)
     assert (r["params"], r["flops"]) == (ens["params"], 2 * ens["macs"] + ens["acts"])
-    assert search.design("resnext38", "1x96d", alpha=1.6)["resolution"] == 64
+    assert ensembles.design("resnext38", "1x96d", alpha=1.6)["resolution"] == 64
 
 
 @pytest.mark.parametrize(
@@ -490,7 +491,7 @@ def test_design_baseline_pair_classes_and_resolution():
 )
 def test_design_bad_baseline_classes_resolution(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        search.design("resnext29", alpha=1.6, **kwargs)
+        ensembles.design("resnext29", alpha=1.6, **kwargs)
 
 
 def meta_params(arch, config, **kw):
@@ -502,25 +503,25 @@ def meta_params(arch, config, **kw):
 
 def test_design_of_a_scaled_down_resnext_counts_the_torch_nets():
     scaled = dict(stages=(64, 128), depth=1)
-    r = search.design("resnext29", "1x64d", alpha=1.6, module=search.BottleneckDesign(w_in=64, w_out=64), **scaled)
+    r = ensembles.design("resnext29", "1x64d", alpha=1.6, module=search.BottleneckDesign(w_in=64, w_out=64), **scaled)
     assert r["baseline_params"] == meta_params("resnext29", "1x64d", classes=10, **scaled)
     assert r["params"] == meta_params("resnext29", r["config"], classes=10, **scaled)
 
 
 def test_design_module_flops_convention_grid_and_off_grid_width():
-    r = search.design("resnext29", "1x64d", budget="flops", alpha=1.6, module=search.BottleneckDesign(flops="2macs"))
+    r = ensembles.design("resnext29", "1x64d", budget="flops", alpha=1.6, module=search.BottleneckDesign(flops="2macs"))
     assert r["baseline_flops"] == 2 * cx.complexity("resnext29", "1x64d")["macs"] and r["flops_convention"] == "2macs"
     # a grid without the optimum (n = 10): the best width on the grid is its narrowest
-    assert search.design("resnext29", "1x64d", alpha=1.6, ns=range(20, 65))["n"] == 20
+    assert ensembles.design("resnext29", "1x64d", alpha=1.6, ns=range(20, 65))["n"] == 20
     # an ensemble baseline 4x32d and a width off the grid (40 > 32): m_d = Var(K_40) / (Var(K_32) / 4), Eq. 9
     # written out
     var = lambda n: math.expm1(1.6 * (1 / 256 + 1 / (9 * n) + 1 / n))
-    r = search.design("resnext29", "4x32d", "dual", alpha=1.6, n=40)
+    r = ensembles.design("resnext29", "4x32d", "dual", alpha=1.6, n=40)
     assert r["m_exact"] == pytest.approx(var(40) / (var(32) / 4), rel=1e-12) and r["m"] == 3
 
 
 def test_design_record_names_its_inputs():
-    r = search.design("resnext29", "1x64d", "dual", "flops", alpha=1.6)
+    r = ensembles.design("resnext29", "1x64d", "dual", "flops", alpha=1.6)
     assert (r["arch"], r["objective"], r["budget"], r["baseline"]) == ("resnext29", "dual", "flops", "1x64d")
     assert (r["rounding"], r["classes"], r["resolution"]) == ("nearest", 10, 32)
     assert r["module"] == {
@@ -537,16 +538,16 @@ def test_design_record_names_its_inputs():
     assert (r["flops"], r["baseline_flops"]) == (2 * ens["macs"] + ens["acts"], 2 * base["macs"] + base["acts"])
     assert r["rho_params"] == pytest.approx(base["params"] / ens["params"], rel=1e-12)
     assert r["rho_flops"] == r["rho"] == pytest.approx(r["baseline_flops"] / r["flops"], rel=1e-12)
-    curve = search.design("resnext29", "1x64d", alpha=1.6, with_curve=True)["curve"]
+    curve = ensembles.design("resnext29", "1x64d", alpha=1.6, with_curve=True)["curve"]
     assert all(type(curve[k]) is list for k in ("n", "beta", "var_k", "m_primal", "m_dual", "rho_dual"))
-    m = search.design("mlp", 500, alpha=search.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6)
+    m = ensembles.design("mlp", 500, alpha=search.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6)
     assert (m["arch"], m["baseline"], m["config"]) == ("mlp", 500, "30x48")
 
 
 @pytest.mark.parametrize("objective,what", [("primal", "the baseline's params"), ("dual", r"the baseline's Var\(K\)")])
 def test_design_no_integer_m_says_which_budget(objective, what):
     with pytest.raises(ValueError, match=f"no integer m >= 1 meets {what}"):
-        search.design("resnext29", "1x8d", objective, alpha=1.6, n=500)
+        ensembles.design("resnext29", "1x8d", objective, alpha=1.6, n=500)
 
 
 def test_block_cost_without_the_shared_shortcut():

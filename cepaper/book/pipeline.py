@@ -28,7 +28,8 @@ from pathlib import Path
 
 
 from cepaper.book import results
-from cepaper.book.cache import _file_digest, _reads_fresh, _sha, cache_key
+from cepaper.book.cache import _file_digest, _reads_fresh, cache_key
+from cepaper.book.publish import STORED, _recover, _tree_digest, publish
 from cepaper.book.profiles import load_profile, notebook_path, resolve_parameters
 from cepaper.book.results import book_sections
 from cepaper import files
@@ -36,7 +37,6 @@ from cepaper.training import spine
 
 REPO = results.REPO
 BUILD = REPO / "_build"
-STORED = "notebook.ipynb"  # the executed notebook, kept beside a section's results
 SUMMARIES = ("claims",)  # sections that read every other section's results: executed last
 
 
@@ -277,16 +277,6 @@ def _clean_leftovers(section, profile):
         _recover(dest)
 
 
-def _tree_digest(folder):
-    """sha256 over the names and contents of the files under ``folder`` except the stored notebook
-    (which holds this digest): what a published results folder must still hold for its cache entry."""
-    folder = Path(folder)
-    if not folder.exists():
-        return None
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != STORED)
-    return _sha("\0".join(f"{p.relative_to(folder)}\n{_sha(p.read_bytes())}" for p in files))
-
-
 def reuse(section, profile):
     """Take the executed notebook stored with a section's results (``results/<profile>/<section>/
     notebook.ipynb``, e.g. a committed GPU run) for the book instead of executing; return its record."""
@@ -318,84 +308,6 @@ def _finish_notebook(path, record):
             tags.append("remove-cell")
     nb.metadata["cepaper"] = record
     return nbformat.writes(nb)
-
-
-def _exchange(a, b):
-    """Swap the paths ``a`` and ``b`` (two folders on one filesystem) in one atomic step, Linux's
-    ``renameat2(RENAME_EXCHANGE)``; ``False`` where the system or filesystem cannot."""
-    import ctypes
-    import errno
-
-    if not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    if not hasattr(libc, "renameat2"):
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
-        return False
-    raise OSError(code, os.strerror(code), str(b))
-
-
-def _copy_tree(src, dst, shown):
-    """``shutil.copytree`` whose first failure raises that file's ``OSError`` (its errno, and its name
-    under ``shown``, the folder the copy is for: a full disk is ENOSPC on the file that did not fit),
-    not ``shutil.Error``'s list of every file."""
-    dst.mkdir()
-    for path in sorted(src.rglob("*")):
-        rel = path.relative_to(src)
-        try:
-            (dst / rel).mkdir() if path.is_dir() else shutil.copy2(path, dst / rel)
-        except OSError as e:
-            raise OSError(e.errno, e.strerror, str(shown / rel)) if e.errno is not None else e from None
-
-
-def _recover(dest):
-    """Undo what a run killed inside :func:`publish` left beside ``dest``: the previous results put
-    back when the fallback's two renames were cut between them, half-copied folders removed.
-    Called while holding the section's lock."""
-    olds = sorted(dest.parent.glob(f".{dest.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if olds and not dest.exists():
-        os.replace(olds.pop(), dest)
-    for left in [*olds, *dest.parent.glob(f".{dest.name}.new-*")]:
-        shutil.rmtree(left, ignore_errors=True)
-
-
-def publish(new, dest):
-    """Replace the results folder ``dest`` by ``new`` (a folder the run wrote), atomically on
-    ``dest``'s own filesystem: ``new`` is first copied beside ``dest``, then swapped in by one
-    atomic exchange (:func:`_exchange`; where there is none, two renames, undone by the next run if
-    cut between them). Any failure, or a kill at any point, leaves the previous results in place or
-    the new ones complete."""
-    new, dest = Path(new), Path(dest)
-    if not new.exists():
-        return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _recover(dest)
-    tag = f"{os.getpid()}-{time.monotonic_ns()}"
-    incoming, old = dest.with_name(f".{dest.name}.new-{tag}"), dest.with_name(f".{dest.name}.old-{tag}")
-    try:
-        _copy_tree(new, incoming, dest)  # may cross filesystems; the renames below never do
-    except BaseException:
-        shutil.rmtree(incoming, ignore_errors=True)
-        raise
-    if dest.exists() and _exchange(incoming, dest):
-        shutil.rmtree(incoming, ignore_errors=True)  # it now holds the previous results
-        return
-    had_old = dest.exists()
-    if had_old:
-        os.replace(dest, old)
-    try:
-        os.replace(incoming, dest)
-    except BaseException:
-        if had_old:
-            os.replace(old, dest)
-        shutil.rmtree(incoming, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False):

@@ -6,6 +6,7 @@ The ``*_rows`` functions compute JSON-able results (lists of dicts) that the not
 
 import numpy as np
 
+from cepaper import ensembles
 from cepaper import search
 from cepaper import fit
 from cepaper import sweeps
@@ -93,8 +94,8 @@ def design_rows(alpha, alpha_ci, problems=None, lo=0.2, hi=12.0):
     problems = paper.ALPHA_OPTIMA if problems is None else problems
     rows = []
     for p in problems:
-        cfg = lambda a, p=p: search.design(p["arch"], p["baseline"], p["objective"], alpha=a)["config"]
-        d = search.design(p["arch"], p["baseline"], p["objective"], alpha=alpha)
+        cfg = lambda a, p=p: ensembles.design(p["arch"], p["baseline"], p["objective"], alpha=a)["config"]
+        d = ensembles.design(p["arch"], p["baseline"], p["objective"], alpha=alpha)
         a_min, a_max = search.alpha_interval(cfg, alpha, min(lo, alpha), max(hi, alpha))
         rows.append(
             {
@@ -128,7 +129,7 @@ def optimum_interval_rows(alphas, problems=None):
     rows = []
     for p in problems:
         name = f"{p['arch']} {p['baseline']} {p['objective']}"
-        configs = [search.design(p["arch"], p["baseline"], p["objective"], alpha=a)["config"] for a in alphas]
+        configs = [ensembles.design(p["arch"], p["baseline"], p["objective"], alpha=a)["config"] for a in alphas]
         start = 0
         for i in range(1, len(alphas) + 1):
             if i == len(alphas) or configs[i] != configs[start]:

@@ -22,6 +22,7 @@ paper's models with the same role (baseline, primal/dual/FLOPs optimum).
 import numpy as np
 import pandas as pd
 
+from cepaper import ensembles
 from cepaper import search
 from cepaper.training import recipes
 from cepaper.training import sgd
@@ -115,7 +116,7 @@ def design_models(baselines, primal_ns=(), dual_ns=(), models=(), stages=None, d
     """
     if not baselines:
         raise ValueError("baselines must name at least one baseline CxDd, e.g. ['1x128d']")
-    alpha = search.default_alpha("resnext29")[0] if alpha is None else alpha
+    alpha = ensembles.default_alpha("resnext29")[0] if alpha is None else alpha
     net = _net(stages, depth)
     kw = dict(alpha=alpha, classes=classes, module=member_module(stages), **net)
     out = {}
@@ -126,7 +127,7 @@ def design_models(baselines, primal_ns=(), dual_ns=(), models=(), stages=None, d
     for b in baselines:
         add(
             _spec(
-                search.design("resnext29", b, "primal", n=cxm.parse_config(b)[1], **kw),
+                ensembles.design("resnext29", b, "primal", n=cxm.parse_config(b)[1], **kw),
                 "baseline",
                 b,
                 classes,
@@ -135,12 +136,12 @@ def design_models(baselines, primal_ns=(), dual_ns=(), models=(), stages=None, d
             )
         )
         for role, (objective, budget) in OPTIMA.items():
-            add(_spec(search.design("resnext29", b, objective, budget, **kw), role, b, classes, net, alpha))
+            add(_spec(ensembles.design("resnext29", b, objective, budget, **kw), role, b, classes, net, alpha))
     for ns, objective in ((primal_ns, "primal"), (dual_ns, "dual")):
         for n in ns:
             add(
                 _spec(
-                    search.design("resnext29", baselines[0], objective, n=n, **kw),
+                    ensembles.design("resnext29", baselines[0], objective, n=n, **kw),
                     f"{objective} curve",
                     baselines[0],
                     classes,
@@ -171,7 +172,7 @@ def design_models(baselines, primal_ns=(), dual_ns=(), models=(), stages=None, d
 
 def curves(baseline, stages=None, alpha=None):
     """The red curves of Figs. 6-7 for ``baseline``: :func:`cepaper.search.curve` (params budget) as lists."""
-    a = search.default_alpha("resnext29")[0] if alpha is None else alpha
+    a = ensembles.default_alpha("resnext29")[0] if alpha is None else alpha
     c = search.curve(member_module(stages), cxm.parse_config(baseline)[1], a)
     return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in c.items()}
 

@@ -16,7 +16,8 @@ no fit of alpha changes which are trained.
 
 import pandas as pd
 
-from cepaper import complexity as cxm, search
+from cepaper import complexity as cxm
+from cepaper import search
 from cepaper.training import recipes
 from cepaper.training import sgd
 from cepaper.sections import paper
@@ -74,14 +75,15 @@ def dataset_status(root=None, names=DATASETS):
     files and how to get them, or a ``cepaper.data`` without that dataset), with paths named
     relative to the data root (:func:`cepaper.book.data.relative_source`)."""
     from cepaper import data
+    from cepaper import catalog
 
     rows = []
     for name in names:
         try:
             ds = data.load(name, "test", root=root, n=1)
-            rows.append({"dataset": name, "found": True, "source or reason": data.relative_source(ds.source, root)})
+            rows.append({"dataset": name, "found": True, "source or reason": catalog.relative_source(ds.source, root)})
         except (FileNotFoundError, ValueError) as e:
-            rows.append({"dataset": name, "found": False, "source or reason": data.relative_source(str(e), root)})
+            rows.append({"dataset": name, "found": False, "source or reason": catalog.relative_source(str(e), root)})
     return pd.DataFrame(rows)
 
 

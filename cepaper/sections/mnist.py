@@ -23,7 +23,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cepaper import search, stats
+from cepaper import stats
+from cepaper import ensembles
+from cepaper import search
 from cepaper._checks import positive_float, positive_int
 
 CURVE_TITLES = {"primal": "primal: fixed $\\beta_e$", "dual": "dual: fixed Var$(K_e)$"}
@@ -103,7 +105,7 @@ def select(curve, ns, n_tilde, alpha, mlp):
     alpha = positive_float("alpha", alpha)
     rows = []
     for n in ns:
-        d = search.design("mlp", n_tilde, curve, alpha=alpha, module=mlp, n=n)
+        d = ensembles.design("mlp", n_tilde, curve, alpha=alpha, module=mlp, n=n)
         var_k = float(search.var_k(mlp.sum_inv_fan_in(n), alpha))
         rows.append(
             dict(

@@ -11,6 +11,7 @@ import itertools
 import numpy as np
 
 from cepaper import complexity as cxm
+from cepaper import ensembles
 from cepaper import search
 from cepaper.sections import paper
 
@@ -162,7 +163,7 @@ def derive(row, alpha=None, module=None, rounding="nearest"):
     """Algorithm 2 for one paper row: the optimum (``role == "optimum"``) or the model at the
     row's width (``vicinity``/``curve``) from the row's baseline, objective and budget."""
     _, d = cxm.parse_config(row["config"])
-    return search.design(
+    return ensembles.design(
         row["arch"],
         row["from_baseline"],
         row["objective"] or "primal",

@@ -172,12 +172,13 @@ def recipe(name):
 
 
 def dataset_stats(ds, max_images=50000):
-    """Per-channel ``(mean, std)`` of a dataset's pixels in [0, 1]: ``cepaper.data.STATS`` when it
+    """Per-channel ``(mean, std)`` of a dataset's pixels in [0, 1]: ``cepaper.catalog.STATS`` when it
     has the dataset, else computed from the first ``max_images`` images of ``ds`` (in-memory)."""
     from cepaper import data
+    from cepaper import catalog
 
-    if ds.name in data.STATS:
-        return data.STATS[ds.name]
+    if ds.name in catalog.STATS:
+        return catalog.STATS[ds.name]
     x = ds.x[:max_images]
     return data.channel_stats(x if x.ndim == 4 else x[..., None])
 
@@ -273,8 +274,8 @@ def data_digest(ds, max_images=65536):
 
 
 def _folder_stats(ds):
-    from cepaper import data
+    from cepaper import catalog
 
-    if ds.name not in data.STATS:
-        raise ValueError(f"no channel statistics for the folder dataset {ds.name!r}: add them to cepaper.data.STATS")
-    return data.STATS[ds.name]
+    if ds.name not in catalog.STATS:
+        raise ValueError(f"no channel statistics for the folder dataset {ds.name!r}: add them to cepaper.catalog.STATS")
+    return catalog.STATS[ds.name]
