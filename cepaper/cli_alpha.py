@@ -15,6 +15,24 @@ from cepaper.cli_args import (
 )
 
 
+#: What `fit-alpha --json` prints of a fit (a factory's adds its read-out and input shape).
+FIT_KEYS = (
+    "alpha",
+    "alpha_ci",
+    "C",
+    "C_ci",
+    "intercept",
+    "entry",
+    "module",
+    "options",
+    "widths",
+    "trials",
+    "seed",
+    "seconds",
+    "device",
+)
+
+
 def _fitted_alpha(arch):
     """``--alpha fit``: the alpha that `cepaper fit-alpha` (profile ``cli``), else the paper profile of
     the alpha section, stored for this arch's member; a ``UsageError`` when there is none."""
@@ -154,21 +172,7 @@ def add_fit_alpha(sub):
         )
         run.save(f"fit_{args.module}", r, table=fit.result_table(r))
         path = run.dir / f"fit_{args.module}.json"
-        keys = (
-            "alpha",
-            "alpha_ci",
-            "C",
-            "C_ci",
-            "intercept",
-            "entry",
-            "module",
-            "options",
-            "widths",
-            "trials",
-            "seed",
-            "seconds",
-            "device",
-        )
+        keys = FIT_KEYS
         payload = {k: r[k] for k in keys} | {"saved": str(path)}
         num = lambda v, f: "n/a" if v is None else format(v, f)  # C is None when alpha <= 0
         lo, hi = r["alpha_ci"]
@@ -229,23 +233,7 @@ def _fit_factory_alpha(args):
     name = _module_fit_name(args.module)  # one record per factory: `design --module ... --alpha fit`
     run.save(name, r)
     path = run.dir / f"{name}.json"
-    keys = (
-        "alpha",
-        "alpha_ci",
-        "C",
-        "C_ci",
-        "intercept",
-        "entry",
-        "module",
-        "options",
-        "readout",
-        "input_shape",
-        "widths",
-        "trials",
-        "seed",
-        "seconds",
-        "device",
-    )
+    keys = FIT_KEYS + ("readout", "input_shape")
     payload = {k: r[k] for k in keys} | {"saved": str(path)}
     num = lambda v, f: "n/a" if v is None else format(v, f)
     lo, hi = r["alpha_ci"]
