@@ -36,9 +36,10 @@
 #
 # The verdicts stand on the intervals, and the test suite checks each kind against its sampling
 # distribution on synthetic data (the correlation bootstrap, Lemma 1's jackknife, the α bootstrap).
-# One is known to be too narrow: the α bootstrap, by about half, when the narrowest widths' draws
-# are as heavy-tailed as the bottleneck's (the [α page](03_alpha.ipynb) says how this bears on its
-# verdict).
+# The α bootstrap is calibrated for draws shaped like the bottleneck's; no resampling of the draws
+# is for a tail the draws never reach, so every width reports the tail index of its $K^2$, and a fit
+# with a width above 0.7 reads "inconclusive" where its interval alone would say "differs" (the
+# [α page](03_alpha.ipynb) gives the run's tail indices).
 
 # %% tags=["parameters"]
 profile: str = "quick"
