@@ -41,6 +41,25 @@ def source_key(settings, modules, length=16):
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
+def _read_record(path, required, w):
+    """:func:`read_cached` of ``path`` by every rank of ``w``; across ranks one (the writer) first moves a
+    damaged record or checkpoint aside, then all read."""
+    if w.size > 1:
+        if w.writer:
+            read_cached(path, required)
+            check_checkpoint(path.with_suffix(".pt"))
+        distributed.barrier(w)
+    return read_cached(path, required)
+
+
+def _write_record(path, record, w):
+    """The writer rank of ``w`` writes ``record`` to ``path`` atomically and drops its checkpoint; all wait."""
+    if w.writer:
+        write_atomic(path, json.dumps(_jsonable(record)) + "\n")
+        path.with_suffix(".pt").unlink(missing_ok=True)
+    distributed.barrier(w)
+
+
 def cached_record(cache, settings, modules, compute, required=()):
     """A JSON-able record kept in ``cache/<key>.json`` (``key``: :func:`source_key` of ``settings``
     and ``modules``). When that file exists it is read back; else ``compute(checkpoint)`` makes the
@@ -53,20 +72,12 @@ def cached_record(cache, settings, modules, compute, required=()):
         return compute(None)
     path = Path(cache) / f"{source_key(settings, modules)}.json"
     w = distributed.world()
-    if w.size > 1:  # across ranks: one rank moves a damaged file aside, then all read
-        if w.writer:
-            read_cached(path, required)
-            check_checkpoint(path.with_suffix(".pt"))
-        distributed.barrier(w)
-    record = read_cached(path, required)
+    record = _read_record(path, required, w)
     if record is not None:
         return record
     check_checkpoint(path.with_suffix(".pt"))
     record = compute(path.with_suffix(".pt"))
-    if w.writer:
-        write_atomic(path, json.dumps(_jsonable(record)) + "\n")
-        path.with_suffix(".pt").unlink(missing_ok=True)
-    distributed.barrier(w)
+    _write_record(path, record, w)
     return record
 
 
@@ -136,12 +147,7 @@ def cached_run(cache, definition, modules, compute, required=(), rerun_stale=Fal
         return {**compute(None), "code": version, "stale": None}
     path = Path(cache) / f"{definition_key(definition)}.json"
     w = distributed.world()
-    if w.size > 1:  # across ranks: one rank moves a damaged file aside, then all read
-        if w.writer:
-            read_cached(path, required)
-            check_checkpoint(path.with_suffix(".pt"))
-        distributed.barrier(w)
-    record = read_cached(path, required)
+    record = _read_record(path, required, w)
     if record is not None:
         stale = stale_mark(record, modules, version)
         if not (stale and rerun_stale):
@@ -151,10 +157,7 @@ def cached_run(cache, definition, modules, compute, required=(), rerun_stale=Fal
             os.replace(path, path.with_name(f"{path.stem}.{(stale['commit'] or 'unknown')[:12]}.json"))
     check_checkpoint(path.with_suffix(".pt"))
     record = {**compute(path.with_suffix(".pt")), "code": version}
-    if w.writer:
-        write_atomic(path, json.dumps(_jsonable(record)) + "\n")
-        path.with_suffix(".pt").unlink(missing_ok=True)
-    distributed.barrier(w)
+    _write_record(path, record, w)
     return {**record, "stale": None}
 
 
