@@ -61,9 +61,16 @@ def _add_run(sub):
     p.add_argument("--json", action="store_true", help="print the run records as JSON")
 
     def run(args):
-        from cepaper.book import pipeline, profiles
+        from cepaper.book import pipeline, profiles, ranks
 
         overrides = profiles.parse_overrides(args.parameter) + _run_flags(args)
+        if ranks.launched():  # torchrun: the sections that train grids train every run across the processes
+            if args.reuse:
+                raise UsageError("--reuse executes nothing: run it as one process, without torchrun")
+            records = ranks.run(args.sections, args.profile, overrides, force=args.force)
+            if os.environ["RANK"] == "0":
+                emit(args, records, pipeline.format_records(records))
+            return
         records = pipeline.run(args.sections, args.profile, overrides, force=args.force, reuse_stored=args.reuse)
         emit(args, records, pipeline.format_records(records))
 

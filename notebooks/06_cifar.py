@@ -76,7 +76,7 @@ from cepaper import data
 from cepaper import catalog
 from cepaper import ensembles
 from cepaper.sections import cifar as section
-from cepaper.training import executors, grids
+from cepaper.training import distributed, executors, grids
 from cepaper.training import recipes
 from cepaper.book import pages
 from cepaper.book import results
@@ -88,6 +88,10 @@ scaled = not section.is_paper_scale(stages, blocks)
 net = "ResNeXt-29" if not scaled else f"a scaled-down ResNeXt (stages {stages}, {blocks} block(s) each)"
 seeds = list(range(seed, seed + n_runs))
 alpha_used, alpha_source = (alpha, "given") if alpha is not None else ensembles.default_alpha("resnext29")
+# under `torchrun --nproc-per-node N -m cepaper run cifar` every rank's kernel joins one process group, and
+# each run of the grid trains across them (DDP): rank 0 publishes, the others' copies are discarded
+world, device = distributed.setup(device)
+device = str(device)
 jobs = executors.executor(executor, results.checkpoint_dir("cifar", profile) / "jobs")
 run = results.Run(
     "cifar",
@@ -120,6 +124,7 @@ display(
         f"{'all' if n_train is None else n_train} training and {'all' if n_test is None else n_test} test images; "
         f"{'the recipe’s 300' if epochs is None else epochs} epoch(s); {n_runs} run(s) per model; α = {alpha_used:.3g} "
         f"({alpha_source})."
+        + (f" Each run trained across {world.size} processes (torchrun, DDP)." if world.size > 1 else "")
         + (
             ""
             if not scaled

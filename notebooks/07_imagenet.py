@@ -72,7 +72,7 @@ from IPython.display import Markdown, display
 
 from cepaper import data
 from cepaper import catalog
-from cepaper.training import executors, grids
+from cepaper.training import distributed, executors, grids
 from cepaper.sections import imagenet as section
 from cepaper.book import pages
 from cepaper.book import results
@@ -80,6 +80,10 @@ from cepaper.book import results
 if threads:
     torch.set_num_threads(threads)
 tables = section.check_tables(tables)
+# under `torchrun --nproc-per-node N -m cepaper run imagenet` every rank's kernel joins one process group, and
+# each run of the grid trains across them (DDP): rank 0 publishes, the others' copies are discarded
+world, device = distributed.setup(device)
+device = str(device)
 jobs = executors.executor(executor, results.checkpoint_dir("imagenet", profile) / "jobs")
 run = results.Run(
     "imagenet",
@@ -179,6 +183,8 @@ if train:
                 missing_ok=jobs is not None,
                 rerun_stale=rerun_stale,
             )
+    if world.size > 1:
+        display(Markdown(f"Each run trained across {world.size} processes (torchrun, DDP)."))
     summ = grids.grid_summary(records, last=section.LAST_EPOCHS)
     run.save("runs", {"records": records})
     run.save("summary", {"rows": summ.to_dict("records")}, table=summ)

@@ -56,7 +56,7 @@ def cache_key(section, params):
     path = notebook_path(section)
     source = path.read_text()
     parts = [json.dumps(params, sort_keys=True)]
-    executor = {"cepaper/pipeline.py": Path(__file__), "requirements.txt": REPO / "requirements.txt"}
+    executor = {"cepaper/book/cache.py": Path(__file__), "requirements.txt": REPO / "requirements.txt"}
     files = {path.name: path, **dependencies(source), **{k: p for k, p in executor.items() if p.exists()}}
     parts += [f"{rel}\n{p.stat().st_mtime_ns}\n{p.read_text()}" for rel, p in sorted(files.items())]
     return _sha("\0".join(parts))

@@ -113,20 +113,25 @@ def section_lock(section, profile):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def execute(section, params, key):
+def execute(section, params, key, rank=0, env=None):
     """Execute one section with papermill; return its record. Raise on any failure.
 
     The run stages in a folder of its own; its results are published (:func:`publish`) and its
-    executed notebook replaces the last good one only when the notebook succeeded."""
+    executed notebook replaces the last good one only when the notebook succeeded. ``env``: more
+    environment for the kernel. ``rank`` > 0: a follower of a run across torchrun's processes
+    (:mod:`cepaper.book.ranks`): its kernel trains its share, and what it wrote is discarded (rank
+    0 publishes); returns ``None``."""
     import jupytext
     import papermill
 
     profile = params["profile"]
     out = executed_path(section, profile)
     own = results.section_dir(section, profile)
-    files.check_writable(own)  # before hours of work, not after
+    if not rank:
+        files.check_writable(own)  # before hours of work, not after
     (BUILD / "staging").mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=BUILD / "staging", prefix=f"{profile}-{section}-"))
+    prefix = f"{profile}-{section}-" if not rank else f"rank{rank}-{profile}-{section}-"
+    staging = Path(tempfile.mkdtemp(dir=BUILD / "staging", prefix=prefix))
     try:
         reads_log = staging / "reads.log"
         src = staging / out.name
@@ -138,11 +143,12 @@ def execute(section, params, key):
             "CEPAPER_READS_LOG": str(reads_log),
             "MPLBACKEND": "module://matplotlib_inline.backend_inline",  # figures into the notebook
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            **(env or {}),
         }
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
         start = time.perf_counter()
-        kernel_log = BUILD / "logs" / profile / f"{out.stem}.kernel.log"
+        kernel_log = BUILD / "logs" / profile / f"{out.stem}{f'.rank{rank}' if rank else ''}.kernel.log"
         kernel_log.parent.mkdir(parents=True, exist_ok=True)
         try:
             with open(kernel_log, "w") as log:
@@ -157,7 +163,8 @@ def execute(section, params, key):
                     kernel_manager_class=_kernel_manager(log),
                 )
         except BaseException as e:
-            failed = _keep_failed(staging / "out.ipynb", BUILD / "failed" / profile / out.name)
+            dest = BUILD / "failed" / profile / (out.name if not rank else f"{out.stem}.rank{rank}{out.suffix}")
+            failed = _keep_failed(staging / "out.ipynb", dest)
             kept = (
                 f"the failed notebook is {failed.relative_to(REPO)}; " if failed else ""
             ) + "the last good results are kept"
@@ -174,6 +181,8 @@ def execute(section, params, key):
             for k, v in saved.items():
                 os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         wall = time.perf_counter() - start
+        if rank:
+            return None
         reads = sorted(
             {r for r in (reads_log.read_text().split() if reads_log.exists() else []) if (REPO / r).parent != own}
         )
@@ -310,21 +319,39 @@ def _finish_notebook(path, record):
     return nbformat.writes(nb)
 
 
+def plan(sections, profile="quick", overrides=()):
+    """``[(section, params)]`` of ``sections`` (all of the book when empty) in the order they execute,
+    every parameter checked (a ValueError before anything executes)."""
+    load_profile(profile)
+    sections = list(sections) or book_sections()
+    # the claims page summarizes the other sections' results: it executes after them
+    sections = [s for s in sections if s not in SUMMARIES] + [s for s in sections if s in SUMMARIES]
+    return [(section, resolve_parameters(section, profile, overrides)) for section in sections]
+
+
+def up_to_date(section, params, force=False):
+    """``(key, record)``: the section's cache key and its up-to-date record (``None``: it must execute)."""
+    key = cache_key(section, params)
+    return key, None if force else valid_record(section, params["profile"], key)
+
+
+def execute_locked(section, params, key, env=None):
+    """:func:`execute` while holding the section's :func:`section_lock`, after cleaning up what
+    runs that died left."""
+    print(f"[cepaper] executing {section} (profile {params['profile']})", file=sys.stderr, flush=True)
+    with section_lock(section, params["profile"]):
+        _clean_leftovers(section, params["profile"])
+        return execute(section, params, key, env=env)
+
+
 def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False):
     """Execute ``sections`` (all of the book when empty) with ``profile``; skip up-to-date ones.
 
     With ``reuse_stored``, execute nothing: take each section's executed notebook stored with its
     results (see :func:`reuse`), e.g. the paper profile run on a GPU and committed."""
-    load_profile(profile)
-    sections = list(sections) or book_sections()
-    # the claims page summarizes the other sections' results: it executes after them
-    sections = [s for s in sections if s not in SUMMARIES] + [s for s in sections if s in SUMMARIES]
-    plan = []
-    for section in sections:  # validate everything before executing anything
-        params = resolve_parameters(section, profile, overrides)
-        plan.append((section, params))
+    plan_ = plan(sections, profile, overrides)  # validate everything before executing anything
     if reuse_stored:
-        missing = [section for section, _ in plan if not (results.section_dir(section, profile) / STORED).exists()]
+        missing = [section for section, _ in plan_ if not (results.section_dir(section, profile) / STORED).exists()]
         if missing:
             raise FileNotFoundError(
                 f"--reuse: no committed {profile}-profile run of {', '.join(missing)} (results/{profile}/<section>/"
@@ -332,20 +359,12 @@ def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False
                 f"or build the default book (`make book`), which shows every committed run beside the quick pages"
             )
     records = []
-    for section, params in plan:
+    for section, params in plan_:
         if reuse_stored:
             records.append(reuse(section, profile))
             continue
-        key = cache_key(section, params)
-        record = None if force else valid_record(section, profile, key)
-        if record is None:
-            print(f"[cepaper] executing {section} (profile {profile})", file=sys.stderr, flush=True)
-            with section_lock(section, profile):
-                _clean_leftovers(section, profile)
-                record = execute(section, params, key)
-        else:
-            record = {**record, "cached": True}
-        records.append(record)
+        key, record = up_to_date(section, params, force)
+        records.append(execute_locked(section, params, key) if record is None else {**record, "cached": True})
     return records
 
 

@@ -1,0 +1,105 @@
+"""``torchrun --nproc-per-node N -m cepaper run SECTION ...``: the sections' training across processes.
+
+Every process torchrun starts runs the same ``cepaper run``. They join a small gloo group of their
+own (the command's processes, on the CPU), through which rank 0 decides what executes: the sections
+that are up to date are cached, as in one process, and each section that executes gets a fresh port
+on rank 0's host for its kernels' process group.
+
+A section that trains grids (one with an ``executor`` parameter: cifar, imagenet) executes on every
+rank. Each rank's kernel inherits torchrun's ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and
+``MASTER_ADDR``, with that port; the notebook joins the kernels' group
+(:func:`cepaper.training.distributed.setup`: NCCL on GPUs, gloo on CPUs) and every run of its grid
+trains across the ranks, each rank on its share of every batch (DDP). Rank 0's kernel writes the run
+cache (``_build/checkpoints``, which every node must see: a shared filesystem), and rank 0 alone
+publishes the section's results and its executed notebook; what the other ranks' kernels wrote is
+discarded. Any other section executes on rank 0 alone.
+"""
+
+import os
+import socket
+from datetime import timedelta
+
+import torch.distributed as dist
+
+from cepaper.book import pipeline, profiles
+from cepaper.training import distributed
+
+#: How long the command's processes wait for one another (rank 0 may execute hours of other sections
+#: before the next one that trains on every rank).
+WAIT = timedelta(days=7)
+
+
+def ranked(section):
+    """True for a section that trains grids (its notebook has an ``executor`` parameter): it executes
+    on every rank."""
+    return "executor" in profiles.notebook_parameters(profiles.notebook_path(section))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _decide(plan, force):
+    """Rank 0's decisions, one per section of ``plan``: ``(key, record)`` (:func:`pipeline.up_to_date`)
+    and a port for its kernels (``None`` for a section cached or executed on rank 0 alone)."""
+    out = []
+    for section, params in plan:
+        key, record = pipeline.up_to_date(section, params, force)
+        out.append((key, record, _free_port() if record is None and ranked(section) else None))
+    return out
+
+
+def _check(plan):
+    for section, params in plan:
+        if ranked(section) and params.get("executor", "inprocess") != "inprocess":
+            raise ValueError(
+                f"section {section}: under torchrun every run of its grid trains across the processes; "
+                f"executor must be inprocess, got {params['executor']!r} (leave --executor out, or run "
+                "without torchrun to make each run a submitit job)"
+            )
+
+
+def run(sections, profile="quick", overrides=(), force=False):
+    """:func:`cepaper.book.pipeline.run` on every process torchrun started; the records on rank 0
+    (``[]`` on the others)."""
+    plan = pipeline.plan(sections, profile, overrides)  # the same checks, and errors, on every rank
+    _check(plan)
+    dist.init_process_group("gloo", timeout=WAIT)
+    try:
+        w = distributed.world()
+        decided = [None]
+        if w.writer:
+            try:
+                decided[0] = _decide(plan, force)
+            except Exception as e:  # the others must not wait for a broadcast that never comes
+                decided[0] = f"{type(e).__name__}: {e}"
+                dist.broadcast_object_list(decided, src=0)
+                raise
+        dist.broadcast_object_list(decided, src=0)
+        if isinstance(decided[0], str):
+            raise RuntimeError(f"rank 0 could not plan the run: {decided[0]}")
+        records = []
+        for (section, params), (key, record, port) in zip(plan, decided[0]):
+            if record is not None:
+                records.append({**record, "cached": True})
+                continue
+            if port is None:  # a section that does not train across ranks: rank 0 alone
+                if w.writer:
+                    records.append(pipeline.execute_locked(section, params, key))
+                continue
+            dist.barrier()  # the kernels' group forms only when every rank has reached this section
+            env = {"MASTER_PORT": str(port), "TORCHELASTIC_USE_AGENT_STORE": "False"}
+            if w.writer:
+                records.append(pipeline.execute_locked(section, params, key, env=env))
+            else:
+                pipeline.execute(section, params, key, rank=w.rank, env=env)
+        return records if w.writer else []
+    finally:
+        dist.destroy_process_group()
+
+
+def launched():
+    """True when torchrun (or a launcher like it) started more than one process of this command."""
+    return distributed.launched() and int(os.environ["WORLD_SIZE"]) > 1
