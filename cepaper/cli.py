@@ -53,6 +53,11 @@ def _add_run(sub):
         "(inprocess, the default), or each a submitit job: local (this machine's GPUs) or slurm",
     )
     p.add_argument(
+        "--gpus-per-run",
+        type=_cli_type(_positive_int_arg),
+        help="sections that train grids, with --executor: the GPUs of each run's job, one rank each (DDP)",
+    )
+    p.add_argument(
         "--rerun-stale",
         action="store_true",
         help="sections that train grids: train again the finished runs that older training code "
@@ -86,6 +91,7 @@ def _run_flags(args):
         (flag, name, value)
         for flag, name, value in (
             ("--executor", "executor", args.executor),
+            ("--gpus-per-run", "gpus_per_run", args.gpus_per_run),
             ("--rerun-stale", "rerun_stale", args.rerun_stale or None),
         )
         if value is not None
@@ -174,6 +180,12 @@ def _add_train(sub):
         "(this machine's GPUs, one each) or slurm (a SLURM cluster)",
     )
     p.add_argument(
+        "--gpus-per-run",
+        type=_cli_type(_positive_int_arg),
+        default=1,
+        help="with --executor: the GPUs of each run's job, one rank each (the run across them, DDP)",
+    )
+    p.add_argument(
         "--backend",
         choices=distributed.BACKENDS,
         help="under torchrun: the process group's backend (default nccl on GPUs, gloo on CPUs)",
@@ -208,7 +220,10 @@ def _add_train(sub):
         w, device = distributed.setup(args.device, args.backend)
         if w.size > 1 and args.executor != "inprocess":
             raise UsageError("--executor runs each run as its own job; under torchrun leave it out (inprocess)")
-        ex = executors.executor(args.executor, results.checkpoint_dir("cifar", "cli").parent / "jobs")
+        ex = executors.executor(
+            args.executor, results.checkpoint_dir("cifar", "cli").parent / "jobs", gpus_per_job=args.gpus_per_run
+        )
+        ranks = w.size * (args.gpus_per_run if ex is not None else 1)
         run = results.Run(
             "cifar" if args.dataset.startswith("cifar") else "imagenet",
             "cli",
@@ -253,18 +268,18 @@ def _add_train(sub):
             f"train_{args.dataset}_{args.arch}_{args.config}_{rec}_e{args.epochs or 'all'}"
             f"_s{args.seed}-{args.seed + args.runs - 1}"
         )
-        run.save(name, {"records": records, "summary": summ.to_dict("records"), "world_size": w.size}, table=summ)
+        run.save(name, {"records": records, "summary": summ.to_dict("records"), "world_size": ranks}, table=summ)
         r = summ.iloc[0]
         stale = grids.stale_runs(records)
         payload = {
             "summary": summ.to_dict("records"),
             "saved": str(run.dir / f"{name}.json"),
-            "world_size": w.size,
+            "world_size": ranks,
             "stale": stale,
         }
         text = (
             f"{args.arch} {args.config} on {args.dataset} ({tr.source}), recipe {rec}, {int(r.runs)} run(s): "
-            f"top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}% ({w.size} process(es); "
+            f"top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}% ({ranks} process(es) a run; "
             + ("final epoch" if last == 1 else f"mean of the last {last} epochs")
             + f")\nsaved to {payload['saved']}"
             + "".join(

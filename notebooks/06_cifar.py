@@ -65,6 +65,7 @@ channels_last: bool = True  # faster on CPUs and GPUs alike
 bf16: bool = False
 threads: int = 1  # torch CPU threads (None: torch's default); 1 is fastest in a kernel on 2 cores
 executor: str = "inprocess"  # the runs here, one after another; local/slurm: each a submitit job
+gpus_per_run: int = 1  # with executor local/slurm: the GPUs of each run's job, one DDP rank each
 rerun_stale: bool = False  # train again the finished runs that older training code made
 
 # %% tags=["remove-input"]
@@ -92,7 +93,7 @@ alpha_used, alpha_source = (alpha, "given") if alpha is not None else ensembles.
 # each run of the grid trains across them (DDP): rank 0 publishes, the others' copies are discarded
 world, device = distributed.setup(device)
 device = str(device)
-jobs = executors.executor(executor, results.checkpoint_dir("cifar", profile) / "jobs")
+jobs = executors.executor(executor, results.checkpoint_dir("cifar", profile) / "jobs", gpus_per_job=gpus_per_run)
 run = results.Run(
     "cifar",
     profile,

@@ -63,6 +63,7 @@ threads: int = 1  # torch CPU threads (None: torch's default); 1 is fastest in a
 # timed models (table:arch:CxDd); None: all
 configs: list = ["2a:resnext50:12x10d", "3:resnext29:37x10d", "4:resnext38:22x10d"]
 executor: str = "inprocess"  # the runs here, one after another; local/slurm: each a submitit job
+gpus_per_run: int = 1  # with executor local/slurm: the GPUs of each run's job, one DDP rank each
 rerun_stale: bool = False  # train again the finished runs that older training code made
 
 # %% tags=["remove-input"]
@@ -84,7 +85,7 @@ tables = section.check_tables(tables)
 # each run of the grid trains across them (DDP): rank 0 publishes, the others' copies are discarded
 world, device = distributed.setup(device)
 device = str(device)
-jobs = executors.executor(executor, results.checkpoint_dir("imagenet", profile) / "jobs")
+jobs = executors.executor(executor, results.checkpoint_dir("imagenet", profile) / "jobs", gpus_per_job=gpus_per_run)
 run = results.Run(
     "imagenet",
     profile,

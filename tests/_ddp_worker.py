@@ -3,7 +3,7 @@ ranks (gloo), interrupted after its first epoch and resumed by every rank from r
 Writes ``rank<r>.pt`` (history, final weights) into the folder given as the argument.
 
 ``_ddp_worker.py cli OUT ARGS...``: ``cepaper ARGS...`` with its checkpoints under ``OUT`` (not the
-repository's ``_build/``)."""
+repository's ``_build/``). ``_ddp_worker.py deal OUT``: :func:`distributed.deal` of five items."""
 
 import sys
 from pathlib import Path
@@ -53,5 +53,17 @@ def cli(out, argv):
     return cli.main(argv)
 
 
+def deal(out):
+    """Five items dealt over the ranks: where each was computed, and in which world."""
+    import json
+
+    w, _ = distributed.setup("cpu")
+    compute = lambda items: [(i, w.rank, distributed.world().size, distributed.world().rank) for i in items]
+    got = distributed.deal(range(5), compute, w)
+    (Path(out) / f"deal{w.rank}.json").write_text(json.dumps(got))
+    distributed.shutdown()
+
+
 if __name__ == "__main__":
-    sys.exit(cli(sys.argv[2], sys.argv[3:]) if sys.argv[1] == "cli" else main(sys.argv[1]))
+    modes = {"cli": lambda: cli(sys.argv[2], sys.argv[3:]), "deal": lambda: deal(sys.argv[2])}
+    sys.exit(modes[sys.argv[1]]() if sys.argv[1] in modes else main(sys.argv[1]))

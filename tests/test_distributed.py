@@ -292,3 +292,23 @@ def test_cli_train_refuses_a_bad_world_or_backend(tmp_path, extra, env, message)
     )
     assert p.returncode == 2 and message in p.stderr, p.stderr
     assert not (tmp_path / "results").exists()  # refused before anything is written
+
+
+def test_runs_that_cannot_be_shared_are_dealt_over_the_ranks_and_gathered_in_order(tmp_path):
+    """``distributed.deal``: rank r computes items r, r + 2, ... by itself (a world of one inside), and
+    both ranks return every result in order."""
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    p = subprocess.run(
+        [torchrun, "--standalone", "--nproc-per-node", "2", str(ROOT / "tests" / "_ddp_worker.py"), "deal", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    want = [[i, i % 2, 1, 0] for i in range(5)]  # item, computed on rank, in a world of size 1, as its rank 0
+    for r in range(2):
+        assert json.loads((tmp_path / f"deal{r}.json").read_text()) == want
+    assert distributed.shares(recipes.recipe("cifar"), 8) and not distributed.shares(recipes.recipe("cifar_1gpu"), 2)

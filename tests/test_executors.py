@@ -135,3 +135,58 @@ def test_local_jobs_get_their_own_gpus_and_no_more_run_at_once_than_fit(monkeypa
     monkeypatch.setattr(executors.time, "sleep", lambda s: None)
     assert executors.map_runs(ex, lambda x: x, list(range(11))) == [10 * i for i in range(11)]
     assert ex.peak == 4
+
+
+def _two_task_run(seed):
+    """One tiny recipe run (tests/test_distributed.py's data, model and recipe) in a job's task."""
+    import torch
+
+    import test_distributed as t
+    from cepaper.training import distributed, sgd
+
+    torch.set_num_threads(1)
+    w = distributed.world()
+    model = t.model()
+    hist = sgd.train_recipe(model, *t.data(), t.RECIPE, seed=seed)
+    return {"rank": w.rank, "size": w.size, "history": hist, "weights": model.state_dict()}
+
+
+def test_a_job_of_two_tasks_is_one_run_across_two_gloo_ranks(tmp_path, monkeypatch, one_thread):
+    """A local job of 2 tasks (``ranks_per_job``) trains one run across them (gloo, DDP) and reproduces
+    the single process with the same micro-batches; the record is rank 0's."""
+    import numpy as np
+    import torch
+
+    import test_distributed as t
+    from cepaper.training import sgd
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "tests"), str(ROOT)]))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    ex = executors.executor("local", tmp_path / "jobs", gpus_per_job=0, ranks_per_job=2, timeout_min=5)
+    (got,) = executors.map_runs(ex, _two_task_run, [3])
+    one = t.model()
+    want = sgd.train_recipe(one, *t.data(), t.RECIPE, seed=3)
+    assert got["rank"] == 0 and got["size"] == 2 and got["history"]["world_size"] == 2
+    np.testing.assert_allclose(got["history"]["train_loss"], want["train_loss"], rtol=1e-5)
+    for k, v in one.state_dict().items():
+        if "running" not in k and "num_batches" not in k:  # the parameters; running stats are per rank
+            torch.testing.assert_close(got["weights"][k], v, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"gpus_per_job": -1}, "gpus_per_job must be"),
+        ({"ranks_per_job": 0}, "ranks_per_job must be"),
+        ({"gpus_per_job": 4, "ranks_per_job": 2}, r"ranks_per_job must be gpus_per_job \(4: one rank per GPU\)"),
+        ({"gpus_per_job": 64}, "gpus_per_job is 64, and this machine has"),
+    ],
+)
+def test_bad_jobs_shapes_are_refused(tmp_path, kw, message):
+    with pytest.raises(ValueError, match=message):
+        executors.executor("local", tmp_path / "jobs", **kw)
+
+
+def test_gpus_for_a_run_in_process_point_at_torchrun(tmp_path):
+    with pytest.raises(ValueError, match="gpus_per_job is 8: it gives each job of an executor its GPUs.*torchrun"):
+        executors.executor("inprocess", tmp_path, gpus_per_job=8)

@@ -15,6 +15,7 @@ gradient of the mean loss over the whole batch, the same as one process accumula
 ``N``, and ``N`` must divide ``B / micro_batch`` (:func:`check_world`).
 """
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -38,9 +39,24 @@ class World:
         return self.rank == 0
 
 
+_ALONE = []  # inside alone(): this process is a world of its own
+
+
+@contextlib.contextmanager
+def alone():
+    """Within, :func:`world` is a single process (rank 0 of 1) though this process is in a process
+    group: a run that cannot be shared between ranks trains here whole (:func:`deal`)."""
+    _ALONE.append(True)
+    try:
+        yield
+    finally:
+        _ALONE.pop()
+
+
 def world():
-    """The :class:`World` of the default process group, or a single process when there is none."""
-    if dist.is_available() and dist.is_initialized():
+    """The :class:`World` of the default process group, or a single process when there is none
+    (or inside :func:`alone`)."""
+    if not _ALONE and dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", dist.get_rank())))
     return World()
 
@@ -124,6 +140,28 @@ def check_world(rec, size):
             f"into its per-GPU batches ({why}): use {', '.join(map(str, ok))} process(es)"
         )
     return k // size
+
+
+def shares(rec, size):
+    """True when ``size`` processes can share each run of recipe ``rec`` (:func:`check_world`)."""
+    try:
+        check_world(rec, size)
+    except ValueError:
+        return False
+    return True
+
+
+def deal(items, compute, w):
+    """``compute(items)`` with the items dealt over the ranks instead of each shared between them:
+    rank ``r`` computes items ``r, r + N, ...`` whole, by itself (:func:`alone`: its own checkpoints
+    and records), and every rank returns all the results in order. A single process computes them all."""
+    items = list(items)
+    if w.size == 1:
+        return compute(items)
+    with alone():
+        mine = compute(items[w.rank :: w.size])
+    dealt = gather_objects(mine, w)
+    return [dealt[i % w.size][i // w.size] for i in range(len(items))]
 
 
 def rank_span(n, micro, per_rank, rank):

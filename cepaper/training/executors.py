@@ -15,14 +15,32 @@ import shutil
 import time
 from pathlib import Path
 
+from cepaper._checks import nonneg_int, positive_int
+
 EXECUTORS = ("inprocess", "local", "slurm")
 
 
-def executor(kind, folder, *, gpus_per_job=1, timeout_min=60 * 24 * 3, partition=None, **slurm):
-    """A submitit executor of ``kind`` writing its logs under ``folder`` (``None`` for ``inprocess``)."""
+def executor(kind, folder, *, gpus_per_job=1, ranks_per_job=None, timeout_min=60 * 24 * 3, partition=None, **slurm):
+    """A submitit executor of ``kind`` writing its logs under ``folder`` (``None`` for ``inprocess``).
+
+    Each job has ``gpus_per_job`` GPUs and runs ``ranks_per_job`` tasks (default: one per GPU, at least
+    one); a job of several tasks is one run across them (:class:`Ranked`: DDP, NCCL on GPUs, gloo on
+    CPUs), each task a rank with its own GPU."""
     if kind not in EXECUTORS:
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
+    gpus_per_job = nonneg_int("gpus_per_job", gpus_per_job)
+    ranks_per_job = max(gpus_per_job, 1) if ranks_per_job is None else positive_int("ranks_per_job", ranks_per_job)
+    if gpus_per_job > 1 and ranks_per_job != gpus_per_job:
+        raise ValueError(
+            f"ranks_per_job must be gpus_per_job ({gpus_per_job}: one rank per GPU) when a job has "
+            f"several GPUs, got {ranks_per_job}"
+        )
     if kind == "inprocess":
+        if gpus_per_job > 1:
+            raise ValueError(
+                f"gpus_per_job is {gpus_per_job}: it gives each job of an executor its GPUs (executor local "
+                "or slurm); in one process, spread a run over GPUs with torchrun --nproc-per-node N"
+            )
         return None
     if kind == "slurm" and shutil.which("sbatch") is None:
         raise ValueError(
@@ -36,20 +54,51 @@ def executor(kind, folder, *, gpus_per_job=1, timeout_min=60 * 24 * 3, partition
         import torch
 
         gpus = torch.cuda.device_count()
+        if gpus_per_job > 1 and gpus_per_job > gpus:
+            raise ValueError(
+                f"gpus_per_job is {gpus_per_job}, and this machine has {gpus} GPU(s): ask for at most "
+                f"{gpus}, or run on a machine with more (--executor slurm)"
+            )
         gpus_per_job = min(gpus_per_job, gpus)
         ex = submitit.LocalExecutor(folder)
-        ex.update_parameters(timeout_min=timeout_min, gpus_per_node=gpus_per_job)
+        ex.update_parameters(timeout_min=timeout_min, gpus_per_node=gpus_per_job, tasks_per_node=ranks_per_job)
         ex.cepaper_slots = gpu_slots(gpus, gpus_per_job)
     else:
         ex = submitit.SlurmExecutor(folder)
         ex.update_parameters(
             time=timeout_min,
             gpus_per_node=gpus_per_job,
-            ntasks_per_node=1,
+            ntasks_per_node=ranks_per_job,
             **({"partition": partition} if partition else {}),
             **slurm,
         )
+    ex.cepaper_ranks = ranks_per_job
     return ex
+
+
+class Ranked:
+    """``fn`` on every task of a job of several tasks, as one run across them: each task joins the
+    job's process group first (its rank, the job's first host and a port from submitit's
+    ``TorchDistributedEnvironment``; NCCL and the task's own GPU where the job has GPUs, gloo else),
+    calls ``fn(item)``, and leaves the group. A single task calls ``fn`` alone."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, item):
+        import submitit
+        import torch
+
+        from cepaper.training import distributed
+
+        if submitit.JobEnvironment().num_tasks == 1:
+            return self.fn(item)
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        distributed.setup("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            return self.fn(item)
+        finally:
+            distributed.shutdown()
 
 
 def missing(state, why, job_id=None):
@@ -108,6 +157,12 @@ def _submit_in_slots(ex, fn, items, poll_s=5.0):
     return jobs
 
 
+def _result(job):
+    """A job's result: its first task's (rank 0's) for a job of several tasks, which raises the
+    error of any task that failed."""
+    return job.results()[0] if getattr(job, "num_tasks", 1) > 1 else job.result()
+
+
 def map_runs(ex, fn, items, *, missing_ok=False, wait=True):
     """``[fn(item) for item in items]``, each call a job of ``ex`` (in this process for ``None``).
 
@@ -119,19 +174,21 @@ def map_runs(ex, fn, items, *, missing_ok=False, wait=True):
     items = list(items)
     if ex is None:
         return [fn(item) for item in items]
+    if getattr(ex, "cepaper_ranks", 1) > 1:  # each job one run across its tasks
+        fn = Ranked(fn)
     if getattr(ex, "cepaper_slots", None):  # one machine: each job on its own GPUs, as many at once as fit
         jobs = _submit_in_slots(ex, fn, items)
     else:
         jobs = [ex.submit(fn, item) for item in items]
     if not missing_ok:
-        return [job.result() for job in jobs]
+        return [_result(job) for job in jobs]
     out = []
     for job in jobs:
         if not wait and not job.done():
             out.append(missing("pending", f"job {job.job_id} has not finished", job.job_id))
             continue
         try:
-            out.append(job.result())
+            out.append(_result(job))
         except Exception as e:  # the job's own error, or submitit's for a job killed or timed out
             out.append(missing("failed", _failure(e), job.job_id))
     return out

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from cepaper._checks import positive_int
-from cepaper.training import recipes, spine
+from cepaper.training import distributed, recipes, spine
 from cepaper.training.recipes import RECIPES, data_digest
 from cepaper.training.sgd import final_error, init_seed, train_recipe
 
@@ -55,6 +55,10 @@ def train_recipe_grid(
     with ``missing_ok`` a run whose job failed (or, ``wait=False``, has not finished) is a record
     ``dataset, arch, config, recipe, seed, missing`` (``"failed"``/``"pending"``), ``why``, ``job``
     instead of an error (:func:`missing_runs` lists them; :func:`grid_summary` leaves them out).
+
+    In a process group (torchrun) every rank calls this alike: each run trains across the ranks, or,
+    for a recipe the ranks cannot share (:func:`cepaper.training.distributed.shares`: ``cifar_1gpu``),
+    the runs are dealt over the ranks (:func:`cepaper.training.distributed.deal`), each trained whole.
     """
     from cepaper.models.resnext import resnext
 
@@ -115,7 +119,13 @@ def train_recipe_grid(
             "wall_s": time.perf_counter() - t0,
         }
 
-    out = spine.run_grid(
+    w = distributed.world()
+    # under torchrun, a recipe whose per-GPU batch is its whole batch (cifar_1gpu) cannot share a run
+    # between the ranks: each rank trains whole runs of its own, on its own GPU, and the records are gathered
+    dealt = w.size > 1 and not distributed.shares(recipes.recipe(recipe_name), w.size)
+    if dealt and torch.device(device).type == "cuda" and torch.device(device).index is None:
+        device = torch.device("cuda", w.local_rank)
+    grid = lambda jobs: spine.run_grid(
         jobs,
         one,
         cache=cache,
@@ -136,6 +146,7 @@ def train_recipe_grid(
             __name__,
         ),
     )
+    out = distributed.deal(jobs, grid, w) if dealt else grid(jobs)
     return [
         {**{k: job[k] for k in ("dataset", "arch", "config", "recipe", "seed")}, **r} if r.get("missing") else r
         for job, r in zip(jobs, out)
