@@ -300,7 +300,7 @@ def test_runs_that_cannot_be_shared_are_dealt_over_the_ranks_and_gathered_in_ord
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     p = subprocess.run(
-        [torchrun, "--standalone", "--nproc-per-node", "2", str(ROOT / "tests" / "_ddp_worker.py"), "deal", str(tmp_path)],
+        [torchrun, "--standalone", "--nproc-per-node", "2", str(ROOT / "tests" / "_ddp_worker.py"), "deal", tmp_path],
         cwd=ROOT,
         env=env,
         capture_output=True,
