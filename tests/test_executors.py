@@ -168,9 +168,9 @@ def test_a_job_of_two_tasks_is_one_run_across_two_gloo_ranks(tmp_path, monkeypat
     want = sgd.train_recipe(one, *t.data(), t.RECIPE, seed=3)
     assert got["rank"] == 0 and got["size"] == 2 and got["history"]["world_size"] == 2
     np.testing.assert_allclose(got["history"]["train_loss"], want["train_loss"], rtol=1e-5)
-    for k, v in one.state_dict().items():
-        if "running" not in k and "num_batches" not in k:  # the parameters; running stats are per rank
-            torch.testing.assert_close(got["weights"][k], v, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["history"]["test_loss"], want["test_loss"], rtol=1e-5)
+    for k, v in one.state_dict().items():  # the parameters and BatchNorm's running statistics
+        torch.testing.assert_close(got["weights"][k], v, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(

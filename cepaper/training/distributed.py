@@ -221,6 +221,61 @@ def average_buffers(model, w):
             dist.broadcast(b.data, 0)
 
 
+def _momentum_bns(model):
+    """The BatchNorm layers of ``model`` whose running statistics are exponential averages."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.momentum is not None
+    ]
+
+
+def bn_snapshot(model, w):
+    """The running statistics of ``model``'s BatchNorm layers before a step's micro-batches (``None`` for
+    a single process): what :func:`sequential_bn` needs to combine the ranks' updates."""
+    if w.size == 1:
+        return None
+    return [
+        (m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in _momentum_bns(model)
+    ]
+
+
+def sequential_bn(model, before, updates, w):
+    """Give every rank the BatchNorm running statistics one process would hold after running the
+    step's micro-batches of all ranks in rank order, so that evaluation and checkpoints do not depend on
+    the world size.
+
+    A layer of momentum ``a`` updates ``r <- (1 - a) r + a mu`` once per micro-batch; rank ``s``, after its
+    ``u_s`` (``updates`` here) from ``r_0`` (``before``), holds ``(1 - a)^u_s r_0 + c_s``. Run in rank order
+    the updates compose to ``(1 - a)^(sum u) r_0 + sum_s (1 - a)^(u_(s+1) + ... ) c_s``; one all-gather of
+    every rank's ``c_s`` and ``u_s`` gives it. (A layer with ``momentum=None``, a cumulative average, is
+    left to :func:`average_buffers`.)"""
+    if w.size == 1:
+        return
+    bns = _momentum_bns(model)
+    if not bns:
+        return
+    # one entry per buffer, running means first: (layer, the buffer's name, its value before the step)
+    stats = [(m, "running_mean", r0) for m, (r0, _, _) in zip(bns, before)]
+    stats += [(m, "running_var", v0) for m, (_, v0, _) in zip(bns, before)]
+    mine = [(getattr(m, name) - (1 - m.momentum) ** updates * r0).reshape(-1).double() for m, name, r0 in stats]
+    flat = torch.cat(mine + [torch.tensor([float(updates)], dtype=torch.float64, device=mine[0].device)])
+    parts = [torch.empty_like(flat) for _ in range(w.size)]
+    dist.all_gather(parts, flat)
+    counts = [int(p[-1].item()) for p in parts]
+    later = [sum(counts[s + 1 :]) for s in range(w.size)]  # updates that run after rank s's, in rank order
+    i = 0
+    for m, name, r0 in stats:
+        keep, k = 1 - m.momentum, r0.numel()
+        combined = keep ** sum(counts) * r0.reshape(-1).double()
+        for s in range(w.size):
+            combined = combined + keep ** later[s] * parts[s][i : i + k]
+        getattr(m, name).copy_(combined.view_as(r0))
+        i += k
+    for m, (_, _, n0) in zip(bns, before):
+        m.num_batches_tracked.copy_(n0 + sum(counts))
+
+
 def gather_objects(obj, w):
     """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` for a single process)."""
     if w.size == 1:

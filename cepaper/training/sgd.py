@@ -107,9 +107,11 @@ def train_recipe(
     In a process group (torchrun, :mod:`cepaper.training.distributed`) every rank calls this with the
     same arguments: each trains on its share of every batch (its micro-batches, BatchNorm per rank),
     the gradients are summed over the ranks before each step, BatchNorm's running statistics are
-    averaged over the ranks before each evaluation, the evaluation is reduced over the ranks, and rank
-    0 writes the checkpoint, which every rank resumes from. The global batch, learning rate and
-    schedule are the recipe's for any world size that divides it (:func:`distributed.check_world`).
+    after each step what one process running every rank's micro-batches in turn would hold
+    (:func:`distributed.sequential_bn`), the evaluation is reduced over the ranks, and rank 0 writes
+    the checkpoint, which every rank resumes from. The global batch, learning rate and schedule are
+    the recipe's for any world size that divides it (:func:`distributed.check_world`): the same
+    losses, weights and test errors as one process, to float tolerance.
     """
     rec = recipe(recipe_name)
     rec = rec.scaled(epochs) if epochs is not None else rec
@@ -184,6 +186,7 @@ def train_recipe(
         loss_sum, wrong, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
         for (x, y), n in zip(tr.train_batches(rec, seed, epoch), tr.batch_sizes(rec)):
             opt.zero_grad(set_to_none=True)
+            bn0 = distributed.bn_snapshot(model, w)
             for xm, ym in zip(x.split(micro), y.split(micro)):  # the paper's per-GPU batches
                 xm = xm.contiguous(memory_format=torch.channels_last) if channels_last else xm
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
@@ -193,6 +196,7 @@ def train_recipe(
                 loss_sum += loss.detach()
                 wrong += (out.detach().argmax(1) != ym).sum()
             distributed.all_reduce_grads(model.parameters(), w)
+            distributed.sequential_bn(model, bn0, len(x.split(micro)) if len(x) else 0, w)
             opt.step()
             seen += n
         sched.step()
@@ -249,7 +253,7 @@ def _refuse_checkpoint(old, settings):
     if size != settings.get("world_size", 1):
         return (
             f"it was written by {size} process(es) and cannot resume exactly under {settings.get('world_size', 1)} "
-            f"(each rank's random state and BatchNorm statistics are its own); resume it with "
+            f"(each rank's random state is its own); resume it with "
             f"torchrun --nproc-per-node {size} (or one process for 1), or delete it to start afresh"
         )
     return None

@@ -1,0 +1,164 @@
+"""The Monte Carlo samplers and the NTK entry points where mutation testing found them untested: the
+cross kernel of two input sets, the chunk size from the parameter count, dtypes, unused parameters,
+which path each method takes, and what the errors say."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cepaper import ntk
+from cepaper.models.mlp import CollegialMLP
+from cepaper.montecarlo import mc_moments, mlp_ntk_sampler, module_ntk_sampler
+
+
+def inputs(n1=3, n2=5, d=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n1, d, generator=g), torch.randn(n2, d, generator=g)
+
+
+def small_net(generator):
+    torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 1))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "module"])
+def test_samplers_cross_kernel_is_the_block_of_the_joint_kernel(kind):
+    """``sample(x1, x2)`` is the ``x1`` x ``x2`` block of the kernel of the stacked inputs, drawn from the
+    same generator state: not the kernel of ``x1`` with itself."""
+    x1, x2 = inputs()
+    make = (
+        (lambda a, b=None, **kw: mlp_ntk_sampler(a, b, widths=(6, 7), bias=True, **kw))
+        if kind == "mlp"
+        else (lambda a, b=None, **kw: module_ntk_sampler(small_net, a, b, **kw))
+    )
+    cross = make(x1, x2)(2, torch.Generator().manual_seed(1))
+    joint = make(torch.cat([x1, x2]))(2, torch.Generator().manual_seed(1))
+    assert cross.shape == (2, 3, 5)
+    torch.testing.assert_close(cross, joint[:, :3, 3:], rtol=1e-5, atol=1e-6)
+    picked = make(x1, x2, entries=([0, 2], [4, 1]))(2, torch.Generator().manual_seed(1))  # a column of x2 past n_in
+    torch.testing.assert_close(picked, cross[:, [0, 2], [4, 1]], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "module"])
+def test_samplers_refuse_second_inputs_of_another_shape(kind):
+    x1, _ = inputs()
+    bad = torch.randn(5, 3)
+    with pytest.raises(ValueError, match=r"x2 must be a tensor of shape \(N2, 4\) like x1, got \(5, 3\)"):
+        mlp_ntk_sampler(x1, bad, widths=4) if kind == "mlp" else module_ntk_sampler(small_net, x1, bad)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_default_chunk_draws_about_two_to_the_23_weights(bias):
+    """The chunk is 2^23 weights over one member's parameter count, counted on the built model."""
+    x1, _ = inputs()
+    for widths in [(64, 64), (700, 700), (3,)]:
+        sample = mlp_ntk_sampler(x1, widths=widths, bias=bias)
+        size = sum(p.numel() for p in CollegialMLP(4, widths, m=1, bias=bias).parameters())
+        assert sample.default_chunk == max(1, min(4096, 2**23 // size)), (widths, bias)
+
+
+def test_sampler_dtype_and_moments_as_arrays():
+    x1, _ = inputs()
+    k = mlp_ntk_sampler(x1, widths=5, dtype=torch.float64)(3, torch.Generator().manual_seed(0))
+    assert k.dtype == torch.float64
+    m = mc_moments(mlp_ntk_sampler(x1, widths=5), 40, chunk=20)
+    d = m.as_dict()
+    assert all(isinstance(d[k], np.ndarray) for k in ("mean", "var", "second", "mean_se", "var_se", "second_se"))
+    assert d["draws"] == 40
+    np.testing.assert_array_equal(d["mean"], m.mean.numpy())
+    assert all(v.device.type == "cpu" for v in m.cpu()[:6])
+
+
+def test_default_seed_is_seed_0():
+    x1, _ = inputs()
+    sample = mlp_ntk_sampler(x1, widths=5)
+    a, b, c = mc_moments(sample, 30, chunk=10), mc_moments(sample, 30, chunk=10, seed=0), mc_moments(sample, 30, seed=1)
+    torch.testing.assert_close(a.mean, b.mean, rtol=0, atol=0)
+    assert not torch.equal(a.mean, c.mean)
+
+
+# --- ntk entry points -----------------------------------------------------------------------------
+
+
+def by_hand(model, x1, x2):
+    """The NTK of a scalar-output module by one autograd call per input (no cepaper code)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def grads(x):
+        rows = []
+        for i in range(len(x)):
+            g = torch.autograd.grad(model(x[i : i + 1]).sum(), params, allow_unused=True)
+            rows.append(torch.cat([(torch.zeros_like(p) if gi is None else gi).flatten() for p, gi in zip(params, g)]))
+        return torch.stack(rows)
+
+    return grads(x1) @ grads(x2).T
+
+
+class WithUnused(nn.Module):
+    """A module with a trainable parameter its forward never uses (its gradient is None)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net, self.unused = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 1)), nn.Parameter(torch.ones(3))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.parametrize("method", ["auto", "jacobian", "naive"])
+def test_every_general_method_gives_the_cross_kernel_with_unused_parameters(method):
+    x1, x2 = inputs()
+    model = WithUnused()
+    got = ntk.empirical_ntk(model, x1, x2, method=method)
+    torch.testing.assert_close(got, by_hand(model, x1, x2), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"x2 must be a tensor of shape \(N2, 4\)"):
+        ntk.empirical_ntk(model, x1, torch.randn(2, 3), method=method)
+
+
+@pytest.mark.parametrize(
+    "method, model, path",
+    [
+        ("auto", "mlp", "mlp_member_ntk"),
+        ("structured", "mlp", "mlp_member_ntk"),
+        ("jacobian", "mlp", "jacobian_ntk"),
+        ("naive", "mlp", "naive_ntk"),
+        ("auto", "other", "jacobian_ntk"),
+        ("naive", "other", "naive_ntk"),
+    ],
+)
+def test_each_method_takes_its_own_path(monkeypatch, method, model, path):
+    called = []
+    for name in ("mlp_member_ntk", "jacobian_ntk", "naive_ntk"):
+        real = getattr(ntk, name)
+        monkeypatch.setattr(ntk, name, lambda *a, _n=name, _r=real, **k: called.append(_n) or _r(*a, **k))
+    x1, _ = inputs()
+    net = CollegialMLP(4, (5,), m=2) if model == "mlp" else WithUnused()
+    ntk.empirical_ntk(net, x1, method=method)
+    assert called[0] == path, called
+
+
+def test_entry_point_errors_say_what_they_got():
+    with pytest.raises(ValueError, match="no parameters with requires_grad=True"):
+        ntk.empirical_ntk(nn.ReLU(), torch.randn(2, 4))
+    with pytest.raises(ValueError, match="no parameters with requires_grad=True"):
+        ntk.naive_ntk(nn.ReLU(), torch.randn(2, 4))
+    with pytest.raises(ValueError, match=r"got \(1, 2\) for N = 1"):
+        ntk.empirical_ntk(nn.Linear(4, 2), torch.randn(2, 4), method="naive")
+    with pytest.raises(ValueError, match="method must be one of auto, structured, jacobian, naive; got 'exact'"):
+        ntk.empirical_ntk(nn.Linear(4, 1), torch.randn(2, 4), method="exact")
+    with pytest.raises(ValueError, match="method='structured' needs a CollegialMLP, got Linear"):
+        ntk.empirical_ntk(nn.Linear(4, 1), torch.randn(2, 4), method="structured")
+
+
+def test_ensemble_ntk_of_scalar_and_matrix_members():
+    assert ntk.ensemble_ntk(torch.tensor([1.0, 2.0, 6.0])).item() == 3.0  # m scalar kernels
+    torch.testing.assert_close(
+        ntk.ensemble_ntk(torch.ones(4, 2, 3) * torch.arange(4.0)[:, None, None]), torch.full((2, 3), 1.5)
+    )
+    for bad, shape in [(torch.empty(0, 2), r"\(0, 2\)"), (torch.tensor(1.0), r"\(\)"), ([1.0], r"\(\)")]:
+        with pytest.raises(
+            ValueError, match=r"member_kernels must be a tensor of shape \(m, \.\.\.\) with m >= 1, got " + shape
+        ):
+            ntk.ensemble_ntk(bad)
