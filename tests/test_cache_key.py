@@ -94,3 +94,12 @@ def test_results_read_are_fresh_until_they_change_or_vanish(repo):
     assert not cache._reads_fresh({"reads": {"results/alpha.json": digest}})
     path.unlink()
     assert not cache._reads_fresh({"reads": {"results/alpha.json": digest}})
+
+
+def test_the_package_and_every_package_above_a_module_are_dependencies(repo):
+    assert set(cache.dependencies("import numpy\n")) == {"cepaper/__init__.py"}, "cepaper itself, always"
+    (repo / "cepaper" / "a" / "b").mkdir(parents=True)
+    for rel in ("a/__init__.py", "a/b/__init__.py"):
+        (repo / "cepaper" / rel).write_text("# package\n")
+    deps = cache.dependencies("from cepaper.a.b import thing\n")
+    assert set(deps) == {"cepaper/__init__.py", "cepaper/a/__init__.py", "cepaper/a/b/__init__.py"}

@@ -124,6 +124,22 @@ def test_bottleneck_public_count_is_the_fig5_block():
     assert cx.bottleneck(1, 10, bn=False)["params"] == 2 * 256 * 10 + 9 * 10 * 10
 
 
+def test_counts_name_the_configuration_they_count():
+    """Each result carries the configuration it counts (the tables and the design CLI print it), and the
+    block's default is the CIFAR resolution, 32 x 32."""
+    got = cx.mlp(784, 10, 3, outputs=2, bias=True)
+    assert {k: got[k] for k in ("arch", "inputs", "width", "depth", "outputs", "bias")} == dict(
+        arch="mlp", inputs=784, width=10, depth=3, outputs=2, bias=True
+    )
+    got = cx.bottleneck(4, 8, w_in=128, w_out=256, stride=2, bn=False)
+    want = dict(arch="bottleneck", config="4x8d", groups=4, width_per_group=8, w_in=128, w_out=256, stride=2)
+    assert {k: got[k] for k in want} == want and got["resolution"] == 32 and got["bn"] is False
+    at_32 = cx.bottleneck_cx(cx.cx_init(32), 128, 256, 32, 4, 2, False)
+    assert {k: got[k] for k in ("params", "macs", "acts", "adds")} == {
+        k: at_32[k] for k in ("params", "macs", "acts", "adds")
+    }
+
+
 @pytest.mark.parametrize("width,depth,bias", [(5, 2, False), (7, 3, True), (500, 6, False), (48, 6, True)])
 def test_mlp_params_equal_collegial_mlp(width, depth, bias):
     """``depth`` counts the weight layers of Eq. 3; CollegialMLP's ``depth`` counts hidden layers."""
@@ -362,6 +378,7 @@ def test_parse_config_rejects_non_strings():
         (lambda: cx.mlp(0, 10, 3), "inputs must be an integer >= 1"),
         (lambda: cx.mlp(784, 10, 3, outputs=0), "outputs must be an integer >= 1"),
         (lambda: cx.bottleneck(0, 4), "groups must be an integer >= 1, got 0"),
+        (lambda: cx.bottleneck(4, 0), "width_per_group must be an integer >= 1, got 0"),
         (lambda: cx.bottleneck_cx(cx.cx_init(8), 256, 256, 10, groups=3), "groups must divide"),
         (lambda: cx.resnext_cifar(1, 4, "resnext50"), "arch must be one of"),
         (lambda: cx.cx_init(0), "resolution must be an integer >= 1"),
