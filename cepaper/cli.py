@@ -58,6 +58,12 @@ def _add_run(sub):
         help="sections that train grids, with --executor: the GPUs of each run's job, one rank each (DDP)",
     )
     p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="sections that train grids, with --executor: do not wait for the jobs; the page shows the "
+        "finished runs and counts the others pending, and running again gathers them (no run is submitted twice)",
+    )
+    p.add_argument(
         "--rerun-stale",
         action="store_true",
         help="sections that train grids: train again the finished runs that older training code "
@@ -92,6 +98,7 @@ def _run_flags(args):
         for flag, name, value in (
             ("--executor", "executor", args.executor),
             ("--gpus-per-run", "gpus_per_run", args.gpus_per_run),
+            ("--no-wait", "wait", False if args.no_wait else None),
             ("--rerun-stale", "rerun_stale", args.rerun_stale or None),
         )
         if value is not None

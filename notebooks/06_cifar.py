@@ -66,6 +66,7 @@ bf16: bool = False
 threads: int = 1  # torch CPU threads (None: torch's default); 1 is fastest in a kernel on 2 cores
 executor: str = "inprocess"  # the runs here, one after another; local/slurm: each a submitit job
 gpus_per_run: int = 1  # with executor local/slurm: the GPUs of each run's job, one DDP rank each
+wait: bool = True  # with executor local/slurm: False shows the finished runs and counts the others pending
 rerun_stale: bool = False  # train again the finished runs that older training code made
 
 # %% tags=["remove-input"]
@@ -165,6 +166,11 @@ display(pages.show(spec_table.drop(columns="alpha"), {"gflops": 3, "rho": 2, "va
 # submitit job; a run whose job failed is left out of the tables below, and a sentence says how
 # many are missing. A run made by older training code is reused and counted as stale, with the
 # commit that made it (`rerun_stale` trains it again).
+# With `executor` `local` or `slurm`, each job has `gpus_per_run` GPUs (one DDP rank each); with
+# `wait = False` the page does not wait for the jobs: it shows the runs that have finished and counts
+# the others pending, and running it again gathers them (a run whose job is still queued or running
+# is never submitted twice). Under `torchrun --nproc-per-node N -m cepaper run` every run trains
+# across the N processes instead.
 
 # %%
 runs = section.grid(specs, scaled)
@@ -191,6 +197,7 @@ for name in datasets:
             bf16=bf16,
             executor=jobs,
             missing_ok=jobs is not None,
+            wait=wait,
             rerun_stale=rerun_stale,
         )
     display(

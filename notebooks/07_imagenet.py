@@ -64,6 +64,7 @@ threads: int = 1  # torch CPU threads (None: torch's default); 1 is fastest in a
 configs: list = ["2a:resnext50:12x10d", "3:resnext29:37x10d", "4:resnext38:22x10d"]
 executor: str = "inprocess"  # the runs here, one after another; local/slurm: each a submitit job
 gpus_per_run: int = 1  # with executor local/slurm: the GPUs of each run's job, one DDP rank each
+wait: bool = True  # with executor local/slurm: False shows the finished runs and counts the others pending
 rerun_stale: bool = False  # train again the finished runs that older training code made
 
 # %% tags=["remove-input"]
@@ -150,6 +151,11 @@ display(pages.show(speed, {"images_per_s": 1, "hours per run": 1, f"hours for {s
 # submitit job; a run whose job failed is left out of the tables, and a sentence says how many are
 # missing. A run made by older training code is reused and counted as stale, with the commit that
 # made it (`rerun_stale` trains it again).
+# With `executor` `local` or `slurm`, each job has `gpus_per_run` GPUs (one DDP rank each); with
+# `wait = False` the page does not wait for the jobs: it shows the runs that have finished and counts
+# the others pending, and running it again gathers them (a run whose job is still queued or running
+# is never submitted twice). Under `torchrun --nproc-per-node N -m cepaper run` every run trains
+# across the N processes instead.
 
 # %%
 summ = None
@@ -182,6 +188,7 @@ if train:
                 workers=workers,
                 executor=jobs,
                 missing_ok=jobs is not None,
+                wait=wait,
                 rerun_stale=rerun_stale,
             )
     if world.size > 1:

@@ -190,3 +190,47 @@ def test_bad_jobs_shapes_are_refused(tmp_path, kw, message):
 def test_gpus_for_a_run_in_process_point_at_torchrun(tmp_path):
     with pytest.raises(ValueError, match="gpus_per_job is 8: it gives each job of an executor its GPUs.*torchrun"):
         executors.executor("inprocess", tmp_path, gpus_per_job=8)
+
+
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="a local job's liveness is read from /proc")
+def test_a_local_job_is_alive_while_its_controller_runs():
+    import time
+
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "submitit.local._local"])
+    time.sleep(1)  # past its exec
+    try:
+        assert executors.alive({"executor": "local", "job": str(p.pid), "folder": "jobs"})
+    finally:
+        p.kill()
+        p.wait()
+    assert not executors.alive({"executor": "local", "job": str(p.pid), "folder": "jobs"}), "ended"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # alive, not a job controller
+    try:
+        assert not executors.alive({"executor": "local", "job": str(other.pid), "folder": "jobs"})
+    finally:
+        other.kill()
+        other.wait()
+    assert not executors.alive({"executor": "local", "job": "not a pid", "folder": "jobs"})
+
+
+def test_a_real_local_job_left_running_is_waited_for_not_submitted_again(tmp_path):
+    """A grid interrupted while its local job runs: running it again finds the job's marker, waits for
+    that job, and reads the record it wrote; no second job trains the same run."""
+    import time
+
+    ex = executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5)
+    compute = lambda job, ckpt: (time.sleep(4), {"seed": job["seed"], "pid": os.getpid()})[1]
+    kw = dict(cache=tmp_path / "cache", modules=("cepaper.training.spine",), by_definition=True)
+    first = spine.run_grid([{"seed": 0}], compute, **kw, executor=ex, missing_ok=True, wait=False)
+    assert first[0]["missing"] == "pending"
+    submitted = list((tmp_path / "jobs").glob("*_submitted.pkl"))
+    again = spine.run_grid(
+        [{"seed": 0}],
+        compute,
+        **kw,
+        executor=executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5),
+        missing_ok=True,
+    )
+    assert again[0]["seed"] == 0 and again[0]["pid"] != os.getpid()
+    assert list((tmp_path / "jobs").glob("*_submitted.pkl")) == submitted, "no second job"
+    assert not list((tmp_path / "cache").glob("*.job.json"))

@@ -2,6 +2,7 @@
 notebooks' parameters (and are an error for a section without them); a grid whose job failed or is
 pending keeps its finished runs and counts the others; stale runs are counted with their commit."""
 
+import json
 import numpy as np
 import pytest
 
@@ -57,6 +58,8 @@ class Job:
 class Executor:
     """Submits in this process; the jobs numbered in ``pending`` never finish."""
 
+    folder, cepaper_kind = "jobs", "local"
+
     def __init__(self, pending=()):
         self.pending, self.submitted = set(pending), 0
 
@@ -86,13 +89,16 @@ def test_cli_run_executor_and_rerun_stale_reach_the_notebook_parameters(monkeypa
         return []
 
     monkeypatch.setattr(pipeline, "run", fake_run)
-    cli.main(["run", "cifar", "imagenet", "--profile", "paper", "--executor", "slurm", "--rerun-stale"])
+    argv = ["run", "cifar", "imagenet", "--profile", "paper", "--executor", "slurm", "--rerun-stale"]
+    cli.main(argv + ["--gpus-per-run", "8", "--no-wait"])
     for section in TRAINING:
         assert seen[section]["executor"] == "slurm" and seen[section]["rerun_stale"] is True
+        assert seen[section]["gpus_per_run"] == 8 and seen[section]["wait"] is False
         assert seen[section]["profile"] == "paper"
     seen.clear()
     cli.main(["run", "cifar", "-p", "n_runs", "2"])  # no flags: the notebook's defaults
     assert seen["cifar"]["executor"] == "inprocess" and seen["cifar"]["rerun_stale"] is False
+    assert seen["cifar"]["gpus_per_run"] == 1 and seen["cifar"]["wait"] is True
     assert seen["cifar"]["n_runs"] == 2
 
 
@@ -146,13 +152,57 @@ def test_a_failed_and_a_pending_job_are_missing_and_the_finished_runs_kept(tmp_p
         "Tried to allocate 2 GiB; 1 pending): the tables show the finished runs, and running again resumes the "
         "others."
     )
-    assert len(list(tmp_path.glob("*.json"))) == 1  # only the finished run is kept
+    assert len([p for p in tmp_path.glob("*.json") if not p.name.endswith(".job.json")]) == 1  # the finished run
+    (marker,) = tmp_path.glob("*.job.json")  # the pending job's, until it ends
+    assert json.loads(marker.read_text())["job"] == "3"
+
+    # run again while that job still runs: it is not submitted a second time, and is still pending
+    monkeypatch.setattr(executors, "alive", lambda m: m["job"] == "3")
+    ex = Executor(pending={1, 2})
+    still = grids.train_recipe_grid(
+        ["1x2d", "2x1d"], "toy", images(), images(seed=1), [0, 1], **kw, executor=ex, missing_ok=True, wait=False
+    )
+    assert ex.submitted == 2, "the finished run needs no job, the running one is not submitted again"
+    assert still[2]["missing"] == "pending" and still[2]["job"] == "3" and "submitted 20" in still[2]["why"]
+
+    # the job ended (without a record: killed), so the run is submitted again and resumes
+    monkeypatch.setattr(executors, "alive", lambda m: False)
     monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: HIST)  # run again: the others finish
+    ex = Executor()
     again = grids.train_recipe_grid(
-        ["1x2d", "2x1d"], "toy", images(), images(seed=1), [0, 1], **kw, executor=Executor(), missing_ok=True
+        ["1x2d", "2x1d"], "toy", images(), images(seed=1), [0, 1], **kw, executor=ex, missing_ok=True
     )
     assert grids.missing_runs(again) == [] and grids.run_status(again) == ""
-    assert again[0] == records[0]
+    assert again[0] == records[0] and ex.submitted == 3
+    assert not list(tmp_path.glob("*.job.json")), "a job's marker goes when the job has ended"
+
+
+def test_waiting_for_a_job_submitted_earlier_reads_its_record_when_it_ends(tmp_path, monkeypatch):
+    """A grid run again (``wait=True``) while an earlier call's job still runs waits for that job, and
+    takes the record the job wrote; a job that ended without one is a failed run."""
+    kw = dict(arch="resnext29", stages=(8, 16, 32), depth=1, classes=3, cache=tmp_path)
+    grid = lambda ex: grids.train_recipe_grid(
+        ["1x2d"], "toy", images(), images(seed=1), [0, 1], **kw, executor=ex, missing_ok=True, wait=False
+    )
+    monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: HIST)
+    first = grid(Executor(pending={1, 2}))
+    assert [r.get("missing") for r in first] == ["pending", "pending"]
+    markers = sorted(tmp_path.glob("*.job.json"))
+    ends = {"1": iter([False]), "2": iter([True, False, False])}  # seed 0's job has ended; seed 1's runs a while
+    monkeypatch.setattr(executors, "alive", lambda m: next(ends[m["job"]]))
+    monkeypatch.setattr(executors.time, "sleep", lambda s: None)
+    done = grids.train_recipe_grid(
+        ["1x2d"], "toy", images(), images(seed=1), [0], **kw, executor=Executor(), missing_ok=True
+    )  # seed 0's job ended without a record: submitted again
+    assert done[0].get("missing") is None
+    ex = Executor()
+    waited = grids.train_recipe_grid(
+        ["1x2d"], "toy", images(), images(seed=1), [0, 1], **kw, executor=ex, missing_ok=True
+    )
+    assert ex.submitted == 0, "neither is submitted again: seed 0's record is there, seed 1's job was waited for"
+    assert waited[0]["final_top1"] == done[0]["final_top1"]
+    assert waited[1]["missing"] == "failed" and "ended without a result" in waited[1]["why"]
+    assert not any(m.exists() for m in markers)
 
 
 def test_a_failed_job_without_missing_ok_is_an_error(tmp_path, monkeypatch):

@@ -10,10 +10,14 @@ finished, waits, and gathers the records in order; each job writes its record in
 instead of an error, so that a page can show the runs that finished and count the others.
 """
 
+import json
 import re
 import shutil
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+
+from cepaper import files
 
 from cepaper._checks import nonneg_int, positive_int
 
@@ -72,7 +76,7 @@ def executor(kind, folder, *, gpus_per_job=1, ranks_per_job=None, timeout_min=60
             **({"partition": partition} if partition else {}),
             **slurm,
         )
-    ex.cepaper_ranks = ranks_per_job
+    ex.cepaper_ranks, ex.cepaper_kind = ranks_per_job, kind
     return ex
 
 
@@ -136,20 +140,23 @@ def gpu_slots(gpus, gpus_per_job):
     return [tuple(range(i * gpus_per_job, (i + 1) * gpus_per_job)) for i in range(gpus // gpus_per_job)]
 
 
-def _submit_in_slots(ex, fn, items, poll_s=5.0):
+def _submit_in_slots(ex, fn, items, poll_s=5.0, on_submit=None):
     """Submit every item as a job of the local executor ``ex``, at most one job per slot of
-    ``ex.cepaper_slots`` at a time, each on its own GPUs (``visible_gpus``): the jobs, in order."""
+    ``ex.cepaper_slots`` at a time, each on its own GPUs (``visible_gpus``): the jobs, in order.
+    ``on_submit(i, job)`` is called as each is submitted."""
     free, running, jobs = list(ex.cepaper_slots), [], [None] * len(items)
     queue = list(enumerate(items))
-    while queue or running:
+    while queue:  # the last jobs go on running: map_runs waits for them, or with wait=False not
         while queue and free:
             i, item = queue.pop(0)
             slot = free.pop(0)
             ex.update_parameters(visible_gpus=slot)
             jobs[i] = ex.submit(fn, item)
+            if on_submit:
+                on_submit(i, jobs[i])
             running.append((jobs[i], slot))
         done = [r for r in running if r[0].done()]
-        if not done and running:
+        if queue and not done:
             time.sleep(poll_s)
         for r in done:
             running.remove(r)
@@ -163,32 +170,105 @@ def _result(job):
     return job.results()[0] if getattr(job, "num_tasks", 1) > 1 else job.result()
 
 
-def map_runs(ex, fn, items, *, missing_ok=False, wait=True):
+# --- submitted jobs, remembered: running again never submits a second job for a run still running --
+
+
+def _write_marker(path, ex, job):
+    files.write_atomic(
+        path,
+        json.dumps(
+            {
+                "executor": getattr(ex, "cepaper_kind", "local"),
+                "job": str(job.job_id),
+                "folder": str(ex.folder),
+                "submitted": datetime.now(UTC).isoformat(timespec="seconds"),
+            }
+        ),
+    )
+
+
+def _read_marker(path):
+    """The marker of a job submitted for a run (``None``: none, or unreadable)."""
+    try:
+        marker = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and {"executor", "job", "folder"} <= set(marker) else None
+
+
+def alive(marker):
+    """True while the job a marker names is queued or running: SLURM's word for it, or, for a local
+    job, its controller process still running (``/proc``; elsewhere a local job counts as ended)."""
+    if marker["executor"] == "slurm":
+        import submitit
+
+        return not submitit.SlurmJob(marker["folder"], marker["job"]).done()
+    try:
+        return b"submitit" in Path(f"/proc/{int(marker['job'])}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return False
+
+
+def map_runs(ex, fn, items, *, missing_ok=False, wait=True, finished=None, markers=None, poll_s=30.0):
     """``[fn(item) for item in items]``, each call a job of ``ex`` (in this process for ``None``).
 
     ``missing_ok`` (an executor only: in this process an error is raised as ever): the result of a
     job that raised or was killed is :func:`missing` ``"failed"`` with the last line of its error;
     ``wait=False``: a job not finished yet is :func:`missing` ``"pending"`` (it goes on running). A local
     executor runs as many jobs at once as its machine has GPU groups (:func:`gpu_slots`), each on its
-    own GPUs, and so returns only when every job has ended."""
+    own GPUs, and so returns only when every job has been submitted.
+
+    ``finished(item)``: the result of an item that needs no job (a finished run), else ``None``.
+    ``markers``: a path per item, where the job submitted for it is remembered (executor, id, folder)
+    until it ends: an item whose job, submitted by an earlier call, is still running (:func:`alive`)
+    is not submitted again but waited for (its result is then ``finished(item)``), or with
+    ``wait=False`` is pending. (A local executor's slots do not count such jobs.)"""
     items = list(items)
     if ex is None:
         return [fn(item) for item in items]
     if getattr(ex, "cepaper_ranks", 1) > 1:  # each job one run across its tasks
         fn = Ranked(fn)
+    out, earlier, todo = [None] * len(items), {}, []
+    for i, item in enumerate(items):
+        out[i] = finished(item) if finished else None
+        if out[i] is not None:
+            continue
+        marker = _read_marker(markers[i]) if markers else None
+        if marker is not None and alive(marker):
+            earlier[i] = marker
+        else:
+            todo.append(i)
+    on_submit = (lambda k, job: _write_marker(markers[todo[k]], ex, job)) if markers else None
     if getattr(ex, "cepaper_slots", None):  # one machine: each job on its own GPUs, as many at once as fit
-        jobs = _submit_in_slots(ex, fn, items)
+        jobs = _submit_in_slots(ex, fn, [items[i] for i in todo], on_submit=on_submit)
     else:
-        jobs = [ex.submit(fn, item) for item in items]
-    if not missing_ok:
-        return [_result(job) for job in jobs]
-    out = []
-    for job in jobs:
+        jobs = [ex.submit(fn, items[i]) for i in todo]
+        for k, job in enumerate(jobs if on_submit else ()):
+            on_submit(k, job)
+    for i, job in zip(todo, jobs):
         if not wait and not job.done():
-            out.append(missing("pending", f"job {job.job_id} has not finished", job.job_id))
+            out[i] = missing("pending", f"job {job.job_id} has not finished", job.job_id)
             continue
         try:
-            out.append(_result(job))
+            out[i] = _result(job)
         except Exception as e:  # the job's own error, or submitit's for a job killed or timed out
-            out.append(missing("failed", _failure(e), job.job_id))
+            if not missing_ok:
+                raise
+            out[i] = missing("failed", _failure(e), job.job_id)
+        if markers:
+            Path(markers[i]).unlink(missing_ok=True)
+    for i, marker in earlier.items():
+        while wait and alive(marker):
+            time.sleep(poll_s)
+        if alive(marker):
+            since = f"submitted {marker['submitted']}" if marker.get("submitted") else "submitted earlier"
+            out[i] = missing("pending", f"job {marker['job']} ({since}) has not finished", marker["job"])
+            continue
+        out[i] = finished(items[i]) if finished else None
+        Path(markers[i]).unlink(missing_ok=True)
+        if out[i] is None:
+            why = f"job {marker['job']}, submitted earlier, ended without a result; running again resumes it"
+            if not missing_ok:
+                raise RuntimeError(why)
+            out[i] = missing("failed", why, marker["job"])
     return out

@@ -145,7 +145,7 @@ def cached_run(cache, definition, modules, compute, required=(), rerun_stale=Fal
     version = version or code_version(modules)
     if cache is None:
         return {**compute(None), "code": version, "stale": None}
-    path = Path(cache) / f"{definition_key(definition)}.json"
+    path = run_path(cache, definition)
     w = distributed.world()
     record = _read_record(path, required, w)
     if record is not None:
@@ -159,6 +159,21 @@ def cached_run(cache, definition, modules, compute, required=(), rerun_stale=Fal
     record = {**compute(path.with_suffix(".pt")), "code": version}
     _write_record(path, record, w)
     return {**record, "stale": None}
+
+
+def run_path(cache, definition):
+    """Where the run cache keeps the record of the run ``definition``: ``cache/<definition_key>.json``."""
+    return Path(cache) / f"{definition_key(definition)}.json"
+
+
+def finished_run(cache, definition, modules, required=(), rerun_stale=False, version=None):
+    """The record :func:`cached_run` would read back without computing (``"stale"`` marked), or
+    ``None`` when the run must be computed: no record, or a stale one with ``rerun_stale``."""
+    record = read_cached(run_path(cache, definition), required)
+    if record is None:
+        return None
+    stale = stale_mark(record, modules, version)
+    return None if stale and rerun_stale else {**record, "stale": stale}
 
 
 def read_cached(path, required=()):
@@ -314,5 +329,18 @@ def run_grid(
         one = lambda job: cached_run(
             cache, key(job), modules, lambda ckpt: compute(job, ckpt), required, rerun_stale, version
         )
-        return executors.map_runs(executor, one, bar if executor is None else jobs, missing_ok=missing_ok, wait=wait)
+        if executor is None or cache is None:
+            return executors.map_runs(
+                executor, one, bar if executor is None else jobs, missing_ok=missing_ok, wait=wait
+            )
+        # finished runs need no job; a job still running from an earlier call is waited for, not submitted again
+        return executors.map_runs(
+            executor,
+            one,
+            jobs,
+            missing_ok=missing_ok,
+            wait=wait,
+            finished=lambda job: finished_run(cache, key(job), modules, required, rerun_stale, version),
+            markers=[run_path(cache, key(job)).with_suffix(".job.json") for job in jobs],
+        )
     return [cached_record(cache, job, modules, lambda ckpt, job=job: compute(job, ckpt), required) for job in bar]
