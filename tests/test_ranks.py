@@ -65,6 +65,8 @@ def answer(root):
 
 def test_a_section_that_trains_grids_runs_on_every_rank_and_rank_0_publishes(repo):
     (repo / "notebooks" / "01_lemma1.py").write_text(RANKED)
+    left = repo / "_build" / "staging" / "rank1-quick-lemma1-abcd1234"  # a killed follower's
+    left.mkdir(parents=True)
     done = torchrun(repo, "run", "lemma1", "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     (record,) = json.loads(done.stdout)  # one JSON: rank 0's

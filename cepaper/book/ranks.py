@@ -16,6 +16,7 @@ discarded. Any other section executes on rank 0 alone.
 """
 
 import os
+import shutil
 import socket
 from datetime import timedelta
 
@@ -89,6 +90,9 @@ def run(sections, profile="quick", overrides=(), force=False):
                 if w.writer:
                     records.append(pipeline.execute_locked(section, params, key))
                 continue
+            if w.writer:  # what followers killed in an earlier run left (none of this run's exists yet)
+                for folder in (pipeline.BUILD / "staging").glob(f"rank*-{profile}-{section}-*"):
+                    shutil.rmtree(folder, ignore_errors=True)
             dist.barrier()  # the kernels' group forms only when every rank has reached this section
             env = {"MASTER_PORT": str(port), "TORCHELASTIC_USE_AGENT_STORE": "False"}
             if w.writer:
