@@ -234,6 +234,37 @@ def test_macs_equal_forward_hooks(arch, config, resolution, classes):
     assert counted["flops"] == 2 * counted["macs"]
 
 
+def test_public_counters_default_to_the_papers_models():
+    """``resnext_imagenet(C, d)`` is torchvision's ResNeXt-50 at 224 x 224 with 1000 classes, and
+    ``resnext_cifar(C, d)`` ResNeXt-29 at 32 x 32 with 10 (each result naming what it counts)."""
+    keys = ("params", "macs", "acts", "adds")
+    got, want = cx.resnext_imagenet(32, 4), cx.complexity("resnext50", "32x4d", classes=1000, resolution=224)
+    assert {k: got[k] for k in keys} == {k: want[k] for k in keys}
+    assert (got["arch"], got["config"], got["classes"], got["resolution"]) == ("resnext50", "32x4d", 1000, 224)
+    assert got["params"] == n_params(torchvision.models.resnext50_32x4d())
+    got, want = cx.resnext_cifar(8, 64), cx.complexity("resnext29", "8x64d", classes=10, resolution=32)
+    assert {k: got[k] for k in keys} == {k: want[k] for k in keys}
+
+
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: cx.resnext_cifar(0, 4), "groups"),
+        (lambda: cx.resnext_cifar(1, 0), "width_per_group"),
+        (lambda: cx.resnext_cifar(1, 4, classes=0), "classes"),
+        (lambda: cx.resnext_cifar_cx(cx.cx_init(32), 1, 4, depth=0), "depth"),
+        (lambda: cx.resnext_imagenet(0, 4), "groups"),
+        (lambda: cx.resnext_imagenet(1, 0), "width_per_group"),
+        (lambda: cx.resnext_imagenet(1, 4, classes=0), "classes"),
+        (lambda: cx.resnext_imagenet_cx(cx.cx_init(224), (3, 0, 6, 3), 1, 4), "layers"),
+        (lambda: cx.mlp(784, 10, 0), "depth"),
+    ],
+)
+def test_each_bad_count_names_its_argument(call, name):
+    with pytest.raises(ValueError, match=f"^{name} must be an integer >= 1"):
+        call()
+
+
 def test_known_macs_of_torchvision_models():
     """torchvision documents 4.09 and 4.23 GFLOPS (multiply-adds) at 224 x 224."""
     assert round(cx.complexity("resnext50", "1x64d")["macs"] / 1e9, 2) == 4.09
