@@ -234,6 +234,37 @@ def test_macs_equal_forward_hooks(arch, config, resolution, classes):
     assert counted["flops"] == 2 * counted["macs"]
 
 
+def test_block_options_bare_and_forced_shortcuts():
+    """``bn=False`` drops every BatchNorm, the projection's too; ``shortcut=True`` projects an identity
+    shape; ``shortcut=False`` never projects; counts are integers."""
+    c0 = cx.cx_init(8)
+    convs = 8 * 16 + 9 * 16 * 16 // 4 + 16 * 32  # 1x1, grouped 3x3 (4 groups), 1x1
+    assert cx.bottleneck_cx(c0, 8, 32, 16, groups=4, bn=False)["params"] == convs + 8 * 32  # + projection
+    assert cx.bottleneck_cx(c0, 8, 32, 16, groups=4)["params"] == convs + 8 * 32 + 2 * (16 + 16 + 32 + 32)
+    assert cx.bottleneck_cx(c0, 8, 32, 16, groups=4, bn=False, shortcut=False)["params"] == convs
+    same = 32 * 16 + 9 * 16 * 16 // 4 + 16 * 32
+    assert cx.bottleneck_cx(c0, 32, 32, 16, groups=4, bn=False)["params"] == same
+    assert cx.bottleneck_cx(c0, 32, 32, 16, groups=4, bn=False, shortcut=True)["params"] == same + 32 * 32
+    assert cx.bottleneck_cx(c0, 32, 32, 16)["params"] == cx.bottleneck_cx(c0, 32, 32, 16, groups=1)["params"]
+    for r in (cx.bottleneck(4, 8), cx.complexity("resnext29", "2x4d"), cx.mlp(5, 3, 2)):
+        assert all(type(r[k]) is int for k in ("params", "macs", "acts", "adds")), r
+    for name, args in [("w_in", (0, 8, 4)), ("w_out", (8, 0, 4)), ("w_b", (8, 8, 0))]:
+        with pytest.raises(ValueError, match=f"^{name} must be an integer >= 1"):
+            cx.bottleneck_cx(c0, *args)
+    for name, kw in [("groups", {"groups": 0}), ("stride", {"stride": 0})]:
+        with pytest.raises(ValueError, match=f"^{name} must be an integer >= 1"):
+            cx.bottleneck_cx(c0, 8, 8, 4, **kw)
+
+
+def test_complexity_passes_its_options_on():
+    """``complexity``: an MLP's ``classes`` are its outputs; a block's resolution is the one given."""
+    assert cx.complexity("mlp", inputs=6, width=4, depth=2, classes=3) == cx.mlp(6, 4, 2, outputs=3)
+    assert cx.complexity("mlp", inputs=6, width=4, depth=2) == cx.mlp(6, 4, 2)
+    assert cx.complexity("bottleneck", "4x8d", resolution=16)["macs"] == cx.bottleneck(4, 8, resolution=16)["macs"]
+    assert cx.complexity("bottleneck", "4x8d", resolution=16)["macs"] != cx.bottleneck(4, 8)["macs"]
+    assert cx.complexity("resnext29", (2, 4)) == cx.complexity("resnext29", "2x4d")
+
+
 def test_public_counters_default_to_the_papers_models():
     """``resnext_imagenet(C, d)`` is torchvision's ResNeXt-50 at 224 x 224 with 1000 classes, and
     ``resnext_cifar(C, d)`` ResNeXt-29 at 32 x 32 with 10 (each result naming what it counts)."""
@@ -411,6 +442,20 @@ def test_parse_config_rejects_non_strings():
         (lambda: cx.bottleneck(0, 4), "groups must be an integer >= 1, got 0"),
         (lambda: cx.bottleneck(4, 0), "width_per_group must be an integer >= 1, got 0"),
         (lambda: cx.bottleneck_cx(cx.cx_init(8), 256, 256, 10, groups=3), "groups must divide"),
+        (
+            lambda: cx.conv2d_cx(cx.cx_init(8), 12, 10, 3, groups=4),
+            "groups must divide both channel counts, got 4 for 12 -> 10",
+        ),
+        (
+            lambda: cx.conv2d_cx(cx.cx_init(8), 10, 12, 3, groups=4),
+            "groups must divide both channel counts, got 4 for 10 -> 12",
+        ),
+        (
+            lambda: cx.bottleneck_cx(cx.cx_init(8), 8, 8, 4, shortcut="yes"),
+            "shortcut must be 'auto', True or False, got 'yes'",
+        ),
+        (lambda: cx.complexity("resnext29", (0, 4)), "groups must be an integer >= 1"),
+        (lambda: cx.complexity("resnext29", (1, 0)), "width_per_group must be an integer >= 1"),
         (lambda: cx.resnext_cifar(1, 4, "resnext50"), "arch must be one of"),
         (lambda: cx.cx_init(0), "resolution must be an integer >= 1"),
     ],
