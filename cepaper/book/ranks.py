@@ -2,8 +2,8 @@
 
 Every process torchrun starts runs the same ``cepaper run``. They join a small gloo group of their
 own (the command's processes, on the CPU), through which rank 0 decides what executes: the sections
-that are up to date are cached, as in one process, and each section that executes gets a fresh port
-on rank 0's host for its kernels' process group.
+that are up to date are cached, as in one process, and each section that executes on every rank gets
+a port free on rank 0's host, picked as it starts, for its kernels' process group.
 
 A section that trains grids (one with an ``executor`` parameter: cifar, imagenet) executes on every
 rank. Each rank's kernel inherits torchrun's ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` and
@@ -44,12 +44,19 @@ def _free_port():
 
 def _decide(plan, force):
     """Rank 0's decisions, one per section of ``plan``: ``(key, record)`` (:func:`pipeline.up_to_date`)
-    and a port for its kernels (``None`` for a section cached or executed on rank 0 alone)."""
+    and whether it executes on every rank."""
     out = []
     for section, params in plan:
         key, record = pipeline.up_to_date(section, params, force)
-        out.append((key, record, _free_port() if record is None and ranked(section) else None))
+        out.append((key, record, record is None and ranked(section)))
     return out
+
+
+def _port(w):
+    """A port free on rank 0's host now, for the next section's kernels, the same on every rank."""
+    port = [_free_port() if w.writer else None]
+    dist.broadcast_object_list(port, src=0)
+    return port[0]
 
 
 def _check(plan):
@@ -82,18 +89,18 @@ def run(sections, profile="quick", overrides=(), force=False):
         if isinstance(decided[0], str):
             raise RuntimeError(f"rank 0 could not plan the run: {decided[0]}")
         records = []
-        for (section, params), (key, record, port) in zip(plan, decided[0]):
+        for (section, params), (key, record, everywhere) in zip(plan, decided[0]):
             if record is not None:
                 records.append({**record, "cached": True})
                 continue
-            if port is None:  # a section that does not train across ranks: rank 0 alone
+            if not everywhere:  # a section that does not train across ranks: rank 0 alone
                 if w.writer:
                     records.append(pipeline.execute_locked(section, params, key))
                 continue
             if w.writer:  # what followers killed in an earlier run left (none of this run's exists yet)
                 for folder in (pipeline.BUILD / "staging").glob(f"rank*-{profile}-{section}-*"):
                     shutil.rmtree(folder, ignore_errors=True)
-            dist.barrier()  # the kernels' group forms only when every rank has reached this section
+            port = _port(w)  # and every rank waits here until all have reached this section
             env = {"MASTER_PORT": str(port), "TORCHELASTIC_USE_AGENT_STORE": "False"}
             if w.writer:
                 records.append(pipeline.execute_locked(section, params, key, env=env))
