@@ -162,3 +162,73 @@ def test_ensemble_ntk_of_scalar_and_matrix_members():
             ValueError, match=r"member_kernels must be a tensor of shape \(m, \.\.\.\) with m >= 1, got " + shape
         ):
             ntk.ensemble_ntk(bad)
+
+
+def by_formula(x):
+    """The moments of Moments' docstring, by numpy on float64 draws ``x`` (T, ...)."""
+    x = np.asarray(x, dtype=np.float64)
+    t, mean = len(x), x.mean(0)
+    var = x.var(0, ddof=1) if t > 1 else np.full_like(mean, np.nan)
+    mu4 = ((x - mean) ** 4).mean(0)
+    var_se = np.sqrt(np.maximum(mu4 - (t - 3) / (t - 1) * var**2, 0) / t) if t > 1 else np.full_like(mean, np.nan)
+    sq = x**2
+    second_se = np.sqrt(sq.var(0, ddof=1) / t) if t > 1 else np.full_like(mean, np.nan)
+    return dict(mean=mean, var=var, second=sq.mean(0), mean_se=np.sqrt(var / t), var_se=var_se, second_se=second_se)
+
+
+@pytest.mark.parametrize("t", [1, 2, 3, 50])
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 30.0])
+def test_moments_match_their_formulas_at_any_count_and_scale(t, scale):
+    """Small draws (errors well below 1), two draws, one draw (NaN spreads), 1-D and 2-D samples; the
+    streaming power sums of ``mc_moments`` give the same as ``moments`` of the stored draws."""
+    from cepaper.montecarlo import moments
+
+    g = torch.Generator().manual_seed(t)
+    x = scale * (1 + torch.rand(t, 3, generator=g, dtype=torch.float64) ** 3)
+    for draws in (x, x[:, 0]):
+        got, want = moments(draws).as_dict(), by_formula(draws.numpy())
+        for k, v in want.items():
+            np.testing.assert_allclose(got[k], v, rtol=1e-9, atol=0, equal_nan=True, err_msg=k)
+        assert got["draws"] == t
+        streamed = mc_moments(stored(draws), t, chunk=2)  # in chunks of 2: the power sums accumulate
+        for k in want:
+            np.testing.assert_allclose(streamed.as_dict()[k], got[k], rtol=1e-7, equal_nan=True, err_msg=k)
+
+
+def stored(draws):
+    """A sampler that hands out the stored ``draws`` in order (its generator unused)."""
+    at = [0]
+
+    def sample(n, generator):
+        at[0] += n
+        return draws[at[0] - n : at[0]]
+
+    return sample
+
+
+def test_moments_refuse_what_is_not_draws():
+    from cepaper.montecarlo import moments
+
+    for bad, shape in [(torch.tensor(1.0), r"\(\)"), (torch.empty(0, 3), r"\(0, 3\)"), ([1.0, 2.0], r"\(\)")]:
+        with pytest.raises(
+            ValueError, match=r"samples must be a tensor of shape \(T, \.\.\.\) with T >= 1, got " + shape
+        ):
+            moments(bad)
+
+
+def test_the_default_chunk_is_the_samplers_and_else_64():
+    """Chunking changes which weights are drawn, so the default is part of what a seed means."""
+    x1, _ = inputs()
+    sample = mlp_ntk_sampler(x1, widths=3)
+    assert sample.default_chunk == 4096
+    torch.testing.assert_close(mc_moments(sample, 50).mean, mc_moments(sample, 50, chunk=4096).mean, rtol=0, atol=0)
+    plain = lambda t, g: torch.randn(t, 2, generator=g)  # no default_chunk
+    torch.testing.assert_close(mc_moments(plain, 150).mean, mc_moments(plain, 150, chunk=64).mean, rtol=0, atol=0)
+    assert not torch.equal(mc_moments(plain, 150).mean, mc_moments(plain, 150, chunk=65).mean)
+
+
+def test_default_chunk_counts_exactly_at_a_power_of_two():
+    """One member of 3 -> 1024 -> 1 has 4096 weights (2048 per chunk), 5121 with biases (1638)."""
+    x = torch.randn(2, 3)
+    assert mlp_ntk_sampler(x, widths=(1024,)).default_chunk == 2**23 // 4096 == 2048
+    assert mlp_ntk_sampler(x, widths=(1024,), bias=True).default_chunk == 2**23 // 5121 == 1638
