@@ -232,3 +232,62 @@ def test_default_chunk_counts_exactly_at_a_power_of_two():
     x = torch.randn(2, 3)
     assert mlp_ntk_sampler(x, widths=(1024,)).default_chunk == 2**23 // 4096 == 2048
     assert mlp_ntk_sampler(x, widths=(1024,), bias=True).default_chunk == 2**23 // 5121 == 1638
+
+
+def test_entries_select_exactly_what_they_name():
+    x1, x2 = inputs()
+    model = CollegialMLP(4, (5,), m=2)
+    full = ntk.member_ntk(model, x1, x2)
+    torch.testing.assert_close(ntk.member_ntk(model, x1, x2, entries=([2], [4])), full[:, [2], [4]])  # one entry
+    torch.testing.assert_close(ntk.member_ntk(model, x1[:1], x2[:1]), full[:, :1, :1])  # N1 = N2 = 1
+    bad = [
+        ("diag", "entries='diag' needs N1 == N2, got 3 and 5"),
+        ("all", "entries must be None, 'diag' or \\(rows, cols\\), got 'all'"),
+        (([0, 1], [0]), "entries \\(rows, cols\\) must be non-empty and of equal length, got 2 and 1"),
+        (([], []), "must be non-empty and of equal length, got 0 and 0"),
+        (
+            ([0], [5]),
+            "entries must index rows in \\[0, 3\\) and cols in \\[0, 5\\), got rows in \\[0, 0\\], cols in \\[5, 5\\]",
+        ),
+        (([0], [-1]), "cols in \\[-1, -1\\]"),
+        (([3], [0]), "rows in \\[3, 3\\]"),
+        (([-1], [0]), "rows in \\[-1, -1\\]"),
+    ]
+    for entries, message in bad:
+        with pytest.raises(ValueError, match=message):
+            ntk.entry_index(entries, 3, 5)
+
+
+def test_the_structured_path_casts_the_second_inputs_and_names_bad_ones():
+    x1, x2 = inputs()
+    model = CollegialMLP(4, (5,), m=2)
+    torch.testing.assert_close(ntk.member_ntk(model, x1, x2.double()), ntk.member_ntk(model, x1, x2))
+    for args, message in [
+        ((torch.randn(2, 3), None), r"^x1 must have shape \(N, 4\) with N >= 1, got \(2, 3\)"),
+        ((x1, torch.randn(2, 3)), r"^x2 must have shape \(N, 4\) with N >= 1, got \(2, 3\)"),
+        ((x1, [1.0]), r"^x2 must have shape \(N, 4\) with N >= 1, got list"),
+        ((torch.empty(0, 4), None), r"^x1 must have shape \(N, 4\) with N >= 1, got \(0, 4\)"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            ntk.member_ntk(model, *args)
+    with pytest.raises(TypeError, match="model must be a CollegialMLP, got Linear; use empirical_ntk"):
+        ntk.member_ntk(nn.Linear(4, 1), x1)
+    readout = [torch.randn(2, 5, 4), torch.randn(2, 2, 5)]  # two outputs per member
+    with pytest.raises(ValueError, match=r"the readout must have shape \(m, 1, n_L\).*got \(2, 2, 5\)"):
+        ntk.mlp_features(readout, [1.0, 1.0], x1)
+
+
+def test_general_inputs_are_named_when_bad():
+    net = WithUnused()
+    for args, message in [
+        (([1.0],), r"^x1 must be a tensor of shape \(N1, \.\.\.\) with N1 >= 1, got list"),
+        ((torch.empty(0, 4),), r"^x1 must be a tensor .* got \(0, 4\)"),
+        ((torch.randn(2, 4), [1.0]), r"^x2 must be a tensor of shape \(N2, 4\) like x1, got list"),
+        ((torch.randn(2, 4), torch.empty(0, 4)), r"^x2 must be .* got \(0, 4\)"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            ntk.empirical_ntk(net, *args)
+    one = torch.randn(1, 4)
+    torch.testing.assert_close(ntk.empirical_ntk(net, one, one), by_hand(net, one, one), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"got list for N = 1"):
+        ntk._scalar([1.0])
