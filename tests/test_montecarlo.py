@@ -9,7 +9,7 @@ from torch import nn
 
 from cepaper import ntk
 from cepaper.models.mlp import CollegialMLP
-from cepaper.montecarlo import mc_moments, mlp_ntk_sampler, module_ntk_sampler
+from cepaper.montecarlo import mc_moments, mc_samples, mlp_ntk_sampler, module_ntk_sampler
 
 
 def inputs(n1=3, n2=5, d=4, seed=0):
@@ -58,6 +58,21 @@ def test_default_chunk_draws_about_two_to_the_23_weights(bias):
         assert sample.default_chunk == max(1, min(4096, 2**23 // size)), (widths, bias)
 
 
+def test_sampler_defaults_and_its_own_input_checks(monkeypatch):
+    x1, _ = inputs()
+    g = lambda: torch.Generator().manual_seed(0)
+    torch.testing.assert_close(mlp_ntk_sampler(x1)(2, g()), mlp_ntk_sampler(x1, widths=64)(2, g()), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"^x1 must have shape \(N1, n_in\), got \(3,\)"):
+        mlp_ntk_sampler(torch.randn(3))
+    with pytest.raises(ValueError, match="entries must be None, 'diag' or"):
+        mlp_ntk_sampler(x1, entries="all")  # refused when the sampler is made, not at its first draw
+    called = []
+    real = ntk.naive_ntk
+    monkeypatch.setattr(ntk, "naive_ntk", lambda *a: called.append(1) or real(*a))
+    module_ntk_sampler(small_net, x1, method="naive")(2, g())
+    assert called == [1, 1]
+
+
 def test_sampler_dtype_and_moments_as_arrays():
     x1, _ = inputs()
     k = mlp_ntk_sampler(x1, widths=5, dtype=torch.float64)(3, torch.Generator().manual_seed(0))
@@ -70,9 +85,17 @@ def test_sampler_dtype_and_moments_as_arrays():
     assert all(v.device.type == "cpu" for v in m.cpu()[:6])
 
 
-def test_default_seed_is_seed_0():
+def test_default_seed_is_seed_0_and_threads_apply_while_drawing():
     x1, _ = inputs()
     sample = mlp_ntk_sampler(x1, widths=5)
+    torch.testing.assert_close(mc_samples(sample, 30), mc_samples(sample, 30, seed=0), rtol=0, atol=0)
+    assert not torch.equal(mc_samples(sample, 30), mc_samples(sample, 30, seed=1))
+    seen = []
+    counting = lambda t, g: (seen.append(torch.get_num_threads()), torch.randn(t, 2, generator=g))[1]
+    before = torch.get_num_threads()
+    mc_moments(counting, 4, threads=1)
+    mc_samples(counting, 4, threads=1)
+    assert seen == [1, 1] and torch.get_num_threads() == before
     a, b, c = mc_moments(sample, 30, chunk=10), mc_moments(sample, 30, chunk=10, seed=0), mc_moments(sample, 30, seed=1)
     torch.testing.assert_close(a.mean, b.mean, rtol=0, atol=0)
     assert not torch.equal(a.mean, c.mean)
@@ -221,7 +244,9 @@ def test_the_default_chunk_is_the_samplers_and_else_64():
     x1, _ = inputs()
     sample = mlp_ntk_sampler(x1, widths=3)
     assert sample.default_chunk == 4096
-    torch.testing.assert_close(mc_moments(sample, 50).mean, mc_moments(sample, 50, chunk=4096).mean, rtol=0, atol=0)
+    torch.testing.assert_close(mc_moments(sample, 100).mean, mc_moments(sample, 100, chunk=4096).mean, rtol=0, atol=0)
+    assert not torch.equal(mc_moments(sample, 100).mean, mc_moments(sample, 100, chunk=64).mean)
+    torch.testing.assert_close(mc_samples(sample, 100), mc_samples(sample, 100, chunk=4096), rtol=0, atol=0)
     plain = lambda t, g: torch.randn(t, 2, generator=g)  # no default_chunk
     torch.testing.assert_close(mc_moments(plain, 150).mean, mc_moments(plain, 150, chunk=64).mean, rtol=0, atol=0)
     assert not torch.equal(mc_moments(plain, 150).mean, mc_moments(plain, 150, chunk=65).mean)
