@@ -269,7 +269,7 @@ def jacobian_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None, chunk_s
     j2 = j1 if x2 is None else jac(params, x2)
     out = None
     for k in params:
-        a, b = j1[k].flatten(1), j2[k].flatten(1)
+        a, b = j1[k].reshape(len(x1), -1), j2[k].reshape(j2[k].shape[0], -1)  # a 0-dim parameter too
         out = a @ b.T if out is None else out.addmm_(a, b.T)
     return out
 

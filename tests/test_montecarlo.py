@@ -316,3 +316,21 @@ def test_general_inputs_are_named_when_bad():
     torch.testing.assert_close(ntk.empirical_ntk(net, one, one), by_hand(net, one, one), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"got list for N = 1"):
         ntk._scalar([1.0])
+
+
+class Scale(nn.Module):
+    """``f(x) = w x`` of scalar inputs ``x`` (a batch of shape ``(N,)``): its NTK is ``x1 x2^T``."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, x):
+        return self.w * x
+
+
+@pytest.mark.parametrize("method", ["auto", "jacobian", "naive"])
+def test_inputs_may_be_scalars(method):
+    x1, x2 = torch.tensor([1.0, -2.0, 3.0]), torch.tensor([0.5, 4.0])
+    torch.testing.assert_close(ntk.empirical_ntk(Scale(), x1, x2, method=method), torch.outer(x1, x2))
+    torch.testing.assert_close(ntk.empirical_ntk(Scale(), x1, method=method), torch.outer(x1, x1))
