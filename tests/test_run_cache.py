@@ -305,3 +305,22 @@ def test_resume_refuses_other_settings_naming_only_what_differs(tmp_path):
     spine.save_checkpoint(path, {"model": model.state_dict(), "settings": None})  # settings not a mapping
     with pytest.raises(ValueError, match=r"\{'seed': \(None, 0\)\}"):
         spine.resume(path, {"seed": 0}, model=model)
+
+
+def test_the_plain_grid_runner_moves_a_damaged_checkpoint_aside_first(tmp_path, capsys):
+    key = spine.source_key({"seed": 0}, ("cepaper.training.gd",))
+    (tmp_path / f"{key}.pt").write_bytes(b"not a checkpoint")
+    seen = []
+    compute = lambda job, ckpt: (seen.append(ckpt.exists()), {"seed": 0})[1]
+    spine.run_grid([{"seed": 0}], compute, cache=tmp_path, modules=("cepaper.training.gd",))
+    assert seen == [False] and (tmp_path / f"{key}.pt.corrupt").exists()
+
+
+def test_a_checkpoint_that_cannot_be_read_is_an_error_not_damage(tmp_path):
+    """An I/O error (here: a folder where the checkpoint should be) is the user's to fix: raised, and
+    nothing is moved aside; a damaged file is moved aside and the run starts afresh."""
+    path = tmp_path / "c.pt"
+    path.mkdir()
+    with pytest.raises(IsADirectoryError):
+        spine.load_checkpoint(path)
+    assert path.is_dir() and not (tmp_path / "c.pt.corrupt").exists()
