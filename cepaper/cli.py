@@ -402,6 +402,9 @@ def main(argv=None):
 
     main_thread = threading.current_thread() is threading.main_thread()
     previous = (signal.signal(signal.SIGTERM, _on_sigterm) or signal.SIG_DFL) if main_thread else None
+    # Ctrl-C (SIGINT) is KeyboardInterrupt even where this process was started with SIGINT ignored
+    # (a background job of a shell script, nohup ... &): a SIGINT sent to it still stops it cleanly
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler) if main_thread else None
     try:
         args.func(args)
     except BrokenPipeError:  # output piped into `head` and the like
@@ -437,6 +440,7 @@ def main(argv=None):
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int if previous_int is not None else signal.SIG_DFL)
     return 0
 
 

@@ -214,6 +214,15 @@ def test_ctrl_c_and_sigterm_stop_cleanly(layout, kernels, signum, status, said):
         pass  # released
 
 
+def test_ctrl_c_stops_a_run_started_with_sigint_ignored(layout, kernels):
+    """A background job of a shell script (``cepaper run ... &``, ``nohup ... &``) starts with SIGINT
+    ignored; a SIGINT sent to it still stops it cleanly (exit 130), as in a terminal."""
+    proc, _ = held(layout, kernels, "lemma1", preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    one_line_error(proc, 130, "cepaper run: interrupted (Ctrl-C)", "last good results stay")
+
+
 TRAIN = f"""
 import os, signal, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
