@@ -151,7 +151,7 @@ display(pages.show(speed, {"images_per_s": 1, "hours per run": 1, f"hours for {s
 # submitit job; a run whose job failed is left out of the tables, and a sentence says how many are
 # missing. A run made by older training code is reused and counted as stale, with the commit that
 # made it (`rerun_stale` trains it again).
-# With `executor` `local` or `slurm`, each job has `gpus_per_run` GPUs (one DDP rank each); with
+# Each such job has `gpus_per_run` GPUs (one DDP rank each). With
 # `wait = False` the page does not wait for the jobs: it shows the runs that have finished and counts
 # the others pending, and running it again gathers them (a run whose job is still queued or running
 # is never submitted twice). Under `torchrun --nproc-per-node N -m cepaper run` every run trains
