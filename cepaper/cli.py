@@ -230,7 +230,7 @@ def _add_train(sub):
         ex = executors.executor(
             args.executor, results.checkpoint_dir("cifar", "cli").parent / "jobs", gpus_per_job=args.gpus_per_run
         )
-        ranks = w.size * (args.gpus_per_run if ex is not None else 1)
+        per_run = w.size * (args.gpus_per_run if ex is not None else 1)
         run = results.Run(
             "cifar" if args.dataset.startswith("cifar") else "imagenet",
             "cli",
@@ -275,18 +275,18 @@ def _add_train(sub):
             f"train_{args.dataset}_{args.arch}_{args.config}_{rec}_e{args.epochs or 'all'}"
             f"_s{args.seed}-{args.seed + args.runs - 1}"
         )
-        run.save(name, {"records": records, "summary": summ.to_dict("records"), "world_size": ranks}, table=summ)
+        run.save(name, {"records": records, "summary": summ.to_dict("records"), "world_size": per_run}, table=summ)
         r = summ.iloc[0]
         stale = grids.stale_runs(records)
         payload = {
             "summary": summ.to_dict("records"),
             "saved": str(run.dir / f"{name}.json"),
-            "world_size": ranks,
+            "world_size": per_run,
             "stale": stale,
         }
         text = (
             f"{args.arch} {args.config} on {args.dataset} ({tr.source}), recipe {rec}, {int(r.runs)} run(s): "
-            f"top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}% ({ranks} process(es) a run; "
+            f"top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}% ({per_run} process(es) a run; "
             + ("final epoch" if last == 1 else f"mean of the last {last} epochs")
             + f")\nsaved to {payload['saved']}"
             + "".join(
