@@ -215,6 +215,11 @@ def member_ntk(model: CollegialMLP, x1: Tensor, x2: Tensor | None = None, entrie
             f"the NTK here is of scalar-output models: the CollegialMLP must have outputs=1, "
             f"got outputs={model.outputs}"
         )
+    if model.activation != "relu":
+        raise ValueError(
+            f"the structured path is the ReLU network of Eq. 3; this CollegialMLP has activation="
+            f"{model.activation!r}: use empirical_ntk (method 'auto' or 'jacobian')"
+        )
     _check_mlp_inputs(model, x1, x2)
     with torch.no_grad():
         weights = [w.detach() for w in model.weights]
@@ -303,9 +308,9 @@ def empirical_ntk(
 ) -> Tensor:
     """Empirical NTK ``K(x1, x2) = grad_theta F(x1) . grad_theta F(x2)^T`` of a scalar-output module.
 
-    ``method="auto"`` takes the structured path for a :class:`CollegialMLP` (returning the ensemble
+    ``method="auto"`` takes the structured path for a ReLU :class:`CollegialMLP` (returning the ensemble
     NTK ``K_e`` of Eq. 4, the mean of :func:`member_ntk` over members) and the ``torch.func`` path
-    (:func:`jacobian_ntk`) otherwise; ``"naive"`` is :func:`naive_ntk`.
+    (:func:`jacobian_ntk`) otherwise (other modules, other activations); ``"naive"`` is :func:`naive_ntk`.
 
     Args:
         model: a module mapping ``(N, ...)`` to ``(N,)`` or ``(N, 1)``.
@@ -319,7 +324,8 @@ def empirical_ntk(
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     if method == "structured" and not isinstance(model, CollegialMLP):
         raise ValueError(f"method='structured' needs a CollegialMLP, got {type(model).__name__}")
-    if method in ("auto", "structured") and isinstance(model, CollegialMLP):
+    structured = isinstance(model, CollegialMLP) and model.activation == "relu"
+    if method == "structured" or (method == "auto" and structured):
         return ensemble_ntk(member_ntk(model, x1, x2))
     if method == "naive":
         return naive_ntk(model, x1, x2)

@@ -3,7 +3,8 @@
 One module holds all ``m`` members: layer ``l`` is one weight tensor of shape ``(m, n_l, n_{l-1})``
 (a block-diagonal layer), so a forward pass is one batched matmul per layer, never a Python loop.
 
-With ``phi`` the ReLU and ``h_0 = x``::
+With ``phi`` the ReLU (or, for the controls of Theorem 1, an analytic activation: ``ACTIVATIONS``)
+and ``h_0 = x``::
 
     z_l = sqrt(2 / n_{l-1}) W_l h_{l-1},   h_l = phi(z_l)        l = 1..L  (hidden widths n_1..n_L)
     f_j = sqrt(1 / n_L) W_{L+1} h_L                              (readout of member j: scalar, or C outputs)
@@ -23,8 +24,21 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from cepaper._checks import positive_int
+
+#: The activations ``phi`` a :class:`CollegialMLP` takes. Eq. 3 is ReLU; Theorem 1 assumes an
+#: analytic ``phi`` (Appendix F), so GELU, softplus and tanh serve as its smooth controls, under the
+#: same ``sqrt(2 / n_{l-1})`` scales.
+ACTIVATIONS = {"relu": torch.relu, "gelu": F.gelu, "softplus": F.softplus, "tanh": torch.tanh}
+
+
+def check_activation(activation):
+    """Return ``activation`` if it names one of ``ACTIVATIONS``, else raise a ``ValueError`` listing them."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
+    return activation
 
 
 def hidden_widths(widths, depth=None):
@@ -73,6 +87,7 @@ class CollegialMLP(nn.Module):
             threads. The draws depend on ``streams``, never on how many cores run them. ``1`` (the
             default) draws everything from ``generator``; the Monte Carlo samplers use 2, since the
             single-threaded generator bounds their rate.
+        activation: ``phi``, a key of ``ACTIVATIONS`` (Eq. 3: ``"relu"``).
     """
 
     def __init__(
@@ -87,8 +102,10 @@ class CollegialMLP(nn.Module):
         device: torch.device | str | None = None,
         streams: int = 1,
         outputs: int = 1,
+        activation: str = "relu",
     ) -> None:
         super().__init__()
+        self.activation = check_activation(activation)
         self.n_in = positive_int("n_in", n_in)
         self.widths = hidden_widths(widths, depth)
         self.m = positive_int("m", m)
@@ -169,7 +186,7 @@ class CollegialMLP(nn.Module):
             if l == self.depth:
                 return zs, z.squeeze(-1) if self.outputs == 1 else z
             zs.append(z)
-            h = torch.relu(z)
+            h = ACTIVATIONS[self.activation](z)
 
     def members(self, x):
         """Outputs ``f_j(x)`` of every member, shape ``(m, N)`` (``(m, N, C)`` with ``C`` outputs)."""

@@ -92,6 +92,7 @@ def run_one(
     epochs,
     lr,
     batch_size=None,
+    activation="relu",
     n_probe=2,
     record_every=None,
     device="cpu",
@@ -102,6 +103,7 @@ def run_one(
 ):
     """Train one ensemble ``(m, n)`` from seed ``seed``; return its record (a JSON-able dict).
 
+    ``activation`` is the members' ``phi`` (:data:`cepaper.models.mlp.ACTIVATIONS`; Fig. 9: ReLU).
     The probe inputs are the first ``n_probe`` training inputs. The record holds ``m, n, seed``,
     the recorded ``epoch`` list, ``loss`` there, and ``ntk``: ``(R, P, P)`` nested lists.
     With ``checkpoint`` (a path), the run saves its state every ``checkpoint_every`` epochs and
@@ -111,7 +113,9 @@ def run_one(
     if not 2 <= positive_int("n_probe", n_probe) <= len(x):
         raise ValueError(f"n_probe must be in [2, {len(x)}] (an off-diagonal entry needs two inputs), got {n_probe}")
     gen = torch.Generator().manual_seed(init_seed(seed, m, n))
-    model = CollegialMLP(x.shape[1], n, m=m, depth=depth, generator=gen, dtype=dtype, device=device)
+    model = CollegialMLP(
+        x.shape[1], n, m=m, depth=depth, generator=gen, dtype=dtype, device=device, activation=activation
+    )
     x, y = x.to(device=device, dtype=dtype), y.to(device=device, dtype=dtype)
     hist = train_gd(
         model,
@@ -138,7 +142,7 @@ def train_grid(x, y, configs, seeds, *, cache=None, progress=False, **train_kw):
         configs: a DataFrame with columns ``m`` and ``n`` (e.g. :func:`grid`).
         seeds: the seeds (each gives new initial weights and mini-batch order).
         cache: folder of finished runs (``<key>.json``) and checkpoints (``<key>.pt``), or ``None``.
-        train_kw: ``depth, epochs, lr, batch_size, n_probe, record_every, device, dtype,
+        train_kw: ``depth, epochs, lr, batch_size, activation, n_probe, record_every, device, dtype,
             checkpoint_every`` of :func:`run_one`.
     Returns:
         a list of run records (see :func:`run_one`), in the order ``(m, n)`` then seed.
