@@ -306,6 +306,52 @@ def fit_sweep(
     }
 
 
+def refit(fit: dict, widths: Sequence[int] | None = None, intercept: bool = True, level: float = 0.95) -> dict:
+    """Alpha refitted from a stored fit's per-width moments (Eq. 9), on a subset of its widths.
+
+    The least squares of :func:`fit_alpha` (unweighted) of ``log_ratio`` on ``term`` over ``widths``
+    (default: every width of ``fit``, a :func:`fit_sweep` result). The draws at different widths are
+    independent, so ``alpha = sum_j c_j log r_j`` (``c_j`` the least-squares weights) has variance
+    ``sum_j c_j^2 se_j^2`` with ``se_j`` the bootstrap sd of ``log r_j`` stored in the fit; the interval
+    is ``alpha +- z se``, the delta-method counterpart of :func:`fit_alpha`'s bootstrap (tested against it).
+
+    Returns:
+        ``{"alpha", "lo", "hi", "se", "intercept", "widths", "heavy_tail_widths"}``.
+    Raises:
+        ValueError: a width that ``fit`` does not hold, or too few usable widths for the line
+        (two distinct, one without ``intercept``).
+    """
+    stored = {int(n): j for j, n in enumerate(fit["widths"])}
+    widths = sorted(stored) if widths is None else sorted({int(n) for n in widths})
+    missing = [n for n in widths if n not in stored]
+    if missing:
+        raise ValueError(f"widths {missing} are not in the fit (it holds {min(stored)}..{max(stored)})")
+    use = [stored[n] for n in widths if fit["log_ratio"][stored[n]] is not None]
+    if len(use) < (2 if intercept else 1):
+        raise ValueError(f"need {'two widths' if intercept else 'one width'} with E[K] != 0, got {len(use)}")
+    x, y = (np.array([fit[k][j] for j in use], dtype=float) for k in ("term", "log_ratio"))
+    se = np.array([fit["log_ratio_se"][j] for j in use], dtype=float)
+    if intercept:
+        c = (x - x.mean()) / ((x - x.mean()) ** 2).sum()
+        alpha = float(c @ y)
+        a = float(y.mean() - alpha * x.mean())
+    else:
+        c = x / (x * x).sum()
+        alpha, a = float(c @ y), 0.0
+    sd = float(np.sqrt((c**2 * se**2).sum()))
+    z = float(stats.norm.ppf(0.5 + float(level) / 2))
+    khat = fit.get("tail_khat") or [0.0] * len(fit["widths"])
+    return {
+        "alpha": alpha,
+        "lo": alpha - z * sd,
+        "hi": alpha + z * sd,
+        "se": sd,
+        "intercept": a,
+        "widths": [int(fit["widths"][j]) for j in use],
+        "heavy_tail_widths": [int(fit["widths"][j]) for j in use if (khat[j] or 0) > KHAT_MAX],
+    }
+
+
 def measure_alpha(
     module: str = "bottleneck",
     widths: Sequence[int] | None = None,

@@ -23,16 +23,26 @@
 # architectures, optimizer and data, with fewer repetitions, epochs and seeds; each section's page
 # says what was cut). The quick profile that builds the section pages is never evidence.
 #
-# **The rule.**
+# **The rule.** One rule for every kind of claim:
 #
 # * **reproduced**: an exact computation gives the printed value to its printed digits, or the
 #   paper's number lies inside our 95% interval;
 # * **consistent**: the paper states a direction, not a number (“highly correlated”, “does not
 #   improve”), and our interval lies on its side;
-# * **inconclusive**: our interval holds both the claimed direction and its opposite;
-# * **differs**: the printed value lies outside our interval, or the exact computation gives another;
+# * **inconclusive**: our interval holds both the claimed direction and its opposite (for “does not
+#   improve”: an interval that straddles 0);
+# * **differs**: the printed value lies outside our interval, the interval lies on the other side of
+#   a claimed direction, or the exact computation gives another;
 # * **not run**: no committed run tests the claim; the row says what running it would cost, from
 #   the training speeds measured in this book.
+#
+# **Readings.** Where the paper's words allow several analyses (which widths, which entry, which
+# optimizer, which statistic, which α), every defensible reading is declared in the code with the
+# paper's words that allow it, one of them primary (fixed before the numbers were read, with its
+# reason), and the row gives the primary verdict and how many readings the claim holds under; the
+# [readings](#claims-readings) below show each. Every row that differs or is inconclusive links to
+# [its cause](#claims-why), and every row to the part of the section page that holds its
+# evidence and to its run on the [runs page](runs.md).
 #
 # The verdicts stand on the intervals, and the test suite checks each kind against its sampling
 # distribution on synthetic data (the correlation bootstrap, Lemma 1's jackknife, the α bootstrap).
@@ -58,8 +68,11 @@ if not 0 < level < 1:
     raise ValueError(f"level must be in (0, 1), got {level}")
 run = results.Run("claims", profile, params=dict(level=level, scales=scales))
 rows = section.table(tuple(scales), level)
+causes = section.causes(rows, tuple(scales))
 run.save(
-    "claims", {"rows": rows, "counts": section.counts(rows), "scales": scales, "level": level}, table=pd.DataFrame(rows)
+    "claims",
+    {"rows": rows, "counts": section.counts(rows), "causes": causes, "scales": scales, "level": level},
+    table=pd.DataFrame(rows),
 )
 
 # %% [markdown]
@@ -67,6 +80,7 @@ run.save(
 
 # %% tags=["remove-input"]
 saved = run.load("claims")
+causes = {int(i): text for i, text in saved["causes"].items()}
 counts = saved["counts"]
 display(Markdown(" · ".join(f"**{v}**: {n}" for v, n in counts.items()) + f" (of {len(saved['rows'])} claims)."))
 
@@ -86,7 +100,7 @@ if fig is None:
 # are exact computations, redone on this page.
 
 # %% tags=["remove-input", "full-width"]
-pages.show(section.page_table(saved["rows"], "method"))
+pages.show(section.page_table(saved["rows"], "method", causes))
 
 # %% [markdown]
 # ## The training tables: errors of Tables 1–5
@@ -97,4 +111,27 @@ pages.show(section.page_table(saved["rows"], "method"))
 # is estimated from a measured one by its FLOPs).
 
 # %% tags=["remove-input", "full-width"]
-pages.show(section.page_table(saved["rows"], "training"))
+pages.show(section.page_table(saved["rows"], "training", causes))
+
+# %% [markdown]
+# (claims-readings)=
+# ## Readings
+#
+# Each claim whose analysis the paper leaves open, under every declared reading; the first is the
+# primary one, whose verdict the row above gives.
+
+# %% tags=["remove-input", "full-width"]
+for key, claim, summary, table in section.readings_tables(saved["rows"]):
+    display(Markdown(f'<span id="readings-{key}"></span>\n\n**{claim}**: {summary}.'), pages.show(table))
+
+# %% [markdown]
+# (claims-why)=
+# ## Why a row differs
+#
+# For every row that differs or is inconclusive: the cause found, or the candidate causes with the
+# run that rules each in or out, computed from the same records.
+
+# %% tags=["remove-input"]
+ids, rows = section.keys(saved["rows"]), saved["rows"]
+for i, text in causes.items():
+    display(Markdown(f'<span id="why-{ids[i]}"></span>\n\n**{rows[i]["claim"]}** ({rows[i]["verdict"]}). {text}'))

@@ -26,8 +26,16 @@ def empty_store(tmp_path, monkeypatch):
         (None, -0.2, 0.9, +1, "inconclusive"),
         (None, -0.9, -0.1, +1, "differs"),
         (None, -0.9, -0.1, -1, "consistent"),
-        (None, -0.5, 0.5, 0, "consistent"),
-        (None, -0.9, -0.1, 0, "differs"),
+        # one rule for every direction, at every boundary: the claimed side, the other side, both
+        (None, 0.0, 0.9, +1, "inconclusive"),
+        (None, -0.9, 0.0, +1, "inconclusive"),
+        (None, 0.1, 0.9, -1, "differs"),
+        (None, -0.9, 0.0, -1, "inconclusive"),
+        (None, -0.5, 0.5, 0, "inconclusive"),  # "does not improve": straddling 0 cannot tell
+        (None, -0.9, -0.1, 0, "differs"),  # on the improving side
+        (None, -0.9, 0.0, 0, "inconclusive"),
+        (None, -0.9, -1e-9, 0, "differs"),
+        (None, 0.0, 0.9, 0, "consistent"),
         (None, 0.1, 0.9, 0, "consistent"),
     ],
 )
@@ -49,44 +57,174 @@ def test_nothing_committed_reads_not_run_and_exact_rows_are_computed():
     # every derived ResNeXt row of Tables 1-5 is an exact computation; the one the paper rounds
     # differently (Table 4, 1x96d: 22x10d printed, 23x10d at nearest rounding) differs
     derived = [r for r in rows if r["scale"] == "exact" and r["claim"].startswith("Table")]
-    differs = [r["claim"] for r in derived if r["verdict"] == "differs"]
+    differs = [r["claim"].split(";")[0] for r in derived if r["verdict"] == "differs"]
     assert differs == ["Table 4: resnext38 primal optimum from 1x96d"]
+    (t4,) = [r for r in derived if r["verdict"] == "differs"]
+    assert [x["verdict"] for x in t4["readings"]] == ["differs", "reproduced"]  # floor rounding gives 22x10d
+    assert t4["summary"] == "holds under 1 of 2 readings"
     errors = [r for r in rows if r["group"] == "training"]
     assert len(errors) == sum(m["config"] is not None for m in paper.MODELS)
     assert {r["verdict"] for r in errors} == {"not run"} and all(r["cost"] for r in errors)
 
 
+def fit_record(alpha, offdiag_alpha=None, widths=range(1, 257), se=0.02, khat=0.2, a=0.0):
+    """A stored fit_bottleneck record whose log r is exactly ``a + alpha s`` at every width."""
+
+    def one(al):
+        term = [1.0 / n + 0.004 for n in widths]
+        return {
+            "alpha": al,
+            "widths": list(widths),
+            "term": term,
+            "log_ratio": [a + al * t for t in term],
+            "log_ratio_se": [se] * len(term),
+            "tail_khat": [khat] * len(term),
+        }
+
+    fits = {"diag": one(alpha), "offdiag": one(offdiag_alpha or alpha)}
+    return {
+        "alpha": alpha,
+        "alpha_ci": [alpha - 0.1, alpha + 0.1],
+        "widths": list(widths),
+        "trials": 2000,
+        "fits": fits,
+    }
+
+
 def test_the_best_committed_scale_is_read_and_judged():
-    fit = lambda a, lo, hi: {"alpha": a, "alpha_ci": [lo, hi], "widths": list(range(1, 257)), "trials": 2000}
-    results.Run("alpha", "cpu-evidence", params={}).save("fit_bottleneck", fit(1.9, 1.8, 2.0))
+    results.Run("alpha", "cpu-evidence", params={}).save("fit_bottleneck", fit_record(1.9))
     (row,) = claims.alpha_rows()
     assert row["scale"] == "cpu-evidence" and row["verdict"] == "differs"
-    results.Run("alpha", "paper", params={}).save("fit_bottleneck", fit(1.55, 1.5, 1.65))
+    results.Run("alpha", "paper", params={}).save("fit_bottleneck", fit_record(1.6))
     (row,) = claims.alpha_rows()
-    assert row["scale"] == "paper" and row["verdict"] == "reproduced" and row["ours"] == "1.550"
+    assert row["scale"] == "paper" and row["verdict"] == "reproduced" and row["ours"] == "1.600"
     assert row["run"].startswith("paper @ ")
-    results.Run("alpha", "quick", params={}).save("fit_bottleneck", fit(9.0, 8.0, 10.0))
+    results.Run("alpha", "quick", params={}).save("fit_bottleneck", fit_record(9.0))
     assert claims.alpha_rows(scales=("quick",))[0]["verdict"] == "differs"
     assert claims.alpha_rows()[0]["scale"] == "paper", "the quick profile is not evidence by default"
 
 
-def test_an_interval_the_draws_cannot_calibrate_is_no_evidence_of_a_difference():
-    """A fit that flags heavy-tailed widths (its interval too narrow there) cannot make the verdict
-    "differs": it is "inconclusive", and the claim says why; with no flagged width it stands."""
-    record = {
-        "alpha": 1.9,
-        "alpha_ci": [1.8, 2.0],
-        "widths": [1, 2, 4],
-        "trials": 2000,
-        "entry": "diag",
-        "fits": {"diag": {"heavy_tail_widths": [1, 2]}},
-    }
-    results.Run("alpha", "paper", params={}).save("fit_bottleneck", record)
+def test_alpha_under_every_reading():
+    """Twelve readings (width set x entry x intercept), the text's primary first; each refitted from the
+    stored per-width moments; an entry with another alpha moves only its own readings."""
+    results.Run("alpha", "paper", params={}).save("fit_bottleneck", fit_record(1.9, offdiag_alpha=1.6))
     (row,) = claims.alpha_rows()
-    assert row["verdict"] == "inconclusive" and "heavy-tailed draws at n = 1, 2" in row["claim"]
-    record["fits"]["diag"]["heavy_tail_widths"] = []
-    results.Run("alpha", "paper", params={}).save("fit_bottleneck", record)
+    readings = row["readings"]
+    assert len(readings) == 12 and readings[0]["primary"] and sum(r["primary"] for r in readings) == 1
+    assert readings[0]["reading"] == "all integers 1..256, diagonal, with intercept" and row["verdict"] == "differs"
+    held = [r["reading"] for r in readings if r["verdict"] == "reproduced"]
+    assert len(held) == 6 and all("K(x1, x2)" in r for r in held)
+    assert row["summary"] == "holds under 6 of 12 readings"
+    assert all(r["why"] for r in readings)
+    # the powers of two see nine widths: a record without every integer width cannot give that reading
+    results.Run("alpha", "paper", params={}).save("fit_bottleneck", fit_record(1.6, widths=[1, 2, 4, 8]))
+    (row,) = claims.alpha_rows()
+    tell = {r["reading"]: r["verdict"] for r in row["readings"]}
+    assert tell["all integers 1..256, diagonal, with intercept"] == "cannot tell"
+    assert tell["powers of two, diagonal, with intercept"] == "cannot tell"  # 16..256 were not drawn
+    assert "cannot tell" in row["summary"]
+
+
+def test_an_interval_the_draws_cannot_calibrate_is_no_evidence_of_a_difference():
+    """A reading whose widths include heavy-tailed draws (its interval too narrow there) cannot read
+    "differs": it is "inconclusive"; with no such width it stands."""
+    results.Run("alpha", "paper", params={}).save("fit_bottleneck", fit_record(1.9, khat=0.9))
+    (row,) = claims.alpha_rows()
+    assert row["verdict"] == "inconclusive"
+    results.Run("alpha", "paper", params={}).save("fit_bottleneck", fit_record(1.9, khat=0.5))
     assert claims.alpha_rows()[0]["verdict"] == "differs"
+
+
+def save_flow(fits):
+    results.Run("theorem1_flow", "cpu-evidence", params={}).save("exponents", {"fits": fits, "primary": "gd-relu"})
+
+
+def flow_fit(reading, fit, entry, slope, half, used=(1, 2, 3)):
+    return dict(
+        reading=reading,
+        fit=fit,
+        entry=entry,
+        slope=slope,
+        lo=slope - half,
+        hi=slope + half,
+        points=9,
+        used=list(used),
+        excluded=[],
+        note="",
+    )
+
+
+def test_theorem1_exponents_apart_under_every_reading():
+    """The exponents of n and of m from a stored theorem1_flow record: the primary (gradient flow,
+    ReLU, probe mean) decides each row, against -1 and footnote 1's -0.5 (n); the rest are readings."""
+    rows = []
+    for reading, n_slope in (("gd-relu", -0.55), ("sgd-relu", -0.9), ("gd-gelu", -1.05)):
+        for entry, half in (("offdiag_mean", 0.1), ("offdiag", 0.6)):
+            rows += [flow_fit(reading, "n", entry, n_slope, half), flow_fit(reading, "m", entry, -1.02, half)]
+    fits = {k: [r[k] for r in rows] for k in rows[0]}
+    save_flow(fits)
+    n1, n_half, m1 = claims.theorem1_rows()[:3]
+    assert n1["claim"].startswith("Theorem 1: exponent of n") and n1["verdict"] == "differs"  # -0.55 +- 0.1
+    assert n1["ours"] == "-0.55" and n1["interval"] == "[-0.65, -0.45]" and n1["paper"] == "-1"
+    assert n1["readings"][0]["primary"] and n1["readings"][0]["reading"] == "gd-relu, mean over probe pairs"
+    assert n1["summary"] == "holds under 5 of 6 readings"  # all but the primary
+    assert n_half["paper"] == "-0.5" and n_half["verdict"] == "reproduced"
+    assert m1["verdict"] == "reproduced" and m1["summary"] == "holds under 6 of 6 readings"
+    # a reading the run could not fit says so, and is not counted
+    fits["slope"][0], fits["note"][0] = float("nan"), "only 2 values of n below a relative change of 0.2"
+    save_flow(fits)
+    n1 = claims.theorem1_rows()[0]
+    assert n1["verdict"] == "cannot tell" and "cannot tell" in n1["summary"]
+
+
+def test_fig4_under_every_statistic():
+    """Spearman decides, Pearson on raw and log values are readings; the dual's "does not improve"
+    is inconclusive when its interval straddles 0 and differs on the improving side."""
+
+    def corr(curve, against, measure, value, lo, hi):
+        return dict(curve=curve, against=against, measure=measure, value=value, lo=lo, hi=hi, models=9, reps=4)
+
+    results.Run("mnist", "cpu-evidence", params={}).save(
+        "correlations",
+        {
+            "rows": [
+                corr("primal", "var", "spearman", 0.8, 0.5, 0.95),
+                corr("primal", "var", "pearson", 0.3, -0.1, 0.6),
+                corr("primal", "var", "pearson_log", 0.7, 0.2, 0.9),
+                corr("dual", "params", "spearman", -0.6, -0.8, 0.05),
+                corr("dual", "params", "pearson", -0.7, -0.9, -0.04),
+                corr("dual", "params", "pearson_log", 0.1, 0.0, 0.3),
+            ]
+        },
+    )
+    primal, dual = claims.mnist_rows()
+    assert primal["verdict"] == "consistent" and primal["readings"][0]["reading"] == "spearman"
+    assert [r["verdict"] for r in primal["readings"]] == ["consistent", "inconclusive", "consistent"]
+    assert dual["verdict"] == "inconclusive" and dual["interval"] == "[-0.80, 0.05]"
+    assert [r["verdict"] for r in dual["readings"]] == ["inconclusive", "differs", "consistent"]
+
+
+def test_lemma1_rows_from_a_stored_run():
+    fit = lambda slope, se: {"slope": slope, "se": se}
+    results.Run("lemma1", "paper", params={}).save(
+        "variance", {"fit_diag": fit(-1.03, 0.02), "fit_off": fit(-0.8, 0.05)}
+    )
+    (var,) = claims.lemma1_rows()
+    assert var["verdict"] == "reproduced" and var["interval"] == "[-1.069, -0.991]"
+    assert [r["verdict"] for r in var["readings"]] == ["reproduced", "differs"]
+
+
+def test_every_differs_has_a_cause_and_every_link_a_target():
+    results.Run("alpha", "paper", params={}).save("fit_bottleneck", fit_record(1.9))
+    rows = claims.table()
+    causes = claims.causes(rows)
+    assert {i for i, r in enumerate(rows) if r["verdict"] in ("differs", "inconclusive")} == set(causes)
+    ids = claims.keys(rows)
+    assert len(set(ids)) == len(ids)
+    table = claims.page_table(rows, "method", causes)
+    alpha_row = next(r for r in table if "α of the bottleneck" in r["claim"])
+    assert f'href="#why-{ids[[i for i, r in enumerate(rows) if "α of the" in r["claim"]][0]]}"' in alpha_row["verdict"]
+    assert 'href="03_alpha.html#the-law-bends' in alpha_row["evidence"]  # no committed alpha page here: quick page
 
 
 def test_a_committed_training_run_stands_beside_its_own_row():

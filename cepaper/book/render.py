@@ -8,6 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from cepaper.book import pages
 from cepaper.book import results
 from cepaper.book.pipeline import BUILD, REPO, STORED, SUMMARIES, executed_path, run, run_child
 from cepaper.book.profiles import notebook_path
@@ -46,8 +47,17 @@ def runs_page(records, scale_records=()):
             "and rendered without re-executing. The execution time is the run's whole wall time "
             "on its machine (a resumed run: its last session).",
             "",
-            *head,
-            *map(row, scale_records),
+            "| section | notebook | profile | device | execution time (s) | executed (UTC) | commit | results |",
+            "|---|---|---|---|---:|---|---|---|",
+            *(
+                row(r).replace(
+                    f"| {r['section']} |",
+                    f'| <span id="{pages.run_anchor(r["profile"], r["section"])}"></span>{r["section"]} |',
+                    1,
+                )
+                + f" `results/{r['profile']}/{r['section']}/` |"
+                for r in scale_records
+            ),
             "",
         ]
     lines += ["## Parameters of each run", ""]
@@ -58,7 +68,7 @@ def runs_page(records, scale_records=()):
 
 
 #: Profiles whose committed runs the book shows beside the pages it builds, best first.
-EVIDENCE = ("paper", "cpu-evidence")
+EVIDENCE = results.EVIDENCE
 
 
 def stored_run(section, profiles=EVIDENCE):

@@ -35,6 +35,10 @@ def root():
     return Path(os.environ.get("CEPAPER_RESULTS", REPO / "results"))
 
 
+#: Profiles whose committed runs are evidence (the book shows them beside its own pages), best first.
+EVIDENCE = ("paper", "cpu-evidence")
+
+
 def section_dir(section, profile):
     """``results/<profile>/<section>``; the section must be one of ``SECTIONS``."""
     if section not in SECTIONS:

@@ -4,6 +4,8 @@ The ``*_rows`` functions compute JSON-able results (lists of dicts) that the not
 ``plot_*`` functions draw from saved results only. The paper's values come from :mod:`cepaper.sections.paper`.
 """
 
+import itertools
+
 import numpy as np
 
 from cepaper import ensembles
@@ -20,6 +22,108 @@ FIT_OPTIONS = {
     "widths n >= 8": {"n_min": 8},
     "widths n >= 24": {"n_min": 24},
 }
+
+
+#: The widths Algorithm 1 may be run at, each a reading of the paper's words.
+WIDTH_SETS = {
+    "all integers 1..256": (
+        "every integer width",
+        "Sec. 4.2: \u201cincreasing width n \u2208 \u27e61, 256\u27e7\u201d",
+    ),
+    "16 log-spaced": (
+        (1, 2, 3, 4, 5, 6, 9, 13, 19, 28, 40, 58, 84, 122, 177, 256),
+        "Algorithm 1: \u201ca set of width ratios {r_j}\u201d, spread evenly in log n",
+    ),
+    "powers of two": (
+        tuple(2**k for k in range(9)),
+        "Algorithm 1: \u201ca set of width ratios {r_j}\u201d, ratios 2^k",
+    ),
+}
+#: The NTK entry: the text's diagonal, or Algorithm 1's K(x1, x2).
+ENTRY_READINGS = {
+    "diag": "Sec. 4.2: \u201cone diagonal entry of the NTK matrix\u201d",
+    "offdiag": "Algorithm 1, line 5: \u201cCompute K(x1, x2)\u201d",
+}
+#: The line: the text's first-degree polynomial, or Prop. 1's law through the origin.
+INTERCEPT_READINGS = {
+    True: "Sec. 4.2: \u201cfitted with a first degree polynomial\u201d of log r",
+    False: "Prop. 1: log r = \u03b1 \u03a3 1/fan-in, no intercept",
+}
+#: The primary reading, fixed before any number was read: the text of Sec. 4.2 says every integer
+#: width in 1..256, the diagonal entry and a first-degree polynomial.
+PRIMARY = ("all integers 1..256", "diag", True)
+
+
+def readings():
+    """Every declared reading of Algorithm 1 as ``(width set, entry, intercept)``, the primary first."""
+    keys = list(itertools.product(WIDTH_SETS, ENTRY_READINGS, INTERCEPT_READINGS))
+    return [PRIMARY] + [k for k in keys if k != PRIMARY]
+
+
+def reading_label(key):
+    """``"all integers 1..256, diagonal, with intercept"`` for a reading ``(width set, entry, intercept)``."""
+    widths, entry, intercept = key
+    return f"{widths}, {'diagonal' if entry == 'diag' else 'K(x1, x2)'}, {'with' if intercept else 'no'} intercept"
+
+
+def reading_rows(fit_record, paper_alpha=paper.ALPHA_BOTTLENECK, design_window=None, level=0.95):
+    """Alpha under every reading, refitted from a stored :func:`fit.fit_sweep` record of both entries.
+
+    Args:
+        fit_record: the ``fit_bottleneck`` data (``fits``: one fit per entry, every width stored).
+        paper_alpha: the value judged (Sec. 4.2: 1.60).
+        design_window: ``(lo, hi)``, the alphas over which every derived model is unchanged, or ``None``.
+    Returns:
+        one dict per reading: ``reading``, ``primary``, ``why``, ``alpha``, ``lo``, ``hi``, ``widths``,
+        ``verdict`` (``reproduced`` / ``differs`` / ``inconclusive`` for heavy-tailed widths /
+        ``cannot tell`` where the record lacks the widths), ``designs_unchanged`` (``None`` without a window).
+    """
+    rows = []
+    for key in readings():
+        widths, entry, intercept = key
+        why = "; ".join((WIDTH_SETS[widths][1], ENTRY_READINGS[entry], INTERCEPT_READINGS[intercept]))
+        row = dict(reading=reading_label(key), primary=key == PRIMARY, why=why)
+        f = fit_record["fits"].get(entry)
+        subset = None if WIDTH_SETS[widths][0] == "every integer width" else WIDTH_SETS[widths][0]
+        try:
+            if f is None:
+                raise ValueError(f"the run stored no {entry} fit")
+            if subset is None and sorted(f["widths"]) != list(range(1, max(f["widths"]) + 1)):
+                raise ValueError("the run did not draw every integer width")
+            r = fit.refit(f, subset, intercept, level)
+        except ValueError as e:
+            rows.append(row | dict(alpha=None, lo=None, hi=None, widths=0, verdict="cannot tell", note=str(e)))
+            continue
+        inside = r["lo"] <= paper_alpha <= r["hi"]
+        verdict = "reproduced" if inside else "inconclusive" if r["heavy_tail_widths"] else "differs"
+        unchanged = None if design_window is None else bool(design_window[0] <= r["alpha"] <= design_window[1])
+        rows.append(
+            row
+            | dict(alpha=r["alpha"], lo=r["lo"], hi=r["hi"], widths=len(r["widths"]), verdict=verdict)
+            | dict(designs_unchanged=unchanged, note="")
+        )
+    return rows
+
+
+def design_window(design):
+    """``(lo, hi)``: the alphas over which every derived model of ``design`` rows is unchanged (the
+    intersection of their ``alpha_min .. alpha_max``)."""
+    return max(r["alpha_min"] for r in design), min(r["alpha_max"] for r in design)
+
+
+def local_slopes(fit_one, ratio=2.0):
+    """The local slope of ``log r`` in ``s = sum 1/fan-in``: for each width ``n`` with ``ratio n`` stored,
+    the least-squares slope over the widths ``n .. ratio n``. Returns ``(n, slope)`` arrays."""
+    widths = np.asarray(fit_one["widths"])
+    x, y = (np.asarray(fit_one[k], dtype=float) for k in ("term", "log_ratio"))
+    ns, slopes = [], []
+    for n in widths:
+        use = (widths >= n) & (widths <= ratio * n)
+        if widths.max() < ratio * n or len(np.unique(x[use])) < 2:
+            continue
+        ns.append(int(n))
+        slopes.append(float(np.polyfit(x[use], y[use], 1)[0]))
+    return np.array(ns), np.array(slopes)
 
 
 def effect_rows(variants, widths, trials, seed=0, device="cpu", n_boot=500, checkpoint=None, progress=False):
