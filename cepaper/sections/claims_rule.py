@@ -1,7 +1,6 @@
 """The rule of the claims page: where a claim's results are read, one verdict rule for every kind of
 claim, and the rows and readings it fills (:mod:`cepaper.sections.claims`)."""
 
-
 from cepaper.book import results
 
 #: Profiles whose committed results count as evidence, best first.
