@@ -36,6 +36,10 @@ def test_readings_are_declared_with_the_text_primary():
     assert rows[0]["alpha"] == pytest.approx(1.6)
     off = [r for r in rows if "K(x1, x2)" in r["reading"]]
     assert all(r["verdict"] == "cannot tell" and "no offdiag fit" in r["note"] for r in off)
+    assert all(r["designs_unchanged"] is None for r in off)
+    table = alpha.reading_table({"fits": {"diag": stored(lambda t: 2.5 * t)}}, (1.3, 1.9))
+    assert table[0]["reading"].startswith("primary: ") and table[0]["same derived models"] == "✗"
+    assert table[0]["vs the paper's 1.60"] == "differs" and table[0]["α [95% interval]"].startswith("2.500 [")
     assert alpha.design_window([{"alpha_min": 1.2, "alpha_max": 2.0}, {"alpha_min": 1.3, "alpha_max": 1.9}]) == (
         1.3,
         1.9,

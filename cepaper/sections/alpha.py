@@ -28,26 +28,26 @@ FIT_OPTIONS = {
 WIDTH_SETS = {
     "all integers 1..256": (
         "every integer width",
-        "Sec. 4.2: \u201cincreasing width n \u2208 \u27e61, 256\u27e7\u201d",
+        "Sec. 4.2: “increasing width n ∈ ⟦1, 256⟧”",
     ),
     "16 log-spaced": (
-        (1, 2, 3, 4, 5, 6, 9, 13, 19, 28, 40, 58, 84, 122, 177, 256),
-        "Algorithm 1: \u201ca set of width ratios {r_j}\u201d, spread evenly in log n",
+        sweeps.log_grid(1, 256, 16),
+        "Algorithm 1: “a set of width ratios {r_j}”, spread evenly in log n",
     ),
     "powers of two": (
         tuple(2**k for k in range(9)),
-        "Algorithm 1: \u201ca set of width ratios {r_j}\u201d, ratios 2^k",
+        "Algorithm 1: “a set of width ratios {r_j}”, ratios 2^k",
     ),
 }
 #: The NTK entry: the text's diagonal, or Algorithm 1's K(x1, x2).
 ENTRY_READINGS = {
-    "diag": "Sec. 4.2: \u201cone diagonal entry of the NTK matrix\u201d",
-    "offdiag": "Algorithm 1, line 5: \u201cCompute K(x1, x2)\u201d",
+    "diag": "Sec. 4.2: “one diagonal entry of the NTK matrix”",
+    "offdiag": "Algorithm 1, line 5: “Compute K(x1, x2)”",
 }
 #: The line: the text's first-degree polynomial, or Prop. 1's law through the origin.
 INTERCEPT_READINGS = {
-    True: "Sec. 4.2: \u201cfitted with a first degree polynomial\u201d of log r",
-    False: "Prop. 1: log r = \u03b1 \u03a3 1/fan-in, no intercept",
+    True: "Sec. 4.2: “fitted with a first degree polynomial” of log r",
+    False: "Prop. 1: log r = α Σ 1/fan-in, no intercept",
 }
 #: The primary reading, fixed before any number was read: the text of Sec. 4.2 says every integer
 #: width in 1..256, the diagonal entry and a first-degree polynomial.
@@ -92,7 +92,11 @@ def reading_rows(fit_record, paper_alpha=paper.ALPHA_BOTTLENECK, design_window=N
                 raise ValueError("the run did not draw every integer width")
             r = fit.refit(f, subset, intercept, level)
         except ValueError as e:
-            rows.append(row | dict(alpha=None, lo=None, hi=None, widths=0, verdict="cannot tell", note=str(e)))
+            rows.append(
+                row
+                | dict(alpha=None, lo=None, hi=None, widths=0, verdict="cannot tell", note=str(e))
+                | dict(designs_unchanged=None)
+            )
             continue
         inside = r["lo"] <= paper_alpha <= r["hi"]
         verdict = "reproduced" if inside else "inconclusive" if r["heavy_tail_widths"] else "differs"
@@ -124,6 +128,80 @@ def local_slopes(fit_one, ratio=2.0):
         ns.append(int(n))
         slopes.append(float(np.polyfit(x[use], y[use], 1)[0]))
     return np.array(ns), np.array(slopes)
+
+
+def window_alphas(fit_one, level=0.95):
+    """Alpha (the paper's line, with intercept) on the width windows ``[n, n_max]`` and ``[n_min, n]`` of
+    one stored fit, for every ``n`` whose window spans a factor 2 in width and holds at least 3 widths:
+    ``{"from": (n, alpha, lo, hi) arrays, "to": ...}``."""
+    widths = sorted(int(n) for n in fit_one["widths"])
+    out = {}
+    for side, windows in (
+        ("from", [[w for w in widths if w >= n] for n in widths]),
+        ("to", [[w for w in widths if w <= n] for n in widths]),
+    ):
+        rows = [
+            (n, fit.refit(fit_one, win, True, level))
+            for n, win in zip(widths, windows)
+            if len(win) >= 3 and win[-1] >= 2 * win[0]
+        ]
+        out[side] = tuple(np.array(v) for v in zip(*[(n, r["alpha"], r["lo"], r["hi"]) for n, r in rows]))
+    return out
+
+
+def plot_readings(fit_record, paper_alpha=paper.ALPHA_BOTTLENECK):
+    """Why the width set decides alpha, three panels from a stored fit of the diagonal entry:
+    (a) ``log r`` against ``s = sum 1/fan-in`` with the lines of the three width sets; (b) the local
+    slope over the widths ``n .. 2n``; (c) alpha on the windows ``[n, 256]`` and ``[1, n]``; the
+    paper's alpha dashed in (b) and (c)."""
+    import matplotlib.pyplot as plt
+
+    f = fit_record["fits"]["diag"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
+    ax = axes[0]
+    ax.plot(f["term"], f["log_ratio"], ".", color="0.6", ms=3, label="every width")
+    xs = np.linspace(0, max(f["term"]), 50)
+    for (label, (subset, _)), color in zip(WIDTH_SETS.items(), ("k", "tab:blue", "tab:orange")):
+        try:
+            r = fit.refit(f, None if isinstance(subset, str) else subset)
+        except ValueError:  # the run did not draw this set's widths
+            continue
+        ax.plot(xs, r["intercept"] + r["alpha"] * xs, color=color, lw=1, label=f"{label}: α = {r['alpha']:.2f}")
+    ax.set(xlabel="s(n) = Σ 1/fan-in", ylabel="log E[K²]/E[K]²", title="(a) the lines of three width sets")
+    ax.legend(fontsize=7, frameon=False, loc="upper left")
+    ns, slopes = local_slopes(f)
+    ax = axes[1]
+    ax.plot(ns, slopes, "-", color="tab:purple")
+    ax.axhline(paper_alpha, color="k", ls="--", lw=1, label=f"the paper's α = {paper_alpha:.2f}")
+    ax.set(xscale="log", xlabel="width n (window n .. 2n)", ylabel="local slope d log r / d s")
+    ax.set_title("(b) the local slope rises with n")
+    ax.legend(fontsize=7, frameon=False)
+    ax = axes[2]
+    windows = window_alphas(f)
+    for side, color, label in (("from", "tab:green", "widths n .. 256"), ("to", "tab:red", "widths 1 .. n")):
+        n, a, lo, hi = windows[side]
+        ax.plot(n, a, color=color, label=label)
+        ax.fill_between(n, lo, hi, color=color, alpha=0.2, lw=0)
+    ax.axhline(paper_alpha, color="k", ls="--", lw=1, label=f"the paper's α = {paper_alpha:.2f}")
+    ax.set(xscale="log", xlabel="window edge n", ylabel="α (95% interval)", title="(c) α by width window")
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def reading_table(fit_record, window=None):
+    """:func:`reading_rows` for a page: words for headers, the interval beside alpha, ✓/✗."""
+    mark = {True: "✓", False: "✗", None: "—"}
+    return [
+        {
+            "reading": ("primary: " if r["primary"] else "") + r["reading"],
+            "α [95% interval]": "—" if r["alpha"] is None else f"{r['alpha']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]",
+            "widths": r["widths"],
+            "vs the paper's 1.60": r["verdict"],
+            "same derived models": mark[r["designs_unchanged"]],
+        }
+        for r in reading_rows(fit_record, design_window=window)
+    ]
 
 
 def effect_rows(variants, widths, trials, seed=0, device="cpu", n_boot=500, checkpoint=None, progress=False):
