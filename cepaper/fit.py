@@ -274,7 +274,7 @@ def fit_sweep(
     level: float = 0.95,
     seed: int | None = None,
 ) -> dict:
-    """Fit alpha to one entry of a :func:`module_sweep` (Algorithm 1, line 7), on widths in ``[n_min, n_max]``.
+    """Fit alpha to one entry of a :func:`sweeps.module_sweep` (Algorithm 1, line 7), on widths in ``[n_min, n_max]``.
 
     Returns:
         :func:`fit_alpha`'s dict plus ``entry``, ``widths`` (those fitted), ``n_min``, ``n_max`` and
@@ -368,10 +368,10 @@ def measure_alpha(
     threads: int = 1,
     **options,
 ) -> dict:
-    """Algorithm 1 end to end: :func:`module_sweep`, then :func:`fit_sweep` for both entries.
+    """Algorithm 1 end to end: :func:`sweeps.module_sweep`, then :func:`fit_sweep` for both entries.
 
     Args:
-        module, widths, trials, seed, device, checkpoint, progress, threads, options: as :func:`module_sweep`.
+        module, widths, trials, seed, device, checkpoint, progress, threads, options: as :func:`sweeps.module_sweep`.
         entry: the entry whose fit is reported as ``alpha``: ``"diag"`` ``K(x1, x1)`` (the paper's)
             or ``"offdiag"`` ``K(x1, x2)``; both are fitted and returned under ``fits``.
         intercept, weighted, n_boot, level: as :func:`fit_alpha`.
@@ -394,7 +394,7 @@ def sweep_result(
     n_boot: int = 1000,
     level: float = 0.95,
 ) -> dict:
-    """The :func:`measure_alpha` record of a :func:`module_sweep`: both entries fitted, ``entry`` reported.
+    """The :func:`measure_alpha` record of a :func:`sweeps.module_sweep`: both entries fitted, ``entry`` reported.
 
     This is what the results store holds as ``alpha/fit_bottleneck`` and ``alpha/fit_mlp``
     (``data["alpha"]``, ``data["alpha_ci"]``, ...), without the raw samples.

@@ -184,7 +184,7 @@ run.save("effects", {"rows": effects, "widths": effect_widths, "trials": effect_
 # %% [markdown]
 # ## Fitted α → design → the paper's optima
 #
-# Algorithm 2 with our $\alpha$ (`cepaper.search.design`, the conventions of the `primal_dual`
+# Algorithm 2 with our $\alpha$ (`cepaper.ensembles.design`, the conventions of the `primal_dual`
 # notebook) for every design problem whose optimum the paper prints, and the interval of $\alpha$ over
 # which our optimum does not change (found by scanning and bisection). The second table lists, for a
 # grid of $\alpha$, every optimum and the range of $\alpha$ that gives it.

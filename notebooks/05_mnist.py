@@ -28,7 +28,7 @@
 #   the baseline's while $\beta_e$ moves. The paper: a larger $\beta_e$ "does not improve the
 #   performance".
 #
-# The models are chosen by `cepaper.search.design` with the conventions that reproduce Fig. 3 (the
+# The models are chosen by `cepaper.ensembles.design` with the conventions that reproduce Fig. 3 (the
 # `primal_dual` section): the $L - 1$ hidden fan-ins enter the sum, and $\beta$ counts the weights
 # (with 10 outputs). Every model is trained on MNIST with Adam on the cross-entropy of $F_e$'s
 # logits. All repetitions of one $(m, n)$ train as **one** batched model (`cepaper.training.adam`): each

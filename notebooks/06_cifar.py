@@ -17,7 +17,7 @@
 # baseline's parameter count, 37×10d for the ResNeXt-29 baseline 1×128d), **Table 1b** (dual: the
 # cheapest module at the baseline's NTK variance, 10×10d, ρ ≈ 3.3), **Table 5** (App. C: primal at
 # constant FLOPs, 44×8d) and **Figs. 6–7** (test error of models along the primal and the dual
-# curve, with the curve). The models come from Algorithm 2 (`cepaper.search.design`, see *Primal
+# curve, with the curve). The models come from Algorithm 2 (`cepaper.ensembles.design`, see *Primal
 # and dual*); the paper profile also trains every model the tables print, so that each printed row
 # has its own runs whatever $\alpha$ the derivation used (a derived optimum that differs from the
 # printed one is an extra row, labelled as such). They are trained with the recipe of Xie et al.

@@ -208,7 +208,7 @@ def effect_rows(variants, widths, trials, seed=0, device="cpu", n_boot=500, chec
     """Alpha of the bottleneck under different scalar functions (input, spatial size, read-out, ...).
 
     Args:
-        variants: list of ``{"label": str, **options}``, options as :func:`sweeps.module_sweep`
+        variants: list of ``{"label": str, **options}``, options as :func:`cepaper.sweeps.module_sweep`
             (``{"label": "default"}`` is the default block).
         widths, trials, seed, device, n_boot, checkpoint, progress: of each sweep.
     Returns:

@@ -7,8 +7,8 @@ paper profile lists every model the tables print (:func:`printed_models`), so ea
 trained whatever alpha the derivation used; a derived optimum that differs from the printed one is
 an extra row, labelled as such. :func:`grid` gives the runs with their recipe: every model with the
 8-GPU recipe ``cifar`` (BatchNorm over 16 images), and the models of Table 1b's rows marked § with
-the single-GPU ``cifar_1gpu`` (BatchNorm over 128). :func:`cepaper.training.sgd.run_models` trains them
-with the recipe of Xie et al. [20] and :func:`cepaper.training.sgd.summary` gives the paper's statistic
+the single-GPU ``cifar_1gpu`` (BatchNorm over 128). :func:`cepaper.training.grids.train_recipe_grid` trains them
+with the recipe of Xie et al. [20] and :func:`cepaper.training.grids.grid_summary` gives the paper's statistic
 (``LAST_EPOCHS``: each run's test error averaged over its last 10 epochs, then the mean and standard
 error over runs); :func:`paper_table` puts it beside the paper's, each row beside the run with the
 recipe of that row.
@@ -112,7 +112,7 @@ def design_models(baselines, primal_ns=(), dual_ns=(), models=(), stages=None, d
     Roles: ``baseline``, ``primal optimum``, ``dual optimum``, ``flops optimum`` (per baseline),
     ``primal curve`` / ``dual curve`` (the first baseline at widths ``primal_ns`` / ``dual_ns``),
     ``listed`` (``models``: further configs, e.g. :func:`printed_models`). ``alpha`` ``None``: the
-    paper's 1.60 (:func:`cepaper.search.default_alpha`).
+    paper's 1.60 (:func:`cepaper.ensembles.default_alpha`).
     """
     if not baselines:
         raise ValueError("baselines must name at least one baseline CxDd, e.g. ['1x128d']")

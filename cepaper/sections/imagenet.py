@@ -73,7 +73,7 @@ DATASETS = tuple(dict.fromkeys(TABLES.values()))
 def dataset_status(root=None, names=DATASETS):
     """For each dataset: ``found`` (its source) or why not (the loader's own message: missing
     files and how to get them, or a ``cepaper.data`` without that dataset), with paths named
-    relative to the data root (:func:`cepaper.book.data.relative_source`)."""
+    relative to the data root (:func:`cepaper.catalog.relative_source`)."""
     from cepaper import data
     from cepaper import catalog
 
@@ -149,7 +149,7 @@ def _mean_sem(r):
 
 def paper_table(table, summ=None):
     """Table ``table`` (2a, 2b, 3, 4): the paper's params, rho, top-1 and top-5 errors beside ours
-    (``summ``: :func:`cepaper.training.sgd.summary` with ``last=LAST_EPOCHS`` of runs with the table's
+    (``summ``: :func:`cepaper.training.grids.grid_summary` with ``last=LAST_EPOCHS`` of runs with the table's
     recipe, or ``None``: every model "not run"): mean ± s.e. over runs of the final error (runs)."""
     rows = []
     for r in [r for r in paper.MODELS if r["table"] == table]:

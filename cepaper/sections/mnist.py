@@ -3,7 +3,7 @@
 The baseline is the fully connected net of Eq. 3 with ``L`` weight layers of width ``ñ`` (Sec. 4.1:
 ``L = 6``, ``ñ = 200``; 784 inputs, 10 classes). A collegial ensemble has ``m`` members of width
 ``n``, output ``F_e = m^{-1/2} sum_j f_j`` (Eq. 4). Models are picked on the two curves of Sec. 3 by
-:func:`cepaper.search.design` with the conventions that reproduce Fig. 3 (:class:`cepaper.search.MLPDesign`:
+:func:`cepaper.ensembles.design` with the conventions that reproduce Fig. 3 (:class:`cepaper.search.MLPDesign`:
 the ``L - 1`` hidden fan-ins enter the variance, ``beta`` counts weights)::
 
     Var(K_e)(m, n) ~ (exp(alpha (L - 1) / n) - 1) / m                    Eqs. 9, 11

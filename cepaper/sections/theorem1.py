@@ -2,7 +2,7 @@
 
 Collegial ensembles of ``m`` NTK-parameterized ReLU MLPs of constant width ``n`` and depth ``L``
 (hidden layers; Fig. 9 uses ``L = 4``) are trained on MNIST with the L2 loss
-(:func:`cepaper.training.gd.train`). For probe inputs ``x_a, x_b`` we compare the ensemble NTK at
+(:func:`cepaper.training.gd.train_gd`). For probe inputs ``x_a, x_b`` we compare the ensemble NTK at
 initialization ``K_0`` with the one after ``T`` epochs ``K_T``:
 
     |Delta K| = |K_T(x_a, x_b) - K_0(x_a, x_b)|   (off-diagonal entry; also the diagonal x_a, x_a)

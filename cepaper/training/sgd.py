@@ -1,10 +1,11 @@
 """The recipe SGD loop of Sec. 4.2 and App. A: one model trained with a :class:`~cepaper.training.recipes.Recipe`.
 
 Two data paths: an in-memory :class:`cepaper.catalog.Dataset` (uint8 ``(N, H, W, C)``: CIFAR, ImageNet32/64)
-is copied to the device once and augmented there in whole batches (:func:`augment`: no per-image
-Python); a folder dataset of PIL images (full ImageNet) goes through a ``DataLoader`` with torchvision
-transforms (:func:`folder_transforms`). :func:`train_recipe` trains one model, evaluates the top-1 and top-5
-test error after every epoch, and with ``checkpoint=path`` saves model, optimizer, scheduler, RNG
+is copied to the device once and augmented there in whole batches
+(:func:`cepaper.training.recipes.augment`: no per-image Python); a folder dataset of PIL images (full
+ImageNet) goes through a ``DataLoader`` with torchvision transforms
+(:func:`cepaper.training.loaders.folder_transforms`). :func:`train_recipe` trains one model, evaluates
+the top-1 and top-5 test error after every epoch, and with ``checkpoint=path`` saves model, optimizer, scheduler, RNG
 states and history atomically after every epoch; calling it again resumes exactly where it stopped
 (bit for bit on a CPU: every epoch's random numbers are drawn from ``(seed, epoch)``).
 :func:`cepaper.training.grids.train_recipe_grid` trains a grid of ResNeXts x seeds with one recipe
@@ -92,8 +93,9 @@ def train_recipe(
     Args:
         model: a classifier ``(B, C, H, W) -> (B, classes)`` (its initial weights are the caller's).
         train, test: :class:`cepaper.catalog.Dataset` (uint8 in memory) or folder datasets of PIL images.
-        recipe_name: a key of ``RECIPES`` or a :class:`Recipe`.
-        epochs: train this many epochs with the milestones scaled (:meth:`Recipe.scaled`); ``None``: the recipe's.
+        recipe_name: a key of ``RECIPES`` or a :class:`~cepaper.training.recipes.Recipe`.
+        epochs: train this many epochs with the milestones scaled (:meth:`~cepaper.training.recipes.Recipe.scaled`);
+            ``None``: the recipe's.
         seed: seed of the data order and augmentation (epoch ``e`` draws from ``(seed, e)``).
         device: torch device; on CUDA ``cudnn.benchmark`` is on.
         checkpoint: file to save after every epoch and to resume from, or ``None``.
