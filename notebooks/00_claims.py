@@ -71,7 +71,14 @@ rows = section.table(tuple(scales), level)
 causes = section.causes(rows, tuple(scales))
 run.save(
     "claims",
-    {"rows": rows, "counts": section.counts(rows), "causes": causes, "scales": scales, "level": level},
+    {
+        "rows": rows,
+        "keys": section.keys(rows),
+        "counts": section.counts(rows),
+        "causes": causes,
+        "scales": scales,
+        "level": level,
+    },
     table=pd.DataFrame(rows),
 )
 

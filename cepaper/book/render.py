@@ -2,6 +2,7 @@
 committed runs (``results/{paper,cpu-evidence}/<section>/notebook.ipynb``), the runs page, and the
 jupyter-book build."""
 
+import html
 import json
 import os
 import shutil
@@ -92,8 +93,52 @@ def _title(section):
     return section
 
 
-def _with_banner(nb, banner, suffix=None):
-    """``nb`` with a markdown cell ``banner`` after its title cell (and `` — suffix`` on the title)."""
+def changed_since(commit, section):
+    """The files a section's page depends on (its notebook, the cepaper modules it imports
+    transitively, the profiles) that changed between ``commit`` and the working tree, or ``None``
+    when git cannot tell (no repository, an unknown commit)."""
+    import subprocess
+
+    from cepaper.book.cache import dependencies
+
+    path = notebook_path(section)
+    deps = {str(path.relative_to(REPO)), *dependencies(path.read_text()), "profiles/paper.yaml"}
+    deps.add("profiles/cpu-evidence.yaml")
+    try:
+        out = subprocess.run(
+            ["git", "diff", "--name-only", commit.split("+")[0], "--", *sorted(deps)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    return sorted(line for line in out.splitlines() if line)
+
+
+def claims_banner(section, claims_record):
+    """A line for a section's pages that links each claim the claims page reads from this section to
+    its row there (``claims_record``: the claims page's stored ``claims`` data), or ``None``."""
+    if not claims_record:
+        return None
+    data = claims_record["data"]
+    mine = [
+        (k, r) for k, r in zip(data.get("keys", []), data["rows"]) if r.get("evidence") and r["evidence"][0] == section
+    ]
+    if not mine:
+        return None
+    items = "; ".join(
+        f'<a href="00_claims.html#{k}">{html.escape(r["claim"].split(";")[0], quote=False)}</a> ({r["verdict"]})'
+        for k, r in mine
+    )
+    return f"**The claims this page is evidence for** ([claims page](00_claims.ipynb)): {items}."
+
+
+def _with_banner(nb, banner, suffix=None, after=1):
+    """``nb`` with a markdown cell ``banner`` ``after`` cells past its title cell (and `` — suffix`` on
+    the title)."""
     import nbformat
 
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))
@@ -102,7 +147,7 @@ def _with_banner(nb, banner, suffix=None):
         lines = nb.cells[first].source.split("\n")
         lines[0] = f"{lines[0]} — {suffix}"
         nb.cells[first].source = "\n".join(lines)
-    nb.cells.insert(first + 1, nbformat.v4.new_markdown_cell(banner))
+    nb.cells.insert(first + after, nbformat.v4.new_markdown_cell(banner))
     for cell in nb.cells:
         cell.pop("id", None)
     nb.nbformat_minor = max(nb.nbformat_minor, 4)
@@ -135,7 +180,16 @@ def scale_page(section, built_profile, head=None):
     rec = {**nb.metadata["cepaper"], "cached": True}
     commit = (rec.get("git_commit") or "unknown")[:12]
     head = ((results.git_commit() if head is None else head) or "unknown")[:12]
-    old = "" if commit == head else f" The book is built at `{head}`: this run is from older code."
+    old = ""
+    if commit != head:
+        changed = changed_since(rec.get("git_commit") or "", section)
+        old = f" The book is built at `{head}`: this run is from older code" + (
+            "; git cannot tell what changed since."
+            if changed is None
+            else "; none of the files this page depends on has changed since."
+            if not changed
+            else f"; changed since: {', '.join(f'`{c}`' for c in changed)}."
+        )
     what = {
         "paper": "the paper's scale",
         "cpu-evidence": "the CPU-evidence scale (the paper's models, "
@@ -183,11 +237,17 @@ def book(profile="quick", force=False, reuse_stored=False):
     vendor_mathjax()
     SECTIONS_DIR.mkdir(parents=True, exist_ok=True)
     pages, scale_records, head = {}, [], results.git_commit()
+    claims_record = results.find("claims", "claims", profiles=(profile,))
     for r in records:
         src = executed_path(r["section"], profile)
         nb = nbformat.read(src, as_version=4)
+        backlinks = claims_banner(r["section"], claims_record)
+        if backlinks:
+            nb = _with_banner(nb, backlinks)
         if r["section"] not in SUMMARIES:
             scale, rec = scale_page(r["section"], profile, head)
+            if rec is not None and backlinks:
+                scale = _with_banner(scale, backlinks, after=2)
             pages[f"{src.stem}_scale.ipynb"] = nbformat.writes(scale)
             if rec is not None:
                 scale_records.append(rec)
