@@ -442,6 +442,66 @@ def test_corrupt_cache_entries_are_moved_aside_and_recomputed(tmp_path, capsys):
     assert len(calls) == 5
 
 
+class _Planted:
+    """A pickle whose loading runs a shell command: what a planted ``.pt`` would hold."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant(path, how, marker):
+    """Write a planted checkpoint to ``path``: torch.save's zip format, or a bare pickle (protocol 2,
+    torch.load's legacy format; protocol 4, which torch's safe unpickler cannot even parse)."""
+    import pickle
+
+    state = {"epoch": 1, "model": {}, "settings": {"seed": 0}, "x": _Planted(marker)}
+    if how == "torch.save":
+        torch.save(state, path)
+    else:
+        path.write_bytes(pickle.dumps(state, protocol=int(how[-1])))
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle2"])
+def test_a_planted_pickle_checkpoint_is_refused_and_never_run(tmp_path, how):
+    """Issue: checkpoints loaded with weights_only=False ran whatever a planted .pt asked for. A pickle
+    that names a global beyond tensors and plain containers is refused by name, left where it is, and
+    nothing of it runs: not by the loader, the run cache, the grid runner or a trainer's resume."""
+    from test_classify import TINY, images, tiny_model
+
+    marker = tmp_path / "pwned"
+    key = spine.definition_key({"seed": 0})
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    calls = []
+    sites = {
+        "load_checkpoint": lambda path: spine.load_checkpoint(path),
+        "cached_run": lambda path: spine.cached_run(cache, {"seed": 0}, (), lambda c: calls.append(c) or {"v": 1}),
+        "train_recipe": lambda path: sgd.train_recipe(
+            tiny_model(), images(n=40), images(n=16, seed=1), TINY.scaled(1), seed=5, checkpoint=path
+        ),
+    }
+    for site, call in sites.items():
+        path = cache / f"{key}.pt" if site == "cached_run" else tmp_path / f"{site}.pt"
+        _plant(path, how, marker)
+        with pytest.raises(ValueError, match=rf"checkpoint {path} refused: not a plain checkpoint .*posix.system"):
+            call(path)
+        assert not marker.exists(), f"{site}: the planted pickle ran"
+        assert path.exists() and not path.with_name(path.name + ".corrupt").exists(), site
+    assert calls == [], "nothing is computed over a refused checkpoint"
+
+
+def test_a_planted_pickle_torch_cannot_parse_is_moved_aside_unrun(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "c.pt"
+    _plant(path, "pickle4", marker)
+    assert spine.load_checkpoint(path) is None
+    assert not marker.exists() and path.with_name("c.pt.corrupt").exists()
+    assert f"{path} is damaged (torch.load failed" in capsys.readouterr().err
+
+
 def test_empty_training_record_is_recomputed_not_a_key_error(tmp_path, monkeypatch, capsys):
     from test_classify import images
 
