@@ -197,6 +197,20 @@ def test_sigkill_while_publishing_leaves_the_old_or_the_new_results(layout, poin
         assert state(store) == (COMPLETE, {3}) and leftovers(store) == []
 
 
+@pytest.mark.parametrize("point", ["copying", "between-renames"])
+def test_a_cached_rerun_cleans_what_a_killed_publish_left(layout, point):
+    """Issue: hidden .<section>.new-* folders left by a kill while publishing were removed only by a
+    run that executed; a cached rerun kept them forever. Every run tidies first, cached or not (and a
+    publish cut between its renames is completed, so the rerun is cached)."""
+    store = layout / "results"
+    run_here()
+    killed = cepaper(layout, "run", "lemma1", "-p", "value", "2", fault=PUBLISH_FAULTS[point])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert leftovers(store), "the kill left something beside the results"
+    (again,) = run_here()
+    assert again["cached"] and leftovers(store) == [] and state(store) == (COMPLETE, {1})
+
+
 @pytest.mark.parametrize(
     "signum, status, said",
     [(signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
