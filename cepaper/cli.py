@@ -5,17 +5,29 @@ Each subcommand is one ``_add_<name>(sub)`` function that declares its arguments
 names the argument and what is allowed; so do the errors a user can cause while a command runs
 (a full disk, a folder that is not writable, a damaged file, broken YAML): one line that names the
 file and says what to do, never a traceback. A notebook that fails exits with status 1; Ctrl-C with
-130 and SIGTERM with 143 (the shells' 128 + signal), after cleaning up.
+130 and SIGTERM with 143 (the shells' 128 + signal), after cleaning up. A ``--module`` factory is the
+user's code: what it prints goes to stderr (``--json`` stays JSON), and what it raises, ``SystemExit``
+included, is one line naming it.
 """
 
 import argparse
+import contextlib
 import errno
 import os
 import signal
 import sys
 
 from cepaper import cli_alpha, cli_design
-from cepaper.cli_args import NO_GPU, UsageError, _cli_type, _config_arg, _nonneg_int_arg, _positive_int_arg, emit
+from cepaper.cli_args import (
+    NO_GPU,
+    STDOUT,
+    UsageError,
+    _cli_type,
+    _config_arg,
+    _nonneg_int_arg,
+    _positive_int_arg,
+    emit,
+)
 
 
 class Terminated(KeyboardInterrupt):
@@ -390,6 +402,13 @@ def os_error_line(e):
     return f"{files or 'a file'}: {what} ({code}); {fix}{' ' + notes if notes else ''}"
 
 
+def _factory_spec(args):
+    """The ``--module`` of a command given a factory (``FILE.py:FUNC``, ``package.module:FUNC``,
+    ``torchvision:NAME``), else ``None``."""
+    spec = getattr(args, "module", None)
+    return spec if isinstance(spec, str) and ":" in spec else None
+
+
 def _on_sigterm(signum, frame):
     raise Terminated()
 
@@ -406,13 +425,23 @@ def main(argv=None):
     # (a background job of a shell script, nohup ... &): a SIGINT sent to it still stops it cleanly
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler) if main_thread else None
     try:
-        args.func(args)
+        if _factory_spec(args) is None:
+            args.func(args)
+        else:  # the factory's own prints (at import, when called) go to stderr: --json stays JSON
+            token = STDOUT.set(sys.stdout)
+            try:
+                with contextlib.redirect_stdout(sys.stderr):
+                    args.func(args)
+            finally:
+                STDOUT.reset(token)
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
     except OSError as e:  # before ValueError's handler: FileNotFoundError, PermissionError, ...
         fail(2, f"error: {os_error_line(e)}")
     except (UsageError, ValueError) as e:
-        fail(2, f"error: {e}")
+        spec = _factory_spec(args)
+        named = spec is not None and str(e).startswith("factory:")  # the factory's messages name the spec
+        fail(2, f"error: --module {spec}: {str(e)[len('factory: ') :]}" if named else f"error: {e}")
     except RuntimeError as e:  # a notebook raised, or the book did not build
         fail(1, f"error: {e}")
     except KeyboardInterrupt as e:

@@ -44,6 +44,14 @@ def check_input_shape(input_shape):
     return tuple(positive_int("input_shape entry", s) for s in shape)
 
 
+def _raised(e):
+    """What a factory raised, in one line: ``SystemExit(3)``, ``RuntimeError: no GPU``."""
+    if isinstance(e, SystemExit):
+        return f"SystemExit({e.code!r}) (it called sys.exit or exit)"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
 def build(factory: Callable[[int, int], nn.Module], m: int, n: int) -> nn.Module:
     """``factory(m, n)``, checked: an ``nn.Module`` of ``m`` members of width ``n``."""
     if not callable(factory):
@@ -51,8 +59,8 @@ def build(factory: Callable[[int, int], nn.Module], m: int, n: int) -> nn.Module
     m, n = positive_int("m", m), positive_int("n", n)
     try:
         module = factory(m, n)
-    except Exception as e:
-        raise ValueError(f"factory: factory({m}, {n}) raised {type(e).__name__}: {e}") from e
+    except (Exception, SystemExit) as e:  # the user's code: contained, named (Ctrl-C still stops)
+        raise ValueError(f"factory: factory({m}, {n}) raised {_raised(e)}") from e
     if not isinstance(module, nn.Module):
         raise ValueError(f"factory: factory({m}, {n}) must return a torch.nn.Module, got {type(module).__name__}")
     return module
@@ -147,13 +155,15 @@ def load_factory(spec: str) -> Callable[[int, int], nn.Module]:
         mod = importlib.util.module_from_spec(spec_)
         try:
             spec_.loader.exec_module(mod)
-        except Exception as e:
-            raise ValueError(f"module: importing {where} raised {type(e).__name__}: {e}") from e
+        except (Exception, SystemExit) as e:  # a factory's file is the user's code: contained, named
+            raise ValueError(f"module: importing {where} raised {_raised(e)}") from e
     else:
         try:
             mod = importlib.import_module(where)
         except ImportError as e:
             raise ValueError(f"module: cannot import {where!r} ({e}); give FILE.py:FUNC or package.module:FUNC") from e
+        except (Exception, SystemExit) as e:
+            raise ValueError(f"module: importing {where} raised {_raised(e)}") from e
     factory = getattr(mod, name, None)
     if not callable(factory):
         raise ValueError(f"module: {where} has no function {name!r} (a factory (m, n) -> torch.nn.Module)")
