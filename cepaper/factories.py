@@ -137,8 +137,8 @@ def load_factory(spec: str) -> Callable[[int, int], nn.Module]:
     ``"torchvision:NAME"`` / ``"torchvision:NAME:layerK"`` (:func:`torchvision_factory`, a whole
     network or its stage ``K``)."""
     if isinstance(spec, str) and spec.startswith("torchvision:"):
-        name, _, stage = spec[len("torchvision:") :].partition(":")
-        if stage and not (stage.startswith("layer") and stage[5:] in ("1", "2", "3", "4")):
+        name, colon, stage = spec[len("torchvision:") :].partition(":")
+        if colon and not (stage.startswith("layer") and stage[5:] in ("1", "2", "3", "4")):
             raise ValueError(f"module: torchvision stage must be layer1..layer4, got {stage!r} in {spec!r}")
         try:
             return torchvision_factory(name, int(stage[5:]) if stage else None)
@@ -149,8 +149,12 @@ def load_factory(spec: str) -> Callable[[int, int], nn.Module]:
     where, _, name = spec.rpartition(":")
     if where.endswith(".py") or "/" in where or "\\" in where:
         path = Path(where)
+        if path.is_dir():
+            raise ValueError(f"module: {where} is a folder, not a file (give FILE.py:FUNC)")
         if not path.is_file():
             raise ValueError(f"module: file {where} does not exist (give FILE.py:FUNC)")
+        if path.suffix != ".py":
+            raise ValueError(f"module: {where} is not a Python file (its name must end in .py; give FILE.py:FUNC)")
         spec_ = importlib.util.spec_from_file_location(f"_cepaper_factory_{path.stem}", path)
         mod = importlib.util.module_from_spec(spec_)
         try:

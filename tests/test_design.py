@@ -486,6 +486,19 @@ def test_cli_module_errors(capsys, factory_file, tmp_path):
     )
 
 
+def test_cli_module_paths_that_are_not_python_files(capsys, tmp_path):
+    """Issue: a folder passed as FILE said "does not exist", a non-.py file was an internal error."""
+    base = ["--input-shape", "256,8,8", "--config", "1x4"]
+    (tmp_path / "pkg.py").mkdir()
+    (tmp_path / "notes.txt").write_text("def f(m, n): pass\n")
+    err = cli_fails(capsys, "params", "--module", f"{tmp_path / 'pkg.py'}:f", *base)
+    assert f"module: {tmp_path / 'pkg.py'} is a folder, not a file (give FILE.py:FUNC)" in err
+    err = cli_fails(capsys, "params", "--module", f"{tmp_path}:f", *base)
+    assert "is a folder, not a file" in err
+    err = cli_fails(capsys, "params", "--module", f"{tmp_path / 'notes.txt'}:f", *base)
+    assert f"module: {tmp_path / 'notes.txt'} is not a Python file (its name must end in .py" in err
+
+
 FACTORY_FAULTS = {
     "import-exit": ("import sys\nsys.exit(3)\ndef f(m, n): pass\n", "importing {file} raised SystemExit(3)"),
     "import-raise": ("raise RuntimeError('no GPU here')\n", "importing {file} raised RuntimeError: no GPU here"),
@@ -593,7 +606,11 @@ def test_torchvision_factory_flops_and_stages():
 
 @pytest.mark.parametrize(
     "spec, message",
-    [("torchvision:resnet18", "must be one of resnet50"), ("torchvision:resnet50:layer9", "layer1..layer4")],
+    [
+        ("torchvision:resnet18", "must be one of resnet50"),
+        ("torchvision:resnet50:layer9", "layer1..layer4"),
+        ("torchvision:resnet50:", "torchvision stage must be layer1..layer4, got '' in 'torchvision:resnet50:'"),
+    ],
 )
 def test_torchvision_factory_errors(spec, message):
     with pytest.raises(ValueError, match=message):
