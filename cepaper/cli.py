@@ -4,10 +4,10 @@ Each subcommand is one ``_add_<name>(sub)`` function that declares its arguments
 ``func``; :func:`commands` lists them. Errors in the arguments exit with status 2 and a message that
 names the argument and what is allowed; so do the errors a user can cause while a command runs
 (a full disk, a folder that is not writable, a damaged file, broken YAML): one line that names the
-file and says what to do, never a traceback. A notebook that fails exits with status 1; Ctrl-C with
-130 and SIGTERM with 143 (the shells' 128 + signal), after cleaning up. A ``--module`` factory is the
-user's code: what it prints goes to stderr (``--json`` stays JSON), and what it raises, ``SystemExit``
-included, is one line naming it.
+file and says what to do, never a traceback; so does a section that is already running in another
+process. A notebook that fails exits with status 1; Ctrl-C with 130 and SIGTERM with 143 (the shells'
+128 + signal), after cleaning up. A ``--module`` factory is the user's code: what it prints goes to
+stderr (``--json`` stays JSON), and what it raises, ``SystemExit`` included, is one line naming it.
 """
 
 import argparse
@@ -442,8 +442,9 @@ def main(argv=None):
         spec = _factory_spec(args)
         named = spec is not None and str(e).startswith("factory:")  # the factory's messages name the spec
         fail(2, f"error: --module {spec}: {str(e)[len('factory: ') :]}" if named else f"error: {e}")
-    except RuntimeError as e:  # a notebook raised, or the book did not build
-        fail(1, f"error: {e}")
+    except RuntimeError as e:  # a notebook raised, or the book did not build; a section already running: 2
+        pipeline = sys.modules.get("cepaper.book.pipeline")
+        fail(2 if pipeline is not None and isinstance(e, pipeline.Busy) else 1, f"error: {e}")
     except KeyboardInterrupt as e:
         import logging  # the interrupted kernel's tasks are collected at exit: no "never retrieved" traceback
 

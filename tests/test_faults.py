@@ -291,7 +291,8 @@ def test_the_same_section_twice_at_once_is_refused(layout, kernels):
     store = layout / "results"
     first, hold = held(layout, kernels, "lemma1", "-p", "value", "2")
     second = cepaper(layout, "run", "lemma1", "-p", "value", "3")
-    one_line_error(second, 1, "section lemma1 (profile quick) is already running in another process")
+    # refused, not failed: status 2, as the CLI's other refusals (a script can tell it from a failed notebook)
+    one_line_error(second, 2, "section lemma1 (profile quick) is already running in another process")
     hold.touch()
     assert first.wait(timeout=60) == 0, first.stderr.read()
     assert state(store) == (COMPLETE, {2}), "the first run published everything"
