@@ -283,10 +283,7 @@ def _add_train(sub):
             return None  # rank 0 saves and reports
         last = paper.STATISTICS[run.section]["last_epochs"]
         summ = grids.grid_summary(records, last=last)
-        name = (
-            f"train_{args.dataset}_{args.arch}_{args.config}_{rec}_e{args.epochs or 'all'}"
-            f"_s{args.seed}-{args.seed + args.runs - 1}"
-        )
+        name = _train_name(args, rec)
         run.save(name, {"records": records, "summary": summ.to_dict("records"), "world_size": per_run}, table=summ)
         r = summ.iloc[0]
         stale = grids.stale_runs(records)
@@ -311,6 +308,16 @@ def _add_train(sub):
         emit(args, payload, text)
 
     p.set_defaults(func=train)
+
+
+def _train_name(args, rec):
+    """The name of a `cepaper train` record: one per dataset, network, recipe, epochs, seeds and, when
+    given, ``--n-train``/``--n-test`` (a run on 64 images never overwrites one on 256)."""
+    subset = "".join(f"_{flag}{n}" for flag, n in (("ntrain", args.n_train), ("ntest", args.n_test)) if n is not None)
+    return (
+        f"train_{args.dataset}_{args.arch}_{args.config}_{rec}_e{args.epochs or 'all'}"
+        f"_s{args.seed}-{args.seed + args.runs - 1}{subset}"
+    )
 
 
 # data.load's messages in the library's terms, and the flags of `cepaper train` that do the same

@@ -751,6 +751,29 @@ def test_train_messages_name_the_cli_flags(tmp_path, monkeypatch, capsys):
     assert e.value.code == 2 and "--n-train 50 is more than the 10 train images of cifar10" in capsys.readouterr().err
 
 
+def test_train_records_of_other_image_counts_do_not_overwrite_each_other(tmp_path, monkeypatch, capsys):
+    """Issue: `cepaper train` named its record without --n-train/--n-test: a 64-image run overwrote a
+    256-image run's record. The counts, when given, are in the name; without them it is as before."""
+    from cepaper import data
+    from test_classify import images
+
+    hist = {k: [1.0] for k in ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5")}
+    monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: {**hist, "seconds": [0.1], "images_per_s": 1.0})
+    monkeypatch.setattr(data, "load", lambda name, split, root=None, download=False, n=None: images(n=n or 12))
+    monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path / "results"))
+    base = ["train", "--arch", "resnext29", "--config", "1x2d", "--dataset", "cifar10", "--data-root", str(tmp_path)]
+    saved = {}
+    for extra in ([], ["--n-train", "8"], ["--n-train", "10"], ["--n-train", "10", "--n-test", "4"]):
+        assert cli.main([*base, *extra, "--json"]) == 0
+        saved[" ".join(extra)] = Path(json.loads(capsys.readouterr().out)["saved"]).name
+    assert saved == {
+        "": "train_cifar10_resnext29_1x2d_cifar_eall_s0-0.json",
+        "--n-train 8": "train_cifar10_resnext29_1x2d_cifar_eall_s0-0_ntrain8.json",
+        "--n-train 10": "train_cifar10_resnext29_1x2d_cifar_eall_s0-0_ntrain10.json",
+        "--n-train 10 --n-test 4": "train_cifar10_resnext29_1x2d_cifar_eall_s0-0_ntrain10_ntest4.json",
+    }
+
+
 def test_damaged_results_file_is_named(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))
     path = tmp_path / "cli" / "alpha" / "fit_bottleneck.json"
