@@ -90,14 +90,59 @@ def _add_run(sub):
         if ranks.launched():  # torchrun: the sections that train grids train every run across the processes
             if args.reuse:
                 raise UsageError("--reuse executes nothing: run it as one process, without torchrun")
-            records = ranks.run(args.sections, args.profile, overrides, force=args.force)
+            with _run_terms():
+                records = ranks.run(args.sections, args.profile, overrides, force=args.force)
             if os.environ["RANK"] == "0":
                 emit(args, records, pipeline.format_records(records))
             return
-        records = pipeline.run(args.sections, args.profile, overrides, force=args.force, reuse_stored=args.reuse)
+        with _run_terms():
+            records = pipeline.run(args.sections, args.profile, overrides, force=args.force, reuse_stored=args.reuse)
         emit(args, records, pipeline.format_records(records))
 
     p.set_defaults(func=run)
+
+
+@contextlib.contextmanager
+def _run_terms():
+    """A notebook's error (a RuntimeError naming what the section raised) in the terms of `cepaper run`
+    and `cepaper book`: the notebooks' parameters are ``-p NAME VALUE`` and they download nothing, so a
+    missing dataset says how to put it under the data root or fetch it with `cepaper train --download`,
+    not ``download=True``."""
+    try:
+        yield
+    except RuntimeError as e:
+        text = str(e)
+        if not any(k in text for k in ("download=True", "root=", "pass n=...")):
+            raise
+        from cepaper import catalog
+
+        for name, how in catalog.HOW_TO_GET.items():
+            text = text.replace(how, _how_to_get(name, how))
+        for library, cli_text in (
+            ("root=None", "no -p data_root"),
+            ("pass root=...", "pass -p data_root DIR"),
+            ("pass n=...", "pass -p n_train N / -p n_test N"),
+            ("download=True", "--download of cepaper train"),
+        ):
+            text = text.replace(library, cli_text)
+        raise type(e)(text) from None
+
+
+def _how_to_get(name, how):
+    """How to get the dataset ``name`` (its library text ``how``) for `cepaper run`: the files under the
+    data root (``-p data_root DIR`` or ``$CEPAPER_DATA``); the CIFARs fetched by `cepaper train
+    --download` (MNIST by no command)."""
+    root = "the data root (-p data_root DIR, or $CEPAPER_DATA)"
+    if name in ("cifar10", "cifar100"):
+        put = {"cifar10": "put `cifar10_jpeg.npz` or `cifar10.npz`", "cifar100": "put cifar-100-python/"}[name]
+        return (
+            f"{put} in {root}, or fetch it there with `cepaper train --arch resnext29 --config 1x4d --dataset "
+            f"{name} --data-root DIR --download --epochs 1 --n-train 16 --n-test 16` (it downloads with "
+            "torchvision, then trains a one-epoch check)"
+        )
+    if name == "mnist":
+        return f"put `mnist.npz` (keys x_train, y_train, x_test, y_test) in {root} (no cepaper command downloads MNIST)"
+    return how.replace("the data root", root)
 
 
 def _run_flags(args):
@@ -142,7 +187,8 @@ def _add_book(sub):
     def book(args):
         from cepaper.book import render
 
-        index = render.book(args.profile, force=args.force, reuse_stored=args.reuse)
+        with _run_terms():
+            index = render.book(args.profile, force=args.force, reuse_stored=args.reuse)
         print(f"The book is at {index}")
 
     p.set_defaults(func=book)

@@ -774,6 +774,24 @@ def test_train_records_of_other_image_counts_do_not_overwrite_each_other(tmp_pat
     }
 
 
+def test_run_messages_about_missing_data_are_in_cli_terms(repo, tmp_path, capsys, monkeypatch):
+    """Issue: `cepaper run` told its users to "pass download=True" (a library argument no notebook
+    parameter sets); it names the data root (-p data_root, $CEPAPER_DATA) and `cepaper train --download`."""
+    monkeypatch.delenv("CEPAPER_DATA", raising=False)
+    (repo / "notebooks" / "01_lemma1.py").write_text(
+        '# %% tags=["parameters"]\nprofile = "quick"\ndata_root = None\n\n'
+        '# %%\nfrom cepaper import data\ndata.load("cifar10", "train", root=data_root, n=4)\n'
+    )
+    (repo / "profiles" / "quick.yaml").write_text("lemma1: {}\n")
+    for argv, where in (([], "no -p data_root and CEPAPER_DATA is unset"), (["-p", "data_root", str(tmp_path)], "")):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["run", "lemma1", *argv])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert e.value.code == 1 and "download=True" not in err and "root=" not in err, err
+        assert where in err and "`cepaper train --arch resnext29 --config 1x4d --dataset cifar10 --data-root DIR" in err
+        assert "in the data root (-p data_root DIR, or $CEPAPER_DATA)" in err, err
+
+
 def test_damaged_results_file_is_named(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))
     path = tmp_path / "cli" / "alpha" / "fit_bottleneck.json"
