@@ -4,18 +4,21 @@ Each subcommand is one ``_add_<name>(sub)`` function that declares its arguments
 ``func``; :func:`commands` lists them. Errors in the arguments exit with status 2 and a message that
 names the argument and what is allowed; so do the errors a user can cause while a command runs
 (a full disk, a folder that is not writable, a damaged file, broken YAML): one line that names the
-file and says what to do, never a traceback. A notebook that fails exits with status 1; Ctrl-C with
-130 and SIGTERM with 143 (the shells' 128 + signal), after cleaning up.
+file and says what to do, never a traceback; so does a section that is already running in another
+process. A notebook that fails exits with status 1; Ctrl-C with 130 and SIGTERM with 143 (the shells'
+128 + signal), after cleaning up. A ``--module`` factory is the user's code: what it prints goes to
+stderr (``--json`` stays JSON), and what it raises, ``SystemExit`` included, is one line naming it.
 """
 
 import argparse
+import contextlib
 import errno
 import os
 import signal
 import sys
 
-from cepaper import cli_alpha, cli_design
-from cepaper.cli_args import NO_GPU, UsageError, _cli_type, _config_arg, _nonneg_int_arg, _positive_int_arg, emit
+from cepaper import cli_alpha, cli_design, cli_train
+from cepaper.cli_args import STDOUT, UsageError, _cli_type, _positive_int_arg, emit
 
 
 class Terminated(KeyboardInterrupt):
@@ -78,14 +81,59 @@ def _add_run(sub):
         if ranks.launched():  # torchrun: the sections that train grids train every run across the processes
             if args.reuse:
                 raise UsageError("--reuse executes nothing: run it as one process, without torchrun")
-            records = ranks.run(args.sections, args.profile, overrides, force=args.force)
+            with _run_terms():
+                records = ranks.run(args.sections, args.profile, overrides, force=args.force)
             if os.environ["RANK"] == "0":
                 emit(args, records, pipeline.format_records(records))
             return
-        records = pipeline.run(args.sections, args.profile, overrides, force=args.force, reuse_stored=args.reuse)
+        with _run_terms():
+            records = pipeline.run(args.sections, args.profile, overrides, force=args.force, reuse_stored=args.reuse)
         emit(args, records, pipeline.format_records(records))
 
     p.set_defaults(func=run)
+
+
+@contextlib.contextmanager
+def _run_terms():
+    """A notebook's error (a RuntimeError naming what the section raised) in the terms of `cepaper run`
+    and `cepaper book`: the notebooks' parameters are ``-p NAME VALUE`` and they download nothing, so a
+    missing dataset says how to put it under the data root or fetch it with `cepaper train --download`,
+    not ``download=True``."""
+    try:
+        yield
+    except RuntimeError as e:
+        text = str(e)
+        if not any(k in text for k in ("download=True", "root=", "pass n=...")):
+            raise
+        from cepaper import catalog
+
+        for name, how in catalog.HOW_TO_GET.items():
+            text = text.replace(how, _how_to_get(name, how))
+        for library, cli_text in (
+            ("root=None", "no -p data_root"),
+            ("pass root=...", "pass -p data_root DIR"),
+            ("pass n=...", "pass -p n_train N / -p n_test N"),
+            ("download=True", "--download of cepaper train"),
+        ):
+            text = text.replace(library, cli_text)
+        raise type(e)(text) from None
+
+
+def _how_to_get(name, how):
+    """How to get the dataset ``name`` (its library text ``how``) for `cepaper run`: the files under the
+    data root (``-p data_root DIR`` or ``$CEPAPER_DATA``); the CIFARs fetched by `cepaper train
+    --download` (MNIST by no command)."""
+    root = "the data root (-p data_root DIR, or $CEPAPER_DATA)"
+    if name in ("cifar10", "cifar100"):
+        put = {"cifar10": "put `cifar10_jpeg.npz` or `cifar10.npz`", "cifar100": "put cifar-100-python/"}[name]
+        return (
+            f"{put} in {root}, or fetch it there with `cepaper train --arch resnext29 --config 1x4d --dataset "
+            f"{name} --data-root DIR --download --epochs 1 --n-train 16 --n-test 16` (it downloads with "
+            "torchvision, then trains a one-epoch check)"
+        )
+    if name == "mnist":
+        return f"put `mnist.npz` (keys x_train, y_train, x_test, y_test) in {root} (no cepaper command downloads MNIST)"
+    return how.replace("the data root", root)
 
 
 def _run_flags(args):
@@ -130,211 +178,24 @@ def _add_book(sub):
     def book(args):
         from cepaper.book import render
 
-        index = render.book(args.profile, force=args.force, reuse_stored=args.reuse)
+        with _run_terms():
+            index = render.book(args.profile, force=args.force, reuse_stored=args.reuse)
         print(f"The book is at {index}")
 
     p.set_defaults(func=book)
 
 
-# --- `cepaper train` (Sec. 4.2, App. A: one ResNeXt with the paper's recipe) --------------------------
-
-
-def _add_train(sub):
-    from cepaper import complexity
-    from cepaper.training import grids, recipes
-
-    p = sub.add_parser("train", help="train one ResNeXt with a paper recipe (Sec. 4.2, App. A); resumable")
-    pos_int = _cli_type(_positive_int_arg)
-    p.add_argument("--arch", required=True, choices=[a for a in complexity.ARCHS if a.startswith("resnext")])
-    p.add_argument("--config", required=True, type=_cli_type(_config_arg), metavar="CxDd", help="e.g. 37x10d")
-    p.add_argument("--dataset", required=True, choices=list(recipes.DATASET_RECIPE), help="a cepaper.data dataset")
-    p.add_argument(
-        "--recipe",
-        choices=list(recipes.RECIPES),
-        help="default: the dataset's (cifar for CIFAR: BatchNorm over 16 images, as on 8 GPUs; cifar_1gpu: over 128)",
-    )
-    p.add_argument("--epochs", type=pos_int, help="default: the recipe's (milestones scale with it)")
-    p.add_argument("--runs", type=pos_int, default=1, help="runs (seeds seed..seed+runs-1)")
-    p.add_argument("--seed", type=_cli_type(_nonneg_int_arg), default=0, help="first seed (>= 0)")
-    p.add_argument("--n-train", type=pos_int, help="first N training images (default: all)")
-    p.add_argument("--n-test", type=pos_int, help="first N test images (default: all)")
-    p.add_argument("--data-root", help="data folder (default: $CEPAPER_DATA)")
-    p.add_argument(
-        "--download",
-        action="store_true",
-        help="let torchvision download the CIFARs into the data root when they are not there",
-    )
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    p.add_argument(
-        "--workers", type=_cli_type(_nonneg_int_arg), default=8, help="DataLoader workers (ImageNet folders)"
-    )
-    from cepaper.training import distributed
-
-    p.add_argument(
-        "--rerun-stale",
-        action="store_true",
-        help="train again the finished runs that older training code made (default: reuse them, marked stale)",
-    )
-    from cepaper.training import executors
-
-    p.add_argument(
-        "--executor",
-        choices=executors.EXECUTORS,
-        default="inprocess",
-        help="the runs (--runs) one after another here (default), or each a submitit job: local "
-        "(this machine's GPUs, one each) or slurm (a SLURM cluster)",
-    )
-    p.add_argument(
-        "--gpus-per-run",
-        type=_cli_type(_positive_int_arg),
-        default=1,
-        help="with --executor: the GPUs of each run's job, one rank each (the run across them, DDP)",
-    )
-    p.add_argument(
-        "--backend",
-        choices=distributed.BACKENDS,
-        help="under torchrun: the process group's backend (default nccl on GPUs, gloo on CPUs)",
-    )
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-    def train(args):
-        try:
-            return _train(args)
-        finally:
-            distributed.shutdown()
-
-    def _train(args):
-        from cepaper import data
-        from cepaper import catalog
-        from cepaper.book import results
-        from cepaper.sections import paper
-        from cepaper import files
-
-        if (args.arch in ("resnext50", "resnext101")) != (args.dataset == "imagenet"):
-            raise UsageError(
-                f"--arch {args.arch} does not fit --dataset {args.dataset}: resnext50/101 are the "
-                f"ImageNet (224x224) models, resnext29/38 the CIFAR-style ones (32x32, 64x64)"
-            )
-        rec = args.recipe or recipes.DATASET_RECIPE[args.dataset]
-        results.check_device(args.device, fix=NO_GPU)
-        distributed.check_backend(args.backend, args.device)
-        if args.download and catalog.data_root(args.data_root) is None:
-            raise UsageError("--download needs a data root: pass --data-root, or set CEPAPER_DATA")
-        if distributed.launched():  # the world size is checked before anything is loaded or written
-            distributed.check_world(recipes.recipe(rec), int(os.environ["WORLD_SIZE"]))
-        w, device = distributed.setup(args.device, args.backend)
-        if w.size > 1 and args.executor != "inprocess":
-            raise UsageError("--executor runs each run as its own job; under torchrun leave it out (inprocess)")
-        ex = executors.executor(
-            args.executor, results.checkpoint_dir("cifar", "cli").parent / "jobs", gpus_per_job=args.gpus_per_run
-        )
-        per_run = w.size * (args.gpus_per_run if ex is not None else 1)
-        run = results.Run(
-            "cifar" if args.dataset.startswith("cifar") else "imagenet",
-            "cli",
-            seed=args.seed,
-            device=str(device),
-            params={k: v for k, v in vars(args).items() if k != "func"},
-            store=True,
-        )
-        files.check_writable(run.dir)  # before the training, not after
-        load = lambda: tuple(
-            _load_split(data, args, split, n, flag)
-            for split, n, flag in (("train", args.n_train, "--n-train"), ("test", args.n_test, "--n-test"))
-        )
-        tr, te = load() if w.writer else (None, None)  # rank 0 first: it may download
-        distributed.barrier(w)
-        tr, te = (tr, te) if w.writer else load()
-        classes = {"cifar10": 10, "cifar100": 100}.get(args.dataset, 1000)
-        records = grids.train_recipe_grid(
-            [args.config],
-            args.dataset,
-            tr,
-            te,
-            range(args.seed, args.seed + args.runs),
-            arch=args.arch,
-            recipe_name=rec,
-            classes=classes,
-            epochs=args.epochs,
-            cache=results.checkpoint_dir(run.section, "cli"),
-            device=args.device,
-            channels_last=args.channels_last,
-            bf16=args.bf16,
-            workers=args.workers,
-            progress=True,
-            rerun_stale=args.rerun_stale,
-            executor=ex,
-        )
-        if not w.writer:
-            return None  # rank 0 saves and reports
-        last = paper.STATISTICS[run.section]["last_epochs"]
-        summ = grids.grid_summary(records, last=last)
-        name = (
-            f"train_{args.dataset}_{args.arch}_{args.config}_{rec}_e{args.epochs or 'all'}"
-            f"_s{args.seed}-{args.seed + args.runs - 1}"
-        )
-        run.save(name, {"records": records, "summary": summ.to_dict("records"), "world_size": per_run}, table=summ)
-        r = summ.iloc[0]
-        stale = grids.stale_runs(records)
-        payload = {
-            "summary": summ.to_dict("records"),
-            "saved": str(run.dir / f"{name}.json"),
-            "world_size": per_run,
-            "stale": stale,
-        }
-        text = (
-            f"{args.arch} {args.config} on {args.dataset} ({tr.source}), recipe {rec}, {int(r.runs)} run(s): "
-            f"top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}% ({per_run} process(es) a run; "
-            + ("final epoch" if last == 1 else f"mean of the last {last} epochs")
-            + f")\nsaved to {payload['saved']}"
-            + "".join(
-                f"\nstale: seed {s['seed']} was trained by older code "
-                f"(commit {(s['commit'] or 'unknown')[:12]}; changed since: {', '.join(s['files'])}); "
-                "--rerun-stale trains it again"
-                for s in stale
-            )
-        )
-        emit(args, payload, text)
-
-    p.set_defaults(func=train)
-
-
-# data.load's messages in the library's terms, and the flags of `cepaper train` that do the same
-_DATA_FLAGS = (
-    ("pass download=True", "pass --download"),
-    ("download=True", "--download"),
-    ("root=None", "no --data-root"),
-    ("pass root=...", "pass --data-root"),
-    ("pass n=...", "pass --n-train / --n-test"),
-)
-
-
-def _load_split(data, args, split, n, flag):
-    """``data.load`` of one split for `cepaper train`: its errors name the command's flags, and a
-    ``--n-train``/``--n-test`` above the split's size is an error (not silently the whole split)."""
-    try:
-        ds = data.load(args.dataset, split, root=args.data_root, download=args.download, n=n)
-    except (FileNotFoundError, PermissionError, ValueError) as e:
-        if isinstance(e, OSError) and e.errno is not None:
-            raise  # the OS's own error: reported with its file
-        text = str(e)
-        for library, flag_text in _DATA_FLAGS:
-            text = text.replace(library, flag_text)
-        raise type(e)(text) from None
-    if n is not None and len(ds) < n:
-        raise UsageError(
-            f"{flag} {n} is more than the {len(ds)} {split} images of {args.dataset} "
-            f"({ds.source}); pass at most {flag} {len(ds)}, or leave it out for all of them"
-        )
-    return ds
-
-
 def commands():
     """The ``_add_<name>`` of every subcommand, in ``--help`` order (params and design are
-    :mod:`cepaper.cli_design`, fit-alpha :mod:`cepaper.cli_alpha`)."""
-    return [_add_run, _add_book, cli_design.add_params, cli_design.add_design, cli_alpha.add_fit_alpha, _add_train]
+    :mod:`cepaper.cli_design`, fit-alpha :mod:`cepaper.cli_alpha`, train :mod:`cepaper.cli_train`)."""
+    return [
+        _add_run,
+        _add_book,
+        cli_design.add_params,
+        cli_design.add_design,
+        cli_alpha.add_fit_alpha,
+        cli_train.add_train,
+    ]
 
 
 def build_parser():
@@ -390,6 +251,13 @@ def os_error_line(e):
     return f"{files or 'a file'}: {what} ({code}); {fix}{' ' + notes if notes else ''}"
 
 
+def _factory_spec(args):
+    """The ``--module`` of a command given a factory (``FILE.py:FUNC``, ``package.module:FUNC``,
+    ``torchvision:NAME``), else ``None``."""
+    spec = getattr(args, "module", None)
+    return spec if isinstance(spec, str) and ":" in spec else None
+
+
 def _on_sigterm(signum, frame):
     raise Terminated()
 
@@ -406,15 +274,26 @@ def main(argv=None):
     # (a background job of a shell script, nohup ... &): a SIGINT sent to it still stops it cleanly
     previous_int = signal.signal(signal.SIGINT, signal.default_int_handler) if main_thread else None
     try:
-        args.func(args)
+        if _factory_spec(args) is None:
+            args.func(args)
+        else:  # the factory's own prints (at import, when called) go to stderr: --json stays JSON
+            token = STDOUT.set(sys.stdout)
+            try:
+                with contextlib.redirect_stdout(sys.stderr):
+                    args.func(args)
+            finally:
+                STDOUT.reset(token)
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
     except OSError as e:  # before ValueError's handler: FileNotFoundError, PermissionError, ...
         fail(2, f"error: {os_error_line(e)}")
     except (UsageError, ValueError) as e:
-        fail(2, f"error: {e}")
-    except RuntimeError as e:  # a notebook raised, or the book did not build
-        fail(1, f"error: {e}")
+        spec = _factory_spec(args)
+        named = spec is not None and str(e).startswith("factory:")  # the factory's messages name the spec
+        fail(2, f"error: --module {spec}: {str(e)[len('factory: ') :]}" if named else f"error: {e}")
+    except RuntimeError as e:  # a notebook raised, or the book did not build; a section already running: 2
+        pipeline = sys.modules.get("cepaper.book.pipeline")
+        fail(2 if pipeline is not None and isinstance(e, pipeline.Busy) else 1, f"error: {e}")
     except KeyboardInterrupt as e:
         import logging  # the interrupted kernel's tasks are collected at exit: no "never retrieved" traceback
 

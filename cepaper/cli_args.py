@@ -2,8 +2,10 @@
 whose errors name the argument and what is allowed."""
 
 import argparse
+import contextvars
 import json
 import math
+import sys
 
 
 class UsageError(ValueError):
@@ -26,10 +28,16 @@ def _plain(x, where="result"):
     return x
 
 
+#: The stdout of the running command while its own stdout is sent to stderr (a ``--module`` factory's
+#: prints): where :func:`emit` writes; ``None``: ``sys.stdout``.
+STDOUT = contextvars.ContextVar("STDOUT", default=None)
+
+
 def emit(args, payload, text):
     """Print ``payload`` as JSON with ``--json`` (strict JSON: no NaN or Infinity, see :func:`_plain`),
     else the human-readable ``text``."""
-    print(json.dumps(_plain(payload), indent=1, allow_nan=False) if getattr(args, "json", False) else text)
+    out = STDOUT.get() or sys.stdout  # the command's stdout, where a factory's prints are not
+    print(json.dumps(_plain(payload), indent=1, allow_nan=False) if getattr(args, "json", False) else text, file=out)
 
 
 def _cli_type(convert):

@@ -44,6 +44,14 @@ def check_input_shape(input_shape):
     return tuple(positive_int("input_shape entry", s) for s in shape)
 
 
+def _raised(e):
+    """What a factory raised, in one line: ``SystemExit(3)``, ``RuntimeError: no GPU``."""
+    if isinstance(e, SystemExit):
+        return f"SystemExit({e.code!r}) (it called sys.exit or exit)"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
 def build(factory: Callable[[int, int], nn.Module], m: int, n: int) -> nn.Module:
     """``factory(m, n)``, checked: an ``nn.Module`` of ``m`` members of width ``n``."""
     if not callable(factory):
@@ -51,8 +59,8 @@ def build(factory: Callable[[int, int], nn.Module], m: int, n: int) -> nn.Module
     m, n = positive_int("m", m), positive_int("n", n)
     try:
         module = factory(m, n)
-    except Exception as e:
-        raise ValueError(f"factory: factory({m}, {n}) raised {type(e).__name__}: {e}") from e
+    except (Exception, SystemExit) as e:  # the user's code: contained, named (Ctrl-C still stops)
+        raise ValueError(f"factory: factory({m}, {n}) raised {_raised(e)}") from e
     if not isinstance(module, nn.Module):
         raise ValueError(f"factory: factory({m}, {n}) must return a torch.nn.Module, got {type(module).__name__}")
     return module
@@ -129,8 +137,8 @@ def load_factory(spec: str) -> Callable[[int, int], nn.Module]:
     ``"torchvision:NAME"`` / ``"torchvision:NAME:layerK"`` (:func:`torchvision_factory`, a whole
     network or its stage ``K``)."""
     if isinstance(spec, str) and spec.startswith("torchvision:"):
-        name, _, stage = spec[len("torchvision:") :].partition(":")
-        if stage and not (stage.startswith("layer") and stage[5:] in ("1", "2", "3", "4")):
+        name, colon, stage = spec[len("torchvision:") :].partition(":")
+        if colon and not (stage.startswith("layer") and stage[5:] in ("1", "2", "3", "4")):
             raise ValueError(f"module: torchvision stage must be layer1..layer4, got {stage!r} in {spec!r}")
         try:
             return torchvision_factory(name, int(stage[5:]) if stage else None)
@@ -141,19 +149,25 @@ def load_factory(spec: str) -> Callable[[int, int], nn.Module]:
     where, _, name = spec.rpartition(":")
     if where.endswith(".py") or "/" in where or "\\" in where:
         path = Path(where)
+        if path.is_dir():
+            raise ValueError(f"module: {where} is a folder, not a file (give FILE.py:FUNC)")
         if not path.is_file():
             raise ValueError(f"module: file {where} does not exist (give FILE.py:FUNC)")
+        if path.suffix != ".py":
+            raise ValueError(f"module: {where} is not a Python file (its name must end in .py; give FILE.py:FUNC)")
         spec_ = importlib.util.spec_from_file_location(f"_cepaper_factory_{path.stem}", path)
         mod = importlib.util.module_from_spec(spec_)
         try:
             spec_.loader.exec_module(mod)
-        except Exception as e:
-            raise ValueError(f"module: importing {where} raised {type(e).__name__}: {e}") from e
+        except (Exception, SystemExit) as e:  # a factory's file is the user's code: contained, named
+            raise ValueError(f"module: importing {where} raised {_raised(e)}") from e
     else:
         try:
             mod = importlib.import_module(where)
         except ImportError as e:
             raise ValueError(f"module: cannot import {where!r} ({e}); give FILE.py:FUNC or package.module:FUNC") from e
+        except (Exception, SystemExit) as e:
+            raise ValueError(f"module: importing {where} raised {_raised(e)}") from e
     factory = getattr(mod, name, None)
     if not callable(factory):
         raise ValueError(f"module: {where} has no function {name!r} (a factory (m, n) -> torch.nn.Module)")

@@ -60,6 +60,7 @@ from cepaper.book import pages
 from cepaper.sections import paper
 from cepaper.book import results
 
+widths, width_draws, z_max = section.check_params(n, widths, width_draws, z_max)
 run = results.Run(
     "lemma1",
     profile,

@@ -53,7 +53,7 @@ epochs: int = 50  # T (Fig. 9: 100)
 lr: float = 0.5
 batch_size: int = None  # None: full-batch gradient descent
 ds: list = [4, 6, 8, 12, 16]  # d of panels (b) and (c): single models n = d^2, ensembles m = n = d
-widths_a: list = []  # widths of panel (a); [] uses d^2
+widths_a: list[int] = []  # widths of panel (a); [] uses d^2
 n_c: int = 100  # the constant width of panel (c)
 n_probe: int = 8  # probe inputs: the first n_probe training images (x_a, x_b = the first two)
 record_every: int = 5  # epochs between NTK records along the way

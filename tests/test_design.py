@@ -2,6 +2,7 @@
 independent computations."""
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -469,7 +470,7 @@ def test_cli_module_errors(capsys, factory_file, tmp_path):
     assert "module must be FILE.py:FUNC" in cli_fails(capsys, "params", "--module", str(factory_file), *base)
     assert "cannot import 'no_such_pkg'" in cli_fails(capsys, "params", "--module", "no_such_pkg:f", *base)
     err = cli_fails(capsys, "params", "--module", "cepaper.models.resnext:ResNeXtBottleneck", *base)
-    assert "factory: factory(1, 4) raised TypeError" in err and "w_b" in err
+    assert "--module cepaper.models.resnext:ResNeXtBottleneck: factory(1, 4) raised TypeError" in err and "w_b" in err
     assert "one of --arch or --module is required" in cli_fails(capsys, "params", "--config", "1x4")
     assert "--module needs --input-shape" in cli_fails(
         capsys, "params", "--module", f"{factory_file}:block", "--config", "1x4"
@@ -483,6 +484,68 @@ def test_cli_module_errors(capsys, factory_file, tmp_path):
     assert "--budget latency needs --module" in cli_fails(
         capsys, "design", "--arch", "resnext29", "--baseline", "1x64d", "--budget", "latency"
     )
+
+
+def test_cli_module_paths_that_are_not_python_files(capsys, tmp_path):
+    """Issue: a folder passed as FILE said "does not exist", a non-.py file was an internal error."""
+    base = ["--input-shape", "256,8,8", "--config", "1x4"]
+    (tmp_path / "pkg.py").mkdir()
+    (tmp_path / "notes.txt").write_text("def f(m, n): pass\n")
+    err = cli_fails(capsys, "params", "--module", f"{tmp_path / 'pkg.py'}:f", *base)
+    assert f"module: {tmp_path / 'pkg.py'} is a folder, not a file (give FILE.py:FUNC)" in err
+    err = cli_fails(capsys, "params", "--module", f"{tmp_path}:f", *base)
+    assert "is a folder, not a file" in err
+    err = cli_fails(capsys, "params", "--module", f"{tmp_path / 'notes.txt'}:f", *base)
+    assert f"module: {tmp_path / 'notes.txt'} is not a Python file (its name must end in .py" in err
+
+
+FACTORY_FAULTS = {
+    "import-exit": ("import sys\nsys.exit(3)\ndef f(m, n): pass\n", "importing {file} raised SystemExit(3)"),
+    "import-raise": ("raise RuntimeError('no GPU here')\n", "importing {file} raised RuntimeError: no GPU here"),
+    "call-exit": ("def f(m, n):\n    exit(0)\n", ") raised SystemExit(0)"),
+    "call-raise": ("def f(m, n):\n    raise KeyError('w')\n", ") raised KeyError: 'w'"),
+}
+
+
+@pytest.mark.parametrize("fault", FACTORY_FAULTS)
+@pytest.mark.parametrize("command", ["params", "design", "fit-alpha"])
+def test_a_factory_that_exits_or_raises_is_one_clear_line(capsys, tmp_path, fault, command):
+    """Issue: a factory that called sys.exit ended `cepaper` with its own status and no message; one
+    that raised at import was an internal error. Either is one line naming the factory (its file, at
+    import), status 2."""
+    source, message = FACTORY_FAULTS[fault]
+    file = tmp_path / "bad.py"
+    file.write_text(source)
+    argv = {
+        "params": ["--config", "1x4"],
+        "design": ["--baseline", "1x4", "--alpha", "1.6"],
+        "fit-alpha": ["--trials", "2", "--widths", "4", "8"],
+    }[command]
+    err = cli_fails(capsys, command, "--module", f"{file}:f", "--input-shape", "16,4,4", *argv)
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert message.format(file=file) in err and (fault.startswith("import") or f"--module {file}:f: " in err), err
+
+
+def test_a_package_factory_that_raises_at_import_is_one_clear_line(capsys, tmp_path, monkeypatch):
+    (tmp_path / "badpkg_factory.py").write_text("raise RuntimeError('no GPU here')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    err = cli_fails(capsys, "params", "--module", "badpkg_factory:f", "--input-shape", "16,4,4", "--config", "1x4")
+    assert "module: importing badpkg_factory raised RuntimeError: no GPU here" in err and "internal" not in err, err
+
+
+def test_a_factorys_prints_go_to_stderr_so_json_stays_json(capsys, tmp_path):
+    """Issue: a factory that printed (at import or when called) broke `--json` output."""
+    from cepaper import cli
+
+    file = tmp_path / "chatty.py"
+    file.write_text(
+        f"print('importing')\n{FACTORY_FILE}\ndef chatty(m, n):\n    print('building', m, n)\n    return small(m, n)\n"
+    )
+    argv = ["--module", f"{file}:chatty", "--input-shape", "16,4,4", "--json"]
+    for command, more in (("params", ["--config", "2x4"]), ("design", ["--baseline", "1x4", "--alpha", "1.6"])):
+        assert cli.main([command, *argv, *more]) == 0
+        out, err = capsys.readouterr()
+        assert isinstance(json.loads(out), dict) and "importing" in err and "building 1 4" in err, command
 
 
 @pytest.mark.parametrize("readout", member_alpha.READOUTS)
@@ -543,7 +606,11 @@ def test_torchvision_factory_flops_and_stages():
 
 @pytest.mark.parametrize(
     "spec, message",
-    [("torchvision:resnet18", "must be one of resnet50"), ("torchvision:resnet50:layer9", "layer1..layer4")],
+    [
+        ("torchvision:resnet18", "must be one of resnet50"),
+        ("torchvision:resnet50:layer9", "layer1..layer4"),
+        ("torchvision:resnet50:", "torchvision stage must be layer1..layer4, got '' in 'torchvision:resnet50:'"),
+    ],
 )
 def test_torchvision_factory_errors(spec, message):
     with pytest.raises(ValueError, match=message):
@@ -696,7 +763,7 @@ def test_cli_member_that_changes_with_m_exits_2(tmp_path, capsys):
         "    return nn.Sequential(nn.Conv1d(8, m * n, 1), nn.ReLU(), nn.Conv1d(m * n, m * n, 1))\n"
     )
     err = cli_fails(capsys, "params", "--module", f"{path}:dense", "--config", "4x2", "--input-shape", "8,3")
-    assert "factory: factory(4, 2) must be 4 members factory(1, 2) differing only in width" in err
+    assert f"--module {path}:dense: factory(4, 2) must be 4 members factory(1, 2) differing only in width" in err
     err = cli_fails(capsys, "design", "--module", f"{path}:dense", "--baseline", "1x8", "--input-shape", "8,3")
     assert "must be 2 members factory(1, " in err  # step 6 solves m through factory(2, n)
 

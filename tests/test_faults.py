@@ -197,6 +197,20 @@ def test_sigkill_while_publishing_leaves_the_old_or_the_new_results(layout, poin
         assert state(store) == (COMPLETE, {3}) and leftovers(store) == []
 
 
+@pytest.mark.parametrize("point", ["copying", "between-renames"])
+def test_a_cached_rerun_cleans_what_a_killed_publish_left(layout, point):
+    """Issue: hidden .<section>.new-* folders left by a kill while publishing were removed only by a
+    run that executed; a cached rerun kept them forever. Every run tidies first, cached or not (and a
+    publish cut between its renames is completed, so the rerun is cached)."""
+    store = layout / "results"
+    run_here()
+    killed = cepaper(layout, "run", "lemma1", "-p", "value", "2", fault=PUBLISH_FAULTS[point])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert leftovers(store), "the kill left something beside the results"
+    (again,) = run_here()
+    assert again["cached"] and leftovers(store) == [] and state(store) == (COMPLETE, {1})
+
+
 @pytest.mark.parametrize(
     "signum, status, said",
     [(signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
@@ -277,7 +291,8 @@ def test_the_same_section_twice_at_once_is_refused(layout, kernels):
     store = layout / "results"
     first, hold = held(layout, kernels, "lemma1", "-p", "value", "2")
     second = cepaper(layout, "run", "lemma1", "-p", "value", "3")
-    one_line_error(second, 1, "section lemma1 (profile quick) is already running in another process")
+    # refused, not failed: status 2, as the CLI's other refusals (a script can tell it from a failed notebook)
+    one_line_error(second, 2, "section lemma1 (profile quick) is already running in another process")
     hold.touch()
     assert first.wait(timeout=60) == 0, first.stderr.read()
     assert state(store) == (COMPLETE, {2}), "the first run published everything"
@@ -440,6 +455,66 @@ def test_corrupt_cache_entries_are_moved_aside_and_recomputed(tmp_path, capsys):
         assert (tmp_path / f"{key}.json.corrupt").exists()
         (tmp_path / f"{key}.json").unlink()
     assert len(calls) == 5
+
+
+class _Planted:
+    """A pickle whose loading runs a shell command: what a planted ``.pt`` would hold."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant(path, how, marker):
+    """Write a planted checkpoint to ``path``: torch.save's zip format, or a bare pickle (protocol 2,
+    torch.load's legacy format; protocol 4, which torch's safe unpickler cannot even parse)."""
+    import pickle
+
+    state = {"epoch": 1, "model": {}, "settings": {"seed": 0}, "x": _Planted(marker)}
+    if how == "torch.save":
+        torch.save(state, path)
+    else:
+        path.write_bytes(pickle.dumps(state, protocol=int(how[-1])))
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle2"])
+def test_a_planted_pickle_checkpoint_is_refused_and_never_run(tmp_path, how):
+    """Issue: checkpoints loaded with weights_only=False ran whatever a planted .pt asked for. A pickle
+    that names a global beyond tensors and plain containers is refused by name, left where it is, and
+    nothing of it runs: not by the loader, the run cache, the grid runner or a trainer's resume."""
+    from test_classify import TINY, images, tiny_model
+
+    marker = tmp_path / "pwned"
+    key = spine.definition_key({"seed": 0})
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    calls = []
+    sites = {
+        "load_checkpoint": lambda path: spine.load_checkpoint(path),
+        "cached_run": lambda path: spine.cached_run(cache, {"seed": 0}, (), lambda c: calls.append(c) or {"v": 1}),
+        "train_recipe": lambda path: sgd.train_recipe(
+            tiny_model(), images(n=40), images(n=16, seed=1), TINY.scaled(1), seed=5, checkpoint=path
+        ),
+    }
+    for site, call in sites.items():
+        path = cache / f"{key}.pt" if site == "cached_run" else tmp_path / f"{site}.pt"
+        _plant(path, how, marker)
+        with pytest.raises(ValueError, match=rf"checkpoint {path} refused: not a plain checkpoint .*posix.system"):
+            call(path)
+        assert not marker.exists(), f"{site}: the planted pickle ran"
+        assert path.exists() and not path.with_name(path.name + ".corrupt").exists(), site
+    assert calls == [], "nothing is computed over a refused checkpoint"
+
+
+def test_a_planted_pickle_torch_cannot_parse_is_moved_aside_unrun(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "c.pt"
+    _plant(path, "pickle4", marker)
+    assert spine.load_checkpoint(path) is None
+    assert not marker.exists() and path.with_name("c.pt.corrupt").exists()
+    assert f"{path} is damaged (torch.load failed" in capsys.readouterr().err
 
 
 def test_empty_training_record_is_recomputed_not_a_key_error(tmp_path, monkeypatch, capsys):
@@ -674,6 +749,47 @@ def test_train_messages_name_the_cli_flags(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(base + ["--n-train", "50"])
     assert e.value.code == 2 and "--n-train 50 is more than the 10 train images of cifar10" in capsys.readouterr().err
+
+
+def test_train_records_of_other_image_counts_do_not_overwrite_each_other(tmp_path, monkeypatch, capsys):
+    """Issue: `cepaper train` named its record without --n-train/--n-test: a 64-image run overwrote a
+    256-image run's record. The counts, when given, are in the name; without them it is as before."""
+    from cepaper import data
+    from test_classify import images
+
+    hist = {k: [1.0] for k in ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5")}
+    monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: {**hist, "seconds": [0.1], "images_per_s": 1.0})
+    monkeypatch.setattr(data, "load", lambda name, split, root=None, download=False, n=None: images(n=n or 12))
+    monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path / "results"))
+    base = ["train", "--arch", "resnext29", "--config", "1x2d", "--dataset", "cifar10", "--data-root", str(tmp_path)]
+    saved = {}
+    for extra in ([], ["--n-train", "8"], ["--n-train", "10"], ["--n-train", "10", "--n-test", "4"]):
+        assert cli.main([*base, *extra, "--json"]) == 0
+        saved[" ".join(extra)] = Path(json.loads(capsys.readouterr().out)["saved"]).name
+    assert saved == {
+        "": "train_cifar10_resnext29_1x2d_cifar_eall_s0-0.json",
+        "--n-train 8": "train_cifar10_resnext29_1x2d_cifar_eall_s0-0_ntrain8.json",
+        "--n-train 10": "train_cifar10_resnext29_1x2d_cifar_eall_s0-0_ntrain10.json",
+        "--n-train 10 --n-test 4": "train_cifar10_resnext29_1x2d_cifar_eall_s0-0_ntrain10_ntest4.json",
+    }
+
+
+def test_run_messages_about_missing_data_are_in_cli_terms(repo, tmp_path, capsys, monkeypatch):
+    """Issue: `cepaper run` told its users to "pass download=True" (a library argument no notebook
+    parameter sets); it names the data root (-p data_root, $CEPAPER_DATA) and `cepaper train --download`."""
+    monkeypatch.delenv("CEPAPER_DATA", raising=False)
+    (repo / "notebooks" / "01_lemma1.py").write_text(
+        '# %% tags=["parameters"]\nprofile = "quick"\ndata_root = None\n\n'
+        '# %%\nfrom cepaper import data\ndata.load("cifar10", "train", root=data_root, n=4)\n'
+    )
+    (repo / "profiles" / "quick.yaml").write_text("lemma1: {}\n")
+    for argv, where in (([], "no -p data_root and CEPAPER_DATA is unset"), (["-p", "data_root", str(tmp_path)], "")):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["run", "lemma1", *argv])
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert e.value.code == 1 and "download=True" not in err and "root=" not in err, err
+        assert where in err and "`cepaper train --arch resnext29 --config 1x4d --dataset cifar10 --data-root DIR" in err
+        assert "in the data root (-p data_root DIR, or $CEPAPER_DATA)" in err, err
 
 
 def test_damaged_results_file_is_named(tmp_path, monkeypatch, capsys):

@@ -31,6 +31,26 @@ def test_parameters_cell_is_the_quick_profile(section):
 
 
 @pytest.mark.parametrize("section", SECTIONS)
+def test_a_list_parameter_with_no_elements_declares_their_type(section):
+    """Issue: `theorem1 widths_a` and `cifar models` (default []) took any elements; a list whose
+    default is empty declares its element type (``list[int]``), and elements are checked against it."""
+    path = profiles.notebook_path(section)
+    defaults, elements = profiles.notebook_parameters(path), profiles.notebook_element_types(path)
+    empty = [name for name, v in defaults.items() if v == [] and name not in elements]
+    assert not empty, f"{section}: declare the element type of {empty} (name: list[int] = [])"
+    for name, kind in elements.items():
+        wrong = 1 if kind is str else "x"
+        with pytest.raises(ValueError, match=rf"parameter '{name}' of section {section} must be a list of .*element 0"):
+            profiles.resolve_parameters(section, "quick", [(name, [wrong])])
+
+
+@pytest.mark.parametrize("section, name, value", [("theorem1", "widths_a", ["8"]), ("cifar", "models", [37])])
+def test_the_empty_lists_of_the_issue_check_their_elements(section, name, value):
+    with pytest.raises(ValueError, match=rf"parameter '{name}' of section {section} must be a list of"):
+        profiles.resolve_parameters(section, "quick", [(name, value)])
+
+
+@pytest.mark.parametrize("section", SECTIONS)
 def test_notebook_is_thin(section):
     nb = jupytext.read(profiles.notebook_path(section))
     assert nb.cells[0].cell_type == "markdown", "a notebook opens with its title and what it reproduces"

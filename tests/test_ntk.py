@@ -229,6 +229,28 @@ def test_module_sampler_loop_matches_batched_sampler():
     )
 
 
+@pytest.mark.parametrize(
+    "widths, width_draws, z_max, message",
+    [
+        ([8, 16, 8], [64, 64, 64], 5.0, r"widths must be distinct, got 8 more than once in \[8, 16, 8\]"),
+        ([8, 64], [64, 64], 5.0, r"widths must not hold n = 64"),
+        ([], [], 5.0, r"widths must be a non-empty list"),
+        ([8, 0], [64, 64], 5.0, r"widths\[1\] must be an integer >= 1, got 0"),
+        ([8, 16], [64], 5.0, r"width_draws must hold one number of draws per width \(2: \[8, 16\]\), got \[64\]"),
+        ([8, 16], [64, 64, 64], 5.0, r"width_draws must hold one number of draws per width"),
+        ([8, 16], [64, 1], 5.0, r"width_draws must be >= 2 \(a standard error needs two draws\), got 1 at width 16"),
+        ([8, 16], [64, 64], -1.0, r"z_max must be a finite number > 0, got -1.0"),
+        ([8, 16], [64, 64], float("nan"), r"z_max must be a finite number > 0"),
+    ],
+)
+def test_lemma1_parameters_are_checked(widths, width_draws, z_max, message):
+    """Issue: duplicate widths, width_draws of another length (zip cut it short) and a negative z_max
+    ran on; each is a ValueError naming the parameter."""
+    with pytest.raises(ValueError, match=message):
+        lemma1.check_params(64, widths, width_draws, z_max)
+    assert lemma1.check_params(64, [8, 256], (16, 2), 3) == ([8, 256], [16, 2], 3.0)
+
+
 def test_running_ensemble_and_grouped_variance():
     s = torch.randn(120, 3, generator=gen(9), dtype=F64)
     r = lemma1.running_ensemble(s)

@@ -58,6 +58,37 @@ def test_bad_input_is_refused_before_executing(repo, section, profile, overrides
     assert not (repo / "_build" / "executed").exists()
 
 
+LAUGHS = "[" + ", ".join([f"&a{i} [" + ", ".join([f"*a{i - 1}" if i else "lol"] * 9) + "]" for i in range(9)]) + "]"
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("&a [1, 2]", "-p value: YAML anchors and aliases (&a, *a) are not allowed in a parameter value"),
+        (LAUGHS, "-p value: YAML anchors and aliases (&a0, *a0) are not allowed"),
+        (
+            "[" + "1, " * 100_001 + "1]",
+            "-p value holds more than 100,000 elements, the most a parameter value may hold",
+        ),
+        ("x" * 1_000_001, "-p value: the value is 1,000,001 characters long, more than the 1,000,000"),
+        ("[" * 5000 + "]" * 5000, "-p value: the value is nested too deeply"),
+    ],
+    ids=["anchor", "billion laughs", "elements", "characters", "nesting"],
+)
+def test_a_parameter_value_is_refused_before_it_can_grow(value, message):
+    """Issue: `-p NAME VALUE` took YAML anchors and aliases; 600 bytes of them took 6 GB."""
+    with pytest.raises(ValueError) as e:
+        profiles.parse_overrides([("value", value)])
+    assert message in str(e.value)
+
+
+def test_a_profile_value_is_bounded_too(repo):
+    """A profile file's value, anchors and all (the repository's own file), is bounded when resolved."""
+    (repo / "profiles" / "quick.yaml").write_text(f"lemma1:\n  value: {LAUGHS}\n")
+    with pytest.raises(ValueError, match="parameter 'value' of section lemma1 holds more than 100,000 elements"):
+        profiles.resolve_parameters("lemma1", "quick")
+
+
 def test_dependencies_follow_cepaper_imports(repo):
     deps = cache.dependencies(NOTEBOOK)
     assert set(deps) == {"cepaper/__init__.py", "cepaper/fake.py"}

@@ -92,6 +92,10 @@ def valid_record(section, profile, key):
     return record
 
 
+class Busy(RuntimeError):
+    """The section is already running in another process (:func:`section_lock`)."""
+
+
 @contextlib.contextmanager
 def section_lock(section, profile):
     """Hold ``_build/locks/<profile>-<section>.lock`` while a section runs; refuse a second run.
@@ -103,7 +107,7 @@ def section_lock(section, profile):
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RuntimeError(
+            raise Busy(
                 f"section {section} (profile {profile}) is already running in another "
                 f"process; wait for it to finish, then run again"
             ) from None
@@ -329,8 +333,22 @@ def plan(sections, profile="quick", overrides=()):
     return [(section, resolve_parameters(section, profile, overrides)) for section in sections]
 
 
+def tidy(section, profile):
+    """:func:`_clean_leftovers` of the section when no run of it is live (its :func:`section_lock`
+    free; a live run owns what lies beside its results): before every run, cached or not, so that what
+    a killed publish left never outlives the next run."""
+    try:
+        with section_lock(section, profile):
+            _clean_leftovers(section, profile)
+    except Busy:
+        pass
+
+
 def up_to_date(section, params, force=False):
-    """``(key, record)``: the section's cache key and its up-to-date record (``None``: it must execute)."""
+    """``(key, record)``: the section's cache key and its up-to-date record (``None``: it must execute),
+    after tidying what killed runs left (:func:`tidy`: a publish cut between its renames is completed
+    first, so the results the record names are in place)."""
+    tidy(section, params["profile"])
     key = cache_key(section, params)
     return key, None if force else valid_record(section, params["profile"], key)
 

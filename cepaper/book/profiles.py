@@ -52,7 +52,7 @@ def load_profile(profile):
         if params is None:
             loaded[section] = {}
         elif not isinstance(params, dict):
-            raise ValueError(f"{rel}: section {section} must map parameter names to values, got {params!r}")
+            raise ValueError(f"{rel}: section {section} must map parameter names to values, got {_shown(params)}")
     return loaded
 
 
@@ -77,14 +77,42 @@ def notebook_parameters(path):
     }
 
 
-def notebook_types(path):
-    """The annotated types of the ``parameters`` cell (``name: float = None``), as ``{name: type}``."""
-    builtin = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "dict": dict}
+_BUILTIN = {"bool": bool, "int": int, "float": float, "str": str, "list": list, "dict": dict}
+
+
+def _annotation(node):
+    """``(type, element type)`` of an annotation ``int``, ``list`` or ``list[int]``; ``None`` for another."""
+    if isinstance(node, ast.Name) and node.id in _BUILTIN:
+        return _BUILTIN[node.id], None
+    if (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "list"
+        and isinstance(node.slice, ast.Name)
+        and node.slice.id in _BUILTIN
+    ):
+        return list, _BUILTIN[node.slice.id]
+    return None
+
+
+def _annotations(path):
     return {
-        node.target.id: builtin[node.annotation.id]
+        node.target.id: kinds
         for node in _parameter_cell(path)
-        if isinstance(node, ast.AnnAssign) and isinstance(node.annotation, ast.Name) and node.annotation.id in builtin
+        if isinstance(node, ast.AnnAssign) and (kinds := _annotation(node.annotation)) is not None
     }
+
+
+def notebook_types(path):
+    """The annotated types of the ``parameters`` cell (``name: float = None``), as ``{name: type}``
+    (``list[int]`` is ``list``)."""
+    return {name: kind for name, (kind, _) in _annotations(path).items()}
+
+
+def notebook_element_types(path):
+    """The element types the ``parameters`` cell declares for its lists (``widths: list[int] = []``),
+    as ``{name: type}``: what the elements of a list whose default is empty are checked against."""
+    return {name: element for name, (_, element) in _annotations(path).items() if element is not None}
 
 
 def _type_ok(kind, value):
@@ -97,9 +125,11 @@ def _type_ok(kind, value):
     return isinstance(value, kind)
 
 
-def _check_list(section, name, value, default):
-    """Elements of a list parameter have the type of the default's elements (when it has any)."""
+def _check_list(section, name, value, default, element=None):
+    """Elements of a list parameter have its declared element type ``element`` (``list[int]``), else
+    the type of the default's elements (when it has any)."""
     kinds = {type(v) for v in default if v is not None} if isinstance(default, list) else set()
+    kinds = {element} if element is not None else kinds
     if len(kinds) != 1 or not isinstance(value, list):
         return
     kind = kinds.pop()
@@ -107,14 +137,50 @@ def _check_list(section, name, value, default):
         if not _type_ok(kind, v):
             raise ValueError(
                 f"parameter {name!r} of section {section} must be a list of "
-                f"{_PLURALS.get(kind, kind.__name__)}; element {i} is {v!r}"
+                f"{_PLURALS.get(kind, kind.__name__)}; element {i} is {_shown(v)}"
             )
+
+
+#: The most elements (list items, mapping keys and values, scalars) and the most characters (of the
+#: strings in it) one parameter value may hold: enough for any grid of the paper, far below what
+#: would exhaust memory when papermill writes the value into the notebook.
+MAX_ELEMENTS = 100_000
+MAX_CHARS = 1_000_000
+
+
+def _shown(value):
+    """``repr(value)`` cut short (a message names a value, it does not print a large one whole)."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxstring, short.maxother, short.maxlist, short.maxdict, short.maxlevel = 80, 80, 10, 10, 3
+    return short.repr(value)
+
+
+def _check_size(what, value):
+    """``value`` holds at most :data:`MAX_ELEMENTS` elements and :data:`MAX_CHARS` characters of
+    strings; else a ValueError naming ``what`` (the parameter) and the limit. Walked without
+    recursion, stopping at the limit (a value of shared references is never expanded in full)."""
+    elements, chars, todo = 0, 0, [value]
+    while todo:
+        v = todo.pop()
+        elements += 1
+        if isinstance(v, dict):
+            todo += [*v.keys(), *v.values()]
+        elif isinstance(v, (list, tuple)):
+            todo += v
+        elif isinstance(v, (str, bytes)):
+            chars += len(v)
+        if elements > MAX_ELEMENTS:
+            raise ValueError(f"{what} holds more than {MAX_ELEMENTS:,} elements, the most a parameter value may hold")
+        if chars > MAX_CHARS:
+            raise ValueError(f"{what} holds more than {MAX_CHARS:,} characters, the most a parameter value may hold")
 
 
 def resolve_parameters(section, profile, overrides=()):
     """The parameters papermill passes: notebook defaults < profile < overrides, all checked."""
     path = notebook_path(section)
-    defaults, types = notebook_parameters(path), notebook_types(path)
+    defaults, types, elements = notebook_parameters(path), notebook_types(path), notebook_element_types(path)
     params = {**load_profile(profile).get(section, {}), **dict(overrides)}
     for name, value in params.items():
         if name == "profile":
@@ -128,11 +194,13 @@ def resolve_parameters(section, profile, overrides=()):
                 f"allowed: {', '.join(sorted(set(defaults) - {'profile'}))}"
             )
         kind = types.get(name, None if defaults[name] is None else type(defaults[name]))
+        _check_size(f"parameter {name!r} of section {section}", value)  # before anything shows or copies it
         if not _type_ok(kind, value):
             raise ValueError(
-                f"parameter {name!r} of section {section} must be {_TYPE_NAMES.get(kind, kind.__name__)}, got {value!r}"
+                f"parameter {name!r} of section {section} must be {_TYPE_NAMES.get(kind, kind.__name__)}, "
+                f"got {_shown(value)}"
             )
-        _check_list(section, name, value, defaults[name])
+        _check_list(section, name, value, defaults[name], elements.get(name))
     return {**defaults, **params, "profile": profile}
 
 
@@ -141,16 +209,34 @@ class _Yaml12Loader(yaml.SafeLoader):
 
 
 def parse_overrides(pairs):
-    """``[(NAME, "VALUE"), ...]`` from the command line, values parsed as YAML 1.2 would."""
+    """``[(NAME, "VALUE"), ...]`` from the command line, values parsed as YAML 1.2 would.
+
+    A value may not use anchors or aliases (``&a``, ``*a``: a few hundred bytes of them expand to
+    gigabytes), and holds at most :data:`MAX_CHARS` characters and :data:`MAX_ELEMENTS` elements."""
     out = []
     for name, value in pairs:
+        if len(value) > MAX_CHARS:
+            raise ValueError(
+                f"-p {name}: the value is {len(value):,} characters long, more than the {MAX_CHARS:,} "
+                "a parameter value may hold"
+            )
         try:
-            out.append((name, yaml.load(value, Loader=_Yaml12Loader)))
+            for event in yaml.parse(value, Loader=_Yaml12Loader):
+                if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+                    raise ValueError(
+                        f"-p {name}: YAML anchors and aliases (&{event.anchor}, *{event.anchor}) are not allowed "
+                        "in a parameter value; write the value out in full"
+                    )
+            parsed = yaml.load(value, Loader=_Yaml12Loader)
         except yaml.YAMLError as e:
             raise ValueError(
-                f"-p {name}: {value!r} is not a YAML value ({str(e).splitlines()[0]}); "
+                f"-p {name}: {_shown(value)} is not a YAML value ({str(e).splitlines()[0]}); "
                 "quote strings, write lists as [1, 2]"
             ) from None
+        except RecursionError:
+            raise ValueError(f"-p {name}: the value is nested too deeply; write it flatter") from None
+        _check_size(f"-p {name}", parsed)
+        out.append((name, parsed))
     return out
 
 

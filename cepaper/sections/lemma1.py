@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from cepaper._checks import positive_int
+from cepaper._checks import positive_float, positive_int
 from cepaper.montecarlo import moments
 from cepaper.stats import t_quantile
 
@@ -21,6 +21,34 @@ PARTS = (("diag", r"diagonal $K[x_\gamma, x_\gamma]$"), ("off", r"off-diagonal $
 
 def _a(x):
     return np.asarray(x, dtype=float)
+
+
+def check_params(n, widths, width_draws, z_max):
+    """Check the width study's parameters; return ``(widths, width_draws, z_max)``.
+
+    ``widths``: a non-empty list of distinct integers >= 1 other than ``n`` (the NMK at width ``n``
+    comes from the member draws of panel (b)); ``width_draws``: one integer >= 2 per width, the draws
+    at that width (two at least, for a standard error); ``z_max``: a finite number > 0."""
+    n = positive_int("n", n)
+    if not isinstance(widths, (list, tuple)) or not widths:
+        raise ValueError(f"widths must be a non-empty list of widths >= 1, got {widths!r}")
+    widths = [positive_int(f"widths[{i}]", w) for i, w in enumerate(widths)]
+    repeated = sorted({w for w in widths if widths.count(w) > 1})
+    if repeated:
+        raise ValueError(f"widths must be distinct, got {', '.join(map(str, repeated))} more than once in {widths}")
+    if n in widths:
+        raise ValueError(f"widths must not hold n = {n} (the NMK at n is the draws of panel (b)), got {widths}")
+    if not isinstance(width_draws, (list, tuple)) or len(width_draws) != len(widths):
+        raise ValueError(
+            f"width_draws must hold one number of draws per width ({len(widths)}: {widths}), got {width_draws!r}"
+        )
+    width_draws = [positive_int(f"width_draws[{i}]", d) for i, d in enumerate(width_draws)]
+    few = [(w, d) for w, d in zip(widths, width_draws) if d < 2]
+    if few:
+        raise ValueError(
+            f"width_draws must be >= 2 (a standard error needs two draws), got {few[0][1]} at width {few[0][0]}"
+        )
+    return widths, width_draws, positive_float("z_max", z_max)
 
 
 # ------------------------------------------------------------------------------ Fig. 2 (Lemma 1)

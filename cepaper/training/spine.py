@@ -14,7 +14,8 @@
   made it, which files changed since), never silently discarded; ``rerun_stale`` retrains it.
 
 A damaged cache file or checkpoint (not JSON, empty, truncated) is moved aside (:func:`move_aside`)
-and recomputed, never read again.
+and recomputed, never read again. Checkpoints are read with ``weights_only=True``: one whose pickle
+asks for more than tensors and plain containers (a planted file) is refused unread (:func:`load_checkpoint`).
 """
 
 import hashlib
@@ -23,6 +24,8 @@ import inspect
 import io
 import json
 import os
+import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -194,17 +197,40 @@ def read_cached(path, required=()):
     return record
 
 
+# What torch.load's weights_only unpickler names when a pickle asks for more than tensors and plain
+# containers (a global it does not allow, an object it may not build or call): such a file is not a
+# checkpoint this code wrote, and is refused unread rather than moved aside as damage.
+_FOREIGN = re.compile(
+    r"GLOBAL (\S+) was not an allowed global|unsupported GLOBAL (\S+) whose module|"
+    r"reduce for unrecognized function (.+?)(?: which belongs|$)|new object for .* but got (.+)$|"
+    r"Can only build .* but got (.+)$",
+    re.MULTILINE,
+)
+
+
 def load_checkpoint(path):
     """``torch.load`` of the checkpoint ``path`` (to the CPU), or ``None`` when there is none; one
-    that it cannot read (empty, truncated, not a checkpoint) is moved aside and is ``None``."""
+    that it cannot read (empty, truncated, not a checkpoint) is moved aside and is ``None``.
+
+    Loaded with ``weights_only=True``: a checkpoint holds tensors, numbers, strings and the plain
+    containers of model, optimizer, scheduler and RNG states, nothing that unpickling could run. A
+    pickle that names anything else (a planted ``.pt`` whose loading would call ``os.system``) is
+    refused, a ValueError naming the file and what it asked for, and is never unpickled."""
     path = Path(path)
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)  # a file this code wrote in _build/
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a bad file
         if isinstance(e, OSError) and e.errno is not None:
             raise  # unreadable (permissions, I/O), not damaged: not ours to move
+        if isinstance(e, pickle.UnpicklingError) and (found := _FOREIGN.search(str(e))):
+            what = next(g for g in found.groups() if g).strip()
+            raise ValueError(
+                f"checkpoint {path} refused: not a plain checkpoint (its pickle asks for {what}; a checkpoint "
+                "holds only tensors, numbers, strings and plain containers); it was not loaded: delete it, "
+                "or move it away if it is yours"
+            ) from None
         move_aside(path, f"torch.load failed, {_why(e)}")
         return None
 
