@@ -110,12 +110,19 @@ display(
 pages.show(section.fig3_table(fig3))
 
 # %%
-fig = section.plot_curves(
-    fig3["curve"],
-    fig3["primal"],
-    fig3["dual"],
-    paper_n=paper.FIG3["n_primal"],
-    title=f"Fig. 3: fully connected baseline L = 6, ñ = 500, n0 = 748 (α = {fig3['alpha']:.3f})",
+pages.figure(
+    section.plot_curves(
+        fig3["curve"],
+        fig3["primal"],
+        fig3["dual"],
+        paper_n=paper.FIG3["n_primal"],
+        title=f"Fig. 3: fully connected baseline L = 6, ñ = 500, n0 = 748 (α = {fig3['alpha']:.3f})",
+    ),
+    f"The primal curve (Var(K_e) at the baseline's parameters, left) and the dual curve (efficiency ρ at the "
+    f"baseline's Var(K), right) of the fully connected baseline L = 6, ñ = 500, at α = {fig3['alpha']:.3f}; "
+    "exact computations, no sampling",
+    paper="3",
+    run=run,
 )
 
 # %% tags=["hide-input"]
@@ -175,7 +182,13 @@ pages.show(run.load("flops_conventions")["rows"])
 
 # %% tags=["hide-input"]
 block = run.load("block_curves")
-fig = section.plot_block_curves(block, paper.SEC421["n_primal"], section.paper_width("5"))
+pages.figure(
+    section.plot_block_curves(block, paper.SEC421["n_primal"], section.paper_width("5")),
+    f"The primal (left) and dual (right) curves of the ResNeXt bottleneck block, baseline {block['baseline']}, "
+    f"α = {block['alpha']:.2f}: at a parameter budget (top; the red curves of Figs. 6–7) and at a FLOPs "
+    "budget (bottom; Table 5); exact computations",
+    run=run,
+)
 
 # %% [markdown]
 # The primal curve is the variance of the ensemble at the baseline's budget; the dual curve is
@@ -190,8 +203,11 @@ fig = section.plot_block_curves(block, paper.SEC421["n_primal"], section.paper_w
 
 # %% tags=["hide-input"]
 scan = run.load("block_alpha_scan")
-fig = section.plot_alpha_sensitivity(
-    fig3["scan"], fig3["match"], scan, paper.FIG3["n_primal"], paper.SEC421["n_primal"]
+pages.figure(
+    section.plot_alpha_sensitivity(fig3["scan"], fig3["match"], scan, paper.FIG3["n_primal"], paper.SEC421["n_primal"]),
+    "The optimal width n as a function of α: Fig. 3's fully connected net (left; shaded: the α that reproduce all "
+    "of Fig. 3's numbers) and the bottleneck block at parameter and FLOPs budgets (right)",
+    run=run,
 )
 a, n_params, n_flops = (
     np.asarray(scan["params"]["alpha"]),

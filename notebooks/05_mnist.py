@@ -230,7 +230,14 @@ display(
 # %% tags=["hide-input"]
 runs = pd.DataFrame(run.load("runs")["rows"])
 table = section.summary(runs)
-section.fig4(table)
+pages.figure(
+    section.fig4(table),
+    f"Test error on MNIST (mean over {reps} repetitions ± SE, blue, labelled with m) against the member width n "
+    f"on the primal (left) and dual (right) curves of the baseline ñ = {n_tilde} (L = {depth}, {n_train} training "
+    "images), with the theoretical Var(K_e) (top, red) and the parameters β_e (bottom, green)",
+    paper="4",
+    run=run,
+)
 # %% tags=["hide-input"]
 pages.show(table[["curve", "n", "m", "params_ratio", "var_ratio", "error", "sem", "reps"]], 4)
 
@@ -300,7 +307,12 @@ display(
 # The mean test error after each epoch.
 
 # %% tags=["hide-input"]
-section.fig4_learning(pd.DataFrame(run.load("learning_curves")["rows"]), table)
+pages.figure(
+    section.fig4_learning(pd.DataFrame(run.load("learning_curves")["rows"]), table),
+    f"Test error on MNIST after each epoch (mean over {reps} repetitions) of every model of the primal (left) "
+    "and dual (right) curve, one colour per width n",
+    run=run,
+)
 # %% [markdown]
 # ## Checks
 #

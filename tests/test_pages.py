@@ -34,3 +34,57 @@ def test_sources_are_named_relative_to_the_data_root(tmp_path):
     status = imagenet.dataset_status(tmp_path)
     assert not status["source or reason"].str.contains(str(tmp_path)).any()
     assert status["source or reason"].str.contains("not found in the data root").all()
+
+
+def _shown(monkeypatch):
+    """What ``pages.figure`` displays, collected instead of shown."""
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs, **kw: shown.extend(objs))
+    monkeypatch.setattr(pages, "_number", __import__("itertools").count(1))
+    return shown
+
+
+def test_a_figure_is_shown_once_numbered_captioned_and_closed(monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = _shown(monkeypatch)
+
+    class Run:  # the two attributes of a results.Run a caption reads
+        profile = "quick"
+
+        def where(self):
+            return "results/quick/lemma1/"
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [3, 4])
+    assert pages.figure(fig, "K against m", paper="2(a)", run=Run()) is None
+    _, axes = plt.subplots(1, 2)
+    pages.figure(axes, "second, from an array of axes.")
+    assert plt.get_fignums() == [], "the inline backend must have nothing left to show again"
+    first, second = (s.data for s in shown)
+    caption = "Figure 1. Fig. 2(a) of the paper: K against m. At the quick profile"
+    assert first.count("<img ") == 1 and f'alt="{caption}' in first and "data:image/png;base64," in first
+    assert "<figcaption><strong>Figure 1.</strong> Fig. 2(a) of the paper: K against m. At the quick" in first
+    assert "from the run in results/quick/lemma1/." in first
+    assert 'alt="Figure 2. second, from an array of axes."' in second
+
+
+def test_overlapping_tick_labels_are_thinned():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.set_xscale("log")
+    ax.set_xlim(10, 3000)
+    ax.set_xticks([16, 36, 128, 200, 400, 576, 1300], ["16", "36", "128", "200", "400", "576", "1300"])
+    assert pages.thin_tick_labels(fig) >= 1
+    shown = [t.label1.get_text() for t in ax.xaxis.get_major_ticks() if t.label1.get_visible()]
+    assert "16" in shown and not {"400", "576"} <= set(shown)
+    plt.close(fig)
