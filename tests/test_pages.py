@@ -88,3 +88,31 @@ def test_overlapping_tick_labels_are_thinned():
     shown = [t.label1.get_text() for t in ax.xaxis.get_major_ticks() if t.label1.get_visible()]
     assert "16" in shown and not {"400", "576"} <= set(shown)
     plt.close(fig)
+
+
+def test_a_committed_notebook_shows_each_figure_once_with_a_caption():
+    import base64
+
+    import nbformat
+
+    from cepaper.book import render
+
+    png = base64.b64encode(b"\x89PNG not really").decode()
+    fig = {"image/png": png, "text/plain": "<Figure size 100x100 with 1 Axes>"}
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Title\n\n## Fig. 8: the *bottleneck* block"),
+        nbformat.v4.new_code_cell(
+            "plot()",
+            outputs=[
+                nbformat.v4.new_output("execute_result", data=fig, execution_count=1),
+                nbformat.v4.new_output("display_data", data=fig),
+                nbformat.v4.new_output("execute_result", data={"text/plain": "<Axes: title={'center': 'x'}>"}),
+            ],
+        ),
+    ]
+    out = render.caption_figures(nb, "paper", "results/paper/alpha/").cells[1].outputs
+    assert len(out) == 1 and out[0].output_type == "display_data"
+    html = out[0].data["text/html"]
+    assert 'alt="Figure 1. Fig. 8: the bottleneck block. At the paper' in html
+    assert "from the run in results/paper/alpha/." in html and html.count("<img ") == 1

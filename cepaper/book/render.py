@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from cepaper.book import results
+from cepaper.book import pages, results
 from cepaper.book.pipeline import BUILD, REPO, STORED, SUMMARIES, executed_path, run, run_child
 from cepaper.book.profiles import notebook_path
 from cepaper import files
@@ -100,6 +100,55 @@ def _with_banner(nb, banner, suffix=None):
     return nb
 
 
+#: Text outputs that are matplotlib's return values, not something to read.
+_PLOT_REPRS = ("<Axes", "array([<Axes", "<Figure size", "Text(", "[<matplotlib")
+
+
+def _heading(source):
+    """The last heading of a markdown cell, as plain text (no ``#``, emphasis, code marks or ``$``)."""
+    heads = [line.lstrip("#").strip() for line in source.splitlines() if line.startswith("#")]
+    return heads[-1].replace("*", "").replace("`", "").replace("$", "") if heads else None
+
+
+def caption_figures(nb, profile, where):
+    """``nb`` with every figure of a committed notebook shown once and captioned: a notebook executed
+    before figures carried captions shows an image as both an ``execute_result`` and a ``display_data``,
+    and sometimes an ``<Axes ...>`` repr. Each cell keeps one output per distinct image, as a numbered
+    figure (:func:`cepaper.book.pages.figure_html`) captioned with the heading above it, the scale of
+    ``profile`` and the run's folder ``where``; plot reprs are dropped. Figures already captioned count."""
+    import base64
+
+    import nbformat
+
+    heading, number = None, 0
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            heading = _heading(cell.source) or heading
+            continue
+        if cell.cell_type != "code":
+            continue
+        outputs, seen = [], set()
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "cepaper-figure" in data.get("text/html", ""):
+                number += 1
+            elif "image/png" in data:
+                png = data["image/png"]
+                if png in seen:
+                    continue
+                seen.add(png)
+                number += 1
+                text = pages.caption_text(heading or "Figure of this run", number, profile=profile, where=where)
+                html = pages.figure_html(base64.b64decode(png), text)
+                out = nbformat.v4.new_output("display_data", data={"text/html": html, "text/plain": text})
+            elif set(data) == {"text/plain"} and data["text/plain"].startswith(_PLOT_REPRS):
+                continue
+            outputs.append(out)
+        if "outputs" in cell:
+            cell.outputs = outputs
+    return nb
+
+
 def scale_page(section, built_profile, head=None):
     """The page *at scale* of a section: the best committed run at a profile other than
     ``built_profile`` with a banner saying which run it is (and whether it is older than ``head``,
@@ -138,6 +187,7 @@ def scale_page(section, built_profile, head=None):
         f"`results/{profile}/{section}/` and shown here without re-executing.{old} "
         f"[The quick run of this section]({stem}.ipynb)."
     )
+    nb = caption_figures(nb, profile, f"results/{profile}/{section}/")
     return _with_banner(nb, banner, f"at scale ({profile})"), rec
 
 
