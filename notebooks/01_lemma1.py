@@ -245,7 +245,12 @@ pages.figure(
     "averaged over γ, log–log, with the fitted slope and its jackknife interval; Eq. 11 predicts slope −1",
     run=run,
 )
-display(pages.show(pd.read_csv(run.dir / "variance.csv"), 4))
+display(
+    pages.show(
+        pd.read_csv(run.dir / "variance.csv"),
+        headers={"slope": "slope of log Var(K_e) in log m", "se": "jackknife SE", "blocks": "jackknife blocks"},
+    )
+)
 
 # %% [markdown]
 # ## Does the NMK depend on the width?
@@ -267,7 +272,7 @@ pages.figure(
     f"NMK_n − K∞ = c/n (±2 SE) over n = {', '.join(map(str, sorted(widths + [n])))}",
     run=run,
 )
-display(pages.show(pd.read_csv(run.dir / "nmk.csv"), 4))
+display(pages.show(pd.read_csv(run.dir / "nmk.csv"), headers={"n": "width n", "draws": "member draws"}))
 c_off, c_off_se = np.array(saved["c"])[G:], np.array(saved["c_se"])[G:]
 k = np.abs(c_off).argmax()
 display(

@@ -261,9 +261,16 @@ printed = pd.DataFrame(section.printed_rows())
 run.save("derived_models", {"rows": derived.to_dict("records")}, table=derived)
 run.save("printed_numbers", {"rows": printed.to_dict("records")}, table=printed)
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "full-width"]
 derived = pd.DataFrame(run.load("derived_models")["rows"])
-pages.show(derived)
+problem = ["table", "arch", "baseline", "objective", "budget", "role", "paper model", "ours"]
+display(pages.show(derived[problem + ["match", "n", "m", "m (network, continuous)", "m (block curve)"]]))
+display(Markdown("Their sizes, beside the printed ones:"))
+display(
+    pages.show(
+        derived[["table", "paper model", "ours"] + list(derived.columns[derived.columns.get_loc("params (M)") :])]
+    )
+)
 
 # %% [markdown]
 # Two of the paper's models are not what this rule gives:
@@ -292,7 +299,7 @@ assert ensembles.design("resnext38", "1x96d", alpha=alpha_block, rounding="floor
 # 256/512/1024, bottleneck width $C \cdot d \cdot \text{out}/256$, projection shortcuts, no conv
 # biases); ResNeXt-38 adds a fourth stage of 2048; ImageNet models are torchvision's.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "full-width"]
 printed = pd.DataFrame(run.load("printed_numbers")["rows"])
 pages.show(printed)
 

@@ -169,7 +169,7 @@ configs = section.models(primal_ns, dual_ns, n_tilde, alpha_used, mlp)
 run.save(
     "models", {"rows": configs.to_dict("records"), "alpha": alpha_used, "alpha_source": alpha_source}, table=configs
 )
-pages.show(configs[["curve", "n", "m", "m_exact", "params", "params_ratio", "var", "var_ratio"]], 4)
+pages.show(configs[["curve", "n", "m", "m_exact", "params", "params_ratio", "var", "var_ratio"]])
 
 # %% [markdown]
 # ## Training
@@ -239,7 +239,9 @@ pages.figure(
     run=run,
 )
 # %% tags=["hide-input"]
-pages.show(table[["curve", "n", "m", "params_ratio", "var_ratio", "error", "sem", "reps"]], 4)
+pages.show(
+    table[["curve", "n", "m", "params_ratio", "var_ratio", "error", "sem", "reps"]], headers={"error": "test error"}
+)
 
 # %% [markdown]
 # ## How closely does the error track the variance?
@@ -270,7 +272,12 @@ changes = pd.DataFrame(run.load("dual_changes")["rows"])
 display(
     pages.show(corr[["curve", "against", "measure", "value", "lo", "hi", "p_value", "p_exact", "models", "reps"]], 3)
 )
-display(pages.show(changes[["n", "m", "params_ratio", "var_ratio", "error", "change", "change_se", "lo", "hi"]], 4))
+display(
+    pages.show(
+        changes[["n", "m", "params_ratio", "var_ratio", "error", "change", "change_se", "lo", "hi"]],
+        headers={"error": "test error", "change": "change of the test error"},
+    )
+)
 sp = corr.set_index(["curve", "measure"])
 worse = changes[changes.lo > 0]
 better = changes[changes.hi < 0]

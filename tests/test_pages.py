@@ -10,9 +10,34 @@ from cepaper.book import pages
 
 def test_cells_read_as_on_a_page():
     assert [pages.cell(v) for v in (None, float("nan"), np.nan, np.float64("nan"))] == ["—"] * 4
-    assert pages.cell(3) == "3" and pages.cell(np.int64(16074)) == "16074" and pages.cell(True) == "True"
+    assert pages.cell(3) == "3" and pages.cell(np.int64(16074)) == "16074" and pages.cell(True) == "✓"
     assert pages.cell(83.984375, 2) == "83.98" and pages.cell(4.20, 3) == "4.2" and pages.cell(1.0) == "1"
     assert pages.cell(-0.00001, 3) == "0" and pages.cell(float("inf")) == "∞" and pages.cell("not run") == "not run"
+
+
+def test_reals_read_to_three_significant_figures_and_booleans_as_marks():
+    assert [pages.cell(v) for v in (0.123456, 12.3456, 4503.9, 25028904.0, 0.000012345, 99.96)] == [
+        "0.123",
+        "12.3",
+        "4504",
+        "25028904",
+        "1.23e-05",
+        "100",
+    ]
+    assert [pages.cell(v) for v in (False, np.True_, np.False_)] == ["✗", "✓", "✗"]
+    assert pages.cell(0.123456, 4) == "0.1235", "an explicit number of decimals still wins"
+
+
+def test_headers_read_in_words():
+    df = pd.DataFrame({"config_paper_alpha": ["37x10d"], "wall_s": [4503.9], "ok": [True]})
+    html = pages.show(df, headers={"wall_s": "time (s)"}).to_html()
+    assert ">time (s)<" in html and ">config_paper_alpha<" not in html and ">wall_s<" not in html
+    assert ">4504<" in html and ">✓<" in html and ">True<" not in html
+
+
+def test_long_names_can_wrap_in_a_cell():
+    html = pages.show([{"factory": "cepaper.sections.design:mixer_channel_block", "x": "a<b"}]).to_html()
+    assert "design:<wbr>mixer_<wbr>channel_<wbr>block" in html and "a&lt;b" in html
 
 
 def test_show_hides_the_index_and_undefined_values():

@@ -8,31 +8,121 @@ from numbers import Integral, Real
 DASH = "—"
 
 
-def cell(value, digits=4):
-    """One cell as text: ``DASH`` for ``None``/NaN, integers as they are, other reals with at most
-    ``digits`` decimals (trailing zeros dropped), anything else ``str``."""
+def cell(value, digits=None):
+    """One cell as text: ``DASH`` for ``None``/NaN, ✓/✗ for booleans, integers as they are, other reals
+    to ``digits`` decimals or, by default (``None``), to 3 significant figures but never fewer than the
+    integer digits (trailing zeros dropped; below 1e-4 in scientific notation), anything else ``str``."""
     if value is None or (isinstance(value, Real) and not isinstance(value, Integral) and math.isnan(value)):
         return DASH
-    if isinstance(value, bool) or isinstance(value, Integral):
+    if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):
+        return "✓" if value else "✗"
+    if isinstance(value, Integral):
         return str(value)
     if isinstance(value, Real):
         if math.isinf(value):
             return "∞" if value > 0 else "−∞"
-        text = f"{value:.{digits}f}".rstrip("0").rstrip(".")
+        if digits is None:
+            if value != 0 and abs(value) < 1e-4:
+                return f"{value:.2e}"
+            digits = max(0, 2 - math.floor(math.log10(abs(value)))) if value else 0
+        text = f"{value:.{digits}f}"
+        text = text.rstrip("0").rstrip(".") if "." in text else text
         return "0" if text in ("-0", "") else text
     return str(value)
 
 
-def show(df, digits=4):
+def duration(seconds):
+    """Seconds as a person reads a duration: ``4.5 s``, ``26.3 min``, ``1.25 h`` (``DASH`` when unknown)."""
+    if seconds is None or seconds != seconds:
+        return DASH
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def breakable(text, longest=20):
+    """``text`` as HTML (escaped) with a line-break opportunity (``<wbr>``) after each ``.``, ``:``,
+    ``/`` and ``_`` of its words longer than ``longest`` characters, so that a long name
+    (``cepaper.sections.design:mixer_channel_block``) wraps in a table cell instead of widening the table."""
+    import html
+    import re
+
+    words = re.split(r"(\s+)", str(text))
+    return "".join(
+        re.sub(r"([.:/_])", r"\1<wbr>", html.escape(w)) if len(w) > longest else html.escape(w) for w in words
+    )
+
+
+def show(df, digits=None, headers=None):
     """A ``pandas`` Styler of ``df`` (a DataFrame, or rows as dicts) for a page: index hidden, every
-    cell :func:`cell` (``digits``: an int for all columns, or a dict column -> int with 4 for the others)."""
+    cell :func:`cell` (``digits``: ``None`` for 3 significant figures, an int of decimals for all
+    columns, or a dict column -> either, the others ``None``), and column headers in words: ``headers``
+    (a dict code name -> header) first, then :data:`HEADERS`; other names stay as they are."""
     import pandas as pd
 
     df = pd.DataFrame(df).reset_index(drop=True)
     per = digits if isinstance(digits, dict) else {}
-    default = 4 if isinstance(digits, dict) else digits
+    default = None if isinstance(digits, dict) else digits
     fmt = {c: per.get(c, default) for c in df.columns}
-    return df.style.hide(axis="index").format({c: (lambda v, d=fmt[c]: cell(v, d)) for c in df.columns})
+    names = {**HEADERS, **(headers or {})}
+    styler = df.style.hide(axis="index").format({c: (lambda v, d=fmt[c]: breakable(cell(v, d))) for c in df.columns})
+    return styler.relabel_index([names.get(c, c) if isinstance(c, str) else c for c in df.columns], axis="columns")
+
+
+#: Headers in words for the code names that the book's tables share (a notebook passes its own to :func:`show`).
+HEADERS = {
+    # intervals and tests
+    "lo": "lower end",
+    "hi": "upper end",
+    "se": "SE",
+    "sem": "SE",
+    "p_value": "p-value",
+    "p_exact": "p-value exact",
+    "reps": "repetitions",
+    "n_boot": "bootstrap resamples",
+    "wall_s": "time (s)",
+    "seconds": "time (s)",
+    # the NMK against K_inf (lemma1)
+    "max_z_diag": "largest |z| on the diagonal (SE)",
+    "max_z_off": "largest |z| off the diagonal (SE)",
+    "max_dev_off": "largest deviation off the diagonal (× K∞(x, x))",
+    "se_off": "its largest SE (× K∞(x, x))",
+    # alpha and the optima it gives
+    "alpha_large": "α, wider widths",
+    "lo_large": "lower end, wider widths",
+    "hi_large": "upper end, wider widths",
+    "paper_config": "paper's optimum",
+    "config_lo": "optimum at the lower end of α",
+    "config_hi": "optimum at the upper end of α",
+    "config_paper_alpha": "optimum at the paper's α",
+    "alpha_min": "same optimum from α",
+    "alpha_max": "to α",
+    "n_in": "input channels",
+    "trials": "draws per width",
+    "arch": "architecture",
+    # training runs
+    "m_exact": "m (continuous)",
+    "params_ratio": "parameters / baseline's",
+    "var_ratio": "Var(K_e) / baseline's",
+    "var": "Var(K_e)",
+    "n_tilde": "baseline width ñ",
+    "train_images": "training images",
+    "test_images": "test images",
+    "lr": "step size",
+    "change_se": "SE of the change",
+    "images_per_s": "images per second",
+    "gflops": "GFLOPs",
+    "top1": "top-1 error (%)",
+    "top1_sem": "SE of top-1 (points)",
+    "top5": "top-5 error (%)",
+    # fits of Theorem 1's exponent
+    "all": "all runs (in mn)",
+    "single": "single models (in n)",
+    "ensemble_b": "ensembles m = n = d (in mn)",
+    "width_c": "constant width n_c (in m)",
+}
 
 
 #: How a caption names the scale of each profile's run.
