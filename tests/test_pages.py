@@ -141,3 +141,15 @@ def test_a_committed_notebook_shows_each_figure_once_with_a_caption():
     html = out[0].data["text/html"]
     assert 'alt="Figure 1. Fig. 8: the bottleneck block. At the paper' in html
     assert "from the run in results/paper/alpha/." in html and html.count("<img ") == 1
+
+
+def test_durations_read_in_their_unit_on_the_runs_page():
+    from cepaper.book import render
+
+    assert [pages.duration(s) for s in (4.47, 1575.9, 4503.9, None)] == ["4.5 s", "26.3 min", "1.25 h", "—"]
+    record = dict(
+        section="mnist", notebook="notebooks/05_mnist.py", profile="cpu-evidence", device="cpu", wall_s=4503.9
+    )
+    record.update(date="2026-12-01", git_commit="b0bee1d6c4d3aa", params={})
+    page = render.runs_page([record])
+    assert "| 1.25 h | 2026-12-01 |" in page and "Total execution time: 1.25 h." in page and "4503.9" not in page

@@ -20,12 +20,12 @@ def runs_page(records, scale_records=()):
     """Markdown of the page that lists, per notebook, profile, device and execution time: the runs
     of the section pages, then the committed runs at scale (``scale_records``)."""
     head = [
-        "| section | notebook | profile | device | execution time (s) | executed (UTC) | commit |",
+        "| section | notebook | profile | device | execution time | executed (UTC) | commit |",
         "|---|---|---|---|---:|---|---|",
     ]
     row = lambda r: (
-        f"| {r['section']} | `{r['notebook']}` | `{r['profile']}` | {r['device']} | "
-        f"{r['wall_s']:.1f} | {r['date']} | `{(r['git_commit'] or 'unknown')[:12]}` |"
+        f"| {r['section']} | `{r['notebook']}` | `{r['profile']}` | {r['device']} | {pages.duration(r['wall_s'])} | "
+        f"{r['date'][:16].replace('T', ' ')} | `{(r['git_commit'] or 'unknown')[:12]}` |"
     )
     lines = [
         "# Runs behind this book",
@@ -37,14 +37,15 @@ def runs_page(records, scale_records=()):
         *map(row, records),
     ]
     total = sum(r["wall_s"] for r in records)
-    lines += ["", f"Total execution time: {total:.1f} s.", ""]
+    lines += ["", f"Total execution time: {pages.duration(total)}.", ""]
     if scale_records:
         lines += [
             "## Committed runs at scale",
             "",
             "The pages *at scale* show these runs, committed under `results/<profile>/<section>/` "
-            "and rendered without re-executing. The execution time is the run's whole wall time "
-            "on its machine (a resumed run: its last session).",
+            "and rendered without re-executing. The execution time is the wall time of the run's last "
+            "execution on its machine: a run that resumed from checkpoints of earlier executions (a training "
+            "grid) counts only its last session, and its page says how long the work it resumed took.",
             "",
             *head,
             *map(row, scale_records),
