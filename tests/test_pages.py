@@ -152,4 +152,25 @@ def test_durations_read_in_their_unit_on_the_runs_page():
     )
     record.update(date="2026-12-01", git_commit="b0bee1d6c4d3aa", params={})
     page = render.runs_page([record])
-    assert "| 1.25 h | 2026-12-01 |" in page and "Total execution time: 1.25 h." in page and "4503.9" not in page
+    assert (
+        "| `05_mnist.py` |" in page
+        and "| 1.25\xa0h | 2026-12-01 |" in page
+        and "Total execution time: 1.25 h." in page
+        and "4503.9" not in page
+    )
+
+
+def test_committed_tables_read_as_tables_do_now():
+    import nbformat
+
+    from cepaper.book import render
+
+    old = (
+        '<table><thead><tr><th class="col_heading level0 col0" >config_paper_alpha</th><th class="x" >match</th>'
+        '</tr></thead><tbody><tr><td class="data" >cepaper.sections.design:mixer_channel_block</td>'
+        '<td class="data" >True</td></tr></tbody></table>'
+    )
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("t", outputs=[nbformat.v4.new_output("display_data", {"text/html": old})])]
+    html = render.readable_tables(nb).cells[0].outputs[0].data["text/html"]
+    assert ">optimum at the paper's α</th>" in html and ">✓</td>" in html and "design:<wbr>mixer_<wbr>channel" in html

@@ -20,12 +20,13 @@ def runs_page(records, scale_records=()):
     """Markdown of the page that lists, per notebook, profile, device and execution time: the runs
     of the section pages, then the committed runs at scale (``scale_records``)."""
     head = [
-        "| section | notebook | profile | device | execution time | executed (UTC) | commit |",
+        "| section | notebook (`notebooks/`) | profile | device | execution time | executed (UTC) | commit |",
         "|---|---|---|---|---:|---|---|",
     ]
     row = lambda r: (
-        f"| {r['section']} | `{r['notebook']}` | `{r['profile']}` | {r['device']} | {pages.duration(r['wall_s'])} | "
-        f"{r['date'][:16].replace('T', ' ')} | `{(r['git_commit'] or 'unknown')[:12]}` |"
+        f"| {r['section']} | `{Path(r['notebook']).name}` | `{r['profile']}` | {r['device']} | "
+        f"{pages.duration(r['wall_s']).replace(' ', chr(0xA0))} | {r['date'][:16].replace('T', ' ')} | "
+        f"`{(r['git_commit'] or 'unknown')[:12]}` |"
     )
     lines = [
         "# Runs behind this book",
@@ -150,6 +151,35 @@ def caption_figures(nb, profile, where):
     return nb
 
 
+def _readable_cell(text):
+    """A committed table cell's text as :func:`cepaper.book.pages.show` writes it now."""
+    import re
+
+    if text in ("True", "False"):
+        return "✓" if text == "True" else "✗"
+    return re.sub(r"(?<=[.:/_])(?=\w)", "<wbr>", text) if len(text) > 20 and " " not in text else text
+
+
+def readable_tables(nb):
+    """``nb`` with the tables of a committed notebook read as :func:`cepaper.book.pages.show` writes them
+    now: code names in headers in words (:data:`cepaper.book.pages.HEADERS`), ✓/✗ for True/False, and
+    break opportunities in long names, for notebooks executed before it did."""
+    import re
+
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            html = out.get("data", {}).get("text/html")
+            if html and "<table" in html:
+                html = "".join(html) if isinstance(html, list) else html
+                html = re.sub(
+                    r"(<th [^>]*>)([^<]*)</th>", lambda m: m[1] + pages.HEADERS.get(m[2], m[2]) + "</th>", html
+                )
+                out["data"]["text/html"] = re.sub(
+                    r"(<td [^>]*>)([^<]*)</td>", lambda m: m[1] + _readable_cell(m[2]) + "</td>", html
+                )
+    return nb
+
+
 def scale_page(section, built_profile, head=None):
     """The page *at scale* of a section: the best committed run at a profile other than
     ``built_profile`` with a banner saying which run it is (and whether it is older than ``head``,
@@ -188,7 +218,7 @@ def scale_page(section, built_profile, head=None):
         f"`results/{profile}/{section}/` and shown here without re-executing.{old} "
         f"[The quick run of this section]({stem}.ipynb)."
     )
-    nb = caption_figures(nb, profile, f"results/{profile}/{section}/")
+    nb = readable_tables(caption_figures(nb, profile, f"results/{profile}/{section}/"))
     return _with_banner(nb, banner, f"at scale ({profile})"), rec
 
 
