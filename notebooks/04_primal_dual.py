@@ -268,7 +268,8 @@ display(pages.show(derived[problem + ["match", "n", "m", "m (network, continuous
 display(Markdown("Their sizes, beside the printed ones:"))
 display(
     pages.show(
-        derived[["table", "paper model", "ours"] + list(derived.columns[derived.columns.get_loc("params (M)") :])]
+        derived[["table", "paper model", "ours"] + list(derived.columns[derived.columns.get_loc("params (M)") :])],
+        {"params (M)": 3, "GFLOPs (2macs+acts+adds)": 3},
     )
 )
 
@@ -301,7 +302,7 @@ assert ensembles.design("resnext38", "1x96d", alpha=alpha_block, rounding="floor
 
 # %% tags=["hide-input", "full-width"]
 printed = pd.DataFrame(run.load("printed_numbers")["rows"])
-pages.show(printed)
+pages.show(printed, {"params (M)": 4, "GFLOPs (2macs+acts+adds)": 3})  # exact counts, to compare with the printed
 
 # %% tags=["hide-input"]
 assert printed["params match"].all(), "every printed Params entry of Tables 1-5"
