@@ -43,16 +43,14 @@ def duration(seconds):
 
 
 def breakable(text, longest=20):
-    """``text`` as HTML (escaped) with a line-break opportunity (``<wbr>``) after each ``.``, ``:``,
-    ``/`` and ``_`` of its words longer than ``longest`` characters, so that a long name
-    (``cepaper.sections.design:mixer_channel_block``) wraps in a table cell instead of widening the table."""
-    import html
+    """``text`` with a line-break opportunity (``<wbr>``) after each ``.``, ``:``, ``/`` and ``_`` of its
+    words longer than ``longest`` characters, so that a long name (``cepaper.sections.design:mixer_channel_block``)
+    wraps in a table cell instead of widening the table. Cells are HTML (a cell may hold a link): words with
+    markup are left as they are."""
     import re
 
     words = re.split(r"(\s+)", str(text))
-    return "".join(
-        re.sub(r"([.:/_])", r"\1<wbr>", html.escape(w)) if len(w) > longest else html.escape(w) for w in words
-    )
+    return "".join(re.sub(r"([.:/_])", r"\1<wbr>", w) if len(w) > longest and "<" not in w else w for w in words)
 
 
 def show(df, digits=None, headers=None):
