@@ -99,6 +99,12 @@ display(Markdown(" · ".join(f"**{v}**: {n}" for v, n in counts.items()) + f" (o
 fig = section.plot(saved["rows"])
 if fig is None:
     display(Markdown("No committed run has an interval yet: every such claim reads “not run” below."))
+else:
+    pages.figure(
+        fig,
+        "Every claim with a printed number, our estimate over the paper's value with its 95% interval, from the "
+        "best committed run of each claim (its scale is in the tables below); green reproduced, red differs",
+    )
 
 # %% [markdown]
 # ## The method, the theory and the design

@@ -208,7 +208,13 @@ run.save(
 # A single member ($m = 1$) is a rough random function of $\gamma$; its fluctuations average out as $m$ grows.
 
 # %% tags=["remove-input"]
-section.lemma1_surface(run.load("ensemble"))
+pages.figure(
+    section.lemma1_surface(run.load("ensemble")),
+    f"The ensemble NTK K_e of the first m members (L = {depth}, n = {n}, m = 1..{m_max}) against the angle γ "
+    "and log₂ m; left the diagonal K[x_γ, x_γ], right the off-diagonal K[x_0, x_γ]; black: the analytic K∞",
+    paper="2(a)",
+    run=run,
+)
 # %% [markdown]
 # ## (b) The NMK against the infinite-width kernel
 #
@@ -217,7 +223,13 @@ section.lemma1_surface(run.load("ensemble"))
 # spread of a single member, which the ensemble divides by $\sqrt m$.
 
 # %% tags=["remove-input"]
-section.lemma1_nmk(run.load("nmk"))
+pages.figure(
+    section.lemma1_nmk(run.load("nmk")),
+    f"The NMK (Monte Carlo mean over member draws, ±2 SE) at n = {n} and at n = {max(widths)} against the "
+    f"analytic infinite-width K∞ (black), L = {depth}; band: ±1 standard deviation of a single member at n = {n}",
+    paper="2(b)",
+    run=run,
+)
 # %% [markdown]
 # ## Var(Kₑ) against *m*
 #
@@ -228,8 +240,18 @@ section.lemma1_nmk(run.load("nmk"))
 # distribution on synthetic draws):
 
 # %% tags=["remove-input"]
-section.lemma1_variance(run.load("variance"))
-display(pages.show(pd.read_csv(run.dir / "variance.csv"), 4))
+pages.figure(
+    section.lemma1_variance(run.load("variance")),
+    f"Var(K_e) over disjoint ensembles of m = {min(ms)}..{max(ms)} members ({draws} draws at n = {n}), "
+    "averaged over γ, log–log, with the fitted slope and its jackknife interval; Eq. 11 predicts slope −1",
+    run=run,
+)
+display(
+    pages.show(
+        pd.read_csv(run.dir / "variance.csv"),
+        headers={"slope": "slope of log Var(K_e) in log m", "se": "jackknife SE", "blocks": "jackknife blocks"},
+    )
+)
 
 # %% [markdown]
 # ## Does the NMK depend on the width?
@@ -244,8 +266,14 @@ display(pages.show(pd.read_csv(run.dir / "variance.csv"), 4))
 
 # %% tags=["remove-input"]
 saved = run.load("nmk")
-section.lemma1_width(saved)
-display(pages.show(pd.read_csv(run.dir / "nmk.csv"), 4))
+pages.figure(
+    section.lemma1_width(saved),
+    "How the NMK depends on the width n: left, the RMS over γ of (NMK_n − K∞)/K∞(x, x) against n, beside its "
+    "Monte Carlo standard error (dashed) and the fit c/n (dotted); right, the coefficient c(γ) of the fit "
+    f"NMK_n − K∞ = c/n (±2 SE) over n = {', '.join(map(str, sorted(widths + [n])))}",
+    run=run,
+)
+display(pages.show(pd.read_csv(run.dir / "nmk.csv"), headers={"n": "width n", "draws": "member draws"}))
 c_off, c_off_se = np.array(saved["c"])[G:], np.array(saved["c_se"])[G:]
 k = np.abs(c_off).argmax()
 display(

@@ -153,12 +153,23 @@ display(
 
 # %% tags=["hide-input"]
 fig9 = run.load("fig9")
-section.plot_fig9(pd.DataFrame(fig9["offdiag"]), ylabel=r"$|K_T(x_a,x_b) - K_0(x_a,x_b)|$")
+pages.figure(
+    section.plot_fig9(pd.DataFrame(fig9["offdiag"]), ylabel=r"$|K_T(x_a,x_b) - K_0(x_a,x_b)|$"),
+    f"|K_T − K_0| of one off-diagonal NTK entry after T = {epochs} epochs of gradient descent (mean over "
+    f"{n_seeds} seeds ± SE, L = {depth}, {n_train} MNIST images): (a) single models, (b) m = n = d against n = d², "
+    f"(c) width {n_c} with m matched to the single model's parameters",
+    paper="9",
+    run=run,
+)
 # %% [markdown]
 # The same for the mean over all off-diagonal probe entries:
 
 # %%
-section.plot_fig9(pd.DataFrame(fig9["offdiag_mean"]), ylabel=r"mean $|K_T - K_0|$ off-diagonal")
+pages.figure(
+    section.plot_fig9(pd.DataFrame(fig9["offdiag_mean"]), ylabel=r"mean $|K_T - K_0|$ off-diagonal"),
+    f"As Figure 1, for the mean of |K_T − K_0| over all off-diagonal entries of the {n_probe} probe inputs",
+    run=run,
+)
 # %% [markdown]
 # ## The exponent of *mn*
 # Least-squares slopes of $\log|K_T - K_0|$ (and of the relative change $|K_T - K_0|/|K_0|$) on
@@ -169,7 +180,12 @@ section.plot_fig9(pd.DataFrame(fig9["offdiag_mean"]), ylabel=r"mean $|K_T - K_0|
 # %% tags=["hide-input"]
 fits = pd.DataFrame(run.load("slopes"))
 change = pd.DataFrame(run.load("runs")["change"])
-section.plot_slopes(change, fits, ("offdiag", "offdiag_mean"), exponent=paper.THEOREM1_EXPONENT_MN)
+pages.figure(
+    section.plot_slopes(change, fits, ("offdiag", "offdiag_mean"), exponent=paper.THEOREM1_EXPONENT_MN),
+    "|K_T − K_0| of every run (every seed) against mn, log–log, for one off-diagonal entry (left) and the mean "
+    "over the off-diagonal probe entries (right), with the fitted line and its 95% interval and Theorem 1's slope −1",
+    run=run,
+)
 # %%
 display(
     Markdown(
@@ -198,7 +214,13 @@ display(
 
 # %% tags=["hide-input"]
 traj = run.load("trajectories")
-section.plot_trajectories(pd.DataFrame(traj["traj"]), pd.DataFrame(traj["configs"]), "offdiag_mean")
+pages.figure(
+    section.plot_trajectories(pd.DataFrame(traj["traj"]), pd.DataFrame(traj["configs"]), "offdiag_mean"),
+    f"|K_t − K_0| (mean over off-diagonal probe entries and seeds) along {epochs} epochs for the equal-mn pairs of "
+    "panel (b): single models n = d² (solid) and ensembles m = n = d (dashed), one colour per d",
+    run=run,
+    legend="outside",
+)
 # %% [markdown]
 # ## What must hold
 # Every run learned (the loss went down) and its kernel moved. Pooled over the grid, the change

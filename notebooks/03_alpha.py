@@ -215,8 +215,19 @@ run.save("design_intervals", {"rows": intervals}, table=pd.DataFrame(intervals))
 
 # %% tags=["remove-input"]
 res = run.load("fit_bottleneck")
-section.plot_fig8(res, "diag", label="bottleneck", paper_alpha=paper.ALPHA_BOTTLENECK)
-section.plot_fig8(res, "offdiag", label="bottleneck", paper_alpha=paper.ALPHA_BOTTLENECK)
+pages.figure(
+    section.plot_fig8(res, "diag", label="bottleneck, diagonal K(x1, x1)", paper_alpha=paper.ALPHA_BOTTLENECK),
+    f"Algorithm 1 on the bottleneck block, diagonal entry K(x1, x1): E[K²]/E[K]² over T = {trials} draws per width "
+    f"(95% bootstrap intervals) at {num_widths} widths n = 1..{width_max}, our fit and the paper's α = 1.60; "
+    "left against s(n), right against n",
+    paper="8",
+    run=run,
+)
+pages.figure(
+    section.plot_fig8(res, "offdiag", label="bottleneck, off-diagonal K(x1, x2)", paper_alpha=paper.ALPHA_BOTTLENECK),
+    "As the previous figure, for the off-diagonal entry K(x1, x2) (inputs of correlation 0.5)",
+    run=run,
+)
 rows = [
     {
         "entry": e,
@@ -282,10 +293,15 @@ display(
         3,
     )
 )
-section.plot_fit_options(
-    run.load("fit_options")["rows"],
-    paper_alpha=paper.ALPHA_BOTTLENECK,
-    title="bottleneck: alpha by fit choice (diagonal entry)",
+pages.figure(
+    section.plot_fit_options(
+        run.load("fit_options")["rows"],
+        paper_alpha=paper.ALPHA_BOTTLENECK,
+        title="bottleneck: alpha by fit choice (diagonal entry)",
+    ),
+    "α of the bottleneck block (diagonal entry) fitted to the same draws in other ways, with 95% bootstrap "
+    "intervals; dashed: the paper's 1.60",
+    run=run,
 )
 # %% [markdown]
 # **Why the widths decide α.** The local slope of $\log r$ in $s(n)$ over the widths $n..2n$ rises from
@@ -323,11 +339,21 @@ pages.show(section.reading_table(res, section.design_window(run.load("design")["
 
 # %% tags=["remove-input"]
 res_mlp = run.load("fit_mlp")
-section.plot_fig8(res_mlp, "diag", label=f"MLP, L = {mlp_depth}", paper_alpha=search.ALPHA_FIG3)
-section.plot_fit_options(
-    run.load("fit_options_mlp")["rows"],
-    paper_alpha=search.ALPHA_FIG3,
-    title=f"MLP (L = {mlp_depth}): alpha by fit choice (diagonal entry)",
+pages.figure(
+    section.plot_fig8(res_mlp, "diag", label=f"MLP, L = {mlp_depth}", paper_alpha=search.ALPHA_FIG3),
+    f"Algorithm 1 on the fully connected net (L = {mlp_depth} weight layers, diagonal entry): E[K²]/E[K]² over "
+    f"T = {mlp_trials} draws per width at {mlp_num_widths} widths n = 1..{mlp_width_max}, our fit, and dashed "
+    "the α that reproduces Fig. 3's optimum",
+    run=run,
+)
+pages.figure(
+    section.plot_fit_options(
+        run.load("fit_options_mlp")["rows"],
+        paper_alpha=search.ALPHA_FIG3,
+        title=f"MLP (L = {mlp_depth}): alpha by fit choice (diagonal entry)",
+    ),
+    "α of the fully connected net fitted in other ways, with 95% bootstrap intervals; dashed: Fig. 3's α",
+    run=run,
 )
 display(
     pages.show(
@@ -379,8 +405,17 @@ display(
 
 # %% tags=["remove-input"]
 eff = run.load("effects")
-section.plot_effects(eff["rows"], "diag", paper_alpha=paper.ALPHA_BOTTLENECK)
-section.plot_effects(eff["rows"], "diag", paper_alpha=paper.ALPHA_BOTTLENECK, large=True)
+pages.figure(
+    section.plot_effects(eff["rows"], "diag", paper_alpha=paper.ALPHA_BOTTLENECK),
+    f"α of the bottleneck block for each scalar function (diagonal entry), fitted over all widths "
+    f"n = {', '.join(map(str, effect_widths))} ({effect_trials} draws each), with 95% bootstrap intervals",
+    run=run,
+)
+pages.figure(
+    section.plot_effects(eff["rows"], "diag", paper_alpha=paper.ALPHA_BOTTLENECK, large=True),
+    "As the previous figure, fitted on the wider half of the widths only",
+    run=run,
+)
 cols = ["label", "entry", "alpha", "lo", "hi", "alpha_large", "lo_large", "hi_large", "seconds"]
 display(pages.show(pd.DataFrame(eff["rows"])[cols], 3))
 
@@ -412,8 +447,14 @@ display(
         3,
     )
 )
-section.plot_design_intervals(
-    run.load("design_intervals")["rows"], des["alpha"], des["alpha_ci"], paper_alpha=paper.ALPHA_BOTTLENECK
+pages.figure(
+    section.plot_design_intervals(
+        run.load("design_intervals")["rows"], des["alpha"], des["alpha_ci"], paper_alpha=paper.ALPHA_BOTTLENECK
+    ),
+    "For each design problem of the paper, the optimal module over α (green: the paper's printed optimum); "
+    "red: our fitted α and its 95% interval, dashed: the paper's 1.60",
+    run=run,
+    legend="outside",
 )
 same = [r for r in des["rows"] if r["config"] == r["paper_config"]]
 display(

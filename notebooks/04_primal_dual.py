@@ -110,12 +110,19 @@ display(
 pages.show(section.fig3_table(fig3))
 
 # %%
-fig = section.plot_curves(
-    fig3["curve"],
-    fig3["primal"],
-    fig3["dual"],
-    paper_n=paper.FIG3["n_primal"],
-    title=f"Fig. 3: fully connected baseline L = 6, ñ = 500, n0 = 748 (α = {fig3['alpha']:.3f})",
+pages.figure(
+    section.plot_curves(
+        fig3["curve"],
+        fig3["primal"],
+        fig3["dual"],
+        paper_n=paper.FIG3["n_primal"],
+        title=f"Fig. 3: fully connected baseline L = 6, ñ = 500, n0 = 748 (α = {fig3['alpha']:.3f})",
+    ),
+    f"The primal curve (Var(K_e) at the baseline's parameters, left) and the dual curve (efficiency ρ at the "
+    f"baseline's Var(K), right) of the fully connected baseline L = 6, ñ = 500, at α = {fig3['alpha']:.3f}; "
+    "exact computations, no sampling",
+    paper="3",
+    run=run,
 )
 
 # %% tags=["hide-input"]
@@ -175,7 +182,13 @@ pages.show(run.load("flops_conventions")["rows"])
 
 # %% tags=["hide-input"]
 block = run.load("block_curves")
-fig = section.plot_block_curves(block, paper.SEC421["n_primal"], section.paper_width("5"))
+pages.figure(
+    section.plot_block_curves(block, paper.SEC421["n_primal"], section.paper_width("5")),
+    f"The primal (left) and dual (right) curves of the ResNeXt bottleneck block, baseline {block['baseline']}, "
+    f"α = {block['alpha']:.2f}: at a parameter budget (top; the red curves of Figs. 6–7) and at a FLOPs "
+    "budget (bottom; Table 5); exact computations",
+    run=run,
+)
 
 # %% [markdown]
 # The primal curve is the variance of the ensemble at the baseline's budget; the dual curve is
@@ -190,8 +203,11 @@ fig = section.plot_block_curves(block, paper.SEC421["n_primal"], section.paper_w
 
 # %% tags=["hide-input"]
 scan = run.load("block_alpha_scan")
-fig = section.plot_alpha_sensitivity(
-    fig3["scan"], fig3["match"], scan, paper.FIG3["n_primal"], paper.SEC421["n_primal"]
+pages.figure(
+    section.plot_alpha_sensitivity(fig3["scan"], fig3["match"], scan, paper.FIG3["n_primal"], paper.SEC421["n_primal"]),
+    "The optimal width n as a function of α: Fig. 3's fully connected net (left; shaded: the α that reproduce all "
+    "of Fig. 3's numbers) and the bottleneck block at parameter and FLOPs budgets (right)",
+    run=run,
 )
 a, n_params, n_flops = (
     np.asarray(scan["params"]["alpha"]),
@@ -245,9 +261,17 @@ printed = pd.DataFrame(section.printed_rows())
 run.save("derived_models", {"rows": derived.to_dict("records")}, table=derived)
 run.save("printed_numbers", {"rows": printed.to_dict("records")}, table=printed)
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "full-width"]
 derived = pd.DataFrame(run.load("derived_models")["rows"])
-pages.show(derived)
+problem = ["table", "arch", "baseline", "objective", "budget", "role", "paper model", "ours"]
+display(pages.show(derived[problem + ["match", "n", "m", "m (network, continuous)", "m (block curve)"]]))
+display(Markdown("Their sizes, beside the printed ones:"))
+display(
+    pages.show(
+        derived[["table", "paper model", "ours"] + list(derived.columns[derived.columns.get_loc("params (M)") :])],
+        {"params (M)": 3, "GFLOPs (2macs+acts+adds)": 3},
+    )
+)
 
 # %% [markdown]
 # Two of the paper's models are not what this rule gives:
@@ -276,9 +300,9 @@ assert ensembles.design("resnext38", "1x96d", alpha=alpha_block, rounding="floor
 # 256/512/1024, bottleneck width $C \cdot d \cdot \text{out}/256$, projection shortcuts, no conv
 # biases); ResNeXt-38 adds a fourth stage of 2048; ImageNet models are torchvision's.
 
-# %% tags=["hide-input"]
+# %% tags=["hide-input", "full-width"]
 printed = pd.DataFrame(run.load("printed_numbers")["rows"])
-pages.show(printed)
+pages.show(printed, {"params (M)": 4, "GFLOPs (2macs+acts+adds)": 3})  # exact counts, to compare with the printed
 
 # %% tags=["hide-input"]
 assert printed["params match"].all(), "every printed Params entry of Tables 1-5"

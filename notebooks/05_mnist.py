@@ -169,7 +169,7 @@ configs = section.models(primal_ns, dual_ns, n_tilde, alpha_used, mlp)
 run.save(
     "models", {"rows": configs.to_dict("records"), "alpha": alpha_used, "alpha_source": alpha_source}, table=configs
 )
-pages.show(configs[["curve", "n", "m", "m_exact", "params", "params_ratio", "var", "var_ratio"]], 4)
+pages.show(configs[["curve", "n", "m", "m_exact", "params", "params_ratio", "var", "var_ratio"]])
 
 # %% [markdown]
 # ## Training
@@ -230,9 +230,18 @@ display(
 # %% tags=["hide-input"]
 runs = pd.DataFrame(run.load("runs")["rows"])
 table = section.summary(runs)
-section.fig4(table)
+pages.figure(
+    section.fig4(table),
+    f"Test error on MNIST (mean over {reps} repetitions ± SE, blue, labelled with m) against the member width n "
+    f"on the primal (left) and dual (right) curves of the baseline ñ = {n_tilde} (L = {depth}, {n_train} training "
+    "images), with the theoretical Var(K_e) (top, red) and the parameters β_e (bottom, green)",
+    paper="4",
+    run=run,
+)
 # %% tags=["hide-input"]
-pages.show(table[["curve", "n", "m", "params_ratio", "var_ratio", "error", "sem", "reps"]], 4)
+pages.show(
+    table[["curve", "n", "m", "params_ratio", "var_ratio", "error", "sem", "reps"]], headers={"error": "test error"}
+)
 
 # %% [markdown]
 # ## How closely does the error track the variance?
@@ -263,7 +272,12 @@ changes = pd.DataFrame(run.load("dual_changes")["rows"])
 display(
     pages.show(corr[["curve", "against", "measure", "value", "lo", "hi", "p_value", "p_exact", "models", "reps"]], 3)
 )
-display(pages.show(changes[["n", "m", "params_ratio", "var_ratio", "error", "change", "change_se", "lo", "hi"]], 4))
+display(
+    pages.show(
+        changes[["n", "m", "params_ratio", "var_ratio", "error", "change", "change_se", "lo", "hi"]],
+        headers={"error": "test error", "change": "change of the test error"},
+    )
+)
 sp = corr.set_index(["curve", "measure"])
 worse = changes[changes.lo > 0]
 better = changes[changes.hi < 0]
@@ -300,7 +314,12 @@ display(
 # The mean test error after each epoch.
 
 # %% tags=["hide-input"]
-section.fig4_learning(pd.DataFrame(run.load("learning_curves")["rows"]), table)
+pages.figure(
+    section.fig4_learning(pd.DataFrame(run.load("learning_curves")["rows"]), table),
+    f"Test error on MNIST after each epoch (mean over {reps} repetitions) of every model of the primal (left) "
+    "and dual (right) curve, one colour per width n",
+    run=run,
+)
 # %% [markdown]
 # ## Checks
 #

@@ -246,7 +246,14 @@ for table, title in (
 # %%
 curve = section.curves(baselines[0], None if not scaled else stages, alpha_used)
 run.save("curve", curve)
-section.plot_curve_errors(specs, summ_saved, run.load("curve"), datasets)
+pages.figure(
+    section.plot_curve_errors(specs, summ_saved, run.load("curve"), datasets),
+    f"Test error (± SE) of our models on the primal (left) and dual (right) curves of the baseline {baselines[0]}, "
+    f"against the width n, on {', '.join(datasets)}; red: the curve of Algorithm 2. {net}, "
+    f"{'the recipe’s 300' if epochs is None else epochs} epoch(s), {n_runs} run(s) per model",
+    paper="6–7",
+    run=run,
+)
 # %% tags=["remove-input"]
 committed = results.find("cifar", "summary", profiles=("paper",)) if profile != "paper" else None
 if committed is None:

@@ -116,7 +116,12 @@ display(run.header())
 models = section.table_models(tables)
 run.save("models", {"rows": models.to_dict("records")}, table=models)
 display(pages.show(models, 3))
-section.plot_models(pd.DataFrame(run.load("models")["rows"]))
+pages.figure(
+    section.plot_models(pd.DataFrame(run.load("models")["rows"])),
+    f"The models of Tables {', '.join(tables)}: our exact parameter count (bars) beside the printed one (black "
+    "ticks), and GFLOPs at the dataset's resolution (red dots, right axis); exact counts, no training",
+    run=run,
+)
 # %% [markdown]
 # ## The data
 # Which of the three datasets the data root holds (`cepaper.data.load`), or why not; files are named

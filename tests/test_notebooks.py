@@ -93,7 +93,10 @@ def test_executed_notebook_has_figures_and_no_errors(path):
     nb = nbformat.read(path, as_version=4)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert any("image/png" in o.get("data", {}) for o in outputs), "a section shows its figures"
+    figures = [o for o in outputs if "cepaper-figure" in o.get("data", {}).get("text/html", "")]
+    assert figures, "a section shows its figures, captioned (cepaper.book.pages.figure)"
+    bare = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert not bare, f"{len(bare)} figures shown without a caption (or twice): show them with pages.figure"
     texts = [
         o.get("data", {}).get("text/plain", "") + o.get("text", "")
         for o in outputs

@@ -9,8 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from cepaper.book import pages
-from cepaper.book import results
+from cepaper.book import pages, results
 from cepaper.book.pipeline import BUILD, REPO, STORED, SUMMARIES, executed_path, run, run_child
 from cepaper.book.profiles import notebook_path
 from cepaper import files
@@ -22,12 +21,13 @@ def runs_page(records, scale_records=()):
     """Markdown of the page that lists, per notebook, profile, device and execution time: the runs
     of the section pages, then the committed runs at scale (``scale_records``)."""
     head = [
-        "| section | notebook | profile | device | execution time (s) | executed (UTC) | commit |",
+        "| section | notebook (`notebooks/`) | profile | device | execution time | executed (UTC) | commit |",
         "|---|---|---|---|---:|---|---|",
     ]
     row = lambda r: (
-        f"| {r['section']} | `{r['notebook']}` | `{r['profile']}` | {r['device']} | "
-        f"{r['wall_s']:.1f} | {r['date']} | `{(r['git_commit'] or 'unknown')[:12]}` |"
+        f"| {r['section']} | `{Path(r['notebook']).name}` | `{r['profile']}` | {r['device']} | "
+        f"{pages.duration(r['wall_s']).replace(' ', chr(0xA0))} | {r['date'][:16].replace('T', ' ')} | "
+        f"`{(r['git_commit'] or 'unknown')[:12]}` |"
     )
     lines = [
         "# Runs behind this book",
@@ -39,14 +39,15 @@ def runs_page(records, scale_records=()):
         *map(row, records),
     ]
     total = sum(r["wall_s"] for r in records)
-    lines += ["", f"Total execution time: {total:.1f} s.", ""]
+    lines += ["", f"Total execution time: {pages.duration(total)}.", ""]
     if scale_records:
         lines += [
             "## Committed runs at scale",
             "",
             "The pages *at scale* show these runs, committed under `results/<profile>/<section>/` "
-            "and rendered without re-executing. The execution time is the run's whole wall time "
-            "on its machine (a resumed run: its last session).",
+            "and rendered without re-executing. The execution time is the wall time of the run's last "
+            "execution on its machine: a run that resumed from checkpoints of earlier executions (a training "
+            "grid) counts only its last session, and its page says how long the work it resumed took.",
             "",
             "| section | notebook | profile | device | execution time (s) | executed (UTC) | commit | results |",
             "|---|---|---|---|---:|---|---|---|",
@@ -155,6 +156,84 @@ def _with_banner(nb, banner, suffix=None, after=1):
     return nb
 
 
+#: Text outputs that are matplotlib's return values, not something to read.
+_PLOT_REPRS = ("<Axes", "array([<Axes", "<Figure size", "Text(", "[<matplotlib")
+
+
+def _heading(source):
+    """The last heading of a markdown cell, as plain text (no ``#``, emphasis, code marks or ``$``)."""
+    heads = [line.lstrip("#").strip() for line in source.splitlines() if line.startswith("#")]
+    return heads[-1].replace("*", "").replace("`", "").replace("$", "") if heads else None
+
+
+def caption_figures(nb, profile, where):
+    """``nb`` with every figure of a committed notebook shown once and captioned: a notebook executed
+    before figures carried captions shows an image as both an ``execute_result`` and a ``display_data``,
+    and sometimes an ``<Axes ...>`` repr. Each cell keeps one output per distinct image, as a numbered
+    figure (:func:`cepaper.book.pages.figure_html`) captioned with the heading above it, the scale of
+    ``profile`` and the run's folder ``where``; plot reprs are dropped. Figures already captioned count."""
+    import base64
+
+    import nbformat
+
+    heading, number = None, 0
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            heading = _heading(cell.source) or heading
+            continue
+        if cell.cell_type != "code":
+            continue
+        outputs, seen = [], set()
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if "cepaper-figure" in data.get("text/html", ""):
+                number += 1
+            elif "image/png" in data:
+                png = data["image/png"]
+                if png in seen:
+                    continue
+                seen.add(png)
+                number += 1
+                text = pages.caption_text(heading or "Figure of this run", number, profile=profile, where=where)
+                html = pages.figure_html(base64.b64decode(png), text)
+                out = nbformat.v4.new_output("display_data", data={"text/html": html, "text/plain": text})
+            elif set(data) == {"text/plain"} and data["text/plain"].startswith(_PLOT_REPRS):
+                continue
+            outputs.append(out)
+        if "outputs" in cell:
+            cell.outputs = outputs
+    return nb
+
+
+def _readable_cell(text):
+    """A committed table cell's text as :func:`cepaper.book.pages.show` writes it now."""
+    import re
+
+    if text in ("True", "False"):
+        return "✓" if text == "True" else "✗"
+    return re.sub(r"(?<=[.:/_])(?=\w)", "<wbr>", text) if len(text) > 20 and " " not in text else text
+
+
+def readable_tables(nb):
+    """``nb`` with the tables of a committed notebook read as :func:`cepaper.book.pages.show` writes them
+    now: code names in headers in words (:data:`cepaper.book.pages.HEADERS`), ✓/✗ for True/False, and
+    break opportunities in long names, for notebooks executed before it did."""
+    import re
+
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            html = out.get("data", {}).get("text/html")
+            if html and "<table" in html:
+                html = "".join(html) if isinstance(html, list) else html
+                html = re.sub(
+                    r"(<th [^>]*>)([^<]*)</th>", lambda m: m[1] + pages.HEADERS.get(m[2], m[2]) + "</th>", html
+                )
+                out["data"]["text/html"] = re.sub(
+                    r"(<td [^>]*>)([^<]*)</td>", lambda m: m[1] + _readable_cell(m[2]) + "</td>", html
+                )
+    return nb
+
+
 def scale_page(section, built_profile, head=None):
     """The page *at scale* of a section: the best committed run at a profile other than
     ``built_profile`` with a banner saying which run it is (and whether it is older than ``head``,
@@ -202,6 +281,7 @@ def scale_page(section, built_profile, head=None):
         f"`results/{profile}/{section}/` and shown here without re-executing.{old} "
         f"[The quick run of this section]({stem}.ipynb)."
     )
+    nb = readable_tables(caption_figures(nb, profile, f"results/{profile}/{section}/"))
     return _with_banner(nb, banner, f"at scale ({profile})"), rec
 
 
