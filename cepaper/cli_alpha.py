@@ -33,6 +33,40 @@ FIT_KEYS = (
 )
 
 
+def _usable_alpha(r, module, readout=None):
+    """``r`` (a fit) when its alpha is > 0; else a ``ValueError`` saying that nothing was saved and what to try.
+
+    Eq. 9 needs ``alpha > 0`` (Var(K) growing with ``sum_l 1/fan-in_l``): a fit at or below 0 is never stored,
+    so ``design --alpha fit`` cannot pick it up."""
+    alpha = r.get("alpha")
+    if alpha is not None and alpha > 0:
+        return r
+    lo, hi = (float("nan") if v is None else v for v in r["alpha_ci"])
+    zero = [f"{n} ({100 * z:.0f}%)" for n, z in zip(r["widths"], r.get("zero_draws", ())) if z > 0]
+    tries = []
+    if readout is not None and readout != "mean":
+        why = f": K = 0 exactly in a share of the draws at widths {', '.join(zero)}" if zero else ""
+        tries.append(f"--readout mean (a read-out over every output unit, not the {readout} one{why})")
+    tries.append(f"more --trials (now {r['trials']})")
+    tries.append(f"widths over a wider range (--widths, now {min(r['widths'])}..{max(r['widths'])})")
+    a = "undefined" if alpha is None else f"{alpha:.3g}"
+    raise ValueError(
+        f"alpha = {a} [{lo:.3g}, {hi:.3g}] for {module}: Eq. 9 needs alpha > 0 (the NTK's spread growing with "
+        f"sum 1/fan-in), so this fit is not saved and `design --alpha fit` will not use it; try " + "; ".join(tries)
+    )
+
+
+def _stored_alpha(record, what):
+    """The alpha of a stored fit, refusing one <= 0 (written before fit-alpha refused to save them)."""
+    alpha = float(record["data"]["alpha"])
+    if not alpha > 0:
+        raise UsageError(
+            f"--alpha fit: the stored fit {what} has alpha = {alpha:.3g} <= 0, which Eq. 9 cannot use; "
+            "run `cepaper fit-alpha` again (e.g. with --readout mean, more --trials), or pass a number"
+        )
+    return alpha
+
+
 def _fitted_alpha(arch):
     """``--alpha fit``: the alpha that `cepaper fit-alpha` (profile ``cli``), else the paper profile of
     the alpha section, stored for this arch's member; a ``UsageError`` when there is none."""
@@ -42,7 +76,7 @@ def _fitted_alpha(arch):
     for profile in ("cli", "paper"):
         record = results.find("alpha", name, profiles=(profile,))
         if record is not None and record.get("data", {}).get("alpha") is not None:
-            return float(record["data"]["alpha"]), f"fitted: {results.describe(record)}"
+            return _stored_alpha(record, f"alpha/{name}"), f"fitted: {results.describe(record)}"
     raise UsageError(
         f"--alpha fit: no stored fit alpha/{name} under {results.root()}/cli or /paper; "
         "run `cepaper fit-alpha` first, or pass a number"
@@ -75,7 +109,7 @@ def _fitted_module_alpha(spec):
         )
     d = record["data"]
     shape = "x".join(str(s) for s in d.get("input_shape", []))
-    return float(d["alpha"]), (
+    return _stored_alpha(record, f"for --module {spec}"), (
         f"fitted on the member factory(1, n), input {shape}, {d.get('readout')} read-out: {results.describe(record)}"
     )
 
@@ -170,6 +204,7 @@ def add_fit_alpha(sub):
             threads=args.threads,
             **options,
         )
+        _usable_alpha(r, args.module, (args.readout or "center") if args.module == "bottleneck" else None)
         run.save(f"fit_{args.module}", r, table=fit.result_table(r))
         path = run.dir / f"fit_{args.module}.json"
         keys = FIT_KEYS
@@ -230,6 +265,7 @@ def _fit_factory_alpha(args):
         checkpoint=checkpoint,
         name=args.module,
     )
+    _usable_alpha(r, args.module, r["readout"])
     name = _module_fit_name(args.module)  # one record per factory: `design --module ... --alpha fit`
     run.save(name, r)
     path = run.dir / f"{name}.json"

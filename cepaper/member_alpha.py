@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -221,7 +222,11 @@ def fit_member_alpha(
         method: ``"batched"`` (default; falls back to ``"loop"`` for a member ``vmap`` cannot batch) or ``"loop"``.
     Returns:
         :func:`cepaper.fit.sweep_result`'s dict (``alpha``, ``alpha_ci``, ``C``, ``fits``, ...) plus
-        ``readout`` and ``input_shape``.
+        ``readout``, ``input_shape`` and ``zero_draws`` (per width, the fraction of draws whose ``entry`` is
+        exactly 0: the read-out unit is off in those draws).
+    Raises:
+        ValueError: when every draw's NTK at a width is exactly 0 (:func:`check_nonzero_ntk`), naming another
+        read-out.
     """
     _choice("readout", readout, READOUTS)
     _choice("layers", layers, FAN_IN_LAYERS)
@@ -244,18 +249,27 @@ def fit_member_alpha(
     label = f"{name or 'factory'}|readout={readout}|input_shape={list(shape)}|corr={corr}|input_seed={input_seed}"
     settings = {"module": label, "layers": layers, "x": x.double().sum().item(), "sampler": method}
     start = time.perf_counter()
-    samples = sweeps.ntk_sweep(
-        lambda n: member_ntk_sampler(factory, n, x.to(device), v, method),
-        widths,
-        trials,
-        seed,
-        chunks.get,
-        device,
-        checkpoint,
-        settings,
-        progress=progress,
-        threads=threads,
-    )
+    bar = widths
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(widths, desc="alpha sweep", unit="width")
+    samples = {}
+    for n in bar:  # one width at a time: an all-zero NTK stops the sweep at the first width that shows it
+        samples.update(
+            sweeps.ntk_sweep(
+                lambda n: member_ntk_sampler(factory, n, x.to(device), v, method),
+                [n],
+                trials,
+                seed,
+                chunks.get,
+                device,
+                checkpoint,
+                settings,
+                threads=threads,
+            )
+        )
+        check_nonzero_ntk(samples[n], n, readout)
     sweep = {
         "module": name or "factory",
         "options": {"layers": layers},
@@ -268,4 +282,19 @@ def fit_member_alpha(
         "samples": samples,
     }
     res = fit.sweep_result(sweep, entry, intercept, weighted, n_boot=n_boot, level=level)
-    return {**res, "readout": readout, "input_shape": list(shape)}
+    zero = [float(np.mean(fit.entry_values(samples[n], entry) == 0.0)) for n in widths]
+    return {**res, "readout": readout, "input_shape": list(shape), "zero_draws": zero}
+
+
+def check_nonzero_ntk(samples, n, readout):
+    """Raise when every draw's NTK ``samples`` ``(T, N, N)`` at width ``n`` is exactly 0: the read-out
+    ``f = <v, out>`` does not depend on the weights at these inputs, and no alpha can be fitted."""
+    k = np.asarray(samples)
+    if k.size and not np.any(k != 0.0):
+        others = " or ".join(f"readout={r!r}" for r in READOUTS if r != readout)
+        raise ValueError(
+            f"module: the member's NTK is exactly 0 in all {len(k)} draws at width {n} with the {readout!r} "
+            f"read-out: the output it reads does not depend on the weights at these inputs (e.g. a unit "
+            f"behind a ReLU that is off, as after the shortcut sum of a ResNet block); use another read-out, "
+            f"{others} (--readout {'mean' if readout != 'mean' else 'random'} on the command line)"
+        )

@@ -35,9 +35,13 @@
 #   $1 \times 64$ (ResNeXt-50 32×4d is the same stage with $m = 32$, $n = 4$).
 #
 # From the command line the same steps are `cepaper fit-alpha --module torchvision:resnet50:layer1
-# --input-shape 64,8,8` and `cepaper design --module torchvision:resnet50:layer1 --input-shape 64,8,8
-# --baseline 1x64 --budget latency --alpha A`. The quick profile (the defaults below) fits $\alpha$ with
-# few draws, so its intervals are wide; the paper profile uses $T = 1000$ draws at more widths.
+# --input-shape 64,8,8 --readout mean` and `cepaper design --module torchvision:resnet50:layer1 --input-shape 64,8,8
+# --baseline 1x64 --budget latency --alpha A`. The read-out matters: these blocks end in a ReLU after the
+# shortcut sum, so the default `center` read-out (one output unit) is off in a share of the draws (in every
+# draw for the project's own Fig. 5 block, whose NTK is then exactly 0: `fit-alpha` says so and names
+# `--readout mean`); `mean` reads every unit. `fit-alpha` never saves an $\alpha \le 0$. The quick profile
+# (the defaults below) fits $\alpha$ with few draws, so its intervals are wide; the paper profile uses $T = 1000$
+# draws at more widths.
 
 # %% tags=["parameters"]
 profile: str = "quick"

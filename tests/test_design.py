@@ -711,3 +711,43 @@ def test_a_budget_no_integer_m_meets_is_an_error(objective, what):
         rf"smaller n",
     ):
         generic.design_module(small, (16, 4, 4), (1, 4), objective, alpha=1.6, ns=[64, 128])
+
+
+def test_an_all_zero_ntk_stops_the_fit_and_names_another_read_out():
+    post_relu = lambda m, n: ResNeXtBottleneck(16, 16, m * n, groups=m)  # centre unit off in every draw
+    calls = []
+    real = member_alpha.member_ntk_sampler
+
+    def counted(factory, n, *a, **k):
+        calls.append(n)
+        return real(factory, n, *a, **k)
+
+    kw = dict(widths=(2, 4, 8), trials=4, n_boot=20, progress=False)
+    import unittest.mock
+
+    with unittest.mock.patch.object(member_alpha, "member_ntk_sampler", counted):
+        with pytest.raises(ValueError, match=r"NTK is exactly 0 in all 4 draws at width 2 with the 'center' read-out"):
+            member_alpha.fit_member_alpha(post_relu, (16, 3, 3), **kw)
+    assert set(calls) == {2}  # stopped at the first width, not after the whole sweep
+    with pytest.raises(ValueError, match=r"use another read-out, readout='center' or readout='random'"):
+        member_alpha.check_nonzero_ntk(np.zeros((3, 2, 2)), 5, "mean")
+    member_alpha.check_nonzero_ntk(np.array([[[0.0, 0.0], [0.0, 1e-30]]]), 5, "mean")  # one non-zero entry: fine
+    r = member_alpha.fit_member_alpha(post_relu, (16, 3, 3), readout="mean", **kw)
+    assert np.isfinite(r["alpha"]) and r["zero_draws"] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.filterwarnings("ignore:the draws at width index")  # planted zeros: a heavy tail of K^2
+def test_zero_draws_counts_the_draws_whose_entry_is_exactly_zero(monkeypatch):
+    """A sampler that plants K = 0 in every third draw: zero_draws is that share, per width."""
+
+    def planted(factory, n, x, v, method="batched"):
+        def sample(t, generator):
+            k = 1.0 + torch.rand(t, 2, 2, generator=generator)
+            k[torch.randint(0, 3, (t,), generator=generator) == 0] = 0.0
+            return k
+
+        return sample
+
+    monkeypatch.setattr(member_alpha, "member_ntk_sampler", planted)
+    r = member_alpha.fit_member_alpha(mlp, (16, 1), widths=(2, 4), trials=300, n_boot=20, progress=False)
+    assert len(r["zero_draws"]) == 2 and all(0.25 < share < 0.42 for share in r["zero_draws"])  # 1/3 of 300
