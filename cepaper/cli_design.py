@@ -264,7 +264,8 @@ def _format_module_design(r):
         ("baseline", r["baseline"]),
         ("objective", f"{r['objective']} ({r['budget']} budget)"),
         ("alpha", f"{r['alpha']:.3g} ({r['alpha_source']})"),
-        ("optimum n", r["n"]),
+        ("verdict", r["verdict"]),
+        ("optimum n" if r["improves"] else "best width searched", r["n"]),
         ("ensemble", f"{r['config']}  (m = {r['m']}, continuous m = {r['m_exact']:.2f}, curve m = {r['m_curve']:.2f})"),
         ("params", f"{r['params']:,} vs baseline {r['baseline_params']:,}"),
         (f"rho ({r['budget']})", f"{r['rho']:.3f}"),
@@ -272,10 +273,12 @@ def _format_module_design(r):
         ("strong duality", "yes (n_p = n_d)" if r["strong_duality"] else "no"),
     ]
     if r["budget"] != "params":
-        rows.insert(6, (r["budget"], f"{r['cost']:.6g}{unit} vs baseline {r['baseline_cost']:.6g}{unit}"))
+        rows.insert(7, (r["budget"], f"{r['cost']:.6g}{unit} vs baseline {r['baseline_cost']:.6g}{unit}"))
     if "latency" in r:
-        rows.append(("latency IQR", f"{r['latency']['iqr']:.3g} s (baseline {r['baseline_latency']['iqr']:.3g} s)"))
-    return _table(rows)
+        a, b = r["latency"], r["baseline_latency"]
+        rows.append(("latency IQR", f"{a['iqr']:.3g} s (baseline {b['iqr']:.3g} s)"))
+        rows.append(("timings resolve it", "yes" if r["timings_resolved"] else "no (see the notes)"))
+    return _table(rows) + "".join(f"\nnote: {line}" for line in r["notes"])
 
 
 def _format_design(r):

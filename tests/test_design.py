@@ -751,3 +751,110 @@ def test_zero_draws_counts_the_draws_whose_entry_is_exactly_zero(monkeypatch):
     monkeypatch.setattr(member_alpha, "member_ntk_sampler", planted)
     r = member_alpha.fit_member_alpha(mlp, (16, 1), widths=(2, 4), trials=300, n_boot=20, progress=False)
     assert len(r["zero_draws"]) == 2 and all(0.25 < share < 0.42 for share in r["zero_draws"])  # 1/3 of 300
+
+
+# --- latency: the median, the verdict, and what the timings' spread leaves open --------------------
+
+
+class PlantedClock:
+    """A timer that returns planted durations: ``table(m, n)`` lists the seconds of ``factory(m, n)``'s
+    passes, taken in turn (cycling) at each (start, stop) pair while that module runs."""
+
+    def __init__(self, table):
+        self.table, self.t, self.calls, self.running, self.taken = table, 0.0, 0, None, {}
+
+    def __call__(self):
+        if self.calls % 2:
+            times, k = self.table(*self.running), self.taken.get(self.running, 0)
+            self.t += times[k % len(times)]
+            self.taken[self.running] = k + 1
+        self.calls += 1
+        return self.t
+
+
+class Planted(nn.Module):
+    """``m`` members ``4 -> n -> 1`` (1x1 Conv1d, the second grouped): fan-ins ``(4, n)``, so Eq. 9's sum is
+    ``1/4 + 1/n``; its forward tells ``clock`` which ``(m, n)`` runs."""
+
+    def __init__(self, m, n, clock):
+        super().__init__()
+        self.a, self.b = nn.Conv1d(4, m * n, 1), nn.Conv1d(m * n, m, 1, groups=m)
+        self.key, self.clock = (m, n), clock
+
+    def forward(self, x):
+        self.clock.running = self.key
+        return self.b(torch.relu(self.a(x)))
+
+
+def planted_design(table, objective="primal", ns=(1, 2, 4, 8), repeats=5):
+    clock = PlantedClock(table)
+    factory = lambda m, n: Planted(m, n, clock)
+    fm = generic.FactoryModule(factory, (4, 1), repeats=repeats, warmup=0, timer=clock)
+    return generic.design_module(factory, (4, 1), (1, 8), objective, "latency", alpha=1.0, ns=ns, module=fm), fm
+
+
+MS = {1: 1.0, 2: 1.0, 4: 1.5, 8: 3.0}  # milliseconds per member: the median of every width's timings
+
+
+def test_latency_is_the_median_of_skewed_timings_and_decides_the_optimum():
+    """One pass in five of width 4 is 30x slower: the mean would move the optimum to n = 2, the median keeps 4."""
+    spike = {4: 30.0}
+    table = lambda m, n: [1e-3 * m * MS[n] * f for f in (1, 1, 1, 1, spike.get(n, 1.0))]
+    var = np.expm1(1 / 4 + 1 / np.array([1, 2, 4, 8]))  # Eq. 9, alpha = 1
+    medians = np.array([np.median(table(1, n)) for n in (1, 2, 4, 8)])
+    means = np.array([np.mean(table(1, n)) for n in (1, 2, 4, 8)])
+    assert (1, 2, 4, 8)[np.argmin(var * medians)] == 4 and (1, 2, 4, 8)[np.argmin(var * means)] == 2  # discriminates
+    d, _ = planted_design(table)
+    np.testing.assert_allclose(d["curve"]["beta"], medians, rtol=1e-12)
+    assert d["n"] == 4 and d["m"] == 2 and d["m_exact"] == pytest.approx(2.0)  # 2 x 1.5 ms = the baseline's 3 ms
+    assert d["latency"]["median"] == pytest.approx(3e-3) and d["baseline_latency"]["median"] == pytest.approx(3e-3)
+    rec = generic.latency(nn.Linear(2, 2), torch.randn(1, 2), repeats=5, warmup=0, timer=FakeClock([1, 1, 1, 1, 30]))
+    assert rec["median"] == 1 and np.mean(rec["times"]) == 6.8 and rec["iqr"] == 0
+    assert d["verdict"] == "optimum" and d["improves"] and d["var_ratio"] == pytest.approx(var[2] / 2 / var[3])
+    assert d["timings_resolved"] and d["notes"] == []
+
+
+def test_a_latency_design_that_does_not_beat_the_baseline_says_no_improvement_found():
+    """Narrow members are cheap alone but any m > 1 pays 2.5 ms more (latency is not affine in m): the curve
+    picks n = 1 (m_p = 15), step 6 affords m = 3 at the baseline's 3 ms, and Var(K) ends 1.8x the baseline's."""
+    from cepaper import cli_design
+
+    ms = {1: 0.2, 2: 1.0, 4: 1.5, 8: 3.0}
+    table = lambda m, n: [1e-3 * (m * ms[n] + 2.5 * (m > 1))]
+    d, _ = planted_design(table, repeats=3)
+    var = np.expm1(1 / 4 + 1 / np.array([1.0, 8.0]))
+    assert (d["n"], d["m"], d["m_exact"]) == (1, 3, pytest.approx(2.5))
+    assert d["var_ratio"] == pytest.approx(var[0] / 3 / var[1]) and d["var_ratio"] > 1
+    assert not d["improves"] and d["verdict"] == "no improvement found"
+    assert d["notes"][0].startswith("no width searched beats the baseline 1x8: at the best, 3x1, Var(K) is 1.8")
+    text = cli_design._format_module_design(d | {"module": "planted"})
+    assert "no improvement found" in text and "best width searched  1" in text and "optimum" not in text
+    assert "latency IQR" in text and "baseline 0 s" in text
+
+
+def test_the_timings_spread_is_named_when_it_exceeds_the_differences_that_decide():
+    spread = lambda m, n: [1e-3 * m * MS[n] * f for f in (0.5, 0.75, 1.0, 1.25, 5.0)]  # IQR = median / 2
+    d, fm = planted_design(spread)
+    assert (d["n"], d["m"]) == (4, 2) and d["verdict"] == "optimum" and not d["timings_resolved"]
+    assert d["latency"]["iqr"] == pytest.approx(0.5 * 3e-3) and d["baseline_latency"]["iqr"] == pytest.approx(1.5e-3)
+    # Var(K) x q25: width 2 1.117 x 0.75 ms, width 8 0.455 x 2.25 ms, both below width 4's Var(K) x q75 =
+    # 0.649 x 1.875 ms = 1.22; width 1 (2.49 x 0.75 ms) stays out
+    assert any("decide the optimum width: at n = 2, 8, Var(K) x latency" in note for note in d["notes"])
+    # m = 3 vs 2 members of width 4: 4.5 vs 3 ms, less than their mean IQR (2.25 + 1.5) / 2 ms apart
+    assert any("step 6's m is not resolved: 3 and 2 members of width 4" in note for note in d["notes"])
+    assert (3, 4) in fm.latencies
+    dual, _ = planted_design(lambda m, n: [1e-3 * m * MS[n] * f for f in (0.25, 0.5, 1.0, 2.0, 4.0)], "dual")
+    assert (dual["n"], dual["m"], dual["verdict"]) == (4, 1, "optimum")  # 1.5 ms vs 3 ms: rho = 2
+    assert any("the timings do not resolve which is faster" in note for note in dual["notes"])  # [0.75, 3] vs [1.5, 6]
+    assert any(
+        "has 1.43x the baseline's Var(K) (m = 1.43 rounded to 1; rounding ceil meets it)" in n for n in dual["notes"]
+    )
+    wild, _ = planted_design(lambda m, n: [1e-3 * m * MS[n] * f for f in (0.1, 0.2, 1.0, 5.0, 9.0)], "dual")
+    assert any(
+        note.startswith("the IQR exceeds the median for the baseline, 1x4, the member of width 1")
+        for note in wild["notes"]
+    )
+    calm, _ = planted_design(lambda m, n: [1e-3 * m * MS[n] * f for f in (0.99, 1.0, 1.01)], "dual")
+    assert calm["timings_resolved"] and calm["notes"] == [
+        "1x4 has 1.43x the baseline's Var(K) (m = 1.43 rounded to 1; rounding ceil meets it)"
+    ]

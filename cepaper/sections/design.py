@@ -110,14 +110,17 @@ def block_designs(block, widths, trials, ns, readout="mean", batch=8, repeats=10
 
 
 def designs_table(saved):
-    """One row per budget and objective of a saved :func:`block_designs`: the optimum and its costs."""
+    """One row per budget and objective of a saved :func:`block_designs`: the verdict (``"optimum"`` or
+    ``"no improvement found"``), the best design and its costs; under latency the IQRs and whether the
+    timings' spread resolves the decisions (:func:`cepaper.generic.judge`)."""
     rows = []
     for budget, by in saved["designs"].items():
         for objective, d in by.items():
             row = {
                 "budget": BUDGET_NAMES[budget],
                 "objective": objective,
-                "optimum n": d["n"],
+                "verdict": d["verdict"],
+                "width n": d["n"],
                 "ensemble": d["config"],
                 "baseline": d["baseline"],
                 "params": d["params"],
@@ -127,25 +130,34 @@ def designs_table(saved):
             }
             if budget == "latency":
                 row["latency (ms)"] = round(1e3 * d["cost"], 3)
+                row["IQR (ms)"] = round(1e3 * d["latency"]["iqr"], 3)
                 row["baseline latency (ms)"] = round(1e3 * d["baseline_cost"], 3)
+                row["baseline IQR (ms)"] = round(1e3 * d["baseline_latency"]["iqr"], 3)
+                row["timings resolve it"] = "✓" if d["timings_resolved"] else "✗"
             rows.append(row)
     return rows
 
 
 def latency_vs_flops(saved):
-    """How far the latency-primal optimum lies from the FLOP-primal one: widths, ensembles, and the
-    measured latency of each against the baseline's."""
+    """How far the latency-primal design lies from the FLOP-primal one: widths, ensembles, the measured latency
+    of each against the baseline's, the latency design's verdict and notes, and whether the FLOP design
+    dominates it (as fast, measured, and at least as smooth)."""
     f, lat = saved["designs"]["flops"]["primal"], saved["designs"]["latency"]["primal"]
     base = lat["baseline_cost"]
+    flops_latency = saved["flops_design_latency"]
     return {
         "flops_n": f["n"],
         "flops_config": f["config"],
         "latency_n": lat["n"],
         "latency_config": lat["config"],
+        "latency_verdict": lat["verdict"],
+        "latency_notes": lat["notes"],
         "width_ratio": lat["n"] / f["n"],
         "baseline_latency": base,
-        "flops_design_latency_ratio": saved["flops_design_latency"] / base,
+        "flops_design_latency_ratio": flops_latency / base,
         "latency_design_latency_ratio": lat["cost"] / base,
+        # the FLOP design is as fast (measured) and at least as smooth: the latency search adds nothing
+        "flops_design_dominates": bool(flops_latency <= lat["cost"] and f["var_ratio"] <= lat["var_ratio"]),
     }
 
 
