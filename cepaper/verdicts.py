@@ -48,7 +48,7 @@ def judge(d, c, i, module=None):
     rounded = f"m = {d['m_exact']:.2f} rounded to {d['m']}"
     if primal and d["cost"] > d["baseline_cost"]:
         notes.append(
-            f"{d['config']} costs {d['cost'] / d['baseline_cost']:.3g}x the baseline's {what} ({rounded}; "
+            f"{d['config']} costs {d['cost'] / d['baseline_cost']:.4g}x the baseline's {what} ({rounded}; "
             f"rounding floor stays within it)"
         )
     if not primal and d["var_ratio"] > 1:

@@ -135,6 +135,24 @@ for s in saved.values():
     display(pages.show(pd.DataFrame(section.designs_table(s)), digits=3))
 
 # %% [markdown]
+# ### What step 6 matches, and how FLOPs are counted
+#
+# Above, step 6 matches the cost of the block itself, and FLOPs are `FlopCounterMode`'s: $2 \times$ the
+# multiply-adds of convs and matmuls, nothing for norms, activations or sums. The paper matches the *whole
+# network* built from the block (Sec. 4.2.1: "after adjusting to the whole network"), and the counts behind its
+# FLOP optimum include one FLOP per conv output (`search.BottleneckDesign`'s convention). Both are arguments of
+# `design_module` (`network=`, a factory of the whole network or a number of blocks; `flops=`: `macs`, `2macs`,
+# `2macs+acts`) and of `cepaper design --module` (`--network`, `--network-blocks`, `--flops-convention`). On
+# the paper's own block, baseline $1 \times 128$, $\alpha = 1.6$, the generic path gives:
+
+# %% tags=["hide-input"]
+pages.show(pd.DataFrame(section.paper_block_step6()))
+
+# %% [markdown]
+# Counting MACs instead of $2 \times$ MACs changes nothing (a common factor cancels in Eqs. 12-14 and in step
+# 6); the one FLOP per conv output moves the FLOP optimum from $n = 7$ to the paper's $n = 8$.
+
+# %% [markdown]
 # ## Latency is not FLOPs
 #
 # Counting FLOPs favours many narrow members; on a real machine a grouped layer with many small groups

@@ -323,3 +323,53 @@ def test_fit_alpha_builtin_bottleneck_never_saves_an_alpha_at_or_below_zero(caps
     err = fails(capsys, "fit-alpha", "--module", "bottleneck", "--trials", "50", "--readout", "random")
     assert "alpha = -0.2" in err and "--readout mean (a read-out over every output unit, not the random one" in err
     assert results.find("alpha", "fit_bottleneck", profiles=("cli",)) is None
+
+
+BLOCK = """
+from cepaper.models.resnext import ResNeXtBottleneck
+
+def block(m, n):
+    return ResNeXtBottleneck(256, 256, m * n, groups=m)
+"""
+
+
+def test_design_module_matches_a_network_under_a_flop_convention(tmp_path, capsys):
+    path = tmp_path / "fig5.py"
+    path.write_text(BLOCK)
+    module = ["--module", f"{path}:block", "--input-shape", "256,2,2"]
+    net = ["--network", "cepaper.models.resnext:ResNeXtCifar", "--network-input-shape", "3,32,32"]
+    r = run_json(
+        capsys, "design", *module, "--baseline", "1x128", *net, "--budget", "flops", "--flops-convention", "2macs+acts"
+    )
+    assert r["config"] == "44x8" and r["flops_convention"] == "2macs+acts"
+    assert r["step6"] == "the network cepaper.models.resnext:ResNeXtCifar on 3x32x32"
+    assert (
+        r["cost"]
+        == complexity.complexity("resnext29", "44x8d")["flops"] + complexity.complexity("resnext29", "44x8d")["acts"]
+    )
+    assert cli.main(["design", *module, "--baseline", "1x128", "--network-blocks", "9"]) == 0
+    out = capsys.readouterr().out
+    assert "35x10" in out and "step 6 matches" in out and "9 x the module" in out
+    two = run_json(capsys, "params", *module, "--config", "4x8")
+    one = run_json(capsys, "params", *module, "--config", "4x8", "--flops-convention", "macs")
+    assert two["flops"] == 2 * one["flops"] and (two["flops_convention"], one["flops_convention"]) == ("2macs", "macs")
+    for argv, message in (
+        (
+            ["design", *module, "--baseline", "1x128", *net, "--network-blocks", "9"],
+            "either --network or --network-blocks",
+        ),
+        (
+            ["design", *module, "--baseline", "1x128", "--network-input-shape", "3,32,32"],
+            "--network-input-shape needs --network",
+        ),
+        (
+            ["design", "--arch", "resnext29", "--baseline", "1x128d", "--flops-convention", "macs"],
+            "only applies to --module",
+        ),
+        (
+            ["design", "--arch", "resnext29", "--baseline", "1x128d", "--network-blocks", "3"],
+            "--network-blocks only applies",
+        ),
+        (["design", *module, "--baseline", "1x128", "--flops-convention", "acts"], "invalid choice: 'acts'"),
+    ):
+        assert message in fails(capsys, *argv)

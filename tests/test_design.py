@@ -858,3 +858,130 @@ def test_the_timings_spread_is_named_when_it_exceeds_the_differences_that_decide
     assert calm["timings_resolved"] and calm["notes"] == [
         "1x4 has 1.43x the baseline's Var(K) (m = 1.43 rounded to 1; rounding ceil meets it)"
     ]
+
+
+# --- step 6 on a whole network, the FLOP convention, the rounding of m ------------------------------
+
+
+def test_flop_conventions_hand_count():
+    x = torch.randn(2, 6, 9, 11)
+    net = nn.Sequential(
+        nn.Conv2d(6, 8, (3, 5), stride=(1, 2), padding=(1, 0), groups=2), nn.Flatten(), nn.Linear(288, 5)
+    )
+    macs = 2 * 8 * 9 * 4 * (3 * 3 * 5) + 2 * 288 * 5  # batch x outputs x (inputs per group x kernel), then the linear
+    acts = 2 * 8 * 9 * 4 + 2 * 5  # one per output element of the conv and of the linear
+    assert generic.flop_count(net, x, "macs") == macs
+    assert generic.flop_count(net, x) == generic.flop_count(net, x, "2macs") == 2 * macs
+    assert generic.flop_count(net, x, "2macs+acts") == 2 * macs + acts
+    with pytest.raises(
+        ValueError, match=r"flops convention must be one of macs, 2macs, 2macs\+acts, got '2macs\+adds'"
+    ):
+        generic.flop_count(net, x, "2macs+adds")
+    with pytest.raises(ValueError, match="flops must be one of macs, 2macs, 2macs"):
+        generic.FactoryModule(bottleneck, SHAPE, flops="flops")
+    # the Fig. 5 block: 2macs+acts is search.BottleneckDesign's default convention, at any resolution
+    fm = generic.FactoryModule(bottleneck, (256, 4, 4), flops="2macs+acts")
+    for m, n in ((1, 3), (4, 10)):
+        assert fm.cost(n, "flops", m) == search.BottleneckDesign(resolution=4).cost(n, "flops", m)
+    # a forward that needs values (.item()) cannot run on the meta device: counted on the CPU instead
+    assert generic.FactoryModule(ItemGate, (4,), batch=3).cost(5, "flops", 2) == 2 * 3 * (4 * 10 + 10 * 1)
+
+
+@pytest.fixture(scope="module")
+def fig5():
+    """The Fig. 5 block at 2x2 (FLOP ratios do not depend on the resolution: stride 1, padding 1) and its
+    FactoryModules under each FLOP convention, shared by the tests below (their costs are cached)."""
+    from cepaper.models.resnext import ResNeXtCifar
+
+    shape = (256, 2, 2)
+    return {f: generic.FactoryModule(bottleneck, shape, flops=f) for f in generic.FLOPS} | {
+        "net": ResNeXtCifar,
+        "shape": shape,
+    }
+
+
+def test_generic_step6_on_resnext29_gives_the_papers_37x10d_and_44x8d(fig5):
+    """The Fig. 5 block's curve, step 6 on ResNeXt-29 built from it (cepaper.models.resnext.ResNeXtCifar),
+    against cepaper.complexity's counters and ensembles.network_m (the specialized path)."""
+    from cepaper import complexity
+
+    kw = dict(network=fig5["net"], network_input_shape=(3, 32, 32))
+    d = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", "params", 1.6, module=fig5["2macs"], **kw)
+    base = complexity.complexity("resnext29", "1x128d")["params"]
+    assert d["config"] == "37x10" and d["step6"] == "the network ResNeXtCifar on 3x32x32"
+    assert d["m_exact"] == pytest.approx(ensembles.network_m("resnext29", 10, base, "params"), rel=1e-12)
+    assert (d["params"], d["baseline_params"]) == (complexity.complexity("resnext29", "37x10d")["params"], base)
+    assert d["module_cost"] == search.BottleneckDesign().cost(10, "params", 37) and d["rho"] == base / d["params"]
+    # the referee's reading: step 6 on the block alone gives 35x10
+    alone = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", "params", 1.6, module=fig5["2macs"])
+    assert alone["config"] == "35x10" and alone["step6"] == "the module"
+
+    d = generic.design_module(
+        bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["2macs+acts"], **kw
+    )
+    flops = lambda cfg: search.flops_of(complexity.complexity("resnext29", cfg), "2macs+acts")
+    ref = search.curve(search.BottleneckDesign(resolution=2), 128, 1.6, "flops")
+    np.testing.assert_array_equal(d["curve"]["beta"], ref["beta"])
+    assert d["config"] == "44x8" and (d["cost"], d["baseline_cost"]) == (flops("44x8d"), flops("1x128d"))
+    assert d["m_exact"] == pytest.approx(
+        ensembles.network_m("resnext29", 8, flops("1x128d"), "flops", flops="2macs+acts"), rel=1e-12
+    )
+    assert d["flops_convention"] == "2macs+acts" and d["verdict"] == "optimum"
+
+
+def test_the_flop_convention_moves_the_optimum_only_through_the_acts(fig5):
+    """2 x MACs and MACs differ by a factor, which cancels in Eqs. 12-14 and in step 6: both give 51x7, as the
+    specialized path does with search.BottleneckDesign(flops="2macs"); only the acts term gives 44x8."""
+    kw = dict(network=fig5["net"], network_input_shape=(3, 32, 32))
+    two = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["2macs"], **kw)
+    one = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["macs"], **kw)
+    spec = ensembles.design("resnext29", "1x128d", budget="flops", module=search.BottleneckDesign(flops="2macs"))
+    assert two["config"] == one["config"] == "51x7" and spec["config"] == "51x7d"
+    assert two["cost"] == 2 * one["cost"] == spec["flops"] and two["m_exact"] == pytest.approx(one["m_exact"])
+
+
+def test_step6_on_k_copies_of_the_module_keeps_m_and_scales_the_costs(fig5):
+    alone = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["2macs"])
+    nine = generic.design_module(
+        bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["2macs"], network=9
+    )
+    assert alone["config"] == nine["config"] == "53x7" and nine["m_exact"] == pytest.approx(alone["m_exact"])
+    assert (
+        nine["cost"] == 9 * alone["cost"]
+        and nine["params"] == 9 * alone["params"]
+        and nine["step6"] == "9 x the module"
+    )
+    with pytest.raises(ValueError, match="network must be None, an int k >= 1"):
+        generic.design_module(bottleneck, fig5["shape"], (1, 128), module=fig5["2macs"], network="resnext29")
+    with pytest.raises(ValueError, match=r"network \(a multiple of the module\) must be an integer >= 1, got 0"):
+        generic.design_module(bottleneck, fig5["shape"], (1, 128), module=fig5["2macs"], network=0)
+
+
+@pytest.mark.parametrize(
+    "budget, m_exact, nearest, floor, ceil",
+    [("params", 35.2317, 35, 35, 36), ("flops", 52.9173, 53, 52, 53)],
+)
+def test_generic_primal_rounding_floor_and_ceil(fig5, budget, m_exact, nearest, floor, ceil):
+    """Step 6 on the block (1x128 baseline): floor stays within the baseline's budget, ceil reaches it."""
+    fm = fig5["2macs"]
+    n = 10 if budget == "params" else 7
+    base = fm.cost(128, budget)
+    c1, c2 = fm.cost(n, budget, 1), fm.cost(n, budget, 2)
+    assert (base - (2 * c1 - c2)) / (c2 - c1) == pytest.approx(m_exact, abs=1e-4)  # the hand solve of step 6
+    for rounding, m in (("nearest", nearest), ("floor", floor), ("ceil", ceil)):
+        d = generic.design_module(
+            bottleneck, fig5["shape"], (1, 128), "primal", budget, 1.6, module=fm, rounding=rounding
+        )
+        assert (d["n"], d["m"], d["rounding"]) == (n, m, rounding) and d["m_exact"] == pytest.approx(m_exact, abs=1e-4)
+        assert d["cost"] == fm.cost(n, budget, m)
+        over = [note for note in d["notes"] if "rounding floor stays within it" in note]
+        assert bool(over) == (d["cost"] > base)
+    lo = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", budget, 1.6, module=fm, rounding="floor")
+    hi = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", budget, 1.6, module=fm, rounding="ceil")
+    assert lo["cost"] <= base <= hi["cost"] and hi["m"] - lo["m"] == 1
+    assert hi["var_ratio"] < lo["var_ratio"]  # more members: a smaller Var(K) (Eq. 11)
+    dual = {
+        r: generic.design_module(bottleneck, fig5["shape"], (1, 128), "dual", budget, 1.6, module=fm, rounding=r)
+        for r in ("floor", "ceil")
+    }
+    assert dual["ceil"]["var_ratio"] <= 1 <= dual["floor"]["var_ratio"] and dual["ceil"]["m"] == dual["floor"]["m"] + 1

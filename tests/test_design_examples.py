@@ -64,3 +64,18 @@ def test_latency_vs_flops_says_when_the_flop_design_dominates():
     assert not design_section.latency_vs_flops(saved(1.5, 0.9, 0.8))["flops_design_dominates"]  # rougher
     gap = design_section.latency_vs_flops(saved(1.5, 0.5, 1.2, "no improvement found"))
     assert gap["latency_verdict"] == "no improvement found" and gap["latency_notes"] == ["x"]
+
+
+def test_paper_block_step6_rows():
+    """The paper's block through the generic path (2x2 input: the FLOP ratios do not depend on it)."""
+    rows = design_section.paper_block_step6((256, 2, 2))
+    got = [
+        (r["budget"], r["step 6 matches"][:3], r["generic design"], r["paper"], r["same as the paper"]) for r in rows
+    ]
+    assert got == [
+        ("parameters", "the", "35×10", "37×10d", "✗"),
+        ("parameters", "Res", "37×10", "37×10d", "✓"),
+        ("FLOPs", "the", "53×7", "44×8d", "✗"),
+        ("FLOPs", "Res", "51×7", "44×8d", "✗"),
+        ("FLOPs", "Res", "44×8", "44×8d", "✓"),
+    ]

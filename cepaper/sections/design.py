@@ -109,6 +109,61 @@ def block_designs(block, widths, trials, ns, readout="mean", batch=8, repeats=10
     }
 
 
+def paper_block_step6(input_shape=(256, 32, 32), alpha=search.ALPHA_BOTTLENECK):
+    """The paper's own Fig. 5 block (``ResNeXtBottleneck(256, 256, m n, groups=m)``) through the generic path,
+    baseline ``1x128``: step 6 on the block alone or on ResNeXt-29 built from it (``ResNeXtCifar`` on 3x32x32),
+    FLOPs as ``2 x MACs`` (``FlopCounterMode``) or ``2 x MACs`` + one per conv output (``2macs+acts``, the
+    specialized path's convention), beside the paper's optimum (:data:`cepaper.sections.paper.MODELS`).
+
+    Returns:
+        list of rows: budget, FLOP convention, what step 6 matches, the generic design, the paper's, and ✓/✗.
+    """
+    from cepaper.models.resnext import ResNeXtBottleneck, ResNeXtCifar
+    from cepaper.sections import paper
+
+    block = lambda m, n: ResNeXtBottleneck(256, 256, m * n, groups=m)
+    printed = {
+        r["budget"]: r["config"]
+        for r in paper.MODELS
+        if r["arch"] == "resnext29"
+        and r["role"] == "optimum"
+        and r["from_baseline"] == "1x128d"
+        and r["objective"] == "primal"
+    }
+    modules = {f: generic.FactoryModule(block, input_shape, flops=f) for f in ("2macs", "2macs+acts")}
+    words = {"2macs": "2 × MACs", "2macs+acts": "2 × MACs + one per conv output"}
+    rows = []
+    for budget, flops, network in (
+        ("params", "2macs", None),
+        ("params", "2macs", ResNeXtCifar),
+        ("flops", "2macs", None),
+        ("flops", "2macs", ResNeXtCifar),
+        ("flops", "2macs+acts", ResNeXtCifar),
+    ):
+        d = generic.design_module(
+            block,
+            input_shape,
+            (1, 128),
+            "primal",
+            budget,
+            alpha,
+            module=modules[flops],
+            network=network,
+            network_input_shape=(3, 32, 32),
+        )
+        rows.append(
+            {
+                "budget": BUDGET_NAMES[budget],
+                "FLOPs counted as": words[flops] if budget == "flops" else "—",
+                "step 6 matches": "the block" if network is None else "ResNeXt-29 built from it",
+                "generic design": d["config"].replace("x", "×"),
+                "paper": printed[budget].replace("x", "×"),
+                "same as the paper": "✓" if f"{d['config']}d" == printed[budget] else "✗",
+            }
+        )
+    return rows
+
+
 def designs_table(saved):
     """One row per budget and objective of a saved :func:`block_designs`: the verdict (``"optimum"`` or
     ``"no improvement found"``), the best design and its costs; under latency the IQRs and whether the
