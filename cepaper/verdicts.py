@@ -53,7 +53,7 @@ def judge(d, c, i, module=None):
         )
     if not primal and d["var_ratio"] > 1:
         notes.append(
-            f"{d['config']} has {d['var_ratio']:.3g}x the baseline's Var(K) ({rounded}; rounding ceil meets it)"
+            f"{d['config']} has {d['var_ratio']:.4g}x the baseline's Var(K) ({rounded}; rounding ceil meets it)"
         )
     out = {"improves": improves, "verdict": VERDICTS[0] if improves else VERDICTS[1]}
     if d["budget"] != "latency":
@@ -67,7 +67,8 @@ def judge(d, c, i, module=None):
             f"{_some(rivals)}, Var(K) x latency (quartiles) overlaps n = {d['n']}'s"
         )
     a, b = d["latency"], d["baseline_latency"]
-    if not primal and a["q25"] <= b["q75"] and b["q25"] <= a["q75"]:  # the dual's verdict: which is faster
+    same = d["config"] == d["baseline"]  # the baseline itself: one timing, nothing to resolve
+    if not primal and not same and a["q25"] <= b["q75"] and b["q25"] <= a["q75"]:  # the dual's verdict
         noisy.append(
             f"the latencies of {d['config']} ({a['median']:.3g} s, IQR {a['iqr']:.3g} s) and of the baseline "
             f"({b['median']:.3g} s, IQR {b['iqr']:.3g} s) overlap: the timings do not resolve which is faster"

@@ -847,7 +847,7 @@ def test_the_timings_spread_is_named_when_it_exceeds_the_differences_that_decide
     assert (dual["n"], dual["m"], dual["verdict"]) == (4, 1, "optimum")  # 1.5 ms vs 3 ms: rho = 2
     assert any("the timings do not resolve which is faster" in note for note in dual["notes"])  # [0.75, 3] vs [1.5, 6]
     assert any(
-        "has 1.43x the baseline's Var(K) (m = 1.43 rounded to 1; rounding ceil meets it)" in n for n in dual["notes"]
+        "has 1.426x the baseline's Var(K) (m = 1.43 rounded to 1; rounding ceil meets it)" in n for n in dual["notes"]
     )
     wild, _ = planted_design(lambda m, n: [1e-3 * m * MS[n] * f for f in (0.1, 0.2, 1.0, 5.0, 9.0)], "dual")
     assert any(
@@ -856,7 +856,7 @@ def test_the_timings_spread_is_named_when_it_exceeds_the_differences_that_decide
     )
     calm, _ = planted_design(lambda m, n: [1e-3 * m * MS[n] * f for f in (0.99, 1.0, 1.01)], "dual")
     assert calm["timings_resolved"] and calm["notes"] == [
-        "1x4 has 1.43x the baseline's Var(K) (m = 1.43 rounded to 1; rounding ceil meets it)"
+        "1x4 has 1.426x the baseline's Var(K) (m = 1.43 rounded to 1; rounding ceil meets it)"
     ]
 
 
