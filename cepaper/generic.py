@@ -372,10 +372,10 @@ def design_module(
         ``rho`` (baseline cost over the design's), ``var_ratio`` (ensemble Var(K) over the baseline's,
         at the integer m), ``strong_duality``, ``alpha``, ``alpha_source``, ``rounding``, ``layers``,
         ``flops_convention``, ``step6`` (what step 6 matched), ``module_cost``/``module_baseline_cost`` (the
-        module's, the curve's ``beta``), ``curve`` (lists over ``n``), and :func:`judge`'s ``improves``, ``verdict``
-        (``"optimum"`` or ``"no improvement found"``) and ``notes``; under latency also ``latency`` and
-        ``baseline_latency`` (median, quartiles and IQR of the chosen design's and the baseline's seconds) and
-        ``timings_resolved``.
+        module's, the curve's ``beta``), ``curve`` (lists over ``n``), and :func:`cepaper.verdicts.judge`'s
+        ``improves``, ``verdict`` (``"optimum"`` or ``"no improvement found"``) and ``notes``; under latency
+        also ``latency`` and ``baseline_latency`` (median, quartiles and IQR of the chosen design's and the
+        baseline's seconds) and ``timings_resolved``.
     """
     _choice("objective", objective, search.OBJECTIVES)
     _choice("budget", budget, BUDGETS)

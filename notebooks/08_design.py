@@ -109,6 +109,23 @@ pages.show(
 )
 
 # %% [markdown]
+# ### Does the generic fit recover the block's α?
+#
+# `fit_member_alpha` draws the member with the factory's own initialization unless told otherwise: for
+# PyTorch modules the standard parameterization with its norms, which is not the paper's draw. With
+# `init="eq3"` (`cepaper fit-alpha --init eq3`) it redraws the member in Eq. 3's parameterization: weights
+# $\theta \sim N(0, 1)$ scaled by $\sqrt{2/\text{fan-in}}$ (the last layer by $\sqrt{1/\text{fan-in}}$), norms
+# off, biases 0. On the paper's own block (the project's `ResNeXtBottleneck`, whose ReLU follows the shortcut
+# sum) that is the specialized sweep's draw, weight for weight, so the two fits agree to rounding; the factory's
+# initialization is another function, with another α:
+
+# %%
+run.save("paper_block_alpha", section.paper_block_alpha(widths, trials, readout, seed, device, threads))
+
+# %% tags=["hide-input"]
+pages.show(pd.DataFrame(run.load("paper_block_alpha")))
+
+# %% [markdown]
 # ## The primal and dual curves
 #
 # Left: the primal objective, the ensemble's $\mathrm{Var}(K)$ over the baseline's at the $m_p(n)$ that spends

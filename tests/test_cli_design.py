@@ -274,6 +274,7 @@ def planted_fit(alpha, zero_draws=(0.25, 0.0)):
         "seconds": 0.1,
         "device": "cpu",
         "readout": "center",
+        "init": "factory",
         "input_shape": [8, 3],
         "zero_draws": list(zero_draws),
         "fits": {},
@@ -292,6 +293,7 @@ def test_fit_alpha_never_saves_an_alpha_at_or_below_zero(tmp_path, capsys, monke
     err = fails(capsys, "fit-alpha", "--module", spec, "--input-shape", "8,3", "--trials", "50", "--widths", "4", "8")
     assert f"alpha = {alpha:.3g} [{alpha - 0.1:.3g}, {alpha + 0.1:.3g}]" in err and "this fit is not saved" in err
     assert "--readout mean" in err and "widths 4 (25%)" in err and "more --trials (now 50)" in err
+    assert "--init eq3 (the paper's Eq. 3 draw" in err
     assert results.find("alpha", cli_alpha._module_fit_name(spec), profiles=("cli",)) is None
     design = ["design", "--module", spec, "--input-shape", "8,3", "--baseline", "1x16", "--alpha", "fit"]
     assert "no stored fit for --module" in fails(capsys, *design)
@@ -373,3 +375,18 @@ def test_design_module_matches_a_network_under_a_flop_convention(tmp_path, capsy
         (["design", *module, "--baseline", "1x128", "--flops-convention", "acts"], "invalid choice: 'acts'"),
     ):
         assert message in fails(capsys, *argv)
+
+
+def test_fit_alpha_eq3_draw_of_the_papers_block_recovers_its_alpha(tmp_path, capsys):
+    """--init eq3 on the project's Fig. 5 block (post-sum ReLU) draws exactly what fit-alpha --module bottleneck
+    --post-relu draws: the same alpha; the record says which draw, and design --alpha fit names it."""
+    path = tmp_path / "fig5.py"
+    path.write_text(BLOCK)
+    spec = f"{path}:block"
+    common = ["--trials", "8", "--widths", "2", "4", "8", "--readout", "mean"]
+    r = run_json(capsys, "fit-alpha", "--module", spec, "--input-shape", "256,3,3", "--init", "eq3", *common)
+    ref = run_json(capsys, "fit-alpha", "--module", "bottleneck", "--post-relu", *common)
+    assert r["init"] == "eq3" and r["alpha"] == pytest.approx(ref["alpha"], rel=1e-5)
+    d = run_json(capsys, "design", "--module", spec, "--input-shape", "256,2,2", "--baseline", "1x16", "--alpha", "fit")
+    assert ", Eq. 3 draw: alpha/fit_module_" in d["alpha_source"]
+    assert "--init only apply to a factory" in fails(capsys, "fit-alpha", "--module", "bottleneck", "--init", "eq3")

@@ -740,7 +740,7 @@ def test_an_all_zero_ntk_stops_the_fit_and_names_another_read_out():
 def test_zero_draws_counts_the_draws_whose_entry_is_exactly_zero(monkeypatch):
     """A sampler that plants K = 0 in every third draw: zero_draws is that share, per width."""
 
-    def planted(factory, n, x, v, method="batched"):
+    def planted(factory, n, x, v, method="batched", init="factory"):
         def sample(t, generator):
             k = 1.0 + torch.rand(t, 2, 2, generator=generator)
             k[torch.randint(0, 3, (t,), generator=generator) == 0] = 0.0
@@ -985,3 +985,62 @@ def test_generic_primal_rounding_floor_and_ceil(fig5, budget, m_exact, nearest, 
         for r in ("floor", "ceil")
     }
     assert dual["ceil"]["var_ratio"] <= 1 <= dual["floor"]["var_ratio"] and dual["ceil"]["m"] == dual["floor"]["m"] + 1
+
+
+# --- Algorithm 1 in Eq. 3's parameterization ---------------------------------------------------------
+
+
+class SumBlock(ResNeXtBottleneck):
+    """Fig. 5 as cepaper.models.blocks draws it by default: no ReLU after the shortcut sum."""
+
+    def forward(self, x):
+        y = torch.relu(self.bn_reduce(self.conv_reduce(x)))
+        y = torch.relu(self.bn(self.conv_conv(y)))
+        return self.bn_expand(self.conv_expand(y)) + self.shortcut(x)
+
+
+def test_eq3_member_is_the_papers_bottleneck_draw():
+    """eq3_member of the project's block is cepaper.models.blocks.Bottleneck with the same seed: weights,
+    scales sqrt(2/16), sqrt(2/9n), sqrt(1/n), no norms, and the same function."""
+    x, v = blocks.block_inputs(16, 3, 2, 0.5, seed=1), blocks.readout_vector("random", 16, 3, seed=2)
+    for block, post_relu in ((ResNeXtBottleneck, True), (SumBlock, False)):
+        member = member_alpha.eq3_member(block(16, 16, 5), seed=11)
+        ref = blocks.Bottleneck(5, v, n_in=16, post_relu=post_relu, seed=11)
+        assert not any(isinstance(mod, nn.BatchNorm2d) for mod in member.modules())
+        for a, b in ((member.conv_reduce, ref.conv1), (member.conv_conv, ref.conv2), (member.conv_expand, ref.conv3)):
+            assert torch.equal(a.weight, b.weight)
+        torch.testing.assert_close(member_alpha.Readout(member, v)(x), ref(x), rtol=1e-5, atol=1e-6)
+
+
+def test_eq3_member_scales_each_layer_and_freezes_zero_biases():
+    net = member_alpha.eq3_member(nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 1)), 3)
+    g = torch.Generator().manual_seed(3)
+    w1, w2 = torch.randn(6, 4, generator=g), torch.randn(1, 6, generator=g)
+    x = torch.randn(5, 4)
+    expect = math.sqrt(1 / 6) * torch.relu(math.sqrt(2 / 4) * x @ w1.T) @ w2.T
+    torch.testing.assert_close(net(x), expect)
+    assert isinstance(net[1], nn.Identity) and [k for k, p in net.named_parameters() if p.requires_grad] == [
+        "0.weight",
+        "3.weight",
+    ]
+    assert not net[0].bias.any() and not net[3].bias.any()
+    with pytest.raises(ValueError, match="init must be one of factory, eq3, got 'ntk'"):
+        member_alpha.fit_member_alpha(mlp, (16, 1), init="ntk")
+
+
+@pytest.mark.filterwarnings("ignore:the draws at width index")  # T = 24: heavy tails at narrow widths
+@pytest.mark.parametrize("block, post_relu", [(ResNeXtBottleneck, True), (SumBlock, False)])
+def test_member_alpha_eq3_recovers_the_specialized_bottleneck_alpha(block, post_relu):
+    """Generic Algorithm 1 with init="eq3" on the paper's block draws the very weights of the specialized sweep
+    (cepaper.sweeps / fit.measure_alpha: same per-width seeds, per-draw seeds and draw order), computes their NTKs
+    another way (torch.func over the autograd of the built module, against the block's structured formula), and
+    so fits the same alpha, within float32 rounding: at small T the equality still tests every step."""
+    factory = lambda m, n: block(256, 256, m * n, groups=m)
+    widths, trials = (2, 4, 8), 24
+    mine = member_alpha.fit_member_alpha(factory, (256, 3, 3), widths, trials, init="eq3", n_boot=200, progress=False)
+    ref = fit.measure_alpha("bottleneck", widths=widths, trials=trials, post_relu=post_relu, n_boot=200)
+    for key in ("mean", "second", "term"):
+        np.testing.assert_allclose(mine["fits"]["diag"][key], ref["fits"]["diag"][key], rtol=2e-5)
+    assert mine["alpha"] == pytest.approx(ref["alpha"], rel=1e-4, abs=1e-5)
+    lo, hi = mine["alpha_ci"]
+    assert lo <= ref["alpha"] <= hi and mine["init"] == "eq3"

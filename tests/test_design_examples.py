@@ -1,5 +1,6 @@
 """cepaper.sections.design (the page 08_design): the vision-MLP channel block and the saved designs' views."""
 
+import pytest
 import torch
 
 from cepaper import factories
@@ -79,3 +80,11 @@ def test_paper_block_step6_rows():
         ("FLOPs", "Res", "51×7", "44×8d", "✗"),
         ("FLOPs", "Res", "44×8", "44×8d", "✓"),
     ]
+
+
+@pytest.mark.filterwarnings("ignore:the draws at width index")  # T = 16: heavy tails at narrow widths
+def test_paper_block_alpha_rows():
+    rows = design_section.paper_block_alpha((2, 4, 8), 16)
+    generic_init, eq3, specialized = (r["α"] for r in rows)
+    assert eq3 == specialized and eq3 != generic_init  # the same draws; the factory's own draw is another function
+    assert rows[1]["95% interval"] == rows[2]["95% interval"] and rows[0]["draws per width"] == 16

@@ -164,10 +164,51 @@ def paper_block_step6(input_shape=(256, 32, 32), alpha=search.ALPHA_BOTTLENECK):
     return rows
 
 
+def paper_block_alpha(widths, trials, readout="mean", seed=0, device="cpu", threads=1):
+    """Algorithm 1 on the paper's own Fig. 5 block (``ResNeXtBottleneck(256, 256, n)``, input 256 x 3 x 3) three
+    ways: the generic fit with the factory's initialization (PyTorch's default, BatchNorm), the generic fit in
+    Eq. 3's parameterization (``init="eq3"``), and the specialized sweep of :mod:`cepaper.sweeps` on the same
+    function (post-sum ReLU, the same read-out, inputs and seeds: the same draws as ``eq3``).
+
+    Returns:
+        list of rows: how the member is drawn, alpha, its interval, widths and draws.
+    """
+    from cepaper import fit
+    from cepaper.models.resnext import ResNeXtBottleneck
+
+    block = lambda m, n: ResNeXtBottleneck(256, 256, m * n, groups=m)
+    kw = dict(progress=False, device=device, n_boot=500, threads=threads)
+    fits = [
+        (
+            "generic, the factory's initialization",
+            member_alpha.fit_member_alpha(block, (256, 3, 3), widths, trials, seed, readout, **kw),
+        ),
+        (
+            'generic, Eq. 3\'s parameterization (init="eq3")',
+            member_alpha.fit_member_alpha(block, (256, 3, 3), widths, trials, seed, readout, init="eq3", **kw),
+        ),
+        (
+            "specialized sweep (cepaper.sweeps), post-sum ReLU",
+            fit.measure_alpha("bottleneck", widths, trials, seed, post_relu=True, readout=readout, **kw),
+        ),
+    ]
+    return [
+        {
+            "member drawn by": how,
+            "α": round(r["alpha"], 3),
+            "95% interval": f"[{r['alpha_ci'][0]:.3f}, {r['alpha_ci'][1]:.3f}]",
+            "read-out": readout,
+            "widths": ", ".join(map(str, r["widths"])),
+            "draws per width": r["trials"],
+        }
+        for how, r in fits
+    ]
+
+
 def designs_table(saved):
     """One row per budget and objective of a saved :func:`block_designs`: the verdict (``"optimum"`` or
     ``"no improvement found"``), the best design and its costs; under latency the IQRs and whether the
-    timings' spread resolves the decisions (:func:`cepaper.generic.judge`)."""
+    timings' spread resolves the decisions (:func:`cepaper.verdicts.judge`)."""
     rows = []
     for budget, by in saved["designs"].items():
         for objective, d in by.items():
