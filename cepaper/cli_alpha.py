@@ -33,6 +33,42 @@ FIT_KEYS = (
 )
 
 
+def _usable_alpha(r, module, readout=None):
+    """``r`` (a fit) when its alpha is > 0; else a ``ValueError`` saying that nothing was saved and what to try.
+
+    Eq. 9 needs ``alpha > 0`` (Var(K) growing with ``sum_l 1/fan-in_l``): a fit at or below 0 is never stored,
+    so ``design --alpha fit`` cannot pick it up."""
+    alpha = r.get("alpha")
+    if alpha is not None and alpha > 0:
+        return r
+    lo, hi = (float("nan") if v is None else v for v in r["alpha_ci"])
+    zero = [f"{n} ({100 * z:.0f}%)" for n, z in zip(r["widths"], r.get("zero_draws", ())) if z > 0]
+    tries = []
+    if readout is not None and readout != "mean":
+        why = f": K = 0 exactly in a share of the draws at widths {', '.join(zero)}" if zero else ""
+        tries.append(f"--readout mean (a read-out over every output unit, not the {readout} one{why})")
+    if r.get("init") == "factory":
+        tries.append("--init eq3 (the paper's Eq. 3 draw: N(0, 1) weights scaled by sqrt(2/fan-in), norms off)")
+    tries.append(f"more --trials (now {r['trials']})")
+    tries.append(f"widths over a wider range (--widths, now {min(r['widths'])}..{max(r['widths'])})")
+    a = "undefined" if alpha is None else f"{alpha:.3g}"
+    raise ValueError(
+        f"alpha = {a} [{lo:.3g}, {hi:.3g}] for {module}: Eq. 9 needs alpha > 0 (the NTK's spread growing with "
+        f"sum 1/fan-in), so this fit is not saved and `design --alpha fit` will not use it; try " + "; ".join(tries)
+    )
+
+
+def _stored_alpha(record, what):
+    """The alpha of a stored fit, refusing one <= 0 (written before fit-alpha refused to save them)."""
+    alpha = float(record["data"]["alpha"])
+    if not alpha > 0:
+        raise UsageError(
+            f"--alpha fit: the stored fit {what} has alpha = {alpha:.3g} <= 0, which Eq. 9 cannot use; "
+            "run `cepaper fit-alpha` again (e.g. with --readout mean, more --trials), or pass a number"
+        )
+    return alpha
+
+
 def _fitted_alpha(arch):
     """``--alpha fit``: the alpha that `cepaper fit-alpha` (profile ``cli``), else the paper profile of
     the alpha section, stored for this arch's member; a ``UsageError`` when there is none."""
@@ -42,7 +78,7 @@ def _fitted_alpha(arch):
     for profile in ("cli", "paper"):
         record = results.find("alpha", name, profiles=(profile,))
         if record is not None and record.get("data", {}).get("alpha") is not None:
-            return float(record["data"]["alpha"]), f"fitted: {results.describe(record)}"
+            return _stored_alpha(record, f"alpha/{name}"), f"fitted: {results.describe(record)}"
     raise UsageError(
         f"--alpha fit: no stored fit alpha/{name} under {results.root()}/cli or /paper; "
         "run `cepaper fit-alpha` first, or pass a number"
@@ -75,8 +111,9 @@ def _fitted_module_alpha(spec):
         )
     d = record["data"]
     shape = "x".join(str(s) for s in d.get("input_shape", []))
-    return float(d["alpha"]), (
-        f"fitted on the member factory(1, n), input {shape}, {d.get('readout')} read-out: {results.describe(record)}"
+    return _stored_alpha(record, f"for --module {spec}"), (
+        f"fitted on the member factory(1, n), input {shape}, {d.get('readout')} read-out"
+        f"{', Eq. 3 draw' if d.get('init') == 'eq3' else ''}: {results.describe(record)}"
     )
 
 
@@ -121,6 +158,12 @@ def add_fit_alpha(sub):
         choices=["center", "mean", "random"],
         help="bottleneck or factory read-out of the output (default center)",
     )
+    p.add_argument(
+        "--init",
+        choices=["factory", "eq3"],
+        help="factory: draw the member with its own initialization (default), or in Eq. 3's parameterization "
+        "(eq3: N(0, 1) weights scaled by sqrt(2/fan-in), the last layer's by sqrt(1/fan-in), norms off, biases 0)",
+    )
     p.add_argument("--spatial", type=pos_int, help="bottleneck input size H = W (default 3)")
     p.add_argument("--post-relu", action="store_true", help="bottleneck: ReLU after the shortcut sum")
     p.add_argument("--depth", type=pos_int, help="mlp: weight layers L (default 6)")
@@ -138,8 +181,8 @@ def add_fit_alpha(sub):
 
         if args.module not in ("bottleneck", "mlp"):
             return _fit_factory_alpha(args)
-        if args.input_shape is not None or args.layers is not None:
-            raise UsageError("--input-shape and --layers only apply to a factory --module FILE:FUNC")
+        if args.input_shape is not None or args.layers is not None or args.init is not None:
+            raise UsageError("--input-shape, --layers and --init only apply to a factory --module FILE:FUNC")
         if args.module == "mlp" and (args.readout or args.spatial or args.post_relu):
             raise UsageError("--readout, --spatial and --post-relu only apply to --module bottleneck")
         if args.module == "bottleneck" and args.depth is not None:
@@ -170,6 +213,7 @@ def add_fit_alpha(sub):
             threads=args.threads,
             **options,
         )
+        _usable_alpha(r, args.module, (args.readout or "center") if args.module == "bottleneck" else None)
         run.save(f"fit_{args.module}", r, table=fit.result_table(r))
         path = run.dir / f"fit_{args.module}.json"
         keys = FIT_KEYS
@@ -229,18 +273,20 @@ def _fit_factory_alpha(args):
         threads=args.threads,
         checkpoint=checkpoint,
         name=args.module,
+        init=args.init or "factory",
     )
+    _usable_alpha(r, args.module, r["readout"])
     name = _module_fit_name(args.module)  # one record per factory: `design --module ... --alpha fit`
     run.save(name, r)
     path = run.dir / f"{name}.json"
-    keys = FIT_KEYS + ("readout", "input_shape")
+    keys = FIT_KEYS + ("readout", "input_shape", "init")
     payload = {k: r[k] for k in keys} | {"saved": str(path)}
     num = lambda v, f: "n/a" if v is None else format(v, f)
     lo, hi = r["alpha_ci"]
     text = (
         f"alpha = {num(r['alpha'], '.3f')}  [{num(lo, '.3f')}, {num(hi, '.3f')}] (95% bootstrap), "
         f"C = {num(r['C'], '.4g')}, member factory(1, n) of {r['module']} on input {tuple(r['input_shape'])}, "
-        f"{r['readout']} read-out, {r['entry']} entry, {len(r['widths'])} widths "
+        f"{r['readout']} read-out, {r['init']} init, {r['entry']} entry, {len(r['widths'])} widths "
         f"{min(r['widths'])}..{max(r['widths'])}, T = {r['trials']}, {r['seconds']:.1f} s\nsaved to {path}"
     )
     return emit(args, payload, text)

@@ -44,12 +44,11 @@ def _module_args(args, baseline):
         raise UsageError(f"--{baseline} is required with --module (CxD: m members of width n, e.g. 1x64)")
     factory = factories.load_factory(args.module)
     m, n = (int(v) for v in getattr(args, baseline).rstrip("d").split("x"))
-    return (
-        factory,
-        m,
-        n,
-        generic.FactoryModule(factory, args.input_shape, batch=args.batch, device=args.device, repeats=args.repeats),
+    flops = args.flops_convention or "2macs"
+    fm = generic.FactoryModule(
+        factory, args.input_shape, batch=args.batch, device=args.device, repeats=args.repeats, flops=flops
     )
+    return factory, m, n, fm
 
 
 def _check_arch_or_module(args):
@@ -57,6 +56,14 @@ def _check_arch_or_module(args):
         raise UsageError("one of --arch or --module is required")
     if args.module is None and args.input_shape is not None:
         raise UsageError("--input-shape only applies to --module")
+    if args.module is None and args.flops_convention is not None:
+        raise UsageError(
+            "--flops-convention only applies to --module (--arch counts 2 x multiply-adds + one per conv "
+            "output, the convention that gives the paper's 44x8d)"
+        )
+    network = [k for k in ("network", "network_input_shape", "network_blocks") if getattr(args, k, None) is not None]
+    if args.module is None and network:
+        raise UsageError(f"--{network[0].replace('_', '-')} only applies to --module (--arch is a whole network)")
 
 
 def _arch_args(p, baseline):
@@ -81,6 +88,14 @@ def _arch_args(p, baseline):
     p.add_argument("--batch", type=pos_int, default=1, help="--module: examples in the FLOPs/latency input")
     p.add_argument("--device", default="cpu", help="--module: device of FLOPs and latency (cpu, cuda)")
     p.add_argument("--repeats", type=pos_int, default=20, help="--module: timed passes per latency (median, IQR)")
+    from cepaper import generic
+
+    p.add_argument(
+        "--flops-convention",
+        choices=generic.FLOPS,
+        help="--module: FLOPs as multiply-adds (macs), 2 x multiply-adds (2macs, the default: FlopCounterMode) "
+        "or 2 x multiply-adds + one per conv/linear output (2macs+acts: --arch's convention, the paper's 44x8d)",
+    )
     p.add_argument(
         f"--{baseline}",
         type=_cli_type(_config_arg),
@@ -142,14 +157,14 @@ def add_params(sub):
                 "batch": args.batch,
                 "params": int(fm.cost(n, "params", m)),
                 "flops": int(fm.cost(n, "flops", m)),
-                "flops_convention": "FlopCounterMode: 2 x multiply-adds of convs and matmuls, one forward pass",
+                "flops_convention": fm.flops,
                 "member_fan_ins": list(fm.fan_ins(n)),
                 "sum_inv_fan_in": float(fm.sum_inv_fan_in(n)),
             }
             rows = [(k, r[k]) for k in ("module", "config", "input_shape", "batch", "member_fan_ins")]
             rows += [
                 ("params", f"{r['params']:,}"),
-                ("flops (2 macs)", f"{r['flops']:,}"),
+                (f"flops ({fm.flops})", f"{r['flops']:,}"),
                 ("sum 1/fan-in (member)", f"{r['sum_inv_fan_in']:.6g}"),
             ]
             return emit(args, r, _table(rows))
@@ -205,6 +220,25 @@ def add_design(sub):
         help="evaluate this width instead of the optimum (a model on the curve)",
     )
     p.add_argument("--curve", action="store_true", help="add the whole curve over n")
+    p.add_argument(
+        "--network",
+        metavar="FILE:FUNC",
+        help="--module: step 6 matches the whole network built from the module, a factory (m, n) -> "
+        "torch.nn.Module (same forms as --module; e.g. cepaper.models.resnext:ResNeXtCifar for the Fig. 5 "
+        "block: the paper's 37x10d, 44x8d), instead of the module alone",
+    )
+    p.add_argument(
+        "--network-input-shape",
+        type=_cli_type(_shape_arg),
+        metavar="C,H,W",
+        help="--network: one example of the network's input (default --input-shape), e.g. 3,32,32",
+    )
+    p.add_argument(
+        "--network-blocks",
+        type=_cli_type(_positive_int_arg),
+        metavar="K",
+        help="--module: step 6 matches K copies of the module (K blocks of a network; same m, costs x K)",
+    )
 
     def design(args):
         _check_arch_or_module(args)
@@ -215,6 +249,13 @@ def add_design(sub):
 
             _, m, n, fm = _module_args(args, "baseline")
             alpha, source = _fitted_module_alpha(args.module) if args.alpha == "fit" else (args.alpha, None)
+            if args.network is not None and args.network_blocks is not None:
+                raise UsageError("give either --network or --network-blocks, not both")
+            if args.network_input_shape is not None and args.network is None:
+                raise UsageError("--network-input-shape needs --network")
+            from cepaper import factories
+
+            network = factories.load_factory(args.network) if args.network is not None else args.network_blocks
             r = generic.design_module(
                 fm.factory,
                 args.input_shape,
@@ -224,7 +265,13 @@ def add_design(sub):
                 alpha,
                 rounding=args.rounding,
                 module=fm,
+                network=network,
+                network_input_shape=args.network_input_shape,
             )
+            if args.network is not None:
+                r["step6"] = f"the network {args.network}" + (
+                    f" on {'x'.join(map(str, args.network_input_shape))}" if args.network_input_shape else ""
+                )
             r["module"] = args.module
             if source is not None:
                 r["alpha_source"] = source
@@ -264,18 +311,23 @@ def _format_module_design(r):
         ("baseline", r["baseline"]),
         ("objective", f"{r['objective']} ({r['budget']} budget)"),
         ("alpha", f"{r['alpha']:.3g} ({r['alpha_source']})"),
-        ("optimum n", r["n"]),
+        ("verdict", r["verdict"]),
+        ("optimum n" if r["improves"] else "best width searched", r["n"]),
         ("ensemble", f"{r['config']}  (m = {r['m']}, continuous m = {r['m_exact']:.2f}, curve m = {r['m_curve']:.2f})"),
         ("params", f"{r['params']:,} vs baseline {r['baseline_params']:,}"),
+        ("step 6 matches", r["step6"]),
         (f"rho ({r['budget']})", f"{r['rho']:.3f}"),
         ("Var(K) ratio", f"{r['var_ratio']:.3f} (ensemble / baseline)"),
         ("strong duality", "yes (n_p = n_d)" if r["strong_duality"] else "no"),
     ]
     if r["budget"] != "params":
-        rows.insert(6, (r["budget"], f"{r['cost']:.6g}{unit} vs baseline {r['baseline_cost']:.6g}{unit}"))
+        what = r["budget"] if r["budget"] != "flops" else f"flops ({r['flops_convention']})"
+        rows.insert(7, (what, f"{r['cost']:.6g}{unit} vs baseline {r['baseline_cost']:.6g}{unit}"))
     if "latency" in r:
-        rows.append(("latency IQR", f"{r['latency']['iqr']:.3g} s (baseline {r['baseline_latency']['iqr']:.3g} s)"))
-    return _table(rows)
+        a, b = r["latency"], r["baseline_latency"]
+        rows.append(("latency IQR", f"{a['iqr']:.3g} s (baseline {b['iqr']:.3g} s)"))
+        rows.append(("timings resolve it", "yes" if r["timings_resolved"] else "no (see the notes)"))
+    return _table(rows) + "".join(f"\nnote: {line}" for line in r["notes"])
 
 
 def _format_design(r):

@@ -10,14 +10,19 @@ A *factory* ``factory(m, n) -> nn.Module`` builds the collegial module: ``m`` me
   other parameters do not (they have no fan-in). ``layers="hidden"`` drops the first weight layer
   (the :class:`cepaper.search.MLPDesign` convention, Prop. 1: the input layer's fan-in is fixed).
 * ``beta(m, n)`` (Eq. 8, Eq. 15) is ``"params"``, the trainable parameters of ``factory(m, n)``
-  (norms included); ``"flops"``, the count of ``torch.utils.flop_counter.FlopCounterMode`` over one
-  forward pass on the example input (``2 x multiply-adds`` of convs and matmuls, nothing for norms,
-  activations or sums: the ``"2macs"`` convention of :data:`cepaper.search.FLOPS_CONVENTIONS`);
-  or ``"latency"``, the median seconds of a forward + backward pass after warm-up, with its IQR.
+  (norms included); ``"flops"``, counted over one forward pass on the example input under a convention
+  (:data:`FLOPS`): ``"2macs"`` (the default: ``torch.utils.flop_counter.FlopCounterMode``, 2 x the
+  multiply-adds of convs and matmuls, nothing for norms, activations or sums), ``"macs"`` (the
+  multiply-adds, pycls's "flops") or ``"2macs+acts"`` (plus one per output element of every conv and linear
+  layer, pycls's activations: the convention of :class:`cepaper.search.BottleneckDesign`, whose curve gives
+  the paper's 44x8d); or ``"latency"``, the median seconds of a forward + backward pass after warm-up,
+  with its IQR.
 
 :class:`FactoryModule` is a module of :mod:`cepaper.search` (``sum_inv_fan_in``, ``cost``), so
 ``search.optimum`` reads its curves; :func:`curve` is ``search.curve`` with the latency budget too, and
-:func:`design_module` is Algorithm 2 (primal or dual, integer ``m`` of step 6).
+:func:`design_module` is Algorithm 2 (primal or dual, integer ``m`` of step 6). Step 6 matches the
+module's own cost by default; ``network=`` matches a whole network built from it (e.g. ResNeXt-29 from
+the Fig. 5 block, as :func:`cepaper.ensembles.design` does: 37x10d and 44x8d) or a stated multiple of it.
 :func:`cepaper.member_alpha.fit_member_alpha`
 is Algorithm 1 on the member: Monte Carlo NTKs of ``factory(1, n)`` through a fixed read-out; the
 factories themselves (files, packages, torchvision) and their checks are :mod:`cepaper.factories`.
@@ -37,8 +42,10 @@ from cepaper import sweeps
 from cepaper import ensembles
 from cepaper import search
 from cepaper._checks import nonneg_int, positive_float, positive_int
+from cepaper.verdicts import VERDICTS, judge  # noqa: F401  (VERDICTS: part of this module's API)
 from cepaper.factories import (
     FAN_IN_LAYERS,
+    WEIGHT_LAYERS,
     _choice,
     _output,
     build,
@@ -49,15 +56,34 @@ from cepaper.factories import (
 )
 
 BUDGETS = ("params", "flops", "latency")
+#: FLOP conventions of :func:`flop_count` (``"2macs"``, ``"2macs+acts"``: as :data:`cepaper.search.FLOPS_CONVENTIONS`).
+FLOPS = ("macs", "2macs", "2macs+acts")
 
 
-def flop_count(module: nn.Module, x: torch.Tensor) -> int:
-    """Eq. 15's ``beta``: ``FlopCounterMode``'s FLOPs of one forward pass on ``x`` (``2 x`` multiply-adds)."""
+def flop_count(module: nn.Module, x: torch.Tensor, convention: str = "2macs") -> int:
+    """Eq. 15's ``beta``: the FLOPs of one forward pass of ``module`` on ``x`` under ``convention`` (:data:`FLOPS`).
+
+    ``FlopCounterMode`` counts ``2 x`` the multiply-adds of convs and matmuls (``"2macs"``); ``"macs"`` is half
+    that; ``"2macs+acts"`` adds the output elements of every ``nn.Linear`` and ``nn.Conv1d/2d/3d``
+    (:data:`cepaper.factories.WEIGHT_LAYERS`), counted by forward hooks (:mod:`cepaper.complexity`'s ``acts``).
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        _output(module, x)
-    return int(counter.get_total_flops())
+    _choice("flops convention", convention, FLOPS)
+    acts = []
+    hooks = [
+        layer.register_forward_hook(lambda mod, i, out: acts.append(out.numel()))
+        for layer in module.modules()
+        if "acts" in convention and isinstance(layer, WEIGHT_LAYERS)
+    ]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            _output(module, x)
+    finally:
+        for h in hooks:
+            h.remove()
+    two = int(counter.get_total_flops())
+    return two // 2 if convention == "macs" else two + sum(acts)
 
 
 def latency(module, x, repeats=20, warmup=3, timer=time.perf_counter):
@@ -109,11 +135,10 @@ class FactoryModule:
         device: where FLOPs and latency are measured.
         layers: weight layers entering ``sum_l 1/fan-in_l``: ``"all"`` or ``"hidden"`` (all but the first).
         repeats, warmup, timer: of :func:`latency`.
+        flops: the FLOP convention of the ``"flops"`` budget (:data:`FLOPS`, :func:`flop_count`).
     Built modules' costs are cached per ``(m, n, budget)``, fan-ins per ``n``. Every ``factory(m, n)`` with
     ``m > 1`` is checked against ``factory(1, n)`` once (:func:`check_members`).
     """
-
-    flops = "2macs"
 
     def __init__(
         self,
@@ -126,6 +151,7 @@ class FactoryModule:
         warmup=3,
         timer=time.perf_counter,
         seed=0,
+        flops="2macs",
     ):
         if not callable(factory):
             raise ValueError(f"factory must be a callable (m, n) -> torch.nn.Module, got {type(factory).__name__}")
@@ -134,6 +160,7 @@ class FactoryModule:
         self.layers = _choice("layers", layers, FAN_IN_LAYERS)
         self.repeats, self.warmup = positive_int("repeats", repeats), nonneg_int("warmup", warmup)
         self.timer, self.seed = timer, int(seed)
+        self.flops = _choice("flops", flops, FLOPS)
         self._fans, self._costs, self.latencies, self._checked = {}, {}, {}, set()
 
     def example_input(self):
@@ -154,6 +181,15 @@ class FactoryModule:
         out = [sweeps.sum_inv_fan_in(self.fan_ins(positive_int("n", v.item())), self.layers) for v in arr.ravel()]
         return np.asarray(out, dtype=float).reshape(arr.shape)
 
+    def _flops(self, module, m, n):
+        """:func:`flop_count` of ``module = factory(m, n)`` in eval mode: on the meta device (shapes only, no
+        arithmetic: the same count, several times faster), or, where its forward needs values, on ``device``."""
+        try:
+            return flop_count(module.to("meta").eval(), self.example_input().to("meta"), self.flops)
+        except Exception:  # e.g. .item() or data-dependent control flow: count a fresh build on the device
+            module = build(self.factory, m, n).to(self.device).eval()
+            return flop_count(module, self.example_input(), self.flops)
+
     def cost(self, n, budget="params", groups=1):
         """``beta``: params, FLOPs or latency (median seconds) of ``factory(groups, n)``."""
         _choice("budget", budget, BUDGETS)
@@ -169,16 +205,16 @@ class FactoryModule:
                 if value == 0:
                     raise ValueError(f"factory: factory({m}, {n}) has no trainable parameters")
             else:
-                module = module.to(self.device)
                 x = self.example_input()
                 if budget == "flops":
-                    value = flop_count(module, x)
+                    value = self._flops(module, m, n)
                     if value == 0:
                         raise ValueError(
                             f"factory: factory({m}, {n}) counts 0 FLOPs on input "
                             f"{tuple(x.shape)}: it has no conv or matmul"
                         )
                 else:
+                    module = module.to(self.device)
                     rec = latency(module, x, self.repeats, self.warmup, self.timer)
                     self.latencies[(m, n)] = rec
                     value = rec["median"]
@@ -190,7 +226,8 @@ def curve(module, n_tilde, alpha, budget="params", ns=None, m_tilde=1):
     """:func:`cepaper.search.curve` (Eqs. 8-14 over ``ns``, default ``1..n_tilde``), any of :data:`BUDGETS`.
 
     Returns search's dict (arrays of shape ``(len(ns),)``); with ``"latency"`` and a
-    :class:`FactoryModule` also ``beta_iqr`` (the IQR of each member's latency).
+    :class:`FactoryModule` also ``beta_iqr``, ``beta_q25`` and ``beta_q75`` (the IQR and quartiles of each
+    member's latency; ``beta`` is the median).
     """
     _choice("budget", budget, BUDGETS)
     if budget in search.BUDGETS:
@@ -208,12 +245,68 @@ def curve(module, n_tilde, alpha, budget="params", ns=None, m_tilde=1):
         "budget": budget,
     }
     if isinstance(module, FactoryModule):
-        costs["beta_iqr"] = np.array([module.latencies[(1, int(n))]["iqr"] for n in ns])
+        for key in ("iqr", "q25", "q75"):
+            costs[f"beta_{key}"] = np.array([module.latencies[(1, int(n))][key] for n in ns])
     return search._curve(costs, alpha)
+
+
+class Multiple:
+    """``k`` copies of a :class:`FactoryModule`'s costs: the network of ``k`` such modules in a row, for step 6.
+
+    ``cost`` is ``k`` times the module's (params, FLOPs, latency); ``latencies`` are the module's, scaled by
+    ``k``. Costs affine in ``m`` (params, FLOPs) give the same ``m`` as the module alone; the reported costs
+    and ``rho`` are the network's.
+    """
+
+    def __init__(self, module, k):
+        self.module, self.k = module, positive_int("network (a multiple of the module)", k)
+
+    def __repr__(self):
+        return f"{self.k} x the module"
+
+    def cost(self, n, budget="params", groups=1):
+        return self.k * self.module.cost(n, budget, groups)
+
+    @property
+    def latencies(self):
+        scale = lambda rec: {k: (v * self.k if k not in ("repeats", "times") else v) for k, v in rec.items()}
+        return {key: scale(rec) for key, rec in self.module.latencies.items()}
+
+
+def network_module(module, network=None, input_shape=None):
+    """What step 6 matches: ``module`` itself (``network=None``), ``k`` copies of it (an int, :class:`Multiple`),
+    or a whole network ``network(m, n) -> nn.Module`` (a factory, or a :class:`FactoryModule`) on examples of
+    ``input_shape`` (default ``module``'s), measured with ``module``'s options (batch, device, repeats, FLOPs)."""
+    if network is None:
+        return module
+    if isinstance(network, (int, np.integer)) and not isinstance(network, bool):
+        return Multiple(module, int(network))
+    if isinstance(network, FactoryModule):
+        return network
+    if not callable(network):
+        raise ValueError(
+            f"network must be None, an int k >= 1 (k modules) or a factory (m, n) -> torch.nn.Module, "
+            f"got {type(network).__name__}"
+        )
+    return FactoryModule(
+        network,
+        module.input_shape if input_shape is None else input_shape,
+        batch=module.batch,
+        device=module.device,
+        layers=module.layers,
+        repeats=module.repeats,
+        warmup=module.warmup,
+        timer=module.timer,
+        seed=module.seed,
+        flops=module.flops,
+    )
 
 
 def module_m(module, n, baseline_cost, budget="params", m_max=2**16):
     """Algorithm 2 step 6 (primal): continuous ``m`` with ``cost(n, groups=m) == baseline_cost``.
+
+    ``module``: anything with ``cost(n, budget, groups)`` (a :class:`FactoryModule`, the network of
+    :func:`network_module`).
 
     Params and FLOPs of grouped layers are affine in ``m``: solved through ``m = 1, 2``. Latency is
     not (fixed overheads): the integers ``m_lo, m_lo + 1`` that bracket the baseline's latency are
@@ -252,6 +345,8 @@ def design_module(
     ns: Sequence[int] | None = None,
     rounding: str = "nearest",
     module: FactoryModule | None = None,
+    network: Callable[[int, int], nn.Module] | int | None = None,
+    network_input_shape: Sequence[int] | None = None,
     **options,
 ) -> dict:
     """Algorithm 2 for any factory: the optimal collegial module ``m x n`` for the baseline ``(m_tilde, n_tilde)``.
@@ -263,14 +358,24 @@ def design_module(
         alpha: Eq. 9's alpha (``None``: the paper's 1.60 for the ResNeXt block; fit your member's
             with :func:`fit_member_alpha`).
         ns: widths searched (default ``1..n_tilde``); rounding: of step 6 (``search.ROUNDINGS``);
-            primal: the ``m`` at which ``factory(m, n)`` costs the baseline's, dual: ``m_d(n)``.
+            primal: the ``m`` at which ``factory(m, n)`` (or ``network``) costs the baseline's, dual: ``m_d(n)``.
         module: a :class:`FactoryModule` to reuse (its cache), instead of building one.
+        network: what step 6 matches (:func:`network_module`): ``None``, the module itself (the curve's
+            ``beta``); an int ``k``, ``k`` such modules; or a factory ``(m, n) -> nn.Module`` of the whole
+            network built from the module (e.g. ``cepaper.models.resnext.ResNeXtCifar`` for the Fig. 5 block:
+            the paper's step 6, as :func:`cepaper.ensembles.design`). Its costs are also the reported ``cost``,
+            ``params`` and ``rho``; network_input_shape: one example of the network's input (for FLOPs and
+            latency; default ``input_shape``).
     Returns:
         dict: ``n``, ``m``, ``m_exact``, ``m_curve``, ``config``, ``baseline``, ``objective``,
         ``budget``, ``cost``/``baseline_cost`` (of the budget), ``params``/``baseline_params``,
         ``rho`` (baseline cost over the design's), ``var_ratio`` (ensemble Var(K) over the baseline's,
         at the integer m), ``strong_duality``, ``alpha``, ``alpha_source``, ``rounding``, ``layers``,
-        ``flops_convention`` and ``curve`` (lists over ``n``).
+        ``flops_convention``, ``step6`` (what step 6 matched), ``module_cost``/``module_baseline_cost`` (the
+        module's, the curve's ``beta``), ``curve`` (lists over ``n``), and :func:`cepaper.verdicts.judge`'s
+        ``improves``, ``verdict`` (``"optimum"`` or ``"no improvement found"``) and ``notes``; under latency
+        also ``latency`` and ``baseline_latency`` (median, quartiles and IQR of the chosen design's and the
+        baseline's seconds) and ``timings_resolved``.
     """
     _choice("objective", objective, search.OBJECTIVES)
     _choice("budget", budget, BUDGETS)
@@ -294,14 +399,15 @@ def design_module(
     opt = search.optimum(c, objective)
     n, i = opt["n"], opt["index"]
     m_curve = float(opt["m"])
-    base = c["beta_s"]
+    whole = network_module(module, network, network_input_shape)
+    base = whole.cost(n_tilde, budget, groups=m_tilde)
     if objective == "primal":
-        m_exact = float(module_m(module, n, base, budget))
+        m_exact = float(module_m(whole, n, base, budget))
         m = ensembles.integer_m(m_exact, rounding, f"the baseline's {budget}")
     else:
         m_exact = m_curve
         m = ensembles.integer_m(m_exact, rounding, "the baseline's Var(K)")
-    cost = module.cost(n, budget, groups=m)
+    cost = whole.cost(n, budget, groups=m)
     out = {
         "n": int(n),
         "m": m,
@@ -314,8 +420,8 @@ def design_module(
         "cost": cost,
         "baseline_cost": float(base),
         "rho": float(base / cost),
-        "params": int(module.cost(n, "params", groups=m)),
-        "baseline_params": int(module.cost(n_tilde, "params", groups=m_tilde)),
+        "params": int(whole.cost(n, "params", groups=m)),
+        "baseline_params": int(whole.cost(n_tilde, "params", groups=m_tilde)),
         "var_ratio": float(search.var_ensemble(c["var_k"][i], m) / c["var_s"]),
         "strong_duality": search.strong_duality(c),
         "alpha": float(alpha),
@@ -323,12 +429,24 @@ def design_module(
         "rounding": rounding,
         "layers": module.layers,
         "flops_convention": module.flops,
+        "step6": "the module" if whole is module else repr(whole) if isinstance(whole, Multiple) else _name(whole),
+        "module_cost": module.cost(n, budget, groups=m),
+        "module_baseline_cost": float(c["beta_s"]),
         "curve": {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in c.items()},
     }
     if budget == "latency":
-        out["latency"] = {k: v for k, v in module.latencies[(m, n)].items() if k != "times"}
-        out["baseline_latency"] = {k: v for k, v in module.latencies[(m_tilde, n_tilde)].items() if k != "times"}
-    return out
+        lat = whole.latencies
+        out["latency"] = {k: v for k, v in lat[(m, n)].items() if k != "times"}
+        out["baseline_latency"] = {k: v for k, v in lat[(m_tilde, n_tilde)].items() if k != "times"}
+    return out | judge(out, c, i, whole)
+
+
+def _name(module):
+    """``"the network <factory>"``: a :class:`FactoryModule`'s factory by name."""
+    f = module.factory
+    return f"the network {getattr(f, '__qualname__', None) or repr(f)}" + (
+        "" if module.input_shape is None else f" on {'x'.join(map(str, module.input_shape))}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

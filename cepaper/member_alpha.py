@@ -8,14 +8,27 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from cepaper import fit, sweeps
 from cepaper._checks import positive_int
-from cepaper.factories import FAN_IN_LAYERS, _choice, _output, build, check_input_shape, member_fan_ins
+from cepaper.factories import (
+    FAN_IN_LAYERS,
+    WEIGHT_LAYERS,
+    _choice,
+    _output,
+    build,
+    check_input_shape,
+    member_fan_ins,
+)
 
 READOUTS = ("center", "mean", "random")
+#: How a draw of the member is initialized: the factory's own initialization, or Eq. 3's parameterization.
+INITS = ("factory", "eq3")
+#: The norm layers that ``init="eq3"`` removes (replaced by the identity).
+NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
 
 
 def member_inputs(input_shape, count=2, corr=0.5, seed=0, dtype=torch.float32):
@@ -65,14 +78,48 @@ class Readout(nn.Module):
         return (out.reshape(len(x), -1) * self.v.reshape(1, -1)).sum(1)
 
 
-def member_draw(factory, n, generator, v):
+def eq3_member(member, seed):
+    """``member`` redrawn in Eq. 3's (NTK) parameterization, in place (returned): the paper's draw of the Fig. 5 block.
+
+    Norm layers (:data:`NORMS`) become the identity; every weight layer (:data:`cepaper.factories.WEIGHT_LAYERS`,
+    in registration order) gets weights ``theta ~ N(0, 1)`` drawn in turn from one CPU generator seeded with
+    ``seed``, its bias set to 0 and frozen (Eq. 3 has none), and its output scaled by ``sqrt(2 / fan-in)``
+    (a forward hook), the last weight layer's by ``sqrt(1 / fan-in)`` (Eq. 3's output layer). Gradients are
+    taken with respect to ``theta``, so the NTK is Eq. 3's. For the Fig. 5 block (``ResNeXtBottleneck(w, w, n)``)
+    this is exactly :class:`cepaper.models.blocks.Bottleneck` ``(n, seed=seed, post_relu=True)``: the same
+    weights, scales and function. Other parameters (e.g. a learnable scale) keep the factory's initialization.
+    """
+    for layer in list(member.modules()):
+        for child_name, child in list(layer.named_children()):
+            if isinstance(child, NORMS):
+                setattr(layer, child_name, nn.Identity())
+    layers = [layer for layer in member.modules() if isinstance(layer, WEIGHT_LAYERS)]
+    g = torch.Generator().manual_seed(int(seed))
+    for k, layer in enumerate(layers):
+        fan_in = layer.in_features if isinstance(layer, nn.Linear) else layer.weight[0].numel()
+        scale = math.sqrt((1.0 if k == len(layers) - 1 else 2.0) / fan_in)
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=g, dtype=layer.weight.dtype))
+            if layer.bias is not None:
+                layer.bias.zero_()
+                layer.bias.requires_grad_(False)
+        layer.register_forward_hook(lambda mod, inputs, out, s=scale: out * s)
+    return member
+
+
+def member_draw(factory, n, generator, v, init="factory"):
     """One draw of the scalar member: ``factory(1, n)`` built under a CPU seed taken from ``generator``
-    (the factory's own initialization), in eval mode (BatchNorm uses its running statistics, at
-    initialization the identity up to ``eps``; no dropout), wrapped by :class:`Readout` with ``v``."""
+    (``init="factory"``: the factory's own initialization; ``"eq3"``: redrawn by :func:`eq3_member` with
+    that seed), in eval mode (BatchNorm uses its running statistics, at initialization the identity up to
+    ``eps``; no dropout), wrapped by :class:`Readout` with ``v``. The seeds are those of
+    :func:`cepaper.models.blocks.bottleneck_ntk_sampler` on the same generator."""
+    _choice("init", init, INITS)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)  # the CPU generator only (torch.manual_seed also seeds
         member = build(factory, 1, n)  # every accelerator: most of a small draw's time)
+    if init == "eq3":
+        member = eq3_member(member, seed)
     return Readout(member, v).to(generator.device).eval()
 
 
@@ -124,10 +171,10 @@ def batched_member_ntk(members, x):
     return vmap(kernel)(params, rest)
 
 
-def member_ntk_sampler(factory, n, x, v, method="batched"):
+def member_ntk_sampler(factory, n, x, v, method="batched", init="factory"):
     """Sampler of the member's NTK for :func:`cepaper.montecarlo.mc_samples` (Algorithm 1, lines 3-5).
 
-    ``sample(t, generator)`` draws ``t`` members :func:`member_draw` ``(factory, n, generator, v)`` in turn
+    ``sample(t, generator)`` draws ``t`` members :func:`member_draw` ``(factory, n, generator, v, init)`` in turn
     (the same draws, in the same order, whatever ``method``) and returns their NTKs on ``x``:
     ``"batched"`` by :func:`batched_member_ntk`, ``"loop"`` one :func:`cepaper.ntk.jacobian_ntk` per draw.
     A member that ``torch.func`` cannot transform (``.item()``, data-dependent control flow) falls back, with a
@@ -142,7 +189,7 @@ def member_ntk_sampler(factory, n, x, v, method="batched"):
     state = {"method": method}
 
     def sample(t, generator):
-        members = [member_draw(factory, n, generator, v) for _ in range(t)]
+        members = [member_draw(factory, n, generator, v, init) for _ in range(t)]
         xd = x.to(generator.device)
         if state["method"] == "batched":
             try:
@@ -203,10 +250,13 @@ def fit_member_alpha(
     checkpoint: str | Path | None = None,
     name: str | None = None,
     method: str = "batched",
+    init: str = "factory",
 ) -> dict:
     """Algorithm 1 on the member ``factory(1, n)``: alpha (Eq. 9) with its bootstrap interval.
 
-    Every draw is ``factory(1, n)`` with its own initialization (:func:`member_draw`), read out by
+    Every draw is ``factory(1, n)`` with its own initialization (``init="factory"``) or in Eq. 3's
+    parameterization (``"eq3"``: N(0, 1) weights scaled by ``sqrt(2 / fan-in)``, norms off; :func:`eq3_member`,
+    the paper's draw of the Fig. 5 block) (:func:`member_draw`), read out by
     :func:`readout_vector` ``(readout)``; its NTK on two inputs (:func:`member_inputs`, correlation
     ``corr``) comes from :func:`member_ntk_sampler` (``method``: ``"batched"`` over the draws of a chunk,
     or ``"loop"``, one per draw; the same draws) via :func:`cepaper.sweeps.ntk_sweep`, ``s(n)`` from the
@@ -219,11 +269,17 @@ def fit_member_alpha(
         threads: CPU threads of the Monte Carlo; checkpoint: a folder keeping finished widths, with
             ``name`` identifying the factory (its code is not hashed; the read-out and inputs are).
         method: ``"batched"`` (default; falls back to ``"loop"`` for a member ``vmap`` cannot batch) or ``"loop"``.
+        init: ``"factory"`` (default) or ``"eq3"`` (:data:`INITS`).
     Returns:
         :func:`cepaper.fit.sweep_result`'s dict (``alpha``, ``alpha_ci``, ``C``, ``fits``, ...) plus
-        ``readout`` and ``input_shape``.
+        ``readout``, ``input_shape`` and ``zero_draws`` (per width, the fraction of draws whose ``entry`` is
+        exactly 0: the read-out unit is off in those draws).
+    Raises:
+        ValueError: when every draw's NTK at a width is exactly 0 (:func:`check_nonzero_ntk`), naming another
+        read-out.
     """
     _choice("readout", readout, READOUTS)
+    _choice("init", init, INITS)
     _choice("layers", layers, FAN_IN_LAYERS)
     _choice("entry", entry, fit.ENTRIES)
     widths = sweeps.check_widths(widths)
@@ -236,26 +292,36 @@ def fit_member_alpha(
         raise ValueError("checkpoint: a checkpointed fit needs a name that identifies the factory")
     terms, chunks = [], {}
     for n in widths:
-        probe = member_draw(factory, n, torch.Generator().manual_seed(0), v)
+        probe = member_draw(factory, n, torch.Generator().manual_seed(0), v, init)
         terms.append(sweeps.sum_inv_fan_in(member_fan_ins(probe.member), layers))
         if not any(p.requires_grad for p in probe.parameters()):
             raise ValueError(f"module: factory(1, {n}) has no trainable weights: its NTK is zero")
         chunks[n] = member_chunk(probe, x)
     label = f"{name or 'factory'}|readout={readout}|input_shape={list(shape)}|corr={corr}|input_seed={input_seed}"
+    label += "" if init == "factory" else f"|init={init}"  # the checkpoints of factory draws keep their key
     settings = {"module": label, "layers": layers, "x": x.double().sum().item(), "sampler": method}
     start = time.perf_counter()
-    samples = sweeps.ntk_sweep(
-        lambda n: member_ntk_sampler(factory, n, x.to(device), v, method),
-        widths,
-        trials,
-        seed,
-        chunks.get,
-        device,
-        checkpoint,
-        settings,
-        progress=progress,
-        threads=threads,
-    )
+    bar = widths
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(widths, desc="alpha sweep", unit="width")
+    samples = {}
+    for n in bar:  # one width at a time: an all-zero NTK stops the sweep at the first width that shows it
+        samples.update(
+            sweeps.ntk_sweep(
+                lambda n: member_ntk_sampler(factory, n, x.to(device), v, method, init),
+                [n],
+                trials,
+                seed,
+                chunks.get,
+                device,
+                checkpoint,
+                settings,
+                threads=threads,
+            )
+        )
+        check_nonzero_ntk(samples[n], n, readout)
     sweep = {
         "module": name or "factory",
         "options": {"layers": layers},
@@ -268,4 +334,19 @@ def fit_member_alpha(
         "samples": samples,
     }
     res = fit.sweep_result(sweep, entry, intercept, weighted, n_boot=n_boot, level=level)
-    return {**res, "readout": readout, "input_shape": list(shape)}
+    zero = [float(np.mean(fit.entry_values(samples[n], entry) == 0.0)) for n in widths]
+    return {**res, "readout": readout, "input_shape": list(shape), "zero_draws": zero, "init": init}
+
+
+def check_nonzero_ntk(samples, n, readout):
+    """Raise when every draw's NTK ``samples`` ``(T, N, N)`` at width ``n`` is exactly 0: the read-out
+    ``f = <v, out>`` does not depend on the weights at these inputs, and no alpha can be fitted."""
+    k = np.asarray(samples)
+    if k.size and not np.any(k != 0.0):
+        others = " or ".join(f"readout={r!r}" for r in READOUTS if r != readout)
+        raise ValueError(
+            f"module: the member's NTK is exactly 0 in all {len(k)} draws at width {n} with the {readout!r} "
+            f"read-out: the output it reads does not depend on the weights at these inputs (e.g. a unit "
+            f"behind a ReLU that is off, as after the shortcut sum of a ResNet block); use another read-out, "
+            f"{others} (--readout {'mean' if readout != 'mean' else 'random'} on the command line)"
+        )

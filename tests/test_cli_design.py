@@ -229,3 +229,164 @@ def test_design_module_alpha_fit_reads_that_factorys_stored_fit(tmp_path, capsys
     assert run_json(capsys, "design", "--module", "my_block.py:block", *design_args[3:])["alpha"] == fitted["alpha"]
     assert fitted["saved"].endswith(f"{cli_alpha._module_fit_name(spec)}.json")
     assert results.find("alpha", cli_alpha._module_fit_name(spec), profiles=("cli",))["data"]["module"] == spec
+
+
+# --- an NTK that is all zero, an alpha that is not > 0 -----------------------------------------------
+
+POST_RELU = '''
+from cepaper.models.resnext import ResNeXtBottleneck
+
+def block(m, n):
+    """The project's Fig. 5 block (ReLU after the shortcut sum), 16 channels: the centre unit of channel 0
+    is x = -1.55 on input 0 (seed 0), the branch adds about 0.1: the unit is off in every draw."""
+    return ResNeXtBottleneck(16, 16, m * n, groups=m)
+'''
+
+
+def test_fit_alpha_names_an_all_zero_ntk_and_the_read_out_that_fixes_it(tmp_path, capsys):
+    from cepaper.book import results
+
+    path = tmp_path / "post_relu.py"
+    path.write_text(POST_RELU)
+    argv = ["fit-alpha", "--module", f"{path}:block", "--input-shape", "16,3,3", "--trials", "4", "--widths", "2", "4"]
+    err = fails(capsys, *argv)
+    assert "NTK is exactly 0 in all 4 draws at width 2 with the 'center' read-out" in err
+    assert "--readout mean" in err
+    assert results.find("alpha", cli_alpha._module_fit_name(f"{path}:block"), profiles=("cli",)) is None
+    r = run_json(capsys, *argv, "--readout", "mean")  # the fix the message names
+    assert r["alpha"] is not None and r["readout"] == "mean"
+
+
+def planted_fit(alpha, zero_draws=(0.25, 0.0)):
+    """What fit_member_alpha returns, with a planted alpha (the Monte Carlo is not what is tested here)."""
+    return {
+        "alpha": alpha,
+        "alpha_ci": [alpha - 0.1, alpha + 0.1],
+        "C": None,
+        "C_ci": [None, None],
+        "intercept": 0.0,
+        "entry": "diag",
+        "module": "m",
+        "options": {},
+        "widths": [4, 8],
+        "trials": 50,
+        "seed": 0,
+        "seconds": 0.1,
+        "device": "cpu",
+        "readout": "center",
+        "init": "factory",
+        "input_shape": [8, 3],
+        "zero_draws": list(zero_draws),
+        "fits": {},
+    }
+
+
+@pytest.mark.parametrize("alpha", [-0.03, 0.0])
+def test_fit_alpha_never_saves_an_alpha_at_or_below_zero(tmp_path, capsys, monkeypatch, alpha):
+    from cepaper import member_alpha
+    from cepaper.book import results
+
+    path = tmp_path / "my_block.py"
+    path.write_text(FACTORY)
+    spec = f"{path}:block"
+    monkeypatch.setattr(member_alpha, "fit_member_alpha", lambda *a, **k: planted_fit(alpha))
+    err = fails(capsys, "fit-alpha", "--module", spec, "--input-shape", "8,3", "--trials", "50", "--widths", "4", "8")
+    assert f"alpha = {alpha:.3g} [{alpha - 0.1:.3g}, {alpha + 0.1:.3g}]" in err and "this fit is not saved" in err
+    assert "--readout mean" in err and "widths 4 (25%)" in err and "more --trials (now 50)" in err
+    assert "--init eq3 (the paper's Eq. 3 draw" in err
+    assert results.find("alpha", cli_alpha._module_fit_name(spec), profiles=("cli",)) is None
+    design = ["design", "--module", spec, "--input-shape", "8,3", "--baseline", "1x16", "--alpha", "fit"]
+    assert "no stored fit for --module" in fails(capsys, *design)
+    monkeypatch.setattr(member_alpha, "fit_member_alpha", lambda *a, **k: planted_fit(0.7))
+    run_json(capsys, "fit-alpha", "--module", spec, "--input-shape", "8,3", "--trials", "50", "--widths", "4", "8")
+    assert run_json(capsys, *design)["alpha"] == 0.7
+
+
+def test_design_refuses_a_stored_alpha_at_or_below_zero(tmp_path, capsys):
+    from cepaper.book import results
+
+    path = tmp_path / "my_block.py"
+    path.write_text(FACTORY)
+    spec = f"{path}:block"
+    run = results.Run("alpha", "cli", params={}, seed=0, store=True)  # a record written before the refusal
+    run.save(cli_alpha._module_fit_name(spec), planted_fit(-0.03) | {"module": spec})
+    err = fails(capsys, "design", "--module", spec, "--input-shape", "8,3", "--baseline", "1x16", "--alpha", "fit")
+    assert f"the stored fit for --module {spec} has alpha = -0.03 <= 0" in err and "--readout mean" in err
+    results.Run("alpha", "cli", params={}, seed=0, store=True).save("fit_bottleneck", planted_fit(-0.5))
+    err = fails(capsys, "design", "--arch", "resnext29", "--baseline", "1x128d", "--alpha", "fit")
+    assert "the stored fit alpha/fit_bottleneck has alpha = -0.5 <= 0" in err
+
+
+def test_fit_alpha_builtin_bottleneck_never_saves_an_alpha_at_or_below_zero(capsys, monkeypatch):
+    from cepaper import fit
+    from cepaper.book import results
+
+    monkeypatch.setattr(fit, "measure_alpha", lambda *a, **k: planted_fit(-0.2) | {"module": "bottleneck"})
+    err = fails(capsys, "fit-alpha", "--module", "bottleneck", "--trials", "50", "--readout", "random")
+    assert "alpha = -0.2" in err and "--readout mean (a read-out over every output unit, not the random one" in err
+    assert results.find("alpha", "fit_bottleneck", profiles=("cli",)) is None
+
+
+BLOCK = """
+from cepaper.models.resnext import ResNeXtBottleneck
+
+def block(m, n):
+    return ResNeXtBottleneck(256, 256, m * n, groups=m)
+"""
+
+
+def test_design_module_matches_a_network_under_a_flop_convention(tmp_path, capsys):
+    path = tmp_path / "fig5.py"
+    path.write_text(BLOCK)
+    module = ["--module", f"{path}:block", "--input-shape", "256,2,2"]
+    net = ["--network", "cepaper.models.resnext:ResNeXtCifar", "--network-input-shape", "3,32,32"]
+    r = run_json(
+        capsys, "design", *module, "--baseline", "1x128", *net, "--budget", "flops", "--flops-convention", "2macs+acts"
+    )
+    assert r["config"] == "44x8" and r["flops_convention"] == "2macs+acts"
+    assert r["step6"] == "the network cepaper.models.resnext:ResNeXtCifar on 3x32x32"
+    assert (
+        r["cost"]
+        == complexity.complexity("resnext29", "44x8d")["flops"] + complexity.complexity("resnext29", "44x8d")["acts"]
+    )
+    assert cli.main(["design", *module, "--baseline", "1x128", "--network-blocks", "9"]) == 0
+    out = capsys.readouterr().out
+    assert "35x10" in out and "step 6 matches" in out and "9 x the module" in out
+    two = run_json(capsys, "params", *module, "--config", "4x8")
+    one = run_json(capsys, "params", *module, "--config", "4x8", "--flops-convention", "macs")
+    assert two["flops"] == 2 * one["flops"] and (two["flops_convention"], one["flops_convention"]) == ("2macs", "macs")
+    for argv, message in (
+        (
+            ["design", *module, "--baseline", "1x128", *net, "--network-blocks", "9"],
+            "either --network or --network-blocks",
+        ),
+        (
+            ["design", *module, "--baseline", "1x128", "--network-input-shape", "3,32,32"],
+            "--network-input-shape needs --network",
+        ),
+        (
+            ["design", "--arch", "resnext29", "--baseline", "1x128d", "--flops-convention", "macs"],
+            "only applies to --module",
+        ),
+        (
+            ["design", "--arch", "resnext29", "--baseline", "1x128d", "--network-blocks", "3"],
+            "--network-blocks only applies",
+        ),
+        (["design", *module, "--baseline", "1x128", "--flops-convention", "acts"], "invalid choice: 'acts'"),
+    ):
+        assert message in fails(capsys, *argv)
+
+
+def test_fit_alpha_eq3_draw_of_the_papers_block_recovers_its_alpha(tmp_path, capsys):
+    """--init eq3 on the project's Fig. 5 block (post-sum ReLU) draws exactly what fit-alpha --module bottleneck
+    --post-relu draws: the same alpha; the record says which draw, and design --alpha fit names it."""
+    path = tmp_path / "fig5.py"
+    path.write_text(BLOCK)
+    spec = f"{path}:block"
+    common = ["--trials", "8", "--widths", "2", "4", "8", "--readout", "mean"]
+    r = run_json(capsys, "fit-alpha", "--module", spec, "--input-shape", "256,3,3", "--init", "eq3", *common)
+    ref = run_json(capsys, "fit-alpha", "--module", "bottleneck", "--post-relu", *common)
+    assert r["init"] == "eq3" and r["alpha"] == pytest.approx(ref["alpha"], rel=1e-5)
+    d = run_json(capsys, "design", "--module", spec, "--input-shape", "256,2,2", "--baseline", "1x16", "--alpha", "fit")
+    assert ", Eq. 3 draw: alpha/fit_module_" in d["alpha_source"]
+    assert "--init only apply to a factory" in fails(capsys, "fit-alpha", "--module", "bottleneck", "--init", "eq3")

@@ -778,3 +778,336 @@ def test_a_budget_no_integer_m_meets_is_an_error(objective, what):
         rf"smaller n",
     ):
         generic.design_module(small, (16, 4, 4), (1, 4), objective, alpha=1.6, ns=[64, 128])
+
+
+def test_an_all_zero_ntk_stops_the_fit_and_names_another_read_out():
+    post_relu = lambda m, n: ResNeXtBottleneck(16, 16, m * n, groups=m)  # centre unit off in every draw
+    calls = []
+    real = member_alpha.member_ntk_sampler
+
+    def counted(factory, n, *a, **k):
+        calls.append(n)
+        return real(factory, n, *a, **k)
+
+    kw = dict(widths=(2, 4, 8), trials=4, n_boot=20, progress=False)
+    import unittest.mock
+
+    with unittest.mock.patch.object(member_alpha, "member_ntk_sampler", counted):
+        with pytest.raises(ValueError, match=r"NTK is exactly 0 in all 4 draws at width 2 with the 'center' read-out"):
+            member_alpha.fit_member_alpha(post_relu, (16, 3, 3), **kw)
+    assert set(calls) == {2}  # stopped at the first width, not after the whole sweep
+    with pytest.raises(ValueError, match=r"use another read-out, readout='center' or readout='random'"):
+        member_alpha.check_nonzero_ntk(np.zeros((3, 2, 2)), 5, "mean")
+    member_alpha.check_nonzero_ntk(np.array([[[0.0, 0.0], [0.0, 1e-30]]]), 5, "mean")  # one non-zero entry: fine
+    r = member_alpha.fit_member_alpha(post_relu, (16, 3, 3), readout="mean", **kw)
+    assert np.isfinite(r["alpha"]) and r["zero_draws"] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.filterwarnings("ignore:the draws at width index")  # planted zeros: a heavy tail of K^2
+def test_zero_draws_counts_the_draws_whose_entry_is_exactly_zero(monkeypatch):
+    """A sampler that plants K = 0 in every third draw: zero_draws is that share, per width."""
+
+    def planted(factory, n, x, v, method="batched", init="factory"):
+        def sample(t, generator):
+            k = 1.0 + torch.rand(t, 2, 2, generator=generator)
+            k[torch.randint(0, 3, (t,), generator=generator) == 0] = 0.0
+            return k
+
+        return sample
+
+    monkeypatch.setattr(member_alpha, "member_ntk_sampler", planted)
+    r = member_alpha.fit_member_alpha(mlp, (16, 1), widths=(2, 4), trials=300, n_boot=20, progress=False)
+    assert len(r["zero_draws"]) == 2 and all(0.25 < share < 0.42 for share in r["zero_draws"])  # 1/3 of 300
+
+
+# --- latency: the median, the verdict, and what the timings' spread leaves open --------------------
+
+
+class PlantedClock:
+    """A timer that returns planted durations: ``table(m, n)`` lists the seconds of ``factory(m, n)``'s
+    passes, taken in turn (cycling) at each (start, stop) pair while that module runs."""
+
+    def __init__(self, table):
+        self.table, self.t, self.calls, self.running, self.taken = table, 0.0, 0, None, {}
+
+    def __call__(self):
+        if self.calls % 2:
+            times, k = self.table(*self.running), self.taken.get(self.running, 0)
+            self.t += times[k % len(times)]
+            self.taken[self.running] = k + 1
+        self.calls += 1
+        return self.t
+
+
+class Planted(nn.Module):
+    """``m`` members ``4 -> n -> 1`` (1x1 Conv1d, the second grouped): fan-ins ``(4, n)``, so Eq. 9's sum is
+    ``1/4 + 1/n``; its forward tells ``clock`` which ``(m, n)`` runs."""
+
+    def __init__(self, m, n, clock):
+        super().__init__()
+        self.a, self.b = nn.Conv1d(4, m * n, 1), nn.Conv1d(m * n, m, 1, groups=m)
+        self.key, self.clock = (m, n), clock
+
+    def forward(self, x):
+        self.clock.running = self.key
+        return self.b(torch.relu(self.a(x)))
+
+
+def planted_design(table, objective="primal", ns=(1, 2, 4, 8), repeats=5):
+    clock = PlantedClock(table)
+    factory = lambda m, n: Planted(m, n, clock)
+    fm = generic.FactoryModule(factory, (4, 1), repeats=repeats, warmup=0, timer=clock)
+    return generic.design_module(factory, (4, 1), (1, 8), objective, "latency", alpha=1.0, ns=ns, module=fm), fm
+
+
+MS = {1: 1.0, 2: 1.0, 4: 1.5, 8: 3.0}  # milliseconds per member: the median of every width's timings
+
+
+def test_latency_is_the_median_of_skewed_timings_and_decides_the_optimum():
+    """One pass in five of width 4 is 30x slower: the mean would move the optimum to n = 2, the median keeps 4."""
+    spike = {4: 30.0}
+    table = lambda m, n: [1e-3 * m * MS[n] * f for f in (1, 1, 1, 1, spike.get(n, 1.0))]
+    var = np.expm1(1 / 4 + 1 / np.array([1, 2, 4, 8]))  # Eq. 9, alpha = 1
+    medians = np.array([np.median(table(1, n)) for n in (1, 2, 4, 8)])
+    means = np.array([np.mean(table(1, n)) for n in (1, 2, 4, 8)])
+    assert (1, 2, 4, 8)[np.argmin(var * medians)] == 4 and (1, 2, 4, 8)[np.argmin(var * means)] == 2  # discriminates
+    d, _ = planted_design(table)
+    np.testing.assert_allclose(d["curve"]["beta"], medians, rtol=1e-12)
+    assert d["n"] == 4 and d["m"] == 2 and d["m_exact"] == pytest.approx(2.0)  # 2 x 1.5 ms = the baseline's 3 ms
+    assert d["latency"]["median"] == pytest.approx(3e-3) and d["baseline_latency"]["median"] == pytest.approx(3e-3)
+    rec = generic.latency(nn.Linear(2, 2), torch.randn(1, 2), repeats=5, warmup=0, timer=FakeClock([1, 1, 1, 1, 30]))
+    assert rec["median"] == 1 and np.mean(rec["times"]) == 6.8 and rec["iqr"] == 0
+    assert d["verdict"] == "optimum" and d["improves"] and d["var_ratio"] == pytest.approx(var[2] / 2 / var[3])
+    assert d["timings_resolved"] and d["notes"] == []
+
+
+def test_a_latency_design_that_does_not_beat_the_baseline_says_no_improvement_found():
+    """Narrow members are cheap alone but any m > 1 pays 2.5 ms more (latency is not affine in m): the curve
+    picks n = 1 (m_p = 15), step 6 affords m = 3 at the baseline's 3 ms, and Var(K) ends 1.8x the baseline's."""
+    from cepaper import cli_design
+
+    ms = {1: 0.2, 2: 1.0, 4: 1.5, 8: 3.0}
+    table = lambda m, n: [1e-3 * (m * ms[n] + 2.5 * (m > 1))]
+    d, _ = planted_design(table, repeats=3)
+    var = np.expm1(1 / 4 + 1 / np.array([1.0, 8.0]))
+    assert (d["n"], d["m"], d["m_exact"]) == (1, 3, pytest.approx(2.5))
+    assert d["var_ratio"] == pytest.approx(var[0] / 3 / var[1]) and d["var_ratio"] > 1
+    assert not d["improves"] and d["verdict"] == "no improvement found"
+    assert d["notes"][0].startswith("no width searched beats the baseline 1x8: at the best, 3x1, Var(K) is 1.8")
+    text = cli_design._format_module_design(d | {"module": "planted"})
+    assert "no improvement found" in text and "best width searched  1" in text and "optimum" not in text
+    assert "latency IQR" in text and "baseline 0 s" in text
+
+
+def test_the_timings_spread_is_named_when_it_exceeds_the_differences_that_decide():
+    spread = lambda m, n: [1e-3 * m * MS[n] * f for f in (0.5, 0.75, 1.0, 1.25, 5.0)]  # IQR = median / 2
+    d, fm = planted_design(spread)
+    assert (d["n"], d["m"]) == (4, 2) and d["verdict"] == "optimum" and not d["timings_resolved"]
+    assert d["latency"]["iqr"] == pytest.approx(0.5 * 3e-3) and d["baseline_latency"]["iqr"] == pytest.approx(1.5e-3)
+    # Var(K) x q25: width 2 1.117 x 0.75 ms, width 8 0.455 x 2.25 ms, both below width 4's Var(K) x q75 =
+    # 0.649 x 1.875 ms = 1.22; width 1 (2.49 x 0.75 ms) stays out
+    assert any("decide the optimum width: at n = 2, 8, Var(K) x latency" in note for note in d["notes"])
+    # m = 3 vs 2 members of width 4: 4.5 vs 3 ms, less than their mean IQR (2.25 + 1.5) / 2 ms apart
+    assert any("step 6's m is not resolved: 3 and 2 members of width 4" in note for note in d["notes"])
+    assert (3, 4) in fm.latencies
+    dual, _ = planted_design(lambda m, n: [1e-3 * m * MS[n] * f for f in (0.25, 0.5, 1.0, 2.0, 4.0)], "dual")
+    assert (dual["n"], dual["m"], dual["verdict"]) == (4, 1, "optimum")  # 1.5 ms vs 3 ms: rho = 2
+    assert any("the timings do not resolve which is faster" in note for note in dual["notes"])  # [0.75, 3] vs [1.5, 6]
+    assert any(
+        "has 1.426x the baseline's Var(K) (m = 1.43 rounded to 1; rounding ceil meets it)" in n for n in dual["notes"]
+    )
+    wild, _ = planted_design(lambda m, n: [1e-3 * m * MS[n] * f for f in (0.1, 0.2, 1.0, 5.0, 9.0)], "dual")
+    assert any(
+        note.startswith("the IQR exceeds the median for the baseline, 1x4, the member of width 1")
+        for note in wild["notes"]
+    )
+    calm, _ = planted_design(lambda m, n: [1e-3 * m * MS[n] * f for f in (0.99, 1.0, 1.01)], "dual")
+    assert calm["timings_resolved"] and calm["notes"] == [
+        "1x4 has 1.426x the baseline's Var(K) (m = 1.43 rounded to 1; rounding ceil meets it)"
+    ]
+
+
+# --- step 6 on a whole network, the FLOP convention, the rounding of m ------------------------------
+
+
+def test_flop_conventions_hand_count():
+    x = torch.randn(2, 6, 9, 11)
+    net = nn.Sequential(
+        nn.Conv2d(6, 8, (3, 5), stride=(1, 2), padding=(1, 0), groups=2), nn.Flatten(), nn.Linear(288, 5)
+    )
+    macs = 2 * 8 * 9 * 4 * (3 * 3 * 5) + 2 * 288 * 5  # batch x outputs x (inputs per group x kernel), then the linear
+    acts = 2 * 8 * 9 * 4 + 2 * 5  # one per output element of the conv and of the linear
+    assert generic.flop_count(net, x, "macs") == macs
+    assert generic.flop_count(net, x) == generic.flop_count(net, x, "2macs") == 2 * macs
+    assert generic.flop_count(net, x, "2macs+acts") == 2 * macs + acts
+    with pytest.raises(
+        ValueError, match=r"flops convention must be one of macs, 2macs, 2macs\+acts, got '2macs\+adds'"
+    ):
+        generic.flop_count(net, x, "2macs+adds")
+    with pytest.raises(ValueError, match="flops must be one of macs, 2macs, 2macs"):
+        generic.FactoryModule(bottleneck, SHAPE, flops="flops")
+    # the Fig. 5 block: 2macs+acts is search.BottleneckDesign's default convention, at any resolution
+    fm = generic.FactoryModule(bottleneck, (256, 4, 4), flops="2macs+acts")
+    for m, n in ((1, 3), (4, 10)):
+        assert fm.cost(n, "flops", m) == search.BottleneckDesign(resolution=4).cost(n, "flops", m)
+    # a forward that needs values (.item()) cannot run on the meta device: counted on the CPU instead
+    assert generic.FactoryModule(ItemGate, (4,), batch=3).cost(5, "flops", 2) == 2 * 3 * (4 * 10 + 10 * 1)
+
+
+@pytest.fixture(scope="module")
+def fig5():
+    """The Fig. 5 block at 2x2 (FLOP ratios do not depend on the resolution: stride 1, padding 1) and its
+    FactoryModules under each FLOP convention, shared by the tests below (their costs are cached)."""
+    from cepaper.models.resnext import ResNeXtCifar
+
+    shape = (256, 2, 2)
+    return {f: generic.FactoryModule(bottleneck, shape, flops=f) for f in generic.FLOPS} | {
+        "net": ResNeXtCifar,
+        "shape": shape,
+    }
+
+
+def test_generic_step6_on_resnext29_gives_the_papers_37x10d_and_44x8d(fig5):
+    """The Fig. 5 block's curve, step 6 on ResNeXt-29 built from it (cepaper.models.resnext.ResNeXtCifar),
+    against cepaper.complexity's counters and ensembles.network_m (the specialized path)."""
+    from cepaper import complexity
+
+    kw = dict(network=fig5["net"], network_input_shape=(3, 32, 32))
+    d = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", "params", 1.6, module=fig5["2macs"], **kw)
+    base = complexity.complexity("resnext29", "1x128d")["params"]
+    assert d["config"] == "37x10" and d["step6"] == "the network ResNeXtCifar on 3x32x32"
+    assert d["m_exact"] == pytest.approx(ensembles.network_m("resnext29", 10, base, "params"), rel=1e-12)
+    assert (d["params"], d["baseline_params"]) == (complexity.complexity("resnext29", "37x10d")["params"], base)
+    assert d["module_cost"] == search.BottleneckDesign().cost(10, "params", 37) and d["rho"] == base / d["params"]
+    # the referee's reading: step 6 on the block alone gives 35x10
+    alone = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", "params", 1.6, module=fig5["2macs"])
+    assert alone["config"] == "35x10" and alone["step6"] == "the module"
+
+    d = generic.design_module(
+        bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["2macs+acts"], **kw
+    )
+    flops = lambda cfg: search.flops_of(complexity.complexity("resnext29", cfg), "2macs+acts")
+    ref = search.curve(search.BottleneckDesign(resolution=2), 128, 1.6, "flops")
+    np.testing.assert_array_equal(d["curve"]["beta"], ref["beta"])
+    assert d["config"] == "44x8" and (d["cost"], d["baseline_cost"]) == (flops("44x8d"), flops("1x128d"))
+    assert d["m_exact"] == pytest.approx(
+        ensembles.network_m("resnext29", 8, flops("1x128d"), "flops", flops="2macs+acts"), rel=1e-12
+    )
+    assert d["flops_convention"] == "2macs+acts" and d["verdict"] == "optimum"
+
+
+def test_the_flop_convention_moves_the_optimum_only_through_the_acts(fig5):
+    """2 x MACs and MACs differ by a factor, which cancels in Eqs. 12-14 and in step 6: both give 51x7, as the
+    specialized path does with search.BottleneckDesign(flops="2macs"); only the acts term gives 44x8."""
+    kw = dict(network=fig5["net"], network_input_shape=(3, 32, 32))
+    two = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["2macs"], **kw)
+    one = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["macs"], **kw)
+    spec = ensembles.design("resnext29", "1x128d", budget="flops", module=search.BottleneckDesign(flops="2macs"))
+    assert two["config"] == one["config"] == "51x7" and spec["config"] == "51x7d"
+    assert two["cost"] == 2 * one["cost"] == spec["flops"] and two["m_exact"] == pytest.approx(one["m_exact"])
+
+
+def test_step6_on_k_copies_of_the_module_keeps_m_and_scales_the_costs(fig5):
+    alone = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["2macs"])
+    nine = generic.design_module(
+        bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["2macs"], network=9
+    )
+    assert alone["config"] == nine["config"] == "53x7" and nine["m_exact"] == pytest.approx(alone["m_exact"])
+    assert (
+        nine["cost"] == 9 * alone["cost"]
+        and nine["params"] == 9 * alone["params"]
+        and nine["step6"] == "9 x the module"
+    )
+    with pytest.raises(ValueError, match="network must be None, an int k >= 1"):
+        generic.design_module(bottleneck, fig5["shape"], (1, 128), module=fig5["2macs"], network="resnext29")
+    with pytest.raises(ValueError, match=r"network \(a multiple of the module\) must be an integer >= 1, got 0"):
+        generic.design_module(bottleneck, fig5["shape"], (1, 128), module=fig5["2macs"], network=0)
+
+
+@pytest.mark.parametrize(
+    "budget, m_exact, nearest, floor, ceil",
+    [("params", 35.2317, 35, 35, 36), ("flops", 52.9173, 53, 52, 53)],
+)
+def test_generic_primal_rounding_floor_and_ceil(fig5, budget, m_exact, nearest, floor, ceil):
+    """Step 6 on the block (1x128 baseline): floor stays within the baseline's budget, ceil reaches it."""
+    fm = fig5["2macs"]
+    n = 10 if budget == "params" else 7
+    base = fm.cost(128, budget)
+    c1, c2 = fm.cost(n, budget, 1), fm.cost(n, budget, 2)
+    assert (base - (2 * c1 - c2)) / (c2 - c1) == pytest.approx(m_exact, abs=1e-4)  # the hand solve of step 6
+    for rounding, m in (("nearest", nearest), ("floor", floor), ("ceil", ceil)):
+        d = generic.design_module(
+            bottleneck, fig5["shape"], (1, 128), "primal", budget, 1.6, module=fm, rounding=rounding
+        )
+        assert (d["n"], d["m"], d["rounding"]) == (n, m, rounding) and d["m_exact"] == pytest.approx(m_exact, abs=1e-4)
+        assert d["cost"] == fm.cost(n, budget, m)
+        over = [note for note in d["notes"] if "rounding floor stays within it" in note]
+        assert bool(over) == (d["cost"] > base)
+    lo = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", budget, 1.6, module=fm, rounding="floor")
+    hi = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", budget, 1.6, module=fm, rounding="ceil")
+    assert lo["cost"] <= base <= hi["cost"] and hi["m"] - lo["m"] == 1
+    assert hi["var_ratio"] < lo["var_ratio"]  # more members: a smaller Var(K) (Eq. 11)
+    dual = {
+        r: generic.design_module(bottleneck, fig5["shape"], (1, 128), "dual", budget, 1.6, module=fm, rounding=r)
+        for r in ("floor", "ceil")
+    }
+    assert dual["ceil"]["var_ratio"] <= 1 <= dual["floor"]["var_ratio"] and dual["ceil"]["m"] == dual["floor"]["m"] + 1
+
+
+# --- Algorithm 1 in Eq. 3's parameterization ---------------------------------------------------------
+
+
+class SumBlock(ResNeXtBottleneck):
+    """Fig. 5 as cepaper.models.blocks draws it by default: no ReLU after the shortcut sum."""
+
+    def forward(self, x):
+        y = torch.relu(self.bn_reduce(self.conv_reduce(x)))
+        y = torch.relu(self.bn(self.conv_conv(y)))
+        return self.bn_expand(self.conv_expand(y)) + self.shortcut(x)
+
+
+def test_eq3_member_is_the_papers_bottleneck_draw():
+    """eq3_member of the project's block is cepaper.models.blocks.Bottleneck with the same seed: weights,
+    scales sqrt(2/16), sqrt(2/9n), sqrt(1/n), no norms, and the same function."""
+    x, v = blocks.block_inputs(16, 3, 2, 0.5, seed=1), blocks.readout_vector("random", 16, 3, seed=2)
+    for block, post_relu in ((ResNeXtBottleneck, True), (SumBlock, False)):
+        member = member_alpha.eq3_member(block(16, 16, 5), seed=11)
+        ref = blocks.Bottleneck(5, v, n_in=16, post_relu=post_relu, seed=11)
+        assert not any(isinstance(mod, nn.BatchNorm2d) for mod in member.modules())
+        for a, b in ((member.conv_reduce, ref.conv1), (member.conv_conv, ref.conv2), (member.conv_expand, ref.conv3)):
+            assert torch.equal(a.weight, b.weight)
+        torch.testing.assert_close(member_alpha.Readout(member, v)(x), ref(x), rtol=1e-5, atol=1e-6)
+
+
+def test_eq3_member_scales_each_layer_and_freezes_zero_biases():
+    net = member_alpha.eq3_member(nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 1)), 3)
+    g = torch.Generator().manual_seed(3)
+    w1, w2 = torch.randn(6, 4, generator=g), torch.randn(1, 6, generator=g)
+    x = torch.randn(5, 4)
+    expect = math.sqrt(1 / 6) * torch.relu(math.sqrt(2 / 4) * x @ w1.T) @ w2.T
+    torch.testing.assert_close(net(x), expect)
+    assert isinstance(net[1], nn.Identity) and [k for k, p in net.named_parameters() if p.requires_grad] == [
+        "0.weight",
+        "3.weight",
+    ]
+    assert not net[0].bias.any() and not net[3].bias.any()
+    with pytest.raises(ValueError, match="init must be one of factory, eq3, got 'ntk'"):
+        member_alpha.fit_member_alpha(mlp, (16, 1), init="ntk")
+
+
+@pytest.mark.filterwarnings("ignore:the draws at width index")  # T = 24: heavy tails at narrow widths
+@pytest.mark.parametrize("block, post_relu", [(ResNeXtBottleneck, True), (SumBlock, False)])
+def test_member_alpha_eq3_recovers_the_specialized_bottleneck_alpha(block, post_relu):
+    """Generic Algorithm 1 with init="eq3" on the paper's block draws the very weights of the specialized sweep
+    (cepaper.sweeps / fit.measure_alpha: same per-width seeds, per-draw seeds and draw order), computes their NTKs
+    another way (torch.func over the autograd of the built module, against the block's structured formula), and
+    so fits the same alpha, within float32 rounding: at small T the equality still tests every step."""
+    factory = lambda m, n: block(256, 256, m * n, groups=m)
+    widths, trials = (2, 4, 8), 24
+    mine = member_alpha.fit_member_alpha(factory, (256, 3, 3), widths, trials, init="eq3", n_boot=200, progress=False)
+    ref = fit.measure_alpha("bottleneck", widths=widths, trials=trials, post_relu=post_relu, n_boot=200)
+    for key in ("mean", "second", "term"):
+        np.testing.assert_allclose(mine["fits"]["diag"][key], ref["fits"]["diag"][key], rtol=2e-5)
+    assert mine["alpha"] == pytest.approx(ref["alpha"], rel=1e-4, abs=1e-5)
+    lo, hi = mine["alpha_ci"]
+    assert lo <= ref["alpha"] <= hi and mine["init"] == "eq3"

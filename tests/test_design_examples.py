@@ -1,5 +1,6 @@
 """cepaper.sections.design (the page 08_design): the vision-MLP channel block and the saved designs' views."""
 
+import pytest
 import torch
 
 from cepaper import factories
@@ -34,6 +35,56 @@ def test_block_designs_and_views():
     assert saved["designs"]["params"]["primal"]["curve"]["n"] == [4, 16, 64, 256]
     rows = design_section.designs_table(saved)
     assert len(rows) == 6 and all("latency (ms)" in r for r in rows if r["budget"] == "latency")
+    for r in rows:
+        d = saved["designs"][{v: k for k, v in design_section.BUDGET_NAMES.items()}[r["budget"]]][r["objective"]]
+        assert r["verdict"] == ("optimum" if d["improves"] else "no improvement found") == d["verdict"]
+        if r["budget"] == "latency":
+            assert r["IQR (ms)"] == round(1e3 * d["latency"]["iqr"], 3) and r["timings resolve it"] in "✓✗"
     gap = design_section.latency_vs_flops(saved)
     assert gap["width_ratio"] == gap["latency_n"] / gap["flops_n"] and gap["flops_design_latency_ratio"] > 0
+    lat, flops = saved["designs"]["latency"]["primal"], saved["designs"]["flops"]["primal"]
+    assert gap["flops_design_dominates"] == (
+        saved["flops_design_latency"] <= lat["cost"] and flops["var_ratio"] <= lat["var_ratio"]
+    )
+    assert gap["latency_verdict"] == lat["verdict"] and gap["latency_notes"] == lat["notes"]
     design_section.plot_budgets([saved])
+
+
+def test_latency_vs_flops_says_when_the_flop_design_dominates():
+    def saved(flops_latency, flops_var, lat_var, verdict="optimum"):
+        lat = dict(n=16, config="2x16", cost=2.0, baseline_cost=4.0, var_ratio=lat_var, verdict=verdict, notes=["x"])
+        flops = dict(n=4, config="9x4", var_ratio=flops_var)
+        return {
+            "designs": {"flops": {"primal": flops}, "latency": {"primal": lat}},
+            "flops_design_latency": flops_latency,
+        }
+
+    gap = design_section.latency_vs_flops(saved(1.5, 0.5, 0.8))  # faster and smoother: dominates
+    assert gap["flops_design_dominates"] and gap["width_ratio"] == 4 and gap["flops_design_latency_ratio"] == 0.375
+    assert not design_section.latency_vs_flops(saved(2.5, 0.5, 0.8))["flops_design_dominates"]  # slower
+    assert not design_section.latency_vs_flops(saved(1.5, 0.9, 0.8))["flops_design_dominates"]  # rougher
+    gap = design_section.latency_vs_flops(saved(1.5, 0.5, 1.2, "no improvement found"))
+    assert gap["latency_verdict"] == "no improvement found" and gap["latency_notes"] == ["x"]
+
+
+def test_paper_block_step6_rows():
+    """The paper's block through the generic path (2x2 input: the FLOP ratios do not depend on it)."""
+    rows = design_section.paper_block_step6((256, 2, 2))
+    got = [
+        (r["budget"], r["step 6 matches"][:3], r["generic design"], r["paper"], r["same as the paper"]) for r in rows
+    ]
+    assert got == [
+        ("parameters", "the", "35×10", "37×10d", "✗"),
+        ("parameters", "Res", "37×10", "37×10d", "✓"),
+        ("FLOPs", "the", "53×7", "44×8d", "✗"),
+        ("FLOPs", "Res", "51×7", "44×8d", "✗"),
+        ("FLOPs", "Res", "44×8", "44×8d", "✓"),
+    ]
+
+
+@pytest.mark.filterwarnings("ignore:the draws at width index")  # T = 16: heavy tails at narrow widths
+def test_paper_block_alpha_rows():
+    rows = design_section.paper_block_alpha((2, 4, 8), 16)
+    generic_init, eq3, specialized = (r["α"] for r in rows)
+    assert eq3 == specialized and eq3 != generic_init  # the same draws; the factory's own draw is another function
+    assert rows[1]["95% interval"] == rows[2]["95% interval"] and rows[0]["draws per width"] == 16

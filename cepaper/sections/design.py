@@ -109,15 +109,114 @@ def block_designs(block, widths, trials, ns, readout="mean", batch=8, repeats=10
     }
 
 
+def paper_block_step6(input_shape=(256, 32, 32), alpha=search.ALPHA_BOTTLENECK):
+    """The paper's own Fig. 5 block (``ResNeXtBottleneck(256, 256, m n, groups=m)``) through the generic path,
+    baseline ``1x128``: step 6 on the block alone or on ResNeXt-29 built from it (``ResNeXtCifar`` on 3x32x32),
+    FLOPs as ``2 x MACs`` (``FlopCounterMode``) or ``2 x MACs`` + one per conv output (``2macs+acts``, the
+    specialized path's convention), beside the paper's optimum (:data:`cepaper.sections.paper.MODELS`).
+
+    Returns:
+        list of rows: budget, FLOP convention, what step 6 matches, the generic design, the paper's, and ✓/✗.
+    """
+    from cepaper.models.resnext import ResNeXtBottleneck, ResNeXtCifar
+    from cepaper.sections import paper
+
+    block = lambda m, n: ResNeXtBottleneck(256, 256, m * n, groups=m)
+    printed = {
+        r["budget"]: r["config"]
+        for r in paper.MODELS
+        if r["arch"] == "resnext29"
+        and r["role"] == "optimum"
+        and r["from_baseline"] == "1x128d"
+        and r["objective"] == "primal"
+    }
+    modules = {f: generic.FactoryModule(block, input_shape, flops=f) for f in ("2macs", "2macs+acts")}
+    words = {"2macs": "2 × MACs", "2macs+acts": "2 × MACs + one per conv output"}
+    rows = []
+    for budget, flops, network in (
+        ("params", "2macs", None),
+        ("params", "2macs", ResNeXtCifar),
+        ("flops", "2macs", None),
+        ("flops", "2macs", ResNeXtCifar),
+        ("flops", "2macs+acts", ResNeXtCifar),
+    ):
+        d = generic.design_module(
+            block,
+            input_shape,
+            (1, 128),
+            "primal",
+            budget,
+            alpha,
+            module=modules[flops],
+            network=network,
+            network_input_shape=(3, 32, 32),
+        )
+        rows.append(
+            {
+                "budget": BUDGET_NAMES[budget],
+                "FLOPs counted as": words[flops] if budget == "flops" else "—",
+                "step 6 matches": "the block" if network is None else "ResNeXt-29 built from it",
+                "generic design": d["config"].replace("x", "×"),
+                "paper": printed[budget].replace("x", "×"),
+                "same as the paper": "✓" if f"{d['config']}d" == printed[budget] else "✗",
+            }
+        )
+    return rows
+
+
+def paper_block_alpha(widths, trials, readout="mean", seed=0, device="cpu", threads=1):
+    """Algorithm 1 on the paper's own Fig. 5 block (``ResNeXtBottleneck(256, 256, n)``, input 256 x 3 x 3) three
+    ways: the generic fit with the factory's initialization (PyTorch's default, BatchNorm), the generic fit in
+    Eq. 3's parameterization (``init="eq3"``), and the specialized sweep of :mod:`cepaper.sweeps` on the same
+    function (post-sum ReLU, the same read-out, inputs and seeds: the same draws as ``eq3``).
+
+    Returns:
+        list of rows: how the member is drawn, alpha, its interval, widths and draws.
+    """
+    from cepaper import fit
+    from cepaper.models.resnext import ResNeXtBottleneck
+
+    block = lambda m, n: ResNeXtBottleneck(256, 256, m * n, groups=m)
+    kw = dict(progress=False, device=device, n_boot=500, threads=threads)
+    fits = [
+        (
+            "generic, the factory's initialization",
+            member_alpha.fit_member_alpha(block, (256, 3, 3), widths, trials, seed, readout, **kw),
+        ),
+        (
+            'generic, Eq. 3\'s parameterization (init="eq3")',
+            member_alpha.fit_member_alpha(block, (256, 3, 3), widths, trials, seed, readout, init="eq3", **kw),
+        ),
+        (
+            "specialized sweep (cepaper.sweeps), post-sum ReLU",
+            fit.measure_alpha("bottleneck", widths, trials, seed, post_relu=True, readout=readout, **kw),
+        ),
+    ]
+    return [
+        {
+            "member drawn by": how,
+            "α": round(r["alpha"], 3),
+            "95% interval": f"[{r['alpha_ci'][0]:.3f}, {r['alpha_ci'][1]:.3f}]",
+            "read-out": readout,
+            "widths": ", ".join(map(str, r["widths"])),
+            "draws per width": r["trials"],
+        }
+        for how, r in fits
+    ]
+
+
 def designs_table(saved):
-    """One row per budget and objective of a saved :func:`block_designs`: the optimum and its costs."""
+    """One row per budget and objective of a saved :func:`block_designs`: the verdict (``"optimum"`` or
+    ``"no improvement found"``), the best design and its costs; under latency the IQRs and whether the
+    timings' spread resolves the decisions (:func:`cepaper.verdicts.judge`)."""
     rows = []
     for budget, by in saved["designs"].items():
         for objective, d in by.items():
             row = {
                 "budget": BUDGET_NAMES[budget],
                 "objective": objective,
-                "optimum n": d["n"],
+                "verdict": d["verdict"],
+                "width n": d["n"],
                 "ensemble": d["config"],
                 "baseline": d["baseline"],
                 "params": d["params"],
@@ -127,25 +226,34 @@ def designs_table(saved):
             }
             if budget == "latency":
                 row["latency (ms)"] = round(1e3 * d["cost"], 3)
+                row["IQR (ms)"] = round(1e3 * d["latency"]["iqr"], 3)
                 row["baseline latency (ms)"] = round(1e3 * d["baseline_cost"], 3)
+                row["baseline IQR (ms)"] = round(1e3 * d["baseline_latency"]["iqr"], 3)
+                row["timings resolve it"] = "✓" if d["timings_resolved"] else "✗"
             rows.append(row)
     return rows
 
 
 def latency_vs_flops(saved):
-    """How far the latency-primal optimum lies from the FLOP-primal one: widths, ensembles, and the
-    measured latency of each against the baseline's."""
+    """How far the latency-primal design lies from the FLOP-primal one: widths, ensembles, the measured latency
+    of each against the baseline's, the latency design's verdict and notes, and whether the FLOP design
+    dominates it (as fast, measured, and at least as smooth)."""
     f, lat = saved["designs"]["flops"]["primal"], saved["designs"]["latency"]["primal"]
     base = lat["baseline_cost"]
+    flops_latency = saved["flops_design_latency"]
     return {
         "flops_n": f["n"],
         "flops_config": f["config"],
         "latency_n": lat["n"],
         "latency_config": lat["config"],
+        "latency_verdict": lat["verdict"],
+        "latency_notes": lat["notes"],
         "width_ratio": lat["n"] / f["n"],
         "baseline_latency": base,
-        "flops_design_latency_ratio": saved["flops_design_latency"] / base,
+        "flops_design_latency_ratio": flops_latency / base,
         "latency_design_latency_ratio": lat["cost"] / base,
+        # the FLOP design is as fast (measured) and at least as smooth: the latency search adds nothing
+        "flops_design_dominates": bool(flops_latency <= lat["cost"] and f["var_ratio"] <= lat["var_ratio"]),
     }
 
 
