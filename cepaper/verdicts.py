@@ -30,7 +30,9 @@ def judge(d, c, i, module=None):
     * a timing whose IQR exceeds its median.
 
     Args:
-        d: a :func:`design_module` result (before this); c: its curve (:func:`curve`); i: the optimum's index.
+        d: a :func:`cepaper.generic.design_module` result (before this).
+        c: its curve (:func:`cepaper.generic.curve`).
+        i: the optimum's index.
     Returns:
         dict: ``improves`` (bool), ``verdict`` (:data:`VERDICTS`), ``notes`` (sentences), and under latency
         ``timings_resolved`` (``False`` when the spread leaves any decision above open).
