@@ -310,13 +310,16 @@ pages.figure(
 # narrow). The claims page judges α under each of these readings.
 
 # %% tags=["remove-input"]
-fig = section.plot_readings(res, paper.ALPHA_BOTTLENECK)
+pages.figure(
+    section.plot_readings(res, paper.ALPHA_BOTTLENECK),
+    "Why the widths decide α, diagonal entry: (a) log E[K²]/E[K]² at every width of this run against "
+    "s(n) = Σ 1/fan-in, with the paper's line fitted on three width sets; (b) the local slope over the "
+    "widths n..2n; (c) α with its 95% interval fitted on the widths from n up and from 1 up to n; dashed: "
+    "the paper's 1.60.",
+    run=run,
+)
 
 # %% [markdown]
-# (a) $\log E[K^2]/E[K]^2$ of the diagonal entry at every width of this run against $s(n)$, with the
-# paper's line fitted on three width sets; (b) the local slope over the widths $n..2n$; (c) α with its
-# 95% interval fitted on the widths from $n$ up and from 1 up to $n$; dashed: the paper's 1.60.
-#
 # α under every declared reading (width set × entry × intercept), refitted from this run's per-width
 # moments, and whether it derives the same models as the paper's 1.60:
 

@@ -136,12 +136,14 @@ saved = run.load("exponents")
 fits = pd.DataFrame(saved["fits"])
 configs = pd.DataFrame(saved["configs"])
 change = pd.DataFrame(run.load("runs")["change"])
-fig = section.plot(change, fits, configs)
-
-# %% [markdown]
-# Seed means of $|K_T - K_0|$ (mean over probe pairs) against the width of single models (left) and
-# the multiplicity at constant width (right), one colour per reading, with the fitted slopes; hollow
-# points change by more than the perturbative rule allows and enter no fit.
+pages.figure(
+    section.plot(change, fits, configs),
+    "The change of the ensemble NTK during training, |K_T − K_0| (seed means, mean over probe pairs), "
+    "against the width of single models (left) and the multiplicity at constant width (right), one colour "
+    "per reading, with the fitted slopes; hollow points change by more than the perturbative rule allows "
+    "and enter no fit.",
+    run=run,
+)
 
 # %% tags=["remove-input", "full-width"]
 pages.show(section.table(fits))

@@ -3,6 +3,7 @@
 Runs real papermill executions of a tiny notebook in a throw-away repository layout.
 """
 
+import re
 import json
 import os
 import shutil
@@ -214,3 +215,19 @@ def test_git_commit_is_dirty_for_code_not_for_results(tmp_path, monkeypatch):
     assert results.git_commit() == head, "a run writing its results does not make the code dirty"
     (tmp_path / "code.py").write_text("x = 2\n")
     assert results.git_commit() == head + "+dirty"
+
+
+def test_a_run_with_other_parameters_publishes_apart():
+    """`cepaper run -p NAME VALUE` publishes under <profile>+<overrides>, never over the profile's own
+    results (which `cepaper book` would then silently re-execute over); how-to-run flags keep the folder."""
+    from cepaper.book.pipeline import label, plan
+
+    assert label("quick") == "quick" and label("quick", [("n", 32)]) == "quick+n=32"
+    assert label("quick", [("level", 0.01), ("target", "parity")]) == "quick+level=0.01,target=parity"
+    assert label("paper", [("executor", "slurm"), ("gpus_per_run", 8)]) == "paper"
+    long = label("quick", [("widths", [1, 2, 3])])
+    assert re.fullmatch(r"quick\+widths=[0-9a-f]{8}", long) and long != label("quick", [("widths", [1, 2, 4])])
+    ((section, params),) = plan(["lemma1"], "quick", [("n", 24)])
+    assert section == "lemma1" and params["profile"] == "quick+n=24" and params["n"] == 24
+    ((_, params),) = plan(["lemma1"], "quick")
+    assert params["profile"] == "quick"

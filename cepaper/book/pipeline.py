@@ -14,6 +14,7 @@ a failure leaves neither half-written results nor an executed notebook behind.
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -323,14 +324,35 @@ def _finish_notebook(path, record):
     return nbformat.writes(nb)
 
 
+#: Overrides that say how a section runs, not what it computes: they keep the profile's results folder.
+HOW_TO_RUN = ("executor", "gpus_per_run", "wait", "rerun_stale", "threads", "device")
+
+
+def label(profile, overrides=()):
+    """The profile a run with ``overrides`` publishes under: ``profile`` itself when they only say how
+    it runs (:data:`HOW_TO_RUN`), else ``<profile>+<name>=<value>,...`` (a long or structured value
+    as its short hash), so a run with other parameters never overwrites the profile's own results."""
+    parts = []
+    for name, value in overrides:
+        if name in HOW_TO_RUN:
+            continue
+        text = json.dumps(value, sort_keys=True)
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,24}", text.strip('"')):
+            text = hashlib.sha256(text.encode()).hexdigest()[:8]
+        parts.append(f"{name}={text.strip(chr(34))}")
+    return profile if not parts else f"{profile}+{','.join(parts)}"
+
+
 def plan(sections, profile="quick", overrides=()):
     """``[(section, params)]`` of ``sections`` (all of the book when empty) in the order they execute,
-    every parameter checked (a ValueError before anything executes)."""
+    every parameter checked (a ValueError before anything executes). With overrides of what a section
+    computes, ``params["profile"]`` is their :func:`label`: the run publishes apart from the profile's."""
     load_profile(profile)
     sections = list(sections) or book_sections()
     # the claims page summarizes the other sections' results: it executes after them
     sections = [s for s in sections if s not in SUMMARIES] + [s for s in sections if s in SUMMARIES]
-    return [(section, resolve_parameters(section, profile, overrides)) for section in sections]
+    name = label(profile, overrides)
+    return [(section, {**resolve_parameters(section, profile, overrides), "profile": name}) for section in sections]
 
 
 def tidy(section, profile):
@@ -388,10 +410,11 @@ def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False
 
 def format_records(records):
     """A readable table of run records."""
-    rows = [f"{'section':<12} {'profile':<8} {'status':<9} {'wall s':>8}  device"]
+    width = max([8] + [len(r["profile"]) for r in records])
+    rows = [f"{'section':<13} {'profile':<{width}} {'status':<9} {'wall s':>8}  {'results':<28} device"]
     rows += [
-        f"{r['section']:<12} {r['profile']:<8} {'cached' if r['cached'] else 'executed':<9} "
-        f"{r['wall_s']:>8.1f}  {r['device']}"
+        f"{r['section']:<13} {r['profile']:<{width}} {'cached' if r['cached'] else 'executed':<9} "
+        f"{r['wall_s']:>8.1f}  {'results/' + r['profile'] + '/' + r['section'] + '/':<28} {r['device']}"
         for r in records
     ]
     return "\n".join(rows)
