@@ -12,7 +12,7 @@ export CEPAPER_DATA ?= $(SHARED_DATA)
 endif
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install book run test lint test-unit test-notebooks browser-deps mutate clean
+.PHONY: install book run test test-fast lint format test-unit test-notebooks browser-deps mutate clean
 .DEFAULT_GOAL := book
 
 install: $(STAMP)
@@ -37,8 +37,20 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Both cores (pytest-xdist); the slowest tests are listed at the end of every run.
+JOBS ?= 2
 test-unit: install
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q -n $(JOBS) --durations=10
+
+# The inner loop: the unit tests that need no built book and start no process (notebook kernels,
+# torchrun ranks, executors, the browser, the CLI in a subprocess).
+SPAWNING := pipeline faults ranks distributed executors book_browser notebooks benchmarks install
+test-fast: install
+	$(BIN)/python -m pytest tests -q -n $(JOBS) --durations=5 $(SPAWNING:%=--ignore=tests/test_%.py)
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 # nbval re-executes the executed quick-profile notebooks; their results go to a scratch store.
 test-notebooks: install
