@@ -28,8 +28,9 @@
 # $K^\infty$ (the paper's black line came from a $\times100$ wider net; the analytic kernel is the exact
 # reference), then $\mathrm{Var}(K_e)$ against $m$ with its fitted slope, and how much the NMK depends on $n$.
 #
-# The quick profile below runs in seconds on a CPU with narrow members ($n = 64$); the paper profile
-# (`profiles/paper.yaml`) uses the paper's $L = 4$, $n = 1000$ and $m$ up to 100.
+# Two scales run this page: the quick profile (the notebook's own defaults) in seconds on a CPU with narrow
+# members ($n = 64$), and the paper profile (`profiles/paper.yaml`) with the paper's $L = 4$, $n = 1000$
+# and $m$ up to 100. The header below names the profile of the run shown here.
 
 # %% tags=["parameters"]
 profile: str = "quick"

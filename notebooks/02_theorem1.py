@@ -225,8 +225,10 @@ pages.figure(
 # ## What must hold
 # Every run learned (the loss went down) and its kernel moved. Pooled over the grid, the change
 # shrinks as $mn$ grows: the 95% interval of the slope for the probe-mean entries lies below zero.
-# We do not assert the value $-1$. At the quick scale, the narrow widths are far from the
-# asymptotic regime, and the measured exponent is what the table above reports.
+# We do not assert the value $-1$: at reduced scales the narrow widths are far from the asymptotic
+# regime, and the measured exponent is what the table above reports. The exponents of $n$ and of $m$
+# apart, under the theorem's own assumptions, are on the
+# [next section](09_theorem1_flow.ipynb).
 
 # %% tags=["hide-input"]
 assert (change.lossT < change.loss0).all(), "every run must lower the training loss"

@@ -32,9 +32,10 @@
 # reading — on a Gaussian input of size 3×3 (the unit's receptive field, so any larger input gives the
 # same law). Those choices change $\alpha$ a lot; the last part measures how much.
 #
-# The quick profile (the defaults below) runs in well under a minute on a CPU with fewer trials and widths;
-# the paper profile (`profiles/paper.yaml`) uses $T = 2000$ at every width $n = 1, \dots, 256$ (about 45 min
-# on one CPU core), and can be resumed after an interruption (`checkpoint = True`).
+# Two scales run this page: the quick profile (the notebook's own defaults) in well under a minute on a CPU,
+# with fewer trials and widths, and the paper profile (`profiles/paper.yaml`) with $T = 2000$ at every width
+# $n = 1, \dots, 256$ (about 45 min on one CPU core, resumable: `checkpoint = True`). The header below
+# names the profile of the run shown here.
 
 # %% tags=["parameters"]
 profile: str = "quick"

@@ -40,8 +40,8 @@
 # shortcut sum, so the default `center` read-out (one output unit) is off in a share of the draws (in every
 # draw for the project's own Fig. 5 block, whose NTK is then exactly 0: `fit-alpha` says so and names
 # `--readout mean`); `mean` reads every unit. `fit-alpha` never saves an $\alpha \le 0$. The quick profile
-# (the defaults below) fits $\alpha$ with few draws, so its intervals are wide; the paper profile uses $T = 1000$
-# draws at more widths.
+# (the notebook's own defaults) fits $\alpha$ with few draws, so its intervals are wide; the paper profile uses
+# $T = 1000$ draws at more widths. The header below names the profile of the run shown here.
 
 # %% tags=["parameters"]
 profile: str = "quick"
