@@ -133,3 +133,18 @@ def test_train_runs_every_reading_at_its_schedule():
     assert recs["gd-relu"][0]["ntk"][0] == recs["sgd-relu"][0]["ntk"][0] != recs["gd-gelu"][0]["ntk"][0]
     fits = flow.exponents(flow.changes(recs), configs, max_rel_change=10)
     assert set(fits.reading) == set(recs) and fits.slope.notna().all()
+
+
+def test_plot_draws_every_reading_with_its_fitted_line():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    change, configs = synthetic(-1.0, -1.0)  # relative change 0.5 / (mn): n = 8 and m = 1 left out at 0.05
+    change = pd.concat([change, change.assign(reading="gd-gelu")], ignore_index=True)
+    fits = flow.exponents(change, configs, max_rel_change=0.05)
+    fig = flow.plot(change, fits, configs)
+    left, right = fig.axes[:2]
+    assert len(left.lines) == 2 * 3 and len(right.lines) == 2 * 3  # used, left out and the line, per reading
+    line = left.lines[2]
+    x, y = line.get_data()
+    assert np.polyfit(np.log(x), np.log(y), 1)[0] == pytest.approx(fits.slope[0])
