@@ -252,7 +252,8 @@ def plot(change, fits, configs, entry=PRIMARY_ENTRY):
                 xs = np.geomspace(min(f.used), max(f.used), 20)
                 ax.plot(
                     xs,
-                    np.exp(np.log(used.values).mean()) * (xs / np.exp(np.log(used.index).mean())) ** f.slope,
+                    np.exp(np.log(used.to_numpy(float)).mean())
+                    * (xs / np.exp(np.log(used.index.to_numpy(float)).mean())) ** f.slope,
                     "-",
                     color=colors[reading],
                     lw=1,
