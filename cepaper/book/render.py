@@ -364,7 +364,8 @@ def book(profile="quick", force=False, reuse_stored=False):
     """Run every section of the book with ``profile``, then build the HTML book; return index.html.
 
     Each section page is followed by its page *at scale* (:func:`scale_page`): the committed run of
-    the section at the best other profile of :data:`EVIDENCE`, rendered without executing."""
+    the section at the best other profile of :data:`EVIDENCE`, rendered without executing. Right under
+    its title each page says whether its run's checks of the paper's claims hold (:func:`with_checks`)."""
     import nbformat
 
     records = run([], profile, force=force, reuse_stored=reuse_stored)
