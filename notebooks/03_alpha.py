@@ -65,6 +65,7 @@ from cepaper import fit
 from cepaper import sweeps
 from cepaper.sections import primal_dual
 from cepaper.sections import alpha as section
+from cepaper.sections import alpha_checks
 from cepaper.book import pages
 from cepaper.sections import paper
 from cepaper.book import results
@@ -477,6 +478,6 @@ terms = [sweeps.bottleneck_term(n) for n in sweeps.log_grid(4, 256, 10)]
 a_paper = paper.ALPHA_BOTTLENECK
 synthetic = fit.fit_alpha(terms, fit.synthetic_samples(a_paper, terms, synthetic_trials, seed=seed), n_boot=n_boot)
 fits = {"bottleneck": run.load("fit_bottleneck"), "mlp": run.load("fit_mlp")}
-for name, holds, detail in section.checks(synthetic, a_paper, fits, run.load("design")["rows"]):
+for name, holds, detail in alpha_checks.checks(synthetic, a_paper, fits, run.load("design")["rows"]):
     run.check(name, holds, detail)
 pages.checks(run.load("checks"))

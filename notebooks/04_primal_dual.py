@@ -49,6 +49,7 @@ from IPython.display import Markdown, display
 from cepaper import ensembles
 from cepaper import search
 from cepaper.sections import primal_dual as section
+from cepaper.sections import primal_dual_checks
 from cepaper.book import pages
 from cepaper.sections import paper
 from cepaper.book import results
@@ -126,7 +127,7 @@ pages.figure(
 )
 
 # %% tags=["hide-input"]
-for name, holds, detail in section.fig3_checks(run.load("fig3_conventions")["rows"], fig3):
+for name, holds, detail in primal_dual_checks.fig3(run.load("fig3_conventions")["rows"], fig3):
     run.check(name, holds, detail)
 
 # %% [markdown]
@@ -221,7 +222,7 @@ display(
 
 # %% tags=["hide-input"]
 conventions = run.load("block_conventions")["rows"], run.load("flops_conventions")["rows"]
-for name, holds, detail in section.block_checks(block, *conventions):
+for name, holds, detail in primal_dual_checks.resnext_block(block, *conventions):
     run.check(name, holds, detail)
 
 # %% [markdown]
@@ -268,7 +269,7 @@ display(
 #   parameters are well under the baseline's 13.8M.
 
 # %% tags=["hide-input"]
-for name, holds, detail in section.model_checks(derived, alpha_block):
+for name, holds, detail in primal_dual_checks.derived_models(derived, alpha_block):
     run.check(name, holds, detail)
 
 # %% [markdown]
@@ -295,7 +296,7 @@ display(
     ),
     pages.show(rho_misses, 3),
 )
-for name, holds, detail in section.printed_checks(printed):
+for name, holds, detail in primal_dual_checks.printed_numbers(printed):
     run.check(name, holds, detail)
 
 # %% [markdown]

@@ -205,14 +205,16 @@ def test_mnist_checks_the_spread_of_the_primal_variances():
 
 
 def test_the_paper_numbers_of_primal_dual_hold_at_the_paper_alpha():
-    from cepaper.sections import primal_dual
+    from cepaper.sections import primal_dual, primal_dual_checks
 
-    out = primal_dual.printed_checks(primal_dual.printed_rows())
+    out = primal_dual_checks.printed_numbers(primal_dual.printed_rows())
     assert [h for _, h, _ in out] == [True, True, True], out
     block = primal_dual.block_curves_data()
-    out = primal_dual.block_checks(block, primal_dual.block_convention_rows(), primal_dual.flops_convention_rows())
+    out = primal_dual_checks.resnext_block(
+        block, primal_dual.block_convention_rows(), primal_dual.flops_convention_rows()
+    )
     assert all(h for _, h, _ in out), [c for c in out if not c[1]]
     other = primal_dual.block_curves_data(alpha=3.0)
-    assert not primal_dual.block_checks(
+    assert not primal_dual_checks.resnext_block(
         other, primal_dual.block_convention_rows(3.0), primal_dual.flops_convention_rows(3.0)
     )[0][1]
