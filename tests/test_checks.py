@@ -218,3 +218,52 @@ def test_the_paper_numbers_of_primal_dual_hold_at_the_paper_alpha():
     assert not primal_dual_checks.resnext_block(
         other, primal_dual.block_convention_rows(3.0), primal_dual.flops_convention_rows(3.0)
     )[0][1]
+
+
+def test_the_book_says_at_the_top_of_both_pages_whether_the_checks_hold(repo, monkeypatch):
+    """`render.book` (without executing or building): the quick page says under its title that a check
+    does not hold; the page at scale says nothing while its committed run stored no checks, then says
+    they hold once it has."""
+    from cepaper.book import pipeline
+
+    monkeypatch.delenv("CEPAPER_STAGING", raising=False)
+    record = {
+        "section": "lemma1",
+        "profile": "quick",
+        "notebook": "notebooks/01_lemma1.py",
+        "params": {"level": 0.01},
+        "wall_s": 1.0,
+        "device": "cpu",
+        "date": "2024-01-01T00:00:00+00:00",
+        "git_commit": None,
+        "cached": True,
+    }
+    page = lambda: nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell("# A tiny section\n\nProse."), nbformat.v4.new_code_cell("x = 1")]
+    )
+    executed = pipeline.executed_path("lemma1", "quick")
+    executed.parent.mkdir(parents=True)
+    nbformat.write(page(), executed)
+    committed = page()
+    committed.metadata["cepaper"] = {**record, "profile": "paper"}
+    results.section_dir("lemma1", "paper").mkdir(parents=True)
+    nbformat.write(committed, results.section_dir("lemma1", "paper") / "notebook.ipynb")
+    results.Run("lemma1", "quick").check("slope interval contains -1", False, "[-1.052, -1.050]")
+    monkeypatch.setattr(render, "run", lambda *a, **k: [record])
+    monkeypatch.setattr(render, "vendor_mathjax", lambda: None)
+    monkeypatch.setattr(render, "run_child", lambda *a, **k: 0)
+    read = lambda name: [c.source for c in nbformat.read(render.SECTIONS_DIR / name, as_version=4).cells]
+
+    render.book("quick")
+    quick, scale = read("01_lemma1.ipynb"), read("01_lemma1_scale.ipynb")
+    assert quick[0] == "# A tiny section"
+    assert quick[1].startswith("✗ **1 of 1 checks of the paper's claims do not hold on this run:** slope interval")
+    assert quick[2] == "Prose." and quick[3].startswith("**Results at scale:**")
+    assert not [s for s in scale if "checks of the paper's claims" in s]
+
+    results.Run("lemma1", "paper").check("slope interval contains -1", True, "[-1.01, -0.99]")
+    render.book("quick")
+    scale = read("01_lemma1_scale.ipynb")
+    assert scale[0] == "# A tiny section — at scale (paper)"
+    assert scale[1].startswith("✓ **All 1 checks of the paper's claims hold**")
+    assert scale[2] == "Prose." and scale[3].startswith("**At the paper's scale**")
