@@ -66,6 +66,7 @@ from cepaper import fit
 from cepaper import sweeps
 from cepaper.sections import primal_dual
 from cepaper.sections import alpha as section
+from cepaper.sections import alpha_checks
 from cepaper.book import pages
 from cepaper.sections import paper
 from cepaper.book import results
@@ -473,21 +474,14 @@ display(
 # Algorithm 1 recovers a known $\alpha$: log-normal draws with $E[K^2]/E[K]^2 = e^{1.6\, s(n)}$ exactly at
 # our widths' $s(n)$ give an interval that contains 1.6. The fitted slopes are positive (the variance
 # falls with width), both for the block and for the MLP. With the paper's $\alpha$ the design reproduces
-# every optimum the paper prints.
+# every optimum the paper prints. A check that does not hold is reported here and at the top of the
+# page; it does not stop the run.
 
 # %% tags=["hide-input"]
 terms = [sweeps.bottleneck_term(n) for n in sweeps.log_grid(4, 256, 10)]
 a_paper = paper.ALPHA_BOTTLENECK
 synthetic = fit.fit_alpha(terms, fit.synthetic_samples(a_paper, terms, synthetic_trials, seed=seed), n_boot=n_boot)
-assert synthetic["alpha_ci"][0] <= a_paper <= synthetic["alpha_ci"][1], synthetic["alpha_ci"]
-for name, r in (("bottleneck", run.load("fit_bottleneck")), ("mlp", run.load("fit_mlp"))):
-    for e, g in r["fits"].items():
-        assert g["alpha"] > 0 and g["alpha_ci"][0] > 0, f"{name} {e}: alpha interval {g['alpha_ci']}"
-for r in run.load("design")["rows"]:
-    assert r["config_paper_alpha"] == r["paper_config"], r
-display(
-    Markdown(
-        f"All checks passed: synthetic alpha = {synthetic['alpha']:.3f} "
-        f"[{synthetic['alpha_ci'][0]:.3f}, {synthetic['alpha_ci'][1]:.3f}] (true {a_paper})."
-    )
-)
+fits = {"bottleneck": run.load("fit_bottleneck"), "mlp": run.load("fit_mlp")}
+for name, holds, detail in alpha_checks.checks(synthetic, a_paper, fits, run.load("design")["rows"]):
+    run.check(name, holds, detail)
+pages.checks(run.load("checks"))

@@ -323,18 +323,21 @@ pages.figure(
 # %% [markdown]
 # ## Checks
 #
-# What the construction guarantees, whatever the scale. Primal models have the integer $m$ nearest
-# the budget, so $\beta_e$ is within half a member of the baseline's. Dual models have the integer
-# $m$ nearest $m_d(n)$. Along the primal the variance is not constant. Every repetition learned: its
+# What the construction guarantees, whatever the scale (the run stops if it does not hold). Primal
+# models have the integer $m$ nearest the budget, so $\beta_e$ is within half a member of the
+# baseline's. Dual models have the integer $m$ nearest $m_d(n)$. Every repetition learned: its
 # error after training is below the error at initialization and below chance (90%). The
-# repetitions differ (independent runs). We do not assert the paper's claims; the text above reports
-# what this run measured.
+# repetitions differ (independent runs). Checked, and reported here and at the top of the page:
+# along the primal the variance is not constant, so the errors are read against variances that
+# differ. We do not check the paper's claims on the errors; the text above reports what this run measured.
 
 # %% tags=["hide-input"]
 models_ = pd.DataFrame(run.load("models")["rows"])
 assert ((models_.m - models_.m_exact).abs() <= 0.5 + 1e-9).all(), "m is the nearest integer on its curve"
 primal = models_[models_.curve == "primal"]
 assert ((primal.params - primal.baseline_params).abs() <= 0.5 * primal.params / primal.m + 1e-6).all()
-assert primal["var"].max() > 2 * primal["var"].min(), "the primal models must differ in Var(K_e)"
 assert (runs.error < runs.error_init).all() and (runs.error < 0.9).all(), "every repetition must learn"
 assert runs.groupby(["m", "n"]).error.nunique().min() > 1 or reps == 1, "repetitions are independent runs"
+for name, holds, detail in section.checks(models_):
+    run.check(name, holds, detail)
+pages.checks(run.load("checks"))

@@ -311,9 +311,9 @@ display(
 
 # %%
 done = grids.finished_runs(records)
-assert all(len(r["history"]["epoch"]) == (epochs or 300) for r in done)
-assert all(0 <= e <= 100 for r in done for e in r["history"]["test_top1"])
-assert all(pd.notna(r["history"]["train_loss"]).all() for r in done)
-assert len(records) == len(runs) * len(datasets) * n_runs
-assert jobs is not None or len(done) == len(records)  # in this process a failed run is an error
-assert {r["recipe"] for r in runs} <= set(recipes.RECIPES)
+assert all(len(r["history"]["epoch"]) == (epochs or 300) for r in done), "a finished run must train every epoch"
+assert all(0 <= e <= 100 for r in done for e in r["history"]["test_top1"]), "top-1 errors must be percentages"
+assert all(pd.notna(r["history"]["train_loss"]).all() for r in done), "training losses must not be NaN"
+assert len(records) == len(runs) * len(datasets) * n_runs, "one record per model, dataset and run"
+assert jobs is not None or len(done) == len(records), "in this process a failed run is an error"
+assert {r["recipe"] for r in runs} <= set(recipes.RECIPES), "every run names a known recipe"

@@ -207,12 +207,20 @@ for s in saved.values():
     )
 display(Markdown("\n".join(lines)))
 
+# %% [markdown]
+# ## Checks
+#
+# Sec. 3 on each block, checked on this run: the primal design at the baseline's parameters has a lower
+# $\mathrm{Var}(K)$ than the baseline, and strong duality holds at the counted budgets (measured latency is
+# noisy, so it is reported above, not checked). A check that does not hold is reported here and at the top of
+# the page; it does not stop the run. A fitted $\alpha \le 0$, or a primal design off the baseline's
+# parameters by more than 10%, would make the page wrong: the run stops.
+
 # %% tags=["hide-input"]
 for s in saved.values():
-    d = s["designs"]
-    assert s["alpha"]["alpha"] > 0 and d["params"]["primal"]["var_ratio"] < 1, s["block"]
-    # strong duality (Sec. 3) for the counted budgets; measured latency is noisy, so it is reported, not asserted
-    assert all(
-        d[b]["primal"]["n"] == d[b]["dual"]["n"] and d[b]["primal"]["strong_duality"] for b in ("params", "flops")
-    )
-    assert abs(d["params"]["primal"]["params"] / d["params"]["primal"]["baseline_params"] - 1) < 0.1
+    assert s["alpha"]["alpha"] > 0, f"{s['block']}: fitted alpha {s['alpha']['alpha']} must be > 0"
+    primal = s["designs"]["params"]["primal"]
+    assert abs(primal["params"] / primal["baseline_params"] - 1) < 0.1, f"{s['block']}: step 6 missed the budget"
+for name, holds, detail in section.checks(saved.values()):
+    run.check(name, holds, detail)
+pages.checks(run.load("checks"))

@@ -69,11 +69,14 @@ def test_the_check_sees_a_leak(tmp_path, monkeypatch):
 
 
 def test_one_section_module_per_notebook():
-    """Every notebook has its section module; a section module is a notebook's, or a part of the claims
+    """Every notebook has its section module; a section module is a notebook's, a notebook's checks of the
+    paper's claims where its module would be too long (``<section>_checks``), or a part of the claims
     page's (``claims_<part>``: its rule, the method's rows, the design's and training's rows)."""
     notebooks = sorted(p.stem.split("_", 1)[1] for p in (REPO / "notebooks").glob("[0-9][0-9]_*.py"))
     stems = [p.stem for p in (PACKAGE / "sections").glob("*.py") if p.stem not in ("__init__", "paper")]
-    assert sorted(s for s in stems if not s.startswith("claims_")) == notebooks
+    checks = [s for s in stems if s.endswith("_checks")]
+    assert {s.removesuffix("_checks") for s in checks} <= set(notebooks), checks
+    assert sorted(s for s in stems if not s.startswith("claims_") and s not in checks) == notebooks
     assert sorted(s for s in stems if s.startswith("claims_")) == ["claims_design", "claims_rule", "claims_theory"]
 
 

@@ -80,6 +80,44 @@ def test_stored_results_carry_provenance(path):
     assert prov["wall_s"] >= 0 and prov["date"][:2] == "20"
 
 
+def checks_claims(section):
+    """Whether a section's notebook checks claims of the paper (records checks with ``run.check``)."""
+    return "run.check(" in profiles.notebook_path(section).read_text()
+
+
+def test_sections_that_check_claims_show_their_checks():
+    checking = [s for s in SECTIONS if checks_claims(s)]
+    assert {"lemma1", "theorem1", "alpha", "primal_dual"} <= set(checking)
+    for section in checking:
+        source = profiles.notebook_path(section).read_text()
+        assert 'pages.checks(run.load("checks"))' in source, f"{section}: show the checks (pages.checks)"
+        assert "# ## Checks" in source, f"{section}: the banner's link points at a heading `## Checks`"
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_the_quick_run_bears_out_every_check_of_the_paper(section):
+    """The quick profile's checks of the paper's claims (``results/quick/<section>/checks.json``, written by
+    ``run.check``) all hold: a run whose check does not hold publishes and says so on its page, and this
+    test is where CI fails when the quick run stops reproducing the paper."""
+    import nbformat
+
+    folder = results.section_dir(section, "quick")
+    if not (folder / pipeline.STORED).exists():
+        pytest.skip(f"no quick run of {section}: run `make book` (or `cepaper run {section}`) first")
+    path = folder / "checks.json"
+    if not checks_claims(section):
+        assert not path.exists() or not json.loads(path.read_text())["data"]["checks"]
+        return
+    params = nbformat.read(folder / pipeline.STORED, as_version=4).metadata["cepaper"]["params"]
+    quick = profiles.resolve_parameters(section, "quick")
+    other = {k: v for k, v in params.items() if quick.get(k) != v}
+    if other:
+        pytest.skip(f"results/quick/{section} ran with other parameters ({other}); `cepaper run {section}` reruns it")
+    assert path.exists(), f"{section} checks claims, but its quick run stored no checks: run `cepaper run {section}`"
+    failing = [f"{c['name']} ({c['detail']})" for c in json.loads(path.read_text())["data"]["checks"] if not c["holds"]]
+    assert not failing, f"{section}, quick profile: checks that do not hold: {'; '.join(failing)}"
+
+
 def executed_notebooks():
     folder = pipeline.BUILD / "executed" / "quick"
     return sorted(folder.glob("*.ipynb")) if folder.exists() else []

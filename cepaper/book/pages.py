@@ -70,6 +70,25 @@ def show(df, digits=None, headers=None):
     return styler.relabel_index([names.get(c, c) if isinstance(c, str) else c for c in df.columns], axis="columns")
 
 
+def checks(data):
+    """The table of a run's checks of the paper's claims (``data``: the ``checks`` result of
+    :meth:`cepaper.book.results.Run.check`, or its list of checks): what is checked, ✓/✗, what the run
+    measured."""
+    rows = [
+        {
+            "check": html.escape(c["name"], quote=False),
+            "holds": c["holds"],
+            "detail": html.escape(c["detail"], quote=False),
+        }
+        for c in (data["checks"] if isinstance(data, dict) else data)
+    ]
+    return show(rows or {"check": [], "holds": [], "detail": []}, headers=CHECK_HEADERS)
+
+
+#: The headers of :func:`checks`.
+CHECK_HEADERS = {"check": "check of the paper's claims", "holds": "holds", "detail": "what this run measured"}
+
+
 #: Headers in words for the code names that the book's tables share (a notebook passes its own to :func:`show`).
 HEADERS = {
     # intervals and tests

@@ -137,6 +137,60 @@ def claims_banner(section, claims_record):
     return f"**The claims this page is evidence for** ([claims page](00_claims.ipynb)): {items}."
 
 
+def _plain(text):
+    """``text`` with markdown's punctuation escaped, so it reads as written (``K_inf``, ``*``, ``$``)."""
+    import re
+
+    return re.sub(r"([\\`*_$<>\[\]#|~])", r"\\\1", str(text))
+
+
+def checks_banner(checks_record):
+    """A line for the top of a section's page that says whether the run's checks of the paper's claims
+    (``checks_record``: its stored ``checks`` result, :meth:`cepaper.book.results.Run.check`) hold: "All N
+    checks ... hold", or the ones that do not, with what the run measured; ``None`` without checks."""
+    if not checks_record:
+        return None
+    checks = checks_record["data"].get("checks", [])
+    if not checks:
+        return None
+    failing = [c for c in checks if not c["holds"]]
+    table = '<a href="#checks">its table of checks</a>'
+    if not failing:
+        return f"✓ **All {len(checks)} checks of the paper's claims hold** on this run ({table})."
+    items = "; ".join(f"{_plain(c['name'])}" + (f" ({_plain(c['detail'])})" if c["detail"] else "") for c in failing)
+    return (
+        f"✗ **{len(failing)} of {len(checks)} checks of the paper's claims do not hold on this run:** {items}. "
+        f"The page shows what this run measured; {table} lists every check."
+    )
+
+
+def _under_title(nb, banner):
+    """``nb`` with a markdown cell ``banner`` right under its title line (the title's cell split after
+    its first line when prose follows it)."""
+    import nbformat
+
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
+    title, _, rest = nb.cells[first].source.partition("\n")
+    nb.cells[first].source = title
+    cells = [nbformat.v4.new_markdown_cell(banner)]
+    if rest.strip():
+        cells.append(nbformat.v4.new_markdown_cell(rest.strip("\n"), metadata=nb.cells[first].metadata))
+    nb.cells[first + 1 : first + 1] = cells
+    for cell in nb.cells:
+        cell.pop("id", None)
+    nb.nbformat_minor = max(nb.nbformat_minor, 4)
+    nbformat.validator.normalize(nb)
+    return nb
+
+
+def with_checks(nb, section, profile):
+    """``nb`` with :func:`checks_banner` of the stored checks of ``section`` at ``profile`` under its title
+    (``nb`` unchanged when that run stored no checks: a run made before runs stored them)."""
+    banner = checks_banner(results.find(section, results.CHECKS, profiles=(profile,)))
+    return _under_title(nb, banner) if banner else nb
+
+
 def _with_banner(nb, banner, suffix=None, after=1):
     """``nb`` with a markdown cell ``banner`` ``after`` cells past its title cell (and `` — suffix`` on
     the title)."""
@@ -310,7 +364,8 @@ def book(profile="quick", force=False, reuse_stored=False):
     """Run every section of the book with ``profile``, then build the HTML book; return index.html.
 
     Each section page is followed by its page *at scale* (:func:`scale_page`): the committed run of
-    the section at the best other profile of :data:`EVIDENCE`, rendered without executing."""
+    the section at the best other profile of :data:`EVIDENCE`, rendered without executing. Right under
+    its title each page says whether its run's checks of the paper's claims hold (:func:`with_checks`)."""
     import nbformat
 
     records = run([], profile, force=force, reuse_stored=reuse_stored)
@@ -328,6 +383,8 @@ def book(profile="quick", force=False, reuse_stored=False):
             scale, rec = scale_page(r["section"], profile, head)
             if rec is not None and backlinks:
                 scale = _with_banner(scale, backlinks, after=2)
+            if rec is not None:
+                scale = with_checks(scale, r["section"], rec["profile"])  # last: right under the title
             pages[f"{src.stem}_scale.ipynb"] = nbformat.writes(scale)
             if rec is not None:
                 scale_records.append(rec)
@@ -337,6 +394,7 @@ def book(profile="quick", force=False, reuse_stored=False):
                     f"at profile `{rec['profile']}` is on "
                     f"[its page at scale]({src.stem}_scale.ipynb).",
                 )
+        nb = with_checks(nb, r["section"], profile)  # last: right under the title
         pages[src.name] = nbformat.writes(nb)
     for old in set(SECTIONS_DIR.glob("*.ipynb")) - {SECTIONS_DIR / name for name in pages}:
         old.unlink()

@@ -125,6 +125,10 @@ def scratch_dir(section, profile, params=None, seed=None, device="cpu"):
     return REPO / "_build" / "scratch" / f"{section}-{hashlib.sha256(what.encode()).hexdigest()[:10]}"
 
 
+#: The result a run's checks of the paper's claims are saved as (:meth:`Run.check`).
+CHECKS = "checks"
+
+
 _ACTIVE = {}  # (section, profile) -> folder of a Run outside the store, read first by load()
 
 
@@ -144,6 +148,7 @@ class Run:
         run = Run("lemma1", profile, params=dict(n=n, m_max=m_max), seed=seed, device=device)
         run.save("fig2", {"gamma": gamma, "mean": mean})
         data = run.load("fig2")
+        run.check("slope interval contains -1", lo <= -1 <= hi, f"[{lo:.3f}, {hi:.3f}]")
     """
 
     def __init__(self, section, profile, params=None, seed=None, device="cpu", store=False):
@@ -158,6 +163,7 @@ class Run:
             self.dir = scratch_dir(section, profile, self.params, seed, device)
             _ACTIVE[(section, profile)] = self.dir  # the store does not hold it: load() looks here first
         self.started = time.perf_counter()
+        self._checks = []
 
     def where(self):
         """Where this run's results go, as a reader should see it: for a staged run (a book page) the
@@ -203,6 +209,27 @@ class Run:
         if table is not None:
             write_atomic(self.dir / f"{name}.csv", table.to_csv(index=False))
         write_atomic(self.dir / f"{name}.json", json.dumps(record, indent=1) + "\n")
+
+    def check(self, name, holds, detail=""):
+        """Record a check of the paper's claims on this run: ``name`` says what is checked, ``holds``
+        whether this run bears it out, ``detail`` what the run measured. Every check of the run so far
+        is saved as the result ``checks`` (:data:`CHECKS`: ``{"checks": [{"name", "holds", "detail"}]}``,
+        in the order made; a second check of the same name replaces the first), atomically, so a run
+        stopped halfway leaves the checks it made. A check that does not hold ends nothing: the page
+        says so at its top (:func:`cepaper.book.render.checks_banner`). What would make the page wrong
+        (bad input, a broken invariant) is an error, not a check. Returns nothing."""
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"a check's name must be a non-empty string, got {name!r}")
+        holds = _jsonable(holds)
+        if not isinstance(holds, bool):
+            raise TypeError(f"check {name!r}: holds must be True or False, got {holds!r}")
+        entry = {"name": name, "holds": holds, "detail": str(detail)}
+        names = [c["name"] for c in self._checks]
+        if name in names:
+            self._checks[names.index(name)] = entry
+        else:
+            self._checks.append(entry)
+        self.save(CHECKS, {"checks": self._checks})
 
     def load(self, name):
         """The ``data`` dict of a result this section saved (see :func:`load`)."""

@@ -289,3 +289,33 @@ def plot_budgets(saved_blocks):
             )
             ax.legend(fontsize=8)
     return fig
+
+
+def checks(saved):
+    """Algorithm 2 on each block checked on a run: ``[(name, holds, detail)]`` for
+    :meth:`cepaper.book.results.Run.check`. ``saved``: :func:`block_designs` results. Checked, per block:
+    the primal design at the baseline's parameters has a lower ``Var(K)`` than the baseline (Sec. 3);
+    strong duality (``n_p = n_d``) at the counted budgets, parameters and FLOPs. Measured latency is
+    noisy, so it is reported, not checked."""
+    out = []
+    for s in saved:
+        d = s["designs"]
+        primal = d["params"]["primal"]
+        out.append(
+            (
+                f"{s['title']}: the primal design at the baseline's parameters has a lower Var(K) than the baseline",
+                primal["var_ratio"] < 1,
+                f"{primal['config']}: Var(K) ratio {primal['var_ratio']:.3f}",
+            )
+        )
+        out.append(
+            (
+                f"{s['title']}: strong duality (n_p = n_d) at the parameter and FLOP budgets",
+                all(
+                    d[b]["primal"]["n"] == d[b]["dual"]["n"] and d[b]["primal"]["strong_duality"]
+                    for b in ("params", "flops")
+                ),
+                "; ".join(f"{b}: n_p = {d[b]['primal']['n']}, n_d = {d[b]['dual']['n']}" for b in ("params", "flops")),
+            )
+        )
+    return [(name, bool(holds), detail) for name, holds, detail in out]

@@ -199,3 +199,21 @@ def plot_models(models):
         twin.set_ylabel("GFLOPs", color="tab:red")
     axes[0][0].legend(fontsize=7, loc="lower left")
     return fig
+
+
+def checks(models):
+    """The tables' models checked on a run: ``[(name, holds, detail)]`` for
+    :meth:`cepaper.book.results.Run.check`. ``models``: :func:`table_models`. Checked: every model has the
+    printed parameter count, to the printed digits."""
+    off = models[~models["params match"].astype(bool)]
+    tables = ", ".join(dict.fromkeys(models["table"].astype(str)))
+    return [
+        (
+            f"every model of Tables {tables} has the printed parameter count, to the printed digits",
+            off.empty,
+            f"{len(models) - len(off)} of {len(models)} models"
+            + "".join(
+                f"; {r['paper model']}: {r['params (M)']}M, printed {r['paper params (M)']}M" for _, r in off.iterrows()
+            ),
+        )
+    ]

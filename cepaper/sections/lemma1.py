@@ -356,3 +356,60 @@ def inverse_width_fit(widths, dev, dev_se):
         raise ValueError("dev_se must be > 0 everywhere")
     w = 1.0 / (n * se) ** 2
     return (w * n * dev).sum(0) / w.sum(0), w.sum(0).rsqrt()
+
+
+# ------------------------------------------------------------------------------ checks of Lemma 1 and Eq. 11
+
+
+def checks(variance, nmk, ens, z_max):
+    """Lemma 1 and Eq. 11 checked on a run: ``[(name, holds, detail)]`` for
+    :meth:`cepaper.book.results.Run.check`.
+
+    ``variance``, ``nmk``, ``ens``: the notebook's saved results (:func:`lemma1_variance`,
+    :func:`lemma1_nmk`, :func:`lemma1_surface`). Checked: the slope of ``log Var(K_e)`` on ``log m``
+    has an interval that contains -1 (Eq. 11), diagonal and off-diagonal; the NMK's diagonal lies within
+    ``z_max`` standard errors of ``K_inf`` at every width, and its off-diagonal at the widest net (Eq. 5);
+    the ensemble of the first ``m`` members lies within ``z_max`` of its standard error
+    ``sigma sqrt(1/m - 1/T)`` from the NMK of all ``T`` draws at every ``gamma`` (Lemma 1).
+    """
+    g = len(ens["gamma"])
+    out = []
+    for part, where in (("diag", "diagonal"), ("off", "off-diagonal")):
+        f = variance[f"fit_{part}"]
+        out.append(
+            (
+                f"Var(K_e) falls as 1/m (Eq. 11), {where}: the slope's {100 * f['level']:g}% interval contains -1",
+                f["lo"] <= -1 <= f["hi"],
+                f"slope {f['slope']:.3f}, interval [{f['lo']:.3f}, {f['hi']:.3f}]",
+            )
+        )
+    z = (_a(nmk["mean"]) - _a(nmk["kinf"])) / _a(nmk["mean_se"])
+    z_diag = np.abs(z[:, :g]).max()
+    out.append(
+        (
+            f"the NMK's diagonal equals K_inf within {z_max:g} SE at every width (Eq. 5)",
+            z_diag <= z_max,
+            f"largest |z| {z_diag:.2f} over n = {', '.join(map(str, nmk['widths']))}",
+        )
+    )
+    wide = list(nmk["widths"]).index(nmk["n_wide"])
+    z_off = np.abs(z[wide, g:]).max()
+    out.append(
+        (
+            f"the NMK's off-diagonal equals K_inf within {z_max:g} SE at the widest net (Eq. 5)",
+            z_off <= z_max,
+            f"largest |z| {z_off:.2f} at n = {nmk['n_wide']}",
+        )
+    )
+    i_n = list(nmk["widths"]).index(nmk["n"])
+    m, draws = len(ens["m"]), nmk["draws"][i_n]
+    k_m = np.concatenate([_a(ens["diag"])[-1], _a(ens["off"])[-1]])
+    z_e = np.abs(k_m - _a(nmk["mean"])[i_n]) / (_a(nmk["std"])[i_n] * np.sqrt(1 / m - 1 / draws))
+    out.append(
+        (
+            f"K_e of the first m = {m} members lies within {z_max:g} SE of the NMK (Lemma 1)",
+            z_e.max() <= z_max,
+            f"largest |z| {z_e.max():.2f} against the NMK of {draws} draws",
+        )
+    )
+    return [(name, bool(holds), detail) for name, holds, detail in out]

@@ -223,3 +223,18 @@ def dual_changes(runs, n_tilde, level=0.95):
     diff = rows.error - b.error
     se = np.sqrt(rows["sem"] ** 2 + b["sem"] ** 2)
     return rows.assign(change=diff, change_se=se, lo=diff - z * se, hi=diff + z * se)
+
+
+def checks(models, spread=2.0):
+    """Sec. 4.1's design checked on a run: ``[(name, holds, detail)]`` for
+    :meth:`cepaper.book.results.Run.check`. ``models``: :func:`models`. Checked: the primal models
+    differ in ``Var(K_e)`` by more than a factor ``spread``, so the test error is read against
+    variances that differ (Sec. 4.1: at a fixed budget the error follows the variance)."""
+    var = models[models.curve == "primal"]["var"]
+    return [
+        (
+            f"the primal models differ in Var(K_e) by more than a factor {spread:g}",
+            bool(var.max() > spread * var.min()),
+            f"Var(K_e) from {var.min():.3g} to {var.max():.3g} ({var.max() / var.min():.3g}×)",
+        )
+    ]

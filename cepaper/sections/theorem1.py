@@ -430,3 +430,25 @@ def plot_trajectories(traj, configs, entry, ax=None):
     ax.set(yscale="log", xlabel="epoch t", ylabel=r"$|K_t - K_0|$", title=f"{entry}, panel (b) pairs")
     ax.legend(fontsize=7, ncol=2)
     return ax.figure
+
+
+def checks(fits, entries=("offdiag_mean", "diag_mean")):
+    """Theorem 1 checked on a run: ``[(name, holds, detail)]`` for :meth:`cepaper.book.results.Run.check`.
+
+    ``fits``: :func:`slopes`. Checked, for each of ``entries``: pooled over the grid, ``|K_T - K_0|`` shrinks
+    as ``mn`` grows (the interval of the ``all`` slope lies below 0). The value -1 is not checked: at
+    small scale the narrow widths are far from the asymptotic regime.
+    """
+    words = {"offdiag_mean": "probe-mean off-diagonal", "diag_mean": "probe-mean diagonal"}
+    out = []
+    for entry in entries:
+        f = fits[(fits.fit == "all") & (fits.entry == entry) & (fits.value == "abs_change")].iloc[0]
+        out.append(
+            (
+                f"|K_T - K_0| shrinks as mn grows (Theorem 1), {words.get(entry, entry)} entries: "
+                "the slope's interval lies below 0",
+                bool(f.hi < 0),
+                f"slope {f.slope:.2f}, interval [{f.lo:.2f}, {f.hi:.2f}] over {int(f.points)} runs",
+            )
+        )
+    return out
