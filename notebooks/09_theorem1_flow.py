@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # Theorem 1 under its own assumptions: the exponents of $n$ and of $m$, apart
+# # Theorem 1 under its own assumptions: the exponents of n and of m, apart
 #
 # Theorem 1 (Eq. 7) says the ensemble NTK moves by $O_p(1/(mn))$ during training. The [Fig. 9
 # section](02_theorem1.ipynb) fits one exponent of $mn$ over single models and ensembles pooled,
