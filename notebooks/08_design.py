@@ -156,6 +156,9 @@ pages.figure(
 for s in saved.values():
     display(Markdown(f"**{s['title']}** (baseline {s['baseline'].replace('x', '×')}, α = {s['alpha']['alpha']:.3f})"))
     display(pages.show(pd.DataFrame(section.designs_table(s)), digits=3))
+    if section.latency_table(s):
+        display(Markdown("Under latency, the medians and spreads of the timings:"))
+        display(pages.show(pd.DataFrame(section.latency_table(s)), digits=3))
 
 # %% [markdown]
 # ### What step 6 matches, and how FLOPs are counted

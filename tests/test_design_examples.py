@@ -34,12 +34,16 @@ def test_block_designs_and_views():
     assert saved["baseline"] == "1x256" and set(saved["designs"]) == set(generic.BUDGETS)
     assert saved["designs"]["params"]["primal"]["curve"]["n"] == [4, 16, 64, 256]
     rows = design_section.designs_table(saved)
-    assert len(rows) == 6 and all("latency (ms)" in r for r in rows if r["budget"] == "latency")
+    assert len(rows) == 6
     for r in rows:
         d = saved["designs"][{v: k for k, v in design_section.BUDGET_NAMES.items()}[r["budget"]]][r["objective"]]
         assert r["verdict"] == ("optimum" if d["improves"] else "no improvement found") == d["verdict"]
-        if r["budget"] == "latency":
-            assert r["IQR (ms)"] == round(1e3 * d["latency"]["iqr"], 3) and r["timings resolve it"] in "✓✗"
+        assert r["ensemble (baseline)"] == f"{d['config']} ({d['baseline']})"
+    timings = design_section.latency_table(saved)
+    assert [r["objective"] for r in timings] == list(saved["designs"]["latency"])
+    for r in timings:
+        d = saved["designs"]["latency"][r["objective"]]
+        assert r["IQR (ms)"] == round(1e3 * d["latency"]["iqr"], 3) and r["timings resolve it"] in "✓✗"
     gap = design_section.latency_vs_flops(saved)
     assert gap["width_ratio"] == gap["latency_n"] / gap["flops_n"] and gap["flops_design_latency_ratio"] > 0
     lat, flops = saved["designs"]["latency"]["primal"], saved["designs"]["flops"]["primal"]

@@ -207,31 +207,38 @@ def paper_block_alpha(widths, trials, readout="mean", seed=0, device="cpu", thre
 
 def designs_table(saved):
     """One row per budget and objective of a saved :func:`block_designs`: the verdict (``"optimum"`` or
-    ``"no improvement found"``), the best design and its costs; under latency the IQRs and whether the
-    timings' spread resolves the decisions (:func:`cepaper.verdicts.judge`)."""
-    rows = []
-    for budget, by in saved["designs"].items():
-        for objective, d in by.items():
-            row = {
-                "budget": BUDGET_NAMES[budget],
-                "objective": objective,
-                "verdict": d["verdict"],
-                "width n": d["n"],
-                "ensemble": d["config"],
-                "baseline": d["baseline"],
-                "params": d["params"],
-                "baseline params": d["baseline_params"],
-                "ρ (budget)": round(d["rho"], 3),
-                "Var(K) ratio": round(d["var_ratio"], 3),
-            }
-            if budget == "latency":
-                row["latency (ms)"] = round(1e3 * d["cost"], 3)
-                row["IQR (ms)"] = round(1e3 * d["latency"]["iqr"], 3)
-                row["baseline latency (ms)"] = round(1e3 * d["baseline_cost"], 3)
-                row["baseline IQR (ms)"] = round(1e3 * d["baseline_latency"]["iqr"], 3)
-                row["timings resolve it"] = "✓" if d["timings_resolved"] else "✗"
-            rows.append(row)
-    return rows
+    ``"no improvement found"``), the best design and its costs (:func:`cepaper.verdicts.judge`); the
+    latency timings are :func:`latency_table`'s."""
+    return [
+        {
+            "budget": BUDGET_NAMES[budget],
+            "objective": objective,
+            "verdict": d["verdict"],
+            "ensemble (baseline)": f"{d['config']} ({d['baseline']})",
+            "params (baseline)": f"{d['params']:,} ({d['baseline_params']:,})",
+            "ρ (budget)": round(d["rho"], 3),
+            "Var(K) ratio": round(d["var_ratio"], 3),
+        }
+        for budget, by in saved["designs"].items()
+        for objective, d in by.items()
+    ]
+
+
+def latency_table(saved):
+    """The latency designs of a saved :func:`block_designs`: the median latency and IQR of the design and
+    of the baseline, and whether the timings' spread resolves the decisions."""
+    return [
+        {
+            "objective": objective,
+            "ensemble": d["config"],
+            "latency (ms)": round(1e3 * d["cost"], 3),
+            "IQR (ms)": round(1e3 * d["latency"]["iqr"], 3),
+            "baseline latency (ms)": round(1e3 * d["baseline_cost"], 3),
+            "baseline IQR (ms)": round(1e3 * d["baseline_latency"]["iqr"], 3),
+            "timings resolve it": "✓" if d["timings_resolved"] else "✗",
+        }
+        for objective, d in saved["designs"].get("latency", {}).items()
+    ]
 
 
 def latency_vs_flops(saved):
