@@ -258,6 +258,17 @@ def _factory_spec(args):
     return spec if isinstance(spec, str) and ":" in spec else None
 
 
+# modules of the optional dependencies -> the extra that installs them (pyproject.toml)
+_EXTRAS = {
+    **dict.fromkeys(
+        ("papermill", "jupytext", "nbformat", "jupyter_book", "jupyter_client", "IPython", "ipykernel", "matplotlib"),
+        "book",
+    ),
+    "mathjax": "book",
+    "submitit": "dist",
+}
+
+
 def _on_sigterm(signum, frame):
     raise Terminated()
 
@@ -304,7 +315,11 @@ def main(argv=None):
             f"{what}; nothing half-written is kept and the last good results stay; run the same "
             "command again to continue (train and fit-alpha --checkpoint resume)",
         )
-    except Exception as e:  # a bug: still one line, with where it happened
+    except Exception as e:  # a bug: still one line, with where it happened (or an optional dependency missing)
+        ours = isinstance(e, ImportError) and _factory_spec(args) is None  # not a factory's own import
+        extra = _EXTRAS.get((getattr(e, "name", None) or "").split(".")[0]) if ours else None
+        if extra is not None:
+            fail(2, f"error: {e.name} is not installed; `pip install 'cepaper[{extra}]'` installs what it needs")
         if os.environ.get("CEPAPER_TRACEBACK"):
             raise
         import traceback
