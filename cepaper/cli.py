@@ -199,7 +199,10 @@ def commands():
 
 
 def build_parser():
+    import cepaper
+
     parser = argparse.ArgumentParser(prog="cepaper", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"cepaper {cepaper.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in commands():
         add(sub)

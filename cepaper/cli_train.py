@@ -7,9 +7,13 @@ import os
 from cepaper.cli_args import NO_GPU, UsageError, _cli_type, _config_arg, _nonneg_int_arg, _positive_int_arg, emit
 
 
+#: cepaper.training.distributed.BACKENDS, here so that parsing the arguments loads no torch (a test checks they agree)
+BACKENDS = ("nccl", "gloo")
+
+
 def add_train(sub):
     from cepaper import complexity
-    from cepaper.training import grids, recipes
+    from cepaper.training import executors, recipes
 
     p = sub.add_parser("train", help="train one ResNeXt with a paper recipe (Sec. 4.2, App. A); resumable")
     pos_int = _cli_type(_positive_int_arg)
@@ -38,15 +42,11 @@ def add_train(sub):
     p.add_argument(
         "--workers", type=_cli_type(_nonneg_int_arg), default=8, help="DataLoader workers (ImageNet folders)"
     )
-    from cepaper.training import distributed
-
     p.add_argument(
         "--rerun-stale",
         action="store_true",
         help="train again the finished runs that older training code made (default: reuse them, marked stale)",
     )
-    from cepaper.training import executors
-
     p.add_argument(
         "--executor",
         choices=executors.EXECUTORS,
@@ -62,18 +62,21 @@ def add_train(sub):
     )
     p.add_argument(
         "--backend",
-        choices=distributed.BACKENDS,
+        choices=BACKENDS,
         help="under torchrun: the process group's backend (default nccl on GPUs, gloo on CPUs)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
 
     def train(args):
+        from cepaper.training import distributed
+
         try:
             return _train(args)
         finally:
             distributed.shutdown()
 
     def _train(args):
+        from cepaper.training import distributed, grids
         from cepaper import data
         from cepaper import catalog
         from cepaper.book import results

@@ -16,7 +16,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 def checkout():
@@ -111,6 +110,8 @@ def write_atomic(path, content):
 def digest(*arrays):
     """A short hex fingerprint of the values of tensors or numpy arrays (``None`` allowed): to tell
     whether a checkpoint or a cached record is for this data."""
+    import torch  # here: importing this module (the `cepaper` command's parser does) loads no torch
+
     h = hashlib.sha256()
     for a in arrays:
         if a is None:
