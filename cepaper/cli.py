@@ -272,6 +272,27 @@ _EXTRAS = {
 }
 
 
+def warning_text(message):
+    """A warning in the command's terms: a heavy tail of Algorithm 1's draws names the flags that fix it;
+    any other warning is its message alone."""
+    fit = sys.modules.get("cepaper.fit")  # loaded when the warning is its HeavyTailWarning
+    if fit is not None and isinstance(message, fit.HeavyTailWarning) and message.entry is not None:
+        join = lambda xs: ", ".join(str(x) for x in xs)
+        return (
+            f"the draws of the {message.entry} entry at widths {join(message.widths)} have a heavy tail (Pareto "
+            f"k-hat of K^2 {join(message.khat)} > {fit.KHAT_MAX}): {join(sorted(set(message.trials)))} draws do "
+            "not estimate E[K^2] there reliably, so alpha's interval is too narrow; pass more --trials, or "
+            "--widths without these widths"
+        )
+    return str(message)
+
+
+def _show_warning(command, message, category, filename, lineno, file=None, line=None):
+    """``warnings.showwarning`` of the command: ``cepaper COMMAND: warning: ...``, without the file and
+    source line of the code that warned."""
+    print(f"cepaper {command}: warning: {warning_text(message)}", file=file or sys.stderr, flush=True)
+
+
 def _on_sigterm(signum, frame):
     raise Terminated()
 
@@ -280,7 +301,12 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     fail = lambda status, text: parser.exit(status, f"cepaper {args.command}: {text}\n")
+    import functools
     import threading
+    import warnings
+
+    previous_show = warnings.showwarning
+    warnings.showwarning = functools.partial(_show_warning, args.command)
 
     main_thread = threading.current_thread() is threading.main_thread()
     previous = (signal.signal(signal.SIGTERM, _on_sigterm) or signal.SIG_DFL) if main_thread else None
@@ -335,6 +361,7 @@ def main(argv=None):
             "report it; CEPAPER_TRACEBACK=1 shows the traceback",
         )
     finally:
+        warnings.showwarning = previous_show
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
             signal.signal(signal.SIGINT, previous_int if previous_int is not None else signal.SIG_DFL)

@@ -142,6 +142,8 @@ def add_train(sub):
             return None  # rank 0 saves and reports
         last = paper.STATISTICS[run.section]["last_epochs"]
         summ = grids.grid_summary(records, last=last)
+        epochs = {len(r["history"]["test_top1"]) for r in grids.finished_runs(records)}
+        averaged = min(last, min(epochs, default=last))  # a run shorter than `last` epochs averages all it has
         name = _train_name(args, rec)
         run.save(name, {"records": records, "summary": summ.to_dict("records"), "world_size": per_run}, table=summ)
         r = summ.iloc[0]
@@ -154,8 +156,8 @@ def add_train(sub):
         }
         text = (
             f"{args.arch} {args.config} on {args.dataset} ({tr.source}), recipe {rec}, {int(r.runs)} run(s): "
-            f"top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}% ({per_run} process(es) a run; "
-            + ("final epoch" if last == 1 else f"mean of the last {last} epochs")
+            f"top-1 error {r.top1:.2f}%  top-5 error {r.top5:.2f}% ({per_run} process(es) a run; "
+            + ("final epoch" if averaged == 1 else f"mean of the last {averaged} epochs")
             + f")\nsaved to {payload['saved']}"
             + "".join(
                 f"\nstale: seed {s['seed']} was trained by older code "

@@ -39,6 +39,18 @@ ENTRIES = ("diag", "offdiag")
 KHAT_MAX = 0.7
 
 
+class HeavyTailWarning(UserWarning):
+    """Draws whose ``K^2`` has a heavy tail (``k-hat >`` :data:`KHAT_MAX`): alpha's interval is too narrow.
+
+    ``widths``: the widths n (:func:`fit_sweep`), or their indices (:func:`fit_alpha`, which knows no
+    widths); ``khat`` and ``trials`` of each; ``entry``: the NTK entry (``None`` from :func:`fit_alpha`).
+    Programs that word it in their own terms (the `cepaper` command: its flags) read these."""
+
+    def __init__(self, message, widths, khat, trials, entry=None):
+        super().__init__(message)
+        self.widths, self.khat, self.trials, self.entry = list(widths), list(khat), list(trials), entry
+
+
 # ------------------------------------------------------------------------------- Monte Carlo draws
 
 
@@ -175,11 +187,16 @@ def fit_alpha(
         out = _fit_rest(terms, ks, m1, m2, y, yb, m1b, m2b, ok, q, intercept, weighted, n_boot, level, seed)
     heavy = [int(j) for j in np.flatnonzero(ok) if khat[j] > KHAT_MAX]
     if heavy:
+        k, t = [round(khat[j], 2) for j in heavy], [len(ks[j]) for j in heavy]
         warnings.warn(
-            f"the draws at width index {heavy} have a heavy tail (Pareto k-hat of K^2 "
-            f"{[round(khat[j], 2) for j in heavy]} > {KHAT_MAX}): their E[K^2] is not estimated "
-            f"reliably from {[len(ks[j]) for j in heavy]} draws and alpha's interval is too narrow; "
-            f"draw more trials or leave these widths out (n_min)",
+            HeavyTailWarning(
+                f"the draws at width index {heavy} have a heavy tail (Pareto k-hat of K^2 {k} > {KHAT_MAX}): "
+                f"their E[K^2] is not estimated reliably from {t} draws and alpha's interval is too narrow; "
+                "draw more trials or leave these widths out",
+                heavy,
+                k,
+                t,
+            ),
             stacklevel=2,
         )
     return out | _finite({"heavy_tail": heavy, "tail_khat": khat})
@@ -287,15 +304,32 @@ def fit_sweep(
     if not use:
         raise ValueError(f"no width of {sweep['widths']} lies in [n_min, n_max] = [{n_min}, {n_max}]")
     widths = [sweep["widths"][j] for j in use]
-    f = fit_alpha(
-        [sweep["terms"][j] for j in use],
-        [entry_values(sweep["samples"][n], entry) for n in widths],
-        intercept,
-        weighted,
-        n_boot,
-        level,
-        sweep["seed"] if seed is None else seed,
-    )
+    with warnings.catch_warnings():  # said below, with the widths rather than their indices
+        warnings.simplefilter("ignore", HeavyTailWarning)
+        f = fit_alpha(
+            [sweep["terms"][j] for j in use],
+            [entry_values(sweep["samples"][n], entry) for n in widths],
+            intercept,
+            weighted,
+            n_boot,
+            level,
+            sweep["seed"] if seed is None else seed,
+        )
+    if f["heavy_tail"]:
+        heavy = [widths[j] for j in f["heavy_tail"]]
+        k, t = [round(f["tail_khat"][j], 2) for j in f["heavy_tail"]], [f["trials"][j] for j in f["heavy_tail"]]
+        warnings.warn(
+            HeavyTailWarning(
+                f"{entry} entry: the draws at widths n = {heavy} have a heavy tail (Pareto k-hat of K^2 {k} > "
+                f"{KHAT_MAX}): their E[K^2] is not estimated reliably from {t} draws and alpha's interval is too "
+                "narrow; draw more trials or leave these widths out (n_min, n_max)",
+                heavy,
+                k,
+                t,
+                entry,
+            ),
+            stacklevel=2,
+        )
     return {
         **f,
         "entry": entry,
