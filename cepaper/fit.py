@@ -304,7 +304,7 @@ def fit_sweep(
     if not use:
         raise ValueError(f"no width of {sweep['widths']} lies in [n_min, n_max] = [{n_min}, {n_max}]")
     widths = [sweep["widths"][j] for j in use]
-    with warnings.catch_warnings():  # said below, with the widths rather than their indices
+    with warnings.catch_warnings():  # said again below, with the widths beside their indices
         warnings.simplefilter("ignore", HeavyTailWarning)
         f = fit_alpha(
             [sweep["terms"][j] for j in use],
@@ -320,9 +320,10 @@ def fit_sweep(
         k, t = [round(f["tail_khat"][j], 2) for j in f["heavy_tail"]], [f["trials"][j] for j in f["heavy_tail"]]
         warnings.warn(
             HeavyTailWarning(
-                f"{entry} entry: the draws at widths n = {heavy} have a heavy tail (Pareto k-hat of K^2 {k} > "
-                f"{KHAT_MAX}): their E[K^2] is not estimated reliably from {t} draws and alpha's interval is too "
-                "narrow; draw more trials or leave these widths out (n_min, n_max)",
+                # the start fit_alpha's has, which the notebooks' warning filters match
+                f"the draws at width index {f['heavy_tail']} (widths n = {heavy}, {entry} entry) have a heavy "
+                f"tail (Pareto k-hat of K^2 {k} > {KHAT_MAX}): their E[K^2] is not estimated reliably from {t} "
+                "draws and alpha's interval is too narrow; draw more trials or leave these widths out (n_min, n_max)",
                 heavy,
                 k,
                 t,
