@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 
-from cepaper import cli_alpha, cli_design, cli_train
+from cepaper import cli_alpha, cli_args, cli_design, cli_train
 from cepaper.cli_args import STDOUT, UsageError, _cli_type, _positive_int_arg, emit
 
 
@@ -261,38 +261,6 @@ def _factory_spec(args):
     return spec if isinstance(spec, str) and ":" in spec else None
 
 
-# modules of the optional dependencies -> the extra that installs them (pyproject.toml)
-_EXTRAS = {
-    **dict.fromkeys(
-        ("papermill", "jupytext", "nbformat", "jupyter_book", "jupyter_client", "IPython", "ipykernel", "matplotlib"),
-        "book",
-    ),
-    "mathjax": "book",
-    "submitit": "dist",
-}
-
-
-def warning_text(message):
-    """A warning in the command's terms: a heavy tail of Algorithm 1's draws names the flags that fix it;
-    any other warning is its message alone."""
-    fit = sys.modules.get("cepaper.fit")  # loaded when the warning is its HeavyTailWarning
-    if fit is not None and isinstance(message, fit.HeavyTailWarning) and message.entry is not None:
-        join = lambda xs: ", ".join(str(x) for x in xs)
-        return (
-            f"the draws of the {message.entry} entry at widths {join(message.widths)} have a heavy tail (Pareto "
-            f"k-hat of K^2 {join(message.khat)} > {fit.KHAT_MAX}): {join(sorted(set(message.trials)))} draws do "
-            "not estimate E[K^2] there reliably, so alpha's interval is too narrow; pass more --trials, or "
-            "--widths without these widths"
-        )
-    return str(message)
-
-
-def _show_warning(command, message, category, filename, lineno, file=None, line=None):
-    """``warnings.showwarning`` of the command: ``cepaper COMMAND: warning: ...``, without the file and
-    source line of the code that warned."""
-    print(f"cepaper {command}: warning: {warning_text(message)}", file=file or sys.stderr, flush=True)
-
-
 def _on_sigterm(signum, frame):
     raise Terminated()
 
@@ -306,7 +274,7 @@ def main(argv=None):
     import warnings
 
     previous_show = warnings.showwarning
-    warnings.showwarning = functools.partial(_show_warning, args.command)
+    warnings.showwarning = functools.partial(cli_args.show_warning, args.command)
 
     main_thread = threading.current_thread() is threading.main_thread()
     previous = (signal.signal(signal.SIGTERM, _on_sigterm) or signal.SIG_DFL) if main_thread else None
@@ -346,7 +314,7 @@ def main(argv=None):
         )
     except Exception as e:  # a bug: still one line, with where it happened (or an optional dependency missing)
         ours = isinstance(e, ImportError) and _factory_spec(args) is None  # not a factory's own import
-        extra = _EXTRAS.get((getattr(e, "name", None) or "").split(".")[0]) if ours else None
+        extra = cli_args.EXTRAS.get((getattr(e, "name", None) or "").split(".")[0]) if ours else None
         if extra is not None:
             fail(2, f"error: {e.name} is not installed; `pip install 'cepaper[{extra}]'` installs what it needs")
         if os.environ.get("CEPAPER_TRACEBACK"):

@@ -186,20 +186,25 @@ def fit_alpha(
         khat = [tail_index(k * k) for k in ks]
         out = _fit_rest(terms, ks, m1, m2, y, yb, m1b, m2b, ok, q, intercept, weighted, n_boot, level, seed)
     heavy = [int(j) for j in np.flatnonzero(ok) if khat[j] > KHAT_MAX]
+    out |= _finite({"heavy_tail": heavy, "tail_khat": khat})
+    _warn_heavy_tail(out)
+    return out
+
+
+def _warn_heavy_tail(fit, widths=None, entry=None):
+    """A :class:`HeavyTailWarning` of the ``heavy_tail`` widths of a :func:`fit_alpha` result, if any: by
+    index, and given the fitted ``widths`` (:func:`fit_sweep`), by width n with its ``entry`` too."""
+    heavy = fit["heavy_tail"]
     if heavy:
-        k, t = [round(khat[j], 2) for j in heavy], [len(ks[j]) for j in heavy]
-        warnings.warn(
-            HeavyTailWarning(
-                f"the draws at width index {heavy} have a heavy tail (Pareto k-hat of K^2 {k} > {KHAT_MAX}): "
-                f"their E[K^2] is not estimated reliably from {t} draws and alpha's interval is too narrow; "
-                "draw more trials or leave these widths out",
-                heavy,
-                k,
-                t,
-            ),
-            stacklevel=2,
+        k, t = [round(fit["tail_khat"][j], 2) for j in heavy], [fit["trials"][j] for j in heavy]
+        named = heavy if widths is None else [widths[j] for j in heavy]
+        where, out = ("", "") if widths is None else (f" (widths n = {named}, {entry} entry)", " (n_min, n_max)")
+        text = (  # notebooks 03 and 08 filter the warning by this start
+            f"the draws at width index {heavy}{where} have a heavy tail (Pareto k-hat of K^2 {k} > {KHAT_MAX}): "
+            f"their E[K^2] is not estimated reliably from {t} draws and alpha's interval is too narrow; "
+            f"draw more trials or leave these widths out{out}"
         )
-    return out | _finite({"heavy_tail": heavy, "tail_khat": khat})
+        warnings.warn(HeavyTailWarning(text, named, k, t, entry), stacklevel=3)
 
 
 def _fit_rest(terms, ks, m1, m2, y, yb, m1b, m2b, ok, q, intercept, weighted, n_boot, level, seed):
@@ -315,22 +320,7 @@ def fit_sweep(
             level,
             sweep["seed"] if seed is None else seed,
         )
-    if f["heavy_tail"]:
-        heavy = [widths[j] for j in f["heavy_tail"]]
-        k, t = [round(f["tail_khat"][j], 2) for j in f["heavy_tail"]], [f["trials"][j] for j in f["heavy_tail"]]
-        warnings.warn(
-            HeavyTailWarning(
-                # the start fit_alpha's has, which the notebooks' warning filters match
-                f"the draws at width index {f['heavy_tail']} (widths n = {heavy}, {entry} entry) have a heavy "
-                f"tail (Pareto k-hat of K^2 {k} > {KHAT_MAX}): their E[K^2] is not estimated reliably from {t} "
-                "draws and alpha's interval is too narrow; draw more trials or leave these widths out (n_min, n_max)",
-                heavy,
-                k,
-                t,
-                entry,
-            ),
-            stacklevel=2,
-        )
+    _warn_heavy_tail(f, widths, entry)
     return {
         **f,
         "entry": entry,
