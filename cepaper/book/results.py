@@ -333,11 +333,11 @@ def book_sections():
 def known_sections():
     """The sections results may be stored under: :func:`book_sections` where there is a ``_toc.yml``, else
     (an installed package, no book) the notebook sections of ``cepaper/sections/``: every module but
-    ``paper`` and the claims page's parts ``claims_*``."""
+    ``paper``, the claims page's parts ``claims_*`` and the checks ``<section>_checks``."""
     if (REPO / "_toc.yml").is_file():
         return book_sections()
-    modules = (Path(__file__).resolve().parents[1] / "sections").glob("*.py")
-    return sorted(p.stem for p in modules if not p.stem.startswith(("_", "claims_")) and p.stem != "paper")
+    stems = [p.stem for p in (Path(__file__).resolve().parents[1] / "sections").glob("*.py")]
+    return sorted(s for s in stems if not s.startswith(("_", "claims_")) and not s.endswith("_checks") and s != "paper")
 
 
 #: The sections, in book order (:func:`known_sections`: the repository's ``_toc.yml``, when there is one).
