@@ -146,9 +146,9 @@ def test_the_commands_run_from_another_folder_and_write_only_there(installed, cl
     assert "25,028,904" in cli(*"params --arch resnext50 --config 32x4d".split()).stdout
 
     elsewhere = tmp_path / "elsewhere"
-    cli(*"fit-alpha --module mlp --depth 3 --trials 20 --widths 4 8".split(), env={"CEPAPER_RESULTS": str(elsewhere)})
-    assert (elsewhere / "cli" / "alpha" / "fit_mlp.json").exists()
-    assert not (cli.work / "results" / "cli" / "alpha" / "fit_mlp.json").exists()
+    saved.unlink()
+    cli(*"fit-alpha --module bottleneck --trials 20 --widths 4 8 16".split(), env={"CEPAPER_RESULTS": str(elsewhere)})
+    assert (elsewhere / "cli" / "alpha" / "fit_bottleneck.json").exists() and not saved.exists()
 
     api = cli("-c", "import cepaper; print(cepaper.__file__, [getattr(cepaper, n).__name__ for n in cepaper.__all__])")
     assert api.stdout.startswith(f"{package / '__init__.py'} ['CollegialMLP'"), api.stdout
