@@ -13,22 +13,37 @@ The library, in the order of the paper:
 * data (:func:`load`) and training (:mod:`cepaper.training`).
 
 The paper's sections (:mod:`cepaper.sections`) and the book's machinery (:mod:`cepaper.book`) build
-on the library; the library never imports them.
+on the library; the library never imports them. ``import cepaper`` is cheap: each name is loaded from
+its module when first used.
 """
 
-from cepaper import complexity
-from cepaper.data import load
-from cepaper.generic import design_module
-from cepaper.member_alpha import fit_member_alpha
-from cepaper.fit import fit_alpha, measure_alpha
-from cepaper.kernels import relu_nngp, relu_ntk
-from cepaper.models.mlp import CollegialMLP
-from cepaper.models.resnext import resnext
-from cepaper.montecarlo import mc_moments, mc_samples
-from cepaper.ntk import empirical_ntk, ensemble_ntk, member_ntk
-from cepaper.ensembles import design
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+#: Each public name and the module that defines it: ``import cepaper`` loads none of them, the first use
+#: of a name loads its module (torch only with the first name that needs it).
+_API = {
+    "CollegialMLP": "cepaper.models.mlp",
+    "complexity": None,  # the module cepaper.complexity itself
+    "design": "cepaper.ensembles",
+    "design_module": "cepaper.generic",
+    "empirical_ntk": "cepaper.ntk",
+    "ensemble_ntk": "cepaper.ntk",
+    "fit_alpha": "cepaper.fit",
+    "fit_member_alpha": "cepaper.member_alpha",
+    "load": "cepaper.data",
+    "mc_moments": "cepaper.montecarlo",
+    "mc_samples": "cepaper.montecarlo",
+    "measure_alpha": "cepaper.fit",
+    "member_ntk": "cepaper.ntk",
+    "relu_nngp": "cepaper.kernels",
+    "relu_ntk": "cepaper.kernels",
+    "resnext": "cepaper.models.resnext",
+}
 
 __all__ = [
     "CollegialMLP",
@@ -48,3 +63,31 @@ __all__ = [
     "relu_ntk",
     "resnext",
 ]
+
+
+def __getattr__(name: str):
+    """A public name of :data:`_API`, its module imported on first use (PEP 562)."""
+    if name not in _API:
+        raise AttributeError(f"module 'cepaper' has no attribute {name!r}")
+    module = importlib.import_module(_API[name] or f"cepaper.{name}")
+    value = module if _API[name] is None else getattr(module, name)
+    globals()[name] = value  # later uses skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # the names as static analysis and IDEs see them
+    from cepaper import complexity
+    from cepaper.data import load
+    from cepaper.ensembles import design
+    from cepaper.fit import fit_alpha, measure_alpha
+    from cepaper.generic import design_module
+    from cepaper.kernels import relu_nngp, relu_ntk
+    from cepaper.member_alpha import fit_member_alpha
+    from cepaper.models.mlp import CollegialMLP
+    from cepaper.models.resnext import resnext
+    from cepaper.montecarlo import mc_moments, mc_samples
+    from cepaper.ntk import empirical_ntk, ensemble_ntk, member_ntk

@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 
-from cepaper import cli_alpha, cli_design, cli_train
+from cepaper import cli_alpha, cli_args, cli_design, cli_train
 from cepaper.cli_args import STDOUT, UsageError, _cli_type, _positive_int_arg, emit
 
 
@@ -199,7 +199,10 @@ def commands():
 
 
 def build_parser():
+    import cepaper
+
     parser = argparse.ArgumentParser(prog="cepaper", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"cepaper {cepaper.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in commands():
         add(sub)
@@ -266,7 +269,12 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     fail = lambda status, text: parser.exit(status, f"cepaper {args.command}: {text}\n")
+    import functools
     import threading
+    import warnings
+
+    previous_show = warnings.showwarning
+    warnings.showwarning = functools.partial(cli_args.show_warning, args.command)
 
     main_thread = threading.current_thread() is threading.main_thread()
     previous = (signal.signal(signal.SIGTERM, _on_sigterm) or signal.SIG_DFL) if main_thread else None
@@ -304,7 +312,11 @@ def main(argv=None):
             f"{what}; nothing half-written is kept and the last good results stay; run the same "
             "command again to continue (train and fit-alpha --checkpoint resume)",
         )
-    except Exception as e:  # a bug: still one line, with where it happened
+    except Exception as e:  # a bug: still one line, with where it happened (or an optional dependency missing)
+        ours = isinstance(e, ImportError) and _factory_spec(args) is None  # not a factory's own import
+        extra = cli_args.EXTRAS.get((getattr(e, "name", None) or "").split(".")[0]) if ours else None
+        if extra is not None:
+            fail(2, f"error: {e.name} is not installed; `pip install 'cepaper[{extra}]'` installs what it needs")
         if os.environ.get("CEPAPER_TRACEBACK"):
             raise
         import traceback
@@ -317,6 +329,7 @@ def main(argv=None):
             "report it; CEPAPER_TRACEBACK=1 shows the traceback",
         )
     finally:
+        warnings.showwarning = previous_show
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
             signal.signal(signal.SIGINT, previous_int if previous_int is not None else signal.SIG_DFL)

@@ -1,5 +1,5 @@
-"""What every ``cepaper`` subcommand shares: the usage error, strict JSON output, and argparse types
-whose errors name the argument and what is allowed."""
+"""What every ``cepaper`` subcommand shares: the usage error, strict JSON output, argparse types
+whose errors name the argument and what is allowed, and warnings in the command's terms."""
 
 import argparse
 import contextvars
@@ -96,3 +96,35 @@ def _shape_arg(text):
     if not parts or not all(t.isdigit() and int(t) >= 1 for t in parts):
         raise ValueError(f"must be comma-separated integers >= 1 such as 256,32,32, got {text!r}")
     return tuple(int(t) for t in parts)
+
+
+# modules of the optional dependencies -> the extra that installs them (pyproject.toml)
+EXTRAS = {
+    **dict.fromkeys(
+        ("papermill", "jupytext", "nbformat", "jupyter_book", "jupyter_client", "IPython", "ipykernel", "matplotlib"),
+        "book",
+    ),
+    "mathjax": "book",
+    "submitit": "dist",
+}
+
+
+def warning_text(message):
+    """A warning in the command's terms: a heavy tail of Algorithm 1's draws names the flags that fix it;
+    any other warning is its message alone."""
+    fit = sys.modules.get("cepaper.fit")  # loaded when the warning is its HeavyTailWarning
+    if fit is not None and isinstance(message, fit.HeavyTailWarning) and message.entry is not None:
+        join = lambda xs: ", ".join(str(x) for x in xs)
+        return (
+            f"the draws of the {message.entry} entry at widths {join(message.widths)} have a heavy tail (Pareto "
+            f"k-hat of K^2 {join(message.khat)} > {fit.KHAT_MAX}): {join(sorted(set(message.trials)))} draws do "
+            "not estimate E[K^2] there reliably, so alpha's interval is too narrow; pass more --trials, or "
+            "--widths without these widths"
+        )
+    return str(message)
+
+
+def show_warning(command, message, category, filename, lineno, file=None, line=None):
+    """``warnings.showwarning`` of the command: ``cepaper COMMAND: warning: ...``, without the file and
+    source line of the code that warned."""
+    print(f"cepaper {command}: warning: {warning_text(message)}", file=file or sys.stderr, flush=True)

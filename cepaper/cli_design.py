@@ -15,6 +15,10 @@ from cepaper.cli_args import (
 )
 
 
+#: cepaper.generic.FLOPS, here so that parsing the arguments loads no torch (a test checks they agree)
+FLOPS = ("macs", "2macs", "2macs+acts")
+
+
 def _alpha_arg(text):
     return "fit" if text.strip() == "fit" else _positive_float_arg(text)
 
@@ -88,11 +92,9 @@ def _arch_args(p, baseline):
     p.add_argument("--batch", type=pos_int, default=1, help="--module: examples in the FLOPs/latency input")
     p.add_argument("--device", default="cpu", help="--module: device of FLOPs and latency (cpu, cuda)")
     p.add_argument("--repeats", type=pos_int, default=20, help="--module: timed passes per latency (median, IQR)")
-    from cepaper import generic
-
     p.add_argument(
         "--flops-convention",
-        choices=generic.FLOPS,
+        choices=FLOPS,
         help="--module: FLOPs as multiply-adds (macs), 2 x multiply-adds (2macs, the default: FlopCounterMode) "
         "or 2 x multiply-adds + one per conv/linear output (2macs+acts: --arch's convention, the paper's 44x8d)",
     )

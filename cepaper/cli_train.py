@@ -7,9 +7,13 @@ import os
 from cepaper.cli_args import NO_GPU, UsageError, _cli_type, _config_arg, _nonneg_int_arg, _positive_int_arg, emit
 
 
+#: cepaper.training.distributed.BACKENDS, here so that parsing the arguments loads no torch (a test checks they agree)
+BACKENDS = ("nccl", "gloo")
+
+
 def add_train(sub):
     from cepaper import complexity
-    from cepaper.training import grids, recipes
+    from cepaper.training import executors, recipes
 
     p = sub.add_parser("train", help="train one ResNeXt with a paper recipe (Sec. 4.2, App. A); resumable")
     pos_int = _cli_type(_positive_int_arg)
@@ -38,15 +42,11 @@ def add_train(sub):
     p.add_argument(
         "--workers", type=_cli_type(_nonneg_int_arg), default=8, help="DataLoader workers (ImageNet folders)"
     )
-    from cepaper.training import distributed
-
     p.add_argument(
         "--rerun-stale",
         action="store_true",
         help="train again the finished runs that older training code made (default: reuse them, marked stale)",
     )
-    from cepaper.training import executors
-
     p.add_argument(
         "--executor",
         choices=executors.EXECUTORS,
@@ -62,18 +62,21 @@ def add_train(sub):
     )
     p.add_argument(
         "--backend",
-        choices=distributed.BACKENDS,
+        choices=BACKENDS,
         help="under torchrun: the process group's backend (default nccl on GPUs, gloo on CPUs)",
     )
     p.add_argument("--json", action="store_true", help="print JSON")
 
     def train(args):
+        from cepaper.training import distributed
+
         try:
             return _train(args)
         finally:
             distributed.shutdown()
 
     def _train(args):
+        from cepaper.training import distributed, grids
         from cepaper import data
         from cepaper import catalog
         from cepaper.book import results
@@ -139,6 +142,8 @@ def add_train(sub):
             return None  # rank 0 saves and reports
         last = paper.STATISTICS[run.section]["last_epochs"]
         summ = grids.grid_summary(records, last=last)
+        epochs = {len(r["history"]["test_top1"]) for r in grids.finished_runs(records)}
+        averaged = min(last, min(epochs, default=last))  # a run shorter than `last` epochs averages all it has
         name = _train_name(args, rec)
         run.save(name, {"records": records, "summary": summ.to_dict("records"), "world_size": per_run}, table=summ)
         r = summ.iloc[0]
@@ -151,8 +156,8 @@ def add_train(sub):
         }
         text = (
             f"{args.arch} {args.config} on {args.dataset} ({tr.source}), recipe {rec}, {int(r.runs)} run(s): "
-            f"top-1 {r.top1:.2f}%  top-5 {r.top5:.2f}% ({per_run} process(es) a run; "
-            + ("final epoch" if last == 1 else f"mean of the last {last} epochs")
+            f"top-1 error {r.top1:.2f}%  top-5 error {r.top5:.2f}% ({per_run} process(es) a run; "
+            + ("final epoch" if averaged == 1 else f"mean of the last {averaged} epochs")
             + f")\nsaved to {payload['saved']}"
             + "".join(
                 f"\nstale: seed {s['seed']} was trained by older code "

@@ -3,7 +3,8 @@
 :func:`write_atomic` writes a temporary file in the same folder, then ``os.replace`` puts it in place, so a crash
 never leaves a half-written record or checkpoint to be mistaken for a good one; a damaged file is
 moved aside (:func:`move_aside`), never read again. :func:`digest` is a short fingerprint of arrays,
-so a checkpoint or a cached record is known to be for this data.
+so a checkpoint or a cached record is known to be for this data. :func:`checkout` tells a source
+checkout from an installed package, so that nothing is ever written into site-packages.
 """
 
 import contextlib
@@ -15,7 +16,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import torch
+
+
+def checkout():
+    """The source checkout this package runs from: the folder that holds ``cepaper/`` with the book's
+    ``_toc.yml`` beside it; ``None`` for an installed package (site-packages, a wheel), which has neither."""
+    top = Path(__file__).resolve().parents[1]
+    return top if (top / "_toc.yml").is_file() else None
 
 
 def move_aside(path, why):
@@ -103,6 +110,8 @@ def write_atomic(path, content):
 def digest(*arrays):
     """A short hex fingerprint of the values of tensors or numpy arrays (``None`` allowed): to tell
     whether a checkpoint or a cached record is for this data."""
+    import torch  # here: importing this module (the `cepaper` command's parser does) loads no torch
+
     h = hashlib.sha256()
     for a in arrays:
         if a is None:

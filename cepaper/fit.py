@@ -39,6 +39,18 @@ ENTRIES = ("diag", "offdiag")
 KHAT_MAX = 0.7
 
 
+class HeavyTailWarning(UserWarning):
+    """Draws whose ``K^2`` has a heavy tail (``k-hat >`` :data:`KHAT_MAX`): alpha's interval is too narrow.
+
+    ``widths``: the widths n (:func:`fit_sweep`), or their indices (:func:`fit_alpha`, which knows no
+    widths); ``khat`` and ``trials`` of each; ``entry``: the NTK entry (``None`` from :func:`fit_alpha`).
+    Programs that word it in their own terms (the `cepaper` command: its flags) read these."""
+
+    def __init__(self, message, widths, khat, trials, entry=None):
+        super().__init__(message)
+        self.widths, self.khat, self.trials, self.entry = list(widths), list(khat), list(trials), entry
+
+
 # ------------------------------------------------------------------------------- Monte Carlo draws
 
 
@@ -174,15 +186,25 @@ def fit_alpha(
         khat = [tail_index(k * k) for k in ks]
         out = _fit_rest(terms, ks, m1, m2, y, yb, m1b, m2b, ok, q, intercept, weighted, n_boot, level, seed)
     heavy = [int(j) for j in np.flatnonzero(ok) if khat[j] > KHAT_MAX]
+    out |= _finite({"heavy_tail": heavy, "tail_khat": khat})
+    _warn_heavy_tail(out)
+    return out
+
+
+def _warn_heavy_tail(fit, widths=None, entry=None):
+    """A :class:`HeavyTailWarning` of the ``heavy_tail`` widths of a :func:`fit_alpha` result, if any: by
+    index, and given the fitted ``widths`` (:func:`fit_sweep`), by width n with its ``entry`` too."""
+    heavy = fit["heavy_tail"]
     if heavy:
-        warnings.warn(
-            f"the draws at width index {heavy} have a heavy tail (Pareto k-hat of K^2 "
-            f"{[round(khat[j], 2) for j in heavy]} > {KHAT_MAX}): their E[K^2] is not estimated "
-            f"reliably from {[len(ks[j]) for j in heavy]} draws and alpha's interval is too narrow; "
-            f"draw more trials or leave these widths out (n_min)",
-            stacklevel=2,
+        k, t = [round(fit["tail_khat"][j], 2) for j in heavy], [fit["trials"][j] for j in heavy]
+        named = heavy if widths is None else [widths[j] for j in heavy]
+        where, out = ("", "") if widths is None else (f" (widths n = {named}, {entry} entry)", " (n_min, n_max)")
+        text = (  # notebooks 03 and 08 filter the warning by this start
+            f"the draws at width index {heavy}{where} have a heavy tail (Pareto k-hat of K^2 {k} > {KHAT_MAX}): "
+            f"their E[K^2] is not estimated reliably from {t} draws and alpha's interval is too narrow; "
+            f"draw more trials or leave these widths out{out}"
         )
-    return out | _finite({"heavy_tail": heavy, "tail_khat": khat})
+        warnings.warn(HeavyTailWarning(text, named, k, t, entry), stacklevel=3)
 
 
 def _fit_rest(terms, ks, m1, m2, y, yb, m1b, m2b, ok, q, intercept, weighted, n_boot, level, seed):
@@ -287,15 +309,18 @@ def fit_sweep(
     if not use:
         raise ValueError(f"no width of {sweep['widths']} lies in [n_min, n_max] = [{n_min}, {n_max}]")
     widths = [sweep["widths"][j] for j in use]
-    f = fit_alpha(
-        [sweep["terms"][j] for j in use],
-        [entry_values(sweep["samples"][n], entry) for n in widths],
-        intercept,
-        weighted,
-        n_boot,
-        level,
-        sweep["seed"] if seed is None else seed,
-    )
+    with warnings.catch_warnings():  # said again below, with the widths beside their indices
+        warnings.simplefilter("ignore", HeavyTailWarning)
+        f = fit_alpha(
+            [sweep["terms"][j] for j in use],
+            [entry_values(sweep["samples"][n], entry) for n in widths],
+            intercept,
+            weighted,
+            n_boot,
+            level,
+            sweep["seed"] if seed is None else seed,
+        )
+    _warn_heavy_tail(f, widths, entry)
     return {
         **f,
         "entry": entry,

@@ -316,6 +316,29 @@ def test_cli_train_bad_input(argv, message):
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize(
+    "epochs, statistic", [(1, "final epoch"), (3, "mean of the last 3 epochs"), (12, "mean of the last 10 epochs")]
+)
+def test_cli_train_reports_errors_over_the_epochs_it_averaged(tmp_path, monkeypatch, capsys, epochs, statistic):
+    """`cepaper train` says top-1 and top-5 *errors*, and over how many epochs they are averaged: the CIFAR
+    statistic's 10, or all of a shorter run's (the training itself is stubbed: one record of ``epochs``)."""
+    from cepaper import cli, cli_train
+
+    def grid(configs, dataset, train, test, seeds, **kw):
+        history = {"test_top1": [90.0 - e for e in range(epochs)], "test_top5": [50.0] * epochs}
+        meta = dict(dataset=dataset, arch=kw["arch"], recipe=kw["recipe_name"], params=1000, wall_s=1.0)
+        return [dict(meta, config=c, seed=s, history=history) for c in configs for s in seeds]
+
+    monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))
+    monkeypatch.setattr(cli_train, "_load_split", lambda data, args, split, n, flag: toy(8))
+    monkeypatch.setattr(grids, "train_recipe_grid", grid)
+    argv = ["train", "--arch", "resnext29", "--config", "2x4d", "--dataset", "cifar10", "--epochs", str(epochs)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    top1 = np.mean([90.0 - e for e in range(epochs)][-10:])
+    assert f"top-1 error {top1:.2f}%  top-5 error 50.00%" in out and f"; {statistic})" in out, out
+
+
 def test_cli_train_missing_data_is_a_clear_error(tmp_path):
     proc = subprocess.run(
         [

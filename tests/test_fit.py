@@ -262,6 +262,58 @@ def test_a_tail_the_draws_cannot_see_is_flagged():
     assert alpha_calibration(HEAVY, reps=60, n_boot=100, sets=2000)[0] < 0.75  # why the flag exists
 
 
+def heavy_sweep():
+    """A :func:`sweeps.module_sweep`-shaped sweep of HEAVY's draws (its n = 1 width flagged) on both entries."""
+    heavy = synthetic_draws(HEAVY, np.random.default_rng(3), 1)[0]
+    widths = [1, 2, 4, 16, 256]
+    samples = {n: np.broadcast_to(k[:, None, None], (len(k), 2, 2)) for n, k in zip(widths, heavy)}
+    return {
+        "module": "bottleneck",
+        "options": {},
+        "widths": widths,
+        "terms": list(BLOCK_TERMS),
+        "samples": samples,
+        "trials": heavy.shape[1],
+        "seed": 0,
+        "seconds": 0.0,
+        "device": "cpu",
+    }
+
+
+def test_a_heavy_tail_is_named_by_its_widths_and_entry():
+    """fit_sweep's warning names the widths n and the entry (fit_alpha's, which knows no widths, their
+    indices), in its text and as attributes, which the `cepaper` command words in its own flags."""
+    from cepaper import cli_args
+
+    with pytest.warns(fit.HeavyTailWarning) as caught:
+        f = fit.fit_sweep(heavy_sweep(), "diag", n_boot=20)
+    (w,) = [c.message for c in caught]  # one: fit_alpha's, by index, is said again by width
+    assert w.widths == f["heavy_tail_widths"] and w.widths[0] == 1 and w.entry == "diag"
+    assert w.trials == [1000] * len(w.widths) and len(w.khat) == len(w.widths) and min(w.khat) > fit.KHAT_MAX
+    assert str(w).startswith("the draws at width index [0") and "(widths n = [1" in str(w) and "diag entry" in str(w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", message="the draws at width index")  # the filter of notebooks 03 and 08
+        fit.fit_sweep(heavy_sweep(), "diag", n_boot=20)
+    text = cli_args.warning_text(w)
+    assert text.startswith("the draws of the diag entry at widths 1") and "1000 draws do not estimate" in text
+    assert "pass more --trials, or --widths without these widths" in text and "n_min" not in text
+
+
+def test_cli_warnings_speak_its_flags_without_file_or_line(tmp_path, monkeypatch, capsys):
+    """`cepaper fit-alpha` on heavy-tailed draws: each warning one line, ``cepaper fit-alpha: warning:``,
+    naming --trials and --widths; no path of the code that warned, no line of its source."""
+    from cepaper import cli
+
+    monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))
+    monkeypatch.setattr(sweeps, "module_sweep", lambda *a, **k: heavy_sweep())
+    assert cli.main(["fit-alpha", "--module", "bottleneck", "--trials", "1000"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err and all(line.startswith("cepaper fit-alpha: warning: the draws of the ") for line in err), err
+    assert all("--trials" in line and ".py" not in line and "fit_alpha(" not in line for line in err), err
+    assert warnings.showwarning.__module__ == "warnings", "restored after the command"
+
+
 def test_tail_index_recovers_a_pareto_shape():
     """Generalized-Pareto draws of shape xi: k-hat within 0.15 of xi (M = 134 tail draws of T = 2000);
     an exponential tail gives about 0; no spread gives nan."""

@@ -145,3 +145,14 @@ def test_the_public_api_has_type_hints():
         unannotated = [p for p in params if p not in hints]
         assert unannotated == [], (name, unannotated)
         assert "return" in hints, name
+
+
+def test_an_installed_package_knows_the_sections_without_the_table_of_contents(tmp_path, monkeypatch):
+    """Outside a checkout (no _toc.yml where the results go) the sections are read from cepaper/sections/:
+    the same as the book's."""
+    from cepaper.book import results
+
+    monkeypatch.setattr(results, "REPO", tmp_path)
+    assert sorted(results.known_sections()) == sorted(results.SECTIONS)
+    with pytest.raises(FileNotFoundError, match="need a checkout of the repository"):
+        results.book_sections()

@@ -11,7 +11,7 @@ import re
 
 import yaml
 
-from cepaper.book.results import REPO, _yaml_file, book_sections
+from cepaper.book.results import NO_BOOK, REPO, _yaml_file, book_sections
 
 NOTEBOOKS = REPO / "notebooks"
 PROFILES = REPO / "profiles"
@@ -32,6 +32,8 @@ def notebook_path(section):
 
 def profile_names():
     """The profiles: the names of the files ``profiles/<name>.yaml``."""
+    if not PROFILES.is_dir():
+        raise FileNotFoundError(f"the profiles are files profiles/<name>.yaml, and there is no {PROFILES}; {NO_BOOK}")
     return sorted(p.stem for p in PROFILES.glob("*.yaml"))
 
 

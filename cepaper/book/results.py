@@ -10,6 +10,9 @@ Only `cepaper run` (which stages a notebook's results and publishes them when it
 CLI's own commands (profile ``cli``) write into the store. A notebook executed any other way (plain
 papermill, nbval) writes to ``$CEPAPER_RESULTS/<profile>/<section>`` when that is set, else to a
 scratch folder named after its parameters, ``_build/scratch/<section>-<hash>/`` (see :class:`Run`).
+
+All of these are under :data:`REPO`: the checkout when cepaper runs from one, else (an installed package)
+the working directory, so that nothing is ever written into site-packages.
 """
 
 import hashlib
@@ -25,13 +28,17 @@ from pathlib import Path
 import yaml
 
 import cepaper
-from cepaper.files import _jsonable, _why, move_aside, write_atomic
+from cepaper.files import _jsonable, _why, checkout, move_aside, write_atomic
 
-REPO = Path(__file__).resolve().parents[2]
+#: The checkout cepaper runs from (``_toc.yml`` beside ``cepaper/``), or ``None`` for an installed package.
+CHECKOUT = checkout()
+#: Where the book's files are read (``_toc.yml``, ``notebooks/``, ``profiles/``) and where runs write
+#: (``results/``, ``_build/``): the checkout, else the working directory (at import: the command's).
+REPO = CHECKOUT or Path.cwd()
 
 
 def root():
-    """The results folder: ``$CEPAPER_RESULTS`` or ``results/`` in the repository."""
+    """The results folder: ``$CEPAPER_RESULTS``, else ``results/`` in the repository (:data:`REPO`)."""
     return Path(os.environ.get("CEPAPER_RESULTS", REPO / "results"))
 
 
@@ -47,7 +54,7 @@ def section_dir(section, profile):
 
 
 def checkpoint_dir(section, profile):
-    """Resumable work of a section: ``_build/checkpoints/<profile>/<section>`` in the repository,
+    """Resumable work of a section: ``_build/checkpoints/<profile>/<section>`` in the repository (:data:`REPO`),
     outside the results store (which a notebook run replaces only when it succeeds)."""
     return REPO / "_build" / "checkpoints" / profile / section
 
@@ -79,7 +86,10 @@ def read_json(path):
 
 def git_commit():
     """The repository's HEAD commit, with ``+dirty`` when the code differs from it (any change outside
-    ``results/``: results being written by runs do not make the code that writes them dirty), or ``None``."""
+    ``results/``: results being written by runs do not make the code that writes them dirty), or ``None``
+    (also for an installed package: a repository it runs in is not cepaper's)."""
+    if CHECKOUT is None:
+        return None
     try:
         run = lambda *a: subprocess.run(
             ["git", *a], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
@@ -300,8 +310,18 @@ def _yaml_file(path):
         raise ValueError(f"{rel} is not valid YAML: {what}{at}; fix it and run again") from None
 
 
+#: What to do where the book's files are not there (an installed package run outside a checkout).
+NO_BOOK = (
+    "`cepaper run` and `cepaper book` need a checkout of the repository (its _toc.yml, notebooks/ and "
+    "profiles/): run them in one"
+)
+
+
 def book_sections():
-    """Sections in book order, read from ``_toc.yml`` entries ``book/sections/NN_<section>``."""
+    """Sections in book order, read from ``_toc.yml`` entries ``book/sections/NN_<section>``; a
+    ``FileNotFoundError`` saying what is missing where there is no ``_toc.yml`` (an installed package)."""
+    if not (REPO / "_toc.yml").is_file():
+        raise FileNotFoundError(f"the book lists its sections in _toc.yml, and there is none in {REPO}; {NO_BOOK}")
     toc = _yaml_file(REPO / "_toc.yml")
     if not isinstance(toc, dict):
         raise ValueError("_toc.yml must be a mapping with `chapters` (or `parts` of chapters)")
@@ -310,5 +330,15 @@ def book_sections():
     return [s.split("_", 1)[1] for s in stems]
 
 
-#: The sections, in book order (:func:`book_sections` of the repository's ``_toc.yml``).
-SECTIONS = tuple(book_sections())
+def known_sections():
+    """The sections results may be stored under: :func:`book_sections` where there is a ``_toc.yml``, else
+    (an installed package, no book) the notebook sections of ``cepaper/sections/``: every module but
+    ``paper``, the claims page's parts ``claims_*`` and the checks ``<section>_checks``."""
+    if (REPO / "_toc.yml").is_file():
+        return book_sections()
+    stems = [p.stem for p in (Path(__file__).resolve().parents[1] / "sections").glob("*.py")]
+    return sorted(s for s in stems if not s.startswith(("_", "claims_")) and not s.endswith("_checks") and s != "paper")
+
+
+#: The sections, in book order (:func:`known_sections`: the repository's ``_toc.yml``, when there is one).
+SECTIONS = tuple(known_sections())

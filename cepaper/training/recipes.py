@@ -42,7 +42,7 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-import torch
+# torch: imported by the functions that use it, so that `cepaper train` parses its arguments without it
 
 from cepaper._checks import positive_int
 from cepaper import files
@@ -219,6 +219,8 @@ def input_stats(rec, ds):
 def normalize(x, mean, std):
     """uint8 ``(B, H, W, C)`` -> float ``(B, C, H, W)``: ``(x / 255 - mean) / std``; ``mean`` per
     channel ``(C,)`` or per pixel ``(H, W, C)``, ``std`` per channel ``(C,)``."""
+    import torch
+
     mean = torch.as_tensor(mean, dtype=torch.float32, device=x.device)
     std = torch.as_tensor(std, dtype=torch.float32, device=x.device)
     return ((x.float() / 255.0 - mean) / std).permute(0, 3, 1, 2)
@@ -226,6 +228,8 @@ def normalize(x, mean, std):
 
 def augment_params(batch, size, pad, generator, flip_only=False):
     """Random crop offsets ``(B, 2)`` in ``[0, 2 pad]`` (zeros with ``flip_only``) and flip flags ``(B,)``."""
+    import torch
+
     offsets = (
         torch.zeros(batch, 2, dtype=torch.int64)
         if flip_only
@@ -243,6 +247,8 @@ def augment(x, offsets, flips, pad, fill=0):
     number or one per channel. Returns ``(B, H, W, C)``: image ``b`` is ``pad(x[b])[dy:dy + H, dx:dx + W]``,
     mirrored left-right where ``flips[b]``.
     """
+    import torch
+
     b, h, w, c = x.shape
     dev = x.device
     offsets, flips = offsets.to(dev), flips.to(dev)

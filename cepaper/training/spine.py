@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cepaper.files import _jsonable, _why, move_aside, write_atomic
+from cepaper.files import _jsonable, _why, checkout, move_aside, write_atomic
 from cepaper.training import distributed
 
 
@@ -101,10 +101,12 @@ def _repo_path(path):
 
 def git_head(paths=()):
     """The commit of the checkout this code is in (``+dirty`` when one of ``paths`` differs from it),
-    or ``None`` outside a git checkout."""
+    or ``None`` outside a git checkout and for an installed package (:func:`cepaper.files.checkout`)."""
     import subprocess
 
-    top = Path(__file__).resolve().parents[2]
+    top = checkout()
+    if top is None:  # an installed package: a repository around site-packages is not cepaper's
+        return None
     run = lambda *a: subprocess.run(["git", *a], cwd=top, capture_output=True, text=True, timeout=30)
     try:
         head = run("rev-parse", "HEAD")
