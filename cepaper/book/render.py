@@ -49,13 +49,13 @@ def runs_page(records, scale_records=()):
             "execution on its machine: a run that resumed from checkpoints of earlier executions (a training "
             "grid) counts only its last session, and its page says how long the work it resumed took.",
             "",
-            "| section | profile | device | execution time | executed (UTC) | commit | results |",
-            "|---|---|---|---:|---|---|---|",
+            "| section (profile) | device | execution time | executed (UTC) | commit, results folder |",
+            "|---|---|---:|---|---|",
             *(
-                f'| <span id="{pages.run_anchor(r["profile"], r["section"])}"></span>{r["section"]} | '
-                f"`{r['profile']}` | {r['device']} | {pages.duration(r['wall_s']).replace(' ', chr(0xA0))} | "
-                f"{r['date'][:16].replace('T', ' ')} | `{(r['git_commit'] or 'unknown')[:12]}` | "
-                f"`results/{r['profile']}/{r['section']}/` |"
+                f'| <span id="{pages.run_anchor(r["profile"], r["section"])}"></span>{r["section"]} '
+                f"(`{r['profile']}`) | {r['device']} | {pages.duration(r['wall_s']).replace(' ', chr(0xA0))} | "
+                f"{r['date'][:16].replace('T', ' ')} | `{(r['git_commit'] or 'unknown')[:12]}`, "
+                f"results/<wbr>{r['profile']}/<wbr>{r['section']}/ |"
                 for r in scale_records
             ),
             "",
