@@ -72,6 +72,12 @@ def _add_run(sub):
         help="sections that train grids: train again the finished runs that older training code "
         "made (default: reuse them, counted stale on the page)",
     )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="publish a run with -p into the profile's own folder, replacing its results (default: apart, "
+        "under results/<profile>+<overrides>/, so the book's runs and yours never overwrite each other)",
+    )
     p.add_argument("--json", action="store_true", help="print the run records as JSON")
 
     def run(args):
@@ -87,7 +93,14 @@ def _add_run(sub):
                 emit(args, records, pipeline.format_records(records))
             return
         with _run_terms():
-            records = pipeline.run(args.sections, args.profile, overrides, force=args.force, reuse_stored=args.reuse)
+            records = pipeline.run(
+                args.sections,
+                args.profile,
+                overrides,
+                force=args.force,
+                reuse_stored=args.reuse,
+                apart=not args.replace,
+            )
         emit(args, records, pipeline.format_records(records))
 
     p.set_defaults(func=run)

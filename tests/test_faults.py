@@ -135,7 +135,7 @@ def held(root, kernels, *args, **kw):
     """Start `cepaper run ARGS -p hold H`; return ``(proc, H)`` once its kernel waits for ``H``."""
     hold = root / f"hold-{len(kernels)}"
     kernels.append(hold.with_name(hold.name + ".pid"))
-    proc = cepaper(root, "run", *args, "-p", "hold", str(hold), wait=False, **kw)
+    proc = cepaper(root, "run", "--replace", *args, "-p", "hold", str(hold), wait=False, **kw)
     wait_for(kernels[-1], proc)
     return proc, hold
 
@@ -184,7 +184,7 @@ PUBLISH_FAULTS = {
 def test_sigkill_while_publishing_leaves_the_old_or_the_new_results(layout, point):
     store = layout / "results"
     run_here()
-    killed = cepaper(layout, "run", "lemma1", "-p", "value", "2", fault=PUBLISH_FAULTS[point])
+    killed = cepaper(layout, "run", "lemma1", "--replace", "-p", "value", "2", fault=PUBLISH_FAULTS[point])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     if point == "between-renames":  # the previous results sit beside their place until the next run
         assert state(store) is None and len(leftovers(store)) == 2
@@ -204,7 +204,7 @@ def test_a_cached_rerun_cleans_what_a_killed_publish_left(layout, point):
     publish cut between its renames is completed, so the rerun is cached)."""
     store = layout / "results"
     run_here()
-    killed = cepaper(layout, "run", "lemma1", "-p", "value", "2", fault=PUBLISH_FAULTS[point])
+    killed = cepaper(layout, "run", "lemma1", "--replace", "-p", "value", "2", fault=PUBLISH_FAULTS[point])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert leftovers(store), "the kill left something beside the results"
     (again,) = run_here()
@@ -290,7 +290,7 @@ def test_training_killed_then_resumed_gives_the_same_result(tmp_path, point, epo
 def test_the_same_section_twice_at_once_is_refused(layout, kernels):
     store = layout / "results"
     first, hold = held(layout, kernels, "lemma1", "-p", "value", "2")
-    second = cepaper(layout, "run", "lemma1", "-p", "value", "3")
+    second = cepaper(layout, "run", "lemma1", "--replace", "-p", "value", "3")
     # refused, not failed: status 2, as the CLI's other refusals (a script can tell it from a failed notebook)
     one_line_error(second, 2, "section lemma1 (profile quick) is already running in another process")
     hold.touch()
@@ -361,7 +361,7 @@ LIMIT_IN_PUBLISH = (
 def test_file_size_limit_in_the_notebook_is_one_clear_line(layout):
     store = layout / "results"
     run_here()
-    proc = cepaper(layout, "run", "lemma1", "-p", "value", "2", "-p", "blob", "1000000", fault=LIMIT)
+    proc = cepaper(layout, "run", "lemma1", "--replace", "-p", "value", "2", "-p", "blob", "1000000", fault=LIMIT)
     one_line_error(
         proc, 2, "blob.json: file too large", "(EFBIG)", "section lemma1 stopped", "the last good results are kept"
     )
@@ -382,7 +382,18 @@ def test_publish_across_filesystems_and_its_failure(layout, monkeypatch, where):
         run_here(value=2)  # replacing results on the other filesystem
         assert state(store) == (COMPLETE, {2})
         proc = cepaper(
-            layout, "run", "lemma1", "-p", "value", "3", "-p", "blob", "1000000", env=env, fault=LIMIT_IN_PUBLISH
+            layout,
+            "run",
+            "lemma1",
+            "--replace",
+            "-p",
+            "value",
+            "3",
+            "-p",
+            "blob",
+            "1000000",
+            env=env,
+            fault=LIMIT_IN_PUBLISH,
         )
         one_line_error(
             proc,
@@ -406,7 +417,7 @@ def test_full_disk_is_one_clear_line(layout, monkeypatch):
         env = {"CEPAPER_RESULTS": str(full)}
         monkeypatch.setenv("CEPAPER_RESULTS", str(full))
         run_here()
-        proc = cepaper(layout, "run", "lemma1", "-p", "value", "2", "-p", "blob", "1000000", env=env)
+        proc = cepaper(layout, "run", "lemma1", "--replace", "-p", "value", "2", "-p", "blob", "1000000", env=env)
         one_line_error(
             proc,
             2,

@@ -84,7 +84,7 @@ def test_cli_run_executor_and_rerun_stale_reach_the_notebook_parameters(monkeypa
 
     seen = {}
 
-    def fake_run(sections, profile, overrides, force=False, reuse_stored=False):
+    def fake_run(sections, profile, overrides, force=False, reuse_stored=False, apart=False):
         seen.update({s: profiles.resolve_parameters(s, profile, overrides) for s in sections})
         return []
 

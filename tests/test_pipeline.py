@@ -227,7 +227,9 @@ def test_a_run_with_other_parameters_publishes_apart():
     assert label("paper", [("executor", "slurm"), ("gpus_per_run", 8)]) == "paper"
     long = label("quick", [("widths", [1, 2, 3])])
     assert re.fullmatch(r"quick\+widths=[0-9a-f]{8}", long) and long != label("quick", [("widths", [1, 2, 4])])
-    ((section, params),) = plan(["lemma1"], "quick", [("n", 24)])
+    ((section, params),) = plan(["lemma1"], "quick", [("n", 24)], apart=True)
     assert section == "lemma1" and params["profile"] == "quick+n=24" and params["n"] == 24
-    ((_, params),) = plan(["lemma1"], "quick")
+    ((_, params),) = plan(["lemma1"], "quick", apart=True)
+    assert params["profile"] == "quick"
+    ((_, params),) = plan(["lemma1"], "quick", [("n", 24)])  # the API (and `cepaper run --replace`): in place
     assert params["profile"] == "quick"

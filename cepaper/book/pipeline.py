@@ -325,7 +325,7 @@ def _finish_notebook(path, record):
 
 
 #: Overrides that say how a section runs, not what it computes: they keep the profile's results folder.
-HOW_TO_RUN = ("executor", "gpus_per_run", "wait", "rerun_stale", "threads", "device")
+HOW_TO_RUN = ("executor", "gpus_per_run", "wait", "rerun_stale", "threads", "device", "data_root")
 
 
 def label(profile, overrides=()):
@@ -343,15 +343,16 @@ def label(profile, overrides=()):
     return profile if not parts else f"{profile}+{','.join(parts)}"
 
 
-def plan(sections, profile="quick", overrides=()):
+def plan(sections, profile="quick", overrides=(), apart=False):
     """``[(section, params)]`` of ``sections`` (all of the book when empty) in the order they execute,
-    every parameter checked (a ValueError before anything executes). With overrides of what a section
-    computes, ``params["profile"]`` is their :func:`label`: the run publishes apart from the profile's."""
+    every parameter checked (a ValueError before anything executes). With ``apart`` and overrides of what
+    a section computes, ``params["profile"]`` is their :func:`label`: the run publishes apart from the
+    profile's own results (`cepaper run -p`, unless ``--replace``)."""
     load_profile(profile)
     sections = list(sections) or book_sections()
     # the claims page summarizes the other sections' results: it executes after them
     sections = [s for s in sections if s not in SUMMARIES] + [s for s in sections if s in SUMMARIES]
-    name = label(profile, overrides)
+    name = label(profile, overrides) if apart else profile
     return [(section, {**resolve_parameters(section, profile, overrides), "profile": name}) for section in sections]
 
 
@@ -384,12 +385,13 @@ def execute_locked(section, params, key, env=None):
         return execute(section, params, key, env=env)
 
 
-def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False):
+def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False, apart=False):
     """Execute ``sections`` (all of the book when empty) with ``profile``; skip up-to-date ones.
+    ``apart``: a run with other parameters publishes under their :func:`label` (:func:`plan`).
 
     With ``reuse_stored``, execute nothing: take each section's executed notebook stored with its
     results (see :func:`reuse`), e.g. the paper profile run on a GPU and committed."""
-    plan_ = plan(sections, profile, overrides)  # validate everything before executing anything
+    plan_ = plan(sections, profile, overrides, apart)  # validate everything before executing anything
     if reuse_stored:
         missing = [section for section, _ in plan_ if not (results.section_dir(section, profile) / STORED).exists()]
         if missing:
