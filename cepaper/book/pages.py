@@ -280,11 +280,14 @@ def link(text, href):
     return f'<a href="{html.escape(href, quote=True)}">{html.escape(text, quote=False)}</a>'
 
 
-def at_scale(section):
-    """The profile of the best committed run of ``section`` (``paper``, then ``cpu-evidence``), or ``None``."""
+def at_scale(section, profiles=None):
+    """The profile of the best committed run of ``section`` among ``profiles`` (default ``paper``, then
+    ``cpu-evidence``): the first whose executed notebook is stored with its results, or ``None``."""
     from cepaper.book import results
+    from cepaper.book.publish import STORED
 
-    return next((p for p in results.EVIDENCE if (results.section_dir(section, p) / "notebook.ipynb").exists()), None)
+    profiles = results.EVIDENCE if profiles is None else profiles
+    return next((p for p in profiles if (results.section_dir(section, p) / STORED).exists()), None)
 
 
 def page_href(section, heading=None, scale=True):

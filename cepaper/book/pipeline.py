@@ -337,9 +337,10 @@ def label(profile, overrides=()):
         if name in HOW_TO_RUN:
             continue
         text = json.dumps(value, sort_keys=True)
-        if not re.fullmatch(r"[A-Za-z0-9._-]{1,24}", text.strip('"')):
-            text = hashlib.sha256(text.encode()).hexdigest()[:8]
-        parts.append(f"{name}={text.strip(chr(34))}")
+        short = text.strip('"')
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,24}", short):
+            short = hashlib.sha256(text.encode()).hexdigest()[:8]
+        parts.append(f"{name}={short}")
     return profile if not parts else f"{profile}+{','.join(parts)}"
 
 

@@ -74,11 +74,8 @@ EVIDENCE = results.EVIDENCE
 def stored_run(section, profiles=EVIDENCE):
     """``(profile, path)`` of the first executed notebook stored with a section's results
     (``results/<profile>/<section>/notebook.ipynb``) among ``profiles``, or ``(None, None)``."""
-    for profile in profiles:
-        path = results.section_dir(section, profile) / STORED
-        if path.exists():
-            return profile, path
-    return None, None
+    profile = pages.at_scale(section, profiles)
+    return (None, None) if profile is None else (profile, results.section_dir(section, profile) / STORED)
 
 
 def _title(section):
@@ -101,8 +98,8 @@ def changed_since(commit, section):
     from cepaper.book.cache import dependencies
 
     path = notebook_path(section)
-    deps = {str(path.relative_to(REPO)), *dependencies(path.read_text()), "profiles/paper.yaml"}
-    deps.add("profiles/cpu-evidence.yaml")
+    deps = {str(path.relative_to(REPO)), *dependencies(path.read_text())}
+    deps |= {f"profiles/{p}.yaml" for p in EVIDENCE}
     try:
         out = subprocess.run(
             ["git", "diff", "--name-only", commit.split("+")[0], "--", *sorted(deps)],

@@ -27,7 +27,7 @@ FIT_OPTIONS = {
 #: The widths Algorithm 1 may be run at, each a reading of the paper's words.
 WIDTH_SETS = {
     "all integers 1..256": (
-        "every integer width",
+        None,  # every width the run drew
         "Sec. 4.2: “increasing width n ∈ ⟦1, 256⟧”",
     ),
     "16 log-spaced": (
@@ -84,7 +84,7 @@ def reading_rows(fit_record, paper_alpha=paper.ALPHA_BOTTLENECK, design_window=N
         why = "; ".join((WIDTH_SETS[widths][1], ENTRY_READINGS[entry], INTERCEPT_READINGS[intercept]))
         row = dict(reading=reading_label(key), primary=key == PRIMARY, why=why)
         f = fit_record["fits"].get(entry)
-        subset = None if WIDTH_SETS[widths][0] == "every integer width" else WIDTH_SETS[widths][0]
+        subset = WIDTH_SETS[widths][0]
         try:
             if f is None:
                 raise ValueError(f"the run stored no {entry} fit")
@@ -163,7 +163,7 @@ def plot_readings(fit_record, paper_alpha=paper.ALPHA_BOTTLENECK):
     xs = np.linspace(0, max(f["term"]), 50)
     for (label, (subset, _)), color in zip(WIDTH_SETS.items(), ("k", "tab:blue", "tab:orange")):
         try:
-            r = fit.refit(f, None if isinstance(subset, str) else subset)
+            r = fit.refit(f, subset)
         except ValueError:  # the run did not draw this set's widths
             continue
         ax.plot(xs, r["intercept"] + r["alpha"] * xs, color=color, lw=1, label=f"{label}: α = {r['alpha']:.2f}")
