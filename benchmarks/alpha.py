@@ -9,7 +9,7 @@ Run from the repository root::
 0. Threads: a short sweep with one CPU thread against torch's default (the library uses one).
 1. Ratios, measured in this one process (best of interleaved repeats, so a busy machine affects all
    sides alike): seconds per draw of the block's NTK on two inputs by the batched structured path
-   (:func:`cepaper.models.blocks.bottleneck_ntk`, grouped convolutions over ``T`` draws, one
+   (:func:`cepaper.models.bottleneck.bottleneck_ntk`, grouped convolutions over ``T`` draws, one
    hand-written backward), by autograd through the same grouped module (one backward per input),
    by a per-draw loop of :func:`cepaper.ntk.empirical_ntk` on a standalone block, and the floor of
    only drawing the same weights.
@@ -32,10 +32,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _timing import best_of  # noqa: E402
 
-from cepaper import fit
-from cepaper import sweeps
 from cepaper import ntk
-from cepaper.models import blocks as B  # noqa: E402
+from cepaper.alpha import fit, sweeps
+from cepaper.models import bottleneck as B  # noqa: E402
 
 TARGET_S = 120.0
 

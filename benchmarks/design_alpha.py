@@ -7,13 +7,14 @@ Run from the repository root::
 
 The same scalar function twice, in this one process, at the same widths, trials and seed:
 
-* specialized: :func:`cepaper.sweeps.module_sweep` ``("bottleneck")`` (:class:`cepaper.models.blocks.BottleneckDraws`,
-  all draws of a chunk as grouped convolutions, one hand-written backward), then :func:`cepaper.fit.sweep_result`;
-* generic: :func:`cepaper.member_alpha.fit_member_alpha` on :func:`fig5_block`, the Fig. 5 block written as a plain
+* specialized: :func:`cepaper.alpha.sweeps.module_sweep` ``("bottleneck")``
+  (:class:`cepaper.models.bottleneck.BottleneckDraws`, all draws of a chunk as grouped convolutions, one
+  hand-written backward), then :func:`cepaper.alpha.fit.sweep_result`;
+* generic: :func:`cepaper.alpha.any_member.fit_member_alpha` on :func:`fig5_block`, the Fig. 5 block written as a plain
   factory ``(m, n) -> nn.Module`` (grouped ``nn.Conv2d``; nothing in the library knows it), whose member
   ``factory(1, n)`` is drawn and differentiated by the general ``torch.func`` path.
 
-Both sides use the default inputs and read-out of :data:`cepaper.sweeps.DEFAULTS` (a 256 x 3 x 3 Gaussian
+Both sides use the default inputs and read-out of :data:`cepaper.alpha.sweeps.DEFAULTS` (a 256 x 3 x 3 Gaussian
 input, channel 0 at the centre, correlation 0.5), and the same bootstrap size. The ratio generic /
 specialized of wall times is the number issue 13 asks for (target: at most about 3); the two alphas
 are different draws of the same law, so their intervals should overlap. ``--repeats R`` runs the pair
@@ -33,9 +34,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cepaper import member_alpha
-from cepaper import fit
-from cepaper import sweeps
+from cepaper.alpha import any_member, fit, sweeps
 
 TARGET_RATIO = 3.0
 #: The quick profile of notebook 03_alpha: T = 300 draws at 12 log-spaced widths 1..128.
@@ -46,7 +45,7 @@ class Fig5Block(nn.Module):
     """The Fig. 5 block, ``m`` paths of width ``n``: ``x + sqrt(1/n) W3 phi(sqrt(2/(9n)) W2 * phi(sqrt(2/n_in) W1 x))``
     with ``W1: n_in -> m n`` (1x1), ``W2`` grouped 3x3 (``m`` groups, pad 1), ``W3: m n -> n_in`` (1x1), no bias,
     no BN; weights N(0, 1) drawn from torch's global generator (NTK parameterization, as
-    :mod:`cepaper.models.blocks`). Input and output ``(N, n_in, H, W)``."""
+    :mod:`cepaper.models.bottleneck`). Input and output ``(N, n_in, H, W)``."""
 
     def __init__(self, m, n, n_in=256):
         super().__init__()
@@ -77,10 +76,10 @@ def specialized(widths, trials, seed, n_boot, threads):
 
 
 def generic(widths, trials, seed, n_boot, threads):
-    """``member_alpha.fit_member_alpha(fig5_block)`` with the bottleneck's default scalar function."""
+    """``any_member.fit_member_alpha(fig5_block)`` with the bottleneck's default scalar function."""
     o = sweeps.DEFAULTS["bottleneck"]
     t = time.perf_counter()
-    res = member_alpha.fit_member_alpha(
+    res = any_member.fit_member_alpha(
         fig5_block,
         (o["n_in"], o["spatial"], o["spatial"]),
         widths,

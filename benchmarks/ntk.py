@@ -36,10 +36,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from _timing import best_of  # noqa: E402
 
-from cepaper import montecarlo
-from cepaper import ntk
-from cepaper.sections import lemma1
+from cepaper import montecarlo, ntk
 from cepaper.models.mlp import CollegialMLP, hidden_widths  # noqa: E402
+from cepaper.sections import lemma1
 
 
 def ntk_timings(depth, n, n_points, repeats, slow_repeats):

@@ -29,16 +29,16 @@ __version__ = "0.1.0"
 _API = {
     "CollegialMLP": "cepaper.models.mlp",
     "complexity": None,  # the module cepaper.complexity itself
-    "design": "cepaper.ensembles",
-    "design_module": "cepaper.generic",
+    "design": "cepaper.search.networks",
+    "design_module": "cepaper.search.any_module",
     "empirical_ntk": "cepaper.ntk",
     "ensemble_ntk": "cepaper.ntk",
-    "fit_alpha": "cepaper.fit",
-    "fit_member_alpha": "cepaper.member_alpha",
+    "fit_alpha": "cepaper.alpha.fit",
+    "fit_member_alpha": "cepaper.alpha.any_member",
     "load": "cepaper.data",
     "mc_moments": "cepaper.montecarlo",
     "mc_samples": "cepaper.montecarlo",
-    "measure_alpha": "cepaper.fit",
+    "measure_alpha": "cepaper.alpha.fit",
     "member_ntk": "cepaper.ntk",
     "relu_nngp": "cepaper.kernels",
     "relu_ntk": "cepaper.kernels",
@@ -81,13 +81,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # the names as static analysis and IDEs see them
     from cepaper import complexity
+    from cepaper.alpha.any_member import fit_member_alpha
+    from cepaper.alpha.fit import fit_alpha, measure_alpha
     from cepaper.data import load
-    from cepaper.ensembles import design
-    from cepaper.fit import fit_alpha, measure_alpha
-    from cepaper.generic import design_module
     from cepaper.kernels import relu_nngp, relu_ntk
-    from cepaper.member_alpha import fit_member_alpha
     from cepaper.models.mlp import CollegialMLP
     from cepaper.models.resnext import resnext
     from cepaper.montecarlo import mc_moments, mc_samples
     from cepaper.ntk import empirical_ntk, ensemble_ntk, member_ntk
+    from cepaper.search.any_module import design_module
+    from cepaper.search.networks import design

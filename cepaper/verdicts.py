@@ -1,5 +1,5 @@
 """Whether a design of Algorithm 2 beats its baseline on its own budget, and what the timings resolve
-(:func:`judge`, on :func:`cepaper.generic.design_module`'s results): the verdict ``"optimum"`` or
+(:func:`judge`, on :func:`cepaper.search.any_module.design_module`'s results): the verdict ``"optimum"`` or
 ``"no improvement found"``, with notes on the rounding of step 6 and, under latency, on every decision the
 spread of the timings leaves open."""
 
@@ -30,8 +30,8 @@ def judge(d, c, i, module=None):
     * a timing whose IQR exceeds its median.
 
     Args:
-        d: a :func:`cepaper.generic.design_module` result (before this).
-        c: its curve (:func:`cepaper.generic.curve`).
+        d: a :func:`cepaper.search.any_module.design_module` result (before this).
+        c: its curve (:func:`cepaper.search.any_module.curve`).
         i: the optimum's index.
     Returns:
         dict: ``improves`` (bool), ``verdict`` (:data:`VERDICTS`), ``notes`` (sentences), and under latency

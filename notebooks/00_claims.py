@@ -60,9 +60,8 @@ scales: list = ["paper", "cpu-evidence"]  # profiles whose committed results cou
 import pandas as pd
 from IPython.display import Markdown, display
 
+from cepaper.book import pages, results
 from cepaper.sections import claims as section
-from cepaper.book import pages
-from cepaper.book import results
 
 if not 0 < level < 1:
     raise ValueError(f"level must be in (0, 1), got {level}")

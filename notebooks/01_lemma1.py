@@ -54,12 +54,10 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from cepaper import kernels
-from cepaper import montecarlo
+from cepaper import kernels, montecarlo
+from cepaper.book import pages, results
 from cepaper.sections import lemma1 as section
-from cepaper.book import pages
 from cepaper.sections import paper
-from cepaper.book import results
 
 widths, width_draws, z_max = section.check_params(n, widths, width_draws, z_max)
 run = results.Run(

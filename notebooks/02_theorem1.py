@@ -66,9 +66,8 @@ from IPython.display import Markdown, display
 from scipy import stats
 
 from cepaper import data
-from cepaper.book import pages
+from cepaper.book import pages, results
 from cepaper.sections import paper
-from cepaper.book import results
 from cepaper.sections import theorem1 as section
 
 if threads:

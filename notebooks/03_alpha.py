@@ -62,14 +62,10 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from cepaper import search
-from cepaper import fit
-from cepaper import sweeps
-from cepaper.sections import primal_dual
+from cepaper.alpha import fit, sweeps
+from cepaper.book import pages, results
 from cepaper.sections import alpha as section
-from cepaper.sections import alpha_checks
-from cepaper.book import pages
-from cepaper.sections import paper
-from cepaper.book import results
+from cepaper.sections import alpha_checks, paper, primal_dual
 
 # Widths whose draws have a heavy tail are flagged in the results (`tail_khat`, `heavy_tail_widths`) and
 # on this page; the fit's warning about each of them would only repeat that here.
@@ -186,7 +182,7 @@ run.save("effects", {"rows": effects, "widths": effect_widths, "trials": effect_
 # %% [markdown]
 # ## Fitted α → design → the paper's optima
 #
-# Algorithm 2 with our $\alpha$ (`cepaper.ensembles.design`, the conventions of the `primal_dual`
+# Algorithm 2 with our $\alpha$ (`cepaper.search.networks.design`, the conventions of the `primal_dual`
 # notebook) for every design problem whose optimum the paper prints, and the interval of $\alpha$ over
 # which our optimum does not change (found by scanning and bisection). The second table lists, for a
 # grid of $\alpha$, every optimum and the range of $\alpha$ that gives it.

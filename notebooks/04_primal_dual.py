@@ -46,13 +46,11 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from cepaper import ensembles
 from cepaper import search
+from cepaper.book import pages, results
+from cepaper.search import networks
+from cepaper.sections import paper, primal_dual_checks
 from cepaper.sections import primal_dual as section
-from cepaper.sections import primal_dual_checks
-from cepaper.book import pages
-from cepaper.sections import paper
-from cepaper.book import results
 
 pd.set_option("display.max_columns", 40)
 pd.set_option("display.width", 200)
@@ -316,7 +314,7 @@ else:
         pages.show(
             [
                 {
-                    k: ensembles.design(arch, base, obj, budget, alpha=a_fit)[k]
+                    k: networks.design(arch, base, obj, budget, alpha=a_fit)[k]
                     for k in ("arch", "baseline", "objective", "budget", "config", "rho", "var_ratio")
                 }
                 for arch, base, obj, budget in [

@@ -28,7 +28,7 @@
 #   the baseline's while $\beta_e$ moves. The paper: a larger $\beta_e$ "does not improve the
 #   performance".
 #
-# The models are chosen by `cepaper.ensembles.design` with the conventions that reproduce Fig. 3 (the
+# The models are chosen by `cepaper.search.networks.design` with the conventions that reproduce Fig. 3 (the
 # `primal_dual` section): the $L - 1$ hidden fan-ins enter the sum, and $\beta$ counts the weights
 # (with 10 outputs). Every model is trained on MNIST with Adam on the cross-entropy of $F_e$'s
 # logits. All repetitions of one $(m, n)$ train as **one** batched model (`cepaper.training.adam`): each
@@ -74,12 +74,10 @@ import torch
 from IPython.display import Markdown, display
 
 from cepaper import data
+from cepaper.book import pages, results
 from cepaper.sections import mnist as section
+from cepaper.sections import paper, primal_dual
 from cepaper.training import adam
-from cepaper.sections import primal_dual
-from cepaper.book import pages
-from cepaper.sections import paper
-from cepaper.book import results
 
 if threads:
     torch.set_num_threads(threads)

@@ -17,7 +17,7 @@
 # baseline's parameter count, 37×10d for the ResNeXt-29 baseline 1×128d), **Table 1b** (dual: the
 # cheapest module at the baseline's NTK variance, 10×10d, ρ ≈ 3.3), **Table 5** (App. C: primal at
 # constant FLOPs, 44×8d) and **Figs. 6–7** (test error of models along the primal and the dual
-# curve, with the curve). The models come from Algorithm 2 (`cepaper.ensembles.design`, see *Primal
+# curve, with the curve). The models come from Algorithm 2 (`cepaper.search.networks.design`, see *Primal
 # and dual*); the paper profile also trains every model the tables print, so that each printed row
 # has its own runs whatever $\alpha$ the derivation used (a derived optimum that differs from the
 # printed one is an extra row, labelled as such). They are trained with the recipe of Xie et al.
@@ -56,7 +56,7 @@ baselines: list = ["1x32d"]  # baselines 1 x n~ d; the first one's curves are Fi
 primal_ns: list = [12]  # further widths n on the first baseline's primal curve (Figs. 6a/7a)
 dual_ns: list = [12]  # further widths n on its dual curve (Figs. 6b/7b)
 models: list[str] = []  # further configs CxDd to train (paper profile: every printed model)
-alpha: float = None  # alpha of Eq. 9; None: the paper's 1.60 (ensembles.default_alpha)
+alpha: float = None  # alpha of Eq. 9; None: the paper's 1.60 (networks.default_alpha)
 n_runs: int = 1  # runs per model (paper: 10)
 epochs: int = 1  # None: the recipe's 300 (milestones scale with epochs)
 n_train: int = 256  # the first n_train training images; None: all 50,000
@@ -74,14 +74,11 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from cepaper import data
-from cepaper import catalog
-from cepaper import ensembles
+from cepaper import catalog, data
+from cepaper.book import pages, results
+from cepaper.search import networks
 from cepaper.sections import cifar as section
-from cepaper.training import distributed, executors, grids
-from cepaper.training import recipes
-from cepaper.book import pages
-from cepaper.book import results
+from cepaper.training import distributed, executors, grids, recipes
 
 if threads:
     torch.set_num_threads(threads)
@@ -89,7 +86,7 @@ datasets, n_runs, epochs = section.check_params(datasets, n_runs, epochs)
 scaled = not section.is_paper_scale(stages, blocks)
 net = "ResNeXt-29" if not scaled else f"a scaled-down ResNeXt (stages {stages}, {blocks} block(s) each)"
 seeds = list(range(seed, seed + n_runs))
-alpha_used, alpha_source = (alpha, "given") if alpha is not None else ensembles.default_alpha("resnext29")
+alpha_used, alpha_source = (alpha, "given") if alpha is not None else networks.default_alpha("resnext29")
 # under `torchrun --nproc-per-node N -m cepaper run cifar` every rank's kernel joins one process group, and
 # each run of the grid trains across them (DDP): rank 0 publishes, the others' copies are discarded
 world, device = distributed.setup(device)

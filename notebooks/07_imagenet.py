@@ -72,12 +72,10 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from cepaper import data
-from cepaper import catalog
-from cepaper.training import distributed, executors, grids
+from cepaper import catalog, data
+from cepaper.book import pages, results
 from cepaper.sections import imagenet as section
-from cepaper.book import pages
-from cepaper.book import results
+from cepaper.training import distributed, executors, grids
 
 if threads:
     torch.set_num_threads(threads)

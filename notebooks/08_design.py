@@ -15,7 +15,7 @@
 #
 # The paper derives its ResNeXt modules from one block (Fig. 5), one $\alpha$ (Sec. 4.2) and one budget
 # (parameters or FLOPs). Nothing in Algorithms 1 and 2 is specific to that block: all they need is a
-# factory $(m, n) \mapsto$ module of $m$ members of width $n$. `cepaper.generic` reads everything else from
+# factory $(m, n) \mapsto$ module of $m$ members of width $n$. `cepaper.search.any_module` reads everything else from
 # the built modules — the member's fan-ins for $\sum_l 1/\text{fan-in}_l$ (Eq. 9), its parameters, FLOPs or
 # measured latency for $\beta(n)$ (Eqs. 8, 15) — so the method applies to any PyTorch block:
 #
@@ -61,9 +61,8 @@ import warnings
 import pandas as pd
 from IPython.display import Markdown, display
 
+from cepaper.book import pages, results
 from cepaper.sections import design as section
-from cepaper.book import pages
-from cepaper.book import results
 
 # Widths whose draws have a heavy tail are listed in the table below ("heavy-tailed widths": there the
 # interval of alpha is too narrow); the fit's warning about each would only repeat that here.

@@ -65,8 +65,7 @@ import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-from cepaper.book import pages
-from cepaper.book import results
+from cepaper.book import pages, results
 from cepaper.sections import theorem1_flow as section
 
 if threads:

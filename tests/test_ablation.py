@@ -8,14 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_classify import same  # nested checkpoint states equal bit for bit
 
-
-from cepaper import complexity
-from cepaper import search
+from cepaper import complexity, search
+from cepaper.models.mlp import CollegialMLP
 from cepaper.sections import mnist as mnist_section
 from cepaper.training import adam, spine
-from cepaper.models.mlp import CollegialMLP
-from test_classify import same  # nested checkpoint states equal bit for bit
 
 F64 = torch.float64
 ALPHA = 3.0

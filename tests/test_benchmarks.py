@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cepaper import montecarlo
-from cepaper import ntk
+from cepaper import montecarlo, ntk
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,22 +88,22 @@ def test_design_alpha_benchmark_json():
 
 def test_design_alpha_factory_is_the_specialized_block(monkeypatch):
     """Same weights, same NTK: the factory's member built from the seed of a BottleneckDraws draw."""
-    from cepaper import member_alpha
-    from cepaper.models import blocks
+    from cepaper.alpha import any_member
+    from cepaper.models import bottleneck
 
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     bench = importlib.import_module("design_alpha")
-    x = blocks.block_inputs(256, 3, 2, 0.5, "gaussian", 0)
-    v = blocks.readout_vector("center", 256, 3, 0)
-    draws = blocks.BottleneckDraws(5, [11, 12], v, 256, False)
+    x = bottleneck.block_inputs(256, 3, 2, 0.5, "gaussian", 0)
+    v = bottleneck.readout_vector("center", 256, 3, 0)
+    draws = bottleneck.BottleneckDraws(5, [11, 12], v, 256, False)
     mine = bench.fig5_block(1, 5)
     for t in range(2):
         ref = draws.draw(t)
         for name in ("conv1", "conv2", "conv3"):
             getattr(mine, name).weight.data.copy_(getattr(ref, name).weight)
         torch.testing.assert_close(
-            ntk.naive_ntk(member_alpha.Readout(mine, v), x),
-            blocks.bottleneck_ntk(draws, x)[t].float(),
+            ntk.naive_ntk(any_member.Readout(mine, v), x),
+            bottleneck.bottleneck_ntk(draws, x)[t].float(),
             rtol=1e-4,
             atol=1e-5,
         )

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from cepaper import sweeps
 from cepaper import ntk
-from cepaper.models import blocks as B
+from cepaper.alpha import sweeps
+from cepaper.models import bottleneck as B
 from cepaper.models.mlp import CollegialMLP
 
 F64 = torch.float64

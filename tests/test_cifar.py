@@ -13,12 +13,10 @@ import pytest
 import yaml
 
 from cepaper import complexity as cxm
-from cepaper.sections import cifar
-from cepaper.training import grids, sgd
-from cepaper.sections import imagenet
-from cepaper.sections import paper
 from cepaper.catalog import Dataset
 from cepaper.models.resnext import ResNeXtBottleneck
+from cepaper.sections import cifar, imagenet, paper
+from cepaper.training import grids, sgd
 
 
 def test_paper_scale_models_are_the_papers():
@@ -322,7 +320,8 @@ def test_cli_train_bad_input(argv, message):
 def test_cli_train_reports_errors_over_the_epochs_it_averaged(tmp_path, monkeypatch, capsys, epochs, statistic):
     """`cepaper train` says top-1 and top-5 *errors*, and over how many epochs they are averaged: the CIFAR
     statistic's 10, or all of a shorter run's (the training itself is stubbed: one record of ``epochs``)."""
-    from cepaper import cli, cli_train
+    from cepaper import cli
+    from cepaper.cli import train as cli_train
 
     def grid(configs, dataset, train, test, seeds, **kw):
         history = {"test_top1": [90.0 - e for e in range(epochs)], "test_top5": [50.0] * epochs}

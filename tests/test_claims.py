@@ -2,11 +2,10 @@
 
 import pytest
 
-from cepaper.sections import claims
-from cepaper.training import recipes
-from cepaper.sections import paper
-from cepaper.book import results
 from cepaper import complexity as cxm
+from cepaper.book import results
+from cepaper.sections import claims, paper
+from cepaper.training import recipes
 
 
 @pytest.fixture(autouse=True)

@@ -1,17 +1,17 @@
 """Tests of cepaper.training.sgd: recipes and schedules, batched augmentation, top-k error, training,
 exact resume after an interruption, the folder-dataset path, and bad input."""
 
-from types import SimpleNamespace
 import dataclasses
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from cepaper.training import loaders, recipes, sgd, spine
 from cepaper.catalog import Dataset
 from cepaper.models.resnext import resnext
+from cepaper.training import loaders, recipes, sgd, spine
 
 
 def images(n=40, size=8, classes=3, seed=0):

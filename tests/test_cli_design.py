@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cepaper import cli, cli_alpha, complexity
-from cepaper.sections import paper
+from cepaper import cli, complexity
+from cepaper.cli import alpha as cli_alpha
 from cepaper.models.resnext import ResNeXtBottleneck
+from cepaper.sections import paper
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -191,9 +192,8 @@ def test_fit_alpha_factory_module(tmp_path, capsys):
 
 
 def test_design_module_alpha_fit_reads_that_factorys_stored_fit(tmp_path, capsys, monkeypatch):
-    from cepaper import factories
-    from cepaper import generic
     from cepaper.book import results
+    from cepaper.search import any_module, factories
 
     path = tmp_path / "my_block.py"
     path.write_text(FACTORY + "\n\ndef other(m, n):\n    return block(m, n)\n")
@@ -220,7 +220,7 @@ def test_design_module_alpha_fit_reads_that_factorys_stored_fit(tmp_path, capsys
     )
     assert "no stored fit for --module" in fails(capsys, *design_args[:2], f"{path}:other", *design_args[3:])
     r = run_json(capsys, *design_args)
-    ref = generic.design_module(factories.load_factory(spec), (8, 3), (1, 16), alpha=fitted["alpha"])
+    ref = any_module.design_module(factories.load_factory(spec), (8, 3), (1, 16), alpha=fitted["alpha"])
     assert r["alpha"] == fitted["alpha"] and (r["n"], r["m"], r["var_ratio"]) == (ref["n"], ref["m"], ref["var_ratio"])
     assert r["alpha_source"].startswith(
         "fitted on the member factory(1, n), input 8x3, mean read-out: alpha/fit_module_"
@@ -283,13 +283,13 @@ def planted_fit(alpha, zero_draws=(0.25, 0.0)):
 
 @pytest.mark.parametrize("alpha", [-0.03, 0.0])
 def test_fit_alpha_never_saves_an_alpha_at_or_below_zero(tmp_path, capsys, monkeypatch, alpha):
-    from cepaper import member_alpha
+    from cepaper.alpha import any_member
     from cepaper.book import results
 
     path = tmp_path / "my_block.py"
     path.write_text(FACTORY)
     spec = f"{path}:block"
-    monkeypatch.setattr(member_alpha, "fit_member_alpha", lambda *a, **k: planted_fit(alpha))
+    monkeypatch.setattr(any_member, "fit_member_alpha", lambda *a, **k: planted_fit(alpha))
     err = fails(capsys, "fit-alpha", "--module", spec, "--input-shape", "8,3", "--trials", "50", "--widths", "4", "8")
     assert f"alpha = {alpha:.3g} [{alpha - 0.1:.3g}, {alpha + 0.1:.3g}]" in err and "this fit is not saved" in err
     assert "--readout mean" in err and "widths 4 (25%)" in err and "more --trials (now 50)" in err
@@ -297,7 +297,7 @@ def test_fit_alpha_never_saves_an_alpha_at_or_below_zero(tmp_path, capsys, monke
     assert results.find("alpha", cli_alpha._module_fit_name(spec), profiles=("cli",)) is None
     design = ["design", "--module", spec, "--input-shape", "8,3", "--baseline", "1x16", "--alpha", "fit"]
     assert "no stored fit for --module" in fails(capsys, *design)
-    monkeypatch.setattr(member_alpha, "fit_member_alpha", lambda *a, **k: planted_fit(0.7))
+    monkeypatch.setattr(any_member, "fit_member_alpha", lambda *a, **k: planted_fit(0.7))
     run_json(capsys, "fit-alpha", "--module", spec, "--input-shape", "8,3", "--trials", "50", "--widths", "4", "8")
     assert run_json(capsys, *design)["alpha"] == 0.7
 
@@ -318,7 +318,7 @@ def test_design_refuses_a_stored_alpha_at_or_below_zero(tmp_path, capsys):
 
 
 def test_fit_alpha_builtin_bottleneck_never_saves_an_alpha_at_or_below_zero(capsys, monkeypatch):
-    from cepaper import fit
+    from cepaper.alpha import fit
     from cepaper.book import results
 
     monkeypatch.setattr(fit, "measure_alpha", lambda *a, **k: planted_fit(-0.2) | {"module": "bottleneck"})

@@ -10,8 +10,8 @@ from torchvision.models.resnet import Bottleneck as TorchvisionBottleneck
 
 from cepaper import complexity as cx
 from cepaper.models.mlp import CollegialMLP
-from cepaper.montecarlo import intra_op_threads
 from cepaper.models.resnext import ResNeXtBottleneck, ResNeXtCifar, resnext
+from cepaper.montecarlo import intra_op_threads
 
 
 def n_params(model):

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cepaper import data
-from cepaper import catalog
+from cepaper import catalog, data
 
 SHARED = os.environ.get("CEPAPER_DATA")
 

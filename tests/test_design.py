@@ -1,4 +1,4 @@
-"""cepaper.generic, factories and member_alpha: Algorithms 1 and 2 read from any module factory, against
+"""cepaper.search.any_module, factories and alpha.any_member: Algorithms 1 and 2 read from any module factory, against
 independent computations."""
 
 import itertools
@@ -10,15 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from cepaper import ensembles
 from cepaper import search
-from cepaper import factories
-from cepaper import generic
-from cepaper import member_alpha
-from cepaper import fit
-from cepaper import sweeps
-from cepaper.models import blocks
+from cepaper.alpha import any_member, fit, sweeps
+from cepaper.models import bottleneck as blocks
 from cepaper.models.resnext import ResNeXtBottleneck
+from cepaper.search import any_module, factories, networks
 
 SHAPE = (256, 32, 32)
 
@@ -83,10 +79,10 @@ def fake_timer(clock):
 
 
 def test_bottleneck_sum_inv_fan_in_equals_search():
-    fm, ns = generic.FactoryModule(bottleneck, SHAPE), np.array([1, 2, 3, 10, 64, 128])
+    fm, ns = any_module.FactoryModule(bottleneck, SHAPE), np.array([1, 2, 3, 10, 64, 128])
     np.testing.assert_allclose(fm.sum_inv_fan_in(ns), search.BottleneckDesign().sum_inv_fan_in(ns), rtol=1e-14)
     assert fm.fan_ins(10) == (256, 90, 10)  # BN has no fan-in: not counted
-    hidden = generic.FactoryModule(bottleneck, SHAPE, layers="hidden")  # drops 1/w_in, = fan_in_layers="width"
+    hidden = any_module.FactoryModule(bottleneck, SHAPE, layers="hidden")  # drops 1/w_in, = fan_in_layers="width"
     np.testing.assert_allclose(
         hidden.sum_inv_fan_in(ns), search.BottleneckDesign(fan_in_layers="width").sum_inv_fan_in(ns)
     )
@@ -96,11 +92,11 @@ def test_bottleneck_sum_inv_fan_in_equals_search():
 
 def test_mlp_sum_inv_fan_in_hand_formula():
     ns = np.array([1, 5, 48])
-    all_ = generic.FactoryModule(mlp, (16, 1)).sum_inv_fan_in(ns)
+    all_ = any_module.FactoryModule(mlp, (16, 1)).sum_inv_fan_in(ns)
     np.testing.assert_allclose(all_, 1 / 16 + 2 / ns, rtol=1e-14)  # 1/n0 + (L-1)/n, L = 3
-    hidden = generic.FactoryModule(mlp, (16, 1), layers="hidden").sum_inv_fan_in(ns)
+    hidden = any_module.FactoryModule(mlp, (16, 1), layers="hidden").sum_inv_fan_in(ns)
     np.testing.assert_allclose(hidden, search.MLPDesign(16, 3).sum_inv_fan_in(ns), rtol=1e-14)
-    lin = generic.FactoryModule(lambda m, n: LinearMLP(16, m, n), (16,))
+    lin = any_module.FactoryModule(lambda m, n: LinearMLP(16, m, n), (16,))
     assert lin.fan_ins(7) == (16, 7, 7)
 
 
@@ -117,7 +113,7 @@ def test_member_fan_ins_equals_fit_fan_ins():
 
 
 def test_bottleneck_params_and_flops_equal_search():
-    fm, small = generic.FactoryModule(bottleneck, SHAPE), generic.FactoryModule(bottleneck, (256, 8, 8), batch=2)
+    fm, small = any_module.FactoryModule(bottleneck, SHAPE), any_module.FactoryModule(bottleneck, (256, 8, 8), batch=2)
     for m, n in itertools.product((1, 2, 4, 32), (1, 4, 10, 64)):
         assert fm.cost(n, "params", groups=m) == search.BottleneckDesign().cost(n, "params", groups=m)
         # FlopCounterMode counts 2 x MACs of the convs only (no BN, ReLU or residual sum)
@@ -128,9 +124,11 @@ def test_bottleneck_params_and_flops_equal_search():
 
 def test_mlp_params_hand_count():
     for m, n in ((1, 5), (3, 7)):
-        assert generic.FactoryModule(mlp, (16, 1)).cost(n, "params", m) == m * (16 * n + n * n + n)
-        assert generic.FactoryModule(mlp, (16, 1)).cost(n, "params", m) == search.MLPDesign(16, 3).cost(n, "params", m)
-        lin = generic.FactoryModule(lambda m, n: LinearMLP(16, m, n), (16,))
+        assert any_module.FactoryModule(mlp, (16, 1)).cost(n, "params", m) == m * (16 * n + n * n + n)
+        assert any_module.FactoryModule(mlp, (16, 1)).cost(n, "params", m) == search.MLPDesign(16, 3).cost(
+            n, "params", m
+        )
+        lin = any_module.FactoryModule(lambda m, n: LinearMLP(16, m, n), (16,))
         assert lin.cost(n, "params", m) == m * ((16 * n + n) + (n * n + n) + (n + 1))
 
 
@@ -140,16 +138,16 @@ def test_frozen_parameters_are_not_counted():
         net[0].weight.requires_grad_(False)
         return net
 
-    assert generic.FactoryModule(frozen, (3,)).cost(4, "params") == 4 + 4 + 1
+    assert any_module.FactoryModule(frozen, (3,)).cost(4, "params") == 4 + 4 + 1
 
 
 def test_flops_hand_macs_conv_and_linear():
     x = torch.randn(2, 6, 9, 11)
     conv = nn.Conv2d(6, 8, (3, 5), stride=(1, 2), padding=(1, 0), groups=2)
     h_out, w_out = 9, (11 - 5) // 2 + 1
-    assert generic.flop_count(conv, x) == 2 * (2 * 8 * h_out * w_out * (6 // 2 * 3 * 5))
-    assert generic.flop_count(nn.Linear(7, 5), torch.randn(3, 7)) == 2 * 3 * 7 * 5
-    fm = generic.FactoryModule(lambda m, n: nn.Linear(7, m * n), (7,), batch=3)
+    assert any_module.flop_count(conv, x) == 2 * (2 * 8 * h_out * w_out * (6 // 2 * 3 * 5))
+    assert any_module.flop_count(nn.Linear(7, 5), torch.randn(3, 7)) == 2 * 3 * 7 * 5
+    fm = any_module.FactoryModule(lambda m, n: nn.Linear(7, m * n), (7,), batch=3)
     assert fm.cost(5, "flops", groups=2) == 2 * 3 * 7 * 10
 
 
@@ -159,16 +157,16 @@ def test_flops_hand_macs_conv_and_linear():
 @pytest.mark.parametrize("objective", ["primal", "dual"])
 def test_bottleneck_design_equals_search_block_curve(objective):
     ref = search.curve(search.BottleneckDesign(), 128, 1.6)
-    d = generic.design_module(bottleneck, SHAPE, (1, 128), objective, "params", alpha=1.6)
+    d = any_module.design_module(bottleneck, SHAPE, (1, 128), objective, "params", alpha=1.6)
     for k in ("n", "beta", "sum_inv_fan_in", "var_k", "m_primal", "m_dual", "rho_dual", "var_primal"):
         np.testing.assert_allclose(d["curve"][k], ref[k], rtol=1e-12)
     assert d["curve"]["beta_s"] == ref["beta_s"]
     opt = search.optimum(ref, objective)
-    assert d["n"] == opt["n"] == 10 == ensembles.design("resnext29", "1x128d", objective, alpha=1.6)["n"]
+    assert d["n"] == opt["n"] == 10 == networks.design("resnext29", "1x128d", objective, alpha=1.6)["n"]
     assert d["m_curve"] == pytest.approx(opt["m"], rel=1e-12)
     assert d["strong_duality"]
     # step 6 on the module itself: factory(m, 10) costs the baseline 1x128 block
-    fm = generic.FactoryModule(bottleneck, SHAPE)
+    fm = any_module.FactoryModule(bottleneck, SHAPE)
     c1, c2, base = fm.cost(10, "params", 1), fm.cost(10, "params", 2), fm.cost(128, "params", 1)
     if objective == "primal":
         assert d["m_exact"] == pytest.approx((base - (2 * c1 - c2)) / (c2 - c1), rel=1e-12)
@@ -180,7 +178,7 @@ def test_bottleneck_design_equals_search_block_curve(objective):
 
 
 def test_factory_module_works_with_search_curve_and_optimum():
-    fm = generic.FactoryModule(bottleneck, (256, 8, 8))
+    fm = any_module.FactoryModule(bottleneck, (256, 8, 8))
     c = search.curve(fm, 32, 1.6, "flops", ns=range(1, 33))
     ref = search.curve(search.BottleneckDesign(resolution=8, flops="2macs"), 32, 1.6, "flops")
     np.testing.assert_allclose(c["beta"], ref["beta"], rtol=0)
@@ -209,7 +207,7 @@ class FakeClock:
 
 def test_latency_median_and_iqr_from_fake_clock():
     durations = [0.004, 0.001, 0.003, 0.002, 0.005]
-    rec = generic.latency(nn.Linear(3, 2), torch.randn(4, 3), repeats=5, warmup=2, timer=FakeClock(durations))
+    rec = any_module.latency(nn.Linear(3, 2), torch.randn(4, 3), repeats=5, warmup=2, timer=FakeClock(durations))
     assert rec["median"] == pytest.approx(np.median(durations))
     assert rec["iqr"] == pytest.approx(np.percentile(durations, 75) - np.percentile(durations, 25))
     assert rec["times"] == pytest.approx(durations) and rec["repeats"] == 5
@@ -230,11 +228,11 @@ def test_latency_budget_through_design_curve():
 
     timer = fake_timer(clock)
 
-    fm = generic.FactoryModule(Timed, (4,), repeats=3, warmup=1, timer=timer)
-    c = generic.curve(fm, 8, 1.0, "latency", m_tilde=1)
+    fm = any_module.FactoryModule(Timed, (4,), repeats=3, warmup=1, timer=timer)
+    c = any_module.curve(fm, 8, 1.0, "latency", m_tilde=1)
     np.testing.assert_allclose(c["beta"], 1e-3 * np.arange(1, 9))
     np.testing.assert_allclose(c["beta_iqr"], 0.0, atol=1e-15)
-    d = generic.design_module(Timed, (4,), (1, 8), "dual", "latency", alpha=1.0, module=fm)
+    d = any_module.design_module(Timed, (4,), (1, 8), "dual", "latency", alpha=1.0, module=fm)
     assert d["latency"]["median"] == pytest.approx(1e-3 * d["m"] * d["n"])
     assert d["baseline_latency"]["median"] == pytest.approx(8e-3)
 
@@ -253,19 +251,19 @@ def test_primal_latency_m_brackets_the_baseline_when_latency_is_not_affine_in_m(
 
     timer = fake_timer(clock)
 
-    fm = generic.FactoryModule(Sqrt, (2,), repeats=1, warmup=0, timer=timer)
+    fm = any_module.FactoryModule(Sqrt, (2,), repeats=1, warmup=0, timer=timer)
     base = fm.cost(8, "latency", groups=1)
     for n in (1, 3, 5):
-        m_exact = generic.module_m(fm, n, base, "latency")
+        m_exact = any_module.module_m(fm, n, base, "latency")
         lo = math.floor(m_exact)
         assert fm.cost(n, "latency", lo) <= base <= fm.cost(n, "latency", lo + 1)
         assert lo <= 8 / n <= lo + 1 and m_exact == pytest.approx(8 / n, abs=0.1)  # exact: 8 / n
-    d = generic.design_module(Sqrt, (2,), (1, 8), "primal", "latency", alpha=1.0, module=fm)
+    d = any_module.design_module(Sqrt, (2,), (1, 8), "primal", "latency", alpha=1.0, module=fm)
     assert d["m"] == math.floor(d["m_exact"] + 0.5) and abs(d["m"] - 8 / d["n"]) <= 1
 
 
 def test_latency_real_clock_is_positive():
-    rec = generic.latency(nn.Linear(8, 8), torch.randn(2, 8), repeats=3, warmup=1)
+    rec = any_module.latency(nn.Linear(8, 8), torch.randn(2, 8), repeats=3, warmup=1)
     assert rec["median"] > 0 and rec["iqr"] >= 0
 
 
@@ -277,31 +275,31 @@ def test_bad_input_errors_name_the_argument():
         raise RuntimeError("no such layer")
 
     with pytest.raises(ValueError, match=r"factory: factory\(1, 4\) raised RuntimeError: no such layer"):
-        generic.FactoryModule(broken, (3,)).cost(4)
+        any_module.FactoryModule(broken, (3,)).cost(4)
     with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
-        generic.FactoryModule(bottleneck, SHAPE).cost(0)
+        any_module.FactoryModule(bottleneck, SHAPE).cost(0)
     with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
-        generic.FactoryModule(bottleneck, SHAPE).sum_inv_fan_in([4, 0])
+        any_module.FactoryModule(bottleneck, SHAPE).sum_inv_fan_in([4, 0])
     with pytest.raises(ValueError, match="budget must be one of params, flops, latency, got 'energy'"):
-        generic.FactoryModule(bottleneck, SHAPE).cost(4, "energy")
+        any_module.FactoryModule(bottleneck, SHAPE).cost(4, "energy")
     with pytest.raises(ValueError, match="budget must be one of params, flops, latency"):
-        generic.design_module(bottleneck, SHAPE, (1, 8), budget="energy")
+        any_module.design_module(bottleneck, SHAPE, (1, 8), budget="energy")
     with pytest.raises(ValueError, match="module: ReLU has no weight layers"):
-        generic.FactoryModule(lambda m, n: nn.ReLU(), (3,)).sum_inv_fan_in(4)
+        any_module.FactoryModule(lambda m, n: nn.ReLU(), (3,)).sum_inv_fan_in(4)
     with pytest.raises(ValueError, match="factory must be a callable"):
-        generic.FactoryModule("resnext", (3,))
+        any_module.FactoryModule("resnext", (3,))
     with pytest.raises(ValueError, match=r"factory: factory\(1, 4\) must return a torch.nn.Module, got int"):
-        generic.FactoryModule(lambda m, n: 3, (3,)).cost(4)
+        any_module.FactoryModule(lambda m, n: 3, (3,)).cost(4)
     with pytest.raises(ValueError, match="input_shape entry must be an integer >= 1, got 0"):
-        generic.FactoryModule(bottleneck, (256, 0, 32))
+        any_module.FactoryModule(bottleneck, (256, 0, 32))
     with pytest.raises(ValueError, match="baseline must be 'CxD'"):
-        generic.design_module(bottleneck, SHAPE, "one by 64")
+        any_module.design_module(bottleneck, SHAPE, "one by 64")
     with pytest.raises(ValueError, match="objective must be one of primal, dual"):
-        generic.design_module(bottleneck, SHAPE, (1, 8), objective="best")
+        any_module.design_module(bottleneck, SHAPE, (1, 8), objective="best")
     with pytest.raises(ValueError, match="has no trainable parameters"):
-        generic.FactoryModule(lambda m, n: nn.Linear(3, n).requires_grad_(False), (3,)).cost(4)
+        any_module.FactoryModule(lambda m, n: nn.Linear(3, n).requires_grad_(False), (3,)).cost(4)
     with pytest.raises(ValueError, match="readout must be one of center, mean, random"):
-        member_alpha.fit_member_alpha(mlp, (16, 1), readout="max")
+        any_member.fit_member_alpha(mlp, (16, 1), readout="max")
 
 
 # ---------------------------------------------------------------------------------------------- Algorithm 1
@@ -309,14 +307,14 @@ def test_bad_input_errors_name_the_argument():
 
 def test_inputs_and_readouts_equal_the_block_and_mlp_ones():
     torch.testing.assert_close(
-        member_alpha.member_inputs((8, 3, 3), 2, 0.5, 7), blocks.block_inputs(8, 3, 2, 0.5, seed=7), rtol=0, atol=0
+        any_member.member_inputs((8, 3, 3), 2, 0.5, 7), blocks.block_inputs(8, 3, 2, 0.5, seed=7), rtol=0, atol=0
     )
     torch.testing.assert_close(
-        member_alpha.member_inputs((16,), 2, 0.3, 1), sweeps.mlp_inputs(16, 2, 0.3, 1), rtol=0, atol=0
+        any_member.member_inputs((16,), 2, 0.3, 1), sweeps.mlp_inputs(16, 2, 0.3, 1), rtol=0, atol=0
     )
-    for kind in member_alpha.READOUTS:
+    for kind in any_member.READOUTS:
         torch.testing.assert_close(
-            member_alpha.readout_vector(kind, (8, 5, 5), seed=3),
+            any_member.readout_vector(kind, (8, 5, 5), seed=3),
             blocks.readout_vector(kind, 8, 5, seed=3),
             rtol=0,
             atol=0,
@@ -324,16 +322,16 @@ def test_inputs_and_readouts_equal_the_block_and_mlp_ones():
 
 
 def test_readout_member_is_scalar_inner_product():
-    member, v = nn.Conv2d(3, 4, 3, padding=1), member_alpha.readout_vector("random", (4, 5, 5), seed=2)
+    member, v = nn.Conv2d(3, 4, 3, padding=1), any_member.readout_vector("random", (4, 5, 5), seed=2)
     x = torch.randn(2, 3, 5, 5)
-    torch.testing.assert_close(member_alpha.Readout(member, v)(x), (member(x) * v).flatten(1).sum(1))
+    torch.testing.assert_close(any_member.Readout(member, v)(x), (member(x) * v).flatten(1).sum(1))
 
 
 def test_member_draws_are_seeded_and_independent():
-    v = member_alpha.readout_vector("center", (1, 1))
+    v = any_member.readout_vector("center", (1, 1))
     g = torch.Generator().manual_seed(5)
-    a, b = member_alpha.member_draw(mlp, 4, g, v), member_alpha.member_draw(mlp, 4, g, v)
-    a2 = member_alpha.member_draw(mlp, 4, torch.Generator().manual_seed(5), v)
+    a, b = any_member.member_draw(mlp, 4, g, v), any_member.member_draw(mlp, 4, g, v)
+    a2 = any_member.member_draw(mlp, 4, torch.Generator().manual_seed(5), v)
     assert not torch.equal(a.member.layers[0].weight, b.member.layers[0].weight)
     assert torch.equal(a.member.layers[0].weight, a2.member.layers[0].weight)
 
@@ -342,7 +340,7 @@ def test_member_alpha_agrees_with_the_library_mlp_fit():
     """NTK-parameterized MLP factory (grouped Conv1d) vs fit.measure_alpha('mlp'): same widths, trials,
     seed, inputs and s(n); different weight draws, so the two alphas agree within their intervals."""
     widths, trials = (2, 4, 8, 16), 300
-    mine = member_alpha.fit_member_alpha(mlp, (16, 1), widths, trials, layers="hidden", progress=False)
+    mine = any_member.fit_member_alpha(mlp, (16, 1), widths, trials, layers="hidden", progress=False)
     ref = fit.measure_alpha("mlp", widths=widths, trials=trials, n_in=16, depth=3, n_boot=200)
     np.testing.assert_allclose(mine["fits"]["diag"]["term"], ref["fits"]["diag"]["term"], rtol=1e-14)
     np.testing.assert_allclose(mine["fits"]["diag"]["term"], [sweeps.mlp_term(n, 3, 16) for n in widths])
@@ -416,7 +414,7 @@ def test_cli_design_module_equals_library(capsys, factory_file):
             "--alpha",
             "1.6",
         )
-        d = generic.design_module(bottleneck, SHAPE, (1, 128), objective, alpha=1.6)
+        d = any_module.design_module(bottleneck, SHAPE, (1, 128), objective, alpha=1.6)
         assert (r["n"], r["m"], r["config"]) == (d["n"], d["m"], d["config"]) == (10, d["m"], f"{d['m']}x10")
         assert "curve" not in r
     from cepaper import cli
@@ -548,7 +546,7 @@ def test_a_factorys_prints_go_to_stderr_so_json_stays_json(capsys, tmp_path):
         assert isinstance(json.loads(out), dict) and "importing" in err and "building 1 4" in err, command
 
 
-@pytest.mark.parametrize("readout", member_alpha.READOUTS)
+@pytest.mark.parametrize("readout", any_member.READOUTS)
 def test_member_alpha_on_a_conv_factory_runs_every_readout(readout, capsys):
     def conv(m, n):  # the Fig. 5 branch with biases, no BN, no output ReLU
         return nn.Sequential(
@@ -560,9 +558,7 @@ def test_member_alpha_on_a_conv_factory_runs_every_readout(readout, capsys):
             nn.BatchNorm2d(8),
         )
 
-    r = member_alpha.fit_member_alpha(
-        conv, (8, 3, 3), widths=(2, 4), trials=8, readout=readout, n_boot=20, progress=True
-    )
+    r = any_member.fit_member_alpha(conv, (8, 3, 3), widths=(2, 4), trials=8, readout=readout, n_boot=20, progress=True)
     assert r["readout"] == readout and np.isfinite(r["alpha"]) and len(r["alpha_ci"]) == 2
     np.testing.assert_allclose(r["fits"]["diag"]["term"], [1 / 8 + 1 / (9 * n) + 1 / n for n in (2, 4)])
     assert "alpha sweep" in capsys.readouterr().err  # the tqdm bar
@@ -592,9 +588,10 @@ def test_torchvision_factory_counts_equal_complexity(name, arch):
 
 def test_torchvision_factory_flops_and_stages():
     import torchvision
+
     from cepaper import complexity
 
-    fm = generic.FactoryModule(factories.load_factory("torchvision:resnet50"), (3, 64, 64))
+    fm = any_module.FactoryModule(factories.load_factory("torchvision:resnet50"), (3, 64, 64))
     assert fm.cost(4, "flops", 32) == complexity.complexity("resnext50", "32x4d", resolution=64)["flops"]
     full = torchvision.models.resnext50_32x4d()
     for k in (1, 4):
@@ -645,28 +642,28 @@ def test_batched_member_ntk_equals_naive_autograd_per_draw(factory, shape):
     input) on the very same draws, which the sampler takes from the generator in the same order."""
     from cepaper import ntk
 
-    x = member_alpha.member_inputs(shape, 3, 0.5, 1)
+    x = any_member.member_inputs(shape, 3, 0.5, 1)
     with torch.no_grad():
         out = factories.build(factory, 1, 3)(x)
-    v = member_alpha.readout_vector("random", tuple(out.shape[1:]), 2)
-    k = member_alpha.member_ntk_sampler(factory, 3, x, v)(5, torch.Generator().manual_seed(7))
+    v = any_member.readout_vector("random", tuple(out.shape[1:]), 2)
+    k = any_member.member_ntk_sampler(factory, 3, x, v)(5, torch.Generator().manual_seed(7))
     g = torch.Generator().manual_seed(7)
-    ref = torch.stack([ntk.naive_ntk(member_alpha.member_draw(factory, 3, g, v), x) for _ in range(5)])
+    ref = torch.stack([ntk.naive_ntk(any_member.member_draw(factory, 3, g, v), x) for _ in range(5)])
     assert k.shape == (5, 3, 3)
     torch.testing.assert_close(k, ref, rtol=1e-5, atol=1e-6)
-    loop = member_alpha.member_ntk_sampler(factory, 3, x, v, "loop")(5, torch.Generator().manual_seed(7))
+    loop = any_member.member_ntk_sampler(factory, 3, x, v, "loop")(5, torch.Generator().manual_seed(7))
     torch.testing.assert_close(loop, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_member_sampler_falls_back_to_one_ntk_per_draw():
     from cepaper import ntk
 
-    x = member_alpha.member_inputs((4,), 2, 0.5, 0)
-    v = member_alpha.readout_vector("center", (1,), 0)
+    x = any_member.member_inputs((4,), 2, 0.5, 0)
+    v = any_member.readout_vector("center", (1,), 0)
     with pytest.warns(UserWarning, match="cannot be batched over draws"):
-        k = member_alpha.member_ntk_sampler(ItemGate, 3, x, v)(4, torch.Generator().manual_seed(1))
+        k = any_member.member_ntk_sampler(ItemGate, 3, x, v)(4, torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(1)
-    ref = torch.stack([ntk.naive_ntk(member_alpha.member_draw(ItemGate, 3, g, v), x) for _ in range(4)])
+    ref = torch.stack([ntk.naive_ntk(any_member.member_draw(ItemGate, 3, g, v), x) for _ in range(4)])
     torch.testing.assert_close(k, ref, rtol=1e-5, atol=1e-6)
 
 
@@ -674,10 +671,10 @@ def test_member_alpha_batched_equals_loop_and_chunks_do_not_change_draws(monkeyp
     """Same draws whatever the method or the chunk size: the fits agree to float32 rounding."""
     conv = lambda m, n: nn.Sequential(nn.Conv2d(4, m * n, 1), nn.ReLU(), nn.Conv2d(m * n, 2, 3))
     kw = dict(widths=(2, 4), trials=12, n_boot=20, progress=False)
-    a = member_alpha.fit_member_alpha(conv, (4, 3, 3), **kw)
-    b = member_alpha.fit_member_alpha(conv, (4, 3, 3), method="loop", **kw)
-    monkeypatch.setattr(member_alpha, "MEMBER_CHUNK_MAX", 5)
-    c = member_alpha.fit_member_alpha(conv, (4, 3, 3), **kw)
+    a = any_member.fit_member_alpha(conv, (4, 3, 3), **kw)
+    b = any_member.fit_member_alpha(conv, (4, 3, 3), method="loop", **kw)
+    monkeypatch.setattr(any_member, "MEMBER_CHUNK_MAX", 5)
+    c = any_member.fit_member_alpha(conv, (4, 3, 3), **kw)
     for r in (b, c):
         np.testing.assert_allclose(r["fits"]["diag"]["second"], a["fits"]["diag"]["second"], rtol=1e-5)
         assert r["alpha"] == pytest.approx(a["alpha"], rel=1e-4, abs=1e-6)
@@ -687,9 +684,7 @@ def test_member_chunk_counts_weights_and_activations():
     member = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 1))
     x = torch.zeros(2, 10)
     per = (2 + 2) * (10 * 20 + 20 + 20 + 1) + 3 * (2 * 20 + 2 * 20 + 2 * 1 + 2 * 1)  # 3 x every module's output
-    assert member_alpha.member_chunk(member, x) == min(
-        member_alpha.MEMBER_CHUNK_MAX, member_alpha.MEMBER_CHUNK_FLOATS // per
-    )
+    assert any_member.member_chunk(member, x) == min(any_member.MEMBER_CHUNK_MAX, any_member.MEMBER_CHUNK_FLOATS // per)
 
 
 # --- factory(m, n) must be m members factory(1, n) ------------------------------------------------
@@ -728,7 +723,7 @@ def deeper_when_m_gt_1(m, n):
     ],
 )
 def test_a_member_that_changes_with_m_is_an_error(factory, message):
-    fm = generic.FactoryModule(factory, (4,) if "Conv" not in repr(factory(1, 4)) else (4, 5, 5))
+    fm = any_module.FactoryModule(factory, (4,) if "Conv" not in repr(factory(1, 4)) else (4, 5, 5))
     assert fm.cost(4, "params", 1) > 0  # m = 1 alone is a module like any other
     with pytest.raises(
         ValueError,
@@ -751,7 +746,7 @@ def test_members_stacked_shared_or_replicated_pass_the_check():
             return self.head(sum(f(x) for f in self.members))
 
     for factory, shape in ((bottleneck, (256, 4, 4)), (lambda m, n: LinearMLP(3, m, n), (3,)), (Mixed, (4,))):
-        fm = generic.FactoryModule(factory, shape)
+        fm = any_module.FactoryModule(factory, shape)
         c1, c2, c5 = (fm.cost(4, "params", m) for m in (1, 2, 5))
         assert c5 - c1 == 4 * (c2 - c1) > 0  # affine in m, as the check promises
 
@@ -770,20 +765,20 @@ def test_cli_member_that_changes_with_m_exits_2(tmp_path, capsys):
 
 @pytest.mark.parametrize("objective, what", [("primal", "the baseline's params"), ("dual", "the baseline's Var")])
 def test_a_budget_no_integer_m_meets_is_an_error(objective, what):
-    """Widths whose single member already costs more than the baseline 1x4 (already raised by ensembles.integer_m)."""
+    """Widths whose single member already costs more than the baseline 1x4 (already raised by networks.integer_m)."""
     small = lambda m, n: ResNeXtBottleneck(16, 16, m * n, groups=m)
     with pytest.raises(
         ValueError,
         match=rf"budget: no integer m >= 1 meets {what}.*use a larger baseline or a "
         rf"smaller n",
     ):
-        generic.design_module(small, (16, 4, 4), (1, 4), objective, alpha=1.6, ns=[64, 128])
+        any_module.design_module(small, (16, 4, 4), (1, 4), objective, alpha=1.6, ns=[64, 128])
 
 
 def test_an_all_zero_ntk_stops_the_fit_and_names_another_read_out():
     post_relu = lambda m, n: ResNeXtBottleneck(16, 16, m * n, groups=m)  # centre unit off in every draw
     calls = []
-    real = member_alpha.member_ntk_sampler
+    real = any_member.member_ntk_sampler
 
     def counted(factory, n, *a, **k):
         calls.append(n)
@@ -792,14 +787,14 @@ def test_an_all_zero_ntk_stops_the_fit_and_names_another_read_out():
     kw = dict(widths=(2, 4, 8), trials=4, n_boot=20, progress=False)
     import unittest.mock
 
-    with unittest.mock.patch.object(member_alpha, "member_ntk_sampler", counted):
+    with unittest.mock.patch.object(any_member, "member_ntk_sampler", counted):
         with pytest.raises(ValueError, match=r"NTK is exactly 0 in all 4 draws at width 2 with the 'center' read-out"):
-            member_alpha.fit_member_alpha(post_relu, (16, 3, 3), **kw)
+            any_member.fit_member_alpha(post_relu, (16, 3, 3), **kw)
     assert set(calls) == {2}  # stopped at the first width, not after the whole sweep
     with pytest.raises(ValueError, match=r"use another read-out, readout='center' or readout='random'"):
-        member_alpha.check_nonzero_ntk(np.zeros((3, 2, 2)), 5, "mean")
-    member_alpha.check_nonzero_ntk(np.array([[[0.0, 0.0], [0.0, 1e-30]]]), 5, "mean")  # one non-zero entry: fine
-    r = member_alpha.fit_member_alpha(post_relu, (16, 3, 3), readout="mean", **kw)
+        any_member.check_nonzero_ntk(np.zeros((3, 2, 2)), 5, "mean")
+    any_member.check_nonzero_ntk(np.array([[[0.0, 0.0], [0.0, 1e-30]]]), 5, "mean")  # one non-zero entry: fine
+    r = any_member.fit_member_alpha(post_relu, (16, 3, 3), readout="mean", **kw)
     assert np.isfinite(r["alpha"]) and r["zero_draws"] == [0.0, 0.0, 0.0]
 
 
@@ -815,8 +810,8 @@ def test_zero_draws_counts_the_draws_whose_entry_is_exactly_zero(monkeypatch):
 
         return sample
 
-    monkeypatch.setattr(member_alpha, "member_ntk_sampler", planted)
-    r = member_alpha.fit_member_alpha(mlp, (16, 1), widths=(2, 4), trials=300, n_boot=20, progress=False)
+    monkeypatch.setattr(any_member, "member_ntk_sampler", planted)
+    r = any_member.fit_member_alpha(mlp, (16, 1), widths=(2, 4), trials=300, n_boot=20, progress=False)
     assert len(r["zero_draws"]) == 2 and all(0.25 < share < 0.42 for share in r["zero_draws"])  # 1/3 of 300
 
 
@@ -856,8 +851,8 @@ class Planted(nn.Module):
 def planted_design(table, objective="primal", ns=(1, 2, 4, 8), repeats=5):
     clock = PlantedClock(table)
     factory = lambda m, n: Planted(m, n, clock)
-    fm = generic.FactoryModule(factory, (4, 1), repeats=repeats, warmup=0, timer=clock)
-    return generic.design_module(factory, (4, 1), (1, 8), objective, "latency", alpha=1.0, ns=ns, module=fm), fm
+    fm = any_module.FactoryModule(factory, (4, 1), repeats=repeats, warmup=0, timer=clock)
+    return any_module.design_module(factory, (4, 1), (1, 8), objective, "latency", alpha=1.0, ns=ns, module=fm), fm
 
 
 MS = {1: 1.0, 2: 1.0, 4: 1.5, 8: 3.0}  # milliseconds per member: the median of every width's timings
@@ -875,7 +870,7 @@ def test_latency_is_the_median_of_skewed_timings_and_decides_the_optimum():
     np.testing.assert_allclose(d["curve"]["beta"], medians, rtol=1e-12)
     assert d["n"] == 4 and d["m"] == 2 and d["m_exact"] == pytest.approx(2.0)  # 2 x 1.5 ms = the baseline's 3 ms
     assert d["latency"]["median"] == pytest.approx(3e-3) and d["baseline_latency"]["median"] == pytest.approx(3e-3)
-    rec = generic.latency(nn.Linear(2, 2), torch.randn(1, 2), repeats=5, warmup=0, timer=FakeClock([1, 1, 1, 1, 30]))
+    rec = any_module.latency(nn.Linear(2, 2), torch.randn(1, 2), repeats=5, warmup=0, timer=FakeClock([1, 1, 1, 1, 30]))
     assert rec["median"] == 1 and np.mean(rec["times"]) == 6.8 and rec["iqr"] == 0
     assert d["verdict"] == "optimum" and d["improves"] and d["var_ratio"] == pytest.approx(var[2] / 2 / var[3])
     assert d["timings_resolved"] and d["notes"] == []
@@ -884,7 +879,7 @@ def test_latency_is_the_median_of_skewed_timings_and_decides_the_optimum():
 def test_a_latency_design_that_does_not_beat_the_baseline_says_no_improvement_found():
     """Narrow members are cheap alone but any m > 1 pays 2.5 ms more (latency is not affine in m): the curve
     picks n = 1 (m_p = 15), step 6 affords m = 3 at the baseline's 3 ms, and Var(K) ends 1.8x the baseline's."""
-    from cepaper import cli_design
+    from cepaper.cli import design as cli_design
 
     ms = {1: 0.2, 2: 1.0, 4: 1.5, 8: 3.0}
     table = lambda m, n: [1e-3 * (m * ms[n] + 2.5 * (m > 1))]
@@ -937,21 +932,21 @@ def test_flop_conventions_hand_count():
     )
     macs = 2 * 8 * 9 * 4 * (3 * 3 * 5) + 2 * 288 * 5  # batch x outputs x (inputs per group x kernel), then the linear
     acts = 2 * 8 * 9 * 4 + 2 * 5  # one per output element of the conv and of the linear
-    assert generic.flop_count(net, x, "macs") == macs
-    assert generic.flop_count(net, x) == generic.flop_count(net, x, "2macs") == 2 * macs
-    assert generic.flop_count(net, x, "2macs+acts") == 2 * macs + acts
+    assert any_module.flop_count(net, x, "macs") == macs
+    assert any_module.flop_count(net, x) == any_module.flop_count(net, x, "2macs") == 2 * macs
+    assert any_module.flop_count(net, x, "2macs+acts") == 2 * macs + acts
     with pytest.raises(
         ValueError, match=r"flops convention must be one of macs, 2macs, 2macs\+acts, got '2macs\+adds'"
     ):
-        generic.flop_count(net, x, "2macs+adds")
+        any_module.flop_count(net, x, "2macs+adds")
     with pytest.raises(ValueError, match="flops must be one of macs, 2macs, 2macs"):
-        generic.FactoryModule(bottleneck, SHAPE, flops="flops")
+        any_module.FactoryModule(bottleneck, SHAPE, flops="flops")
     # the Fig. 5 block: 2macs+acts is search.BottleneckDesign's default convention, at any resolution
-    fm = generic.FactoryModule(bottleneck, (256, 4, 4), flops="2macs+acts")
+    fm = any_module.FactoryModule(bottleneck, (256, 4, 4), flops="2macs+acts")
     for m, n in ((1, 3), (4, 10)):
         assert fm.cost(n, "flops", m) == search.BottleneckDesign(resolution=4).cost(n, "flops", m)
     # a forward that needs values (.item()) cannot run on the meta device: counted on the CPU instead
-    assert generic.FactoryModule(ItemGate, (4,), batch=3).cost(5, "flops", 2) == 2 * 3 * (4 * 10 + 10 * 1)
+    assert any_module.FactoryModule(ItemGate, (4,), batch=3).cost(5, "flops", 2) == 2 * 3 * (4 * 10 + 10 * 1)
 
 
 @pytest.fixture(scope="module")
@@ -961,7 +956,7 @@ def fig5():
     from cepaper.models.resnext import ResNeXtCifar
 
     shape = (256, 2, 2)
-    return {f: generic.FactoryModule(bottleneck, shape, flops=f) for f in generic.FLOPS} | {
+    return {f: any_module.FactoryModule(bottleneck, shape, flops=f) for f in any_module.FLOPS} | {
         "net": ResNeXtCifar,
         "shape": shape,
     }
@@ -969,21 +964,23 @@ def fig5():
 
 def test_generic_step6_on_resnext29_gives_the_papers_37x10d_and_44x8d(fig5):
     """The Fig. 5 block's curve, step 6 on ResNeXt-29 built from it (cepaper.models.resnext.ResNeXtCifar),
-    against cepaper.complexity's counters and ensembles.network_m (the specialized path)."""
+    against cepaper.complexity's counters and networks.network_m (the specialized path)."""
     from cepaper import complexity
 
     kw = dict(network=fig5["net"], network_input_shape=(3, 32, 32))
-    d = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", "params", 1.6, module=fig5["2macs"], **kw)
+    d = any_module.design_module(
+        bottleneck, fig5["shape"], (1, 128), "primal", "params", 1.6, module=fig5["2macs"], **kw
+    )
     base = complexity.complexity("resnext29", "1x128d")["params"]
     assert d["config"] == "37x10" and d["step6"] == "the network ResNeXtCifar on 3x32x32"
-    assert d["m_exact"] == pytest.approx(ensembles.network_m("resnext29", 10, base, "params"), rel=1e-12)
+    assert d["m_exact"] == pytest.approx(networks.network_m("resnext29", 10, base, "params"), rel=1e-12)
     assert (d["params"], d["baseline_params"]) == (complexity.complexity("resnext29", "37x10d")["params"], base)
     assert d["module_cost"] == search.BottleneckDesign().cost(10, "params", 37) and d["rho"] == base / d["params"]
     # the referee's reading: step 6 on the block alone gives 35x10
-    alone = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", "params", 1.6, module=fig5["2macs"])
+    alone = any_module.design_module(bottleneck, fig5["shape"], (1, 128), "primal", "params", 1.6, module=fig5["2macs"])
     assert alone["config"] == "35x10" and alone["step6"] == "the module"
 
-    d = generic.design_module(
+    d = any_module.design_module(
         bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["2macs+acts"], **kw
     )
     flops = lambda cfg: search.flops_of(complexity.complexity("resnext29", cfg), "2macs+acts")
@@ -991,7 +988,7 @@ def test_generic_step6_on_resnext29_gives_the_papers_37x10d_and_44x8d(fig5):
     np.testing.assert_array_equal(d["curve"]["beta"], ref["beta"])
     assert d["config"] == "44x8" and (d["cost"], d["baseline_cost"]) == (flops("44x8d"), flops("1x128d"))
     assert d["m_exact"] == pytest.approx(
-        ensembles.network_m("resnext29", 8, flops("1x128d"), "flops", flops="2macs+acts"), rel=1e-12
+        networks.network_m("resnext29", 8, flops("1x128d"), "flops", flops="2macs+acts"), rel=1e-12
     )
     assert d["flops_convention"] == "2macs+acts" and d["verdict"] == "optimum"
 
@@ -1000,16 +997,20 @@ def test_the_flop_convention_moves_the_optimum_only_through_the_acts(fig5):
     """2 x MACs and MACs differ by a factor, which cancels in Eqs. 12-14 and in step 6: both give 51x7, as the
     specialized path does with search.BottleneckDesign(flops="2macs"); only the acts term gives 44x8."""
     kw = dict(network=fig5["net"], network_input_shape=(3, 32, 32))
-    two = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["2macs"], **kw)
-    one = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["macs"], **kw)
-    spec = ensembles.design("resnext29", "1x128d", budget="flops", module=search.BottleneckDesign(flops="2macs"))
+    two = any_module.design_module(
+        bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["2macs"], **kw
+    )
+    one = any_module.design_module(
+        bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["macs"], **kw
+    )
+    spec = networks.design("resnext29", "1x128d", budget="flops", module=search.BottleneckDesign(flops="2macs"))
     assert two["config"] == one["config"] == "51x7" and spec["config"] == "51x7d"
     assert two["cost"] == 2 * one["cost"] == spec["flops"] and two["m_exact"] == pytest.approx(one["m_exact"])
 
 
 def test_step6_on_k_copies_of_the_module_keeps_m_and_scales_the_costs(fig5):
-    alone = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["2macs"])
-    nine = generic.design_module(
+    alone = any_module.design_module(bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["2macs"])
+    nine = any_module.design_module(
         bottleneck, fig5["shape"], (1, 128), "primal", "flops", 1.6, module=fig5["2macs"], network=9
     )
     assert alone["config"] == nine["config"] == "53x7" and nine["m_exact"] == pytest.approx(alone["m_exact"])
@@ -1019,9 +1020,9 @@ def test_step6_on_k_copies_of_the_module_keeps_m_and_scales_the_costs(fig5):
         and nine["step6"] == "9 x the module"
     )
     with pytest.raises(ValueError, match="network must be None, an int k >= 1"):
-        generic.design_module(bottleneck, fig5["shape"], (1, 128), module=fig5["2macs"], network="resnext29")
+        any_module.design_module(bottleneck, fig5["shape"], (1, 128), module=fig5["2macs"], network="resnext29")
     with pytest.raises(ValueError, match=r"network \(a multiple of the module\) must be an integer >= 1, got 0"):
-        generic.design_module(bottleneck, fig5["shape"], (1, 128), module=fig5["2macs"], network=0)
+        any_module.design_module(bottleneck, fig5["shape"], (1, 128), module=fig5["2macs"], network=0)
 
 
 @pytest.mark.parametrize(
@@ -1036,19 +1037,23 @@ def test_generic_primal_rounding_floor_and_ceil(fig5, budget, m_exact, nearest, 
     c1, c2 = fm.cost(n, budget, 1), fm.cost(n, budget, 2)
     assert (base - (2 * c1 - c2)) / (c2 - c1) == pytest.approx(m_exact, abs=1e-4)  # the hand solve of step 6
     for rounding, m in (("nearest", nearest), ("floor", floor), ("ceil", ceil)):
-        d = generic.design_module(
+        d = any_module.design_module(
             bottleneck, fig5["shape"], (1, 128), "primal", budget, 1.6, module=fm, rounding=rounding
         )
         assert (d["n"], d["m"], d["rounding"]) == (n, m, rounding) and d["m_exact"] == pytest.approx(m_exact, abs=1e-4)
         assert d["cost"] == fm.cost(n, budget, m)
         over = [note for note in d["notes"] if "rounding floor stays within it" in note]
         assert bool(over) == (d["cost"] > base)
-    lo = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", budget, 1.6, module=fm, rounding="floor")
-    hi = generic.design_module(bottleneck, fig5["shape"], (1, 128), "primal", budget, 1.6, module=fm, rounding="ceil")
+    lo = any_module.design_module(
+        bottleneck, fig5["shape"], (1, 128), "primal", budget, 1.6, module=fm, rounding="floor"
+    )
+    hi = any_module.design_module(
+        bottleneck, fig5["shape"], (1, 128), "primal", budget, 1.6, module=fm, rounding="ceil"
+    )
     assert lo["cost"] <= base <= hi["cost"] and hi["m"] - lo["m"] == 1
     assert hi["var_ratio"] < lo["var_ratio"]  # more members: a smaller Var(K) (Eq. 11)
     dual = {
-        r: generic.design_module(bottleneck, fig5["shape"], (1, 128), "dual", budget, 1.6, module=fm, rounding=r)
+        r: any_module.design_module(bottleneck, fig5["shape"], (1, 128), "dual", budget, 1.6, module=fm, rounding=r)
         for r in ("floor", "ceil")
     }
     assert dual["ceil"]["var_ratio"] <= 1 <= dual["floor"]["var_ratio"] and dual["ceil"]["m"] == dual["floor"]["m"] + 1
@@ -1058,7 +1063,7 @@ def test_generic_primal_rounding_floor_and_ceil(fig5, budget, m_exact, nearest, 
 
 
 class SumBlock(ResNeXtBottleneck):
-    """Fig. 5 as cepaper.models.blocks draws it by default: no ReLU after the shortcut sum."""
+    """Fig. 5 as cepaper.models.bottleneck draws it by default: no ReLU after the shortcut sum."""
 
     def forward(self, x):
         y = torch.relu(self.bn_reduce(self.conv_reduce(x)))
@@ -1067,20 +1072,20 @@ class SumBlock(ResNeXtBottleneck):
 
 
 def test_eq3_member_is_the_papers_bottleneck_draw():
-    """eq3_member of the project's block is cepaper.models.blocks.Bottleneck with the same seed: weights,
+    """eq3_member of the project's block is cepaper.models.bottleneck.Bottleneck with the same seed: weights,
     scales sqrt(2/16), sqrt(2/9n), sqrt(1/n), no norms, and the same function."""
     x, v = blocks.block_inputs(16, 3, 2, 0.5, seed=1), blocks.readout_vector("random", 16, 3, seed=2)
     for block, post_relu in ((ResNeXtBottleneck, True), (SumBlock, False)):
-        member = member_alpha.eq3_member(block(16, 16, 5), seed=11)
+        member = any_member.eq3_member(block(16, 16, 5), seed=11)
         ref = blocks.Bottleneck(5, v, n_in=16, post_relu=post_relu, seed=11)
         assert not any(isinstance(mod, nn.BatchNorm2d) for mod in member.modules())
         for a, b in ((member.conv_reduce, ref.conv1), (member.conv_conv, ref.conv2), (member.conv_expand, ref.conv3)):
             assert torch.equal(a.weight, b.weight)
-        torch.testing.assert_close(member_alpha.Readout(member, v)(x), ref(x), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(any_member.Readout(member, v)(x), ref(x), rtol=1e-5, atol=1e-6)
 
 
 def test_eq3_member_scales_each_layer_and_freezes_zero_biases():
-    net = member_alpha.eq3_member(nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 1)), 3)
+    net = any_member.eq3_member(nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 1)), 3)
     g = torch.Generator().manual_seed(3)
     w1, w2 = torch.randn(6, 4, generator=g), torch.randn(1, 6, generator=g)
     x = torch.randn(5, 4)
@@ -1092,19 +1097,19 @@ def test_eq3_member_scales_each_layer_and_freezes_zero_biases():
     ]
     assert not net[0].bias.any() and not net[3].bias.any()
     with pytest.raises(ValueError, match="init must be one of factory, eq3, got 'ntk'"):
-        member_alpha.fit_member_alpha(mlp, (16, 1), init="ntk")
+        any_member.fit_member_alpha(mlp, (16, 1), init="ntk")
 
 
 @pytest.mark.filterwarnings("ignore:the draws at width index")  # T = 24: heavy tails at narrow widths
 @pytest.mark.parametrize("block, post_relu", [(ResNeXtBottleneck, True), (SumBlock, False)])
 def test_member_alpha_eq3_recovers_the_specialized_bottleneck_alpha(block, post_relu):
     """Generic Algorithm 1 with init="eq3" on the paper's block draws the very weights of the specialized sweep
-    (cepaper.sweeps / fit.measure_alpha: same per-width seeds, per-draw seeds and draw order), computes their NTKs
+    (cepaper.alpha.sweeps / fit.measure_alpha: same per-width seeds, per-draw seeds and draw order), computes their NTKs
     another way (torch.func over the autograd of the built module, against the block's structured formula), and
     so fits the same alpha, within float32 rounding: at small T the equality still tests every step."""
     factory = lambda m, n: block(256, 256, m * n, groups=m)
     widths, trials = (2, 4, 8), 24
-    mine = member_alpha.fit_member_alpha(factory, (256, 3, 3), widths, trials, init="eq3", n_boot=200, progress=False)
+    mine = any_member.fit_member_alpha(factory, (256, 3, 3), widths, trials, init="eq3", n_boot=200, progress=False)
     ref = fit.measure_alpha("bottleneck", widths=widths, trials=trials, post_relu=post_relu, n_boot=200)
     for key in ("mean", "second", "term"):
         np.testing.assert_allclose(mine["fits"]["diag"][key], ref["fits"]["diag"][key], rtol=2e-5)

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from cepaper import factories
-from cepaper import generic
+from cepaper.search import any_module, factories
 from cepaper.sections import design as design_section
 
 
@@ -31,7 +30,7 @@ def test_mixer_channel_block_is_a_collegial_module():
 
 def test_block_designs_and_views():
     saved = design_section.block_designs("mixer", [2, 4, 8, 16, 32], 40, [4, 16, 64], readout="center", repeats=2)
-    assert saved["baseline"] == "1x256" and set(saved["designs"]) == set(generic.BUDGETS)
+    assert saved["baseline"] == "1x256" and set(saved["designs"]) == set(any_module.BUDGETS)
     assert saved["designs"]["params"]["primal"]["curve"]["n"] == [4, 16, 64, 256]
     rows = design_section.designs_table(saved)
     assert len(rows) == 6

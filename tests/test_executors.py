@@ -139,9 +139,9 @@ def test_local_jobs_get_their_own_gpus_and_no_more_run_at_once_than_fit(monkeypa
 
 def _two_task_run(seed):
     """One tiny recipe run (tests/test_distributed.py's data, model and recipe) in a job's task."""
+    import test_distributed as t
     import torch
 
-    import test_distributed as t
     from cepaper.training import distributed, sgd
 
     torch.set_num_threads(1)
@@ -155,9 +155,9 @@ def test_a_job_of_two_tasks_is_one_run_across_two_gloo_ranks(tmp_path, monkeypat
     """A local job of 2 tasks (``ranks_per_job``) trains one run across them (gloo, DDP) and reproduces
     the single process with the same micro-batches; the record is rank 0's."""
     import numpy as np
+    import test_distributed as t
     import torch
 
-    import test_distributed as t
     from cepaper.training import sgd
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "tests"), str(ROOT)]))

@@ -21,15 +21,12 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
-
-from cepaper import cli
-from cepaper.training import grids
-from cepaper.training import sgd
-from cepaper.book import pipeline
-from cepaper import files
-from cepaper.training import spine
-from cepaper.montecarlo import intra_op_threads
 from conftest import SOURCE_ROOT, cepaper
+
+from cepaper import cli, files
+from cepaper.book import pipeline
+from cepaper.montecarlo import intra_op_threads
+from cepaper.training import grids, sgd, spine
 
 FAULT_NOTEBOOK = """# %% [markdown]
 # A tiny section that can be held, made to fail, or made to write a large result
@@ -738,8 +735,9 @@ def test_json_output_is_strict(capsys):
 
 
 def test_train_messages_name_the_cli_flags(tmp_path, monkeypatch, capsys):
-    from cepaper import data
     from test_classify import images
+
+    from cepaper import data
 
     base = ["train", "--arch", "resnext29", "--config", "1x2d", "--dataset", "cifar10"]
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path / "results"))
@@ -765,8 +763,9 @@ def test_train_messages_name_the_cli_flags(tmp_path, monkeypatch, capsys):
 def test_train_records_of_other_image_counts_do_not_overwrite_each_other(tmp_path, monkeypatch, capsys):
     """Issue: `cepaper train` named its record without --n-train/--n-test: a 64-image run overwrote a
     256-image run's record. The counts, when given, are in the name; without them it is as before."""
-    from cepaper import data
     from test_classify import images
+
+    from cepaper import data
 
     hist = {k: [1.0] for k in ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5")}
     monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: {**hist, "seconds": [0.1], "images_per_s": 1.0})

@@ -12,11 +12,9 @@ import torch
 from scipy import stats
 from torch import nn
 
-from cepaper import search
-from cepaper import fit
-from cepaper import sweeps
-from cepaper import ntk
-from cepaper.models import blocks as B
+from cepaper import ntk, search
+from cepaper.alpha import fit, sweeps
+from cepaper.models import bottleneck as B
 
 
 def test_log_grid():
@@ -283,7 +281,7 @@ def heavy_sweep():
 def test_a_heavy_tail_is_named_by_its_widths_and_entry():
     """fit_sweep's warning names the widths n and the entry (fit_alpha's, which knows no widths, their
     indices), in its text and as attributes, which the `cepaper` command words in its own flags."""
-    from cepaper import cli_args
+    from cepaper.cli import common as cli_common
 
     with pytest.warns(fit.HeavyTailWarning) as caught:
         f = fit.fit_sweep(heavy_sweep(), "diag", n_boot=20)
@@ -295,7 +293,7 @@ def test_a_heavy_tail_is_named_by_its_widths_and_entry():
         warnings.simplefilter("error")
         warnings.filterwarnings("ignore", message="the draws at width index")  # the filter of notebooks 03 and 08
         fit.fit_sweep(heavy_sweep(), "diag", n_boot=20)
-    text = cli_args.warning_text(w)
+    text = cli_common.warning_text(w)
     assert text.startswith("the draws of the diag entry at widths 1") and "1000 draws do not estimate" in text
     assert "pass more --trials, or --widths without these widths" in text and "n_min" not in text
 

@@ -3,6 +3,7 @@ notebooks' parameters (and are an error for a section without them); a grid whos
 pending keeps its finished runs and counts the others; stale runs are counted with their commit."""
 
 import json
+
 import numpy as np
 import pytest
 

@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from cepaper import kernels
-from cepaper import montecarlo
+from cepaper import kernels, montecarlo
 from cepaper.models.mlp import CollegialMLP
 
 F64 = torch.float64

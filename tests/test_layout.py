@@ -18,11 +18,7 @@ def layer(module):
     parts = module.split(".")
     if parts[1:2] in (["sections"], ["book"]):
         return parts[1]
-    return (
-        "cli"
-        if parts[1:2] in (["cli"], ["cli_args"], ["cli_alpha"], ["cli_design"], ["cli_train"], ["__main__"])
-        else "library"
-    )
+    return "cli" if parts[1:2] in (["cli"], ["__main__"]) else "library"
 
 
 def modules():
@@ -116,13 +112,22 @@ def test_the_readme_layout_names_every_module():
     text = (REPO / "README.md").read_text()
     table = text[text.index("## Layout") : text.index("## Data")]
     rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([^`]+)`[^|]*\| (.*) \|$", table, re.M)}
-    for folder in ("cepaper/", "cepaper/training/", "cepaper/sections/", "cepaper/book/"):
+    for folder in (
+        "cepaper/",
+        "cepaper/alpha/",
+        "cepaper/search/",
+        "cepaper/models/",
+        "cepaper/training/",
+        "cepaper/sections/",
+        "cepaper/book/",
+        "cepaper/cli/",
+    ):
         named = set(re.findall(r"`(\w+)/?`", rows[folder]))
         have = {p.stem for p in (REPO / folder).glob("*.py") if not p.stem.startswith("_")}
+        # backticked words that are no module (a function such as `design`) are prose, not a claim
+        named = {n for n in named if (REPO / folder / f"{n}.py").exists() or (REPO / folder / n).is_dir()}
         if folder == "cepaper/":
-            have -= {"cli", "cli_args", "cli_alpha", "cli_design", "cli_train"}
-            named = {n for n in named if (REPO / folder / f"{n}.py").exists() or (REPO / folder / n).is_dir()}
-            have |= {"models"}
+            have |= {"alpha", "search", "models"}
         assert named == have, (folder, sorted(named ^ have))
 
 

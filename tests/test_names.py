@@ -47,9 +47,9 @@ def test_every_dotted_name_resolves(path):
 
 def test_the_check_sees_a_wrong_name(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("Use `cepaper.search.design` or :func:`~cepaper.fit.fit_alpha`.\n")
-    assert names_in(page) == {"cepaper.search.design", "cepaper.fit.fit_alpha"}
-    assert not resolves("cepaper.search.design") and resolves("cepaper.fit.fit_alpha")
+    page.write_text("Use `cepaper.search.desing` or :func:`~cepaper.alpha.fit.fit_alpha`.\n")
+    assert names_in(page) == {"cepaper.search.desing", "cepaper.alpha.fit.fit_alpha"}
+    assert not resolves("cepaper.search.desing") and resolves("cepaper.alpha.fit.fit_alpha")
 
 
 ROLE = re.compile(r":(?:func|class|mod|data|meth|attr|exc):`~?([A-Za-z_][\w.]*)`")

@@ -6,10 +6,7 @@ import json
 import jupytext
 import pytest
 
-from cepaper.book import pipeline
-
-from cepaper.book import profiles
-from cepaper.book import results
+from cepaper.book import pipeline, profiles, results
 
 SECTIONS = results.book_sections()
 PROVENANCE = {"section", "name", "profile", "params", "seed", "cepaper", "git_commit", "device", "wall_s", "date"}

@@ -8,10 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from cepaper import montecarlo, stats
-from cepaper import ntk
-from cepaper.sections import lemma1
+from cepaper import montecarlo, ntk, stats
 from cepaper.models.mlp import CollegialMLP
+from cepaper.sections import lemma1
 
 F64 = torch.float64
 

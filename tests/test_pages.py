@@ -1,13 +1,12 @@
 """Tests of cepaper.book.pages: tables without index columns or NaN cells, sources without machine paths."""
 
-import pytest
-
 import numpy as np
 import pandas as pd
+import pytest
 
 from cepaper import catalog
-from cepaper.sections import imagenet
 from cepaper.book import pages
+from cepaper.sections import imagenet
 
 
 def test_cells_read_as_on_a_page():

@@ -3,23 +3,18 @@
 Runs real papermill executions of a tiny notebook in a throw-away repository layout.
 """
 
-import re
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 
 import pytest
-
-from cepaper.book import pipeline
-
-from cepaper.book import profiles
-
-from cepaper.book import cache
-from cepaper.book import results
-from cepaper import files
 from conftest import NOTEBOOK
+
+from cepaper import files
+from cepaper.book import cache, pipeline, profiles, results
 
 
 def statuses(records):

@@ -8,9 +8,8 @@ import os
 import shutil
 import sys
 
-import pytest
-
 import conftest
+import pytest
 from conftest import DRIVER
 
 RANKED = """# %% tags=["parameters"]

@@ -119,6 +119,7 @@ def test_training_grid_is_keyed_by_definition_not_device_or_code(tmp_path, monke
 
 def test_a_changed_recipe_is_another_run(tmp_path, monkeypatch):
     from dataclasses import replace
+
     from cepaper.training import recipes
 
     calls = []

@@ -10,13 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cepaper import complexity as cx
-from cepaper import ensembles
-from cepaper import search
-from cepaper.sections import primal_dual
-from cepaper.sections import paper
 from cepaper.book import results
 from cepaper.models.resnext import ResNeXtBottleneck
-
+from cepaper.search import equations, networks
+from cepaper.sections import paper, primal_dual
 
 # ---------------------------------------------------------------------------------------------
 # Equations
@@ -24,15 +21,15 @@ from cepaper.models.resnext import ResNeXtBottleneck
 
 
 def test_var_k_is_eq9():
-    assert search.var_k(0.1, 2.0) == pytest.approx(math.exp(0.2) - 1)
-    np.testing.assert_allclose(search.var_k([0.0, 1.0], 1.0), [0.0, math.e - 1])
+    assert equations.var_k(0.1, 2.0) == pytest.approx(math.exp(0.2) - 1)
+    np.testing.assert_allclose(equations.var_k([0.0, 1.0], 1.0), [0.0, math.e - 1])
 
 
 def test_curve_against_built_blocks_and_eq9_written_out():
     """m_p(n) is the number of torch blocks of width n with the parameters of the block of width 64, m_d(n)
     the number of members whose Var(K) (Eq. 9 written out, over m by Eq. 11) is the baseline's, and the
     objectives are the variance at m_p and the efficiency at m_d."""
-    c = search.curve(search.BottleneckDesign(), 64, 1.6)
+    c = equations.curve(equations.BottleneckDesign(), 64, 1.6)
     var = np.expm1(1.6 * (1 / 256 + 1 / (9 * c["n"]) + 1 / c["n"]))
     beta = np.array([block_params(n) for n in c["n"]], dtype=float)
     np.testing.assert_allclose(c["m_primal"], block_params(64) / beta, rtol=1e-12)
@@ -43,36 +40,36 @@ def test_curve_against_built_blocks_and_eq9_written_out():
 
 
 def test_sum_of_inverse_fan_ins():
-    assert search.BottleneckDesign().sum_inv_fan_in(10) == pytest.approx(1 / 256 + 1 / 90 + 1 / 10)
-    assert search.BottleneckDesign(fan_in_layers="width", kernel_area=False).sum_inv_fan_in(10) == pytest.approx(0.2)
-    assert search.MLPDesign(748, 6).sum_inv_fan_in(50) == pytest.approx(5 / 50)
-    assert search.MLPDesign(748, 6, fan_in_layers="all").sum_inv_fan_in(50) == pytest.approx(5 / 50 + 1 / 748)
+    assert equations.BottleneckDesign().sum_inv_fan_in(10) == pytest.approx(1 / 256 + 1 / 90 + 1 / 10)
+    assert equations.BottleneckDesign(fan_in_layers="width", kernel_area=False).sum_inv_fan_in(10) == pytest.approx(0.2)
+    assert equations.MLPDesign(748, 6).sum_inv_fan_in(50) == pytest.approx(5 / 50)
+    assert equations.MLPDesign(748, 6, fan_in_layers="all").sum_inv_fan_in(50) == pytest.approx(5 / 50 + 1 / 748)
 
 
 @pytest.mark.parametrize("n", [1, 10, 64])
 def test_module_cost_equals_the_torch_block(n):
     """beta(n) with bn="all" is the parameter count of the Fig. 5 block of width n, BNs included."""
     block = ResNeXtBottleneck(256, 256, n)
-    assert search.BottleneckDesign().cost(n) == sum(p.numel() for p in block.parameters())
-    assert search.BottleneckDesign(bn="none").cost(n) == 2 * 256 * n + 9 * n * n
-    assert search.BottleneckDesign(bn="member").cost(n) == 2 * 256 * n + 9 * n * n + 4 * n
+    assert equations.BottleneckDesign().cost(n) == sum(p.numel() for p in block.parameters())
+    assert equations.BottleneckDesign(bn="none").cost(n) == 2 * 256 * n + 9 * n * n
+    assert equations.BottleneckDesign(bn="member").cost(n) == 2 * 256 * n + 9 * n * n + 4 * n
 
 
 @pytest.mark.parametrize(
     "module",
     [
-        search.BottleneckDesign(),
-        search.BottleneckDesign(bn="none", kernel_area=False),
-        search.BottleneckDesign(flops="2macs"),
-        search.MLPDesign(748, 6),
-        search.MLPDesign(30, 3, 10, True),
+        equations.BottleneckDesign(),
+        equations.BottleneckDesign(bn="none", kernel_area=False),
+        equations.BottleneckDesign(flops="2macs"),
+        equations.MLPDesign(748, 6),
+        equations.MLPDesign(30, 3, 10, True),
     ],
 )
 @pytest.mark.parametrize("alpha", [0.5, 1.6, 4.0])
 @pytest.mark.parametrize("budget", ["params", "flops"])
 def test_strong_duality(module, alpha, budget):
-    c = search.curve(module, 96, alpha, budget)
-    assert search.strong_duality(c)
+    c = equations.curve(module, 96, alpha, budget)
+    assert equations.strong_duality(c)
     # both objectives are var_k(n) * beta(n) up to a constant
     np.testing.assert_allclose(c["var_primal"] * c["rho_dual"], c["var_s"], rtol=1e-12)
 
@@ -84,23 +81,23 @@ def test_strong_duality(module, alpha, budget):
 
 def test_fig3_optimum():
     """Fig. 3: n = 48, m_p ~ 30, m_d ~ 12, rho ~ 2.45 at the alpha found in notebook 04."""
-    c = search.curve(primal_dual.fig3_module(), paper.FIG3["width"], search.ALPHA_FIG3)
-    p, d = search.optimum(c, "primal"), search.optimum(c, "dual")
+    c = equations.curve(primal_dual.fig3_module(), paper.FIG3["width"], equations.ALPHA_FIG3)
+    p, d = equations.optimum(c, "primal"), equations.optimum(c, "dual")
     assert (p["n"], round(p["m"]), d["n"], round(d["m"])) == (48, 30, 48, 12)
     assert primal_dual.matches_printed(d["rho"], paper.FIG3["rho_dual"])
 
 
 def test_fig3_alpha_interval_contains_the_default():
     alphas = np.round(np.arange(3.5, 3.8, 0.005), 4)
-    scan = search.alpha_scan(primal_dual.fig3_module(), paper.FIG3["width"], alphas)
+    scan = equations.alpha_scan(primal_dual.fig3_module(), paper.FIG3["width"], alphas)
     lo, hi = primal_dual.matching_range(scan["alpha"], primal_dual.matching_alphas(scan))
-    assert 3.6 < lo <= search.ALPHA_FIG3 <= hi < 3.7
+    assert 3.6 < lo <= equations.ALPHA_FIG3 <= hi < 3.7
 
 
 def test_sec421_optimum():
     """Sec. 4.2.1: n_p = n_d = 10, m_p ~ 37 (whole network), m_d ~ 10, rho ~ 3.3 (Fig. 6b)."""
-    p = ensembles.design("resnext29", "1x128d", "primal", alpha=paper.ALPHA_BOTTLENECK)
-    d = ensembles.design("resnext29", "1x128d", "dual", alpha=paper.ALPHA_BOTTLENECK)
+    p = networks.design("resnext29", "1x128d", "primal", alpha=paper.ALPHA_BOTTLENECK)
+    d = networks.design("resnext29", "1x128d", "dual", alpha=paper.ALPHA_BOTTLENECK)
     assert (p["n"], p["m"], d["n"], d["m"]) == (10, 37, 10, 10)
     assert primal_dual.matches_printed(d["rho_curve"], paper.SEC421["rho_dual"])
     assert p["strong_duality"] and d["strong_duality"]
@@ -119,14 +116,14 @@ def test_derived_models_equal_the_papers():
 
 def test_the_22x10d_miss_is_a_rounding_rule():
     """Table 4's 22x10d is the floor of the continuous whole-network m (22.87), not the nearest."""
-    r = ensembles.design("resnext38", "1x96d", alpha=1.6, rounding="floor")
+    r = networks.design("resnext38", "1x96d", alpha=1.6, rounding="floor")
     assert r["config"] == "22x10d" and 22 < r["m_exact"] < 23
 
 
 @pytest.mark.parametrize("alpha", [1.45, 1.6, 1.85])
 def test_block_optimum_is_robust_in_alpha(alpha):
-    assert ensembles.design("resnext29", "1x128d", alpha=alpha)["n"] == 10
-    assert ensembles.design("resnext29", "1x128d", budget="flops", alpha=alpha)["config"] == "44x8d"
+    assert networks.design("resnext29", "1x128d", alpha=alpha)["n"] == 10
+    assert networks.design("resnext29", "1x128d", budget="flops", alpha=alpha)["config"] == "44x8d"
 
 
 def test_only_the_default_conventions_reproduce_the_models():
@@ -146,22 +143,22 @@ def test_printed_params_of_tables_1_to_5():
 
 def test_primal_network_matches_the_budget():
     """The whole network's params are affine in m; the continuous m meets the baseline's exactly."""
-    r = ensembles.design("resnext50", "1x64d", alpha=1.6)
-    c1, c2, c3 = (ensembles.network_cost("resnext50", m, r["n"]) for m in (1, 2, 3))
+    r = networks.design("resnext50", "1x64d", alpha=1.6)
+    c1, c2, c3 = (networks.network_cost("resnext50", m, r["n"]) for m in (1, 2, 3))
     assert c3 - c2 == c2 - c1
     assert (2 * c1 - c2) + r["m_exact"] * (c2 - c1) == pytest.approx(r["baseline_params"])
     assert abs(r["params"] - r["baseline_params"]) <= (c2 - c1) / 2
 
 
 def test_dual_at_given_width_and_curve_output():
-    r = ensembles.design("resnext29", "1x226d", "dual", alpha=1.6, n=25, with_curve=True)
+    r = networks.design("resnext29", "1x226d", "dual", alpha=1.6, n=25, with_curve=True)
     assert r["config"] == "6x25d" and r["n_optimum"] == 10
     assert len(r["curve"]["n"]) == 226 and r["curve"]["n"][0] == 1
     assert r["var_ratio"] == pytest.approx(r["m_exact"] / r["m"])
 
 
 def test_mlp_design():
-    r = ensembles.design("mlp", 500, "primal", alpha=search.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6)
+    r = networks.design("mlp", 500, "primal", alpha=equations.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6)
     assert (r["n"], r["m"]) == (48, 30)
     assert r["baseline_params"] == cx.mlp(748, 500, 6)["params"]
     assert r["params"] == 30 * cx.mlp(748, 48, 6)["params"]
@@ -215,13 +212,13 @@ def brute_force_design(c, d, objective, rounding, alpha=1.6):
 
 
 @pytest.mark.parametrize("baseline", ["1x64d", "4x32d", "8x12d"])
-@pytest.mark.parametrize("objective", search.OBJECTIVES)
-@pytest.mark.parametrize("rounding", search.ROUNDINGS)
+@pytest.mark.parametrize("objective", equations.OBJECTIVES)
+@pytest.mark.parametrize("rounding", equations.ROUNDINGS)
 def test_design_is_the_brute_force_one(baseline, objective, rounding):
     """C > 1 baselines (an ensemble of C members of width d) and every rounding rule, by enumeration."""
     c, d = cx.parse_config(baseline)
     want = brute_force_design(c, d, objective, rounding)
-    r = ensembles.design("resnext29", baseline, objective, alpha=1.6, rounding=rounding)
+    r = networks.design("resnext29", baseline, objective, alpha=1.6, rounding=rounding)
     assert {k: r[k] for k in ("n", "m", "params", "baseline_params")} == {
         k: want[k] for k in ("n", "m", "params", "baseline_params")
     }
@@ -249,19 +246,19 @@ def test_design_is_the_brute_force_one(baseline, objective, rounding):
     ],
 )
 def test_brute_force_check_catches_a_planted_bug(plant, where, old, new):
-    plant(search if where == "_curve" else ensembles, where, old, new)
+    plant(equations if where == "_curve" else networks, where, old, new)
     with pytest.raises(AssertionError):
-        for objective in search.OBJECTIVES:
-            for rounding in search.ROUNDINGS:
+        for objective in equations.OBJECTIVES:
+            for rounding in equations.ROUNDINGS:
                 test_design_is_the_brute_force_one("4x32d", objective, rounding)
 
 
 def test_the_rounding_rules_differ_where_they_should():
     """floor <= nearest <= ceil, and floor and ceil differ by one unless the continuous m is an integer."""
-    for objective in search.OBJECTIVES:
+    for objective in equations.OBJECTIVES:
         ms = {
-            rule: ensembles.design("resnext29", "4x32d", objective, alpha=1.6, rounding=rule)["m"]
-            for rule in search.ROUNDINGS
+            rule: networks.design("resnext29", "4x32d", objective, alpha=1.6, rounding=rule)["m"]
+            for rule in equations.ROUNDINGS
         }
         assert ms["floor"] <= ms["nearest"] <= ms["ceil"] == ms["floor"] + 1
 
@@ -271,10 +268,10 @@ def test_the_rounding_rules_differ_where_they_should():
 # ---------------------------------------------------------------------------------------------
 
 MODULES = [
-    search.BottleneckDesign(),
-    search.BottleneckDesign(fan_in_layers="width", kernel_area=False, bn="none"),
-    search.MLPDesign(784, 6),
-    search.MLPDesign(30, 3, 10, True, fan_in_layers="all"),
+    equations.BottleneckDesign(),
+    equations.BottleneckDesign(fan_in_layers="width", kernel_area=False, bn="none"),
+    equations.MLPDesign(784, 6),
+    equations.MLPDesign(30, 3, 10, True, fan_in_layers="all"),
 ]
 
 
@@ -282,20 +279,22 @@ MODULES = [
     module=st.sampled_from(MODULES),
     n_tilde=st.integers(8, 160),
     alpha=st.floats(0.3, 6.0),
-    budget=st.sampled_from(search.BUDGETS),
+    budget=st.sampled_from(equations.BUDGETS),
     data=st.data(),
 )
 def test_optimum_does_not_depend_on_the_grid(module, n_tilde, alpha, budget, data):
     """Any grid of widths that contains the optimum of 1..n_tilde has that optimum; grids wider than n_tilde
     too, when the optimum lies inside (not at n_tilde, where a wider grid may find a better width)."""
-    full = search.curve(module, n_tilde, alpha, budget)
-    n_star = search.optimum(full)["n"]
+    full = equations.curve(module, n_tilde, alpha, budget)
+    n_star = equations.optimum(full)["n"]
     lo = data.draw(st.integers(1, n_star), label="lo")
     hi = data.draw(st.integers(n_star, 2 * n_tilde if n_star < n_tilde else n_tilde), label="hi")
-    part = search.curve(module, n_tilde, alpha, budget, ns=range(lo, hi + 1))
-    for objective in search.OBJECTIVES:
-        assert search.optimum(part, objective)["n"] == n_star
-        assert search.optimum(part, objective)["m"] == pytest.approx(search.optimum(full, objective)["m"], rel=1e-12)
+    part = equations.curve(module, n_tilde, alpha, budget, ns=range(lo, hi + 1))
+    for objective in equations.OBJECTIVES:
+        assert equations.optimum(part, objective)["n"] == n_star
+        assert equations.optimum(part, objective)["m"] == pytest.approx(
+            equations.optimum(full, objective)["m"], rel=1e-12
+        )
 
 
 @given(n_tilde=st.integers(2, 64), alpha=st.floats(0.3, 6.0), groups=st.integers(1, 4))
@@ -305,10 +304,10 @@ def test_block_optimum_is_the_brute_force_one(n_tilde, alpha, groups):
     var = lambda n: math.expm1(alpha * (1 / 256 + 1 / (9 * n) + 1 / n))
     base = block_params(n_tilde, groups)
     best = min(range(1, n_tilde + 1), key=lambda n: var(n) / (base / block_params(n)))
-    c = search.curve(search.BottleneckDesign(), n_tilde, alpha, m_tilde=groups)
-    assert search.optimum(c)["n"] == best == search.optimum(c, "dual")["n"]
-    assert search.optimum(c)["m"] == pytest.approx(base / block_params(best), rel=1e-12)
-    assert search.optimum(c, "dual")["m"] == pytest.approx(groups * var(best) / var(n_tilde), rel=1e-12)
+    c = equations.curve(equations.BottleneckDesign(), n_tilde, alpha, m_tilde=groups)
+    assert equations.optimum(c)["n"] == best == equations.optimum(c, "dual")["n"]
+    assert equations.optimum(c)["m"] == pytest.approx(base / block_params(best), rel=1e-12)
+    assert equations.optimum(c, "dual")["m"] == pytest.approx(groups * var(best) / var(n_tilde), rel=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,10 +320,10 @@ def test_default_alpha_never_reads_the_results_store(tmp_path, monkeypatch):
     for profile in ("cli", "paper"):
         results.Run("alpha", profile, params={}).save("fit_bottleneck", {"alpha": 1.71, "alpha_ci": [1.6, 1.8]})
         results.Run("alpha", profile, params={}).save("fit_mlp", {"alpha": 1.2, "alpha_ci": [1.1, 1.3]})
-    assert ensembles.default_alpha("resnext29") == (paper.ALPHA_BOTTLENECK, "the paper's alpha (Sec. 4.2)")
-    assert ensembles.default_alpha("mlp")[0] == search.ALPHA_FIG3
-    assert ensembles.design("resnext29", "1x128d")["alpha"] == paper.ALPHA_BOTTLENECK
-    assert ensembles.design("resnext29", "1x128d", alpha=1.71)["alpha_source"] == "given"
+    assert networks.default_alpha("resnext29") == (paper.ALPHA_BOTTLENECK, "the paper's alpha (Sec. 4.2)")
+    assert networks.default_alpha("mlp")[0] == equations.ALPHA_FIG3
+    assert networks.design("resnext29", "1x128d")["alpha"] == paper.ALPHA_BOTTLENECK
+    assert networks.design("resnext29", "1x128d", alpha=1.71)["alpha_source"] == "given"
 
 
 @pytest.mark.parametrize(
@@ -346,7 +345,7 @@ def test_default_alpha_never_reads_the_results_store(tmp_path, monkeypatch):
 )
 def test_design_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        ensembles.design(alpha=kwargs.pop("alpha", 1.6), **kwargs)
+        networks.design(alpha=kwargs.pop("alpha", 1.6), **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -362,7 +361,7 @@ def test_design_bad_input(kwargs, match):
 )
 def test_module_bad_conventions(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        search.BottleneckDesign(**kwargs)
+        equations.BottleneckDesign(**kwargs)
 
 
 @pytest.mark.parametrize(
@@ -377,31 +376,31 @@ def test_module_bad_conventions(kwargs, match):
 )
 def test_mlp_bad_conventions(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        search.MLPDesign(**kwargs)
+        equations.MLPDesign(**kwargs)
 
 
 def test_mlp_module_cost_written_out():
     """beta(n) of Eq. 3's net: weights n_0 n + (L - 2) n^2 + n k, biases (L - 1) n + k; FLOPs 2 macs + acts."""
     n = 7
-    assert search.MLPDesign(30, 2).cost(n) == 30 * n + n  # the shallowest net, one output
-    assert search.MLPDesign(30, 2).sum_inv_fan_in(n) == pytest.approx(1 / n)
-    mlp = search.MLPDesign(30, 3, 10, True)
+    assert equations.MLPDesign(30, 2).cost(n) == 30 * n + n  # the shallowest net, one output
+    assert equations.MLPDesign(30, 2).sum_inv_fan_in(n) == pytest.approx(1 / n)
+    mlp = equations.MLPDesign(30, 3, 10, True)
     weights, biases = 30 * n + n * n + n * 10, n + n + 10
     assert mlp.cost(n) == weights + biases and mlp.cost(n, "params", groups=3) == 3 * (weights + biases)
     assert mlp.cost(n, "flops") == 2 * weights + biases  # one FLOP per output
-    assert search.MLPDesign(30, 3, 10, True, flops="2macs").cost(n, "flops") == 2 * weights
-    assert search.MLPDesign(30, 3, 10).cost(n) == weights
+    assert equations.MLPDesign(30, 3, 10, True, flops="2macs").cost(n, "flops") == 2 * weights
+    assert equations.MLPDesign(30, 3, 10).cost(n) == weights
     with pytest.raises(ValueError, match="budget must be one of params, flops"):
         mlp.cost(n, "watts")
 
 
 def test_alpha_scan_is_the_optimum_of_each_curve():
-    module, ns = search.BottleneckDesign(), range(4, 40)
-    scan = search.alpha_scan(module, 64, [0.8, 1.6, 3.0], ns=ns)
+    module, ns = equations.BottleneckDesign(), range(4, 40)
+    scan = equations.alpha_scan(module, 64, [0.8, 1.6, 3.0], ns=ns)
     assert set(scan) == {"alpha", "n", "m_primal", "m_dual", "rho", "strong_duality"}
     for i, a in enumerate(scan["alpha"]):
-        c = search.curve(module, 64, a, ns=ns)
-        p, d = search.optimum(c, "primal"), search.optimum(c, "dual")
+        c = equations.curve(module, 64, a, ns=ns)
+        p, d = equations.optimum(c, "primal"), equations.optimum(c, "dual")
         assert (scan["n"][i], scan["m_primal"][i], scan["m_dual"][i], scan["rho"][i]) == (
             p["n"],
             p["m"],
@@ -410,31 +409,31 @@ def test_alpha_scan_is_the_optimum_of_each_curve():
         )
     assert scan["strong_duality"].tolist() == [True] * 3
     # a grid that excludes the unrestricted optimum (n = 10 at alpha = 1.6) moves it to the grid's edge
-    assert search.alpha_scan(module, 64, [1.6], ns=range(20, 65))["n"].tolist() == [20]
-    empty = search.alpha_scan(module, 64, [])
+    assert equations.alpha_scan(module, 64, [1.6], ns=range(20, 65))["n"].tolist() == [20]
+    empty = equations.alpha_scan(module, 64, [])
     assert set(empty) == set(scan) and all(v.shape == (0,) for v in empty.values())
 
 
 def test_default_module_and_network_cost_options():
     with pytest.raises(ValueError, match="arch must be one of"):
-        ensembles.default_module("resnet")
-    assert ensembles.default_module("mlp", 748, 6, classes=10) == search.MLPDesign(748, 6, outputs=10)
-    assert ensembles.default_module("mlp", 748, 6).outputs == 1
-    assert ensembles.default_module("resnext50").resolution == 224
-    assert ensembles.default_module("resnext50", resolution=112).resolution == 112
+        networks.default_module("resnet")
+    assert networks.default_module("mlp", 748, 6, classes=10) == equations.MLPDesign(748, 6, outputs=10)
+    assert networks.default_module("mlp", 748, 6).outputs == 1
+    assert networks.default_module("resnext50").resolution == 224
+    assert networks.default_module("resnext50", resolution=112).resolution == 112
     with pytest.raises(ValueError, match="budget must be one of params, flops"):
-        ensembles.network_cost("resnext29", 1, 4, "watts")
-    mlp = search.MLPDesign(30, 3, 10, True)
-    assert ensembles.network_cost("mlp", 3, 7, "flops", mlp=mlp) == 3 * mlp.cost(7, "flops") != 3 * mlp.cost(7)
+        networks.network_cost("resnext29", 1, 4, "watts")
+    mlp = equations.MLPDesign(30, 3, 10, True)
+    assert networks.network_cost("mlp", 3, 7, "flops", mlp=mlp) == 3 * mlp.cost(7, "flops") != 3 * mlp.cost(7)
     # classes, resolution and the FLOPs convention reach the counter
     for kw in (dict(classes=100), dict(resolution=64)):
         rec = cx.complexity("resnext29", "2x8d", **kw)
-        assert ensembles.network_cost("resnext29", 2, 8, **kw) == rec["params"]
-        assert ensembles.network_cost("resnext29", 2, 8, "flops", **kw) == 2 * rec["macs"] + rec["acts"]
+        assert networks.network_cost("resnext29", 2, 8, **kw) == rec["params"]
+        assert networks.network_cost("resnext29", 2, 8, "flops", **kw) == 2 * rec["macs"] + rec["acts"]
     rec = cx.complexity("resnext29", "2x8d")
-    assert ensembles.network_cost("resnext29", 2, 8, "flops", flops="2macs") == 2 * rec["macs"]
-    assert ensembles.network_cost("resnext29", 2, 8, classes=100) != ensembles.network_cost("resnext29", 2, 8)
-    assert ensembles.network_m("resnext29", 8, rec["params"]) == pytest.approx(2)
+    assert networks.network_cost("resnext29", 2, 8, "flops", flops="2macs") == 2 * rec["macs"]
+    assert networks.network_cost("resnext29", 2, 8, classes=100) != networks.network_cost("resnext29", 2, 8)
+    assert networks.network_m("resnext29", 8, rec["params"]) == pytest.approx(2)
 
 
 def test_network_cost_of_a_scaled_down_resnext_is_the_torch_one():
@@ -442,42 +441,42 @@ def test_network_cost_of_a_scaled_down_resnext_is_the_torch_one():
 
     with torch.device("meta"):
         model = resnext("resnext29", "2x4d", classes=10, stages=(64, 128), depth=1)
-    assert ensembles.network_cost("resnext29", 2, 4, stages=(64, 128), depth=1) == sum(
+    assert networks.network_cost("resnext29", 2, 4, stages=(64, 128), depth=1) == sum(
         p.numel() for p in model.parameters()
     )
 
 
 def test_default_alpha_of_the_block():
-    assert ensembles.default_alpha() == (paper.ALPHA_BOTTLENECK, "the paper's alpha (Sec. 4.2)")
+    assert networks.default_alpha() == (paper.ALPHA_BOTTLENECK, "the paper's alpha (Sec. 4.2)")
 
 
 def test_integer_m_rules_and_the_smallest_ensemble():
-    assert [ensembles.integer_m(x) for x in (0.5, 1.0, 1.49, 2.5, 36.6)] == [1, 1, 1, 3, 37]  # default: nearest
-    assert ensembles.integer_m(1.7, "floor") == 1 and ensembles.integer_m(0.2, "ceil") == 1
+    assert [networks.integer_m(x) for x in (0.5, 1.0, 1.49, 2.5, 36.6)] == [1, 1, 1, 3, 37]  # default: nearest
+    assert networks.integer_m(1.7, "floor") == 1 and networks.integer_m(0.2, "ceil") == 1
     for bad, rule in ((0.49, "nearest"), (0.99, "floor"), (float("nan"), "ceil"), (float("inf"), "nearest")):
         with pytest.raises(ValueError, match="no integer m >= 1 meets the budget"):
-            ensembles.integer_m(bad, rule)
+            networks.integer_m(bad, rule)
 
 
 def test_design_defaults_for_the_mlp():
     """No alpha: the MLP's own (ALPHA_FIG3, Fig. 3's optimum); classes are the nets' outputs; no curve unless asked."""
-    r = ensembles.design("mlp", 500, mlp_inputs=748, mlp_depth=6)
-    assert (r["alpha"], r["n"], r["m"]) == (search.ALPHA_FIG3, 48, 30) and "curve" not in r
-    r10 = ensembles.design("mlp", 500, alpha=search.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6, classes=10)
+    r = networks.design("mlp", 500, mlp_inputs=748, mlp_depth=6)
+    assert (r["alpha"], r["n"], r["m"]) == (equations.ALPHA_FIG3, 48, 30) and "curve" not in r
+    r10 = networks.design("mlp", 500, alpha=equations.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6, classes=10)
     assert r10["baseline_params"] == cx.mlp(748, 500, 6, outputs=10)["params"]
 
 
 def test_design_baseline_pair_classes_and_resolution():
     """A (C, d) pair is the "CxDd" string; classes and resolution reach the module and the whole-network counts."""
-    s, t = ensembles.design("resnext29", "4x32d", alpha=1.6), ensembles.design("resnext29", (4, 32), alpha=1.6)
+    s, t = networks.design("resnext29", "4x32d", alpha=1.6), networks.design("resnext29", (4, 32), alpha=1.6)
     assert s == t and (s["classes"], s["resolution"], s["module"]["resolution"]) == (10, 32, 32)
-    r = ensembles.design("resnext38", "1x96d", "dual", "flops", alpha=1.6, classes=100, resolution=32)
+    r = networks.design("resnext38", "1x96d", "dual", "flops", alpha=1.6, classes=100, resolution=32)
     rec = cx.complexity("resnext38", "1x96d", classes=100, resolution=32)
     assert (r["classes"], r["resolution"], r["module"]["resolution"]) == (100, 32, 32)
     assert (r["baseline_params"], r["baseline_flops"]) == (rec["params"], 2 * rec["macs"] + rec["acts"])
     ens = cx.complexity("resnext38", r["config"], classes=100, resolution=32)
     assert (r["params"], r["flops"]) == (ens["params"], 2 * ens["macs"] + ens["acts"])
-    assert ensembles.design("resnext38", "1x96d", alpha=1.6)["resolution"] == 64
+    assert networks.design("resnext38", "1x96d", alpha=1.6)["resolution"] == 64
 
 
 @pytest.mark.parametrize(
@@ -491,7 +490,7 @@ def test_design_baseline_pair_classes_and_resolution():
 )
 def test_design_bad_baseline_classes_resolution(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        ensembles.design("resnext29", alpha=1.6, **kwargs)
+        networks.design("resnext29", alpha=1.6, **kwargs)
 
 
 def meta_params(arch, config, **kw):
@@ -503,25 +502,27 @@ def meta_params(arch, config, **kw):
 
 def test_design_of_a_scaled_down_resnext_counts_the_torch_nets():
     scaled = dict(stages=(64, 128), depth=1)
-    r = ensembles.design("resnext29", "1x64d", alpha=1.6, module=search.BottleneckDesign(w_in=64, w_out=64), **scaled)
+    r = networks.design("resnext29", "1x64d", alpha=1.6, module=equations.BottleneckDesign(w_in=64, w_out=64), **scaled)
     assert r["baseline_params"] == meta_params("resnext29", "1x64d", classes=10, **scaled)
     assert r["params"] == meta_params("resnext29", r["config"], classes=10, **scaled)
 
 
 def test_design_module_flops_convention_grid_and_off_grid_width():
-    r = ensembles.design("resnext29", "1x64d", budget="flops", alpha=1.6, module=search.BottleneckDesign(flops="2macs"))
+    r = networks.design(
+        "resnext29", "1x64d", budget="flops", alpha=1.6, module=equations.BottleneckDesign(flops="2macs")
+    )
     assert r["baseline_flops"] == 2 * cx.complexity("resnext29", "1x64d")["macs"] and r["flops_convention"] == "2macs"
     # a grid without the optimum (n = 10): the best width on the grid is its narrowest
-    assert ensembles.design("resnext29", "1x64d", alpha=1.6, ns=range(20, 65))["n"] == 20
+    assert networks.design("resnext29", "1x64d", alpha=1.6, ns=range(20, 65))["n"] == 20
     # an ensemble baseline 4x32d and a width off the grid (40 > 32): m_d = Var(K_40) / (Var(K_32) / 4), Eq. 9
     # written out
     var = lambda n: math.expm1(1.6 * (1 / 256 + 1 / (9 * n) + 1 / n))
-    r = ensembles.design("resnext29", "4x32d", "dual", alpha=1.6, n=40)
+    r = networks.design("resnext29", "4x32d", "dual", alpha=1.6, n=40)
     assert r["m_exact"] == pytest.approx(var(40) / (var(32) / 4), rel=1e-12) and r["m"] == 3
 
 
 def test_design_record_names_its_inputs():
-    r = ensembles.design("resnext29", "1x64d", "dual", "flops", alpha=1.6)
+    r = networks.design("resnext29", "1x64d", "dual", "flops", alpha=1.6)
     assert (r["arch"], r["objective"], r["budget"], r["baseline"]) == ("resnext29", "dual", "flops", "1x64d")
     assert (r["rounding"], r["classes"], r["resolution"]) == ("nearest", 10, 32)
     assert r["module"] == {
@@ -538,16 +539,16 @@ def test_design_record_names_its_inputs():
     assert (r["flops"], r["baseline_flops"]) == (2 * ens["macs"] + ens["acts"], 2 * base["macs"] + base["acts"])
     assert r["rho_params"] == pytest.approx(base["params"] / ens["params"], rel=1e-12)
     assert r["rho_flops"] == r["rho"] == pytest.approx(r["baseline_flops"] / r["flops"], rel=1e-12)
-    curve = ensembles.design("resnext29", "1x64d", alpha=1.6, with_curve=True)["curve"]
+    curve = networks.design("resnext29", "1x64d", alpha=1.6, with_curve=True)["curve"]
     assert all(type(curve[k]) is list for k in ("n", "beta", "var_k", "m_primal", "m_dual", "rho_dual"))
-    m = ensembles.design("mlp", 500, alpha=search.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6)
+    m = networks.design("mlp", 500, alpha=equations.ALPHA_FIG3, mlp_inputs=748, mlp_depth=6)
     assert (m["arch"], m["baseline"], m["config"]) == ("mlp", 500, "30x48")
 
 
 @pytest.mark.parametrize("objective,what", [("primal", "the baseline's params"), ("dual", r"the baseline's Var\(K\)")])
 def test_design_no_integer_m_says_which_budget(objective, what):
     with pytest.raises(ValueError, match=f"no integer m >= 1 meets {what}"):
-        ensembles.design("resnext29", "1x8d", objective, alpha=1.6, n=500)
+        networks.design("resnext29", "1x8d", objective, alpha=1.6, n=500)
 
 
 def test_block_cost_without_the_shared_shortcut():
@@ -556,35 +557,42 @@ def test_block_cost_without_the_shared_shortcut():
     n, block = 6, ResNeXtBottleneck(64, 128, 6)
     paths = sum(p.numel() for name, p in block.named_parameters() if not name.startswith("shortcut"))
     assert (
-        search.BottleneckDesign(w_in=64, w_out=128).cost(n) == paths == 64 * n + 9 * n * n + n * 128 + 4 * n + 2 * 128
+        equations.BottleneckDesign(w_in=64, w_out=128).cost(n)
+        == paths
+        == 64 * n + 9 * n * n + n * 128 + 4 * n + 2 * 128
     )
-    assert search.BottleneckDesign(w_in=64, w_out=128, bn="none").cost(n) == 64 * n + 9 * n * n + n * 128
+    assert equations.BottleneckDesign(w_in=64, w_out=128, bn="none").cost(n) == 64 * n + 9 * n * n + n * 128
     with pytest.raises(ValueError, match="budget must be one of params, flops"):
-        search.BottleneckDesign().cost(n, "watts")
+        equations.BottleneckDesign().cost(n, "watts")
 
 
 def test_flops_of_conventions():
     rec = {"macs": 10, "acts": 3, "adds": 2}
-    assert [search.flops_of(rec)] + [search.flops_of(rec, c) for c in search.FLOPS_CONVENTIONS] == [20, 20, 23, 25]
+    assert [equations.flops_of(rec)] + [equations.flops_of(rec, c) for c in equations.FLOPS_CONVENTIONS] == [
+        20,
+        20,
+        23,
+        25,
+    ]
     with pytest.raises(
         ValueError,
         match=r"flops convention must be one of 2macs, 2macs\+acts, 2macs\+acts\+adds, "
         r"got '3macs'",
     ):
-        search.flops_of(rec, "3macs")
+        equations.flops_of(rec, "3macs")
 
 
 def test_optimum_record():
-    c = search.curve(search.BottleneckDesign(), 64, 1.6)
-    p = search.optimum(c)
+    c = equations.curve(equations.BottleneckDesign(), 64, 1.6)
+    p = equations.optimum(c)
     assert p["var_ratio"] == pytest.approx(c["var_ratio_primal"][p["index"]], rel=1e-12)
     with pytest.raises(ValueError, match="objective must be one of primal, dual, got 'best'"):
-        search.optimum(c, "best")
+        equations.optimum(c, "best")
 
 
 def test_curve_record_and_flops_budget_written_out():
     """The documented keys; with FLOPs, beta is 2 macs + acts of the block (32 x 32 maps), Eq. 15."""
-    c = search.curve(search.BottleneckDesign(), 64, 1.6, "flops")
+    c = equations.curve(equations.BottleneckDesign(), 64, 1.6, "flops")
     assert set(c) == {
         "n",
         "sum_inv_fan_in",
@@ -623,7 +631,7 @@ def test_curve_overflow_says_how_large_alpha_may_be():
             match=r"alpha = 1000 is too large: .* overflows float64 at the narrowest width; "
             r"alpha must be below 142 for this baseline",
         ):
-            search.curve(search.MLPDesign(784, 6), 96, 1000.0)
+            equations.curve(equations.MLPDesign(784, 6), 96, 1000.0)
     assert np.log(np.finfo(float).max) / 5 == pytest.approx(141.96, abs=0.01)
 
 
@@ -638,6 +646,6 @@ def test_curve_overflow_says_how_large_alpha_may_be():
     ],
 )
 def test_curve_bad_input(kwargs, match):
-    args = dict(module=search.BottleneckDesign(), n_tilde=16, alpha=1.6) | kwargs
+    args = dict(module=equations.BottleneckDesign(), n_tilde=16, alpha=1.6) | kwargs
     with pytest.raises(ValueError, match=match):
-        search.curve(**args)
+        equations.curve(**args)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from cepaper import data
-from cepaper.sections import theorem1
 from cepaper.models.mlp import CollegialMLP
+from cepaper.sections import theorem1
 
 matplotlib.use("Agg")
 

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-
-from cepaper.training import gd, spine
 from cepaper.models.mlp import CollegialMLP
+from cepaper.training import gd, spine
 
 DT = torch.float64
 

@@ -24,16 +24,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
-
+from cepaper import files
 from cepaper.book import results
 from cepaper.book.cache import _file_digest, _reads_fresh, cache_key
-from cepaper.book.publish import STORED, _recover, _tree_digest, publish
 from cepaper.book.profiles import load_profile, notebook_path, resolve_parameters
+from cepaper.book.publish import STORED, _recover, _tree_digest, publish
 from cepaper.book.results import book_sections
-from cepaper import files
 from cepaper.training import spine
 
 REPO = results.REPO

@@ -9,10 +9,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from cepaper import files
 from cepaper.book import pages, results
 from cepaper.book.pipeline import BUILD, REPO, STORED, SUMMARIES, executed_path, run, run_child
 from cepaper.book.profiles import notebook_path
-from cepaper import files
 
 SECTIONS_DIR = REPO / "book" / "sections"
 

@@ -21,9 +21,8 @@ import os
 import platform
 import subprocess
 import time
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
-
 
 import yaml
 
@@ -61,7 +60,7 @@ def checkpoint_dir(section, profile):
 
 def check_json_files(folder):
     """Move aside (:func:`move_aside`) every ``*.json`` under ``folder`` that is not valid JSON: the
-    per-width files of a checkpointed Monte Carlo sweep (``cepaper.sweeps.ntk_sweep``), checked before
+    per-width files of a checkpointed Monte Carlo sweep (``cepaper.alpha.sweeps.ntk_sweep``), checked before
     the sweep reads them. Returns the paths moved aside."""
     moved = []
     for path in sorted(Path(folder).rglob("*.json")) if Path(folder).is_dir() else []:

@@ -8,10 +8,9 @@ import itertools
 
 import numpy as np
 
-from cepaper import ensembles
 from cepaper import search
-from cepaper import fit
-from cepaper import sweeps
+from cepaper.alpha import fit, sweeps
+from cepaper.search import networks
 from cepaper.sections import paper
 
 #: Fit choices compared by :func:`fit_option_rows`: label -> keyword arguments of :func:`fit.fit_sweep`.
@@ -208,7 +207,7 @@ def effect_rows(variants, widths, trials, seed=0, device="cpu", n_boot=500, chec
     """Alpha of the bottleneck under different scalar functions (input, spatial size, read-out, ...).
 
     Args:
-        variants: list of ``{"label": str, **options}``, options as :func:`cepaper.sweeps.module_sweep`
+        variants: list of ``{"label": str, **options}``, options as :func:`cepaper.alpha.sweeps.module_sweep`
             (``{"label": "default"}`` is the default block).
         widths, trials, seed, device, n_boot, checkpoint, progress: of each sweep.
     Returns:
@@ -276,8 +275,8 @@ def design_rows(alpha, alpha_ci, problems=None, lo=0.2, hi=12.0):
     problems = paper.ALPHA_OPTIMA if problems is None else problems
     rows = []
     for p in problems:
-        cfg = lambda a, p=p: ensembles.design(p["arch"], p["baseline"], p["objective"], alpha=a)["config"]
-        d = ensembles.design(p["arch"], p["baseline"], p["objective"], alpha=alpha)
+        cfg = lambda a, p=p: networks.design(p["arch"], p["baseline"], p["objective"], alpha=a)["config"]
+        d = networks.design(p["arch"], p["baseline"], p["objective"], alpha=alpha)
         a_min, a_max = search.alpha_interval(cfg, alpha, min(lo, alpha), max(hi, alpha))
         rows.append(
             {
@@ -311,7 +310,7 @@ def optimum_interval_rows(alphas, problems=None):
     rows = []
     for p in problems:
         name = f"{p['arch']} {p['baseline']} {p['objective']}"
-        configs = [ensembles.design(p["arch"], p["baseline"], p["objective"], alpha=a)["config"] for a in alphas]
+        configs = [networks.design(p["arch"], p["baseline"], p["objective"], alpha=a)["config"] for a in alphas]
         start = 0
         for i in range(1, len(alphas) + 1):
             if i == len(alphas) or configs[i] != configs[start]:

@@ -9,8 +9,8 @@ def checks(synthetic, true_alpha, fits, design):
     """Algorithm 1 and the chain to the paper's optima checked on a run: ``[(name, holds, detail)]`` for
     :meth:`cepaper.book.results.Run.check`.
 
-    ``synthetic``: :func:`cepaper.fit.fit_alpha` of draws made with ``true_alpha``; ``fits``: ``{module:
-    fit record}`` (:func:`cepaper.fit.sweep_result`, ``fits`` per entry); ``design``: ``design_rows`` of
+    ``synthetic``: :func:`cepaper.alpha.fit.fit_alpha` of draws made with ``true_alpha``; ``fits``: ``{module:
+    fit record}`` (:func:`cepaper.alpha.fit.sweep_result`, ``fits`` per entry); ``design``: ``design_rows`` of
     :mod:`cepaper.sections.alpha`.
     Checked: the synthetic fit's interval contains ``true_alpha`` (Algorithm 1 recovers a known alpha);
     every fitted alpha and its interval are positive (the variance falls with width); with the paper's

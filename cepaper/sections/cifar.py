@@ -22,13 +22,12 @@ paper's models with the same role (baseline, primal/dual/FLOPs optimum).
 import numpy as np
 import pandas as pd
 
-from cepaper import ensembles
-from cepaper import search
-from cepaper.training import recipes
-from cepaper.training import sgd
-from cepaper.sections import paper
 from cepaper import complexity as cxm
+from cepaper import search
 from cepaper._checks import positive_int
+from cepaper.search import networks
+from cepaper.sections import paper
+from cepaper.training import recipes, sgd
 
 #: The paper's rows each derived role stands in for (baseline 1x128d): Tables 1a, 1b and 5.
 ROLE_ROWS = {
@@ -112,11 +111,11 @@ def design_models(baselines, primal_ns=(), dual_ns=(), models=(), stages=None, d
     Roles: ``baseline``, ``primal optimum``, ``dual optimum``, ``flops optimum`` (per baseline),
     ``primal curve`` / ``dual curve`` (the first baseline at widths ``primal_ns`` / ``dual_ns``),
     ``listed`` (``models``: further configs, e.g. :func:`printed_models`). ``alpha`` ``None``: the
-    paper's 1.60 (:func:`cepaper.ensembles.default_alpha`).
+    paper's 1.60 (:func:`cepaper.search.networks.default_alpha`).
     """
     if not baselines:
         raise ValueError("baselines must name at least one baseline CxDd, e.g. ['1x128d']")
-    alpha = ensembles.default_alpha("resnext29")[0] if alpha is None else alpha
+    alpha = networks.default_alpha("resnext29")[0] if alpha is None else alpha
     net = _net(stages, depth)
     kw = dict(alpha=alpha, classes=classes, module=member_module(stages), **net)
     out = {}
@@ -127,7 +126,7 @@ def design_models(baselines, primal_ns=(), dual_ns=(), models=(), stages=None, d
     for b in baselines:
         add(
             _spec(
-                ensembles.design("resnext29", b, "primal", n=cxm.parse_config(b)[1], **kw),
+                networks.design("resnext29", b, "primal", n=cxm.parse_config(b)[1], **kw),
                 "baseline",
                 b,
                 classes,
@@ -136,12 +135,12 @@ def design_models(baselines, primal_ns=(), dual_ns=(), models=(), stages=None, d
             )
         )
         for role, (objective, budget) in OPTIMA.items():
-            add(_spec(ensembles.design("resnext29", b, objective, budget, **kw), role, b, classes, net, alpha))
+            add(_spec(networks.design("resnext29", b, objective, budget, **kw), role, b, classes, net, alpha))
     for ns, objective in ((primal_ns, "primal"), (dual_ns, "dual")):
         for n in ns:
             add(
                 _spec(
-                    ensembles.design("resnext29", baselines[0], objective, n=n, **kw),
+                    networks.design("resnext29", baselines[0], objective, n=n, **kw),
                     f"{objective} curve",
                     baselines[0],
                     classes,
@@ -172,7 +171,7 @@ def design_models(baselines, primal_ns=(), dual_ns=(), models=(), stages=None, d
 
 def curves(baseline, stages=None, alpha=None):
     """The red curves of Figs. 6-7 for ``baseline``: :func:`cepaper.search.curve` (params budget) as lists."""
-    a = ensembles.default_alpha("resnext29")[0] if alpha is None else alpha
+    a = networks.default_alpha("resnext29")[0] if alpha is None else alpha
     c = search.curve(member_module(stages), cxm.parse_config(baseline)[1], a)
     return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in c.items()}
 

@@ -18,19 +18,18 @@ of the run it reads (:func:`run_of`).
 import html
 
 from cepaper.book import pages
-from cepaper.sections.claims_design import TABLE_DATASET, cost, design_rows, error_rows
+from cepaper.sections.claims_design import TABLE_DATASET, cost, design_rows, error_rows, fig3_cause, rounding_cause
 from cepaper.sections.claims_rule import HOLDS, SCALES, VERDICTS, best, reading, run_of, summary, verdict
 from cepaper.sections.claims_theory import (
     alpha_cause,
-    exponent_cause,
-    pooled_cause,
-    scale_cause,
     alpha_rows,
+    exponent_cause,
     lemma1_rows,
     mnist_rows,
+    pooled_cause,
+    scale_cause,
     theorem1_rows,
 )
-from cepaper.sections.claims_design import fig3_cause, rounding_cause
 
 __all__ = [
     "HOLDS",

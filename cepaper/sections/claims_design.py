@@ -8,25 +8,21 @@ import numpy as np
 from scipy import stats
 
 from cepaper import complexity as cxm
-from cepaper.sections import cifar
-from cepaper.sections import imagenet
-from cepaper.sections import paper
-from cepaper.sections import primal_dual
+from cepaper.sections import cifar, imagenet, paper, primal_dual
 from cepaper.sections.claims_rule import (
     SCALES,
+    best,
     ci,
+    claim_row,
     names,
     not_run,
     others,
     primary_of,
-    claim_row,
-    best,
     reading,
     run_of,
     verdict,
 )
-from cepaper.training import recipes
-from cepaper.training import sgd
+from cepaper.training import recipes, sgd
 
 
 def _fig3_reading(alphas, alpha, name, primary, why):

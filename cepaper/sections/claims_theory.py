@@ -6,18 +6,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from cepaper.sections import alpha
-from cepaper.sections import paper
-from cepaper.sections import theorem1_flow
+from cepaper.sections import alpha, paper, theorem1_flow
 from cepaper.sections.claims_rule import (
     SCALES,
+    best,
     ci,
+    claim_row,
     names,
     not_run,
     others,
     primary_of,
-    claim_row,
-    best,
     reading,
     run_of,
     verdict,

@@ -1,11 +1,11 @@
 """The book's page *Design your own ensemble* (notebook ``08_design``): Algorithms 1 and 2 of
-:mod:`cepaper.generic` on two blocks the paper never studied.
+:mod:`cepaper.search.any_module` on two blocks the paper never studied.
 
 * :func:`mixer_channel_block`: the channel MLP of a vision MLP (MLP-Mixer's, Tolstikhin et al. 2021),
   ``C -> [m n] -> [m n] -> C`` on ``(C, T)`` tokens, its middle layer grouped: ``m`` members
   ``C -> n -> n -> C`` whose outputs are summed (as the ResNeXt block sums its paths, Fig. 5).
 * ``torchvision:resnet50:layer1``: the first stage of torchvision's ResNet-50 (three Bottleneck blocks),
-  ``groups = m``, ``width_per_group = n`` (:class:`cepaper.factories.TorchvisionFactory`).
+  ``groups = m``, ``width_per_group = n`` (:class:`cepaper.search.factories.TorchvisionFactory`).
 
 :func:`block_designs` fits alpha (Algorithm 1) and runs Algorithm 2 under three budgets (params,
 FLOPs, latency measured here); :func:`designs_table`, :func:`latency_vs_flops` and :func:`plot_budgets`
@@ -17,9 +17,8 @@ import torch
 from torch import nn
 
 from cepaper import search
-from cepaper import factories
-from cepaper import generic
-from cepaper import member_alpha
+from cepaper.alpha import any_member
+from cepaper.search import any_module, factories
 
 #: The page's two blocks: factory spec, one example's input shape, baseline ``(m_tilde, n_tilde)``.
 BLOCKS = {
@@ -65,7 +64,7 @@ def block_designs(block, widths, trials, ns, readout="mean", batch=8, repeats=10
     """Algorithm 1 then Algorithm 2 for ``block`` (a key of :data:`BLOCKS`).
 
     Args:
-        widths, trials, readout: of :func:`cepaper.member_alpha.fit_member_alpha` (the member ``factory(1, n)``).
+        widths, trials, readout: of :func:`cepaper.alpha.any_member.fit_member_alpha` (the member ``factory(1, n)``).
         ns: widths searched by Algorithm 2 (the baseline's ``n_tilde`` is added).
         batch, repeats: of the FLOPs/latency input and of each latency (median of ``repeats``).
     Returns:
@@ -76,7 +75,7 @@ def block_designs(block, widths, trials, ns, readout="mean", batch=8, repeats=10
     info = BLOCKS[block]
     factory = factories.load_factory(info["spec"])
     torch.set_num_threads(threads)
-    fitted = member_alpha.fit_member_alpha(
+    fitted = any_member.fit_member_alpha(
         factory, info["input_shape"], widths, trials, seed, readout, progress=False, device=device, n_boot=500
     )
     alpha = fitted["alpha"]
@@ -84,13 +83,17 @@ def block_designs(block, widths, trials, ns, readout="mean", batch=8, repeats=10
         raise ValueError(f"{block}: fitted alpha must be > 0 to search, got {alpha!r}; raise trials or widths")
     m_tilde, n_tilde = info["baseline"]
     ns = sorted({int(n) for n in ns if int(n) <= n_tilde} | {n_tilde})
-    module = generic.FactoryModule(factory, info["input_shape"], batch=batch, device=device, repeats=repeats, seed=seed)
+    module = any_module.FactoryModule(
+        factory, info["input_shape"], batch=batch, device=device, repeats=repeats, seed=seed
+    )
     designs = {
         b: {
-            o: generic.design_module(factory, info["input_shape"], info["baseline"], o, b, alpha, ns=ns, module=module)
+            o: any_module.design_module(
+                factory, info["input_shape"], info["baseline"], o, b, alpha, ns=ns, module=module
+            )
             for o in search.OBJECTIVES
         }
-        for b in generic.BUDGETS
+        for b in any_module.BUDGETS
     }
     fp = designs["flops"]["primal"]
     return {
@@ -130,7 +133,7 @@ def paper_block_step6(input_shape=(256, 32, 32), alpha=search.ALPHA_BOTTLENECK):
         and r["from_baseline"] == "1x128d"
         and r["objective"] == "primal"
     }
-    modules = {f: generic.FactoryModule(block, input_shape, flops=f) for f in ("2macs", "2macs+acts")}
+    modules = {f: any_module.FactoryModule(block, input_shape, flops=f) for f in ("2macs", "2macs+acts")}
     words = {"2macs": "2 × MACs", "2macs+acts": "2 × MACs + one per conv output"}
     rows = []
     for budget, flops, network in (
@@ -140,7 +143,7 @@ def paper_block_step6(input_shape=(256, 32, 32), alpha=search.ALPHA_BOTTLENECK):
         ("flops", "2macs", ResNeXtCifar),
         ("flops", "2macs+acts", ResNeXtCifar),
     ):
-        d = generic.design_module(
+        d = any_module.design_module(
             block,
             input_shape,
             (1, 128),
@@ -167,13 +170,13 @@ def paper_block_step6(input_shape=(256, 32, 32), alpha=search.ALPHA_BOTTLENECK):
 def paper_block_alpha(widths, trials, readout="mean", seed=0, device="cpu", threads=1):
     """Algorithm 1 on the paper's own Fig. 5 block (``ResNeXtBottleneck(256, 256, n)``, input 256 x 3 x 3) three
     ways: the generic fit with the factory's initialization (PyTorch's default, BatchNorm), the generic fit in
-    Eq. 3's parameterization (``init="eq3"``), and the specialized sweep of :mod:`cepaper.sweeps` on the same
+    Eq. 3's parameterization (``init="eq3"``), and the specialized sweep of :mod:`cepaper.alpha.sweeps` on the same
     function (post-sum ReLU, the same read-out, inputs and seeds: the same draws as ``eq3``).
 
     Returns:
         list of rows: how the member is drawn, alpha, its interval, widths and draws.
     """
-    from cepaper import fit
+    from cepaper.alpha import fit
     from cepaper.models.resnext import ResNeXtBottleneck
 
     block = lambda m, n: ResNeXtBottleneck(256, 256, m * n, groups=m)
@@ -181,14 +184,14 @@ def paper_block_alpha(widths, trials, readout="mean", seed=0, device="cpu", thre
     fits = [
         (
             "generic, the factory's initialization",
-            member_alpha.fit_member_alpha(block, (256, 3, 3), widths, trials, seed, readout, **kw),
+            any_member.fit_member_alpha(block, (256, 3, 3), widths, trials, seed, readout, **kw),
         ),
         (
             'generic, Eq. 3\'s parameterization (init="eq3")',
-            member_alpha.fit_member_alpha(block, (256, 3, 3), widths, trials, seed, readout, init="eq3", **kw),
+            any_member.fit_member_alpha(block, (256, 3, 3), widths, trials, seed, readout, init="eq3", **kw),
         ),
         (
-            "specialized sweep (cepaper.sweeps), post-sum ReLU",
+            "specialized sweep (cepaper.alpha.sweeps), post-sum ReLU",
             fit.measure_alpha("bottleneck", widths, trials, seed, post_relu=True, readout=readout, **kw),
         ),
     ]

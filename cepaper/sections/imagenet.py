@@ -18,9 +18,8 @@ import pandas as pd
 
 from cepaper import complexity as cxm
 from cepaper import search
-from cepaper.training import recipes
-from cepaper.training import sgd
 from cepaper.sections import paper
+from cepaper.training import recipes, sgd
 
 #: ILSVRC-2012 training images; ImageNet32x32/64x64 keep every image (Chrabaszcz et al. [3]).
 TRAIN_IMAGES = 1_281_167
@@ -74,8 +73,7 @@ def dataset_status(root=None, names=DATASETS):
     """For each dataset: ``found`` (its source) or why not (the loader's own message: missing
     files and how to get them, or a ``cepaper.data`` without that dataset), with paths named
     relative to the data root (:func:`cepaper.catalog.relative_source`)."""
-    from cepaper import data
-    from cepaper import catalog
+    from cepaper import catalog, data
 
     rows = []
     for name in names:

@@ -3,7 +3,7 @@
 The baseline is the fully connected net of Eq. 3 with ``L`` weight layers of width ``ñ`` (Sec. 4.1:
 ``L = 6``, ``ñ = 200``; 784 inputs, 10 classes). A collegial ensemble has ``m`` members of width
 ``n``, output ``F_e = m^{-1/2} sum_j f_j`` (Eq. 4). Models are picked on the two curves of Sec. 3 by
-:func:`cepaper.ensembles.design` with the conventions that reproduce Fig. 3 (:class:`cepaper.search.MLPDesign`:
+:func:`cepaper.search.networks.design` with the conventions that reproduce Fig. 3 (:class:`cepaper.search.MLPDesign`:
 the ``L - 1`` hidden fan-ins enter the variance, ``beta`` counts weights)::
 
     Var(K_e)(m, n) ~ (exp(alpha (L - 1) / n) - 1) / m                    Eqs. 9, 11
@@ -23,10 +23,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from cepaper import stats
-from cepaper import ensembles
-from cepaper import search
+from cepaper import search, stats
 from cepaper._checks import positive_float, positive_int
+from cepaper.search import networks
 
 CURVE_TITLES = {"primal": "primal: fixed $\\beta_e$", "dual": "dual: fixed Var$(K_e)$"}
 
@@ -105,7 +104,7 @@ def select(curve, ns, n_tilde, alpha, mlp):
     alpha = positive_float("alpha", alpha)
     rows = []
     for n in ns:
-        d = ensembles.design("mlp", n_tilde, curve, alpha=alpha, module=mlp, n=n)
+        d = networks.design("mlp", n_tilde, curve, alpha=alpha, module=mlp, n=n)
         var_k = float(search.var_k(mlp.sum_inv_fan_in(n), alpha))
         rows.append(
             dict(

@@ -7,7 +7,6 @@ and this module names). Each block names the figure, table or section it comes f
 
 from cepaper.search import ALPHA_BOTTLENECK
 
-
 # ---------------------------------------------------------------------------------------------
 # Efficient ensembles: Sec. 3 (Fig. 3), Sec. 4.2, Tables 1-5, App. A and C (notebook 04_primal_dual)
 # ---------------------------------------------------------------------------------------------

@@ -11,10 +11,9 @@ import itertools
 import numpy as np
 
 from cepaper import complexity as cxm
-from cepaper import ensembles
 from cepaper import search
+from cepaper.search import networks
 from cepaper.sections import paper
-
 
 # ---------------------------------------------------------------------------------------------
 # Helpers: printed digits
@@ -163,7 +162,7 @@ def derive(row, alpha=None, module=None, rounding="nearest"):
     """Algorithm 2 for one paper row: the optimum (``role == "optimum"``) or the model at the
     row's width (``vicinity``/``curve``) from the row's baseline, objective and budget."""
     _, d = cxm.parse_config(row["config"])
-    return ensembles.design(
+    return networks.design(
         row["arch"],
         row["from_baseline"],
         row["objective"] or "primal",

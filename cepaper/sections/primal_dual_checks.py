@@ -2,10 +2,9 @@
 each function takes results the notebook computed (:mod:`cepaper.sections.primal_dual`) and returns
 ``[(name, holds, detail)]`` for :meth:`cepaper.book.results.Run.check`."""
 
-from cepaper import ensembles
 from cepaper import search
-from cepaper.sections import paper
-from cepaper.sections import primal_dual
+from cepaper.search import networks
+from cepaper.sections import paper, primal_dual
 
 
 def _bools(out):
@@ -137,7 +136,7 @@ def derived_models(derived, alpha=None):
     rows = _records(derived)
     misses = {(r["table"], r["paper model"]) for r in rows if not r["match"]}
     optima = [r for r in rows if r["role"] == "optimum"]
-    floor = ensembles.design(
+    floor = networks.design(
         "resnext38", "1x96d", alpha=paper.ALPHA_BOTTLENECK if alpha is None else alpha, rounding="floor"
     )["config"]
     return _bools(

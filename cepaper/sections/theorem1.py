@@ -28,11 +28,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cepaper import complexity
+from cepaper import complexity, files
 from cepaper._checks import positive_int
 from cepaper.models.mlp import CollegialMLP
 from cepaper.stats import t_quantile
-from cepaper import files
 from cepaper.training import spine
 from cepaper.training.gd import train_gd
 

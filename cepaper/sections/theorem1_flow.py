@@ -28,8 +28,7 @@ import torch
 from cepaper import data
 from cepaper._checks import positive_int
 from cepaper.models.mlp import check_activation
-from cepaper.sections import paper
-from cepaper.sections import theorem1
+from cepaper.sections import paper, theorem1
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from cepaper import files
 from cepaper._checks import nonneg_int, positive_float, positive_int
 from cepaper.models.mlp import CollegialMLP
-from cepaper import files
 from cepaper.training import spine
 from cepaper.training.gd import batches
-
 
 # ---------------------------------------------------------------------------------------------
 # Training R repetitions of one (m, n) as one batched model

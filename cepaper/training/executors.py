@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cepaper import files
-
 from cepaper._checks import nonneg_int, positive_int
 
 EXECUTORS = ("inprocess", "local", "slurm")

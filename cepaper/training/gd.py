@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cepaper._checks import positive_int
 from cepaper import files
+from cepaper._checks import positive_int
 from cepaper.training import spine
 
 

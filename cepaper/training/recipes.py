@@ -42,10 +42,11 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-# torch: imported by the functions that use it, so that `cepaper train` parses its arguments without it
 
-from cepaper._checks import positive_int
 from cepaper import files
+
+# torch: imported by the functions that use it, so that `cepaper train` parses its arguments without it
+from cepaper._checks import positive_int
 
 AUGMENTATIONS = ("crop_flip", "flip", "random_resized_crop")
 
@@ -174,8 +175,7 @@ def recipe(name):
 def dataset_stats(ds, max_images=50000):
     """Per-channel ``(mean, std)`` of a dataset's pixels in [0, 1]: ``cepaper.catalog.STATS`` when it
     has the dataset, else computed from the first ``max_images`` images of ``ds`` (in-memory)."""
-    from cepaper import data
-    from cepaper import catalog
+    from cepaper import catalog, data
 
     if ds.name in catalog.STATS:
         return catalog.STATS[ds.name]

@@ -29,7 +29,6 @@ from cepaper.training import distributed, spine
 from cepaper.training.loaders import device_data, topk_errors
 from cepaper.training.recipes import DATASET_RECIPE, data_digest, input_stats, is_folder, recipe
 
-
 # ---------------------------------------------------------------------------------------------
 # Data on the device: normalization, batched augmentation, top-k error
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,9 @@
 """``cepaper params`` and ``cepaper design`` (Sec. 3, Algorithm 2): the parameter counts and optimal
 ensembles of the paper's modules or of any factory ``--module FILE:FUNC`` (``fit-alpha`` is
-:mod:`cepaper.cli_alpha`)."""
+:mod:`cepaper.cli.alpha`)."""
 
-from cepaper.cli_alpha import _fitted_alpha, _fitted_module_alpha
-
-from cepaper.cli_args import (
+from cepaper.cli.alpha import _fitted_alpha, _fitted_module_alpha
+from cepaper.cli.common import (
     UsageError,
     _cli_type,
     _config_arg,
@@ -14,8 +13,7 @@ from cepaper.cli_args import (
     emit,
 )
 
-
-#: cepaper.generic.FLOPS, here so that parsing the arguments loads no torch (a test checks they agree)
+#: cepaper.search.any_module.FLOPS, here so that parsing the arguments loads no torch (a test checks they agree)
 FLOPS = ("macs", "2macs", "2macs+acts")
 
 
@@ -25,7 +23,7 @@ def _alpha_arg(text):
 
 def _module_args(args, baseline):
     """``--module`` instead of ``--arch``: the loaded factory, its ``(m, n)`` and a ``FactoryModule``."""
-    from cepaper import factories, generic
+    from cepaper.search import any_module, factories
 
     if args.arch is not None:
         raise UsageError("give either --arch or --module, not both")
@@ -49,7 +47,7 @@ def _module_args(args, baseline):
     factory = factories.load_factory(args.module)
     m, n = (int(v) for v in getattr(args, baseline).rstrip("d").split("x"))
     flops = args.flops_convention or "2macs"
-    fm = generic.FactoryModule(
+    fm = any_module.FactoryModule(
         factory, args.input_shape, batch=args.batch, device=args.device, repeats=args.repeats, flops=flops
     )
     return factory, m, n, fm
@@ -191,8 +189,8 @@ def add_params(sub):
 def add_design(sub):
     p = sub.add_parser("design", help="optimal collegial ensemble m x n for a baseline (Sec. 3, Algorithm 2)")
     _arch_args(p, "baseline")
-    from cepaper import ensembles
     from cepaper import search
+    from cepaper.search import networks
 
     p.add_argument(
         "--objective",
@@ -247,7 +245,7 @@ def add_design(sub):
         if args.module is not None:
             if args.n is not None:
                 raise UsageError("--n does not apply to --module; the curve (--curve) gives every width")
-            from cepaper import generic
+            from cepaper.search import any_module
 
             _, m, n, fm = _module_args(args, "baseline")
             alpha, source = _fitted_module_alpha(args.module) if args.alpha == "fit" else (args.alpha, None)
@@ -255,10 +253,10 @@ def add_design(sub):
                 raise UsageError("give either --network or --network-blocks, not both")
             if args.network_input_shape is not None and args.network is None:
                 raise UsageError("--network-input-shape needs --network")
-            from cepaper import factories
+            from cepaper.search import factories
 
             network = factories.load_factory(args.network) if args.network is not None else args.network_blocks
-            r = generic.design_module(
+            r = any_module.design_module(
                 fm.factory,
                 args.input_shape,
                 (m, n),
@@ -295,9 +293,9 @@ def add_design(sub):
             with_curve=args.curve,
         )
         if args.arch == "mlp":
-            r = ensembles.design("mlp", args.width, mlp_inputs=args.inputs, mlp_depth=args.depth, **kw)
+            r = networks.design("mlp", args.width, mlp_inputs=args.inputs, mlp_depth=args.depth, **kw)
         else:
-            r = ensembles.design(args.arch, args.baseline, **kw)
+            r = networks.design(args.arch, args.baseline, **kw)
         if args.alpha == "fit":
             r["alpha_source"] = alpha_source
         emit(args, r, _format_design(r))

@@ -1,5 +1,5 @@
 """Efficient ensembles (Sec. 3, App. C, Algorithm 2): primal and dual search over the width ``n``
-(the integer ``m`` of whole networks and ``design`` are :mod:`cepaper.ensembles`).
+(the integer ``m`` of whole networks and ``design`` are :mod:`cepaper.search.networks`).
 
 A *module* is the member of the ensemble as a function of its width ``n``: the fan-ins that enter
 the variance (Eq. 9, ``sum_l 1 / fan-in_l``) and its cost ``beta(n)`` (parameters, Eq. 8, or FLOPs,

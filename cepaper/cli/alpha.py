@@ -3,7 +3,7 @@ its MLP, or any factory ``--module FILE:FUNC``; and the stored fits that ``cepap
 
 import os
 
-from cepaper.cli_args import (
+from cepaper.cli.common import (
     NO_GPU,
     UsageError,
     _cli_type,
@@ -13,7 +13,6 @@ from cepaper.cli_args import (
     _trials_arg,
     emit,
 )
-
 
 #: What `fit-alpha --json` prints of a fit (a factory's adds its read-out and input shape).
 FIT_KEYS = (
@@ -175,9 +174,9 @@ def add_fit_alpha(sub):
     p.add_argument("--json", action="store_true", help="print JSON")
 
     def fit_alpha(args):
-        from cepaper import fit
-        from cepaper.book import results
         from cepaper import files
+        from cepaper.alpha import fit
+        from cepaper.book import results
 
         if args.module not in ("bottleneck", "mlp"):
             return _fit_factory_alpha(args)
@@ -233,10 +232,11 @@ def add_fit_alpha(sub):
 
 def _fit_factory_alpha(args):
     """`cepaper fit-alpha --module FILE:FUNC`: Algorithm 1 on the member factory(1, n)
-    (member_alpha.fit_member_alpha)."""
-    from cepaper import factories, member_alpha
-    from cepaper.book import results
+    (any_member.fit_member_alpha)."""
     from cepaper import files
+    from cepaper.alpha import any_member
+    from cepaper.book import results
+    from cepaper.search import factories
 
     if ":" not in args.module:
         raise UsageError(
@@ -257,7 +257,7 @@ def _fit_factory_alpha(args):
     checkpoint = results.checkpoint_dir("alpha", "cli") if args.checkpoint else None
     if checkpoint is not None:
         results.check_json_files(checkpoint)
-    r = member_alpha.fit_member_alpha(
+    r = any_member.fit_member_alpha(
         factory,
         args.input_shape,
         args.widths or (4, 8, 16, 32),

@@ -4,8 +4,7 @@ runs (:func:`_train_name`), and ``data.load``'s messages are given in the comman
 
 import os
 
-from cepaper.cli_args import NO_GPU, UsageError, _cli_type, _config_arg, _nonneg_int_arg, _positive_int_arg, emit
-
+from cepaper.cli.common import NO_GPU, UsageError, _cli_type, _config_arg, _nonneg_int_arg, _positive_int_arg, emit
 
 #: cepaper.training.distributed.BACKENDS, here so that parsing the arguments loads no torch (a test checks they agree)
 BACKENDS = ("nccl", "gloo")
@@ -76,12 +75,10 @@ def add_train(sub):
             distributed.shutdown()
 
     def _train(args):
-        from cepaper.training import distributed, grids
-        from cepaper import data
-        from cepaper import catalog
+        from cepaper import catalog, data, files
         from cepaper.book import results
         from cepaper.sections import paper
-        from cepaper import files
+        from cepaper.training import distributed, grids
 
         if (args.arch in ("resnext50", "resnext101")) != (args.dataset == "imagenet"):
             raise UsageError(

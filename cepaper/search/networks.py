@@ -15,7 +15,7 @@ import numpy as np
 
 from cepaper import complexity as cxm
 from cepaper._checks import positive_float, positive_int
-from cepaper.search import (
+from cepaper.search.equations import (
     ALPHA_BOTTLENECK,
     ALPHA_FIG3,
     BUDGETS,

@@ -22,10 +22,10 @@ A *factory* ``factory(m, n) -> nn.Module`` builds the collegial module: ``m`` me
 ``search.optimum`` reads its curves; :func:`curve` is ``search.curve`` with the latency budget too, and
 :func:`design_module` is Algorithm 2 (primal or dual, integer ``m`` of step 6). Step 6 matches the
 module's own cost by default; ``network=`` matches a whole network built from it (e.g. ResNeXt-29 from
-the Fig. 5 block, as :func:`cepaper.ensembles.design` does: 37x10d and 44x8d) or a stated multiple of it.
-:func:`cepaper.member_alpha.fit_member_alpha`
+the Fig. 5 block, as :func:`cepaper.search.networks.design` does: 37x10d and 44x8d) or a stated multiple of it.
+:func:`cepaper.alpha.any_member.fit_member_alpha`
 is Algorithm 1 on the member: Monte Carlo NTKs of ``factory(1, n)`` through a fixed read-out; the
-factories themselves (files, packages, torchvision) and their checks are :mod:`cepaper.factories`.
+factories themselves (files, packages, torchvision) and their checks are :mod:`cepaper.search.factories`.
 """
 
 from __future__ import annotations
@@ -38,12 +38,10 @@ import torch
 from torch import nn
 
 from cepaper import complexity as cxm
-from cepaper import sweeps
-from cepaper import ensembles
-from cepaper import search
 from cepaper._checks import nonneg_int, positive_float, positive_int
-from cepaper.verdicts import VERDICTS, judge  # noqa: F401  (VERDICTS: part of this module's API)
-from cepaper.factories import (
+from cepaper.alpha import sweeps
+from cepaper.search import equations, networks
+from cepaper.search.factories import (
     FAN_IN_LAYERS,
     WEIGHT_LAYERS,
     _choice,
@@ -54,6 +52,7 @@ from cepaper.factories import (
     member_fan_ins,
     param_count,
 )
+from cepaper.verdicts import VERDICTS, judge  # noqa: F401  (VERDICTS: part of this module's API)
 
 BUDGETS = ("params", "flops", "latency")
 #: FLOP conventions of :func:`flop_count` (``"2macs"``, ``"2macs+acts"``: as :data:`cepaper.search.FLOPS_CONVENTIONS`).
@@ -65,7 +64,7 @@ def flop_count(module: nn.Module, x: torch.Tensor, convention: str = "2macs") ->
 
     ``FlopCounterMode`` counts ``2 x`` the multiply-adds of convs and matmuls (``"2macs"``); ``"macs"`` is half
     that; ``"2macs+acts"`` adds the output elements of every ``nn.Linear`` and ``nn.Conv1d/2d/3d``
-    (:data:`cepaper.factories.WEIGHT_LAYERS`), counted by forward hooks (:mod:`cepaper.complexity`'s ``acts``).
+    (:data:`cepaper.search.factories.WEIGHT_LAYERS`), counted by forward hooks (:mod:`cepaper.complexity`'s ``acts``).
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -230,8 +229,8 @@ def curve(module, n_tilde, alpha, budget="params", ns=None, m_tilde=1):
     member's latency; ``beta`` is the median).
     """
     _choice("budget", budget, BUDGETS)
-    if budget in search.BUDGETS:
-        return search.curve(module, n_tilde, alpha, budget, ns, m_tilde)
+    if budget in equations.BUDGETS:
+        return equations.curve(module, n_tilde, alpha, budget, ns, m_tilde)
     n_tilde, m_tilde = positive_int("n_tilde", n_tilde), positive_int("m_tilde", m_tilde)
     ns = np.arange(1, n_tilde + 1) if ns is None else np.asarray([positive_int("n", n) for n in ns])
     costs = {
@@ -247,7 +246,7 @@ def curve(module, n_tilde, alpha, budget="params", ns=None, m_tilde=1):
     if isinstance(module, FactoryModule):
         for key in ("iqr", "q25", "q75"):
             costs[f"beta_{key}"] = np.array([module.latencies[(1, int(n))][key] for n in ns])
-    return search._curve(costs, alpha)
+    return equations._curve(costs, alpha)
 
 
 class Multiple:
@@ -363,7 +362,7 @@ def design_module(
         network: what step 6 matches (:func:`network_module`): ``None``, the module itself (the curve's
             ``beta``); an int ``k``, ``k`` such modules; or a factory ``(m, n) -> nn.Module`` of the whole
             network built from the module (e.g. ``cepaper.models.resnext.ResNeXtCifar`` for the Fig. 5 block:
-            the paper's step 6, as :func:`cepaper.ensembles.design`). Its costs are also the reported ``cost``,
+            the paper's step 6, as :func:`cepaper.search.networks.design`). Its costs are also the reported ``cost``,
             ``params`` and ``rho``; network_input_shape: one example of the network's input (for FLOPs and
             latency; default ``input_shape``).
     Returns:
@@ -377,7 +376,7 @@ def design_module(
         also ``latency`` and ``baseline_latency`` (median, quartiles and IQR of the chosen design's and the
         baseline's seconds) and ``timings_resolved``.
     """
-    _choice("objective", objective, search.OBJECTIVES)
+    _choice("objective", objective, equations.OBJECTIVES)
     _choice("budget", budget, BUDGETS)
     if isinstance(baseline, str):
         try:
@@ -390,23 +389,23 @@ def design_module(
         raise ValueError(f"baseline must be 'CxD' (e.g. '1x64') or (m_tilde, n_tilde), got {baseline!r}") from None
     m_tilde, n_tilde = positive_int("baseline m_tilde", m_tilde), positive_int("baseline n_tilde", n_tilde)
     if alpha is None:
-        alpha, source = ensembles.default_alpha("bottleneck")
+        alpha, source = networks.default_alpha("bottleneck")
         source += " for the ResNeXt block, not fitted to this module (see fit_member_alpha)"
     else:
         alpha, source = positive_float("alpha", alpha), "given"
     module = module if module is not None else FactoryModule(factory, input_shape, **options)
     c = curve(module, n_tilde, alpha, budget, ns, m_tilde)
-    opt = search.optimum(c, objective)
+    opt = equations.optimum(c, objective)
     n, i = opt["n"], opt["index"]
     m_curve = float(opt["m"])
     whole = network_module(module, network, network_input_shape)
     base = whole.cost(n_tilde, budget, groups=m_tilde)
     if objective == "primal":
         m_exact = float(module_m(whole, n, base, budget))
-        m = ensembles.integer_m(m_exact, rounding, f"the baseline's {budget}")
+        m = networks.integer_m(m_exact, rounding, f"the baseline's {budget}")
     else:
         m_exact = m_curve
-        m = ensembles.integer_m(m_exact, rounding, "the baseline's Var(K)")
+        m = networks.integer_m(m_exact, rounding, "the baseline's Var(K)")
     cost = whole.cost(n, budget, groups=m)
     out = {
         "n": int(n),
@@ -422,8 +421,8 @@ def design_module(
         "rho": float(base / cost),
         "params": int(whole.cost(n, "params", groups=m)),
         "baseline_params": int(whole.cost(n_tilde, "params", groups=m_tilde)),
-        "var_ratio": float(search.var_ensemble(c["var_k"][i], m) / c["var_s"]),
-        "strong_duality": search.strong_duality(c),
+        "var_ratio": float(equations.var_ensemble(c["var_k"][i], m) / c["var_s"]),
+        "strong_duality": equations.strong_duality(c),
         "alpha": float(alpha),
         "alpha_source": source,
         "rounding": rounding,

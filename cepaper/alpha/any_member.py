@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from cepaper import fit, sweeps
 from cepaper._checks import positive_int
-from cepaper.factories import (
+from cepaper.alpha import fit, sweeps
+from cepaper.search.factories import (
     FAN_IN_LAYERS,
     WEIGHT_LAYERS,
     _choice,
@@ -33,7 +33,7 @@ NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalRes
 
 def member_inputs(input_shape, count=2, corr=0.5, seed=0, dtype=torch.float32):
     """Inputs ``x_k = sqrt(corr) g_0 + sqrt(1 - corr) g_k``, ``g`` i.i.d. N(0, 1): shape ``(count, *input_shape)``
-    (the draw of :func:`cepaper.models.blocks.block_inputs` and :func:`cepaper.sweeps.mlp_inputs`)."""
+    (the draw of :func:`cepaper.models.bottleneck.block_inputs` and :func:`cepaper.alpha.sweeps.mlp_inputs`)."""
     shape, count = check_input_shape(input_shape), positive_int("count", count)
     if not 0.0 <= float(corr) <= 1.0:
         raise ValueError(f"corr must be in [0, 1], got {corr!r}")
@@ -46,7 +46,7 @@ def readout_vector(kind, out_shape, seed=0, dtype=torch.float32):
 
     ``"center"``: channel 0 at the centre of every spatial axis (index ``s // 2``); ``"mean"``: all
     entries equal; ``"random"``: a fixed Gaussian direction drawn with ``seed``. For ``(C, H, H)`` this
-    is :func:`cepaper.models.blocks.readout_vector`.
+    is :func:`cepaper.models.bottleneck.readout_vector`.
     """
     _choice("readout", kind, READOUTS)
     shape = tuple(positive_int("output shape entry", s) for s in out_shape) or (1,)
@@ -81,12 +81,12 @@ class Readout(nn.Module):
 def eq3_member(member, seed):
     """``member`` redrawn in Eq. 3's (NTK) parameterization, in place (returned): the paper's draw of the Fig. 5 block.
 
-    Norm layers (:data:`NORMS`) become the identity; every weight layer (:data:`cepaper.factories.WEIGHT_LAYERS`,
+    Norm layers (:data:`NORMS`) become the identity; every weight layer (:data:`cepaper.search.factories.WEIGHT_LAYERS`,
     in registration order) gets weights ``theta ~ N(0, 1)`` drawn in turn from one CPU generator seeded with
     ``seed``, its bias set to 0 and frozen (Eq. 3 has none), and its output scaled by ``sqrt(2 / fan-in)``
     (a forward hook), the last weight layer's by ``sqrt(1 / fan-in)`` (Eq. 3's output layer). Gradients are
     taken with respect to ``theta``, so the NTK is Eq. 3's. For the Fig. 5 block (``ResNeXtBottleneck(w, w, n)``)
-    this is exactly :class:`cepaper.models.blocks.Bottleneck` ``(n, seed=seed, post_relu=True)``: the same
+    this is exactly :class:`cepaper.models.bottleneck.Bottleneck` ``(n, seed=seed, post_relu=True)``: the same
     weights, scales and function. Other parameters (e.g. a learnable scale) keep the factory's initialization.
     """
     for layer in list(member.modules()):
@@ -112,7 +112,7 @@ def member_draw(factory, n, generator, v, init="factory"):
     (``init="factory"``: the factory's own initialization; ``"eq3"``: redrawn by :func:`eq3_member` with
     that seed), in eval mode (BatchNorm uses its running statistics, at initialization the identity up to
     ``eps``; no dropout), wrapped by :class:`Readout` with ``v``. The seeds are those of
-    :func:`cepaper.models.blocks.bottleneck_ntk_sampler` on the same generator."""
+    :func:`cepaper.models.bottleneck.bottleneck_ntk_sampler` on the same generator."""
     _choice("init", init, INITS)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
     with torch.random.fork_rng(devices=[]):
@@ -146,7 +146,7 @@ def batched_member_ntk(members, x):
 
     Every draw is ``K_t = J_t J_t^T``, ``J_t = d f_t(x_i) / d theta_t`` over the trainable parameters (the
     per-draw :func:`cepaper.ntk.jacobian_ntk`); the ``vmap`` over draws turns each layer into one batched
-    (grouped) call, as :class:`cepaper.models.blocks.BottleneckDraws` does by hand for the Fig. 5 block.
+    (grouped) call, as :class:`cepaper.models.bottleneck.BottleneckDraws` does by hand for the Fig. 5 block.
 
     Args:
         members: ``T`` modules of identical structure, each mapping ``(N, ...)`` to ``(N,)`` (e.g. :class:`Readout`).
@@ -259,19 +259,19 @@ def fit_member_alpha(
     the paper's draw of the Fig. 5 block) (:func:`member_draw`), read out by
     :func:`readout_vector` ``(readout)``; its NTK on two inputs (:func:`member_inputs`, correlation
     ``corr``) comes from :func:`member_ntk_sampler` (``method``: ``"batched"`` over the draws of a chunk,
-    or ``"loop"``, one per draw; the same draws) via :func:`cepaper.sweeps.ntk_sweep`, ``s(n)`` from the
-    member's weight layers (:func:`member_fan_ins`, ``layers``), and the fit is :func:`cepaper.fit.sweep_result`.
+    or ``"loop"``, one per draw; the same draws) via :func:`cepaper.alpha.sweeps.ntk_sweep`, ``s(n)`` from the
+    member's weight layers (:func:`member_fan_ins`, ``layers``), and the fit is :func:`cepaper.alpha.fit.sweep_result`.
 
     Args:
         widths: the member widths ``n``; trials: draws per width; seed: Monte Carlo seed.
         readout: ``"center"``, ``"mean"`` or ``"random"``; entry: ``"diag"`` or ``"offdiag"``.
-        intercept, weighted, n_boot, level: as :func:`cepaper.fit.fit_alpha`; progress: a tqdm bar over widths.
+        intercept, weighted, n_boot, level: as :func:`cepaper.alpha.fit.fit_alpha`; progress: a tqdm bar over widths.
         threads: CPU threads of the Monte Carlo; checkpoint: a folder keeping finished widths, with
             ``name`` identifying the factory (its code is not hashed; the read-out and inputs are).
         method: ``"batched"`` (default; falls back to ``"loop"`` for a member ``vmap`` cannot batch) or ``"loop"``.
         init: ``"factory"`` (default) or ``"eq3"`` (:data:`INITS`).
     Returns:
-        :func:`cepaper.fit.sweep_result`'s dict (``alpha``, ``alpha_ci``, ``C``, ``fits``, ...) plus
+        :func:`cepaper.alpha.fit.sweep_result`'s dict (``alpha``, ``alpha_ci``, ``C``, ``fits``, ...) plus
         ``readout``, ``input_shape`` and ``zero_draws`` (per width, the fraction of draws whose ``entry`` is
         exactly 0: the read-out unit is off in those draws).
     Raises:

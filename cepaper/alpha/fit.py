@@ -17,7 +17,7 @@ and ``T = 2000``, for exponential-tailed draws like the block's (``k-hat <= 0.5`
 0.9-1.0 of alpha-hat's sampling sd; for log-normal draws with ``Var log K = 1.78`` (``k-hat ~ 0.9``) it
 is 0.55 and no resampling of the draws can see the tail the draws never reached.
 
-The draws (Algorithm 1, lines 1-6) are :mod:`cepaper.sweeps`; this module is line 7, the fit.
+The draws (Algorithm 1, lines 1-6) are :mod:`cepaper.alpha.sweeps`; this module is line 7, the fit.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from cepaper import sweeps
 from cepaper._checks import positive_int
+from cepaper.alpha import sweeps
 
 ENTRIES = ("diag", "offdiag")
 #: Pareto tail index above which a Monte Carlo mean is unreliable (Vehtari et al. 2024, PSIS, Sec. 3).

@@ -19,7 +19,7 @@ gives the same law). These choices change alpha several-fold (notebook ``03_alph
 has no weights, so without the post ReLU it only shifts ``f`` and leaves the NTK unchanged.
 
 :class:`Bottleneck` is one draw built from ``nn.Conv2d`` layers (any generic tool, e.g.
-:func:`cepaper.sweeps.fan_ins` or :func:`cepaper.ntk.empirical_ntk`, can read it). :class:`BottleneckDraws`
+:func:`cepaper.alpha.sweeps.fan_ins` or :func:`cepaper.ntk.empirical_ntk`, can read it). :class:`BottleneckDraws`
 holds ``T`` independent draws as one module: the convolutions are grouped with ``groups = T``, so
 one forward pass evaluates all ``T`` scalar functions, and :func:`bottleneck_ntk` returns all ``T``
 NTK matrices from one structured backward pass. Draw ``t`` seeded with ``s`` has exactly the weights

@@ -1,7 +1,7 @@
 """Algorithm 1, lines 1-6 (Sec. 4.2, App. D): Monte Carlo NTK draws of a module at many widths.
 
 For each width ``n`` a sweep draws the weights ``T`` times and keeps one NTK entry per draw on two
-inputs; :func:`cepaper.fit.fit_alpha` then fits alpha to them (line 7). ``s(n) = sum_l 1 / fan-in_l(n)``
+inputs; :func:`cepaper.alpha.fit.fit_alpha` then fits alpha to them (line 7). ``s(n) = sum_l 1 / fan-in_l(n)``
 is read from the module (:func:`fan_ins`, :func:`sum_inv_fan_in`) or from the design classes of
 :mod:`cepaper.search` (:func:`bottleneck_term`, :func:`mlp_term`).
 
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from cepaper import search
+from cepaper import files
 from cepaper._checks import positive_int
 from cepaper.models.mlp import CollegialMLP
-from cepaper import files
+from cepaper.search import equations
 from cepaper.training import spine
 
 MODULES = ("bottleneck", "mlp")
@@ -74,7 +74,7 @@ def check_widths(widths):
 def fan_ins(module):
     """Fan-ins of the weight layers of ``module``, in registration order.
 
-    A module with a ``fan_ins()`` method (e.g. :class:`~cepaper.models.blocks.BottleneckDraws`)
+    A module with a ``fan_ins()`` method (e.g. :class:`~cepaper.models.bottleneck.BottleneckDraws`)
     reports its own; a :class:`~cepaper.models.mlp.CollegialMLP` gives ``(n_0, n_1, ..., n_L)``;
     otherwise every ``nn.Linear`` (``in_features``) and ``nn.Conv1d/2d/3d`` (``in_channels / groups``
     times the kernel area) counts, the fan-in of a weight ``w`` being ``w[0].numel()``.
@@ -114,13 +114,13 @@ def sum_inv_fan_in(fans, layers="all"):
 def bottleneck_term(n, n_in=256):
     """``s(n) = 1/n_in + 1/(9n) + 1/n``: the three convs of the Fig. 5 block, from
     :meth:`cepaper.search.BottleneckDesign.sum_inv_fan_in` (the design's own formula)."""
-    return float(search.BottleneckDesign(w_in=n_in).sum_inv_fan_in(positive_int("n", n)))
+    return float(equations.BottleneckDesign(w_in=n_in).sum_inv_fan_in(positive_int("n", n)))
 
 
 def mlp_term(n, depth=6, n_in=784):
     """``s(n) = (L - 1)/n``: the hidden layers of the ``L = depth`` weight-layer MLP, from
     :meth:`cepaper.search.MLPDesign.sum_inv_fan_in` (the design's own formula)."""
-    return float(search.MLPDesign(n_in, depth).sum_inv_fan_in(positive_int("n", n)))
+    return float(equations.MLPDesign(n_in, depth).sum_inv_fan_in(positive_int("n", n)))
 
 
 def width_seed(seed, width):
@@ -152,7 +152,7 @@ def _sweep_key(settings):
     from cepaper.training import spine
 
     return spine.source_key(
-        settings, ("cepaper.models.blocks", "cepaper.models.mlp", "cepaper.ntk", "cepaper.montecarlo", __name__)
+        settings, ("cepaper.models.bottleneck", "cepaper.models.mlp", "cepaper.ntk", "cepaper.montecarlo", __name__)
     )
 
 
@@ -169,7 +169,7 @@ def ntk_sweep(
     Args:
         sampler: ``width -> sample``, where ``sample(t, generator)`` returns ``(t, N, N)`` NTKs of ``t``
             fresh draws (e.g. :func:`cepaper.montecarlo.mlp_ntk_sampler`,
-            :func:`cepaper.models.blocks.bottleneck_ntk_sampler`).
+            :func:`cepaper.models.bottleneck.bottleneck_ntk_sampler`).
         widths: the widths; trials: draws per width ``T >= 2``.
         seed: the sweep's seed; width ``n`` draws with :func:`width_seed` ``(seed, n)``.
         chunk: ``width -> draws per chunk`` (default 256); it must not depend on the device.
@@ -226,12 +226,12 @@ def ntk_sweep(
 
 
 def _bottleneck_setup(o):
-    from cepaper.models import blocks
+    from cepaper.models import bottleneck
 
-    x = blocks.block_inputs(o["n_in"], o["spatial"], 2, o["corr"], o["input"], o["input_seed"])
-    v = blocks.readout_vector(o["readout"], o["n_in"], o["spatial"], o["input_seed"])
-    sampler = partial(blocks.bottleneck_ntk_sampler, x=x, readout=v, n_in=o["n_in"], post_relu=o["post_relu"])
-    chunk = lambda n: max(1, CHUNK_FLOATS // blocks.bottleneck_floats_per_draw(n, o["n_in"], o["spatial"], 2))
+    x = bottleneck.block_inputs(o["n_in"], o["spatial"], 2, o["corr"], o["input"], o["input_seed"])
+    v = bottleneck.readout_vector(o["readout"], o["n_in"], o["spatial"], o["input_seed"])
+    sampler = partial(bottleneck.bottleneck_ntk_sampler, x=x, readout=v, n_in=o["n_in"], post_relu=o["post_relu"])
+    chunk = lambda n: max(1, CHUNK_FLOATS // bottleneck.bottleneck_floats_per_draw(n, o["n_in"], o["spatial"], 2))
     return sampler, chunk, partial(bottleneck_term, n_in=o["n_in"])
 
 
@@ -289,7 +289,7 @@ def module_sweep(
     """Algorithm 1, lines 1-5, for a built-in module: NTK samples at every width.
 
     Args:
-        module: ``"bottleneck"`` (Fig. 5, :mod:`cepaper.models.blocks`) or ``"mlp"`` (Eq. 3).
+        module: ``"bottleneck"`` (Fig. 5, :mod:`cepaper.models.bottleneck`) or ``"mlp"`` (Eq. 3).
         widths: widths ``n`` (default :func:`log_grid` ``(1, 256, 16)``); trials: draws per width.
         seed: Monte Carlo seed (the inputs use ``input_seed``: they are part of the function).
         device: torch device of the Monte Carlo; checkpoint: folder for a resumable sweep.

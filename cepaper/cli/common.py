@@ -112,7 +112,7 @@ EXTRAS = {
 def warning_text(message):
     """A warning in the command's terms: a heavy tail of Algorithm 1's draws names the flags that fix it;
     any other warning is its message alone."""
-    fit = sys.modules.get("cepaper.fit")  # loaded when the warning is its HeavyTailWarning
+    fit = sys.modules.get("cepaper.alpha.fit")  # loaded when the warning is its HeavyTailWarning
     if fit is not None and isinstance(message, fit.HeavyTailWarning) and message.entry is not None:
         join = lambda xs: ", ".join(str(x) for x in xs)
         return (

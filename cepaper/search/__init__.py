@@ -1,0 +1,41 @@
+"""Algorithm 2 of the paper: the primal and the dual, from the variance of the ensemble NTK.
+
+* :mod:`~cepaper.search.equations`: Eqs. 8-14 (``var_k``, ``rho``, ``m_primal``, ``m_dual``), the
+  efficiency curves of the bottleneck block and the MLP, their optimum and alpha's interval;
+* :mod:`~cepaper.search.networks`: whole networks (ResNeXt, the MLP), integer ``m`` and :func:`design`;
+* :mod:`~cepaper.search.any_module`: any PyTorch module as the member (:func:`design_module`);
+* :mod:`~cepaper.search.factories`: members built by a user's factory or torchvision.
+
+``cepaper.search.<name>`` reads a name from the module that defines it, importing that module on first
+use (so that ``cepaper.search.equations`` needs no torch).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+#: The public names of Algorithm 2 and the module of this package that defines each.
+_HOMES = {
+    "equations": (
+        "OBJECTIVES BUDGETS ROUNDINGS FLOPS_CONVENTIONS ALPHA_FIG3 ALPHA_BOTTLENECK var_k var_ensemble rho "
+        "m_primal m_dual flops_of BottleneckDesign MLPDesign curve optimum strong_duality alpha_scan "
+        "alpha_interval"
+    ),
+    "networks": "default_module network_cost integer_m network_m design default_alpha",
+    "any_module": "flop_count latency FactoryModule Multiple network_module module_m design_module",
+    "factories": "build torchvision_factory load_factory member_fan_ins check_members param_count",
+}
+_API = {name: module for module, names in _HOMES.items() for name in names.split()}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'cepaper.search' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
