@@ -43,7 +43,8 @@ def train_recipe_grid(
 
     ``stages``/``depth``: a scaled-down CIFAR ResNeXt (see :func:`cepaper.models.resnext.resnext`).
     A record: ``dataset, arch, config, recipe, seed, params, history``
-    (:func:`cepaper.training.sgd.train_recipe`), ``final_top1``, ``final_top5`` (the errors after the last epoch) and ``wall_s``. With ``cache`` (a folder),
+    (:func:`cepaper.training.sgd.train_recipe`), ``final_top1``, ``final_top5`` (the errors after the
+    last epoch) and ``wall_s``. With ``cache`` (a folder),
     finished runs are ``<key>.json`` there and the running one checkpoints to ``<key>.pt`` every epoch.
 
     The run cache (:func:`cepaper.training.spine.cached_run`): ``key`` is the run's definition (model,
