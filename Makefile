@@ -44,9 +44,10 @@ test-unit: install
 
 # The inner loop: the unit tests that need no built book and start no process (notebook kernels,
 # torchrun ranks, executors, the browser, the CLI in a subprocess).
-SPAWNING := pipeline faults ranks distributed executors book_browser notebooks benchmarks install
+SPAWNING := book/test_pipeline book/test_ranks book/test_notebooks book/test_browser training/test_distributed \
+		training/test_executors test_faults test_benchmarks test_install
 test-fast: install
-	$(BIN)/python -m pytest tests -q -n $(JOBS) --durations=5 $(SPAWNING:%=--ignore=tests/test_%.py)
+	$(BIN)/python -m pytest tests -q -n $(JOBS) --durations=5 $(SPAWNING:%=--ignore=tests/%.py)
 
 format: install
 	$(BIN)/ruff check --fix .

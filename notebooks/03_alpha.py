@@ -203,7 +203,7 @@ run.save("design_intervals", {"rows": intervals}, table=pd.DataFrame(intervals))
 
 # **How far to trust the interval.** It is a percentile bootstrap over the $T$ draws of every width.
 # The test suite checks its width against the sampling distribution of $\hat\alpha$ over synthetic
-# data sets with known $\alpha$ (`tests/test_fit.py`): for draws shaped like the block's (half of them
+# data sets with known $\alpha$ (`tests/alpha/test_fit.py`): for draws shaped like the block's (half of them
 # zero at $n = 1$, an exponential tail, $T = 2000$) its standard error and width are within 15% of the
 # truth; for a tail the draws never reach (log-normal, Var log K = 1.78 at $n = 1$) it is about half as
 # wide as it should be, and no resampling of the draws can fix that. Which case a run is in, the draws

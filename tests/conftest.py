@@ -81,8 +81,8 @@ def repo(tmp_path, monkeypatch):
 DRIVER = f"""
 import os, sys
 from pathlib import Path
-sys.path.insert(0, {str(Path(__file__).parent)!r})
-import conftest
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
+from tests import conftest
 conftest.point_at(Path(sys.argv[1]))
 exec(os.environ.get("CEPAPER_FAULT", ""))
 from cepaper import cli

@@ -21,12 +21,12 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
-from conftest import SOURCE_ROOT, cepaper
 
 from cepaper import cli, files
 from cepaper.book import pipeline
 from cepaper.montecarlo import intra_op_threads
 from cepaper.training import grids, sgd, spine
+from tests.conftest import SOURCE_ROOT, cepaper
 
 FAULT_NOTEBOOK = """# %% [markdown]
 # A tiny section that can be held, made to fail, or made to write a large result
@@ -236,11 +236,11 @@ def test_ctrl_c_stops_a_run_started_with_sigint_ignored(layout, kernels):
 
 TRAIN = f"""
 import os, signal, sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
+sys.path.insert(0, {str(Path(__file__).parents[1])!r})
 import torch
 torch.set_num_threads(1)  # as the comparison in the test process: the same float32 reduction order
 from cepaper.training import sgd, spine
-from test_classify import TINY, images, tiny_model
+from tests.training.test_sgd import TINY, images, tiny_model
 point, path = sys.argv[1], sys.argv[2]
 kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
 if point == "after-checkpoint":  # epoch 2's checkpoint written whole
@@ -260,7 +260,7 @@ sgd.train_recipe(tiny_model(), images(n=40), images(n=16, seed=1), TINY, seed=5,
 
 @pytest.mark.parametrize("point, epoch", [("after-checkpoint", 2), ("while-checkpointing", 1)])
 def test_training_killed_then_resumed_gives_the_same_result(tmp_path, point, epoch):
-    from test_classify import TINY, images, tiny_model
+    from tests.training.test_sgd import TINY, images, tiny_model
 
     path = tmp_path / "run.pt"
     proc = subprocess.run(
@@ -430,7 +430,7 @@ def test_full_disk_is_one_clear_line(layout, monkeypatch):
 
 
 def test_corrupt_checkpoint_is_moved_aside_and_recomputed(tmp_path, capsys):
-    from test_classify import TINY, images, tiny_model
+    from tests.training.test_sgd import TINY, images, tiny_model
 
     data = images(n=40), images(n=16, seed=1)
     straight = sgd.train_recipe(tiny_model(), *data, TINY, seed=5)
@@ -492,7 +492,7 @@ def test_a_planted_pickle_checkpoint_is_refused_and_never_run(tmp_path, how):
     """Issue: checkpoints loaded with weights_only=False ran whatever a planted .pt asked for. A pickle
     that names a global beyond tensors and plain containers is refused by name, left where it is, and
     nothing of it runs: not by the loader, the run cache, the grid runner or a trainer's resume."""
-    from test_classify import TINY, images, tiny_model
+    from tests.training.test_sgd import TINY, images, tiny_model
 
     marker = tmp_path / "pwned"
     key = spine.definition_key({"seed": 0})
@@ -526,7 +526,7 @@ def test_a_planted_pickle_torch_cannot_parse_is_moved_aside_unrun(tmp_path, caps
 
 
 def test_empty_training_record_is_recomputed_not_a_key_error(tmp_path, monkeypatch, capsys):
-    from test_classify import images
+    from tests.training.test_sgd import images
 
     hist = {
         "epoch": [1],
@@ -735,9 +735,8 @@ def test_json_output_is_strict(capsys):
 
 
 def test_train_messages_name_the_cli_flags(tmp_path, monkeypatch, capsys):
-    from test_classify import images
-
     from cepaper import data
+    from tests.training.test_sgd import images
 
     base = ["train", "--arch", "resnext29", "--config", "1x2d", "--dataset", "cifar10"]
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path / "results"))
@@ -763,9 +762,8 @@ def test_train_messages_name_the_cli_flags(tmp_path, monkeypatch, capsys):
 def test_train_records_of_other_image_counts_do_not_overwrite_each_other(tmp_path, monkeypatch, capsys):
     """Issue: `cepaper train` named its record without --n-train/--n-test: a 64-image run overwrote a
     256-image run's record. The counts, when given, are in the name; without them it is as before."""
-    from test_classify import images
-
     from cepaper import data
+    from tests.training.test_sgd import images
 
     hist = {k: [1.0] for k in ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5")}
     monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: {**hist, "seconds": [0.1], "images_per_s": 1.0})

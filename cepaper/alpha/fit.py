@@ -12,7 +12,7 @@ times, compute one NTK entry ``K`` per draw, and fit (Eq. 2, Eq. 9, Sec. 4.2)::
 over the draws (resampled independently at every width, everything refitted). They are calibrated when
 the tail of ``K^2`` is light enough for ``T`` draws to estimate its mean: each width reports the
 Pareto tail index ``k-hat`` of ``K^2`` (:func:`tail_index`), and widths with ``k-hat >`` :data:`KHAT_MAX`
-are listed in ``heavy_tail`` with a warning. Measured in ``tests/test_fit.py``: at the paper's widths
+are listed in ``heavy_tail`` with a warning. Measured in ``tests/alpha/test_fit.py``: at the paper's widths
 and ``T = 2000``, for exponential-tailed draws like the block's (``k-hat <= 0.5``), the bootstrap sd is
 0.9-1.0 of alpha-hat's sampling sd; for log-normal draws with ``Var log K = 1.78`` (``k-hat ~ 0.9``) it
 is 0.55 and no resampling of the draws can see the tail the draws never reached.

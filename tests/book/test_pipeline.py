@@ -11,10 +11,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import NOTEBOOK
 
 from cepaper import files
 from cepaper.book import cache, pipeline, profiles, results
+from tests.conftest import NOTEBOOK
 
 
 def statuses(records):

@@ -12,7 +12,7 @@ from cepaper.cli import alpha as cli_alpha
 from cepaper.models.resnext import ResNeXtBottleneck
 from cepaper.sections import paper
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

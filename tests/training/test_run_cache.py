@@ -248,7 +248,7 @@ def test_finished_runs_need_no_job_unless_stale_and_rerun(tmp_path, code):
 def test_a_grid_under_an_executor_reuses_finished_and_stale_runs_without_jobs(tmp_path, code):
     """``run_grid`` with an executor: a finished run, stale or not, is read back with its mark and needs
     no job; ``rerun_stale`` submits the stale ones; each job resumes from its own checkpoint."""
-    from test_grid_status import Executor
+    from tests.sections.test_grid_status import Executor
 
     seen = []
     compute = lambda job, ckpt: (seen.append((job["seed"], ckpt)), {"seed": job["seed"]})[1]

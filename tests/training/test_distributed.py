@@ -19,7 +19,7 @@ from torch import nn
 from cepaper.catalog import Dataset
 from cepaper.training import distributed, loaders, recipes, sgd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: batch 16 in micro-batches of 4: 4 per step, 2 per rank on 2 ranks; 44 images: the last batch (12)
 #: is 2 micro-batches on rank 0 and 1 on rank 1.
 RECIPE = recipes.Recipe(
@@ -61,7 +61,7 @@ def model(seed=0):
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    """The worker's two ranks' results (tests/_ddp_worker.py under torchrun, gloo, 2 CPU processes)."""
+    """The worker's two ranks' results (tests/training/_ddp_worker.py under torchrun, gloo, 2 CPU processes)."""
     out = tmp_path_factory.mktemp("ddp")
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     env = {
@@ -70,7 +70,14 @@ def two_ranks(tmp_path_factory):
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     }
     p = subprocess.run(
-        [torchrun, "--standalone", "--nproc-per-node", "2", str(ROOT / "tests" / "_ddp_worker.py"), str(out)],
+        [
+            torchrun,
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(ROOT / "tests" / "training" / "_ddp_worker.py"),
+            str(out),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -247,7 +254,7 @@ def test_cli_train_under_torchrun_reports_its_world_size(tmp_path, cifar_root):
             "--standalone",
             "--nproc-per-node",
             "2",
-            str(ROOT / "tests" / "_ddp_worker.py"),
+            str(ROOT / "tests" / "training" / "_ddp_worker.py"),
             "cli",
             str(tmp_path),
             *CLI,
@@ -302,7 +309,15 @@ def test_runs_that_cannot_be_shared_are_dealt_over_the_ranks_and_gathered_in_ord
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     p = subprocess.run(
-        [torchrun, "--standalone", "--nproc-per-node", "2", str(ROOT / "tests" / "_ddp_worker.py"), "deal", tmp_path],
+        [
+            torchrun,
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(ROOT / "tests" / "training" / "_ddp_worker.py"),
+            "deal",
+            tmp_path,
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed.py under ``torchrun --nproc-per-node 2``: one tiny recipe run across the
+"""Run by tests/training/test_distributed.py under ``torchrun --nproc-per-node 2``: one tiny recipe run across the
 ranks (gloo), interrupted after its first epoch and resumed by every rank from rank 0's checkpoint.
 Writes ``rank<r>.pt`` (history, final weights) into the folder given as the argument.
 
@@ -10,10 +10,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import test_distributed as t  # noqa: E402  (the data, model and recipe of the test)
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from cepaper.training import distributed, sgd  # noqa: E402
+from tests.training import test_distributed as t  # noqa: E402  (the data, model and recipe of the test)
 
 
 def main(out):

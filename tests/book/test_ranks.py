@@ -8,9 +8,10 @@ import os
 import shutil
 import sys
 
-import conftest
 import pytest
-from conftest import DRIVER
+
+from tests import conftest
+from tests.conftest import DRIVER
 
 RANKED = """# %% tags=["parameters"]
 profile = "quick"

@@ -10,7 +10,7 @@ import pytest
 
 from cepaper.training import executors, spine
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_local_executor_runs_each_run_as_a_job_and_gathers_the_records(tmp_path):
@@ -138,11 +138,11 @@ def test_local_jobs_get_their_own_gpus_and_no_more_run_at_once_than_fit(monkeypa
 
 
 def _two_task_run(seed):
-    """One tiny recipe run (tests/test_distributed.py's data, model and recipe) in a job's task."""
-    import test_distributed as t
+    """One tiny recipe run (tests/training/test_distributed.py's data, model and recipe) in a job's task."""
     import torch
 
     from cepaper.training import distributed, sgd
+    from tests.training import test_distributed as t
 
     torch.set_num_threads(1)
     w = distributed.world()
@@ -155,10 +155,10 @@ def test_a_job_of_two_tasks_is_one_run_across_two_gloo_ranks(tmp_path, monkeypat
     """A local job of 2 tasks (``ranks_per_job``) trains one run across them (gloo, DDP) and reproduces
     the single process with the same micro-batches; the record is rank 0's."""
     import numpy as np
-    import test_distributed as t
     import torch
 
     from cepaper.training import sgd
+    from tests.training import test_distributed as t
 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT / "tests"), str(ROOT)]))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -205,7 +205,7 @@ def test_a_moved_optimum_is_an_extra_row_and_the_printed_row_keeps_its_model():
 
 def test_paper_profile_trains_every_printed_resnext():
     """Every ResNeXt row of Tables 1-5 (cepaper.sections.paper) is in the paper profile's grids, whatever alpha."""
-    profile = yaml.safe_load((Path(__file__).parents[1] / "profiles" / "paper.yaml").read_text())
+    profile = yaml.safe_load((Path(__file__).parents[2] / "profiles" / "paper.yaml").read_text())
     c = profile["cifar"]
     cifar_rows = {
         (r["config"], cifar.row_recipe(r)) for r in paper.MODELS if r["table"] in ("1a", "1b", "5") and r["config"]

@@ -13,7 +13,7 @@ from cepaper.cli import train as cli_train
 from cepaper.search import any_module
 from cepaper.training import distributed
 
-SOURCE = Path(__file__).resolve().parents[1]
+SOURCE = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "torchvision", "scipy", "pandas", "matplotlib", "papermill")
 
 

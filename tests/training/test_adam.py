@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_classify import same  # nested checkpoint states equal bit for bit
 
 from cepaper import complexity, search
 from cepaper.models.mlp import CollegialMLP
 from cepaper.sections import mnist as mnist_section
 from cepaper.training import adam, spine
+from tests.training.test_sgd import same  # nested checkpoint states equal bit for bit
 
 F64 = torch.float64
 ALPHA = 3.0
