@@ -183,7 +183,7 @@ def test_results_written_atomically(tmp_path):
     ],
 )
 def test_cli_errors_exit_2(argv, message):
-    proc = subprocess.run([sys.executable, "-m", "cepaper.cli", *argv], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "cepaper", *argv], capture_output=True, text=True)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 

@@ -124,7 +124,7 @@ def test_bad_input_exits_2(capsys, argv, message):
 def test_console_entry_point_exit_status():
     """The module runs as a command and exits with status 2 on bad input."""
     ok = subprocess.run(
-        [sys.executable, "-m", "cepaper.cli", "params", "--arch", "bottleneck", "--config", "1x64d", "--json"],
+        [sys.executable, "-m", "cepaper", "params", "--arch", "bottleneck", "--config", "1x64d", "--json"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -132,7 +132,7 @@ def test_console_entry_point_exit_status():
     block = ResNeXtBottleneck(256, 256, 64)  # the Fig. 5 block 1x64d, built
     assert ok.returncode == 0 and json.loads(ok.stdout)["params"] == sum(p.numel() for p in block.parameters())
     bad = subprocess.run(
-        [sys.executable, "-m", "cepaper.cli", "design", "--arch", "resnext29", "--baseline", "12"],
+        [sys.executable, "-m", "cepaper", "design", "--arch", "resnext29", "--baseline", "12"],
         cwd=REPO,
         capture_output=True,
         text=True,

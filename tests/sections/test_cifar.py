@@ -310,7 +310,7 @@ def test_imagenet_throughput_measures_a_model(monkeypatch):
     ],
 )
 def test_cli_train_bad_input(argv, message):
-    proc = subprocess.run([sys.executable, "-m", "cepaper.cli", "train", *argv], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "cepaper", "train", *argv], capture_output=True, text=True)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
 
 
@@ -343,7 +343,7 @@ def test_cli_train_missing_data_is_a_clear_error(tmp_path):
         [
             sys.executable,
             "-m",
-            "cepaper.cli",
+            "cepaper",
             "train",
             "--arch",
             "resnext29",
