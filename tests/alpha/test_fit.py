@@ -346,12 +346,13 @@ def test_tail_index_reads_the_psis_tail():
 
 
 def test_alpha_calibration_detects_a_narrow_interval(plant, monkeypatch):
-    """The check above has power: a 90% interval reported as 95%, or an sd a factor 3.9 too small, fails it."""
+    """The check above has power: a 90% interval reported as 95% (width ratio 0.84: 40 replicates know
+    the mean width to about 2%), or an sd a factor 3.9 too small (ratio 0.26: 10 replicates tell), fails it."""
     plant(fit, "fit_alpha", "q = [(1 - level) / 2, (1 + level) / 2]", "q = [1 - level, level]")
-    assert alpha_calibration(reps=100)[1] < 0.9
+    assert alpha_calibration(reps=40)[1] < 0.9
     monkeypatch.undo()
     plant(fit, "_fit_rest", "float(np.nanstd(alpha_b, ddof=1))", "float(np.nanstd(alpha_b, ddof=1) / 3.9)")
-    assert alpha_calibration(reps=100)[0] < 0.9
+    assert alpha_calibration(reps=10)[0] < 0.9
 
 
 def test_second_moment_of_one_hidden_layer_matches_closed_form():
