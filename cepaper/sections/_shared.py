@@ -24,6 +24,14 @@ def show(*objects):
             display(obj)
 
 
+def set_threads(threads):
+    """Set torch's CPU threads to ``threads`` (``None`` or 0: leave torch's default)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def training_setup(section, profile, device, executor, gpus_per_run, threads):
     """``(world, device, jobs)`` of a training section's grid: torch's CPU threads set to ``threads`` (``None``
     or 0: torch's default); under ``torchrun --nproc-per-node N -m cepaper run`` every rank's kernel joins one
@@ -32,13 +40,10 @@ def training_setup(section, profile, device, executor, gpus_per_run, threads):
     string; ``jobs`` the executor of the runs (``None`` for ``inprocess``: one after another in this process;
     ``local``/``slurm``: each a submitit job with ``gpus_per_run`` GPUs, its files in the section's checkpoint
     folder)."""
-    import torch
-
     from cepaper.book import results
     from cepaper.training import distributed, executors
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     world, device = distributed.setup(device)
     jobs = executors.executor(executor, results.checkpoint_dir(section, profile) / "jobs", gpus_per_job=gpus_per_run)
     return world, str(device), jobs
