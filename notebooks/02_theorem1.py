@@ -60,18 +60,11 @@ record_every: int = 5  # epochs between NTK records along the way
 threads: int = 1  # torch CPU threads (None: torch's default); 1 is fastest for these small nets
 
 # %% tags=["remove-input"]
-import pandas as pd
-import torch
-from IPython.display import Markdown, display
-from scipy import stats
-
-from cepaper import data
 from cepaper.book import pages, results
 from cepaper.sections import paper
 from cepaper.sections import theorem1 as section
 
-if threads:
-    torch.set_num_threads(threads)
+section.set_threads(threads)
 seeds = list(range(seed, seed + n_seeds))
 run = results.Run(
     "theorem1",
@@ -93,21 +86,7 @@ run = results.Run(
     seed=seed,
     device=device,
 )
-display(run.header())
-display(
-    Markdown(
-        {
-            "paper": "",
-            "cpu-evidence": f"**This is the CPU-evidence scale** (profile `{profile}`): the paper's L = 4, "
-            f"(m, n) grid and all of MNIST, trained for {epochs} epochs (the paper: 100) "
-            f"with {n_seeds} seeds.",
-        }.get(
-            profile,
-            f"**This is a CPU-scale run** (profile `{profile}`): {n_train} MNIST images, {epochs} epochs, "
-            f"{n_seeds} seeds and narrower nets than Fig. 9's; it shows the trend, it is not evidence.",
-        )
-    )
-)
+section.show(run.header(), section.scale_sentence(profile, epochs, n_seeds, n_train))
 
 # %% [markdown]
 # ## Training the grid
@@ -115,14 +94,14 @@ display(
 # interrupted grid resume where it stopped.
 
 # %%
-mnist = data.load("mnist", "train", root=data_root, n=n_train)
-x = data.inputs(mnist)
-y = data.scalar_targets(mnist.y, target)
-configs = section.grid(ds, widths_a, n_c=n_c, depth=depth, n_in=x.shape[1])
-records = section.train_grid(
-    x,
-    y,
-    configs,
+section.train(
+    run,
+    data_root,
+    n_train,
+    target,
+    ds,
+    widths_a,
+    n_c,
     seeds,
     cache=results.checkpoint_dir("theorem1", profile),
     depth=depth,
@@ -133,18 +112,6 @@ records = section.train_grid(
     record_every=record_every,
     device=device,
 )
-change = section.changes(records)
-fits = section.slopes(change, configs)
-run.save("runs", {"source": mnist.source, "records": records, "change": change.to_dict("list")}, table=change)
-run.save("fig9", {e: section.panel_table(configs, change, e).to_dict("list") for e in section.ALL_ENTRIES})
-run.save("slopes", fits.to_dict("list"), table=fits)
-run.save("trajectories", {"configs": configs.to_dict("list"), "traj": section.trajectories(records).to_dict("list")})
-display(
-    Markdown(
-        f"{len(records)} runs on {mnist.source} ({len(x)} images); "
-        f"{configs[['m', 'n']].drop_duplicates().shape[0]} distinct (m, n), seeds {seeds}."
-    )
-)
 
 # %% [markdown]
 # ## Fig. 9: the change of one off-diagonal NTK entry
@@ -153,7 +120,7 @@ display(
 # %% tags=["hide-input"]
 fig9 = run.load("fig9")
 pages.figure(
-    section.plot_fig9(pd.DataFrame(fig9["offdiag"]), ylabel=r"$|K_T(x_a,x_b) - K_0(x_a,x_b)|$"),
+    section.plot_fig9(fig9["offdiag"], ylabel=r"$|K_T(x_a,x_b) - K_0(x_a,x_b)|$"),
     f"|K_T − K_0| of one off-diagonal NTK entry after T = {epochs} epochs of gradient descent (mean over "
     f"{n_seeds} seeds ± SE, L = {depth}, {n_train} MNIST images): (a) single models, (b) m = n = d against n = d², "
     f"(c) width {n_c} with m matched to the single model's parameters",
@@ -165,7 +132,7 @@ pages.figure(
 
 # %%
 pages.figure(
-    section.plot_fig9(pd.DataFrame(fig9["offdiag_mean"]), ylabel=r"mean $|K_T - K_0|$ off-diagonal"),
+    section.plot_fig9(fig9["offdiag_mean"], ylabel=r"mean $|K_T - K_0|$ off-diagonal"),
     f"As Figure 1, for the mean of |K_T − K_0| over all off-diagonal entries of the {n_probe} probe inputs",
     run=run,
 )
@@ -177,34 +144,16 @@ pages.figure(
 # exponent of $m$ at the constant width $n_c$.
 
 # %% tags=["hide-input"]
-fits = pd.DataFrame(run.load("slopes"))
-change = pd.DataFrame(run.load("runs")["change"])
 pages.figure(
-    section.plot_slopes(change, fits, ("offdiag", "offdiag_mean"), exponent=paper.THEOREM1_EXPONENT_MN),
+    section.plot_slopes(
+        run.load("runs")["change"], run.load("slopes"), ("offdiag", "offdiag_mean"), exponent=paper.THEOREM1_EXPONENT_MN
+    ),
     "|K_T − K_0| of every run (every seed) against mn, log–log, for one off-diagonal entry (left) and the mean "
     "over the off-diagonal probe entries (right), with the fitted line and its 95% interval and Theorem 1's slope −1",
     run=run,
 )
 # %%
-display(
-    Markdown(
-        f"**Slope of log |K_T − K_0|** with its 95% interval. Theorem 1 predicts "
-        f"{paper.THEOREM1_EXPONENT_MN:g} in mn. Footnote 1 (the rigorous result of [10]) gives "
-        f"{paper.THEOREM1_RIGOROUS['n']:g} in n and {paper.THEOREM1_RIGOROUS['m']:g} in m."
-    )
-)
-display(pages.show(section.slope_table(fits, "abs_change").reset_index()))
-display(Markdown("**Slope of log |K_T − K_0| / |K_0|** (relative change):"))
-display(pages.show(section.slope_table(fits, "rel_change").reset_index()))
-main = fits[(fits.fit == "all") & (fits.entry == "offdiag") & (fits.value == "abs_change")].iloc[0]
-se = (main.hi - main.lo) / 2 / stats.t.ppf(0.975, main.points - 2)
-display(
-    Markdown(
-        f"**Power:** the slope of the off-diagonal entry over all {int(main.points)} runs has standard "
-        f"error {se:.3f}, so an exponent that differs from {paper.THEOREM1_EXPONENT_MN:g} by "
-        f"{2.8 * se:.2f} or more is detected with 80% power at the 5% level."
-    )
-)
+section.show(*section.slope_tables(run.load("slopes")))
 
 # %% [markdown]
 # ## Along the way
@@ -214,7 +163,7 @@ display(
 # %% tags=["hide-input"]
 traj = run.load("trajectories")
 pages.figure(
-    section.plot_trajectories(pd.DataFrame(traj["traj"]), pd.DataFrame(traj["configs"]), "offdiag_mean"),
+    section.plot_trajectories(traj["traj"], traj["configs"], "offdiag_mean"),
     f"|K_t − K_0| (mean over off-diagonal probe entries and seeds) along {epochs} epochs for the equal-mn pairs of "
     "panel (b): single models n = d² (solid) and ensembles m = n = d (dashed), one colour per d",
     run=run,
@@ -231,8 +180,5 @@ pages.figure(
 # [next section](09_theorem1_flow.ipynb).
 
 # %% tags=["hide-input"]
-assert (change.lossT < change.loss0).all(), "every run must lower the training loss"
-assert (change.abs_change > 0).all(), "with lr > 0 the kernel must move"
-for name, holds, detail in section.checks(fits):
-    run.check(name, holds, detail)
+section.check(run)
 pages.checks(run.load("checks"))

@@ -55,21 +55,13 @@ synthetic_trials: int = 2000  # draws per width of the synthetic check
 checkpoint: bool = False  # keep finished widths on disk (resumable sweeps)
 
 # %% tags=["remove-input"]
-import warnings
-
-import numpy as np
-import pandas as pd
-from IPython.display import Markdown, display
-
-from cepaper import search
-from cepaper.alpha import fit, sweeps
 from cepaper.book import pages, results
 from cepaper.sections import alpha as section
-from cepaper.sections import alpha_checks, paper, primal_dual
+from cepaper.sections import paper
 
 # Widths whose draws have a heavy tail are flagged in the results (`tail_khat`, `heavy_tail_widths`) and
 # on this page; the fit's warning about each of them would only repeat that here.
-warnings.filterwarnings("ignore", message="the draws at width index")
+section.quiet_tail_warnings()
 
 run = results.Run(
     "alpha",
@@ -92,29 +84,7 @@ run = results.Run(
     ),
 )
 ckpt = results.checkpoint_dir("alpha", profile) if checkpoint else None
-display(run.header())
-display(
-    pages.show(
-        [
-            dict(
-                source="paper (Sec. 4.2, Fig. 8)",
-                alpha=paper.ALPHA_FIT["alpha"],
-                trials=paper.ALPHA_FIT["trials"],
-                widths=f"{paper.ALPHA_FIT['width_min']}..{paper.ALPHA_FIT['width_max']}",
-                n_in=paper.ALPHA_FIT["n_in"],
-                entry=paper.ALPHA_FIT["entry"],
-            ),
-            dict(
-                source="this run",
-                alpha="fitted below",
-                trials=trials,
-                widths=f"{num_widths} from 1..{width_max}",
-                n_in=sweeps.DEFAULTS["bottleneck"]["n_in"],
-                entry="diag and offdiag",
-            ),
-        ]
-    )
-)
+section.show(run.header(), pages.show(section.setup_table(trials, width_max, num_widths)))
 
 # %% [markdown]
 # ## Algorithm 1 on the bottleneck block
@@ -127,12 +97,7 @@ display(
 # notebook's last table use it, where asked, instead of the paper's 1.60.
 
 # %%
-widths = sweeps.log_grid(1, width_max, num_widths)
-sweep = sweeps.module_sweep("bottleneck", widths, trials, seed, device, ckpt, progress=True)
-bottleneck = fit.sweep_result(sweep, n_boot=n_boot)
-run.save("fit_bottleneck", bottleneck, table=fit.result_table(bottleneck))
-options = section.fit_option_rows(sweep, "diag", n_boot=n_boot)
-run.save("fit_options", {"rows": options}, table=pd.DataFrame(options))
+section.fit_module(run, "bottleneck", "bottleneck", width_max, num_widths, trials, seed, device, ckpt, n_boot)
 
 # %% [markdown]
 # ## The fully connected net
@@ -142,20 +107,9 @@ run.save("fit_options", {"rows": options}, table=pd.DataFrame(options))
 # for it; the design section found that $\alpha \approx$ `search.ALPHA_FIG3` reproduces Fig. 3's optimum.
 
 # %%
-mlp_sweep = sweeps.module_sweep(
-    "mlp",
-    sweeps.log_grid(1, mlp_width_max, mlp_num_widths),
-    mlp_trials,
-    seed,
-    device,
-    ckpt,
-    progress=True,
-    depth=mlp_depth,
+section.fit_module(
+    run, "mlp", "mlp", mlp_width_max, mlp_num_widths, mlp_trials, seed, device, ckpt, n_boot, depth=mlp_depth
 )
-mlp = fit.sweep_result(mlp_sweep, n_boot=n_boot)
-run.save("fit_mlp", mlp, table=fit.result_table(mlp))
-mlp_options = section.fit_option_rows(mlp_sweep, "diag", n_boot=n_boot)
-run.save("fit_options_mlp", {"rows": mlp_options}, table=pd.DataFrame(mlp_options))
 
 # %% [markdown]
 # ## What α depends on: the scalar function
@@ -166,18 +120,7 @@ run.save("fit_options_mlp", {"rows": mlp_options}, table=pd.DataFrame(mlp_option
 # does (all widths) and on the wider half of the widths.
 
 # %%
-variants = [
-    {"label": "default: centre unit, 3x3 input"},
-    {"label": "mean read-out, 8x8 input", "readout": "mean", "spatial": 8},
-    {"label": "mean read-out, 4x4 input", "readout": "mean", "spatial": 4},
-    {"label": "one pixel (1x1 input)", "readout": "mean", "spatial": 1},
-    {"label": "random read-out, 4x4 input", "readout": "random", "spatial": 4},
-    {"label": "ReLU after the sum", "post_relu": True},
-    {"label": "spatially constant input, 8x8", "input": "constant", "readout": "mean", "spatial": 8},
-    {"label": "uncorrelated x1, x2", "corr": 0.0},
-]
-effects = section.effect_rows(variants, effect_widths, effect_trials, seed, device, n_boot, ckpt)
-run.save("effects", {"rows": effects, "widths": effect_widths, "trials": effect_trials}, table=pd.DataFrame(effects))
+section.save_effects(run, effect_widths, effect_trials, seed, device, n_boot, ckpt)
 
 # %% [markdown]
 # ## Fitted α → design → the paper's optima
@@ -188,11 +131,7 @@ run.save("effects", {"rows": effects, "widths": effect_widths, "trials": effect_
 # grid of $\alpha$, every optimum and the range of $\alpha$ that gives it.
 
 # %% tags=["hide-input"]
-saved = run.load("fit_bottleneck")
-design = section.design_rows(saved["alpha"], saved["alpha_ci"])
-run.save("design", {"rows": design, "alpha": saved["alpha"], "alpha_ci": saved["alpha_ci"]}, table=pd.DataFrame(design))
-intervals = section.optimum_interval_rows(np.geomspace(0.5, 4.0, 200))
-run.save("design_intervals", {"rows": intervals}, table=pd.DataFrame(intervals))
+section.save_design(run)
 
 # %% [markdown]
 # ## Fig. 8: the bottleneck block
@@ -226,42 +165,7 @@ pages.figure(
     "As the previous figure, for the off-diagonal entry K(x1, x2) (inputs of correlation 0.5)",
     run=run,
 )
-rows = [
-    {
-        "entry": e,
-        "alpha": f["alpha"],
-        "lo": f["alpha_ci"][0],
-        "hi": f["alpha_ci"][1],
-        "intercept a": f["intercept"],
-        "C": f["C"],
-        "widths": len(f["widths"]),
-        "trials": f["trials"][0],
-    }
-    for e, f in res["fits"].items()
-]
-display(pages.show(rows, 4))
-lo, hi = res["alpha_ci"]
-diag = res["fits"]["diag"]
-khat = [k for k in diag["tail_khat"] if k is not None]
-inside = lo <= paper.ALPHA_BOTTLENECK <= hi
-display(
-    Markdown(
-        f"**Our α = {res['alpha']:.3f}**, 95% interval [{lo:.3f}, {hi:.3f}] (diagonal entry, "
-        f"{len(res['widths'])} widths from {min(res['widths'])} to {max(res['widths'])}, T = {res['trials']}); "
-        f"the paper's {paper.ALPHA_BOTTLENECK:.2f} is "
-        + (
-            "inside this interval. "
-            if inside
-            else f"**outside** it ({'below' if paper.ALPHA_BOTTLENECK < lo else 'above'}). "
-        )
-        + f"The draws' tail index of K² is at most {max(khat, default=float('nan')):.2f} over the widths; "
-        + (
-            f"widths {diag['heavy_tail_widths']} exceed {fit.KHAT_MAX}, so the interval is too narrow there."
-            if diag["heavy_tail_widths"]
-            else f"none exceeds {fit.KHAT_MAX}, so the interval can be read as it is."
-        )
-    )
-)
+section.show(pages.show(section.fit_rows(res), 4), section.fig8_sentence(res))
 
 # %% [markdown]
 # ### The law bends: the fit depends on the widths it sees
@@ -274,23 +178,7 @@ display(
 # Beware also that for the narrowest blocks $K$ is heavy-tailed and $T$ draws under-estimate $E[K^2]$.
 
 # %% tags=["remove-input"]
-f = res["fits"]["diag"]
-sel = [
-    res["widths"].index(n)
-    for n in sweeps.log_grid(1, max(res["widths"]), min(16, len(res["widths"])))
-    if n in res["widths"]
-]  # at most 16 widths, log-spaced
-s, y = np.array(f["term"], dtype=float)[sel], np.array(f["log_ratio"], dtype=float)[sel]
-display(
-    pages.show(
-        {
-            "n from": [res["widths"][j] for j in sel[:-1]],
-            "n to": [res["widths"][j] for j in sel[1:]],
-            "local slope d log r / d s": np.diff(y) / np.diff(s),
-        },
-        3,
-    )
-)
+section.show(pages.show(section.slope_table(res), 3))
 pages.figure(
     section.plot_fit_options(
         run.load("fit_options")["rows"],
@@ -341,7 +229,7 @@ pages.show(section.reading_table(res, section.design_window(run.load("design")["
 # %% tags=["remove-input"]
 res_mlp = run.load("fit_mlp")
 pages.figure(
-    section.plot_fig8(res_mlp, "diag", label=f"MLP, L = {mlp_depth}", paper_alpha=search.ALPHA_FIG3),
+    section.plot_fig8(res_mlp, "diag", label=f"MLP, L = {mlp_depth}", paper_alpha=section.ALPHA_FIG3),
     f"Algorithm 1 on the fully connected net (L = {mlp_depth} weight layers, diagonal entry): E[K²]/E[K]² over "
     f"T = {mlp_trials} draws per width at {mlp_num_widths} widths n = 1..{mlp_width_max}, our fit, and dashed "
     "the α that reproduces Fig. 3's optimum",
@@ -350,50 +238,15 @@ pages.figure(
 pages.figure(
     section.plot_fit_options(
         run.load("fit_options_mlp")["rows"],
-        paper_alpha=search.ALPHA_FIG3,
+        paper_alpha=section.ALPHA_FIG3,
         title=f"MLP (L = {mlp_depth}): alpha by fit choice (diagonal entry)",
     ),
     "α of the fully connected net fitted in other ways, with 95% bootstrap intervals; dashed: Fig. 3's α",
     run=run,
 )
-display(
-    pages.show(
-        [
-            {
-                "entry": e,
-                "alpha": g["alpha"],
-                "lo": g["alpha_ci"][0],
-                "hi": g["alpha_ci"][1],
-                "intercept a": g["intercept"],
-            }
-            for e, g in res_mlp["fits"].items()
-        ],
-        4,
-    )
-)
-opts = {r["fit"]: r for r in run.load("fit_options_mlp")["rows"]}
-fig3_alpha, fig3_source = primal_dual.fig3_alpha()
-allw, w8 = opts["paper: intercept, unweighted, all widths"], opts["widths n >= 8"]
-w24 = opts.get("widths n >= 24")
-display(
-    Markdown(
-        f"**Algorithm 1 on the MLP does not give Fig. 3's α.** Over all {allw['widths']} widths it gives "
-        f"α = {allw['alpha']:.2f} [{allw['lo']:.2f}, {allw['hi']:.2f}]; over the {w8['widths']} widths n ≥ 8, "
-        f"α = {w8['alpha']:.2f} [{w8['lo']:.2f}, {w8['hi']:.2f}]"
-        + (
-            ""
-            if w24 is None
-            else f"; over the {w24['widths']} widths n ≥ 24, α = {w24['alpha']:.2f} [{w24['lo']:.2f}, {w24['hi']:.2f}]"
-        )
-        + f". Fig. 3's optimum needs α = {fig3_alpha:.3f} ({fig3_source})."
-        + (
-            f" The intervals are too narrow at the narrow widths: the draws at n = "
-            f"{', '.join(map(str, res_mlp['fits']['diag']['heavy_tail_widths']))} have a tail index of K² above "
-            f"{fit.KHAT_MAX} (a deep ReLU net of width n is zero on most draws and very large on a few)."
-            if res_mlp["fits"]["diag"]["heavy_tail_widths"]
-            else ""
-        )
-    )
+section.show(
+    pages.show(section.fit_rows(res_mlp, extra=False), 4),
+    section.mlp_sentence(res_mlp, run.load("fit_options_mlp")["rows"]),
 )
 
 # %% [markdown]
@@ -417,8 +270,7 @@ pages.figure(
     "As the previous figure, fitted on the wider half of the widths only",
     run=run,
 )
-cols = ["label", "entry", "alpha", "lo", "hi", "alpha_large", "lo_large", "hi_large", "seconds"]
-display(pages.show(pd.DataFrame(eff["rows"])[cols], 3))
+pages.show(section.effects_table(eff["rows"]), 3)
 
 # %% [markdown]
 # ## The chain: fitted α → optimal modules
@@ -429,25 +281,7 @@ display(pages.show(pd.DataFrame(eff["rows"])[cols], 3))
 
 # %% tags=["remove-input"]
 des = run.load("design")
-display(
-    pages.show(
-        pd.DataFrame(des["rows"])[
-            [
-                "arch",
-                "baseline",
-                "objective",
-                "paper_config",
-                "config",
-                "config_lo",
-                "config_hi",
-                "config_paper_alpha",
-                "alpha_min",
-                "alpha_max",
-            ]
-        ],
-        3,
-    )
-)
+section.show(pages.show(section.design_table(des["rows"]), 3))
 pages.figure(
     section.plot_design_intervals(
         run.load("design_intervals")["rows"], des["alpha"], des["alpha_ci"], paper_alpha=paper.ALPHA_BOTTLENECK
@@ -457,12 +291,7 @@ pages.figure(
     run=run,
     legend="outside",
 )
-same = [r for r in des["rows"] if r["config"] == r["paper_config"]]
-display(
-    Markdown(
-        f"With our α = {des['alpha']:.3f}, {len(same)} of {len(des['rows'])} designs give the paper's printed optimum."
-    )
-)
+section.design_sentence(des)
 
 # %% [markdown]
 # ## Checks
@@ -474,10 +303,5 @@ display(
 # page; it does not stop the run.
 
 # %% tags=["hide-input"]
-terms = [sweeps.bottleneck_term(n) for n in sweeps.log_grid(4, 256, 10)]
-a_paper = paper.ALPHA_BOTTLENECK
-synthetic = fit.fit_alpha(terms, fit.synthetic_samples(a_paper, terms, synthetic_trials, seed=seed), n_boot=n_boot)
-fits = {"bottleneck": run.load("fit_bottleneck"), "mlp": run.load("fit_mlp")}
-for name, holds, detail in alpha_checks.checks(synthetic, a_paper, fits, run.load("design")["rows"]):
-    run.check(name, holds, detail)
+section.check(run, synthetic_trials, seed, n_boot)
 pages.checks(run.load("checks"))

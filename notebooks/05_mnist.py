@@ -69,18 +69,10 @@ threads: int = 1  # torch CPU threads (None: torch's default)
 checkpoint_every: int = 1  # epochs between checkpoints of an unfinished model
 
 # %% tags=["remove-input"]
-import pandas as pd
-import torch
-from IPython.display import Markdown, display
-
-from cepaper import data
 from cepaper.book import pages, results
 from cepaper.sections import mnist as section
-from cepaper.sections import paper, primal_dual
-from cepaper.training import adam
 
-if threads:
-    torch.set_num_threads(threads)
+section.set_threads(threads)
 run = results.Run(
     "mnist",
     profile,
@@ -103,54 +95,11 @@ run = results.Run(
         level=level,
     ),
 )
-display(run.header())
-alpha_used, alpha_source = primal_dual.fig3_alpha() if alpha is None else (float(alpha), "given as a parameter")
-p4 = paper.FIG4
-display(
-    pages.show(
-        [
-            dict(
-                run="paper (Sec. 4.1)",
-                L=p4["depth"],
-                n_tilde=p4["width"],
-                train_images=60000,
-                test_images=10000,
-                epochs=p4["epochs"],
-                repetitions=p4["repetitions"],
-                optimizer=p4["optimizer"],
-                lr="not given",
-                batch="not given",
-            ),
-            dict(
-                run=f"this run ({profile})",
-                L=depth,
-                n_tilde=n_tilde,
-                train_images=n_train or 60000,
-                test_images=n_test or 10000,
-                epochs=epochs,
-                repetitions=reps,
-                optimizer="Adam",
-                lr=lr,
-                batch=batch_size,
-            ),
-        ]
-    )
-)
-display(
-    Markdown(
-        f"**α = {alpha_used:.4g}**: {alpha_source}."
-        + {
-            "paper": "",
-            "cpu-evidence": f" **This is the CPU-evidence scale** (profile `{profile}`): the paper's baseline "
-            "(L = 6 weight layers, ñ = 200), all of MNIST, Adam and the paper's widths, with fewer epochs "
-            "and repetitions than the paper's 70 and 100, as the table says.",
-        }.get(
-            profile,
-            f" **This is a CPU-scale run** (profile `{profile}`): a narrower baseline, a subset of MNIST, "
-            "few epochs and repetitions, as the table says. Its numbers test the pipeline and show the "
-            "trends at this scale; they are not evidence for the paper's claims.",
-        )
-    )
+alpha_used, alpha_source = section.alpha_of(alpha)
+section.show(
+    run.header(),
+    pages.show(section.setup_table(profile, depth, n_tilde, n_train, n_test, epochs, reps, lr, batch_size)),
+    section.scale_sentence(profile, alpha_used, alpha_source),
 )
 
 # %% [markdown]
@@ -162,12 +111,7 @@ display(
 # exact values.
 
 # %%
-mlp = section.member(inputs=784, depth=depth, classes=10, bias=bias)
-configs = section.models(primal_ns, dual_ns, n_tilde, alpha_used, mlp)
-run.save(
-    "models", {"rows": configs.to_dict("records"), "alpha": alpha_used, "alpha_source": alpha_source}, table=configs
-)
-pages.show(configs[["curve", "n", "m", "m_exact", "params", "params_ratio", "var", "var_ratio"]])
+pages.show(section.save_models(run, primal_ns, dual_ns, n_tilde, alpha_used, alpha_source, depth, bias))
 
 # %% [markdown]
 # ## Training
@@ -176,21 +120,14 @@ pages.show(configs[["curve", "n", "m", "m_exact", "params", "params_ratio", "var
 # in the section's checkpoint folder, and an unfinished one resumes from its last epoch.
 
 # %%
-train_set = data.load("mnist", "train", root=data_root, n=n_train)
-test_set = data.load("mnist", "test", root=data_root, n=n_test)
-x, y = data.inputs(train_set), torch.as_tensor(train_set.y)
-x_test, y_test = data.inputs(test_set), torch.as_tensor(test_set.y)
-records = adam.train_reps_grid(
-    x,
-    y,
-    x_test,
-    y_test,
-    configs,
-    range(reps),
+section.train(
+    run,
+    data_root,
+    n_train,
+    n_test,
+    reps,
     cache=results.checkpoint_dir("mnist", profile),
-    progress=True,
     depth=depth,
-    classes=10,
     epochs=epochs,
     lr=lr,
     batch_size=batch_size,
@@ -198,24 +135,6 @@ records = adam.train_reps_grid(
     bias=bias,
     device=device,
     checkpoint_every=checkpoint_every,
-)
-runs = section.runs_table(records, configs)
-run.save(
-    "runs",
-    {
-        "source": train_set.source,
-        "rows": runs.to_dict("records"),
-        "wall_s": {f"{r['m']}x{r['n']}": r["wall_s"] for r in records},
-    },
-    table=runs,
-)
-run.save("learning_curves", {"rows": section.learning_curves(records).to_dict("records")})
-display(
-    Markdown(
-        f"{len(records)} models × {reps} repetitions on {len(x)} training and {len(x_test)} test images "
-        f"of {train_set.source}; training took {sum(r['wall_s'] for r in records):.1f} s in all "
-        f"(models found finished in the checkpoint folder count with their original time)."
-    )
 )
 
 # %% [markdown]
@@ -226,8 +145,7 @@ display(
 # the dual. Below each width is its $m$.
 
 # %% tags=["hide-input"]
-runs = pd.DataFrame(run.load("runs")["rows"])
-table = section.summary(runs)
+table = section.summary(run.load("runs")["rows"])
 pages.figure(
     section.fig4(table),
     f"Test error on MNIST (mean over {reps} repetitions ± SE, blue, labelled with m) against the member width n "
@@ -253,58 +171,10 @@ pages.show(
 # relative to the baseline ($n = \tilde n$, $m = 1$).
 
 # %%
-corr = pd.concat(
-    [
-        section.correlations(runs, "primal", "var", n_boot, level, seed),
-        section.correlations(runs, "dual", "params", n_boot, level, seed),
-    ],
-    ignore_index=True,
-)
-changes = section.dual_changes(runs, n_tilde, level)
-run.save("correlations", {"rows": corr.to_dict("records")}, table=corr)
-run.save("dual_changes", {"rows": changes.to_dict("records")}, table=changes)
+section.save_correlations(run, n_tilde, n_boot, level, seed)
 
 # %% tags=["hide-input"]
-corr = pd.DataFrame(run.load("correlations")["rows"])
-changes = pd.DataFrame(run.load("dual_changes")["rows"])
-display(
-    pages.show(corr[["curve", "against", "measure", "value", "lo", "hi", "p_value", "p_exact", "models", "reps"]], 3)
-)
-display(
-    pages.show(
-        changes[["n", "m", "params_ratio", "var_ratio", "error", "change", "change_se", "lo", "hi"]],
-        headers={"error": "test error", "change": "change of the test error"},
-    )
-)
-sp = corr.set_index(["curve", "measure"])
-worse = changes[changes.lo > 0]
-better = changes[changes.hi < 0]
-better_larger = better[better.params_ratio > 1]
-display(
-    Markdown(
-        f"**Primal:** Spearman r_s(error, Var) = {sp.loc[('primal', 'spearman'), 'value']:.2f} "
-        f"[{sp.loc[('primal', 'spearman'), 'lo']:.2f}, {sp.loc[('primal', 'spearman'), 'hi']:.2f}], "
-        f"Pearson with log Var = {sp.loc[('primal', 'pearson_log'), 'value']:.2f} "
-        f"[{sp.loc[('primal', 'pearson_log'), 'lo']:.2f}, {sp.loc[('primal', 'pearson_log'), 'hi']:.2f}] "
-        f"({level:.0%} bootstrap intervals, {int(sp.loc[('primal', 'spearman'), 'models'])} models). "
-        f"**Dual:** Spearman r_s(error, β_e) = {sp.loc[('dual', 'spearman'), 'value']:.2f} "
-        f"[{sp.loc[('dual', 'spearman'), 'lo']:.2f}, {sp.loc[('dual', 'spearman'), 'hi']:.2f}]. Compared with the "
-        f"baseline, {len(worse)} dual model(s) are worse and {len(better)} better beyond their {level:.0%} interval, "
-        f"{len(better_larger)} of them with more parameters than the baseline "
-        f"(largest β_e: {changes.params_ratio.max():.2f}× the baseline's, error change "
-        f"{100 * changes.loc[changes.params_ratio.idxmax(), 'change']:+.2f} points). The paper's claim for the dual is "
-        f"that a larger β_e does not improve the error; "
-        + (
-            "here no dual model with more parameters is better than the baseline beyond its interval (which is "
-            "no evidence of *equal* errors)."
-            if better_larger.empty
-            else "**here some dual models with more parameters improve on the baseline.**"
-        )
-        + f" **Power:** with {reps} repetitions the median standard error of a model's mean error is "
-        f"{100 * table['sem'].median():.3f} points, so an error difference between two models of "
-        f"{100 * 2.8 * table['sem'].median() * 2**0.5:.3f} points is detected with 80% power at the 5% level."
-    )
-)
+section.show(*section.correlation_page(run, level, reps))
 
 # %% [markdown]
 # ## Along training
@@ -313,7 +183,7 @@ display(
 
 # %% tags=["hide-input"]
 pages.figure(
-    section.fig4_learning(pd.DataFrame(run.load("learning_curves")["rows"]), table),
+    section.fig4_learning(run.load("learning_curves")["rows"], table),
     f"Test error on MNIST after each epoch (mean over {reps} repetitions) of every model of the primal (left) "
     "and dual (right) curve, one colour per width n",
     run=run,
@@ -330,12 +200,5 @@ pages.figure(
 # differ. We do not check the paper's claims on the errors; the text above reports what this run measured.
 
 # %% tags=["hide-input"]
-models_ = pd.DataFrame(run.load("models")["rows"])
-assert ((models_.m - models_.m_exact).abs() <= 0.5 + 1e-9).all(), "m is the nearest integer on its curve"
-primal = models_[models_.curve == "primal"]
-assert ((primal.params - primal.baseline_params).abs() <= 0.5 * primal.params / primal.m + 1e-6).all()
-assert (runs.error < runs.error_init).all() and (runs.error < 0.9).all(), "every repetition must learn"
-assert runs.groupby(["m", "n"]).error.nunique().min() > 1 or reps == 1, "repetitions are independent runs"
-for name, holds, detail in section.checks(models_):
-    run.check(name, holds, detail)
+section.check(run, reps)
 pages.checks(run.load("checks"))

@@ -70,28 +70,13 @@ wait: bool = True  # with executor local/slurm: False shows the finished runs an
 rerun_stale: bool = False  # train again the finished runs that older training code made
 
 # %% tags=["remove-input"]
-import pandas as pd
-import torch
-from IPython.display import Markdown, display
-
-from cepaper import catalog, data
 from cepaper.book import pages, results
-from cepaper.search import networks
 from cepaper.sections import cifar as section
-from cepaper.training import distributed, executors, grids, recipes
 
-if threads:
-    torch.set_num_threads(threads)
 datasets, n_runs, epochs = section.check_params(datasets, n_runs, epochs)
+world, device, jobs = section.training_setup("cifar", profile, device, executor, gpus_per_run, threads)
 scaled = not section.is_paper_scale(stages, blocks)
-net = "ResNeXt-29" if not scaled else f"a scaled-down ResNeXt (stages {stages}, {blocks} block(s) each)"
-seeds = list(range(seed, seed + n_runs))
-alpha_used, alpha_source = (alpha, "given") if alpha is not None else networks.default_alpha("resnext29")
-# under `torchrun --nproc-per-node N -m cepaper run cifar` every rank's kernel joins one process group, and
-# each run of the grid trains across them (DDP): rank 0 publishes, the others' copies are discarded
-world, device = distributed.setup(device)
-device = str(device)
-jobs = executors.executor(executor, results.checkpoint_dir("cifar", profile) / "jobs", gpus_per_job=gpus_per_run)
+alpha_used, alpha_source = section.alpha_of(alpha)
 run = results.Run(
     "cifar",
     profile,
@@ -114,29 +99,10 @@ run = results.Run(
         bf16=bf16,
     ),
 )
-display(run.header())
+run.header()
 
 # %% tags=["remove-input"]
-display(
-    Markdown(
-        f"**What this run is.** {net}; datasets {', '.join(datasets)}; "
-        f"{'all' if n_train is None else n_train} training and {'all' if n_test is None else n_test} test images; "
-        f"{'the recipe’s 300' if epochs is None else epochs} epoch(s); {n_runs} run(s) per model; α = {alpha_used:.3g} "
-        f"({alpha_source})."
-        + (f" Each run trained across {world.size} processes (torchrun, DDP)." if world.size > 1 else "")
-        + (
-            ""
-            if not scaled
-            else " **This is not the paper's experiment.** The network is far narrower and shallower than ResNeXt-29, "
-            "so it has its *own* baseline and its *own* optima, derived by the same Algorithm 2 with the bottleneck "
-            f"of its first stage ({stages[0]} → [n, n] → {stages[0]}) as the member; in the tables below its models "
-            "stand in the rows of the paper's models with the same role. It trains on a small subset for a "
-            "fraction of the schedule, so its errors are near chance and are **not evidence for or against the "
-            "paper's claims**: this run checks that the whole pipeline (derive, train, evaluate, tabulate) works "
-            "on real CIFAR images. The paper profile (`profiles/paper.yaml`, a GPU) runs the real experiment."
-        )
-    )
-)
+section.run_sentence(stages, blocks, datasets, n_train, n_test, epochs, n_runs, alpha_used, alpha_source, world.size)
 
 # %% [markdown]
 # ## The models
@@ -147,10 +113,8 @@ display(
 # derived from a baseline.
 
 # %%
-specs = section.design_models(baselines, primal_ns, dual_ns, models, stages=stages, depth=blocks, alpha=alpha_used)
-spec_table = pd.DataFrame(specs)
-run.save("models", {"models": specs, "alpha": alpha_used, "alpha_source": alpha_source}, table=spec_table)
-display(pages.show(spec_table.drop(columns="alpha"), {"gflops": 3, "rho": 2, "var_ratio": 3}))
+specs = section.save_models(run, baselines, primal_ns, dual_ns, models, stages, blocks, alpha_used, alpha_source)
+pages.show(section.models_table(specs), {"gflops": 3, "rho": 2, "var_ratio": 3})
 
 # %% [markdown]
 # ## Training
@@ -171,44 +135,28 @@ display(pages.show(spec_table.drop(columns="alpha"), {"gflops": 3, "rho": 2, "va
 
 # %%
 runs = section.grid(specs, scaled)
-display(pages.show(pd.DataFrame(runs)))
-records = []
-for name in datasets:
-    train = data.load(name, "train", root=data_root, n=n_train)
-    test = data.load(name, "test", root=data_root, n=n_test)
-    for recipe in dict.fromkeys(r["recipe"] for r in runs):
-        records += grids.train_recipe_grid(
-            [r["config"] for r in runs if r["recipe"] == recipe],
-            name,
-            train,
-            test,
-            seeds,
-            recipe_name=recipe,
-            classes=section.CLASSES[name],
-            stages=None if not scaled else stages,
-            depth=None if not scaled else blocks,
-            epochs=epochs,
-            cache=results.checkpoint_dir("cifar", profile),
-            device=device,
-            channels_last=channels_last,
-            bf16=bf16,
-            executor=jobs,
-            missing_ok=jobs is not None,
-            wait=wait,
-            rerun_stale=rerun_stale,
-        )
-    display(
-        Markdown(
-            f"{name}: {len(train)} training images from "
-            f"{catalog.relative_source(train.source, data_root)}; {len(test)} test images."
-        )
-    )
-summ = grids.grid_summary(records, last=section.LAST_EPOCHS)
-run.save("runs", {"records": records})
-run.save("summary", {"rows": summ.to_dict("records"), "scaled": scaled}, table=summ)
-display(pages.show(summ, 3))
-if grids.run_status(records):
-    display(Markdown(f"**Runs.** {grids.run_status(records)}"))
+section.show(pages.show(runs))
+records, notes = section.train(
+    runs,
+    datasets,
+    list(range(seed, seed + n_runs)),
+    data_root,
+    n_train,
+    n_test,
+    stages,
+    blocks,
+    epochs=epochs,
+    cache=results.checkpoint_dir("cifar", profile),
+    device=device,
+    channels_last=channels_last,
+    bf16=bf16,
+    executor=jobs,
+    missing_ok=jobs is not None,
+    wait=wait,
+    rerun_stale=rerun_stale,
+)
+summ = section.save_grid(run, records, section.LAST_EPOCHS, scaled=scaled)
+section.show(*notes, pages.show(summ, 3), section.runs_sentence(records))
 
 # %% [markdown]
 # ## Tables 1a, 1b and 5: the paper's errors beside ours
@@ -218,19 +166,7 @@ if grids.run_status(records):
 # with the recipe of its row: `cifar_1gpu` for the rows marked §, `cifar` for the others.
 
 # %% tags=["remove-input"]
-saved = run.load("summary")
-summ_saved = pd.DataFrame(saved["rows"])
-which = results.describe(results.load("cifar", profile, "summary"))
-status = grids.run_status(run.load("runs")["records"])
-if status:
-    display(Markdown(f"**Runs.** {status}"))
-for table, title in (
-    ("1a", "Table 1a (primal, parameter budget)"),
-    ("1b", "Table 1b (dual, parameter budget)"),
-    ("5", "Table 5 (primal, FLOPs budget)"),
-):
-    display(Markdown(f"**{title}**. Ours: {which}."))
-    display(pages.show(section.paper_table(table, specs, summ_saved, saved["scaled"])))
+section.show(*section.paper_tables(run, specs))
 
 # %% [markdown]
 # ## Figs. 6–7: test error along the primal and the dual curve
@@ -241,36 +177,15 @@ for table, title in (
 # be compared number for number.
 
 # %%
-curve = section.curves(baselines[0], None if not scaled else stages, alpha_used)
-run.save("curve", curve)
+run.save("curve", section.curves(baselines[0], stages if scaled else None, alpha_used))
 pages.figure(
-    section.plot_curve_errors(specs, summ_saved, run.load("curve"), datasets),
-    f"Test error (± SE) of our models on the primal (left) and dual (right) curves of the baseline {baselines[0]}, "
-    f"against the width n, on {', '.join(datasets)}; red: the curve of Algorithm 2. {net}, "
-    f"{'the recipe’s 300' if epochs is None else epochs} epoch(s), {n_runs} run(s) per model",
+    section.plot_curve_errors(specs, run.load("summary")["rows"], run.load("curve"), datasets),
+    section.curve_caption(baselines[0], datasets, stages, blocks, epochs, n_runs),
     paper="6–7",
     run=run,
 )
 # %% tags=["remove-input"]
-committed = results.find("cifar", "summary", profiles=("paper",)) if profile != "paper" else None
-if committed is None:
-    display(
-        Markdown(
-            "**Paper-scale results:** none committed yet (`results/paper/cifar/`); the paper "
-            "profile (`cepaper run cifar --profile paper` on a GPU) writes them."
-        )
-    )
-else:
-    committed_models = results.find("cifar", "models", profiles=("paper",))["data"]["models"]
-    display(Markdown(f"**Paper-scale results** (committed run: {results.describe(committed)}):"))
-    for table in ("1a", "1b", "5"):
-        display(
-            pages.show(
-                section.paper_table(
-                    table, committed_models, pd.DataFrame(committed["data"]["rows"]), committed["data"]["scaled"]
-                )
-            )
-        )
+section.show(*section.committed_tables(profile))
 
 # %% [markdown]
 # ## What CIFAR costs on this machine
@@ -283,22 +198,9 @@ else:
 # "not run" with these costs.
 
 # %% tags=["hide-input"]
-speed = section.throughput_rows(device=device, channels_last=channels_last)
-run.save("throughput", {"rows": speed}, table=pd.DataFrame(speed))
-display(
-    pages.show(
-        pd.DataFrame(speed)[["config", "batch", "images_per_s", "hours per epoch", "hours for the paper's runs"]], 2
-    )
-)
-opt = next(r for r in speed if r["config"] == "37x10d")
-paper_hours = opt["hours for the paper's runs"]
-display(
-    Markdown(
-        f"At {opt['images_per_s']:.1f} images/s on {results.device_name(device)}, one epoch of CIFAR-10 "
-        f"for 37×10d takes {opt['hours per epoch']:.1f} h; 30 epochs of one run, "
-        f"{30 * opt['hours per epoch']:.0f} h; the paper's 10 runs of 300 epochs, "
-        f"{paper_hours:,.0f} h."
-    )
+speed = section.save_throughput(run, device, channels_last)
+section.show(
+    pages.show(section.throughput_table(speed), 2), section.throughput_sentence(speed, results.device_name(device))
 )
 
 # %% [markdown]
@@ -307,10 +209,4 @@ display(
 # of the tables has the parameter count its config implies.
 
 # %%
-done = grids.finished_runs(records)
-assert all(len(r["history"]["epoch"]) == (epochs or 300) for r in done), "a finished run must train every epoch"
-assert all(0 <= e <= 100 for r in done for e in r["history"]["test_top1"]), "top-1 errors must be percentages"
-assert all(pd.notna(r["history"]["train_loss"]).all() for r in done), "training losses must not be NaN"
-assert len(records) == len(runs) * len(datasets) * n_runs, "one record per model, dataset and run"
-assert jobs is not None or len(done) == len(records), "in this process a failed run is an error"
-assert {r["recipe"] for r in runs} <= set(recipes.RECIPES), "every run names a known recipe"
+section.check_grid(records, runs, datasets, n_runs, epochs, in_process=jobs is None)

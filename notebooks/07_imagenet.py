@@ -68,23 +68,11 @@ wait: bool = True  # with executor local/slurm: False shows the finished runs an
 rerun_stale: bool = False  # train again the finished runs that older training code made
 
 # %% tags=["remove-input"]
-import pandas as pd
-import torch
-from IPython.display import Markdown, display
-
-from cepaper import catalog, data
 from cepaper.book import pages, results
 from cepaper.sections import imagenet as section
-from cepaper.training import distributed, executors, grids
 
-if threads:
-    torch.set_num_threads(threads)
 tables = section.check_tables(tables)
-# under `torchrun --nproc-per-node N -m cepaper run imagenet` every rank's kernel joins one process group, and
-# each run of the grid trains across them (DDP): rank 0 publishes, the others' copies are discarded
-world, device = distributed.setup(device)
-device = str(device)
-jobs = executors.executor(executor, results.checkpoint_dir("imagenet", profile) / "jobs", gpus_per_job=gpus_per_run)
+world, device, jobs = section.training_setup("imagenet", profile, device, executor, gpus_per_run, threads)
 run = results.Run(
     "imagenet",
     profile,
@@ -102,7 +90,7 @@ run = results.Run(
         configs=configs,
     ),
 )
-display(run.header())
+run.header()
 
 # %% [markdown]
 # ## The models and their size
@@ -111,11 +99,10 @@ display(run.header())
 # sum) at the dataset's resolution.
 
 # %%
-models = section.table_models(tables)
-run.save("models", {"rows": models.to_dict("records")}, table=models)
-display(pages.show(models, 3))
+models = section.save_models(run, tables)
+section.show(pages.show(models, 3))
 pages.figure(
-    section.plot_models(pd.DataFrame(run.load("models")["rows"])),
+    section.plot_models(run.load("models")["rows"]),
     f"The models of Tables {', '.join(tables)}: our exact parameter count (bars) beside the printed one (black "
     "ticks), and GFLOPs at the dataset's resolution (red dots, right axis); exact counts, no training",
     run=run,
@@ -126,9 +113,8 @@ pages.figure(
 # relative to the data root.
 
 # %%
-status = section.dataset_status(data_root)
-run.save("datasets", {"rows": status.to_dict("records")}, table=status)
-display(pages.show(status))
+status = section.save_datasets(run, data_root)
+pages.show(status)
 
 # %% [markdown]
 # ## Training speed on this device, and the cost of the paper's runs
@@ -139,11 +125,8 @@ display(pages.show(status))
 # shared machine make these numbers rough; they say how far a CPU is from this experiment.
 
 # %%
-speed = section.cost_estimate(
-    section.measure_throughput(section.timed_models(configs, models), batch_size, steps, device, channels_last, bf16)
-)
-run.save("throughput", {"rows": speed.to_dict("records")}, table=speed)
-display(pages.show(speed, {"images_per_s": 1, "hours per run": 1, f"hours for {section.RUNS} runs": 1}))
+speed = section.save_throughput(run, configs, models, batch_size, steps, device, channels_last, bf16)
+pages.show(speed, {"images_per_s": 1, "hours per run": 1, f"hours for {section.RUNS} runs": 1})
 
 # %% [markdown]
 # ## Training (paper profile)
@@ -161,49 +144,26 @@ display(pages.show(speed, {"images_per_s": 1, "hours per run": 1, f"hours for {s
 # across the N processes instead.
 
 # %%
-summ = None
-if train:
-    missing = status[~status.found & status.dataset.isin(models.dataset)]
-    if len(missing):
-        raise FileNotFoundError(
-            f"train=True needs {', '.join(missing.dataset)} in the data root "
-            f"({catalog.data_root(data_root) or 'unset: pass data_root or set CEPAPER_DATA'}): "
-            + "; ".join(missing["source or reason"])
-        )
-    records = []
-    for name, group in models.groupby("dataset", sort=False):
-        train_ds, test_ds = data.load(name, "train", root=data_root), data.load(name, "test", root=data_root)
-        for arch, sub in group.groupby("arch", sort=False):
-            records += grids.train_recipe_grid(
-                list(dict.fromkeys(sub.config)),
-                name,
-                train_ds,
-                test_ds,
-                list(range(seed, seed + n_runs)),
-                arch=arch,
-                recipe_name=section.TABLES[sub.table.iloc[0]],
-                classes=1000,
-                epochs=epochs,
-                cache=results.checkpoint_dir("imagenet", profile),
-                device=device,
-                channels_last=channels_last,
-                bf16=bf16,
-                workers=workers,
-                executor=jobs,
-                missing_ok=jobs is not None,
-                wait=wait,
-                rerun_stale=rerun_stale,
-            )
-    if world.size > 1:
-        display(Markdown(f"Each run trained across {world.size} processes (torchrun, DDP)."))
-    summ = grids.grid_summary(records, last=section.LAST_EPOCHS)
-    run.save("runs", {"records": records})
-    run.save("summary", {"rows": summ.to_dict("records")}, table=summ)
-    display(pages.show(summ, 3))
-    if grids.run_status(records):
-        display(Markdown(f"**Runs.** {grids.run_status(records)}"))
-else:
-    display(Markdown("`train = False`: nothing is trained in this run."))
+trained = section.train(
+    run,
+    train,
+    models,
+    status,
+    data_root,
+    list(range(seed, seed + n_runs)),
+    world.size,
+    epochs=epochs,
+    cache=results.checkpoint_dir("imagenet", profile),
+    device=device,
+    channels_last=channels_last,
+    bf16=bf16,
+    workers=workers,
+    executor=jobs,
+    missing_ok=jobs is not None,
+    wait=wait,
+    rerun_stale=rerun_stale,
+)
+section.show(*trained)
 
 # %% [markdown]
 # ## Tables 2–4: the paper's errors beside ours
@@ -211,31 +171,7 @@ else:
 # error over runs (runs in parentheses), with the table's recipe. — where the paper prints no value.
 
 # %% tags=["remove-input"]
-own = results.find("imagenet", "summary", profiles=(profile,)) if train else None
-committed = own or (results.find("imagenet", "summary", profiles=("paper",)) if profile != "paper" else None)
-ours = None if committed is None else pd.DataFrame(committed["data"]["rows"])
-display(
-    Markdown(
-        "**Ours:** "
-        + (
-            "not run: no run has trained these models (no committed `results/paper/imagenet/summary.json`)."
-            if committed is None
-            else results.describe(committed)
-        )
-    )
-)
-status = grids.run_status(run.load("runs")["records"]) if train else ""
-if status:
-    display(Markdown(f"**Runs.** {status}"))
-for table, title in (
-    ("2a", "Table 2a (ImageNet, primal)"),
-    ("2b", "Table 2b (ImageNet, dual)"),
-    ("3", "Table 3 (ImageNet32×32)"),
-    ("4", "Table 4 (ImageNet64×64)"),
-):
-    if table in tables:
-        display(Markdown(f"**{title}**"))
-        display(pages.show(section.paper_table(table, ours)))
+section.show(*section.paper_tables(run, train, tables))
 
 # %% [markdown]
 # ## Checks
@@ -244,7 +180,5 @@ for table, title in (
 # printed digits).
 
 # %% tags=["hide-input"]
-assert (speed.images_per_s > 0).all(), "every timed model must train at a positive speed"
-for name, holds, detail in section.checks(models):
-    run.check(name, holds, detail)
+section.check(run, speed, models)
 pages.checks(run.load("checks"))

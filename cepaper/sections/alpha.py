@@ -11,7 +11,21 @@ import numpy as np
 from cepaper import search
 from cepaper.alpha import fit, sweeps
 from cepaper.search import networks
-from cepaper.sections import paper
+from cepaper.sections import alpha_checks, paper
+from cepaper.sections._alpha_page import (  # noqa: F401 (the notebook draws through this module)  # noqa: F401 (the notebook's tables and sentences)
+    design_sentence,
+    design_table,
+    effects_table,
+    fig8_sentence,
+    fit_rows,
+    mlp_sentence,
+    plot_design_intervals,
+    plot_effects,
+    plot_fig8,
+    plot_fit_options,
+    slope_table,
+)
+from cepaper.sections._shared import quiet_tail_warnings, show  # noqa: F401 (the notebook's)
 
 #: Fit choices compared by :func:`fit_option_rows`: label -> keyword arguments of :func:`fit.fit_sweep`.
 FIT_OPTIONS = {
@@ -328,125 +342,93 @@ def optimum_interval_rows(alphas, problems=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# Figures (from saved results)
+# The notebook's steps: run, save, and the sentences that depend on the results
 # ---------------------------------------------------------------------------------------------
 
+#: The alpha of the fully connected net that reproduces Fig. 3's optimum (the dashed line of the MLP's figures).
+ALPHA_FIG3 = search.ALPHA_FIG3
 
-def _arr(x):
-    return np.array(x, dtype=float)
-
-
-def plot_fig8(result, entry="diag", axes=None, label=None, paper_alpha=None):
-    """Fig. 8: Monte Carlo ``E[K^2]/E[K]^2`` with bootstrap intervals and the fitted ``exp(a + alpha s)``.
-
-    Left: ``log r`` against ``s = sum_l 1/fan-in_l`` (the straight line of Eq. 9); right: ``r`` against
-    the width ``n`` (log axis), as in the paper's figure. ``result`` is a saved :func:`fit.measure_alpha`
-    dict; ``paper_alpha`` adds ``exp(paper_alpha s)`` for comparison.
-    """
-    import matplotlib.pyplot as plt
-
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    f = result["fits"][entry]
-    s, y = _arr(f["term"]), _arr(f["log_ratio"])
-    lo, hi = _arr(f["log_ratio_lo"]), _arr(f["log_ratio_hi"])
-    n = _arr(result["widths"])
-    fitted = np.exp(f["intercept"] + f["alpha"] * s)
-    name = label or f"{result['module']}, {entry}"
-    a_lo, a_hi = f["alpha_ci"]
-    fit_label = f"fit: alpha = {f['alpha']:.2f} [{a_lo:.2f}, {a_hi:.2f}]"
-    ax = axes[0]
-    ax.errorbar(s, y, yerr=[y - lo, hi - y], fmt="o", ms=4, capsize=2, label=f"Monte Carlo, T = {result['trials']}")
-    grid = np.linspace(0, s.max() * 1.02, 200)
-    ax.plot(grid, f["intercept"] + f["alpha"] * grid, "r-", label=fit_label)
-    if paper_alpha is not None:
-        ax.plot(grid, paper_alpha * grid, "k--", lw=1, label=f"paper: alpha = {paper_alpha:.2f}")
-    ax.set_xlabel(r"$s(n) = \sum_l 1/\mathrm{fan\text{-}in}_l$")
-    ax.set_ylabel(r"$\log\, E[K^2] / E[K]^2$")
-    ax.set_title(f"{name}: Eq. 9 in log space")
-    ax.legend(fontsize=8)
-    ax = axes[1]
-    r, rlo, rhi = np.exp(y), np.exp(lo), np.exp(hi)
-    ax.errorbar(n, r, yerr=[r - rlo, rhi - r], fmt="o", ms=4, capsize=2, label="Monte Carlo")
-    ax.plot(n, fitted, "r-", label=fit_label)
-    if paper_alpha is not None:
-        ax.plot(n, np.exp(paper_alpha * s), "k--", lw=1, label=f"paper: alpha = {paper_alpha:.2f}")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("width n")
-    ax.set_ylabel(r"$E[K^2] / E[K]^2$")
-    ax.set_title(f"{name}: Fig. 8")
-    ax.legend(fontsize=8)
-    return axes
+#: The scalar functions of the block compared by :func:`effect_rows` (the notebook's "What alpha depends on").
+VARIANTS = [
+    {"label": "default: centre unit, 3x3 input"},
+    {"label": "mean read-out, 8x8 input", "readout": "mean", "spatial": 8},
+    {"label": "mean read-out, 4x4 input", "readout": "mean", "spatial": 4},
+    {"label": "one pixel (1x1 input)", "readout": "mean", "spatial": 1},
+    {"label": "random read-out, 4x4 input", "readout": "random", "spatial": 4},
+    {"label": "ReLU after the sum", "post_relu": True},
+    {"label": "spatially constant input, 8x8", "input": "constant", "readout": "mean", "spatial": 8},
+    {"label": "uncorrelated x1, x2", "corr": 0.0},
+]
 
 
-def plot_fit_options(rows, ax=None, paper_alpha=None, title="alpha by fit choice"):
-    """Alpha and its interval for each fit choice (:func:`fit_option_rows`), beside the paper's alpha."""
-    return _interval_plot([r["fit"] for r in rows], rows, ax, paper_alpha, title)
+def setup_table(trials, width_max, num_widths):
+    """Rows for the top of the page: the paper's fit (Sec. 4.2, Fig. 8) beside this run's settings."""
+    fig8 = paper.ALPHA_FIT
+    return [
+        dict(
+            source="paper (Sec. 4.2, Fig. 8)",
+            alpha=fig8["alpha"],
+            trials=fig8["trials"],
+            widths=f"{fig8['width_min']}..{fig8['width_max']}",
+            n_in=fig8["n_in"],
+            entry=fig8["entry"],
+        ),
+        dict(
+            source="this run",
+            alpha="fitted below",
+            trials=trials,
+            widths=f"{num_widths} from 1..{width_max}",
+            n_in=sweeps.DEFAULTS["bottleneck"]["n_in"],
+            entry="diag and offdiag",
+        ),
+    ]
 
 
-def plot_effects(rows, entry="diag", ax=None, paper_alpha=None, large=False, title=None):
-    """Alpha of each scalar-function variant (:func:`effect_rows`) for one entry, with intervals."""
-    rows = [r for r in rows if r["entry"] == entry]
-    key = "_large" if large else ""
-    view = [{"alpha": r["alpha" + key], "lo": r["lo" + key], "hi": r["hi" + key]} for r in rows]
-    what = f"widths n >= {rows[0]['n_large']}" if large and rows else "all widths"
-    return _interval_plot(
-        [r["label"] for r in rows], view, ax, paper_alpha, title or f"alpha by scalar function ({entry} entry, {what})"
+def fit_module(run, module, name, width_max, num_widths, trials, seed, device, checkpoint, n_boot, **kwargs):
+    """Algorithm 1 on ``module`` (``bottleneck`` or ``mlp``, ``kwargs`` to :func:`sweeps.module_sweep`) at
+    ``num_widths`` log-spaced widths ``1..width_max``, ``trials`` draws each: saves the fit (Eq. 9) as
+    ``fit_<name>`` and the same draws fitted in other ways (:data:`FIT_OPTIONS`) as ``fit_options`` (for the
+    bottleneck) or ``fit_options_<name>``."""
+    import pandas as pd
+
+    widths = sweeps.log_grid(1, width_max, num_widths)
+    sweep = sweeps.module_sweep(module, widths, trials, seed, device, checkpoint, progress=True, **kwargs)
+    result = fit.sweep_result(sweep, n_boot=n_boot)
+    run.save(f"fit_{name}", result, table=fit.result_table(result))
+    options = fit_option_rows(sweep, "diag", n_boot=n_boot)
+    run.save(
+        "fit_options" if name == "bottleneck" else f"fit_options_{name}", {"rows": options}, table=pd.DataFrame(options)
     )
 
 
-def _interval_plot(labels, rows, ax, paper_alpha, title):
-    import matplotlib.pyplot as plt
+def save_effects(run, widths, trials, seed, device, n_boot, checkpoint):
+    """The bottleneck's alpha under each scalar function of :data:`VARIANTS`, saved as ``effects``."""
+    import pandas as pd
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 0.45 * len(rows) + 1.2))
-    y = np.arange(len(rows))[::-1]
-    a = _arr([r["alpha"] for r in rows])
-    lo, hi = _arr([r["lo"] for r in rows]), _arr([r["hi"] for r in rows])
-    ax.errorbar(a, y, xerr=[a - lo, hi - a], fmt="o", capsize=3)
-    if paper_alpha is not None:
-        ax.axvline(paper_alpha, color="k", ls="--", lw=1, label=f"paper: {paper_alpha:.2f}")
-        ax.legend(fontsize=8)
-    ax.set_yticks(y)
-    ax.set_yticklabels(labels, fontsize=8)
-    ax.set_xlabel("alpha (95% bootstrap interval)")
-    ax.set_title(title)
-    return ax
+    rows = effect_rows(VARIANTS, widths, trials, seed, device, n_boot, checkpoint)
+    run.save("effects", {"rows": rows, "widths": widths, "trials": trials}, table=pd.DataFrame(rows))
 
 
-def plot_design_intervals(rows, alpha, alpha_ci, ax=None, paper_alpha=None):
-    """For each design problem, the alpha intervals of each optimum (:func:`optimum_interval_rows`),
-    with our alpha and its interval (band) and the paper's alpha (dashed)."""
-    import matplotlib
-    import matplotlib.pyplot as plt
+def save_design(run):
+    """Algorithm 2 with the saved bottleneck alpha (``design``) and the optima over a grid of alpha
+    (``design_intervals``, 200 values from 0.5 to 4)."""
+    import pandas as pd
 
-    problems = list(dict.fromkeys(r["problem"] for r in rows))
-    if ax is None:
-        _, ax = plt.subplots(figsize=(9, 0.6 * len(problems) + 1.5))
-    for i, p in enumerate(problems[::-1]):
-        for r in (r for r in rows if r["problem"] == p):
-            paper_hit = r["config"] == r["paper_config"]
-            ax.plot(
-                [r["alpha_min"], r["alpha_max"]],
-                [i, i],
-                lw=6 if paper_hit else 3,
-                color="tab:green" if paper_hit else "tab:gray",
-                solid_capstyle="butt",
-            )
-            if r["alpha_max"] > r["alpha_min"] * 1.15 or paper_hit:
-                ax.text(np.sqrt(r["alpha_min"] * r["alpha_max"]), i + 0.18, r["config"], ha="center", fontsize=7)
-    ax.axvspan(*alpha_ci, color="tab:red", alpha=0.15)
-    ax.axvline(alpha, color="tab:red", label=f"ours: {alpha:.2f} [{alpha_ci[0]:.2f}, {alpha_ci[1]:.2f}]")
-    if paper_alpha is not None:
-        ax.axvline(paper_alpha, color="k", ls="--", lw=1, label=f"paper: {paper_alpha:.2f}")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    ax.set_xticks([0.5, 1, 1.6, 2, 3, 4])
-    ax.set_yticks(range(len(problems)))
-    ax.set_yticklabels(problems[::-1], fontsize=8)
-    ax.set_xlabel("alpha")
-    ax.set_title("optimal module as a function of alpha (green: the paper's optimum)")
-    ax.legend(fontsize=8, loc="lower right")
-    return ax
+    saved = run.load("fit_bottleneck")
+    design = design_rows(saved["alpha"], saved["alpha_ci"])
+    run.save(
+        "design", {"rows": design, "alpha": saved["alpha"], "alpha_ci": saved["alpha_ci"]}, table=pd.DataFrame(design)
+    )
+    intervals = optimum_interval_rows(np.geomspace(0.5, 4.0, 200))
+    run.save("design_intervals", {"rows": intervals}, table=pd.DataFrame(intervals))
+
+
+def check(run, synthetic_trials, seed, n_boot):
+    """Record :func:`alpha_checks.checks` on ``run``: Algorithm 1 on log-normal draws with the paper's alpha
+    exactly (at 10 log-spaced widths 4..256 of the bottleneck), the saved fits and the saved design."""
+    terms = [sweeps.bottleneck_term(n) for n in sweeps.log_grid(4, 256, 10)]
+    a_paper = paper.ALPHA_BOTTLENECK
+    synthetic = fit.fit_alpha(terms, fit.synthetic_samples(a_paper, terms, synthetic_trials, seed=seed), n_boot=n_boot)
+    fits = {"bottleneck": run.load("fit_bottleneck"), "mlp": run.load("fit_mlp")}
+    for name, holds, detail in alpha_checks.checks(synthetic, a_paper, fits, run.load("design")["rows"]):
+        run.check(name, holds, detail)

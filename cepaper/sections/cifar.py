@@ -27,7 +27,18 @@ from cepaper import search
 from cepaper._checks import positive_int
 from cepaper.search import networks
 from cepaper.sections import paper
-from cepaper.training import recipes, sgd
+from cepaper.sections._cifar_page import (  # noqa: F401 (the notebook's)
+    TRAIN_IMAGES,
+    _by_recipe,
+    _finite,
+    check_grid,
+    plot_curve_errors,
+    save_throughput,
+    throughput_rows,
+    throughput_sentence,
+    throughput_table,
+)
+from cepaper.sections._shared import markdown, runs_sentence, save_grid, show, training_setup  # noqa: F401
 
 #: The paper's rows each derived role stands in for (baseline 1x128d): Tables 1a, 1b and 5.
 ROLE_ROWS = {
@@ -176,15 +187,6 @@ def curves(baseline, stages=None, alpha=None):
     return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in c.items()}
 
 
-def _finite(x):
-    return x is not None and bool(np.isfinite(float(x)))
-
-
-def _by_recipe(summ):
-    """``summ`` with a ``recipe`` column (a summary older than the recipes matches no row)."""
-    return summ if "recipe" in summ else summ.iloc[0:0].assign(recipe=pd.Series(dtype=object))
-
-
 def _ours(summ, dataset, config, recipe):
     summ = _by_recipe(summ)
     row = summ[(summ.dataset == dataset) & (summ.config == config) & (summ.recipe == recipe)]
@@ -288,85 +290,136 @@ def paper_table(table, specs, summ, scaled):
     return pd.DataFrame(rows)
 
 
-def plot_curve_errors(specs, summ, curve, datasets):
-    """Figs. 6-7: one row per dataset (Fig. 7 is CIFAR-10, Fig. 6 CIFAR-100): the test error (8-GPU
-    recipe) of the models on the primal (left) and dual (right) curves of the first baseline against
-    their width ``n``, with s.e. bars, and the red curve (Var(K_e)/Var(K_ñ) at m_p(n); rho(m_d(n), n)) on a
-    twin axis."""
-    import matplotlib.pyplot as plt
+def net_name(stages, blocks):
+    """How the page names the trained network: ResNeXt-29, or the scaled-down one with its stages."""
+    scaled = not is_paper_scale(stages, blocks)
+    return f"a scaled-down ResNeXt (stages {stages}, {blocks} block(s) each)" if scaled else "ResNeXt-29"
 
-    fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.6 * len(datasets)), squeeze=False)
-    fig.subplots_adjust(wspace=0.5, hspace=0.5, top=0.9, bottom=0.1, left=0.08, right=0.9)
-    base = specs[0]["baseline"]
-    summ = _by_recipe(summ)
-    summ = summ[summ.recipe == RECIPE]
-    for row, ds in zip(axes, datasets):
-        for ax, objective, key, label in (
-            (row[0], "primal", "var_ratio_primal", "Var(K_e)/Var(K_ñ) at m_p(n)"),
-            (row[1], "dual", "rho_dual", "ρ(m_d(n), n)"),
-        ):
-            on = sorted(
-                [
-                    s
-                    for s in specs
-                    if s["baseline"] == base and s["role"] in (f"{objective} curve", f"{objective} optimum", "baseline")
-                ],
-                key=lambda s: s["n"],
+
+def alpha_of(alpha):
+    """``(alpha, source)``: ``alpha`` ("given"), or the paper's 1.60 for the ResNeXt block when ``None``."""
+    return (alpha, "given") if alpha is not None else networks.default_alpha("resnext29")
+
+
+def _epochs_text(epochs):
+    return "the recipe’s 300" if epochs is None else str(epochs)
+
+
+def run_sentence(stages, blocks, datasets, n_train, n_test, epochs, n_runs, alpha, alpha_source, world_size=1):
+    """Markdown: what this run trains (network, data, epochs, runs, alpha), and for a scaled-down network
+    that it is not the paper's experiment and why its errors are no evidence."""
+    text = (
+        f"**What this run is.** {net_name(stages, blocks)}; datasets {', '.join(datasets)}; "
+        f"{'all' if n_train is None else n_train} training and {'all' if n_test is None else n_test} test images; "
+        f"{_epochs_text(epochs)} epoch(s); {n_runs} run(s) per model; α = {alpha:.3g} ({alpha_source})."
+    )
+    if world_size > 1:
+        text += f" Each run trained across {world_size} processes (torchrun, DDP)."
+    if not is_paper_scale(stages, blocks):
+        text += (
+            " **This is not the paper's experiment.** The network is far narrower and shallower than ResNeXt-29, "
+            "so it has its *own* baseline and its *own* optima, derived by the same Algorithm 2 with the bottleneck "
+            f"of its first stage ({stages[0]} → [n, n] → {stages[0]}) as the member; in the tables below its models "
+            "stand in the rows of the paper's models with the same role. It trains on a small subset for a "
+            "fraction of the schedule, so its errors are near chance and are **not evidence for or against the "
+            "paper's claims**: this run checks that the whole pipeline (derive, train, evaluate, tabulate) works "
+            "on real CIFAR images. The paper profile (`profiles/paper.yaml`, a GPU) runs the real experiment."
+        )
+    return markdown(text)
+
+
+def save_models(run, baselines, primal_ns, dual_ns, models, stages, blocks, alpha, alpha_source):
+    """:func:`design_models`, saved as ``models``; returns the specs."""
+    specs = design_models(baselines, primal_ns, dual_ns, models, stages=stages, depth=blocks, alpha=alpha)
+    run.save("models", {"models": specs, "alpha": alpha, "alpha_source": alpha_source}, table=pd.DataFrame(specs))
+    return specs
+
+
+def models_table(specs):
+    """The designed models as the page shows them (without the alpha every row shares)."""
+    return [{k: v for k, v in spec.items() if k != "alpha"} for spec in specs]
+
+
+def train(runs, datasets, seeds, data_root, n_train, n_test, stages, blocks, **train_kwargs):
+    """Train the grid ``runs`` (:func:`grid`) on each of ``datasets`` (the first ``n_train``/``n_test``
+    images; ``None``: all) with seeds ``seeds``, one :func:`cepaper.training.grids.train_recipe_grid` per
+    recipe (``train_kwargs``: its ``epochs, cache, device, channels_last, bf16, executor, missing_ok, wait,
+    rerun_stale``). Returns ``(records, notes)``: the runs' records, and per dataset a sentence naming its
+    images (relative to the data root)."""
+    from cepaper import catalog, data
+    from cepaper.training import grids
+
+    scaled = not is_paper_scale(stages, blocks)
+    records, notes = [], []
+    for name in datasets:
+        train_set = data.load(name, "train", root=data_root, n=n_train)
+        test_set = data.load(name, "test", root=data_root, n=n_test)
+        for recipe in dict.fromkeys(r["recipe"] for r in runs):
+            records += grids.train_recipe_grid(
+                [r["config"] for r in runs if r["recipe"] == recipe],
+                name,
+                train_set,
+                test_set,
+                seeds,
+                recipe_name=recipe,
+                classes=CLASSES[name],
+                stages=stages if scaled else None,
+                depth=blocks if scaled else None,
+                **train_kwargs,
             )
-            pts = [(s["n"], summ[(summ.dataset == ds) & (summ.config == s["config"])]) for s in on]
-            pts = [(n, r.iloc[0]) for n, r in pts if not r.empty]
-            if pts:
-                ax.errorbar(
-                    [n for n, _ in pts],
-                    [r.top1 for _, r in pts],
-                    yerr=[r.top1_sem if _finite(r.top1_sem) else 0.0 for _, r in pts],
-                    fmt="o-",
-                    capsize=3,
-                    label="test error",
-                )
-                for n, r in pts:
-                    ax.annotate(r.config, (n, r.top1), textcoords="offset points", xytext=(4, 4), fontsize=7)
-            ax.set_xscale("log")
-            ax.set_xlabel("width n")
-            ax.set_ylabel("test error (%)")
-            ax.set_title(f"{ds}: ({'a' if objective == 'primal' else 'b'}) {objective} curve of {base}", fontsize=10)
-            ax.legend(fontsize=8, loc="upper left")
-            twin = ax.twinx()
-            twin.plot(curve["n"], curve[key], color="tab:red", lw=1.5)
-            twin.set_ylabel(label, color="tab:red")
-            if objective == "primal":
-                twin.set_yscale("log")
-    return fig
+        source = catalog.relative_source(train_set.source, data_root)
+        notes.append(markdown(f"{name}: {len(train_set)} training images from {source}; {len(test_set)} test images."))
+    return records, notes
 
 
-#: CIFAR-10's (and CIFAR-100's) training images.
-TRAIN_IMAGES = 50_000
+_TITLES = {
+    "1a": "Table 1a (primal, parameter budget)",
+    "1b": "Table 1b (dual, parameter budget)",
+    "5": "Table 5 (primal, FLOPs budget)",
+}
 
 
-def throughput_rows(configs=("1x128d", "37x10d"), batch_size=8, steps=1, device="cpu", channels_last=True):
-    """Training images/s of the paper's ResNeXt-29 ``configs`` at CIFAR's 32x32 (10 classes) on
-    ``device`` (:func:`cepaper.training.sgd.throughput`), and what one epoch of CIFAR-10 and the paper's
-    runs (10 runs x the recipe's 300 epochs) cost at that speed. A list of dicts ``table, arch, config,
-    resolution, batch, images_per_s, hours per epoch, hours for the paper's runs``."""
-    from cepaper.models.resnext import resnext
+def paper_tables(run, specs):
+    """What the page shows of Tables 1a, 1b and 5 from this run's saved summary: the runs' status, then per
+    table its title (naming the run) and :func:`paper_table`."""
+    from cepaper.book import pages, results
 
-    rec = recipes.recipe("cifar")
-    rows = []
-    for config in configs:
-        ips = sgd.throughput(
-            resnext("resnext29", config, 10), batch_size, rec.resolution, 10, device, steps, 1, channels_last
-        )
-        epoch_h = sgd.epoch_hours(TRAIN_IMAGES, ips)
-        rows.append(
-            {
-                "table": "1a",
-                "arch": "resnext29",
-                "config": config,
-                "resolution": rec.resolution,
-                "batch": batch_size,
-                "images_per_s": ips,
-                "hours per epoch": epoch_h,
-                "hours for the paper's runs": epoch_h * rec.epochs * paper.STATISTICS["cifar"]["runs"],
-            }
-        )
-    return rows
+    saved = run.load("summary")
+    summ, scaled = pd.DataFrame(saved["rows"]), saved["scaled"]
+    which = results.describe(results.load("cifar", run.profile, "summary"))
+    shown = [runs_sentence(run.load("runs")["records"])]
+    for table, title in _TITLES.items():
+        shown += [
+            markdown(f"**{title}**. Ours: {which}."),
+            pages.show(paper_table(table, specs, summ, scaled)),
+        ]
+    return shown
+
+
+def committed_tables(profile):
+    """What the page shows of the committed paper-scale run (``results/paper/cifar/``): its Tables 1a, 1b
+    and 5, or a sentence that there is none; nothing from the paper profile itself (its own tables are above)."""
+    from cepaper.book import pages, results
+
+    committed = results.find("cifar", "summary", profiles=("paper",)) if profile != "paper" else None
+    if committed is None:
+        return [
+            markdown(
+                "**Paper-scale results:** none committed yet (`results/paper/cifar/`); the paper "
+                "profile (`cepaper run cifar --profile paper` on a GPU) writes them."
+            )
+        ]
+    specs = results.find("cifar", "models", profiles=("paper",))["data"]["models"]
+    summ, scaled = pd.DataFrame(committed["data"]["rows"]), committed["data"]["scaled"]
+    return [markdown(f"**Paper-scale results** (committed run: {results.describe(committed)}):")] + [
+        pages.show(paper_table(table, specs, summ, scaled)) for table in _TITLES
+    ]
+
+
+def curve_caption(baseline, datasets, stages, blocks, epochs, n_runs):
+    """The caption of Figs. 6–7's figure."""
+    return (
+        f"Test error (± SE) of our models on the primal (left) and dual (right) curves of the baseline {baseline}, "
+        f"against the width n, on {', '.join(datasets)}; red: the curve of Algorithm 2. {net_name(stages, blocks)}, "
+        f"{_epochs_text(epochs)} epoch(s), {n_runs} run(s) per model"
+    )

@@ -19,6 +19,7 @@ import pandas as pd
 from cepaper import complexity as cxm
 from cepaper import search
 from cepaper.sections import paper
+from cepaper.sections._shared import markdown, runs_sentence, save_grid, show, training_setup  # noqa: F401
 from cepaper.training import recipes, sgd
 
 #: ILSVRC-2012 training images; ImageNet32x32/64x64 keep every image (Chrabaszcz et al. [3]).
@@ -179,6 +180,7 @@ def plot_models(models):
     and GFLOPs (red dots, right axis). ``models``: :func:`table_models` rows."""
     import matplotlib.pyplot as plt
 
+    models = pd.DataFrame(models)
     tables = list(dict.fromkeys(models["table"]))
     fig, axes = plt.subplots(1, len(tables), figsize=(3.2 * len(tables), 3.6), squeeze=False)
     fig.subplots_adjust(wspace=0.6, bottom=0.3, top=0.88, left=0.06, right=0.95)
@@ -215,3 +217,102 @@ def checks(models):
             ),
         )
     ]
+
+
+# ------------------------------------------------------------------------------------ the notebook's steps
+
+
+def save_models(run, tables):
+    """:func:`table_models` of ``tables``, saved as ``models``; returns them (a DataFrame)."""
+    models = table_models(tables)
+    run.save("models", {"rows": models.to_dict("records")}, table=models)
+    return models
+
+
+def save_datasets(run, data_root):
+    """:func:`dataset_status` of the data root, saved as ``datasets``; returns it (a DataFrame)."""
+    status = dataset_status(data_root)
+    run.save("datasets", {"rows": status.to_dict("records")}, table=status)
+    return status
+
+
+def save_throughput(run, configs, models, batch_size, steps, device, channels_last, bf16):
+    """:func:`cost_estimate` of :func:`measure_throughput` on the :func:`timed_models` ``configs``, saved as
+    ``throughput``; returns it (a DataFrame)."""
+    timed = timed_models(configs, models)
+    speed = cost_estimate(measure_throughput(timed, batch_size, steps, device, channels_last, bf16))
+    run.save("throughput", {"rows": speed.to_dict("records")}, table=speed)
+    return speed
+
+
+def train(run, enabled, models, status, data_root, seeds, world_size=1, **train_kwargs):
+    """With ``enabled``, train every model of ``models`` on its table's dataset with its table's recipe, once
+    per seed of ``seeds`` (:func:`cepaper.training.grids.train_recipe_grid`, ``train_kwargs``: its ``epochs,
+    cache, device, channels_last, bf16, workers, executor, missing_ok, wait, rerun_stale``), and save the runs
+    and their summary; a ``FileNotFoundError`` naming the data root and what is missing when ``status``
+    (:func:`dataset_status`) lacks a dataset. Returns what the page shows: the summary and the runs' status,
+    or a sentence that nothing is trained."""
+    from cepaper import catalog, data
+    from cepaper.book import pages
+    from cepaper.training import grids
+
+    if not enabled:
+        return [markdown("`train = False`: nothing is trained in this run.")]
+    missing = status[~status.found & status.dataset.isin(models.dataset)]
+    if len(missing):
+        raise FileNotFoundError(
+            f"train=True needs {', '.join(missing.dataset)} in the data root "
+            f"({catalog.data_root(data_root) or 'unset: pass data_root or set CEPAPER_DATA'}): "
+            + "; ".join(missing["source or reason"])
+        )
+    records = []
+    for name, group in models.groupby("dataset", sort=False):
+        train_set, test_set = data.load(name, "train", root=data_root), data.load(name, "test", root=data_root)
+        for arch, sub in group.groupby("arch", sort=False):
+            records += grids.train_recipe_grid(
+                list(dict.fromkeys(sub.config)),
+                name,
+                train_set,
+                test_set,
+                seeds,
+                arch=arch,
+                recipe_name=TABLES[sub.table.iloc[0]],
+                classes=1000,
+                **train_kwargs,
+            )
+    ddp = markdown(f"Each run trained across {world_size} processes (torchrun, DDP).") if world_size > 1 else None
+    return [ddp, pages.show(save_grid(run, records, LAST_EPOCHS), 3), runs_sentence(records)]
+
+
+_TITLES = {
+    "2a": "Table 2a (ImageNet, primal)",
+    "2b": "Table 2b (ImageNet, dual)",
+    "3": "Table 3 (ImageNet32×32)",
+    "4": "Table 4 (ImageNet64×64)",
+}
+
+
+def paper_tables(run, trained, tables):
+    """What the page shows of ``tables``: which run ours come from (this one when ``trained``, else the
+    committed paper-scale run, else "not run"), the runs' status, and per table its title and :func:`paper_table`."""
+    from cepaper.book import pages, results
+
+    own = results.find("imagenet", "summary", profiles=(run.profile,)) if trained else None
+    committed = own or (results.find("imagenet", "summary", profiles=("paper",)) if run.profile != "paper" else None)
+    ours = None if committed is None else pd.DataFrame(committed["data"]["rows"])
+    which = (
+        "not run: no run has trained these models (no committed `results/paper/imagenet/summary.json`)."
+        if committed is None
+        else results.describe(committed)
+    )
+    shown = [markdown(f"**Ours:** {which}"), runs_sentence(run.load("runs")["records"]) if trained else None]
+    for table in (t for t in _TITLES if t in tables):
+        shown += [markdown(f"**{_TITLES[table]}**"), pages.show(paper_table(table, ours))]
+    return shown
+
+
+def check(run, speed, models):
+    """Stop the run unless every timed model trained at a positive speed, and record :func:`checks` on ``run``."""
+    assert (speed.images_per_s > 0).all(), "every timed model must train at a positive speed"
+    for name, holds, detail in checks(models):
+        run.check(name, holds, detail)

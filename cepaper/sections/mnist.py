@@ -26,6 +26,8 @@ import pandas as pd
 from cepaper import search, stats
 from cepaper._checks import positive_float, positive_int
 from cepaper.search import networks
+from cepaper.sections import paper
+from cepaper.sections._shared import markdown, set_threads, show  # noqa: F401 (the notebook's)
 
 CURVE_TITLES = {"primal": "primal: fixed $\\beta_e$", "dual": "dual: fixed Var$(K_e)$"}
 
@@ -66,7 +68,9 @@ def fig4(summary):
 
 def fig4_learning(curves, summary):
     """Test error (mean over repetitions) against the epoch for every model, one panel per curve,
-    coloured by ``n``. ``curves``: :func:`cepaper.sections.mnist.learning_curves`; ``summary`` as :func:`fig4`."""
+    coloured by ``n``. ``curves``: :func:`cepaper.sections.mnist.learning_curves` (or its saved rows);
+    ``summary`` as :func:`fig4`."""
+    curves = pd.DataFrame(curves)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, curve in zip(axes, ("primal", "dual")):
         s = summary[summary.curve == curve].sort_values("n")
@@ -141,7 +145,8 @@ def runs_table(records, configs):
 
 def summary(runs):
     """Per (curve, model): the model columns, mean final test ``error``, its standard error ``sem``
-    over repetitions, and ``reps``; sorted by curve and ``n``."""
+    over repetitions, and ``reps``; sorted by curve and ``n``. ``runs``: :func:`runs_table` or its saved rows."""
+    runs = pd.DataFrame(runs)
     keys = [c for c in runs.columns if c not in ("rep", "error", "error_init", "train_loss")]
     g = runs.groupby(keys, sort=False)
     out = g.error.agg(error="mean", sd="std", reps="count").reset_index()
@@ -237,3 +242,173 @@ def checks(models, spread=2.0):
             f"Var(K_e) from {var.min():.3g} to {var.max():.3g} ({var.max() / var.min():.3g}×)",
         )
     ]
+
+
+# ------------------------------------------------------------------------------------ the notebook's steps
+
+
+def alpha_of(alpha):
+    """``(alpha, source)``: ``alpha`` as given, or (``None``) the alpha that reproduces Fig. 3's optimum."""
+    from cepaper.sections import primal_dual
+
+    return primal_dual.fig3_alpha() if alpha is None else (float(alpha), "given as a parameter")
+
+
+def setup_table(profile, depth, n_tilde, n_train, n_test, epochs, reps, lr, batch_size):
+    """Rows for the top of the page: Sec. 4.1's set-up (``paper.FIG4``) beside this run's."""
+    p4 = paper.FIG4
+    return [
+        dict(
+            run="paper (Sec. 4.1)",
+            L=p4["depth"],
+            n_tilde=p4["width"],
+            train_images=60000,
+            test_images=10000,
+            epochs=p4["epochs"],
+            repetitions=p4["repetitions"],
+            optimizer=p4["optimizer"],
+            lr="not given",
+            batch="not given",
+        ),
+        dict(
+            run=f"this run ({profile})",
+            L=depth,
+            n_tilde=n_tilde,
+            train_images=n_train or 60000,
+            test_images=n_test or 10000,
+            epochs=epochs,
+            repetitions=reps,
+            optimizer="Adam",
+            lr=lr,
+            batch=batch_size,
+        ),
+    ]
+
+
+def scale_sentence(profile, alpha, alpha_source):
+    """Markdown: the alpha used and where it comes from, and what scale this run is (evidence or not)."""
+    scale = {
+        "paper": "",
+        "cpu-evidence": f" **This is the CPU-evidence scale** (profile `{profile}`): the paper's baseline "
+        "(L = 6 weight layers, ñ = 200), all of MNIST, Adam and the paper's widths, with fewer epochs "
+        "and repetitions than the paper's 70 and 100, as the table says.",
+    }.get(
+        profile,
+        f" **This is a CPU-scale run** (profile `{profile}`): a narrower baseline, a subset of MNIST, "
+        "few epochs and repetitions, as the table says. Its numbers test the pipeline and show the "
+        "trends at this scale; they are not evidence for the paper's claims.",
+    )
+    return markdown(f"**α = {alpha:.4g}**: {alpha_source}.{scale}")
+
+
+def save_models(run, primal_ns, dual_ns, n_tilde, alpha, alpha_source, depth, bias):
+    """:func:`models` of the L-layer MLP member, saved as ``models``; returns what the page shows of them."""
+    configs = models(primal_ns, dual_ns, n_tilde, alpha, member(inputs=784, depth=depth, classes=10, bias=bias))
+    rows = configs.to_dict("records")
+    run.save("models", {"rows": rows, "alpha": alpha, "alpha_source": alpha_source}, table=configs)
+    return configs[["curve", "n", "m", "m_exact", "params", "params_ratio", "var", "var_ratio"]]
+
+
+def train(run, data_root, n_train, n_test, reps, cache, **train_kw):
+    """Train every saved model ``reps`` times on the first ``n_train``/``n_test`` MNIST images with Adam
+    (:func:`cepaper.training.adam.train_reps_grid`, ``train_kw``: ``depth, epochs, lr, batch_size, seed, bias,
+    device, checkpoint_every``); save ``runs`` and ``learning_curves``. Returns a sentence on the runs."""
+    import torch
+
+    from cepaper import data
+    from cepaper.training import adam
+
+    configs = pd.DataFrame(run.load("models")["rows"])
+    train_set = data.load("mnist", "train", root=data_root, n=n_train)
+    test_set = data.load("mnist", "test", root=data_root, n=n_test)
+    x, y = data.inputs(train_set), torch.as_tensor(train_set.y)
+    x_test, y_test = data.inputs(test_set), torch.as_tensor(test_set.y)
+    records = adam.train_reps_grid(
+        x, y, x_test, y_test, configs, range(reps), cache=cache, progress=True, classes=10, **train_kw
+    )
+    runs = runs_table(records, configs)
+    wall = {f"{r['m']}x{r['n']}": r["wall_s"] for r in records}
+    run.save("runs", {"source": train_set.source, "rows": runs.to_dict("records"), "wall_s": wall}, table=runs)
+    run.save("learning_curves", {"rows": learning_curves(records).to_dict("records")})
+    return markdown(
+        f"{len(records)} models × {reps} repetitions on {len(x)} training and {len(x_test)} test images "
+        f"of {train_set.source}; training took {sum(r['wall_s'] for r in records):.1f} s in all "
+        f"(models found finished in the checkpoint folder count with their original time)."
+    )
+
+
+def save_correlations(run, n_tilde, n_boot, level, seed):
+    """:func:`correlations` on both curves and :func:`dual_changes`, saved as ``correlations`` and
+    ``dual_changes``."""
+    runs = pd.DataFrame(run.load("runs")["rows"])
+    corr = pd.concat(
+        [
+            correlations(runs, "primal", "var", n_boot, level, seed),
+            correlations(runs, "dual", "params", n_boot, level, seed),
+        ],
+        ignore_index=True,
+    )
+    changes = dual_changes(runs, n_tilde, level)
+    run.save("correlations", {"rows": corr.to_dict("records")}, table=corr)
+    run.save("dual_changes", {"rows": changes.to_dict("records")}, table=changes)
+
+
+def correlation_page(run, level, reps):
+    """What the page shows of the saved correlations and dual changes: both tables, and the sentence on the
+    primal (error against Var) and the dual (a larger β_e does not improve the error), with the power."""
+    from cepaper.book import pages
+
+    corr = pd.DataFrame(run.load("correlations")["rows"])
+    changes = pd.DataFrame(run.load("dual_changes")["rows"])
+    sem = summary(pd.DataFrame(run.load("runs")["rows"]))["sem"].median()
+    sp = corr.set_index(["curve", "measure"])
+
+    def r(curve, measure):
+        row = sp.loc[(curve, measure)]
+        return f"{row['value']:.2f} [{row['lo']:.2f}, {row['hi']:.2f}]"
+
+    n_models = int(sp.loc[("primal", "spearman"), "models"])
+    worse, better = changes[changes.lo > 0], changes[changes.hi < 0]
+    better_larger = better[better.params_ratio > 1]
+    verdict = (
+        "here no dual model with more parameters is better than the baseline beyond its interval (which is "
+        "no evidence of *equal* errors)."
+        if better_larger.empty
+        else "**here some dual models with more parameters improve on the baseline.**"
+    )
+    sentence = (
+        f"**Primal:** Spearman r_s(error, Var) = {r('primal', 'spearman')}, Pearson with log Var = "
+        f"{r('primal', 'pearson_log')} ({level:.0%} bootstrap intervals, {n_models} models). "
+        f"**Dual:** Spearman r_s(error, β_e) = {r('dual', 'spearman')}. Compared with the "
+        f"baseline, {len(worse)} dual model(s) are worse and {len(better)} better beyond their {level:.0%} interval, "
+        f"{len(better_larger)} of them with more parameters than the baseline "
+        f"(largest β_e: {changes.params_ratio.max():.2f}× the baseline's, error change "
+        f"{100 * changes.loc[changes.params_ratio.idxmax(), 'change']:+.2f} points). The paper's claim for the dual is "
+        f"that a larger β_e does not improve the error; {verdict} **Power:** with {reps} repetitions the median "
+        f"standard error of a model's mean error is {100 * sem:.3f} points, so an error difference between two "
+        f"models of {100 * 2.8 * sem * 2**0.5:.3f} points is detected with 80% power at the 5% level."
+    )
+    return [
+        pages.show(
+            corr[["curve", "against", "measure", "value", "lo", "hi", "p_value", "p_exact", "models", "reps"]], 3
+        ),
+        pages.show(
+            changes[["n", "m", "params_ratio", "var_ratio", "error", "change", "change_se", "lo", "hi"]],
+            headers={"error": "test error", "change": "change of the test error"},
+        ),
+        markdown(sentence),
+    ]
+
+
+def check(run, reps):
+    """Stop the run unless every m is the nearest integer on its curve, the primal models spend the baseline's
+    parameters (to half a member), every repetition learned and repetitions differ; record :func:`checks`."""
+    models_ = pd.DataFrame(run.load("models")["rows"])
+    runs = pd.DataFrame(run.load("runs")["rows"])
+    assert ((models_.m - models_.m_exact).abs() <= 0.5 + 1e-9).all(), "m is the nearest integer on its curve"
+    primal = models_[models_.curve == "primal"]
+    assert ((primal.params - primal.baseline_params).abs() <= 0.5 * primal.params / primal.m + 1e-6).all()
+    assert (runs.error < runs.error_init).all() and (runs.error < 0.9).all(), "every repetition must learn"
+    assert runs.groupby(["m", "n"]).error.nunique().min() > 1 or reps == 1, "repetitions are independent runs"
+    for name, holds, detail in checks(models_):
+        run.check(name, holds, detail)

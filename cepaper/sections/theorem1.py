@@ -31,6 +31,9 @@ import torch
 from cepaper import complexity, files
 from cepaper._checks import positive_int
 from cepaper.models.mlp import CollegialMLP
+from cepaper.sections import paper
+from cepaper.sections._shared import markdown, set_threads, show  # noqa: F401 (the notebook's)
+from cepaper.sections._theorem1_plots import COLORS, plot_fig9, plot_slopes, plot_trajectories  # noqa: F401
 from cepaper.stats import t_quantile
 from cepaper.training import spine
 from cepaper.training.gd import train_gd
@@ -305,132 +308,6 @@ def slope_table(fits, value="abs_change"):
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Figures, drawn from saved tables (DataFrames as written by the notebook)
-# ---------------------------------------------------------------------------------------------
-
-COLORS = {"baseline": "tab:red", "ensemble": "tab:blue"}
-
-
-def plot_fig9(points, axes=None, ylabel=r"$|K_T - K_0|$"):
-    """Fig. 9 (a)-(c): mean ``|Delta K|`` over seeds with standard-error bars, log-log.
-
-    Args:
-        points: :func:`panel_table` output (one entry). axes: three matplotlib axes or ``None``.
-    Returns:
-        the figure.
-    """
-    import matplotlib.pyplot as plt
-
-    if axes is None:
-        _, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
-    a = points[points.panel == "a"].sort_values("n")
-    axes[0].errorbar(a.n, a["mean"], yerr=a["sem"], fmt="o-", color=COLORS["baseline"], capsize=3, label="m = 1")
-    axes[0].set(xlabel="width n", ylabel=ylabel, title="(a) single model")
-    for ax, panel, title in (
-        (axes[1], "b", "(b) ensemble m = n = d vs n = d$^2$"),
-        (axes[2], "c", "(c) ensemble of constant width vs n = d$^2$"),
-    ):
-        p = points[points.panel == panel].sort_values("d")
-        for role, q in p.groupby("role"):
-            if panel == "b":
-                label = "m = 1, n = d$^2$" if role == "baseline" else "m = n = d"
-            else:
-                label = "m = 1, n = d$^2$" if role == "baseline" else f"n = {q.n.iloc[0]}, m matched"
-            ax.errorbar(
-                q.d,
-                q["mean"],
-                yerr=q["sem"],
-                fmt="o-" if role == "baseline" else "s--",
-                color=COLORS[role],
-                capsize=3,
-                label=label,
-            )
-        if panel == "c":
-            for d, m, v in zip(p[p.role == "ensemble"].d, p[p.role == "ensemble"].m, p[p.role == "ensemble"]["mean"]):
-                ax.annotate(
-                    f"m={m}", (d, v), textcoords="offset points", xytext=(4, -12), fontsize=8, color=COLORS["ensemble"]
-                )
-        ax.set(xlabel="d", title=title)
-    _log_ticks(axes[0], a.n)
-    for ax in axes[1:]:
-        _log_ticks(ax, points[points.panel != "a"].d.dropna())
-    for ax in axes:
-        ax.set_yscale("log")
-        ax.legend(fontsize=8)
-    fig = axes[0].figure
-    fig.tight_layout()
-    return fig
-
-
-def _log_ticks(ax, xs):
-    """Log-scale x axis labelled at the values ``xs`` (plain numbers, no minor labels)."""
-    from matplotlib.ticker import NullFormatter
-
-    ax.set_xscale("log")
-    ax.set_xticks(sorted({int(v) for v in xs}))
-    ax.set_xticklabels([str(int(v)) for v in sorted({int(v) for v in xs})])
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def plot_slopes(change, fits, entries=("offdiag", "offdiag_mean"), exponent=-1.0):
-    """Every run's ``|Delta K|`` against ``mn`` (log-log), one panel per entry, with the line fitted
-    by :func:`slopes` (fit ``all``) and a reference line of slope ``exponent`` (Theorem 1: -1)."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(entries), figsize=(5 * len(entries), 3.8), squeeze=False)
-    for ax, entry in zip(axes[0], entries):
-        c = change[change.entry == entry]
-        for single, q in c.groupby(c.m == 1):
-            ax.scatter(
-                q.mn,
-                q.abs_change,
-                s=12,
-                alpha=0.6,
-                color=COLORS["baseline" if single else "ensemble"],
-                label="single models" if single else "ensembles (m > 1)",
-            )
-        f = fits[(fits.fit == "all") & (fits.entry == entry) & (fits.value == "abs_change")].iloc[0]
-        xs = np.geomspace(c.mn.min(), c.mn.max(), 50)
-        ax.plot(xs, np.exp(f.intercept) * xs**f.slope, "k-", label=f"fit: slope {f.slope:.2f} [{f.lo:.2f}, {f.hi:.2f}]")
-        ref = np.exp(np.log(c.abs_change).mean()) * (xs / np.exp(np.log(c.mn).mean())) ** exponent
-        ax.plot(xs, ref, "k:", label=f"slope {exponent:g} (Theorem 1)")
-        ax.set(yscale="log", xlabel="mn", ylabel=r"$|K_T - K_0|$", title=entry)
-        _log_ticks(ax, [v for v in sorted(c.mn.unique())][::2])
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_trajectories(traj, configs, entry, ax=None):
-    """``|K_t - K_0|`` of ``entry`` (mean over seeds) along training for the pairs of panel (b):
-    single models ``n = d^2`` (solid) and ensembles ``m = n = d`` (dashed), one colour per ``d``."""
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.8))
-    b = configs[configs.panel == "b"]
-    t = traj[(traj.entry == entry) & (traj.epoch > 0)].groupby(["m", "n", "epoch"]).abs_change.mean().reset_index()
-    cmap = plt.get_cmap("viridis")
-    ds = sorted(b.d.unique())
-    for k, d in enumerate(ds):
-        for role, style in (("baseline", "-"), ("ensemble", "--")):
-            row = b[(b.d == d) & (b.role == role)].iloc[0]
-            q = t[(t.m == row.m) & (t.n == row.n)]
-            ax.plot(
-                q.epoch,
-                q.abs_change,
-                style,
-                color=cmap(k / max(1, len(ds) - 1)),
-                label=f"d = {int(d)}" if role == "baseline" else None,
-            )
-    ax.plot([], [], "k-", label="m = 1, n = d$^2$")
-    ax.plot([], [], "k--", label="m = n = d")
-    ax.set(yscale="log", xlabel="epoch t", ylabel=r"$|K_t - K_0|$", title=f"{entry}, panel (b) pairs")
-    ax.legend(fontsize=7, ncol=2)
-    return ax.figure
-
-
 def checks(fits, entries=("offdiag_mean", "diag_mean")):
     """Theorem 1 checked on a run: ``[(name, holds, detail)]`` for :meth:`cepaper.book.results.Run.check`.
 
@@ -451,3 +328,81 @@ def checks(fits, entries=("offdiag_mean", "diag_mean")):
             )
         )
     return out
+
+
+# ------------------------------------------------------------------------------------ the notebook's steps
+
+
+def scale_sentence(profile, epochs, n_seeds, n_train):
+    """Markdown saying what scale this run is (nothing for the paper's): the CPU-evidence profile trains the
+    paper's grid on all of MNIST for fewer epochs; any other profile is a CPU-scale run, not evidence."""
+    if profile == "paper":
+        return None
+    if profile == "cpu-evidence":
+        return markdown(
+            f"**This is the CPU-evidence scale** (profile `{profile}`): the paper's L = 4, (m, n) grid and all of "
+            f"MNIST, trained for {epochs} epochs (the paper: 100) with {n_seeds} seeds."
+        )
+    return markdown(
+        f"**This is a CPU-scale run** (profile `{profile}`): {n_train} MNIST images, {epochs} epochs, "
+        f"{n_seeds} seeds and narrower nets than Fig. 9's; it shows the trend, it is not evidence."
+    )
+
+
+def train(run, data_root, n_train, target, ds, widths_a, n_c, seeds, cache, depth, **train_kw):
+    """Train the grid (:func:`grid`) on the first ``n_train`` MNIST images with scalar ``target``
+    (:func:`train_grid`, ``train_kw``: ``epochs, lr, batch_size, n_probe, record_every, device``) and save
+    ``runs``, ``fig9`` (every entry's panels), ``slopes`` and ``trajectories``. Returns a sentence on the runs."""
+    from cepaper import data
+
+    mnist = data.load("mnist", "train", root=data_root, n=n_train)
+    x, y = data.inputs(mnist), data.scalar_targets(mnist.y, target)
+    configs = grid(ds, widths_a, n_c=n_c, depth=depth, n_in=x.shape[1])
+    records = train_grid(x, y, configs, seeds, cache=cache, depth=depth, **train_kw)
+    change = changes(records)
+    fits = slopes(change, configs)
+    run.save("runs", {"source": mnist.source, "records": records, "change": change.to_dict("list")}, table=change)
+    run.save("fig9", {e: panel_table(configs, change, e).to_dict("list") for e in ALL_ENTRIES})
+    run.save("slopes", fits.to_dict("list"), table=fits)
+    run.save("trajectories", {"configs": configs.to_dict("list"), "traj": trajectories(records).to_dict("list")})
+    distinct = configs[["m", "n"]].drop_duplicates().shape[0]
+    return markdown(
+        f"{len(records)} runs on {mnist.source} ({len(x)} images); {distinct} distinct (m, n), seeds {seeds}."
+    )
+
+
+def slope_tables(fits):
+    """What the page shows of the saved ``slopes``: the slopes of ``log |K_T - K_0|`` and of the relative
+    change with their intervals, beside Theorem 1's and footnote 1's exponents, and the power of the main
+    fit (off-diagonal entry, all runs): the smallest departure from -1 detected with 80% power at 5%."""
+    from scipy import stats
+
+    from cepaper.book import pages
+
+    fits = pd.DataFrame(fits)
+    main = fits[(fits.fit == "all") & (fits.entry == "offdiag") & (fits.value == "abs_change")].iloc[0]
+    se = (main.hi - main.lo) / 2 / stats.t.ppf(0.975, main.points - 2)
+    return [
+        markdown(
+            f"**Slope of log |K_T − K_0|** with its 95% interval. Theorem 1 predicts {paper.THEOREM1_EXPONENT_MN:g} "
+            f"in mn. Footnote 1 (the rigorous result of [10]) gives {paper.THEOREM1_RIGOROUS['n']:g} in n and "
+            f"{paper.THEOREM1_RIGOROUS['m']:g} in m."
+        ),
+        pages.show(slope_table(fits, "abs_change").reset_index()),
+        markdown("**Slope of log |K_T − K_0| / |K_0|** (relative change):"),
+        pages.show(slope_table(fits, "rel_change").reset_index()),
+        markdown(
+            f"**Power:** the slope of the off-diagonal entry over all {int(main.points)} runs has standard "
+            f"error {se:.3f}, so an exponent that differs from {paper.THEOREM1_EXPONENT_MN:g} by "
+            f"{2.8 * se:.2f} or more is detected with 80% power at the 5% level."
+        ),
+    ]
+
+
+def check(run):
+    """Stop the run unless every run lowered its training loss and moved its kernel; record :func:`checks`."""
+    change, fits = pd.DataFrame(run.load("runs")["change"]), pd.DataFrame(run.load("slopes"))
+    assert (change.lossT < change.loss0).all(), "every run must lower the training loss"
+    assert (change.abs_change > 0).all(), "with lr > 0 the kernel must move"
+    for name, holds, detail in checks(fits):
+        run.check(name, holds, detail)

@@ -78,8 +78,10 @@ def test_stored_results_carry_provenance(path):
 
 
 def checks_claims(section):
-    """Whether a section's notebook checks claims of the paper (records checks with ``run.check``)."""
-    return "run.check(" in profiles.notebook_path(section).read_text()
+    """Whether a section's notebook checks claims of the paper (records checks with ``run.check``, itself or
+    through its section module, which a thin notebook calls)."""
+    module = results.REPO / "cepaper" / "sections" / f"{section}.py"
+    return any("run.check(" in p.read_text() for p in (profiles.notebook_path(section), module) if p.exists())
 
 
 def test_sections_that_check_claims_show_their_checks():

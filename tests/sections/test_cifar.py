@@ -370,3 +370,24 @@ def test_section_parameters_are_checked():
         cifar.check_params(["cifar10"], 1, 0)
     with pytest.raises(ValueError, match="tables must be a non-empty list among 2a, 2b, 3, 4, got \\['1a'\\]"):
         imagenet.check_tables(["1a"])
+
+
+def test_the_run_sentence_warns_only_for_a_scaled_down_network():
+    """What the page says about its run is computed in the section: the scaled-down network is flagged as
+    no evidence, ResNeXt-29 is not, and DDP is named only across several processes."""
+    scaled = cifar.run_sentence([64], 1, ["cifar10"], 256, 256, 1, 1, 1.6, "given").data
+    paper_scale = cifar.run_sentence(None, 3, ["cifar10"], None, None, None, 10, 1.6, "given", world_size=8).data
+    assert "not the paper's experiment" in scaled and "torchrun" not in scaled
+    assert "ResNeXt-29" in paper_scale and "not the paper's experiment" not in paper_scale
+    assert "all training and all test images; the recipe’s 300 epoch(s)" in paper_scale
+    assert "across 8 processes" in paper_scale
+
+
+def test_check_grid_stops_a_run_that_did_not_train_every_epoch():
+    runs = [{"config": "1x32d", "recipe": "cifar"}]
+    record = {"history": {"epoch": [1, 2], "test_top1": [90.0, 80.0], "train_loss": [2.0, 1.5]}, "recipe": "cifar"}
+    cifar.check_grid([record], runs, ["cifar10"], 1, 2, in_process=True)
+    with pytest.raises(AssertionError, match="every epoch"):
+        cifar.check_grid([record], runs, ["cifar10"], 1, 3, in_process=True)
+    with pytest.raises(AssertionError, match="one record per model"):
+        cifar.check_grid([record], runs, ["cifar10", "cifar100"], 1, 2, in_process=True)

@@ -228,3 +228,11 @@ def test_run_on_real_mnist():
     rec = theorem1.run_one(x, y, 2, 8, 0, depth=4, epochs=5, lr=0.5, n_probe=2)
     c = theorem1.changes([rec])
     assert rec["loss"][-1] < rec["loss"][0] and (c.abs_change > 0).all() and (c.k0 > 0).all()
+
+
+def test_the_scale_sentence_is_the_sections_and_names_what_is_not_evidence():
+    """The sentence under the header depends on the profile; the section computes it, not the notebook."""
+    assert theorem1.scale_sentence("paper", 100, 10, None) is None
+    assert "CPU-evidence scale" in theorem1.scale_sentence("cpu-evidence", 20, 4, None).data
+    quick = theorem1.scale_sentence("quick", 50, 4, 256).data
+    assert "256 MNIST images, 50 epochs, 4 seeds" in quick and "not evidence" in quick
