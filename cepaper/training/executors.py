@@ -5,7 +5,7 @@ default and what CI uses), ``"local"`` (submitit's ``LocalExecutor``: one subpro
 machine, spread over its GPUs, ``gpus_per_job`` each) or ``"slurm"`` (its ``SlurmExecutor``: one SLURM
 job per run; needs ``sbatch`` on this machine). :func:`map_runs` submits every run that is not
 finished, waits, and gathers the records in order; each job writes its record into the run cache
-(:func:`cepaper.training.spine.cached_run`) and resumes from its own checkpoint when run again. With
+(:func:`cepaper.runs.cached_run`) and resumes from its own checkpoint when run again. With
 ``missing_ok`` a job that failed (or, with ``wait=False``, has not finished) is :func:`missing`
 instead of an error, so that a page can show the runs that finished and count the others.
 """
@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -271,3 +272,23 @@ def map_runs(ex, fn, items, *, missing_ok=False, wait=True, finished=None, marke
                 raise RuntimeError(why)
             out[i] = missing("failed", why, marker["job"])
     return out
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """How the runs of a grid are launched (``map`` for :func:`cepaper.runs.run_grid`): each a job of
+    ``executor`` (a submitit executor, :func:`executor`; ``None``: here, one after another), with
+    ``missing_ok`` and ``wait`` of :func:`map_runs`. The job submitted for a run is remembered in a
+    marker beside its record (``<record>.job.json``) until it ends."""
+
+    executor: object = None
+    missing_ok: bool = False
+    wait: bool = True
+
+    def map(self, fn, jobs, finished=None, records=None):
+        """``[fn(job) for job in jobs]`` (:func:`map_runs`); ``finished(job)``: the record of a run that
+        needs no job; ``records``: each run's record path, beside which its job's marker is kept."""
+        markers = None if records is None else [Path(r).with_suffix(".job.json") for r in records]
+        return map_runs(
+            self.executor, fn, jobs, missing_ok=self.missing_ok, wait=self.wait, finished=finished, markers=markers
+        )

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cepaper.training import executors, spine
+from cepaper import runs
+from cepaper.training import executors
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,16 +18,21 @@ def test_local_executor_runs_each_run_as_a_job_and_gathers_the_records(tmp_path)
     ex = executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5)
     jobs = [{"seed": 0}, {"seed": 1}]
     compute = lambda job, ckpt: {"seed": job["seed"], "pid": os.getpid(), "ckpt": str(ckpt)}
-    out = spine.run_grid(
-        jobs, compute, cache=tmp_path / "cache", modules=("cepaper.training.spine",), by_definition=True, executor=ex
+    out = runs.run_grid(
+        jobs,
+        compute,
+        cache=tmp_path / "cache",
+        modules=("cepaper.runs",),
+        by_definition=True,
+        launcher=executors.Launcher(ex),
     )
     assert [r["seed"] for r in out] == [0, 1] and all(r["pid"] != os.getpid() for r in out)  # in other processes
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2
-    again = spine.run_grid(
+    again = runs.run_grid(
         jobs,
         lambda job, ckpt: pytest.fail("trained again"),
         cache=tmp_path / "cache",
-        modules=("cepaper.training.spine",),
+        modules=("cepaper.runs",),
         by_definition=True,
     )
     assert [r["pid"] for r in again] == [r["pid"] for r in out]
@@ -220,16 +226,17 @@ def test_a_real_local_job_left_running_is_waited_for_not_submitted_again(tmp_pat
 
     ex = executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5)
     compute = lambda job, ckpt: (time.sleep(4), {"seed": job["seed"], "pid": os.getpid()})[1]
-    kw = dict(cache=tmp_path / "cache", modules=("cepaper.training.spine",), by_definition=True)
-    first = spine.run_grid([{"seed": 0}], compute, **kw, executor=ex, missing_ok=True, wait=False)
+    kw = dict(cache=tmp_path / "cache", modules=("cepaper.runs",), by_definition=True)
+    first = runs.run_grid([{"seed": 0}], compute, **kw, launcher=executors.Launcher(ex, missing_ok=True, wait=False))
     assert first[0]["missing"] == "pending"
     submitted = list((tmp_path / "jobs").glob("*_submitted.pkl"))
-    again = spine.run_grid(
+    again = runs.run_grid(
         [{"seed": 0}],
         compute,
         **kw,
-        executor=executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5),
-        missing_ok=True,
+        launcher=executors.Launcher(
+            executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5), missing_ok=True
+        ),
     )
     assert again[0]["seed"] == 0 and again[0]["pid"] != os.getpid()
     assert list((tmp_path / "jobs").glob("*_submitted.pkl")) == submitted, "no second job"
