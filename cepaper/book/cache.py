@@ -41,3 +41,19 @@ def _file_digest(path):
     """sha256 of a file relative to the repository, or ``None`` when it does not exist."""
     p = REPO / path
     return _sha(p.read_bytes()) if p.exists() else None
+
+
+def missing_runs(folder):
+    """How many runs the results published in ``folder`` record as missing (a grid's ``records`` with
+    ``missing``: failed or pending, :func:`cepaper.training.grids.missing_runs`). An execution that
+    left runs missing is never up to date: the section executes again, and resumes exactly those,
+    until every run has finished."""
+    count = 0
+    for path in sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else ():
+        try:
+            data = json.loads(path.read_text()).get("data")
+        except (OSError, ValueError, AttributeError):
+            continue  # not a record of runs (the store moves a damaged file aside)
+        records = data.get("records") if isinstance(data, dict) else None
+        count += sum(isinstance(r, dict) and bool(r.get("missing")) for r in records or () if isinstance(records, list))
+    return count

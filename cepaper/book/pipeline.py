@@ -29,7 +29,7 @@ from pathlib import Path
 
 from cepaper import files, runs
 from cepaper.book import results
-from cepaper.book.cache import _file_digest, _reads_fresh, cache_key
+from cepaper.book.cache import _file_digest, _reads_fresh, cache_key, missing_runs
 from cepaper.book.profiles import load_profile, notebook_path, resolve_parameters
 from cepaper.book.publish import STORED, _recover, _tree_digest, publish
 from cepaper.book.results import book_sections
@@ -87,6 +87,8 @@ def valid_record(section, profile, key):
         return None
     # its results must be where the current results root says, as that run wrote them
     if _tree_digest(results.section_dir(section, profile)) != record.get("published"):
+        return None
+    if missing_runs(results.section_dir(section, profile)):  # a grid's runs failed or pending: resume them
         return None
     return record
 

@@ -112,3 +112,35 @@ def test_the_package_and_every_package_above_a_module_are_dependencies(repo):
         (repo / "cepaper" / rel).write_text("# package\n")
     deps = deps_of("from cepaper.a.b import thing\n")
     assert set(deps) == {"cepaper/__init__.py", "cepaper/a/__init__.py", "cepaper/a/b/__init__.py"}
+
+
+def test_a_section_whose_grid_left_runs_missing_is_never_cached(repo):
+    """Issue 24: after a grid's job was killed, running the section again said `cached` and the run
+    stayed missing. An execution whose published records count missing runs (failed or pending) is
+    not up to date: the section executes again (its grid resumes them) until every run finished."""
+    from cepaper.book import pipeline
+    from tests.conftest import NOTEBOOK
+
+    (repo / "notebooks" / "01_lemma1.py").write_text(
+        NOTEBOOK
+        + "from pathlib import Path\n"
+        + 'lost = {"missing": "failed", "why": "killed (SIGKILL)"} if Path("killed").exists() else {"history": {}}\n'
+        + 'run.save("runs", {"records": [{"seed": 0, "history": {}}, {"seed": 1, **lost}]})\n'
+    )
+    (repo / "killed").write_text("")
+    status = lambda: [r["cached"] for r in pipeline.run(["lemma1"])]
+    assert status() == [False]
+    assert cache.missing_runs(repo / "results" / "quick" / "lemma1") == 1
+    assert status() == [False], "a run is missing: executed again, not cached"
+    (repo / "killed").unlink()
+    assert status() == [False] and cache.missing_runs(repo / "results" / "quick" / "lemma1") == 0
+    assert status() == [True], "every run finished: cached"
+
+
+def test_missing_runs_reads_only_records_of_runs(tmp_path):
+    assert cache.missing_runs(tmp_path / "none") == 0
+    (tmp_path / "a.json").write_text('{"data": {"records": [{"missing": "pending"}, {"seed": 1}, 3]}}')
+    (tmp_path / "b.json").write_text('{"data": {"records": {"missing": 1}, "rows": [{"missing": "x"}]}}')
+    (tmp_path / "c.json").write_text("[1, 2]")
+    (tmp_path / "d.json").write_text("{not json")
+    assert cache.missing_runs(tmp_path) == 1
