@@ -103,6 +103,26 @@ def test_a_job_that_ended_without_a_result_says_its_state():
     assert executors._failure(RuntimeError("a\nCUDA out of memory")) == "RuntimeError: CUDA out of memory"
 
 
+def test_a_killed_local_job_reads_as_killed_not_finished(tmp_path):
+    """Issue 24: a job killed by a signal was described as ``state FINISHED``. A local job whose task
+    is killed (SIGKILL) is missing, ``failed``, and its reason says it was killed; where the job's own
+    process died of a signal, the reason names it."""
+    import signal
+    import subprocess
+    import sys
+
+    ex = executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5)
+    (out,) = executors.map_runs(ex, lambda x: os.kill(os.getpid(), signal.SIGKILL), [0], missing_ok=True)
+    assert out["missing"] == "failed" and "killed" in out["why"] and "FINISHED" not in out["why"], out
+
+    class Job:  # a job whose controller process died of SIGTERM
+        _process = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"])
+
+    Job._process.wait()
+    e = RuntimeError("Job 3 (task: 0) with path /x\nhas not produced any output (state: INTERRUPTED)")
+    assert executors._failure(e, Job()) == "the job was killed by SIGTERM before it made a result"
+
+
 def test_local_jobs_get_their_own_gpus_and_no_more_run_at_once_than_fit(monkeypatch):
     """On a machine of 8 GPUs with 2 per job, at most 4 jobs run at once and no two share a GPU (submitit's
     LocalExecutor would give every job GPUs 0..1 unless told its visible_gpus)."""
@@ -111,7 +131,7 @@ def test_local_jobs_get_their_own_gpus_and_no_more_run_at_once_than_fit(monkeypa
 
     class Job:
         def __init__(self, ex, gpus, value):
-            self.ex, self.gpus, self.value, self.polls = ex, gpus, value, 0
+            self.ex, self.gpus, self.value, self.polls, self.job_id = ex, gpus, value, 0, str(value)
 
         def done(self):
             self.polls += 1
@@ -141,6 +161,13 @@ def test_local_jobs_get_their_own_gpus_and_no_more_run_at_once_than_fit(monkeypa
     monkeypatch.setattr(executors.time, "sleep", lambda s: None)
     assert executors.map_runs(ex, lambda x: x, list(range(11))) == [10 * i for i in range(11)]
     assert ex.peak == 4
+
+    # issue 24: with --no-wait, the next grid's jobs wait for the slot the last one still holds
+    ex = FakeLocal()
+    ex.cepaper_slots = executors.gpu_slots(0, 1)  # no GPU: one job at a time
+    for items in ([0, 1], [2, 3], [4]):
+        executors.map_runs(ex, lambda x: x, items, missing_ok=True, wait=False)
+    assert ex.peak == 1, "two CPU jobs ran at once"
 
 
 def _two_task_run(seed):
