@@ -141,3 +141,26 @@ def test_cli_train_rerun_stale_and_stale_report(tmp_path, monkeypatch, capsys):
     )
     cli.main(argv + ["--rerun-stale", "--json"])
     assert seen == [False, True] and json.loads(capsys.readouterr().out)["stale"] == []
+
+def test_a_finished_run_on_other_data_is_not_reused(tmp_path, monkeypatch):
+    """Issue 24 (a held-out mutant): the run cache's key must hold the data. A run's definition changes
+    with the images (their digest), where they come from (the source, under the data root) and how
+    many there are; a finished run on other data is never reused for this data's rows."""
+    from dataclasses import replace
+
+    calls = []
+    monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: calls.append(1) or HIST)
+    kw = dict(arch="resnext29", stages=(8, 16, 32), depth=1, classes=3, cache=tmp_path)
+    test = images(seed=1)
+    grid = lambda train: grids.train_recipe_grid(["1x2d"], "toy", train, test, [0], **kw)
+    grid(images())
+    grid(images())
+    assert len(calls) == 1, "the same data: reused"
+    other_pixels = images()
+    other_pixels.x[0, 0, 0, 0] ^= 1
+    other_source = replace(images(), source="another data root")
+    fewer = images(n=15)
+    for i, train in enumerate((other_pixels, other_source, fewer), start=2):
+        (record,) = grid(train)
+        assert len(calls) == i and record["stale"] is None, "other data: trained, not reused"
+    assert len({p.name for p in tmp_path.glob("*.json")}) == 4, "one record per data"
