@@ -142,6 +142,7 @@ def test_cli_train_rerun_stale_and_stale_report(tmp_path, monkeypatch, capsys):
     cli.main(argv + ["--rerun-stale", "--json"])
     assert seen == [False, True] and json.loads(capsys.readouterr().out)["stale"] == []
 
+
 def test_a_finished_run_on_other_data_is_not_reused(tmp_path, monkeypatch):
     """Issue 24 (a held-out mutant): the run cache's key must hold the data. A run's definition changes
     with the images (their digest), where they come from (the source, under the data root) and how
