@@ -22,10 +22,10 @@ import nbformat
 import pytest
 import torch
 
-from cepaper import cli, files
+from cepaper import cli, files, runs
 from cepaper.book import pipeline
 from cepaper.montecarlo import intra_op_threads
-from cepaper.training import grids, sgd, spine
+from cepaper.training import grids, sgd
 from tests.conftest import SOURCE_ROOT, cepaper
 
 FAULT_NOTEBOOK = """# %% [markdown]
@@ -239,21 +239,22 @@ import os, signal, sys
 sys.path.insert(0, {str(Path(__file__).parents[1])!r})
 import torch
 torch.set_num_threads(1)  # as the comparison in the test process: the same float32 reduction order
-from cepaper.training import sgd, spine
+from cepaper import runs
+from cepaper.training import sgd
 from tests.training.test_sgd import TINY, images, tiny_model
 point, path = sys.argv[1], sys.argv[2]
 kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
 if point == "after-checkpoint":  # epoch 2's checkpoint written whole
-    real = spine.save_checkpoint
-    spine.save_checkpoint = lambda p, state: (real(p, state), state["epoch"] == 2 and kill())
+    real = runs.save_checkpoint
+    runs.save_checkpoint = lambda p, state: (real(p, state), state["epoch"] == 2 and kill())
 else:  # epoch 2's checkpoint half written
-    real, n = spine.write_atomic, []  # the name save_checkpoint calls
+    real, n = runs.write_atomic, []  # the name save_checkpoint calls
     def half(p, data):
         n.append(p)
         if len(n) < 2:
             return real(p, data)
         real(p, lambda f: (f.write(data[:len(data) // 2]), f.flush(), kill()))
-    spine.write_atomic = half
+    runs.write_atomic = half
 sgd.train_recipe(tiny_model(), images(n=40), images(n=16, seed=1), TINY, seed=5, checkpoint=path)
 """
 
@@ -453,11 +454,11 @@ def test_corrupt_cache_entries_are_moved_aside_and_recomputed(tmp_path, capsys):
         assert not checkpoint.exists(), "a damaged checkpoint is never handed on"
         return {"value": 1}
 
-    key = spine.source_key({"a": 1}, ("cepaper.book.results",))
+    key = runs.source_key({"a": 1}, ("cepaper.book.results",))
     for content in (b"", b'{"value": ', b"{}", b"[]", b"\xff"):
         (tmp_path / f"{key}.json").write_bytes(content)
         (tmp_path / f"{key}.pt").write_bytes(b"half a checkpoint")
-        assert spine.cached_record(tmp_path, {"a": 1}, ("cepaper.book.results",), compute) == {"value": 1}
+        assert runs.cached_record(tmp_path, {"a": 1}, ("cepaper.book.results",), compute) == {"value": 1}
         err = capsys.readouterr().err
         assert f"{key}.json is damaged" in err and f"{key}.pt is damaged (torch.load failed" in err
         assert (tmp_path / f"{key}.json.corrupt").exists()
@@ -495,13 +496,13 @@ def test_a_planted_pickle_checkpoint_is_refused_and_never_run(tmp_path, how):
     from tests.training.test_sgd import TINY, images, tiny_model
 
     marker = tmp_path / "pwned"
-    key = spine.definition_key({"seed": 0})
+    key = runs.definition_key({"seed": 0})
     cache = tmp_path / "cache"
     cache.mkdir()
     calls = []
     sites = {
-        "load_checkpoint": lambda path: spine.load_checkpoint(path),
-        "cached_run": lambda path: spine.cached_run(cache, {"seed": 0}, (), lambda c: calls.append(c) or {"v": 1}),
+        "load_checkpoint": lambda path: runs.load_checkpoint(path),
+        "cached_run": lambda path: runs.cached_run(cache, {"seed": 0}, (), lambda c: calls.append(c) or {"v": 1}),
         "train_recipe": lambda path: sgd.train_recipe(
             tiny_model(), images(n=40), images(n=16, seed=1), TINY.scaled(1), seed=5, checkpoint=path
         ),
@@ -520,7 +521,7 @@ def test_a_planted_pickle_torch_cannot_parse_is_moved_aside_unrun(tmp_path, caps
     marker = tmp_path / "pwned"
     path = tmp_path / "c.pt"
     _plant(path, "pickle4", marker)
-    assert spine.load_checkpoint(path) is None
+    assert runs.load_checkpoint(path) is None
     assert not marker.exists() and path.with_name("c.pt.corrupt").exists()
     assert f"{path} is damaged (torch.load failed" in capsys.readouterr().err
 

@@ -1,13 +1,13 @@
 """The three layers, read from the import graph of the tree: the library (``cepaper``), the paper's
 sections (``cepaper.sections``) and the book's machinery (``cepaper.book``)."""
 
-import ast
 from pathlib import Path
 
 import pytest
 import yaml
 
 import cepaper
+from cepaper import runs
 
 PACKAGE = Path(cepaper.__file__).parent
 REPO = PACKAGE.parent
@@ -30,21 +30,9 @@ def modules():
     return out
 
 
-def imports(path):
-    """cepaper modules a file imports (anywhere in it, function bodies included)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("cepaper")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cepaper"):
-            found |= {
-                f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules() else node.module for a in node.names
-            }
-    return found
-
-
 def edges():
-    return {(name, dep) for name, path in modules().items() for dep in imports(path) if dep != name}
+    """``(module, module it imports)`` over the package (:func:`cepaper.runs.imports`)."""
+    return {(name, dep) for name, path in modules().items() for dep in runs.imports(path.read_text()) if dep != name}
 
 
 @pytest.mark.parametrize("low, high", [("library", "sections"), ("library", "book"), ("book", "sections")])
@@ -61,7 +49,34 @@ def test_the_check_sees_a_leak(tmp_path, monkeypatch):
     (tmp_path / "cepaper").mkdir()
     leak = tmp_path / "cepaper" / "leak.py"
     leak.write_text("def f():\n    from cepaper.book import results\n")
-    assert imports(leak) == {"cepaper.book.results"} and layer("cepaper.leak") == "library"
+    assert runs.imports(leak.read_text()) == {"cepaper.book.results"} and layer("cepaper.leak") == "library"
+
+
+def test_the_library_needs_no_training_code():
+    """Seeds, checkpoints and the run cache are the library's own (:mod:`cepaper.runs`): no library
+    module outside ``cepaper.training`` imports it (the loops and launchers), so Algorithm 1's sweeps
+    need neither torchrun nor submitit."""
+    training = lambda m: m == "cepaper.training" or m.startswith("cepaper.training.")
+    bad = sorted((a, b) for a, b in edges() if layer(a) == "library" and not training(a) and training(b))
+    assert bad == [], bad
+
+
+def test_dependencies_are_the_imports_followed_to_the_end():
+    """The one walk (:func:`cepaper.runs.dependencies`) that the book's cache key, the run cache's stale
+    check and this layout test use: a grid's runs depend on the loaders and ranks it imports through
+    the loop, and on the packages above them."""
+    deps = runs.dependencies(("cepaper.training.grids",))
+    assert {
+        "cepaper/__init__.py",
+        "cepaper/training/__init__.py",
+        "cepaper/training/grids.py",
+        "cepaper/training/sgd.py",
+        "cepaper/training/loaders.py",
+        "cepaper/training/distributed.py",
+        "cepaper/models/resnext.py",
+        "cepaper/runs.py",
+    } <= set(deps)
+    assert "cepaper/book/cache.py" not in deps and "cepaper/sections/cifar.py" not in deps
 
 
 def test_one_section_module_per_notebook():

@@ -31,11 +31,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from cepaper import files
+from cepaper import files, runs
 from cepaper._checks import positive_int
 from cepaper.models.mlp import CollegialMLP
 from cepaper.search import equations
-from cepaper.training import spine
 
 MODULES = ("bottleneck", "mlp")
 
@@ -125,7 +124,7 @@ def mlp_term(n, depth=6, n_in=784):
 
 def width_seed(seed, width):
     """The Monte Carlo seed of one width: a hash of ``(seed, width)`` (63 bits)."""
-    return spine.derive_seed(int(seed), int(width), bits=64) & (2**63 - 1)
+    return runs.derive_seed(int(seed), int(width), bits=64) & (2**63 - 1)
 
 
 def mlp_inputs(n_in=784, count=2, corr=0.5, seed=0, dtype=torch.float32):
@@ -149,11 +148,7 @@ def mlp_chunk(n, depth=6, n_in=784, count=2):
 
 def _sweep_key(settings):
     """Checkpoint folder name: a hash of the settings and of the code that computes the samples."""
-    from cepaper.training import spine
-
-    return spine.source_key(
-        settings, ("cepaper.models.bottleneck", "cepaper.models.mlp", "cepaper.ntk", "cepaper.montecarlo", __name__)
-    )
+    return runs.source_key(settings, (__name__,))  # and all it imports: the models, the NTK, Monte Carlo
 
 
 def _round32(a):

@@ -1,52 +1,18 @@
 """The cache key of a section's execution: its notebook, its parameters and the cepaper source it
-imports (transitively), with each file's content and modification time; and the results files a
-run read, whose change re-executes it."""
+imports (transitively, :func:`cepaper.runs.dependencies`), with each file's content and modification
+time; and the results files a run read, whose change re-executes it."""
 
-import ast
 import hashlib
 import json
 from pathlib import Path
 
+from cepaper import runs
 from cepaper.book.profiles import notebook_path
 from cepaper.book.results import REPO
 
 
 def _sha(data):
     return hashlib.sha256(data if isinstance(data, bytes) else data.encode()).hexdigest()
-
-
-def _cepaper_imports(source):
-    """cepaper modules a piece of Python source imports, as dotted names."""
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.split(".")[0] == "cepaper"}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "cepaper":
-            found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names}
-    return found
-
-
-def _module_file(name):
-    base = REPO.joinpath(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.exists():
-            return path
-    return None
-
-
-def dependencies(source):
-    """Source files of every cepaper module ``source`` imports, transitively (``cepaper`` included)."""
-    todo, seen = sorted(_cepaper_imports(source) | {"cepaper"}), {}
-    while todo:
-        path = _module_file(todo.pop())
-        if path and path not in seen.values():
-            seen[str(path.relative_to(REPO))] = path
-            todo.extend(_cepaper_imports(path.read_text()))
-            parent = path.parent if path.name != "__init__.py" else path.parent.parent
-            if parent != REPO:
-                todo.append(".".join(parent.relative_to(REPO).parts))
-    return dict(sorted(seen.items()))
 
 
 def cache_key(section, params):
@@ -57,7 +23,11 @@ def cache_key(section, params):
     source = path.read_text()
     parts = [json.dumps(params, sort_keys=True)]
     executor = {"cepaper/book/cache.py": Path(__file__), "requirements.txt": REPO / "requirements.txt"}
-    files = {path.name: path, **dependencies(source), **{k: p for k, p in executor.items() if p.exists()}}
+    files = {
+        path.name: path,
+        **runs.dependencies(("cepaper",), source, root=REPO),
+        **{k: p for k, p in executor.items() if p.exists()},
+    }
     parts += [f"{rel}\n{p.stat().st_mtime_ns}\n{p.read_text()}" for rel, p in sorted(files.items())]
     return _sha("\0".join(parts))
 
@@ -71,3 +41,19 @@ def _file_digest(path):
     """sha256 of a file relative to the repository, or ``None`` when it does not exist."""
     p = REPO / path
     return _sha(p.read_bytes()) if p.exists() else None
+
+
+def missing_runs(folder):
+    """How many runs the results published in ``folder`` record as missing (a grid's ``records`` with
+    ``missing``: failed or pending, :func:`cepaper.training.grids.missing_runs`). An execution that
+    left runs missing is never up to date: the section executes again, and resumes exactly those,
+    until every run has finished."""
+    count = 0
+    for path in sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else ():
+        try:
+            data = json.loads(path.read_text()).get("data")
+        except (OSError, ValueError, AttributeError):
+            continue  # not a record of runs (the store moves a damaged file aside)
+        records = data.get("records") if isinstance(data, dict) else None
+        count += sum(isinstance(r, dict) and bool(r.get("missing")) for r in records or () if isinstance(records, list))
+    return count

@@ -27,13 +27,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cepaper import files
+from cepaper import files, runs
 from cepaper.book import results
-from cepaper.book.cache import _file_digest, _reads_fresh, cache_key
+from cepaper.book.cache import _file_digest, _reads_fresh, cache_key, missing_runs
 from cepaper.book.profiles import load_profile, notebook_path, resolve_parameters
 from cepaper.book.publish import STORED, _recover, _tree_digest, publish
 from cepaper.book.results import book_sections
-from cepaper.training import spine
 
 REPO = results.REPO
 BUILD = REPO / "_build"
@@ -79,7 +78,7 @@ def valid_record(section, profile, key):
     if not (path.exists() and executed_path(section, profile).exists()):
         return None
     # a damaged record is only a cache miss: moved aside, and the section re-executes
-    record = spine.read_cached(path, required=RECORD_KEYS)
+    record = runs.read_cached(path, required=RECORD_KEYS)
     if record is None or not isinstance(record.get("reads"), dict):
         if path.exists():
             files.move_aside(path, "its reads are not a mapping")
@@ -88,6 +87,8 @@ def valid_record(section, profile, key):
         return None
     # its results must be where the current results root says, as that run wrote them
     if _tree_digest(results.section_dir(section, profile)) != record.get("published"):
+        return None
+    if missing_runs(results.section_dir(section, profile)):  # a grid's runs failed or pending: resume them
         return None
     return record
 

@@ -28,14 +28,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cepaper import complexity, files
+from cepaper import complexity, files, runs
 from cepaper._checks import positive_int
 from cepaper.models.mlp import CollegialMLP
 from cepaper.sections import paper
 from cepaper.sections._shared import markdown, set_threads, show  # noqa: F401 (the notebook's)
 from cepaper.sections._theorem1_plots import COLORS, plot_fig9, plot_slopes, plot_trajectories  # noqa: F401
 from cepaper.stats import t_quantile
-from cepaper.training import spine
 from cepaper.training.gd import train_gd
 
 #: Kernel entries reported, as (row, column) of the probe kernel: ``x_a = probe[0]``, ``x_b = probe[1]``.
@@ -80,7 +79,7 @@ def grid(ds, widths_a=(), n_c=100, depth=4, n_in=784):
 
 def init_seed(seed, m, n):
     """Seed of the initial weights of run ``(m, n, seed)``: distinct streams for distinct runs."""
-    return spine.derive_seed(seed, m, n)
+    return runs.derive_seed(seed, m, n)
 
 
 def run_one(
@@ -156,11 +155,11 @@ def train_grid(x, y, configs, seeds, *, cache=None, progress=False, **train_kw):
     data = None if cache is None else files.digest(x, y)
     options = {k: str(v) if k in ("device", "dtype") else v for k, v in train_kw.items()}
     jobs = [dict(m=m, n=n, seed=s, data=data, **options) for m, n in pairs for s in seeds]
-    return spine.run_grid(
+    return runs.run_grid(
         jobs,
         lambda job, ckpt: run_one(x, y, job["m"], job["n"], job["seed"], checkpoint=ckpt, **train_kw),
         cache=cache,
-        modules=("cepaper.models.mlp", "cepaper.ntk", "cepaper.training.gd", "cepaper.training.spine", __name__),
+        modules=(__name__,),  # and all it imports
         progress=progress,
         desc="theorem1 runs",
     )

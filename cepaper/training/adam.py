@@ -23,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from cepaper import files
+from cepaper import files, runs
 from cepaper._checks import nonneg_int, positive_float, positive_int
 from cepaper.models.mlp import CollegialMLP
-from cepaper.training import spine
 from cepaper.training.gd import batches
 
 # ---------------------------------------------------------------------------------------------
@@ -43,13 +42,13 @@ def _check_seed(seed, rep):
 def init_seed(seed, m, n, rep):
     """Seed of the initial weights of repetition ``rep`` of the ensemble ``(m, n)``."""
     _check_seed(seed, rep)
-    return spine.derive_seed(seed, m, n, rep)
+    return runs.derive_seed(seed, m, n, rep)
 
 
 def order_seed(seed, rep):
     """Seed of the mini-batch order of repetition ``rep`` (shared by all models: paired runs)."""
     _check_seed(seed, rep)
-    return spine.derive_seed(seed, rep)
+    return runs.derive_seed(seed, rep)
 
 
 def build(n_in, n, m, seeds, depth=6, classes=10, bias=False, dtype=torch.float32, device="cpu"):
@@ -170,7 +169,7 @@ def train_reps(
     start, hist = 0, {"test_error": [error_rates(model, m, x_test, y_test, eval_chunk)], "train_loss": []}
     if (
         checkpoint is not None
-        and (state := spine.resume(checkpoint, settings, model=model, optimizer=opt, required=("epoch", "history")))
+        and (state := runs.resume(checkpoint, settings, model=model, optimizer=opt, required=("epoch", "history")))
         is not None
     ):
         start, hist = state["epoch"], state["history"]
@@ -192,7 +191,7 @@ def train_reps(
         hist["train_loss"].append((loss_sum / len(y)).cpu())
         hist["test_error"].append(error_rates(model, m, x_test, y_test, eval_chunk))
         if checkpoint is not None and (epoch + 1) % checkpoint_every == 0:
-            spine.save_checkpoint(
+            runs.save_checkpoint(
                 checkpoint,
                 {
                     "epoch": epoch + 1,
@@ -216,7 +215,7 @@ def train_reps(
 def train_reps_grid(x, y, x_test, y_test, configs, reps, *, cache=None, progress=False, **train_kw):
     """Train every distinct ``(m, n)`` of ``configs`` (columns ``m``, ``n``): one :func:`train_reps` each.
 
-    ``cache``: folder of finished models and checkpoints (:func:`cepaper.training.spine.run_grid`),
+    ``cache``: folder of finished models and checkpoints (:func:`cepaper.runs.run_grid`),
     keyed by the settings, the data and the training code; an interrupted run resumes. ``progress``:
     a bar over models (``train_kw`` may ask one over epochs). Returns one record per model (see
     :func:`train_reps`), sorted by ``(m, n)``.
@@ -226,11 +225,11 @@ def train_reps_grid(x, y, x_test, y_test, configs, reps, *, cache=None, progress
     data = None if cache is None else files.digest(x, y, x_test, y_test)
     options = {k: str(v) if k in ("device", "dtype") else v for k, v in train_kw.items() if k != "checkpoint_every"}
     jobs = [dict(m=m, n=n, reps=reps, data=data, **options) for m, n in pairs]
-    return spine.run_grid(
+    return runs.run_grid(
         jobs,
         lambda job, ckpt: train_reps(x, y, x_test, y_test, job["m"], job["n"], reps, checkpoint=ckpt, **train_kw),
         cache=cache,
-        modules=("cepaper.models.mlp", "cepaper.training.gd", "cepaper.training.spine", __name__),
+        modules=(__name__,),  # and all it imports
         progress=progress,
         desc="models",
     )

@@ -5,7 +5,7 @@ default and what CI uses), ``"local"`` (submitit's ``LocalExecutor``: one subpro
 machine, spread over its GPUs, ``gpus_per_job`` each) or ``"slurm"`` (its ``SlurmExecutor``: one SLURM
 job per run; needs ``sbatch`` on this machine). :func:`map_runs` submits every run that is not
 finished, waits, and gathers the records in order; each job writes its record into the run cache
-(:func:`cepaper.training.spine.cached_run`) and resumes from its own checkpoint when run again. With
+(:func:`cepaper.runs.cached_run`) and resumes from its own checkpoint when run again. With
 ``missing_ok`` a job that failed (or, with ``wait=False``, has not finished) is :func:`missing`
 instead of an error, so that a page can show the runs that finished and count the others.
 """
@@ -13,7 +13,9 @@ instead of an error, so that a page can show the runs that finished and count th
 import json
 import re
 import shutil
+import signal
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -116,19 +118,37 @@ def missing(state, why, job_id=None):
 MISSING = ("failed", "pending")
 
 
-def _failure(e):
+def _failure(e, job=None):
     """One line for a job's exception, without the job's log or its paths: the last line of the
-    job's traceback (submitit's ``FailedJobError``), the state of a job that ended without a result
-    (its ``UncompletedJobError``: killed, timed out), else the exception's last line."""
+    job's traceback (submitit's ``FailedJobError``); for a job that ended without a result (its
+    ``UncompletedJobError``) the signal that killed it where known (``job``'s process), that it was
+    killed where its process ended with neither a result nor an error (submitit's state ``FINISHED``:
+    a task killed by SIGKILL, e.g. out of memory), else its state (``TIMEOUT``, ``CANCELLED``, ...);
+    else the exception's last line."""
     text = str(e)
     trace = re.search(r"with trace:\n-+\n(.*?)\n-+\n", text, re.S)
     state = re.search(r"has not produced any output \(state: ([^)]*)\)", text)
     if trace and trace.group(1).strip():
         return trace.group(1).strip().splitlines()[-1].strip()
     if state:
+        code = getattr(getattr(job, "_process", None), "returncode", None)
+        if code is not None and code < 0:
+            return f"the job was killed by {_signal_name(-code)} before it made a result"
+        if state.group(1) in ("FINISHED", "COMPLETED"):
+            return (
+                "the job was killed before it made a result (its process ended with neither a result nor an "
+                "error: a signal such as SIGKILL, e.g. out of memory)"
+            )
         return f"the job ended without a result (state {state.group(1)})"
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return f"{type(e).__name__}: {lines[-1]}" if lines else type(e).__name__
+
+
+def _signal_name(number):
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def gpu_slots(gpus, gpus_per_job):
@@ -139,11 +159,19 @@ def gpu_slots(gpus, gpus_per_job):
     return [tuple(range(i * gpus_per_job, (i + 1) * gpus_per_job)) for i in range(gpus // gpus_per_job)]
 
 
-def _submit_in_slots(ex, fn, items, poll_s=5.0, on_submit=None):
+def _submit_in_slots(ex, fn, items, poll_s=5.0, on_submit=None, held=()):
     """Submit every item as a job of the local executor ``ex``, at most one job per slot of
     ``ex.cepaper_slots`` at a time, each on its own GPUs (``visible_gpus``): the jobs, in order.
-    ``on_submit(i, job)`` is called as each is submitted."""
-    free, running, jobs = list(ex.cepaper_slots), [], [None] * len(items)
+    ``on_submit(i, job)`` is called as each is submitted. The jobs an earlier call left running
+    (``wait=False``: remembered on ``ex``) and ``held`` (jobs with ``done()`` that another call
+    submitted) keep their slots until they end: on a machine without a GPU, one job at a time, across
+    calls too (issue 24: with ``--no-wait`` the next grid's first job started beside the last one's)."""
+    running = [r for r in getattr(ex, "cepaper_running", []) if not r[0].done()]
+    free = [slot for slot in ex.cepaper_slots if slot not in {r[1] for r in running}]
+    for job in held:
+        if free:
+            running.append((job, free.pop(0)))
+    jobs = [None] * len(items)
     queue = list(enumerate(items))
     while queue:  # the last jobs go on running: map_runs waits for them, or with wait=False not
         while queue and free:
@@ -160,6 +188,7 @@ def _submit_in_slots(ex, fn, items, poll_s=5.0, on_submit=None):
         for r in done:
             running.remove(r)
             free.append(r[1])
+    ex.cepaper_running = running
     return jobs
 
 
@@ -208,6 +237,16 @@ def alive(marker):
         return False
 
 
+class _Marked:
+    """A job an earlier call submitted, known by its marker: done when it is no longer :func:`alive`."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def done(self):
+        return not alive(self.marker)
+
+
 def map_runs(ex, fn, items, *, missing_ok=False, wait=True, finished=None, markers=None, poll_s=30.0):
     """``[fn(item) for item in items]``, each call a job of ``ex`` (in this process for ``None``).
 
@@ -221,7 +260,7 @@ def map_runs(ex, fn, items, *, missing_ok=False, wait=True, finished=None, marke
     ``markers``: a path per item, where the job submitted for it is remembered (executor, id, folder)
     until it ends: an item whose job, submitted by an earlier call, is still running (:func:`alive`)
     is not submitted again but waited for (its result is then ``finished(item)``), or with
-    ``wait=False`` is pending. (A local executor's slots do not count such jobs.)"""
+    ``wait=False`` is pending; on a local executor such a job holds a slot until it ends."""
     items = list(items)
     if ex is None:
         return [fn(item) for item in items]
@@ -239,7 +278,8 @@ def map_runs(ex, fn, items, *, missing_ok=False, wait=True, finished=None, marke
             todo.append(i)
     on_submit = (lambda k, job: _write_marker(markers[todo[k]], ex, job)) if markers else None
     if getattr(ex, "cepaper_slots", None):  # one machine: each job on its own GPUs, as many at once as fit
-        jobs = _submit_in_slots(ex, fn, [items[i] for i in todo], on_submit=on_submit)
+        held = [_Marked(marker) for marker in earlier.values()]
+        jobs = _submit_in_slots(ex, fn, [items[i] for i in todo], on_submit=on_submit, held=held)
     else:
         jobs = [ex.submit(fn, items[i]) for i in todo]
         for k, job in enumerate(jobs if on_submit else ()):
@@ -253,7 +293,7 @@ def map_runs(ex, fn, items, *, missing_ok=False, wait=True, finished=None, marke
         except Exception as e:  # the job's own error, or submitit's for a job killed or timed out
             if not missing_ok:
                 raise
-            out[i] = missing("failed", _failure(e), job.job_id)
+            out[i] = missing("failed", _failure(e, job), job.job_id)
         if markers:
             Path(markers[i]).unlink(missing_ok=True)
     for i, marker in earlier.items():
@@ -271,3 +311,23 @@ def map_runs(ex, fn, items, *, missing_ok=False, wait=True, finished=None, marke
                 raise RuntimeError(why)
             out[i] = missing("failed", why, marker["job"])
     return out
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """How the runs of a grid are launched (``map`` for :func:`cepaper.runs.run_grid`): each a job of
+    ``executor`` (a submitit executor, :func:`executor`; ``None``: here, one after another), with
+    ``missing_ok`` and ``wait`` of :func:`map_runs`. The job submitted for a run is remembered in a
+    marker beside its record (``<record>.job.json``) until it ends."""
+
+    executor: object = None
+    missing_ok: bool = False
+    wait: bool = True
+
+    def map(self, fn, jobs, finished=None, records=None):
+        """``[fn(job) for job in jobs]`` (:func:`map_runs`); ``finished(job)``: the record of a run that
+        needs no job; ``records``: each run's record path, beside which its job's marker is kept."""
+        markers = None if records is None else [Path(r).with_suffix(".job.json") for r in records]
+        return map_runs(
+            self.executor, fn, jobs, missing_ok=self.missing_ok, wait=self.wait, finished=finished, markers=markers
+        )

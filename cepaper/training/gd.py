@@ -19,9 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cepaper import files
+from cepaper import files, runs
 from cepaper._checks import positive_int
-from cepaper.training import spine
 
 
 def l2_loss(out, y):
@@ -141,7 +140,7 @@ def train_gd(
     start, history = 0, {"epoch": [], "loss": [], "ntk": []}
     if (
         checkpoint is not None
-        and (state := spine.resume(checkpoint, settings, model=model, required=("epoch", "history"))) is not None
+        and (state := runs.resume(checkpoint, settings, model=model, required=("epoch", "history"))) is not None
     ):
         start, history = state["epoch"], state["history"]
     if not history["epoch"]:
@@ -159,7 +158,7 @@ def train_gd(
         if done % every == 0 or done == epochs:
             _record(history, model, x, y, probe, done, ntk_fn)
         if checkpoint is not None and (done % checkpoint_every == 0 or done == epochs):
-            spine.save_checkpoint(
+            runs.save_checkpoint(
                 checkpoint, {"epoch": done, "model": model.state_dict(), "history": history, "settings": settings}
             )
     out = dict(history)

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cepaper import runs
 from cepaper._checks import positive_int
-from cepaper.training import distributed, recipes, spine
+from cepaper.training import distributed, executors, recipes
 from cepaper.training.recipes import RECIPES, data_digest
 from cepaper.training.sgd import final_error, init_seed, train_recipe
 
@@ -47,7 +48,7 @@ def train_recipe_grid(
     last epoch) and ``wall_s``. With ``cache`` (a folder),
     finished runs are ``<key>.json`` there and the running one checkpoints to ``<key>.pt`` every epoch.
 
-    The run cache (:func:`cepaper.training.spine.cached_run`): ``key`` is the run's definition (model,
+    The run cache (:func:`cepaper.runs.cached_run`): ``key`` is the run's definition (model,
     recipe, data, seed, epochs, precision; not the device, nor the number of processes), each record
     carries its code version (``code``: commit and file digests); after a change of the training code
     a finished run is reused with ``stale`` saying which commit made it and which files changed since
@@ -126,7 +127,7 @@ def train_recipe_grid(
     dealt = w.size > 1 and not distributed.shares(recipes.recipe(recipe_name), w.size)
     if dealt and torch.device(device).type == "cuda" and torch.device(device).index is None:
         device = torch.device("cuda", w.local_rank)
-    grid = lambda jobs: spine.run_grid(
+    grid = lambda jobs: runs.run_grid(
         jobs,
         one,
         cache=cache,
@@ -136,16 +137,9 @@ def train_recipe_grid(
         by_definition=True,
         key=definition,
         rerun_stale=rerun_stale,
-        executor=executor,
-        missing_ok=missing_ok,
-        wait=wait,
-        modules=(
-            "cepaper.models.resnext",
-            "cepaper.training.recipes",
-            "cepaper.training.sgd",
-            "cepaper.training.spine",
-            __name__,
-        ),
+        launcher=executors.Launcher(executor, missing_ok=missing_ok, wait=wait) if executor is not None else None,
+        world=distributed.world(),  # inside deal: this rank alone
+        modules=(__name__,),  # and all it imports: the model, recipes, loop, loaders, ranks
     )
     out = distributed.deal(jobs, grid, w) if dealt else grid(jobs)
     return [

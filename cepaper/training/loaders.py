@@ -5,7 +5,8 @@ torchvision transforms (:class:`FolderData`); each rank of a distributed run rea
 import numpy as np
 import torch
 
-from cepaper.training import distributed, spine
+from cepaper import runs
+from cepaper.training import distributed
 from cepaper.training.recipes import augment, augment_params, is_folder, normalize
 
 
@@ -21,7 +22,7 @@ def topk_errors(logits, y, ks=(1, 5)):
 
 
 def _epoch_generator(seed, epoch):
-    return torch.Generator().manual_seed(spine.derive_seed(seed, epoch))
+    return torch.Generator().manual_seed(runs.derive_seed(seed, epoch))
 
 
 class ArrayData:
@@ -139,7 +140,7 @@ class FolderData:
         if self.world.size == 1:
             return self._to(self._loader(transform, rec.batch_size, g))
         sampler = torch.utils.data.DistributedSampler(
-            self.ds, self.world.size, self.world.rank, shuffle=True, seed=spine.derive_seed(seed), drop_last=False
+            self.ds, self.world.size, self.world.rank, shuffle=True, seed=runs.derive_seed(seed), drop_last=False
         )
         sampler.set_epoch(epoch)
         return self._to(self._loader(transform, rec.batch_size // self.world.size, g, sampler))

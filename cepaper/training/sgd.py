@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from cepaper import runs
 from cepaper._checks import nonneg_int, positive_int
-from cepaper.training import distributed, spine
+from cepaper.training import distributed
 from cepaper.training.loaders import device_data, topk_errors
 from cepaper.training.recipes import DATASET_RECIPE, data_digest, input_stats, is_folder, recipe
 
@@ -132,7 +133,7 @@ def train_recipe(
         model.to(memory_format=torch.channels_last)
     distributed.broadcast_state(model, w)
     if w.rank > 0:  # each rank its own stream (Dropout); rank 0 the caller's
-        torch.manual_seed(spine.derive_seed(seed, "rank", w.rank))
+        torch.manual_seed(runs.derive_seed(seed, "rank", w.rank))
     stats = input_stats(rec, train)
     tr, te = device_data(train, device, stats, rec, workers, w), device_data(test, device, stats, rec, workers, w)
     opt, sched = _optimizer(model, rec)
@@ -156,10 +157,10 @@ def train_recipe(
     start = 0
     if checkpoint is not None and w.size > 1:
         if w.writer:
-            spine.check_checkpoint(checkpoint)  # a damaged one is moved aside by one rank, not all
+            runs.check_checkpoint(checkpoint)  # a damaged one is moved aside by one rank, not all
         distributed.barrier(w)
     if checkpoint is not None and Path(checkpoint).exists():
-        state = spine.resume(
+        state = runs.resume(
             checkpoint,
             settings,
             model=model,
@@ -171,7 +172,7 @@ def train_recipe(
             refuse=lambda old: _refuse_checkpoint(old, settings),
         )
         if state is not None and w.size > 1:
-            spine.set_rng_state(state["rng_ranks"][w.rank])
+            runs.set_rng_state(state["rng_ranks"][w.rank])
         start, history = (state["epoch"], state["history"]) if state is not None else (start, history)
     for epoch in tqdm(
         range(start, rec.epochs),
@@ -217,16 +218,16 @@ def train_recipe(
         for k in keys:
             history[k].append(row[k])
         if checkpoint is not None:
-            rngs = distributed.gather_objects(spine.rng_state(), w)
+            rngs = distributed.gather_objects(runs.rng_state(), w)
             if w.writer:
-                spine.save_checkpoint(
+                runs.save_checkpoint(
                     checkpoint,
                     {
                         "epoch": epoch + 1,
                         "model": model.state_dict(),
                         "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict(),
-                        "rng": spine.rng_state(),
+                        "rng": runs.rng_state(),
                         "history": history,
                         "settings": settings,
                         **({"rng_ranks": rngs} if w.size > 1 else {}),
@@ -243,7 +244,7 @@ def train_recipe(
 
 def _refuse_checkpoint(old, settings):
     """Why the checkpoint settings ``old`` cannot resume under ``settings`` (another recipe, another
-    world size), or ``None`` (other differences are named by :func:`spine.resume`)."""
+    world size), or ``None`` (other differences are named by :func:`runs.resume`)."""
     was, now = (old.get("recipe") or {}).get("name"), settings["recipe"]["name"]
     if was != now:
         return (
@@ -288,7 +289,7 @@ def final_error(history, key="test_top1", last=1):
 
 def init_seed(seed, config):
     """Seed of the initial weights of run ``seed`` of model ``config`` (distinct streams per run)."""
-    return spine.derive_seed(seed, str(config))
+    return runs.derive_seed(seed, str(config))
 
 
 def throughput(

@@ -6,7 +6,13 @@ import os
 
 import pytest
 
+from cepaper import runs
 from cepaper.book import cache
+
+
+def deps_of(source):
+    """What the book's cache key follows from a notebook's source: the package and its imports."""
+    return runs.dependencies(("cepaper",), source, root=cache.REPO)
 
 
 def key(params=None):
@@ -57,7 +63,7 @@ def test_key_ignores_modules_the_notebook_does_not_import(repo):
 def test_dependencies_follow_every_import_form_through_other_modules(repo, statement):
     (repo / "cepaper" / "fake.py").write_text(statement + "\n")
     (repo / "cepaper" / "deep.py").write_text("x = 1\n")
-    deps = cache.dependencies("import cepaper.fake\n")
+    deps = deps_of("import cepaper.fake\n")
     assert set(deps) == {"cepaper/__init__.py", "cepaper/fake.py", "cepaper/deep.py"}
     assert deps["cepaper/deep.py"] == repo / "cepaper" / "deep.py"
     before = key()
@@ -69,14 +75,17 @@ def test_dependencies_include_the_packages_a_module_sits_in(repo):
     (repo / "cepaper" / "sub").mkdir()
     (repo / "cepaper" / "sub" / "__init__.py").write_text("# sub\n")
     (repo / "cepaper" / "sub" / "leaf.py").write_text("# leaf\n")
-    deps = cache.dependencies("from cepaper.sub.leaf import thing\nimport numpy\nfrom os import path\n")
+    deps = deps_of("from cepaper.sub.leaf import thing\nimport numpy\nfrom os import path\n")
     assert set(deps) == {"cepaper/__init__.py", "cepaper/sub/__init__.py", "cepaper/sub/leaf.py"}
     assert list(deps) == sorted(deps)
 
 
-def test_imports_outside_cepaper_are_not_followed():
-    found = cache._cepaper_imports("import numpy\nimport cepaperish\nfrom . import x\nfrom cepaper.a import b\n")
-    assert found == {"cepaper.a", "cepaper.a.b"}
+def test_imports_outside_cepaper_are_not_followed(tmp_path):
+    found = runs.imports("import numpy\nimport cepaperish\nfrom . import x\nfrom cepaper.a import b\n", tmp_path)
+    assert found == {"cepaper.a"}, "b is no module under the root: a name cepaper.a defines"
+    (tmp_path / "cepaper" / "a").mkdir(parents=True)
+    (tmp_path / "cepaper" / "a" / "b.py").write_text("")
+    assert runs.imports("from cepaper.a import b\n", tmp_path) == {"cepaper.a.b"}
 
 
 def test_results_read_are_fresh_until_they_change_or_vanish(repo):
@@ -97,9 +106,41 @@ def test_results_read_are_fresh_until_they_change_or_vanish(repo):
 
 
 def test_the_package_and_every_package_above_a_module_are_dependencies(repo):
-    assert set(cache.dependencies("import numpy\n")) == {"cepaper/__init__.py"}, "cepaper itself, always"
+    assert set(deps_of("import numpy\n")) == {"cepaper/__init__.py"}, "cepaper itself, always"
     (repo / "cepaper" / "a" / "b").mkdir(parents=True)
     for rel in ("a/__init__.py", "a/b/__init__.py"):
         (repo / "cepaper" / rel).write_text("# package\n")
-    deps = cache.dependencies("from cepaper.a.b import thing\n")
+    deps = deps_of("from cepaper.a.b import thing\n")
     assert set(deps) == {"cepaper/__init__.py", "cepaper/a/__init__.py", "cepaper/a/b/__init__.py"}
+
+
+def test_a_section_whose_grid_left_runs_missing_is_never_cached(repo):
+    """Issue 24: after a grid's job was killed, running the section again said `cached` and the run
+    stayed missing. An execution whose published records count missing runs (failed or pending) is
+    not up to date: the section executes again (its grid resumes them) until every run finished."""
+    from cepaper.book import pipeline
+    from tests.conftest import NOTEBOOK
+
+    (repo / "notebooks" / "01_lemma1.py").write_text(
+        NOTEBOOK
+        + "from pathlib import Path\n"
+        + 'lost = {"missing": "failed", "why": "killed (SIGKILL)"} if Path("killed").exists() else {"history": {}}\n'
+        + 'run.save("runs", {"records": [{"seed": 0, "history": {}}, {"seed": 1, **lost}]})\n'
+    )
+    (repo / "killed").write_text("")
+    status = lambda: [r["cached"] for r in pipeline.run(["lemma1"])]
+    assert status() == [False]
+    assert cache.missing_runs(repo / "results" / "quick" / "lemma1") == 1
+    assert status() == [False], "a run is missing: executed again, not cached"
+    (repo / "killed").unlink()
+    assert status() == [False] and cache.missing_runs(repo / "results" / "quick" / "lemma1") == 0
+    assert status() == [True], "every run finished: cached"
+
+
+def test_missing_runs_reads_only_records_of_runs(tmp_path):
+    assert cache.missing_runs(tmp_path / "none") == 0
+    (tmp_path / "a.json").write_text('{"data": {"records": [{"missing": "pending"}, {"seed": 1}, 3]}}')
+    (tmp_path / "b.json").write_text('{"data": {"records": {"missing": 1}, "rows": [{"missing": "x"}]}}')
+    (tmp_path / "c.json").write_text("[1, 2]")
+    (tmp_path / "d.json").write_text("{not json")
+    assert cache.missing_runs(tmp_path) == 1

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from cepaper import files
+from cepaper import files, runs
 from cepaper.book import cache, pipeline, profiles, results
 from tests.conftest import NOTEBOOK
 
@@ -86,7 +86,7 @@ def test_a_profile_value_is_bounded_too(repo):
 
 
 def test_dependencies_follow_cepaper_imports(repo):
-    deps = cache.dependencies(NOTEBOOK)
+    deps = runs.dependencies(("cepaper",), NOTEBOOK, root=cache.REPO)
     assert set(deps) == {"cepaper/__init__.py", "cepaper/fake.py"}
 
 

@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from cepaper import runs
 from cepaper.book import profiles
 from cepaper.catalog import Dataset
 from cepaper.sections import cifar
-from cepaper.training import executors, grids, spine
+from cepaper.training import executors, grids
 
 HIST = {
     "epoch": [1],
@@ -273,9 +274,9 @@ def test_stale_runs_are_counted_with_the_commit_that_made_them(tmp_path, monkeyp
     kw = dict(arch="resnext29", stages=(8, 16, 32), depth=1, classes=3, cache=tmp_path)
     first = grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0, 1], **kw)
     assert grids.run_status(first) == ""
-    real = spine.code_version
+    real = runs.code_version
     monkeypatch.setattr(
-        spine,
+        runs,
         "code_version",
         lambda modules: {"commit": "e" * 40, "files": {**real(modules)["files"], "cepaper/training/sgd.py": "0" * 16}},
     )

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import torch
 
-from cepaper import complexity, search
+from cepaper import complexity, runs, search
 from cepaper.models.mlp import CollegialMLP
 from cepaper.sections import mnist as mnist_section
-from cepaper.training import adam, spine
+from cepaper.training import adam
 from tests.training.test_sgd import same  # nested checkpoint states equal bit for bit
 
 F64 = torch.float64
@@ -116,7 +116,7 @@ def resume_mismatches(tmp_path, monkeypatch, every=1, epochs=3, saved=1):
     x, y, xt, yt = toy()
     kw = {**KW, "epochs": epochs}
     straight = adam.train_reps(x, y, xt, yt, 2, 4, [0, 1], checkpoint=tmp_path / "straight.pt", **kw)
-    saves, real = [], spine.save_checkpoint
+    saves, real = [], runs.save_checkpoint
 
     def interrupting(path, state):
         saves.append(state["epoch"])
@@ -125,10 +125,10 @@ def resume_mismatches(tmp_path, monkeypatch, every=1, epochs=3, saved=1):
         real(path, state)
 
     path = tmp_path / "model.pt"
-    monkeypatch.setattr(spine, "save_checkpoint", interrupting)
+    monkeypatch.setattr(runs, "save_checkpoint", interrupting)
     with pytest.raises(KeyboardInterrupt):
         adam.train_reps(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, checkpoint_every=every, **kw)
-    monkeypatch.setattr(spine, "save_checkpoint", real)
+    monkeypatch.setattr(runs, "save_checkpoint", real)
     assert torch.load(path)["epoch"] == saved and saves == [saved, 2 * saved]
     resumed = adam.train_reps(x, y, xt, yt, 2, 4, [0, 1], checkpoint=path, **kw)
     a, b = torch.load(tmp_path / "straight.pt"), torch.load(path)

@@ -329,3 +329,50 @@ def test_runs_that_cannot_be_shared_are_dealt_over_the_ranks_and_gathered_in_ord
     for r in range(2):
         assert json.loads((tmp_path / f"deal{r}.json").read_text()) == want
     assert distributed.shares(recipes.recipe("cifar"), 8) and not distributed.shares(recipes.recipe("cifar_1gpu"), 2)
+
+
+def write_folder_dataset(root, classes=3, per_class=4):
+    """A tiny ImageNet-style dataset: ``root/imagenet/train/<wnid>/*.JPEG``, 12x12 RGB images."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = root / "imagenet" / "train" / f"n{c:08d}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / f"img_{i}.JPEG")
+    return classes * per_class
+
+
+@pytest.fixture(scope="module")
+def folder_ranks(tmp_path_factory):
+    """Each rank's batches of the folder-data path (tests/training/_folder_worker.py under torchrun,
+    gloo, 2 CPU processes), over 3 epochs of a 12-image dataset: ``(n, [rank 0's record, rank 1's])``."""
+    root, out = tmp_path_factory.mktemp("folder"), tmp_path_factory.mktemp("folder_out")
+    n = write_folder_dataset(root)
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    worker = ROOT / "tests" / "training" / "_folder_worker.py"
+    cmd = [torchrun, "--standalone", "--nproc-per-node", "2", str(worker), str(root), str(out), "3"]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return n, [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def test_folder_data_across_ranks_deals_each_epoch_anew_once_over(folder_ranks):
+    """Issue 24 (a held-out mutant: the multi-rank folder path never ran). Under torchrun the ImageNet
+    path's sampler is set to each epoch (another order every epoch), each rank takes its share (half
+    of every global batch, the recipe's batch / 2 per step) and, over the ranks, every image is drawn
+    exactly once an epoch; the test set is shared out once over, too."""
+    n, (r0, r1) = folder_ranks
+    assert (r0["rank"], r1["rank"], r0["size"]) == (0, 1, 2)
+    orders = []
+    for e0, e1 in zip(r0["train"], r1["train"]):
+        mine0, mine1 = sum(e0, []), sum(e1, [])
+        assert len(mine0) == len(mine1) == n // 2, "each rank its half"
+        assert sorted(mine0 + mine1) == list(range(n)), "every image once an epoch, over the ranks"
+        assert [len(b) for b in e0] == [len(b) for b in e1] == [s // 2 for s in r0["batch_sizes"]]
+        orders.append((mine0, mine1))
+    assert len({json.dumps(o) for o in orders}) == len(orders), "the sampler's epoch is set: a new order each epoch"
+    test0, test1 = sum(r0["test"], []), sum(r1["test"], [])
+    assert sorted(test0 + test1) == list(range(n)) and test0 and test1

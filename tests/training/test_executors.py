@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cepaper.training import executors, spine
+from cepaper import runs
+from cepaper.training import executors
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,16 +18,21 @@ def test_local_executor_runs_each_run_as_a_job_and_gathers_the_records(tmp_path)
     ex = executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5)
     jobs = [{"seed": 0}, {"seed": 1}]
     compute = lambda job, ckpt: {"seed": job["seed"], "pid": os.getpid(), "ckpt": str(ckpt)}
-    out = spine.run_grid(
-        jobs, compute, cache=tmp_path / "cache", modules=("cepaper.training.spine",), by_definition=True, executor=ex
+    out = runs.run_grid(
+        jobs,
+        compute,
+        cache=tmp_path / "cache",
+        modules=("cepaper.runs",),
+        by_definition=True,
+        launcher=executors.Launcher(ex),
     )
     assert [r["seed"] for r in out] == [0, 1] and all(r["pid"] != os.getpid() for r in out)  # in other processes
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2
-    again = spine.run_grid(
+    again = runs.run_grid(
         jobs,
         lambda job, ckpt: pytest.fail("trained again"),
         cache=tmp_path / "cache",
-        modules=("cepaper.training.spine",),
+        modules=("cepaper.runs",),
         by_definition=True,
     )
     assert [r["pid"] for r in again] == [r["pid"] for r in out]
@@ -97,6 +103,26 @@ def test_a_job_that_ended_without_a_result_says_its_state():
     assert executors._failure(RuntimeError("a\nCUDA out of memory")) == "RuntimeError: CUDA out of memory"
 
 
+def test_a_killed_local_job_reads_as_killed_not_finished(tmp_path):
+    """Issue 24: a job killed by a signal was described as ``state FINISHED``. A local job whose task
+    is killed (SIGKILL) is missing, ``failed``, and its reason says it was killed; where the job's own
+    process died of a signal, the reason names it."""
+    import signal
+    import subprocess
+    import sys
+
+    ex = executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5)
+    (out,) = executors.map_runs(ex, lambda x: os.kill(os.getpid(), signal.SIGKILL), [0], missing_ok=True)
+    assert out["missing"] == "failed" and "killed" in out["why"] and "FINISHED" not in out["why"], out
+
+    class Job:  # a job whose controller process died of SIGTERM
+        _process = subprocess.Popen([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM)"])
+
+    Job._process.wait()
+    e = RuntimeError("Job 3 (task: 0) with path /x\nhas not produced any output (state: INTERRUPTED)")
+    assert executors._failure(e, Job()) == "the job was killed by SIGTERM before it made a result"
+
+
 def test_local_jobs_get_their_own_gpus_and_no_more_run_at_once_than_fit(monkeypatch):
     """On a machine of 8 GPUs with 2 per job, at most 4 jobs run at once and no two share a GPU (submitit's
     LocalExecutor would give every job GPUs 0..1 unless told its visible_gpus)."""
@@ -105,7 +131,7 @@ def test_local_jobs_get_their_own_gpus_and_no_more_run_at_once_than_fit(monkeypa
 
     class Job:
         def __init__(self, ex, gpus, value):
-            self.ex, self.gpus, self.value, self.polls = ex, gpus, value, 0
+            self.ex, self.gpus, self.value, self.polls, self.job_id = ex, gpus, value, 0, str(value)
 
         def done(self):
             self.polls += 1
@@ -135,6 +161,13 @@ def test_local_jobs_get_their_own_gpus_and_no_more_run_at_once_than_fit(monkeypa
     monkeypatch.setattr(executors.time, "sleep", lambda s: None)
     assert executors.map_runs(ex, lambda x: x, list(range(11))) == [10 * i for i in range(11)]
     assert ex.peak == 4
+
+    # issue 24: with --no-wait, the next grid's jobs wait for the slot the last one still holds
+    ex = FakeLocal()
+    ex.cepaper_slots = executors.gpu_slots(0, 1)  # no GPU: one job at a time
+    for items in ([0, 1], [2, 3], [4]):
+        executors.map_runs(ex, lambda x: x, items, missing_ok=True, wait=False)
+    assert ex.peak == 1, "two CPU jobs ran at once"
 
 
 def _two_task_run(seed):
@@ -220,16 +253,17 @@ def test_a_real_local_job_left_running_is_waited_for_not_submitted_again(tmp_pat
 
     ex = executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5)
     compute = lambda job, ckpt: (time.sleep(4), {"seed": job["seed"], "pid": os.getpid()})[1]
-    kw = dict(cache=tmp_path / "cache", modules=("cepaper.training.spine",), by_definition=True)
-    first = spine.run_grid([{"seed": 0}], compute, **kw, executor=ex, missing_ok=True, wait=False)
+    kw = dict(cache=tmp_path / "cache", modules=("cepaper.runs",), by_definition=True)
+    first = runs.run_grid([{"seed": 0}], compute, **kw, launcher=executors.Launcher(ex, missing_ok=True, wait=False))
     assert first[0]["missing"] == "pending"
     submitted = list((tmp_path / "jobs").glob("*_submitted.pkl"))
-    again = spine.run_grid(
+    again = runs.run_grid(
         [{"seed": 0}],
         compute,
         **kw,
-        executor=executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5),
-        missing_ok=True,
+        launcher=executors.Launcher(
+            executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5), missing_ok=True
+        ),
     )
     assert again[0]["seed"] == 0 and again[0]["pid"] != os.getpid()
     assert list((tmp_path / "jobs").glob("*_submitted.pkl")) == submitted, "no second job"

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from cepaper import runs
 from cepaper.models.mlp import CollegialMLP
-from cepaper.training import gd, spine
+from cepaper.training import gd
 
 DT = torch.float64
 
@@ -186,7 +187,7 @@ def test_checkpoint_resumes_an_interrupted_run(tmp_path):
 @pytest.mark.parametrize(
     "module, where, old, new, shows",
     [
-        (spine, "resume", 'model.load_state_dict(state["model"])', "pass", "weights"),
+        (runs, "resume", 'model.load_state_dict(state["model"])', "pass", "weights"),
         (
             gd,
             "train_gd",
@@ -240,22 +241,6 @@ def test_refusal_check_catches_a_dropped_data_digest(tmp_path, plant):
     assert refused(tmp_path)["inputs"] is False
 
 
-def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
-    path = tmp_path / "c.pt"
-    spine.save_checkpoint(path, {"a": 1})
-
-    def broken(obj, f):
-        f.write(b"partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", broken)
-    with pytest.raises(OSError, match="disk full"):
-        spine.save_checkpoint(path, {"a": 2})
-    monkeypatch.undo()
-    assert torch.load(path) == {"a": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
-
-
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -283,43 +268,3 @@ def test_bad_shapes():
 def test_bad_ensemble_size(m, n):
     with pytest.raises(ValueError, match="must be an integer >= 1, got 0"):
         CollegialMLP(6, n, m=m, depth=2)
-
-
-# --------------------------------------------------------------------------------- the spine
-
-
-def test_derive_seed_is_the_seed_sequence_of_its_parts():
-    """derive_seed(parts) is SeedSequence(parts)'s first word, a string entering as its code points, so
-    that runs that differ in one part (a seed, a width, a model's name) draw from different streams."""
-    want = np.random.SeedSequence([5, *map(ord, "37x10d")]).generate_state(1, np.uint32)[0]
-    assert spine.derive_seed(5, "37x10d") == int(want)
-    assert spine.derive_seed(3, 7) == int(np.random.SeedSequence([3, 7]).generate_state(1, np.uint32)[0])
-    assert spine.derive_seed(3, 7, bits=64) == int(np.random.SeedSequence([3, 7]).generate_state(1, np.uint64)[0])
-    assert spine.derive_seed(5, "37x10d") != spine.derive_seed(6, "37x10d") != spine.derive_seed(6, "37x10e")
-    assert spine.derive_seed(1, "a", "b") != spine.derive_seed(1, "b", "a")
-    for bad in (-1, 1.0, True):
-        with pytest.raises(ValueError, match="seed parts must be integers >= 0 or strings"):
-            spine.derive_seed(bad)
-
-
-def test_a_checkpoint_without_its_pieces_is_moved_aside_and_the_run_starts_afresh(tmp_path, capsys):
-    model = model_of()
-    path = tmp_path / "c.pt"
-    spine.save_checkpoint(path, {"settings": {"a": 1}, "epoch": 3})  # no "model"
-    assert spine.resume(path, {"a": 1}, model=model) is None
-    assert not path.exists() and (tmp_path / "c.pt.corrupt").exists()
-    assert "moved aside" in capsys.readouterr().err
-    spine.save_checkpoint(path, {"settings": {"a": 1}, "model": model.state_dict()})  # no "epoch"
-    assert spine.resume(path, {"a": 1}, model=model, required=("epoch",)) is None and not path.exists()
-
-
-def test_a_checkpoint_the_run_refuses_says_why_and_is_kept(tmp_path):
-    model = model_of()
-    path = tmp_path / "c.pt"
-    spine.save_checkpoint(path, {"settings": {"world": 2}, "model": model.state_dict(), "epoch": 1})
-    with pytest.raises(ValueError, match="cannot resume this run: written by 2 processes"):
-        spine.resume(path, {"world": 2}, model=model, refuse=lambda s: f"written by {s['world']} processes")
-    with pytest.raises(ValueError, match=r"other settings \(checkpoint, now\): \{'world': \(2, 1\)\}"):
-        spine.resume(path, {"world": 1}, model=model)
-    assert path.exists(), "a refused checkpoint is kept"
-    assert spine.resume(path, {"world": 2}, model=model, refuse=lambda s: None)["epoch"] == 1

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from cepaper import runs
 from cepaper.catalog import Dataset
 from cepaper.models.resnext import resnext
-from cepaper.training import loaders, recipes, sgd, spine
+from cepaper.training import loaders, recipes, sgd
 
 
 def images(n=40, size=8, classes=3, seed=0):
@@ -346,7 +347,7 @@ def resume_mismatches(tmp_path, monkeypatch):
     train, test = images(n=40), images(n=16, seed=1)
     straight, resumed = tmp_path / "straight.pt", tmp_path / "resumed.pt"
     want = sgd.train_recipe(dropout_model(), train, test, RESUME, seed=5, checkpoint=straight)
-    saves, real = [], spine.save_checkpoint
+    saves, real = [], runs.save_checkpoint
 
     def killed_at_the_third_save(path, state):
         saves.append(state["epoch"])
@@ -354,10 +355,10 @@ def resume_mismatches(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         real(path, state)
 
-    monkeypatch.setattr(spine, "save_checkpoint", killed_at_the_third_save)
+    monkeypatch.setattr(runs, "save_checkpoint", killed_at_the_third_save)
     with pytest.raises(KeyboardInterrupt):
         sgd.train_recipe(dropout_model(), train, test, RESUME, seed=5, checkpoint=resumed)
-    monkeypatch.setattr(spine, "save_checkpoint", real)
+    monkeypatch.setattr(runs, "save_checkpoint", real)
     assert torch.load(resumed, weights_only=False)["epoch"] == 2  # past the milestone at epoch 1
     model = dropout_model(seed=99)  # other weights, other global RNG
     got = sgd.train_recipe(model, train, test, RESUME, seed=5, checkpoint=resumed)
@@ -376,9 +377,9 @@ def test_resume_after_interruption_is_bit_for_bit(tmp_path, monkeypatch, one_thr
 @pytest.mark.parametrize(
     "module, where, old, new, shows",
     [
-        (spine, "resume", 'scheduler.load_state_dict(state["scheduler"])', "pass", "lr"),
-        (spine, "resume", 'optimizer.load_state_dict(state["optimizer"])', "pass", "optimizer"),
-        (spine, "resume", 'set_rng_state(state["rng"])', "pass", "rng"),
+        (runs, "resume", 'scheduler.load_state_dict(state["scheduler"])', "pass", "lr"),
+        (runs, "resume", 'optimizer.load_state_dict(state["optimizer"])', "pass", "optimizer"),
+        (runs, "resume", 'set_rng_state(state["rng"])', "pass", "rng"),
         (
             sgd,
             "train_recipe",

@@ -1,4 +1,4 @@
-"""The training spine: what every long computation of cepaper shares.
+"""Runs: what every long computation of cepaper shares, and what code it depends on.
 
 * atomic files (:func:`cepaper.files.write_atomic`): no record or checkpoint is ever half written;
 * checkpoints (:func:`save_checkpoint`, :func:`resume`): one helper saves and restores model,
@@ -13,14 +13,21 @@
   after a code change a finished run is reused and marked stale (:func:`stale_mark`: which commit
   made it, which files changed since), never silently discarded; ``rerun_stale`` retrains it.
 
+What code a computation depends on (:func:`dependencies`): the cepaper modules it imports, read from
+its source, transitively; the book's cache key, the run cache's stale check and the layout test use it.
+
+Every function that reads or writes a record takes the process group as an argument (``world``: an
+object with ``rank`` and ``size``, e.g. :func:`cepaper.training.distributed.world`; ``None``: one
+process): rank 0 writes, and all ranks wait for it (``torch.distributed.barrier``).
+
 A damaged cache file or checkpoint (not JSON, empty, truncated) is moved aside (:func:`move_aside`)
 and recomputed, never read again. Checkpoints are read with ``weights_only=True``: one whose pickle
 asks for more than tensors and plain containers (a planted file) is refused unread (:func:`load_checkpoint`).
 """
 
+import ast
 import hashlib
 import importlib
-import inspect
 import io
 import json
 import os
@@ -33,70 +40,135 @@ import torch
 from tqdm import tqdm
 
 from cepaper.files import _jsonable, _why, checkout, move_aside, write_atomic
-from cepaper.training import distributed
+
+#: The folder that holds the ``cepaper`` package (the repository, in a checkout).
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def source_key(settings, modules, length=16):
-    """Hash of ``settings`` (as JSON) and of the source of ``modules`` (dotted names): the name of a
-    checkpoint, so that a change of settings or of the code that computes it starts afresh."""
-    src = "".join(inspect.getsource(importlib.import_module(name)) for name in modules)
-    text = json.dumps(settings, sort_keys=True, default=str) + src
+# --- what code a computation depends on ---------------------------------------------------------
+
+
+def module_file(name, root=None):
+    """The source file of the dotted module ``name``: under ``root`` (default :data:`ROOT`) for a
+    cepaper module (``None`` when there is none), else where Python imports it from."""
+    if name.split(".")[0] != "cepaper":
+        return Path(importlib.import_module(name).__file__).resolve()
+    base = Path(root or ROOT).joinpath(*name.split("."))
+    return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
+
+
+def _type_only(tree):
+    """The statements of ``tree`` under ``if TYPE_CHECKING:`` (imports for type checkers, never run)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
+            yield from (n for stmt in node.body for n in ast.walk(stmt))
+
+
+def imports(source, root=None, run_only=False):
+    """The cepaper modules a piece of Python source imports, anywhere in it (function bodies
+    included), as dotted names: ``from cepaper.a import b`` is ``cepaper.a.b`` when that is a module
+    (under ``root``), else ``cepaper.a``. ``run_only``: not those under ``if TYPE_CHECKING:``."""
+    found, tree = set(), ast.parse(source)
+    skip = set(map(id, _type_only(tree))) if run_only else set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "cepaper"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "cepaper":
+            for a in node.names:
+                sub = f"{node.module}.{a.name}"
+                found.add(sub if module_file(sub, root) else node.module)
+    return found
+
+
+def dependencies(modules=(), source=None, root=None):
+    """``{path: file}`` of the code that ``modules`` (dotted names) and ``source`` (Python source)
+    depend on: their own files and those of every cepaper module they import, transitively (imports
+    for type checkers only are not followed), with the packages above each (their ``__init__.py``
+    runs first); ``path`` relative to ``root`` (default :data:`ROOT`; a file outside it by its full
+    path), sorted."""
+    root = Path(root or ROOT)
+    todo, seen = list(modules) + sorted(imports(source, root, run_only=True) if source is not None else ()), {}
+    while todo:
+        name = todo.pop()
+        path = module_file(name, root)
+        if path is None or path in seen.values():
+            continue
+        seen[str(path.relative_to(root)) if path.is_relative_to(root) else str(path)] = path
+        todo += imports(path.read_text(), root, run_only=True)
+        todo += [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1) if name.startswith("cepaper.")]
+    return dict(sorted(seen.items()))
+
+
+def _source(modules):
+    """The text of every file ``modules`` depend on (:func:`dependencies`), in order."""
+    return "".join(f"{rel}\n{path.read_text()}" for rel, path in dependencies(modules).items())
+
+
+def _barrier(world):
+    """Wait for every rank of ``world`` (nothing for one process)."""
+    if world is not None and world.size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _writer(world):
+    return world is None or world.rank == 0
+
+
+def source_key(settings, modules, length=16, source=None):
+    """Hash of ``settings`` (as JSON) and of the code ``modules`` (dotted names) depend on
+    (:func:`dependencies`, transitively): the name of a checkpoint, so that a change of settings or of
+    the code that computes it starts afresh. ``source``: that code's text, when known (a grid reads it once)."""
+    text = json.dumps(settings, sort_keys=True, default=str) + (_source(modules) if source is None else source)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def _read_record(path, required, w):
-    """:func:`read_cached` of ``path`` by every rank of ``w``; across ranks one (the writer) first moves a
-    damaged record or checkpoint aside, then all read."""
-    if w.size > 1:
-        if w.writer:
+def _read_record(path, required, world):
+    """:func:`read_cached` of ``path`` by every rank of ``world``; across ranks one (the writer) first
+    moves a damaged record or checkpoint aside, then all read."""
+    if world is not None and world.size > 1:
+        if _writer(world):
             read_cached(path, required)
             check_checkpoint(path.with_suffix(".pt"))
-        distributed.barrier(w)
+        _barrier(world)
     return read_cached(path, required)
 
 
-def _write_record(path, record, w):
-    """The writer rank of ``w`` writes ``record`` to ``path`` atomically and drops its checkpoint; all wait."""
-    if w.writer:
+def _write_record(path, record, world):
+    """Rank 0 of ``world`` writes ``record`` to ``path`` atomically and drops its checkpoint; all wait."""
+    if _writer(world):
         write_atomic(path, json.dumps(_jsonable(record)) + "\n")
         path.with_suffix(".pt").unlink(missing_ok=True)
-    distributed.barrier(w)
+    _barrier(world)
 
 
-def cached_record(cache, settings, modules, compute, required=()):
+def cached_record(cache, settings, modules, compute, required=(), world=None, source=None):
     """A JSON-able record kept in ``cache/<key>.json`` (``key``: :func:`source_key` of ``settings``
     and ``modules``). When that file exists it is read back; else ``compute(checkpoint)`` makes the
     record (``checkpoint``: ``<key>.pt``, for the computation to resume from), which is written
     atomically, and the checkpoint removed. ``cache=None`` computes with no checkpoint.
 
     A damaged record (not JSON, empty, or missing a key of ``required``) or a checkpoint that
-    ``torch.load`` cannot read is moved aside (:func:`move_aside`) and recomputed."""
+    ``torch.load`` cannot read is moved aside (:func:`move_aside`) and recomputed. ``world``: the
+    process group (``None``: one process); ``source``: see :func:`source_key`."""
     if cache is None:
         return compute(None)
-    path = Path(cache) / f"{source_key(settings, modules)}.json"
-    w = distributed.world()
-    record = _read_record(path, required, w)
+    path = Path(cache) / f"{source_key(settings, modules, source=source)}.json"
+    record = _read_record(path, required, world)
     if record is not None:
         return record
     check_checkpoint(path.with_suffix(".pt"))
     record = compute(path.with_suffix(".pt"))
-    _write_record(path, record, w)
+    _write_record(path, record, world)
     return record
 
 
 def definition_key(definition, length=16):
     """Hash of a run's definition alone (a JSON-able dict): the name of its record in the run cache."""
     return hashlib.sha256(json.dumps(definition, sort_keys=True, default=str).encode()).hexdigest()[:length]
-
-
-def _module_file(name):
-    return Path(importlib.import_module(name).__file__).resolve()
-
-
-def _repo_path(path):
-    """``path`` relative to the folder above the ``cepaper`` package (the repository, in a checkout)."""
-    top = Path(__file__).resolve().parents[2]
-    return str(path.relative_to(top)) if path.is_relative_to(top) else str(path)
 
 
 def git_head(paths=()):
@@ -120,11 +192,12 @@ def git_head(paths=()):
 
 def code_version(modules):
     """The code version of a record: ``{"commit": git_head, "files": {file: sha256[:16] of its bytes}}``
-    for the files of ``modules`` (dotted names), relative to the repository."""
-    files = {m: _module_file(m) for m in modules}
+    for every file ``modules`` (dotted names: the module that computes a run) depend on
+    (:func:`dependencies`, transitively), relative to the repository."""
+    files = dependencies(modules)
     return {
         "commit": git_head(files.values()),
-        "files": {_repo_path(f): hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files.values()},
+        "files": {rel: hashlib.sha256(f.read_bytes()).hexdigest()[:16] for rel, f in files.items()},
     }
 
 
@@ -139,30 +212,30 @@ def stale_mark(record, modules, version=None):
     return {"commit": then.get("commit"), "files": changed} if changed else None
 
 
-def cached_run(cache, definition, modules, compute, required=(), rerun_stale=False, version=None):
+def cached_run(cache, definition, modules, compute, required=(), rerun_stale=False, version=None, world=None):
     """A long run's record in ``cache/<key>.json``, ``key`` the hash of ``definition`` alone
     (:func:`definition_key`): a finished run is read back whatever the code is now, with ``"stale"``
     (:func:`stale_mark`) saying whether the code of ``modules`` changed since it was made; else
     ``compute(checkpoint)`` makes it (resuming from ``cache/<key>.pt``), with its ``"code"``
     (:func:`code_version`). ``rerun_stale``: a stale record is computed again, the old one kept as
     ``<key>.<commit>.json`` beside it. ``cache=None`` computes with no checkpoint. ``version``: the
-    :func:`code_version` of ``modules`` (computed once for a grid)."""
+    :func:`code_version` of ``modules`` (computed once for a grid). ``world``: the process group
+    (``None``: one process)."""
     version = version or code_version(modules)
     if cache is None:
         return {**compute(None), "code": version, "stale": None}
     path = run_path(cache, definition)
-    w = distributed.world()
-    record = _read_record(path, required, w)
+    record = _read_record(path, required, world)
     if record is not None:
         stale = stale_mark(record, modules, version)
         if not (stale and rerun_stale):
             return {**record, "stale": stale}
-        distributed.barrier(w)
-        if w.writer:  # kept, never silently discarded
+        _barrier(world)
+        if _writer(world):  # kept, never silently discarded
             os.replace(path, path.with_name(f"{path.stem}.{(stale['commit'] or 'unknown')[:12]}.json"))
     check_checkpoint(path.with_suffix(".pt"))
     record = {**compute(path.with_suffix(".pt")), "code": version}
-    _write_record(path, record, w)
+    _write_record(path, record, world)
     return {**record, "stale": None}
 
 
@@ -331,44 +404,42 @@ def run_grid(
     by_definition=False,
     key=None,
     rerun_stale=False,
-    executor=None,
-    missing_ok=False,
-    wait=True,
+    launcher=None,
+    world=None,
 ):
     """The cached resumable grid runner: ``compute(job, checkpoint)`` for every ``job`` (a JSON-able
     dict of settings), one record each, in order.
 
     With ``cache`` (a folder) each record is kept in ``cache/<key>.json`` (:func:`cached_record`,
-    ``key`` from the job and the source of ``modules``): a finished job is read back, an interrupted
-    one resumes from its checkpoint ``cache/<key>.pt``. ``progress``: a bar over the jobs.
+    ``key`` from the job and the code ``modules`` depend on): a finished job is read back, an
+    interrupted one resumes from its checkpoint ``cache/<key>.pt``. ``progress``: a bar over the jobs.
+    ``modules``: the module that computes the records (its imports are followed, :func:`dependencies`).
 
     ``by_definition``: the run cache of long runs instead (:func:`cached_run`): keyed by ``key(job)``
     (default the job) alone, a finished run is reused after a code change and marked stale, and
-    ``rerun_stale`` computes stale ones again; ``executor`` (a submitit executor,
-    :mod:`cepaper.training.executors`): each run a job, the records gathered in order; ``missing_ok``
-    and ``wait``: :func:`cepaper.training.executors.map_runs` (a failed or unfinished job is a
-    ``missing`` stand-in, not an error)."""
+    ``rerun_stale`` computes stale ones again. ``launcher``: how the runs are launched, an object whose
+    ``map(fn, jobs, finished=..., records=...)`` returns ``[fn(job) for job in jobs]`` (e.g. each a
+    job of :class:`cepaper.training.executors.Launcher`), given ``finished(job)`` (the record of a run
+    that needs no job, else ``None``) and each run's record path; ``None``: here, one after another.
+    ``world``: the process group every rank calls this in (``None``: one process)."""
     jobs = list(jobs)
-    bar = tqdm(jobs, disable=not progress or not distributed.world().writer, desc=desc)
-    if by_definition:
-        from cepaper.training import executors
-
-        key, version = key or (lambda job: job), code_version(modules)
-        one = lambda job: cached_run(
-            cache, key(job), modules, lambda ckpt: compute(job, ckpt), required, rerun_stale, version
-        )
-        if executor is None or cache is None:
-            return executors.map_runs(
-                executor, one, bar if executor is None else jobs, missing_ok=missing_ok, wait=wait
-            )
-        # finished runs need no job; a job still running from an earlier call is waited for, not submitted again
-        return executors.map_runs(
-            executor,
-            one,
-            jobs,
-            missing_ok=missing_ok,
-            wait=wait,
-            finished=lambda job: finished_run(cache, key(job), modules, required, rerun_stale, version),
-            markers=[run_path(cache, key(job)).with_suffix(".job.json") for job in jobs],
-        )
-    return [cached_record(cache, job, modules, lambda ckpt, job=job: compute(job, ckpt), required) for job in bar]
+    bar = tqdm(jobs, disable=not progress or not _writer(world), desc=desc)
+    if not by_definition:
+        src = _source(modules)
+        one = lambda job: cached_record(cache, job, modules, lambda ckpt: compute(job, ckpt), required, world, src)
+        return [one(job) for job in bar]
+    key, version = key or (lambda job: job), code_version(modules)
+    one = lambda job: cached_run(
+        cache, key(job), modules, lambda ckpt: compute(job, ckpt), required, rerun_stale, version, world
+    )
+    if launcher is None:
+        return [one(job) for job in bar]
+    if cache is None:
+        return launcher.map(one, jobs)
+    # finished runs need no job; a job still running from an earlier call is waited for, not submitted again
+    return launcher.map(
+        one,
+        jobs,
+        finished=lambda job: finished_run(cache, key(job), modules, required, rerun_stale, version),
+        records=[run_path(cache, key(job)) for job in jobs],
+    )
