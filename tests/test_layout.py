@@ -1,6 +1,7 @@
 """The three layers, read from the import graph of the tree: the library (``cepaper``), the paper's
 sections (``cepaper.sections``) and the book's machinery (``cepaper.book``)."""
 
+import ast
 from pathlib import Path
 
 import pytest

@@ -70,7 +70,7 @@ def test_code_version_names_the_commit_and_the_files_the_module_depends_on():
     assert v["commit"] is None or len(v["commit"].split("+")[0]) == 40
 
 
-# --- the spine's cache and resume logic, where mutation testing found it untested -------------------
+# --- the run cache and resume logic, where mutation testing found it untested -------------------
 
 
 def test_keys_do_not_depend_on_order_and_take_any_value():
@@ -237,7 +237,7 @@ def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 
 
-# --------------------------------------------------------------------------------- the spine
+# --------------------------------------------------------------------------------- the run cache
 
 
 def test_derive_seed_is_the_seed_sequence_of_its_parts():
