@@ -57,53 +57,26 @@ level: float = 0.95  # confidence level of the intervals the verdicts use
 scales: list = ["paper", "cpu-evidence"]  # profiles whose committed results count, best first
 
 # %% tags=["hide-input"]
-import pandas as pd
-from IPython.display import Markdown, display
-
 from cepaper.book import pages, results
 from cepaper.sections import claims as section
 
-if not 0 < level < 1:
-    raise ValueError(f"level must be in (0, 1), got {level}")
-run = results.Run("claims", profile, params=dict(level=level, scales=scales))
-rows = section.table(tuple(scales), level)
-causes = section.causes(rows, tuple(scales))
-run.save(
-    "claims",
-    {
-        "rows": rows,
-        "keys": section.keys(rows),
-        "counts": section.counts(rows),
-        "causes": causes,
-        "scales": scales,
-        "level": level,
-    },
-    table=pd.DataFrame(rows),
-)
+run = results.Run("claims", profile, params=dict(level=section.check_level(level), scales=scales))
+section.save(run, scales, level)
 
 # %% [markdown]
 # ## Summary
 
 # %% tags=["remove-input"]
 saved = run.load("claims")
-causes = {int(i): text for i, text in saved["causes"].items()}
-counts = saved["counts"]
-display(Markdown(" · ".join(f"**{v}**: {n}" for v, n in counts.items()) + f" (of {len(saved['rows'])} claims)."))
+causes = section.saved_causes(saved)
+section.counts_sentence(saved)
 
 # %% [markdown]
 # Every claim with a printed number and an interval from a committed run, as our value over the
 # paper's: the dotted line is the paper's value; green reproduced, red differs.
 
 # %% tags=["remove-input"]
-fig = section.plot(saved["rows"])
-if fig is None:
-    display(Markdown("No committed run has an interval yet: every such claim reads “not run” below."))
-else:
-    pages.figure(
-        fig,
-        "Every claim with a printed number, our estimate over the paper's value with its 95% interval, from the "
-        "best committed run of each claim (its scale is in the tables below); green reproduced, red differs",
-    )
+section.plot_page(saved["rows"])
 
 # %% [markdown]
 # ## The method, the theory and the design
@@ -133,8 +106,7 @@ pages.show(section.page_table(saved["rows"], "training", causes))
 # primary one, whose verdict the row above gives.
 
 # %% tags=["remove-input", "full-width"]
-for key, claim, summary, table in section.readings_tables(saved["rows"]):
-    display(Markdown(f'<span id="readings-{key}"></span>\n\n**{claim}**: {summary}.'), pages.show(table))
+section.show(*section.readings_page(saved["rows"]))
 
 # %% [markdown]
 # (claims-why)=
@@ -144,6 +116,4 @@ for key, claim, summary, table in section.readings_tables(saved["rows"]):
 # run that rules each in or out, computed from the same records.
 
 # %% tags=["remove-input"]
-ids, rows = section.keys(saved["rows"]), saved["rows"]
-for i, text in causes.items():
-    display(Markdown(f'<span id="why-{ids[i]}"></span>\n\n**{rows[i]["claim"]}** ({rows[i]["verdict"]}). {text}'))
+section.show(*section.causes_page(saved))

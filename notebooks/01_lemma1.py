@@ -49,15 +49,8 @@ width_draws: list = [8192, 4096, 2048, 256]
 z_max: float = 5.0  # |NMK - K_inf| allowed (max over all entries and widths), in SE
 
 # %% tags=["remove-input"]
-import numpy as np
-import pandas as pd
-import torch
-from IPython.display import Markdown, display
-
-from cepaper import kernels, montecarlo
 from cepaper.book import pages, results
 from cepaper.sections import lemma1 as section
-from cepaper.sections import paper
 
 widths, width_draws, z_max = section.check_params(n, widths, width_draws, z_max)
 run = results.Run(
@@ -79,27 +72,7 @@ run = results.Run(
         z_max=z_max,
     ),
 )
-display(run.header())
-display(
-    pages.show(
-        [
-            dict(
-                source="paper (Fig. 2)",
-                L=paper.FIG2["depth"],
-                n=paper.FIG2["width"],
-                wide=f"x{paper.FIG2['wide_factor']} net",
-                m="not printed",
-            ),
-            dict(
-                source="this run",
-                L=depth,
-                n=n,
-                wide=f"n = {max(widths)} and analytic K_inf",
-                m=f"1..{m_max} (a), {min(ms)}..{max(ms)} (fit)",
-            ),
-        ]
-    )
-)
+section.show(run.header(), pages.show(section.setup_table(depth, n, m_max, ms, widths)))
 
 # %% [markdown]
 # ## Member NTKs over independent draws
@@ -109,21 +82,7 @@ display(
 # and the entries we keep: the $G$ diagonal entries, then the $G$ off-diagonal ones.
 
 # %%
-gamma, x, entries = section.circle_inputs(n_gamma)
-G = n_gamma
-kinf = kernels.relu_ntk(x, depth=depth)[entries]  # analytic K_inf at the same entries, (2G,)
-pool = montecarlo.mc_samples(
-    montecarlo.mlp_ntk_sampler(x, widths=n, depth=depth, entries=entries), draws, seed=seed, device=device
-).cpu()  # (draws, 2G) member kernels K_n(theta_j)
-nmk = {n: montecarlo.moments(pool)}
-for i, (w, d) in enumerate(zip(widths, width_draws)):
-    nmk[w] = montecarlo.mc_moments(
-        montecarlo.mlp_ntk_sampler(x, widths=w, depth=depth, entries=entries), d, seed=seed + 1 + i, device=device
-    ).cpu()
-ws = sorted(nmk)
-ref = kinf[:G].mean()  # K_inf(x, x), the same for every unit x
-mean, mean_se = torch.stack([nmk[w].mean for w in ws]), torch.stack([nmk[w].mean_se for w in ws])
-c, c_se = section.inverse_width_fit(ws, (mean - kinf) / ref, mean_se / ref)  # NMK_n - K_inf ~ c / n
+drawn = section.draw_kernels(n_gamma, depth, n, draws, widths, width_draws, seed=seed, device=device)
 
 # %% [markdown]
 # ## Saving the results
@@ -133,73 +92,8 @@ c, c_se = section.inverse_width_fit(ws, (mean - kinf) / ref, mean_se / ref)  # N
 # log–log fit. The slope's interval is a delete-one-block jackknife over the member draws.
 
 # %%
-k_e = section.running_ensemble(pool[:m_max])  # (m_max, 2G), row m-1 is K_e(m)
-fit = {
-    part: section.variance_slope(pool[:, sl], ms, blocks=blocks, level=level)
-    for part, sl in (("diag", slice(0, G)), ("off", slice(G, 2 * G)))
-}
-run.save(
-    "ensemble",
-    dict(
-        gamma=gamma,
-        m=np.arange(1, m_max + 1),
-        diag=k_e[:, :G],
-        off=k_e[:, G:],
-        kinf_diag=kinf[:G],
-        kinf_off=kinf[G:],
-        depth=depth,
-        n=n,
-    ),
-)
-run.save(
-    "nmk",
-    dict(
-        gamma=gamma,
-        widths=ws,
-        draws=[nmk[w].draws for w in ws],
-        n=n,
-        n_wide=max(widths),
-        mean=mean,
-        mean_se=mean_se,
-        std=torch.stack([nmk[w].var.sqrt() for w in ws]),
-        kinf=kinf,
-        ref=ref,
-        c=c,
-        c_se=c_se,
-    ),
-    table=pd.DataFrame(
-        [
-            dict(
-                n=w,
-                draws=nmk[w].draws,
-                max_z_diag=((nmk[w].mean - kinf) / nmk[w].mean_se)[:G].abs().max().item(),
-                max_z_off=((nmk[w].mean - kinf) / nmk[w].mean_se)[G:].abs().max().item(),
-                max_dev_off=((nmk[w].mean - kinf)[G:].abs().max() / kinf[:G].mean()).item(),
-                se_off=(nmk[w].mean_se[G:].max() / kinf[:G].mean()).item(),
-            )
-            for w in ws
-        ]
-    ),
-)
-run.save(
-    "variance",
-    dict(fit_diag=fit["diag"], fit_off=fit["off"]),
-    table=pd.DataFrame(
-        [
-            dict(
-                entries=part,
-                slope=f["slope"],
-                se=f["se"],
-                lo=f["lo"],
-                hi=f["hi"],
-                level=f["level"],
-                blocks=f["blocks"],
-                draws=f["draws"],
-            )
-            for part, f in fit.items()
-        ]
-    ),
-)
+section.save(run, drawn, depth, m_max, ms, blocks=blocks, level=level)
+
 # %% [markdown]
 # ## (a) The ensemble NTK smooths as *m* grows
 #
@@ -245,11 +139,9 @@ pages.figure(
     "averaged over γ, log–log, with the fitted slope and its jackknife interval; Eq. 11 predicts slope −1",
     run=run,
 )
-display(
-    pages.show(
-        pd.read_csv(run.dir / "variance.csv"),
-        headers={"slope": "slope of log Var(K_e) in log m", "se": "jackknife SE", "blocks": "jackknife blocks"},
-    )
+pages.show(
+    section.variance_rows(run.load("variance")),
+    headers={"slope": "slope of log Var(K_e) in log m", "se": "jackknife SE", "blocks": "jackknife blocks"},
 )
 
 # %% [markdown]
@@ -272,16 +164,9 @@ pages.figure(
     f"NMK_n − K∞ = c/n (±2 SE) over n = {', '.join(map(str, sorted(widths + [n])))}",
     run=run,
 )
-display(pages.show(pd.read_csv(run.dir / "nmk.csv"), headers={"n": "width n", "draws": "member draws"}))
-c_off, c_off_se = np.array(saved["c"])[G:], np.array(saved["c_se"])[G:]
-k = np.abs(c_off).argmax()
-display(
-    Markdown(
-        f"Largest off-diagonal coefficient: c = {c_off[k]:.3f} ± {c_off_se[k]:.3f} "
-        f"(at γ = {saved['gamma'][k]:.2f}), i.e. a correction of "
-        f"{100 * abs(c_off[k]) / n:.3f}% of K∞(x, x) at n = {n} and "
-        f"{100 * abs(c_off[k]) / paper.FIG2['width']:.3f}% at the paper's n = {paper.FIG2['width']}."
-    )
+section.show(
+    pages.show(section.nmk_rows(saved), headers={"n": "width n", "draws": "member draws"}),
+    section.width_sentence(saved),
 )
 
 # %% [markdown]
@@ -295,6 +180,5 @@ display(
 # here and at the top of the page; it does not stop the run.
 
 # %% tags=["hide-input"]
-for name, holds, detail in section.checks(run.load("variance"), run.load("nmk"), run.load("ensemble"), z_max):
-    run.check(name, holds, detail)
+section.check(run, z_max)
 pages.checks(run.load("checks"))

@@ -42,18 +42,10 @@ fig3_alphas: list = [3.0, 4.5, 0.005]  # alpha grid (start, stop, step) searched
 block_alphas: list = [1.0, 2.5, 0.01]  # alpha grid of the ResNeXt block's sensitivity
 
 # %% tags=["remove-input"]
-import numpy as np
-import pandas as pd
-from IPython.display import Markdown, display
-
-from cepaper import search
 from cepaper.book import pages, results
-from cepaper.search import networks
-from cepaper.sections import paper, primal_dual_checks
+from cepaper.sections import paper
 from cepaper.sections import primal_dual as section
 
-pd.set_option("display.max_columns", 40)
-pd.set_option("display.width", 200)
 run = results.Run(
     "primal_dual",
     profile,
@@ -61,8 +53,8 @@ run = results.Run(
     device=device,
     params=dict(alpha=alpha, fig3_alphas=fig3_alphas, block_alphas=block_alphas),
 )
-alpha_block = paper.ALPHA_BOTTLENECK if alpha is None else alpha
-display(run.header())
+alpha_block = section.block_alpha(alpha)
+section.show(run.header())
 
 # %% [markdown]
 # ## Fig. 3: a fully connected baseline
@@ -77,17 +69,10 @@ display(run.header())
 # $m_d(48)$, $\rho(48)$ round to the printed 30, 12 and 2.45.
 
 # %%
-alphas_fig3 = np.round(np.arange(*fig3_alphas), 6)
-fig3_conventions = pd.DataFrame(section.fig3_convention_rows(alphas_fig3))
-fig3 = section.fig3_data(alphas_fig3)
-
-# %% tags=["remove-input"]
-run.save("fig3_conventions", {"rows": fig3_conventions.to_dict("records")}, table=fig3_conventions)
-run.save("fig3", fig3)
+section.save_fig3(run, fig3_alphas)
 
 # %% tags=["hide-input"]
-saved = run.load("fig3_conventions")
-pages.show(pd.DataFrame(saved["rows"]).drop(columns=["alpha_lo", "alpha_hi"]).fillna("none"))
+pages.show(section.fig3_conventions_table(run.load("fig3_conventions")["rows"]))
 
 # %% [markdown]
 # Exactly one combination reproduces Fig. 3: the sum runs over the $L - 1 = 5$ hidden fan-ins
@@ -98,15 +83,7 @@ pages.show(pd.DataFrame(saved["rows"]).drop(columns=["alpha_lo", "alpha_hi"]).fi
 
 # %% tags=["hide-input"]
 fig3 = run.load("fig3")
-lo, hi = fig3["interval"]
-display(
-    Markdown(
-        f"**Fig. 3's numbers are reproduced for α ∈ [{lo:.3f}, {hi:.3f}]** (grid step "
-        f"{fig3_alphas[2]}); the curves below use α = {fig3['alpha']:.4f}. The library's default "
-        f"for fully connected nets is `search.ALPHA_FIG3` = {search.ALPHA_FIG3}."
-    )
-)
-pages.show(section.fig3_table(fig3))
+section.show(section.fig3_sentence(fig3, fig3_alphas[2]), pages.show(section.fig3_table(fig3)))
 
 # %%
 pages.figure(
@@ -124,10 +101,6 @@ pages.figure(
     run=run,
 )
 
-# %% tags=["hide-input"]
-for name, holds, detail in primal_dual_checks.fig3(run.load("fig3_conventions")["rows"], fig3):
-    run.check(name, holds, detail)
-
 # %% [markdown]
 # ## The ResNeXt block (Sec. 4.2, Figs. 6–7)
 #
@@ -143,16 +116,7 @@ for name, holds, detail in primal_dual_checks.fig3(run.load("fig3_conventions")[
 # (optima, models near the optima and models on the dual curves) it reproduces.
 
 # %%
-block_conventions = pd.DataFrame(section.block_convention_rows(alpha_block))
-flops_conventions = pd.DataFrame(section.flops_convention_rows(alpha_block))
-block = section.block_curves_data(alpha_block)
-block_scan = section.block_alpha_scan(np.round(np.arange(*block_alphas), 6))
-
-# %% tags=["remove-input"]
-run.save("block_conventions", {"rows": block_conventions.to_dict("records")}, table=block_conventions)
-run.save("flops_conventions", {"rows": flops_conventions.to_dict("records")}, table=flops_conventions)
-run.save("block_curves", block)
-run.save("block_alpha_scan", block_scan)
+section.save_block(run, alpha_block, block_alphas)
 
 # %% tags=["hide-input"]
 pages.show(run.load("block_conventions")["rows"])
@@ -204,24 +168,7 @@ pages.figure(
     "of Fig. 3's numbers) and the bottleneck block at parameter and FLOPs budgets (right)",
     run=run,
 )
-a, n_params, n_flops = (
-    np.asarray(scan["params"]["alpha"]),
-    np.asarray(scan["params"]["n"]),
-    np.asarray(scan["flops"]["n"]),
-)
-n_p, n_f = paper.SEC421["n_primal"], section.paper_width("5")
-display(
-    Markdown(
-        f"The block's optimum is the paper's n = {n_p} for α ∈ [{a[n_params == n_p].min():.3f}, "
-        f"{a[n_params == n_p].max():.3f}] (parameters) and n = {n_f} for α ∈ "
-        f"[{a[n_flops == n_f].min():.3f}, {a[n_flops == n_f].max():.3f}] (FLOPs)."
-    )
-)
-
-# %% tags=["hide-input"]
-conventions = run.load("block_conventions")["rows"], run.load("flops_conventions")["rows"]
-for name, holds, detail in primal_dual_checks.resnext_block(block, *conventions):
-    run.check(name, holds, detail)
+section.sensitivity_sentence(scan)
 
 # %% [markdown]
 # ## The paper's models (Tables 1–5)
@@ -236,24 +183,10 @@ for name, holds, detail in primal_dual_checks.resnext_block(block, *conventions)
 # the ImageNet32/64 ones 1000.
 
 # %%
-derived = pd.DataFrame(section.derived_rows(alpha_block))
-printed = pd.DataFrame(section.printed_rows())
-
-# %% tags=["remove-input"]
-run.save("derived_models", {"rows": derived.to_dict("records")}, table=derived)
-run.save("printed_numbers", {"rows": printed.to_dict("records")}, table=printed)
+section.save_models(run, alpha_block)
 
 # %% tags=["hide-input", "full-width"]
-derived = pd.DataFrame(run.load("derived_models")["rows"])
-problem = ["table", "arch", "baseline", "objective", "budget", "role", "paper model", "ours"]
-display(pages.show(derived[problem + ["match", "n", "m", "m (network, continuous)", "m (block curve)"]]))
-display(Markdown("Their sizes, beside the printed ones:"))
-display(
-    pages.show(
-        derived[["table", "paper model", "ours"] + list(derived.columns[derived.columns.get_loc("params (M)") :])],
-        {"params (M)": 3, "GFLOPs (2macs+acts+adds)": 3},
-    )
-)
+section.show(*section.derived_tables(run.load("derived_models")["rows"]))
 
 # %% [markdown]
 # Two of the paper's models are not what this rule gives:
@@ -266,10 +199,6 @@ display(
 #   network gives 28 at $n = 12$; the paper does not say how it chose this $m$, and its 12.9M
 #   parameters are well under the baseline's 13.8M.
 
-# %% tags=["hide-input"]
-for name, holds, detail in primal_dual_checks.derived_models(derived, alpha_block):
-    run.check(name, holds, detail)
-
 # %% [markdown]
 # ### Every Params entry of Tables 1–5, and the GFLOPs of Table 5
 #
@@ -280,22 +209,11 @@ for name, holds, detail in primal_dual_checks.derived_models(derived, alpha_bloc
 # biases); ResNeXt-38 adds a fourth stage of 2048; ImageNet models are torchvision's.
 
 # %% tags=["hide-input", "full-width"]
-printed = pd.DataFrame(run.load("printed_numbers")["rows"])
+printed = run.load("printed_numbers")["rows"]
 pages.show(printed, {"params (M)": 4, "GFLOPs (2macs+acts+adds)": 3})  # exact counts, to compare with the printed
 
 # %% tags=["hide-input"]
-rho_misses = printed.loc[
-    printed["rho match"].eq(False), ["table", "model", "rho", "paper rho", "rho of printed params"]
-]
-display(
-    Markdown(
-        "Printed ρ that the exact counts do not round to (the last column is the ratio of the paper's "
-        "rounded parameter counts):"
-    ),
-    pages.show(rho_misses, 3),
-)
-for name, holds, detail in primal_dual_checks.printed_numbers(printed):
-    run.check(name, holds, detail)
+section.show(*section.rho_tables(printed))
 
 # %% [markdown]
 # ### With the fitted α
@@ -303,29 +221,8 @@ for name, holds, detail in primal_dual_checks.printed_numbers(printed):
 # The α-fitting section (Algorithm 1) saves its own fit of the bottleneck block. When one is in the
 # results store, here is what Algorithm 2 derives with it instead of the paper's 1.60.
 
-# %%
-fitted = results.find("alpha", "fit_bottleneck", profiles=(profile,))
-if fitted is None:
-    display(Markdown("No fitted α in the results store yet (run the α section first)."))
-else:
-    a_fit = fitted["data"]["alpha"]
-    display(Markdown(f"Fitted α = {a_fit:.3f} ({results.describe(fitted)})."))
-    display(
-        pages.show(
-            [
-                {
-                    k: networks.design(arch, base, obj, budget, alpha=a_fit)[k]
-                    for k in ("arch", "baseline", "objective", "budget", "config", "rho", "var_ratio")
-                }
-                for arch, base, obj, budget in [
-                    ("resnext29", "1x128d", "primal", "params"),
-                    ("resnext29", "1x128d", "dual", "params"),
-                    ("resnext29", "1x128d", "primal", "flops"),
-                    ("resnext50", "1x64d", "primal", "params"),
-                ]
-            ]
-        )
-    )
+# %% tags=["hide-input"]
+section.show(*section.fitted_alpha_tables(profile))
 
 # %% [markdown]
 # ## Checks
@@ -336,4 +233,5 @@ else:
 # top of the page, and does not stop the run.
 
 # %% tags=["hide-input"]
+section.check(run, alpha_block)
 pages.checks(run.load("checks"))

@@ -56,17 +56,12 @@ repeats: int = 5  # timed forward + backward passes per latency (median)
 threads: int = 1  # CPU threads of the fits and of the latencies
 
 # %% tags=["remove-input"]
-import warnings
-
-import pandas as pd
-from IPython.display import Markdown, display
-
 from cepaper.book import pages, results
 from cepaper.sections import design as section
 
 # Widths whose draws have a heavy tail are listed in the table below ("heavy-tailed widths": there the
 # interval of alpha is too narrow); the fit's warning about each would only repeat that here.
-warnings.filterwarnings("ignore", message="the draws at width index")
+section.quiet_tail_warnings()
 
 run = results.Run(
     "design",
@@ -75,7 +70,7 @@ run = results.Run(
     device=device,
     params=dict(widths=widths, trials=trials, readout=readout, ns=ns, batch=batch, repeats=repeats, threads=threads),
 )
-display(run.header())
+section.show(run.header())
 
 # %% [markdown]
 # ## Fit α, then search under three budgets
@@ -85,27 +80,11 @@ display(run.header())
 # builds this page). The searched widths are powers of two up to the baseline's.
 
 # %%
-for block in section.BLOCKS:
-    run.save(block, section.block_designs(block, widths, trials, ns, readout, batch, repeats, seed, device, threads))
+section.save_blocks(run, widths, trials, ns, readout, batch, repeats, seed, device, threads)
 
 # %% tags=["hide-input"]
-saved = {block: run.load(block) for block in section.BLOCKS}
-pages.show(
-    [
-        {
-            "block": s["title"],
-            "factory": s["spec"],
-            "input (one example)": " × ".join(map(str, s["input_shape"])),
-            "α": round(s["alpha"]["alpha"], 3),
-            "95% interval": f"[{s['alpha']['alpha_ci'][0]:.3f}, {s['alpha']['alpha_ci'][1]:.3f}]",
-            "widths": ", ".join(map(str, s["alpha"]["widths"])),
-            "draws per width": s["alpha"]["trials"],
-            "read-out": s["alpha"]["readout"],
-            "heavy-tailed widths": ", ".join(map(str, s["alpha"]["heavy_tail_widths"])) or "none",
-        }
-        for s in saved.values()
-    ]
-)
+saved = section.load_blocks(run)
+pages.show(section.alpha_table(saved))
 
 # %% [markdown]
 # ### Does the generic fit recover the block's α?
@@ -122,7 +101,7 @@ pages.show(
 run.save("paper_block_alpha", section.paper_block_alpha(widths, trials, readout, seed, device, threads))
 
 # %% tags=["hide-input"]
-pages.show(pd.DataFrame(run.load("paper_block_alpha")))
+pages.show(run.load("paper_block_alpha"))
 
 # %% [markdown]
 # ## The primal and dual curves
@@ -133,7 +112,7 @@ pages.show(pd.DataFrame(run.load("paper_block_alpha")))
 
 # %% tags=["hide-input"]
 pages.figure(
-    section.plot_budgets(list(saved.values())),
+    section.plot_budgets(saved),
     f"Algorithm 2 on two blocks the paper never studied (rows): the primal Var(K_e)/Var(K_ñ) at m_p(n) (left) and "
     f"the dual efficiency ρ at m_d(n) (right), one curve per budget (parameters, FLOPs, latency on {device}), "
     f"optima marked; α fitted with {trials} draws per width",
@@ -152,12 +131,7 @@ pages.figure(
 # under latency the integer $m$ of step 6, measured, can differ much from the curve's $m_p(n)$.
 
 # %% tags=["hide-input"]
-for s in saved.values():
-    display(Markdown(f"**{s['title']}** (baseline {s['baseline'].replace('x', '×')}, α = {s['alpha']['alpha']:.3f})"))
-    display(pages.show(pd.DataFrame(section.designs_table(s)), digits=3))
-    if section.latency_table(s):
-        display(Markdown("Under latency, the medians and spreads of the timings:"))
-        display(pages.show(pd.DataFrame(section.latency_table(s)), digits=3))
+section.show(*section.optima_tables(saved))
 
 # %% [markdown]
 # ### What step 6 matches, and how FLOPs are counted
@@ -171,7 +145,7 @@ for s in saved.values():
 # the paper's own block, baseline $1 \times 128$, $\alpha = 1.6$, the generic path gives:
 
 # %% tags=["hide-input"]
-pages.show(pd.DataFrame(section.paper_block_step6()))
+pages.show(section.paper_block_step6())
 
 # %% [markdown]
 # Counting MACs instead of $2 \times$ MACs changes nothing (a common factor cancels in Eqs. 12-14 and in step
@@ -190,24 +164,7 @@ pages.show(pd.DataFrame(section.paper_block_step6()))
 # step 6, between design and baseline) the note says so: on a shared CPU that is common.
 
 # %% tags=["hide-input"]
-lines = []
-for s in saved.values():
-    gap = section.latency_vs_flops(s)
-    found = gap["latency_verdict"] == "optimum"
-    lines.append(
-        f"* **{s['title']}**: FLOP optimum {gap['flops_config']} (n = {gap['flops_n']}); latency search: "
-        + (
-            f"optimum {gap['latency_config']} (n = {gap['latency_n']}), {gap['width_ratio']:.3g}× wider members"
-            if found
-            else f"no improvement found (its best, {gap['latency_config']}, does not beat the baseline)"
-        )
-        + f". At the baseline's FLOPs the FLOP-optimal ensemble takes {gap['flops_design_latency_ratio']:.2f}× "
-        f"the baseline's time ({1e3 * gap['baseline_latency']:.3g} ms per batch of {s['batch']}); the latency "
-        f"search's {gap['latency_design_latency_ratio']:.2f}×"
-        + (". The FLOP design dominates it (as fast and at least as smooth)." if gap["flops_design_dominates"] else ".")
-        + "".join(f" Note: {note}." for note in gap["latency_notes"])
-    )
-display(Markdown("\n".join(lines)))
+section.latency_sentence(saved)
 
 # %% [markdown]
 # ## Checks
@@ -219,10 +176,5 @@ display(Markdown("\n".join(lines)))
 # parameters by more than 10%, would make the page wrong: the run stops.
 
 # %% tags=["hide-input"]
-for s in saved.values():
-    assert s["alpha"]["alpha"] > 0, f"{s['block']}: fitted alpha {s['alpha']['alpha']} must be > 0"
-    primal = s["designs"]["params"]["primal"]
-    assert abs(primal["params"] / primal["baseline_params"] - 1) < 0.1, f"{s['block']}: step 6 missed the budget"
-for name, holds, detail in section.checks(saved.values()):
-    run.check(name, holds, detail)
+section.check(run, saved)
 pages.checks(run.load("checks"))

@@ -61,15 +61,10 @@ n_probe: int = 4  # probe inputs: the first n_probe training images
 threads: int = 1  # torch CPU threads
 
 # %% tags=["remove-input"]
-import pandas as pd
-import torch
-from IPython.display import Markdown, display
-
 from cepaper.book import pages, results
 from cepaper.sections import theorem1_flow as section
 
-if threads:
-    torch.set_num_threads(threads)
+section.set_threads(threads)
 seeds = list(range(seed, seed + n_seeds))
 run = results.Run(
     "theorem1_flow",
@@ -92,49 +87,38 @@ run = results.Run(
     seed=seed,
     device=device,
 )
-display(run.header())
+section.show(run.header())
 
 # %% [markdown]
 # ## Training
 # Every configuration is trained once per seed and reading; the run cache resumes an interrupted grid.
 
 # %% tags=["hide-input"]
-source, x, y = section.mnist(n_train, target, data_root)
-configs = section.grid(widths, ms, n_m)
-records = section.train(
-    x,
-    y,
-    configs,
+section.train_and_save(
+    run,
+    n_train,
+    target,
+    data_root,
+    widths,
+    ms,
+    n_m,
     seeds,
     readings,
     steps=steps,
     lr=lr,
     batch_size=batch_size,
+    max_rel_change=max_rel_change,
     cache=results.checkpoint_dir("theorem1_flow", profile),
     depth=depth,
     n_probe=n_probe,
     device=device,
-    dtype=torch.float64,
-)
-change = section.changes(records)
-fits = section.exponents(change, configs, max_rel_change)
-run.save("runs", {"source": source, "records": records, "change": change.to_dict("list")}, table=change)
-run.save("exponents", {"fits": fits.to_dict("list"), "configs": configs.to_dict("list"), "primary": section.PRIMARY})
-display(
-    Markdown(
-        f"{sum(map(len, records.values()))} runs on {source} ({len(x)} images): {len(readings)} readings, "
-        f"seeds {seeds}, {steps} steps at lr {lr:g} (training time {steps * lr:g})."
-    )
 )
 
 # %% [markdown]
 # ## The two exponents under each reading
 
 # %% tags=["remove-input"]
-saved = run.load("exponents")
-fits = pd.DataFrame(saved["fits"])
-configs = pd.DataFrame(saved["configs"])
-change = pd.DataFrame(run.load("runs")["change"])
+change, fits, configs = section.load_frames(run)
 pages.figure(
     section.plot(change, fits, configs),
     "The change of the ensemble NTK during training, |K_T − K_0| (seed means, mean over probe pairs), "
@@ -148,11 +132,4 @@ pages.figure(
 pages.show(section.table(fits))
 
 # %% tags=["remove-input"]
-display(
-    Markdown(
-        f"**Exponent of n** (probe mean): against Theorem 1's −1 it "
-        f"{section.summary(fits, 'n')}; against footnote 1's −0.5 it "
-        f"{section.summary(fits, 'n', target='footnote 1')}. **Exponent of m**: against −1 it "
-        f"{section.summary(fits, 'm')}."
-    )
-)
+section.exponents_sentence(fits)

@@ -18,6 +18,7 @@ of the run it reads (:func:`run_of`).
 import html
 
 from cepaper.book import pages
+from cepaper.sections._shared import markdown, show  # noqa: F401 (the notebook's)
 from cepaper.sections.claims_design import TABLE_DATASET, cost, design_rows, error_rows, fig3_cause, rounding_cause
 from cepaper.sections.claims_rule import HOLDS, SCALES, VERDICTS, best, reading, run_of, summary, verdict
 from cepaper.sections.claims_theory import (
@@ -224,3 +225,70 @@ def causes(rows, scales=SCALES):
         elif section == "lemma1":
             out[i] = "The interval excludes the claimed value; the section page shows every width and entry."
     return out
+
+
+# ------------------------------------------------------------------------ the page
+
+
+def check_level(level):
+    """``level``, the confidence level of the verdicts' intervals, checked to lie in (0, 1)."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    return level
+
+
+def save(run, scales, level):
+    """The claims (:func:`table` over the committed runs of ``scales``, best first, at ``level``), their keys,
+    counts and causes, saved on ``run`` as ``claims``."""
+    import pandas as pd
+
+    rows = table(tuple(scales), level)
+    data = {"rows": rows, "keys": keys(rows), "counts": counts(rows), "causes": causes(rows, tuple(scales))}
+    run.save("claims", data | {"scales": scales, "level": level}, table=pd.DataFrame(rows))
+
+
+def saved_causes(saved):
+    """The saved ``claims``' causes, ``{row index: paragraph}`` (JSON keeps the indices as strings)."""
+    return {int(i): text for i, text in saved["causes"].items()}
+
+
+def counts_sentence(saved):
+    """Markdown: how many of the saved ``claims`` each verdict has."""
+    return markdown(
+        " · ".join(f"**{v}**: {n}" for v, n in saved["counts"].items()) + f" (of {len(saved['rows'])} claims)."
+    )
+
+
+#: The caption of the figure of :func:`plot`.
+PLOT_CAPTION = (
+    "Every claim with a printed number, our estimate over the paper's value with its 95% interval, from the "
+    "best committed run of each claim (its scale is in the tables below); green reproduced, red differs"
+)
+
+
+def plot_page(rows):
+    """Show :func:`plot` of ``rows`` captioned (:func:`cepaper.book.pages.figure`) and return ``None``, or, when no
+    row has an interval, return a sentence saying so."""
+    fig = plot(rows)
+    if fig is None:
+        return markdown("No committed run has an interval yet: every such claim reads “not run” below.")
+    pages.figure(fig, PLOT_CAPTION)
+
+
+def readings_page(rows):
+    """What the page shows of the readings: for each claim with readings (:func:`readings_tables`), an anchor
+    ``readings-<key>``, the claim and its summary, then its table."""
+    shown = []
+    for key, claim, summary_, table_ in readings_tables(rows):
+        shown += [markdown(f'<span id="readings-{key}"></span>\n\n**{claim}**: {summary_}.'), pages.show(table_)]
+    return shown
+
+
+def causes_page(saved):
+    """Markdown for every row of the saved ``claims`` that differs or is inconclusive: an anchor ``why-<key>``,
+    the claim and its verdict, then its cause."""
+    ids, rows = saved["keys"], saved["rows"]
+    return [
+        markdown(f'<span id="why-{ids[i]}"></span>\n\n**{rows[i]["claim"]}** ({rows[i]["verdict"]}). {text}')
+        for i, text in saved_causes(saved).items()
+    ]

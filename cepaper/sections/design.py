@@ -8,8 +8,8 @@
   ``groups = m``, ``width_per_group = n`` (:class:`cepaper.search.factories.TorchvisionFactory`).
 
 :func:`block_designs` fits alpha (Algorithm 1) and runs Algorithm 2 under three budgets (params,
-FLOPs, latency measured here); :func:`designs_table`, :func:`latency_vs_flops` and :func:`plot_budgets`
-read its saved result.
+FLOPs, latency measured here), :func:`save_blocks` saves it for every block; :func:`alpha_table`,
+:func:`optima_tables`, :func:`latency_sentence`, :func:`plot_budgets` and :func:`check` read the saved results.
 """
 
 import numpy as np
@@ -19,6 +19,7 @@ from torch import nn
 from cepaper import search
 from cepaper.alpha import any_member
 from cepaper.search import any_module, factories
+from cepaper.sections._shared import markdown, quiet_tail_warnings, show  # noqa: F401 (the notebook's)
 
 #: The page's two blocks: factory spec, one example's input shape, baseline ``(m_tilde, n_tilde)``.
 BLOCKS = {
@@ -208,6 +209,79 @@ def paper_block_alpha(widths, trials, readout="mean", seed=0, device="cpu", thre
     ]
 
 
+def save_blocks(run, widths, trials, ns, readout, batch, repeats, seed, device, threads):
+    """:func:`block_designs` of every block of :data:`BLOCKS`, each saved on ``run`` under the block's name."""
+    for block in BLOCKS:
+        run.save(block, block_designs(block, widths, trials, ns, readout, batch, repeats, seed, device, threads))
+
+
+def load_blocks(run):
+    """The saved :func:`block_designs` of every block of :data:`BLOCKS`, in order, from ``run``."""
+    return [run.load(block) for block in BLOCKS]
+
+
+def alpha_table(saved):
+    """One row per saved :func:`block_designs` (``saved``: a list of them): the block, its factory and input,
+    the fitted alpha (Algorithm 1) with its 95% interval, the widths and draws, and the heavy-tailed widths."""
+    return [
+        {
+            "block": s["title"],
+            "factory": s["spec"],
+            "input (one example)": " × ".join(map(str, s["input_shape"])),
+            "α": round(s["alpha"]["alpha"], 3),
+            "95% interval": f"[{s['alpha']['alpha_ci'][0]:.3f}, {s['alpha']['alpha_ci'][1]:.3f}]",
+            "widths": ", ".join(map(str, s["alpha"]["widths"])),
+            "draws per width": s["alpha"]["trials"],
+            "read-out": s["alpha"]["readout"],
+            "heavy-tailed widths": ", ".join(map(str, s["alpha"]["heavy_tail_widths"])) or "none",
+        }
+        for s in saved
+    ]
+
+
+def optima_tables(saved):
+    """What the page shows of the optima of each saved :func:`block_designs` (``saved``: a list of them): its
+    title, :func:`designs_table` and, where there are latency designs, :func:`latency_table`."""
+    from cepaper.book import pages
+
+    shown = []
+    for s in saved:
+        shown += [
+            markdown(f"**{s['title']}** (baseline {s['baseline'].replace('x', '×')}, α = {s['alpha']['alpha']:.3f})"),
+            pages.show(designs_table(s), digits=3),
+        ]
+        if latency_table(s):
+            shown += [
+                markdown("Under latency, the medians and spreads of the timings:"),
+                pages.show(latency_table(s), 3),
+            ]
+    return shown
+
+
+def latency_sentence(saved):
+    """Markdown, one item per saved :func:`block_designs` (``saved``: a list of them): the FLOP optimum, what the
+    latency search found (an optimum and how much wider its members are, or no improvement on the baseline), the
+    time each design takes against the baseline's, whether the FLOP design dominates, and the timing notes."""
+    lines = []
+    for s in saved:
+        gap = latency_vs_flops(s)
+        if gap["latency_verdict"] == "optimum":
+            found = f"optimum {gap['latency_config']} (n = {gap['latency_n']}), {gap['width_ratio']:.3g}× wider members"
+        else:
+            found = f"no improvement found (its best, {gap['latency_config']}, does not beat the baseline)"
+        dominates = (
+            " The FLOP design dominates it (as fast and at least as smooth)." if gap["flops_design_dominates"] else ""
+        )
+        lines.append(
+            f"* **{s['title']}**: FLOP optimum {gap['flops_config']} (n = {gap['flops_n']}); latency search: {found}. "
+            f"At the baseline's FLOPs the FLOP-optimal ensemble takes {gap['flops_design_latency_ratio']:.2f}× the "
+            f"baseline's time ({1e3 * gap['baseline_latency']:.3g} ms per batch of {s['batch']}); the latency "
+            f"search's {gap['latency_design_latency_ratio']:.2f}×.{dominates}"
+            + "".join(f" Note: {note}." for note in gap["latency_notes"])
+        )
+    return markdown("\n".join(lines))
+
+
 def designs_table(saved):
     """One row per budget and objective of a saved :func:`block_designs`: the verdict (``"optimum"`` or
     ``"no improvement found"``), the best design and its costs (:func:`cepaper.verdicts.judge`); the
@@ -329,3 +403,20 @@ def checks(saved):
             )
         )
     return [(name, bool(holds), detail) for name, holds, detail in out]
+
+
+def check(run, saved):
+    """Record :func:`checks` of the saved :func:`block_designs` (``saved``: a list of them) on ``run``. A fitted
+    alpha <= 0, or a primal design off the baseline's parameters by more than 10%, would make the page wrong:
+    it raises ``RuntimeError`` instead."""
+    for s in saved:
+        if not s["alpha"]["alpha"] > 0:
+            raise RuntimeError(f"{s['block']}: fitted alpha {s['alpha']['alpha']} must be > 0")
+        primal = s["designs"]["params"]["primal"]
+        if not abs(primal["params"] / primal["baseline_params"] - 1) < 0.1:
+            raise RuntimeError(
+                f"{s['block']}: step 6 missed the budget ({primal['params']:,} parameters against the baseline's "
+                f"{primal['baseline_params']:,})"
+            )
+    for name, holds, detail in checks(saved):
+        run.check(name, holds, detail)

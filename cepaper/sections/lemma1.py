@@ -2,21 +2,30 @@
 
 The analysis (:func:`circle_inputs`, :func:`running_ensemble`, :func:`ensemble_variance`,
 :func:`variance_slope`, :func:`inverse_width_fit`) works on Monte Carlo draws of member NTKs
-(:mod:`cepaper.montecarlo`); the figures (Fig. 2) take the ``data`` dicts the notebook saved and
-return a ``matplotlib`` Figure, computing nothing the notebook did not save.
+(:mod:`cepaper.montecarlo`); :func:`draw_kernels` and :func:`save` are what the notebook runs, :func:`check`
+what it checks. The figures (Fig. 2), tables and sentence (:mod:`cepaper.sections._lemma1_page`, exposed
+here) take the ``data`` dicts the notebook saved, computing nothing the notebook did not save.
 """
 
 import math
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from cepaper._checks import positive_float, positive_int
 from cepaper.montecarlo import moments
+from cepaper.sections._lemma1_page import (  # noqa: F401 (the notebook's figures, tables and sentence)
+    lemma1_nmk,
+    lemma1_surface,
+    lemma1_variance,
+    lemma1_width,
+    nmk_rows,
+    setup_table,
+    variance_rows,
+    width_sentence,
+)
+from cepaper.sections._shared import show  # noqa: F401 (the notebook's)
 from cepaper.stats import t_quantile
-
-PARTS = (("diag", r"diagonal $K[x_\gamma, x_\gamma]$"), ("off", r"off-diagonal $K[x_0, x_\gamma]$"))
 
 
 def _a(x):
@@ -51,147 +60,7 @@ def check_params(n, widths, width_draws, z_max):
     return widths, width_draws, positive_float("z_max", z_max)
 
 
-# ------------------------------------------------------------------------------ Fig. 2 (Lemma 1)
-
-
-def lemma1_surface(ens):
-    """Fig. 2(a): the ensemble NTK ``K_e`` (Eq. 4) over ``gamma`` and ``m``, diagonal and off-diagonal.
-
-    ``ens``: the ``ensemble`` result of the lemma1 notebook, with ``gamma (G,)``, ``m (M,)``,
-    running ensemble kernels ``diag``/``off (M, G)`` and the analytic ``kinf_diag``/``kinf_off (G,)``.
-    The surface smooths as ``m`` grows (Lemma 1, Eq. 6).
-    """
-    gamma, m = _a(ens["gamma"]), _a(ens["m"])
-    gg, mm = np.meshgrid(gamma, np.log2(m))
-    fig = plt.figure(figsize=(11, 4.4))
-    for i, (part, title) in enumerate(PARTS):
-        ax = fig.add_subplot(1, 2, i + 1, projection="3d")
-        ax.plot_surface(gg, mm, _a(ens[part]), cmap="viridis", linewidth=0, antialiased=True, alpha=0.9)
-        ax.plot(gamma, np.full_like(gamma, np.log2(m[-1])), _a(ens[f"kinf_{part}"]), "k-", lw=1.5, label=r"$K^\infty$")
-        ax.set_xlabel(r"$\gamma$")
-        ax.set_ylabel(r"$\log_2 m$")
-        ax.set_zlabel(r"$K_e$")
-        ax.set_title(f"(a) {title}", fontsize=10)
-        ax.view_init(elev=28, azim=-60)
-    fig.suptitle(f"Ensemble NTK of the first m members (L = {ens['depth']}, n = {ens['n']})")
-    fig.tight_layout()
-    return fig
-
-
-def lemma1_nmk(nmk):
-    """Fig. 2(b): the NMK (Eq. 5, Monte Carlo mean +- 2 SE) at width ``n`` and at a wider net vs ``K_inf``.
-
-    ``nmk``: the ``nmk`` result, with ``gamma``, ``widths (W,)``, ``draws``, ``mean``/``mean_se``/
-    ``std (W, 2G)`` (diagonal entries first), ``kinf (2G,)``, ``n`` and ``n_wide``. The light band is the
-    spread (+- 1 std) of single members at width ``n``.
-    """
-    gamma, widths = _a(nmk["gamma"]), list(nmk["widths"])
-    g = len(gamma)
-    mean, se, std, kinf = _a(nmk["mean"]), _a(nmk["mean_se"]), _a(nmk["std"]), _a(nmk["kinf"])
-    i_n, i_w = widths.index(nmk["n"]), widths.index(nmk["n_wide"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, (j, (_, title)) in zip(axes, enumerate(PARTS)):
-        sl = slice(j * g, (j + 1) * g)
-        ax.fill_between(
-            gamma,
-            (mean[i_n] - std[i_n])[sl],
-            (mean[i_n] + std[i_n])[sl],
-            color="C0",
-            alpha=0.12,
-            lw=0,
-            label=f"one member, n = {nmk['n']} (±1 std)",
-        )
-        for i, c in ((i_n, "C0"), (i_w, "C1")):
-            ax.errorbar(
-                gamma,
-                mean[i][sl],
-                yerr=2 * se[i][sl],
-                fmt="o",
-                ms=2.5,
-                color=c,
-                elinewidth=1,
-                label=f"NMK, n = {widths[i]} ({nmk['draws'][i]} draws, ±2 SE)",
-            )
-        ax.plot(gamma, kinf[sl], "k-", lw=1.2, label=r"$K^\infty$ (analytic)")
-        ax.set_xlabel(r"$\gamma$")
-        ax.set_title(f"(b) {title}", fontsize=10)
-    axes[0].set_ylabel("NTK")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def lemma1_variance(var):
-    """``Var(K_e)`` against ``m`` on log axes, the ``1/m`` law (Eq. 11) and the fitted slope.
-
-    ``var``: the ``variance`` result, with ``fit_diag``/``fit_off`` dicts from
-    :func:`cepaper.sections.lemma1.variance_slope` (``m``, ``var``, ``var_se``, ``slope``, ``lo``, ``hi``, ...).
-    """
-    fig, ax = plt.subplots(figsize=(5.6, 4.2))
-    for j, (part, title) in enumerate(PARTS):
-        f = var[f"fit_{part}"]
-        m, v, se = _a(f["m"]), _a(f["var"]), _a(f["var_se"])
-        ax.errorbar(
-            m,
-            v,
-            yerr=2 * se,
-            fmt="o",
-            color=f"C{j}",
-            ms=4,
-            label=f"{title.split(' ')[0]}: slope {f['slope']:.3f} [{f['lo']:.3f}, {f['hi']:.3f}]",
-        )
-        ax.plot(m, np.exp(f["intercept"]) * m ** f["slope"], "-", color=f"C{j}", lw=1)
-        ax.plot(m, v[0] * m[0] / m, "k:", lw=1)
-    ax.plot([], [], "k:", label=r"$\mathrm{Var}(K_n)/m$")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("multiplicity m")
-    ax.set_ylabel(r"$\mathrm{Var}(K_e)$, mean over $\gamma$")
-    ax.set_title(f"Eq. 11: Var(K_e) ~ 1/m (±2 jackknife SE, {var['fit_diag']['level']:.0%} interval)", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def lemma1_width(nmk):
-    """The NMK's dependence on the width ``n``: deviations from ``K_inf`` and their ``c / n`` fit.
-
-    Left: the RMS over ``gamma`` of ``(NMK_n - K_inf) / K_inf(x, x)`` against ``n`` (log axes), beside
-    the RMS of its standard error (the Monte Carlo noise floor, dashed) and the fitted ``RMS(c) / n``
-    (dotted). Right: the coefficient ``c(gamma)`` of the fit ``NMK_n - K_inf = c / n`` (+- 2 SE).
-    ``nmk`` as in :func:`lemma1_nmk`, plus ``ref`` (``K_inf(x, x)``), ``c`` and ``c_se`` (2G,).
-    """
-    gamma, widths = _a(nmk["gamma"]), _a(nmk["widths"])
-    g = len(gamma)
-    mean, se, kinf, ref = _a(nmk["mean"]), _a(nmk["mean_se"]), _a(nmk["kinf"]), float(nmk["ref"])
-    c, c_se = _a(nmk["c"]), _a(nmk["c_se"])
-    dev, dse = (mean - kinf) / ref, se / ref
-    rms = lambda a: np.sqrt((a**2).mean(-1))
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4))
-    for j, (_, title) in enumerate(PARTS):
-        sl = slice(j * g, (j + 1) * g)
-        ax.plot(widths, rms(dev[:, sl]), "o-", color=f"C{j}", ms=4, label=f"{title}")
-        ax.plot(widths, rms(dse[:, sl]), "--", color=f"C{j}", lw=1, label="  its Monte Carlo SE")
-        ax.plot(widths, rms(c[sl]) / widths, ":", color=f"C{j}", lw=1.2, label="  fit c/n")
-        bx.plot(gamma, c[sl], "-", color=f"C{j}", lw=1.2, label=title)
-        bx.fill_between(gamma, c[sl] - 2 * c_se[sl], c[sl] + 2 * c_se[sl], color=f"C{j}", alpha=0.15, lw=0)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("width n")
-    ax.set_ylabel(r"RMS$_\gamma\,(K_n^\infty - K^\infty) / K^\infty(x, x)$")
-    ax.legend(fontsize=7)
-    bx.axhline(0, color="k", lw=0.8)
-    bx.set_xlabel(r"$\gamma$")
-    bx.set_ylabel(r"$c(\gamma)$ in $K_n^\infty - K^\infty \approx c / n$ (units of $K^\infty(x,x)$)")
-    bx.set_title(
-        f"finite-width correction of the NMK (±2 SE), widths {', '.join(str(int(w)) for w in widths)}", fontsize=9
-    )
-    bx.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-# ------------------------------------------------------------------------------ Fig. 4 (Sec. 4.1)
+# ------------------------------------------------------------------------------ the Monte Carlo analysis
 
 
 def circle_inputs(n_gamma, dtype=torch.float32):
@@ -413,3 +282,56 @@ def checks(variance, nmk, ens, z_max):
         )
     )
     return [(name, bool(holds), detail) for name, holds, detail in out]
+
+
+# ------------------------------------------------------------------------------ what the notebook runs
+
+
+def draw_kernels(n_gamma, depth, n, draws, widths, width_draws, seed=0, device="cpu"):
+    """The Monte Carlo behind Fig. 2: member NTKs ``K_n(theta_j)`` of Eq. 3's ReLU MLP (``depth`` hidden layers)
+    at the entries of :func:`circle_inputs` (``n_gamma`` angles), and the analytic ``K_inf`` there.
+
+    Returns a dict: ``gamma (G,)``, ``kinf (2G,)``; ``pool (draws, 2G)``, the member kernels at width ``n``
+    (seed ``seed``); ``nmk``, ``{width: moments}`` at ``n`` (of the pool) and at every width of ``widths``
+    (``width_draws`` draws each, seeds ``seed + 1, ...``); ``n``."""
+    from cepaper import kernels, montecarlo
+
+    gamma, x, entries = circle_inputs(n_gamma)
+    kinf = kernels.relu_ntk(x, depth=depth)[entries]
+    sampler = montecarlo.mlp_ntk_sampler(x, widths=n, depth=depth, entries=entries)
+    pool = montecarlo.mc_samples(sampler, draws, seed=seed, device=device).cpu()
+    nmk = {n: moments(pool)}
+    for i, (w, d) in enumerate(zip(widths, width_draws)):
+        sampler = montecarlo.mlp_ntk_sampler(x, widths=w, depth=depth, entries=entries)
+        nmk[w] = montecarlo.mc_moments(sampler, d, seed=seed + 1 + i, device=device).cpu()
+    return dict(gamma=gamma, kinf=kinf, pool=pool, nmk=nmk, n=n)
+
+
+def save(run, drawn, depth, m_max, ms, blocks=16, level=0.95):
+    """Save on ``run`` what the page draws from the :func:`draw_kernels` result ``drawn``: the running ensemble
+    of the first ``m_max`` members (``ensemble``, Fig. 2a), the NMK at every width with the fit
+    ``NMK_n - K_inf = c / n`` relative to ``K_inf(x, x)`` (``nmk``, Fig. 2b, :func:`inverse_width_fit`), and the
+    slope of ``Var(K_e)`` over the multiplicities ``ms`` with its jackknife interval (``variance``, Eq. 11)."""
+    import pandas as pd
+
+    gamma, kinf, pool, nmk, n = (drawn[k] for k in ("gamma", "kinf", "pool", "nmk", "n"))
+    g, ws = len(gamma), sorted(nmk)
+    k_e = running_ensemble(pool[:m_max])  # (m_max, 2G), row m-1 is K_e(m)
+    ens = dict(gamma=gamma, m=np.arange(1, m_max + 1), diag=k_e[:, :g], off=k_e[:, g:], depth=depth, n=n)
+    run.save("ensemble", dict(ens, kinf_diag=kinf[:g], kinf_off=kinf[g:]))
+    ref = kinf[:g].mean()  # K_inf(x, x), the same for every unit x
+    mean, mean_se = torch.stack([nmk[w].mean for w in ws]), torch.stack([nmk[w].mean_se for w in ws])
+    c, c_se = inverse_width_fit(ws, (mean - kinf) / ref, mean_se / ref)
+    saved = dict(gamma=gamma, widths=ws, draws=[nmk[w].draws for w in ws], n=n, n_wide=max(w for w in ws if w != n))
+    std = torch.stack([nmk[w].var.sqrt() for w in ws])
+    saved.update(mean=mean, mean_se=mean_se, std=std, kinf=kinf, ref=ref, c=c, c_se=c_se)
+    run.save("nmk", saved, table=pd.DataFrame(nmk_rows(saved)))
+    parts = {"diag": pool[:, :g], "off": pool[:, g:]}
+    fits = {f"fit_{part}": variance_slope(k, ms, blocks=blocks, level=level) for part, k in parts.items()}
+    run.save("variance", fits, table=pd.DataFrame(variance_rows(fits)))
+
+
+def check(run, z_max):
+    """Record :func:`checks` on ``run``, from its saved ``variance``, ``nmk`` and ``ensemble``."""
+    for name, holds, detail in checks(run.load("variance"), run.load("nmk"), run.load("ensemble"), z_max):
+        run.check(name, holds, detail)

@@ -1,8 +1,9 @@
 """Figures and tables of notebook ``04_primal_dual`` (Sec. 3, Fig. 3, Figs. 6-7, Tables 1-5).
 
-The ``*_rows``/``*_data`` functions compute JSON-able results (lists and dicts) that the notebook
-saves; the ``plot_*`` functions draw from the saved results. The paper's printed values come from
-:mod:`cepaper.sections.paper`, never from the notebook.
+The ``*_rows``/``*_data`` functions compute JSON-able results (lists and dicts); the ``save_*`` functions
+save them on the notebook's run, and ``check`` records the paper's claims from them. The page's tables,
+sentences and figures (:mod:`cepaper.sections._primal_dual_page`, exposed here) draw from the saved results.
+The paper's printed values come from :mod:`cepaper.sections.paper`, never from the notebook.
 """
 
 import dataclasses
@@ -14,6 +15,21 @@ from cepaper import complexity as cxm
 from cepaper import search
 from cepaper.search import networks
 from cepaper.sections import paper
+from cepaper.sections._primal_dual_page import (  # noqa: F401 (the notebook's figures, tables and sentences)
+    derived_tables,
+    fig3_conventions_table,
+    fig3_sentence,
+    fitted_alpha_tables,
+    matching_range,
+    paper_width,
+    plot_alpha_sensitivity,
+    plot_block_curves,
+    plot_curves,
+    rho_misses,
+    rho_tables,
+    sensitivity_sentence,
+)
+from cepaper.sections._shared import show  # noqa: F401 (the notebook's)
 
 # ---------------------------------------------------------------------------------------------
 # Helpers: printed digits
@@ -37,21 +53,17 @@ def matches_printed(value, printed):
     return printed is not None and abs(as_printed(value, printed) - printed) < 1e-9
 
 
-def paper_width(table, objective="primal", budget=None):
-    """Width ``d`` of the optimum the paper derived in ``table`` (e.g. Table 5 -> 8, from 44x8d)."""
-    for row in paper.MODELS:
-        if (
-            row["table"] == table
-            and row["role"] == "optimum"
-            and row["objective"] == objective
-            and budget in (None, row["budget"])
-        ):
-            return cxm.parse_config(row["config"])[1]
-    raise ValueError(f"table {table!r} has no {objective} optimum")
-
-
-def _row_alpha(alpha):
+def block_alpha(alpha=None):
+    """The alpha of Eq. 9 for the ResNeXt block: ``alpha``, or the paper's 1.60 (Sec. 4.2) when ``None``."""
     return paper.ALPHA_BOTTLENECK if alpha is None else alpha
+
+
+def alpha_grid(spec, name="alphas"):
+    """The alphas ``start, start + step, ... < stop`` of ``spec = [start, stop, step]`` (a parameter named
+    ``name``), rounded to 6 decimals."""
+    if len(spec) != 3 or not 0 < spec[2] <= spec[1] - spec[0]:
+        raise ValueError(f"{name} must be [start, stop, step] with 0 < step <= stop - start, got {list(spec)}")
+    return np.round(np.arange(*spec), 6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,12 +86,6 @@ def matching_alphas(scan, target=None):
         & (np.floor(np.asarray(scan["m_dual"]) + 0.5) == t["m_dual"])
         & np.array([matches_printed(r, t["rho_dual"]) for r in scan["rho"]])
     )
-
-
-def matching_range(alphas, mask):
-    """``[min, max]`` of the alphas where ``mask`` holds (``None`` when it never does)."""
-    hits = np.asarray(alphas)[np.asarray(mask, dtype=bool)]
-    return [float(hits.min()), float(hits.max())] if hits.size else None
 
 
 def fig3_convention_rows(alphas):
@@ -167,7 +173,7 @@ def derive(row, alpha=None, module=None, rounding="nearest"):
         row["from_baseline"],
         row["objective"] or "primal",
         row["budget"],
-        alpha=_row_alpha(alpha),
+        alpha=block_alpha(alpha),
         classes=row["classes"],
         rounding=rounding,
         module=module,
@@ -216,7 +222,7 @@ def block_convention_rows(alpha=None):
     """Systematic search of the bottleneck conventions (params budget): for each (layers in the
     sum, kernel area in the fan-in, BN in beta(n)), the optimum n, m_d(10) for the 1x128d and
     1x226d baselines, and how many of the paper's derived params-budget models it reproduces."""
-    alpha = _row_alpha(alpha)
+    alpha = block_alpha(alpha)
     targets = [
         r
         for r in paper.MODELS
@@ -249,7 +255,7 @@ def block_convention_rows(alpha=None):
 def flops_convention_rows(alpha=None):
     """For each FLOPs convention: the FLOPs-budget optimum n (1x128d), the derived Table 5
     models, and how many of Table 5's GFLOPs it reproduces to the printed digits."""
-    alpha = _row_alpha(alpha)
+    alpha = block_alpha(alpha)
     t5 = [r for r in paper.MODELS if r["table"] == "5"]
     rows = []
     for conv in search.FLOPS_CONVENTIONS:
@@ -318,7 +324,7 @@ def printed_rows():
 def block_curves_data(alpha=None, baseline="1x128d"):
     """The red curves of Figs. 6-7: primal and dual over n for the ``baseline`` block (params), and
     the primal over n at constant FLOPs (Table 5)."""
-    alpha = _row_alpha(alpha)
+    alpha = block_alpha(alpha)
     module = search.BottleneckDesign()
     _, n_tilde = cxm.parse_config(baseline)
     out = {"alpha": alpha, "baseline": baseline, "module": vars_of(module)}
@@ -352,102 +358,58 @@ def _lists(d):
 
 
 # ---------------------------------------------------------------------------------------------
-# Figures (from saved results)
+# The page: what notebook 04_primal_dual saves, shows and checks
 # ---------------------------------------------------------------------------------------------
 
 
-def _mark(ax, x, y, label, color="k", below=False):
-    ax.plot([x], [y], "o", color=color, ms=7, zorder=5)
-    ax.annotate(label, (x, y), textcoords="offset points", xytext=(8, -16 if below else 8), fontsize=9)
+def save_fig3(run, fig3_alphas):
+    """Fig. 3 searched over the alphas of ``fig3_alphas`` (``[start, stop, step]``): saves the conventions of
+    the fully connected net (``fig3_conventions``, :func:`fig3_convention_rows`) and Fig. 3 (``fig3``,
+    :func:`fig3_data`) on ``run``."""
+    import pandas as pd
+
+    alphas = alpha_grid(fig3_alphas, "fig3_alphas")
+    rows = fig3_convention_rows(alphas)
+    run.save("fig3_conventions", {"rows": rows}, table=pd.DataFrame(rows))
+    run.save("fig3", fig3_data(alphas))
 
 
-def plot_curves(curve, primal, dual, paper_n=None, title="", logx=True, axes=None):
-    """Two panels: (a) the primal objective Var(K_e)/Var(K_ñ) at m_p(n) (red) with m_p(n);
-    (b) the dual efficiency rho(m_d(n), n) (red) with m_d(n); optima marked. ``axes``: a pair of
-    axes to draw into (default: a new figure)."""
-    import matplotlib.pyplot as plt
+def save_block(run, alpha, block_alphas):
+    """The ResNeXt block at ``alpha``: saves its parameter and FLOPs conventions (``block_conventions``,
+    ``flops_conventions``), its curves (``block_curves``) and its optimum over the alphas of ``block_alphas``
+    (``[start, stop, step]``: ``block_alpha_scan``) on ``run``."""
+    import pandas as pd
 
-    n = np.asarray(curve["n"])
-    if axes is None:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-        fig.subplots_adjust(wspace=0.45, top=0.82, bottom=0.14, left=0.07, right=0.93)
-        fig.suptitle(title, fontsize=11)
-    else:
-        fig = axes[0].figure
-        axes[0].text(0.0, 1.12, title, transform=axes[0].transAxes, fontsize=11)
-    panels = (
-        (axes[0], "var_ratio_primal", "m_primal", primal, "(a) primal: Var(K_e) / Var(K_ñ) at m_p(n)", "m_p(n)"),
-        (axes[1], "rho_dual", "m_dual", dual, "(b) dual: efficiency ρ(m_d(n), n)", "m_d(n)"),
-    )
-    for ax, key, mkey, opt, label, mlabel in panels:
-        ax.plot(n, curve[key], color="tab:red", lw=2)
-        y = curve[key][opt["index"]]
-        _mark(
-            ax,
-            opt["n"],
-            y,
-            f"n = {opt['n']}, m = {opt['m']:.1f}" + (f", ρ = {opt['rho']:.2f}" if key == "rho_dual" else ""),
-            below=key == "rho_dual",
-        )
-        if paper_n is not None:
-            ax.axvline(paper_n, color="gray", ls="--", lw=1, label=f"paper: n = {paper_n}")
-            ax.legend(loc="lower right" if key == "rho_dual" else "upper right", fontsize=8)
-        ax.set_xlabel("width n")
-        ax.set_title(label, fontsize=10)
-        if logx:
-            ax.set_xscale("log")
-        twin = ax.twinx()
-        twin.plot(n, curve[mkey], color="tab:blue", lw=1, alpha=0.6)
-        twin.set_yscale("log")
-        twin.set_ylabel(mlabel, color="tab:blue")
-    axes[0].set_yscale("log")
-    return fig
-
-
-def plot_block_curves(block, paper_n_params, paper_n_flops):
-    """The red curves of Figs. 6-7 (parameter budget) and of Table 5 (FLOPs budget), from
-    :func:`block_curves_data`: a 2 x 2 figure, primal left, dual right."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.6))
-    fig.subplots_adjust(wspace=0.45, hspace=0.55, top=0.9, bottom=0.07, left=0.07, right=0.93)
-    for row, key, paper_n, what in (
-        (0, "params", paper_n_params, "parameter budget (Figs. 6-7)"),
-        (1, "flops", paper_n_flops, f"FLOPs budget, {block['module']['flops']} (Table 5)"),
+    alphas = alpha_grid(block_alphas, "block_alphas")
+    for name, rows in (
+        ("block_conventions", block_convention_rows(alpha)),
+        ("flops_conventions", flops_convention_rows(alpha)),
     ):
-        d = block[key]
-        plot_curves(
-            d["curve"],
-            d["primal"],
-            d["dual"],
-            paper_n,
-            f"baseline {block['baseline']} block, {what}, α = {block['alpha']:.2f}",
-            axes=axes[row],
-        )
-    return fig
+        run.save(name, {"rows": rows}, table=pd.DataFrame(rows))
+    run.save("block_curves", block_curves_data(alpha))
+    run.save("block_alpha_scan", block_alpha_scan(alphas))
 
 
-def plot_alpha_sensitivity(fig3_scan, fig3_match, block_scan, paper_fig3_n, paper_block_n):
-    """Optimum width n* as a function of alpha: Fig. 3's MLP (shaded: alphas that reproduce all of
-    Fig. 3's numbers) and the bottleneck block (params and FLOPs budgets)."""
-    import matplotlib.pyplot as plt
+def save_models(run, alpha):
+    """Algorithm 2 at ``alpha`` for every model of Tables 1-5 (``derived_models``, :func:`derived_rows`) and the
+    exact sizes beside the printed ones (``printed_numbers``, :func:`printed_rows`), saved on ``run``."""
+    import pandas as pd
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-    fig.subplots_adjust(wspace=0.25, top=0.9, bottom=0.15, left=0.07, right=0.97)
-    a = np.asarray(fig3_scan["alpha"])
-    axes[0].step(a, fig3_scan["n"], where="mid", color="tab:red")
-    axes[0].axhline(paper_fig3_n, color="gray", ls="--", lw=1, label=f"paper n = {paper_fig3_n}")
-    m = np.asarray(fig3_match, dtype=bool)
-    if m.any():
-        axes[0].axvspan(a[m].min(), a[m].max(), color="tab:green", alpha=0.25, label="reproduces Fig. 3")
-    axes[0].set(xlabel="α", ylabel="optimal n", title="Fig. 3 MLP (L = 6, ñ = 500)")
-    axes[0].legend(fontsize=8)
-    for key, color in (("params", "tab:red"), ("flops", "tab:purple")):
-        axes[1].step(block_scan[key]["alpha"], block_scan[key]["n"], where="mid", color=color, label=f"{key} budget")
-    axes[1].axhline(paper_block_n, color="gray", ls="--", lw=1, label=f"paper n = {paper_block_n} (params)")
-    axes[1].axvline(paper.ALPHA_BOTTLENECK, color="k", ls=":", lw=1, label=f"paper α = {paper.ALPHA_BOTTLENECK:.2f}")
-    axes[1].set(xlabel="α", ylabel="optimal n", title="ResNeXt bottleneck (256 → [n, n] → 256)")
-    for ax in axes:
-        ax.yaxis.get_major_locator().set_params(integer=True)
-    axes[1].legend(fontsize=8)
-    return fig
+    for name, rows in (("derived_models", derived_rows(alpha)), ("printed_numbers", printed_rows())):
+        run.save(name, {"rows": rows}, table=pd.DataFrame(rows))
+
+
+def check(run, alpha=None):
+    """Record :mod:`cepaper.sections.primal_dual_checks` on ``run``, from its saved results: Fig. 3, the ResNeXt
+    block and its conventions, the models derived at ``alpha`` (the block's) and the printed sizes."""
+    from cepaper.sections import primal_dual_checks as checks
+
+    for name, holds, detail in [
+        *checks.fig3(run.load("fig3_conventions")["rows"], run.load("fig3")),
+        *checks.resnext_block(
+            run.load("block_curves"), run.load("block_conventions")["rows"], run.load("flops_conventions")["rows"]
+        ),
+        *checks.derived_models(run.load("derived_models")["rows"], alpha),
+        *checks.printed_numbers(run.load("printed_numbers")["rows"]),
+    ]:
+        run.check(name, holds, detail)

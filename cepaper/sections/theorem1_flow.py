@@ -29,6 +29,7 @@ from cepaper import data
 from cepaper._checks import positive_int
 from cepaper.models.mlp import check_activation
 from cepaper.sections import paper, theorem1
+from cepaper.sections._shared import markdown, set_threads, show  # noqa: F401 (the notebook's)
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,72 @@ def exponents(change, configs, max_rel_change=PERTURBATIVE, level=0.95):
                 s = theorem1.loglog_slope(ce[xcol], ce["abs_change"], level)
                 rows.append(row | {k: s[k] for k in ("slope", "lo", "hi", "points")} | dict(note=""))
     return pd.DataFrame(rows)
+
+
+def train_and_save(
+    run,
+    n_train,
+    target,
+    data_root,
+    widths,
+    ms,
+    n_m,
+    seeds,
+    readings,
+    *,
+    steps,
+    lr,
+    batch_size,
+    max_rel_change,
+    cache,
+    depth,
+    n_probe,
+    device,
+):
+    """The page's grid, end to end: the first ``n_train`` MNIST images with ``target`` labels (:func:`mnist`, in
+    float64), every configuration of :func:`grid` trained under every reading and seed (:func:`train`, resumed
+    from ``cache``), their kernel changes (:func:`changes`) and the two exponents (:func:`exponents`), saved on
+    ``run`` as ``runs`` and ``exponents``. Returns Markdown saying what trained."""
+    source, x, y = mnist(n_train, target, data_root)
+    configs = grid(widths, ms, n_m)
+    records = train(
+        x,
+        y,
+        configs,
+        seeds,
+        readings,
+        steps=steps,
+        lr=lr,
+        batch_size=batch_size,
+        cache=cache,
+        depth=depth,
+        n_probe=n_probe,
+        device=device,
+        dtype=torch.float64,
+    )
+    change = changes(records)
+    fits = exponents(change, configs, max_rel_change)
+    run.save("runs", {"source": source, "records": records, "change": change.to_dict("list")}, table=change)
+    run.save("exponents", {"fits": fits.to_dict("list"), "configs": configs.to_dict("list"), "primary": PRIMARY})
+    return markdown(
+        f"{sum(map(len, records.values()))} runs on {source} ({len(x)} images): {len(readings)} readings, "
+        f"seeds {seeds}, {steps} steps at lr {lr:g} (training time {steps * lr:g})."
+    )
+
+
+def load_frames(run):
+    """``(change, fits, configs)``: the saved kernel changes, exponents and grid of ``run`` as DataFrames."""
+    saved = run.load("exponents")
+    return pd.DataFrame(run.load("runs")["change"]), pd.DataFrame(saved["fits"]), pd.DataFrame(saved["configs"])
+
+
+def exponents_sentence(fits):
+    """Markdown: how many readings bear out each exponent (probe mean), the exponent of ``n`` against Theorem
+    1's -1 and footnote 1's -0.5, the exponent of ``m`` against -1 (:func:`summary`)."""
+    return markdown(
+        f"**Exponent of n** (probe mean): against Theorem 1's −1 it {summary(fits, 'n')}; against footnote 1's "
+        f"−0.5 it {summary(fits, 'n', target='footnote 1')}. **Exponent of m**: against −1 it {summary(fits, 'm')}."
+    )
 
 
 def verdicts(fits):

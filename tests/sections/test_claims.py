@@ -263,3 +263,26 @@ def test_cost_from_a_measured_speed_and_by_flops():
     )
     assert claims.cost(base, speed, 10).startswith(f"{hours / ratio:,.0f} CPU-hours")
     assert "no training speed measured" in claims.cost(base, [], 10)
+
+
+def test_the_page_reads_the_saved_claims():
+    """The summary sentence counts the verdicts; each cause is under its row's anchor; with no interval the
+    figure is a sentence; a level outside (0, 1) is refused before anything is read."""
+    rows = [
+        {"claim": "Lemma 1; Var falls", "verdict": "reproduced", "readings": [], "estimate": None},
+        {"claim": "Fig. 3 (optimum)", "verdict": "differs", "readings": [], "estimate": None},
+    ]
+    saved = {"rows": rows, "keys": claims.keys(rows), "counts": claims.counts(rows), "causes": {"1": "Rounding."}}
+    assert claims.counts_sentence(saved).data == (
+        "**reproduced**: 1 · **consistent**: 0 · **inconclusive**: 0 · **differs**: 1 · **cannot tell**: 0 · "
+        "**not run**: 0 (of 2 claims)."
+    )
+    assert claims.saved_causes(saved) == {1: "Rounding."}
+    (why,) = claims.causes_page(saved)
+    assert why.data == f'<span id="why-{saved["keys"][1]}"></span>\n\n**Fig. 3 (optimum)** (differs). Rounding.'
+    assert claims.plot_page(rows).data.startswith("No committed run has an interval yet")
+    assert claims.readings_page(rows) == []
+    assert claims.check_level(0.9) == 0.9
+    for bad in (0, 1, 1.5):
+        with pytest.raises(ValueError, match=f"level must be in \\(0, 1\\), got {bad}"):
+            claims.check_level(bad)

@@ -70,6 +70,51 @@ def test_latency_vs_flops_says_when_the_flop_design_dominates():
     assert gap["latency_verdict"] == "no improvement found" and gap["latency_notes"] == ["x"]
 
 
+def gap_block(flops_latency=1.5, verdict="optimum", alpha=1.2, params=1000):
+    """A saved block_designs with what the latency sentence and the checks read: a FLOP design 9x4 and a latency
+    design 2x16 (baseline 1x256, 4 s a batch of 8), parameter and FLOP designs at ``params`` against 1000."""
+    one = dict(n=4, config="9x4", var_ratio=0.5, params=params, baseline_params=1000, strong_duality=True)
+    lat = dict(n=16, config="2x16", cost=2.0, baseline_cost=4.0, var_ratio=0.8, verdict=verdict, notes=["noisy"])
+    return {
+        "block": "toy",
+        "title": "Toy block",
+        "batch": 8,
+        "alpha": {"alpha": alpha},
+        "designs": {b: {"primal": one, "dual": one} for b in ("params", "flops")} | {"latency": {"primal": lat}},
+        "flops_design_latency": flops_latency,
+    }
+
+
+def test_latency_sentence_says_what_the_latency_search_found():
+    found, none = design_section.latency_sentence([gap_block(), gap_block(5.0, "no improvement found")]).data.split(
+        "\n"
+    )
+    assert found == (
+        "* **Toy block**: FLOP optimum 9x4 (n = 4); latency search: optimum 2x16 (n = 16), 4× wider members. At the "
+        "baseline's FLOPs the FLOP-optimal ensemble takes 0.38× the baseline's time (4e+03 ms per batch of 8); the "
+        "latency search's 0.50×. The FLOP design dominates it (as fast and at least as smooth). Note: noisy."
+    )
+    assert "latency search: no improvement found (its best, 2x16, does not beat the baseline)." in none
+    assert "takes 1.25×" in none and "dominates" not in none
+
+
+def test_check_records_the_checks_and_stops_a_wrong_page():
+    class Run:
+        def __init__(self):
+            self.checks = []
+
+        def check(self, name, holds, detail):
+            self.checks.append((name, holds))
+
+    run = Run()
+    design_section.check(run, [gap_block()])
+    assert run.checks == [(name, True) for name, _, _ in design_section.checks([gap_block()])] and len(run.checks) == 2
+    with pytest.raises(RuntimeError, match="toy: fitted alpha -0.1 must be > 0"):
+        design_section.check(Run(), [gap_block(alpha=-0.1)])
+    with pytest.raises(RuntimeError, match="toy: step 6 missed the budget"):
+        design_section.check(Run(), [gap_block(params=1200)])
+
+
 def test_paper_block_step6_rows():
     """The paper's block through the generic path (2x2 input: the FLOP ratios do not depend on it)."""
     rows = design_section.paper_block_step6((256, 2, 2))

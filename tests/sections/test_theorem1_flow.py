@@ -95,6 +95,18 @@ def test_exponents_recover_planted_slopes_and_judge_both_targets():
     assert flow.summary(fits, "n", target="footnote 1") == "holds under 1 of 1 readings"
 
 
+def test_exponents_sentence_puts_each_exponent_beside_its_targets():
+    """n^-0.5 and m^-1 planted: the exponent of n differs from Theorem 1's -1 and bears out footnote 1's -0.5,
+    the exponent of m bears out -1; the sentence says each where it belongs."""
+    change, configs = synthetic(-0.5, -1.0)
+    text = flow.exponents_sentence(flow.exponents(change, configs, max_rel_change=1.0)).data
+    assert text == (
+        "**Exponent of n** (probe mean): against Theorem 1's −1 it holds under 0 of 1 readings; against "
+        "footnote 1's −0.5 it holds under 1 of 1 readings. **Exponent of m**: against −1 it holds under 1 of 1 "
+        "readings."
+    )
+
+
 def test_perturbative_rule_leaves_out_large_changes_and_says_when_too_few_remain():
     change, configs = synthetic(-1.0, -1.0)  # rel_change = abs_change = 0.5 n^-1 m^-1
     fits = flow.exponents(change, configs, max_rel_change=0.05)  # keeps n >= 16 (0.031), drops n = 8 (0.0625)
