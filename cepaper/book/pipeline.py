@@ -131,8 +131,9 @@ def execute(section, params, key, rank=0, env=None):
     profile = params["profile"]
     out = executed_path(section, profile)
     own = results.section_dir(section, profile)
-    if not rank:
-        files.check_writable(own)  # before hours of work, not after
+    if not rank:  # before hours of work, not after: the folder, and its parent where publishing renames
+        files.check_writable(own)
+        files.check_writable(own.parent)
     (BUILD / "staging").mkdir(parents=True, exist_ok=True)
     prefix = f"{profile}-{section}-" if not rank else f"rank{rank}-{profile}-{section}-"
     staging = Path(tempfile.mkdtemp(dir=BUILD / "staging", prefix=prefix))
@@ -168,10 +169,7 @@ def execute(section, params, key, rank=0, env=None):
                 )
         except BaseException as e:
             dest = BUILD / "failed" / profile / (out.name if not rank else f"{out.stem}.rank{rank}{out.suffix}")
-            failed = _keep_failed(staging / "out.ipynb", dest)
-            kept = (
-                f"the failed notebook is {failed.relative_to(REPO)}; " if failed else ""
-            ) + "the last good results are kept"
+            kept = _keep_failed(staging / "out.ipynb", dest) + "the last good results are kept"
             if isinstance(e, papermill.PapermillExecutionError):
                 oserror = _kernel_oserror(e)
                 if oserror is not None:  # full disk, read-only or unwritable folder, ...: the user's to fix
@@ -179,7 +177,17 @@ def execute(section, params, key, rank=0, env=None):
                     raise oserror from None
                 raise RuntimeError(f"section {section} raised {e.ename}: {e.evalue} ({kept})") from None
             if isinstance(e, OSError):
+                if e.filename is None and e.errno is not None:  # papermill writing the executed notebook
+                    e = OSError(e.errno, e.strerror, str(out.relative_to(REPO) if out.is_relative_to(REPO) else out))
                 e.add_note(f"(section {section} stopped; {kept})")
+                raise e from None
+            if isinstance(e, RuntimeError):  # the kernel died ("Kernel died"), or never started
+                from nbclient.exceptions import DeadKernelError
+
+                died = isinstance(e, DeadKernelError)
+                why = "its kernel died (out of memory, or killed)" if died else f"its kernel failed: {e}"
+                log = kernel_log.relative_to(REPO) if kernel_log.is_relative_to(REPO) else kernel_log
+                raise RuntimeError(f"section {section} stopped: {why}; its log is {log}; {kept}") from None
             raise
         finally:
             for k, v in saved.items():
@@ -242,16 +250,24 @@ def _kernel_manager(log):
 
 
 def _keep_failed(src, dest):
-    """Move a failed run's notebook ``src`` to ``dest`` for inspection; ``dest``, or ``None`` when
-    there is none or it cannot be kept (that must not hide the error that stopped the run)."""
+    """Move a failed run's notebook ``src`` to ``dest`` for inspection, when it is a whole notebook;
+    what the error message says of it: ``"the failed notebook is <dest>; "``, that it was truncated
+    (a full disk, a file-size limit: not a place to look), or nothing when there is none or it cannot
+    be kept (that must not hide the error that stopped the run)."""
+    import nbformat
+
     try:
         if not src.exists():
-            return None
+            return ""
+        try:
+            nbformat.read(src, as_version=4)
+        except Exception:  # not JSON, or not a notebook: cut short as it was written
+            return "its notebook was truncated while being written, so none is kept; "
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(src, dest)  # a rename, or a copy where _build/failed is on another filesystem
-        return dest
+        return f"the failed notebook is {dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest}; "
     except OSError:
-        return None
+        return ""
 
 
 _OS_ERRORS = {
@@ -319,6 +335,8 @@ def _finish_notebook(path, record):
         tags = cell.metadata.setdefault("tags", [])
         if "parameters" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")
+    for machine_path in ("input_path", "output_path"):  # papermill's absolute paths of this machine
+        nb.metadata.get("papermill", {}).pop(machine_path, None)
     nb.metadata["cepaper"] = record
     return nbformat.writes(nb)
 

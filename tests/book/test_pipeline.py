@@ -147,6 +147,13 @@ def test_stored_notebook_is_reused_without_executing(repo):
     assert pipeline.executed_path("lemma1", "quick").read_bytes() == stored.read_bytes()
 
 
+def test_the_published_notebook_names_no_path_of_this_machine(repo):
+    pipeline.run(["lemma1"])
+    stored = results.section_dir("lemma1", "quick") / pipeline.STORED
+    for text in (stored.read_text(), pipeline.executed_path("lemma1", "quick").read_text()):
+        assert str(repo) not in text and "_build/staging" not in text, "a committed notebook names no machine path"
+
+
 def test_failed_notebook_keeps_the_last_good_run(repo):
     pipeline.run(["lemma1"])
     good = pipeline.executed_path("lemma1", "quick").read_bytes()
