@@ -53,6 +53,7 @@
 
 # %% tags=["parameters"]
 profile: str = "quick"
+results_dir: str = ""  # where this run saves: set by `cepaper run`; "" = $CEPAPER_RESULTS, else scratch
 level: float = 0.95  # confidence level of the intervals the verdicts use
 scales: list = ["paper", "cpu-evidence"]  # profiles whose committed results count, best first
 
@@ -65,7 +66,7 @@ from cepaper.sections import claims as section
 
 if not 0 < level < 1:
     raise ValueError(f"level must be in (0, 1), got {level}")
-run = results.Run("claims", profile, params=dict(level=level, scales=scales))
+run = results.Run("claims", profile, params=dict(level=level, scales=scales), results_dir=results_dir)
 rows = section.table(tuple(scales), level)
 causes = section.causes(rows, tuple(scales))
 run.save(

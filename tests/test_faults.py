@@ -33,6 +33,7 @@ FAULT_NOTEBOOK = """# %% [markdown]
 
 # %% tags=["parameters"]
 profile = "quick"
+results_dir = ""
 value = 1
 files = 3
 blob = 0
@@ -50,7 +51,7 @@ from IPython.display import display
 from cepaper.book import results
 if repo:  # plain papermill on this test layout: its store, not the checkout's
     results.REPO = Path(repo)
-run = results.Run("SECTION", profile, params=dict(value=value, files=files, blob=blob))
+run = results.Run("SECTION", profile, params=dict(value=value, files=files, blob=blob), results_dir=results_dir)
 display(run.header())
 for i in range(files):
     run.save(f"part{i}", {"value": value, "i": i})
