@@ -53,6 +53,7 @@
 
 # %% tags=["parameters"]
 profile: str = "quick"
+results_dir: str = ""  # where this run saves: set by `cepaper run`; "" = $CEPAPER_RESULTS, else scratch
 level: float = 0.95  # confidence level of the intervals the verdicts use
 scales: list = ["paper", "cpu-evidence"]  # profiles whose committed results count, best first
 
@@ -60,7 +61,9 @@ scales: list = ["paper", "cpu-evidence"]  # profiles whose committed results cou
 from cepaper.book import pages, results
 from cepaper.sections import claims as section
 
-run = results.Run("claims", profile, params=dict(level=section.check_level(level), scales=scales))
+run = results.Run(
+    "claims", profile, params=dict(level=section.check_level(level), scales=scales), results_dir=results_dir
+)
 section.save(run, scales, level)
 
 # %% [markdown]

@@ -34,6 +34,7 @@
 
 # %% tags=["parameters"]
 profile: str = "quick"
+results_dir: str = ""  # where this run saves: set by `cepaper run`; "" = $CEPAPER_RESULTS, else scratch
 seed: int = 0
 device: str = "cpu"
 depth: int = 4  # L, hidden layers of every member
@@ -71,6 +72,7 @@ run = results.Run(
         width_draws=width_draws,
         z_max=z_max,
     ),
+    results_dir=results_dir,
 )
 section.show(run.header(), pages.show(section.setup_table(depth, n, m_max, ms, widths)))
 

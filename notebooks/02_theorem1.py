@@ -42,6 +42,7 @@
 
 # %% tags=["parameters"]
 profile: str = "quick"
+results_dir: str = ""  # where this run saves: set by `cepaper run`; "" = $CEPAPER_RESULTS, else scratch
 seed: int = 0  # first seed; the runs use seeds seed, ..., seed + n_seeds - 1
 n_seeds: int = 4
 device: str = "cpu"
@@ -85,6 +86,7 @@ run = results.Run(
     ),
     seed=seed,
     device=device,
+    results_dir=results_dir,
 )
 section.show(run.header(), section.scale_sentence(profile, epochs, n_seeds, n_train))
 

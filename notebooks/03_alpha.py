@@ -39,6 +39,7 @@
 
 # %% tags=["parameters"]
 profile: str = "quick"
+results_dir: str = ""  # where this run saves: set by `cepaper run`; "" = $CEPAPER_RESULTS, else scratch
 seed: int = 0
 device: str = "cpu"
 trials: int = 300  # weight draws per width (paper: 2000)
@@ -82,6 +83,7 @@ run = results.Run(
         synthetic_trials=synthetic_trials,
         checkpoint=checkpoint,
     ),
+    results_dir=results_dir,
 )
 ckpt = results.checkpoint_dir("alpha", profile) if checkpoint else None
 section.show(run.header(), pages.show(section.setup_table(trials, width_max, num_widths)))

@@ -35,6 +35,7 @@
 
 # %% tags=["parameters"]
 profile: str = "quick"
+results_dir: str = ""  # where this run saves: set by `cepaper run`; "" = $CEPAPER_RESULTS, else scratch
 seed: int = 0
 device: str = "cpu"
 alpha: float = None  # alpha of Eq. 9 for the ResNeXt block; None: the paper's (Sec. 4.2)
@@ -52,6 +53,7 @@ run = results.Run(
     seed=seed,
     device=device,
     params=dict(alpha=alpha, fig3_alphas=fig3_alphas, block_alphas=block_alphas),
+    results_dir=results_dir,
 )
 alpha_block = section.block_alpha(alpha)
 section.show(run.header())

@@ -48,6 +48,7 @@
 
 # %% tags=["parameters"]
 profile: str = "quick"
+results_dir: str = ""  # where this run saves: set by `cepaper run`; "" = $CEPAPER_RESULTS, else scratch
 seed: int = 0
 device: str = "cpu"
 data_root: str = None  # None: $CEPAPER_DATA
@@ -94,6 +95,7 @@ run = results.Run(
         n_boot=n_boot,
         level=level,
     ),
+    results_dir=results_dir,
 )
 alpha_used, alpha_source = section.alpha_of(alpha)
 section.show(

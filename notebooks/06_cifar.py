@@ -46,6 +46,7 @@
 
 # %% tags=["parameters"]
 profile: str = "quick"
+results_dir: str = ""  # where this run saves: set by `cepaper run`; "" = $CEPAPER_RESULTS, else scratch
 seed: int = 0  # first seed; the runs use seeds seed, ..., seed + n_runs - 1
 device: str = "cpu"
 data_root: str = None  # None: $CEPAPER_DATA
@@ -98,6 +99,7 @@ run = results.Run(
         channels_last=channels_last,
         bf16=bf16,
     ),
+    results_dir=results_dir,
 )
 run.header()
 

@@ -47,6 +47,7 @@
 
 # %% tags=["parameters"]
 profile: str = "quick"
+results_dir: str = ""  # where this run saves: set by `cepaper run`; "" = $CEPAPER_RESULTS, else scratch
 seed: int = 0  # first seed of the training runs
 device: str = "cpu"
 data_root: str = None  # None: $CEPAPER_DATA
@@ -89,6 +90,7 @@ run = results.Run(
         batch_size=batch_size,
         configs=configs,
     ),
+    results_dir=results_dir,
 )
 run.header()
 

@@ -45,6 +45,7 @@
 
 # %% tags=["parameters"]
 profile: str = "quick"
+results_dir: str = ""  # where this run saves: set by `cepaper run`; "" = $CEPAPER_RESULTS, else scratch
 seed: int = 0
 device: str = "cpu"
 widths: list = [2, 4, 8, 16, 32]  # member widths n of the alpha fit (Algorithm 1)
@@ -69,6 +70,7 @@ run = results.Run(
     seed=seed,
     device=device,
     params=dict(widths=widths, trials=trials, readout=readout, ns=ns, batch=batch, repeats=repeats, threads=threads),
+    results_dir=results_dir,
 )
 section.show(run.header())
 

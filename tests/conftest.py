@@ -20,6 +20,7 @@ NOTEBOOK = """# %% [markdown]
 
 # %% tags=["parameters"]
 profile = "quick"
+results_dir = ""
 value = 1
 fail = False
 data_root = None
@@ -28,7 +29,7 @@ data_root = None
 if False:
     import cepaper.fake  # seen by the dependency scan, never executed
 from cepaper.book import results
-run = results.Run("lemma1", profile, params=dict(value=value))
+run = results.Run("lemma1", profile, params=dict(value=value), results_dir=results_dir)
 run.save("answer", {"value": value})
 assert not fail, "asked to fail"
 """
@@ -46,6 +47,7 @@ def point_at(root, set_attr=setattr):
         "NOTEBOOKS": root / "notebooks",
         "PROFILES": root / "profiles",
         "BUILD": root / "_build",
+        "STAGING": root / "_build" / "staging",
         "SECTIONS_DIR": root / "book" / "sections",
     }
     for module in BOOK_MODULES:

@@ -33,12 +33,15 @@ FAULT_NOTEBOOK = """# %% [markdown]
 
 # %% tags=["parameters"]
 profile = "quick"
+results_dir = ""
 value = 1
 files = 3
 blob = 0
 hold = ""
 fail = False
 repo = ""
+say = 0
+die = False
 
 # %%
 import os
@@ -48,7 +51,7 @@ from IPython.display import display
 from cepaper.book import results
 if repo:  # plain papermill on this test layout: its store, not the checkout's
     results.REPO = Path(repo)
-run = results.Run("SECTION", profile, params=dict(value=value, files=files, blob=blob))
+run = results.Run("SECTION", profile, params=dict(value=value, files=files, blob=blob), results_dir=results_dir)
 display(run.header())
 for i in range(files):
     run.save(f"part{i}", {"value": value, "i": i})
@@ -58,6 +61,10 @@ if hold:  # say who we are, then wait for the test to let us go on (or to kill u
     Path(hold + ".pid").write_text(str(os.getpid()))
     while not Path(hold).exists():
         time.sleep(0.05)
+if say:  # a large output: the executed notebook papermill writes is large
+    print("y" * say)
+if die:  # the kernel dies as the out-of-memory killer would end it
+    os.kill(os.getpid(), 9)
 assert not fail, "asked to fail"
 """
 
@@ -364,6 +371,48 @@ def test_file_size_limit_in_the_notebook_is_one_clear_line(layout):
         proc, 2, "blob.json: file too large", "(EFBIG)", "section lemma1 stopped", "the last good results are kept"
     )
     assert state(store) == (COMPLETE, {1})
+
+
+def test_file_size_limit_on_the_executed_notebook_names_it_and_keeps_no_truncated_copy(layout):
+    store = layout / "results"
+    run_here()
+    proc = cepaper(layout, "run", "lemma1", "--replace", "-p", "value", "2", "-p", "say", "400000", fault=LIMIT)
+    one_line_error(
+        proc,
+        2,
+        "_build/executed/quick/01_lemma1.ipynb: file too large (EFBIG)",
+        "its notebook was truncated while being written, so none is kept",
+        "section lemma1 stopped",
+        "the last good results are kept",
+    )
+    assert not (layout / "_build" / "failed").exists() or not any((layout / "_build" / "failed").rglob("*.ipynb"))
+    assert state(store) == (COMPLETE, {1})
+
+
+def test_a_dead_kernel_names_the_section_the_failed_notebook_and_the_kept_results(layout, capsys):
+    run_here()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", "lemma1", "--replace", "-p", "value", "2", "-p", "die", "true"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert e.value.code == 1 and "section lemma1 stopped: its kernel died" in last, last
+    assert "its log is _build/logs/quick/01_lemma1.kernel.log" in last, last
+    assert "the failed notebook is _build/failed/quick/01_lemma1.ipynb" in last, last
+    assert last.endswith("the last good results are kept"), last
+    assert state(layout / "results") == (COMPLETE, {1})
+
+
+def test_a_read_only_parent_of_existing_results_is_found_before_executing(layout, monkeypatch, capsys):
+    run_here()
+    parent = layout / "results" / "quick"
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != parent and real(p, mode))
+    log = layout / "_build" / "logs" / "quick" / "01_lemma1.kernel.log"  # rewritten by every execution
+    before = log.stat().st_mtime_ns
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", "lemma1", "--replace", "-p", "value", "2"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"cannot write results to {parent}: it is not writable" in err, err
+    assert log.stat().st_mtime_ns == before, "refused before executing"
 
 
 @pytest.mark.parametrize("where", ["same filesystem", "/dev/shm"])
@@ -724,6 +773,17 @@ def test_cli_argument_errors_name_the_flag(capsys, argv, message):
         cli.main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and message in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("rank, said", [("0", True), ("1", False), ("3", False)])
+def test_under_torchrun_only_rank_0_prints_the_error(monkeypatch, capsys, rank, said):
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", "nosuch"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2, "every rank exits with the same status"
+    assert ("section must be one of" in err) == said and (err == "") != said, err
 
 
 def test_json_output_is_strict(capsys):

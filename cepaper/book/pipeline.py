@@ -14,7 +14,6 @@ a failure leaves neither half-written results nor an executed notebook behind.
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -29,14 +28,12 @@ from pathlib import Path
 
 from cepaper import files, runs
 from cepaper.book import results
-from cepaper.book.cache import _file_digest, _reads_fresh, cache_key, missing_runs
-from cepaper.book.profiles import load_profile, notebook_path, resolve_parameters
-from cepaper.book.publish import STORED, _recover, _tree_digest, publish
-from cepaper.book.results import book_sections
+from cepaper.book.cache import cache_key, file_digest, missing_runs, reads_fresh
+from cepaper.book.profiles import notebook_path, plan
+from cepaper.book.publish import STORED, publish, recover, tree_digest
 
 REPO = results.REPO
 BUILD = REPO / "_build"
-SUMMARIES = ("claims",)  # sections that read every other section's results: executed last
 
 
 # --- execution --------------------------------------------------------------------------------
@@ -83,10 +80,10 @@ def valid_record(section, profile, key):
         if path.exists():
             files.move_aside(path, "its reads are not a mapping")
         return None
-    if record.get("key") != key or not _reads_fresh(record):
+    if record.get("key") != key or not reads_fresh(record):
         return None
     # its results must be where the current results root says, as that run wrote them
-    if _tree_digest(results.section_dir(section, profile)) != record.get("published"):
+    if tree_digest(results.section_dir(section, profile)) != record.get("published"):
         return None
     if missing_runs(results.section_dir(section, profile)):  # a grid's runs failed or pending: resume them
         return None
@@ -132,11 +129,13 @@ def execute(section, params, key, rank=0, env=None):
     profile = params["profile"]
     out = executed_path(section, profile)
     own = results.section_dir(section, profile)
-    if not rank:
-        files.check_writable(own)  # before hours of work, not after
-    (BUILD / "staging").mkdir(parents=True, exist_ok=True)
+    if not rank:  # before hours of work, not after: the folder, and its parent where publishing renames
+        files.check_writable(own)
+        files.check_writable(own.parent)
+    results.STAGING.mkdir(parents=True, exist_ok=True)
     prefix = f"{profile}-{section}-" if not rank else f"rank{rank}-{profile}-{section}-"
-    staging = Path(tempfile.mkdtemp(dir=BUILD / "staging", prefix=prefix))
+    staging = Path(tempfile.mkdtemp(dir=results.STAGING, prefix=prefix))
+    staged = staging / profile / section  # where the notebook saves (its results_dir), published from here
     try:
         reads_log = staging / "reads.log"
         src = staging / out.name
@@ -144,7 +143,6 @@ def execute(section, params, key, rank=0, env=None):
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         jupytext.write(nb, src)
         env = {
-            "CEPAPER_STAGING": str(staging),
             "CEPAPER_READS_LOG": str(reads_log),
             "MPLBACKEND": "module://matplotlib_inline.backend_inline",  # figures into the notebook
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -160,7 +158,7 @@ def execute(section, params, key, rank=0, env=None):
                 papermill.execute_notebook(
                     src,
                     staging / "out.ipynb",
-                    parameters=params,
+                    parameters={**params, "results_dir": str(staged)},  # absolute: the kernel's repository may differ
                     kernel_name="python3",
                     language="python",
                     cwd=str(REPO),
@@ -169,10 +167,7 @@ def execute(section, params, key, rank=0, env=None):
                 )
         except BaseException as e:
             dest = BUILD / "failed" / profile / (out.name if not rank else f"{out.stem}.rank{rank}{out.suffix}")
-            failed = _keep_failed(staging / "out.ipynb", dest)
-            kept = (
-                f"the failed notebook is {failed.relative_to(REPO)}; " if failed else ""
-            ) + "the last good results are kept"
+            kept = _keep_failed(staging / "out.ipynb", dest) + "the last good results are kept"
             if isinstance(e, papermill.PapermillExecutionError):
                 oserror = _kernel_oserror(e)
                 if oserror is not None:  # full disk, read-only or unwritable folder, ...: the user's to fix
@@ -180,7 +175,17 @@ def execute(section, params, key, rank=0, env=None):
                     raise oserror from None
                 raise RuntimeError(f"section {section} raised {e.ename}: {e.evalue} ({kept})") from None
             if isinstance(e, OSError):
+                if e.filename is None and e.errno is not None:  # papermill writing the executed notebook
+                    e = OSError(e.errno, e.strerror, str(out.relative_to(REPO) if out.is_relative_to(REPO) else out))
                 e.add_note(f"(section {section} stopped; {kept})")
+                raise e from None
+            if isinstance(e, RuntimeError):  # the kernel died ("Kernel died"), or never started
+                from nbclient.exceptions import DeadKernelError
+
+                died = isinstance(e, DeadKernelError)
+                why = "its kernel died (out of memory, or killed)" if died else f"its kernel failed: {e}"
+                log = kernel_log.relative_to(REPO) if kernel_log.is_relative_to(REPO) else kernel_log
+                raise RuntimeError(f"section {section} stopped: {why}; its log is {log}; {kept}") from None
             raise
         finally:
             for k, v in saved.items():
@@ -202,11 +207,10 @@ def execute(section, params, key, rank=0, env=None):
             "device": results.device_name(params.get("device", "cpu")),
             "git_commit": results.git_commit(),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "reads": {r: _file_digest(r) for r in reads},
+            "reads": {r: file_digest(r) for r in reads},
         }
-        staged = staging / profile / section
-        record["published"] = _tree_digest(staged)
-        text = _finish_notebook(staging / "out.ipynb", record)
+        record["published"] = tree_digest(staged)
+        text = _finish_notebook(staging / "out.ipynb", record, staged, own)
         try:
             files.write_atomic(staged / STORED, text)  # published with the results
             publish(staged, own)
@@ -243,16 +247,24 @@ def _kernel_manager(log):
 
 
 def _keep_failed(src, dest):
-    """Move a failed run's notebook ``src`` to ``dest`` for inspection; ``dest``, or ``None`` when
-    there is none or it cannot be kept (that must not hide the error that stopped the run)."""
+    """Move a failed run's notebook ``src`` to ``dest`` for inspection, when it is a whole notebook;
+    what the error message says of it: ``"the failed notebook is <dest>; "``, that it was truncated
+    (a full disk, a file-size limit: not a place to look), or nothing when there is none or it cannot
+    be kept (that must not hide the error that stopped the run)."""
+    import nbformat
+
     try:
         if not src.exists():
-            return None
+            return ""
+        try:
+            nbformat.read(src, as_version=4)
+        except Exception:  # not JSON, or not a notebook: cut short as it was written
+            return "its notebook was truncated while being written, so none is kept; "
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(src, dest)  # a rename, or a copy where _build/failed is on another filesystem
-        return dest
+        return f"the failed notebook is {dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest}; "
     except OSError:
-        return None
+        return ""
 
 
 _OS_ERRORS = {
@@ -280,15 +292,15 @@ def _kernel_oserror(e):
 
 def _clean_leftovers(section, profile):
     """Undo what runs of this section that died (SIGKILL, power loss) left: their staging folders,
-    and their half-done publishing (:func:`_recover`). Called while holding the section's
+    and their half-done publishing (:func:`recover`). Called while holding the section's
     :func:`section_lock`, so no live run owns them."""
     pattern = re.compile(re.escape(f"{profile}-{section}-") + r"[A-Za-z0-9_]{8}")
-    for folder in (BUILD / "staging").glob(f"{profile}-{section}-*"):
+    for folder in results.STAGING.glob(f"{profile}-{section}-*"):
         if pattern.fullmatch(folder.name):
             shutil.rmtree(folder, ignore_errors=True)
     dest = results.section_dir(section, profile)
     if dest.parent.is_dir():
-        _recover(dest)
+        recover(dest)
 
 
 def reuse(section, profile):
@@ -310,51 +322,31 @@ def reuse(section, profile):
     return record
 
 
-def _finish_notebook(path, record):
+def _shown(path):
+    """``path`` relative to the repository when inside it (as a notebook and a reader see it)."""
+    return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+
+
+def _finish_notebook(path, record, staged, own):
     """The executed notebook as text, with its run record in its metadata and only papermill's
-    injected-parameters cell on the page (the values this run used)."""
+    injected-parameters cell on the page (the values this run used), its ``results_dir`` the folder it is
+    published in (``own``), not the staging folder ``staged`` the kernel wrote to."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.source = cell.source.replace(f'"{staged}"', f'"{_shown(own)}"')
+    if "results_dir" in nb.metadata.get("papermill", {}).get("parameters", {}):
+        nb.metadata["papermill"]["parameters"]["results_dir"] = _shown(own)
+    for cell in nb.cells:
         tags = cell.metadata.setdefault("tags", [])
         if "parameters" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")
+    for machine_path in ("input_path", "output_path"):  # papermill's absolute paths of this machine
+        nb.metadata.get("papermill", {}).pop(machine_path, None)
     nb.metadata["cepaper"] = record
     return nbformat.writes(nb)
-
-
-#: Overrides that say how a section runs, not what it computes: they keep the profile's results folder.
-HOW_TO_RUN = ("executor", "gpus_per_run", "wait", "rerun_stale", "threads", "device", "data_root")
-
-
-def label(profile, overrides=()):
-    """The profile a run with ``overrides`` publishes under: ``profile`` itself when they only say how
-    it runs (:data:`HOW_TO_RUN`), else ``<profile>+<name>=<value>,...`` (a long or structured value
-    as its short hash), so a run with other parameters never overwrites the profile's own results."""
-    parts = []
-    for name, value in overrides:
-        if name in HOW_TO_RUN:
-            continue
-        text = json.dumps(value, sort_keys=True)
-        short = text.strip('"')
-        if not re.fullmatch(r"[A-Za-z0-9._-]{1,24}", short):
-            short = hashlib.sha256(text.encode()).hexdigest()[:8]
-        parts.append(f"{name}={short}")
-    return profile if not parts else f"{profile}+{','.join(parts)}"
-
-
-def plan(sections, profile="quick", overrides=(), apart=False):
-    """``[(section, params)]`` of ``sections`` (all of the book when empty) in the order they execute,
-    every parameter checked (a ValueError before anything executes). With ``apart`` and overrides of what
-    a section computes, ``params["profile"]`` is their :func:`label`: the run publishes apart from the
-    profile's own results (`cepaper run -p`, unless ``--replace``)."""
-    load_profile(profile)
-    sections = list(sections) or book_sections()
-    # the claims page summarizes the other sections' results: it executes after them
-    sections = [s for s in sections if s not in SUMMARIES] + [s for s in sections if s in SUMMARIES]
-    name = label(profile, overrides) if apart else profile
-    return [(section, {**resolve_parameters(section, profile, overrides), "profile": name}) for section in sections]
 
 
 def tidy(section, profile):

@@ -1,5 +1,6 @@
-"""Sections, profiles and parameters: which notebook a section is, what a profile sets, and the
-checked parameters of one execution (:func:`resolve_parameters`).
+"""The plan of a run (the first step of `cepaper run`: plan → execute → publish → render): which notebook a
+section is, what a profile sets, the checked parameters of one execution (:func:`resolve_parameters`), and
+the profile it publishes under (:func:`label`, :func:`plan`).
 
 A notebook's ``parameters`` cell holds its quick-profile defaults, typed (``name: type = value``); a
 profile ``profiles/<name>.yaml`` sets, per section, only parameters the cell declares, and ``-p NAME
@@ -7,12 +8,15 @@ VALUE`` overrides one (a YAML 1.2 value).
 """
 
 import ast
+import hashlib
+import json
 import re
 
 import yaml
 
-from cepaper.book.results import NO_BOOK, REPO, _yaml_file, book_sections
+from cepaper.book.results import NO_BOOK, REPO, book_sections, yaml_file
 
+SUMMARIES = ("claims",)  # sections that read every other section's results: executed last
 NOTEBOOKS = REPO / "notebooks"
 PROFILES = REPO / "profiles"
 
@@ -44,7 +48,7 @@ def load_profile(profile):
     if profile not in names:
         raise ValueError(f"profile must be one of {', '.join(names)}; got {profile!r}")
     path = PROFILES / f"{profile}.yaml"
-    loaded = _yaml_file(path) or {}
+    loaded = yaml_file(path) or {}
     rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
     if not isinstance(loaded, dict):
         raise ValueError(
@@ -190,6 +194,12 @@ def resolve_parameters(section, profile, overrides=()):
                 f"profile is not a parameter of section {section}: choose it with --profile "
                 f"({', '.join(profile_names())})"
             )
+        if name == "results_dir":
+            raise ValueError(
+                f"results_dir of section {section} is chosen by `cepaper run` (it stages, then publishes under "
+                "results/<profile>/); choose the folder with CEPAPER_RESULTS, or publish apart with -p (default) "
+                "or over the profile's results with --replace"
+            )
         if name not in defaults:
             raise ValueError(
                 f"unknown parameter {name!r} for section {section}; "
@@ -257,3 +267,36 @@ _PLURALS = {bool: "booleans", int: "integers", float: "numbers", str: "strings",
 _Yaml12Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
 )
+
+
+#: Overrides that say how a section runs, not what it computes: they keep the profile's results folder.
+HOW_TO_RUN = ("executor", "gpus_per_run", "wait", "rerun_stale", "threads", "device", "data_root")
+
+
+def label(profile, overrides=()):
+    """The profile a run with ``overrides`` publishes under: ``profile`` itself when they only say how
+    it runs (:data:`HOW_TO_RUN`), else ``<profile>+<name>=<value>,...`` (a long or structured value
+    as its short hash), so a run with other parameters never overwrites the profile's own results."""
+    parts = []
+    for name, value in overrides:
+        if name in HOW_TO_RUN:
+            continue
+        text = json.dumps(value, sort_keys=True)
+        short = text.strip('"')
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,24}", short):
+            short = hashlib.sha256(text.encode()).hexdigest()[:8]
+        parts.append(f"{name}={short}")
+    return profile if not parts else f"{profile}+{','.join(parts)}"
+
+
+def plan(sections, profile="quick", overrides=(), apart=False):
+    """``[(section, params)]`` of ``sections`` (all of the book when empty) in the order they execute,
+    every parameter checked (a ValueError before anything executes). With ``apart`` and overrides of what
+    a section computes, ``params["profile"]`` is their :func:`label`: the run publishes apart from the
+    profile's own results (`cepaper run -p`, unless ``--replace``)."""
+    load_profile(profile)
+    sections = list(sections) or book_sections()
+    # the claims page summarizes the other sections' results: it executes after them
+    sections = [s for s in sections if s not in SUMMARIES] + [s for s in sections if s in SUMMARIES]
+    name = label(profile, overrides) if apart else profile
+    return [(section, {**resolve_parameters(section, profile, overrides), "profile": name}) for section in sections]

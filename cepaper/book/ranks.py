@@ -22,7 +22,7 @@ from datetime import timedelta
 
 import torch.distributed as dist
 
-from cepaper.book import pipeline, profiles
+from cepaper.book import pipeline, profiles, results
 from cepaper.training import distributed
 
 #: How long the command's processes wait for one another (rank 0 may execute hours of other sections
@@ -72,7 +72,7 @@ def _check(plan):
 def run(sections, profile="quick", overrides=(), force=False):
     """:func:`cepaper.book.pipeline.run` on every process torchrun started; the records on rank 0
     (``[]`` on the others)."""
-    plan = pipeline.plan(sections, profile, overrides)  # the same checks, and errors, on every rank
+    plan = profiles.plan(sections, profile, overrides)  # the same checks, and errors, on every rank
     _check(plan)
     dist.init_process_group("gloo", timeout=WAIT)
     try:
@@ -98,7 +98,7 @@ def run(sections, profile="quick", overrides=(), force=False):
                     records.append(pipeline.execute_locked(section, params, key))
                 continue
             if w.writer:  # what followers killed in an earlier run left (none of this run's exists yet)
-                for folder in (pipeline.BUILD / "staging").glob(f"rank*-{profile}-{section}-*"):
+                for folder in results.STAGING.glob(f"rank*-{profile}-{section}-*"):
                     shutil.rmtree(folder, ignore_errors=True)
             port = _port(w)  # and every rank waits here until all have reached this section
             env = {"MASTER_PORT": str(port), "TORCHELASTIC_USE_AGENT_STORE": "False"}

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from cepaper import files
 from cepaper.book import pages, results
-from cepaper.book.pipeline import BUILD, REPO, STORED, SUMMARIES, executed_path, run, run_child
-from cepaper.book.profiles import notebook_path
+from cepaper.book.pipeline import BUILD, REPO, executed_path, run, run_child
+from cepaper.book.profiles import SUMMARIES, notebook_path
+from cepaper.book.publish import STORED
 
 SECTIONS_DIR = REPO / "book" / "sections"
 

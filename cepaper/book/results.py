@@ -6,10 +6,11 @@ crash never leaves a half-written result to be mistaken for a good one. Each JSO
     {"data": {...}, "provenance": {"section", "name", "profile", "params", "seed", "cepaper",
                                    "git_commit", "device", "wall_s", "date"}}
 
-Only `cepaper run` (which stages a notebook's results and publishes them when it succeeds) and the
-CLI's own commands (profile ``cli``) write into the store. A notebook executed any other way (plain
-papermill, nbval) writes to ``$CEPAPER_RESULTS/<profile>/<section>`` when that is set, else to a
-scratch folder named after its parameters, ``_build/scratch/<section>-<hash>/`` (see :class:`Run`).
+Where a notebook's results go is decided once, by :func:`destination`: `cepaper run` hands its notebook
+the folder as the parameter ``results_dir`` (a staging folder under :data:`STAGING`, published into the
+store when the notebook succeeds); the CLI's own commands (profile ``cli``) write into the store; a
+notebook executed any other way (plain papermill, nbval) writes to ``$CEPAPER_RESULTS/<profile>/<section>``
+when that is set, else to a scratch folder named after its parameters, ``_build/scratch/<section>-<hash>/``.
 
 All of these are under :data:`REPO`: the checkout when cepaper runs from one, else (an installed package)
 the working directory, so that nothing is ever written into site-packages.
@@ -50,6 +51,31 @@ def section_dir(section, profile):
     if section not in SECTIONS:
         raise ValueError(f"section must be one of {', '.join(SECTIONS)}; got {section!r}")
     return root() / profile / section
+
+
+#: Where `cepaper run` stages a notebook's results (``results_dir``) until it publishes them.
+STAGING = REPO / "_build" / "staging"
+
+
+def staged(folder):
+    """True for a folder under a ``_build/staging/`` (:data:`STAGING` of the checkout that runs the
+    notebook, which may be another than the kernel's own): results `cepaper run` publishes on success."""
+    parts = Path(folder).parts
+    return any(parts[i : i + 2] == STAGING.parts[-2:] for i in range(len(parts) - 1))
+
+
+def destination(section, profile, results_dir="", params=None, seed=None, device="cpu", store=False):
+    """The one answer to "where do this run's results go?" (:class:`Run`): ``results_dir`` when given
+    (`cepaper run` hands its notebook a staging folder; relative to :data:`REPO`); with ``store`` (the CLI's
+    own commands) or ``$CEPAPER_RESULTS`` set, the store's :func:`section_dir`; else (plain papermill,
+    nbval) :func:`scratch_dir`, never the book's published results."""
+    if not isinstance(results_dir, (str, os.PathLike)):
+        raise ValueError(f"results_dir must be a folder (a string), got {results_dir!r}")
+    if str(results_dir):
+        return REPO / results_dir  # an absolute results_dir stays itself
+    if store or os.environ.get("CEPAPER_RESULTS"):
+        return section_dir(section, profile)
+    return scratch_dir(section, profile, params, seed, device)
 
 
 def checkpoint_dir(section, profile):
@@ -144,13 +170,9 @@ _ACTIVE = {}  # (section, profile) -> folder of a Run outside the store, read fi
 class Run:
     """One notebook's run: collects provenance and saves named results of a section.
 
-    Where its results go (``self.dir``):
-
-    - inside `cepaper run` (``$CEPAPER_STAGING``): the run's staging folder, published to
-      ``results/<profile>/<section>`` only when the notebook succeeds;
-    - ``store=True`` (the CLI's own commands, profile ``cli``): ``results/<profile>/<section>``;
-    - else, with ``$CEPAPER_RESULTS`` set: ``$CEPAPER_RESULTS/<profile>/<section>``, as the user asked;
-    - else (plain papermill, nbval): :func:`scratch_dir`, never the book's published results.
+    Its results go to ``self.dir``, :func:`destination`: the ``results_dir`` `cepaper run` hands the
+    notebook (its staging folder, published to ``results/<profile>/<section>`` only when the notebook
+    succeeds), the store (``store=True``, the CLI's own commands; or ``$CEPAPER_RESULTS``), or scratch.
 
     Example::
 
@@ -160,17 +182,14 @@ class Run:
         run.check("slope interval contains -1", lo <= -1 <= hi, f"[{lo:.3f}, {hi:.3f}]")
     """
 
-    def __init__(self, section, profile, params=None, seed=None, device="cpu", store=False):
+    def __init__(self, section, profile, params=None, seed=None, device="cpu", store=False, results_dir=""):
         check_device(device)
-        self.dir = section_dir(section, profile)
         self.section, self.profile = section, profile
         self.params, self.seed, self.device = dict(params or {}), seed, str(device)
-        self.staged = bool(os.environ.get("CEPAPER_STAGING"))
-        if self.staged:  # inside `cepaper run`: published only on success
-            self.dir = Path(os.environ["CEPAPER_STAGING"]) / profile / section
-        elif not store and not os.environ.get("CEPAPER_RESULTS"):
-            self.dir = scratch_dir(section, profile, self.params, seed, device)
-            _ACTIVE[(section, profile)] = self.dir  # the store does not hold it: load() looks here first
+        self.dir = destination(section, profile, results_dir, self.params, seed, device, store)
+        self.staged = staged(self.dir)  # a run of `cepaper run`: published only on success
+        if self.dir != section_dir(section, profile):
+            _ACTIVE[(section, profile)] = self.dir  # the store does not hold it (yet): load() looks here first
         self.started = time.perf_counter()
         self._checks = []
 
@@ -251,15 +270,12 @@ class Run:
 
 
 def _locate(section, profile, name):
-    """Path of a saved result, looking first in the staging folder of a running notebook (or the
-    folder of a :class:`Run` of this process outside the store).
+    """Path of a saved result, looking first in the folder of a :class:`Run` of this process outside the
+    store (the staging folder of a notebook `cepaper run` executes, or scratch).
 
     A read from the store (found or not) is appended to ``$CEPAPER_READS_LOG`` so the pipeline knows which
     results a notebook depends on.
     """
-    staged = os.environ.get("CEPAPER_STAGING")
-    if staged and (path := Path(staged) / profile / section / f"{name}.json").exists():
-        return path
     if (section, profile) in _ACTIVE and (path := _ACTIVE[(section, profile)] / f"{name}.json").exists():
         return path
     path = section_dir(section, profile) / f"{name}.json"
@@ -297,7 +313,7 @@ def describe(record):
     )
 
 
-def _yaml_file(path):
+def yaml_file(path):
     """The YAML in ``path``; ``ValueError`` naming the file and the place of a syntax error."""
     try:
         return yaml.safe_load(path.read_text())
@@ -321,7 +337,7 @@ def book_sections():
     ``FileNotFoundError`` saying what is missing where there is no ``_toc.yml`` (an installed package)."""
     if not (REPO / "_toc.yml").is_file():
         raise FileNotFoundError(f"the book lists its sections in _toc.yml, and there is none in {REPO}; {NO_BOOK}")
-    toc = _yaml_file(REPO / "_toc.yml")
+    toc = yaml_file(REPO / "_toc.yml")
     if not isinstance(toc, dict):
         raise ValueError("_toc.yml must be a mapping with `chapters` (or `parts` of chapters)")
     files = [e["file"] for part in toc.get("parts", [toc]) for e in part.get("chapters", [])]

@@ -115,7 +115,9 @@ def _on_sigterm(signum, frame):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    fail = lambda status, text: parser.exit(status, f"cepaper {args.command}: {text}\n")
+    # under torchrun every rank meets the same error: rank 0 says it, the others exit with its status quietly
+    quiet = os.environ.get("RANK", "0") != "0" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    fail = lambda status, text: parser.exit(status, None if quiet else f"cepaper {args.command}: {text}\n")
     import functools
     import threading
     import warnings

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from cepaper.book.pipeline import BUILD, book_sections
+from cepaper.book.pipeline import BUILD
+from cepaper.book.results import book_sections
 
 HTML = BUILD / "html"
 SHOTS = BUILD / "screenshots"

@@ -15,7 +15,6 @@ from cepaper.book import pages, render, results
 @pytest.fixture
 def run(tmp_path, monkeypatch):
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))
-    monkeypatch.delenv("CEPAPER_STAGING", raising=False)
     return results.Run("lemma1", "quick", params={"level": 0.01}, seed=0)
 
 
@@ -226,7 +225,6 @@ def test_the_book_says_at_the_top_of_both_pages_whether_the_checks_hold(repo, mo
     they hold once it has."""
     from cepaper.book import pipeline
 
-    monkeypatch.delenv("CEPAPER_STAGING", raising=False)
     record = {
         "section": "lemma1",
         "profile": "quick",

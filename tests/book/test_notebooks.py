@@ -19,7 +19,7 @@ def test_book_sections_are_known_result_sections():
 @pytest.mark.parametrize("section", SECTIONS)
 def test_parameters_cell_is_the_quick_profile(section):
     defaults = profiles.notebook_parameters(profiles.notebook_path(section))
-    assert ({"profile"} if section in pipeline.SUMMARIES else {"profile", "seed", "device"}) <= set(defaults)
+    assert ({"profile"} if section in profiles.SUMMARIES else {"profile", "seed", "device"}) <= set(defaults)
     assert defaults["profile"] == "quick"
     quick = profiles.load_profile("quick").get(section, {})
     assert {k: v for k, v in quick.items() if defaults[k] == v} == {}, "profiles/quick.yaml holds only what differs"

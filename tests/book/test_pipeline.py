@@ -25,12 +25,13 @@ def test_parameters_are_read_and_resolved(repo):
     assert results.book_sections() == ["lemma1"]
     assert profiles.notebook_parameters(repo / "notebooks" / "01_lemma1.py") == {
         "profile": "quick",
+        "results_dir": "",
         "value": 1,
         "fail": False,
         "data_root": None,
     }
     params = profiles.resolve_parameters("lemma1", "quick", [("data_root", "/data")])
-    assert params == {"profile": "quick", "value": 2, "fail": False, "data_root": "/data"}
+    assert params == {"profile": "quick", "results_dir": "", "value": 2, "fail": False, "data_root": "/data"}
 
 
 @pytest.mark.parametrize(
@@ -147,6 +148,13 @@ def test_stored_notebook_is_reused_without_executing(repo):
     assert pipeline.executed_path("lemma1", "quick").read_bytes() == stored.read_bytes()
 
 
+def test_the_published_notebook_names_no_path_of_this_machine(repo):
+    pipeline.run(["lemma1"])
+    stored = results.section_dir("lemma1", "quick") / pipeline.STORED
+    for text in (stored.read_text(), pipeline.executed_path("lemma1", "quick").read_text()):
+        assert str(repo) not in text and "_build/staging" not in text, "a committed notebook names no machine path"
+
+
 def test_failed_notebook_keeps_the_last_good_run(repo):
     pipeline.run(["lemma1"])
     good = pipeline.executed_path("lemma1", "quick").read_bytes()
@@ -215,7 +223,7 @@ def test_git_commit_is_dirty_for_code_not_for_results(tmp_path, monkeypatch):
 def test_a_run_with_other_parameters_publishes_apart():
     """`cepaper run -p NAME VALUE` publishes under <profile>+<overrides>, never over the profile's own
     results (which `cepaper book` would then silently re-execute over); how-to-run flags keep the folder."""
-    from cepaper.book.pipeline import label, plan
+    from cepaper.book.profiles import label, plan
 
     assert label("quick") == "quick" and label("quick", [("n", 32)]) == "quick+n=32"
     assert label("quick", [("level", 0.01), ("target", "parity")]) == "quick+level=0.01,target=parity"
@@ -228,3 +236,19 @@ def test_a_run_with_other_parameters_publishes_apart():
     assert params["profile"] == "quick"
     ((_, params),) = plan(["lemma1"], "quick", [("n", 24)])  # the API (and `cepaper run --replace`): in place
     assert params["profile"] == "quick"
+
+
+def test_where_results_go_is_one_answer(repo, monkeypatch):
+    """results.destination: the folder `cepaper run` hands the notebook, else the store (store=True or
+    $CEPAPER_RESULTS), else scratch; a run of `cepaper run` is told by its staging folder."""
+    staging = results.STAGING / "quick-lemma1-x" / "quick" / "lemma1"
+    assert results.destination("lemma1", "quick", str(staging)) == staging
+    assert results.Run("lemma1", "quick", results_dir=str(staging)).where() == "results/quick/lemma1/"
+    assert results.destination("lemma1", "quick") == results.section_dir("lemma1", "quick")  # $CEPAPER_RESULTS
+    monkeypatch.delenv("CEPAPER_RESULTS")
+    assert results.destination("lemma1", "quick", store=True) == results.section_dir("lemma1", "quick")
+    assert results.destination("lemma1", "quick").parent == repo / "_build" / "scratch"
+    with pytest.raises(ValueError, match="results_dir must be a folder"):
+        results.destination("lemma1", "quick", 3)
+    with pytest.raises(ValueError, match="results_dir of section lemma1 is chosen by `cepaper run`"):
+        pipeline.run(["lemma1"], overrides=[("results_dir", "elsewhere")])

@@ -15,6 +15,7 @@ from tests.conftest import DRIVER
 
 RANKED = """# %% tags=["parameters"]
 profile = "quick"
+results_dir = ""
 value = 1
 executor = "inprocess"
 
@@ -26,20 +27,21 @@ from cepaper.training import distributed
 
 world, device = distributed.setup("cpu")
 total = distributed.all_reduce_sum(torch.tensor([world.rank + 1.0]), world)
-run = results.Run("lemma1", profile, params=dict(value=value))
+run = results.Run("lemma1", profile, params=dict(value=value), results_dir=results_dir)
 run.save("answer", {"value": value, "rank": world.rank, "size": world.size, "total": total.item(),
                     "port": os.environ["MASTER_PORT"]})
 """
 
 PLAIN = """# %% tags=["parameters"]
 profile = "quick"
+results_dir = ""
 value = 1
 
 # %%
 import os
 from cepaper.book import results
 
-run = results.Run("lemma1", profile, params=dict(value=value))
+run = results.Run("lemma1", profile, params=dict(value=value), results_dir=results_dir)
 run.save("answer", {"value": value, "rank": int(os.environ["RANK"])})
 """
 
