@@ -183,7 +183,10 @@ def _under_title(nb, banner):
 def with_checks(nb, section, profile):
     """``nb`` with :func:`checks_banner` of the stored checks of ``section`` at ``profile`` under its title
     (``nb`` unchanged when that run stored no checks: a run made before runs stored them)."""
-    banner = checks_banner(results.find(section, results.CHECKS, profiles=(profile,)))
+    try:
+        banner = checks_banner(results.find(section, results.CHECKS, profiles=(profile,)))
+    except results.DamagedResult as e:  # the page still builds, and says so
+        banner = f"⚠ **The run's checks cannot be read**: {e}."
     return _under_title(nb, banner) if banner else nb
 
 
@@ -368,7 +371,10 @@ def book(profile="quick", force=False, reuse_stored=False):
     vendor_mathjax()
     SECTIONS_DIR.mkdir(parents=True, exist_ok=True)
     pages, scale_records, head = {}, [], results.git_commit()
-    claims_record = results.find("claims", "claims", profiles=(profile,))
+    try:
+        claims_record = results.find("claims", "claims", profiles=(profile,))
+    except results.DamagedResult:  # its own page says so; the other pages lose their back-links only
+        claims_record = None
     for r in records:
         src = executed_path(r["section"], profile)
         nb = nbformat.read(src, as_version=4)

@@ -97,16 +97,41 @@ def check_json_files(folder):
     return moved
 
 
+class DamagedResult(ValueError):
+    """A results file that is not JSON; ``path`` names it. Its message says how to get it back: ``git
+    checkout`` for a committed file (a GPU-scale run is not rerun lightly), else running its section."""
+
+    def __init__(self, path, why):
+        self.path = Path(path)
+        tracked = _tracked(self.path)
+        fix = (
+            f"`git checkout -- {tracked}` restores the committed file"
+            if tracked
+            else "delete it and run the section (or command) that writes it again"
+        )
+        super().__init__(f"results file {path} is damaged ({why}): {fix}")
+
+
+def _tracked(path):
+    """``path`` relative to the checkout when git tracks it there, else ``None``."""
+    root = checkout()
+    try:
+        rel = Path(path).resolve().relative_to(root)
+    except (TypeError, ValueError):  # no checkout, or a file outside it
+        return None
+    found = subprocess.run(
+        ["git", "ls-files", "--error-unmatch", "--", str(rel)], cwd=root, capture_output=True, check=False
+    )
+    return str(rel) if found.returncode == 0 else None
+
+
 def read_json(path):
-    """The JSON value in the results file ``path``; ``ValueError`` naming it when it is not JSON."""
+    """The JSON value in the results file ``path``; :class:`DamagedResult` naming it when it is not JSON."""
     path = Path(path)
     try:
         return json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(
-            f"results file {path} is damaged ({_why(e)}): delete it and run the section "
-            "(or command) that writes it again"
-        ) from None
+        raise DamagedResult(path, _why(e)) from None
 
 
 def git_commit():

@@ -20,7 +20,17 @@ import html
 from cepaper.book import pages
 from cepaper.sections._shared import markdown, show  # noqa: F401 (the notebook's)
 from cepaper.sections.claims_design import TABLE_DATASET, cost, design_rows, error_rows, fig3_cause, rounding_cause
-from cepaper.sections.claims_rule import HOLDS, SCALES, VERDICTS, best, reading, run_of, summary, verdict
+from cepaper.sections.claims_rule import (
+    HOLDS,
+    SCALES,
+    VERDICTS,
+    best,
+    marked_damaged,
+    reading,
+    run_of,
+    summary,
+    verdict,
+)
 from cepaper.sections.claims_theory import (
     alpha_cause,
     alpha_rows,
@@ -63,13 +73,14 @@ def table(scales=SCALES, level=0.95):
     """Every row, in the paper's order; ``group`` is ``method`` (theory, design, Fig. 4) or ``training``
     (the errors of Tables 1-5)."""
     method = (
-        lemma1_rows(scales, level)
-        + theorem1_rows(scales)
-        + alpha_rows(scales)
-        + design_rows(scales)
-        + mnist_rows(scales)
+        marked_damaged(lemma1_rows, scales, level)
+        + marked_damaged(theorem1_rows, scales)
+        + marked_damaged(alpha_rows, scales)
+        + marked_damaged(design_rows, scales)
+        + marked_damaged(mnist_rows, scales)
     )
-    rows = [{**r, "group": "method"} for r in method] + [{**r, "group": "training"} for r in error_rows(scales)]
+    training = marked_damaged(error_rows, scales)
+    rows = [{**r, "group": "method"} for r in method] + [{**r, "group": "training"} for r in training]
     for r in rows:
         r.setdefault("cost", "—")
     return rows
@@ -195,8 +206,9 @@ def plot(rows):
 
 
 def counts(rows):
-    """``{verdict: count}`` over ``rows``, in :data:`VERDICTS` order."""
-    return {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
+    """``{verdict: count}`` over ``rows``, in :data:`VERDICTS` order (damaged files only when there are any)."""
+    n = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
+    return {v: k for v, k in n.items() if k or v != "result file damaged"}
 
 
 # ------------------------------------------------------------------------ causes of a "differs"

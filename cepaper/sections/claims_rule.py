@@ -1,20 +1,50 @@
 """The rule of the claims page: where a claim's results are read, one verdict rule for every kind of
 claim, and the rows and readings it fills (:mod:`cepaper.sections.claims`)."""
 
+import warnings
+
 from cepaper.book import results
 
 #: Profiles whose committed results count as evidence, best first.
 SCALES = ("paper", "cpu-evidence")
-VERDICTS = ("reproduced", "consistent", "inconclusive", "differs", "cannot tell", "not run")
+VERDICTS = ("reproduced", "consistent", "inconclusive", "differs", "cannot tell", "not run", "result file damaged")
+
+
+class DamagedWarning(UserWarning):
+    """A results file a claim reads is damaged: its claims say so (:func:`marked_damaged`) and the page
+    still builds. The message is the :class:`~cepaper.book.results.DamagedResult`'s."""
 
 
 def best(section, name, scales=SCALES):
     """``(record, profile)`` of the first stored ``section/name`` among ``scales``, or ``(None, None)``."""
     for profile in scales:
-        record = results.find(section, name, profiles=(profile,))
+        try:
+            record = results.find(section, name, profiles=(profile,))
+        except results.DamagedResult as e:  # the claims it holds are marked, the rest of the page stands
+            warnings.warn(str(e), DamagedWarning, stacklevel=2)
+            continue
         if record is not None:
             return record, profile
     return None, None
+
+
+def marked_damaged(rows_of, *args):
+    """``rows_of(*args)``, its claims that found no result marked ``result file damaged`` with the file
+    and how to restore it, when a file it read was damaged (:class:`DamagedWarning`)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DamagedWarning)
+        rows = rows_of(*args)
+    damaged = [str(w.message) for w in caught if issubclass(w.category, DamagedWarning)]
+    for w in caught:
+        if not issubclass(w.category, DamagedWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if not damaged:
+        return rows
+    note = "; ".join(damaged)
+    marked = [r | {"verdict": VERDICTS[-1], "ours": note} if r["verdict"] == "not run" else r for r in rows]
+    if marked == rows:  # every claim still had a result: the damage is said beside the first one's run
+        marked[0] = marked[0] | {"run": f"{marked[0]['run']}; {note}"}
+    return marked
 
 
 def run_of(record):

@@ -265,3 +265,11 @@ def test_the_book_says_at_the_top_of_both_pages_whether_the_checks_hold(repo, mo
     assert scale[0] == "# A tiny section — at scale (paper)"
     assert scale[1].startswith("✓ **All 1 checks of the paper's claims hold**")
     assert scale[2] == "Prose." and scale[3].startswith("**At the paper's scale**")
+
+
+def test_a_damaged_checks_file_is_said_on_the_page_not_a_crash(run):
+    run.check("slope interval contains -1", True, "[-1.05, -0.98]")
+    (run.dir / "checks.json").write_text('{"data": ')  # cut short
+    page = render.with_checks(notebook(), "lemma1", "quick")
+    assert page.cells[1].source.startswith("⚠ **The run's checks cannot be read**: results file ")
+    assert "checks.json is damaged" in page.cells[1].source

@@ -11,7 +11,6 @@ from cepaper.training import recipes
 @pytest.fixture(autouse=True)
 def empty_store(tmp_path, monkeypatch):
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))
-    monkeypatch.delenv("CEPAPER_STAGING", raising=False)
     monkeypatch.delenv("CEPAPER_READS_LOG", raising=False)
 
 
@@ -286,3 +285,28 @@ def test_the_page_reads_the_saved_claims():
     for bad in (0, 1, 1.5):
         with pytest.raises(ValueError, match=f"level must be in \\(0, 1\\), got {bad}"):
             claims.check_level(bad)
+
+
+def test_a_damaged_result_file_marks_its_claims_and_the_page_stands():
+    """A damaged results file marks the claims that read it ``result file damaged: <path>`` with how to
+    restore it; the other claims, and a lower scale's result for the same claim, still stand."""
+    fit = lambda slope, se: {"slope": slope, "se": se}
+    results.Run("lemma1", "paper", params={}).save(
+        "variance", {"fit_diag": fit(-1.03, 0.02), "fit_off": fit(-0.8, 0.05)}
+    )
+    damaged = results.section_dir("lemma1", "paper") / "variance.json"
+    damaged.write_text('{"data": {"fit_diag": ')  # cut short, as by a full disk
+    rows = claims.table()
+    var = next(r for r in rows if r["claim"].startswith("Lemma 1: Var"))
+    assert var["verdict"] == "result file damaged" and str(damaged) in var["ours"] and "delete it" in var["ours"]
+    assert claims.counts(rows)["result file damaged"] == 2  # both Lemma 1 claims, nothing else
+    results.Run("lemma1", "cpu-evidence", params={}).save("variance", {"fit_diag": fit(-1.0, 0.02)})
+    var = claims.marked_damaged(claims.lemma1_rows)[0]
+    assert var["verdict"] == "reproduced" and var["scale"] == "cpu-evidence" and str(damaged) in var["run"]
+
+
+def test_a_damaged_committed_file_is_restored_from_git_not_deleted():
+    committed = results.REPO / "results" / "paper" / "lemma1" / "variance.json"
+    assert committed.is_file()
+    text = str(results.DamagedResult(committed, "not JSON"))
+    assert "git checkout -- results/paper/lemma1/variance.json" in text and "delete" not in text
