@@ -96,10 +96,10 @@ def changed_since(commit, section):
     when git cannot tell (no repository, an unknown commit)."""
     import subprocess
 
-    from cepaper.book.cache import dependencies
+    from cepaper import runs
 
     path = notebook_path(section)
-    deps = {str(path.relative_to(REPO)), *dependencies(path.read_text())}
+    deps = {str(path.relative_to(REPO)), *runs.dependencies(source=path.read_text(), root=REPO)}
     deps |= {f"profiles/{p}.yaml" for p in EVIDENCE}
     try:
         out = subprocess.run(
