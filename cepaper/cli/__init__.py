@@ -19,6 +19,7 @@ import errno
 import os
 import signal
 import sys
+import threading
 
 from cepaper.cli import alpha as cli_alpha
 from cepaper.cli import common as cli_common
@@ -113,11 +114,43 @@ def _on_sigterm(signum, frame):
 
 
 def main(argv=None):
+    """The ``cepaper`` command on ``argv`` (default ``sys.argv[1:]``): 0, or ``SystemExit`` with its status.
+
+    A ``--module`` factory is the user's code, and may leave a non-daemon thread running, which would keep
+    the process alive after the command: then, with one warning naming the factory, the process ends at
+    once with the command's status (``os._exit`` after flushing)."""
+    before = set(threading.enumerate())
+    _FACTORY.clear()
+    status = 1
+    try:
+        status = command(argv)
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        raise
+    finally:
+        stray = [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon]
+        if stray and _FACTORY:
+            names, (name, spec) = ", ".join(t.name for t in stray), _FACTORY[-1]
+            print(
+                f"cepaper {name}: warning: --module {spec} left {len(stray)} thread(s) running ({names}); "
+                "the command ends without waiting for them",
+                file=sys.stderr,
+            )
+            sys.stdout.flush(), sys.stderr.flush()
+            os._exit(status)
+    return status
+
+
+#: The command and ``--module`` factory running, if any (named when it leaves threads running).
+_FACTORY = []
+
+
+def command(argv=None):
+    """:func:`main` without its end: parse ``argv`` and run the command."""
     parser = build_parser()
     args = parser.parse_args(argv)
     fail = lambda status, text: parser.exit(status, f"cepaper {args.command}: {text}\n")
     import functools
-    import threading
     import warnings
 
     previous_show = warnings.showwarning
@@ -132,6 +165,7 @@ def main(argv=None):
         if _factory_spec(args) is None:
             args.func(args)
         else:  # the factory's own prints (at import, when called) go to stderr: --json stays JSON
+            _FACTORY.append((args.command, _factory_spec(args)))
             token = STDOUT.set(sys.stdout)
             try:
                 with contextlib.redirect_stdout(sys.stderr):

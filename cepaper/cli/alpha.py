@@ -4,14 +4,15 @@ its MLP, or any factory ``--module FILE:FUNC``; and the stored fits that ``cepap
 import os
 
 from cepaper.cli.common import (
-    NO_GPU,
     UsageError,
     _cli_type,
     _nonneg_int_arg,
     _positive_int_arg,
     _shape_arg,
     _trials_arg,
+    check_device,
     emit,
+    factory_terms,
 )
 
 #: What `fit-alpha --json` prints of a fit (a factory's adds its read-out and input shape).
@@ -191,7 +192,7 @@ def add_fit_alpha(sub):
             if args.module == "bottleneck"
             else dict(depth=args.depth)
         )
-        results.check_device(args.device, fix=NO_GPU)
+        check_device(args.device)
         run = results.Run(
             "alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device, store=True
         )
@@ -249,7 +250,7 @@ def _fit_factory_alpha(args):
     if args.input_shape is None:
         raise UsageError("a factory --module needs --input-shape (one example's shape, e.g. 256,8,8)")
     factory = factories.load_factory(args.module)
-    results.check_device(args.device, fix=NO_GPU)
+    check_device(args.device)
     run = results.Run(
         "alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device, store=True
     )
@@ -257,24 +258,25 @@ def _fit_factory_alpha(args):
     checkpoint = results.checkpoint_dir("alpha", "cli") if args.checkpoint else None
     if checkpoint is not None:
         results.check_json_files(checkpoint)
-    r = any_member.fit_member_alpha(
-        factory,
-        args.input_shape,
-        args.widths or (4, 8, 16, 32),
-        args.trials,
-        args.seed,
-        args.readout or "center",
-        args.layers or "all",
-        args.entry,
-        intercept=not args.no_intercept,
-        weighted=args.weighted,
-        device=args.device,
-        progress=True,
-        threads=args.threads,
-        checkpoint=checkpoint,
-        name=args.module,
-        init=args.init or "factory",
-    )
+    with factory_terms(args):
+        r = any_member.fit_member_alpha(
+            factory,
+            args.input_shape,
+            args.widths or (4, 8, 16, 32),
+            args.trials,
+            args.seed,
+            args.readout or "center",
+            args.layers or "all",
+            args.entry,
+            intercept=not args.no_intercept,
+            weighted=args.weighted,
+            device=args.device,
+            progress=True,
+            threads=args.threads,
+            checkpoint=checkpoint,
+            name=args.module,
+            init=args.init or "factory",
+        )
     _usable_alpha(r, args.module, r["readout"])
     name = _module_fit_name(args.module)  # one record per factory: `design --module ... --alpha fit`
     run.save(name, r)

@@ -2,6 +2,7 @@
 whose errors name the argument and what is allowed, and warnings in the command's terms."""
 
 import argparse
+import contextlib
 import contextvars
 import json
 import math
@@ -83,6 +84,37 @@ def _trials_arg(text):
 
 
 NO_GPU = "pass --device cpu, or run on a machine with a GPU"
+
+
+def check_device(device):
+    """``--device``, checked as every command checks it (``results.check_device``: torch can use it here),
+    the error naming the flag."""
+    from cepaper.book import results  # heavy: torch
+
+    try:
+        return results.check_device(device, fix=NO_GPU)
+    except ValueError as e:
+        raise UsageError(f"--{e}" if str(e).startswith("device") else str(e)) from None
+
+
+@contextlib.contextmanager
+def factory_terms(args):
+    """A ``--module`` factory's forward that raised on its example input (``factories.ForwardError``), in the
+    command's terms: the ``--input-shape`` (or ``--network-input-shape``) and ``--device`` that were tried."""
+    try:
+        yield
+    except ValueError as e:
+        factories = sys.modules.get("cepaper.search.factories")  # loaded when e is its ForwardError
+        if factories is None or not isinstance(e, factories.ForwardError):
+            raise
+        network = getattr(args, "network_input_shape", None)
+        flag = "--network-input-shape" if network is not None and tuple(network) == e.input_shape else "--input-shape"
+        shape = ",".join(map(str, e.input_shape))
+        raise UsageError(
+            f"{flag} {shape} with --device {args.device}: the module's forward on a batch of that shape raised "
+            f"{e.raised}; give {flag} as one example of what the factory's module takes (channels first, "
+            "without the batch), and a --device it runs on"
+        ) from None
 
 
 def _config_arg(text):

@@ -10,7 +10,9 @@ from cepaper.cli.common import (
     _positive_float_arg,
     _positive_int_arg,
     _shape_arg,
+    check_device,
     emit,
+    factory_terms,
 )
 
 #: cepaper.search.any_module.FLOPS, here so that parsing the arguments loads no torch (a test checks they agree)
@@ -44,6 +46,7 @@ def _module_args(args, baseline):
         raise UsageError("--module needs --input-shape (one example's shape, e.g. 256,32,32)")
     if getattr(args, baseline) is None:
         raise UsageError(f"--{baseline} is required with --module (CxD: m members of width n, e.g. 1x64)")
+    check_device(args.device)
     factory = factories.load_factory(args.module)
     m, n = (int(v) for v in getattr(args, baseline).rstrip("d").split("x"))
     flops = args.flops_convention or "2macs"
@@ -143,6 +146,10 @@ def add_params(sub):
     p.add_argument("--bias", action="store_true", help="mlp: layers with biases")
 
     def params(args):
+        with factory_terms(args):
+            return _params(args)
+
+    def _params(args):
         from cepaper import complexity
 
         _check_arch_or_module(args)
@@ -241,6 +248,10 @@ def add_design(sub):
     )
 
     def design(args):
+        with factory_terms(args):
+            return _design(args)
+
+    def _design(args):
         _check_arch_or_module(args)
         if args.module is not None:
             if args.n is not None:

@@ -4,7 +4,15 @@ runs (:func:`_train_name`), and ``data.load``'s messages are given in the comman
 
 import os
 
-from cepaper.cli.common import NO_GPU, UsageError, _cli_type, _config_arg, _nonneg_int_arg, _positive_int_arg, emit
+from cepaper.cli.common import (
+    UsageError,
+    _cli_type,
+    _config_arg,
+    _nonneg_int_arg,
+    _positive_int_arg,
+    check_device,
+    emit,
+)
 
 #: cepaper.training.distributed.BACKENDS, here so that parsing the arguments loads no torch (a test checks they agree)
 BACKENDS = ("nccl", "gloo")
@@ -86,7 +94,7 @@ def add_train(sub):
                 f"ImageNet (224x224) models, resnext29/38 the CIFAR-style ones (32x32, 64x64)"
             )
         rec = args.recipe or recipes.DATASET_RECIPE[args.dataset]
-        results.check_device(args.device, fix=NO_GPU)
+        check_device(args.device)
         distributed.check_backend(args.backend, args.device)
         if args.download and catalog.data_root(args.data_root) is None:
             raise UsageError("--download needs a data root: pass --data-root, or set CEPAPER_DATA")

@@ -253,8 +253,25 @@ def param_count(module):
     return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
 
 
+class ForwardError(ValueError):
+    """A built module's forward raised on its example input: the input's shape (``input_shape``, without
+    the batch) or its ``device`` is not what the module takes. ``raised`` is what it raised, in one line."""
+
+    def __init__(self, module, x, raised):
+        self.input_shape, self.device, self.raised = tuple(x.shape[1:]), str(x.device), raised
+        super().__init__(
+            f"factory: {type(module).__name__}'s forward on an input of shape {tuple(x.shape)} (a batch of "
+            f"{len(x)}, input_shape {self.input_shape}) on device {self.device} raised {raised}; input_shape must "
+            "be one example of what the module takes, without the batch, on a device it runs on"
+        )
+
+
 def _output(module, x):
-    out = module(x)
+    """``module(x)``, checked: a tensor; what the forward raises (the user's code) is a :class:`ForwardError`."""
+    try:
+        out = module(x)
+    except (Exception, SystemExit) as e:  # the user's code: contained, named (Ctrl-C still stops)
+        raise ForwardError(module, x, _raised(e)) from e
     if not torch.is_tensor(out):
         raise ValueError(f"module: {type(module).__name__} must return a tensor, got {type(out).__name__}")
     return out

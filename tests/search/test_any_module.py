@@ -546,6 +546,82 @@ def test_a_factorys_prints_go_to_stderr_so_json_stays_json(capsys, tmp_path):
         assert isinstance(json.loads(out), dict) and "importing" in err and "building 1 4" in err, command
 
 
+def test_a_forward_that_raises_is_a_forward_error_naming_the_input():
+    """Issue 24: an input of the wrong shape ended as torch's raw message (an internal error, status 1)."""
+    fm = any_module.FactoryModule(lambda m, n: ResNeXtBottleneck(16, 16, m * n, groups=m), (3, 4, 4))
+    with pytest.raises(factories.ForwardError, match=r"input_shape \(3, 4, 4\)\) on device cpu raised RuntimeError") as e:
+        fm.cost(4, "flops")
+    assert e.value.input_shape == (3, 4, 4) and e.value.device == "cpu" and "16 channels" in e.value.raised
+    with pytest.raises(factories.ForwardError, match="raised SystemExit"):
+        factories._output(Exits(), torch.zeros(2, 3))
+
+
+class Exits(nn.Module):
+    def forward(self, x):
+        raise SystemExit(4)
+
+
+@pytest.mark.parametrize(
+    "command, argv",
+    [
+        ("params", ["--config", "2x4"]),
+        ("design", ["--baseline", "1x4", "--alpha", "1.6", "--budget", "flops"]),
+        ("fit-alpha", ["--trials", "2", "--widths", "4"]),
+    ],
+)
+def test_a_wrong_input_shape_names_the_flag_and_what_was_tried(capsys, factory_file, command, argv):
+    """Issue 24: an input-shape mismatch was torch's raw message with exit 1; now one line naming
+    --input-shape, the shape tried, --device and what the forward raised, status 2."""
+    err = cli_fails(capsys, command, "--module", f"{factory_file}:small", "--input-shape", "3,4,4", *argv)
+    assert len(err.strip().splitlines()) == 1 and "internal error" not in err, err
+    assert f"cepaper {command}: error: --input-shape 3,4,4 with --device cpu: the module's forward" in err, err
+    assert "raised RuntimeError: " in err and "16 channels" in err, err
+
+
+@pytest.mark.parametrize(
+    "device, message",
+    [("foo", "--device must be 'cpu', 'cuda' or 'cuda:<index>', got 'foo'"), ("cuda", "--device 'cuda' asked for")],
+)
+@pytest.mark.parametrize("command", ["params", "design", "fit-alpha"])
+def test_a_factorys_device_goes_through_trains_device_check(capsys, factory_file, command, device, message):
+    """Issue 24: `--device cuda`/`--device foo` with --module skipped the GPU check of train and fit-alpha and
+    ended as torch's raw message, status 1."""
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("a GPU is here: --device cuda is valid")
+    more = {"params": ["--config", "2x4"], "design": ["--baseline", "1x4"], "fit-alpha": ["--trials", "2"]}[command]
+    spec = ["--module", f"{factory_file}:small", "--input-shape", "16,4,4", "--device", device]
+    err = cli_fails(capsys, command, *spec, *more)
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_a_factory_that_leaves_a_thread_running_does_not_keep_the_command_alive(tmp_path):
+    """Issue 24: a non-daemon thread started by the factory kept the command alive forever; now the command
+    ends with its own status and one warning naming the factory, and --json stays JSON."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    file = tmp_path / "threads.py"
+    file.write_text(
+        f"import threading, time\n{FACTORY_FILE}\n"
+        "def spawn(m, n):\n    threading.Thread(target=time.sleep, args=(600,)).start()\n    return small(m, n)\n"
+    )
+    source = Path(__file__).resolve().parents[2]
+    run = lambda *argv: subprocess.run(
+        [sys.executable, "-m", "cepaper", *argv, "--module", f"{file}:spawn"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=source,
+        env={"PYTHONPATH": str(source), "CEPAPER_RESULTS": str(tmp_path)},
+    )
+    ok = run("params", "--config", "2x4", "--input-shape", "16,4,4", "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["params"] > 0, ok.stderr
+    assert f"cepaper params: warning: --module {file}:spawn left " in ok.stderr, ok.stderr
+    bad = run("design", "--baseline", "1x4", "--budget", "flops", "--input-shape", "3,4,4")  # fails after a build
+    assert bad.returncode == 2 and "--input-shape 3,4,4" in bad.stderr and "left " in bad.stderr, bad.stderr
+
+
 @pytest.mark.parametrize("readout", any_member.READOUTS)
 def test_member_alpha_on_a_conv_factory_runs_every_readout(readout, capsys):
     def conv(m, n):  # the Fig. 5 branch with biases, no BN, no output ReLU
