@@ -24,6 +24,7 @@ import torch
 
 from cepaper import cli, files
 from cepaper.book import pipeline
+from cepaper.cli import common as cli_common
 from cepaper.montecarlo import intra_op_threads
 from cepaper.training import grids, sgd, spine
 from tests.conftest import SOURCE_ROOT, cepaper
@@ -726,10 +727,10 @@ def test_cli_argument_errors_name_the_flag(capsys, argv, message):
 
 
 def test_json_output_is_strict(capsys):
-    cli.emit(type("A", (), {"json": True})(), {"se": float("nan"), "n": torch.tensor(2.0), "x": [1.5]}, "")
+    cli_common.emit(type("A", (), {"json": True})(), {"se": float("nan"), "n": torch.tensor(2.0), "x": [1.5]}, "")
     assert json.loads(capsys.readouterr().out) == {"se": None, "n": 2.0, "x": [1.5]}
     with pytest.raises(ValueError, match=r"result.rho is inf: the computation overflowed"):
-        cli.emit(type("A", (), {"json": True})(), {"rho": float("inf")}, "")
+        cli_common.emit(type("A", (), {"json": True})(), {"rho": float("inf")}, "")
     cli.main(["design", "--arch", "resnext29", "--baseline", "1x128d", "--json"])
     json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in JSON output"))
 

@@ -2,7 +2,10 @@
 
 One module per command (:mod:`~cepaper.cli.run`: run and book; :mod:`~cepaper.cli.design`: params and
 design; :mod:`~cepaper.cli.alpha`: fit-alpha; :mod:`~cepaper.cli.train`: train), each with an
-``add_<name>(sub)`` that declares its arguments and sets ``func``; :func:`commands` lists them.
+``add_<name>(sub)`` that declares its arguments and sets ``func`` to the command, a function of its module
+named after it (``design.design``, ``alpha.fit_alpha``); :func:`commands` lists them. Each module imports
+at the top, except the modules that would load torch (or papermill, submitit) for ``--help``: those are
+imported where used, marked ``# heavy: ...``. ``python -m cepaper`` and ``python -m cepaper.cli`` run it.
 
 Errors in the arguments exit with status 2 and a message that names the argument and what is allowed; so
 do the errors a user can cause while a command runs (a full disk, a folder that is not writable, a
@@ -21,6 +24,8 @@ import signal
 import sys
 import threading
 
+import cepaper
+from cepaper.book import results
 from cepaper.cli import alpha as cli_alpha
 from cepaper.cli import common as cli_common
 from cepaper.cli import design as cli_design
@@ -47,8 +52,6 @@ def commands():
 
 
 def build_parser():
-    import cepaper
-
     parser = argparse.ArgumentParser(prog="cepaper", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"cepaper {cepaper.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -94,8 +97,6 @@ def os_error_line(e):
         errno.EPERM,
         errno.EROFS,
     ):
-        from cepaper.book import results
-
         if os.path.abspath(e.filename).startswith(os.path.abspath(results.root()) + os.sep):
             fix += ", or point CEPAPER_RESULTS at another folder"
     code = errno.errorcode.get(e.errno, str(e.errno))

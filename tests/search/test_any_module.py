@@ -549,7 +549,8 @@ def test_a_factorys_prints_go_to_stderr_so_json_stays_json(capsys, tmp_path):
 def test_a_forward_that_raises_is_a_forward_error_naming_the_input():
     """Issue 24: an input of the wrong shape ended as torch's raw message (an internal error, status 1)."""
     fm = any_module.FactoryModule(lambda m, n: ResNeXtBottleneck(16, 16, m * n, groups=m), (3, 4, 4))
-    with pytest.raises(factories.ForwardError, match=r"input_shape \(3, 4, 4\)\) on device cpu raised RuntimeError") as e:
+    raised = r"input_shape \(3, 4, 4\)\) on device cpu raised RuntimeError"
+    with pytest.raises(factories.ForwardError, match=raised) as e:
         fm.cost(4, "flops")
     assert e.value.input_shape == (3, 4, 4) and e.value.device == "cpu" and "16 channels" in e.value.raised
     with pytest.raises(factories.ForwardError, match="raised SystemExit"):
@@ -965,7 +966,7 @@ def test_a_latency_design_that_does_not_beat_the_baseline_says_no_improvement_fo
     assert d["var_ratio"] == pytest.approx(var[0] / 3 / var[1]) and d["var_ratio"] > 1
     assert not d["improves"] and d["verdict"] == "no improvement found"
     assert d["notes"][0].startswith("no width searched beats the baseline 1x8: at the best, 3x1, Var(K) is 1.8")
-    text = cli_design._format_module_design(d | {"module": "planted"})
+    text = cli_design.format_module_design(d | {"module": "planted"})
     assert "no improvement found" in text and "best width searched  1" in text and "optimum" not in text
     assert "latency IQR" in text and "baseline 0 s" in text
 
