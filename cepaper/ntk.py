@@ -30,12 +30,35 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
+from cepaper._checks import choice, positive_int
 from cepaper.models.mlp import CollegialMLP
 
 METHODS = ("auto", "structured", "jacobian", "naive")
+#: The read-outs of :func:`readout_vector`.
+READOUTS = ("center", "mean", "random")
 
 
 # ----------------------------------------------------------------------------------------- checks
+
+
+def readout_vector(kind, out_shape, seed=0, dtype=torch.float32, device=None):
+    """The unit read-out ``v`` of shape ``out_shape = (C, *spatial)`` that makes ``f = <v, out>`` a scalar model.
+
+    ``"center"``: channel 0 at the centre of every spatial axis (index ``s // 2``; for the Fig. 5 block's
+    ``(n_out, H, W)`` output the centre pixel); ``"mean"``: all entries equal (global average pooling summed
+    over channels); ``"random"``: a fixed Gaussian direction drawn with ``seed``. The norm of ``v`` scales
+    ``K`` and cancels in ``E[K^2] / E[K]^2``.
+    """
+    choice("readout", kind, READOUTS)
+    shape = tuple(positive_int("output shape entry", s) for s in out_shape) or (1,)
+    if kind == "mean":
+        v = torch.ones(shape, dtype=torch.float64)
+    elif kind == "center":
+        v = torch.zeros(shape, dtype=torch.float64)
+        v[(0,) + tuple(s // 2 for s in shape[1:])] = 1.0
+    else:
+        v = torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
+    return (v / v.norm()).to(dtype=dtype, device=device)
 
 
 def _check_inputs(x1, x2):

@@ -161,3 +161,25 @@ def test_an_installed_package_knows_the_sections_without_the_table_of_contents(t
     assert sorted(results.known_sections()) == sorted(results.SECTIONS)
     with pytest.raises(FileNotFoundError, match="need a checkout of the repository"):
         results.book_sections()
+
+
+def top_level_defs(path):
+    """Names of the functions and classes defined at the top level of a module."""
+    tree = ast.parse(path.read_text())
+    return [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+
+
+def test_one_definition_of_the_shared_helpers():
+    """Issue 23 item 2: one ``curve`` (Algorithm 2's, any budget a member counts), one ``readout_vector``, one
+    choice check: each defined by one module of the package."""
+    homes = {}
+    for name, path in modules().items():
+        for d in top_level_defs(path):
+            homes.setdefault(d, []).append(name)
+    for helper, home in (
+        ("curve", "cepaper.search.equations"),
+        ("readout_vector", "cepaper.ntk"),
+        ("choice", "cepaper._checks"),
+    ):
+        assert homes.get(helper) == [home], (helper, homes.get(helper))
+    assert "_choice" not in homes, homes.get("_choice")

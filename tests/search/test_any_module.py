@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from cepaper import search
+from cepaper import ntk, search
 from cepaper.alpha import any_member, fit, sweeps
 from cepaper.models import bottleneck as blocks
 from cepaper.models.resnext import ResNeXtBottleneck
@@ -229,7 +229,7 @@ def test_latency_budget_through_design_curve():
     timer = fake_timer(clock)
 
     fm = any_module.FactoryModule(Timed, (4,), repeats=3, warmup=1, timer=timer)
-    c = any_module.curve(fm, 8, 1.0, "latency", m_tilde=1)
+    c = search.curve(fm, 8, 1.0, "latency", m_tilde=1)
     np.testing.assert_allclose(c["beta"], 1e-3 * np.arange(1, 9))
     np.testing.assert_allclose(c["beta_iqr"], 0.0, atol=1e-15)
     d = any_module.design_module(Timed, (4,), (1, 8), "dual", "latency", alpha=1.0, module=fm)
@@ -312,23 +312,22 @@ def test_inputs_and_readouts_equal_the_block_and_mlp_ones():
     torch.testing.assert_close(
         any_member.member_inputs((16,), 2, 0.3, 1), sweeps.mlp_inputs(16, 2, 0.3, 1), rtol=0, atol=0
     )
-    for kind in any_member.READOUTS:
-        torch.testing.assert_close(
-            any_member.readout_vector(kind, (8, 5, 5), seed=3),
-            blocks.readout_vector(kind, 8, 5, seed=3),
-            rtol=0,
-            atol=0,
-        )
+    center = torch.zeros(8, 5, 5)
+    center[0, 2, 2] = 1.0  # the Fig. 5 block's centre unit: channel 0 at the centre pixel
+    torch.testing.assert_close(ntk.readout_vector("center", (8, 5, 5)), center, rtol=0, atol=0)
+    torch.testing.assert_close(ntk.readout_vector("mean", (8, 5, 5)), torch.full((8, 5, 5), 1 / 200**0.5))
+    assert torch.equal(ntk.readout_vector("random", (8, 5, 5), 3), ntk.readout_vector("random", (8, 5, 5), 3))
+    assert any_member.READOUTS is ntk.READOUTS and any_member.readout_vector is ntk.readout_vector
 
 
 def test_readout_member_is_scalar_inner_product():
-    member, v = nn.Conv2d(3, 4, 3, padding=1), any_member.readout_vector("random", (4, 5, 5), seed=2)
+    member, v = nn.Conv2d(3, 4, 3, padding=1), ntk.readout_vector("random", (4, 5, 5), seed=2)
     x = torch.randn(2, 3, 5, 5)
     torch.testing.assert_close(any_member.Readout(member, v)(x), (member(x) * v).flatten(1).sum(1))
 
 
 def test_member_draws_are_seeded_and_independent():
-    v = any_member.readout_vector("center", (1, 1))
+    v = ntk.readout_vector("center", (1, 1))
     g = torch.Generator().manual_seed(5)
     a, b = any_member.member_draw(mlp, 4, g, v), any_member.member_draw(mlp, 4, g, v)
     a2 = any_member.member_draw(mlp, 4, torch.Generator().manual_seed(5), v)
@@ -722,7 +721,7 @@ def test_batched_member_ntk_equals_naive_autograd_per_draw(factory, shape):
     x = any_member.member_inputs(shape, 3, 0.5, 1)
     with torch.no_grad():
         out = factories.build(factory, 1, 3)(x)
-    v = any_member.readout_vector("random", tuple(out.shape[1:]), 2)
+    v = ntk.readout_vector("random", tuple(out.shape[1:]), 2)
     k = any_member.member_ntk_sampler(factory, 3, x, v)(5, torch.Generator().manual_seed(7))
     g = torch.Generator().manual_seed(7)
     ref = torch.stack([ntk.naive_ntk(any_member.member_draw(factory, 3, g, v), x) for _ in range(5)])
@@ -736,7 +735,7 @@ def test_member_sampler_falls_back_to_one_ntk_per_draw():
     from cepaper import ntk
 
     x = any_member.member_inputs((4,), 2, 0.5, 0)
-    v = any_member.readout_vector("center", (1,), 0)
+    v = ntk.readout_vector("center", (1,), 0)
     with pytest.warns(UserWarning, match="cannot be batched over draws"):
         k = any_member.member_ntk_sampler(ItemGate, 3, x, v)(4, torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(1)
@@ -1151,7 +1150,7 @@ class SumBlock(ResNeXtBottleneck):
 def test_eq3_member_is_the_papers_bottleneck_draw():
     """eq3_member of the project's block is cepaper.models.bottleneck.Bottleneck with the same seed: weights,
     scales sqrt(2/16), sqrt(2/9n), sqrt(1/n), no norms, and the same function."""
-    x, v = blocks.block_inputs(16, 3, 2, 0.5, seed=1), blocks.readout_vector("random", 16, 3, seed=2)
+    x, v = blocks.block_inputs(16, 3, 2, 0.5, seed=1), ntk.readout_vector("random", (16, 3, 3), seed=2)
     for block, post_relu in ((ResNeXtBottleneck, True), (SumBlock, False)):
         member = any_member.eq3_member(block(16, 16, 5), seed=11)
         ref = blocks.Bottleneck(5, v, n_in=16, post_relu=post_relu, seed=11)
