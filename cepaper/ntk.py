@@ -61,7 +61,7 @@ def readout_vector(kind, out_shape, seed=0, dtype=torch.float32, device=None):
     return (v / v.norm()).to(dtype=dtype, device=device)
 
 
-def _check_inputs(x1, x2):
+def check_inputs(x1, x2):
     """``x1`` of shape ``(N1, ...)`` with ``N1 >= 1``; ``x2`` ``None`` or ``(N2, ...)`` alike."""
     if not torch.is_tensor(x1) or x1.ndim < 1 or x1.shape[0] < 1:
         raise ValueError(
@@ -285,7 +285,7 @@ def jacobian_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None, chunk_s
     Returns:
         tensor ``(N1, N2)`` in the parameters' dtype.
     """
-    _check_inputs(x1, x2)
+    check_inputs(x1, x2)
     params = _trainable(model)
     buffers = dict(model.named_buffers())
 
@@ -307,7 +307,7 @@ def naive_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None) -> Tensor:
 
     Args and shapes as :func:`jacobian_ntk`; slow and memory-hungry (``(N, P)`` gradients), but obvious.
     """
-    _check_inputs(x1, x2)
+    check_inputs(x1, x2)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no parameters with requires_grad=True")

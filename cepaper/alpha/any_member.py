@@ -18,10 +18,10 @@ from cepaper.ntk import READOUTS, readout_vector
 from cepaper.search.factories import (
     FAN_IN_LAYERS,
     WEIGHT_LAYERS,
-    _output,
     build,
     check_input_shape,
     member_fan_ins,
+    run_forward,
     tensor_output,
 )
 
@@ -267,7 +267,7 @@ def fit_member_alpha(
     shape = check_input_shape(input_shape)
     x = member_inputs(shape, 2, corr, input_seed)
     with torch.no_grad():
-        out = _output(build(factory, 1, widths[0]), x)
+        out = run_forward(build(factory, 1, widths[0]), x)
     v = readout_vector(readout, tuple(out.shape[1:]), input_seed)
     if checkpoint is not None and not name:
         raise ValueError("checkpoint: a checkpointed fit needs a name that identifies the factory")

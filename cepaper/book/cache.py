@@ -11,7 +11,7 @@ from cepaper.book.profiles import notebook_path
 from cepaper.book.results import REPO
 
 
-def _sha(data):
+def sha(data):
     return hashlib.sha256(data if isinstance(data, bytes) else data.encode()).hexdigest()
 
 
@@ -59,15 +59,15 @@ def cache_key(section, params):
     executor = {"cepaper/book/cache.py": Path(__file__), "requirements.txt": REPO / "requirements.txt"}
     files = {path.name: path, **dependencies(source), **{k: p for k, p in executor.items() if p.exists()}}
     parts += [f"{rel}\n{p.stat().st_mtime_ns}\n{p.read_text()}" for rel, p in sorted(files.items())]
-    return _sha("\0".join(parts))
+    return sha("\0".join(parts))
 
 
-def _reads_fresh(record):
+def reads_fresh(record):
     """True when every results file the notebook read still has the hash it had then."""
-    return all(_file_digest(path) == digest for path, digest in record.get("reads", {}).items())
+    return all(file_digest(path) == digest for path, digest in record.get("reads", {}).items())
 
 
-def _file_digest(path):
+def file_digest(path):
     """sha256 of a file relative to the repository, or ``None`` when it does not exist."""
     p = REPO / path
-    return _sha(p.read_bytes()) if p.exists() else None
+    return sha(p.read_bytes()) if p.exists() else None

@@ -29,9 +29,9 @@ from pathlib import Path
 
 from cepaper import files
 from cepaper.book import results
-from cepaper.book.cache import _file_digest, _reads_fresh, cache_key
+from cepaper.book.cache import cache_key, file_digest, reads_fresh
 from cepaper.book.profiles import load_profile, notebook_path, resolve_parameters
-from cepaper.book.publish import STORED, _recover, _tree_digest, publish
+from cepaper.book.publish import STORED, publish, recover, tree_digest
 from cepaper.book.results import book_sections
 from cepaper.training import spine
 
@@ -84,10 +84,10 @@ def valid_record(section, profile, key):
         if path.exists():
             files.move_aside(path, "its reads are not a mapping")
         return None
-    if record.get("key") != key or not _reads_fresh(record):
+    if record.get("key") != key or not reads_fresh(record):
         return None
     # its results must be where the current results root says, as that run wrote them
-    if _tree_digest(results.section_dir(section, profile)) != record.get("published"):
+    if tree_digest(results.section_dir(section, profile)) != record.get("published"):
         return None
     return record
 
@@ -201,10 +201,10 @@ def execute(section, params, key, rank=0, env=None):
             "device": results.device_name(params.get("device", "cpu")),
             "git_commit": results.git_commit(),
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "reads": {r: _file_digest(r) for r in reads},
+            "reads": {r: file_digest(r) for r in reads},
         }
         staged = staging / profile / section
-        record["published"] = _tree_digest(staged)
+        record["published"] = tree_digest(staged)
         text = _finish_notebook(staging / "out.ipynb", record)
         try:
             files.write_atomic(staged / STORED, text)  # published with the results
@@ -279,7 +279,7 @@ def _kernel_oserror(e):
 
 def _clean_leftovers(section, profile):
     """Undo what runs of this section that died (SIGKILL, power loss) left: their staging folders,
-    and their half-done publishing (:func:`_recover`). Called while holding the section's
+    and their half-done publishing (:func:`recover`). Called while holding the section's
     :func:`section_lock`, so no live run owns them."""
     pattern = re.compile(re.escape(f"{profile}-{section}-") + r"[A-Za-z0-9_]{8}")
     for folder in (BUILD / "staging").glob(f"{profile}-{section}-*"):
@@ -287,7 +287,7 @@ def _clean_leftovers(section, profile):
             shutil.rmtree(folder, ignore_errors=True)
     dest = results.section_dir(section, profile)
     if dest.parent.is_dir():
-        _recover(dest)
+        recover(dest)
 
 
 def reuse(section, profile):

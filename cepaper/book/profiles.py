@@ -11,7 +11,7 @@ import re
 
 import yaml
 
-from cepaper.book.results import NO_BOOK, REPO, _yaml_file, book_sections
+from cepaper.book.results import NO_BOOK, REPO, book_sections, yaml_file
 
 NOTEBOOKS = REPO / "notebooks"
 PROFILES = REPO / "profiles"
@@ -44,7 +44,7 @@ def load_profile(profile):
     if profile not in names:
         raise ValueError(f"profile must be one of {', '.join(names)}; got {profile!r}")
     path = PROFILES / f"{profile}.yaml"
-    loaded = _yaml_file(path) or {}
+    loaded = yaml_file(path) or {}
     rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
     if not isinstance(loaded, dict):
         raise ValueError(

@@ -1,6 +1,6 @@
 """Publishing a section's results atomically: the staged folder replaces ``results/<profile>/<section>``
 in one step (``renameat2(RENAME_EXCHANGE)`` where the filesystem has it, else two renames that
-:func:`_recover` completes after a crash), so a reader sees the old results or the new, never a mix."""
+:func:`recover` completes after a crash), so a reader sees the old results or the new, never a mix."""
 
 import os
 import shutil
@@ -8,19 +8,19 @@ import sys
 import time
 from pathlib import Path
 
-from cepaper.book.cache import _sha
+from cepaper.book.cache import sha
 
 STORED = "notebook.ipynb"  # the executed notebook, kept beside a section's results
 
 
-def _tree_digest(folder):
+def tree_digest(folder):
     """sha256 over the names and contents of the files under ``folder`` except the stored notebook
     (which holds this digest): what a published results folder must still hold for its cache entry."""
     folder = Path(folder)
     if not folder.exists():
         return None
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != STORED)
-    return _sha("\0".join(f"{p.relative_to(folder)}\n{_sha(p.read_bytes())}" for p in files))
+    return sha("\0".join(f"{p.relative_to(folder)}\n{sha(p.read_bytes())}" for p in files))
 
 
 def _exchange(a, b):
@@ -56,7 +56,7 @@ def _copy_tree(src, dst, shown):
             raise OSError(e.errno, e.strerror, str(shown / rel)) if e.errno is not None else e from None
 
 
-def _recover(dest):
+def recover(dest):
     """Undo what a run killed inside :func:`publish` left beside ``dest``: the previous results put
     back when the fallback's two renames were cut between them, half-copied folders removed.
     Called while holding the section's lock."""
@@ -77,7 +77,7 @@ def publish(new, dest):
     if not new.exists():
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _recover(dest)
+    recover(dest)
     tag = f"{os.getpid()}-{time.monotonic_ns()}"
     incoming, old = dest.with_name(f".{dest.name}.new-{tag}"), dest.with_name(f".{dest.name}.old-{tag}")
     try:

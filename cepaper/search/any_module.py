@@ -44,12 +44,12 @@ from cepaper.search import equations, networks
 from cepaper.search.factories import (
     FAN_IN_LAYERS,
     WEIGHT_LAYERS,
-    _output,
     build,
     check_input_shape,
     check_members,
     member_fan_ins,
     param_count,
+    run_forward,
 )
 from cepaper.verdicts import VERDICTS, judge  # noqa: F401  (VERDICTS: part of this module's API)
 
@@ -76,7 +76,7 @@ def flop_count(module: nn.Module, x: torch.Tensor, convention: str = "2macs") ->
     ]
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            _output(module, x)
+            run_forward(module, x)
     finally:
         for h in hooks:
             h.remove()
@@ -95,7 +95,7 @@ def latency(module, x, repeats=20, warmup=3, timer=time.perf_counter):
 
     def once():
         module.zero_grad(set_to_none=True)
-        out = _output(module, x)
+        out = run_forward(module, x)
         if out.requires_grad:
             out.float().sum().backward()
 

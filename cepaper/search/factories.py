@@ -260,7 +260,7 @@ class ForwardError(ValueError):
         )
 
 
-def _output(module, x):
+def run_forward(module, x):
     """``module(x)`` on an example input, checked: a tensor (:func:`tensor_output`); what the forward raises (the
     user's code) is a :class:`ForwardError`."""
     try:

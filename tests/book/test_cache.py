@@ -83,17 +83,17 @@ def test_results_read_are_fresh_until_they_change_or_vanish(repo):
     path = repo / "results" / "alpha.json"
     path.parent.mkdir()
     path.write_bytes(b'{"alpha": 1.6}')
-    digest = cache._file_digest("results/alpha.json")
+    digest = cache.file_digest("results/alpha.json")
     assert digest == hashlib.sha256(b'{"alpha": 1.6}').hexdigest()
-    assert cache._file_digest("results/none.json") is None
-    assert cache._reads_fresh({}) and cache._reads_fresh({"reads": {}})
-    assert cache._reads_fresh({"reads": {"results/alpha.json": digest}})
-    assert cache._reads_fresh({"reads": {"results/none.json": None}}), "still missing is unchanged"
-    assert not cache._reads_fresh({"reads": {"results/alpha.json": digest, "results/none.json": digest}})
+    assert cache.file_digest("results/none.json") is None
+    assert cache.reads_fresh({}) and cache.reads_fresh({"reads": {}})
+    assert cache.reads_fresh({"reads": {"results/alpha.json": digest}})
+    assert cache.reads_fresh({"reads": {"results/none.json": None}}), "still missing is unchanged"
+    assert not cache.reads_fresh({"reads": {"results/alpha.json": digest, "results/none.json": digest}})
     path.write_bytes(b'{"alpha": 1.7}')
-    assert not cache._reads_fresh({"reads": {"results/alpha.json": digest}})
+    assert not cache.reads_fresh({"reads": {"results/alpha.json": digest}})
     path.unlink()
-    assert not cache._reads_fresh({"reads": {"results/alpha.json": digest}})
+    assert not cache.reads_fresh({"reads": {"results/alpha.json": digest}})
 
 
 def test_the_package_and_every_package_above_a_module_are_dependencies(repo):

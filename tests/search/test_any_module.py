@@ -553,7 +553,7 @@ def test_a_forward_that_raises_is_a_forward_error_naming_the_input():
         fm.cost(4, "flops")
     assert e.value.input_shape == (3, 4, 4) and e.value.device == "cpu" and "16 channels" in e.value.raised
     with pytest.raises(factories.ForwardError, match="raised SystemExit"):
-        factories._output(Exits(), torch.zeros(2, 3))
+        factories.run_forward(Exits(), torch.zeros(2, 3))
 
 
 class Exits(nn.Module):
