@@ -43,7 +43,7 @@ def path_ratios(n, draws, loop_draws, repeats, options):
     """Seconds per draw of each NTK path at width ``n`` (structured, autograd, per-draw loop, drawing)."""
     o = sweeps.module_options("bottleneck", **options)
     x = B.block_inputs(o["n_in"], o["spatial"], 2, o["corr"], o["input"], o["input_seed"])
-    v = B.readout_vector(o["readout"], o["n_in"], o["spatial"], o["input_seed"])
+    v = ntk.readout_vector(o["readout"], (o["n_in"], o["spatial"], o["spatial"]), o["input_seed"])
     seeds = list(range(draws))
     block = B.BottleneckDraws(n, seeds, v, o["n_in"], o["post_relu"])
     singles = [block.draw(t) for t in range(loop_draws)]

@@ -102,7 +102,7 @@ def data_root(root: str | Path | None = None) -> Path | None:
     return Path(root).expanduser() if root is not None else None
 
 
-def _check(split, n):
+def check_split(split, n):
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     return None if n is None else positive_int("n", n)

@@ -57,7 +57,7 @@ from cepaper.catalog import (
     HOW_TO_GET,
     STATS,
     Dataset,
-    _check,  # noqa: F401
+    check_split,  # noqa: F401
     data_root,
 )
 from cepaper.files import write_atomic
@@ -352,7 +352,7 @@ def load(
     """
     if name not in SOURCES:
         raise ValueError(f"dataset must be one of {', '.join(SOURCES)}; got {name!r}")
-    n = _check(split, n)
+    n = check_split(split, n)
     path = data_root(root)
     if download and path is None:
         raise ValueError("download=True needs a data root: pass root=... or set CEPAPER_DATA")

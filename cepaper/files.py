@@ -39,22 +39,22 @@ def move_aside(path, why):
     return aside
 
 
-def _why(e):
+def reason(e):
     """A one-line reason from a read/parse exception."""
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
-def _jsonable(x):
+def jsonable(x):
     """Convert numpy/torch scalars and arrays (and NaN) to plain JSON values."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
+        return jsonable(x.tolist())
     if isinstance(x, np.generic):
         x = x.item()
     if isinstance(x, float) and not math.isfinite(x):

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from cepaper._checks import positive_int
 from cepaper.models.mlp import CollegialMLP, hidden_widths
-from cepaper.ntk import _check_inputs, empirical_ntk, entry_index, member_ntk
+from cepaper.ntk import check_inputs, empirical_ntk, entry_index, member_ntk
 
 
 class Moments(NamedTuple):
@@ -204,7 +204,7 @@ def mlp_ntk_sampler(
         a callable ``(t, generator) -> (t, N1, N2)`` (or ``(t, P)``), whose ``default_chunk``
         attribute is ``t`` with about 2^23 weights drawn per call (between 1 and 4096).
     """
-    _check_inputs(x1, x2)
+    check_inputs(x1, x2)
     if x1.ndim != 2:
         raise ValueError(f"x1 must have shape (N1, n_in), got {tuple(x1.shape)}")
     widths = hidden_widths(widths, depth)
@@ -240,7 +240,7 @@ def module_ntk_sampler(
     Returns:
         a callable ``(t, generator) -> (t, N1, N2)`` (or ``(t, P)``).
     """
-    _check_inputs(x1, x2)
+    check_inputs(x1, x2)
     n2 = x1.shape[0] if x2 is None else x2.shape[0]
     idx = entry_index(entries, x1.shape[0], n2)
 

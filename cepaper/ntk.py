@@ -30,15 +30,38 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
+from cepaper._checks import choice, positive_int
 from cepaper.models.mlp import CollegialMLP
 
 METHODS = ("auto", "structured", "jacobian", "naive")
+#: The read-outs of :func:`readout_vector`.
+READOUTS = ("center", "mean", "random")
 
 
 # ----------------------------------------------------------------------------------------- checks
 
 
-def _check_inputs(x1, x2):
+def readout_vector(kind, out_shape, seed=0, dtype=torch.float32, device=None):
+    """The unit read-out ``v`` of shape ``out_shape = (C, *spatial)`` that makes ``f = <v, out>`` a scalar model.
+
+    ``"center"``: channel 0 at the centre of every spatial axis (index ``s // 2``; for the Fig. 5 block's
+    ``(n_out, H, W)`` output the centre pixel); ``"mean"``: all entries equal (global average pooling summed
+    over channels); ``"random"``: a fixed Gaussian direction drawn with ``seed``. The norm of ``v`` scales
+    ``K`` and cancels in ``E[K^2] / E[K]^2``.
+    """
+    choice("readout", kind, READOUTS)
+    shape = tuple(positive_int("output shape entry", s) for s in out_shape) or (1,)
+    if kind == "mean":
+        v = torch.ones(shape, dtype=torch.float64)
+    elif kind == "center":
+        v = torch.zeros(shape, dtype=torch.float64)
+        v[(0,) + tuple(s // 2 for s in shape[1:])] = 1.0
+    else:
+        v = torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
+    return (v / v.norm()).to(dtype=dtype, device=device)
+
+
+def check_inputs(x1, x2):
     """``x1`` of shape ``(N1, ...)`` with ``N1 >= 1``; ``x2`` ``None`` or ``(N2, ...)`` alike."""
     if not torch.is_tensor(x1) or x1.ndim < 1 or x1.shape[0] < 1:
         raise ValueError(
@@ -262,7 +285,7 @@ def jacobian_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None, chunk_s
     Returns:
         tensor ``(N1, N2)`` in the parameters' dtype.
     """
-    _check_inputs(x1, x2)
+    check_inputs(x1, x2)
     params = _trainable(model)
     buffers = dict(model.named_buffers())
 
@@ -284,7 +307,7 @@ def naive_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None) -> Tensor:
 
     Args and shapes as :func:`jacobian_ntk`; slow and memory-hungry (``(N, P)`` gradients), but obvious.
     """
-    _check_inputs(x1, x2)
+    check_inputs(x1, x2)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no parameters with requires_grad=True")

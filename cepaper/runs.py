@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cepaper.files import _jsonable, _why, checkout, move_aside, write_atomic
+from cepaper.files import checkout, jsonable, move_aside, reason, write_atomic
 
 #: The folder that holds the ``cepaper`` package (the repository, in a checkout).
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ def _read_record(path, required, world):
 def _write_record(path, record, world):
     """Rank 0 of ``world`` writes ``record`` to ``path`` atomically and drops its checkpoint; all wait."""
     if _writer(world):
-        write_atomic(path, json.dumps(_jsonable(record)) + "\n")
+        write_atomic(path, json.dumps(jsonable(record)) + "\n")
         path.with_suffix(".pt").unlink(missing_ok=True)
     _barrier(world)
 
@@ -263,7 +263,7 @@ def read_cached(path, required=()):
     try:
         record = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        move_aside(path, f"not JSON, {_why(e)}")
+        move_aside(path, f"not JSON, {reason(e)}")
         return None
     missing = [k for k in required if not isinstance(record, dict) or k not in record]
     if not record or missing:
@@ -306,7 +306,7 @@ def load_checkpoint(path):
                 "holds only tensors, numbers, strings and plain containers); it was not loaded: delete it, "
                 "or move it away if it is yours"
             ) from None
-        move_aside(path, f"torch.load failed, {_why(e)}")
+        move_aside(path, f"torch.load failed, {reason(e)}")
         return None
 
 

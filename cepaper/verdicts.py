@@ -31,7 +31,7 @@ def judge(d, c, i, module=None):
 
     Args:
         d: a :func:`cepaper.search.any_module.design_module` result (before this).
-        c: its curve (:func:`cepaper.search.any_module.curve`).
+        c: its curve (:func:`cepaper.search.equations.curve`).
         i: the optimum's index.
     Returns:
         dict: ``improves`` (bool), ``verdict`` (:data:`VERDICTS`), ``notes`` (sentences), and under latency

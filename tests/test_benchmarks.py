@@ -94,7 +94,7 @@ def test_design_alpha_factory_is_the_specialized_block(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     bench = importlib.import_module("design_alpha")
     x = bottleneck.block_inputs(256, 3, 2, 0.5, "gaussian", 0)
-    v = bottleneck.readout_vector("center", 256, 3, 0)
+    v = ntk.readout_vector("center", (256, 3, 3), 0)
     draws = bottleneck.BottleneckDraws(5, [11, 12], v, 256, False)
     mine = bench.fig5_block(1, 5)
     for t in range(2):

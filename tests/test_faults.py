@@ -24,6 +24,7 @@ import torch
 
 from cepaper import cli, files, runs
 from cepaper.book import pipeline
+from cepaper.cli import common as cli_common
 from cepaper.montecarlo import intra_op_threads
 from cepaper.training import grids, sgd
 from tests.conftest import SOURCE_ROOT, cepaper
@@ -787,10 +788,10 @@ def test_under_torchrun_only_rank_0_prints_the_error(monkeypatch, capsys, rank, 
 
 
 def test_json_output_is_strict(capsys):
-    cli.emit(type("A", (), {"json": True})(), {"se": float("nan"), "n": torch.tensor(2.0), "x": [1.5]}, "")
+    cli_common.emit(type("A", (), {"json": True})(), {"se": float("nan"), "n": torch.tensor(2.0), "x": [1.5]}, "")
     assert json.loads(capsys.readouterr().out) == {"se": None, "n": 2.0, "x": [1.5]}
     with pytest.raises(ValueError, match=r"result.rho is inf: the computation overflowed"):
-        cli.emit(type("A", (), {"json": True})(), {"rho": float("inf")}, "")
+        cli_common.emit(type("A", (), {"json": True})(), {"rho": float("inf")}, "")
     cli.main(["design", "--arch", "resnext29", "--baseline", "1x128d", "--json"])
     json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in JSON output"))
 

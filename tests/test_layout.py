@@ -218,3 +218,65 @@ def test_an_installed_package_knows_the_sections_without_the_table_of_contents(t
     assert sorted(results.known_sections()) == sorted(results.SECTIONS)
     with pytest.raises(FileNotFoundError, match="need a checkout of the repository"):
         results.book_sections()
+
+
+def top_level_defs(path):
+    """Names of the functions and classes defined at the top level of a module."""
+    tree = ast.parse(path.read_text())
+    return [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+
+
+def test_one_definition_of_the_shared_helpers():
+    """Issue 23 item 2: one ``curve`` (Algorithm 2's, any budget a member counts), one ``readout_vector``, one
+    choice check: each defined by one module of the package."""
+    homes = {}
+    for name, path in modules().items():
+        for d in top_level_defs(path):
+            homes.setdefault(d, []).append(name)
+    for helper, home in (
+        ("curve", "cepaper.search.equations"),
+        ("readout_vector", "cepaper.ntk"),
+        ("choice", "cepaper._checks"),
+    ):
+        assert homes.get(helper) == [home], (helper, homes.get(helper))
+    assert "_choice" not in homes, homes.get("_choice")
+
+
+def private_imports(path, name, known):
+    """``(line, what)`` of each private name (``_x``, not ``__x__``) of another cepaper module that the module
+    ``name`` at ``path`` uses: ``from cepaper.X import _x``, or ``X._x`` with ``X`` a cepaper module it imported;
+    ``known``: the dotted names of the package's modules."""
+    tree = ast.parse(path.read_text())
+    private = lambda a: a.startswith("_") and not a.startswith("__")
+    found, aliases = [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cepaper"):
+            for a in node.names:
+                if f"{node.module}.{a.name}" in known:
+                    aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+                elif private(a.name) and node.module != name:
+                    found.append((node.lineno, f"{node.module}.{a.name}"))
+        elif isinstance(node, ast.Import):
+            aliases |= {a.asname: a.name for a in node.names if a.name.startswith("cepaper") and a.asname}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and private(node.attr):
+            module = aliases.get(node.value.id)
+            if module is not None and module != name:
+                found.append((node.lineno, f"{module}.{node.attr}"))
+    return sorted(found)
+
+
+def test_no_module_uses_another_modules_private_name(tmp_path):
+    """Issue 23 item 2: a name used across modules is public; a private one (``_x``) stays in its module."""
+    known = modules()
+    bad = {name: private_imports(path, name, known) for name, path in known.items()}
+    assert {k: v for k, v in bad.items() if v} == {}
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "from cepaper.files import _planted, write_atomic\nfrom cepaper.search import factories as f\n"
+        "from cepaper import _checks\n\ndef g():\n    return f._planted(), f.build, _checks.choice\n"
+    )
+    assert private_imports(planted, "cepaper.planted", known) == [
+        (1, "cepaper.files._planted"),
+        (6, "cepaper.search.factories._planted"),
+    ]

@@ -14,7 +14,7 @@ import importlib
 _HOMES = {
     "sweeps": "log_grid fan_ins sum_inv_fan_in ntk_sweep module_sweep custom_sweep",
     "fit": "HeavyTailWarning fit_alpha fitted_curve fit_sweep refit measure_alpha sweep_result",
-    "any_member": "member_inputs readout_vector fit_member_alpha",
+    "any_member": "member_inputs fit_member_alpha",
 }
 _API = {name: module for module, names in _HOMES.items() for name in names.split()}
 __all__ = sorted(_API)

@@ -12,19 +12,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from cepaper._checks import positive_int
+from cepaper._checks import choice, positive_int
 from cepaper.alpha import fit, sweeps
+from cepaper.ntk import READOUTS, readout_vector
 from cepaper.search.factories import (
     FAN_IN_LAYERS,
     WEIGHT_LAYERS,
-    _choice,
-    _output,
     build,
     check_input_shape,
     member_fan_ins,
+    run_forward,
+    tensor_output,
 )
 
-READOUTS = ("center", "mean", "random")
 #: How a draw of the member is initialized: the factory's own initialization, or Eq. 3's parameterization.
 INITS = ("factory", "eq3")
 #: The norm layers that ``init="eq3"`` removes (replaced by the identity).
@@ -41,25 +41,6 @@ def member_inputs(input_shape, count=2, corr=0.5, seed=0, dtype=torch.float32):
     return (math.sqrt(corr) * z[:1] + math.sqrt(1.0 - corr) * z[1:]).to(dtype)
 
 
-def readout_vector(kind, out_shape, seed=0, dtype=torch.float32):
-    """Unit read-out ``v`` of shape ``out_shape = (C, *spatial)`` making ``f = <v, out>`` scalar.
-
-    ``"center"``: channel 0 at the centre of every spatial axis (index ``s // 2``); ``"mean"``: all
-    entries equal; ``"random"``: a fixed Gaussian direction drawn with ``seed``. For ``(C, H, H)`` this
-    is :func:`cepaper.models.bottleneck.readout_vector`.
-    """
-    _choice("readout", kind, READOUTS)
-    shape = tuple(positive_int("output shape entry", s) for s in out_shape) or (1,)
-    if kind == "mean":
-        v = torch.ones(shape, dtype=torch.float64)
-    elif kind == "center":
-        v = torch.zeros(shape, dtype=torch.float64)
-        v[(0,) + tuple(s // 2 for s in shape[1:])] = 1.0
-    else:
-        v = torch.randn(shape, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
-    return (v / v.norm()).to(dtype)
-
-
 class Readout(nn.Module):
     """``f(x) = <v, member(x)>`` per example: ``(N, *input_shape) -> (N,)`` (a scalar member for the NTK)."""
 
@@ -69,7 +50,7 @@ class Readout(nn.Module):
         self.register_buffer("v", v)
 
     def forward(self, x):
-        out = _output(self.member, x)
+        out = tensor_output(self.member, self.member(x))  # not contained: torch.func's errors reach the sampler
         if tuple(out.shape[1:]) != tuple(self.v.shape) and not (out.ndim == 1 and self.v.numel() == 1):
             raise ValueError(
                 f"module: the member's output per example must have shape {tuple(self.v.shape)} "
@@ -113,7 +94,7 @@ def member_draw(factory, n, generator, v, init="factory"):
     that seed), in eval mode (BatchNorm uses its running statistics, at initialization the identity up to
     ``eps``; no dropout), wrapped by :class:`Readout` with ``v``. The seeds are those of
     :func:`cepaper.models.bottleneck.bottleneck_ntk_sampler` on the same generator."""
-    _choice("init", init, INITS)
+    choice("init", init, INITS)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)  # the CPU generator only (torch.manual_seed also seeds
@@ -185,7 +166,7 @@ def member_ntk_sampler(factory, n, x, v, method="batched", init="factory"):
     """
     from cepaper import ntk
 
-    _choice("method", method, ("batched", "loop"))
+    choice("method", method, ("batched", "loop"))
     state = {"method": method}
 
     def sample(t, generator):
@@ -278,15 +259,15 @@ def fit_member_alpha(
         ValueError: when every draw's NTK at a width is exactly 0 (:func:`check_nonzero_ntk`), naming another
         read-out.
     """
-    _choice("readout", readout, READOUTS)
-    _choice("init", init, INITS)
-    _choice("layers", layers, FAN_IN_LAYERS)
-    _choice("entry", entry, fit.ENTRIES)
+    choice("readout", readout, READOUTS)
+    choice("init", init, INITS)
+    choice("layers", layers, FAN_IN_LAYERS)
+    choice("entry", entry, fit.ENTRIES)
     widths = sweeps.check_widths(widths)
     shape = check_input_shape(input_shape)
     x = member_inputs(shape, 2, corr, input_seed)
     with torch.no_grad():
-        out = _output(build(factory, 1, widths[0]), x)
+        out = run_forward(build(factory, 1, widths[0]), x)
     v = readout_vector(readout, tuple(out.shape[1:]), input_seed)
     if checkpoint is not None and not name:
         raise ValueError("checkpoint: a checkpointed fit needs a name that identifies the factory")

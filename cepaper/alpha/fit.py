@@ -31,7 +31,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from cepaper._checks import positive_int
+from cepaper._checks import choice, positive_int
 from cepaper.alpha import sweeps
 
 ENTRIES = ("diag", "offdiag")
@@ -65,13 +65,11 @@ def entry_values(samples, entry="diag"):
     samples = np.asarray(samples, dtype=np.float64)
     if samples.ndim != 3 or samples.shape[1] != samples.shape[2]:
         raise ValueError(f"samples must have shape (T, N, N), got {samples.shape}")
-    if entry == "diag":
+    if choice("entry", entry, ENTRIES) == "diag":
         return samples[:, 0, 0]
-    if entry == "offdiag":
-        if samples.shape[1] < 2:
-            raise ValueError("entry 'offdiag' needs NTK matrices of at least two inputs, got N = 1")
-        return samples[:, 0, 1]
-    raise ValueError(f"entry must be one of {', '.join(ENTRIES)}; got {entry!r}")
+    if samples.shape[1] < 2:
+        raise ValueError("entry 'offdiag' needs NTK matrices of at least two inputs, got N = 1")
+    return samples[:, 0, 1]
 
 
 def second_moment_ratio(k):
@@ -302,8 +300,7 @@ def fit_sweep(
         :func:`fit_alpha`'s dict plus ``entry``, ``widths`` (those fitted), ``n_min``, ``n_max`` and
         ``heavy_tail_widths`` (the widths of ``heavy_tail``).
     """
-    if entry not in ENTRIES:
-        raise ValueError(f"entry must be one of {', '.join(ENTRIES)}; got {entry!r}")
+    choice("entry", entry, ENTRIES)
     n_max = max(sweep["widths"]) if n_max is None else n_max
     use = [j for j, n in enumerate(sweep["widths"]) if n_min <= n <= n_max]
     if not use:
@@ -405,8 +402,7 @@ def measure_alpha(
         ``fits`` (``{entry: fit}``), ``module``, ``options``, ``widths``, ``trials``, ``seed``,
         ``entry``, ``seconds`` (of the Monte Carlo), ``device``.
     """
-    if entry not in ENTRIES:
-        raise ValueError(f"entry must be one of {', '.join(ENTRIES)}; got {entry!r}")
+    choice("entry", entry, ENTRIES)
     sw = sweeps.module_sweep(module, widths, trials, seed, device, checkpoint, progress, threads, **options)
     return sweep_result(sw, entry, intercept, weighted, n_boot, level)
 
@@ -424,8 +420,7 @@ def sweep_result(
     This is what the results store holds as ``alpha/fit_bottleneck`` and ``alpha/fit_mlp``
     (``data["alpha"]``, ``data["alpha_ci"]``, ...), without the raw samples.
     """
-    if entry not in ENTRIES:
-        raise ValueError(f"entry must be one of {', '.join(ENTRIES)}; got {entry!r}")
+    choice("entry", entry, ENTRIES)
     fits = {e: fit_sweep(sweep, e, intercept, weighted, n_boot=n_boot, level=level) for e in ENTRIES}
     f = fits[entry]
     return {

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cepaper import files, runs
-from cepaper._checks import positive_int
+from cepaper import files, ntk, runs
+from cepaper._checks import choice, positive_int
 from cepaper.models.mlp import CollegialMLP
 from cepaper.search import equations
 
@@ -224,7 +224,7 @@ def _bottleneck_setup(o):
     from cepaper.models import bottleneck
 
     x = bottleneck.block_inputs(o["n_in"], o["spatial"], 2, o["corr"], o["input"], o["input_seed"])
-    v = bottleneck.readout_vector(o["readout"], o["n_in"], o["spatial"], o["input_seed"])
+    v = ntk.readout_vector(o["readout"], (o["n_in"], o["spatial"], o["spatial"]), o["input_seed"])
     sampler = partial(bottleneck.bottleneck_ntk_sampler, x=x, readout=v, n_in=o["n_in"], post_relu=o["post_relu"])
     chunk = lambda n: max(1, CHUNK_FLOATS // bottleneck.bottleneck_floats_per_draw(n, o["n_in"], o["spatial"], 2))
     return sampler, chunk, partial(bottleneck_term, n_in=o["n_in"])
@@ -252,8 +252,7 @@ DEFAULTS = {
 
 def module_options(module, **options):
     """The sampler options of ``module`` (``DEFAULTS`` overridden by ``options``), checked."""
-    if module not in MODULES:
-        raise ValueError(f"module must be one of {', '.join(MODULES)}; got {module!r}")
+    choice("module", module, MODULES)
     unknown = sorted(set(options) - set(DEFAULTS[module]))
     if unknown:
         raise ValueError(

@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 import cepaper
-from cepaper.files import _jsonable, _why, checkout, move_aside, write_atomic
+from cepaper.files import checkout, jsonable, move_aside, reason, write_atomic
 
 #: The checkout cepaper runs from (``_toc.yml`` beside ``cepaper/``), or ``None`` for an installed package.
 CHECKOUT = checkout()
@@ -93,7 +93,7 @@ def check_json_files(folder):
         try:
             json.loads(path.read_text())
         except (ValueError, UnicodeDecodeError) as e:
-            moved.append(move_aside(path, f"not JSON, {_why(e)}"))
+            moved.append(move_aside(path, f"not JSON, {reason(e)}"))
     return moved
 
 
@@ -131,7 +131,7 @@ def read_json(path):
     try:
         return json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        raise DamagedResult(path, _why(e)) from None
+        raise DamagedResult(path, reason(e)) from None
 
 
 def git_commit():
@@ -178,7 +178,7 @@ def scratch_dir(section, profile, params=None, seed=None, device="cpu"):
     no ``$CEPAPER_RESULTS``) saves its results; the hash is of its profile, parameters, seed and device,
     so runs with other parameters never mix."""
     what = json.dumps(
-        _jsonable({"profile": profile, "params": dict(params or {}), "seed": seed, "device": str(device)}),
+        jsonable({"profile": profile, "params": dict(params or {}), "seed": seed, "device": str(device)}),
         sort_keys=True,
         default=str,
     )
@@ -246,7 +246,7 @@ class Run:
             "section": self.section,
             "name": name,
             "profile": self.profile,
-            "params": _jsonable(self.params),
+            "params": jsonable(self.params),
             "seed": self.seed,
             "cepaper": cepaper.__version__,
             "git_commit": git_commit(),
@@ -258,7 +258,7 @@ class Run:
     def save(self, name, data, table=None):
         """Save ``data`` (a dict) as ``<name>.json`` and, if given, a DataFrame as ``<name>.csv``,
         in ``self.dir``. Returns nothing, so a notebook cell ending in ``run.save`` shows nothing."""
-        record = {"data": _jsonable(data), "provenance": self.provenance(name)}
+        record = {"data": jsonable(data), "provenance": self.provenance(name)}
         if table is not None:
             write_atomic(self.dir / f"{name}.csv", table.to_csv(index=False))
         write_atomic(self.dir / f"{name}.json", json.dumps(record, indent=1) + "\n")
@@ -273,7 +273,7 @@ class Run:
         (bad input, a broken invariant) is an error, not a check. Returns nothing."""
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"a check's name must be a non-empty string, got {name!r}")
-        holds = _jsonable(holds)
+        holds = jsonable(holds)
         if not isinstance(holds, bool):
             raise TypeError(f"check {name!r}: holds must be True or False, got {holds!r}")
         entry = {"name": name, "holds": holds, "detail": str(detail)}

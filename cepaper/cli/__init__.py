@@ -2,7 +2,10 @@
 
 One module per command (:mod:`~cepaper.cli.run`: run and book; :mod:`~cepaper.cli.design`: params and
 design; :mod:`~cepaper.cli.alpha`: fit-alpha; :mod:`~cepaper.cli.train`: train), each with an
-``add_<name>(sub)`` that declares its arguments and sets ``func``; :func:`commands` lists them.
+``add_<name>(sub)`` that declares its arguments and sets ``func`` to the command, a function of its module
+named after it (``design.design``, ``alpha.fit_alpha``); :func:`commands` lists them. Each module imports
+at the top, except the modules that would load torch (or papermill, submitit) for ``--help``: those are
+imported where used, marked ``# heavy: ...``. ``python -m cepaper`` and ``python -m cepaper.cli`` run it.
 
 Errors in the arguments exit with status 2 and a message that names the argument and what is allowed; so
 do the errors a user can cause while a command runs (a full disk, a folder that is not writable, a
@@ -19,7 +22,10 @@ import errno
 import os
 import signal
 import sys
+import threading
 
+import cepaper
+from cepaper.book import results
 from cepaper.cli import alpha as cli_alpha
 from cepaper.cli import common as cli_common
 from cepaper.cli import design as cli_design
@@ -46,8 +52,6 @@ def commands():
 
 
 def build_parser():
-    import cepaper
-
     parser = argparse.ArgumentParser(prog="cepaper", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"cepaper {cepaper.__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -93,8 +97,6 @@ def os_error_line(e):
         errno.EPERM,
         errno.EROFS,
     ):
-        from cepaper.book import results
-
         if os.path.abspath(e.filename).startswith(os.path.abspath(results.root()) + os.sep):
             fix += ", or point CEPAPER_RESULTS at another folder"
     code = errno.errorcode.get(e.errno, str(e.errno))
@@ -113,13 +115,45 @@ def _on_sigterm(signum, frame):
 
 
 def main(argv=None):
+    """The ``cepaper`` command on ``argv`` (default ``sys.argv[1:]``): 0, or ``SystemExit`` with its status.
+
+    A ``--module`` factory is the user's code, and may leave a non-daemon thread running, which would keep
+    the process alive after the command: then, with one warning naming the factory, the process ends at
+    once with the command's status (``os._exit`` after flushing)."""
+    before = set(threading.enumerate())
+    _FACTORY.clear()
+    status = 1
+    try:
+        status = command(argv)
+    except SystemExit as e:
+        status = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        raise
+    finally:
+        stray = [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon]
+        if stray and _FACTORY:
+            names, (name, spec) = ", ".join(t.name for t in stray), _FACTORY[-1]
+            print(
+                f"cepaper {name}: warning: --module {spec} left {len(stray)} thread(s) running ({names}); "
+                "the command ends without waiting for them",
+                file=sys.stderr,
+            )
+            sys.stdout.flush(), sys.stderr.flush()
+            os._exit(status)
+    return status
+
+
+#: The command and ``--module`` factory running, if any (named when it leaves threads running).
+_FACTORY = []
+
+
+def command(argv=None):
+    """:func:`main` without its end: parse ``argv`` and run the command."""
     parser = build_parser()
     args = parser.parse_args(argv)
     # under torchrun every rank meets the same error: rank 0 says it, the others exit with its status quietly
     quiet = os.environ.get("RANK", "0") != "0" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
     fail = lambda status, text: parser.exit(status, None if quiet else f"cepaper {args.command}: {text}\n")
     import functools
-    import threading
     import warnings
 
     previous_show = warnings.showwarning
@@ -134,6 +168,7 @@ def main(argv=None):
         if _factory_spec(args) is None:
             args.func(args)
         else:  # the factory's own prints (at import, when called) go to stderr: --json stays JSON
+            _FACTORY.append((args.command, _factory_spec(args)))
             token = STDOUT.set(sys.stdout)
             try:
                 with contextlib.redirect_stdout(sys.stderr):

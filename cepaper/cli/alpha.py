@@ -1,17 +1,22 @@
 """``cepaper fit-alpha`` (Algorithm 1, Sec. 4.2, Fig. 8): alpha fitted by Monte Carlo on the paper's block,
 its MLP, or any factory ``--module FILE:FUNC``; and the stored fits that ``cepaper design --alpha fit`` reads."""
 
+import hashlib
 import os
+import re
 
+from cepaper import files
+from cepaper.book import results
 from cepaper.cli.common import (
-    NO_GPU,
     UsageError,
-    _cli_type,
-    _nonneg_int_arg,
-    _positive_int_arg,
-    _shape_arg,
-    _trials_arg,
+    check_device,
+    cli_type,
     emit,
+    factory_terms,
+    nonneg_int_arg,
+    positive_int_arg,
+    shape_arg,
+    trials_arg,
 )
 
 #: What `fit-alpha --json` prints of a fit (a factory's adds its read-out and input shape).
@@ -68,11 +73,9 @@ def _stored_alpha(record, what):
     return alpha
 
 
-def _fitted_alpha(arch):
+def fitted_alpha(arch):
     """``--alpha fit``: the alpha that `cepaper fit-alpha` (profile ``cli``), else the paper profile of
     the alpha section, stored for this arch's member; a ``UsageError`` when there is none."""
-    from cepaper.book import results
-
     name = "fit_mlp" if arch == "mlp" else "fit_bottleneck"
     for profile in ("cli", "paper"):
         record = results.find("alpha", name, profiles=(profile,))
@@ -84,24 +87,19 @@ def _fitted_alpha(arch):
     )
 
 
-def _module_fit_name(spec):
+def module_fit_name(spec):
     """The results-store name of `cepaper fit-alpha --module SPEC`'s fit: ``fit_module_<slug>_<hash>``, the
     hash over the spec with a FILE.py resolved to its absolute path (the same file from any folder)."""
-    import hashlib
-    import re
-
     where, _, func = spec.rpartition(":")
     key = f"{os.path.realpath(where)}:{func}" if where.endswith(".py") or "/" in where else spec
     slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{os.path.basename(where)}_{func}").strip("_")[-40:]
     return f"fit_module_{slug}_{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
-def _fitted_module_alpha(spec):
+def fitted_module_alpha(spec):
     """``design --module SPEC --alpha fit``: the alpha `cepaper fit-alpha --module SPEC` stored (profile ``cli``);
     a ``UsageError`` naming the command to run when there is none."""
-    from cepaper.book import results
-
-    name = _module_fit_name(spec)
+    name = module_fit_name(spec)
     record = results.find("alpha", name, profiles=("cli",))
     if record is None or record.get("data", {}).get("alpha") is None:
         raise UsageError(
@@ -128,7 +126,7 @@ def add_fit_alpha(sub):
     )
     p.add_argument(
         "--input-shape",
-        type=_cli_type(_shape_arg),
+        type=cli_type(shape_arg),
         metavar="C,H,W",
         help="factory: one example's input shape, without the batch, e.g. 256,8,8",
     )
@@ -137,8 +135,8 @@ def add_fit_alpha(sub):
         choices=["all", "hidden"],
         help="factory: weight layers in sum 1/fan-in (default all; hidden drops the first)",
     )
-    pos_int = _cli_type(_positive_int_arg)
-    p.add_argument("--trials", type=_cli_type(_trials_arg), default=2000, help="weight draws per width (default 2000)")
+    pos_int = cli_type(positive_int_arg)
+    p.add_argument("--trials", type=cli_type(trials_arg), default=2000, help="weight draws per width (default 2000)")
     p.add_argument(
         "--widths",
         type=pos_int,
@@ -146,7 +144,7 @@ def add_fit_alpha(sub):
         metavar="N",
         help="widths n (default: 16 log-spaced from 1 to 256; for a factory 4 8 16 32)",
     )
-    p.add_argument("--seed", type=_cli_type(_nonneg_int_arg), default=0, help="Monte Carlo seed (>= 0)")
+    p.add_argument("--seed", type=cli_type(nonneg_int_arg), default=0, help="Monte Carlo seed (>= 0)")
     p.add_argument(
         "--entry", choices=["diag", "offdiag"], default="diag", help="NTK entry: K(x1, x1) (the paper's) or K(x1, x2)"
     )
@@ -172,71 +170,70 @@ def add_fit_alpha(sub):
         "--checkpoint", action="store_true", help="resumable: keep finished widths under _build/checkpoints/cli/alpha"
     )
     p.add_argument("--json", action="store_true", help="print JSON")
-
-    def fit_alpha(args):
-        from cepaper import files
-        from cepaper.alpha import fit
-        from cepaper.book import results
-
-        if args.module not in ("bottleneck", "mlp"):
-            return _fit_factory_alpha(args)
-        if args.input_shape is not None or args.layers is not None or args.init is not None:
-            raise UsageError("--input-shape, --layers and --init only apply to a factory --module FILE:FUNC")
-        if args.module == "mlp" and (args.readout or args.spatial or args.post_relu):
-            raise UsageError("--readout, --spatial and --post-relu only apply to --module bottleneck")
-        if args.module == "bottleneck" and args.depth is not None:
-            raise UsageError("--depth only applies to --module mlp")
-        options = (
-            dict(readout=args.readout, spatial=args.spatial, post_relu=args.post_relu or None)
-            if args.module == "bottleneck"
-            else dict(depth=args.depth)
-        )
-        results.check_device(args.device, fix=NO_GPU)
-        run = results.Run(
-            "alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device, store=True
-        )
-        files.check_writable(run.dir)  # before the Monte Carlo, not after
-        checkpoint = results.checkpoint_dir("alpha", "cli") if args.checkpoint else None
-        if checkpoint is not None:
-            results.check_json_files(checkpoint)  # a damaged width file is moved aside and recomputed
-        r = fit.measure_alpha(
-            args.module,
-            args.widths,
-            args.trials,
-            args.seed,
-            args.entry,
-            intercept=not args.no_intercept,
-            weighted=args.weighted,
-            device=args.device,
-            checkpoint=checkpoint,
-            threads=args.threads,
-            **options,
-        )
-        _usable_alpha(r, args.module, (args.readout or "center") if args.module == "bottleneck" else None)
-        run.save(f"fit_{args.module}", r, table=fit.result_table(r))
-        path = run.dir / f"fit_{args.module}.json"
-        keys = FIT_KEYS
-        payload = {k: r[k] for k in keys} | {"saved": str(path)}
-        num = lambda v, f: "n/a" if v is None else format(v, f)  # C is None when alpha <= 0
-        lo, hi = r["alpha_ci"]
-        text = (
-            f"alpha = {num(r['alpha'], '.3f')}  [{num(lo, '.3f')}, {num(hi, '.3f')}] (95% bootstrap), "
-            f"C = {num(r['C'], '.4g')}, "
-            f"{r['module']} {r['entry']} entry, {len(r['widths'])} widths {min(r['widths'])}..{max(r['widths'])}, "
-            f"T = {r['trials']}, {r['seconds']:.1f} s\nsaved to {path}"
-        )
-        emit(args, payload, text)
-
     p.set_defaults(func=fit_alpha)
+
+
+def fit_alpha(args):
+    """`cepaper fit-alpha`: Algorithm 1 on the paper's bottleneck block or MLP
+    (:func:`cepaper.alpha.fit.measure_alpha`), or on a factory's member (:func:`_fit_factory_alpha`); the fit
+    is saved where `design --alpha fit` reads it."""
+    from cepaper.alpha import fit  # heavy: torch, scipy
+
+    if args.module not in ("bottleneck", "mlp"):
+        return _fit_factory_alpha(args)
+    if args.input_shape is not None or args.layers is not None or args.init is not None:
+        raise UsageError("--input-shape, --layers and --init only apply to a factory --module FILE:FUNC")
+    if args.module == "mlp" and (args.readout or args.spatial or args.post_relu):
+        raise UsageError("--readout, --spatial and --post-relu only apply to --module bottleneck")
+    if args.module == "bottleneck" and args.depth is not None:
+        raise UsageError("--depth only applies to --module mlp")
+    options = (
+        dict(readout=args.readout, spatial=args.spatial, post_relu=args.post_relu or None)
+        if args.module == "bottleneck"
+        else dict(depth=args.depth)
+    )
+    check_device(args.device)
+    run = results.Run(
+        "alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device, store=True
+    )
+    files.check_writable(run.dir)  # before the Monte Carlo, not after
+    checkpoint = results.checkpoint_dir("alpha", "cli") if args.checkpoint else None
+    if checkpoint is not None:
+        results.check_json_files(checkpoint)  # a damaged width file is moved aside and recomputed
+    r = fit.measure_alpha(
+        args.module,
+        args.widths,
+        args.trials,
+        args.seed,
+        args.entry,
+        intercept=not args.no_intercept,
+        weighted=args.weighted,
+        device=args.device,
+        checkpoint=checkpoint,
+        threads=args.threads,
+        **options,
+    )
+    _usable_alpha(r, args.module, (args.readout or "center") if args.module == "bottleneck" else None)
+    run.save(f"fit_{args.module}", r, table=fit.result_table(r))
+    path = run.dir / f"fit_{args.module}.json"
+    keys = FIT_KEYS
+    payload = {k: r[k] for k in keys} | {"saved": str(path)}
+    num = lambda v, f: "n/a" if v is None else format(v, f)  # C is None when alpha <= 0
+    lo, hi = r["alpha_ci"]
+    text = (
+        f"alpha = {num(r['alpha'], '.3f')}  [{num(lo, '.3f')}, {num(hi, '.3f')}] (95% bootstrap), "
+        f"C = {num(r['C'], '.4g')}, "
+        f"{r['module']} {r['entry']} entry, {len(r['widths'])} widths {min(r['widths'])}..{max(r['widths'])}, "
+        f"T = {r['trials']}, {r['seconds']:.1f} s\nsaved to {path}"
+    )
+    emit(args, payload, text)
 
 
 def _fit_factory_alpha(args):
     """`cepaper fit-alpha --module FILE:FUNC`: Algorithm 1 on the member factory(1, n)
     (any_member.fit_member_alpha)."""
-    from cepaper import files
-    from cepaper.alpha import any_member
-    from cepaper.book import results
-    from cepaper.search import factories
+    from cepaper.alpha import any_member  # heavy: torch, scipy
+    from cepaper.search import factories  # heavy: torch
 
     if ":" not in args.module:
         raise UsageError(
@@ -249,7 +246,7 @@ def _fit_factory_alpha(args):
     if args.input_shape is None:
         raise UsageError("a factory --module needs --input-shape (one example's shape, e.g. 256,8,8)")
     factory = factories.load_factory(args.module)
-    results.check_device(args.device, fix=NO_GPU)
+    check_device(args.device)
     run = results.Run(
         "alpha", "cli", params=vars(args) | {"func": None}, seed=args.seed, device=args.device, store=True
     )
@@ -257,26 +254,27 @@ def _fit_factory_alpha(args):
     checkpoint = results.checkpoint_dir("alpha", "cli") if args.checkpoint else None
     if checkpoint is not None:
         results.check_json_files(checkpoint)
-    r = any_member.fit_member_alpha(
-        factory,
-        args.input_shape,
-        args.widths or (4, 8, 16, 32),
-        args.trials,
-        args.seed,
-        args.readout or "center",
-        args.layers or "all",
-        args.entry,
-        intercept=not args.no_intercept,
-        weighted=args.weighted,
-        device=args.device,
-        progress=True,
-        threads=args.threads,
-        checkpoint=checkpoint,
-        name=args.module,
-        init=args.init or "factory",
-    )
+    with factory_terms(args):
+        r = any_member.fit_member_alpha(
+            factory,
+            args.input_shape,
+            args.widths or (4, 8, 16, 32),
+            args.trials,
+            args.seed,
+            args.readout or "center",
+            args.layers or "all",
+            args.entry,
+            intercept=not args.no_intercept,
+            weighted=args.weighted,
+            device=args.device,
+            progress=True,
+            threads=args.threads,
+            checkpoint=checkpoint,
+            name=args.module,
+            init=args.init or "factory",
+        )
     _usable_alpha(r, args.module, r["readout"])
-    name = _module_fit_name(args.module)  # one record per factory: `design --module ... --alpha fit`
+    name = module_fit_name(args.module)  # one record per factory: `design --module ... --alpha fit`
     run.save(name, r)
     path = run.dir / f"{name}.json"
     keys = FIT_KEYS + ("readout", "input_shape", "init")

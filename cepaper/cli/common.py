@@ -2,25 +2,29 @@
 whose errors name the argument and what is allowed, and warnings in the command's terms."""
 
 import argparse
+import contextlib
 import contextvars
 import json
 import math
 import sys
+
+from cepaper import complexity
+from cepaper.book import results
 
 
 class UsageError(ValueError):
     """Bad command-line input: printed as ``cepaper: error: ...`` with exit status 2."""
 
 
-def _plain(x, where="result"):
+def plain(x, where="result"):
     """``x`` as plain JSON values: numpy scalars and arrays converted, NaN (an undefined value, e.g.
     the standard error of a single run) as ``None``; an infinity is a ``ValueError`` naming the field."""
     if isinstance(x, dict):
-        return {str(k): _plain(v, f"{where}.{k}") for k, v in x.items()}
+        return {str(k): plain(v, f"{where}.{k}") for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(x)]
+        return [plain(v, f"{where}[{i}]") for i, v in enumerate(x)]
     if hasattr(x, "tolist"):  # numpy arrays and scalars
-        return _plain(x.tolist(), where)
+        return plain(x.tolist(), where)
     if isinstance(x, float) and math.isnan(x):
         return None
     if isinstance(x, float) and math.isinf(x):
@@ -34,13 +38,13 @@ STDOUT = contextvars.ContextVar("STDOUT", default=None)
 
 
 def emit(args, payload, text):
-    """Print ``payload`` as JSON with ``--json`` (strict JSON: no NaN or Infinity, see :func:`_plain`),
+    """Print ``payload`` as JSON with ``--json`` (strict JSON: no NaN or Infinity, see :func:`plain`),
     else the human-readable ``text``."""
     out = STDOUT.get() or sys.stdout  # the command's stdout, where a factory's prints are not
-    print(json.dumps(_plain(payload), indent=1, allow_nan=False) if getattr(args, "json", False) else text, file=out)
+    print(json.dumps(plain(payload), indent=1, allow_nan=False) if getattr(args, "json", False) else text, file=out)
 
 
-def _cli_type(convert):
+def cli_type(convert):
     """An argparse ``type`` from a converter that raises ``ValueError``: argparse then exits with
     status 2 and ``argument --NAME: <message>``."""
 
@@ -54,19 +58,19 @@ def _cli_type(convert):
     return parse
 
 
-def _positive_int_arg(text):
+def positive_int_arg(text):
     if not text.strip().isdigit() or int(text) < 1:
         raise ValueError(f"must be an integer >= 1, got {text!r}")
     return int(text)
 
 
-def _nonneg_int_arg(text):
+def nonneg_int_arg(text):
     if not text.strip().isdigit():
         raise ValueError(f"must be an integer >= 0, got {text!r}")
     return int(text)
 
 
-def _positive_float_arg(text):
+def positive_float_arg(text):
     try:
         value = float(text)
     except ValueError:
@@ -76,7 +80,7 @@ def _positive_float_arg(text):
     return value
 
 
-def _trials_arg(text):
+def trials_arg(text):
     if not text.strip().isdigit() or int(text) < 2:
         raise ValueError(f"must be an integer >= 2 (a variance needs two draws), got {text!r}")
     return int(text)
@@ -85,13 +89,40 @@ def _trials_arg(text):
 NO_GPU = "pass --device cpu, or run on a machine with a GPU"
 
 
-def _config_arg(text):
-    from cepaper import complexity
+def check_device(device):
+    """``--device``, checked as every command checks it (``results.check_device``: torch can use it here),
+    the error naming the flag."""
+    try:
+        return results.check_device(device, fix=NO_GPU)
+    except ValueError as e:
+        raise UsageError(f"--{e}" if str(e).startswith("device") else str(e)) from None
 
+
+@contextlib.contextmanager
+def factory_terms(args):
+    """A ``--module`` factory's forward that raised on its example input (``factories.ForwardError``), in the
+    command's terms: the ``--input-shape`` (or ``--network-input-shape``) and ``--device`` that were tried."""
+    try:
+        yield
+    except ValueError as e:
+        factories = sys.modules.get("cepaper.search.factories")  # loaded when e is its ForwardError
+        if factories is None or not isinstance(e, factories.ForwardError):
+            raise
+        network = getattr(args, "network_input_shape", None)
+        flag = "--network-input-shape" if network is not None and tuple(network) == e.input_shape else "--input-shape"
+        shape = ",".join(map(str, e.input_shape))
+        raise UsageError(
+            f"{flag} {shape} with --device {args.device}: the module's forward on a batch of that shape raised "
+            f"{e.raised}; give {flag} as one example of what the factory's module takes (channels first, "
+            "without the batch), and a --device it runs on"
+        ) from None
+
+
+def config_arg(text):
     return complexity.format_config(*complexity.parse_config(text))
 
 
-def _shape_arg(text):
+def shape_arg(text):
     parts = [t.strip() for t in text.split(",") if t.strip()]
     if not parts or not all(t.isdigit() and int(t) >= 1 for t in parts):
         raise ValueError(f"must be comma-separated integers >= 1 such as 256,32,32, got {text!r}")

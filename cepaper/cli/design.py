@@ -2,28 +2,32 @@
 ensembles of the paper's modules or of any factory ``--module FILE:FUNC`` (``fit-alpha`` is
 :mod:`cepaper.cli.alpha`)."""
 
-from cepaper.cli.alpha import _fitted_alpha, _fitted_module_alpha
+from cepaper import complexity, search
+from cepaper.cli.alpha import fitted_alpha, fitted_module_alpha
 from cepaper.cli.common import (
     UsageError,
-    _cli_type,
-    _config_arg,
-    _positive_float_arg,
-    _positive_int_arg,
-    _shape_arg,
+    check_device,
+    cli_type,
+    config_arg,
     emit,
+    factory_terms,
+    positive_float_arg,
+    positive_int_arg,
+    shape_arg,
 )
+from cepaper.search import networks
 
 #: cepaper.search.any_module.FLOPS, here so that parsing the arguments loads no torch (a test checks they agree)
 FLOPS = ("macs", "2macs", "2macs+acts")
 
 
 def _alpha_arg(text):
-    return "fit" if text.strip() == "fit" else _positive_float_arg(text)
+    return "fit" if text.strip() == "fit" else positive_float_arg(text)
 
 
 def _module_args(args, baseline):
     """``--module`` instead of ``--arch``: the loaded factory, its ``(m, n)`` and a ``FactoryModule``."""
-    from cepaper.search import any_module, factories
+    from cepaper.search import any_module, factories  # heavy: torch
 
     if args.arch is not None:
         raise UsageError("give either --arch or --module, not both")
@@ -44,6 +48,7 @@ def _module_args(args, baseline):
         raise UsageError("--module needs --input-shape (one example's shape, e.g. 256,32,32)")
     if getattr(args, baseline) is None:
         raise UsageError(f"--{baseline} is required with --module (CxD: m members of width n, e.g. 1x64)")
+    check_device(args.device)
     factory = factories.load_factory(args.module)
     m, n = (int(v) for v in getattr(args, baseline).rstrip("d").split("x"))
     flops = args.flops_convention or "2macs"
@@ -70,9 +75,7 @@ def _check_arch_or_module(args):
 
 def _arch_args(p, baseline):
     """Arguments shared by ``params`` and ``design``: the architecture and its configuration."""
-    from cepaper import complexity
-
-    pos_int = _cli_type(_positive_int_arg)
+    pos_int = cli_type(positive_int_arg)
     p.add_argument("--arch", choices=list(complexity.ARCHS), help="architecture (or --module)")
     p.add_argument(
         "--module",
@@ -83,7 +86,7 @@ def _arch_args(p, baseline):
     )
     p.add_argument(
         "--input-shape",
-        type=_cli_type(_shape_arg),
+        type=cli_type(shape_arg),
         metavar="C,H,W",
         help="--module: one example's input shape, without the batch, e.g. 256,32,32",
     )
@@ -98,7 +101,7 @@ def _arch_args(p, baseline):
     )
     p.add_argument(
         f"--{baseline}",
-        type=_cli_type(_config_arg),
+        type=cli_type(config_arg),
         metavar="CxDd",
         help="groups x width per group, e.g. 32x4d (not for mlp)",
     )
@@ -141,57 +144,59 @@ def add_params(sub):
     p = sub.add_parser("params", help="exact parameter and multiply-add counts of an architecture")
     _arch_args(p, "config")
     p.add_argument("--bias", action="store_true", help="mlp: layers with biases")
-
-    def params(args):
-        from cepaper import complexity
-
-        _check_arch_or_module(args)
-        if args.module is not None:
-            _, m, n, fm = _module_args(args, "config")
-            r = {
-                "module": args.module,
-                "config": f"{m}x{n}",
-                "m": m,
-                "n": n,
-                "input_shape": list(args.input_shape),
-                "batch": args.batch,
-                "params": int(fm.cost(n, "params", m)),
-                "flops": int(fm.cost(n, "flops", m)),
-                "flops_convention": fm.flops,
-                "member_fan_ins": list(fm.fan_ins(n)),
-                "sum_inv_fan_in": float(fm.sum_inv_fan_in(n)),
-            }
-            rows = [(k, r[k]) for k in ("module", "config", "input_shape", "batch", "member_fan_ins")]
-            rows += [
-                ("params", f"{r['params']:,}"),
-                (f"flops ({fm.flops})", f"{r['flops']:,}"),
-                ("sum 1/fan-in (member)", f"{r['sum_inv_fan_in']:.6g}"),
-            ]
-            return emit(args, r, _table(rows))
-        _check_arch_args(args, "config")
-        if args.arch == "mlp":
-            r = complexity.mlp(args.inputs, args.width, args.depth, args.classes or 1, args.bias)
-        else:
-            if args.bias:
-                raise UsageError("--bias only applies to --arch mlp")
-            r = complexity.complexity(args.arch, args.config, classes=args.classes, resolution=args.resolution)
-        rows = [(k, v) for k, v in r.items() if k not in ("params", "macs", "flops", "acts", "adds")]
-        rows += [
-            ("params", f"{r['params']:,} ({r['params'] / 1e6:.2f}M)"),
-            ("macs", f"{r['macs']:,} ({r['macs'] / 1e9:.3f} G)"),
-            ("flops (2 macs)", f"{r['flops']:,} ({r['flops'] / 1e9:.3f} G)"),
-        ]
-        emit(args, r, _table(rows))
-
     p.set_defaults(func=params)
+
+
+def params(args):
+    """`cepaper params`: exact parameters, multiply-adds and FLOPs of ``--arch`` (:mod:`cepaper.complexity`) or of a
+    factory's ``--module`` (counted on the built module)."""
+    with factory_terms(args):
+        return _params(args)
+
+
+def _params(args):
+    _check_arch_or_module(args)
+    if args.module is not None:
+        _, m, n, fm = _module_args(args, "config")
+        r = {
+            "module": args.module,
+            "config": f"{m}x{n}",
+            "m": m,
+            "n": n,
+            "input_shape": list(args.input_shape),
+            "batch": args.batch,
+            "params": int(fm.cost(n, "params", m)),
+            "flops": int(fm.cost(n, "flops", m)),
+            "flops_convention": fm.flops,
+            "member_fan_ins": list(fm.fan_ins(n)),
+            "sum_inv_fan_in": float(fm.sum_inv_fan_in(n)),
+        }
+        rows = [(k, r[k]) for k in ("module", "config", "input_shape", "batch", "member_fan_ins")]
+        rows += [
+            ("params", f"{r['params']:,}"),
+            (f"flops ({fm.flops})", f"{r['flops']:,}"),
+            ("sum 1/fan-in (member)", f"{r['sum_inv_fan_in']:.6g}"),
+        ]
+        return emit(args, r, _table(rows))
+    _check_arch_args(args, "config")
+    if args.arch == "mlp":
+        r = complexity.mlp(args.inputs, args.width, args.depth, args.classes or 1, args.bias)
+    else:
+        if args.bias:
+            raise UsageError("--bias only applies to --arch mlp")
+        r = complexity.complexity(args.arch, args.config, classes=args.classes, resolution=args.resolution)
+    rows = [(k, v) for k, v in r.items() if k not in ("params", "macs", "flops", "acts", "adds")]
+    rows += [
+        ("params", f"{r['params']:,} ({r['params'] / 1e6:.2f}M)"),
+        ("macs", f"{r['macs']:,} ({r['macs'] / 1e9:.3f} G)"),
+        ("flops (2 macs)", f"{r['flops']:,} ({r['flops'] / 1e9:.3f} G)"),
+    ]
+    emit(args, r, _table(rows))
 
 
 def add_design(sub):
     p = sub.add_parser("design", help="optimal collegial ensemble m x n for a baseline (Sec. 3, Algorithm 2)")
     _arch_args(p, "baseline")
-    from cepaper import search
-    from cepaper.search import networks
-
     p.add_argument(
         "--objective",
         default="primal",
@@ -206,7 +211,7 @@ def add_design(sub):
     )
     p.add_argument(
         "--alpha",
-        type=_cli_type(_alpha_arg),
+        type=cli_type(_alpha_arg),
         help="alpha of Eq. 9: a number, or 'fit' for the last `cepaper fit-alpha` (else the paper "
         "profile's fit) in the results store; with --module, the last `cepaper fit-alpha --module` "
         "of that factory (default: the paper's 1.60; for mlp 3.63, Fig. 3's)",
@@ -216,7 +221,7 @@ def add_design(sub):
     )
     p.add_argument(
         "--n",
-        type=_cli_type(_positive_int_arg),
+        type=cli_type(positive_int_arg),
         help="evaluate this width instead of the optimum (a model on the curve)",
     )
     p.add_argument("--curve", action="store_true", help="add the whole curve over n")
@@ -229,81 +234,86 @@ def add_design(sub):
     )
     p.add_argument(
         "--network-input-shape",
-        type=_cli_type(_shape_arg),
+        type=cli_type(shape_arg),
         metavar="C,H,W",
         help="--network: one example of the network's input (default --input-shape), e.g. 3,32,32",
     )
     p.add_argument(
         "--network-blocks",
-        type=_cli_type(_positive_int_arg),
+        type=cli_type(positive_int_arg),
         metavar="K",
         help="--module: step 6 matches K copies of the module (K blocks of a network; same m, costs x K)",
     )
-
-    def design(args):
-        _check_arch_or_module(args)
-        if args.module is not None:
-            if args.n is not None:
-                raise UsageError("--n does not apply to --module; the curve (--curve) gives every width")
-            from cepaper.search import any_module
-
-            _, m, n, fm = _module_args(args, "baseline")
-            alpha, source = _fitted_module_alpha(args.module) if args.alpha == "fit" else (args.alpha, None)
-            if args.network is not None and args.network_blocks is not None:
-                raise UsageError("give either --network or --network-blocks, not both")
-            if args.network_input_shape is not None and args.network is None:
-                raise UsageError("--network-input-shape needs --network")
-            from cepaper.search import factories
-
-            network = factories.load_factory(args.network) if args.network is not None else args.network_blocks
-            r = any_module.design_module(
-                fm.factory,
-                args.input_shape,
-                (m, n),
-                args.objective,
-                args.budget,
-                alpha,
-                rounding=args.rounding,
-                module=fm,
-                network=network,
-                network_input_shape=args.network_input_shape,
-            )
-            if args.network is not None:
-                r["step6"] = f"the network {args.network}" + (
-                    f" on {'x'.join(map(str, args.network_input_shape))}" if args.network_input_shape else ""
-                )
-            r["module"] = args.module
-            if source is not None:
-                r["alpha_source"] = source
-            if not args.curve:
-                r.pop("curve")
-            return emit(args, r, _format_module_design(r))
-        if args.budget == "latency":
-            raise UsageError("--budget latency needs --module (the paper's architectures are counted, not timed)")
-        _check_arch_args(args, "baseline")
-        alpha, alpha_source = _fitted_alpha(args.arch) if args.alpha == "fit" else (args.alpha, None)
-        kw = dict(
-            objective=args.objective,
-            budget=args.budget,
-            alpha=alpha,
-            classes=args.classes,
-            resolution=args.resolution,
-            rounding=args.rounding,
-            n=args.n,
-            with_curve=args.curve,
-        )
-        if args.arch == "mlp":
-            r = networks.design("mlp", args.width, mlp_inputs=args.inputs, mlp_depth=args.depth, **kw)
-        else:
-            r = networks.design(args.arch, args.baseline, **kw)
-        if args.alpha == "fit":
-            r["alpha_source"] = alpha_source
-        emit(args, r, _format_design(r))
-
     p.set_defaults(func=design)
 
 
-def _format_module_design(r):
+def design(args):
+    """`cepaper design`: Algorithm 2 on ``--arch`` (:func:`cepaper.search.networks.design`) or on a factory's
+    ``--module`` (:func:`cepaper.search.any_module.design_module`)."""
+    with factory_terms(args):
+        return _design(args)
+
+
+def _design(args):
+    _check_arch_or_module(args)
+    if args.module is not None:
+        if args.n is not None:
+            raise UsageError("--n does not apply to --module; the curve (--curve) gives every width")
+        from cepaper.search import any_module, factories  # heavy: torch
+
+        _, m, n, fm = _module_args(args, "baseline")
+        alpha, source = fitted_module_alpha(args.module) if args.alpha == "fit" else (args.alpha, None)
+        if args.network is not None and args.network_blocks is not None:
+            raise UsageError("give either --network or --network-blocks, not both")
+        if args.network_input_shape is not None and args.network is None:
+            raise UsageError("--network-input-shape needs --network")
+        network = factories.load_factory(args.network) if args.network is not None else args.network_blocks
+        r = any_module.design_module(
+            fm.factory,
+            args.input_shape,
+            (m, n),
+            args.objective,
+            args.budget,
+            alpha,
+            rounding=args.rounding,
+            module=fm,
+            network=network,
+            network_input_shape=args.network_input_shape,
+        )
+        if args.network is not None:
+            r["step6"] = f"the network {args.network}" + (
+                f" on {'x'.join(map(str, args.network_input_shape))}" if args.network_input_shape else ""
+            )
+        r["module"] = args.module
+        if source is not None:
+            r["alpha_source"] = source
+        if not args.curve:
+            r.pop("curve")
+        return emit(args, r, format_module_design(r))
+    if args.budget == "latency":
+        raise UsageError("--budget latency needs --module (the paper's architectures are counted, not timed)")
+    _check_arch_args(args, "baseline")
+    alpha, alpha_source = fitted_alpha(args.arch) if args.alpha == "fit" else (args.alpha, None)
+    kw = dict(
+        objective=args.objective,
+        budget=args.budget,
+        alpha=alpha,
+        classes=args.classes,
+        resolution=args.resolution,
+        rounding=args.rounding,
+        n=args.n,
+        with_curve=args.curve,
+    )
+    if args.arch == "mlp":
+        r = networks.design("mlp", args.width, mlp_inputs=args.inputs, mlp_depth=args.depth, **kw)
+    else:
+        r = networks.design(args.arch, args.baseline, **kw)
+    if args.alpha == "fit":
+        r["alpha_source"] = alpha_source
+    emit(args, r, format_design(r))
+
+
+def format_module_design(r):
     """The human-readable result of ``cepaper design --module``."""
     unit = {"params": "", "flops": " FLOPs", "latency": " s"}[r["budget"]]
     rows = [
@@ -330,7 +340,7 @@ def _format_module_design(r):
     return _table(rows) + "".join(f"\nnote: {line}" for line in r["notes"])
 
 
-def _format_design(r):
+def format_design(r):
     """The human-readable result of ``cepaper design``."""
     budget = r["budget"]
     rows = [

@@ -4,7 +4,9 @@ publish their results, and build the HTML book."""
 import contextlib
 import os
 
-from cepaper.cli.common import UsageError, _cli_type, _positive_int_arg, emit
+from cepaper.book import profiles, results
+from cepaper.cli.common import UsageError, cli_type, emit, positive_int_arg
+from cepaper.training import executors
 
 REUSE_HELP = (
     "execute nothing: use the executed notebooks stored with the results "
@@ -27,8 +29,6 @@ def add_run(sub):
     )
     p.add_argument("--force", action="store_true", help="execute even when the cache is up to date")
     p.add_argument("--reuse", action="store_true", help=REUSE_HELP)
-    from cepaper.training import executors
-
     p.add_argument(
         "--executor",
         choices=executors.EXECUTORS,
@@ -37,7 +37,7 @@ def add_run(sub):
     )
     p.add_argument(
         "--gpus-per-run",
-        type=_cli_type(_positive_int_arg),
+        type=cli_type(positive_int_arg),
         help="sections that train grids, with --executor: the GPUs of each run's job, one rank each (DDP)",
     )
     p.add_argument(
@@ -60,30 +60,33 @@ def add_run(sub):
     )
     p.add_argument("--json", action="store_true", help="print the run records as JSON")
 
-    def run(args):
-        from cepaper.book import pipeline, profiles, ranks
-
-        overrides = profiles.parse_overrides(args.parameter) + _run_flags(args)
-        if ranks.launched():  # torchrun: the sections that train grids train every run across the processes
-            if args.reuse:
-                raise UsageError("--reuse executes nothing: run it as one process, without torchrun")
-            with _run_terms():
-                records = ranks.run(args.sections, args.profile, overrides, force=args.force)
-            if os.environ["RANK"] == "0":
-                emit(args, records, pipeline.format_records(records))
-            return
-        with _run_terms():
-            records = pipeline.run(
-                args.sections,
-                args.profile,
-                overrides,
-                force=args.force,
-                reuse_stored=args.reuse,
-                apart=not args.replace,
-            )
-        emit(args, records, pipeline.format_records(records))
-
     p.set_defaults(func=run)
+
+
+def run(args):
+    """`cepaper run`: the sections' notebooks of a profile executed (cached) and published
+    (:func:`cepaper.book.pipeline.run`; under torchrun :func:`cepaper.book.ranks.run`)."""
+    from cepaper.book import pipeline, ranks  # heavy: torch
+
+    overrides = profiles.parse_overrides(args.parameter) + _run_flags(args)
+    if ranks.launched():  # torchrun: the sections that train grids train every run across the processes
+        if args.reuse:
+            raise UsageError("--reuse executes nothing: run it as one process, without torchrun")
+        with _run_terms():
+            records = ranks.run(args.sections, args.profile, overrides, force=args.force)
+        if os.environ["RANK"] == "0":
+            emit(args, records, pipeline.format_records(records))
+        return
+    with _run_terms():
+        records = pipeline.run(
+            args.sections,
+            args.profile,
+            overrides,
+            force=args.force,
+            reuse_stored=args.reuse,
+            apart=not args.replace,
+        )
+    emit(args, records, pipeline.format_records(records))
 
 
 @contextlib.contextmanager
@@ -98,7 +101,7 @@ def _run_terms():
         text = str(e)
         if not any(k in text for k in ("download=True", "root=", "pass n=...")):
             raise
-        from cepaper import catalog
+        from cepaper import catalog  # heavy: torch
 
         for name, how in catalog.HOW_TO_GET.items():
             text = text.replace(how, _how_to_get(name, how))
@@ -132,8 +135,6 @@ def _how_to_get(name, how):
 def _run_flags(args):
     """The overrides of `cepaper run`'s ``--executor`` and ``--rerun-stale``: parameters of the
     sections that train grids; a section without such a parameter is a UsageError."""
-    from cepaper.book import profiles, results
-
     flags = [
         (flag, name, value)
         for flag, name, value in (
@@ -168,11 +169,13 @@ def add_book(sub):
     p.add_argument("--force", action="store_true", help="re-execute every notebook")
     p.add_argument("--reuse", action="store_true", help=REUSE_HELP)
 
-    def book(args):
-        from cepaper.book import render
-
-        with _run_terms():
-            index = render.book(args.profile, force=args.force, reuse_stored=args.reuse)
-        print(f"The book is at {index}")
-
     p.set_defaults(func=book)
+
+
+def book(args):
+    """`cepaper book`: :func:`run` of every section, then the HTML book (:func:`cepaper.book.render.book`)."""
+    from cepaper.book import render  # heavy: torch
+
+    with _run_terms():
+        index = render.book(args.profile, force=args.force, reuse_stored=args.reuse)
+    print(f"The book is at {index}")

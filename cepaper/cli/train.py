@@ -4,20 +4,29 @@ runs (:func:`_train_name`), and ``data.load``'s messages are given in the comman
 
 import os
 
-from cepaper.cli.common import NO_GPU, UsageError, _cli_type, _config_arg, _nonneg_int_arg, _positive_int_arg, emit
+from cepaper import complexity, files
+from cepaper.book import results
+from cepaper.cli.common import (
+    UsageError,
+    check_device,
+    cli_type,
+    config_arg,
+    emit,
+    nonneg_int_arg,
+    positive_int_arg,
+)
+from cepaper.sections import paper
+from cepaper.training import executors, recipes
 
 #: cepaper.training.distributed.BACKENDS, here so that parsing the arguments loads no torch (a test checks they agree)
 BACKENDS = ("nccl", "gloo")
 
 
 def add_train(sub):
-    from cepaper import complexity
-    from cepaper.training import executors, recipes
-
     p = sub.add_parser("train", help="train one ResNeXt with a paper recipe (Sec. 4.2, App. A); resumable")
-    pos_int = _cli_type(_positive_int_arg)
+    pos_int = cli_type(positive_int_arg)
     p.add_argument("--arch", required=True, choices=[a for a in complexity.ARCHS if a.startswith("resnext")])
-    p.add_argument("--config", required=True, type=_cli_type(_config_arg), metavar="CxDd", help="e.g. 37x10d")
+    p.add_argument("--config", required=True, type=cli_type(config_arg), metavar="CxDd", help="e.g. 37x10d")
     p.add_argument("--dataset", required=True, choices=list(recipes.DATASET_RECIPE), help="a cepaper.data dataset")
     p.add_argument(
         "--recipe",
@@ -26,7 +35,7 @@ def add_train(sub):
     )
     p.add_argument("--epochs", type=pos_int, help="default: the recipe's (milestones scale with it)")
     p.add_argument("--runs", type=pos_int, default=1, help="runs (seeds seed..seed+runs-1)")
-    p.add_argument("--seed", type=_cli_type(_nonneg_int_arg), default=0, help="first seed (>= 0)")
+    p.add_argument("--seed", type=cli_type(nonneg_int_arg), default=0, help="first seed (>= 0)")
     p.add_argument("--n-train", type=pos_int, help="first N training images (default: all)")
     p.add_argument("--n-test", type=pos_int, help="first N test images (default: all)")
     p.add_argument("--data-root", help="data folder (default: $CEPAPER_DATA)")
@@ -38,9 +47,7 @@ def add_train(sub):
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    p.add_argument(
-        "--workers", type=_cli_type(_nonneg_int_arg), default=8, help="DataLoader workers (ImageNet folders)"
-    )
+    p.add_argument("--workers", type=cli_type(nonneg_int_arg), default=8, help="DataLoader workers (ImageNet folders)")
     p.add_argument(
         "--rerun-stale",
         action="store_true",
@@ -55,7 +62,7 @@ def add_train(sub):
     )
     p.add_argument(
         "--gpus-per-run",
-        type=_cli_type(_positive_int_arg),
+        type=cli_type(positive_int_arg),
         default=1,
         help="with --executor: the GPUs of each run's job, one rank each (the run across them, DDP)",
     )
@@ -66,106 +73,109 @@ def add_train(sub):
     )
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    def train(args):
-        from cepaper.training import distributed
-
-        try:
-            return _train(args)
-        finally:
-            distributed.shutdown()
-
-    def _train(args):
-        from cepaper import catalog, data, files
-        from cepaper.book import results
-        from cepaper.sections import paper
-        from cepaper.training import distributed, grids
-
-        if (args.arch in ("resnext50", "resnext101")) != (args.dataset == "imagenet"):
-            raise UsageError(
-                f"--arch {args.arch} does not fit --dataset {args.dataset}: resnext50/101 are the "
-                f"ImageNet (224x224) models, resnext29/38 the CIFAR-style ones (32x32, 64x64)"
-            )
-        rec = args.recipe or recipes.DATASET_RECIPE[args.dataset]
-        results.check_device(args.device, fix=NO_GPU)
-        distributed.check_backend(args.backend, args.device)
-        if args.download and catalog.data_root(args.data_root) is None:
-            raise UsageError("--download needs a data root: pass --data-root, or set CEPAPER_DATA")
-        if distributed.launched():  # the world size is checked before anything is loaded or written
-            distributed.check_world(recipes.recipe(rec), int(os.environ["WORLD_SIZE"]))
-        w, device = distributed.setup(args.device, args.backend)
-        if w.size > 1 and args.executor != "inprocess":
-            raise UsageError("--executor runs each run as its own job; under torchrun leave it out (inprocess)")
-        ex = executors.executor(
-            args.executor, results.checkpoint_dir("cifar", "cli").parent / "jobs", gpus_per_job=args.gpus_per_run
-        )
-        per_run = w.size * (args.gpus_per_run if ex is not None else 1)
-        run = results.Run(
-            "cifar" if args.dataset.startswith("cifar") else "imagenet",
-            "cli",
-            seed=args.seed,
-            device=str(device),
-            params={k: v for k, v in vars(args).items() if k != "func"},
-            store=True,
-        )
-        files.check_writable(run.dir)  # before the training, not after
-        load = lambda: tuple(
-            _load_split(data, args, split, n, flag)
-            for split, n, flag in (("train", args.n_train, "--n-train"), ("test", args.n_test, "--n-test"))
-        )
-        tr, te = load() if w.writer else (None, None)  # rank 0 first: it may download
-        distributed.barrier(w)
-        tr, te = (tr, te) if w.writer else load()
-        classes = {"cifar10": 10, "cifar100": 100}.get(args.dataset, 1000)
-        records = grids.train_recipe_grid(
-            [args.config],
-            args.dataset,
-            tr,
-            te,
-            range(args.seed, args.seed + args.runs),
-            arch=args.arch,
-            recipe_name=rec,
-            classes=classes,
-            epochs=args.epochs,
-            cache=results.checkpoint_dir(run.section, "cli"),
-            device=args.device,
-            channels_last=args.channels_last,
-            bf16=args.bf16,
-            workers=args.workers,
-            progress=True,
-            rerun_stale=args.rerun_stale,
-            executor=ex,
-        )
-        if not w.writer:
-            return None  # rank 0 saves and reports
-        last = paper.STATISTICS[run.section]["last_epochs"]
-        summ = grids.grid_summary(records, last=last)
-        epochs = {len(r["history"]["test_top1"]) for r in grids.finished_runs(records)}
-        averaged = min(last, min(epochs, default=last))  # a run shorter than `last` epochs averages all it has
-        name = _train_name(args, rec)
-        run.save(name, {"records": records, "summary": summ.to_dict("records"), "world_size": per_run}, table=summ)
-        r = summ.iloc[0]
-        stale = grids.stale_runs(records)
-        payload = {
-            "summary": summ.to_dict("records"),
-            "saved": str(run.dir / f"{name}.json"),
-            "world_size": per_run,
-            "stale": stale,
-        }
-        text = (
-            f"{args.arch} {args.config} on {args.dataset} ({tr.source}), recipe {rec}, {int(r.runs)} run(s): "
-            f"top-1 error {r.top1:.2f}%  top-5 error {r.top5:.2f}% ({per_run} process(es) a run; "
-            + ("final epoch" if averaged == 1 else f"mean of the last {averaged} epochs")
-            + f")\nsaved to {payload['saved']}"
-            + "".join(
-                f"\nstale: seed {s['seed']} was trained by older code "
-                f"(commit {(s['commit'] or 'unknown')[:12]}; changed since: {', '.join(s['files'])}); "
-                "--rerun-stale trains it again"
-                for s in stale
-            )
-        )
-        emit(args, payload, text)
-
     p.set_defaults(func=train)
+
+
+def train(args):
+    """`cepaper train`: ``--runs`` runs of one ResNeXt with a paper recipe
+    (:func:`cepaper.training.grids.train_recipe_grid`), saved as one record (:func:`_train_name`); the process
+    group, if any, shut down at the end."""
+    from cepaper.training import distributed  # heavy: torch
+
+    try:
+        return _train(args)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args):
+    from cepaper import catalog, data  # heavy: torch
+    from cepaper.training import distributed, grids  # heavy: torch, pandas
+
+    if (args.arch in ("resnext50", "resnext101")) != (args.dataset == "imagenet"):
+        raise UsageError(
+            f"--arch {args.arch} does not fit --dataset {args.dataset}: resnext50/101 are the "
+            f"ImageNet (224x224) models, resnext29/38 the CIFAR-style ones (32x32, 64x64)"
+        )
+    rec = args.recipe or recipes.DATASET_RECIPE[args.dataset]
+    check_device(args.device)
+    distributed.check_backend(args.backend, args.device)
+    if args.download and catalog.data_root(args.data_root) is None:
+        raise UsageError("--download needs a data root: pass --data-root, or set CEPAPER_DATA")
+    if distributed.launched():  # the world size is checked before anything is loaded or written
+        distributed.check_world(recipes.recipe(rec), int(os.environ["WORLD_SIZE"]))
+    w, device = distributed.setup(args.device, args.backend)
+    if w.size > 1 and args.executor != "inprocess":
+        raise UsageError("--executor runs each run as its own job; under torchrun leave it out (inprocess)")
+    ex = executors.executor(
+        args.executor, results.checkpoint_dir("cifar", "cli").parent / "jobs", gpus_per_job=args.gpus_per_run
+    )
+    per_run = w.size * (args.gpus_per_run if ex is not None else 1)
+    run = results.Run(
+        "cifar" if args.dataset.startswith("cifar") else "imagenet",
+        "cli",
+        seed=args.seed,
+        device=str(device),
+        params={k: v for k, v in vars(args).items() if k != "func"},
+        store=True,
+    )
+    files.check_writable(run.dir)  # before the training, not after
+    load = lambda: tuple(
+        _load_split(data, args, split, n, flag)
+        for split, n, flag in (("train", args.n_train, "--n-train"), ("test", args.n_test, "--n-test"))
+    )
+    tr, te = load() if w.writer else (None, None)  # rank 0 first: it may download
+    distributed.barrier(w)
+    tr, te = (tr, te) if w.writer else load()
+    classes = {"cifar10": 10, "cifar100": 100}.get(args.dataset, 1000)
+    records = grids.train_recipe_grid(
+        [args.config],
+        args.dataset,
+        tr,
+        te,
+        range(args.seed, args.seed + args.runs),
+        arch=args.arch,
+        recipe_name=rec,
+        classes=classes,
+        epochs=args.epochs,
+        cache=results.checkpoint_dir(run.section, "cli"),
+        device=args.device,
+        channels_last=args.channels_last,
+        bf16=args.bf16,
+        workers=args.workers,
+        progress=True,
+        rerun_stale=args.rerun_stale,
+        executor=ex,
+    )
+    if not w.writer:
+        return None  # rank 0 saves and reports
+    last = paper.STATISTICS[run.section]["last_epochs"]
+    summ = grids.grid_summary(records, last=last)
+    epochs = {len(r["history"]["test_top1"]) for r in grids.finished_runs(records)}
+    averaged = min(last, min(epochs, default=last))  # a run shorter than `last` epochs averages all it has
+    name = _train_name(args, rec)
+    run.save(name, {"records": records, "summary": summ.to_dict("records"), "world_size": per_run}, table=summ)
+    r = summ.iloc[0]
+    stale = grids.stale_runs(records)
+    payload = {
+        "summary": summ.to_dict("records"),
+        "saved": str(run.dir / f"{name}.json"),
+        "world_size": per_run,
+        "stale": stale,
+    }
+    text = (
+        f"{args.arch} {args.config} on {args.dataset} ({tr.source}), recipe {rec}, {int(r.runs)} run(s): "
+        f"top-1 error {r.top1:.2f}%  top-5 error {r.top5:.2f}% ({per_run} process(es) a run; "
+        + ("final epoch" if averaged == 1 else f"mean of the last {averaged} epochs")
+        + f")\nsaved to {payload['saved']}"
+        + "".join(
+            f"\nstale: seed {s['seed']} was trained by older code "
+            f"(commit {(s['commit'] or 'unknown')[:12]}; changed since: {', '.join(s['files'])}); "
+            "--rerun-stale trains it again"
+            for s in stale
+        )
+    )
+    emit(args, payload, text)
 
 
 def _train_name(args, rec):

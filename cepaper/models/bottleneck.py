@@ -12,7 +12,7 @@ pass, as in :mod:`cepaper.models.mlp`)::
 
 The input ``x``, its spatial size ``H x W`` and the read-out ``v`` are the choices that turn the
 block into the scalar function whose NTK is measured; :func:`block_inputs` and
-:func:`readout_vector` build the standard ones. The default is the literal reading of Sec. 4.2's
+:func:`cepaper.ntk.readout_vector` build the standard ones. The default is the literal reading of Sec. 4.2's
 "one diagonal entry of the NTK matrix": the NTK of one output unit (``readout="center"``: channel 0
 at the centre pixel) on a Gaussian input of size 3x3, the unit's receptive field (a larger input
 gives the same law). These choices change alpha several-fold (notebook ``03_alpha``). The shortcut
@@ -35,7 +35,6 @@ from torch import nn
 
 from cepaper._checks import positive_int
 
-READOUTS = ("mean", "center", "random")
 INPUTS = ("gaussian", "constant")
 
 
@@ -64,28 +63,6 @@ def block_inputs(n_in=256, spatial=3, count=2, corr=0.5, kind="gaussian", seed=0
     z = torch.randn(shape, generator=g, dtype=torch.float64)
     x = math.sqrt(corr) * z[:1] + math.sqrt(1.0 - corr) * z[1:]
     return x.expand(count, n_in, spatial, spatial).to(dtype=dtype, device=device).contiguous()
-
-
-def readout_vector(kind="center", n_out=256, spatial=3, seed=0, dtype=torch.float32, device=None):
-    """The read-out ``v`` of unit norm, shape ``(n_out, spatial, spatial)``, with ``f = <v, out>``.
-
-    ``"mean"``: global average pooling summed over channels (every entry ``1/sqrt(n_out H W)``);
-    ``"center"``: output channel 0 at the centre pixel; ``"random"``: a fixed Gaussian direction
-    (drawn with ``seed``). The norm of ``v`` scales ``K`` and cancels in ``E[K^2] / E[K]^2``.
-    """
-    n_out, spatial = positive_int("n_out", n_out), positive_int("spatial", spatial)
-    if kind == "mean":
-        v = torch.ones(n_out, spatial, spatial, dtype=torch.float64)
-    elif kind == "center":
-        v = torch.zeros(n_out, spatial, spatial, dtype=torch.float64)
-        v[0, spatial // 2, spatial // 2] = 1.0
-    elif kind == "random":
-        v = torch.randn(
-            n_out, spatial, spatial, generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64
-        )
-    else:
-        raise ValueError(f"readout must be one of {', '.join(READOUTS)} or a tensor; got {kind!r}")
-    return (v / v.norm()).to(dtype=dtype, device=device)
 
 
 def check_readout(readout, n_out):
@@ -130,7 +107,7 @@ class Bottleneck(nn.Module):
 
     Args:
         n: bottleneck width (``n = [n, n]`` in Sec. 4.2).
-        readout: the read-out ``v``, shape ``(n_out, H, W)`` (see :func:`readout_vector`).
+        readout: the read-out ``v``, shape ``(n_out, H, W)`` (see :func:`cepaper.ntk.readout_vector`).
         n_in: input (and output) channels; post_relu: apply ``phi`` after the shortcut sum.
         seed: draw the weights from a generator seeded with ``seed``; ``None`` draws them from torch's
             global RNG (the same numbers after ``torch.manual_seed(seed)``).

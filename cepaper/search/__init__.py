@@ -18,7 +18,7 @@ import importlib
 _HOMES = {
     "equations": (
         "OBJECTIVES BUDGETS ROUNDINGS FLOPS_CONVENTIONS ALPHA_FIG3 ALPHA_BOTTLENECK var_k var_ensemble rho "
-        "m_primal m_dual flops_of BottleneckDesign MLPDesign curve optimum strong_duality alpha_scan "
+        "m_primal m_dual flops_of Member BottleneckDesign MLPDesign curve optimum strong_duality alpha_scan "
         "alpha_interval"
     ),
     "networks": "default_module network_cost integer_m network_m design default_alpha",

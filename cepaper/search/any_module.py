@@ -19,7 +19,7 @@ A *factory* ``factory(m, n) -> nn.Module`` builds the collegial module: ``m`` me
   with its IQR.
 
 :class:`FactoryModule` is a module of :mod:`cepaper.search` (``sum_inv_fan_in``, ``cost``), so
-``search.optimum`` reads its curves; :func:`curve` is ``search.curve`` with the latency budget too, and
+``search.curve`` and ``search.optimum`` read it under any of its :data:`BUDGETS` (latency too), and
 :func:`design_module` is Algorithm 2 (primal or dual, integer ``m`` of step 6). Step 6 matches the
 module's own cost by default; ``network=`` matches a whole network built from it (e.g. ResNeXt-29 from
 the Fig. 5 block, as :func:`cepaper.search.networks.design` does: 37x10d and 44x8d) or a stated multiple of it.
@@ -38,19 +38,18 @@ import torch
 from torch import nn
 
 from cepaper import complexity as cxm
-from cepaper._checks import nonneg_int, positive_float, positive_int
+from cepaper._checks import choice, nonneg_int, positive_float, positive_int
 from cepaper.alpha import sweeps
 from cepaper.search import equations, networks
 from cepaper.search.factories import (
     FAN_IN_LAYERS,
     WEIGHT_LAYERS,
-    _choice,
-    _output,
     build,
     check_input_shape,
     check_members,
     member_fan_ins,
     param_count,
+    run_forward,
 )
 from cepaper.verdicts import VERDICTS, judge  # noqa: F401  (VERDICTS: part of this module's API)
 
@@ -68,7 +67,7 @@ def flop_count(module: nn.Module, x: torch.Tensor, convention: str = "2macs") ->
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    _choice("flops convention", convention, FLOPS)
+    choice("flops convention", convention, FLOPS)
     acts = []
     hooks = [
         layer.register_forward_hook(lambda mod, i, out: acts.append(out.numel()))
@@ -77,7 +76,7 @@ def flop_count(module: nn.Module, x: torch.Tensor, convention: str = "2macs") ->
     ]
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            _output(module, x)
+            run_forward(module, x)
     finally:
         for h in hooks:
             h.remove()
@@ -96,7 +95,7 @@ def latency(module, x, repeats=20, warmup=3, timer=time.perf_counter):
 
     def once():
         module.zero_grad(set_to_none=True)
-        out = _output(module, x)
+        out = run_forward(module, x)
         if out.requires_grad:
             out.float().sum().backward()
 
@@ -125,7 +124,8 @@ def latency(module, x, repeats=20, warmup=3, timer=time.perf_counter):
 
 
 class FactoryModule:
-    """A :mod:`cepaper.search` module (``sum_inv_fan_in``, ``cost``) read from a factory's built modules.
+    """A :class:`cepaper.search.equations.Member` (``sum_inv_fan_in``, ``cost``, ``budgets``) read from a factory's
+    built modules.
 
     Args:
         factory: ``(m, n) -> nn.Module``, ``m`` members of width ``n``.
@@ -156,10 +156,11 @@ class FactoryModule:
             raise ValueError(f"factory must be a callable (m, n) -> torch.nn.Module, got {type(factory).__name__}")
         self.factory, self.input_shape = factory, check_input_shape(input_shape)
         self.batch, self.device = positive_int("batch", batch), torch.device(device)
-        self.layers = _choice("layers", layers, FAN_IN_LAYERS)
+        self.layers = choice("layers", layers, FAN_IN_LAYERS)
         self.repeats, self.warmup = positive_int("repeats", repeats), nonneg_int("warmup", warmup)
         self.timer, self.seed = timer, int(seed)
-        self.flops = _choice("flops", flops, FLOPS)
+        self.flops = choice("flops", flops, FLOPS)
+        self.budgets = BUDGETS
         self._fans, self._costs, self.latencies, self._checked = {}, {}, {}, set()
 
     def example_input(self):
@@ -191,7 +192,7 @@ class FactoryModule:
 
     def cost(self, n, budget="params", groups=1):
         """``beta``: params, FLOPs or latency (median seconds) of ``factory(groups, n)``."""
-        _choice("budget", budget, BUDGETS)
+        choice("budget", budget, BUDGETS)
         m, n = positive_int("groups", groups), positive_int("n", n)
         key = (m, n, budget)
         if key not in self._costs:
@@ -219,34 +220,6 @@ class FactoryModule:
                     value = rec["median"]
             self._costs[key] = float(value)
         return self._costs[key]
-
-
-def curve(module, n_tilde, alpha, budget="params", ns=None, m_tilde=1):
-    """:func:`cepaper.search.curve` (Eqs. 8-14 over ``ns``, default ``1..n_tilde``), any of :data:`BUDGETS`.
-
-    Returns search's dict (arrays of shape ``(len(ns),)``); with ``"latency"`` and a
-    :class:`FactoryModule` also ``beta_iqr``, ``beta_q25`` and ``beta_q75`` (the IQR and quartiles of each
-    member's latency; ``beta`` is the median).
-    """
-    _choice("budget", budget, BUDGETS)
-    if budget in equations.BUDGETS:
-        return equations.curve(module, n_tilde, alpha, budget, ns, m_tilde)
-    n_tilde, m_tilde = positive_int("n_tilde", n_tilde), positive_int("m_tilde", m_tilde)
-    ns = np.arange(1, n_tilde + 1) if ns is None else np.asarray([positive_int("n", n) for n in ns])
-    costs = {
-        "n": ns,
-        "beta": np.array([module.cost(n, budget) for n in ns]),
-        "beta_s": module.cost(n_tilde, budget, groups=m_tilde),
-        "sum_inv_fan_in": module.sum_inv_fan_in(ns),
-        "sum_inv_fan_in_s": float(module.sum_inv_fan_in(n_tilde)),
-        "n_tilde": n_tilde,
-        "m_tilde": m_tilde,
-        "budget": budget,
-    }
-    if isinstance(module, FactoryModule):
-        for key in ("iqr", "q25", "q75"):
-            costs[f"beta_{key}"] = np.array([module.latencies[(1, int(n))][key] for n in ns])
-    return equations._curve(costs, alpha)
 
 
 class Multiple:
@@ -376,8 +349,8 @@ def design_module(
         also ``latency`` and ``baseline_latency`` (median, quartiles and IQR of the chosen design's and the
         baseline's seconds) and ``timings_resolved``.
     """
-    _choice("objective", objective, equations.OBJECTIVES)
-    _choice("budget", budget, BUDGETS)
+    choice("objective", objective, equations.OBJECTIVES)
+    choice("budget", budget, BUDGETS)
     if isinstance(baseline, str):
         try:
             baseline = cxm.parse_config(baseline)
@@ -394,7 +367,7 @@ def design_module(
     else:
         alpha, source = positive_float("alpha", alpha), "given"
     module = module if module is not None else FactoryModule(factory, input_shape, **options)
-    c = curve(module, n_tilde, alpha, budget, ns, m_tilde)
+    c = equations.curve(module, n_tilde, alpha, budget, ns, m_tilde)
     opt = equations.optimum(c, objective)
     n, i = opt["n"], opt["index"]
     m_curve = float(opt["m"])

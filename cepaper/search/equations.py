@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from cepaper import complexity as cxm
-from cepaper._checks import positive_float, positive_int
+from cepaper._checks import choice, positive_float, positive_int
 
 OBJECTIVES = ("primal", "dual")
 BUDGETS = ("params", "flops")
@@ -81,8 +82,7 @@ def m_dual(var_n, var_s):
 def flops_of(record, convention="2macs"):
     """FLOPs of a complexity record under ``convention`` (``FLOPS_CONVENTIONS``):
     ``2 * macs``, plus one per conv/linear output (``acts``), plus one per residual-sum element."""
-    if convention not in FLOPS_CONVENTIONS:
-        raise ValueError(f"flops convention must be one of {', '.join(FLOPS_CONVENTIONS)}, got {convention!r}")
+    choice("flops convention", convention, FLOPS_CONVENTIONS)
     total = 2 * record["macs"]
     if "acts" in convention:
         total += record["acts"]
@@ -94,6 +94,25 @@ def flops_of(record, convention="2macs"):
 # ---------------------------------------------------------------------------------------------
 # Modules: the member as a function of its width n
 # ---------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Member(Protocol):
+    """What Algorithm 2 reads of the member as a function of its width ``n``, and all it reads:
+    :class:`BottleneckDesign`, :class:`MLPDesign` and :class:`cepaper.search.any_module.FactoryModule` are each
+    one (:func:`curve` takes any).
+
+    ``budgets``: the budgets ``cost`` counts (:data:`BUDGETS`; a ``FactoryModule`` also ``"latency"``, and then
+    ``latencies[(1, n)]`` holds each width's timing, its quartiles and IQR).
+    """
+
+    budgets: tuple[str, ...]
+
+    def sum_inv_fan_in(self, n):
+        """Eq. 9's ``sum_l 1/fan-in_l`` of the member of width ``n`` (array ``n`` -> array of its shape)."""
+
+    def cost(self, n: int, budget: str = "params", groups: int = 1) -> float:
+        """``beta`` (Eq. 8, Eq. 15): the ``budget`` of ``groups`` members of width ``n``."""
 
 
 @dataclass(frozen=True)
@@ -119,12 +138,13 @@ class BottleneckDesign:
     kernel_area: bool = True
     bn: str = "all"
     flops: str = "2macs+acts"
+    budgets: ClassVar[tuple[str, ...]] = BUDGETS
 
     def __post_init__(self):
         positive_int("w_in", self.w_in), positive_int("w_out", self.w_out), positive_int("resolution", self.resolution)
-        _choice("fan_in_layers", self.fan_in_layers, ("all", "width"))
-        _choice("bn", self.bn, ("all", "member", "none"))
-        _choice("flops", self.flops, FLOPS_CONVENTIONS)
+        choice("fan_in_layers", self.fan_in_layers, ("all", "width"))
+        choice("bn", self.bn, ("all", "member", "none"))
+        choice("flops", self.flops, FLOPS_CONVENTIONS)
 
     def sum_inv_fan_in(self, n):
         """``sum_l 1/fan-in_l`` of a member of width ``n`` (array ``n`` -> array)."""
@@ -134,7 +154,7 @@ class BottleneckDesign:
 
     def cost(self, n, budget="params", groups=1):
         """``beta``: params or FLOPs of the block with ``groups`` paths of width ``n``."""
-        _choice("budget", budget, BUDGETS)
+        choice("budget", budget, BUDGETS)
         cx = cxm.bottleneck_cx(
             cxm.cx_init(self.resolution),
             self.w_in,
@@ -167,13 +187,14 @@ class MLPDesign:
     bias: bool = False
     fan_in_layers: str = "hidden"
     flops: str = "2macs+acts"
+    budgets: ClassVar[tuple[str, ...]] = BUDGETS
 
     def __post_init__(self):
         positive_int("inputs", self.inputs), positive_int("outputs", self.outputs)
         if positive_int("depth", self.depth) < 2:
             raise ValueError(f"depth must be >= 2 (an input and an output layer), got {self.depth}")
-        _choice("fan_in_layers", self.fan_in_layers, ("hidden", "all"))
-        _choice("flops", self.flops, FLOPS_CONVENTIONS)
+        choice("fan_in_layers", self.fan_in_layers, ("hidden", "all"))
+        choice("flops", self.flops, FLOPS_CONVENTIONS)
 
     def sum_inv_fan_in(self, n):
         """``(L - 1) / n`` (+ ``1 / n_0`` with ``fan_in_layers="all"``), array ``n`` -> array."""
@@ -182,15 +203,9 @@ class MLPDesign:
 
     def cost(self, n, budget="params", groups=1):
         """``beta``: params or FLOPs of ``groups`` (>= 1) nets of width ``n``."""
-        _choice("budget", budget, BUDGETS)
+        choice("budget", budget, BUDGETS)
         cx = cxm.mlp_cx(cxm.cx_init(1), self.inputs, int(n), self.depth, self.outputs, self.bias)
         return float(groups * (cx["params"] if budget == "params" else flops_of(cx, self.flops)))
-
-
-def _choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
-    return value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,15 +213,18 @@ def _choice(name, value, allowed):
 # ---------------------------------------------------------------------------------------------
 
 
-def curve(module, n_tilde, alpha, budget="params", ns=None, m_tilde=1):
-    """Primal and dual curves over the widths ``ns`` (default ``1..n_tilde``).
+def curve(module: Member, n_tilde, alpha, budget="params", ns=None, m_tilde=1):
+    """Primal and dual curves of ``module`` (a :class:`Member`) over the widths ``ns`` (default ``1..n_tilde``),
+    under one of its ``budgets``.
 
     The baseline is ``m_tilde`` members of width ``n_tilde`` (``m_tilde = 1``: a single model).
     Returns a dict of arrays of shape ``(len(ns),)``: ``n``, ``sum_inv_fan_in``, ``var_k``,
     ``beta`` (cost of one member), ``m_primal`` (Eq. 12), ``var_primal`` (Eq. 11 at ``m_primal``:
     the primal objective), ``var_ratio_primal`` (the same over the baseline's variance),
     ``m_dual`` (Eq. 14), ``rho_dual`` (Eq. 8 at ``m_dual``: the dual objective); and the scalars
-    ``beta_s``, ``var_s``, ``n_tilde``, ``m_tilde``, ``alpha``, ``budget``.
+    ``beta_s``, ``var_s``, ``n_tilde``, ``m_tilde``, ``alpha``, ``budget``. Under ``"latency"`` also
+    ``beta_iqr``, ``beta_q25`` and ``beta_q75``: the IQR and quartiles of each member's timing (``beta`` is
+    the median).
     """
     return _curve(_costs(module, n_tilde, budget, ns, m_tilde), alpha)
 
@@ -214,9 +232,9 @@ def curve(module, n_tilde, alpha, budget="params", ns=None, m_tilde=1):
 def _costs(module, n_tilde, budget, ns, m_tilde):
     """The alpha-free part of a curve: widths, costs and sums of inverse fan-ins."""
     n_tilde, m_tilde = positive_int("n_tilde", n_tilde), positive_int("m_tilde", m_tilde)
-    _choice("budget", budget, BUDGETS)
+    choice("budget", budget, module.budgets)
     ns = np.arange(1, n_tilde + 1) if ns is None else np.asarray([positive_int("n", n) for n in ns])
-    return {
+    costs = {
         "n": ns,
         "beta": np.array([module.cost(n, budget) for n in ns]),
         "beta_s": module.cost(n_tilde, budget, groups=m_tilde),
@@ -226,6 +244,9 @@ def _costs(module, n_tilde, budget, ns, m_tilde):
         "m_tilde": m_tilde,
         "budget": budget,
     }
+    if budget == "latency":  # measured, not counted: each width's timing has a spread, kept with its median
+        costs |= {f"beta_{k}": np.array([module.latencies[(1, int(n))][k] for n in ns]) for k in ("iqr", "q25", "q75")}
+    return costs
 
 
 def _curve(costs, alpha):
@@ -259,7 +280,7 @@ def optimum(c, objective="primal"):
 
     Primal: argmin of ``var_primal`` (Eq. 12); dual: argmax of ``rho_dual`` (Eq. 14).
     """
-    _choice("objective", objective, OBJECTIVES)
+    choice("objective", objective, OBJECTIVES)
     i = int(np.argmin(c["var_primal"]) if objective == "primal" else np.argmax(c["rho_dual"]))
     m = c["m_primal"][i] if objective == "primal" else c["m_dual"][i]
     return {

@@ -14,19 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from cepaper._checks import positive_int
+from cepaper._checks import choice, positive_int
 
 FAN_IN_LAYERS = ("all", "hidden")
 
 
 #: The weight layers whose fan-ins enter Eq. 9 (transposed convs are not among them).
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def _choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
-    return value
 
 
 def check_input_shape(input_shape):
@@ -102,7 +96,7 @@ class TorchvisionFactory:
                 f"groups and width_per_group), got {name!r}"
             )
         self.name, (self.builder, self.baseline) = name, TORCHVISION[name]
-        self.stage = None if stage is None else _choice("stage", int(stage), (1, 2, 3, 4))
+        self.stage = None if stage is None else choice("stage", int(stage), (1, 2, 3, 4))
         self.classes = positive_int("classes", classes)
         self.in_channels = 3 if stage is None else (64 if self.stage == 1 else 128 * 2 ** (self.stage - 1))
 
@@ -253,8 +247,31 @@ def param_count(module):
     return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
 
 
-def _output(module, x):
-    out = module(x)
+class ForwardError(ValueError):
+    """A built module's forward raised on its example input: the input's shape (``input_shape``, without
+    the batch) or its ``device`` is not what the module takes. ``raised`` is what it raised, in one line."""
+
+    def __init__(self, module, x, raised):
+        self.input_shape, self.device, self.raised = tuple(x.shape[1:]), str(x.device), raised
+        super().__init__(
+            f"factory: {type(module).__name__}'s forward on an input of shape {tuple(x.shape)} (a batch of "
+            f"{len(x)}, input_shape {self.input_shape}) on device {self.device} raised {raised}; input_shape must "
+            "be one example of what the module takes, without the batch, on a device it runs on"
+        )
+
+
+def run_forward(module, x):
+    """``module(x)`` on an example input, checked: a tensor (:func:`tensor_output`); what the forward raises (the
+    user's code) is a :class:`ForwardError`."""
+    try:
+        out = module(x)
+    except (Exception, SystemExit) as e:  # the user's code: contained, named (Ctrl-C still stops)
+        raise ForwardError(module, x, _raised(e)) from e
+    return tensor_output(module, out)
+
+
+def tensor_output(module, out):
+    """``out``, the output of ``module``, if it is a tensor; else a ``ValueError`` naming the module."""
     if not torch.is_tensor(out):
         raise ValueError(f"module: {type(module).__name__} must return a tensor, got {type(out).__name__}")
     return out

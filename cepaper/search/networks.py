@@ -14,7 +14,7 @@ from dataclasses import asdict
 import numpy as np
 
 from cepaper import complexity as cxm
-from cepaper._checks import positive_float, positive_int
+from cepaper._checks import choice, positive_float, positive_int
 from cepaper.search.equations import (
     ALPHA_BOTTLENECK,
     ALPHA_FIG3,
@@ -23,7 +23,6 @@ from cepaper.search.equations import (
     ROUNDINGS,
     BottleneckDesign,
     MLPDesign,
-    _choice,
     curve,
     flops_of,
     optimum,
@@ -36,7 +35,7 @@ from cepaper.search.equations import (
 def default_module(arch, inputs=None, depth=None, classes=None, resolution=None):
     """The member module the paper uses for ``arch``: :class:`MLPDesign` for ``mlp``, the stage-1
     :class:`BottleneckDesign` (256 -> [n, n] -> 256) for the ResNeXts, at their input resolution."""
-    _choice("arch", arch, tuple(cxm.ARCHS))
+    choice("arch", arch, tuple(cxm.ARCHS))
     if arch == "mlp":
         return MLPDesign(inputs, depth, outputs=1 if classes is None else classes)
     return BottleneckDesign(resolution=cxm.ARCHS[arch]["resolution"] if resolution is None else resolution)
@@ -57,7 +56,7 @@ def network_cost(
     """Params or FLOPs of the whole network ``groups x width d`` of ``arch`` (for ``mlp``: an
     ensemble of ``groups`` nets of width ``width``, as described by the :class:`MLPDesign` ``mlp``;
     ``stages``/``depth``: a scaled-down CIFAR ResNeXt, see :func:`cepaper.complexity.resnext_cifar`)."""
-    _choice("budget", budget, BUDGETS)
+    choice("budget", budget, BUDGETS)
     if arch == "mlp":
         return mlp.cost(width, budget, groups=groups)
     scaled = {k: v for k, v in (("stages", stages), ("depth", depth)) if v is not None}
@@ -67,7 +66,7 @@ def network_cost(
 
 def integer_m(m_exact, rounding="nearest", what="the budget"):
     """Algorithm 2 step 6: an integer ``m >= 1`` from a continuous one (``ROUNDINGS``)."""
-    _choice("rounding", rounding, ROUNDINGS)
+    choice("rounding", rounding, ROUNDINGS)
     m = {"nearest": np.floor(m_exact + 0.5), "floor": np.floor(m_exact), "ceil": np.ceil(m_exact)}[rounding]
     if not np.isfinite(m_exact) or m < 1:
         raise ValueError(
@@ -126,9 +125,9 @@ def design(
         ``rho_flops``, ``var_ratio`` (ensemble Var(K) over the baseline's, at the integer m),
         ``strong_duality``, ``alpha``, ``alpha_source``, and the conventions used.
     """
-    _choice("arch", arch, tuple(cxm.ARCHS))
-    _choice("objective", objective, OBJECTIVES)
-    _choice("budget", budget, BUDGETS)
+    choice("arch", arch, tuple(cxm.ARCHS))
+    choice("objective", objective, OBJECTIVES)
+    choice("budget", budget, BUDGETS)
     if alpha is None:
         alpha, source = default_alpha(arch)
     else:

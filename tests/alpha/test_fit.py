@@ -458,7 +458,7 @@ def test_a_checkpoint_of_other_settings_is_not_loaded(tmp_path):
 
 
 def test_custom_module_sweep_reads_fan_ins():
-    v = B.readout_vector("mean", 8, 3)
+    v = ntk.readout_vector("mean", (8, 3, 3))
     x = B.block_inputs(8, 3, 2)
 
     def make(n, generator):

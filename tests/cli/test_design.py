@@ -179,7 +179,7 @@ def test_fit_alpha_factory_module(tmp_path, capsys):
     )
     assert r["module"] == f"{path}:block" and r["readout"] == "mean" and r["input_shape"] == [8, 3]
     assert r["widths"] == [2, 4, 8] and r["trials"] == 8 and len(r["alpha_ci"]) == 2
-    record = results.load("alpha", "cli", cli_alpha._module_fit_name(f"{path}:block"))
+    record = results.load("alpha", "cli", cli_alpha.module_fit_name(f"{path}:block"))
     assert record["data"]["alpha"] == r["alpha"] and record["provenance"]["seed"] == 1
     for argv, message in (
         ([f"{path}:block"], "needs --input-shape"),
@@ -227,8 +227,8 @@ def test_design_module_alpha_fit_reads_that_factorys_stored_fit(tmp_path, capsys
     )
     monkeypatch.chdir(tmp_path)  # the same file, named relative to another folder
     assert run_json(capsys, "design", "--module", "my_block.py:block", *design_args[3:])["alpha"] == fitted["alpha"]
-    assert fitted["saved"].endswith(f"{cli_alpha._module_fit_name(spec)}.json")
-    assert results.find("alpha", cli_alpha._module_fit_name(spec), profiles=("cli",))["data"]["module"] == spec
+    assert fitted["saved"].endswith(f"{cli_alpha.module_fit_name(spec)}.json")
+    assert results.find("alpha", cli_alpha.module_fit_name(spec), profiles=("cli",))["data"]["module"] == spec
 
 
 # --- an NTK that is all zero, an alpha that is not > 0 -----------------------------------------------
@@ -252,7 +252,7 @@ def test_fit_alpha_names_an_all_zero_ntk_and_the_read_out_that_fixes_it(tmp_path
     err = fails(capsys, *argv)
     assert "NTK is exactly 0 in all 4 draws at width 2 with the 'center' read-out" in err
     assert "--readout mean" in err
-    assert results.find("alpha", cli_alpha._module_fit_name(f"{path}:block"), profiles=("cli",)) is None
+    assert results.find("alpha", cli_alpha.module_fit_name(f"{path}:block"), profiles=("cli",)) is None
     r = run_json(capsys, *argv, "--readout", "mean")  # the fix the message names
     assert r["alpha"] is not None and r["readout"] == "mean"
 
@@ -294,7 +294,7 @@ def test_fit_alpha_never_saves_an_alpha_at_or_below_zero(tmp_path, capsys, monke
     assert f"alpha = {alpha:.3g} [{alpha - 0.1:.3g}, {alpha + 0.1:.3g}]" in err and "this fit is not saved" in err
     assert "--readout mean" in err and "widths 4 (25%)" in err and "more --trials (now 50)" in err
     assert "--init eq3 (the paper's Eq. 3 draw" in err
-    assert results.find("alpha", cli_alpha._module_fit_name(spec), profiles=("cli",)) is None
+    assert results.find("alpha", cli_alpha.module_fit_name(spec), profiles=("cli",)) is None
     design = ["design", "--module", spec, "--input-shape", "8,3", "--baseline", "1x16", "--alpha", "fit"]
     assert "no stored fit for --module" in fails(capsys, *design)
     monkeypatch.setattr(any_member, "fit_member_alpha", lambda *a, **k: planted_fit(0.7))
@@ -309,7 +309,7 @@ def test_design_refuses_a_stored_alpha_at_or_below_zero(tmp_path, capsys):
     path.write_text(FACTORY)
     spec = f"{path}:block"
     run = results.Run("alpha", "cli", params={}, seed=0, store=True)  # a record written before the refusal
-    run.save(cli_alpha._module_fit_name(spec), planted_fit(-0.03) | {"module": spec})
+    run.save(cli_alpha.module_fit_name(spec), planted_fit(-0.03) | {"module": spec})
     err = fails(capsys, "design", "--module", spec, "--input-shape", "8,3", "--baseline", "1x16", "--alpha", "fit")
     assert f"the stored fit for --module {spec} has alpha = -0.03 <= 0" in err and "--readout mean" in err
     results.Run("alpha", "cli", params={}, seed=0, store=True).save("fit_bottleneck", planted_fit(-0.5))

@@ -1,6 +1,8 @@
 """The `cepaper` command starts like one: ``--help``, ``--version`` and argument errors load no torch
 (nor scipy or pandas), and ``import cepaper`` loads a module only when one of its names is used."""
 
+import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -78,3 +80,44 @@ def test_import_cepaper_loads_names_on_first_use():
     assert cepaper.complexity.parse_config("32x4d") == (32, 4)
     with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
         cepaper.not_a_name  # noqa: B018
+
+
+def test_each_command_is_a_module_level_function_of_its_module():
+    """Issue 23 item 5: each `add_*` declares the arguments and sets ``func`` to a function at the top level of
+    its module (not one nested in ``add_*``), named after the command."""
+    from cepaper import cli
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        func = p.get_default("func")
+        assert "<locals>" not in func.__qualname__ and func.__module__.startswith("cepaper.cli."), (name, func)
+        assert getattr(importlib.import_module(func.__module__), func.__name__) is func, name
+        assert func.__name__ == name.replace("-", "_"), (name, func.__name__)
+
+
+def local_imports(path):
+    """``(line, module)`` of every cepaper import inside a function of ``path`` not marked ``# heavy: ...``."""
+    lines = path.read_text().splitlines()
+    found = []
+    for fn in ast.walk(ast.parse(path.read_text())):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(fn):
+                module = node.module if isinstance(node, ast.ImportFrom) else None
+                if isinstance(node, ast.Import):
+                    module = node.names[0].name
+                if module and module.startswith("cepaper") and "# heavy:" not in lines[node.lineno - 1]:
+                    found.append((node.lineno, module))
+    return sorted(set(found))
+
+
+def test_the_cli_imports_at_the_top_except_the_heavy_modules(tmp_path):
+    """Issue 23 item 5: the CLI's modules import cepaper at the top; an import inside a function is one that
+    would load torch (or another heavy module) for `--help`, marked ``# heavy: <what>``."""
+    bad = {p.name: local_imports(p) for p in (SOURCE / "cepaper" / "cli").glob("*.py")}
+    assert {k: v for k, v in bad.items() if v} == {}
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "def f():\n    from cepaper import files  # light\n    from cepaper import data  # heavy: torch\n"
+    )
+    assert local_imports(planted) == [(2, "cepaper")]

@@ -15,7 +15,7 @@ F64 = torch.float64
 
 
 def small(n=3, draws=4, post_relu=False, readout="random", spatial=4, n_in=8, count=3):
-    v = B.readout_vector(readout, n_in, spatial, seed=1, dtype=F64)
+    v = ntk.readout_vector(readout, (n_in, spatial, spatial), seed=1, dtype=F64)
     x = B.block_inputs(n_in, spatial, count, corr=0.3, seed=2, dtype=F64)
     return B.BottleneckDraws(n, range(10, 10 + draws), v, n_in=n_in, post_relu=post_relu, dtype=F64), x
 
@@ -72,7 +72,7 @@ def test_one_pixel_block_is_a_two_layer_mlp():
     """At H = W = 1 the 3x3 conv sees only its centre tap: the block is the MLP n_in -> n -> n -> 1
     (read-out weights v^T W3) with the middle layer scaled by 1/3, so K_block = K_mlp / 9 exactly."""
     n, T, n_in = 5, 6, 12
-    v = B.readout_vector("random", n_in, 1, seed=3, dtype=F64)
+    v = ntk.readout_vector("random", (n_in, 1, 1), seed=3, dtype=F64)
     x = B.block_inputs(n_in, 1, 2, corr=0.4, seed=4, dtype=F64)
     block = B.BottleneckDraws(n, range(T), v, n_in=n_in, dtype=F64)
     mlp = CollegialMLP(n_in, (n, n), m=T, dtype=F64)
@@ -86,7 +86,7 @@ def test_one_pixel_block_is_a_two_layer_mlp():
 
 
 def test_sampler_draws_reproducibly():
-    v = B.readout_vector("mean", 16, 4)
+    v = ntk.readout_vector("mean", (16, 4, 4))
     x = B.block_inputs(16, 4, 2)
     sample = B.bottleneck_ntk_sampler(3, x, v, n_in=16)
     a = sample(5, torch.Generator().manual_seed(7))
@@ -97,7 +97,7 @@ def test_sampler_draws_reproducibly():
 
 
 def test_fan_ins_are_read_from_the_layers():
-    v = B.readout_vector("mean", 256, 2)
+    v = ntk.readout_vector("mean", (256, 2, 2))
     assert sweeps.fan_ins(B.Bottleneck(7, v)) == (256, 63, 7)  # read off nn.Conv2d layers
     assert sweeps.fan_ins(B.BottleneckDraws(7, [0], v)) == (256, 63, 7)  # its own fan_ins()
     grouped = nn.Sequential(nn.Conv2d(64, 64, 3, groups=8), nn.ReLU(), nn.Conv1d(6, 4, 5, groups=2), nn.Linear(10, 1))
@@ -113,15 +113,15 @@ def test_inputs_and_readouts():
     assert x.shape == (3, 64, 8, 8)
     c = B.block_inputs(64, 8, 2, kind="constant")
     assert torch.equal(c[:, :, 0, 0], c[:, :, 5, 3])
-    for kind in B.READOUTS:
-        v = B.readout_vector(kind, 32, 4, dtype=F64)
+    for kind in ntk.READOUTS:
+        v = ntk.readout_vector(kind, (32, 4, 4), dtype=F64)
         assert v.shape == (32, 4, 4) and math.isclose(v.norm().item(), 1.0)
     g = B.block_inputs(256, 16, 2, corr=0.5, seed=1, dtype=F64).flatten(1)
     assert (g[0] @ g[1] / g[0].norm() / g[1].norm()).item() == pytest.approx(0.5, abs=0.02)
 
 
 def test_bad_input_is_refused():
-    v = B.readout_vector("mean", 16, 4)
+    v = ntk.readout_vector("mean", (16, 4, 4))
     with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
         B.BottleneckDraws(0, [0], v, n_in=16)
     with pytest.raises(ValueError, match="scalar function"):
@@ -140,4 +140,4 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="corr must be in"):
         B.block_inputs(16, 4, corr=1.5)
     with pytest.raises(ValueError, match="readout must be one of"):
-        B.readout_vector("max", 16, 4)
+        ntk.readout_vector("max", (16, 4, 4))

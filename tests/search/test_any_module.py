@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from cepaper import search
+from cepaper import ntk, search
 from cepaper.alpha import any_member, fit, sweeps
 from cepaper.models import bottleneck as blocks
 from cepaper.models.resnext import ResNeXtBottleneck
@@ -229,7 +229,7 @@ def test_latency_budget_through_design_curve():
     timer = fake_timer(clock)
 
     fm = any_module.FactoryModule(Timed, (4,), repeats=3, warmup=1, timer=timer)
-    c = any_module.curve(fm, 8, 1.0, "latency", m_tilde=1)
+    c = search.curve(fm, 8, 1.0, "latency", m_tilde=1)
     np.testing.assert_allclose(c["beta"], 1e-3 * np.arange(1, 9))
     np.testing.assert_allclose(c["beta_iqr"], 0.0, atol=1e-15)
     d = any_module.design_module(Timed, (4,), (1, 8), "dual", "latency", alpha=1.0, module=fm)
@@ -312,23 +312,22 @@ def test_inputs_and_readouts_equal_the_block_and_mlp_ones():
     torch.testing.assert_close(
         any_member.member_inputs((16,), 2, 0.3, 1), sweeps.mlp_inputs(16, 2, 0.3, 1), rtol=0, atol=0
     )
-    for kind in any_member.READOUTS:
-        torch.testing.assert_close(
-            any_member.readout_vector(kind, (8, 5, 5), seed=3),
-            blocks.readout_vector(kind, 8, 5, seed=3),
-            rtol=0,
-            atol=0,
-        )
+    center = torch.zeros(8, 5, 5)
+    center[0, 2, 2] = 1.0  # the Fig. 5 block's centre unit: channel 0 at the centre pixel
+    torch.testing.assert_close(ntk.readout_vector("center", (8, 5, 5)), center, rtol=0, atol=0)
+    torch.testing.assert_close(ntk.readout_vector("mean", (8, 5, 5)), torch.full((8, 5, 5), 1 / 200**0.5))
+    assert torch.equal(ntk.readout_vector("random", (8, 5, 5), 3), ntk.readout_vector("random", (8, 5, 5), 3))
+    assert any_member.READOUTS is ntk.READOUTS and any_member.readout_vector is ntk.readout_vector
 
 
 def test_readout_member_is_scalar_inner_product():
-    member, v = nn.Conv2d(3, 4, 3, padding=1), any_member.readout_vector("random", (4, 5, 5), seed=2)
+    member, v = nn.Conv2d(3, 4, 3, padding=1), ntk.readout_vector("random", (4, 5, 5), seed=2)
     x = torch.randn(2, 3, 5, 5)
     torch.testing.assert_close(any_member.Readout(member, v)(x), (member(x) * v).flatten(1).sum(1))
 
 
 def test_member_draws_are_seeded_and_independent():
-    v = any_member.readout_vector("center", (1, 1))
+    v = ntk.readout_vector("center", (1, 1))
     g = torch.Generator().manual_seed(5)
     a, b = any_member.member_draw(mlp, 4, g, v), any_member.member_draw(mlp, 4, g, v)
     a2 = any_member.member_draw(mlp, 4, torch.Generator().manual_seed(5), v)
@@ -546,6 +545,83 @@ def test_a_factorys_prints_go_to_stderr_so_json_stays_json(capsys, tmp_path):
         assert isinstance(json.loads(out), dict) and "importing" in err and "building 1 4" in err, command
 
 
+def test_a_forward_that_raises_is_a_forward_error_naming_the_input():
+    """Issue 24: an input of the wrong shape ended as torch's raw message (an internal error, status 1)."""
+    fm = any_module.FactoryModule(lambda m, n: ResNeXtBottleneck(16, 16, m * n, groups=m), (3, 4, 4))
+    raised = r"input_shape \(3, 4, 4\)\) on device cpu raised RuntimeError"
+    with pytest.raises(factories.ForwardError, match=raised) as e:
+        fm.cost(4, "flops")
+    assert e.value.input_shape == (3, 4, 4) and e.value.device == "cpu" and "16 channels" in e.value.raised
+    with pytest.raises(factories.ForwardError, match="raised SystemExit"):
+        factories.run_forward(Exits(), torch.zeros(2, 3))
+
+
+class Exits(nn.Module):
+    def forward(self, x):
+        raise SystemExit(4)
+
+
+@pytest.mark.parametrize(
+    "command, argv",
+    [
+        ("params", ["--config", "2x4"]),
+        ("design", ["--baseline", "1x4", "--alpha", "1.6", "--budget", "flops"]),
+        ("fit-alpha", ["--trials", "2", "--widths", "4"]),
+    ],
+)
+def test_a_wrong_input_shape_names_the_flag_and_what_was_tried(capsys, factory_file, command, argv):
+    """Issue 24: an input-shape mismatch was torch's raw message with exit 1; now one line naming
+    --input-shape, the shape tried, --device and what the forward raised, status 2."""
+    err = cli_fails(capsys, command, "--module", f"{factory_file}:small", "--input-shape", "3,4,4", *argv)
+    assert len(err.strip().splitlines()) == 1 and "internal error" not in err, err
+    assert f"cepaper {command}: error: --input-shape 3,4,4 with --device cpu: the module's forward" in err, err
+    assert "raised RuntimeError: " in err and "16 channels" in err, err
+
+
+@pytest.mark.parametrize(
+    "device, message",
+    [("foo", "--device must be 'cpu', 'cuda' or 'cuda:<index>', got 'foo'"), ("cuda", "--device 'cuda' asked for")],
+)
+@pytest.mark.parametrize("command", ["params", "design", "fit-alpha"])
+def test_a_factorys_device_goes_through_trains_device_check(capsys, factory_file, command, device, message):
+    """Issue 24: `--device cuda`/`--device foo` with --module skipped the GPU check of train and fit-alpha and
+    ended as torch's raw message, status 1."""
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("a GPU is here: --device cuda is valid")
+    more = {"params": ["--config", "2x4"], "design": ["--baseline", "1x4"], "fit-alpha": ["--trials", "2"]}[command]
+    spec = ["--module", f"{factory_file}:small", "--input-shape", "16,4,4", "--device", device]
+    err = cli_fails(capsys, command, *spec, *more)
+    assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_a_factory_that_leaves_a_thread_running_does_not_keep_the_command_alive(tmp_path):
+    """Issue 24: a non-daemon thread started by the factory kept the command alive forever; now the command
+    ends with its own status and one warning naming the factory, and --json stays JSON."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    file = tmp_path / "threads.py"
+    file.write_text(
+        f"import threading, time\n{FACTORY_FILE}\n"
+        "def spawn(m, n):\n    threading.Thread(target=time.sleep, args=(600,)).start()\n    return small(m, n)\n"
+    )
+    source = Path(__file__).resolve().parents[2]
+    run = lambda *argv: subprocess.run(
+        [sys.executable, "-m", "cepaper", *argv, "--module", f"{file}:spawn"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=source,
+        env={"PYTHONPATH": str(source), "CEPAPER_RESULTS": str(tmp_path)},
+    )
+    ok = run("params", "--config", "2x4", "--input-shape", "16,4,4", "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["params"] > 0, ok.stderr
+    assert f"cepaper params: warning: --module {file}:spawn left " in ok.stderr, ok.stderr
+    bad = run("design", "--baseline", "1x4", "--budget", "flops", "--input-shape", "3,4,4")  # fails after a build
+    assert bad.returncode == 2 and "--input-shape 3,4,4" in bad.stderr and "left " in bad.stderr, bad.stderr
+
+
 @pytest.mark.parametrize("readout", any_member.READOUTS)
 def test_member_alpha_on_a_conv_factory_runs_every_readout(readout, capsys):
     def conv(m, n):  # the Fig. 5 branch with biases, no BN, no output ReLU
@@ -645,7 +721,7 @@ def test_batched_member_ntk_equals_naive_autograd_per_draw(factory, shape):
     x = any_member.member_inputs(shape, 3, 0.5, 1)
     with torch.no_grad():
         out = factories.build(factory, 1, 3)(x)
-    v = any_member.readout_vector("random", tuple(out.shape[1:]), 2)
+    v = ntk.readout_vector("random", tuple(out.shape[1:]), 2)
     k = any_member.member_ntk_sampler(factory, 3, x, v)(5, torch.Generator().manual_seed(7))
     g = torch.Generator().manual_seed(7)
     ref = torch.stack([ntk.naive_ntk(any_member.member_draw(factory, 3, g, v), x) for _ in range(5)])
@@ -659,7 +735,7 @@ def test_member_sampler_falls_back_to_one_ntk_per_draw():
     from cepaper import ntk
 
     x = any_member.member_inputs((4,), 2, 0.5, 0)
-    v = any_member.readout_vector("center", (1,), 0)
+    v = ntk.readout_vector("center", (1,), 0)
     with pytest.warns(UserWarning, match="cannot be batched over draws"):
         k = any_member.member_ntk_sampler(ItemGate, 3, x, v)(4, torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(1)
@@ -889,7 +965,7 @@ def test_a_latency_design_that_does_not_beat_the_baseline_says_no_improvement_fo
     assert d["var_ratio"] == pytest.approx(var[0] / 3 / var[1]) and d["var_ratio"] > 1
     assert not d["improves"] and d["verdict"] == "no improvement found"
     assert d["notes"][0].startswith("no width searched beats the baseline 1x8: at the best, 3x1, Var(K) is 1.8")
-    text = cli_design._format_module_design(d | {"module": "planted"})
+    text = cli_design.format_module_design(d | {"module": "planted"})
     assert "no improvement found" in text and "best width searched  1" in text and "optimum" not in text
     assert "latency IQR" in text and "baseline 0 s" in text
 
@@ -1074,7 +1150,7 @@ class SumBlock(ResNeXtBottleneck):
 def test_eq3_member_is_the_papers_bottleneck_draw():
     """eq3_member of the project's block is cepaper.models.bottleneck.Bottleneck with the same seed: weights,
     scales sqrt(2/16), sqrt(2/9n), sqrt(1/n), no norms, and the same function."""
-    x, v = blocks.block_inputs(16, 3, 2, 0.5, seed=1), blocks.readout_vector("random", 16, 3, seed=2)
+    x, v = blocks.block_inputs(16, 3, 2, 0.5, seed=1), ntk.readout_vector("random", (16, 3, 3), seed=2)
     for block, post_relu in ((ResNeXtBottleneck, True), (SumBlock, False)):
         member = any_member.eq3_member(block(16, 16, 5), seed=11)
         ref = blocks.Bottleneck(5, v, n_in=16, post_relu=post_relu, seed=11)

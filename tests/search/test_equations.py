@@ -649,3 +649,20 @@ def test_curve_bad_input(kwargs, match):
     args = dict(module=equations.BottleneckDesign(), n_tilde=16, alpha=1.6) | kwargs
     with pytest.raises(ValueError, match=match):
         equations.curve(**args)
+
+
+def test_every_member_is_a_member_and_curve_takes_each_of_its_budgets():
+    """Issue 23 item 2: what BottleneckDesign, MLPDesign and FactoryModule share is a typing.Protocol (Member),
+    and search.curve is the one curve: a budget the member does not count is refused by name."""
+    from torch import nn
+
+    from cepaper.search import any_module
+
+    fm = any_module.FactoryModule(lambda m, n: nn.Conv1d(4, m * n, 1), (4, 3))
+    for member in (equations.BottleneckDesign(), equations.MLPDesign(8, 3), fm):
+        assert isinstance(member, equations.Member), member
+    assert fm.budgets == ("params", "flops", "latency") and equations.MLPDesign.budgets == equations.BUDGETS
+    assert not isinstance(object(), equations.Member)
+    with pytest.raises(ValueError, match="budget must be one of params, flops, got 'latency'"):
+        equations.curve(equations.MLPDesign(8, 3), 8, 1.6, "latency")
+    assert equations.curve(fm, 4, 1.6, "params")["beta"].tolist() == [5.0 * n for n in range(1, 5)]
