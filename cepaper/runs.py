@@ -66,8 +66,8 @@ def _type_only(tree):
 
 def imports(source, root=None, run_only=False):
     """The cepaper modules a piece of Python source imports, anywhere in it (function bodies
-    included), as dotted names: ``from cepaper.a import b`` is ``cepaper.a.b`` when that is a module
-    (under ``root``), else ``cepaper.a``. ``run_only``: not those under ``if TYPE_CHECKING:``."""
+    included), as dotted names: ``from cepaper.<pkg> import <name>`` is ``cepaper.<pkg>.<name>`` when that is a
+    module (under ``root``), else ``cepaper.<pkg>``. ``run_only``: not those under ``if TYPE_CHECKING:``."""
     found, tree = set(), ast.parse(source)
     skip = set(map(id, _type_only(tree))) if run_only else set()
     for node in ast.walk(tree):

@@ -380,7 +380,7 @@ def execute_locked(section, params, key, env=None):
 
 def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False, apart=False):
     """Execute ``sections`` (all of the book when empty) with ``profile``; skip up-to-date ones.
-    ``apart``: a run with other parameters publishes under their :func:`label` (:func:`plan`).
+    ``apart``: a run with other parameters publishes under their :func:`~cepaper.book.profiles.label` (:func:`plan`).
 
     With ``reuse_stored``, execute nothing: take each section's executed notebook stored with its
     results (see :func:`reuse`), e.g. the paper profile run on a GPU and committed."""

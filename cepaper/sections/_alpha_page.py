@@ -58,12 +58,14 @@ def plot_fig8(result, entry="diag", axes=None, label=None, paper_alpha=None):
 
 
 def plot_fit_options(rows, ax=None, paper_alpha=None, title="alpha by fit choice"):
-    """Alpha and its interval for each fit choice (:func:`fit_option_rows`), beside the paper's alpha."""
+    """Alpha and its interval for each fit choice (:func:`~cepaper.sections.alpha.fit_option_rows`), beside the
+    paper's alpha."""
     return _interval_plot([r["fit"] for r in rows], rows, ax, paper_alpha, title)
 
 
 def plot_effects(rows, entry="diag", ax=None, paper_alpha=None, large=False, title=None):
-    """Alpha of each scalar-function variant (:func:`effect_rows`) for one entry, with intervals."""
+    """Alpha of each scalar-function variant (:func:`~cepaper.sections.alpha.effect_rows`) for one entry, with
+    intervals."""
     rows = [r for r in rows if r["entry"] == entry]
     key = "_large" if large else ""
     view = [{"alpha": r["alpha" + key], "lo": r["lo" + key], "hi": r["hi" + key]} for r in rows]
@@ -93,7 +95,8 @@ def _interval_plot(labels, rows, ax, paper_alpha, title):
 
 
 def plot_design_intervals(rows, alpha, alpha_ci, ax=None, paper_alpha=None):
-    """For each design problem, the alpha intervals of each optimum (:func:`optimum_interval_rows`),
+    """For each design problem, the alpha intervals of each optimum
+    (:func:`~cepaper.sections.alpha.optimum_interval_rows`),
     with our alpha and its interval (band) and the paper's alpha (dashed)."""
     import matplotlib
     import matplotlib.pyplot as plt

@@ -79,11 +79,11 @@ def check_grid(records, runs, datasets, n_runs, epochs, in_process):
     assert {r["recipe"] for r in runs} <= set(recipes.RECIPES), "every run names a known recipe"
 
 
-def _finite(x):
+def finite(x):
     return x is not None and bool(np.isfinite(float(x)))
 
 
-def _by_recipe(summ):
+def by_recipe(summ):
     """``summ`` with a ``recipe`` column (a summary older than the recipes matches no row)."""
     return summ if "recipe" in summ else summ.iloc[0:0].assign(recipe=pd.Series(dtype=object))
 
@@ -98,7 +98,7 @@ def plot_curve_errors(specs, summ, curve, datasets, recipe="cifar"):
     fig, axes = plt.subplots(len(datasets), 2, figsize=(11, 3.6 * len(datasets)), squeeze=False)
     fig.subplots_adjust(wspace=0.5, hspace=0.5, top=0.9, bottom=0.1, left=0.08, right=0.9)
     base = specs[0]["baseline"]
-    summ = _by_recipe(pd.DataFrame(summ))
+    summ = by_recipe(pd.DataFrame(summ))
     summ = summ[summ.recipe == recipe]
     for row, ds in zip(axes, datasets):
         for ax, objective, key, label in (
@@ -119,7 +119,7 @@ def plot_curve_errors(specs, summ, curve, datasets, recipe="cifar"):
                 ax.errorbar(
                     [n for n, _ in pts],
                     [r.top1 for _, r in pts],
-                    yerr=[r.top1_sem if _finite(r.top1_sem) else 0.0 for _, r in pts],
+                    yerr=[r.top1_sem if finite(r.top1_sem) else 0.0 for _, r in pts],
                     fmt="o-",
                     capsize=3,
                     label="test error",

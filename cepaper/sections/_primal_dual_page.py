@@ -31,14 +31,15 @@ def matching_range(alphas, mask):
 
 
 def fig3_conventions_table(rows):
-    """The saved :func:`fig3_convention_rows` for the page: the alpha interval as text, ``none`` where no
+    """The saved :func:`~cepaper.sections.primal_dual.fig3_convention_rows` for the page: the alpha interval as
+    text, ``none`` where no
     alpha of the grid reproduces Fig. 3."""
     return [{k: "none" if v is None else v for k, v in r.items() if k not in ("alpha_lo", "alpha_hi")} for r in rows]
 
 
 def fig3_sentence(fig3, step):
     """Markdown: the alphas (a grid of ``step``) that reproduce Fig. 3's numbers, from the saved
-    :func:`fig3_data`, and the alpha of its curves."""
+    :func:`~cepaper.sections.primal_dual.fig3_data`, and the alpha of its curves."""
     used = f"the curves below use α = {fig3['alpha']:.4f}"
     if fig3["interval"] is None:
         head = f"**No α of the grid reproduces Fig. 3's numbers** (grid step {step}); {used}, the library's default."
@@ -52,7 +53,8 @@ def fig3_sentence(fig3, step):
 
 def sensitivity_sentence(scan):
     """Markdown: the alphas at which the block's optimum is the paper's width, at a parameter budget
-    (Sec. 4.2.1's n = 10) and at a FLOPs budget (Table 5's n = 8), from the saved :func:`block_alpha_scan`."""
+    (Sec. 4.2.1's n = 10) and at a FLOPs budget (Table 5's n = 8), from the saved
+    :func:`~cepaper.sections.primal_dual.block_alpha_scan`."""
     parts = []
     for budget, n, what in (("params", paper.SEC421["n_primal"], "parameters"), ("flops", paper_width("5"), "FLOPs")):
         hit = matching_range(scan[budget]["alpha"], np.asarray(scan[budget]["n"]) == n)
@@ -68,7 +70,8 @@ SIZE_DIGITS = {"params (M)": 3, "GFLOPs (2macs+acts+adds)": 3}
 
 
 def derived_tables(rows):
-    """What the page shows of the saved :func:`derived_rows`: the problem and Algorithm 2's answer, then the
+    """What the page shows of the saved :func:`~cepaper.sections.primal_dual.derived_rows`: the problem and
+    Algorithm 2's answer, then the
     models' sizes beside the printed ones."""
     from cepaper.book import pages
 
@@ -81,13 +84,14 @@ def derived_tables(rows):
 
 
 def rho_misses(rows):
-    """The saved :func:`printed_rows` whose printed ρ the exact counts do not round to."""
+    """The saved :func:`~cepaper.sections.primal_dual.printed_rows` whose printed ρ the exact counts do not round to."""
     keep = ("table", "model", "rho", "paper rho", "rho of printed params")
     return [{k: r[k] for k in keep} for r in rows if r["rho match"] is False]
 
 
 def rho_tables(rows):
-    """What the page shows of the printed ρ from the saved :func:`printed_rows`: a sentence, and the table of
+    """What the page shows of the printed ρ from the saved :func:`~cepaper.sections.primal_dual.printed_rows`: a
+    sentence, and the table of
     :func:`rho_misses` when there are any."""
     from cepaper.book import pages
 
@@ -183,7 +187,7 @@ def plot_curves(curve, primal, dual, paper_n=None, title="", logx=True, axes=Non
 
 def plot_block_curves(block, paper_n_params, paper_n_flops):
     """The red curves of Figs. 6-7 (parameter budget) and of Table 5 (FLOPs budget), from
-    :func:`block_curves_data`: a 2 x 2 figure, primal left, dual right."""
+    :func:`~cepaper.sections.primal_dual.block_curves_data`: a 2 x 2 figure, primal left, dual right."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.6))

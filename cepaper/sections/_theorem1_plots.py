@@ -11,7 +11,7 @@ def plot_fig9(points, axes=None, ylabel=r"$|K_T - K_0|$"):
     """Fig. 9 (a)-(c): mean ``|Delta K|`` over seeds with standard-error bars, log-log.
 
     Args:
-        points: :func:`panel_table` output (one entry), or its saved dict of columns.
+        points: :func:`~cepaper.sections.theorem1.panel_table` output (one entry), or its saved dict of columns.
         axes: three matplotlib axes or ``None``.
     Returns:
         the figure.
@@ -72,7 +72,8 @@ def _log_ticks(ax, xs):
 
 def plot_slopes(change, fits, entries=("offdiag", "offdiag_mean"), exponent=-1.0):
     """Every run's ``|Delta K|`` against ``mn`` (log-log), one panel per entry, with the line fitted
-    by :func:`slopes` (fit ``all``) and a reference line of slope ``exponent`` (Theorem 1: -1).
+    by :func:`~cepaper.sections.theorem1.slopes` (fit ``all``) and a reference line of slope ``exponent`` (Theorem
+    1: -1).
     ``change``, ``fits``: DataFrames or their saved dicts of columns."""
     import matplotlib.pyplot as plt
 

@@ -29,9 +29,9 @@ from cepaper.search import networks
 from cepaper.sections import paper
 from cepaper.sections._cifar_page import (  # noqa: F401 (the notebook's)
     TRAIN_IMAGES,
-    _by_recipe,
-    _finite,
+    by_recipe,
     check_grid,
+    finite,
     plot_curve_errors,
     save_throughput,
     throughput_rows,
@@ -188,12 +188,12 @@ def curves(baseline, stages=None, alpha=None):
 
 
 def _ours(summ, dataset, config, recipe):
-    summ = _by_recipe(summ)
+    summ = by_recipe(summ)
     row = summ[(summ.dataset == dataset) & (summ.config == config) & (summ.recipe == recipe)]
     if row.empty:
         return None
     r = row.iloc[0]
-    sem = "" if not _finite(r.top1_sem) else f" ± {r.top1_sem:.2f}"
+    sem = "" if not finite(r.top1_sem) else f" ± {r.top1_sem:.2f}"
     return f"{r.top1:.2f}{sem} ({int(r.runs)})"
 
 
