@@ -57,6 +57,11 @@ def training_setup(section, profile, device, executor, gpus_per_run, wait, rerun
     return world, str(device), launcher
 
 
+def across(world_size):
+    """The sentence saying that each run trained across ``world_size`` processes (``""`` for one)."""
+    return f"Each run trained across {world_size} processes (torchrun, DDP)." if world_size > 1 else ""
+
+
 def quiet_tail_warnings():
     """Silence Algorithm 1's warning about each width whose draws have a heavy tail: a page that lists
     those widths (``heavy_tail_widths``, with their tail index) would only repeat it."""

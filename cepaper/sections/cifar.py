@@ -38,7 +38,7 @@ from cepaper.sections._cifar_page import (  # noqa: F401 (the notebook's)
     throughput_sentence,
     throughput_table,
 )
-from cepaper.sections._shared import markdown, runs_sentence, save_grid, show, training_setup  # noqa: F401
+from cepaper.sections._shared import across, markdown, runs_sentence, save_grid, show, training_setup  # noqa: F401
 
 #: The paper's rows each derived role stands in for (baseline 1x128d): Tables 1a, 1b and 5.
 ROLE_ROWS = {
@@ -313,8 +313,7 @@ def run_sentence(stages, blocks, datasets, n_train, n_test, epochs, n_runs, alph
         f"{'all' if n_train is None else n_train} training and {'all' if n_test is None else n_test} test images; "
         f"{_epochs_text(epochs)} epoch(s); {n_runs} run(s) per model; α = {alpha:.3g} ({alpha_source})."
     )
-    if world_size > 1:
-        text += f" Each run trained across {world_size} processes (torchrun, DDP)."
+    text += f" {across(world_size)}" if world_size > 1 else ""
     if not is_paper_scale(stages, blocks):
         text += (
             " **This is not the paper's experiment.** The network is far narrower and shallower than ResNeXt-29, "

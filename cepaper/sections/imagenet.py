@@ -19,7 +19,7 @@ import pandas as pd
 from cepaper import complexity as cxm
 from cepaper import search
 from cepaper.sections import paper
-from cepaper.sections._shared import markdown, runs_sentence, save_grid, show, training_setup  # noqa: F401
+from cepaper.sections._shared import across, markdown, runs_sentence, save_grid, show, training_setup  # noqa: F401
 from cepaper.training import recipes, sgd
 
 #: ILSVRC-2012 training images; ImageNet32x32/64x64 keep every image (Chrabaszcz et al. [3]).
@@ -282,7 +282,7 @@ def train(run, enabled, models, status, data_root, seeds, world_size=1, *, epoch
                 hardware=grids.Hardware(**hardware),
                 launcher=launcher,
             )
-    ddp = markdown(f"Each run trained across {world_size} processes (torchrun, DDP).") if world_size > 1 else None
+    ddp = markdown(across(world_size)) if world_size > 1 else None
     return [ddp, pages.show(save_grid(run, records, LAST_EPOCHS), 3), runs_sentence(records)]
 
 

@@ -21,7 +21,7 @@ def main(out):
     assert w.size == 2, w
     train, test = t.data()
     ckpt = Path(out) / "run.pt"
-    calls, real = [], sgd.evaluate
+    calls, real = [], sgd.test_epoch
 
     def interrupted(*a, **k):  # every rank stops at the second evaluation, after epoch 2
         calls.append(1)
@@ -29,13 +29,13 @@ def main(out):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    sgd.evaluate = interrupted
+    sgd.test_epoch = interrupted
     try:
         sgd.train_recipe(t.model(), train, test, t.RECIPE, seed=3, checkpoint=ckpt)
         raise AssertionError("not interrupted")
     except KeyboardInterrupt:
         pass
-    sgd.evaluate = real
+    sgd.test_epoch = real
     distributed.barrier(w)
     epoch = torch.load(ckpt, weights_only=False)["epoch"]
     model = t.model(seed=99)  # other weights: all must come from the checkpoint

@@ -115,7 +115,7 @@ def test_evaluation_is_reduced_over_the_ranks(two_ranks, one_thread):
     net = model()
     net.load_state_dict(ranks[0]["weights"])
     stats = recipes.input_stats(RECIPE, train)
-    ev = sgd.evaluate(net, loaders.device_data(test, "cpu", stats, RECIPE), 5)
+    ev = sgd.test_epoch(net, loaders.device_data(test, "cpu", stats, RECIPE), 5)
     h = ranks[0]["history"]
     assert h["test_top1"][-1] == pytest.approx(ev["top1"]) and h["test_loss"][-1] == pytest.approx(ev["loss"], rel=1e-5)
 
