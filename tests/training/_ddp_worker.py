@@ -3,7 +3,8 @@ ranks (gloo), interrupted after its first epoch and resumed by every rank from r
 Writes ``rank<r>.pt`` (history, final weights) into the folder given as the argument.
 
 ``_ddp_worker.py cli OUT ARGS...``: ``cepaper ARGS...`` with its checkpoints under ``OUT`` (not the
-repository's ``_build/``). ``_ddp_worker.py deal OUT``: :func:`distributed.deal` of five items."""
+repository's ``_build/``). ``_ddp_worker.py deal OUT``: :func:`distributed.deal` of five items, and a grid of
+three dealt by the launcher (:meth:`cepaper.training.executors.Launcher.run_grid`)."""
 
 import sys
 from pathlib import Path
@@ -60,6 +61,15 @@ def deal(out):
     compute = lambda items: [(i, w.rank, distributed.world().size, distributed.world().rank) for i in items]
     got = distributed.deal(range(5), compute, w)
     (Path(out) / f"deal{w.rank}.json").write_text(json.dumps(got))
+    # the same through the launcher: a grid whose runs the ranks cannot share, cached
+    from cepaper.training import executors
+
+    run = lambda job, ckpt: {"item": job["item"], "rank": w.rank, "size": distributed.world().size}
+    jobs = [{"item": i} for i in range(3)]
+    records = executors.Launcher().run_grid(
+        jobs, run, shared=False, cache=Path(out) / "cache", modules=("cepaper.runs",)
+    )
+    (Path(out) / f"grid{w.rank}.json").write_text(json.dumps([[r["item"], r["rank"], r["size"]] for r in records]))
     distributed.shutdown()
 
 
