@@ -75,7 +75,9 @@ from cepaper.book import pages, results
 from cepaper.sections import cifar as section
 
 datasets, n_runs, epochs = section.check_params(datasets, n_runs, epochs)
-world, device, jobs = section.training_setup("cifar", profile, device, executor, gpus_per_run, threads)
+world, device, launcher = section.training_setup(
+    "cifar", profile, device, executor, gpus_per_run, wait, rerun_stale, threads
+)
 scaled = not section.is_paper_scale(stages, blocks)
 alpha_used, alpha_source = section.alpha_of(alpha)
 run = results.Run(
@@ -152,10 +154,7 @@ records, notes = section.train(
     device=device,
     channels_last=channels_last,
     bf16=bf16,
-    executor=jobs,
-    missing_ok=jobs is not None,
-    wait=wait,
-    rerun_stale=rerun_stale,
+    launcher=launcher,
 )
 summ = section.save_grid(run, records, section.LAST_EPOCHS, scaled=scaled)
 section.show(*notes, pages.show(summ, 3), section.runs_sentence(records))
@@ -211,4 +210,4 @@ section.show(
 # of the tables has the parameter count its config implies.
 
 # %%
-section.check_grid(records, runs, datasets, n_runs, epochs, in_process=jobs is None)
+section.check_grid(records, runs, datasets, n_runs, epochs, in_process=executor == "inprocess")

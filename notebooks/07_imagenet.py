@@ -73,7 +73,9 @@ from cepaper.book import pages, results
 from cepaper.sections import imagenet as section
 
 tables = section.check_tables(tables)
-world, device, jobs = section.training_setup("imagenet", profile, device, executor, gpus_per_run, threads)
+world, device, launcher = section.training_setup(
+    "imagenet", profile, device, executor, gpus_per_run, wait, rerun_stale, threads
+)
 run = results.Run(
     "imagenet",
     profile,
@@ -160,10 +162,7 @@ trained = section.train(
     channels_last=channels_last,
     bf16=bf16,
     workers=workers,
-    executor=jobs,
-    missing_ok=jobs is not None,
-    wait=wait,
-    rerun_stale=rerun_stale,
+    launcher=launcher,
 )
 section.show(*trained)
 

@@ -591,7 +591,7 @@ def test_empty_training_record_is_recomputed_not_a_key_error(tmp_path, monkeypat
         "images_per_s": 1.0,
     }
     monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: hist)
-    kw = dict(arch="resnext29", stages=(8, 16, 32), depth=1, classes=3, cache=tmp_path)
+    kw = dict(net=grids.Network("resnext29", 3, (8, 16, 32), 1), cache=tmp_path)
     first = grids.train_recipe_grid(["1x2d"], "toy", images(), images(), [0], **kw)
     (record,) = tmp_path.glob("*.json")
     record.write_text("{}\n")

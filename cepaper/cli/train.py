@@ -107,10 +107,13 @@ def _train(args):
     w, device = distributed.setup(args.device, args.backend)
     if w.size > 1 and args.executor != "inprocess":
         raise UsageError("--executor runs each run as its own job; under torchrun leave it out (inprocess)")
-    ex = executors.executor(
-        args.executor, results.checkpoint_dir("cifar", "cli").parent / "jobs", gpus_per_job=args.gpus_per_run
+    launcher = executors.launcher(
+        args.executor,
+        results.checkpoint_dir("cifar", "cli").parent / "jobs",
+        gpus_per_run=args.gpus_per_run,
+        rerun_stale=args.rerun_stale,
     )
-    per_run = w.size * (args.gpus_per_run if ex is not None else 1)
+    per_run = w.size * (args.gpus_per_run if args.executor != "inprocess" else 1)
     run = results.Run(
         "cifar" if args.dataset.startswith("cifar") else "imagenet",
         "cli",
@@ -134,18 +137,13 @@ def _train(args):
         tr,
         te,
         range(args.seed, args.seed + args.runs),
-        arch=args.arch,
+        net=grids.Network(args.arch, classes),
         recipe_name=rec,
-        classes=classes,
         epochs=args.epochs,
         cache=results.checkpoint_dir(run.section, "cli"),
-        device=args.device,
-        channels_last=args.channels_last,
-        bf16=args.bf16,
-        workers=args.workers,
+        hardware=grids.Hardware(args.device, args.channels_last, args.bf16, args.workers),
+        launcher=launcher,
         progress=True,
-        rerun_stale=args.rerun_stale,
-        executor=ex,
     )
     if not w.writer:
         return None  # rank 0 saves and reports

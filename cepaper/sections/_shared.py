@@ -1,5 +1,5 @@
 """What several sections share: putting Markdown and tables on a page, and the set-up of a training grid
-(``cifar``, ``imagenet``: torch threads, torchrun's process group, the executor of the runs).
+(``cifar``, ``imagenet``: torch threads, the process group, the launcher of the runs).
 
 A notebook imports only its section, :mod:`cepaper.sections.paper` and the store; the sections put their
 sentences on the page through :func:`markdown` and :func:`show`, so no notebook needs ``IPython.display``.
@@ -32,21 +32,34 @@ def set_threads(threads):
         torch.set_num_threads(threads)
 
 
-def training_setup(section, profile, device, executor, gpus_per_run, threads):
-    """``(world, device, jobs)`` of a training section's grid: torch's CPU threads set to ``threads`` (``None``
-    or 0: torch's default); under ``torchrun --nproc-per-node N -m cepaper run`` every rank's kernel joins one
-    process group and each run of the grid trains across them (DDP; rank 0 publishes, the others' copies are
-    discarded), so ``world`` is :func:`cepaper.training.distributed.setup`'s and ``device`` this rank's, as a
-    string; ``jobs`` the executor of the runs (``None`` for ``inprocess``: one after another in this process;
-    ``local``/``slurm``: each a submitit job with ``gpus_per_run`` GPUs, its files in the section's checkpoint
-    folder)."""
+def training_setup(section, profile, device, executor, gpus_per_run, wait, rerun_stale, threads):
+    """``(world, device, launcher)`` of a training section's grid: torch's CPU threads set to ``threads``
+    (``None`` or 0: torch's default); ``world`` and this rank's ``device`` (a string) from
+    :func:`cepaper.training.distributed.setup`, which joins every rank's kernel into one process group
+    under ``cepaper run`` across processes (each run of the grid then trains across them; rank 0
+    publishes); ``launcher`` the one :class:`cepaper.training.executors.Launcher` of the runs, built here
+    from ``executor`` (``inprocess``: one after another in this process; ``local``/``slurm``: each a job
+    with ``gpus_per_run`` GPUs, its files in the section's checkpoint folder, a failed one a missing run),
+    ``wait`` and ``rerun_stale``."""
     from cepaper.book import results
     from cepaper.training import distributed, executors
 
     set_threads(threads)
     world, device = distributed.setup(device)
-    jobs = executors.executor(executor, results.checkpoint_dir(section, profile) / "jobs", gpus_per_job=gpus_per_run)
-    return world, str(device), jobs
+    launcher = executors.launcher(
+        executor,
+        results.checkpoint_dir(section, profile) / "jobs",
+        gpus_per_run=gpus_per_run,
+        wait=wait,
+        rerun_stale=rerun_stale,
+        missing_ok=True,
+    )
+    return world, str(device), launcher
+
+
+def across(world_size):
+    """The sentence saying that each run trained across ``world_size`` processes (``""`` for one)."""
+    return f"Each run trained across {world_size} processes (torchrun, DDP)." if world_size > 1 else ""
 
 
 def quiet_tail_warnings():

@@ -38,7 +38,7 @@ from cepaper.sections._cifar_page import (  # noqa: F401 (the notebook's)
     throughput_sentence,
     throughput_table,
 )
-from cepaper.sections._shared import markdown, runs_sentence, save_grid, show, training_setup  # noqa: F401
+from cepaper.sections._shared import across, markdown, runs_sentence, save_grid, show, training_setup  # noqa: F401
 
 #: The paper's rows each derived role stands in for (baseline 1x128d): Tables 1a, 1b and 5.
 ROLE_ROWS = {
@@ -313,8 +313,7 @@ def run_sentence(stages, blocks, datasets, n_train, n_test, epochs, n_runs, alph
         f"{'all' if n_train is None else n_train} training and {'all' if n_test is None else n_test} test images; "
         f"{_epochs_text(epochs)} epoch(s); {n_runs} run(s) per model; α = {alpha:.3g} ({alpha_source})."
     )
-    if world_size > 1:
-        text += f" Each run trained across {world_size} processes (torchrun, DDP)."
+    text += f" {across(world_size)}" if world_size > 1 else ""
     if not is_paper_scale(stages, blocks):
         text += (
             " **This is not the paper's experiment.** The network is far narrower and shallower than ResNeXt-29, "
@@ -340,12 +339,12 @@ def models_table(specs):
     return [{k: v for k, v in spec.items() if k != "alpha"} for spec in specs]
 
 
-def train(runs, datasets, seeds, data_root, n_train, n_test, stages, blocks, **train_kwargs):
+def train(runs, datasets, seeds, data_root, n_train, n_test, stages, blocks, *, epochs, cache, launcher, **hardware):
     """Train the grid ``runs`` (:func:`grid`) on each of ``datasets`` (the first ``n_train``/``n_test``
     images; ``None``: all) with seeds ``seeds``, one :func:`cepaper.training.grids.train_recipe_grid` per
-    recipe (``train_kwargs``: its ``epochs, cache, device, channels_last, bf16, executor, missing_ok, wait,
-    rerun_stale``). Returns ``(records, notes)``: the runs' records, and per dataset a sentence naming its
-    images (relative to the data root)."""
+    recipe (``epochs``, ``cache``, ``launcher`` its own; ``hardware``: the fields of
+    :class:`cepaper.training.grids.Hardware`, ``device, channels_last, bf16``). Returns ``(records, notes)``:
+    the runs' records, and per dataset a sentence naming its images (relative to the data root)."""
     from cepaper import catalog, data
     from cepaper.training import grids
 
@@ -354,6 +353,7 @@ def train(runs, datasets, seeds, data_root, n_train, n_test, stages, blocks, **t
     for name in datasets:
         train_set = data.load(name, "train", root=data_root, n=n_train)
         test_set = data.load(name, "test", root=data_root, n=n_test)
+        net = grids.Network("resnext29", CLASSES[name], stages if scaled else None, blocks if scaled else None)
         for recipe in dict.fromkeys(r["recipe"] for r in runs):
             records += grids.train_recipe_grid(
                 [r["config"] for r in runs if r["recipe"] == recipe],
@@ -361,11 +361,12 @@ def train(runs, datasets, seeds, data_root, n_train, n_test, stages, blocks, **t
                 train_set,
                 test_set,
                 seeds,
+                net=net,
                 recipe_name=recipe,
-                classes=CLASSES[name],
-                stages=stages if scaled else None,
-                depth=blocks if scaled else None,
-                **train_kwargs,
+                epochs=epochs,
+                cache=cache,
+                hardware=grids.Hardware(**hardware),
+                launcher=launcher,
             )
         source = catalog.relative_source(train_set.source, data_root)
         notes.append(markdown(f"{name}: {len(train_set)} training images from {source}; {len(test_set)} test images."))

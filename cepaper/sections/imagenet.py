@@ -19,7 +19,7 @@ import pandas as pd
 from cepaper import complexity as cxm
 from cepaper import search
 from cepaper.sections import paper
-from cepaper.sections._shared import markdown, runs_sentence, save_grid, show, training_setup  # noqa: F401
+from cepaper.sections._shared import across, markdown, runs_sentence, save_grid, show, training_setup  # noqa: F401
 from cepaper.training import recipes, sgd
 
 #: ILSVRC-2012 training images; ImageNet32x32/64x64 keep every image (Chrabaszcz et al. [3]).
@@ -245,13 +245,13 @@ def save_throughput(run, configs, models, batch_size, steps, device, channels_la
     return speed
 
 
-def train(run, enabled, models, status, data_root, seeds, world_size=1, **train_kwargs):
+def train(run, enabled, models, status, data_root, seeds, world_size=1, *, epochs, cache, launcher, **hardware):
     """With ``enabled``, train every model of ``models`` on its table's dataset with its table's recipe, once
-    per seed of ``seeds`` (:func:`cepaper.training.grids.train_recipe_grid`, ``train_kwargs``: its ``epochs,
-    cache, device, channels_last, bf16, workers, executor, missing_ok, wait, rerun_stale``), and save the runs
-    and their summary; a ``FileNotFoundError`` naming the data root and what is missing when ``status``
-    (:func:`dataset_status`) lacks a dataset. Returns what the page shows: the summary and the runs' status,
-    or a sentence that nothing is trained."""
+    per seed of ``seeds`` (:func:`cepaper.training.grids.train_recipe_grid`: ``epochs``, ``cache``,
+    ``launcher`` its own; ``hardware``: the fields of :class:`cepaper.training.grids.Hardware`, ``device,
+    channels_last, bf16, workers``), and save the runs and their summary; a ``FileNotFoundError`` naming the
+    data root and what is missing when ``status`` (:func:`dataset_status`) lacks a dataset. Returns what the
+    page shows: the summary and the runs' status, or a sentence that nothing is trained."""
     from cepaper import catalog, data
     from cepaper.book import pages
     from cepaper.training import grids
@@ -275,12 +275,14 @@ def train(run, enabled, models, status, data_root, seeds, world_size=1, **train_
                 train_set,
                 test_set,
                 seeds,
-                arch=arch,
+                net=grids.Network(arch, 1000),
                 recipe_name=TABLES[sub.table.iloc[0]],
-                classes=1000,
-                **train_kwargs,
+                epochs=epochs,
+                cache=cache,
+                hardware=grids.Hardware(**hardware),
+                launcher=launcher,
             )
-    ddp = markdown(f"Each run trained across {world_size} processes (torchrun, DDP).") if world_size > 1 else None
+    ddp = markdown(across(world_size)) if world_size > 1 else None
     return [ddp, pages.show(save_grid(run, records, LAST_EPOCHS), 3), runs_sentence(records)]
 
 

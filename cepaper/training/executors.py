@@ -1,4 +1,5 @@
-"""Grids of runs on submitit (https://github.com/facebookincubator/submitit): each run a job.
+"""How the runs of a grid are launched (:class:`Launcher`, built by :func:`launcher`): here, across
+torchrun's processes, or each a job of submitit (https://github.com/facebookincubator/submitit).
 
 ``executor(kind, folder)``: ``"inprocess"`` (``None``: the runs one after another in this process, the
 default and what CI uses), ``"local"`` (submitit's ``LocalExecutor``: one subprocess per run on this
@@ -315,14 +316,20 @@ def map_runs(ex, fn, items, *, missing_ok=False, wait=True, finished=None, marke
 
 @dataclass(frozen=True)
 class Launcher:
-    """How the runs of a grid are launched (``map`` for :func:`cepaper.runs.run_grid`): each a job of
-    ``executor`` (a submitit executor, :func:`executor`; ``None``: here, one after another), with
-    ``missing_ok`` and ``wait`` of :func:`map_runs`. The job submitted for a run is remembered in a
-    marker beside its record (``<record>.job.json``) until it ends."""
+    """How the runs of a grid are launched: the one object that knows torchrun's process group, submitit
+    and the job markers, built once where its settings are known (:func:`launcher`: a section's
+    ``training_setup``, `cepaper train`) and passed down to the grids.
+
+    ``executor``: a submitit executor (:func:`executor`; ``None``: the runs here, one after another, or
+    under torchrun each across the ranks); ``missing_ok`` and ``wait`` of :func:`map_runs`;
+    ``rerun_stale``: train again the finished runs older code made (:func:`cepaper.runs.cached_run`).
+    The job submitted for a run is remembered in a marker beside its record (``<record>.job.json``)
+    until it ends."""
 
     executor: object = None
     missing_ok: bool = False
     wait: bool = True
+    rerun_stale: bool = False
 
     def map(self, fn, jobs, finished=None, records=None):
         """``[fn(job) for job in jobs]`` (:func:`map_runs`); ``finished(job)``: the record of a run that
@@ -331,3 +338,45 @@ class Launcher:
         return map_runs(
             self.executor, fn, jobs, missing_ok=self.missing_ok, wait=self.wait, finished=finished, markers=markers
         )
+
+    def run_grid(self, jobs, compute, *, shared=True, **kw):
+        """The records of ``jobs`` (:func:`cepaper.runs.run_grid`, the run cache of long runs: ``kw`` its
+        ``cache, key, modules, required, progress, desc``), each run launched here: one after another, or
+        each a job of the executor (:meth:`map`). In a process group (torchrun) every rank calls this
+        alike: each run trains across the ranks (``shared``), or else the runs are dealt over the ranks,
+        each trained whole by one of them (:func:`cepaper.training.distributed.deal`)."""
+        from cepaper import runs
+        from cepaper.training import distributed
+
+        grid = lambda jobs: runs.run_grid(
+            jobs,
+            compute,
+            by_definition=True,
+            rerun_stale=self.rerun_stale,
+            launcher=self if self.executor is not None else None,  # None: here, with the progress bar
+            world=distributed.world(),  # inside deal: this rank alone
+            **kw,
+        )
+        return grid(jobs) if shared else distributed.deal(jobs, grid, distributed.world())
+
+
+def launcher(kind="inprocess", folder=None, *, gpus_per_run=1, wait=True, rerun_stale=False, missing_ok=False):
+    """The :class:`Launcher` of a grid's runs: each run here (``kind`` ``"inprocess"``; under torchrun
+    across the ranks), or each a submitit job of :func:`executor` ``kind`` with ``gpus_per_run`` GPUs,
+    its logs under ``folder``; ``wait``, ``missing_ok``: :func:`map_runs`'s; ``rerun_stale``: train again
+    the runs older code made. Under torchrun the runs train across the ranks, so ``kind`` must be
+    ``inprocess`` there."""
+    from cepaper.training import distributed
+
+    for name, value in (("wait", wait), ("rerun_stale", rerun_stale), ("missing_ok", missing_ok)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+    if kind != "inprocess" and folder is None and kind in EXECUTORS:
+        raise ValueError(f"executor {kind} needs a folder for its jobs' files, got folder=None")
+    if kind != "inprocess" and kind in EXECUTORS and distributed.world().size > 1:
+        raise ValueError(
+            f"executor must be inprocess under torchrun (each run trains across its processes), got {kind!r}; "
+            "run without torchrun to make each run a submitit job"
+        )
+    ex = executor(kind, folder, gpus_per_job=nonneg_int("gpus_per_run", gpus_per_run))
+    return Launcher(ex, missing_ok=missing_ok, wait=wait, rerun_stale=rerun_stale)

@@ -2,17 +2,51 @@
 and the paper's summary statistic over them."""
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from cepaper import runs
 from cepaper._checks import positive_int
 from cepaper.training import distributed, executors, recipes
 from cepaper.training.recipes import RECIPES, data_digest
 from cepaper.training.sgd import final_error, init_seed, train_recipe
+
+
+@dataclass(frozen=True)
+class Network:
+    """The ResNeXt every model of a grid is, but its ``CxDd`` config: ``arch`` (a key of
+    ``cepaper.complexity.ARCHS``), ``classes`` outputs, and for a scaled-down CIFAR ResNeXt its ``stages``
+    and ``depth`` (:func:`cepaper.models.resnext.resnext`; ``None``: the architecture's)."""
+
+    arch: str = "resnext29"
+    classes: int = 10
+    stages: tuple | None = None
+    depth: int | None = None
+
+    def scaled(self):
+        """``stages``/``depth`` where given: the keyword arguments of :func:`~cepaper.models.resnext.resnext`."""
+        net = (("stages", None if self.stages is None else tuple(self.stages)), ("depth", self.depth))
+        return {k: v for k, v in net if v is not None}
+
+    def build(self, config):
+        """The model of ``config`` (``CxDd``), with the caller's initial weights (torch's generator)."""
+        from cepaper.models.resnext import resnext
+
+        return resnext(self.arch, config, self.classes, **self.scaled())
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """How the runs use the machine (none of it defines a run): the torch ``device``, the channels-last
+    memory format, bfloat16 autocast and the DataLoader ``workers`` of a folder dataset
+    (:func:`cepaper.training.sgd.train_recipe`'s)."""
+
+    device: str = "cpu"
+    channels_last: bool = False
+    bf16: bool = False
+    workers: int = 0
 
 
 def train_recipe_grid(
@@ -22,27 +56,19 @@ def train_recipe_grid(
     test,
     seeds,
     *,
-    arch="resnext29",
+    net=Network(),
     recipe_name="cifar",
-    classes=10,
-    stages=None,
-    depth=None,
     epochs=None,
     cache=None,
-    device="cpu",
-    channels_last=False,
-    bf16=False,
-    workers=0,
+    hardware=Hardware(),
+    launcher=None,
     progress=False,
-    rerun_stale=False,
-    executor=None,
-    missing_ok=False,
-    wait=True,
 ):
-    """Train every ResNeXt ``arch`` of ``configs`` (``CxDd``) once per seed with recipe ``recipe_name``
-    (a key of ``RECIPES``); one record per run.
+    """Train every ResNeXt ``net`` of ``configs`` (``CxDd``, :class:`Network`) on ``train`` (evaluated on
+    ``test``, both of ``dataset``) once per seed of ``seeds`` with recipe ``recipe_name`` (a key of
+    ``RECIPES``; ``epochs``: scaled to that many, :meth:`~cepaper.training.recipes.Recipe.scaled`) on
+    ``hardware`` (:class:`Hardware`); one record per run.
 
-    ``stages``/``depth``: a scaled-down CIFAR ResNeXt (see :func:`cepaper.models.resnext.resnext`).
     A record: ``dataset, arch, config, recipe, seed, params, history``
     (:func:`cepaper.training.sgd.train_recipe`), ``final_top1``, ``final_top5`` (the errors after the
     last epoch) and ``wall_s``. With ``cache`` (a folder),
@@ -52,47 +78,56 @@ def train_recipe_grid(
     recipe, data, seed, epochs, precision; not the device, nor the number of processes), each record
     carries its code version (``code``: commit and file digests); after a change of the training code
     a finished run is reused with ``stale`` saying which commit made it and which files changed since
-    (``None``: made by this code); ``rerun_stale`` trains stale runs again (:func:`stale_runs` lists them).
-    ``executor``: a submitit executor (:func:`cepaper.training.executors.executor`), each run a job;
-    with ``missing_ok`` a run whose job failed (or, ``wait=False``, has not finished) is a record
-    ``dataset, arch, config, recipe, seed, missing`` (``"failed"``/``"pending"``), ``why``, ``job``
-    instead of an error (:func:`missing_runs` lists them; :func:`grid_summary` leaves them out).
+    (``None``: made by this code); the launcher's ``rerun_stale`` trains stale runs again
+    (:func:`stale_runs` lists them).
 
-    In a process group (torchrun) every rank calls this alike: each run trains across the ranks, or,
+    ``launcher`` (:class:`cepaper.training.executors.Launcher`; ``None``: here, one after another): how
+    the runs are launched. With its ``missing_ok`` a run whose job failed (or, ``wait=False``, has not
+    finished) is a record ``dataset, arch, config, recipe, seed, missing`` (``"failed"``/``"pending"``),
+    ``why``, ``job`` instead of an error (:func:`missing_runs` lists them; :func:`grid_summary` leaves
+    them out). In a process group every rank calls this alike: each run trains across the ranks, or,
     for a recipe the ranks cannot share (:func:`cepaper.training.distributed.shares`: ``cifar_1gpu``),
-    the runs are dealt over the ranks (:func:`cepaper.training.distributed.deal`), each trained whole.
+    the runs are dealt over the ranks, each trained whole on its rank's own GPU.
     """
-    from cepaper.models.resnext import resnext
-
     if not isinstance(recipe_name, str) or recipe_name not in RECIPES:
         raise ValueError(f"recipe_name must be one of {', '.join(RECIPES)}, got {recipe_name!r}")
+    for name, value, kind in (("net", net, Network), ("hardware", hardware, Hardware)):
+        if not isinstance(value, kind):
+            raise ValueError(f"{name} must be a grids.{kind.__name__}, got {value!r}")
     seeds = [int(s) for s in seeds]
     if not seeds or min(seeds) < 0:
         raise ValueError(f"seeds must name at least one seed, each an integer >= 0, got {seeds}")
-    net = {k: v for k, v in (("stages", None if stages is None else tuple(stages)), ("depth", depth)) if v is not None}
+    launcher = launcher or executors.Launcher()
     data = {"train": data_digest(train), "test": data_digest(test)} if cache else None
     jobs = [
         dict(
             dataset=dataset,
-            arch=arch,
+            arch=net.arch,
             config=config,
             seed=seed,
             recipe=recipe_name,
-            classes=classes,
+            classes=net.classes,
             epochs=epochs,
             data=data,
-            bf16=bf16,
-            channels_last=channels_last,
-            device=str(device),
-            **{k: list(v) if k == "stages" else v for k, v in net.items()},
+            bf16=hardware.bf16,
+            channels_last=hardware.channels_last,
+            device=str(hardware.device),
+            **{k: list(v) if k == "stages" else v for k, v in net.scaled().items()},
         )
         for config in configs
         for seed in seeds
     ]
+    w = distributed.world()
+    # a recipe whose per-GPU batch is its whole batch (cifar_1gpu) cannot share a run between the ranks:
+    # each rank trains whole runs of its own, on its own GPU, and the records are gathered
+    shared = distributed.shares(recipes.recipe(recipe_name), w.size)
+    device = hardware.device
+    if not shared and torch.device(device).type == "cuda" and torch.device(device).index is None:
+        device = torch.device("cuda", w.local_rank)
 
     def one(job, checkpoint):
         torch.manual_seed(init_seed(job["seed"], job["config"]))
-        model = resnext(arch, job["config"], classes, **net)
+        model = net.build(job["config"])
         t0 = time.perf_counter()
         hist = train_recipe(
             model,
@@ -101,16 +136,13 @@ def train_recipe_grid(
             recipe_name,
             epochs=epochs,
             seed=job["seed"],
-            device=device,
             checkpoint=checkpoint,
-            channels_last=channels_last,
-            bf16=bf16,
-            workers=workers,
             progress=progress,
+            **{**asdict(hardware), "device": device},
         )
         return {
             "dataset": dataset,
-            "arch": arch,
+            "arch": net.arch,
             "config": job["config"],
             "recipe": recipe_name,
             "seed": job["seed"],
@@ -121,27 +153,17 @@ def train_recipe_grid(
             "wall_s": time.perf_counter() - t0,
         }
 
-    w = distributed.world()
-    # under torchrun, a recipe whose per-GPU batch is its whole batch (cifar_1gpu) cannot share a run
-    # between the ranks: each rank trains whole runs of its own, on its own GPU, and the records are gathered
-    dealt = w.size > 1 and not distributed.shares(recipes.recipe(recipe_name), w.size)
-    if dealt and torch.device(device).type == "cuda" and torch.device(device).index is None:
-        device = torch.device("cuda", w.local_rank)
-    grid = lambda jobs: runs.run_grid(
+    out = launcher.run_grid(
         jobs,
         one,
+        shared=shared,
         cache=cache,
         required=RECORD_KEYS,
         progress=progress,
         desc=f"{dataset} runs",
-        by_definition=True,
         key=definition,
-        rerun_stale=rerun_stale,
-        launcher=executors.Launcher(executor, missing_ok=missing_ok, wait=wait) if executor is not None else None,
-        world=distributed.world(),  # inside deal: this rank alone
         modules=(__name__,),  # and all it imports: the model, recipes, loop, loaders, ranks
     )
-    out = distributed.deal(jobs, grid, w) if dealt else grid(jobs)
     return [
         {**{k: job[k] for k in ("dataset", "arch", "config", "recipe", "seed")}, **r} if r.get("missing") else r
         for job, r in zip(jobs, out)

@@ -45,8 +45,42 @@ from cepaper.training.recipes import DATASET_RECIPE, data_digest, input_stats, i
 # ---------------------------------------------------------------------------------------------
 
 
+def train_epoch(model, data, opt, rec, seed, epoch, amp=None, channels_last=False):
+    """One epoch of recipe ``rec`` (Sec. 4.2, App. A) on a device dataset ``data``: ``(loss, top1)``, the
+    mean training loss and error (%) over its images, all ranks.
+
+    Each global batch of ``n`` images (every rank's share: ``data``'s) is cut into the recipe's per-GPU
+    micro-batches, whose losses, each divided by ``n``, are back-propagated in turn; the gradients are
+    summed over the ranks and BatchNorm's running statistics composed as one process running every
+    micro-batch in turn (:func:`distributed.sequential_bn`) before each step. The epoch's data order
+    and augmentation are drawn from ``(seed, epoch)``."""
+    model.train()
+    w = getattr(data, "world", None) or distributed.World()
+    device = next(model.parameters()).device
+    micro = rec.micro_batch or rec.batch_size
+    loss_sum, wrong, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+    for (x, y), n in zip(data.train_batches(rec, seed, epoch), data.batch_sizes(rec)):
+        opt.zero_grad(set_to_none=True)
+        bn0 = distributed.bn_snapshot(model, w)
+        for xm, ym in zip(x.split(micro), y.split(micro)):  # the paper's per-GPU batches
+            xm = xm.contiguous(memory_format=torch.channels_last) if channels_last else xm
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                out = model(xm)
+                loss = F.cross_entropy(out.float(), ym, reduction="sum")
+            (loss / n).backward()  # n: the global batch, all ranks
+            loss_sum += loss.detach()
+            wrong += (out.detach().argmax(1) != ym).sum()
+        distributed.all_reduce_grads(model.parameters(), w)
+        distributed.sequential_bn(model, bn0, len(x.split(micro)) if len(x) else 0, w)
+        opt.step()
+        seen += n
+    loss_sum, wrong = distributed.all_reduce_sum(torch.stack([loss_sum, wrong.to(loss_sum.dtype)]), w).tolist()
+    distributed.average_buffers(model, w)
+    return loss_sum / seen, 100.0 * wrong / seen
+
+
 @torch.no_grad()
-def evaluate(model, data, batch_size=1000, amp_dtype=None, channels_last=False):
+def test_epoch(model, data, batch_size=1000, amp=None, channels_last=False):
     """``{"loss", "top1", "top5"}`` of ``model`` on a device dataset (errors in %, mean loss); across
     ranks each evaluates its shard of the test set and the sums are reduced over the ranks."""
     model.eval()
@@ -55,7 +89,7 @@ def evaluate(model, data, batch_size=1000, amp_dtype=None, channels_last=False):
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top-1 and top-5 errors, images
     for x, y in data.test_batches(batch_size):
         x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-        with torch.autocast(x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with torch.autocast(x.device.type, dtype=amp, enabled=amp is not None):
             out = model(x)
         sums += torch.tensor(
             [F.cross_entropy(out.float(), y, reduction="sum").item(), *topk_errors(out, y), len(y)],
@@ -66,10 +100,17 @@ def evaluate(model, data, batch_size=1000, amp_dtype=None, channels_last=False):
     return {"loss": loss / n, "top1": 100.0 * e1 / n, "top5": 100.0 * e5 / n}
 
 
+test_epoch.__test__ = False  # a library function, never a test, if pytest meets it by name
+
+
 def _optimizer(model, rec):
     opt = torch.optim.SGD(model.parameters(), lr=rec.lr, momentum=rec.momentum, weight_decay=rec.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(rec.milestones), gamma=rec.gamma)
     return opt, sched
+
+
+#: The lists of a run's history, one entry per epoch.
+HISTORY = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "seconds")
 
 
 def train_recipe(
@@ -88,7 +129,8 @@ def train_recipe(
     workers=0,
     progress=False,
 ):
-    """Train ``model`` on ``train`` with a recipe, evaluating on ``test`` after every epoch.
+    """Train ``model`` on ``train`` with a recipe, evaluating on ``test`` after every epoch: the outer
+    loop over :func:`train_epoch` and :func:`test_epoch`, resumed from and saved to ``checkpoint``.
 
     Args:
         model: a classifier ``(B, C, H, W) -> (B, classes)`` (its initial weights are the caller's).
@@ -106,7 +148,7 @@ def train_recipe(
         ``test_top1``, ``test_top5`` (errors in %), ``seconds`` (of an epoch, evaluation included);
         ``images_per_s`` (training images per second of those epochs, all ranks) and ``world_size``.
 
-    In a process group (torchrun, :mod:`cepaper.training.distributed`) every rank calls this with the
+    In a process group (:mod:`cepaper.training.distributed`) every rank calls this with the
     same arguments: each trains on its share of every batch (its micro-batches, BatchNorm per rank),
     the gradients are summed over the ranks before each step, BatchNorm's running statistics are
     after each step what one process running every rank's micro-batches in turn would hold
@@ -122,7 +164,35 @@ def train_recipe(
     nonneg_int("seed", seed)
     w = distributed.world()
     distributed.check_world(rec, w.size)
-    micro = rec.micro_batch or rec.batch_size
+    device = _place(model, device, channels_last, seed, w)
+    stats = input_stats(rec, train)
+    tr, te = device_data(train, device, stats, rec, workers, w), device_data(test, device, stats, rec, workers, w)
+    opt, sched = _optimizer(model, rec)
+    amp = torch.bfloat16 if bf16 else None
+    settings = None if checkpoint is None else _settings(rec, seed, channels_last, bf16, train, test, w)
+    start, history = _resume(checkpoint, settings, model, opt, sched, w)
+    bar = dict(initial=start, total=rec.epochs, disable=not progress or not w.writer, desc="epochs", leave=False)
+    for epoch in tqdm(range(start, rec.epochs), **bar):
+        t0, lr = time.perf_counter(), opt.param_groups[0]["lr"]
+        train_loss, train_top1 = train_epoch(model, tr, opt, rec, seed, epoch, amp, channels_last)
+        sched.step()
+        ev = test_epoch(model, te, eval_batch, amp, channels_last)
+        row = (epoch + 1, lr, train_loss, train_top1, ev["loss"], ev["top1"], ev["top5"], time.perf_counter() - t0)
+        for k, v in zip(HISTORY, row):
+            history[k].append(v)
+        if checkpoint is not None:
+            _save(checkpoint, epoch + 1, model, opt, sched, history, settings, w)
+    return {
+        **history,
+        "images_per_s": len(tr) * len(history["seconds"]) / max(sum(history["seconds"]), 1e-9),
+        "world_size": w.size,
+    }
+
+
+def _place(model, device, channels_last, seed, w):
+    """Put ``model`` on ``device`` (the rank's own GPU for ``cuda`` across ranks; ``cudnn.benchmark`` on
+    CUDA) in its memory format, with rank 0's weights on every rank, and give each rank > 0 its own
+    random stream (Dropout); rank 0 keeps the caller's. Returns the device."""
     device = torch.device(device)
     if w.size > 1 and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", w.local_rank)
@@ -132,114 +202,74 @@ def train_recipe(
     if channels_last:
         model.to(memory_format=torch.channels_last)
     distributed.broadcast_state(model, w)
-    if w.rank > 0:  # each rank its own stream (Dropout); rank 0 the caller's
+    if w.rank > 0:
         torch.manual_seed(runs.derive_seed(seed, "rank", w.rank))
-    stats = input_stats(rec, train)
-    tr, te = device_data(train, device, stats, rec, workers, w), device_data(test, device, stats, rec, workers, w)
-    opt, sched = _optimizer(model, rec)
-    amp = torch.bfloat16 if bf16 else None
-    settings = (
-        None
-        if checkpoint is None
-        else dict(
-            recipe=asdict(rec),
-            seed=seed,
-            channels_last=channels_last,
-            bf16=bf16,
-            train=data_digest(train),
-            test=data_digest(test),
-        )
+    return device
+
+
+def _settings(rec, seed, channels_last, bf16, train, test, w):
+    """What a checkpoint must match to be resumed: the recipe, seed, format, precision and data (and the
+    world size across ranks; one process: none, as before, so its checkpoints resume)."""
+    settings = dict(
+        recipe=asdict(rec),
+        seed=seed,
+        channels_last=channels_last,
+        bf16=bf16,
+        train=data_digest(train),
+        test=data_digest(test),
     )
-    if settings is not None and w.size > 1:
-        settings["world_size"] = w.size  # one process: none, as before (its checkpoints resume)
-    keys = ("epoch", "lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5", "seconds")
-    history = {k: [] for k in keys}
-    start = 0
-    if checkpoint is not None and w.size > 1:
+    return {**settings, "world_size": w.size} if w.size > 1 else settings
+
+
+def _resume(checkpoint, settings, model, opt, sched, w):
+    """``(epoch, history)`` to go on from: ``checkpoint``'s, with model, optimizer, scheduler and every
+    rank's random state restored from it, or ``(0, empty lists)`` with none (:func:`runs.resume`: a
+    damaged one is moved aside by rank 0, one of other settings refused)."""
+    fresh = (0, {k: [] for k in HISTORY})
+    if checkpoint is None:
+        return fresh
+    if w.size > 1:
         if w.writer:
             runs.check_checkpoint(checkpoint)  # a damaged one is moved aside by one rank, not all
         distributed.barrier(w)
-    if checkpoint is not None and Path(checkpoint).exists():
-        state = runs.resume(
+    if not Path(checkpoint).exists():
+        return fresh
+    state = runs.resume(
+        checkpoint,
+        settings,
+        model=model,
+        optimizer=opt,
+        scheduler=sched,
+        rng=True,
+        required=CHECKPOINT_KEYS,
+        name="a checkpoint of train_recipe",
+        refuse=lambda old: _refuse_checkpoint(old, settings),
+    )
+    if state is None:
+        return fresh
+    if w.size > 1:
+        runs.set_rng_state(state["rng_ranks"][w.rank])
+    return state["epoch"], state["history"]
+
+
+def _save(checkpoint, epoch, model, opt, sched, history, settings, w):
+    """Rank 0 saves the run after ``epoch`` epochs (every rank's random state with it); all wait."""
+    rngs = distributed.gather_objects(runs.rng_state(), w)
+    if w.writer:
+        runs.save_checkpoint(
             checkpoint,
-            settings,
-            model=model,
-            optimizer=opt,
-            scheduler=sched,
-            rng=True,
-            required=CHECKPOINT_KEYS,
-            name="a checkpoint of train_recipe",
-            refuse=lambda old: _refuse_checkpoint(old, settings),
+            {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "rng": runs.rng_state(),
+                "history": history,
+                "settings": settings,
+                **({"rng_ranks": rngs} if w.size > 1 else {}),
+            },
         )
-        if state is not None and w.size > 1:
-            runs.set_rng_state(state["rng_ranks"][w.rank])
-        start, history = (state["epoch"], state["history"]) if state is not None else (start, history)
-    for epoch in tqdm(
-        range(start, rec.epochs),
-        initial=start,
-        total=rec.epochs,
-        disable=not progress or not w.writer,
-        desc="epochs",
-        leave=False,
-    ):
-        t0 = time.perf_counter()
-        lr = opt.param_groups[0]["lr"]
-        model.train()
-        loss_sum, wrong, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
-        for (x, y), n in zip(tr.train_batches(rec, seed, epoch), tr.batch_sizes(rec)):
-            opt.zero_grad(set_to_none=True)
-            bn0 = distributed.bn_snapshot(model, w)
-            for xm, ym in zip(x.split(micro), y.split(micro)):  # the paper's per-GPU batches
-                xm = xm.contiguous(memory_format=torch.channels_last) if channels_last else xm
-                with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                    out = model(xm)
-                    loss = F.cross_entropy(out.float(), ym, reduction="sum")
-                (loss / n).backward()  # n: the global batch, all ranks
-                loss_sum += loss.detach()
-                wrong += (out.detach().argmax(1) != ym).sum()
-            distributed.all_reduce_grads(model.parameters(), w)
-            distributed.sequential_bn(model, bn0, len(x.split(micro)) if len(x) else 0, w)
-            opt.step()
-            seen += n
-        sched.step()
-        loss_sum, wrong = distributed.all_reduce_sum(torch.stack([loss_sum, wrong.to(loss_sum.dtype)]), w).tolist()
-        distributed.average_buffers(model, w)
-        ev = evaluate(model, te, eval_batch, amp, channels_last)
-        row = dict(
-            epoch=epoch + 1,
-            lr=lr,
-            train_loss=loss_sum / seen,
-            train_top1=100.0 * wrong / seen,
-            test_loss=ev["loss"],
-            test_top1=ev["top1"],
-            test_top5=ev["top5"],
-            seconds=time.perf_counter() - t0,
-        )
-        for k in keys:
-            history[k].append(row[k])
-        if checkpoint is not None:
-            rngs = distributed.gather_objects(runs.rng_state(), w)
-            if w.writer:
-                runs.save_checkpoint(
-                    checkpoint,
-                    {
-                        "epoch": epoch + 1,
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "rng": runs.rng_state(),
-                        "history": history,
-                        "settings": settings,
-                        **({"rng_ranks": rngs} if w.size > 1 else {}),
-                    },
-                )
-            distributed.barrier(w)
-    n_train = len(tr)
-    return {
-        **history,
-        "images_per_s": n_train * len(history["seconds"]) / max(sum(history["seconds"]), 1e-9),
-        "world_size": w.size,
-    }
+    distributed.barrier(w)
 
 
 def _refuse_checkpoint(old, settings):

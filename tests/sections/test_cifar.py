@@ -77,7 +77,7 @@ def toy(n, size=8, classes=10, seed=0):
 
 def test_run_models_caches_and_resumes(tmp_path, monkeypatch):
     train, test = toy(24), toy(8, seed=1)
-    kw = dict(classes=10, stages=(16,), depth=1, epochs=2, cache=tmp_path)
+    kw = dict(net=grids.Network(classes=10, stages=(16,), depth=1), epochs=2, cache=tmp_path)
     first = grids.train_recipe_grid(["2x2d", "1x4d"], "toy", train, test, [0, 1], **kw)
     assert [(r["config"], r["seed"]) for r in first] == [("2x2d", 0), ("2x2d", 1), ("1x4d", 0), ("1x4d", 1)]
     assert len(list(tmp_path.glob("*.json"))) == 4 and not list(tmp_path.glob("*.pt"))
@@ -325,7 +325,7 @@ def test_cli_train_reports_errors_over_the_epochs_it_averaged(tmp_path, monkeypa
 
     def grid(configs, dataset, train, test, seeds, **kw):
         history = {"test_top1": [90.0 - e for e in range(epochs)], "test_top5": [50.0] * epochs}
-        meta = dict(dataset=dataset, arch=kw["arch"], recipe=kw["recipe_name"], params=1000, wall_s=1.0)
+        meta = dict(dataset=dataset, arch=kw["net"].arch, recipe=kw["recipe_name"], params=1000, wall_s=1.0)
         return [dict(meta, config=c, seed=s, history=history) for c in configs for s in seeds]
 
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))

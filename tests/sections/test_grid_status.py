@@ -133,10 +133,16 @@ def test_a_failed_and_a_pending_job_are_missing_and_the_finished_runs_kept(tmp_p
         return HIST
 
     monkeypatch.setattr(grids, "train_recipe", train)
-    kw = dict(arch="resnext29", stages=(8, 16, 32), depth=1, classes=3, cache=tmp_path)
+    kw = dict(net=grids.Network("resnext29", 3, (8, 16, 32), 1), cache=tmp_path)
     ex = Executor(pending={3})
     records = grids.train_recipe_grid(
-        ["1x2d", "2x1d"], "toy", images(), images(seed=1), [0, 1], **kw, executor=ex, missing_ok=True, wait=False
+        ["1x2d", "2x1d"],
+        "toy",
+        images(),
+        images(seed=1),
+        [0, 1],
+        **kw,
+        launcher=executors.Launcher(ex, missing_ok=True, wait=False),
     )
     assert [(r["config"], r["seed"], r.get("missing")) for r in records] == [
         ("1x2d", 0, None),
@@ -162,7 +168,13 @@ def test_a_failed_and_a_pending_job_are_missing_and_the_finished_runs_kept(tmp_p
     monkeypatch.setattr(executors, "alive", lambda m: m["job"] == "3")
     ex = Executor(pending={1, 2})
     still = grids.train_recipe_grid(
-        ["1x2d", "2x1d"], "toy", images(), images(seed=1), [0, 1], **kw, executor=ex, missing_ok=True, wait=False
+        ["1x2d", "2x1d"],
+        "toy",
+        images(),
+        images(seed=1),
+        [0, 1],
+        **kw,
+        launcher=executors.Launcher(ex, missing_ok=True, wait=False),
     )
     assert ex.submitted == 2, "the finished run needs no job, the running one is not submitted again"
     assert still[2]["missing"] == "pending" and still[2]["job"] == "3" and "submitted 20" in still[2]["why"]
@@ -172,7 +184,13 @@ def test_a_failed_and_a_pending_job_are_missing_and_the_finished_runs_kept(tmp_p
     monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: HIST)  # run again: the others finish
     ex = Executor()
     again = grids.train_recipe_grid(
-        ["1x2d", "2x1d"], "toy", images(), images(seed=1), [0, 1], **kw, executor=ex, missing_ok=True
+        ["1x2d", "2x1d"],
+        "toy",
+        images(),
+        images(seed=1),
+        [0, 1],
+        **kw,
+        launcher=executors.Launcher(ex, missing_ok=True),
     )
     assert grids.missing_runs(again) == [] and grids.run_status(again) == ""
     assert again[0] == records[0] and ex.submitted == 3
@@ -182,9 +200,15 @@ def test_a_failed_and_a_pending_job_are_missing_and_the_finished_runs_kept(tmp_p
 def test_waiting_for_a_job_submitted_earlier_reads_its_record_when_it_ends(tmp_path, monkeypatch):
     """A grid run again (``wait=True``) while an earlier call's job still runs waits for that job, and
     takes the record the job wrote; a job that ended without one is a failed run."""
-    kw = dict(arch="resnext29", stages=(8, 16, 32), depth=1, classes=3, cache=tmp_path)
+    kw = dict(net=grids.Network("resnext29", 3, (8, 16, 32), 1), cache=tmp_path)
     grid = lambda ex: grids.train_recipe_grid(
-        ["1x2d"], "toy", images(), images(seed=1), [0, 1], **kw, executor=ex, missing_ok=True, wait=False
+        ["1x2d"],
+        "toy",
+        images(),
+        images(seed=1),
+        [0, 1],
+        **kw,
+        launcher=executors.Launcher(ex, missing_ok=True, wait=False),
     )
     monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: HIST)
     first = grid(Executor(pending={1, 2}))
@@ -194,12 +218,12 @@ def test_waiting_for_a_job_submitted_earlier_reads_its_record_when_it_ends(tmp_p
     monkeypatch.setattr(executors, "alive", lambda m: next(ends[m["job"]]))
     monkeypatch.setattr(executors.time, "sleep", lambda s: None)
     done = grids.train_recipe_grid(
-        ["1x2d"], "toy", images(), images(seed=1), [0], **kw, executor=Executor(), missing_ok=True
+        ["1x2d"], "toy", images(), images(seed=1), [0], **kw, launcher=executors.Launcher(Executor(), missing_ok=True)
     )  # seed 0's job ended without a record: submitted again
     assert done[0].get("missing") is None
     ex = Executor()
     waited = grids.train_recipe_grid(
-        ["1x2d"], "toy", images(), images(seed=1), [0, 1], **kw, executor=ex, missing_ok=True
+        ["1x2d"], "toy", images(), images(seed=1), [0, 1], **kw, launcher=executors.Launcher(ex, missing_ok=True)
     )
     assert ex.submitted == 0, "neither is submitted again: seed 0's record is there, seed 1's job was waited for"
     assert waited[0]["final_top1"] == done[0]["final_top1"]
@@ -216,12 +240,9 @@ def test_a_failed_job_without_missing_ok_is_an_error(tmp_path, monkeypatch):
             images(),
             images(seed=1),
             [0],
-            arch="resnext29",
-            stages=(8,),
-            depth=1,
-            classes=3,
+            net=grids.Network("resnext29", 3, (8,), 1),
             cache=tmp_path,
-            executor=Executor(),
+            launcher=executors.Launcher(Executor()),
         )
     with pytest.raises(RuntimeError, match="boom"):  # in this process: an error, missing_ok or not
         grids.train_recipe_grid(
@@ -230,12 +251,9 @@ def test_a_failed_job_without_missing_ok_is_an_error(tmp_path, monkeypatch):
             images(),
             images(seed=1),
             [0],
-            arch="resnext29",
-            stages=(8,),
-            depth=1,
-            classes=3,
+            net=grids.Network("resnext29", 3, (8,), 1),
             cache=tmp_path,
-            missing_ok=True,
+            launcher=executors.Launcher(missing_ok=True),
         )
     with pytest.raises(ValueError, match="state must be one of failed, pending, got 'lost'"):
         executors.missing("lost", "?")
@@ -271,7 +289,7 @@ def test_a_missing_model_reads_not_run_in_the_paper_table():
 
 def test_stale_runs_are_counted_with_the_commit_that_made_them(tmp_path, monkeypatch):
     monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: HIST)
-    kw = dict(arch="resnext29", stages=(8, 16, 32), depth=1, classes=3, cache=tmp_path)
+    kw = dict(net=grids.Network("resnext29", 3, (8, 16, 32), 1), cache=tmp_path)
     first = grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0, 1], **kw)
     assert grids.run_status(first) == ""
     real = runs.code_version
@@ -287,3 +305,46 @@ def test_stale_runs_are_counted_with_the_commit_that_made_them(tmp_path, monkeyp
         f"4 of the 4 runs finished. 2 runs are stale, trained by older code (commit {made}, changed since: "
         "cepaper/training/sgd.py): reused as they are, and --rerun-stale trains them again."
     )
+
+
+@pytest.mark.parametrize("section", TRAINING)
+def test_the_section_builds_one_launcher_and_every_grid_gets_it(section, tmp_path, monkeypatch):
+    """``training_setup`` builds the launcher once from the notebook's ``executor, gpus_per_run, wait,
+    rerun_stale``; ``section.train`` hands that same object to every grid it trains."""
+    import pandas as pd
+
+    from cepaper import data
+    from cepaper.book import results
+    from cepaper.sections import imagenet
+
+    monkeypatch.setattr(results, "checkpoint_dir", lambda s, p: tmp_path / s)
+    _, device, launcher = cifar.training_setup(section, "quick", "cpu", "local", 0, False, True, None)
+    assert device == "cpu" and (launcher.wait, launcher.rerun_stale, launcher.missing_ok) == (False, True, True)
+    assert launcher.executor.folder == (tmp_path / section / "jobs").resolve()
+    seen = []
+    monkeypatch.setattr(grids, "train_recipe_grid", lambda *a, **kw: seen.append(kw) or [])
+    monkeypatch.setattr(data, "load", lambda name, split, root=None, n=None: images())
+    kw = dict(epochs=1, cache=tmp_path, launcher=launcher, device="cpu", channels_last=True, bf16=False)
+    if section == "cifar":
+        runs_ = [{"config": "1x2d", "recipe": "cifar"}, {"config": "1x2d", "recipe": "cifar_1gpu"}]
+        cifar.train(runs_, ["cifar10", "cifar100"], [0], None, 8, 8, (8,), 1, **kw)
+    else:
+        models = pd.DataFrame(
+            {"dataset": ["imagenet32", "imagenet64"], "arch": ["resnext29", "resnext38"], "config": ["2x2d"] * 2}
+        ).assign(table=["3", "4"])
+        status = pd.DataFrame({"dataset": models.dataset, "found": True, "source or reason": ""})
+        monkeypatch.setattr(imagenet, "save_grid", lambda run, records, last: pd.DataFrame())
+        imagenet.train(None, True, models, status, None, [0], **kw, workers=0)
+    assert len(seen) == (4 if section == "cifar" else 2)
+    assert all(k["launcher"] is launcher for k in seen)
+    assert all(k["hardware"] == grids.Hardware("cpu", True, False, 0) for k in seen)
+
+
+def test_a_grid_takes_about_a_dozen_parameters():
+    """Issue 23: the launch settings travel as one launcher, the model's and the hardware's as one object
+    each, so ``train_recipe_grid`` takes 12 parameters (it took 21)."""
+    import inspect
+
+    assert len(inspect.signature(grids.train_recipe_grid).parameters) <= 12
+    with pytest.raises(ValueError, match="net must be a grids.Network, got 'resnext29'"):
+        grids.train_recipe_grid(["1x2d"], "toy", images(), images(), [0], net="resnext29")

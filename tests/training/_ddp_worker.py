@@ -3,7 +3,8 @@ ranks (gloo), interrupted after its first epoch and resumed by every rank from r
 Writes ``rank<r>.pt`` (history, final weights) into the folder given as the argument.
 
 ``_ddp_worker.py cli OUT ARGS...``: ``cepaper ARGS...`` with its checkpoints under ``OUT`` (not the
-repository's ``_build/``). ``_ddp_worker.py deal OUT``: :func:`distributed.deal` of five items."""
+repository's ``_build/``). ``_ddp_worker.py deal OUT``: :func:`distributed.deal` of five items, and a grid of
+three dealt by the launcher (:meth:`cepaper.training.executors.Launcher.run_grid`)."""
 
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ def main(out):
     assert w.size == 2, w
     train, test = t.data()
     ckpt = Path(out) / "run.pt"
-    calls, real = [], sgd.evaluate
+    calls, real = [], sgd.test_epoch
 
     def interrupted(*a, **k):  # every rank stops at the second evaluation, after epoch 2
         calls.append(1)
@@ -29,13 +30,13 @@ def main(out):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    sgd.evaluate = interrupted
+    sgd.test_epoch = interrupted
     try:
         sgd.train_recipe(t.model(), train, test, t.RECIPE, seed=3, checkpoint=ckpt)
         raise AssertionError("not interrupted")
     except KeyboardInterrupt:
         pass
-    sgd.evaluate = real
+    sgd.test_epoch = real
     distributed.barrier(w)
     epoch = torch.load(ckpt, weights_only=False)["epoch"]
     model = t.model(seed=99)  # other weights: all must come from the checkpoint
@@ -60,6 +61,15 @@ def deal(out):
     compute = lambda items: [(i, w.rank, distributed.world().size, distributed.world().rank) for i in items]
     got = distributed.deal(range(5), compute, w)
     (Path(out) / f"deal{w.rank}.json").write_text(json.dumps(got))
+    # the same through the launcher: a grid whose runs the ranks cannot share, cached
+    from cepaper.training import executors
+
+    run = lambda job, ckpt: {"item": job["item"], "rank": w.rank, "size": distributed.world().size}
+    jobs = [{"item": i} for i in range(3)]
+    records = executors.Launcher().run_grid(
+        jobs, run, shared=False, cache=Path(out) / "cache", modules=("cepaper.runs",)
+    )
+    (Path(out) / f"grid{w.rank}.json").write_text(json.dumps([[r["item"], r["rank"], r["size"]] for r in records]))
     distributed.shutdown()
 
 

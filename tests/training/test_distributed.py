@@ -115,7 +115,7 @@ def test_evaluation_is_reduced_over_the_ranks(two_ranks, one_thread):
     net = model()
     net.load_state_dict(ranks[0]["weights"])
     stats = recipes.input_stats(RECIPE, train)
-    ev = sgd.evaluate(net, loaders.device_data(test, "cpu", stats, RECIPE), 5)
+    ev = sgd.test_epoch(net, loaders.device_data(test, "cpu", stats, RECIPE), 5)
     h = ranks[0]["history"]
     assert h["test_top1"][-1] == pytest.approx(ev["top1"]) and h["test_loss"][-1] == pytest.approx(ev["loss"], rel=1e-5)
 
@@ -305,7 +305,7 @@ def test_cli_train_refuses_a_bad_world_or_backend(tmp_path, extra, env, message)
 
 def test_runs_that_cannot_be_shared_are_dealt_over_the_ranks_and_gathered_in_order(tmp_path):
     """``distributed.deal``: rank r computes items r, r + 2, ... by itself (a world of one inside), and
-    both ranks return every result in order."""
+    both ranks return every result in order; so does the launcher's grid (``shared=False``)."""
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     p = subprocess.run(
@@ -328,6 +328,8 @@ def test_runs_that_cannot_be_shared_are_dealt_over_the_ranks_and_gathered_in_ord
     want = [[i, i % 2, 1, 0] for i in range(5)]  # item, computed on rank, in a world of size 1, as its rank 0
     for r in range(2):
         assert json.loads((tmp_path / f"deal{r}.json").read_text()) == want
+        assert json.loads((tmp_path / f"grid{r}.json").read_text()) == [[i, i % 2, 1] for i in range(3)], "launcher"
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 3, "each dealt run cached by the rank that ran it"
     assert distributed.shares(recipes.recipe("cifar"), 8) and not distributed.shares(recipes.recipe("cifar_1gpu"), 2)
 
 

@@ -268,3 +268,38 @@ def test_a_real_local_job_left_running_is_waited_for_not_submitted_again(tmp_pat
     assert again[0]["seed"] == 0 and again[0]["pid"] != os.getpid()
     assert list((tmp_path / "jobs").glob("*_submitted.pkl")) == submitted, "no second job"
     assert not list((tmp_path / "cache").glob("*.job.json"))
+
+
+def test_the_launcher_is_built_once_from_its_settings(tmp_path, monkeypatch):
+    """``executors.launcher``: the one object a grid's runs are launched by, from ``executor``,
+    ``gpus_per_run``, ``wait`` and ``rerun_stale``; bad settings are named."""
+    from cepaper.training import distributed
+
+    assert executors.launcher() == executors.Launcher(None, missing_ok=False, wait=True, rerun_stale=False)
+    got = executors.launcher("local", tmp_path / "jobs", gpus_per_run=0, wait=False, rerun_stale=True, missing_ok=True)
+    assert type(got.executor).__name__ == "LocalExecutor" and got.executor.cepaper_ranks == 1
+    assert (got.missing_ok, got.wait, got.rerun_stale) == (True, False, True)
+    with pytest.raises(ValueError, match="wait must be True or False, got 'no'"):
+        executors.launcher(wait="no")
+    with pytest.raises(ValueError, match="executor local needs a folder for its jobs' files"):
+        executors.launcher("local")
+    with pytest.raises(ValueError, match="gpus_per_run must be an integer >= 0, got -1"):
+        executors.launcher("local", tmp_path, gpus_per_run=-1)
+    monkeypatch.setattr(distributed, "world", lambda: distributed.World(0, 2))
+    with pytest.raises(ValueError, match="executor must be inprocess under torchrun"):
+        executors.launcher("local", tmp_path / "jobs")
+    assert executors.launcher("inprocess").executor is None
+
+
+def test_the_launcher_takes_the_grid_to_its_jobs(tmp_path):
+    """``Launcher.run_grid``: the run cache's grid here (``None`` executor) or each run a job of its
+    executor, whose markers it alone reads and writes."""
+    from tests.sections.test_grid_status import Executor
+
+    compute = lambda job, ckpt: {"seed": job["seed"]}
+    kw = dict(cache=tmp_path, modules=("cepaper.runs",))
+    here = executors.Launcher().run_grid([{"seed": 0}], compute, **kw)
+    ex = Executor(pending={1})
+    out = executors.Launcher(ex, missing_ok=True, wait=False).run_grid([{"seed": 0}, {"seed": 1}], compute, **kw)
+    assert out[0] == here[0] and out[1]["missing"] == "pending" and ex.submitted == 1, "the finished run: no job"
+    assert len(list(tmp_path.glob("*.job.json"))) == 1

@@ -9,7 +9,7 @@ import numpy as np
 
 from cepaper import runs
 from cepaper.catalog import Dataset
-from cepaper.training import grids
+from cepaper.training import executors, grids
 
 HIST = {
     "epoch": [1],
@@ -38,10 +38,11 @@ def images(n=16, seed=0):
 def test_training_grid_is_keyed_by_definition_not_device_or_code(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: calls.append(k) or HIST)
-    kw = dict(arch="resnext29", stages=(8, 16, 32), depth=1, classes=3, cache=tmp_path)
+    kw = dict(net=grids.Network("resnext29", 3, (8, 16, 32), 1), cache=tmp_path)
     first = grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0], **kw)
     assert first[0]["stale"] is None and len(calls) == 1
-    grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0], **kw, device="meta")  # another device
+    another_device = grids.Hardware("meta")
+    grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0], **kw, hardware=another_device)
     assert len(calls) == 1
     real = runs.code_version
     monkeypatch.setattr(
@@ -56,7 +57,8 @@ def test_training_grid_is_keyed_by_definition_not_device_or_code(tmp_path, monke
         {"dataset": "toy", "config": "1x2d", "recipe": "cifar", "seed": 0, **again[0]["stale"]}
     ]
     assert grids.grid_summary(again).stale.tolist() == [1] and grids.grid_summary(first).stale.tolist() == [0]
-    grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0], **kw, rerun_stale=True)
+    rerun = executors.Launcher(rerun_stale=True)
+    grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0], **kw, launcher=rerun)
     assert len(calls) == 2
     grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0], **kw, epochs=2)  # another definition
     assert len(calls) == 3
@@ -73,7 +75,7 @@ def test_an_edit_of_the_loaders_marks_a_finished_run_stale(tmp_path, monkeypatch
     shutil.copytree(runs.ROOT / "cepaper", tmp_path / "src" / "cepaper", ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(runs, "ROOT", tmp_path / "src")
     monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: HIST)
-    kw = dict(arch="resnext29", stages=(8, 16, 32), depth=1, classes=3, cache=tmp_path / "cache")
+    kw = dict(net=grids.Network("resnext29", 3, (8, 16, 32), 1), cache=tmp_path / "cache")
     first = grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0], **kw)
     assert first[0]["stale"] is None and "cepaper/training/loaders.py" in first[0]["code"]["files"]
     loaders = tmp_path / "src" / "cepaper" / "training" / "loaders.py"
@@ -90,7 +92,7 @@ def test_a_changed_recipe_is_another_run(tmp_path, monkeypatch):
 
     calls = []
     monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: calls.append(k) or HIST)
-    kw = dict(arch="resnext29", stages=(8, 16, 32), depth=1, classes=3, cache=tmp_path)
+    kw = dict(net=grids.Network("resnext29", 3, (8, 16, 32), 1), cache=tmp_path)
     grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0], **kw)
     monkeypatch.setitem(recipes.RECIPES, "cifar", replace(recipes.RECIPES["cifar"], lr=0.05))
     grids.train_recipe_grid(["1x2d"], "toy", images(), images(seed=1), [0], **kw)
@@ -115,7 +117,7 @@ def test_cli_train_rerun_stale_and_stale_report(tmp_path, monkeypatch, capsys):
     stale = {"commit": "a" * 40, "files": ["cepaper/training/sgd.py"]}
 
     def grid(configs, dataset, train, test, seeds, **kw):
-        seen.append(kw["rerun_stale"])
+        seen.append(kw["launcher"].rerun_stale)
         return [
             {
                 "dataset": dataset,
@@ -128,7 +130,7 @@ def test_cli_train_rerun_stale_and_stale_report(tmp_path, monkeypatch, capsys):
                 "final_top1": 40.0,
                 "final_top5": 10.0,
                 "wall_s": 0.1,
-                "stale": None if kw["rerun_stale"] else stale,
+                "stale": None if kw["launcher"].rerun_stale else stale,
             }
         ]
 
@@ -151,7 +153,7 @@ def test_a_finished_run_on_other_data_is_not_reused(tmp_path, monkeypatch):
 
     calls = []
     monkeypatch.setattr(grids, "train_recipe", lambda *a, **k: calls.append(1) or HIST)
-    kw = dict(arch="resnext29", stages=(8, 16, 32), depth=1, classes=3, cache=tmp_path)
+    kw = dict(net=grids.Network("resnext29", 3, (8, 16, 32), 1), cache=tmp_path)
     test = images(seed=1)
     grid = lambda train: grids.train_recipe_grid(["1x2d"], "toy", train, test, [0], **kw)
     grid(images())

@@ -383,8 +383,8 @@ def test_resume_after_interruption_is_bit_for_bit(tmp_path, monkeypatch, one_thr
         (
             sgd,
             "train_recipe",
-            "tr.train_batches(rec, seed, epoch)",
-            "tr.train_batches(rec, seed, epoch - start)",
+            "train_epoch(model, tr, opt, rec, seed, epoch,",
+            "train_epoch(model, tr, opt, rec, seed, epoch - start,",
             "train_loss",
         ),
     ],
@@ -427,8 +427,27 @@ def test_resume_refuses_other_data_recipe_or_seed(tmp_path, one_thread):
 
 
 def test_refusal_check_catches_dropped_data_digests(tmp_path, plant, one_thread):
-    plant(sgd, "train_recipe", "train=data_digest(train),\n            test=data_digest(test),", "")
+    plant(sgd, "_settings", "train=data_digest(train),\n        test=data_digest(test),", "")
     assert refused(tmp_path)["train"] is False
+
+
+def test_the_loop_is_train_epoch_then_test_epoch(one_thread):
+    """``train_recipe`` reads as its outer loop: :func:`sgd.train_epoch`, the scheduler's step and
+    :func:`sgd.test_epoch` called by hand give its history, number for number."""
+    train, test = images(n=40), images(n=16, seed=1)
+    want = sgd.train_recipe(tiny_model(), train, test, TINY, seed=2, eval_batch=5)
+    model = tiny_model()
+    stats = recipes.input_stats(TINY, train)
+    tr, te = (loaders.device_data(d, "cpu", stats, TINY) for d in (train, test))
+    opt, sched = sgd._optimizer(model, TINY)
+    keys = ("lr", "train_loss", "train_top1", "test_loss", "test_top1", "test_top5")
+    for epoch in range(TINY.epochs):
+        lr = opt.param_groups[0]["lr"]
+        train_loss, train_top1 = sgd.train_epoch(model, tr, opt, TINY, 2, epoch)
+        sched.step()
+        ev = sgd.test_epoch(model, te, 5)
+        got = (lr, train_loss, train_top1, ev["loss"], ev["top1"], ev["top5"])
+        assert got == tuple(want[k][epoch] for k in keys), epoch
 
 
 def test_seed_changes_the_data_order():
