@@ -342,7 +342,7 @@ class Launcher:
     def run_grid(self, jobs, compute, *, shared=True, **kw):
         """The records of ``jobs`` (:func:`cepaper.runs.run_grid`, the run cache of long runs: ``kw`` its
         ``cache, key, modules, required, progress, desc``), each run launched here: one after another, or
-        each a job of the executor (:meth:`map`). In a process group (torchrun) every rank calls this
+        each a job of the executor (:meth:`Launcher.map`). In a process group (torchrun) every rank calls this
         alike: each run trains across the ranks (``shared``), or else the runs are dealt over the ranks,
         each trained whole by one of them (:func:`cepaper.training.distributed.deal`)."""
         from cepaper import runs
