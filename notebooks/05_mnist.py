@@ -157,9 +157,7 @@ pages.figure(
     run=run,
 )
 # %% tags=["hide-input"]
-pages.show(
-    table[["curve", "n", "m", "params_ratio", "var_ratio", "error", "sem", "reps"]], headers={"error": "test error"}
-)
+section.error_table(table)
 
 # %% [markdown]
 # ## How closely does the error track the variance?

@@ -393,11 +393,42 @@ def correlation_page(run, level, reps):
             corr[["curve", "against", "measure", "value", "lo", "hi", "p_value", "p_exact", "models", "reps"]], 3
         ),
         pages.show(
-            changes[["n", "m", "params_ratio", "var_ratio", "error", "change", "change_se", "lo", "hi"]],
-            headers={"error": "test error", "change": "change of the test error"},
+            percent(changes[["n", "m", "params_ratio", "var_ratio", "error", "change", "change_se", "lo", "hi"]]),
+            {"error": 2, "change": 2, "change_se": 2, "lo": 2, "hi": 2},
+            headers={
+                "error": "test error (%)",
+                "change": "change of the test error (points)",
+                "change_se": "its SE (points)",
+                "lo": "lower end (points)",
+                "hi": "upper end (points)",
+            },
         ),
         markdown(sentence),
     ]
+
+
+#: The columns of a table that are test errors or their differences, as fractions in the results.
+ERROR_COLUMNS = ("error", "sem", "change", "change_se", "lo", "hi")
+
+
+def percent(table):
+    """``table`` with its test errors (:data:`ERROR_COLUMNS`, fractions in the results) in percent, the
+    unit of Fig. 4 and of the paper, so that a table and a figure never show one quantity in two units."""
+    out = table.copy()
+    cols = [c for c in ERROR_COLUMNS if c in out.columns]
+    out[cols] = 100 * out[cols]
+    return out
+
+
+def error_table(summary_):
+    """The page's table of Fig. 4's points (:func:`summary`): each model's test error and its SE in percent."""
+    from cepaper.book import pages
+
+    return pages.show(
+        percent(summary_[["curve", "n", "m", "params_ratio", "var_ratio", "error", "sem", "reps"]]),
+        {"params_ratio": 3, "var_ratio": 3, "error": 2, "sem": 2},
+        headers={"error": "test error (%)", "sem": "SE (points)"},
+    )
 
 
 def check(run, reps):
