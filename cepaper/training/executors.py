@@ -322,7 +322,8 @@ class Launcher:
 
     ``executor``: a submitit executor (:func:`executor`; ``None``: the runs here, one after another, or
     under torchrun each across the ranks); ``missing_ok`` and ``wait`` of :func:`map_runs`;
-    ``rerun_stale``: train again the finished runs older code made (:func:`cepaper.runs.cached_run`).
+    ``rerun_stale``: train again the finished runs older code made (:func:`cepaper.runs.cached_run`);
+    ``poll_s``: how often a job submitted by an earlier call is looked at while waiting for it.
     The job submitted for a run is remembered in a marker beside its record (``<record>.job.json``)
     until it ends."""
 
@@ -330,13 +331,21 @@ class Launcher:
     missing_ok: bool = False
     wait: bool = True
     rerun_stale: bool = False
+    poll_s: float = 30.0
 
     def map(self, fn, jobs, finished=None, records=None):
         """``[fn(job) for job in jobs]`` (:func:`map_runs`); ``finished(job)``: the record of a run that
         needs no job; ``records``: each run's record path, beside which its job's marker is kept."""
         markers = None if records is None else [Path(r).with_suffix(".job.json") for r in records]
         return map_runs(
-            self.executor, fn, jobs, missing_ok=self.missing_ok, wait=self.wait, finished=finished, markers=markers
+            self.executor,
+            fn,
+            jobs,
+            missing_ok=self.missing_ok,
+            wait=self.wait,
+            finished=finished,
+            markers=markers,
+            poll_s=self.poll_s,
         )
 
     def run_grid(self, jobs, compute, *, shared=True, **kw):

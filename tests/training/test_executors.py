@@ -262,7 +262,7 @@ def test_a_real_local_job_left_running_is_waited_for_not_submitted_again(tmp_pat
         compute,
         **kw,
         launcher=executors.Launcher(
-            executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5), missing_ok=True
+            executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5), missing_ok=True, poll_s=0.2
         ),
     )
     assert again[0]["seed"] == 0 and again[0]["pid"] != os.getpid()
