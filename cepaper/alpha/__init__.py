@@ -9,24 +9,11 @@
 
 from __future__ import annotations
 
-import importlib
+from cepaper._lazy import namespace
 
 _HOMES = {
     "sweeps": "log_grid fan_ins sum_inv_fan_in ntk_sweep module_sweep custom_sweep",
     "fit": "HeavyTailWarning fit_alpha fitted_curve fit_sweep refit measure_alpha sweep_result",
     "any_member": "member_inputs fit_member_alpha",
 }
-_API = {name: module for module, names in _HOMES.items() for name in names.split()}
-__all__ = sorted(_API)
-
-
-def __getattr__(name: str):
-    if name not in _API:
-        raise AttributeError(f"module 'cepaper.alpha' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = namespace(__name__, _HOMES)

@@ -12,7 +12,7 @@ use (so that ``cepaper.search.equations`` needs no torch).
 
 from __future__ import annotations
 
-import importlib
+from cepaper._lazy import namespace
 
 #: The public names of Algorithm 2 and the module of this package that defines each.
 _HOMES = {
@@ -25,17 +25,4 @@ _HOMES = {
     "any_module": "flop_count latency FactoryModule Multiple network_module module_m design_module",
     "factories": "build torchvision_factory load_factory member_fan_ins check_members param_count",
 }
-_API = {name: module for module, names in _HOMES.items() for name in names.split()}
-__all__ = sorted(_API)
-
-
-def __getattr__(name: str):
-    if name not in _API:
-        raise AttributeError(f"module 'cepaper.search' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = namespace(__name__, _HOMES)
