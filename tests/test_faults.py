@@ -357,10 +357,10 @@ LIMIT = (
 )
 # the file-size limit set only once the notebook has run: the copy into the results root fails
 LIMIT_IN_PUBLISH = (
-    "from cepaper.book import pipeline\nreal = pipeline.publish\n"
+    "from cepaper.book import publish as module\nreal = module.publish\n"
     "def publish(new, dest):\n"
     + "".join(f"    {line}\n" for line in LIMIT.splitlines())
-    + "    return real(new, dest)\npipeline.publish = publish\n"
+    + "    return real(new, dest)\nmodule.publish = publish\n"
 )
 
 

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from cepaper import runs
-from cepaper.book.profiles import notebook_path
 from cepaper.book.results import REPO
 
 
@@ -15,11 +14,11 @@ def sha(data):
     return hashlib.sha256(data if isinstance(data, bytes) else data.encode()).hexdigest()
 
 
-def cache_key(section, params):
-    """Hash of the notebook, its parameters, the cepaper source it depends on, and the executor
+def cache_key(notebook, params):
+    """Hash of the ``notebook``, its parameters, the cepaper source it depends on, and the executor
     (this module and the pinned requirements): each file's content and modification time, so an
     edited or touched file re-executes the sections that import it."""
-    path = notebook_path(section)
+    path = Path(notebook)
     source = path.read_text()
     parts = [json.dumps(params, sort_keys=True)]
     executor = {"cepaper/book/cache.py": Path(__file__), "requirements.txt": REPO / "requirements.txt"}

@@ -1,4 +1,7 @@
-"""Notebooks → papermill (profiles, cache) → book: the execution of sections.
+"""Notebooks → papermill (profiles, cache) → book: the execution of sections, the second step of
+`cepaper run` (plan → execute → publish → render). It takes the :class:`~cepaper.book.profiles.Step` s
+that :func:`~cepaper.book.profiles.plan` made, each knowing where its results go, and hands each
+successful run to :func:`~cepaper.book.publish.publish_run`.
 
 A section is a jupytext notebook ``notebooks/NN_<section>.py`` whose ``parameters`` cell holds the
 quick-profile defaults. A profile ``profiles/<name>.yaml`` maps each section to its parameters. The
@@ -30,7 +33,7 @@ from cepaper import files, runs
 from cepaper.book import results
 from cepaper.book.cache import cache_key, file_digest, missing_runs, reads_fresh
 from cepaper.book.profiles import notebook_path, plan
-from cepaper.book.publish import STORED, publish, recover, tree_digest
+from cepaper.book.publish import STORED, publish_run, recover, tree_digest
 
 REPO = results.REPO
 BUILD = REPO / "_build"
@@ -60,19 +63,23 @@ RECORD_KEYS = (
 )  # what a run record holds (see execute)
 
 
-def executed_path(section, profile):
-    return BUILD / "executed" / profile / f"{notebook_path(section).stem}.ipynb"
+def executed_path(section, profile, notebook=None):
+    """The book's copy of a section's executed notebook, ``_build/executed/<profile>/NN_<section>.ipynb``
+    (its run record beside it, ``.json``); ``notebook``: the section's notebook, when already known."""
+    return BUILD / "executed" / profile / f"{(notebook or notebook_path(section)).stem}.ipynb"
 
 
-def _record_path(section, profile):
-    return executed_path(section, profile).with_suffix(".json")
+def _executed(step):
+    """:func:`executed_path` of a planned step, and its record's path."""
+    out = executed_path(step.section, step.profile, step.notebook)
+    return out, out.with_suffix(".json")
 
 
-def valid_record(section, profile, key):
+def valid_record(step, key):
     """The record of an up-to-date executed notebook, or ``None``: same key, the results it read
-    unchanged, and its published results present and unchanged under the current results root."""
-    path = _record_path(section, profile)
-    if not (path.exists() and executed_path(section, profile).exists()):
+    unchanged, and its published results present and unchanged at the step's destination."""
+    out, path = _executed(step)
+    if not (path.exists() and out.exists()):
         return None
     # a damaged record is only a cache miss: moved aside, and the section re-executes
     record = runs.read_cached(path, required=RECORD_KEYS)
@@ -82,10 +89,10 @@ def valid_record(section, profile, key):
         return None
     if record.get("key") != key or not reads_fresh(record):
         return None
-    # its results must be where the current results root says, as that run wrote them
-    if tree_digest(results.section_dir(section, profile)) != record.get("published"):
+    # its results must be where the plan says, as that run wrote them
+    if tree_digest(step.dest) != record.get("published"):
         return None
-    if missing_runs(results.section_dir(section, profile)):  # a grid's runs failed or pending: resume them
+    if missing_runs(step.dest):  # a grid's runs failed or pending: resume them
         return None
     return record
 
@@ -115,23 +122,23 @@ def section_lock(section, profile):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def execute(section, params, key, rank=0, env=None):
-    """Execute one section with papermill; return its record. Raise on any failure.
+def execute(step, key, rank=0, env=None):
+    """Execute one planned section (a :class:`~cepaper.book.profiles.Step`) with papermill; return its
+    record. Raise on any failure.
 
-    The run stages in a folder of its own; its results are published (:func:`publish`) and its
-    executed notebook replaces the last good one only when the notebook succeeded. ``env``: more
+    The run stages in a folder of its own; its results are published (:func:`~cepaper.book.publish.publish_run`)
+    and its executed notebook replaces the last good one only when the notebook succeeded. ``env``: more
     environment for the kernel. ``rank`` > 0: a follower of a run across torchrun's processes
     (:mod:`cepaper.book.ranks`): its kernel trains its share, and what it wrote is discarded (rank
     0 publishes); returns ``None``."""
     import jupytext
     import papermill
 
-    profile = params["profile"]
-    out = executed_path(section, profile)
-    own = results.section_dir(section, profile)
+    section, params, profile = step.section, step.params, step.profile
+    out, record_path = _executed(step)
     if not rank:  # before hours of work, not after: the folder, and its parent where publishing renames
-        files.check_writable(own)
-        files.check_writable(own.parent)
+        files.check_writable(step.dest)
+        files.check_writable(step.dest.parent)
     results.STAGING.mkdir(parents=True, exist_ok=True)
     prefix = f"{profile}-{section}-" if not rank else f"rank{rank}-{profile}-{section}-"
     staging = Path(tempfile.mkdtemp(dir=results.STAGING, prefix=prefix))
@@ -139,7 +146,7 @@ def execute(section, params, key, rank=0, env=None):
     try:
         reads_log = staging / "reads.log"
         src = staging / out.name
-        nb = jupytext.read(notebook_path(section))
+        nb = jupytext.read(step.notebook)
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         jupytext.write(nb, src)
         env = {
@@ -194,12 +201,12 @@ def execute(section, params, key, rank=0, env=None):
         if rank:
             return None
         reads = sorted(
-            {r for r in (reads_log.read_text().split() if reads_log.exists() else []) if (REPO / r).parent != own}
+            {r for r in (reads_log.read_text().split() if reads_log.exists() else []) if (REPO / r).parent != step.dest}
         )
         record = {
             "section": section,
             "profile": profile,
-            "notebook": str(notebook_path(section).relative_to(REPO)),
+            "notebook": str(step.notebook.relative_to(REPO)),
             "params": params,
             "key": key,
             "wall_s": round(wall, 2),
@@ -209,18 +216,9 @@ def execute(section, params, key, rank=0, env=None):
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "reads": {r: file_digest(r) for r in reads},
         }
-        record["published"] = tree_digest(staged)
-        text = _finish_notebook(staging / "out.ipynb", record, staged, own)
-        try:
-            files.write_atomic(staged / STORED, text)  # published with the results
-            publish(staged, own)
-        except OSError as e:
-            e.add_note(
-                f"(section {section} ran, but its results could not be published; the last good results are kept)"
-            )
-            raise
+        text = publish_run(staging / "out.ipynb", staged, step.dest, record)
         files.write_atomic(out, text)
-        files.write_atomic(_record_path(section, profile), json.dumps(record, indent=1))
+        files.write_atomic(record_path, json.dumps(record, indent=1))
         return record
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -290,92 +288,72 @@ def _kernel_oserror(e):
     return OSError(int(match[1]), match[2], *(match.groups()[2:] if match[3] else ()))
 
 
-def _clean_leftovers(section, profile):
+def _clean_leftovers(step):
     """Undo what runs of this section that died (SIGKILL, power loss) left: their staging folders,
-    and their half-done publishing (:func:`recover`). Called while holding the section's
-    :func:`section_lock`, so no live run owns them."""
-    pattern = re.compile(re.escape(f"{profile}-{section}-") + r"[A-Za-z0-9_]{8}")
-    for folder in results.STAGING.glob(f"{profile}-{section}-*"):
+    and their half-done publishing (:func:`~cepaper.book.publish.recover`). Called while holding the
+    section's :func:`section_lock`, so no live run owns them."""
+    prefix = f"{step.profile}-{step.section}-"
+    pattern = re.compile(re.escape(prefix) + r"[A-Za-z0-9_]{8}")
+    for folder in results.STAGING.glob(f"{prefix}*"):
         if pattern.fullmatch(folder.name):
             shutil.rmtree(folder, ignore_errors=True)
-    dest = results.section_dir(section, profile)
-    if dest.parent.is_dir():
-        recover(dest)
+    if step.dest.parent.is_dir():
+        recover(step.dest)
 
 
-def reuse(section, profile):
+def reuse(step):
     """Take the executed notebook stored with a section's results (``results/<profile>/<section>/
     notebook.ipynb``, e.g. a committed GPU run) for the book instead of executing; return its record."""
     import nbformat
 
-    path = results.section_dir(section, profile) / STORED
+    path = step.dest / STORED
     if not path.exists():
         raise FileNotFoundError(
-            f"no executed notebook {path}: run `cepaper run {section} --profile {profile}` "
-            f"(the paper profile on a GPU) and commit results/{profile}/{section}/"
+            f"no executed notebook {path}: run `cepaper run {step.section} --profile {step.profile}` "
+            f"(the paper profile on a GPU) and commit results/{step.profile}/{step.section}/"
         )
     record = {**nbformat.read(path, as_version=4).metadata["cepaper"], "cached": True}
-    out = executed_path(section, profile)
+    out, record_path = _executed(step)
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(path, out)
-    files.write_atomic(_record_path(section, profile), json.dumps(record, indent=1))
+    files.write_atomic(record_path, json.dumps(record, indent=1))
     return record
 
 
-def _shown(path):
-    """``path`` relative to the repository when inside it (as a notebook and a reader see it)."""
-    return str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
-
-
-def _finish_notebook(path, record, staged, own):
-    """The executed notebook as text, with its run record in its metadata and only papermill's
-    injected-parameters cell on the page (the values this run used), its ``results_dir`` the folder it is
-    published in (``own``), not the staging folder ``staged`` the kernel wrote to."""
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
-        if "injected-parameters" in cell.metadata.get("tags", []):
-            cell.source = cell.source.replace(f'"{staged}"', f'"{_shown(own)}"')
-    if "results_dir" in nb.metadata.get("papermill", {}).get("parameters", {}):
-        nb.metadata["papermill"]["parameters"]["results_dir"] = _shown(own)
-    for cell in nb.cells:
-        tags = cell.metadata.setdefault("tags", [])
-        if "parameters" in tags and "remove-cell" not in tags:
-            tags.append("remove-cell")
-    for machine_path in ("input_path", "output_path"):  # papermill's absolute paths of this machine
-        nb.metadata.get("papermill", {}).pop(machine_path, None)
-    nb.metadata["cepaper"] = record
-    return nbformat.writes(nb)
-
-
-def tidy(section, profile):
+def tidy(step):
     """:func:`_clean_leftovers` of the section when no run of it is live (its :func:`section_lock`
     free; a live run owns what lies beside its results): before every run, cached or not, so that what
     a killed publish left never outlives the next run."""
     try:
-        with section_lock(section, profile):
-            _clean_leftovers(section, profile)
+        with section_lock(step.section, step.profile):
+            _clean_leftovers(step)
     except Busy:
         pass
 
 
-def up_to_date(section, params, force=False):
-    """``(key, record)``: the section's cache key and its up-to-date record (``None``: it must execute),
+def up_to_date(step, force=False):
+    """``(key, record)``: the step's cache key and its up-to-date record (``None``: it must execute),
     after tidying what killed runs left (:func:`tidy`: a publish cut between its renames is completed
     first, so the results the record names are in place)."""
-    tidy(section, params["profile"])
-    key = cache_key(section, params)
-    return key, None if force else valid_record(section, params["profile"], key)
+    tidy(step)
+    key = cache_key(step.notebook, step.params)
+    return key, None if force else valid_record(step, key)
 
 
-def execute_locked(section, params, key, env=None):
+def execute_locked(step, key, env=None):
     """:func:`execute` while holding the section's :func:`section_lock`, after cleaning up what
     runs that died left."""
-    print(f"[cepaper] executing {section} (profile {params['profile']})", file=sys.stderr, flush=True)
-    with section_lock(section, params["profile"]):
-        _clean_leftovers(section, params["profile"])
-        return execute(section, params, key, env=env)
+    print(f"[cepaper] executing {step.section} (profile {step.profile})", file=sys.stderr, flush=True)
+    with section_lock(step.section, step.profile):
+        _clean_leftovers(step)
+        return execute(step, key, env=env)
+
+
+def shown(step, record):
+    """A record as `cepaper run` returns it: with ``results``, where the step's results are (relative to
+    the repository when inside it)."""
+    dest = step.dest.relative_to(REPO) if step.dest.is_relative_to(REPO) else step.dest
+    return {**record, "results": f"{dest}/"}
 
 
 def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False, apart=False):
@@ -384,9 +362,9 @@ def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False
 
     With ``reuse_stored``, execute nothing: take each section's executed notebook stored with its
     results (see :func:`reuse`), e.g. the paper profile run on a GPU and committed."""
-    plan_ = plan(sections, profile, overrides, apart)  # validate everything before executing anything
+    steps = plan(sections, profile, overrides, apart)  # validate everything before executing anything
     if reuse_stored:
-        missing = [section for section, _ in plan_ if not (results.section_dir(section, profile) / STORED).exists()]
+        missing = [step.section for step in steps if not (step.dest / STORED).exists()]
         if missing:
             raise FileNotFoundError(
                 f"--reuse: no committed {profile}-profile run of {', '.join(missing)} (results/{profile}/<section>/"
@@ -394,12 +372,12 @@ def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False
                 f"or build the default book (`make book`), which shows every committed run beside the quick pages"
             )
     records = []
-    for section, params in plan_:
+    for step in steps:
         if reuse_stored:
-            records.append(reuse(section, profile))
+            records.append(shown(step, reuse(step)))
             continue
-        key, record = up_to_date(section, params, force)
-        records.append(execute_locked(section, params, key) if record is None else {**record, "cached": True})
+        key, record = up_to_date(step, force)
+        records.append(shown(step, execute_locked(step, key) if record is None else {**record, "cached": True}))
     return records
 
 
@@ -409,7 +387,7 @@ def format_records(records):
     rows = [f"{'section':<13} {'profile':<{width}} {'status':<9} {'wall s':>8}  {'results':<28} device"]
     rows += [
         f"{r['section']:<13} {r['profile']:<{width}} {'cached' if r['cached'] else 'executed':<9} "
-        f"{r['wall_s']:>8.1f}  {'results/' + r['profile'] + '/' + r['section'] + '/':<28} {r['device']}"
+        f"{r['wall_s']:>8.1f}  {r['results']:<28} {r['device']}"
         for r in records
     ]
     return "\n".join(rows)

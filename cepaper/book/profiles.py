@@ -11,10 +11,12 @@ import ast
 import hashlib
 import json
 import re
+from dataclasses import dataclass
+from pathlib import Path
 
 import yaml
 
-from cepaper.book.results import NO_BOOK, REPO, book_sections, yaml_file
+from cepaper.book.results import NO_BOOK, REPO, book_sections, section_dir, yaml_file
 
 SUMMARIES = ("claims",)  # sections that read every other section's results: executed last
 NOTEBOOKS = REPO / "notebooks"
@@ -289,14 +291,39 @@ def label(profile, overrides=()):
     return profile if not parts else f"{profile}+{','.join(parts)}"
 
 
+@dataclass(frozen=True)
+class Step:
+    """One section of a run, planned: its notebook, its checked parameters (``params["profile"]`` the
+    profile it publishes under) and ``dest``, where its results are published
+    (``results/<profile>/<section>``). Every later step (execute, publish, render) reads these
+    instead of finding them again."""
+
+    section: str
+    params: dict
+    notebook: Path
+    dest: Path
+
+    @property
+    def profile(self):
+        return self.params["profile"]
+
+
 def plan(sections, profile="quick", overrides=(), apart=False):
-    """``[(section, params)]`` of ``sections`` (all of the book when empty) in the order they execute,
+    """The :class:`Step` of each of ``sections`` (all of the book when empty) in the order they execute,
     every parameter checked (a ValueError before anything executes). With ``apart`` and overrides of what
-    a section computes, ``params["profile"]`` is their :func:`label`: the run publishes apart from the
+    a section computes, a step's profile is their :func:`label`: the run publishes apart from the
     profile's own results (`cepaper run -p`, unless ``--replace``)."""
     load_profile(profile)
     sections = list(sections) or book_sections()
     # the claims page summarizes the other sections' results: it executes after them
     sections = [s for s in sections if s not in SUMMARIES] + [s for s in sections if s in SUMMARIES]
     name = label(profile, overrides) if apart else profile
-    return [(section, {**resolve_parameters(section, profile, overrides), "profile": name}) for section in sections]
+    return [
+        Step(
+            section,
+            {**resolve_parameters(section, profile, overrides), "profile": name},
+            notebook_path(section),
+            section_dir(section, name),
+        )
+        for section in sections
+    ]

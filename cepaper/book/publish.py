@@ -1,6 +1,8 @@
-"""Publishing a section's results atomically: the staged folder replaces ``results/<profile>/<section>``
-in one step (``renameat2(RENAME_EXCHANGE)`` where the filesystem has it, else two renames that
-:func:`recover` completes after a crash), so a reader sees the old results or the new, never a mix."""
+"""Publishing a section's run (the third step of `cepaper run`: plan → execute → publish → render): its
+executed notebook is finished (:func:`finish_notebook`) and stored with its results, and the staged folder
+replaces ``results/<profile>/<section>`` in one step (``renameat2(RENAME_EXCHANGE)`` where the filesystem
+has it, else two renames that :func:`recover` completes after a crash), so a reader sees the old results or
+the new, never a mix."""
 
 import os
 import shutil
@@ -8,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from cepaper import files
+from cepaper.book import results
 from cepaper.book.cache import sha
 
 STORED = "notebook.ipynb"  # the executed notebook, kept beside a section's results
@@ -99,3 +103,47 @@ def publish(new, dest):
         shutil.rmtree(incoming, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _shown(path):
+    """``path`` relative to the repository when inside it (as a notebook and a reader see it)."""
+    return str(path.relative_to(results.REPO) if path.is_relative_to(results.REPO) else path)
+
+
+def finish_notebook(path, record, staged, dest):
+    """The executed notebook ``path`` as text, with its run ``record`` in its metadata and only
+    papermill's injected-parameters cell on the page (the values this run used), its ``results_dir``
+    the folder it is published in (``dest``), not the staging folder ``staged`` the kernel wrote to."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.source = cell.source.replace(f'"{staged}"', f'"{_shown(dest)}"')
+    if "results_dir" in nb.metadata.get("papermill", {}).get("parameters", {}):
+        nb.metadata["papermill"]["parameters"]["results_dir"] = _shown(dest)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    for machine_path in ("input_path", "output_path"):  # papermill's absolute paths of this machine
+        nb.metadata.get("papermill", {}).pop(machine_path, None)
+    nb.metadata["cepaper"] = record
+    return nbformat.writes(nb)
+
+
+def publish_run(notebook, staged, dest, record):
+    """Publish one successful run: its executed ``notebook`` finished (:func:`finish_notebook`) and
+    stored with the results it ``staged``, the whole folder then swapped in at ``dest``
+    (:func:`publish`). Returns the finished notebook's text; on a failure the last good results stay."""
+    record["published"] = tree_digest(staged)
+    text = finish_notebook(notebook, record, staged, dest)
+    try:
+        files.write_atomic(Path(staged) / STORED, text)  # published with the results
+        publish(staged, dest)
+    except OSError as e:
+        e.add_note(
+            f"(section {record['section']} ran, but its results could not be published; the last good results are kept)"
+        )
+        raise
+    return text

@@ -42,13 +42,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _decide(plan, force):
-    """Rank 0's decisions, one per section of ``plan``: ``(key, record)`` (:func:`pipeline.up_to_date`)
+def _decide(steps, force):
+    """Rank 0's decisions, one per planned step: ``(key, record)`` (:func:`pipeline.up_to_date`)
     and whether it executes on every rank."""
     out = []
-    for section, params in plan:
-        key, record = pipeline.up_to_date(section, params, force)
-        out.append((key, record, record is None and ranked(section)))
+    for step in steps:
+        key, record = pipeline.up_to_date(step, force)
+        out.append((key, record, record is None and ranked(step.section)))
     return out
 
 
@@ -59,12 +59,12 @@ def _port(w):
     return port[0]
 
 
-def _check(plan):
-    for section, params in plan:
-        if ranked(section) and params.get("executor", "inprocess") != "inprocess":
+def _check(steps):
+    for step in steps:
+        if ranked(step.section) and step.params.get("executor", "inprocess") != "inprocess":
             raise ValueError(
-                f"section {section}: under torchrun every run of its grid trains across the processes; "
-                f"executor must be inprocess, got {params['executor']!r} (leave --executor out, or run "
+                f"section {step.section}: under torchrun every run of its grid trains across the processes; "
+                f"executor must be inprocess, got {step.params['executor']!r} (leave --executor out, or run "
                 "without torchrun to make each run a submitit job)"
             )
 
@@ -72,15 +72,15 @@ def _check(plan):
 def run(sections, profile="quick", overrides=(), force=False):
     """:func:`cepaper.book.pipeline.run` on every process torchrun started; the records on rank 0
     (``[]`` on the others)."""
-    plan = profiles.plan(sections, profile, overrides)  # the same checks, and errors, on every rank
-    _check(plan)
+    steps = profiles.plan(sections, profile, overrides)  # the same checks, and errors, on every rank
+    _check(steps)
     dist.init_process_group("gloo", timeout=WAIT)
     try:
         w = distributed.world()
         decided = [None]
         if w.writer:
             try:
-                decided[0] = _decide(plan, force)
+                decided[0] = _decide(steps, force)
             except Exception as e:  # the others must not wait for a broadcast that never comes
                 decided[0] = f"{type(e).__name__}: {e}"
                 dist.broadcast_object_list(decided, src=0)
@@ -89,23 +89,23 @@ def run(sections, profile="quick", overrides=(), force=False):
         if isinstance(decided[0], str):
             raise RuntimeError(f"rank 0 could not plan the run: {decided[0]}")
         records = []
-        for (section, params), (key, record, everywhere) in zip(plan, decided[0]):
+        for step, (key, record, everywhere) in zip(steps, decided[0]):
             if record is not None:
-                records.append({**record, "cached": True})
+                records.append(pipeline.shown(step, {**record, "cached": True}))
                 continue
             if not everywhere:  # a section that does not train across ranks: rank 0 alone
                 if w.writer:
-                    records.append(pipeline.execute_locked(section, params, key))
+                    records.append(pipeline.shown(step, pipeline.execute_locked(step, key)))
                 continue
             if w.writer:  # what followers killed in an earlier run left (none of this run's exists yet)
-                for folder in results.STAGING.glob(f"rank*-{profile}-{section}-*"):
+                for folder in results.STAGING.glob(f"rank*-{step.profile}-{step.section}-*"):
                     shutil.rmtree(folder, ignore_errors=True)
             port = _port(w)  # and every rank waits here until all have reached this section
             env = {"MASTER_PORT": str(port), "TORCHELASTIC_USE_AGENT_STORE": "False"}
             if w.writer:
-                records.append(pipeline.execute_locked(section, params, key, env=env))
+                records.append(pipeline.shown(step, pipeline.execute_locked(step, key, env=env)))
             else:
-                pipeline.execute(section, params, key, rank=w.rank, env=env)
+                pipeline.execute(step, key, rank=w.rank, env=env)
         return records if w.writer else []
     finally:
         dist.destroy_process_group()

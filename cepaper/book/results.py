@@ -6,11 +6,13 @@ crash never leaves a half-written result to be mistaken for a good one. Each JSO
     {"data": {...}, "provenance": {"section", "name", "profile", "params", "seed", "cepaper",
                                    "git_commit", "device", "wall_s", "date"}}
 
-Where a notebook's results go is decided once, by :func:`destination`: `cepaper run` hands its notebook
-the folder as the parameter ``results_dir`` (a staging folder under :data:`STAGING`, published into the
-store when the notebook succeeds); the CLI's own commands (profile ``cli``) write into the store; a
-notebook executed any other way (plain papermill, nbval) writes to ``$CEPAPER_RESULTS/<profile>/<section>``
-when that is set, else to a scratch folder named after its parameters, ``_build/scratch/<section>-<hash>/``.
+Where a notebook's results go is decided once: `cepaper run` decides it in its plan (the ``dest`` of a
+:class:`~cepaper.book.profiles.Step`) and hands its notebook a staging folder as the parameter
+``results_dir`` (under :data:`STAGING`, published to ``dest`` when the notebook succeeds). A notebook
+takes it from :func:`destination`, which decides it otherwise: the CLI's own commands (profile ``cli``)
+write into the store; a notebook executed any other way (plain papermill, nbval) writes to
+``$CEPAPER_RESULTS/<profile>/<section>`` when that is set, else to a scratch folder named after its
+parameters, ``_build/scratch/<section>-<hash>/``.
 
 All of these are under :data:`REPO`: the checkout when cepaper runs from one, else (an installed package)
 the working directory, so that nothing is ever written into site-packages.

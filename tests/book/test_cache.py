@@ -7,7 +7,7 @@ import os
 import pytest
 
 from cepaper import runs
-from cepaper.book import cache
+from cepaper.book import cache, profiles
 
 
 def deps_of(source):
@@ -16,7 +16,7 @@ def deps_of(source):
 
 
 def key(params=None):
-    return cache.cache_key("lemma1", {"value": 2} if params is None else params)
+    return cache.cache_key(profiles.notebook_path("lemma1"), {"value": 2} if params is None else params)
 
 
 def test_same_inputs_same_key_and_parameter_order_does_not_matter(repo):

@@ -230,12 +230,13 @@ def test_a_run_with_other_parameters_publishes_apart():
     assert label("paper", [("executor", "slurm"), ("gpus_per_run", 8)]) == "paper"
     long = label("quick", [("widths", [1, 2, 3])])
     assert re.fullmatch(r"quick\+widths=[0-9a-f]{8}", long) and long != label("quick", [("widths", [1, 2, 4])])
-    ((section, params),) = plan(["lemma1"], "quick", [("n", 24)], apart=True)
-    assert section == "lemma1" and params["profile"] == "quick+n=24" and params["n"] == 24
-    ((_, params),) = plan(["lemma1"], "quick", apart=True)
-    assert params["profile"] == "quick"
-    ((_, params),) = plan(["lemma1"], "quick", [("n", 24)])  # the API (and `cepaper run --replace`): in place
-    assert params["profile"] == "quick"
+    (step,) = plan(["lemma1"], "quick", [("n", 24)], apart=True)
+    assert step.section == "lemma1" and step.profile == "quick+n=24" and step.params["n"] == 24
+    assert step.dest == results.section_dir("lemma1", "quick+n=24")  # planned once, read by every later step
+    (step,) = plan(["lemma1"], "quick", apart=True)
+    assert step.profile == "quick" and step.dest == results.section_dir("lemma1", "quick")
+    (step,) = plan(["lemma1"], "quick", [("n", 24)])  # the API (and `cepaper run --replace`): in place
+    assert step.profile == "quick"
 
 
 def test_where_results_go_is_one_answer(repo, monkeypatch):
@@ -252,3 +253,22 @@ def test_where_results_go_is_one_answer(repo, monkeypatch):
         results.destination("lemma1", "quick", 3)
     with pytest.raises(ValueError, match="results_dir of section lemma1 is chosen by `cepaper run`"):
         pipeline.run(["lemma1"], overrides=[("results_dir", "elsewhere")])
+
+
+def test_where_results_go_is_found_once_per_run(repo, monkeypatch):
+    """`cepaper run` resolves a section's destination once, in its plan (a Step's ``dest``); executing,
+    checking the cache and publishing read it from there instead of finding it again."""
+    calls = []
+    found = results.section_dir
+
+    def counted(section, profile):
+        calls.append((section, profile))
+        return found(section, profile)
+
+    for module in (results, profiles):
+        monkeypatch.setattr(module, "section_dir", counted)
+    for status in ("executed", "cached"):
+        calls.clear()
+        (record,) = pipeline.run(["lemma1"], overrides=[("value", 4)], apart=True)
+        assert statuses([record]) == [status] and record["results"] == "results/quick+value=4/lemma1/"
+        assert calls == [("lemma1", "quick+value=4")], f"{status}: the destination was looked up {len(calls)} times"
