@@ -30,10 +30,10 @@ from cepaper.training import distributed
 WAIT = timedelta(days=7)
 
 
-def ranked(section):
-    """True for a section that trains grids (its notebook has an ``executor`` parameter): it executes
-    on every rank."""
-    return "executor" in profiles.notebook_parameters(profiles.notebook_path(section))
+def ranked(step):
+    """True for a planned section that trains grids (its notebook has an ``executor`` parameter): it
+    executes on every rank."""
+    return "executor" in profiles.notebook_parameters(step.notebook)
 
 
 def _free_port():
@@ -48,7 +48,7 @@ def _decide(steps, force):
     out = []
     for step in steps:
         key, record = pipeline.up_to_date(step, force)
-        out.append((key, record, record is None and ranked(step.section)))
+        out.append((key, record, record is None and ranked(step)))
     return out
 
 
@@ -61,7 +61,7 @@ def _port(w):
 
 def _check(steps):
     for step in steps:
-        if ranked(step.section) and step.params.get("executor", "inprocess") != "inprocess":
+        if ranked(step) and step.params.get("executor", "inprocess") != "inprocess":
             raise ValueError(
                 f"section {step.section}: under torchrun every run of its grid trains across the processes; "
                 f"executor must be inprocess, got {step.params['executor']!r} (leave --executor out, or run "
