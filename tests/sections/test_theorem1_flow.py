@@ -35,7 +35,7 @@ def test_analytic_activation_is_eq3_with_another_phi(activation):
 
 
 def test_unknown_activation_lists_the_declared_ones():
-    with pytest.raises(ValueError, match="activation must be one of relu, gelu, softplus, tanh; got 'swish'"):
+    with pytest.raises(ValueError, match="activation must be one of relu, gelu, softplus, tanh, got 'swish'"):
         CollegialMLP(3, 4, activation="swish")
     assert set(ACTIVATIONS) == {"relu", "gelu", "softplus", "tanh"}
 
