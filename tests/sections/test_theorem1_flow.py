@@ -44,7 +44,7 @@ def test_readings_declared_and_checked():
     assert flow.PRIMARY in flow.READINGS and all(r.why for r in flow.READINGS.values())
     assert flow.check_readings(["gd-gelu"]) == ["gd-gelu"]
     for bad in (["adam-relu"], []):
-        with pytest.raises(ValueError, match="readings must name some of gd-relu, sgd-relu, gd-gelu"):
+        with pytest.raises(ValueError, match="readings must be a non-empty list among gd-relu, sgd-relu, gd-gelu"):
             flow.check_readings(bad)
 
 
