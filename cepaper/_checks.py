@@ -42,3 +42,11 @@ def choice(name, value, allowed):
     if value not in allowed:
         raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
     return value
+
+
+def choices(name, values, allowed):
+    """Return ``values`` as a list, or raise ``ValueError`` unless it is a non-empty list of items of ``allowed``."""
+    items = list(values)
+    if not items or any(v not in allowed for v in items):
+        raise ValueError(f"{name} must be a non-empty list among {', '.join(map(str, allowed))}, got {values!r}")
+    return items

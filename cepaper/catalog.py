@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cepaper._checks import positive_int
+from cepaper._checks import choice, positive_int
 
 SPLITS = ("train", "test")
 
@@ -103,8 +103,7 @@ def data_root(root: str | Path | None = None) -> Path | None:
 
 
 def check_split(split, n):
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    choice("split", split, SPLITS)
     return None if n is None else positive_int("n", n)
 
 

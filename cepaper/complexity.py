@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from cepaper._checks import positive_int
+from cepaper._checks import choice, positive_int
 
 #: Blocks per stage of the ImageNet ResNeXts (torchvision ``layers``).
 IMAGENET_LAYERS = {"resnext50": (3, 4, 6, 3), "resnext101": (3, 4, 23, 3)}
@@ -137,8 +137,7 @@ def bottleneck_cx(cx, w_in, w_out, w_b, groups=1, stride=1, bn=True, shortcut="a
         positive_int(name, v)
     if w_b % groups:
         raise ValueError(f"groups must divide the bottleneck width w_b, got groups={groups}, w_b={w_b}")
-    if shortcut not in ("auto", True, False):
-        raise ValueError(f"shortcut must be 'auto', True or False, got {shortcut!r}")
+    choice("shortcut", shortcut, ("auto", True, False))
     x = cx
     cx = conv2d_cx(cx, w_in, w_b, 1)
     cx = norm2d_cx(cx, w_b) if bn else cx
@@ -266,8 +265,7 @@ def bottleneck(groups, width_per_group, w_in=256, w_out=256, stride=1, resolutio
 def resnext_cifar(groups, width_per_group, arch="resnext29", classes=None, resolution=None, stages=None, depth=None):
     """Params and macs of ResNeXt-29 (``arch="resnext29"``) or ResNeXt-38 (``"resnext38"``);
     ``stages``/``depth`` (default: the arch's, 3 blocks per stage) give a scaled-down variant."""
-    if arch not in CIFAR_STAGES:
-        raise ValueError(f"arch must be one of {', '.join(CIFAR_STAGES)}, got {arch!r}")
+    choice("arch", arch, tuple(CIFAR_STAGES))
     classes = ARCHS[arch]["classes"] if classes is None else classes
     resolution = ARCHS[arch]["resolution"] if resolution is None else resolution
     stages = CIFAR_STAGES[arch] if stages is None else tuple(stages)
@@ -287,8 +285,7 @@ def resnext_cifar(groups, width_per_group, arch="resnext29", classes=None, resol
 
 def resnext_imagenet(groups, width_per_group, arch="resnext50", classes=1000, resolution=224):
     """Params and macs of torchvision's ResNeXt-50/101 ``groups x width_per_group d``."""
-    if arch not in IMAGENET_LAYERS:
-        raise ValueError(f"arch must be one of {', '.join(IMAGENET_LAYERS)}, got {arch!r}")
+    choice("arch", arch, tuple(IMAGENET_LAYERS))
     cx = resnext_imagenet_cx(cx_init(resolution), IMAGENET_LAYERS[arch], groups, width_per_group, classes)
     return _result(
         cx,
@@ -317,8 +314,7 @@ def complexity(
     and ``depth`` (blocks per stage) for scaled-down variants. Returns a dict with ``params``,
     ``macs``, ``flops`` and the resolved configuration.
     """
-    if arch not in ARCHS:
-        raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    choice("arch", arch, tuple(ARCHS))
     if arch == "mlp":
         if classes is not None:
             mlp_args.setdefault("outputs", classes)

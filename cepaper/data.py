@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cepaper._checks import choice
 from cepaper.catalog import (
     DOWNLOADABLE,
     DOWNSAMPLED,
@@ -350,8 +351,7 @@ def load(
     Raises:
         FileNotFoundError: the dataset is not in the root (and not downloaded), saying how to get it.
     """
-    if name not in SOURCES:
-        raise ValueError(f"dataset must be one of {', '.join(SOURCES)}; got {name!r}")
+    choice("dataset", name, tuple(SOURCES))
     n = check_split(split, n)
     path = data_root(root)
     if download and path is None:
@@ -400,8 +400,7 @@ def scalar_targets(y, kind="parity", dtype=torch.float32, device=None):
 
     ``parity``: ``+1`` for even labels, ``-1`` for odd ones; ``digit``: the label as a number.
     """
-    if kind not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}; got {kind!r}")
+    choice("target", kind, TARGETS)
     y = torch.as_tensor(np.asarray(y), dtype=torch.int64)
     t = 1.0 - 2.0 * (y % 2) if kind == "parity" else y
     return t.to(dtype=dtype, device=device)

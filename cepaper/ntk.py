@@ -343,8 +343,7 @@ def empirical_ntk(
     Returns:
         tensor of shape ``(N1, N2)``.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    choice("method", method, METHODS)
     if method == "structured" and not isinstance(model, CollegialMLP):
         raise ValueError(f"method='structured' needs a CollegialMLP, got {type(model).__name__}")
     structured = isinstance(model, CollegialMLP) and model.activation == "relu"

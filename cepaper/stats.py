@@ -7,7 +7,7 @@ import math
 import numpy as np
 from scipy import stats as sps
 
-from cepaper._checks import positive_int
+from cepaper._checks import choice, positive_int
 
 
 def t_quantile(p, dof):
@@ -53,9 +53,7 @@ CORRELATIONS = {"pearson": pearson, "spearman": spearman}
 
 
 def _correlation(method):
-    if method not in CORRELATIONS:
-        raise ValueError(f"method must be one of {', '.join(CORRELATIONS)}, got {method!r}")
-    return CORRELATIONS[method]
+    return CORRELATIONS[choice("method", method, tuple(CORRELATIONS))]
 
 
 def bootstrap_correlation(samples, v, method="pearson", n_boot=2000, level=0.95, seed=0):

@@ -452,11 +452,12 @@ def test_parse_config_rejects_non_strings():
         ),
         (
             lambda: cx.bottleneck_cx(cx.cx_init(8), 8, 8, 4, shortcut="yes"),
-            "shortcut must be 'auto', True or False, got 'yes'",
+            "shortcut must be one of auto, True, False, got 'yes'",
         ),
         (lambda: cx.complexity("resnext29", (0, 4)), "groups must be an integer >= 1"),
         (lambda: cx.complexity("resnext29", (1, 0)), "width_per_group must be an integer >= 1"),
-        (lambda: cx.resnext_cifar(1, 4, "resnext50"), "arch must be one of"),
+        (lambda: cx.resnext_cifar(1, 4, "resnext50"), "arch must be one of resnext29, resnext38, got 'resnext50'"),
+        (lambda: cx.resnext_imagenet(1, 4, "resnext29"), "arch must be one of resnext50, resnext101, got 'resnext29'"),
         (lambda: cx.cx_init(0), "resolution must be an integer >= 1"),
     ],
 )

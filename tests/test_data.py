@@ -100,9 +100,9 @@ def test_missing_dataset_is_a_clear_error(monkeypatch, tmp_path):
     [
         (
             dict(name="svhn"),
-            "dataset must be one of mnist, cifar10, cifar100, imagenet32, imagenet64, imagenet; got 'svhn'",
+            "dataset must be one of mnist, cifar10, cifar100, imagenet32, imagenet64, imagenet, got 'svhn'",
         ),
-        (dict(name="mnist", split="val"), "split must be one of train, test; got 'val'"),
+        (dict(name="mnist", split="val"), "split must be one of train, test, got 'val'"),
         (dict(name="mnist", n=0), "n must be an integer >= 1, got 0"),
     ],
 )
@@ -152,7 +152,7 @@ def test_scalar_targets():
     y = np.array([0, 1, 2, 3, 9])
     assert data.scalar_targets(y).tolist() == [1, -1, 1, -1, -1]
     assert data.scalar_targets(y, "digit", dtype=torch.float64).tolist() == [0, 1, 2, 3, 9]
-    with pytest.raises(ValueError, match="target must be one of parity, digit; got 'onehot'"):
+    with pytest.raises(ValueError, match="target must be one of parity, digit, got 'onehot'"):
         data.scalar_targets(y, "onehot")
 
 

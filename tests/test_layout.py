@@ -237,6 +237,7 @@ def test_one_definition_of_the_shared_helpers():
         ("curve", "cepaper.search.equations"),
         ("readout_vector", "cepaper.ntk"),
         ("choice", "cepaper._checks"),
+        ("choices", "cepaper._checks"),
     ):
         assert homes.get(helper) == [home], (helper, homes.get(helper))
     assert "_choice" not in homes, homes.get("_choice")

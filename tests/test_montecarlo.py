@@ -168,7 +168,7 @@ def test_entry_point_errors_say_what_they_got():
         ntk.naive_ntk(nn.ReLU(), torch.randn(2, 4))
     with pytest.raises(ValueError, match=r"got \(1, 2\) for N = 1"):
         ntk.empirical_ntk(nn.Linear(4, 2), torch.randn(2, 4), method="naive")
-    with pytest.raises(ValueError, match="method must be one of auto, structured, jacobian, naive; got 'exact'"):
+    with pytest.raises(ValueError, match="method must be one of auto, structured, jacobian, naive, got 'exact'"):
         ntk.empirical_ntk(nn.Linear(4, 1), torch.randn(2, 4), method="exact")
     with pytest.raises(ValueError, match="method='structured' needs a CollegialMLP, got Linear"):
         ntk.empirical_ntk(nn.Linear(4, 1), torch.randn(2, 4), method="structured")

@@ -102,8 +102,7 @@ def fan_ins(module):
 def sum_inv_fan_in(fans, layers="all"):
     """Eq. 9's ``s = sum_l 1 / fan-in_l`` over ``layers="all"`` or ``"hidden"`` (all but the first)."""
     fans = [positive_int("fan-in", f) for f in fans]
-    if layers not in ("all", "hidden"):
-        raise ValueError(f"layers must be 'all' or 'hidden', got {layers!r}")
+    choice("layers", layers, ("all", "hidden"))
     used = fans if layers == "all" else fans[1:]
     if not used:
         raise ValueError(f"no layer enters the sum: {len(fans)} fan-in(s) with layers={layers!r}")

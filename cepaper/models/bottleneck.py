@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cepaper._checks import positive_int
+from cepaper._checks import choice, positive_int
 
 INPUTS = ("gaussian", "constant")
 
@@ -56,8 +56,7 @@ def block_inputs(n_in=256, spatial=3, count=2, corr=0.5, kind="gaussian", seed=0
     n_in, spatial, count = (positive_int(k, v) for k, v in (("n_in", n_in), ("spatial", spatial), ("count", count)))
     if not 0.0 <= float(corr) <= 1.0:
         raise ValueError(f"corr must be in [0, 1], got {corr!r}")
-    if kind not in INPUTS:
-        raise ValueError(f"kind must be one of {', '.join(INPUTS)}; got {kind!r}")
+    choice("kind", kind, INPUTS)
     g = torch.Generator().manual_seed(int(seed))
     shape = (count + 1, n_in, spatial, spatial) if kind == "gaussian" else (count + 1, n_in, 1, 1)
     z = torch.randn(shape, generator=g, dtype=torch.float64)
@@ -362,13 +361,10 @@ def bottleneck_ntk(block, x, method="structured", conv2="auto"):
         raise ValueError(f"block must be a BottleneckDraws, got {type(block).__name__}")
     _check_x(x, block.n_in, block.readout)
     x = x.to(dtype=block.w1.dtype, device=block.w1.device)
-    if conv2 not in ("auto", "gram", "gradients"):
-        raise ValueError(f"conv2 must be 'auto', 'gram' or 'gradients', got {conv2!r}")
-    if method == "structured":
+    choice("conv2", conv2, ("auto", "gram", "gradients"))
+    if choice("method", method, ("structured", "autograd")) == "structured":
         return _ntk_structured(block, x, conv2)
-    if method == "autograd":
-        return _ntk_autograd(block, x)
-    raise ValueError(f"method must be 'structured' or 'autograd', got {method!r}")
+    return _ntk_autograd(block, x)
 
 
 def bottleneck_ntk_sampler(n, x, readout, n_in=256, post_relu=False, dtype=torch.float32):

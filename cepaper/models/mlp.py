@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from cepaper._checks import positive_int
+from cepaper._checks import choice, positive_int
 
 #: The activations ``phi`` a :class:`CollegialMLP` takes. Eq. 3 is ReLU; Theorem 1 assumes an
 #: analytic ``phi`` (Appendix F), so GELU, softplus and tanh serve as its smooth controls, under the
@@ -36,9 +36,7 @@ ACTIVATIONS = {"relu": torch.relu, "gelu": F.gelu, "softplus": F.softplus, "tanh
 
 def check_activation(activation):
     """Return ``activation`` if it names one of ``ACTIVATIONS``, else raise a ``ValueError`` listing them."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
-    return activation
+    return choice("activation", activation, tuple(ACTIVATIONS))
 
 
 def hidden_widths(widths, depth=None):

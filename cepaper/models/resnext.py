@@ -27,7 +27,7 @@ from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from cepaper import complexity as _cx
-from cepaper._checks import positive_int
+from cepaper._checks import choice, positive_int
 
 
 def he_init(module):
@@ -110,6 +110,7 @@ def resnext(
 ) -> nn.Module:
     """Build ``arch`` (``resnext29``, ``resnext38``, ``resnext50``, ``resnext101``) at ``"CxDd"``;
     the CIFAR archs also take ``stages`` and ``depth`` (blocks per stage) for scaled-down variants."""
+    choice("arch", arch, (*_cx.CIFAR_STAGES, *_cx.IMAGENET_LAYERS))
     c, d = _cx.parse_config(config)
     if arch in _cx.CIFAR_STAGES:
         classes = _cx.ARCHS[arch]["classes"] if classes is None else classes
@@ -119,8 +120,5 @@ def resnext(
         raise ValueError(
             f"stages and depth only apply to the CIFAR archs ({', '.join(_cx.CIFAR_STAGES)}), not {arch!r}"
         )
-    if arch in _cx.IMAGENET_LAYERS:
-        classes = 1000 if classes is None else positive_int("classes", classes)
-        return ResNet(Bottleneck, list(_cx.IMAGENET_LAYERS[arch]), num_classes=classes, groups=c, width_per_group=d)
-    archs = ", ".join(list(_cx.CIFAR_STAGES) + list(_cx.IMAGENET_LAYERS))
-    raise ValueError(f"arch must be one of {archs}, got {arch!r}")
+    classes = 1000 if classes is None else positive_int("classes", classes)
+    return ResNet(Bottleneck, list(_cx.IMAGENET_LAYERS[arch]), num_classes=classes, groups=c, width_per_group=d)

@@ -90,11 +90,7 @@ class TorchvisionFactory:
     """
 
     def __init__(self, name, stage=None, classes=1000):
-        if name not in TORCHVISION:
-            raise ValueError(
-                f"torchvision model must be one of {', '.join(TORCHVISION)} (Bottleneck ResNets taking "
-                f"groups and width_per_group), got {name!r}"
-            )
+        choice("torchvision model (a Bottleneck ResNet taking groups and width_per_group)", name, tuple(TORCHVISION))
         self.name, (self.builder, self.baseline) = name, TORCHVISION[name]
         self.stage = None if stage is None else choice("stage", int(stage), (1, 2, 3, 4))
         self.classes = positive_int("classes", classes)

@@ -24,7 +24,7 @@ import pandas as pd
 
 from cepaper import complexity as cxm
 from cepaper import search
-from cepaper._checks import positive_int
+from cepaper._checks import choices, positive_int
 from cepaper.search import networks
 from cepaper.sections import paper
 from cepaper.sections._cifar_page import (  # noqa: F401 (the notebook's)
@@ -75,9 +75,8 @@ def row_recipe(row):
 def check_params(datasets, n_runs, epochs):
     """Check the section's parameters: ``datasets`` among ``CLASSES``, ``n_runs >= 1``, ``epochs``
     ``None`` or ``>= 1``; return ``(datasets, n_runs, epochs)``."""
-    if not datasets or any(d not in CLASSES for d in datasets):
-        raise ValueError(f"datasets must be a non-empty list among {', '.join(CLASSES)}, got {datasets!r}")
-    return list(datasets), positive_int("n_runs", n_runs), None if epochs is None else positive_int("epochs", epochs)
+    datasets = choices("datasets", datasets, tuple(CLASSES))
+    return datasets, positive_int("n_runs", n_runs), None if epochs is None else positive_int("epochs", epochs)
 
 
 def is_paper_scale(stages, depth):

@@ -18,6 +18,7 @@ import pandas as pd
 
 from cepaper import complexity as cxm
 from cepaper import search
+from cepaper._checks import choices
 from cepaper.sections import paper
 from cepaper.sections._shared import across, markdown, runs_sentence, save_grid, show, training_setup  # noqa: F401
 from cepaper.training import recipes, sgd
@@ -32,9 +33,7 @@ LAST_EPOCHS, RUNS = paper.STATISTICS["imagenet"]["last_epochs"], paper.STATISTIC
 
 def check_tables(tables):
     """``tables`` as a list, or a ``ValueError`` unless it is a non-empty list of keys of ``TABLES``."""
-    if not tables or any(t not in TABLES for t in tables):
-        raise ValueError(f"tables must be a non-empty list among {', '.join(TABLES)}, got {tables!r}")
-    return list(tables)
+    return choices("tables", tables, tuple(TABLES))
 
 
 def table_models(tables=tuple(TABLES)):

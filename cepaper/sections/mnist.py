@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from cepaper import search, stats
-from cepaper._checks import positive_float, positive_int
+from cepaper._checks import choice, positive_float, positive_int
 from cepaper.search import networks
 from cepaper.sections import paper
 from cepaper.sections._shared import markdown, set_threads, show  # noqa: F401 (the notebook's)
@@ -100,8 +100,7 @@ def select(curve, ns, n_tilde, alpha, mlp):
     (``beta_e`` of the ensemble), ``baseline_params``, ``params_ratio``, ``var_k`` (Eq. 9 for one
     member), ``var`` (Eq. 11, ``var_k / m``), ``var_ratio`` (over the baseline's), ``alpha``.
     """
-    if curve not in CURVES:
-        raise ValueError(f"curve must be one of {', '.join(CURVES)}, got {curve!r}")
+    choice("curve", curve, CURVES)
     ns = [positive_int("n", n) for n in ns]
     if not ns:
         raise ValueError(f"{curve}_ns must name at least one width, got []")

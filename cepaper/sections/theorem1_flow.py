@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from cepaper import data
-from cepaper._checks import positive_int
+from cepaper._checks import choices, positive_int
 from cepaper.models.mlp import check_activation
 from cepaper.sections import paper, theorem1
 from cepaper.sections._shared import markdown, set_threads, show  # noqa: F401 (the notebook's)
@@ -71,10 +71,7 @@ TARGETS = {
 
 def check_readings(readings):
     """Return ``readings`` as a list of declared names, or raise ``ValueError`` listing the declared ones."""
-    readings = list(readings)
-    bad = [r for r in readings if r not in READINGS]
-    if bad or not readings:
-        raise ValueError(f"readings must name some of {', '.join(READINGS)}; got {readings!r}")
+    readings = choices("readings", readings, tuple(READINGS))
     for r in readings:
         check_activation(READINGS[r].activation)
     return readings

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from cepaper._checks import choice
+
 BACKENDS = ("nccl", "gloo")
 
 
@@ -72,8 +74,7 @@ def check_backend(backend, device):
     device = torch.device(device)
     if backend is None:
         backend = "nccl" if device.type == "cuda" else "gloo"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    choice("backend", backend, BACKENDS)
     if not dist.is_available():
         raise ValueError("torch.distributed is not available in this build of torch; run one process")
     if backend == "nccl":

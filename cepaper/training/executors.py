@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cepaper import files
-from cepaper._checks import nonneg_int, positive_int
+from cepaper._checks import choice, nonneg_int, positive_int
 
 EXECUTORS = ("inprocess", "local", "slurm")
 
@@ -32,8 +32,7 @@ def executor(kind, folder, *, gpus_per_job=1, ranks_per_job=None, timeout_min=60
     Each job has ``gpus_per_job`` GPUs and runs ``ranks_per_job`` tasks (default: one per GPU, at least
     one); a job of several tasks is one run across them (:class:`Ranked`: DDP, NCCL on GPUs, gloo on
     CPUs), each task a rank with its own GPU."""
-    if kind not in EXECUTORS:
-        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {kind!r}")
+    choice("executor", kind, EXECUTORS)
     gpus_per_job = nonneg_int("gpus_per_job", gpus_per_job)
     ranks_per_job = max(gpus_per_job, 1) if ranks_per_job is None else positive_int("ranks_per_job", ranks_per_job)
     if gpus_per_job > 1 and ranks_per_job != gpus_per_job:
@@ -110,9 +109,7 @@ class Ranked:
 def missing(state, why, job_id=None):
     """The stand-in of a run that has no record: ``{"missing": state, "why": why, "job": job_id}``,
     ``state`` ``"failed"`` or ``"pending"``."""
-    if state not in MISSING:
-        raise ValueError(f"state must be one of {', '.join(MISSING)}, got {state!r}")
-    return {"missing": state, "why": why, "job": job_id}
+    return {"missing": choice("state", state, MISSING), "why": why, "job": job_id}
 
 
 #: Why a run has no record: its job failed (or timed out), or it has not finished yet.

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cepaper._checks import positive_int
+from cepaper._checks import choice, positive_int
 from cepaper.training import distributed, executors, recipes
 from cepaper.training.recipes import RECIPES, data_digest
 from cepaper.training.sgd import final_error, init_seed, train_recipe
@@ -89,8 +89,7 @@ def train_recipe_grid(
     for a recipe the ranks cannot share (:func:`cepaper.training.distributed.shares`: ``cifar_1gpu``),
     the runs are dealt over the ranks, each trained whole on its rank's own GPU.
     """
-    if not isinstance(recipe_name, str) or recipe_name not in RECIPES:
-        raise ValueError(f"recipe_name must be one of {', '.join(RECIPES)}, got {recipe_name!r}")
+    choice("recipe_name", recipe_name, tuple(RECIPES))
     for name, value, kind in (("net", net, Network), ("hardware", hardware, Hardware)):
         if not isinstance(value, kind):
             raise ValueError(f"{name} must be a grids.{kind.__name__}, got {value!r}")

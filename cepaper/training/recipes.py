@@ -46,7 +46,7 @@ import numpy as np
 from cepaper import files
 
 # torch: imported by the functions that use it, so that `cepaper train` parses its arguments without it
-from cepaper._checks import positive_int
+from cepaper._checks import choice, positive_int
 
 AUGMENTATIONS = ("crop_flip", "flip", "random_resized_crop")
 
@@ -98,10 +98,8 @@ class Recipe:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {self.augment!r}")
-        if self.normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
+        choice("augment", self.augment, AUGMENTATIONS)
+        choice("normalize", self.normalize, NORMALIZATIONS)
         if self.stats is not None and (
             self.normalize != "channel" or len(self.stats) != 2 or len(self.stats[0]) != len(self.stats[1])
         ):
@@ -167,9 +165,7 @@ def recipe(name):
     """The recipe ``name`` of ``RECIPES`` (a :class:`Recipe` passes through)."""
     if isinstance(name, Recipe):
         return name
-    if name not in RECIPES:
-        raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {name!r}")
-    return RECIPES[name]
+    return RECIPES[choice("recipe", name, tuple(RECIPES))]
 
 
 def dataset_stats(ds, max_images=50000):

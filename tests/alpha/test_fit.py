@@ -600,6 +600,8 @@ def test_bad_input_is_refused():
         fit.measure_alpha("mlp", widths=(2, 4), trials=4, spatial=8)
     with pytest.raises(ValueError, match="distinct"):
         sweeps.check_widths((4, 4))
+    with pytest.raises(ValueError, match="layers must be one of all, hidden, got 'first'"):
+        sweeps.sum_inv_fan_in((4, 8), layers="first")
     x = torch.randn(2, 4)
     with pytest.raises(ValueError, match="no weight layers"):
         sweeps.custom_sweep(lambda n, g: nn.Sequential(nn.ReLU()), x, (1, 2), trials=3)

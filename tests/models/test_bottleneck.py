@@ -135,9 +135,13 @@ def test_bad_input_is_refused():
     block = B.BottleneckDraws(2, [0], v, n_in=16)
     with pytest.raises(ValueError, match=r"x must have shape \(N, 16, 4, 4\)"):
         block(torch.ones(2, 16, 5, 5))
-    with pytest.raises(ValueError, match="method must be"):
+    with pytest.raises(ValueError, match="method must be one of structured, autograd, got 'fast'"):
         B.bottleneck_ntk(block, B.block_inputs(16, 4), method="fast")
+    with pytest.raises(ValueError, match="conv2 must be one of auto, gram, gradients, got 'fft'"):
+        B.bottleneck_ntk(block, B.block_inputs(16, 4), conv2="fft")
     with pytest.raises(ValueError, match="corr must be in"):
         B.block_inputs(16, 4, corr=1.5)
+    with pytest.raises(ValueError, match="kind must be one of gaussian, constant, got 'uniform'"):
+        B.block_inputs(16, 4, kind="uniform")
     with pytest.raises(ValueError, match="readout must be one of"):
         ntk.readout_vector("max", (16, 4, 4))

@@ -79,3 +79,8 @@ def test_imagenet_resnext_keeps_torchvisions_init():
     model = resnext("resnext50", "1x64d", 1000)
     conv = model.layer1[0].conv3  # 64 -> 256, 1x1: fan-in 64, fan-out 256; 16,384 weights
     assert conv.weight.std().item() == pytest.approx(np.sqrt(2 / 256), rel=z_for(1) / np.sqrt(2 * conv.weight.numel()))
+
+
+def test_resnext_names_the_archs_it_builds():
+    with pytest.raises(ValueError, match="arch must be one of resnext29, resnext38, resnext50, resnext101, got 'mlp'"):
+        resnext("mlp", "1x4d")

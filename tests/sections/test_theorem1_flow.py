@@ -35,7 +35,7 @@ def test_analytic_activation_is_eq3_with_another_phi(activation):
 
 
 def test_unknown_activation_lists_the_declared_ones():
-    with pytest.raises(ValueError, match="activation must be one of relu, gelu, softplus, tanh; got 'swish'"):
+    with pytest.raises(ValueError, match="activation must be one of relu, gelu, softplus, tanh, got 'swish'"):
         CollegialMLP(3, 4, activation="swish")
     assert set(ACTIVATIONS) == {"relu", "gelu", "softplus", "tanh"}
 
@@ -44,7 +44,7 @@ def test_readings_declared_and_checked():
     assert flow.PRIMARY in flow.READINGS and all(r.why for r in flow.READINGS.values())
     assert flow.check_readings(["gd-gelu"]) == ["gd-gelu"]
     for bad in (["adam-relu"], []):
-        with pytest.raises(ValueError, match="readings must name some of gd-relu, sgd-relu, gd-gelu"):
+        with pytest.raises(ValueError, match="readings must be a non-empty list among gd-relu, sgd-relu, gd-gelu"):
             flow.check_readings(bad)
 
 
