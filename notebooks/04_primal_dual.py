@@ -144,7 +144,7 @@ pages.show(run.load("flops_conventions")["rows"])
 # %% tags=["hide-input"]
 block = run.load("block_curves")
 pages.figure(
-    section.plot_block_curves(block, paper.SEC421["n_primal"], section.paper_width("5")),
+    section.plot_block_curves(block, paper.SEC421["n_primal"], paper.paper_width("5")),
     f"The primal (left) and dual (right) curves of the ResNeXt bottleneck block, baseline {block['baseline']}, "
     f"α = {block['alpha']:.2f}: at a parameter budget (top; the red curves of Figs. 6–7) and at a FLOPs "
     "budget (bottom; Table 5); exact computations",

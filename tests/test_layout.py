@@ -2,6 +2,7 @@
 sections (``cepaper.sections``) and the book's machinery (``cepaper.book``)."""
 
 import ast
+import graphlib
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,35 @@ def test_the_check_sees_a_leak(tmp_path, monkeypatch):
     leak = tmp_path / "cepaper" / "leak.py"
     leak.write_text("def f():\n    from cepaper.book import results\n")
     assert runs.imports(leak.read_text()) == {"cepaper.book.results"} and layer("cepaper.leak") == "library"
+
+
+def circle(pairs):
+    """A circle of imports among ``pairs`` (``(importer, imported)``) as a list of names, or ``None``."""
+    graph = {}
+    for a, b in pairs:
+        graph.setdefault(a, set()).add(b)
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as e:
+        return e.args[1]
+    return None
+
+
+def unit(module):
+    """What a floor of the house holds: a library package (``cepaper.alpha``, ``cepaper.search``, ...) as
+    one unit, any other module as itself."""
+    parts = module.split(".")
+    return ".".join(parts[:2]) if layer(module) == "library" and len(parts) > 2 else module
+
+
+def test_no_circle_of_imports():
+    """No two modules import each other, directly or around a circle (function-local imports count), and
+    no two library packages do either: Algorithm 2 (``search``) may use Algorithm 1 (``alpha``) or the
+    other way round, never both, so that each can be read with only what lies below it."""
+    assert circle(edges()) is None
+    units = {(unit(a), unit(b)) for a, b in edges() if unit(a) != unit(b) and "cepaper" not in (a, b)}
+    assert circle(units) is None
+    assert circle([("cepaper.a", "cepaper.b"), ("cepaper.b", "cepaper.c"), ("cepaper.c", "cepaper.a")])
 
 
 def test_the_library_needs_no_training_code():

@@ -12,7 +12,7 @@ from __future__ import annotations
 from cepaper._lazy import namespace
 
 _HOMES = {
-    "sweeps": "log_grid fan_ins sum_inv_fan_in ntk_sweep module_sweep custom_sweep",
+    "sweeps": "log_grid fan_ins ntk_sweep module_sweep custom_sweep",
     "fit": "HeavyTailWarning fit_alpha fitted_curve fit_sweep refit measure_alpha sweep_result",
     "any_member": "member_inputs fit_member_alpha",
 }

@@ -15,6 +15,7 @@ from torch import nn
 from cepaper._checks import choice, positive_int
 from cepaper.alpha import fit, sweeps
 from cepaper.ntk import READOUTS, readout_vector
+from cepaper.search import equations
 from cepaper.search.factories import (
     FAN_IN_LAYERS,
     WEIGHT_LAYERS,
@@ -274,7 +275,7 @@ def fit_member_alpha(
     terms, chunks = [], {}
     for n in widths:
         probe = member_draw(factory, n, torch.Generator().manual_seed(0), v, init)
-        terms.append(sweeps.sum_inv_fan_in(member_fan_ins(probe.member), layers))
+        terms.append(equations.sum_inv_fan_in(member_fan_ins(probe.member), layers))
         if not any(p.requires_grad for p in probe.parameters()):
             raise ValueError(f"module: factory(1, {n}) has no trainable weights: its NTK is zero")
         chunks[n] = member_chunk(probe, x)

@@ -2,8 +2,8 @@
 
 For each width ``n`` a sweep draws the weights ``T`` times and keeps one NTK entry per draw on two
 inputs; :func:`cepaper.alpha.fit.fit_alpha` then fits alpha to them (line 7). ``s(n) = sum_l 1 / fan-in_l(n)``
-is read from the module (:func:`fan_ins`, :func:`sum_inv_fan_in`) or from the design classes of
-:mod:`cepaper.search` (:func:`bottleneck_term`, :func:`mlp_term`).
+is read from the module (:func:`fan_ins`, :func:`~cepaper.search.equations.sum_inv_fan_in`) or from the
+design classes of :mod:`cepaper.search` (:func:`bottleneck_term`, :func:`mlp_term`).
 
 Which layers enter ``s(n)`` follows :mod:`cepaper.search`, so that the fitted alpha means the same
 thing in the design: the bottleneck sums all three convs (``1/n_in + 1/(9n) + 1/n``); the MLP of
@@ -35,6 +35,7 @@ from cepaper import files, ntk, runs
 from cepaper._checks import choice, positive_int
 from cepaper.models.mlp import CollegialMLP
 from cepaper.search import equations
+from cepaper.search.equations import sum_inv_fan_in
 
 MODULES = ("bottleneck", "mlp")
 
@@ -97,16 +98,6 @@ def fan_ins(module):
             f"to read fan-ins from; give it a fan_ins() method"
         )
     return tuple(fans)
-
-
-def sum_inv_fan_in(fans, layers="all"):
-    """Eq. 9's ``s = sum_l 1 / fan-in_l`` over ``layers="all"`` or ``"hidden"`` (all but the first)."""
-    fans = [positive_int("fan-in", f) for f in fans]
-    choice("layers", layers, ("all", "hidden"))
-    used = fans if layers == "all" else fans[1:]
-    if not used:
-        raise ValueError(f"no layer enters the sum: {len(fans)} fan-in(s) with layers={layers!r}")
-    return float(sum(1.0 / f for f in used))
 
 
 def bottleneck_term(n, n_in=256):

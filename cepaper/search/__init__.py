@@ -17,9 +17,9 @@ from cepaper._lazy import namespace
 #: The public names of Algorithm 2 and the module of this package that defines each.
 _HOMES = {
     "equations": (
-        "OBJECTIVES BUDGETS ROUNDINGS FLOPS_CONVENTIONS ALPHA_FIG3 ALPHA_BOTTLENECK var_k var_ensemble rho "
-        "m_primal m_dual flops_of Member BottleneckDesign MLPDesign curve optimum strong_duality alpha_scan "
-        "alpha_interval"
+        "OBJECTIVES BUDGETS ROUNDINGS FLOPS_CONVENTIONS ALPHA_FIG3 ALPHA_BOTTLENECK sum_inv_fan_in var_k "
+        "var_ensemble rho m_primal m_dual flops_of Member BottleneckDesign MLPDesign curve optimum strong_duality "
+        "alpha_scan alpha_interval"
     ),
     "networks": "default_module network_cost integer_m network_m design default_alpha",
     "any_module": "flop_count latency FactoryModule Multiple network_module module_m design_module",

@@ -39,7 +39,6 @@ from torch import nn
 
 from cepaper import complexity as cxm
 from cepaper._checks import choice, nonneg_int, positive_float, positive_int
-from cepaper.alpha import sweeps
 from cepaper.search import equations, networks
 from cepaper.search.factories import (
     FAN_IN_LAYERS,
@@ -178,7 +177,7 @@ class FactoryModule:
     def sum_inv_fan_in(self, n):
         """Eq. 9's ``sum_l 1/fan-in_l`` of the member of width ``n`` (array ``n`` -> array of its shape)."""
         arr = np.asarray(n)
-        out = [sweeps.sum_inv_fan_in(self.fan_ins(positive_int("n", v.item())), self.layers) for v in arr.ravel()]
+        out = [equations.sum_inv_fan_in(self.fan_ins(positive_int("n", v.item())), self.layers) for v in arr.ravel()]
         return np.asarray(out, dtype=float).reshape(arr.shape)
 
     def _flops(self, module, m, n):

@@ -54,6 +54,16 @@ ALPHA_BOTTLENECK = 1.60
 # ---------------------------------------------------------------------------------------------
 
 
+def sum_inv_fan_in(fans, layers="all"):
+    """Eq. 9's ``s = sum_l 1 / fan-in_l`` over ``layers="all"`` or ``"hidden"`` (all but the first)."""
+    fans = [positive_int("fan-in", f) for f in fans]
+    choice("layers", layers, ("all", "hidden"))
+    used = fans if layers == "all" else fans[1:]
+    if not used:
+        raise ValueError(f"no layer enters the sum: {len(fans)} fan-in(s) with layers={layers!r}")
+    return float(sum(1.0 / f for f in used))
+
+
 def var_k(sum_inv_fan_in, alpha):
     """Eq. 9: ``Var(K_n) ~ exp(alpha * sum_l 1/fan-in_l) - 1`` (up to the constant ``C``)."""
     return np.expm1(positive_float("alpha", alpha) * np.asarray(sum_inv_fan_in, dtype=float))

@@ -4,24 +4,10 @@ the results; :mod:`cepaper.sections.primal_dual` exposes them."""
 
 import numpy as np
 
-from cepaper import complexity as cxm
 from cepaper import search
 from cepaper.search import networks
 from cepaper.sections import paper
 from cepaper.sections._shared import markdown
-
-
-def paper_width(table, objective="primal", budget=None):
-    """Width ``d`` of the optimum the paper derived in ``table`` (e.g. Table 5 -> 8, from 44x8d)."""
-    for row in paper.MODELS:
-        if (
-            row["table"] == table
-            and row["role"] == "optimum"
-            and row["objective"] == objective
-            and budget in (None, row["budget"])
-        ):
-            return cxm.parse_config(row["config"])[1]
-    raise ValueError(f"table {table!r} has no {objective} optimum")
 
 
 def matching_range(alphas, mask):
@@ -56,7 +42,10 @@ def sensitivity_sentence(scan):
     (Sec. 4.2.1's n = 10) and at a FLOPs budget (Table 5's n = 8), from the saved
     :func:`~cepaper.sections.primal_dual.block_alpha_scan`."""
     parts = []
-    for budget, n, what in (("params", paper.SEC421["n_primal"], "parameters"), ("flops", paper_width("5"), "FLOPs")):
+    for budget, n, what in (
+        ("params", paper.SEC421["n_primal"], "parameters"),
+        ("flops", paper.paper_width("5"), "FLOPs"),
+    ):
         hit = matching_range(scan[budget]["alpha"], np.asarray(scan[budget]["n"]) == n)
         where = "for no α of the grid" if hit is None else f"for α ∈ [{hit[0]:.3f}, {hit[1]:.3f}]"
         parts.append(f"n = {n} {where} ({what})")

@@ -32,7 +32,7 @@ def _fig3_reading(alphas, alpha, name, primary, why):
     ok = (
         p["n"] == paper.FIG3["n_primal"]
         and round(p["m"]) == paper.FIG3["m_primal"]
-        and primal_dual.matches_printed(d["rho"], paper.FIG3["rho_dual"])
+        and paper.matches_printed(d["rho"], paper.FIG3["rho_dual"])
     )
     ours = f"n = {p['n']}, m = {p['m']:.1f}, ρ = {d['rho']:.2f}"
     return fig3, reading(name, ours, f"at α = {fig3['alpha']:.3f}", "reproduced" if ok else "differs", primary, why)
@@ -102,7 +102,7 @@ def design_rows(scales=SCALES):
             m["classes"] for m in paper.MODELS if m["table"] == r["table"] and m["config"] == r["paper model"]
         )
         printed = cxm.complexity(r["arch"], r["paper model"], classes=classes)["params"] / 1e6
-        count_ok = primal_dual.matches_printed(printed, r["paper params (M)"])
+        count_ok = paper.matches_printed(printed, r["paper params (M)"])
         what = "model at its width" if r["role"] != "optimum" else "optimum"
         derived = r["role"] != "vicinity"  # ‡ rows are hand-picked neighbours: only their size is a claim
         ours = f"{r['ours']}, {r['params (M)']:.2f}M" if derived else f"{r['paper model']} counts {printed:.2f}M"

@@ -5,6 +5,9 @@ paper printed is typed anywhere else (the one the library needs, the default alp
 and this module names). Each block names the figure, table or section it comes from.
 """
 
+import numpy as np
+
+from cepaper.complexity import parse_config
 from cepaper.search import ALPHA_BOTTLENECK
 
 # ---------------------------------------------------------------------------------------------
@@ -174,3 +177,38 @@ ALPHA_OPTIMA = [
 #: alpha, the learning rate, the batch size and the loss are not printed: ``None`` marks them unknown.
 FIG4 = {"depth": 6, "width": 200, "inputs": 784, "classes": 10, "epochs": 70, "repetitions": 100,
         "optimizer": "Adam", "dataset": "mnist", "ns": None, "lr": None, "batch_size": None}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the printed numbers
+# ---------------------------------------------------------------------------------------------
+
+
+def printed_decimals(x):
+    """Decimals the paper printed for ``x`` (``13.8`` -> 1, ``4.22`` -> 2, ``1`` -> 0)."""
+    text = repr(x)
+    return len(text.split(".")[1]) if "." in text else 0
+
+
+def as_printed(value, printed):
+    """``value`` rounded to the digits of ``printed`` (half away from zero, as in a table)."""
+    k = printed_decimals(printed)
+    return float(np.sign(value) * np.floor(abs(value) * 10**k + 0.5) / 10**k)
+
+
+def matches_printed(value, printed):
+    """``True`` when ``value`` rounds to the printed number."""
+    return printed is not None and abs(as_printed(value, printed) - printed) < 1e-9
+
+
+def paper_width(table, objective="primal", budget=None):
+    """Width ``d`` of the optimum the paper derived in ``table`` (e.g. Table 5 -> 8, from 44x8d)."""
+    for row in MODELS:
+        if (
+            row["table"] == table
+            and row["role"] == "optimum"
+            and row["objective"] == objective
+            and budget in (None, row["budget"])
+        ):
+            return parse_config(row["config"])[1]
+    raise ValueError(f"table {table!r} has no {objective} optimum")

@@ -21,7 +21,6 @@ from cepaper.sections._primal_dual_page import (  # noqa: F401 (the notebook's f
     fig3_sentence,
     fitted_alpha_tables,
     matching_range,
-    paper_width,
     plot_alpha_sensitivity,
     plot_block_curves,
     plot_curves,
@@ -34,23 +33,6 @@ from cepaper.sections._shared import show  # noqa: F401 (the notebook's)
 # ---------------------------------------------------------------------------------------------
 # Helpers: printed digits
 # ---------------------------------------------------------------------------------------------
-
-
-def printed_decimals(x):
-    """Decimals the paper printed for ``x`` (``13.8`` -> 1, ``4.22`` -> 2, ``1`` -> 0)."""
-    text = repr(x)
-    return len(text.split(".")[1]) if "." in text else 0
-
-
-def as_printed(value, printed):
-    """``value`` rounded to the digits of ``printed`` (half away from zero, as in a table)."""
-    k = printed_decimals(printed)
-    return float(np.sign(value) * np.floor(abs(value) * 10**k + 0.5) / 10**k)
-
-
-def matches_printed(value, printed):
-    """``True`` when ``value`` rounds to the printed number."""
-    return printed is not None and abs(as_printed(value, printed) - printed) < 1e-9
 
 
 def block_alpha(alpha=None):
@@ -84,7 +66,7 @@ def matching_alphas(scan, target=None):
         (np.asarray(scan["n"]) == t["n_primal"])
         & (np.floor(np.asarray(scan["m_primal"]) + 0.5) == t["m_primal"])
         & (np.floor(np.asarray(scan["m_dual"]) + 0.5) == t["m_dual"])
-        & np.array([matches_printed(r, t["rho_dual"]) for r in scan["rho"]])
+        & np.array([paper.matches_printed(r, t["rho_dual"]) for r in scan["rho"]])
     )
 
 
@@ -263,13 +245,14 @@ def flops_convention_rows(alpha=None):
         c = search.curve(module, 128, alpha, "flops")
         derived = derived_rows(alpha, module, rows=t5)
         gf = [search.flops_of(cxm.complexity(r["arch"], r["config"], classes=r["classes"]), conv) / 1e9 for r in t5]
+        printed = sum(map(paper.matches_printed, gf, [r["gflops"] for r in t5]))
         rows.append(
             {
                 "FLOPs": conv,
                 "n* (flops)": search.optimum(c, "primal")["n"],
                 "derived": ", ".join(d["ours"] for d in derived),
                 "models reproduced": f"{sum(d['match'] for d in derived)}/{len(derived)}",
-                "GFLOPs to printed digits": f"{sum(matches_printed(g, r['gflops']) for g, r in zip(gf, t5))}/{len(t5)}",
+                "GFLOPs to printed digits": f"{printed}/{len(t5)}",
                 **{r["config"]: round(g, 4) for g, r in zip(gf, t5)},
                 "default": conv == search.BottleneckDesign().flops,
             }
@@ -308,14 +291,14 @@ def printed_rows():
                 "model": row["model"],
                 "params (M)": round(ours, 4),
                 "paper params (M)": row["params"],
-                "params match": matches_printed(ours, row["params"]),
+                "params match": paper.matches_printed(ours, row["params"]),
                 "rho": None if rho is None else round(rho, 3),
                 "paper rho": row["rho"],
-                "rho match": None if rho is None or row["rho"] is None else matches_printed(rho, row["rho"]),
+                "rho match": None if rho is None or row["rho"] is None else paper.matches_printed(rho, row["rho"]),
                 "rho of printed params": rho_printed,
                 "GFLOPs (2macs+acts+adds)": round(gflops, 4) if row["gflops"] is not None else None,
                 "paper GFLOPs": row["gflops"],
-                "GFLOPs match": matches_printed(gflops, row["gflops"]) if row["gflops"] is not None else None,
+                "GFLOPs match": paper.matches_printed(gflops, row["gflops"]) if row["gflops"] is not None else None,
             }
         )
     return out

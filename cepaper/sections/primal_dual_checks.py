@@ -4,7 +4,7 @@ each function takes results the notebook computed (:mod:`cepaper.sections.primal
 
 from cepaper import search
 from cepaper.search import networks
-from cepaper.sections import paper, primal_dual
+from cepaper.sections import paper
 
 
 def _bools(out):
@@ -50,7 +50,7 @@ def fig3(conventions, data, default_alpha=search.ALPHA_FIG3):
             ),
             (
                 f"Fig. 3: ρ rounds to the printed {t['rho_dual']}",
-                primal_dual.matches_printed(d["rho"], t["rho_dual"]),
+                paper.matches_printed(d["rho"], t["rho_dual"]),
                 f"ρ = {d['rho']:.4f}",
             ),
         ]
@@ -87,12 +87,12 @@ def resnext_block(block, block_conventions, flops_conventions):
             ),
             (
                 f"Sec. 4.2.1: m_d rounds to the printed {s['m_dual']} and ρ to {s['rho_dual']}",
-                round(dual["m"]) == s["m_dual"] and primal_dual.matches_printed(dual["rho"], s["rho_dual"]),
+                round(dual["m"]) == s["m_dual"] and paper.matches_printed(dual["rho"], s["rho_dual"]),
                 f"m_d = {dual['m']:.2f}, ρ = {dual['rho']:.3f}",
             ),
             (
-                f"Table 5: the block's optimum at constant FLOPs is at the paper's n = {primal_dual.paper_width('5')}",
-                block["flops"]["primal"]["n"] == primal_dual.paper_width("5"),
+                f"Table 5: the block's optimum at constant FLOPs is at the paper's n = {paper.paper_width('5')}",
+                block["flops"]["primal"]["n"] == paper.paper_width("5"),
                 f"n = {block['flops']['primal']['n']}",
             ),
             (

@@ -15,6 +15,7 @@ from torch import nn
 from cepaper import ntk, search
 from cepaper.alpha import fit, sweeps
 from cepaper.models import bottleneck as B
+from cepaper.search import equations
 
 
 def test_log_grid():
@@ -381,9 +382,9 @@ def test_terms_are_the_designs():
         sweeps.mlp_term(0)
     with pytest.raises(ValueError, match="^depth must be >= 2"):
         sweeps.mlp_term(4, depth=1)
-    assert sweeps.sum_inv_fan_in((256, 9, 1), "hidden") == pytest.approx(1 / 9 + 1)
+    assert equations.sum_inv_fan_in((256, 9, 1), "hidden") == pytest.approx(1 / 9 + 1)
     with pytest.raises(ValueError, match="no layer enters"):
-        sweeps.sum_inv_fan_in((10,), "hidden")
+        equations.sum_inv_fan_in((10,), "hidden")
 
 
 def small_bottleneck(seed, **kw):
@@ -601,7 +602,7 @@ def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="distinct"):
         sweeps.check_widths((4, 4))
     with pytest.raises(ValueError, match="layers must be one of all, hidden, got 'first'"):
-        sweeps.sum_inv_fan_in((4, 8), layers="first")
+        equations.sum_inv_fan_in((4, 8), layers="first")
     x = torch.randn(2, 4)
     with pytest.raises(ValueError, match="no weight layers"):
         sweeps.custom_sweep(lambda n, g: nn.Sequential(nn.ReLU()), x, (1, 2), trials=3)

@@ -10,6 +10,7 @@ from cepaper import ntk
 from cepaper.alpha import sweeps
 from cepaper.models import bottleneck as B
 from cepaper.models.mlp import CollegialMLP
+from cepaper.search import equations
 
 F64 = torch.float64
 
@@ -103,7 +104,7 @@ def test_fan_ins_are_read_from_the_layers():
     grouped = nn.Sequential(nn.Conv2d(64, 64, 3, groups=8), nn.ReLU(), nn.Conv1d(6, 4, 5, groups=2), nn.Linear(10, 1))
     assert sweeps.fan_ins(grouped) == (72, 15, 10)
     assert sweeps.fan_ins(CollegialMLP(784, 32, depth=5)) == (784, 32, 32, 32, 32, 32)
-    assert sweeps.sum_inv_fan_in(sweeps.fan_ins(B.Bottleneck(7, v))) == pytest.approx(sweeps.bottleneck_term(7))
+    assert equations.sum_inv_fan_in(sweeps.fan_ins(B.Bottleneck(7, v))) == pytest.approx(sweeps.bottleneck_term(7))
     with pytest.raises(ValueError, match="no weight layers"):
         sweeps.fan_ins(nn.Sequential(nn.ReLU(), nn.Flatten()))
 

@@ -24,7 +24,7 @@ def test_fig3_sentence_names_the_reproducing_alphas_or_says_there_are_none():
 
 
 def test_sensitivity_sentence_reads_the_alphas_at_the_papers_widths():
-    n_params, n_flops = paper.SEC421["n_primal"], section.paper_width("5")
+    n_params, n_flops = paper.SEC421["n_primal"], paper.paper_width("5")
     assert (n_params, n_flops) == (10, 8)
     scan = {
         "params": {"alpha": [1.0, 1.5, 2.0, 2.5], "n": [12, 10, 10, 9]},
