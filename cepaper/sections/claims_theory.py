@@ -20,6 +20,8 @@ from cepaper.sections.claims_rule import (
     run_of,
     verdict,
 )
+from cepaper.sections.mnist import PRIMARY as FIG4_PRIMARY
+from cepaper.sections.mnist import STATISTICS as FIG4_STATISTICS
 
 
 def lemma1_rows(scales=SCALES, level=0.95):
@@ -267,16 +269,6 @@ def alpha_rows(scales=SCALES):
     ]
 
 
-#: Fig. 4's statistics, the primary first, fixed before the numbers were read: the paper claims a
-#: monotone association ("highly correlated", "does not improve") and states no linear law, and Var(K_e)
-#: and beta_e span orders of magnitude, where one point (n = 2) dominates a Pearson correlation;
-#: Spearman's rank correlation is invariant to both. Pearson on raw and on log values are shown beside it.
-FIG4_STATISTICS = {
-    "spearman": "Spearman's rank correlation: a monotone association, as the paper words it",
-    "pearson": "Pearson's correlation of the raw values",
-    "pearson_log": "Pearson's correlation of the logarithms (Var(K_e), β_e span orders of magnitude)",
-}
-FIG4_PRIMARY = "spearman"
 #: Fig. 4's two claims: the curve, what the error is correlated with, the claimed direction.
 FIG4_CLAIMS = (
     ("primal", "var", +1, "Fig. 4: primal, the error is highly correlated with Var(K_e)", "“highly correlated” (> 0)"),
@@ -286,7 +278,7 @@ FIG4_CLAIMS = (
 
 def mnist_rows(scales=SCALES):
     """Fig. 4: along the primal the error correlates with Var(K); along the dual a larger beta_e does
-    not improve it; each under every statistic of :data:`FIG4_STATISTICS`, Spearman primary."""
+    not improve it; each under every statistic of :data:`cepaper.sections.mnist.STATISTICS`, Spearman primary."""
     rec, profile = best("mnist", "correlations", scales)
     if rec is None:
         return [

@@ -19,7 +19,6 @@ the paper's claims on them (:func:`correlations`, :func:`dual_changes`) and draw
 
 from statistics import NormalDist
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -27,63 +26,8 @@ from cepaper import search, stats
 from cepaper._checks import choice, positive_float, positive_int
 from cepaper.search import networks
 from cepaper.sections import paper
+from cepaper.sections._mnist_plots import fig4, fig4_learning  # noqa: F401 (the notebook's)
 from cepaper.sections._shared import markdown, set_threads, show  # noqa: F401 (the notebook's)
-
-CURVE_TITLES = {"primal": "primal: fixed $\\beta_e$", "dual": "dual: fixed Var$(K_e)$"}
-
-
-def fig4(summary):
-    """Fig. 4: mean test error (±1 SE over repetitions, blue, labelled with the multiplicity ``m``)
-    against the member width ``n``, with the theoretical ``Var(K_e)`` (a, b) and the parameter count
-    ``beta_e`` (c, d) on twin log axes, each shared by the primal and the dual panel so that the
-    quantity a curve holds fixed looks flat against the one it moves.
-
-    ``summary``: rows of :func:`cepaper.sections.mnist.summary` with ``curve, n, m, error, sem, var, params``.
-    """
-    fig, axes = plt.subplots(2, 2, figsize=(11.5, 7.4))
-    for i, (col, label, color) in enumerate(
-        ((r"var", r"Var$(K_e)$ (Eq. 11, up to $C$)", "C3"), ("params", r"$\beta_e$ (parameters)", "C2"))
-    ):
-        lo, hi = summary[col].min(), summary[col].max()
-        for j, curve in enumerate(("primal", "dual")):
-            s = summary[summary.curve == curve].sort_values("n")
-            ax = axes[i, j]
-            ax.errorbar(s.n, 100 * s.error, yerr=100 * s["sem"], fmt="o-", color="C0", capsize=3, ms=4)
-            ax.set_ylabel("test error (%)", color="C0")
-            ax.set_xlabel("member width n")
-            ax.set_title(f"({'abcd'[2 * i + j]}) {CURVE_TITLES[curve]}", fontsize=10)
-            tw = ax.twinx()
-            tw.plot(s.n, s[col], "s--", color=color, ms=4)
-            tw.set_yscale("log")
-            tw.set_ylim(lo / 1.6, hi * 1.6)
-            tw.set_ylabel(label, color=color)
-            ax.set_xscale("log")
-            ax.set_xticks(list(s.n), [str(v) for v in s.n])
-            ax.xaxis.set_minor_locator(plt.NullLocator())
-            for n, m, e in zip(s.n, s.m, s.error):
-                ax.annotate(f"m={m}", (n, 100 * e), textcoords="offset points", xytext=(3, 5), fontsize=7, color="C0")
-    fig.tight_layout()
-    return fig
-
-
-def fig4_learning(curves, summary):
-    """Test error (mean over repetitions) against the epoch for every model, one panel per curve,
-    coloured by ``n``. ``curves``: :func:`cepaper.sections.mnist.learning_curves` (or its saved rows);
-    ``summary`` as :func:`fig4`."""
-    curves = pd.DataFrame(curves)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
-    for ax, curve in zip(axes, ("primal", "dual")):
-        s = summary[summary.curve == curve].sort_values("n")
-        cmap = plt.get_cmap("viridis")
-        for k, (m, n) in enumerate(zip(s.m, s.n)):
-            c = curves[(curves.m == m) & (curves.n == n) & (curves.epoch > 0)]
-            ax.plot(c.epoch, 100 * c.error, "o-", ms=3, color=cmap(k / max(1, len(s) - 1)), label=f"{m}x{n}")
-        ax.set(xlabel="epoch", title=CURVE_TITLES[curve])
-        ax.legend(fontsize=7, ncol=2, title="m x n", title_fontsize=7)
-    axes[0].set_ylabel("test error (%)")
-    fig.tight_layout()
-    return fig
-
 
 CURVES = search.OBJECTIVES  # ("primal", "dual")
 
@@ -253,6 +197,15 @@ def alpha_of(alpha):
     return primal_dual.fig3_alpha() if alpha is None else (float(alpha), "given as a parameter")
 
 
+#: MNIST's training and test sets (the paper's Fig. 4 uses all of both).
+SIZES = {"train": 60000, "test": 10000}
+
+
+def images(split, n=None):
+    """How many images of MNIST's ``split`` a run with ``n_train``/``n_test`` = ``n`` uses (``None``: all)."""
+    return n or SIZES[split]
+
+
 def setup_table(profile, depth, n_tilde, n_train, n_test, epochs, reps, lr, batch_size):
     """Rows for the top of the page: Sec. 4.1's set-up (``paper.FIG4``) beside this run's."""
     p4 = paper.FIG4
@@ -261,8 +214,8 @@ def setup_table(profile, depth, n_tilde, n_train, n_test, epochs, reps, lr, batc
             run="paper (Sec. 4.1)",
             L=p4["depth"],
             n_tilde=p4["width"],
-            train_images=60000,
-            test_images=10000,
+            train_images=SIZES["train"],
+            test_images=SIZES["test"],
             epochs=p4["epochs"],
             repetitions=p4["repetitions"],
             optimizer=p4["optimizer"],
@@ -273,8 +226,8 @@ def setup_table(profile, depth, n_tilde, n_train, n_test, epochs, reps, lr, batc
             run=f"this run ({profile})",
             L=depth,
             n_tilde=n_tilde,
-            train_images=n_train or 60000,
-            test_images=n_test or 10000,
+            train_images=images("train", n_train),
+            test_images=images("test", n_test),
             epochs=epochs,
             repetitions=reps,
             optimizer="Adam",
@@ -389,7 +342,11 @@ def correlation_page(run, level, reps):
     )
     return [
         pages.show(
-            corr[["curve", "against", "measure", "value", "lo", "hi", "p_value", "p_exact", "models", "reps"]], 3
+            corr[["curve", "against", "measure", "value", "lo", "hi", "p_value", "p_exact", "models", "reps"]].replace(
+                {"against": AGAINST, "measure": MEASURES}
+            ),
+            3,
+            headers={"against": "correlated with", "value": "coefficient"},
         ),
         pages.show(
             percent(changes[["n", "m", "params_ratio", "var_ratio", "error", "change", "change_se", "lo", "hi"]]),
@@ -405,6 +362,21 @@ def correlation_page(run, level, reps):
         markdown(sentence),
     ]
 
+
+#: Fig. 4's statistics, the primary first, fixed before the numbers were read: the paper claims a
+#: monotone association ("highly correlated", "does not improve") and states no linear law, and Var(K_e)
+#: and beta_e span orders of magnitude, where one point (n = 2) dominates a Pearson correlation;
+#: Spearman's rank correlation is invariant to both. Pearson on raw and on log values are shown beside it.
+STATISTICS = {
+    "spearman": "Spearman's rank correlation: a monotone association, as the paper words it",
+    "pearson": "Pearson's correlation of the raw values",
+    "pearson_log": "Pearson's correlation of the logarithms (Var(K_e), β_e span orders of magnitude)",
+}
+PRIMARY = "spearman"
+#: The page's words for the correlations' code names (the results keep the code names).
+AGAINST = {"var": "Var(K_e)", "params": "β_e"}
+_WORDS = {"pearson": "Pearson", "pearson_log": "Pearson, log scale", "spearman": "Spearman"}
+MEASURES = {k: f"{v} (primary)" if k == PRIMARY else v for k, v in _WORDS.items()}
 
 #: The columns of a table that are test errors or their differences, as fractions in the results.
 ERROR_COLUMNS = ("error", "sem", "change", "change_se", "lo", "hi")
