@@ -56,25 +56,35 @@ def point_at(root, set_attr=setattr):
                 set_attr(module, name, value)
 
 
-@pytest.fixture
-def repo(tmp_path, monkeypatch):
-    """A minimal repository: _toc.yml, one notebook, one profile, two cepaper modules."""
-    (tmp_path / "notebooks").mkdir()
-    (tmp_path / "notebooks" / "01_lemma1.py").write_text(NOTEBOOK)
-    (tmp_path / "profiles").mkdir()
-    (tmp_path / "profiles" / "quick.yaml").write_text("lemma1:\n  value: 2\n")
-    (tmp_path / "_toc.yml").write_text(
-        "format: jb-book\nroot: book/intro\nchapters:\n  - file: book/sections/01_lemma1\n"
-    )
-    (tmp_path / "cepaper").mkdir()
+def lay_out(root):
+    """Write a minimal repository into the folder ``root``: _toc.yml, one notebook, one profile, two
+    cepaper modules; return ``root``."""
+    (root / "notebooks").mkdir()
+    (root / "notebooks" / "01_lemma1.py").write_text(NOTEBOOK)
+    (root / "profiles").mkdir()
+    (root / "profiles" / "quick.yaml").write_text("lemma1:\n  value: 2\n")
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/sections/01_lemma1\n")
+    (root / "cepaper").mkdir()
     for name in ("fake", "other"):
-        (tmp_path / "cepaper" / f"{name}.py").write_text(f"# {name}\n")
+        (root / "cepaper" / f"{name}.py").write_text(f"# {name}\n")
     # the kernel runs in this folder: its `cepaper` package must still reach the real modules
-    (tmp_path / "cepaper" / "__init__.py").write_text(
+    (root / "cepaper" / "__init__.py").write_text(
         f"__path__.append({str(SOURCE_ROOT / 'cepaper')!r})\n__version__ = 'test'\n"
     )
-    point_at(tmp_path, monkeypatch.setattr)
-    monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path / "results"))
+    return root
+
+
+def use_layout(root, monkeypatch):
+    """Point the book's machinery and its results store (``$CEPAPER_RESULTS``) at the layout ``root``
+    until ``monkeypatch`` is undone."""
+    point_at(root, monkeypatch.setattr)
+    monkeypatch.setenv("CEPAPER_RESULTS", str(root / "results"))
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A minimal repository (:func:`lay_out`), which the book's machinery uses for the test."""
+    use_layout(lay_out(tmp_path), monkeypatch)
     return tmp_path
 
 
