@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny throw-away repository layout for the notebook pipeline and a way to run
 the `cepaper` command in a subprocess against it (to kill it, limit it, or run two at once); a way to
-plant a one-line bug in a library function; the hypothesis settings of the property-based tests."""
+plant a one-line bug in a library function; the hypothesis settings of the property-based tests;
+torch on one thread."""
 
 import inspect
 import os
@@ -10,10 +11,18 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import settings
 
 from cepaper.book import cache, pipeline, profiles, render, results
 from cepaper.montecarlo import intra_op_threads
+
+# torch on one intra-op thread (unless OMP_NUM_THREADS says otherwise), here and in every process a test
+# starts (notebook kernels, torchrun ranks, the CLI, benchmarks): the models are tiny, and on a busy
+# 2-core machine a second thread per process only spins against the others (a toy training epoch of
+# the train benchmark: 2 s on two threads, 0.04 s on one). A test about threads sets its own count.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 NOTEBOOK = """# %% [markdown]
 # A tiny section
