@@ -53,11 +53,14 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# nbval re-executes the executed quick-profile notebooks; their results go to a scratch store.
+# nbval re-executes the executed quick-profile notebooks, on both cores: one notebook's cells in order in
+# one kernel (--dist loadfile). It runs copies whose results go to a scratch store, not over the book's
+# published results (which would make the next `make book` execute every section again).
 test-notebooks: install
-	rm -rf _build/nbval-results
+	rm -rf _build/nbval _build/nbval-results
+	$(BIN)/python tests/nbval_notebooks.py _build/executed/quick _build/nbval/quick
 	CEPAPER_RESULTS=$(abspath _build/nbval-results) $(BIN)/python -m pytest -q --nbval-lax \
-		-p no:cacheprovider _build/executed/quick/*.ipynb
+		-p no:cacheprovider -n $(JOBS) --dist loadfile _build/nbval/quick/*.ipynb
 
 # Mutation testing of the core modules ([tool.mutmut] in pyproject.toml), at low priority; not part of
 # `make test`. MUTANTS narrows it to mutant names, e.g. make mutate MUTANTS='cepaper.stats.*';

@@ -152,7 +152,8 @@ pages.figure(
     section.fig4(table),
     f"Test error on MNIST (mean over {reps} repetitions ± SE, blue, labelled with m) against the member width n "
     f"on the primal (left) and dual (right) curves of the baseline ñ = {n_tilde} (L = {depth}, "
-    f"{section.images('train', n_train)} training images), with the theoretical Var(K_e) (top, red) and the parameters β_e (bottom, green)",
+    f"{section.images('train', n_train)} training images), with the theoretical Var(K_e) (top, red) and the "
+    "parameters β_e (bottom, green)",
     paper="4",
     run=run,
 )

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny throw-away repository layout for the notebook pipeline and a way to run
 the `cepaper` command in a subprocess against it (to kill it, limit it, or run two at once); a way to
-plant a one-line bug in a library function; the hypothesis settings of the property-based tests."""
+plant a one-line bug in a library function; the hypothesis settings of the property-based tests;
+torch on one thread."""
 
 import inspect
 import os
@@ -10,10 +11,18 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import settings
 
 from cepaper.book import cache, pipeline, profiles, render, results
 from cepaper.montecarlo import intra_op_threads
+
+# torch on one intra-op thread (unless OMP_NUM_THREADS says otherwise), here and in every process a test
+# starts (notebook kernels, torchrun ranks, the CLI, benchmarks): the models are tiny, and on a busy
+# 2-core machine a second thread per process only spins against the others (a toy training epoch of
+# the train benchmark: 2 s on two threads, 0.04 s on one). A test about threads sets its own count.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 NOTEBOOK = """# %% [markdown]
 # A tiny section
@@ -56,25 +65,35 @@ def point_at(root, set_attr=setattr):
                 set_attr(module, name, value)
 
 
-@pytest.fixture
-def repo(tmp_path, monkeypatch):
-    """A minimal repository: _toc.yml, one notebook, one profile, two cepaper modules."""
-    (tmp_path / "notebooks").mkdir()
-    (tmp_path / "notebooks" / "01_lemma1.py").write_text(NOTEBOOK)
-    (tmp_path / "profiles").mkdir()
-    (tmp_path / "profiles" / "quick.yaml").write_text("lemma1:\n  value: 2\n")
-    (tmp_path / "_toc.yml").write_text(
-        "format: jb-book\nroot: book/intro\nchapters:\n  - file: book/sections/01_lemma1\n"
-    )
-    (tmp_path / "cepaper").mkdir()
+def lay_out(root):
+    """Write a minimal repository into the folder ``root``: _toc.yml, one notebook, one profile, two
+    cepaper modules; return ``root``."""
+    (root / "notebooks").mkdir()
+    (root / "notebooks" / "01_lemma1.py").write_text(NOTEBOOK)
+    (root / "profiles").mkdir()
+    (root / "profiles" / "quick.yaml").write_text("lemma1:\n  value: 2\n")
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/sections/01_lemma1\n")
+    (root / "cepaper").mkdir()
     for name in ("fake", "other"):
-        (tmp_path / "cepaper" / f"{name}.py").write_text(f"# {name}\n")
+        (root / "cepaper" / f"{name}.py").write_text(f"# {name}\n")
     # the kernel runs in this folder: its `cepaper` package must still reach the real modules
-    (tmp_path / "cepaper" / "__init__.py").write_text(
+    (root / "cepaper" / "__init__.py").write_text(
         f"__path__.append({str(SOURCE_ROOT / 'cepaper')!r})\n__version__ = 'test'\n"
     )
-    point_at(tmp_path, monkeypatch.setattr)
-    monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path / "results"))
+    return root
+
+
+def use_layout(root, monkeypatch):
+    """Point the book's machinery and its results store (``$CEPAPER_RESULTS``) at the layout ``root``
+    until ``monkeypatch`` is undone."""
+    point_at(root, monkeypatch.setattr)
+    monkeypatch.setenv("CEPAPER_RESULTS", str(root / "results"))
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A minimal repository (:func:`lay_out`), which the book's machinery uses for the test."""
+    use_layout(lay_out(tmp_path), monkeypatch)
     return tmp_path
 
 

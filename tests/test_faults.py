@@ -12,6 +12,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from cepaper.book import pipeline
 from cepaper.cli import common as cli_common
 from cepaper.montecarlo import intra_op_threads
 from cepaper.training import grids, sgd
+from tests import conftest
 from tests.conftest import SOURCE_ROOT, cepaper
 
 FAULT_NOTEBOOK = """# %% [markdown]
@@ -72,17 +74,42 @@ assert not fail, "asked to fail"
 COMPLETE = ["notebook.ipynb", "part0.json", "part1.json", "part2.json"]
 
 
-@pytest.fixture
-def layout(repo):
-    """The ``repo`` layout with two sections of FAULT_NOTEBOOK, lemma1 and theorem1."""
+def two_sections(root):
+    """Give the layout ``root`` (conftest's ``lay_out``) two sections of FAULT_NOTEBOOK, lemma1 and
+    theorem1; return ``root``."""
     for i, section in enumerate(("lemma1", "theorem1"), 1):
-        (repo / "notebooks" / f"0{i}_{section}.py").write_text(FAULT_NOTEBOOK.replace("SECTION", section))
-    (repo / "_toc.yml").write_text(
+        (root / "notebooks" / f"0{i}_{section}.py").write_text(FAULT_NOTEBOOK.replace("SECTION", section))
+    (root / "_toc.yml").write_text(
         "format: jb-book\nroot: book/intro\nchapters:\n"
         "  - file: book/sections/01_lemma1\n  - file: book/sections/02_theorem1\n"
     )
-    (repo / "profiles" / "quick.yaml").write_text("lemma1: {}\ntheorem1: {}\n")
-    return repo
+    (root / "profiles" / "quick.yaml").write_text("lemma1: {}\ntheorem1: {}\n")
+    return root
+
+
+@pytest.fixture
+def layout(repo):
+    """The ``repo`` layout with two sections of FAULT_NOTEBOOK, lemma1 and theorem1."""
+    return two_sections(repo)
+
+
+@pytest.fixture(scope="module")
+def ran_once(tmp_path_factory):
+    """A ``layout`` in which lemma1 has run once with its default parameters (``run_here()``), made once a
+    module for ``ran`` to copy."""
+    root = two_sections(conftest.lay_out(tmp_path_factory.mktemp("ran")))
+    with pytest.MonkeyPatch.context() as mp:
+        conftest.use_layout(root, mp)
+        run_here()
+    return root
+
+
+@pytest.fixture
+def ran(layout, ran_once):
+    """``layout`` as ``run_here()`` leaves it, lemma1's results published and its run cached: a copy of
+    ``ran_once`` (files' modification times too, which the cache key reads), an execution fewer a test."""
+    shutil.copytree(ran_once, layout, symlinks=True, dirs_exist_ok=True)
+    assert state(layout / "results") == (COMPLETE, {1})
 
 
 @pytest.fixture
@@ -148,9 +175,9 @@ def held(root, kernels, *args, **kw):
 # --------------------------------------------------------------------------- killed runs
 
 
+@pytest.mark.usefixtures("ran")
 def test_sigkill_while_executing_keeps_the_old_results(layout, kernels):
     store = layout / "results"
-    run_here()
     old = state(store)
     assert old == (COMPLETE, {1})
     proc, _ = held(layout, kernels, "lemma1", "-p", "value", "2")
@@ -185,10 +212,10 @@ PUBLISH_FAULTS = {
 }
 
 
+@pytest.mark.usefixtures("ran")
 @pytest.mark.parametrize("point", PUBLISH_FAULTS)
 def test_sigkill_while_publishing_leaves_the_old_or_the_new_results(layout, point):
     store = layout / "results"
-    run_here()
     killed = cepaper(layout, "run", "lemma1", "--replace", "-p", "value", "2", fault=PUBLISH_FAULTS[point])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     if point == "between-renames":  # the previous results sit beside their place until the next run
@@ -202,13 +229,13 @@ def test_sigkill_while_publishing_leaves_the_old_or_the_new_results(layout, poin
         assert state(store) == (COMPLETE, {3}) and leftovers(store) == []
 
 
+@pytest.mark.usefixtures("ran")
 @pytest.mark.parametrize("point", ["copying", "between-renames"])
 def test_a_cached_rerun_cleans_what_a_killed_publish_left(layout, point):
     """Issue: hidden .<section>.new-* folders left by a kill while publishing were removed only by a
     run that executed; a cached rerun kept them forever. Every run tidies first, cached or not (and a
     publish cut between its renames is completed, so the rerun is cached)."""
     store = layout / "results"
-    run_here()
     killed = cepaper(layout, "run", "lemma1", "--replace", "-p", "value", "2", fault=PUBLISH_FAULTS[point])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert leftovers(store), "the kill left something beside the results"
@@ -216,13 +243,13 @@ def test_a_cached_rerun_cleans_what_a_killed_publish_left(layout, point):
     assert again["cached"] and leftovers(store) == [] and state(store) == (COMPLETE, {1})
 
 
+@pytest.mark.usefixtures("ran")
 @pytest.mark.parametrize(
     "signum, status, said",
     [(signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
 )
 def test_ctrl_c_and_sigterm_stop_cleanly(layout, kernels, signum, status, said):
     store = layout / "results"
-    run_here()
     proc, _ = held(layout, kernels, "lemma1", "-p", "value", "2")
     proc.send_signal(signum)
     proc.wait(timeout=60)
@@ -364,9 +391,9 @@ LIMIT_IN_PUBLISH = (
 )
 
 
+@pytest.mark.usefixtures("ran")
 def test_file_size_limit_in_the_notebook_is_one_clear_line(layout):
     store = layout / "results"
-    run_here()
     proc = cepaper(layout, "run", "lemma1", "--replace", "-p", "value", "2", "-p", "blob", "1000000", fault=LIMIT)
     one_line_error(
         proc, 2, "blob.json: file too large", "(EFBIG)", "section lemma1 stopped", "the last good results are kept"
@@ -374,9 +401,9 @@ def test_file_size_limit_in_the_notebook_is_one_clear_line(layout):
     assert state(store) == (COMPLETE, {1})
 
 
+@pytest.mark.usefixtures("ran")
 def test_file_size_limit_on_the_executed_notebook_names_it_and_keeps_no_truncated_copy(layout):
     store = layout / "results"
-    run_here()
     proc = cepaper(layout, "run", "lemma1", "--replace", "-p", "value", "2", "-p", "say", "400000", fault=LIMIT)
     one_line_error(
         proc,
@@ -390,8 +417,8 @@ def test_file_size_limit_on_the_executed_notebook_names_it_and_keeps_no_truncate
     assert state(store) == (COMPLETE, {1})
 
 
+@pytest.mark.usefixtures("ran")
 def test_a_dead_kernel_names_the_section_the_failed_notebook_and_the_kept_results(layout, capsys):
-    run_here()
     with pytest.raises(SystemExit) as e:
         cli.main(["run", "lemma1", "--replace", "-p", "value", "2", "-p", "die", "true"])
     last = capsys.readouterr().err.strip().splitlines()[-1]
@@ -402,8 +429,8 @@ def test_a_dead_kernel_names_the_section_the_failed_notebook_and_the_kept_result
     assert state(layout / "results") == (COMPLETE, {1})
 
 
+@pytest.mark.usefixtures("ran")
 def test_a_read_only_parent_of_existing_results_is_found_before_executing(layout, monkeypatch, capsys):
-    run_here()
     parent = layout / "results" / "quick"
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != parent and real(p, mode))
@@ -601,9 +628,9 @@ def test_empty_training_record_is_recomputed_not_a_key_error(tmp_path, monkeypat
     assert grids.grid_summary(again).top1.tolist() == [40.0]
 
 
+@pytest.mark.usefixtures("ran")
 @pytest.mark.parametrize("content", ["", "{trunc", "[]", '{"key": 1}'])
 def test_damaged_run_record_is_a_cache_miss(layout, capsys, content):
-    pipeline.run(["lemma1"])
     record = pipeline.executed_path("lemma1", "quick").with_suffix(".json")
     record.write_text(content)
     (again,) = pipeline.run(["lemma1"])
@@ -632,9 +659,9 @@ def test_broken_yaml_is_one_clear_line(layout, capsys, profile, argv, message):
 # --------------------------------------------------------------------------- plain papermill
 
 
+@pytest.mark.usefixtures("ran")
 def test_plain_papermill_never_writes_the_books_results(layout, tmp_path):
     store = layout / "results"
-    run_here()
     published = state(store)
     bin_dir = Path(sys.executable).parent
     elsewhere = tmp_path / "elsewhere"

@@ -9,7 +9,7 @@ from torch import nn
 
 from cepaper import ntk
 from cepaper.models.mlp import CollegialMLP
-from cepaper.montecarlo import mc_moments, mc_samples, mlp_ntk_sampler, module_ntk_sampler
+from cepaper.montecarlo import intra_op_threads, mc_moments, mc_samples, mlp_ntk_sampler, module_ntk_sampler
 
 
 def inputs(n1=3, n2=5, d=4, seed=0):
@@ -91,10 +91,10 @@ def test_default_seed_is_seed_0_and_threads_apply_while_drawing():
     assert not torch.equal(mc_samples(sample, 30), mc_samples(sample, 30, seed=1))
     seen = []
     counting = lambda t, g: (seen.append(torch.get_num_threads()), torch.randn(t, 2, generator=g))[1]
-    before = torch.get_num_threads()
-    mc_moments(counting, 4, threads=1)
-    mc_samples(counting, 4, threads=1)
-    assert seen == [1, 1] and torch.get_num_threads() == before
+    with intra_op_threads(2):  # not the tests' one thread, so that both the change and the restore show
+        mc_moments(counting, 4, threads=1)
+        mc_samples(counting, 4, threads=1)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
     a, b, c = mc_moments(sample, 30, chunk=10), mc_moments(sample, 30, chunk=10, seed=0), mc_moments(sample, 30, seed=1)
     torch.testing.assert_close(a.mean, b.mean, rtol=0, atol=0)
     assert not torch.equal(a.mean, c.mean)

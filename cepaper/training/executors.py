@@ -157,9 +157,14 @@ def gpu_slots(gpus, gpus_per_job):
     return [tuple(range(i * gpus_per_job, (i + 1) * gpus_per_job)) for i in range(gpus // gpus_per_job)]
 
 
-def _submit_in_slots(ex, fn, items, poll_s=5.0, on_submit=None, held=()):
+#: At most this many seconds pass between looks at the running jobs while the next job waits for a slot.
+SLOT_POLL_S = 5.0
+
+
+def _submit_in_slots(ex, fn, items, poll_s=SLOT_POLL_S, on_submit=None, held=()):
     """Submit every item as a job of the local executor ``ex``, at most one job per slot of
-    ``ex.cepaper_slots`` at a time, each on its own GPUs (``visible_gpus``): the jobs, in order.
+    ``ex.cepaper_slots`` at a time, each on its own GPUs (``visible_gpus``): the jobs, in order; the
+    running jobs are looked at every ``poll_s`` seconds while one waits for a slot.
     ``on_submit(i, job)`` is called as each is submitted. The jobs an earlier call left running
     (``wait=False``: remembered on ``ex``) and ``held`` (jobs with ``done()`` that another call
     submitted) keep their slots until they end: on a machine without a GPU, one job at a time, across
@@ -252,7 +257,9 @@ def map_runs(ex, fn, items, *, missing_ok=False, wait=True, finished=None, marke
     job that raised or was killed is :func:`missing` ``"failed"`` with the last line of its error;
     ``wait=False``: a job not finished yet is :func:`missing` ``"pending"`` (it goes on running). A local
     executor runs as many jobs at once as its machine has GPU groups (:func:`gpu_slots`), each on its
-    own GPUs, and so returns only when every job has been submitted.
+    own GPUs, and so returns only when every job has been submitted. ``poll_s``: how often a job
+    submitted by an earlier call is looked at while waiting for it; a job waiting for a slot looks at
+    the running ones as often, and at least every :data:`SLOT_POLL_S` seconds.
 
     ``finished(item)``: the result of an item that needs no job (a finished run), else ``None``.
     ``markers``: a path per item, where the job submitted for it is remembered (executor, id, folder)
@@ -277,7 +284,8 @@ def map_runs(ex, fn, items, *, missing_ok=False, wait=True, finished=None, marke
     on_submit = (lambda k, job: _write_marker(markers[todo[k]], ex, job)) if markers else None
     if getattr(ex, "cepaper_slots", None):  # one machine: each job on its own GPUs, as many at once as fit
         held = [_Marked(marker) for marker in earlier.values()]
-        jobs = _submit_in_slots(ex, fn, [items[i] for i in todo], on_submit=on_submit, held=held)
+        slot_poll_s = min(poll_s, SLOT_POLL_S)
+        jobs = _submit_in_slots(ex, fn, [items[i] for i in todo], slot_poll_s, on_submit=on_submit, held=held)
     else:
         jobs = [ex.submit(fn, items[i]) for i in todo]
         for k, job in enumerate(jobs if on_submit else ()):
@@ -320,7 +328,8 @@ class Launcher:
     ``executor``: a submitit executor (:func:`executor`; ``None``: the runs here, one after another, or
     under torchrun each across the ranks); ``missing_ok`` and ``wait`` of :func:`map_runs`;
     ``rerun_stale``: train again the finished runs older code made (:func:`cepaper.runs.cached_run`);
-    ``poll_s``: how often a job submitted by an earlier call is looked at while waiting for it.
+    ``poll_s``: how often a job submitted by an earlier call (or, at least every 5 s, a job holding the
+    slot the next one waits for) is looked at while waiting for it (:func:`map_runs`).
     The job submitted for a run is remembered in a marker beside its record (``<record>.job.json``)
     until it ends."""
 

@@ -74,8 +74,8 @@ window.addEventListener("load", () => setTimeout(() => {
 }, 3000));
 </script>"""
 
-#: The browser window the pages are checked in (the tables must fit its text column).
-WINDOW = "--window-size=1400,2000"
+#: The browser window the pages are checked in (the tables must fit its text column) and shot in.
+WINDOW = "--window-size=1400,4000"
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian package `chromium`)")
 needs_book = pytest.mark.skipif(not (HTML / "index.html").exists(), reason="no built book: run `make book` first")
@@ -94,12 +94,16 @@ def chromium(*args, profile_dir):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True).stdout
 
 
-def probe(src, profile_dir):
-    """Render the page file ``src`` (``WINDOW`` wide) and return the probe's report."""
+def probe(src, profile_dir, shot=None):
+    """Render the page file ``src`` (``WINDOW`` wide) and return the probe's report; with ``shot``, the
+    same rendering's screenshot is saved there too (one start of the browser, not two)."""
     copy = src.with_name(f".probe-{src.name}")
     copy.write_text(src.read_text().replace("</body>", PROBE + "</body>"))
+    screenshot = [f"--screenshot={shot}"] if shot else []
     try:
-        dom = chromium(WINDOW, "--virtual-time-budget=15000", "--dump-dom", copy.as_uri(), profile_dir=profile_dir)
+        dom = chromium(
+            WINDOW, "--virtual-time-budget=15000", *screenshot, "--dump-dom", copy.as_uri(), profile_dir=profile_dir
+        )
     finally:
         copy.unlink()
     match = re.search(r'<pre id="cepaper-probe"[^>]*>(.*?)</pre>', dom, re.S)
@@ -150,10 +154,10 @@ def test_every_section_has_a_page():
 @pytest.mark.parametrize("page", pages())
 def test_page_renders_with_figures_and_no_errors(page):
     SHOTS.mkdir(parents=True, exist_ok=True)
+    shot = SHOTS / (Path(page).stem + ".png")
+    shot.unlink(missing_ok=True)  # this run's, not an earlier one's
     with tempfile.TemporaryDirectory() as profile_dir:
-        report = probe(HTML / page, profile_dir)
-        shot = SHOTS / (Path(page).stem + ".png")
-        chromium("--window-size=1400,4000", f"--screenshot={shot}", (HTML / page).as_uri(), profile_dir=profile_dir)
+        report = probe(HTML / page, profile_dir, shot)
     assert shot.exists() and shot.stat().st_size > 10_000, f"no screenshot of {page}"
     broken = [i["src"] for i in report["images"] if not i["width"]]
     assert not broken, f"{page}: images that did not load: {broken}"

@@ -10,6 +10,7 @@ from cepaper import ntk
 from cepaper.alpha import sweeps
 from cepaper.models import bottleneck as B
 from cepaper.models.mlp import CollegialMLP
+from cepaper.montecarlo import intra_op_threads
 from cepaper.search import equations
 
 F64 = torch.float64
@@ -59,6 +60,21 @@ def test_draws_are_the_seeded_single_blocks():
     assert torch.equal(ntk.jacobian_ntk(glob, x), B.bottleneck_ntk(block, x)[1]) or torch.allclose(
         ntk.jacobian_ntk(glob, x), B.bottleneck_ntk(block, x)[1], rtol=1e-10
     )
+
+
+def test_draws_do_not_depend_on_the_threads_they_are_spread_over():
+    """Over 2**20 weights, the draws are spread over torch's threads (each draw its own generator): the
+    same weights on two threads as on one, draw t that of ``Bottleneck(n, seed=seeds[t])``."""
+    v = ntk.readout_vector("mean", (256, 1, 1), seed=1)
+    make = lambda: B.BottleneckDraws(160, [5, 6, 7, 8], v)  # 1.25 M weights in all
+    with intra_op_threads(2):
+        spread = make()
+    with intra_op_threads(1):
+        one = make()
+    assert sum(w.numel() for w in (spread.w1, spread.w2, spread.w3)) > 2**20
+    for a, b in zip((spread.w1, spread.w2, spread.w3), (one.w1, one.w2, one.w3)):
+        assert torch.equal(a, b)
+    assert torch.equal(B.Bottleneck(160, v, seed=8).conv2.weight.reshape(spread.w2[3].shape), spread.w2[3])
 
 
 def test_shortcut_shifts_output_but_not_the_ntk():

@@ -24,7 +24,7 @@ def test_local_executor_runs_each_run_as_a_job_and_gathers_the_records(tmp_path)
         cache=tmp_path / "cache",
         modules=("cepaper.runs",),
         by_definition=True,
-        launcher=executors.Launcher(ex),
+        launcher=executors.Launcher(ex, poll_s=0.2),  # the second job waits for the first one's slot
     )
     assert [r["seed"] for r in out] == [0, 1] and all(r["pid"] != os.getpid() for r in out)  # in other processes
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2
@@ -86,7 +86,7 @@ def test_a_failed_local_job_is_missing_with_its_error_and_the_others_gathered(tm
             raise ValueError(f"run {x} diverged")
         return x * 10
 
-    out = executors.map_runs(ex, fn, [0, 1, 2], missing_ok=True)
+    out = executors.map_runs(ex, fn, [0, 1, 2], missing_ok=True, poll_s=0.2)
     assert out[0] == 0 and out[2] == 20
     assert out[1]["missing"] == "failed" and out[1]["why"] == "ValueError: run 1 diverged", out[1]
     assert out[1]["job"] is not None
@@ -103,7 +103,7 @@ def test_a_job_that_ended_without_a_result_says_its_state():
     assert executors._failure(RuntimeError("a\nCUDA out of memory")) == "RuntimeError: CUDA out of memory"
 
 
-def test_a_killed_local_job_reads_as_killed_not_finished(tmp_path):
+def test_a_killed_local_job_reads_as_killed_not_finished(tmp_path, monkeypatch):
     """Issue 24: a job killed by a signal was described as ``state FINISHED``. A local job whose task
     is killed (SIGKILL) is missing, ``failed``, and its reason says it was killed; where the job's own
     process died of a signal, the reason names it."""
@@ -111,6 +111,9 @@ def test_a_killed_local_job_reads_as_killed_not_finished(tmp_path):
     import subprocess
     import sys
 
+    from submitit.core import core
+
+    monkeypatch.setattr(core.Job, "_results_timeout_s", 0)  # no 15 s wait for a result a slow shared disk may show late
     ex = executors.executor("local", tmp_path / "jobs", gpus_per_job=0, timeout_min=5)
     (out,) = executors.map_runs(ex, lambda x: os.kill(os.getpid(), signal.SIGKILL), [0], missing_ok=True)
     assert out["missing"] == "failed" and "killed" in out["why"] and "FINISHED" not in out["why"], out
