@@ -9,7 +9,9 @@ import shutil
 import sys
 
 import pytest
+import torch.distributed as dist
 
+from cepaper import cli
 from tests import conftest
 from tests.conftest import DRIVER
 
@@ -96,16 +98,33 @@ def test_a_section_that_does_not_train_runs_on_rank_0_alone(repo):
     assert not (repo / "_build" / "logs" / "quick" / "01_lemma1.rank1.kernel.log").exists()
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--executor", "local"], "executor must be inprocess"),
-        (["--reuse"], "--reuse executes nothing: run it as one process"),
-        (["-p", "valu", "3"], "unknown parameter 'valu'"),
-    ],
-)
-def test_bad_runs_under_torchrun_are_refused_on_every_rank(repo, args, message):
+BAD_RUNS = [
+    (["--executor", "local"], "executor must be inprocess"),
+    (["--reuse"], "--reuse executes nothing: run it as one process"),
+    (["-p", "valu", "3"], "unknown parameter 'valu'"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_RUNS)
+def test_bad_runs_under_torchrun_are_refused_on_every_rank(repo, monkeypatch, capsys, args, message):
+    """Each rank refuses a bad run by itself, with status 2, before it joins any process group (here in
+    this process, as rank 0 and as rank 1 of torchrun's two); rank 0 says why."""
     (repo / "notebooks" / "01_lemma1.py").write_text(RANKED)
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **k: pytest.fail("joined a group before refusing"))
+    for rank in ("0", "1"):
+        for name, value in (("RANK", rank), ("LOCAL_RANK", rank), ("WORLD_SIZE", "2")):
+            monkeypatch.setenv(name, value)
+        with pytest.raises(SystemExit) as e:
+            cli.main(["run", "lemma1", *args])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and (message in err) == (rank == "0"), (rank, err)
+    assert not (repo / "results" / "quick" / "lemma1").exists()
+
+
+def test_a_bad_run_under_torchrun_itself_is_refused(repo):
+    """The first of BAD_RUNS under torchrun: it exits with an error status and rank 0's reason."""
+    (repo / "notebooks" / "01_lemma1.py").write_text(RANKED)
+    args, message = BAD_RUNS[0]
     done = torchrun(repo, "run", "lemma1", *args)
     assert done.returncode != 0 and message in done.stderr, done.stderr[-3000:]
     assert not (repo / "results" / "quick" / "lemma1").exists()

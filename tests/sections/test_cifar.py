@@ -2,8 +2,6 @@
 and summary of cepaper.training.sgd, cepaper.sections.imagenet (sizes, datasets, cost) and `cepaper train`."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from cepaper import cli
 from cepaper import complexity as cxm
 from cepaper.catalog import Dataset
 from cepaper.models.resnext import ResNeXtBottleneck
@@ -309,9 +308,11 @@ def test_imagenet_throughput_measures_a_model(monkeypatch):
         ),
     ],
 )
-def test_cli_train_bad_input(argv, message):
-    proc = subprocess.run([sys.executable, "-m", "cepaper", "train", *argv], capture_output=True, text=True)
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+def test_cli_train_bad_input(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["train", *argv])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err, err
 
 
 @pytest.mark.parametrize(
@@ -338,26 +339,13 @@ def test_cli_train_reports_errors_over_the_epochs_it_averaged(tmp_path, monkeypa
     assert f"top-1 error {top1:.2f}%  top-5 error 50.00%" in out and f"; {statistic})" in out, out
 
 
-def test_cli_train_missing_data_is_a_clear_error(tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cepaper",
-            "train",
-            "--arch",
-            "resnext29",
-            "--config",
-            "1x4d",
-            "--dataset",
-            "cifar10",
-            "--data-root",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2 and "cifar10 not found" in proc.stderr and "download" in proc.stderr, proc.stderr
+def test_cli_train_missing_data_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(
+            ["train", "--arch", "resnext29", "--config", "1x4d", "--dataset", "cifar10", "--data-root", str(tmp_path)]
+        )
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "cifar10 not found" in err and "download" in err, err
 
 
 def test_section_parameters_are_checked():

@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from cepaper import cli
 from cepaper.catalog import Dataset
 from cepaper.training import distributed, loaders, recipes, sgd
 
@@ -288,18 +289,18 @@ def test_cli_train_under_torchrun_reports_its_world_size(tmp_path, cifar_root):
         (["--backend", "nccl"], {}, "backend nccl needs CUDA GPUs"),
     ],
 )
-def test_cli_train_refuses_a_bad_world_or_backend(tmp_path, extra, env, message):
+def test_cli_train_refuses_a_bad_world_or_backend(tmp_path, monkeypatch, capsys, extra, env, message):
+    """`cepaper train` (in this process, in the environment torchrun gives rank 0) refuses with status 2
+    before it joins a process group or writes anything."""
     if "nccl" in extra and torch.cuda.is_available():
         pytest.skip("a GPU is here: nccl is available")
-    p = subprocess.run(
-        [sys.executable, "-m", "cepaper", *CLI, "--n-train", "8", *extra],
-        cwd=ROOT,
-        env=_env(tmp_path, **env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert p.returncode == 2 and message in p.stderr, p.stderr
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda *a, **k: pytest.fail("joined a group"))
+    for name, value in {"CEPAPER_RESULTS": str(tmp_path / "results"), **env}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as e:
+        cli.main([*CLI, "--n-train", "8", *extra])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err, err
     assert not (tmp_path / "results").exists()  # refused before anything is written
 
 

@@ -51,30 +51,16 @@ def test_slurm_without_slurm_is_a_clear_error(tmp_path, monkeypatch):
         executors.executor("slurm", tmp_path)
 
 
-def test_cli_train_executor_slurm_without_slurm(tmp_path):
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable), "CEPAPER_RESULTS": str(tmp_path / "results")}
-    p = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cepaper",
-            "train",
-            "--arch",
-            "resnext29",
-            "--config",
-            "1x4d",
-            "--dataset",
-            "cifar10",
-            "--executor",
-            "slurm",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert p.returncode == 2 and "executor slurm needs SLURM" in p.stderr, p.stderr
+def test_cli_train_executor_slurm_without_slurm(tmp_path, monkeypatch, capsys):
+    from cepaper import cli
+
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))  # no sbatch
+    monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path / "results"))
+    argv = ["train", "--arch", "resnext29", "--config", "1x4d", "--dataset", "cifar10", "--executor", "slurm"]
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "executor slurm needs SLURM" in err, err
     assert not (tmp_path / "results").exists()
 
 
