@@ -1,7 +1,7 @@
 """Notebooks → papermill (profiles, cache) → book: the execution of sections, the second step of
-`cepaper run` (plan → execute → publish → render). It takes the :class:`~cepaper.book.profiles.Step` s
-that :func:`~cepaper.book.profiles.plan` made, each knowing where its results go, and hands each
-successful run to :func:`~cepaper.book.publish.publish_run`.
+`cepaper run` (plan → execute → publish → render). It executes each step that
+:func:`~cepaper.book.profiles.plan` made (a :class:`~cepaper.book.profiles.Step`, which knows where its
+results go), and hands each successful run to :func:`~cepaper.book.publish.publish_run`.
 
 A section is a jupytext notebook ``notebooks/NN_<section>.py`` whose ``parameters`` cell holds the
 quick-profile defaults. A profile ``profiles/<name>.yaml`` maps each section to its parameters. The
