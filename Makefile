@@ -37,17 +37,19 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Both cores (pytest-xdist); the slowest tests are listed at the end of every run.
+# Both cores (pytest-xdist); a worker that runs out of tests takes some queued on the other (worksteal:
+# the tests take from milliseconds to half a minute, and --dist load left one core idle at the end);
+# the slowest tests are listed at the end of every run.
 JOBS ?= 2
 test-unit: install
-	$(BIN)/python -m pytest tests -q -n $(JOBS) --durations=10
+	$(BIN)/python -m pytest tests -q -n $(JOBS) --dist worksteal --durations=10
 
 # The inner loop: the unit tests that need no built book and start no process (notebook kernels,
 # torchrun ranks, executors, the browser, the CLI in a subprocess).
 SPAWNING := book/test_pipeline book/test_ranks book/test_notebooks book/test_browser training/test_distributed \
 		training/test_executors test_faults test_benchmarks test_install
 test-fast: install
-	$(BIN)/python -m pytest tests -q -n $(JOBS) --durations=5 $(SPAWNING:%=--ignore=tests/%.py)
+	$(BIN)/python -m pytest tests -q -n $(JOBS) --dist worksteal --durations=5 $(SPAWNING:%=--ignore=tests/%.py)
 
 format: install
 	$(BIN)/ruff check --fix .

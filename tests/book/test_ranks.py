@@ -122,9 +122,11 @@ def test_bad_runs_under_torchrun_are_refused_on_every_rank(repo, monkeypatch, ca
 
 
 def test_a_bad_run_under_torchrun_itself_is_refused(repo):
-    """The first of BAD_RUNS under torchrun: it exits with an error status and rank 0's reason."""
+    """The first of BAD_RUNS under torchrun: it exits with an error status, publishes nothing, and rank 0
+    says why, unless torchrun stopped rank 0 first (rank 1 refused too and exited before it: torchrun then
+    ends the other ranks, a race the test above, one rank at a time, does not have)."""
     (repo / "notebooks" / "01_lemma1.py").write_text(RANKED)
     args, message = BAD_RUNS[0]
     done = torchrun(repo, "run", "lemma1", *args)
-    assert done.returncode != 0 and message in done.stderr, done.stderr[-3000:]
-    assert not (repo / "results" / "quick" / "lemma1").exists()
+    assert done.returncode != 0 and not (repo / "results" / "quick" / "lemma1").exists(), done.stderr[-3000:]
+    assert message in done.stderr or "closing signal SIGTERM" in done.stderr, done.stderr[-3000:]
