@@ -150,9 +150,11 @@ def command(argv=None):
     """:func:`main` without its end: parse ``argv`` and run the command."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    # under torchrun every rank meets the same error: rank 0 says it, the others exit with its status quietly
-    quiet = os.environ.get("RANK", "0") != "0" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
-    fail = lambda status, text: parser.exit(status, None if quiet else f"cepaper {args.command}: {text}\n")
+    # under torchrun every rank meets the same error and says it, naming its rank: the first rank to exit
+    # makes torchrun stop the others, so a reason said by rank 0 alone could be lost with it
+    rank = os.environ.get("RANK") if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else None
+    who = f"cepaper {args.command}" + (f" (rank {rank})" if rank is not None else "")
+    fail = lambda status, text: parser.exit(status, f"{who}: {text}\n")
     import functools
     import warnings
 
