@@ -62,7 +62,7 @@ test-notebooks: install
 	rm -rf _build/nbval _build/nbval-results
 	$(BIN)/python tests/nbval_notebooks.py _build/executed/quick _build/nbval/quick
 	CEPAPER_RESULTS=$(abspath _build/nbval-results) $(BIN)/python -m pytest -q --nbval-lax \
-		-p no:cacheprovider -n $(JOBS) --dist loadfile _build/nbval/quick/*.ipynb
+		-p no:cacheprovider -p tests.nbval_kernels -n $(JOBS) --dist loadfile _build/nbval/quick/*.ipynb
 
 # Mutation testing of the core modules ([tool.mutmut] in pyproject.toml), at low priority; not part of
 # `make test`. MUTANTS narrows it to mutant names, e.g. make mutate MUTANTS='cepaper.stats.*';

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -234,7 +235,7 @@ def _kernel_manager(log):
 
     class QuietKernelManager(AsyncKernelManager):
         def __init__(self, **kw):
-            super().__init__(**kw)
+            super().__init__(**{**kernel_transport(), **kw})
             self.transport_encryption = "auto"
 
         async def _async_launch_kernel(self, kernel_cmd, **kw):
@@ -242,6 +243,17 @@ def _kernel_manager(log):
             return await super()._async_launch_kernel(kernel_cmd, **kw)
 
     return QuietKernelManager
+
+
+def kernel_transport():
+    """How a kernel started here talks with its client: on POSIX, over Unix sockets of its own
+    (``<tmp>/cepaper-kernel-<random>-N``), not TCP ports. Over TCP, jupyter_client picks free ports,
+    closes them and hands them to the kernel; kernels starting at once (torchrun's ranks, the test
+    workers) or any outgoing connection can take one in between, and the kernel dies ("Kernel died
+    before replying to kernel_info"). Keyword arguments for a jupyter_client kernel manager."""
+    if os.name != "posix":
+        return {}
+    return {"transport": "ipc", "ip": os.path.join(tempfile.gettempdir(), f"cepaper-kernel-{uuid.uuid4().hex}")}
 
 
 def _keep_failed(src, dest):

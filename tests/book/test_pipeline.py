@@ -168,6 +168,36 @@ def test_failed_notebook_keeps_the_last_good_run(repo):
     assert (repo / "_build" / "failed" / "quick" / "01_lemma1.ipynb").exists()
 
 
+def test_kernels_started_at_once_talk_over_sockets_of_their_own(tmp_path):
+    """The book's kernels (and nbval's, tests/nbval_kernels.py) use Unix sockets named for each kernel,
+    not TCP ports another process could take between their choice and the kernel's start: two started
+    at once get different sockets, each answers, and each removes its socket files when it stops."""
+    import asyncio
+
+    async def two_kernels(log):
+        managers = [pipeline._kernel_manager(log)(kernel_name="python3") for _ in range(2)]
+        await asyncio.gather(*(km.start_kernel() for km in managers))
+        try:
+            infos = [km.get_connection_info() for km in managers]
+            sockets = [[f"{i['ip']}-{i[p]}" for p in ("shell_port", "iopub_port", "hb_port")] for i in infos]
+            for km in managers:
+                client = km.client()
+                client.start_channels()
+                await client.wait_for_ready(timeout=60)
+                reply = await client.execute_interactive("6 * 7", timeout=60)
+                client.stop_channels()
+                assert reply["content"]["status"] == "ok"
+            return infos, sockets, [all(os.path.exists(f) for f in s) for s in sockets]
+        finally:
+            await asyncio.gather(*(km.shutdown_kernel(now=True) for km in managers))
+
+    with open(tmp_path / "kernel.log", "w") as log:
+        infos, sockets, existed = asyncio.run(two_kernels(log))
+    assert [i["transport"] for i in infos] == ["ipc", "ipc"] and infos[0]["ip"] != infos[1]["ip"], infos
+    assert existed == [True, True], sockets
+    assert not any(os.path.exists(f) for s in sockets for f in s), "socket files left behind"
+
+
 def test_results_written_atomically(tmp_path):
     path = files.write_atomic(tmp_path / "a" / "b.json", json.dumps({"x": 1}))
     assert json.loads(path.read_text()) == {"x": 1}
