@@ -173,11 +173,7 @@ def _under_title(nb, banner):
     if rest.strip():
         cells.append(nbformat.v4.new_markdown_cell(rest.strip("\n"), metadata=nb.cells[first].metadata))
     nb.cells[first + 1 : first + 1] = cells
-    for cell in nb.cells:
-        cell.pop("id", None)
-    nb.nbformat_minor = max(nb.nbformat_minor, 4)
-    nbformat.validator.normalize(nb)
-    return nb
+    return _with_cell_ids(nb)
 
 
 def with_checks(nb, section, profile):
@@ -202,10 +198,21 @@ def _with_banner(nb, banner, suffix=None, after=1):
         lines[0] = f"{lines[0]} — {suffix}"
         nb.cells[first].source = "\n".join(lines)
     nb.cells.insert(first + after, nbformat.v4.new_markdown_cell(banner))
+    return _with_cell_ids(nb)
+
+
+def _with_cell_ids(nb):
+    """``nb`` as nbformat 4.5, each cell with an id of its own: the cells just added have theirs, those
+    of a run stored as nbformat 4.4 get one (none missing, none repeated: nothing for nbformat to
+    repair, or warn of, when the page is written)."""
+    from nbformat.corpus.words import generate_corpus_id
+
+    seen = set()
     for cell in nb.cells:
-        cell.pop("id", None)
-    nb.nbformat_minor = max(nb.nbformat_minor, 4)
-    nbformat.validator.normalize(nb)
+        if cell.get("id") in seen or "id" not in cell:
+            cell["id"] = generate_corpus_id()
+        seen.add(cell["id"])
+    nb.nbformat_minor = max(nb.nbformat_minor, 5)
     return nb
 
 

@@ -146,6 +146,30 @@ def test_the_banner_goes_right_under_the_title(run):
     assert page.cells[1].source.startswith("✗")
 
 
+@pytest.mark.parametrize("minor", [4, 5])
+def test_a_page_with_banners_is_valid_with_an_id_per_cell(run, minor):
+    """A run stored as nbformat 4.4 (no cell ids) or 4.5: the page with its banners is 4.5, each cell
+    with an id of its own, and writing it leaves nbformat nothing to repair or warn about."""
+    import warnings
+
+    run.check("slope interval contains -1", False, "[-1.052, -1.050]")
+    stored = notebook()
+    stored.nbformat_minor = minor
+    if minor == 4:
+        for cell in stored.cells:
+            del cell["id"]
+        nbformat.validate(stored)
+    else:
+        stored.cells[1]["id"] = stored.cells[0]["id"]  # a repeated id is given a new one too
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        page = render.with_checks(render._with_banner(stored, "**At scale**", "at scale (paper)"), "lemma1", "quick")
+        nbformat.validate(page)
+        nbformat.writes(page)
+    ids = [c["id"] for c in page.cells]
+    assert page.nbformat_minor == 5 and len(set(ids)) == len(ids) == 6, ids
+
+
 def test_a_run_without_checks_gets_no_banner(tmp_path, monkeypatch):
     """A committed run made before runs stored their checks: the page is left as it is."""
     monkeypatch.setenv("CEPAPER_RESULTS", str(tmp_path))
