@@ -9,6 +9,7 @@ checkout from an installed package, so that nothing is ever written into site-pa
 
 import contextlib
 import hashlib
+import json
 import math
 import os
 import sys
@@ -43,6 +44,24 @@ def reason(e):
     """A one-line reason from a read/parse exception."""
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def read_cached(path, required=()):
+    """The JSON record in the cache file ``path``, or ``None`` when there is none; a file that is not
+    JSON, is empty, or lacks a key of ``required`` is moved aside (:func:`move_aside`) and is ``None``."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        move_aside(path, f"not JSON, {reason(e)}")
+        return None
+    missing = [k for k in required if not isinstance(record, dict) or k not in record]
+    if not record or missing:
+        move_aside(path, "an empty record" if not record else f"no {', '.join(map(repr, missing))} in the record")
+        return None
+    return record
 
 
 def jsonable(x):

@@ -20,6 +20,10 @@ Every function that reads or writes a record takes the process group as an argum
 object with ``rank`` and ``size``, e.g. :func:`cepaper.training.distributed.world`; ``None``: one
 process): rank 0 writes, and all ranks wait for it (``torch.distributed.barrier``).
 
+This module imports torch where a checkpoint or an RNG state needs it, not at the top: the book's cache
+key and `cepaper run` use :func:`dependencies` and the records, and a process that executes nothing loads
+no torch.
+
 A damaged cache file or checkpoint (not JSON, empty, truncated) is moved aside (:func:`move_aside`)
 and recomputed, never read again. Checkpoints are read with ``weights_only=True``: one whose pickle
 asks for more than tensors and plain containers (a planted file) is refused unread (:func:`load_checkpoint`).
@@ -36,10 +40,9 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from cepaper.files import checkout, jsonable, move_aside, reason, write_atomic
+from cepaper.files import checkout, jsonable, move_aside, read_cached, reason, write_atomic
 
 #: The folder that holds the ``cepaper`` package (the repository, in a checkout).
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,24 +257,6 @@ def finished_run(cache, definition, modules, required=(), rerun_stale=False, ver
     return None if stale and rerun_stale else {**record, "stale": stale}
 
 
-def read_cached(path, required=()):
-    """The JSON record in the cache file ``path``, or ``None`` when there is none; a file that is not
-    JSON, is empty, or lacks a key of ``required`` is moved aside (:func:`move_aside`) and is ``None``."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        move_aside(path, f"not JSON, {reason(e)}")
-        return None
-    missing = [k for k in required if not isinstance(record, dict) or k not in record]
-    if not record or missing:
-        move_aside(path, "an empty record" if not record else f"no {', '.join(map(repr, missing))} in the record")
-        return None
-    return record
-
-
 # What torch.load's weights_only unpickler names when a pickle asks for more than tensors and plain
 # containers (a global it does not allow, an object it may not build or call): such a file is not a
 # checkpoint this code wrote, and is refused unread rather than moved aside as damage.
@@ -291,6 +276,8 @@ def load_checkpoint(path):
     containers of model, optimizer, scheduler and RNG states, nothing that unpickling could run. A
     pickle that names anything else (a planted ``.pt`` whose loading would call ``os.system``) is
     refused, a ValueError naming the file and what it asked for, and is never unpickled."""
+    import torch  # heavy: here, not at the top (see the module's docstring)
+
     path = Path(path)
     if not path.exists():
         return None
@@ -318,6 +305,8 @@ def check_checkpoint(path):
 
 def save_checkpoint(path, state):
     """``torch.save(state)`` to ``path`` atomically (:func:`write_atomic`)."""
+    import torch  # heavy: here, not at the top (see the module's docstring)
+
     buf = io.BytesIO()
     torch.save(state, buf)
     return write_atomic(path, buf.getvalue())
@@ -342,6 +331,8 @@ def derive_seed(*parts, bits=32):
 
 def rng_state():
     """The torch RNG states (CPU, and every CUDA device when there is one): for a checkpoint."""
+    import torch  # heavy: here, not at the top (see the module's docstring)
+
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -350,6 +341,8 @@ def rng_state():
 
 def set_rng_state(state):
     """Restore :func:`rng_state`."""
+    import torch  # heavy: here, not at the top (see the module's docstring)
+
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -47,11 +47,9 @@ SOURCE_ROOT = Path(pipeline.__file__).resolve().parents[2]  # the checkout whose
 BOOK_MODULES = (pipeline, profiles, cache, render, results)
 
 
-def point_at(root, set_attr=setattr):
-    """Make the book's machinery (pipeline, profiles, cache key, render, results store) use the
-    repository layout ``root`` (``set_attr``: ``monkeypatch.setattr`` in a test, plain ``setattr`` in a
-    subprocess)."""
-    paths = {
+def layout_paths(root):
+    """The book's paths (module attributes) in the repository layout ``root``."""
+    return {
         "REPO": root,
         "NOTEBOOKS": root / "notebooks",
         "PROFILES": root / "profiles",
@@ -59,8 +57,14 @@ def point_at(root, set_attr=setattr):
         "STAGING": root / "_build" / "staging",
         "SECTIONS_DIR": root / "book" / "sections",
     }
-    for module in BOOK_MODULES:
-        for name, value in paths.items():
+
+
+def point_at(root, set_attr=setattr, modules=BOOK_MODULES):
+    """Make the book's machinery (pipeline, profiles, cache key, render, results store) use the
+    repository layout ``root`` (``set_attr``: ``monkeypatch.setattr`` in a test, plain ``setattr`` in a
+    subprocess)."""
+    for module in modules:
+        for name, value in layout_paths(root).items():
             if hasattr(module, name):
                 set_attr(module, name, value)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cepaper import runs
+from cepaper import files, runs
 from cepaper.training import executors
 from tests.training.test_gd import model_of
 
@@ -182,7 +182,7 @@ def test_the_plain_grid_runner_keys_by_source_checks_records_and_passes_checkpoi
 def test_a_damaged_record_is_moved_aside_saying_why(tmp_path, capsys, content, why):
     path = tmp_path / "r.json"
     path.write_text(content)
-    assert runs.read_cached(path, ("seed", "history")) is None
+    assert files.read_cached(path, ("seed", "history")) is None
     assert (tmp_path / "r.json.corrupt").read_text() == content and not path.exists()
     assert f"{path} is damaged ({why}" in capsys.readouterr().err
 

@@ -30,7 +30,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cepaper import files, runs
+from cepaper import files
 from cepaper.book import results
 from cepaper.book.cache import cache_key, file_digest, missing_runs, reads_fresh
 from cepaper.book.profiles import notebook_path, plan
@@ -83,7 +83,7 @@ def valid_record(step, key):
     if not (path.exists() and out.exists()):
         return None
     # a damaged record is only a cache miss: moved aside, and the section re-executes
-    record = runs.read_cached(path, required=RECORD_KEYS)
+    record = files.read_cached(path, required=RECORD_KEYS)
     if record is None or not isinstance(record.get("reads"), dict):
         if path.exists():
             files.move_aside(path, "its reads are not a mapping")

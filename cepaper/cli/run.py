@@ -66,17 +66,20 @@ def add_run(sub):
 def run(args):
     """`cepaper run`: the sections' notebooks of a profile executed (cached) and published
     (:func:`cepaper.book.pipeline.run`; under torchrun :func:`cepaper.book.ranks.run`)."""
-    from cepaper.book import pipeline, ranks  # heavy: torch
+    from cepaper.book import pipeline  # heavy: papermill (and no torch: the notebooks' kernels import it)
 
     overrides = profiles.parse_overrides(args.parameter) + _run_flags(args)
-    if ranks.launched():  # torchrun: the sections that train grids train every run across the processes
-        if args.reuse:
-            raise UsageError("--reuse executes nothing: run it as one process, without torchrun")
-        with _run_terms():
-            records = ranks.run(args.sections, args.profile, overrides, force=args.force)
-        if os.environ["RANK"] == "0":
-            emit(args, records, pipeline.format_records(records))
-        return
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:  # one of several processes: only then torch.distributed
+        from cepaper.book import ranks  # heavy: torch
+
+        if ranks.launched():  # torchrun: the sections that train grids train every run across the processes
+            if args.reuse:
+                raise UsageError("--reuse executes nothing: run it as one process, without torchrun")
+            with _run_terms():
+                records = ranks.run(args.sections, args.profile, overrides, force=args.force)
+            if os.environ["RANK"] == "0":
+                emit(args, records, pipeline.format_records(records))
+            return
     with _run_terms():
         records = pipeline.run(
             args.sections,

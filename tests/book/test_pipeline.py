@@ -14,7 +14,7 @@ import pytest
 
 from cepaper import files, runs
 from cepaper.book import cache, pipeline, profiles, results
-from tests.conftest import NOTEBOOK
+from tests.conftest import NOTEBOOK, SOURCE_ROOT, layout_paths
 
 
 def statuses(records):
@@ -196,6 +196,35 @@ def test_kernels_started_at_once_talk_over_sockets_of_their_own(tmp_path):
     assert [i["transport"] for i in infos] == ["ipc", "ipc"] and infos[0]["ip"] != infos[1]["ip"], infos
     assert existed == [True, True], sockets
     assert not any(os.path.exists(f) for s in sockets for f in s), "socket files left behind"
+
+
+def test_an_up_to_date_run_imports_no_torch(repo):
+    """`cepaper run` of a section that is up to date reads its record and the cache key's sources: no
+    torch in its process (its kernels import what the notebooks need)."""
+    pipeline.run(["lemma1"])
+    paths = json.dumps({k: str(v) for k, v in layout_paths(repo).items()})
+    code = f"""
+import json, sys
+from pathlib import Path
+from cepaper.book import cache, pipeline, profiles, results
+for module in (cache, pipeline, profiles, results):
+    for name, value in json.loads({paths!r}).items():
+        if hasattr(module, name):
+            setattr(module, name, Path(value))
+from cepaper import cli
+status = cli.main(["run", "lemma1", "--json"])
+print(status, sorted(m for m in ("torch", "torchvision") if m in sys.modules))
+"""
+    p = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(SOURCE_ROOT), "CEPAPER_RESULTS": str(repo / "results")},
+    )
+    assert p.returncode == 0 and '"cached": true' in p.stdout, p.stdout + p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "0 []", p.stdout
 
 
 def test_results_written_atomically(tmp_path):
