@@ -130,7 +130,7 @@ def source_key(settings, modules, length=16, source=None):
 
 
 def _read_record(path, required, world):
-    """:func:`read_cached` of ``path`` by every rank of ``world``; across ranks one (the writer) first
+    """:func:`~cepaper.files.read_cached` of ``path`` by every rank of ``world``; across ranks one (the writer) first
     moves a damaged record or checkpoint aside, then all read."""
     if world is not None and world.size > 1:
         if _writer(world):
