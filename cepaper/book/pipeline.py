@@ -184,7 +184,7 @@ def execute(step, key, rank=0, env=None):
                 raise RuntimeError(f"section {section} raised {e.ename}: {e.evalue} ({kept})") from None
             if isinstance(e, OSError):
                 if e.filename is None and e.errno is not None:  # papermill writing the executed notebook
-                    e = OSError(e.errno, e.strerror, str(out.relative_to(REPO) if out.is_relative_to(REPO) else out))
+                    e = OSError(e.errno, e.strerror, str(results.in_repo(out)))
                 e.add_note(f"(section {section} stopped; {kept})")
                 raise e from None
             if isinstance(e, RuntimeError):  # the kernel died ("Kernel died"), or never started
@@ -192,7 +192,7 @@ def execute(step, key, rank=0, env=None):
 
                 died = isinstance(e, DeadKernelError)
                 why = "its kernel died (out of memory, or killed)" if died else f"its kernel failed: {e}"
-                log = kernel_log.relative_to(REPO) if kernel_log.is_relative_to(REPO) else kernel_log
+                log = results.in_repo(kernel_log)
                 raise RuntimeError(f"section {section} stopped: {why}; its log is {log}; {kept}") from None
             raise
         finally:
@@ -272,7 +272,7 @@ def _keep_failed(src, dest):
             return "its notebook was truncated while being written, so none is kept; "
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(src, dest)  # a rename, or a copy where _build/failed is on another filesystem
-        return f"the failed notebook is {dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest}; "
+        return f"the failed notebook is {results.in_repo(dest)}; "
     except OSError:
         return ""
 
@@ -364,8 +364,7 @@ def execute_locked(step, key, env=None):
 def shown(step, record):
     """A record as `cepaper run` returns it: with ``results``, where the step's results are (relative to
     the repository when inside it)."""
-    dest = step.dest.relative_to(REPO) if step.dest.is_relative_to(REPO) else step.dest
-    return {**record, "results": f"{dest}/"}
+    return {**record, "results": f"{results.in_repo(step.dest)}/"}
 
 
 def run(sections, profile="quick", overrides=(), force=False, reuse_stored=False, apart=False):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from cepaper.book.results import NO_BOOK, REPO, book_sections, section_dir, yaml_file
+from cepaper.book.results import NO_BOOK, REPO, book_sections, in_repo, section_dir, yaml_file
 
 SUMMARIES = ("claims",)  # sections that read every other section's results: executed last
 NOTEBOOKS = REPO / "notebooks"
@@ -51,7 +51,7 @@ def load_profile(profile):
         raise ValueError(f"profile must be one of {', '.join(names)}; got {profile!r}")
     path = PROFILES / f"{profile}.yaml"
     loaded = yaml_file(path) or {}
-    rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+    rel = in_repo(path)
     if not isinstance(loaded, dict):
         raise ValueError(
             f"{rel} must map sections to their parameters (section: {{name: value}}), got {type(loaded).__name__}"

@@ -105,11 +105,6 @@ def publish(new, dest):
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _shown(path):
-    """``path`` relative to the repository when inside it (as a notebook and a reader see it)."""
-    return str(path.relative_to(results.REPO) if path.is_relative_to(results.REPO) else path)
-
-
 def finish_notebook(path, record, staged, dest):
     """The executed notebook ``path`` as text, with its run ``record`` in its metadata and only
     papermill's injected-parameters cell on the page (the values this run used), its ``results_dir``
@@ -119,9 +114,9 @@ def finish_notebook(path, record, staged, dest):
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         if "injected-parameters" in cell.metadata.get("tags", []):
-            cell.source = cell.source.replace(f'"{staged}"', f'"{_shown(dest)}"')
+            cell.source = cell.source.replace(f'"{staged}"', f'"{results.in_repo(dest)}"')
     if "results_dir" in nb.metadata.get("papermill", {}).get("parameters", {}):
-        nb.metadata["papermill"]["parameters"]["results_dir"] = _shown(dest)
+        nb.metadata["papermill"]["parameters"]["results_dir"] = str(results.in_repo(dest))
     for cell in nb.cells:
         tags = cell.metadata.setdefault("tags", [])
         if "parameters" in tags and "remove-cell" not in tags:

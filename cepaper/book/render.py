@@ -209,7 +209,7 @@ def _with_cell_ids(nb):
 
     seen = set()
     for cell in nb.cells:
-        if cell.get("id") in seen or "id" not in cell:
+        if "id" not in cell or cell["id"] in seen:
             cell["id"] = generate_corpus_id()
         seen.add(cell["id"])
     nb.nbformat_minor = max(nb.nbformat_minor, 5)

@@ -55,6 +55,13 @@ def section_dir(section, profile):
     return root() / profile / section
 
 
+def in_repo(path):
+    """``path`` relative to the repository when inside it (as a notebook and a reader see it), else as
+    it is."""
+    path = Path(path)
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
+
+
 #: Where `cepaper run` stages a notebook's results (``results_dir``) until it publishes them.
 STAGING = REPO / "_build" / "staging"
 
@@ -225,7 +232,7 @@ class Run:
         store's ``results/<profile>/<section>/``, else the folder, relative to the repository if in it."""
         if self.staged:
             return f"results/{self.profile}/{self.section}/"
-        return f"{self.dir.relative_to(REPO) if self.dir.is_relative_to(REPO) else self.dir}/"
+        return f"{in_repo(self.dir)}/"
 
     def header(self):
         """Markdown for the top of a notebook: the profile and device this run uses, and where its
@@ -307,7 +314,7 @@ def _locate(section, profile, name):
         return path
     path = section_dir(section, profile) / f"{name}.json"
     if os.environ.get("CEPAPER_READS_LOG"):
-        rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        rel = in_repo(path)
         with open(os.environ["CEPAPER_READS_LOG"], "a") as log:
             log.write(f"{rel}\n")
     return path
@@ -348,7 +355,7 @@ def yaml_file(path):
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         what = getattr(e, "problem", None) or str(e).splitlines()[0]
-        rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        rel = in_repo(path)
         raise ValueError(f"{rel} is not valid YAML: {what}{at}; fix it and run again") from None
 
 
